@@ -1,0 +1,97 @@
+"""How a step function's parameters are filled: upstream outputs by name, ``params``, ``ctx``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from pipectl.model import StepSpec, callable_name
+
+DEP, PARAMS, CTX = 0, 1, 2
+CONTEXT_NAMES = ("ctx", "context")
+
+_signatures: dict[Any, tuple[tuple[tuple[str, Any, bool], ...], bool]] = {}
+
+
+def _signature(func: Callable[..., Any]) -> tuple[tuple[tuple[str, Any, bool], ...], bool]:
+    """(name, kind, has_default) per parameter, and whether it takes ``**kwargs``; cached."""
+    try:
+        return _signatures[func]
+    except (KeyError, TypeError):
+        pass
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins without a signature: call them with nothing
+        entry: tuple[tuple[tuple[str, Any, bool], ...], bool] = ((), False)
+    else:
+        params = tuple(
+            (p.name, p.kind, p.default is not inspect.Parameter.empty)
+            for p in sig.parameters.values()
+        )
+        entry = (params, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()))
+    try:
+        _signatures[func] = entry
+    except TypeError:  # unhashable callable
+        pass
+    return entry
+
+
+class Binder:
+    """Builds the keyword arguments of one step's call from the run's state."""
+
+    __slots__ = ("plan", "extra")
+
+    def __init__(self, plan: list[tuple[str, int, int]], extra: list[tuple[str, int]]):
+        self.plan = plan  # (parameter, source kind, dependency index)
+        self.extra = extra  # (dependency name, index) handed to **kwargs
+
+    def bind(self, outputs: list[Any], params: Any, ctx: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for name, kind, index in self.plan:
+            if kind == DEP:
+                kwargs[name] = outputs[index]
+            elif kind == PARAMS:
+                kwargs[name] = params
+            else:
+                kwargs[name] = ctx
+        for name, index in self.extra:
+            kwargs[name] = outputs[index]
+        return kwargs
+
+
+def make_binder(
+    step: StepSpec, func: Callable[..., Any], index_of: dict[str, int], problems: list[str]
+) -> Binder:
+    """The :class:`Binder` of ``step`` calling ``func``; what cannot be bound goes to ``problems``."""
+    params, var_kw = _signature(func)
+    deps = step.all_dependencies
+    plan: list[tuple[str, int, int]] = []
+    bound_deps: set[str] = set()
+    for name, kind, has_default in params:
+        if kind is inspect.Parameter.VAR_KEYWORD or kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        if kind is inspect.Parameter.POSITIONAL_ONLY:
+            if not has_default:
+                problems.append(
+                    f"step {step.name!r}: parameter {name!r} of {callable_name(func)} is "
+                    "positional-only; step functions receive keyword arguments"
+                )
+            continue
+        source = step.inputs.get(name)
+        if source is None and name in deps:
+            source = name
+        if source is not None:
+            plan.append((name, DEP, index_of[source]))
+            bound_deps.add(source)
+        elif name == "params":
+            plan.append((name, PARAMS, -1))
+        elif name in CONTEXT_NAMES:
+            plan.append((name, CTX, -1))
+        elif not has_default:
+            problems.append(
+                f"step {step.name!r}: parameter {name!r} of {callable_name(func)} is not an "
+                f"upstream step, 'params' or 'ctx'; add {name!r} to depends_on, map it with "
+                f"inputs={{{name!r}: 'step-name'}}, or give it a default"
+            )
+    extra = [(d, index_of[d]) for d in deps if d not in bound_deps] if var_kw else []
+    return Binder(plan, extra)

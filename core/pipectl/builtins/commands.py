@@ -1,0 +1,12 @@
+"""Built-in plugin ``core-commands``: the commands every pipectl has, added through the hook."""
+
+from __future__ import annotations
+
+from pipectl.hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def pipectl_register_commands(cli):
+    from pipectl.cli.plugins_command import plugins
+
+    cli.add_command(plugins)

@@ -1,0 +1,80 @@
+"""The ``pipectl`` command line: a click group built by :func:`build_cli` after plugins load.
+
+Every command, the built-in ones included, is added through ``pipectl_register_commands``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import click
+
+from pipectl import __version__
+
+__all__ = ["build_cli", "main"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _check_plugin_option(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> Any:
+    for value in values:
+        if not value.startswith("no:") or len(value) <= 3:
+            raise click.BadParameter(
+                f"{value!r}: use -p no:NAME to disable the plugin NAME", ctx=ctx, param=param
+            )
+    return values
+
+
+def build_cli(pm: Any) -> click.Group:
+    """A fresh root group with every plugin's commands (plugins are already loaded in ``pm``)."""
+
+    @click.group(context_settings=CONTEXT_SETTINGS)
+    @click.version_option(__version__, "-V", "--version", prog_name="pipectl")
+    @click.option(
+        "-p", "plugin_options", multiple=True, metavar="no:NAME", callback=_check_plugin_option,
+        help="Disable the plugin NAME (entry point or distribution name) before it is imported.",
+    )
+    @click.pass_context
+    def cli(ctx: click.Context, plugin_options: Sequence[str]) -> None:
+        """pipectl runs data pipelines: DAGs of steps, extended by plugins.
+
+        Plugins come from installed distributions (entry-point group `pipectl`).
+        Disable one with -p no:NAME or PIPECTL_DISABLE_PLUGINS=a,b; all with
+        PIPECTL_DISABLE_PLUGIN_AUTOLOAD=1.
+        """
+        ctx.obj = pm
+
+    hook = pm.hook.pipectl_register_commands
+    for impl in reversed(hook.get_hookimpls()):
+        before = dict(cli.commands)
+        try:
+            impl.function(**{arg: cli for arg in impl.argnames})
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            cli.commands.clear()
+            cli.commands.update(before)
+            record = pm.records.get(impl.plugin_name)
+            pm.remove_plugin(impl.plugin_name)
+            if record is not None:
+                pm.records[impl.plugin_name] = record
+                pm._fail(record, exc)
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``pipectl`` console script."""
+    from pipectl.errors import PluginError
+    from pipectl.plugins import get_plugin_manager, preparse_disabled
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        pm = get_plugin_manager(disabled=preparse_disabled(args))
+    except PluginError as exc:
+        click.echo(f"pipectl: error: {exc}", err=True)
+        sys.exit(2)
+    cli = build_cli(pm)
+    cli.main(args=args, prog_name="pipectl", windows_expand_args=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,107 @@
+"""What a step function can ask for besides upstream outputs: ``params`` and ``ctx``."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
+
+__all__ = ["Services", "StepContext"]
+
+
+class Services:
+    """A registry of services for dependency injection (connections, clients, the tracker).
+
+    ``services.register("db", db)`` registers an object as it is;
+    ``services.register_factory("db", make_db)`` calls the zero-argument factory on first use,
+    once per run. Steps reach them as ``ctx.services["db"]``.
+    """
+
+    __slots__ = ("_items", "_factories")
+
+    def __init__(self, items: Mapping[str, Any] | None = None):
+        self._items: dict[str, Any] = dict(items or {})
+        self._factories: dict[str, Callable[[], Any]] = {}
+
+    def register(self, name: str, service: Any) -> None:
+        self._items[name] = service
+        self._factories.pop(name, None)
+
+    def register_factory(self, name: str, factory: Callable[[], Any]) -> None:
+        self._factories[name] = factory
+        self._items.pop(name, None)
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._items[name]
+        except KeyError:
+            pass
+        factory = self._factories.get(name)
+        if factory is None:
+            known = ", ".join(sorted({*self._items, *self._factories})) or "none"
+            raise KeyError(f"no service named {name!r} (registered: {known})") from None
+        value = self._items[name] = factory()
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items or name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._factories, **self._items})
+
+    def __len__(self) -> int:
+        return len({*self._items, *self._factories})
+
+    def child(self) -> Services:
+        """A copy for one run: the same registrations, its own lazily created instances."""
+        new = Services(self._items)
+        new._factories = dict(self._factories)
+        return new
+
+
+class StepContext:
+    """The ``ctx`` a step function receives: who is running, with what, and how to log."""
+
+    __slots__ = ("run_id", "pipeline_id", "step", "params", "services", "attempt", "results",
+                 "_logger", "state")
+
+    def __init__(
+        self,
+        run_id: str,
+        pipeline_id: str,
+        step: str,
+        params: Mapping[str, Any],
+        services: Services,
+        results: Mapping[str, Any],
+        state: dict[str, Any],
+    ):
+        self.run_id = run_id
+        self.pipeline_id = pipeline_id
+        self.step = step
+        self.params = params
+        self.services = services
+        self.attempt = 0
+        self.results = results
+        self.state = state
+        self._logger: Any = None
+
+    @property
+    def logger(self) -> Any:
+        """A structlog logger bound to ``run_id`` and ``step``."""
+        if self._logger is None:
+            from pipectl import log
+
+            self._logger = log.get_logger().bind(run_id=self.run_id, step=self.step)
+        return self._logger
+
+    def __repr__(self) -> str:
+        return f"StepContext(run_id={self.run_id!r}, step={self.step!r}, attempt={self.attempt})"
+
+
+def frozen_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(params))

@@ -1,0 +1,444 @@
+"""The engine: runs a pipeline's DAG on an executor and owns its semantics.
+
+A step starts the moment its own dependencies are done (no level barrier), up to
+``max_concurrent`` at once. Retries, timeouts, skip propagation, ``fail_fast``, allowed failures,
+``all_done`` triggers and cancellation are decided here, whatever the executor, and every
+lifecycle event is emitted from here (through :class:`pipectl.hooks.Hooks`). All bookkeeping
+runs on the event loop thread; no hook fires per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+import uuid
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from pipectl.binding import Binder, make_binder
+from pipectl.context import Services, StepContext, frozen_params
+from pipectl.errors import PipelineValidationError, StepTimeout
+from pipectl.executors import Invocation
+from pipectl.graph import Graph
+from pipectl.hooks import Hooks
+from pipectl.model import (
+    PipelineRun,
+    PipelineSpec,
+    RunConfig,
+    RunStatus,
+    StepResult,
+    StepSpec,
+    StepStatus,
+    Trigger,
+    is_async_callable,
+)
+
+__all__ = ["Plan", "RunCancelled", "execute", "plan_run"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_OK = StepStatus.SUCCESS
+_FAILED = StepStatus.FAILED
+_SKIPPED = StepStatus.SKIPPED
+_CANCELLED = StepStatus.CANCELLED
+
+
+class RunCancelled(asyncio.CancelledError):
+    """The run was cancelled (Ctrl-C); ``run`` is its record, status ``cancelled``."""
+
+    def __init__(self, run: PipelineRun):
+        super().__init__(f"run {run.run_id} of {run.pipeline_id!r} was cancelled")
+        self.run = run
+
+
+class Node:
+    """A step as the engine runs it: its spec, callable, binder and neighbours by index."""
+
+    __slots__ = ("index", "spec", "func", "is_async", "binder", "deps", "dependents")
+
+    def __init__(self, index: int, spec: StepSpec, func: Callable[..., Any], binder: Binder,
+                 deps: list[int]):
+        self.index = index
+        self.spec = spec
+        self.func = func
+        self.is_async = is_async_callable(func)
+        self.binder = binder
+        self.deps = deps
+        self.dependents: list[int] = []
+
+
+class Plan:
+    """A validated pipeline ready to run: nodes in topological order, callables resolved."""
+
+    def __init__(self, spec: PipelineSpec, graph: Graph, nodes: list[Node]):
+        self.spec = spec
+        self.graph = graph
+        self.nodes = nodes
+
+
+def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = ()) -> Plan:
+    """Validate ``spec`` (graph and function signatures) and resolve every step's callable.
+
+    Raises :class:`PipelineValidationError` listing every problem found.
+    """
+    graph = Graph(spec.name, spec.steps)
+    if only:
+        graph = graph.subgraph(only)
+    order = graph.topological_order()
+    index_of = {name: i for i, name in enumerate(order)}
+    problems: list[str] = []
+    nodes: list[Node] = []
+    for i, name in enumerate(order):
+        step = graph.steps[name]
+        try:
+            func = step_types.create(step.step_type, step)
+        except Exception as exc:  # noqa: BLE001 - reported as a validation problem
+            problems.append(f"step {name!r}: {exc}")
+            continue
+        binder = make_binder(step, func, index_of, problems)
+        nodes.append(Node(i, step, func, binder, [index_of[d] for d in graph.dependencies[name]]))
+    if problems:
+        raise PipelineValidationError(spec.name, problems)
+    for node in nodes:
+        for d in node.deps:
+            nodes[d].dependents.append(node.index)
+    return Plan(spec, graph, nodes)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The exception's traceback without pipectl's and asyncio's own frames."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_PACKAGE_DIR) and "/asyncio/" not in f.filename
+        and "/concurrent/" not in f.filename and "/contextvars" not in f.filename
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(lines)
+
+
+class _RunState:
+    """Everything one run owns; nothing here outlives the run or is shared with another."""
+
+    def __init__(self, plan: Plan, config: RunConfig, hooks: Hooks, executor: Any,
+                 run: PipelineRun, services: Services, logger: Any):
+        spec = plan.spec
+        self.plan = plan
+        self.nodes = plan.nodes
+        self.hooks = hooks
+        self.executor = executor
+        self.run = run
+        self.logger = logger
+        self.params = frozen_params(config.params)
+        self.services = services
+        self.shared_state: dict[str, Any] = {}
+        limit = config.max_concurrent if config.max_concurrent is not None else spec.max_concurrent
+        self.limit = limit if limit is not None else len(plan.nodes) + 1
+        self.fail_fast = config.fail_fast if config.fail_fast is not None else spec.fail_fast
+        n = len(plan.nodes)
+        self.outputs: list[Any] = [None] * n
+        self.status: list[StepStatus | None] = [None] * n
+        self.cause: list[str | None] = [None] * n  # root failed step behind a skip
+        self.remaining = [len(node.deps) for node in plan.nodes]
+        self.ready: deque[int] = deque()
+        self.tasks: dict[int, asyncio.Task] = {}
+        self.active = 0
+        self.finished = 0
+        self.stopping: str | None = None  # why nothing new starts (fail_fast or interrupt)
+        self.interrupted = False
+        self.rng = random.Random()
+        self.loop = asyncio.get_running_loop()
+        self.all_done: asyncio.Future = self.loop.create_future()
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def start_roots(self) -> None:
+        for node in self.nodes:
+            if not node.deps:
+                self._schedule(node.index)
+        if not self.nodes:
+            self.all_done.set_result(None)
+
+    def _schedule(self, i: int) -> None:
+        if self.active < self.limit:
+            self.active += 1
+            self.tasks[i] = self.loop.create_task(self._run_step(i))
+        else:
+            self.ready.append(i)
+
+    def _decide(self, i: int) -> StepResult | None:
+        """Once all of step ``i``'s dependencies ended: None to run it, or its terminal result."""
+        node = self.nodes[i]
+        spec = node.spec
+        if self.interrupted:
+            return StepResult(spec.name, _CANCELLED, reason="the run was cancelled")
+        if spec.trigger is Trigger.ALL_DONE:
+            return None
+        cancelled_dep = None
+        for d in node.deps:
+            status = self.status[d]
+            if status is _OK:
+                continue
+            if status is _FAILED:
+                if self.nodes[d].spec.allow_failure:
+                    continue
+                return StepResult(spec.name, _SKIPPED,
+                                  reason=f"upstream step {self.nodes[d].spec.name!r} failed")
+            if status is _SKIPPED:
+                return StepResult(spec.name, _SKIPPED,
+                                  reason=self.run.steps[self.nodes[d].spec.name].reason)
+            cancelled_dep = cancelled_dep or self.nodes[d].spec.name
+        if cancelled_dep is not None:
+            return StepResult(spec.name, _CANCELLED,
+                              reason=f"upstream step {cancelled_dep!r} was cancelled")
+        if self.stopping is not None:
+            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
+        return None
+
+    def _complete(self, i: int, result: StepResult, ran: bool) -> None:
+        """Record step ``i``'s terminal result and decide what its end unblocks."""
+        if ran:
+            self.active -= 1
+            self.tasks.pop(i, None)
+        work = [(i, result)]
+        while work:
+            j, res = work.pop()
+            node = self.nodes[j]
+            self.status[j] = res.status
+            self.run.steps[node.spec.name] = res
+            self.finished += 1
+            self.hooks.step_finish(run=self.run, step=node.spec, result=res)
+            self.logger.info(
+                "step_finished", run_id=self.run.run_id, step=node.spec.name,
+                status=res.status.value, attempts=res.attempts,
+                duration_ms=round(res.duration_ms, 3), error=res.error, reason=res.reason,
+            )
+            if res.status is _FAILED and not node.spec.allow_failure and self.fail_fast:
+                self._stop(f"fail_fast stopped the run after step {node.spec.name!r} failed")
+            for k in node.dependents:
+                self.remaining[k] -= 1
+                if self.remaining[k] == 0:
+                    decided = self._decide(k)
+                    if decided is None:
+                        self._schedule(k)
+                    else:
+                        work.append((k, decided))
+        while self.ready and self.active < self.limit:
+            k = self.ready.popleft()
+            self.active += 1
+            self.tasks[k] = self.loop.create_task(self._run_step(k))
+        if self.finished == len(self.nodes) and not self.all_done.done():
+            self.all_done.set_result(None)
+
+    def _stop(self, reason: str) -> None:
+        """Start nothing new (but ``all_done`` steps) and cancel every running step."""
+        if self.stopping is not None:
+            return
+        self.stopping = reason
+        current = asyncio.current_task()
+        for i, task in list(self.tasks.items()):
+            if task is not current:
+                task.cancel()
+                # a task cancelled before its first step never enters _run_step: settle it here
+                task.add_done_callback(lambda _t, i=i: self._settle_cancelled(i))
+        waiting, self.ready = list(self.ready), deque()
+        for k in waiting:
+            self.loop.call_soon(self._cancel_waiting, k)
+
+    def _settle_cancelled(self, i: int) -> None:
+        if self.status[i] is None:
+            self._complete(i, StepResult(self.nodes[i].spec.name, _CANCELLED,
+                                         reason=self.stopping), ran=True)
+
+    def _cancel_waiting(self, k: int) -> None:
+        if self.status[k] is None:
+            decided = self._decide(k)
+            if decided is None:  # an all_done step: it still runs
+                self._schedule(k)
+            else:
+                self._complete(k, decided, ran=False)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self._stop("the run was cancelled")
+
+    # -- one step --------------------------------------------------------------------------
+
+    async def _run_step(self, i: int) -> None:
+        node = self.nodes[i]
+        spec = node.spec
+        run = self.run
+        hooks = self.hooks
+        ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
+                          run.steps, self.shared_state)
+        started_at = _now()
+        t0 = time.perf_counter()
+        attempt = 0
+        try:
+            kwargs = node.binder.bind(self.outputs, self.params, ctx)
+            middleware = hooks.wrap_step(step=spec, context=ctx) if hooks.wraps_steps else ()
+        except Exception as exc:  # noqa: BLE001 - a wrap_step hook failed: the step fails
+            self._complete(i, self._failed(spec, exc, started_at, t0, attempt), ran=True)
+            return
+        executor = self.executor
+        timeout = spec.timeout
+        while True:
+            attempt += 1
+            ctx.attempt = attempt
+            hooks.step_start(run=run, step=spec, attempt=attempt)
+            self.logger.info("step_started", run_id=run.run_id, step=spec.name, attempt=attempt)
+            invocation = Invocation(spec, node.func, node.is_async, kwargs, middleware, ctx,
+                                    attempt)
+            try:
+                if timeout is None:
+                    output = await executor.execute(invocation)
+                else:
+                    deadline = asyncio.timeout(timeout)
+                    try:
+                        async with deadline:
+                            output = await executor.execute(invocation)
+                    except TimeoutError:
+                        if not deadline.expired():
+                            raise  # the step's own TimeoutError
+                        raise StepTimeout(spec.name, timeout) from None
+            except asyncio.CancelledError:
+                if self.stopping is None:  # not ours: the step itself raised CancelledError
+                    exc = asyncio.CancelledError("the step raised CancelledError")
+                    self._complete(i, self._failed(spec, exc, started_at, t0, attempt), ran=True)
+                    return
+                self._complete(i, StepResult(
+                    spec.name, _CANCELLED, started_at=started_at, finished_at=_now(),
+                    duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
+                    reason=self.stopping,
+                ), ran=True)
+                return
+            except Exception as exc:  # noqa: BLE001 - the step's failure
+                if self.stopping is None and spec.should_retry(exc, attempt):
+                    delay = spec.backoff_delay(attempt, self.rng)
+                    hooks.step_retry(run=run, step=spec, attempt=attempt, error=exc, delay=delay)
+                    self.logger.warning("step_retry", run_id=run.run_id, step=spec.name,
+                                        attempt=attempt, error=f"{type(exc).__name__}: {exc}",
+                                        delay_s=round(delay, 3))
+                    try:
+                        await asyncio.sleep(delay)
+                    except asyncio.CancelledError:
+                        self._complete(i, self._failed(spec, exc, started_at, t0, attempt,
+                                                       _CANCELLED), ran=True)
+                        return
+                    continue
+                self._complete(i, self._failed(spec, exc, started_at, t0, attempt), ran=True)
+                return
+            self.outputs[i] = output
+            self._complete(i, StepResult(
+                spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
+                duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
+                records=_records_of(output),
+            ), ran=True)
+            return
+
+    def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime, t0: float,
+                attempts: int, status: StepStatus = _FAILED) -> StepResult:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return StepResult(
+            spec.name, status, error=message, started_at=started_at, finished_at=_now(),
+            duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempts,
+            exception=exc, traceback=_user_traceback(exc),
+            reason=self.stopping if status is _CANCELLED else None,
+        )
+
+
+def _records_of(output: Any) -> int | None:
+    records = getattr(output, "records_processed", None)
+    return records if isinstance(records, int) else None
+
+
+async def execute(
+    spec: PipelineSpec,
+    config: RunConfig,
+    pm: Any,
+    *,
+    services: Services | None = None,
+    plan: Plan | None = None,
+) -> PipelineRun:
+    """Run ``spec`` once with ``config`` and the plugins of ``pm``; return the finished run.
+
+    If the awaiting task is cancelled (Ctrl-C), running steps are cancelled, the run is recorded
+    as ``cancelled`` (hooks fire) and the cancellation propagates.
+    """
+    from pipectl import log
+
+    if plan is None:
+        plan = plan_run(spec, pm.registries.step_types, config.only)
+    hooks = Hooks(pm)
+    executor_name = config.executor or spec.executor
+    executor = pm.registries.executors.create(executor_name, **config.executor_options)
+    run = PipelineRun(
+        run_id=config.run_id or uuid.uuid4().hex,
+        pipeline_id=spec.name,
+        status=RunStatus.RUNNING,
+        start_time=_now(),
+        parameters=dict(config.params),
+    )
+    run_services = (services or Services()).child()
+    for name, service in config.services.items():
+        run_services.register(name, service)
+    logger = log.get_logger()
+    state = _RunState(plan, config, hooks, executor, run, run_services, logger)
+    hooks.run_start(run=run)
+    logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
+                executor=executor_name)
+    cancelled = False
+    try:
+        await executor.start(run, config, state.limit if state.limit <= len(plan.nodes) else None)
+        state.start_roots()
+        try:
+            await asyncio.shield(state.all_done)
+        except asyncio.CancelledError:
+            cancelled = True
+            state.interrupt()
+            while not state.all_done.done():
+                try:
+                    await asyncio.shield(state.all_done)
+                except asyncio.CancelledError:  # a second Ctrl-C: keep cleaning up
+                    state.interrupt()
+    finally:
+        await executor.shutdown()
+    run.end_time = _now()
+    _finalize(run, plan, cancelled)
+    hooks.run_finish(run=run)
+    logger.info("run_finished", run_id=run.run_id, pipeline=spec.name, status=run.status.value,
+                duration_ms=round(run.duration_ms or 0.0, 3), errors=len(run.errors))
+    if cancelled:
+        raise RunCancelled(run)
+    return run
+
+
+def _finalize(run: PipelineRun, plan: Plan, cancelled: bool) -> None:
+    failed = False
+    records = 0
+    for node in plan.nodes:
+        result = run.steps[node.spec.name]
+        if result.records:
+            records += result.records
+        if result.status is _FAILED:
+            allowed = " (allowed to fail)" if node.spec.allow_failure else ""
+            run.errors.append(f"step {node.spec.name!r} failed{allowed}: {result.error}")
+            failed = failed or not node.spec.allow_failure
+    run.records_processed = records
+    if cancelled:
+        run.status = RunStatus.CANCELLED
+    elif failed:
+        run.status = RunStatus.FAILED
+    elif any(r.status is not _OK and r.status is not _FAILED for r in run.steps.values()):
+        run.status = RunStatus.FAILED  # pragma: no cover - skips only follow failures
+    else:
+        run.status = RunStatus.SUCCESS
+    # order the results like the plan, for people reading them
+    run.steps = {node.spec.name: run.steps[node.spec.name] for node in plan.nodes}

@@ -1,0 +1,49 @@
+"""The exceptions pipectl raises on purpose."""
+
+from __future__ import annotations
+
+
+class PipectlError(Exception):
+    """Base of every error pipectl raises on purpose."""
+
+
+class PipelineValidationError(PipectlError, ValueError):
+    """A pipeline definition is invalid. ``problems`` lists every problem found, one per line."""
+
+    def __init__(self, pipeline: str, problems: list[str]):
+        self.pipeline = pipeline
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"pipeline {pipeline!r} is invalid:\n{lines}")
+
+
+class PluginError(PipectlError):
+    """A plugin could not be loaded or broke the contract."""
+
+
+class UnknownComponentError(PipectlError, LookupError):
+    """A pipeline asked for a component (extractor, executor, ...) that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, known: list[str]):
+        import difflib
+
+        self.kind, self.name, self.known = kind, name, known
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        available = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"no {kind.rstrip('s').replace('_', ' ')} named {name!r}{hint} (available: {available}; "
+            "`pipectl plugins --all` lists what is installed)"
+        )
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered a component of the same kind under the same name."""
+
+
+class StepTimeout(PipectlError, TimeoutError):
+    """An attempt of a step ran longer than the step's timeout."""
+
+    def __init__(self, step: str, timeout: float):
+        self.step, self.timeout = step, timeout
+        super().__init__(f"step {step!r} timed out after {timeout:g}s")

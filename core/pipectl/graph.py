@@ -1,0 +1,202 @@
+"""The DAG of a pipeline: validation, order, levels, and pictures of it (text, Mermaid, dot)."""
+
+from __future__ import annotations
+
+import difflib
+from collections import deque
+from typing import Iterable, Sequence
+
+from pipectl.errors import PipelineValidationError
+from pipectl.model import StepSpec
+
+__all__ = ["Graph"]
+
+
+class Graph:
+    """A validated DAG of steps. Building one raises :class:`PipelineValidationError` listing
+    every problem: duplicate steps, unknown dependencies (with the nearest names), cycles (as
+    their path ``a -> b -> c -> a``)."""
+
+    __slots__ = ("name", "steps", "names", "dependencies", "dependents", "_order", "_levels")
+
+    def __init__(self, name: str, steps: Sequence[StepSpec]):
+        self.name = name
+        problems: list[str] = []
+        by_name: dict[str, StepSpec] = {}
+        for step in steps:
+            if step.name in by_name:
+                problems.append(f"duplicate step {step.name!r}: step names must be unique")
+                continue
+            if not step.name or not isinstance(step.name, str):
+                problems.append(f"step name {step.name!r} must be a non-empty string")
+                continue
+            by_name[step.name] = step
+        self.steps = by_name
+        self.names: tuple[str, ...] = tuple(by_name)
+        self.dependencies: dict[str, tuple[str, ...]] = {}
+        self.dependents: dict[str, list[str]] = {n: [] for n in by_name}
+        for step in by_name.values():
+            deps = step.all_dependencies
+            for dep in deps:
+                if dep == step.name:
+                    problems.append(f"step {step.name!r} depends on itself")
+                elif dep not in by_name:
+                    close = difflib.get_close_matches(dep, self.names, n=3, cutoff=0.6)
+                    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                    problems.append(f"step {step.name!r} depends on unknown step {dep!r}{hint}")
+            valid = tuple(d for d in deps if d in by_name and d != step.name)
+            self.dependencies[step.name] = valid
+            for dep in valid:
+                self.dependents[dep].append(step.name)
+        self._order: tuple[str, ...] | None = None
+        self._levels: list[list[str]] | None = None
+        if not problems:
+            order = self._kahn()
+            if len(order) < len(self.names):
+                problems.extend(self._cycles(set(self.names) - set(order)))
+            else:
+                self._order = tuple(order)
+        if problems:
+            raise PipelineValidationError(name, problems)
+
+    # -- order ----------------------------------------------------------------------------
+
+    def _kahn(self) -> list[str]:
+        indegree = {n: len(d) for n, d in self.dependencies.items()}
+        queue = deque(n for n in self.names if indegree[n] == 0)
+        order: list[str] = []
+        while queue:
+            node = queue.popleft()
+            order.append(node)
+            for child in self.dependents[node]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    queue.append(child)
+        return order
+
+    def _cycles(self, remaining: set[str]) -> list[str]:
+        """Describe each cycle among ``remaining`` (nodes Kahn could not order) as its path."""
+        problems: list[str] = []
+        done: set[str] = set()
+        for start in self.names:
+            if start not in remaining or start in done:
+                continue
+            # walk dependencies inside the remaining set until a node repeats
+            path: list[str] = []
+            index: dict[str, int] = {}
+            node = start
+            while node not in index and node not in done:
+                index[node] = len(path)
+                path.append(node)
+                node = next(d for d in self.dependencies[node] if d in remaining)
+            if node in index:
+                cycle = path[index[node]:]
+                cycle.reverse()  # dependency walk goes upstream; show the flow direction
+                problems.append("cycle: " + " -> ".join([*cycle, cycle[0]]))
+            done.update(path)
+        return problems
+
+    def topological_order(self) -> tuple[str, ...]:
+        """Every step after all it depends on; ties keep the order steps were declared in."""
+        assert self._order is not None
+        return self._order
+
+    def levels(self) -> list[list[str]]:
+        """Steps grouped by the length of the longest dependency path leading to them."""
+        if self._levels is None:
+            level: dict[str, int] = {}
+            for node in self.topological_order():
+                deps = self.dependencies[node]
+                level[node] = 1 + max(level[d] for d in deps) if deps else 0
+            grouped: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+            for node in self.names:
+                grouped[level[node]].append(node)
+            self._levels = grouped
+        return [list(lv) for lv in self._levels]
+
+    # -- reachability ---------------------------------------------------------------------
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        """The given steps and everything they depend on, transitively."""
+        seen: set[str] = set()
+        stack = list(names)
+        for n in stack:
+            if n not in self.steps:
+                raise KeyError(n)
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            stack.extend(self.dependencies[node])
+        return seen
+
+    def descendants(self, name: str) -> set[str]:
+        """Every step downstream of ``name`` (not including it)."""
+        seen: set[str] = set()
+        stack = list(self.dependents[name])
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen.add(node)
+                stack.extend(self.dependents[node])
+        return seen
+
+    def subgraph(self, names: Iterable[str]) -> Graph:
+        """The graph of the given steps and what they depend on, nothing else."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.steps]
+        if unknown:
+            hints = []
+            for n in unknown:
+                close = difflib.get_close_matches(n, self.names, n=3)
+                hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+            raise PipelineValidationError(self.name, [f"unknown step {h} in only=" for h in hints])
+        keep = self.ancestors(names)
+        return Graph(self.name, [s for n, s in self.steps.items() if n in keep])
+
+    # -- pictures -------------------------------------------------------------------------
+
+    def visualize(self) -> str:
+        """The levels as text, one step a line, with what each step depends on."""
+        lines = [f"Pipeline: {self.name}", "=" * 40]
+        for i, level in enumerate(self.levels()):
+            lines.append(f"Level {i}:")
+            for node in level:
+                deps = self.dependencies[node]
+                suffix = f" <- [{', '.join(deps)}]" if deps else ""
+                lines.append(f"  - {node}{suffix}")
+        return "\n".join(lines)
+
+    def to_mermaid(self) -> str:
+        """A Mermaid flowchart (``flowchart TD``) of the DAG."""
+        ids = {n: f"s{i}" for i, n in enumerate(self.names)}
+        lines = ["flowchart TD"]
+        for n in self.names:
+            label = n.replace('"', "#quot;")
+            lines.append(f'    {ids[n]}["{label}"]')
+        for n in self.names:
+            for d in self.dependencies[n]:
+                lines.append(f"    {ids[d]} --> {ids[n]}")
+        return "\n".join(lines)
+
+    def to_dot(self) -> str:
+        """A Graphviz dot digraph of the DAG."""
+
+        def q(s: str) -> str:
+            return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        lines = [f"digraph {q(self.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
+        for n in self.names:
+            lines.append(f"    {q(n)};")
+        for n in self.names:
+            for d in self.dependencies[n]:
+                lines.append(f"    {q(d)} -> {q(n)};")
+        lines.append("}")
+        return "\n".join(lines)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.steps

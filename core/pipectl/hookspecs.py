@@ -1,0 +1,365 @@
+"""The pipectl plugin contract: every hook a plugin can implement.
+
+This module is the single source of the contract; ``docs/hooks.md`` is generated from it
+(``python -m pipectl.docgen``) and a test fails when the two disagree.
+
+Naming grammar
+--------------
+Every hook starts with ``pipectl_``.
+
+* Registration hooks are ``pipectl_register_<plural noun>(register)``. They are called once per
+  plugin when the plugin is loaded. The plugin calls ``register(name, factory)`` for each component
+  it provides; ``factory`` is called only when a pipeline uses the component, so heavy imports
+  belong inside it. Registration hooks cannot be wrappers.
+* Lifecycle hooks are ``pipectl_<subject>_<event>``: ``pipectl_run_start``, ``pipectl_run_finish``,
+  ``pipectl_step_start``, ``pipectl_step_retry``, ``pipectl_step_finish``. They fire once per run,
+  step or attempt, never per record.
+* ``pipectl_wrap_step`` returns an async middleware that the engine composes around every attempt
+  of a step, where the step executes.
+
+Exceptions
+----------
+An exception raised by a registration hook marks that plugin as failed: it is reported by
+``pipectl plugins`` and left out, and every other plugin keeps working. An exception raised by a
+lifecycle listener is logged as ``plugin_hook_failed`` with the plugin and hook name and does not
+change the run (listeners are best-effort). An exception raised by a middleware is the step's
+exception: it fails that attempt.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from pipectl.context import StepContext
+    from pipectl.model import PipelineRun, StepResult, StepSpec
+
+hookspec = pluggy.HookspecMarker("pipectl")
+hookimpl = pluggy.HookimplMarker("pipectl")
+
+Register = Callable[[str, Callable[..., Any]], None]
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pipectl_register_extractors(register: Register) -> None:
+    """Called once when the plugin is loaded, to register the extractors it provides.
+
+    :param register: ``register(name, factory)``. ``name`` is what a pipeline uses to pick the
+        extractor; ``factory(**options)`` builds it and is called only when a pipeline uses it,
+        so import heavy dependencies inside it.
+    :return: nothing; the return value is ignored.
+
+    A name another plugin already registered is an error that names both plugins; the later
+    plugin is reported as failed and left out. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_extractors(register):
+            def make_api_extractor(**options):
+                from my_plugin.api import ApiExtractor  # heavy import, only when used
+                return ApiExtractor(**options)
+
+            register("my-api", make_api_extractor)
+    """
+
+
+@hookspec
+def pipectl_register_outputs(register: Register) -> None:
+    """Called once when the plugin is loaded, to register the outputs it provides.
+
+    :param register: ``register(name, factory)``; ``factory(**options)`` builds the output and is
+        called only when a pipeline uses it.
+    :return: nothing; the return value is ignored.
+
+    A duplicate name is an error naming both plugins; the later plugin is left out.
+    Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_outputs(register):
+            register("parquet", lambda **options: ParquetOutput(**options))
+    """
+
+
+@hookspec
+def pipectl_register_trackers(register: Register) -> None:
+    """Called once when the plugin is loaded, to register run trackers.
+
+    :param register: ``register(name, factory)``. ``name`` is the URL scheme the tracker serves
+        (``sqlite``, ``postgresql``); ``factory(url)`` builds the tracker when a run selects it.
+    :return: nothing; the return value is ignored.
+
+    A duplicate scheme is an error naming both plugins; the later plugin is left out.
+    Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_trackers(register):
+            register("postgresql", lambda url: PostgresTracker(url))
+    """
+
+
+@hookspec
+def pipectl_register_executors(register: Register) -> None:
+    """Called once when the plugin is loaded, to register executors (where step attempts run).
+
+    :param register: ``register(name, factory)``; ``factory(**options)`` returns an object with
+        ``async start(run)``, ``async execute(invocation)`` and ``async shutdown()``
+        (see :class:`pipectl.executors.Executor`).
+    :return: nothing; the return value is ignored.
+
+    A duplicate name is an error naming both plugins; the later plugin is left out. The built-in
+    ``local`` executor is registered through this hook too. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_executors(register):
+            def make_dask_executor(**options):
+                from pipectl_dask.executor import DaskExecutor
+                return DaskExecutor(**options)
+
+            register("dask", make_dask_executor)
+    """
+
+
+@hookspec
+def pipectl_register_step_types(register: Register) -> None:
+    """Called once when the plugin is loaded, to register step types.
+
+    :param register: ``register(name, factory)``; ``factory(step)`` receives the
+        :class:`~pipectl.model.StepSpec` and returns the callable (sync or async) that runs it.
+        The callable's parameters are bound like any step function's (upstream outputs by name,
+        ``params``, ``ctx``).
+    :return: nothing; the return value is ignored.
+
+    A duplicate name is an error naming both plugins; the later plugin is left out. The built-in
+    ``python`` step type is registered through this hook too. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_step_types(register):
+            def shell_step(step):
+                import subprocess
+
+                def run(ctx):
+                    return subprocess.run(step.options["cmd"], shell=True, check=True).returncode
+
+                return run
+
+            register("shell", shell_step)
+    """
+
+
+@hookspec
+def pipectl_register_commands(cli: click.Group) -> None:
+    """Called once when the command line is built, after every plugin is loaded, to add commands.
+
+    :param cli: the root ``click.Group`` of ``pipectl``; add commands with ``@cli.command()`` or
+        ``cli.add_command(...)``.
+    :return: nothing; the return value is ignored.
+
+    An exception marks the plugin as failed (shown by ``pipectl plugins``); the other plugins'
+    commands are still added. Built-in commands are registered through this hook too. Keep the
+    command module cheap to import: ``pipectl --help`` imports it. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_commands(cli):
+            @cli.command()
+            def hello():
+                \"\"\"Say hello.\"\"\"
+                click.echo("hello")
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Run lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pipectl_run_start(run: PipelineRun) -> None:
+    """Called once when a run starts, before any step starts.
+
+    :param run: the :class:`~pipectl.model.PipelineRun` being executed (status ``running``,
+        ``run_id``, ``pipeline_id``, ``parameters``, ``start_time`` set). Read it; do not change it.
+    :return: nothing; the return value is ignored.
+
+    An exception is logged as ``plugin_hook_failed`` and does not stop the run. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_run_start(run):
+            print(f"run {run.run_id} of {run.pipeline_id} started")
+    """
+
+
+@hookspec
+def pipectl_run_finish(run: PipelineRun) -> None:
+    """Called once when a run has ended, whatever its outcome, after every step finished.
+
+    :param run: the :class:`~pipectl.model.PipelineRun`, with its final ``status``, ``end_time``,
+        ``errors`` and the :class:`~pipectl.model.StepResult` of every step in ``run.steps``.
+    :return: nothing; the return value is ignored.
+
+    Also called for a run cancelled with Ctrl-C (status ``cancelled``). An exception is logged
+    as ``plugin_hook_failed`` and does not change the run. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_run_finish(run):
+            print(run.run_id, run.status.value, run.duration_ms)
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Step lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pipectl_step_start(run: PipelineRun, step: StepSpec, attempt: int) -> None:
+    """Called when an attempt of a step starts, once per attempt.
+
+    :param run: the run the step belongs to.
+    :param step: the :class:`~pipectl.model.StepSpec` of the step.
+    :param attempt: the attempt number, 1 for the first attempt.
+    :return: nothing; the return value is ignored.
+
+    Not called for steps that never run (skipped or cancelled before they started). An exception
+    is logged as ``plugin_hook_failed`` and does not affect the step. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_step_start(run, step, attempt):
+            print(f"{step.name}: attempt {attempt}")
+    """
+
+
+@hookspec
+def pipectl_step_retry(
+    run: PipelineRun, step: StepSpec, attempt: int, error: BaseException, delay: float
+) -> None:
+    """Called when an attempt failed and the step will be tried again, before the backoff wait.
+
+    :param run: the run the step belongs to.
+    :param step: the :class:`~pipectl.model.StepSpec` of the step.
+    :param attempt: the number of the attempt that failed (1 for the first).
+    :param error: the exception that failed the attempt (a :class:`~pipectl.errors.StepTimeout`
+        when the attempt timed out).
+    :param delay: the seconds the engine waits before the next attempt.
+    :return: nothing; the return value is ignored.
+
+    An exception is logged as ``plugin_hook_failed`` and does not affect the retry. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_step_retry(run, step, attempt, error, delay):
+            print(f"{step.name} failed ({error!r}); retrying in {delay:.1f}s")
+    """
+
+
+@hookspec
+def pipectl_step_finish(run: PipelineRun, step: StepSpec, result: StepResult) -> None:
+    """Called exactly once per step of a run, when the step reaches its terminal status.
+
+    :param run: the run the step belongs to.
+    :param step: the :class:`~pipectl.model.StepSpec` of the step.
+    :param result: the :class:`~pipectl.model.StepResult`: status (``success``, ``failed``,
+        ``skipped``, ``cancelled``), output, error, timing, attempts, ``reason`` for a skip.
+    :return: nothing; the return value is ignored.
+
+    Called for skipped and cancelled steps too, so that a listener sees every step end. An
+    exception is logged as ``plugin_hook_failed`` and does not change the result. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_step_finish(run, step, result):
+            print(step.name, result.status.value, f"{result.duration_ms:.1f} ms")
+    """
+
+
+@hookspec
+def pipectl_wrap_step(step: StepSpec, context: StepContext) -> Any:
+    """Called once per step per run, before the step's first attempt, to wrap its execution.
+
+    :param step: the :class:`~pipectl.model.StepSpec` about to run.
+    :param context: the :class:`~pipectl.context.StepContext` of the step (run id, params,
+        services, logger).
+    :return: ``None`` to leave the step alone, or an ``async def middleware(call_next, attempt)``.
+        The engine composes the middlewares of all plugins around every attempt, the first
+        plugin in hook-call order outermost. ``await call_next()`` runs the rest of the chain and
+        the step, and returns the step's output; the middleware returns the output the step
+        should have. Returning without calling ``call_next`` short-circuits the step (a cache);
+        raising fails the attempt, which the step's retry policy may retry. The middleware runs
+        where the step executes (a worker, for a remote executor); the step's timeout covers it.
+
+    pluggy's wrappers are synchronous and cannot wrap an async step: this hook can. An exception
+    raised by the hook itself (not the middleware) fails the step. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_wrap_step(step, context):
+            async def timed(call_next, attempt):
+                started = time.perf_counter()
+                try:
+                    return await call_next()
+                finally:
+                    print(step.name, attempt, time.perf_counter() - started)
+
+            return timed
+    """
+
+
+REGISTRATION_HOOKS = {
+    "pipectl_register_extractors": "extractors",
+    "pipectl_register_outputs": "outputs",
+    "pipectl_register_trackers": "trackers",
+    "pipectl_register_executors": "executors",
+    "pipectl_register_step_types": "step_types",
+}
+"""The registration hooks that build component registries, and the registry each one fills."""

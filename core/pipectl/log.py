@@ -1,0 +1,89 @@
+"""Logging with structlog, imported only when something is logged.
+
+If the application configured structlog itself, pipectl logs through that configuration.
+Otherwise pipectl uses its own logger, which drops events below WARNING until
+:func:`configure_logging` (the CLI calls it) says otherwise, so a library user's script is quiet
+and the engine's per-step events cost next to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Any
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+_logger: Any = None
+_configured = False
+
+
+def configure_logging(
+    level: str | int = "info", fmt: str = "console", stream: IO[str] | None = None
+) -> None:
+    """Send pipectl's events to ``stream`` (stderr by default) from ``level`` up.
+
+    :param fmt: ``console`` (key=value lines, for people and CI logs) or ``json`` (one JSON
+        object per line).
+    """
+    import structlog
+
+    global _logger, _configured
+    if isinstance(level, str):
+        level = _LEVELS[level.lower()]
+    if fmt == "json":
+        renderer: Any = structlog.processors.JSONRenderer()
+    elif fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
+    else:
+        raise ValueError(f"unknown log format {fmt!r}: use console or json")
+    processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        renderer,
+    ]
+    _logger = structlog.wrap_logger(
+        structlog.PrintLogger(stream or sys.stderr),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger() -> Any:
+    """pipectl's logger: the application's structlog setup if it has one, else pipectl's own."""
+    import structlog
+
+    global _logger
+    if not _configured and structlog.is_configured():
+        return structlog.get_logger("pipectl")
+    if _logger is None:
+        configure_logging("warning")
+        globals()["_configured"] = False  # a default, not a choice: an app's config still wins
+    return _logger
+
+
+def plugin_failed(record: Any) -> None:
+    """One warning per broken plugin, naming it, its distribution and version, and the error."""
+    get_logger().warning(
+        "plugin_failed",
+        plugin=record.name,
+        dist=record.distribution,
+        version=record.version,
+        error=record.error,
+        hint=f"`pipectl plugins` lists it; PIPECTL_DISABLE_PLUGINS={record.name} turns it off",
+    )
+
+
+def reset_logging() -> None:
+    """Forget :func:`configure_logging` (tests)."""
+    global _logger, _configured
+    _logger = None
+    _configured = False

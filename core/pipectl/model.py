@@ -1,0 +1,273 @@
+"""The model: what a pipeline is, how a run is configured, and what a run produced.
+
+Everything that crosses a boundary (specs, results) is a frozen attrs class; ``PipelineRun`` is
+the one mutable record, filled in by the engine while the run goes on (listeners read it).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import keyword
+import random
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+import attrs
+
+__all__ = [
+    "PipelineRun",
+    "PipelineSpec",
+    "RunConfig",
+    "RunStatus",
+    "StepResult",
+    "StepSpec",
+    "StepStatus",
+    "Trigger",
+]
+
+
+class StepStatus(str, enum.Enum):
+    """Where a step is: PENDING and RUNNING while the run goes on, the others are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+
+class RunStatus(str, enum.Enum):
+    """The outcome of a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Trigger(str, enum.Enum):
+    """When a step runs: after all its dependencies succeeded, or after they all ended."""
+
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, type):
+        value = (value,)
+    types = tuple(value)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f"retry_on takes exception classes, got {t!r}")
+    return types
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0 (or None for no limit), got {value!r}")
+
+
+@attrs.frozen
+class StepSpec:
+    """One step of a pipeline.
+
+    ``func`` is the callable a ``python`` step runs (sync or async); steps of other types build
+    their callable from ``options`` through the step type registered under ``step_type``.
+    ``inputs`` maps a parameter name of the function to the step whose output it receives; the
+    steps it names are dependencies too.
+    """
+
+    name: str
+    func: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    depends_on: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    inputs: Mapping[str, str] = attrs.field(factory=dict, converter=dict, hash=False)
+    retries: int = attrs.field(default=0, validator=_non_negative)
+    retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
+    retry_backoff: float = attrs.field(default=2.0, validator=_non_negative)
+    retry_max_delay: float | None = attrs.field(default=60.0, validator=_non_negative)
+    retry_jitter: float = attrs.field(default=0.1)
+    retry_on: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_exception_types)
+    timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    allow_failure: bool = False
+    trigger: Trigger = attrs.field(default=Trigger.ALL_SUCCESS, converter=Trigger)
+    step_type: str = "python"
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    description: str = ""
+    rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+
+    @retry_jitter.validator
+    def _check_jitter(self, attribute: attrs.Attribute, value: float) -> None:
+        if not 0 <= value <= 1:
+            raise ValueError(f"retry_jitter is a fraction between 0 and 1, got {value!r}")
+
+    @property
+    def all_dependencies(self) -> tuple[str, ...]:
+        """``depends_on`` plus the steps named in ``inputs``, each once, in order."""
+        seen = dict.fromkeys(self.depends_on)
+        seen.update(dict.fromkeys(self.inputs.values()))
+        return tuple(seen)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def backoff_delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        ``retry_delay * retry_backoff ** (attempt - 1)``, capped at ``retry_max_delay``, then
+        reduced by a random fraction of at most ``retry_jitter`` (so it never exceeds the cap).
+        """
+        base = self.retry_delay * (self.retry_backoff ** (attempt - 1))
+        if self.retry_max_delay is not None:
+            base = min(base, self.retry_max_delay)
+        if self.retry_jitter:
+            base *= 1.0 - (rng or random).random() * self.retry_jitter
+        return base
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether a failed attempt number ``attempt`` is followed by another."""
+        if attempt >= self.max_attempts:
+            return False
+        return not self.retry_on or isinstance(error, self.retry_on)
+
+
+@attrs.frozen
+class PipelineSpec:
+    """A named DAG of steps plus the run defaults the pipeline declares."""
+
+    name: str
+    steps: tuple[StepSpec, ...] = attrs.field(default=(), converter=tuple)
+    description: str = ""
+    max_concurrent: int | None = attrs.field(default=None, validator=_positive_or_none)
+    fail_fast: bool = False
+    executor: str = "local"
+    tracker: str | None = None
+
+    def step(self, name: str) -> StepSpec:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+@attrs.frozen
+class RunConfig:
+    """How one run goes: params and overrides of the pipeline's defaults (None keeps them)."""
+
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    max_concurrent: int | None = attrs.field(default=None, validator=_positive_or_none)
+    fail_fast: bool | None = None
+    executor: str | None = None
+    executor_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    tracker: str | None = None
+    only: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    run_id: str | None = None
+    services: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    max_threads: int | None = attrs.field(default=None, validator=_positive_or_none)
+    """Threads for sync steps; default: ``max_concurrent``, or 64 when that is unlimited."""
+
+
+@attrs.frozen
+class StepResult:
+    """What became of one step in one run."""
+
+    step_name: str
+    status: StepStatus
+    output: Any = attrs.field(default=None, eq=False, repr=False)
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float = 0.0
+    attempts: int = 0
+    reason: str | None = None
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    traceback: str | None = attrs.field(default=None, eq=False, repr=False)
+    records: int | None = None
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first (the seed designs' ``retries`` field)."""
+        return max(self.attempts - 1, 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is StepStatus.SUCCESS
+
+
+@attrs.define(eq=False)
+class PipelineRun:
+    """One execution of a pipeline. Filled in by the engine; listeners read it."""
+
+    run_id: str
+    pipeline_id: str
+    status: RunStatus = RunStatus.PENDING
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    parameters: dict[str, Any] = attrs.field(factory=dict)
+    records_processed: int = 0
+    errors: list[str] = attrs.field(factory=list)
+    steps: dict[str, StepResult] = attrs.field(factory=dict)
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.start_time is None or self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds() * 1000.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.SUCCESS
+
+    def outputs(self) -> dict[str, Any]:
+        """The output of every step that succeeded, by step name."""
+        return {n: r.output for n, r in self.steps.items() if r.status is StepStatus.SUCCESS}
+
+
+def is_identifier(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def callable_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or repr(func)
+    return f"{module}:{qualname}"
+
+
+def is_async_callable(func: Callable[..., Any]) -> bool:
+    while hasattr(func, "func") and not inspect.isfunction(func):  # functools.partial
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)
+    )

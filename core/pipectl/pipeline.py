@@ -1,0 +1,212 @@
+"""The Python API: ``Pipeline``, its ``@pipe.step`` decorator, ``add_step`` and ``run``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Iterable, Mapping, TypeVar, overload
+
+import attrs
+
+from pipectl.context import Services
+from pipectl.graph import Graph
+from pipectl.model import PipelineRun, PipelineSpec, RunConfig, StepSpec
+
+__all__ = ["Pipeline"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STEP_OPTIONS = frozenset(
+    a.name for a in attrs.fields(StepSpec) if a.name not in ("name", "func")
+)
+
+
+class Pipeline:
+    """A DAG of steps, defined in Python and run on the engine.
+
+    .. code-block:: python
+
+        pipe = Pipeline("etl", max_concurrent=5)
+
+        @pipe.step("extract", retries=3, retry_delay=2.0, timeout=30.0)
+        async def extract(): ...
+
+        @pipe.step("transform", depends_on=["extract"])
+        def transform(extract): ...
+
+        run = pipe.run_sync(params={"day": "2026-11-23"})
+
+    The object holds the definition only: every run has its own state, so the same pipeline
+    runs again, or twice at once, without one run seeing the other's results.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        pipeline_id: str | None = None,
+        description: str = "",
+        max_concurrent: int | None = None,
+        fail_fast: bool = False,
+        executor: str = "local",
+        tracker: str | None = None,
+        services: Services | Mapping[str, Any] | None = None,
+        plugin_manager: Any = None,
+    ):
+        name = name or pipeline_id
+        if not name:
+            raise TypeError("Pipeline needs a name: Pipeline('etl')")
+        self._spec = PipelineSpec(
+            name=name, description=description, max_concurrent=max_concurrent,
+            fail_fast=fail_fast, executor=executor, tracker=tracker,
+        )
+        self.services = services if isinstance(services, Services) else Services(services)
+        self.plugin_manager = plugin_manager
+        self._graph: Graph | None = None
+
+    # -- definition ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def spec(self) -> PipelineSpec:
+        return self._spec
+
+    @property
+    def steps(self) -> dict[str, StepSpec]:
+        return {s.name: s for s in self._spec.steps}
+
+    @overload
+    def step(self, name: F) -> F: ...
+
+    @overload
+    def step(self, name: str | None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def step(self, name: Any = None, **options: Any) -> Any:
+        """Decorator adding the function as a step; ``name`` defaults to the function's name.
+
+        Options are :class:`~pipectl.model.StepSpec` fields: ``depends_on``, ``inputs``,
+        ``retries``, ``retry_delay``, ``retry_backoff``, ``retry_max_delay``, ``retry_jitter``,
+        ``retry_on``, ``timeout``, ``allow_failure``, ``trigger``, ``rollback``, ``description``.
+        The function is returned unchanged.
+        """
+        if callable(name):  # @pipe.step without parentheses
+            self.add_step(name.__name__, name)
+            return name
+
+        def decorate(func: F) -> F:
+            self.add_step(name or func.__name__, func, **options)
+            return func
+
+        return decorate
+
+    def add_step(self, name: str, func: Callable[..., Any] | None = None, **options: Any) -> StepSpec:
+        """Add a step running ``func`` (or built by the step type ``step_type=``); returns its spec."""
+        unknown = sorted(set(options) - _STEP_OPTIONS)
+        if unknown:
+            import difflib
+
+            hints = []
+            for u in unknown:
+                close = difflib.get_close_matches(u, _STEP_OPTIONS, n=1)
+                hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(f"step {name!r}: unknown option {', '.join(hints)}")
+        spec = StepSpec(name=name, func=func, **options)
+        self._spec = attrs.evolve(self._spec, steps=(*self._spec.steps, spec))
+        self._graph = None
+        return spec
+
+    def add(self, spec: StepSpec) -> StepSpec:
+        """Add a ready-made :class:`~pipectl.model.StepSpec`."""
+        self._spec = attrs.evolve(self._spec, steps=(*self._spec.steps, spec))
+        self._graph = None
+        return spec
+
+    # -- the graph -------------------------------------------------------------------------
+
+    @property
+    def graph(self) -> Graph:
+        """The validated DAG (raises :class:`~pipectl.errors.PipelineValidationError`)."""
+        if self._graph is None:
+            self._graph = Graph(self.name, self._spec.steps)
+        return self._graph
+
+    def validate(self) -> None:
+        """Check the graph and every step function's parameters; raise listing every problem."""
+        from pipectl.engine import plan_run
+
+        plan_run(self._spec, self._plugins().registries.step_types)
+
+    def visualize(self, format: str = "text") -> str:
+        """The DAG as text levels (``text``), ``mermaid`` or ``dot``."""
+        if format == "text":
+            return self.graph.visualize()
+        if format == "mermaid":
+            return self.graph.to_mermaid()
+        if format == "dot":
+            return self.graph.to_dot()
+        raise ValueError(f"unknown format {format!r}: use text, mermaid or dot")
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _plugins(self, plugin_manager: Any = None) -> Any:
+        pm = plugin_manager or self.plugin_manager
+        if pm is None:
+            from pipectl.plugins import default_plugin_manager
+
+            pm = default_plugin_manager()
+        return pm
+
+    async def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        only: Iterable[str] | str | None = None,
+        max_concurrent: int | None = None,
+        fail_fast: bool | None = None,
+        executor: str | None = None,
+        executor_options: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        services: Mapping[str, Any] | None = None,
+        max_threads: int | None = None,
+        plugin_manager: Any = None,
+    ) -> PipelineRun:
+        """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
+
+        ``only`` runs the named steps and what they depend on, nothing else. Arguments left
+        None keep the pipeline's defaults. A failed step does not raise: look at ``run.status``
+        and ``run.steps``. An invalid pipeline raises
+        :class:`~pipectl.errors.PipelineValidationError` before anything runs.
+        """
+        from pipectl.engine import execute
+
+        config = RunConfig(
+            params=params or {}, only=only or (), max_concurrent=max_concurrent,
+            fail_fast=fail_fast, executor=executor, executor_options=executor_options or {},
+            run_id=run_id, services=services or {}, max_threads=max_threads,
+        )
+        return await execute(self._spec, config, self._plugins(plugin_manager),
+                             services=self.services)
+
+    def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
+        """:meth:`run` from plain (non-async) code. Ctrl-C ends the run as ``cancelled`` and
+        returns it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("run_sync() called from a running event loop: use `await pipe.run()`")
+        from pipectl.engine import RunCancelled
+
+        async def main() -> PipelineRun:
+            try:
+                return await self.run(params, **kwargs)
+            except RunCancelled as cancelled:
+                return cancelled.run
+
+        return asyncio.run(main())
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, steps={len(self._spec.steps)})"

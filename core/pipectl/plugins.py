@@ -1,0 +1,344 @@
+"""Plugin discovery and the plugin manager.
+
+Built-in plugins and every entry point of group ``pipectl`` are loaded by :func:`get_plugin_manager`
+through the same pluggy manager, one at a time, each atomically: a plugin that fails to import,
+implements a hook that does not exist, has a hook with the wrong arguments, raises in a
+registration hook or registers a component name another plugin already has is unregistered,
+recorded as ``failed`` with its name, distribution, version and error, and everything else keeps
+working. Blocked plugins are never imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+
+from pipectl import hookspecs
+from pipectl.errors import PluginError
+from pipectl.registry import KINDS, Component, Registries
+
+ENTRY_POINT_GROUP = "pipectl"
+DISABLE_ENV = "PIPECTL_DISABLE_PLUGINS"
+NO_AUTOLOAD_ENV = "PIPECTL_DISABLE_PLUGIN_AUTOLOAD"
+STRICT_ENV = "PIPECTL_STRICT_PLUGINS"
+
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("local", "pipectl.builtins.local_executor"),
+    ("python", "pipectl.builtins.python_step"),
+    ("core-commands", "pipectl.builtins.commands"),
+)
+"""(name, module) of the plugins that ship with pipectl, registered like any other plugin."""
+
+ESSENTIAL_PLUGINS = frozenset({"local", "python", "core-commands"})
+"""Built-in plugins that cannot be disabled."""
+
+LIFECYCLE_HOOKS = (
+    "pipectl_run_start",
+    "pipectl_run_finish",
+    "pipectl_step_start",
+    "pipectl_step_retry",
+    "pipectl_step_finish",
+    "pipectl_wrap_step",
+)
+
+
+@attrs.define
+class PluginRecord:
+    """What the loader knows about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    source: str | None = None
+    status: str = "loaded"  # loaded | blocked | failed
+    error: str | None = None
+    builtin: bool = False
+
+    @property
+    def label(self) -> str:
+        dist = self.distribution or "?"
+        return f"{self.name!r} ({dist} {self.version or ''})".replace(" )", ")")
+
+
+def _env_list(name: str) -> list[str]:
+    return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
+
+
+def _format_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) if "\n" not in str(exc)[:200] else text.strip()
+
+
+class PipectlPluginManager(pluggy.PluginManager):
+    """pluggy's manager plus component registries and a record of every plugin seen."""
+
+    def __init__(self) -> None:
+        super().__init__("pipectl")
+        self.add_hookspecs(hookspecs)
+        self.registries = Registries()
+        self.records: dict[str, PluginRecord] = {}
+        self.strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def add_plugin(
+        self,
+        plugin: Any,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        builtin: bool = False,
+    ) -> PluginRecord:
+        """Register ``plugin`` under ``name`` atomically and collect the components it provides.
+
+        Returns the plugin's record; on failure the plugin is left out and the record says why
+        (or :class:`PluginError` is raised when ``PIPECTL_STRICT_PLUGINS=1``).
+        """
+        record = PluginRecord(
+            name=name,
+            distribution=distribution,
+            version=version,
+            module=getattr(plugin, "__name__", type(plugin).__name__),
+            source=getattr(plugin, "__file__", None),
+            builtin=builtin,
+        )
+        if self.is_blocked(name):
+            record.status = "blocked"
+            self.records[name] = record
+            return record
+        try:
+            self.register(plugin, name)
+            self._check_plugin(plugin)
+            self._collect_components(plugin, name)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the plugin out
+            if self.get_plugin(name) is plugin:
+                self.unregister(name=name)
+            self.registries.remove_plugin(name)
+            self._fail(record, exc)
+        self.records[name] = record
+        return record
+
+    def remove_plugin(self, name: str) -> None:
+        """Unregister a plugin and drop its components and record."""
+        if self.get_plugin(name) is not None:
+            self.unregister(name=name)
+        self.registries.remove_plugin(name)
+        self.records.pop(name, None)
+
+    def _fail(self, record: PluginRecord, exc: BaseException) -> None:
+        record.status = "failed"
+        record.error = _format_error(exc)
+        from pipectl import log
+
+        log.plugin_failed(record)
+        if self.strict:
+            raise PluginError(f"plugin {record.label} failed: {record.error}") from exc
+
+    def _check_plugin(self, plugin: Any) -> None:
+        """Reject hooks that are not in the contract and wrappers, naming the hook and a fix."""
+        known = sorted(n for n in dir(self.hook) if n.startswith("pipectl_"))
+        for caller in self.get_hookcallers(plugin) or ():
+            if caller.spec is None:
+                close = difflib.get_close_matches(caller.name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise pluggy.PluginValidationError(
+                    plugin, f"{caller.name!r} is not a pipectl hook{hint}"
+                )
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                    raise pluggy.PluginValidationError(
+                        plugin, f"{caller.name!r} cannot be implemented as a wrapper"
+                    )
+
+    def _collect_components(self, plugin: Any, name: str) -> None:
+        staged: list[Component] = []
+        for hook_name, kind in hookspecs.REGISTRATION_HOOKS.items():
+            for impl in getattr(self.hook, hook_name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+
+                def register(component_name: str, factory: Any, _kind: str = kind) -> None:
+                    if not isinstance(component_name, str) or not component_name:
+                        raise TypeError(f"register() needs a non-empty name, got {component_name!r}")
+                    if not callable(factory):
+                        raise TypeError(f"register({component_name!r}, ...) needs a callable factory")
+                    staged.append(Component(_kind, component_name, factory, name))
+
+                impl.function(**{arg: register for arg in impl.argnames})
+        added: list[Component] = []
+        try:
+            for component in staged:
+                self.registries.of(component.kind).add(component)
+                added.append(component)
+        except Exception:
+            self.registries.remove_plugin(name)
+            raise
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def hooks_of(self, name: str) -> list[str]:
+        plugin = self.get_plugin(name)
+        if plugin is None:
+            return []
+        return sorted(c.name for c in self.get_hookcallers(plugin) or ())
+
+    def describe(self, include_builtin: bool = False) -> list[dict[str, Any]]:
+        """One dict per plugin, as ``pipectl plugins --json`` prints them."""
+        out = []
+        for record in self.records.values():
+            if record.builtin and not include_builtin:
+                continue
+            out.append(
+                {
+                    "name": record.name,
+                    "distribution": record.distribution,
+                    "version": record.version,
+                    "status": record.status,
+                    "error": record.error,
+                    "builtin": record.builtin,
+                    "module": record.module,
+                    "source": record.source,
+                    "hooks": self.hooks_of(record.name),
+                    "components": self.registries.provided_by(record.name),
+                }
+            )
+        return out
+
+
+def _dist_of(ep: Any) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, None
+    try:
+        return dist.metadata["Name"], dist.version
+    except Exception:  # noqa: BLE001 - broken metadata must not stop discovery
+        return None, None
+
+
+def _pipectl_version() -> str:
+    from pipectl import __version__
+
+    return __version__
+
+
+def get_plugin_manager(
+    *,
+    autoload: bool | None = None,
+    disabled: Iterable[str] = (),
+    entry_points: Iterable[Any] | None = None,
+) -> PipectlPluginManager:
+    """Build a fresh plugin manager: built-ins first, then every ``pipectl`` entry point.
+
+    :param autoload: load entry points; default: unless ``PIPECTL_DISABLE_PLUGIN_AUTOLOAD`` is set.
+    :param disabled: plugin names (entry point or distribution names) to block before import;
+        ``PIPECTL_DISABLE_PLUGINS=a,b`` adds to it.
+    :param entry_points: the entry points to consider instead of the installed ones (tests).
+    """
+    import importlib
+
+    pm = PipectlPluginManager()
+    blocked = set(disabled) | set(_env_list(DISABLE_ENV))
+    essential = sorted(blocked & ESSENTIAL_PLUGINS)
+    if essential:
+        raise PluginError(
+            f"plugin {essential[0]!r} is built in and cannot be disabled "
+            f"(remove it from -p no:... and {DISABLE_ENV})"
+        )
+    if autoload is None:
+        autoload = os.environ.get(NO_AUTOLOAD_ENV, "") in ("", "0")
+    version = _pipectl_version()
+    for name, module_name in BUILTIN_PLUGINS:
+        if name in blocked:
+            pm.set_blocked(name)
+        pm.add_plugin(importlib.import_module(module_name), name, distribution="pipectl",
+                      version=version, builtin=True)
+    if entry_points is None:
+        from importlib.metadata import entry_points as _eps
+
+        entry_points = _eps(group=ENTRY_POINT_GROUP)
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        dist, dist_version = _dist_of(ep)
+        record = PluginRecord(name=ep.name, distribution=dist, version=dist_version, module=ep.value)
+        if ep.name in pm.records:
+            record.status = "failed"
+            record.error = f"plugin name {ep.name!r} is already taken by {pm.records[ep.name].label}"
+            pm.records[f"{ep.name}@{dist}"] = record
+            pm._fail(record, PluginError(record.error))
+            continue
+        if not autoload or ep.name in blocked or (dist is not None and dist in blocked):
+            pm.set_blocked(ep.name)
+            record.status = "blocked"
+            record.error = None if autoload else f"autoload disabled ({NO_AUTOLOAD_ENV})"
+            pm.records[ep.name] = record
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - ImportError, SyntaxError, anything at import
+            pm.records[ep.name] = record
+            pm._fail(record, exc)
+            continue
+        new = pm.add_plugin(plugin, ep.name, distribution=dist, version=dist_version)
+        new.module = ep.value
+    return pm
+
+
+_default: PipectlPluginManager | None = None
+
+
+def default_plugin_manager() -> PipectlPluginManager:
+    """The process-wide manager used by :class:`pipectl.Pipeline` when none is given.
+
+    Built on first use (never at import) and kept; :func:`reset_default_plugin_manager` drops it.
+    """
+    global _default
+    if _default is None:
+        _default = get_plugin_manager()
+    return _default
+
+
+def reset_default_plugin_manager() -> None:
+    global _default
+    _default = None
+
+
+def preparse_disabled(argv: list[str]) -> list[str]:
+    """The plugin names given as ``-p no:NAME`` before the command name in ``argv``."""
+    names = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-p", "--plugin") and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 2
+        elif arg.startswith("-p") and len(arg) > 2 and not arg.startswith("--"):
+            value = arg[2:].lstrip("=")
+            i += 1
+        elif arg.startswith("--plugin="):
+            value = arg.split("=", 1)[1]
+            i += 1
+        elif arg.startswith("-"):
+            i += 1
+            continue
+        else:
+            break
+        if value.startswith("no:"):
+            names.append(value[3:])
+    return names
+
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "KINDS",
+    "PipectlPluginManager",
+    "PluginRecord",
+    "default_plugin_manager",
+    "get_plugin_manager",
+    "preparse_disabled",
+]

@@ -1,0 +1,96 @@
+"""Component registries: extractors, outputs, trackers, executors and step types, by name.
+
+A plugin registers a *factory* under a name; the factory runs only when a pipeline uses the
+component, so a plugin's heavy dependencies are imported only then.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import attrs
+
+from pipectl.errors import DuplicateComponentError, UnknownComponentError
+
+KINDS = ("extractors", "outputs", "trackers", "executors", "step_types")
+
+
+@attrs.frozen
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any] = attrs.field(eq=False)
+    plugin: str
+
+
+class Registry:
+    """The components of one kind, by name, each attributed to the plugin that registered it."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._components: dict[str, Component] = {}
+
+    def add(self, component: Component) -> None:
+        existing = self._components.get(component.name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{self.kind.rstrip('s').replace('_', ' ')} {component.name!r} is registered by "
+                f"plugin {existing.plugin!r} and again by plugin {component.plugin!r}"
+            )
+        self._components[component.name] = component
+
+    def remove_plugin(self, plugin: str) -> None:
+        for name in [n for n, c in self._components.items() if c.plugin == plugin]:
+            del self._components[name]
+
+    def get(self, name: str) -> Component:
+        try:
+            return self._components[name]
+        except KeyError:
+            raise UnknownComponentError(self.kind, name, list(self._components)) from None
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Build the component registered as ``name`` by calling its factory."""
+        return self.get(name).factory(*args, **kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._components)
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        return sorted(n for n, c in self._components.items() if c.plugin == plugin)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._components
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(self._components.values())
+
+    def __len__(self) -> int:
+        return len(self._components)
+
+
+@attrs.define
+class Registries:
+    """One :class:`Registry` per component kind."""
+
+    extractors: Registry = attrs.field(factory=lambda: Registry("extractors"))
+    outputs: Registry = attrs.field(factory=lambda: Registry("outputs"))
+    trackers: Registry = attrs.field(factory=lambda: Registry("trackers"))
+    executors: Registry = attrs.field(factory=lambda: Registry("executors"))
+    step_types: Registry = attrs.field(factory=lambda: Registry("step_types"))
+
+    def of(self, kind: str) -> Registry:
+        return getattr(self, kind)
+
+    def remove_plugin(self, plugin: str) -> None:
+        for kind in KINDS:
+            self.of(kind).remove_plugin(plugin)
+
+    def provided_by(self, plugin: str) -> dict[str, list[str]]:
+        """The components ``plugin`` registered, by kind (kinds it registered none of are left out)."""
+        out = {}
+        for kind in KINDS:
+            names = self.of(kind).by_plugin(plugin)
+            if names:
+                out[kind] = names
+        return out
