@@ -10,7 +10,11 @@ runs on the event loop thread; no hook fires per record.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import inspect
+import logging
 import random
+import threading
 import time
 import traceback
 import uuid
@@ -44,6 +48,13 @@ _OK = StepStatus.SUCCESS
 _FAILED = StepStatus.FAILED
 _SKIPPED = StepStatus.SKIPPED
 _CANCELLED = StepStatus.CANCELLED
+_ALL_DONE = Trigger.ALL_DONE
+_MISSING = object()
+
+
+def _resolve_none(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class RunCancelled(asyncio.CancelledError):
@@ -125,10 +136,19 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 class _RunState:
-    """Everything one run owns; nothing here outlives the run or is shared with another."""
+    """Everything one run owns; nothing here outlives the run or is shared with another.
+
+    Sync steps without a timeout or middleware run in the *sync lane*: on the local executor's
+    threads, where the worker that finishes a step also records it and goes on with the next
+    sync step it unblocked, so a chain of sync steps costs no thread switch per step. The
+    bookkeeping is therefore guarded by ``lock``; lifecycle hooks are called under it too, so
+    listeners are never called concurrently (but may be called from a pipectl worker thread).
+    """
 
     def __init__(self, plan: Plan, config: RunConfig, hooks: Hooks, executor: Any,
                  run: PipelineRun, services: Services, logger: Any):
+        from pipectl.executors import LocalExecutor
+
         spec = plan.spec
         self.plan = plan
         self.nodes = plan.nodes
@@ -145,33 +165,61 @@ class _RunState:
         n = len(plan.nodes)
         self.outputs: list[Any] = [None] * n
         self.status: list[StepStatus | None] = [None] * n
-        self.cause: list[str | None] = [None] * n  # root failed step behind a skip
         self.remaining = [len(node.deps) for node in plan.nodes]
         self.ready: deque[int] = deque()
-        self.tasks: dict[int, asyncio.Task] = {}
+        self.tasks: dict[int, asyncio.Task | None] = {}
+        self.lane_running: set[int] = set()
         self.active = 0
         self.finished = 0
         self.stopping: str | None = None  # why nothing new starts (fail_fast or interrupt)
+        self.stop_event = threading.Event()
         self.interrupted = False
         self.rng = random.Random()
+        self.lock = threading.RLock()
         self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.context = contextvars.copy_context()
         self.all_done: asyncio.Future = self.loop.create_future()
+        enabled = getattr(logger, "is_enabled_for", None)
+        self.log_info = enabled(logging.INFO) if enabled is not None else True
+        # the lane bypasses execute(): only for the local executor itself, not a subclass
+        # that overrides it, and only when no middleware has to wrap the step
+        lane = (getattr(type(executor), "execute", None) is LocalExecutor.execute
+                and getattr(executor, "threads", None) is not None and not hooks.wraps_steps)
+        self.lane = [lane and not node.is_async and node.spec.timeout is None for node in self.nodes]
 
-    # -- scheduling ------------------------------------------------------------------------
+    # -- scheduling (every method here runs with ``lock`` held) ---------------------------
 
     def start_roots(self) -> None:
-        for node in self.nodes:
-            if not node.deps:
-                self._schedule(node.index)
-        if not self.nodes:
-            self.all_done.set_result(None)
+        with self.lock:
+            for node in self.nodes:
+                if not node.deps:
+                    self._schedule(node.index)
+            if not self.nodes:
+                self.all_done.set_result(None)
 
     def _schedule(self, i: int) -> None:
         if self.active < self.limit:
             self.active += 1
-            self.tasks[i] = self.loop.create_task(self._run_step(i))
+            self._launch(i)
         else:
             self.ready.append(i)
+
+    def _launch(self, i: int) -> None:
+        """Start step ``i`` (its slot already counted) in the lane or in a task of its own."""
+        if self.lane[i]:
+            self.lane_running.add(i)
+            self.executor.threads.call(self._lane_task, i)
+        elif threading.get_ident() == self.loop_thread:
+            self.tasks[i] = self.loop.create_task(self._step_task(i))
+        else:
+            self.tasks[i] = None
+            self.loop.call_soon_threadsafe(self._start_task, i)
+
+    def _start_task(self, i: int) -> None:
+        with self.lock:
+            if i in self.tasks and self.tasks[i] is None:
+                self.tasks[i] = self.loop.create_task(self._step_task(i))
 
     def _decide(self, i: int) -> StepResult | None:
         """Once all of step ``i``'s dependencies ended: None to run it, or its terminal result."""
@@ -179,7 +227,7 @@ class _RunState:
         spec = node.spec
         if self.interrupted:
             return StepResult(spec.name, _CANCELLED, reason="the run was cancelled")
-        if spec.trigger is Trigger.ALL_DONE:
+        if spec.trigger is _ALL_DONE:
             return None
         cancelled_dep = None
         for d in node.deps:
@@ -202,76 +250,141 @@ class _RunState:
             return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
         return None
 
-    def _complete(self, i: int, result: StepResult, ran: bool) -> None:
-        """Record step ``i``'s terminal result and decide what its end unblocks."""
+    def _complete(self, i: int, result: StepResult, ran: bool,
+                  claim: str | None = None) -> int | None:
+        """Record step ``i``'s terminal result and start what its end unblocks.
+
+        With ``claim`` ("task" from a step task, "lane" from a lane worker) the caller keeps
+        the first unblocked step of its own kind and gets its index back, to run it next
+        without a new task or thread hand-off (a chain runs in one task or one thread).
+        """
+        claimed: int | None = None
+        if ran and self.tasks.pop(i, _MISSING) is _MISSING:
+            self.lane_running.discard(i)
         if ran:
             self.active -= 1
-            self.tasks.pop(i, None)
         work = [(i, result)]
+        run = self.run
+        lane = self.lane
+        claim_lane = claim == "lane"
         while work:
             j, res = work.pop()
             node = self.nodes[j]
+            spec = node.spec
             self.status[j] = res.status
-            self.run.steps[node.spec.name] = res
+            run.steps[spec.name] = res
             self.finished += 1
-            self.hooks.step_finish(run=self.run, step=node.spec, result=res)
-            self.logger.info(
-                "step_finished", run_id=self.run.run_id, step=node.spec.name,
-                status=res.status.value, attempts=res.attempts,
-                duration_ms=round(res.duration_ms, 3), error=res.error, reason=res.reason,
-            )
-            if res.status is _FAILED and not node.spec.allow_failure and self.fail_fast:
-                self._stop(f"fail_fast stopped the run after step {node.spec.name!r} failed")
+            self.hooks.step_finish(run=run, step=spec, result=res)
+            if self.log_info:
+                self.logger.info(
+                    "step_finished", run_id=run.run_id, step=spec.name, status=str(res.status),
+                    attempts=res.attempts, duration_ms=round(res.duration_ms, 3),
+                    error=res.error, reason=res.reason,
+                )
+            if res.status is _FAILED and self.fail_fast and not spec.allow_failure:
+                self._stop(f"fail_fast stopped the run after step {spec.name!r} failed")
             for k in node.dependents:
                 self.remaining[k] -= 1
                 if self.remaining[k] == 0:
                     decided = self._decide(k)
-                    if decided is None:
-                        self._schedule(k)
-                    else:
+                    if decided is not None:
                         work.append((k, decided))
+                    elif (claim is not None and claimed is None and lane[k] is claim_lane
+                          and self.active < self.limit):
+                        claimed = k
+                        self.active += 1
+                    else:
+                        self._schedule(k)
         while self.ready and self.active < self.limit:
             k = self.ready.popleft()
             self.active += 1
-            self.tasks[k] = self.loop.create_task(self._run_step(k))
+            if claim is not None and claimed is None and lane[k] is claim_lane:
+                claimed = k
+            else:
+                self._launch(k)
+        if claimed is not None:
+            if claim_lane:
+                self.lane_running.add(claimed)
+            else:
+                self.tasks[claimed] = asyncio.current_task()
         if self.finished == len(self.nodes) and not self.all_done.done():
-            self.all_done.set_result(None)
+            if threading.get_ident() == self.loop_thread:
+                self.all_done.set_result(None)
+            else:
+                self.loop.call_soon_threadsafe(_resolve_none, self.all_done)
+        return claimed
 
     def _stop(self, reason: str) -> None:
         """Start nothing new (but ``all_done`` steps) and cancel every running step."""
         if self.stopping is not None:
             return
         self.stopping = reason
-        current = asyncio.current_task()
+        self.stop_event.set()
+        current = asyncio.current_task() if threading.get_ident() == self.loop_thread else None
         for i, task in list(self.tasks.items()):
-            if task is not current:
-                task.cancel()
-                # a task cancelled before its first step never enters _run_step: settle it here
-                task.add_done_callback(lambda _t, i=i: self._settle_cancelled(i))
+            if task is not None and task is not current:
+                self.loop.call_soon_threadsafe(self._cancel_task, i, task)
+        # a sync step cannot be interrupted: it is recorded as cancelled now, and its thread's
+        # result is dropped when it returns
+        for k in list(self.lane_running):
+            self.loop.call_soon_threadsafe(self._cancel_lane, k)
         waiting, self.ready = list(self.ready), deque()
         for k in waiting:
-            self.loop.call_soon(self._cancel_waiting, k)
+            self.loop.call_soon_threadsafe(self._cancel_waiting, k)
+
+    def _cancel_task(self, i: int, task: asyncio.Task) -> None:
+        if self.tasks.get(i) is not task or self.status[i] is not None:
+            return  # the task moved on (or ended) since the stop was decided
+        task.cancel()
+        # a task cancelled before its first step never enters it: settle it when it ends
+        task.add_done_callback(lambda _t: self._settle_cancelled(i))
 
     def _settle_cancelled(self, i: int) -> None:
-        if self.status[i] is None:
-            self._complete(i, StepResult(self.nodes[i].spec.name, _CANCELLED,
-                                         reason=self.stopping), ran=True)
+        with self.lock:
+            if self.status[i] is None:
+                self._complete(i, StepResult(self.nodes[i].spec.name, _CANCELLED,
+                                             reason=self.stopping), ran=True)
+
+    def _cancel_lane(self, k: int) -> None:
+        with self.lock:
+            if self.status[k] is None and k in self.lane_running:
+                self._complete(k, StepResult(self.nodes[k].spec.name, _CANCELLED,
+                                             reason=self.stopping), ran=True)
 
     def _cancel_waiting(self, k: int) -> None:
-        if self.status[k] is None:
-            decided = self._decide(k)
-            if decided is None:  # an all_done step: it still runs
-                self._schedule(k)
-            else:
-                self._complete(k, decided, ran=False)
+        with self.lock:
+            if self.status[k] is None:
+                decided = self._decide(k)
+                if decided is None:  # an all_done step: it still runs
+                    self._schedule(k)
+                else:
+                    self._complete(k, decided, ran=False)
 
     def interrupt(self) -> None:
-        self.interrupted = True
-        self._stop("the run was cancelled")
+        with self.lock:
+            self.interrupted = True
+            self._stop("the run was cancelled")
 
-    # -- one step --------------------------------------------------------------------------
+    # -- one step on the loop ---------------------------------------------------------------
 
-    async def _run_step(self, i: int) -> None:
+    async def _step_task(self, i: int) -> None:
+        """Run step ``i``, then every step its end lets this task claim (a chain: no new task)."""
+        chained = 0
+        while True:
+            result = await self._run_step(i)
+            with self.lock:
+                if self.status[i] is not None:  # settled meanwhile (cancelled)
+                    return
+                nxt = self._complete(i, result, ran=True, claim="task")
+            if nxt is None:
+                return
+            i = nxt
+            chained += 1
+            if chained % 64 == 0:
+                await asyncio.sleep(0)  # let the loop breathe in a long chain of instant steps
+
+    async def _run_step(self, i: int) -> StepResult:
+        """Every attempt of step ``i``; returns its terminal result and never raises."""
         node = self.nodes[i]
         spec = node.spec
         run = self.run
@@ -281,19 +394,25 @@ class _RunState:
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
+        if self.stopping is not None and (self.interrupted or spec.trigger is not _ALL_DONE):
+            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
         try:
             kwargs = node.binder.bind(self.outputs, self.params, ctx)
             middleware = hooks.wrap_step(step=spec, context=ctx) if hooks.wraps_steps else ()
         except Exception as exc:  # noqa: BLE001 - a wrap_step hook failed: the step fails
-            self._complete(i, self._failed(spec, exc, started_at, t0, attempt), ran=True)
-            return
+            return self._failed(spec, exc, started_at, t0, attempt)
         executor = self.executor
         timeout = spec.timeout
+        log_info = self.log_info
+        lock = self.lock
         while True:
             attempt += 1
             ctx.attempt = attempt
-            hooks.step_start(run=run, step=spec, attempt=attempt)
-            self.logger.info("step_started", run_id=run.run_id, step=spec.name, attempt=attempt)
+            with lock:
+                hooks.step_start(run=run, step=spec, attempt=attempt)
+            if log_info:
+                self.logger.info("step_started", run_id=run.run_id, step=spec.name,
+                                 attempt=attempt)
             invocation = Invocation(spec, node.func, node.is_async, kwargs, middleware, ctx,
                                     attempt)
             try:
@@ -311,39 +430,97 @@ class _RunState:
             except asyncio.CancelledError:
                 if self.stopping is None:  # not ours: the step itself raised CancelledError
                     exc = asyncio.CancelledError("the step raised CancelledError")
-                    self._complete(i, self._failed(spec, exc, started_at, t0, attempt), ran=True)
-                    return
-                self._complete(i, StepResult(
+                    return self._failed(spec, exc, started_at, t0, attempt)
+                return StepResult(
                     spec.name, _CANCELLED, started_at=started_at, finished_at=_now(),
                     duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
                     reason=self.stopping,
-                ), ran=True)
-                return
+                )
             except Exception as exc:  # noqa: BLE001 - the step's failure
                 if self.stopping is None and spec.should_retry(exc, attempt):
-                    delay = spec.backoff_delay(attempt, self.rng)
-                    hooks.step_retry(run=run, step=spec, attempt=attempt, error=exc, delay=delay)
-                    self.logger.warning("step_retry", run_id=run.run_id, step=spec.name,
-                                        attempt=attempt, error=f"{type(exc).__name__}: {exc}",
-                                        delay_s=round(delay, 3))
+                    delay = self._retrying(spec, attempt, exc)
                     try:
                         await asyncio.sleep(delay)
                     except asyncio.CancelledError:
-                        self._complete(i, self._failed(spec, exc, started_at, t0, attempt,
-                                                       _CANCELLED), ran=True)
-                        return
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
                     continue
-                self._complete(i, self._failed(spec, exc, started_at, t0, attempt), ran=True)
-                return
+                return self._failed(spec, exc, started_at, t0, attempt)
             self.outputs[i] = output
-            self._complete(i, StepResult(
+            return StepResult(
                 spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
                 duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
                 records=_records_of(output),
-            ), ran=True)
-            return
+            )
 
-    def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime, t0: float,
+    def _retrying(self, spec: StepSpec, attempt: int, exc: BaseException) -> float:
+        delay = spec.backoff_delay(attempt, self.rng)
+        with self.lock:
+            self.hooks.step_retry(run=self.run, step=spec, attempt=attempt, error=exc, delay=delay)
+        self.logger.warning("step_retry", run_id=self.run.run_id, step=spec.name, attempt=attempt,
+                            error=f"{type(exc).__name__}: {exc}", delay_s=round(delay, 3))
+        return delay
+
+    # -- one step in the sync lane ----------------------------------------------------------
+
+    def _lane_task(self, i: int) -> None:
+        """A worker thread's job: run sync step ``i`` and every sync step it then claims."""
+        self.context.copy().run(self._lane_loop, i)
+
+    def _lane_loop(self, i: int | None) -> None:
+        while i is not None:
+            if self.status[i] is not None:  # cancelled before this thread picked it up
+                return
+            try:
+                result = self._run_sync_step(i)
+            except BaseException as exc:  # noqa: BLE001 - a bug must not lose the step
+                result = self._failed(self.nodes[i].spec, exc, None, time.perf_counter(), 0)
+            with self.lock:
+                if self.status[i] is not None:  # recorded as cancelled while it ran
+                    return
+                i = self._complete(i, result, ran=True, claim="lane")
+
+    def _run_sync_step(self, i: int) -> StepResult:
+        node = self.nodes[i]
+        spec = node.spec
+        run = self.run
+        ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
+                          run.steps, self.shared_state)
+        started_at = _now()
+        t0 = time.perf_counter()
+        attempt = 0
+        if self.stopping is not None and (self.interrupted or spec.trigger is not _ALL_DONE):
+            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
+        try:
+            kwargs = node.binder.bind(self.outputs, self.params, ctx)
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(spec, exc, started_at, t0, attempt)
+        func = node.func
+        while True:
+            attempt += 1
+            ctx.attempt = attempt
+            with self.lock:
+                self.hooks.step_start(run=run, step=spec, attempt=attempt)
+            if self.log_info:
+                self.logger.info("step_started", run_id=run.run_id, step=spec.name,
+                                 attempt=attempt)
+            try:
+                output = func(**kwargs)
+                if inspect.isawaitable(output):  # a sync callable that returned a coroutine
+                    output = asyncio.run_coroutine_threadsafe(output, self.loop).result()
+            except Exception as exc:  # noqa: BLE001 - the step's failure
+                if self.stopping is None and spec.should_retry(exc, attempt):
+                    if self.stop_event.wait(self._retrying(spec, attempt, exc)):
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
+                    continue
+                return self._failed(spec, exc, started_at, t0, attempt)
+            self.outputs[i] = output
+            return StepResult(
+                spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
+                duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
+                records=_records_of(output),
+            )
+
+    def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime | None, t0: float,
                 attempts: int, status: StepStatus = _FAILED) -> StepResult:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return StepResult(

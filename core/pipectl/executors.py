@@ -77,6 +77,25 @@ async def call_through_middleware(
     return await link(0)()
 
 
+def _run_for_future(future: asyncio.Future, loop: asyncio.AbstractEventLoop,
+                    func: Callable[..., Any], kwargs: dict[str, Any],
+                    context: contextvars.Context) -> None:
+    if future.cancelled():  # timed out or cancelled while it waited for a thread: never run it
+        return
+    try:
+        value = context.run(func, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
+        try:
+            loop.call_soon_threadsafe(_reject, future, exc)
+        except RuntimeError:  # loop closed: the run is gone
+            pass
+    else:
+        try:
+            loop.call_soon_threadsafe(_resolve, future, value)
+        except RuntimeError:
+            pass
+
+
 def _resolve(future: asyncio.Future, value: Any) -> None:
     if not future.done():
         future.set_result(value)
@@ -106,8 +125,14 @@ class StepThreads:
 
     def submit(self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
                kwargs: dict[str, Any]) -> asyncio.Future:
+        """Run ``func(**kwargs)`` on a thread; the returned future (of ``loop``) gets its result."""
         future = loop.create_future()
-        self._jobs.put((future, loop, func, kwargs, contextvars.copy_context()))
+        self.call(_run_for_future, future, loop, func, kwargs, contextvars.copy_context())
+        return future
+
+    def call(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` on a thread, fire and forget (``func`` handles its own errors)."""
+        self._jobs.put((func, args))
         with self._lock:
             self._free -= 1
             spawn = self._free < 0 and len(self._threads) < self.max_threads
@@ -118,7 +143,6 @@ class StepThreads:
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
-        return future
 
     def _work(self) -> None:
         jobs, lock = self._jobs, self._lock
@@ -126,20 +150,14 @@ class StepThreads:
             job = jobs.get()
             if job is None:
                 return
-            future, loop, func, kwargs, context = job
+            func, args = job
             try:
-                value = context.run(func, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
-                try:
-                    loop.call_soon_threadsafe(_reject, future, exc)
-                except RuntimeError:  # loop closed: the run is gone
-                    pass
-            else:
-                try:
-                    loop.call_soon_threadsafe(_resolve, future, value)
-                except RuntimeError:
-                    pass
-            del job, future, func, kwargs, context
+                func(*args)
+            except BaseException:  # noqa: BLE001 - never let a worker die
+                import traceback
+
+                traceback.print_exc()
+            del job, func, args
             with lock:
                 self._free += 1
 
@@ -166,13 +184,13 @@ class LocalExecutor:
 
     def __init__(self, max_threads: int | None = None):
         self.max_threads = max_threads
-        self._threads: StepThreads | None = None
+        self.threads: StepThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, run: PipelineRun, config: RunConfig, max_concurrent: int | None) -> None:
         self._loop = asyncio.get_running_loop()
         size = self.max_threads or config.max_threads or max_concurrent or DEFAULT_MAX_THREADS
-        self._threads = StepThreads(size)
+        self.threads = StepThreads(size)
 
     async def execute(self, invocation: Invocation) -> Any:
         if invocation.middleware:
@@ -187,12 +205,19 @@ class LocalExecutor:
         return await self._call_sync(invocation)
 
     async def _call_sync(self, invocation: Invocation) -> Any:
-        assert self._threads is not None and self._loop is not None
-        value = await self._threads.submit(self._loop, invocation.func, invocation.kwargs)
+        assert self.threads is not None and self._loop is not None
+        future = self.threads.submit(self._loop, invocation.func, invocation.kwargs)
+        try:
+            value = await future
+        except asyncio.CancelledError:
+            # a timeout or cancellation abandons the call, but its thread stays busy until the
+            # function returns: let the pool grow by one so the steps after it are not held back
+            self.threads.max_threads += 1
+            raise
         if inspect.isawaitable(value):  # a sync callable that returned a coroutine
             value = await value
         return value
 
     async def shutdown(self) -> None:
-        if self._threads is not None:
-            self._threads.close()
+        if self.threads is not None:
+            self.threads.close()

@@ -50,12 +50,11 @@ class Graph:
                 self.dependents[dep].append(step.name)
         self._order: tuple[str, ...] | None = None
         self._levels: list[list[str]] | None = None
-        if not problems:
-            order = self._kahn()
-            if len(order) < len(self.names):
-                problems.extend(self._cycles(set(self.names) - set(order)))
-            else:
-                self._order = tuple(order)
+        order = self._kahn()  # over the valid edges, so cycles are reported with the rest
+        if len(order) < len(self.names):
+            problems.extend(self._cycles(set(self.names) - set(order)))
+        else:
+            self._order = tuple(order)
         if problems:
             raise PipelineValidationError(name, problems)
 

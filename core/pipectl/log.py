@@ -52,8 +52,7 @@ def configure_logging(
         structlog.PrintLogger(stream or sys.stderr),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=False,
-    )
+    ).bind()  # a concrete logger, not a lazy proxy that rebuilds itself on every call
     _configured = True
 
 

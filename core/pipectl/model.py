@@ -135,6 +135,9 @@ class StepSpec:
     @property
     def all_dependencies(self) -> tuple[str, ...]:
         """``depends_on`` plus the steps named in ``inputs``, each once, in order."""
+        if not self.inputs:
+            return self.depends_on if len(set(self.depends_on)) == len(self.depends_on) \
+                else tuple(dict.fromkeys(self.depends_on))
         seen = dict.fromkeys(self.depends_on)
         seen.update(dict.fromkeys(self.inputs.values()))
         return tuple(seen)
@@ -239,6 +242,12 @@ class PipelineRun:
     records_processed: int = 0
     errors: list[str] = attrs.field(factory=list)
     steps: dict[str, StepResult] = attrs.field(factory=dict)
+
+    def __repr__(self) -> str:
+        # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run
+        # (CPython 3.11's signal handling), and a run of 100,000 steps must not print them all
+        return (f"PipelineRun(run_id={self.run_id!r}, pipeline_id={self.pipeline_id!r}, "
+                f"status={self.status.value}, steps={len(self.steps)})")
 
     @property
     def duration_ms(self) -> float | None:

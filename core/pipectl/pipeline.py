@@ -62,6 +62,7 @@ class Pipeline:
         self.services = services if isinstance(services, Services) else Services(services)
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
+        self._plans: dict[tuple[Any, ...], Any] = {}
 
     # -- definition ------------------------------------------------------------------------
 
@@ -112,16 +113,25 @@ class Pipeline:
                 close = difflib.get_close_matches(u, _STEP_OPTIONS, n=1)
                 hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise TypeError(f"step {name!r}: unknown option {', '.join(hints)}")
-        spec = StepSpec(name=name, func=func, **options)
-        self._spec = attrs.evolve(self._spec, steps=(*self._spec.steps, spec))
-        self._graph = None
-        return spec
+        return self.add(StepSpec(name=name, func=func, **options))
 
     def add(self, spec: StepSpec) -> StepSpec:
         """Add a ready-made :class:`~pipectl.model.StepSpec`."""
         self._spec = attrs.evolve(self._spec, steps=(*self._spec.steps, spec))
         self._graph = None
+        self._plans.clear()
         return spec
+
+    def _plan(self, pm: Any, only: tuple[str, ...]) -> Any:
+        """The validated run plan, cached until the steps or the step types change."""
+        from pipectl.engine import plan_run
+
+        step_types = pm.registries.step_types
+        key = (id(step_types), step_types.version, only)
+        cached = self._plans.get(key)
+        if cached is None or cached[0] is not step_types:
+            cached = self._plans[key] = (step_types, plan_run(self._spec, step_types, only))
+        return cached[1]
 
     # -- the graph -------------------------------------------------------------------------
 
@@ -134,9 +144,7 @@ class Pipeline:
 
     def validate(self) -> None:
         """Check the graph and every step function's parameters; raise listing every problem."""
-        from pipectl.engine import plan_run
-
-        plan_run(self._spec, self._plugins().registries.step_types)
+        self._plan(self._plugins(), ())
 
     def visualize(self, format: str = "text") -> str:
         """The DAG as text levels (``text``), ``mermaid`` or ``dot``."""
@@ -186,8 +194,9 @@ class Pipeline:
             fail_fast=fail_fast, executor=executor, executor_options=executor_options or {},
             run_id=run_id, services=services or {}, max_threads=max_threads,
         )
-        return await execute(self._spec, config, self._plugins(plugin_manager),
-                             services=self.services)
+        pm = self._plugins(plugin_manager)
+        return await execute(self._spec, config, pm, services=self.services,
+                             plan=self._plan(pm, config.only))
 
     def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
         """:meth:`run` from plain (non-async) code. Ctrl-C ends the run as ``cancelled`` and

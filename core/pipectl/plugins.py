@@ -112,6 +112,13 @@ class PipectlPluginManager(pluggy.PluginManager):
             record.status = "blocked"
             self.records[name] = record
             return record
+        owner = self.records.get(name)
+        if self.get_plugin(name) is not None or (owner is not None and owner.status == "loaded"):
+            # the name is taken: leave its owner alone and keep this record under its own key
+            taken_by = owner.label if owner is not None else repr(name)
+            self._fail(record, PluginError(f"plugin name {name!r} is already taken by {taken_by}"))
+            self.records[f"{name}@{distribution or id(plugin)}"] = record
+            return record
         try:
             self.register(plugin, name)
             self._check_plugin(plugin)
@@ -142,7 +149,7 @@ class PipectlPluginManager(pluggy.PluginManager):
 
     def _check_plugin(self, plugin: Any) -> None:
         """Reject hooks that are not in the contract and wrappers, naming the hook and a fix."""
-        known = sorted(n for n in dir(self.hook) if n.startswith("pipectl_"))
+        known = [n for n in dir(hookspecs) if n.startswith("pipectl_")]
         for caller in self.get_hookcallers(plugin) or ():
             if caller.spec is None:
                 close = difflib.get_close_matches(caller.name, known, n=1)
@@ -191,9 +198,10 @@ class PipectlPluginManager(pluggy.PluginManager):
     def describe(self, include_builtin: bool = False) -> list[dict[str, Any]]:
         """One dict per plugin, as ``pipectl plugins --json`` prints them."""
         out = []
-        for record in self.records.values():
+        for key, record in self.records.items():
             if record.builtin and not include_builtin:
                 continue
+            loaded = record.status == "loaded" and key == record.name
             out.append(
                 {
                     "name": record.name,
@@ -204,8 +212,8 @@ class PipectlPluginManager(pluggy.PluginManager):
                     "builtin": record.builtin,
                     "module": record.module,
                     "source": record.source,
-                    "hooks": self.hooks_of(record.name),
-                    "components": self.registries.provided_by(record.name),
+                    "hooks": self.hooks_of(record.name) if loaded else [],
+                    "components": self.registries.provided_by(record.name) if loaded else {},
                 }
             )
         return out

@@ -29,6 +29,7 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._components: dict[str, Component] = {}
+        self.version = 0  # bumped on every change, so cached lookups know they are stale
 
     def add(self, component: Component) -> None:
         existing = self._components.get(component.name)
@@ -38,10 +39,12 @@ class Registry:
                 f"plugin {existing.plugin!r} and again by plugin {component.plugin!r}"
             )
         self._components[component.name] = component
+        self.version += 1
 
     def remove_plugin(self, plugin: str) -> None:
         for name in [n for n, c in self._components.items() if c.plugin == plugin]:
             del self._components[name]
+            self.version += 1
 
     def get(self, name: str) -> Component:
         try:

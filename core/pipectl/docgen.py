@@ -1,0 +1,159 @@
+"""Generate ``docs/hooks.md`` from :mod:`pipectl.hookspecs`.
+
+``python -m pipectl.docgen`` prints the hook reference; ``python -m pipectl.docgen > docs/hooks.md``
+writes it. ``python -m pipectl.docgen --check [FILE]`` exits 1 with a message when FILE (default:
+``docs/hooks.md`` of the source tree) differs from what would be generated.
+
+The Markdown comes from the module docstring (the introduction), the banner comments that group
+the hooks (``# Registration``, ...) and each hook's signature and docstring. Standard library only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
+COMMAND = "python -m pipectl.docgen > docs/hooks.md"
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|exc|data):`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``(.+?)``")
+_FIELD = re.compile(r":(param\s+(\w+)|returns?):\s*(.*)")
+_BANNER = re.compile(r"^# -{20,}\n# (\S.*)\n# -{20,}$", re.MULTILINE)
+
+
+def _inline(text: str) -> str:
+    """reST inline markup to Markdown: ``x`` and :class:`~a.b.C` become code spans."""
+
+    def role(match: re.Match[str]) -> str:
+        tilde, target = match.groups()
+        return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
+
+    return _LITERAL.sub(r"`\1`", _ROLE.sub(role, text))
+
+
+def _rst_to_markdown(doc: str, heading: str = "##") -> str:
+    """Convert one (cleaned) docstring: fields, code blocks, section titles, inline markup."""
+    lines = doc.splitlines()
+    out: list[str] = []
+    params: list[str] = []
+    i = 0
+
+    def flush_params() -> None:
+        if params:
+            out.extend(["**Parameters:**", "", *params, ""])
+            params.clear()
+
+    while i < len(lines):
+        line = lines[i]
+        field = _FIELD.match(line)
+        if field:
+            text = [field.group(3).strip()]
+            i += 1
+            while i < len(lines) and lines[i].startswith((" ", "\t")) and lines[i].strip():
+                text.append(lines[i].strip())
+                i += 1
+            body = _inline(" ".join(text))
+            if field.group(2):
+                params.append(f"- `{field.group(2)}`: {body}")
+            else:
+                flush_params()
+                out.extend([f"**Returns:** {body}", ""])
+            continue
+        flush_params()
+        if line.strip().startswith(".. code-block::"):
+            language = line.split("::", 1)[1].strip()
+            i += 1
+            block: list[str] = []
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
+                block.append(lines[i])
+                i += 1
+            code = textwrap.dedent("\n".join(block)).strip("\n")
+            out.extend([f"```{language}", code, "```", ""])
+            continue
+        if i + 1 < len(lines) and line.strip() and re.fullmatch(r"-{3,}|={3,}", lines[i + 1]):
+            out.extend([f"{heading} {line.strip()}", ""])
+            i += 2
+            continue
+        out.append(_inline(line) if line.strip() else "")
+        i += 1
+    flush_params()
+    # collapse runs of blank lines
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(out))
+    return text.strip("\n")
+
+
+def _hooks(module: ModuleType) -> list[tuple[str, int, object]]:
+    """(name, line, function) of every hookspec in ``module``, in source order."""
+    marker = getattr(module, "hookspec").project_name + "_spec"
+    found = []
+    for name, obj in vars(module).items():
+        if inspect.isfunction(obj) and hasattr(obj, marker):
+            found.append((name, inspect.getsourcelines(obj)[1], obj))
+    return sorted(found, key=lambda item: item[1])
+
+
+def generate(module: ModuleType | None = None) -> str:
+    """The Markdown hook reference of ``module`` (default :mod:`pipectl.hookspecs`)."""
+    if module is None:
+        from pipectl import hookspecs as module
+    source = inspect.getsource(module)
+    banners = [(source.count("\n", 0, m.start()) + 1, m.group(1).strip())
+               for m in _BANNER.finditer(source)]
+    doc = inspect.cleandoc(module.__doc__ or "")
+    title, _, intro = doc.partition("\n")
+    parts = [
+        "# Hook reference",
+        "",
+        f"<!-- Generated from pipectl/hookspecs.py by `{COMMAND}`; do not edit by hand. -->",
+        "",
+        _rst_to_markdown(_inline(title).rstrip(".") + ".\n" + intro),
+        "",
+    ]
+    group = None
+    for name, line, func in _hooks(module):
+        current = next((t for start, t in reversed(banners) if start < line), "Hooks")
+        if current != group:
+            group = current
+            parts.extend([f"## {group}", ""])
+        args = ", ".join(inspect.signature(func).parameters)  # type: ignore[arg-type]
+        parts.extend([f"### {name}({args})", ""])
+        parts.extend([_rst_to_markdown(inspect.cleandoc(func.__doc__ or ""), "####"), ""])
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
+    if args[:1] != ["--check"]:
+        if args:
+            print(f"usage: python -m pipectl.docgen [--check [FILE]] (got {' '.join(args)})",
+                  file=sys.stderr)
+            return 2
+        sys.stdout.write(generate())
+        return 0
+    path = Path(args[1]) if len(args) > 1 else DEFAULT_PATH
+    expected = generate()
+    try:
+        actual = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"{path}: cannot read it ({exc}); run `{COMMAND}`", file=sys.stderr)
+        return 1
+    if actual == expected:
+        return 0
+    diff = difflib.unified_diff(actual.splitlines(), expected.splitlines(), str(path),
+                                "generated", lineterm="", n=1)
+    print(f"{path} is out of date with pipectl/hookspecs.py; run `{COMMAND}`", file=sys.stderr)
+    print("\n".join(list(diff)[:40]), file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
