@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, Callable
 
 from pipectl.model import StepSpec, callable_name
@@ -10,7 +11,8 @@ from pipectl.model import StepSpec, callable_name
 DEP, PARAMS, CTX = 0, 1, 2
 CONTEXT_NAMES = ("ctx", "context")
 
-_signatures: dict[Any, tuple[tuple[tuple[str, Any, bool], ...], bool]] = {}
+# weak keys: the cache must not keep step functions alive
+_signatures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _signature(func: Callable[..., Any]) -> tuple[tuple[tuple[str, Any, bool], ...], bool]:
@@ -93,5 +95,19 @@ def make_binder(
                 f"upstream step, 'params' or 'ctx'; add {name!r} to depends_on, map it with "
                 f"inputs={{{name!r}: 'step-name'}}, or give it a default"
             )
-    extra = [(d, index_of[d]) for d in deps if d not in bound_deps] if var_kw else []
+    names = {name for name, kind, _ in params if kind is not inspect.Parameter.VAR_KEYWORD}
+    extra: list[tuple[str, int]] = []
+    for param, source in step.inputs.items():
+        if param in names:
+            continue
+        if var_kw:  # **kwargs takes the mapped name
+            extra.append((param, index_of[source]))
+            bound_deps.add(source)
+        else:
+            problems.append(
+                f"step {step.name!r}: inputs maps {param!r} to step {source!r}, but "
+                f"{callable_name(func)} has no parameter {param!r}"
+            )
+    if var_kw:
+        extra.extend((d, index_of[d]) for d in deps if d not in bound_deps)
     return Binder(plan, extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
@@ -16,11 +17,12 @@ class Services:
     once per run. Steps reach them as ``ctx.services["db"]``.
     """
 
-    __slots__ = ("_items", "_factories")
+    __slots__ = ("_items", "_factories", "_lock")
 
     def __init__(self, items: Mapping[str, Any] | None = None):
         self._items: dict[str, Any] = dict(items or {})
         self._factories: dict[str, Callable[[], Any]] = {}
+        self._lock = threading.Lock()
 
     def register(self, name: str, service: Any) -> None:
         self._items[name] = service
@@ -39,8 +41,10 @@ class Services:
         if factory is None:
             known = ", ".join(sorted({*self._items, *self._factories})) or "none"
             raise KeyError(f"no service named {name!r} (registered: {known})") from None
-        value = self._items[name] = factory()
-        return value
+        with self._lock:  # sync steps run on several threads: create the service once
+            if name not in self._items:
+                self._items[name] = factory()
+            return self._items[name]
 
     def get(self, name: str, default: Any = None) -> Any:
         try:

@@ -1,10 +1,11 @@
 """The engine: runs a pipeline's DAG on an executor and owns its semantics.
 
 A step starts the moment its own dependencies are done (no level barrier), up to
-``max_concurrent`` at once. Retries, timeouts, skip propagation, ``fail_fast``, allowed failures,
-``all_done`` triggers and cancellation are decided here, whatever the executor, and every
-lifecycle event is emitted from here (through :class:`pipectl.hooks.Hooks`). All bookkeeping
-runs on the event loop thread; no hook fires per record.
+``max_concurrent`` at once, first come first served. Retries, timeouts, skip propagation,
+``fail_fast``, allowed failures, ``all_done`` triggers and cancellation are decided here,
+whatever the executor, and every lifecycle event is emitted from here (through
+:class:`pipectl.hooks.Hooks`). The bookkeeping runs under one lock, on the event loop thread or
+on a local worker thread (the sync lane, see :class:`_RunState`); no hook fires per record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+
+from structlog.contextvars import bind_contextvars
 
 from pipectl.binding import Binder, make_binder
 from pipectl.context import Services, StepContext, frozen_params
@@ -109,6 +112,11 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = ()) ->
         except Exception as exc:  # noqa: BLE001 - reported as a validation problem
             problems.append(f"step {name!r}: {exc}")
             continue
+        if not callable(func):
+            plugin = step_types.get(step.step_type).plugin
+            problems.append(f"step {name!r}: step type {step.step_type!r} (plugin {plugin!r}) "
+                            f"built {type(func).__name__}, not a callable")
+            continue
         binder = make_binder(step, func, index_of, problems)
         nodes.append(Node(i, step, func, binder, [index_of[d] for d in graph.dependencies[name]]))
     if problems:
@@ -147,8 +155,6 @@ class _RunState:
 
     def __init__(self, plan: Plan, config: RunConfig, hooks: Hooks, executor: Any,
                  run: PipelineRun, services: Services, logger: Any):
-        from pipectl.executors import LocalExecutor
-
         spec = plan.spec
         self.plan = plan
         self.nodes = plan.nodes
@@ -169,6 +175,7 @@ class _RunState:
         self.ready: deque[int] = deque()
         self.tasks: dict[int, asyncio.Task | None] = {}
         self.lane_running: set[int] = set()
+        self.lane_progress: dict[int, tuple[datetime, float, int]] = {}  # started, t0, attempt
         self.active = 0
         self.finished = 0
         self.stopping: str | None = None  # why nothing new starts (fail_fast or interrupt)
@@ -182,15 +189,19 @@ class _RunState:
         self.all_done: asyncio.Future = self.loop.create_future()
         enabled = getattr(logger, "is_enabled_for", None)
         self.log_info = enabled(logging.INFO) if enabled is not None else True
-        # the lane bypasses execute(): only for the local executor itself, not a subclass
-        # that overrides it, and only when no middleware has to wrap the step
-        lane = (getattr(type(executor), "execute", None) is LocalExecutor.execute
-                and getattr(executor, "threads", None) is not None and not hooks.wraps_steps)
-        self.lane = [lane and not node.is_async and node.spec.timeout is None for node in self.nodes]
+        self.lane = [False] * n  # decided in start_roots(), once the executor has started
 
     # -- scheduling (every method here runs with ``lock`` held) ---------------------------
 
     def start_roots(self) -> None:
+        from pipectl.executors import LocalExecutor
+
+        # the lane bypasses execute(): only for the local executor itself (not a subclass that
+        # overrides execute), with its threads started, and only when no middleware wraps steps
+        executor = self.executor
+        if (getattr(type(executor), "execute", None) is LocalExecutor.execute
+                and getattr(executor, "threads", None) is not None and not self.hooks.wraps_steps):
+            self.lane = [not node.is_async and node.spec.timeout is None for node in self.nodes]
         with self.lock:
             for node in self.nodes:
                 if not node.deps:
@@ -289,12 +300,8 @@ class _RunState:
                     decided = self._decide(k)
                     if decided is not None:
                         work.append((k, decided))
-                    elif (claim is not None and claimed is None and lane[k] is claim_lane
-                          and self.active < self.limit):
-                        claimed = k
-                        self.active += 1
-                    else:
-                        self._schedule(k)
+                    else:  # first come, first served: behind the steps already waiting
+                        self.ready.append(k)
         while self.ready and self.active < self.limit:
             k = self.ready.popleft()
             self.active += 1
@@ -348,8 +355,12 @@ class _RunState:
     def _cancel_lane(self, k: int) -> None:
         with self.lock:
             if self.status[k] is None and k in self.lane_running:
-                self._complete(k, StepResult(self.nodes[k].spec.name, _CANCELLED,
-                                             reason=self.stopping), ran=True)
+                started_at, t0, attempts = self.lane_progress.get(k, (None, None, 0))
+                self._complete(k, StepResult(
+                    self.nodes[k].spec.name, _CANCELLED, started_at=started_at,
+                    finished_at=_now() if started_at else None,
+                    duration_ms=(time.perf_counter() - t0) * 1000.0 if t0 else 0.0,
+                    attempts=attempts, reason=self.stopping), ran=True)
 
     def _cancel_waiting(self, k: int) -> None:
         with self.lock:
@@ -391,6 +402,7 @@ class _RunState:
         hooks = self.hooks
         ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
                           run.steps, self.shared_state)
+        bind_contextvars(run_id=run.run_id, step=spec.name)  # plugin log lines carry them
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
@@ -436,12 +448,16 @@ class _RunState:
                     duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
                     reason=self.stopping,
                 )
-            except Exception as exc:  # noqa: BLE001 - the step's failure
-                if self.stopping is None and spec.should_retry(exc, attempt):
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the step's failure
+                if spec.should_retry(exc, attempt):
+                    if not self._may_retry(spec):  # would retry, but the run stopped
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
                     delay = self._retrying(spec, attempt, exc)
                     try:
                         await asyncio.sleep(delay)
                     except asyncio.CancelledError:
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
+                    if not self._may_retry(spec):  # stopped while it waited: no new attempt
                         return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
                     continue
                 return self._failed(spec, exc, started_at, t0, attempt)
@@ -451,6 +467,13 @@ class _RunState:
                 duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
                 records=_records_of(output),
             )
+
+    def _may_retry(self, spec: StepSpec) -> bool:
+        """No new attempt once the run stops, except for ``all_done`` (clean-up) steps after
+        fail_fast; nothing at all after an interrupt."""
+        if self.stopping is None:
+            return True
+        return spec.trigger is _ALL_DONE and not self.interrupted
 
     def _retrying(self, spec: StepSpec, attempt: int, exc: BaseException) -> float:
         delay = spec.backoff_delay(attempt, self.rng)
@@ -485,6 +508,7 @@ class _RunState:
         run = self.run
         ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
                           run.steps, self.shared_state)
+        bind_contextvars(run_id=run.run_id, step=spec.name)  # plugin log lines carry them
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
@@ -499,6 +523,10 @@ class _RunState:
             attempt += 1
             ctx.attempt = attempt
             with self.lock:
+                if self.status[i] is not None:  # recorded as cancelled: no new attempt
+                    return self._failed(spec, RuntimeError("cancelled"), started_at, t0,
+                                        attempt - 1, _CANCELLED)
+                self.lane_progress[i] = (started_at, t0, attempt)
                 self.hooks.step_start(run=run, step=spec, attempt=attempt)
             if self.log_info:
                 self.logger.info("step_started", run_id=run.run_id, step=spec.name,
@@ -507,9 +535,16 @@ class _RunState:
                 output = func(**kwargs)
                 if inspect.isawaitable(output):  # a sync callable that returned a coroutine
                     output = asyncio.run_coroutine_threadsafe(output, self.loop).result()
-            except Exception as exc:  # noqa: BLE001 - the step's failure
-                if self.stopping is None and spec.should_retry(exc, attempt):
-                    if self.stop_event.wait(self._retrying(spec, attempt, exc)):
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the step's failure
+                if spec.should_retry(exc, attempt):
+                    if not self._may_retry(spec):  # would retry, but the run stopped
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
+                    delay = self._retrying(spec, attempt, exc)
+                    if self.stopping is None:
+                        self.stop_event.wait(delay)  # a stop ends the wait at once
+                    else:
+                        time.sleep(delay)  # an all_done step retrying after the stop
+                    if not self._may_retry(spec):
                         return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
                     continue
                 return self._failed(spec, exc, started_at, t0, attempt)
@@ -583,7 +618,7 @@ async def execute(
             while not state.all_done.done():
                 try:
                     await asyncio.shield(state.all_done)
-                except asyncio.CancelledError:  # a second Ctrl-C: keep cleaning up
+                except asyncio.CancelledError:  # cancelled again: keep cleaning up
                     state.interrupt()
     finally:
         await executor.shutdown()

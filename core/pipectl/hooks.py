@@ -49,10 +49,13 @@ class Hooks:
             except Exception as exc:  # noqa: BLE001 - listeners are best-effort
                 from pipectl import log
 
-                log.get_logger().error(
-                    "plugin_hook_failed", plugin=plugin, hook=hook,
-                    error=f"{type(exc).__name__}: {exc}", exc_info=exc,
-                )
+                try:
+                    log.get_logger().error(
+                        "plugin_hook_failed", plugin=plugin, hook=hook,
+                        error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+                    )
+                except Exception:  # noqa: BLE001 - reporting must not break the run either
+                    pass
 
     def run_start(self, *, run: PipelineRun) -> None:
         if self._run_start:

@@ -1,7 +1,8 @@
 """The pipectl plugin contract: every hook a plugin can implement.
 
 This module is the single source of the contract; ``docs/hooks.md`` is generated from it
-(``python -m pipectl.docgen``) and a test fails when the two disagree.
+(``python -m pipectl.docgen > docs/hooks.md``) and a test fails when the two disagree
+(``python -m pipectl.docgen --check``).
 
 Naming grammar
 --------------
@@ -16,6 +17,10 @@ Every hook starts with ``pipectl_``.
   step or attempt, never per record.
 * ``pipectl_wrap_step`` returns an async middleware that the engine composes around every attempt
   of a step, where the step executes.
+
+Listeners are called one by one by the engine, never concurrently (possibly from a pipectl
+worker thread); no hook can be implemented as a pluggy wrapper (``wrapper=True``), and a plugin
+that tries is reported as failed.
 
 Exceptions
 ----------
@@ -100,7 +105,8 @@ def pipectl_register_trackers(register: Register) -> None:
     """Called once when the plugin is loaded, to register run trackers.
 
     :param register: ``register(name, factory)``. ``name`` is the URL scheme the tracker serves
-        (``sqlite``, ``postgresql``); ``factory(url)`` builds the tracker when a run selects it.
+        (``sqlite``, ``postgresql``); ``factory(url)`` builds the tracker when a run selects it
+        by URL.
     :return: nothing; the return value is ignored.
 
     A duplicate scheme is an error naming both plugins; the later plugin is left out.
@@ -121,8 +127,8 @@ def pipectl_register_executors(register: Register) -> None:
     """Called once when the plugin is loaded, to register executors (where step attempts run).
 
     :param register: ``register(name, factory)``; ``factory(**options)`` returns an object with
-        ``async start(run)``, ``async execute(invocation)`` and ``async shutdown()``
-        (see :class:`pipectl.executors.Executor`).
+        ``async start(run, config, max_concurrent)``, ``async execute(invocation)`` and
+        ``async shutdown()`` (see :class:`pipectl.executors.Executor`).
     :return: nothing; the return value is ignored.
 
     A duplicate name is an error naming both plugins; the later plugin is left out. The built-in
@@ -211,7 +217,8 @@ def pipectl_run_start(run: PipelineRun) -> None:
         ``run_id``, ``pipeline_id``, ``parameters``, ``start_time`` set). Read it; do not change it.
     :return: nothing; the return value is ignored.
 
-    An exception is logged as ``plugin_hook_failed`` and does not stop the run. Since 0.1.
+    An exception is logged as ``plugin_hook_failed`` and does not stop the run. Cannot be a
+    wrapper. Since 0.1.
 
     **Example:**
 
@@ -232,7 +239,7 @@ def pipectl_run_finish(run: PipelineRun) -> None:
     :return: nothing; the return value is ignored.
 
     Also called for a run cancelled with Ctrl-C (status ``cancelled``). An exception is logged
-    as ``plugin_hook_failed`` and does not change the run. Since 0.1.
+    as ``plugin_hook_failed`` and does not change the run. Cannot be a wrapper. Since 0.1.
 
     **Example:**
 
@@ -259,7 +266,8 @@ def pipectl_step_start(run: PipelineRun, step: StepSpec, attempt: int) -> None:
     :return: nothing; the return value is ignored.
 
     Not called for steps that never run (skipped or cancelled before they started). An exception
-    is logged as ``plugin_hook_failed`` and does not affect the step. Since 0.1.
+    is logged as ``plugin_hook_failed`` and does not affect the step. Cannot be a wrapper.
+    Since 0.1.
 
     **Example:**
 
@@ -285,7 +293,8 @@ def pipectl_step_retry(
     :param delay: the seconds the engine waits before the next attempt.
     :return: nothing; the return value is ignored.
 
-    An exception is logged as ``plugin_hook_failed`` and does not affect the retry. Since 0.1.
+    An exception is logged as ``plugin_hook_failed`` and does not affect the retry. Cannot be a
+    wrapper. Since 0.1.
 
     **Example:**
 
@@ -308,7 +317,8 @@ def pipectl_step_finish(run: PipelineRun, step: StepSpec, result: StepResult) ->
     :return: nothing; the return value is ignored.
 
     Called for skipped and cancelled steps too, so that a listener sees every step end. An
-    exception is logged as ``plugin_hook_failed`` and does not change the result. Since 0.1.
+    exception is logged as ``plugin_hook_failed`` and does not change the result. Cannot be a
+    wrapper. Since 0.1.
 
     **Example:**
 
@@ -336,7 +346,8 @@ def pipectl_wrap_step(step: StepSpec, context: StepContext) -> Any:
         where the step executes (a worker, for a remote executor); the step's timeout covers it.
 
     pluggy's wrappers are synchronous and cannot wrap an async step: this hook can. An exception
-    raised by the hook itself (not the middleware) fails the step. Since 0.1.
+    raised by the hook itself (not the middleware) fails the step. Cannot be a wrapper.
+    Since 0.1.
 
     **Example:**
 

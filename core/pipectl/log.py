@@ -49,11 +49,28 @@ def configure_logging(
         renderer,
     ]
     _logger = structlog.wrap_logger(
-        structlog.PrintLogger(stream or sys.stderr),
+        structlog.PrintLogger(stream) if stream is not None else _StderrLogger(),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
     ).bind()  # a concrete logger, not a lazy proxy that rebuilds itself on every call
     _configured = True
+
+
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is at that moment (pytest's capture, an
+    application's redirection), not the stream that was current when logging was set up."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        if stream is None or getattr(stream, "closed", False):
+            return
+        try:
+            stream.write(message + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream must not break a run
+            pass
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
 def get_logger() -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Any, Iterable
 
 import attrs
@@ -63,6 +64,11 @@ class PluginRecord:
     def label(self) -> str:
         dist = self.distribution or "?"
         return f"{self.name!r} ({dist} {self.version or ''})".replace(" )", ")")
+
+
+def normalize_name(name: str) -> str:
+    """A distribution or plugin name as PEP 503 compares them: ``Pipectl_Foo`` is ``pipectl-foo``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _env_list(name: str) -> list[str]:
@@ -165,12 +171,16 @@ class PipectlPluginManager(pluggy.PluginManager):
 
     def _collect_components(self, plugin: Any, name: str) -> None:
         staged: list[Component] = []
+        closed = False
         for hook_name, kind in hookspecs.REGISTRATION_HOOKS.items():
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
 
                 def register(component_name: str, factory: Any, _kind: str = kind) -> None:
+                    if closed:
+                        raise PluginError(f"plugin {name!r} called register() after its "
+                                          "registration hook returned; call it inside the hook")
                     if not isinstance(component_name, str) or not component_name:
                         raise TypeError(f"register() needs a non-empty name, got {component_name!r}")
                     if not callable(factory):
@@ -178,6 +188,7 @@ class PipectlPluginManager(pluggy.PluginManager):
                     staged.append(Component(_kind, component_name, factory, name))
 
                 impl.function(**{arg: register for arg in impl.argnames})
+        closed = True  # noqa: F841 - read by the register closures
         added: list[Component] = []
         try:
             for component in staged:
@@ -251,7 +262,7 @@ def get_plugin_manager(
     import importlib
 
     pm = PipectlPluginManager()
-    blocked = set(disabled) | set(_env_list(DISABLE_ENV))
+    blocked = {normalize_name(n) for n in (*disabled, *_env_list(DISABLE_ENV))}
     essential = sorted(blocked & ESSENTIAL_PLUGINS)
     if essential:
         raise PluginError(
@@ -262,7 +273,7 @@ def get_plugin_manager(
         autoload = os.environ.get(NO_AUTOLOAD_ENV, "") in ("", "0")
     version = _pipectl_version()
     for name, module_name in BUILTIN_PLUGINS:
-        if name in blocked:
+        if normalize_name(name) in blocked:
             pm.set_blocked(name)
         pm.add_plugin(importlib.import_module(module_name), name, distribution="pipectl",
                       version=version, builtin=True)
@@ -279,7 +290,8 @@ def get_plugin_manager(
             pm.records[f"{ep.name}@{dist}"] = record
             pm._fail(record, PluginError(record.error))
             continue
-        if not autoload or ep.name in blocked or (dist is not None and dist in blocked):
+        if (not autoload or normalize_name(ep.name) in blocked
+                or (dist is not None and normalize_name(dist) in blocked)):
             pm.set_blocked(ep.name)
             record.status = "blocked"
             record.error = None if autoload else f"autoload disabled ({NO_AUTOLOAD_ENV})"
@@ -287,7 +299,7 @@ def get_plugin_manager(
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:  # noqa: BLE001 - ImportError, SyntaxError, anything at import
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - anything at import, sys.exit too
             pm.records[ep.name] = record
             pm._fail(record, exc)
             continue

@@ -102,23 +102,24 @@ def plugin_manager() -> Any:
     """A fresh plugin manager: built-ins only, no installed plugin."""
     from pipectl.plugins import get_plugin_manager
 
-    return get_plugin_manager(autoload=False)
+    return get_plugin_manager(autoload=False, entry_points=())
 
 
 @pytest.fixture
 def register_plugin(plugin_manager: Any) -> Iterator[Callable[..., Any]]:
     """``register_plugin(obj, name=None)``: register a plugin for this test only."""
-    names: list[str] = []
+    added: list[tuple[str, Any]] = []
 
     def register(plugin: Any, name: str | None = None) -> Any:
         name = name or getattr(plugin, "__name__", None) or f"test-plugin-{id(plugin):x}"
         record = plugin_manager.add_plugin(plugin, name)
-        names.append(name)
+        added.append((name, plugin))
         return record
 
     yield register
-    for name in names:
-        plugin_manager.remove_plugin(name)
+    for name, plugin in added:
+        if plugin_manager.get_plugin(name) is plugin:  # not a name it failed to take
+            plugin_manager.remove_plugin(name)
 
 
 @pytest.fixture

@@ -27,12 +27,18 @@ def _check_plugin_option(ctx: click.Context, param: click.Parameter, values: Seq
 
 
 def build_cli(pm: Any) -> click.Group:
-    """A fresh root group with every plugin's commands (plugins are already loaded in ``pm``)."""
+    """A fresh root group with every plugin's commands (plugins are already loaded in ``pm``).
+
+    A plugin whose ``pipectl_register_commands`` raises, or that replaces a command another
+    plugin provides, is left out (its commands too) and reported as failed.
+    """
+    from pipectl.errors import PluginError
 
     @click.group(context_settings=CONTEXT_SETTINGS)
     @click.version_option(__version__, "-V", "--version", prog_name="pipectl")
     @click.option(
-        "-p", "plugin_options", multiple=True, metavar="no:NAME", callback=_check_plugin_option,
+        "-p", "--plugin", "plugin_options", multiple=True, metavar="no:NAME",
+        callback=_check_plugin_option,
         help="Disable the plugin NAME (entry point or distribution name) before it is imported.",
     )
     @click.pass_context
@@ -46,10 +52,20 @@ def build_cli(pm: Any) -> click.Group:
         ctx.obj = pm
 
     hook = pm.hook.pipectl_register_commands
-    for impl in reversed(hook.get_hookimpls()):
+    owners: dict[str, str] = {}
+    impls = list(reversed(hook.get_hookimpls()))  # pluggy's call order
+    builtin = {n for n, r in pm.records.items() if r.builtin}
+    impls.sort(key=lambda impl: impl.plugin_name not in builtin)  # built-in commands win
+    for impl in impls:
         before = dict(cli.commands)
         try:
             impl.function(**{arg: cli for arg in impl.argnames})
+            for name, command in cli.commands.items():
+                if name in before and before[name] is not command:
+                    raise PluginError(f"command {name!r} is already provided by plugin "
+                                      f"{owners.get(name, '?')!r}")
+            for name in cli.commands.keys() - before.keys():
+                owners[name] = impl.plugin_name
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
             cli.commands.clear()
             cli.commands.update(before)
@@ -69,12 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         pm = get_plugin_manager(disabled=preparse_disabled(args))
-    except PluginError as exc:
+        cli = build_cli(pm)
+    except PluginError as exc:  # an essential plugin blocked, or PIPECTL_STRICT_PLUGINS=1
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(2)
-    cli = build_cli(pm)
     cli.main(args=args, prog_name="pipectl", windows_expand_args=False)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 
 import click
+
+from pipectl import hookspecs
 
 
 @click.command()
@@ -16,6 +19,12 @@ def plugins(pm, as_json: bool, include_builtin: bool, hook_name: str | None) -> 
     """List installed plugins: name, distribution, version, status, hooks and components."""
     rows = pm.describe(include_builtin=include_builtin)
     if hook_name:
+        known = sorted(n for n in dir(hookspecs) if n.startswith("pipectl_"))
+        if hook_name not in known:
+            close = difflib.get_close_matches(hook_name, known, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise click.BadParameter(f"{hook_name!r} is not a pipectl hook.{hint}",
+                                     param_hint="--hook")
         rows = [r for r in rows if hook_name in r["hooks"]]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -25,6 +34,7 @@ def plugins(pm, as_json: bool, include_builtin: bool, hook_name: str | None) -> 
         return
     for row in rows:
         status = row["status"] + (f": {row['error']}" if row["error"] else "")
+        status = status.replace("\n", "\n      ")  # keep a multi-line error under its plugin
         dist = row["distribution"] or "?"
         version = row["version"] or "?"
         click.echo(f"{row['name']}  ({dist} {version})  {status}")
