@@ -6,7 +6,7 @@ import inspect
 import weakref
 from typing import Any, Callable
 
-from pipectl.model import StepSpec, callable_name
+from pipectl.model import StepSpec, callable_name, is_async_callable
 
 DEP, PARAMS, CTX = 0, 1, 2
 CONTEXT_NAMES = ("ctx", "context")
@@ -15,27 +15,35 @@ CONTEXT_NAMES = ("ctx", "context")
 _signatures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _signature(func: Callable[..., Any]) -> tuple[tuple[tuple[str, Any, bool], ...], bool]:
-    """(name, kind, has_default) per parameter, and whether it takes ``**kwargs``; cached."""
+def _signature(func: Callable[..., Any]) -> tuple[tuple[tuple[str, Any, bool], ...], bool, bool]:
+    """(name, kind, has_default) per parameter, whether it takes ``**kwargs``, and whether it is
+    async; cached per function, so 10,000 steps of one function inspect it once."""
     try:
         return _signatures[func]
     except (KeyError, TypeError):
         pass
+    is_async = is_async_callable(func)
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):  # builtins without a signature: call them with nothing
-        entry: tuple[tuple[tuple[str, Any, bool], ...], bool] = ((), False)
+        entry: tuple[tuple[tuple[str, Any, bool], ...], bool, bool] = ((), False, is_async)
     else:
         params = tuple(
             (p.name, p.kind, p.default is not inspect.Parameter.empty)
             for p in sig.parameters.values()
         )
-        entry = (params, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()))
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        entry = (params, var_kw, is_async)
     try:
         _signatures[func] = entry
-    except TypeError:  # unhashable callable
+    except TypeError:  # unhashable or not weakly referenceable
         pass
     return entry
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` returns a coroutine to await (cached)."""
+    return _signature(func)[2]
 
 
 class Binder:
@@ -62,11 +70,15 @@ class Binder:
 
 
 def make_binder(
-    step: StepSpec, func: Callable[..., Any], index_of: dict[str, int], problems: list[str]
+    step: StepSpec, func: Callable[..., Any], index_of: dict[str, int], problems: list[str],
+    deps: tuple[str, ...] | None = None,
 ) -> Binder:
-    """The :class:`Binder` of ``step`` calling ``func``; what cannot be bound goes to ``problems``."""
-    params, var_kw = _signature(func)
-    deps = step.all_dependencies
+    """The :class:`Binder` of ``step`` calling ``func``; what cannot be bound goes to ``problems``.
+
+    ``deps`` is the step's dependencies when the caller has them (the graph does)."""
+    params, var_kw, _ = _signature(func)
+    if deps is None:
+        deps = step.all_dependencies
     plan: list[tuple[str, int, int]] = []
     bound_deps: set[str] = set()
     for name, kind, has_default in params:

@@ -19,14 +19,15 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from structlog.contextvars import bind_contextvars
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from pipectl.binding import Binder, make_binder
+from pipectl.binding import Binder, is_async, make_binder
 from pipectl.context import Services, StepContext, frozen_params
 from pipectl.errors import PipelineValidationError, StepTimeout
 from pipectl.executors import Invocation
@@ -41,7 +42,6 @@ from pipectl.model import (
     StepSpec,
     StepStatus,
     Trigger,
-    is_async_callable,
 )
 
 __all__ = ["Plan", "RunCancelled", "execute", "plan_run"]
@@ -78,7 +78,7 @@ class Node:
         self.index = index
         self.spec = spec
         self.func = func
-        self.is_async = is_async_callable(func)
+        self.is_async = is_async(func)
         self.binder = binder
         self.deps = deps
         self.dependents: list[int] = []
@@ -117,8 +117,9 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = ()) ->
             problems.append(f"step {name!r}: step type {step.step_type!r} (plugin {plugin!r}) "
                             f"built {type(func).__name__}, not a callable")
             continue
-        binder = make_binder(step, func, index_of, problems)
-        nodes.append(Node(i, step, func, binder, [index_of[d] for d in graph.dependencies[name]]))
+        deps = graph.dependencies[name]
+        binder = make_binder(step, func, index_of, problems, deps)
+        nodes.append(Node(i, step, func, binder, [index_of[d] for d in deps]))
     if problems:
         raise PipelineValidationError(spec.name, problems)
     for node in nodes:
@@ -176,6 +177,10 @@ class _RunState:
         self.tasks: dict[int, asyncio.Task | None] = {}
         self.lane_running: set[int] = set()
         self.lane_progress: dict[int, tuple[datetime, float, int]] = {}  # started, t0, attempt
+        self.lent: set[int] = set()  # cancelled lane steps whose thread the pool lent
+        self.quick: deque[int] = deque()  # instant lane steps, run one after another
+        self.quick_runners = 0
+        self.probing: dict[Any, threading.Event] = {}  # functions whose first call runs
         self.active = 0
         self.finished = 0
         self.stopping: str | None = None  # why nothing new starts (fail_fast or interrupt)
@@ -190,6 +195,7 @@ class _RunState:
         enabled = getattr(logger, "is_enabled_for", None)
         self.log_info = enabled(logging.INFO) if enabled is not None else True
         self.lane = [False] * n  # decided in start_roots(), once the executor has started
+        self.local = False  # the plain local executor and no middleware: steps called directly
 
     # -- scheduling (every method here runs with ``lock`` held) ---------------------------
 
@@ -201,6 +207,7 @@ class _RunState:
         executor = self.executor
         if (getattr(type(executor), "execute", None) is LocalExecutor.execute
                 and getattr(executor, "threads", None) is not None and not self.hooks.wraps_steps):
+            self.local = True
             self.lane = [not node.is_async and node.spec.timeout is None for node in self.nodes]
         with self.lock:
             for node in self.nodes:
@@ -220,7 +227,18 @@ class _RunState:
         """Start step ``i`` (its slot already counted) in the lane or in a task of its own."""
         if self.lane[i]:
             self.lane_running.add(i)
-            self.executor.threads.call(self._lane_task, i)
+            func = self.nodes[i].func
+            speed = _speed(func)
+            if speed is None and func not in self.probing:
+                self.probing[func] = threading.Event()  # its first call shows how long it takes
+                self.executor.threads.call(self._lane_task, i)
+            elif speed is not None and speed >= _INSTANT:
+                self.executor.threads.call(self._lane_task, i)  # a thread of its own
+            else:  # instant (or waiting for its function's first call to tell)
+                self.quick.append(i)
+                if self.quick_runners == 0:
+                    self.quick_runners += 1
+                    self.executor.threads.call(self._quick_task)
         elif threading.get_ident() == self.loop_thread:
             self.tasks[i] = self.loop.create_task(self._step_task(i))
         else:
@@ -355,6 +373,9 @@ class _RunState:
     def _cancel_lane(self, k: int) -> None:
         with self.lock:
             if self.status[k] is None and k in self.lane_running:
+                # its thread stays busy until the function returns: lend the pool one more
+                self.executor.threads.lend()
+                self.lent.add(k)
                 started_at, t0, attempts = self.lane_progress.get(k, (None, None, 0))
                 self._complete(k, StepResult(
                     self.nodes[k].spec.name, _CANCELLED, started_at=started_at,
@@ -402,7 +423,7 @@ class _RunState:
         hooks = self.hooks
         ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
                           run.steps, self.shared_state)
-        bind_contextvars(run_id=run.run_id, step=spec.name)  # plugin log lines carry them
+        bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
@@ -417,21 +438,26 @@ class _RunState:
         timeout = spec.timeout
         log_info = self.log_info
         lock = self.lock
+        direct = self.local and node.is_async and timeout is None
         while True:
             attempt += 1
             ctx.attempt = attempt
-            with lock:
-                hooks.step_start(run=run, step=spec, attempt=attempt)
+            if hooks.step_start_listened:
+                with lock:
+                    hooks.step_start(run=run, step=spec, attempt=attempt)
             if log_info:
                 self.logger.info("step_started", run_id=run.run_id, step=spec.name,
                                  attempt=attempt)
-            invocation = Invocation(spec, node.func, node.is_async, kwargs, middleware, ctx,
-                                    attempt)
             try:
-                if timeout is None:
-                    output = await executor.execute(invocation)
+                if direct:  # the local executor, no middleware, no timeout: call it here
+                    output = await node.func(**kwargs)
+                elif timeout is None:
+                    output = await executor.execute(Invocation(
+                        spec, node.func, node.is_async, kwargs, middleware, ctx, attempt))
                 else:
                     deadline = asyncio.timeout(timeout)
+                    invocation = Invocation(spec, node.func, node.is_async, kwargs, middleware,
+                                            ctx, attempt)
                     try:
                         async with deadline:
                             output = await executor.execute(invocation)
@@ -489,35 +515,67 @@ class _RunState:
         """A worker thread's job: run sync step ``i`` and every sync step it then claims."""
         self.context.copy().run(self._lane_loop, i)
 
-    def _lane_loop(self, i: int | None) -> None:
-        while i is not None:
-            if self.status[i] is not None:  # cancelled before this thread picked it up
-                return
-            try:
-                result = self._run_sync_step(i)
-            except BaseException as exc:  # noqa: BLE001 - a bug must not lose the step
-                result = self._failed(self.nodes[i].spec, exc, None, time.perf_counter(), 0)
+    def _quick_task(self) -> None:
+        """The quick lane's worker: run the queued instant steps one after another."""
+        self.context.copy().run(self._quick_loop)
+
+    def _quick_loop(self) -> None:
+        while True:
             with self.lock:
-                if self.status[i] is not None:  # recorded as cancelled while it ran
+                if not self.quick:
+                    self.quick_runners -= 1
                     return
+                i = self.quick.popleft()
+            func = self.nodes[i].func
+            if _speed(func) is None:  # its first call is under way: instant means done by now
+                probe = self.probing.get(func)
+                if probe is not None:
+                    probe.wait(_INSTANT)
+            speed = _speed(func)
+            if speed is None or speed >= _INSTANT:  # not instant: a thread of its own
+                self.executor.threads.call(self._lane_task, i)
+                continue
+            self._lane_loop(i, quick=True)
+
+    def _lane_loop(self, i: int | None, quick: bool = False) -> None:
+        while i is not None:
+            if quick and self.status[i] is None:
+                speed = _speed(self.nodes[i].func)
+                if speed is None or speed >= _INSTANT:  # claimed, but not for this thread
+                    self.executor.threads.call(self._lane_task, i)
+                    return
+            if self.status[i] is None:
+                try:
+                    result, output = self._run_sync_step(i)
+                except BaseException as exc:  # noqa: BLE001 - a bug must not lose the step
+                    result = self._failed(self.nodes[i].spec, exc, None, time.perf_counter(), 0)
+                    output = None
+            with self.lock:
+                if self.status[i] is not None:  # recorded as cancelled (before or while it ran)
+                    if i in self.lent:
+                        self.lent.discard(i)
+                        self.executor.threads.reclaim()
+                    return
+                self.outputs[i] = output
                 i = self._complete(i, result, ran=True, claim="lane")
 
-    def _run_sync_step(self, i: int) -> StepResult:
+    def _run_sync_step(self, i: int) -> tuple[StepResult, Any]:
+        """Every attempt of lane step ``i`` on this thread: (terminal result, output)."""
         node = self.nodes[i]
         spec = node.spec
         run = self.run
         ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
                           run.steps, self.shared_state)
-        bind_contextvars(run_id=run.run_id, step=spec.name)  # plugin log lines carry them
+        bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
         if self.stopping is not None and (self.interrupted or spec.trigger is not _ALL_DONE):
-            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
+            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}"), None
         try:
             kwargs = node.binder.bind(self.outputs, self.params, ctx)
         except Exception as exc:  # noqa: BLE001
-            return self._failed(spec, exc, started_at, t0, attempt)
+            return self._failed(spec, exc, started_at, t0, attempt), None
         func = node.func
         while True:
             attempt += 1
@@ -525,35 +583,42 @@ class _RunState:
             with self.lock:
                 if self.status[i] is not None:  # recorded as cancelled: no new attempt
                     return self._failed(spec, RuntimeError("cancelled"), started_at, t0,
-                                        attempt - 1, _CANCELLED)
+                                        attempt - 1, _CANCELLED), None
                 self.lane_progress[i] = (started_at, t0, attempt)
-                self.hooks.step_start(run=run, step=spec, attempt=attempt)
+                if self.hooks.step_start_listened:
+                    self.hooks.step_start(run=run, step=spec, attempt=attempt)
             if self.log_info:
                 self.logger.info("step_started", run_id=run.run_id, step=spec.name,
                                  attempt=attempt)
             try:
-                output = func(**kwargs)
-                if inspect.isawaitable(output):  # a sync callable that returned a coroutine
+                called = time.perf_counter()
+                try:
+                    output = func(**kwargs)
+                finally:
+                    _clock(func, time.perf_counter() - called)
+                    probe = self.probing.pop(func, None)
+                    if probe is not None:
+                        probe.set()
+                if output is not None and inspect.isawaitable(output):  # returned a coroutine
                     output = asyncio.run_coroutine_threadsafe(output, self.loop).result()
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the step's failure
                 if spec.should_retry(exc, attempt):
                     if not self._may_retry(spec):  # would retry, but the run stopped
-                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED), None
                     delay = self._retrying(spec, attempt, exc)
                     if self.stopping is None:
                         self.stop_event.wait(delay)  # a stop ends the wait at once
                     else:
                         time.sleep(delay)  # an all_done step retrying after the stop
                     if not self._may_retry(spec):
-                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
+                        return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED), None
                     continue
-                return self._failed(spec, exc, started_at, t0, attempt)
-            self.outputs[i] = output
+                return self._failed(spec, exc, started_at, t0, attempt), None
             return StepResult(
                 spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
                 duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
                 records=_records_of(output),
-            )
+            ), output
 
     def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime | None, t0: float,
                 attempts: int, status: StepStatus = _FAILED) -> StepResult:
@@ -566,7 +631,32 @@ class _RunState:
         )
 
 
+_INSTANT = 0.001
+"""Seconds: a sync function whose calls take less is *instant*. Instant steps share one worker
+thread (the quick lane) instead of a thread each, which would only fight over the GIL."""
+
+_durations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _speed(func: Any) -> float | None:
+    """The running average of ``func``'s call time in seconds, None before its first call."""
+    try:
+        return _durations.get(func)
+    except TypeError:  # not weakly referenceable: never treated as instant
+        return 1.0
+
+
+def _clock(func: Any, seconds: float) -> None:
+    try:
+        previous = _durations.get(func)
+        _durations[func] = seconds if previous is None else previous * 0.7 + seconds * 0.3
+    except TypeError:
+        pass
+
+
 def _records_of(output: Any) -> int | None:
+    if output is None:
+        return None
     records = getattr(output, "records_processed", None)
     return records if isinstance(records, int) else None
 
@@ -602,6 +692,7 @@ async def execute(
     for name, service in config.services.items():
         run_services.register(name, service)
     logger = log.get_logger()
+    tokens = bind_contextvars(run_id=run.run_id)  # every step's log lines carry it; reset below
     state = _RunState(plan, config, hooks, executor, run, run_services, logger)
     hooks.run_start(run=run)
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
@@ -621,6 +712,7 @@ async def execute(
                 except asyncio.CancelledError:  # cancelled again: keep cleaning up
                     state.interrupt()
     finally:
+        reset_contextvars(**tokens)
         await executor.shutdown()
     run.end_time = _now()
     _finalize(run, plan, cancelled)

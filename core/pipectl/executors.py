@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import os
 import queue
 import threading
+import time
 from typing import Any, Callable, Protocol, Sequence
 
 from pipectl.context import StepContext
 from pipectl.model import PipelineRun, RunConfig, StepSpec
 
-__all__ = ["Executor", "Invocation", "LocalExecutor", "StepThreads", "call_through_middleware"]
+__all__ = [
+    "Executor", "Invocation", "LocalExecutor", "StepThreads", "call_through_middleware",
+    "shared_pool",
+]
 
 Middleware = Callable[[Callable[[], Any], int], Any]
 
@@ -77,19 +82,26 @@ async def call_through_middleware(
     return await link(0)()
 
 
-def _run_for_future(future: asyncio.Future, loop: asyncio.AbstractEventLoop,
-                    func: Callable[..., Any], kwargs: dict[str, Any],
-                    context: contextvars.Context) -> None:
+def _run_for_future(pool: StepThreads, future: asyncio.Future,
+                    loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
+                    kwargs: dict[str, Any], context: contextvars.Context) -> None:
     if future.cancelled():  # timed out or cancelled while it waited for a thread: never run it
+        pool.reclaim()
         return
     try:
         value = context.run(func, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
+        if future.cancelled():
+            pool.reclaim()
+            return
         try:
             loop.call_soon_threadsafe(_reject, future, exc)
         except RuntimeError:  # loop closed: the run is gone
             pass
     else:
+        if future.cancelled():
+            pool.reclaim()
+            return
         try:
             loop.call_soon_threadsafe(_resolve, future, value)
         except RuntimeError:
@@ -110,39 +122,58 @@ class StepThreads:
     """Threads for sync step functions, grown on demand up to ``max_threads``.
 
     A sync step never blocks the event loop, and the pool does not cap a pipeline's parallelism
-    at the default executor's ``min(32, cpus + 4)``: it grows to as many threads as steps run at
-    once (bounded by ``max_threads``). The hand-off is one queue put and one
-    ``call_soon_threadsafe``, much cheaper than ``asyncio.to_thread``.
+    at the default executor's ``min(32, cpus + 4)``. It starts up to one thread per core at
+    once; beyond that it grows only while work is waiting and no thread finished a job for a
+    millisecond (the threads are blocked: sleeping, waiting on I/O), by as many threads as jobs
+    wait. Short CPU-bound steps so stay on a few threads instead of fighting over the GIL, and
+    steps that block get a thread each. The hand-off is one queue put (and, for the engine's
+    awaited calls, one ``call_soon_threadsafe``), much cheaper than ``asyncio.to_thread``.
     """
 
-    def __init__(self, max_threads: int):
+    GROW_AFTER = 0.001  # seconds without progress, with jobs waiting, before the pool grows
+
+    def __init__(self, max_threads: int, eager: int | None = None):
         self.max_threads = max_threads
+        self.eager = eager if eager is not None else max(2, os.cpu_count() or 2)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._backlog = threading.Condition(self._lock)
         self._free = 0  # idle threads minus jobs waiting to be taken
+        self._done = 0  # jobs finished, for the monitor's "no progress" test
         self._threads: list[threading.Thread] = []
+        self._monitor: threading.Thread | None = None
         self._closed = False
 
     def submit(self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
                kwargs: dict[str, Any]) -> asyncio.Future:
         """Run ``func(**kwargs)`` on a thread; the returned future (of ``loop``) gets its result."""
         future = loop.create_future()
-        self.call(_run_for_future, future, loop, func, kwargs, contextvars.copy_context())
+        self.call(_run_for_future, self, future, loop, func, kwargs, contextvars.copy_context())
         return future
 
     def call(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` on a thread, fire and forget (``func`` handles its own errors)."""
         self._jobs.put((func, args))
+        spawn = False
         with self._lock:
             self._free -= 1
-            spawn = self._free < 0 and len(self._threads) < self.max_threads
-            if spawn:
-                self._free += 1
+            if self._free < 0:
+                size = len(self._threads)
+                if size < self.eager and size < self.max_threads:
+                    spawn = True
+                    self._free += 1
+                elif size < self.max_threads:
+                    if self._monitor is None:
+                        self._monitor = self._start(self._watch, "pipectl-step-pool")
+                    self._backlog.notify()
         if spawn:
-            thread = threading.Thread(target=self._work, name=f"pipectl-step-{len(self._threads)}",
-                                      daemon=True)
-            self._threads.append(thread)
-            thread.start()
+            self._threads.append(self._start(self._work, f"pipectl-step-{len(self._threads)}"))
+
+    @staticmethod
+    def _start(target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
 
     def _work(self) -> None:
         jobs, lock = self._jobs, self._lock
@@ -160,18 +191,66 @@ class StepThreads:
             del job, func, args
             with lock:
                 self._free += 1
+                self._done += 1
+
+    def _watch(self) -> None:
+        """Grow the pool while jobs wait and no thread makes progress."""
+        while True:
+            with self._lock:
+                while not (self._free < 0 and len(self._threads) < self.max_threads):
+                    if self._closed:
+                        return
+                    self._backlog.wait()
+                done = self._done
+            time.sleep(self.GROW_AFTER)
+            with self._lock:
+                if self._closed:
+                    return
+                if self._done != done or self._free >= 0:
+                    continue  # jobs are moving: more threads would only contend for the GIL
+                grow = min(-self._free, self.max_threads - len(self._threads))
+                self._free += grow
+            for _ in range(grow):
+                self._threads.append(self._start(self._work,
+                                                 f"pipectl-step-{len(self._threads)}"))
+
+    def lend(self) -> None:
+        """A job was abandoned (timeout, cancel) but still holds its thread: allow one more."""
+        with self._lock:
+            self.max_threads += 1
+
+    def reclaim(self) -> None:
+        """An abandoned job returned: take back the thread :meth:`lend` allowed."""
+        with self._lock:
+            self.max_threads -= 1
 
     def close(self) -> None:
-        """Let idle threads exit; threads still running an abandoned step exit when it returns."""
-        if self._closed:
-            return
-        self._closed = True
+        """Let the threads exit once idle; a thread running an abandoned step exits after it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._backlog.notify_all()
         for _ in self._threads:
             self._jobs.put(None)
 
     @property
     def size(self) -> int:
         return len(self._threads)
+
+
+_pools: dict[int, StepThreads] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(max_threads: int) -> StepThreads:
+    """The process's pool of ``max_threads`` threads, kept from run to run (threads are
+    started once, not per run); runs asking for the same size share it."""
+    with _pools_lock:
+        pool = _pools.get(max_threads)
+        if pool is None:
+            pool = _pools[max_threads] = StepThreads(max_threads)
+        return pool
 
 
 DEFAULT_MAX_THREADS = 64
@@ -190,7 +269,7 @@ class LocalExecutor:
     async def start(self, run: PipelineRun, config: RunConfig, max_concurrent: int | None) -> None:
         self._loop = asyncio.get_running_loop()
         size = self.max_threads or config.max_threads or max_concurrent or DEFAULT_MAX_THREADS
-        self.threads = StepThreads(size)
+        self.threads = shared_pool(size)
 
     async def execute(self, invocation: Invocation) -> Any:
         if invocation.middleware:
@@ -212,12 +291,11 @@ class LocalExecutor:
         except asyncio.CancelledError:
             # a timeout or cancellation abandons the call, but its thread stays busy until the
             # function returns: let the pool grow by one so the steps after it are not held back
-            self.threads.max_threads += 1
+            self.threads.lend()
             raise
         if inspect.isawaitable(value):  # a sync callable that returned a coroutine
             value = await value
         return value
 
     async def shutdown(self) -> None:
-        if self.threads is not None:
-            self.threads.close()
+        """Nothing to do: the thread pool is shared by the runs of this process and kept."""

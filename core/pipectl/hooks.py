@@ -83,6 +83,10 @@ class Hooks:
                          {"run": run, "step": step, "result": result})
 
     @property
+    def step_start_listened(self) -> bool:
+        return bool(self._step_start)
+
+    @property
     def wraps_steps(self) -> bool:
         return bool(self._wrap_step)
 

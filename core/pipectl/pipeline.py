@@ -55,10 +55,12 @@ class Pipeline:
         name = name or pipeline_id
         if not name:
             raise TypeError("Pipeline needs a name: Pipeline('etl')")
-        self._spec = PipelineSpec(
+        self._head = PipelineSpec(  # the pipeline's settings; steps are kept in _steps
             name=name, description=description, max_concurrent=max_concurrent,
             fail_fast=fail_fast, executor=executor, tracker=tracker,
         )
+        self._steps: list[StepSpec] = []
+        self._spec: PipelineSpec | None = None  # built on demand (adding a step stays O(1))
         self.services = services if isinstance(services, Services) else Services(services)
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
@@ -68,15 +70,18 @@ class Pipeline:
 
     @property
     def name(self) -> str:
-        return self._spec.name
+        return self._head.name
 
     @property
     def spec(self) -> PipelineSpec:
+        """The whole definition as a frozen :class:`~pipectl.model.PipelineSpec`."""
+        if self._spec is None:
+            self._spec = attrs.evolve(self._head, steps=tuple(self._steps))
         return self._spec
 
     @property
     def steps(self) -> dict[str, StepSpec]:
-        return {s.name: s for s in self._spec.steps}
+        return {s.name: s for s in self._steps}
 
     @overload
     def step(self, name: F) -> F: ...
@@ -117,7 +122,8 @@ class Pipeline:
 
     def add(self, spec: StepSpec) -> StepSpec:
         """Add a ready-made :class:`~pipectl.model.StepSpec`."""
-        self._spec = attrs.evolve(self._spec, steps=(*self._spec.steps, spec))
+        self._steps.append(spec)
+        self._spec = None
         self._graph = None
         self._plans.clear()
         return spec
@@ -130,7 +136,7 @@ class Pipeline:
         key = (id(step_types), step_types.version, only)
         cached = self._plans.get(key)
         if cached is None or cached[0] is not step_types:
-            cached = self._plans[key] = (step_types, plan_run(self._spec, step_types, only))
+            cached = self._plans[key] = (step_types, plan_run(self.spec, step_types, only))
         return cached[1]
 
     # -- the graph -------------------------------------------------------------------------
@@ -139,7 +145,7 @@ class Pipeline:
     def graph(self) -> Graph:
         """The validated DAG (raises :class:`~pipectl.errors.PipelineValidationError`)."""
         if self._graph is None:
-            self._graph = Graph(self.name, self._spec.steps)
+            self._graph = Graph(self.name, self._steps)
         return self._graph
 
     def validate(self) -> None:
@@ -195,7 +201,7 @@ class Pipeline:
             run_id=run_id, services=services or {}, max_threads=max_threads,
         )
         pm = self._plugins(plugin_manager)
-        return await execute(self._spec, config, pm, services=self.services,
+        return await execute(self.spec, config, pm, services=self.services,
                              plan=self._plan(pm, config.only))
 
     def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
@@ -218,4 +224,4 @@ class Pipeline:
         return asyncio.run(main())
 
     def __repr__(self) -> str:
-        return f"Pipeline({self.name!r}, steps={len(self._spec.steps)})"
+        return f"Pipeline({self.name!r}, steps={len(self._steps)})"
