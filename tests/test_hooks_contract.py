@@ -389,3 +389,13 @@ def test_listener_with_a_subset_of_the_arguments(register_plugin, plugin_manager
 
     assert pipe.run_sync().ok
     assert seen == [1, "a"]
+
+
+def test_hook_reference_is_generated_from_the_hookspecs():
+    """docs/hooks.md is exactly what ``python -m pipectl.docgen`` generates from hookspecs.py."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pipectl.docgen", "--check", str(HOOKS_DOC)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

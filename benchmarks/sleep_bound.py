@@ -1,0 +1,140 @@
+"""1,000 independent steps that each sleep 10 ms, under max_concurrent=100.
+
+The ideal is 1,000 / 100 x 10 ms = 100 ms. pipectl (``await pipe.run(max_concurrent=100)``,
+built-in plugins only) is timed against hand-written asyncio in the same process, interleaved:
+
+async steps (``await asyncio.sleep(0.01)``)
+  baseline ``semaphore``: ``asyncio.Semaphore(100)`` + ``asyncio.gather`` of 1,000 coroutines.
+sync steps (``time.sleep(0.01)``)
+  baseline ``pool100``: a ``ThreadPoolExecutor(100)`` created for the run, 1,000
+  ``loop.run_in_executor`` calls gathered (the pool's 100 threads bound the concurrency).
+  reference ``to_thread``: ``asyncio.Semaphore(100)`` + ``asyncio.to_thread``: the loop's default
+  executor, ``min(32, cpus + 4)`` threads (6 on 2 cores), is then what bounds the run.
+
+Target: pipectl within 1.1x of the baseline, for both kinds.
+
+Run:  .venv/bin/python benchmarks/sleep_bound.py [--repeats 5] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import _bench as B
+
+STEPS = 1000
+SLEEP = 0.010
+LIMIT = 100
+TARGET_RATIO = 1.1
+
+
+async def sleeper(**kw: Any) -> None:
+    await asyncio.sleep(SLEEP)
+
+
+def sleeper_sync(**kw: Any) -> None:
+    time.sleep(SLEEP)
+
+
+def variants(kind: str, pm: Any, steps: int, limit: int) -> dict[str, Any]:
+    shape = B.independent(steps)
+    fn = sleeper if kind == "async" else sleeper_sync
+    pipe = B.build_pipeline(shape, fn, max_concurrent=limit)
+
+    async def pipectl_run() -> None:
+        run = await pipe.run(plugin_manager=pm)
+        if not run.ok:  # pragma: no cover
+            raise SystemExit(f"pipectl run ended {run.status}: {run.errors[:3]}")
+
+    if kind == "async":
+        async def semaphore() -> None:
+            sem = asyncio.Semaphore(limit)
+
+            async def one() -> None:
+                async with sem:
+                    await sleeper()
+
+            await asyncio.gather(*(one() for _ in range(steps)))
+
+        return {"pipectl": pipectl_run, "semaphore": semaphore}
+
+    async def pool100() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(limit) as pool:
+            await asyncio.gather(*(loop.run_in_executor(pool, sleeper_sync)
+                                   for _ in range(steps)))
+
+    async def to_thread() -> None:
+        sem = asyncio.Semaphore(limit)
+
+        async def one() -> None:
+            async with sem:
+                await asyncio.to_thread(sleeper_sync)
+
+        await asyncio.gather(*(one() for _ in range(steps)))
+
+    return {"pipectl": pipectl_run, "pool100": pool100, "to_thread": to_thread}
+
+
+PRIMARY = {"async": "semaphore", "sync": "pool100"}
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    pm = B.builtins_only_pm()
+    ideal = args.steps / args.limit * SLEEP
+    results = []
+    for kind in args.kinds:
+        v = variants(kind, pm, args.steps, args.limit)
+        if kind == "sync" and not args.with_default_pool:
+            v.pop("to_thread")
+        await v["pipectl"]()  # warm-up
+        times = await B.time_variants(v, args.repeats)
+        results.append({"kind": kind, "primary_baseline": PRIMARY[kind], "seconds": times,
+                        "summary": {k: B.summary(t) for k, t in times.items()}})
+    rows = []
+    for r in results:
+        s, prim = r["summary"], r["primary_baseline"]
+        for key in s:
+            if key == "pipectl":
+                continue
+            ratio_best = s["pipectl"]["best"] / s[key]["best"]
+            ratio_med = s["pipectl"]["median"] / s[key]["median"]
+            r.setdefault("ratio", {})[key] = {"best": ratio_best, "median": ratio_med}
+        ratio = r["ratio"][prim]
+        rows.append([r["kind"], s["pipectl"]["best"] * 1e3, s["pipectl"]["median"] * 1e3, prim,
+                     s[prim]["best"] * 1e3, s[prim]["median"] * 1e3, ratio["best"],
+                     ratio["median"], "yes" if ratio["median"] <= TARGET_RATIO else "NO"])
+        for key in s:
+            if key not in ("pipectl", prim):
+                rows.append([r["kind"], float("nan"), float("nan"), f"({key})",
+                             s[key]["best"] * 1e3, s[key]["median"] * 1e3,
+                             r["ratio"][key]["best"], r["ratio"][key]["median"], ""])
+    print(f"{args.steps} steps x {SLEEP * 1e3:g} ms sleep, max_concurrent={args.limit}, "
+          f"ideal {ideal * 1e3:.0f} ms, {args.repeats} repeats, {os.cpu_count()} cpus")
+    print(B.table(["kind", "pipectl best ms", "median ms", "baseline", "base best ms",
+                   "median ms", "ratio best", "ratio median", f"<= {TARGET_RATIO}x"], rows))
+    return {"steps": args.steps, "sleep_s": SLEEP, "max_concurrent": args.limit,
+            "ideal_s": ideal, "target_ratio": TARGET_RATIO, "results": results}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--limit", type=int, default=LIMIT, help="max_concurrent")
+    p.add_argument("--kinds", nargs="+", default=["async", "sync"], choices=["async", "sync"])
+    p.add_argument("--with-default-pool", action="store_true",
+                   help="also time the asyncio.to_thread reference (about 1.7 s a run on 2 cores)")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    payload = asyncio.run(amain(args))
+    B.write_json(args.json, {"benchmark": "sleep_bound", **payload})
+
+
+if __name__ == "__main__":
+    main()
