@@ -180,6 +180,8 @@ class _RunState:
         self.lent: set[int] = set()  # cancelled lane steps whose thread the pool lent
         self.quick: deque[int] = deque()  # instant lane steps, run one after another
         self.quick_runners = 0
+        self.quick_busy: dict[int, float] = {}  # runner thread -> when its current step began
+        self.quick_watched = False
         self.probing: dict[Any, threading.Event] = {}  # functions whose first call runs
         self.active = 0
         self.finished = 0
@@ -196,6 +198,7 @@ class _RunState:
         self.log_info = enabled(logging.INFO) if enabled is not None else True
         self.lane = [False] * n  # decided in start_roots(), once the executor has started
         self.local = False  # the plain local executor and no middleware: steps called directly
+        self.threads: Any = None  # the local executor's pool, when the lane is used
 
     # -- scheduling (every method here runs with ``lock`` held) ---------------------------
 
@@ -208,6 +211,7 @@ class _RunState:
         if (getattr(type(executor), "execute", None) is LocalExecutor.execute
                 and getattr(executor, "threads", None) is not None and not self.hooks.wraps_steps):
             self.local = True
+            self.threads = executor.threads  # kept: late lane threads may still reach it
             self.lane = [not node.is_async and node.spec.timeout is None for node in self.nodes]
         with self.lock:
             for node in self.nodes:
@@ -231,19 +235,39 @@ class _RunState:
             speed = _speed(func)
             if speed is None and func not in self.probing:
                 self.probing[func] = threading.Event()  # its first call shows how long it takes
-                self.executor.threads.call(self._lane_task, i)
+                self.threads.call(self._lane_task, i)
             elif speed is not None and speed >= _INSTANT:
-                self.executor.threads.call(self._lane_task, i)  # a thread of its own
+                self.threads.call(self._lane_task, i)  # a thread of its own
             else:  # instant (or waiting for its function's first call to tell)
                 self.quick.append(i)
                 if self.quick_runners == 0:
-                    self.quick_runners += 1
-                    self.executor.threads.call(self._quick_task)
+                    self._add_quick_runner()
+                elif not self.quick_watched:  # a runner is busy: watch that it stays instant
+                    self.quick_watched = True
+                    self.loop.call_soon_threadsafe(self.loop.call_later, _STUCK, self._watch_quick)
         elif threading.get_ident() == self.loop_thread:
             self.tasks[i] = self.loop.create_task(self._step_task(i))
         else:
             self.tasks[i] = None
             self.loop.call_soon_threadsafe(self._start_task, i)
+
+    def _add_quick_runner(self) -> None:
+        self.quick_runners += 1
+        self.threads.call(self._quick_task)
+
+    def _watch_quick(self) -> None:
+        """On the loop, every few ms while instant steps wait: if every quick-lane runner is
+        stuck in one call (an instant function that blocks this time), add a runner, so the
+        steps behind it still run in parallel."""
+        with self.lock:
+            if not self.quick or self.stopping is not None and self.interrupted:
+                self.quick_watched = False
+                return
+            now = time.perf_counter()
+            busy = self.quick_busy.values()
+            if len(busy) >= self.quick_runners and all(now - t > _STUCK for t in busy):
+                self._add_quick_runner()
+        self.loop.call_later(_STUCK, self._watch_quick)
 
     def _start_task(self, i: int) -> None:
         with self.lock:
@@ -374,7 +398,7 @@ class _RunState:
         with self.lock:
             if self.status[k] is None and k in self.lane_running:
                 # its thread stays busy until the function returns: lend the pool one more
-                self.executor.threads.lend()
+                self.threads.lend()
                 self.lent.add(k)
                 started_at, t0, attempts = self.lane_progress.get(k, (None, None, 0))
                 self._complete(k, StepResult(
@@ -533,17 +557,22 @@ class _RunState:
                     probe.wait(_INSTANT)
             speed = _speed(func)
             if speed is None or speed >= _INSTANT:  # not instant: a thread of its own
-                self.executor.threads.call(self._lane_task, i)
+                self.threads.call(self._lane_task, i)
                 continue
-            self._lane_loop(i, quick=True)
+            me = threading.get_ident()
+            try:
+                self._lane_loop(i, quick=True)
+            finally:
+                self.quick_busy.pop(me, None)
 
     def _lane_loop(self, i: int | None, quick: bool = False) -> None:
         while i is not None:
             if quick and self.status[i] is None:
                 speed = _speed(self.nodes[i].func)
                 if speed is None or speed >= _INSTANT:  # claimed, but not for this thread
-                    self.executor.threads.call(self._lane_task, i)
+                    self.threads.call(self._lane_task, i)
                     return
+                self.quick_busy[threading.get_ident()] = time.perf_counter()
             if self.status[i] is None:
                 try:
                     result, output = self._run_sync_step(i)
@@ -554,7 +583,7 @@ class _RunState:
                 if self.status[i] is not None:  # recorded as cancelled (before or while it ran)
                     if i in self.lent:
                         self.lent.discard(i)
-                        self.executor.threads.reclaim()
+                        self.threads.reclaim()
                     return
                 self.outputs[i] = output
                 i = self._complete(i, result, ran=True, claim="lane")
@@ -630,6 +659,10 @@ class _RunState:
             reason=self.stopping if status is _CANCELLED else None,
         )
 
+
+_STUCK = 0.005
+"""Seconds a quick-lane runner may spend in one call, while instant steps wait, before another
+runner is added."""
 
 _INSTANT = 0.001
 """Seconds: a sync function whose calls take less is *instant*. Instant steps share one worker

@@ -214,6 +214,16 @@ class StepThreads:
                 self._threads.append(self._start(self._work,
                                                  f"pipectl-step-{len(self._threads)}"))
 
+    def reserve(self, threads: int) -> None:
+        """A run starts: let the pool grow by its ``threads`` (runs at once add up)."""
+        with self._lock:
+            self.max_threads += threads
+
+    def release(self, threads: int) -> None:
+        """A run ended: give its share back (idle threads stay, for the next run)."""
+        with self._lock:
+            self.max_threads -= threads
+
     def lend(self) -> None:
         """A job was abandoned (timeout, cancel) but still holds its thread: allow one more."""
         with self._lock:
@@ -239,18 +249,18 @@ class StepThreads:
         return len(self._threads)
 
 
-_pools: dict[int, StepThreads] = {}
-_pools_lock = threading.Lock()
+_pool: StepThreads | None = None
+_pool_lock = threading.Lock()
 
 
-def shared_pool(max_threads: int) -> StepThreads:
-    """The process's pool of ``max_threads`` threads, kept from run to run (threads are
-    started once, not per run); runs asking for the same size share it."""
-    with _pools_lock:
-        pool = _pools.get(max_threads)
-        if pool is None:
-            pool = _pools[max_threads] = StepThreads(max_threads)
-        return pool
+def shared_pool() -> StepThreads:
+    """The process's one pool of step threads, kept from run to run (threads start once, not
+    per run). Each run using it reserves its share of threads (:meth:`StepThreads.reserve`)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = StepThreads(0)
+        return _pool
 
 
 DEFAULT_MAX_THREADS = 64
@@ -264,12 +274,15 @@ class LocalExecutor:
     def __init__(self, max_threads: int | None = None):
         self.max_threads = max_threads
         self.threads: StepThreads | None = None
+        self._share = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, run: PipelineRun, config: RunConfig, max_concurrent: int | None) -> None:
         self._loop = asyncio.get_running_loop()
-        size = self.max_threads or config.max_threads or max_concurrent or DEFAULT_MAX_THREADS
-        self.threads = shared_pool(size)
+        self._share = (self.max_threads or config.max_threads or max_concurrent
+                       or DEFAULT_MAX_THREADS)
+        self.threads = shared_pool()
+        self.threads.reserve(self._share)
 
     async def execute(self, invocation: Invocation) -> Any:
         if invocation.middleware:
@@ -298,4 +311,7 @@ class LocalExecutor:
         return value
 
     async def shutdown(self) -> None:
-        """Nothing to do: the thread pool is shared by the runs of this process and kept."""
+        """Give the run's share of threads back; the threads stay for the next run."""
+        if self.threads is not None and self._share:
+            self.threads.release(self._share)
+            self._share = 0

@@ -15,7 +15,6 @@ import os
 import re
 from typing import Any, Iterable
 
-import attrs
 import pluggy
 
 from pipectl import hookspecs
@@ -47,18 +46,28 @@ LIFECYCLE_HOOKS = (
 )
 
 
-@attrs.define
 class PluginRecord:
-    """What the loader knows about one plugin."""
+    """What the loader knows about one plugin (a plain class, to keep attrs off the start-up
+    path of ``pipectl --help``)."""
 
-    name: str
-    distribution: str | None = None
-    version: str | None = None
-    module: str | None = None
-    source: str | None = None
-    status: str = "loaded"  # loaded | blocked | failed
-    error: str | None = None
-    builtin: bool = False
+    __slots__ = ("name", "distribution", "version", "module", "source", "status", "error",
+                 "builtin")
+
+    def __init__(self, name: str, distribution: str | None = None, version: str | None = None,
+                 module: str | None = None, source: str | None = None, status: str = "loaded",
+                 error: str | None = None, builtin: bool = False):
+        self.name = name
+        self.distribution = distribution
+        self.version = version
+        self.module = module
+        self.source = source
+        self.status = status  # loaded | blocked | failed
+        self.error = error
+        self.builtin = builtin
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"PluginRecord({fields})"
 
     @property
     def label(self) -> str:

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-import attrs
-
 from pipectl.errors import DuplicateComponentError, UnknownComponentError
 
 KINDS = ("extractors", "outputs", "trackers", "executors", "step_types")
 
 
-@attrs.frozen
 class Component:
-    kind: str
-    name: str
-    factory: Callable[..., Any] = attrs.field(eq=False)
-    plugin: str
+    """A component factory registered by a plugin (a plain class: ``pipectl --help`` imports
+    this module, and attrs would add to its start-up)."""
+
+    __slots__ = ("kind", "name", "factory", "plugin")
+
+    def __init__(self, kind: str, name: str, factory: Callable[..., Any], plugin: str):
+        self.kind = kind
+        self.name = name
+        self.factory = factory
+        self.plugin = plugin
+
+    def __repr__(self) -> str:
+        return f"Component(kind={self.kind!r}, name={self.name!r}, plugin={self.plugin!r})"
 
 
 class Registry:
@@ -72,15 +78,14 @@ class Registry:
         return len(self._components)
 
 
-@attrs.define
 class Registries:
     """One :class:`Registry` per component kind."""
 
-    extractors: Registry = attrs.field(factory=lambda: Registry("extractors"))
-    outputs: Registry = attrs.field(factory=lambda: Registry("outputs"))
-    trackers: Registry = attrs.field(factory=lambda: Registry("trackers"))
-    executors: Registry = attrs.field(factory=lambda: Registry("executors"))
-    step_types: Registry = attrs.field(factory=lambda: Registry("step_types"))
+    __slots__ = KINDS
+
+    def __init__(self) -> None:
+        for kind in KINDS:
+            setattr(self, kind, Registry(kind))
 
     def of(self, kind: str) -> Registry:
         return getattr(self, kind)
