@@ -106,3 +106,19 @@ def test_console_format_is_one_line_per_event(plugin_manager):
 def test_unknown_log_format_is_rejected():
     with pytest.raises(ValueError, match="use console or json"):
         configure_logging("info", fmt="yaml")
+
+
+def test_library_default_does_not_print_retries(plugin_manager, capsys):
+    pipectl_log.reset_logging()
+    pipe = Pipeline("quiet-retry", plugin_manager=plugin_manager)
+    calls = []
+
+    @pipe.step("flaky", retries=1, retry_delay=0, retry_jitter=0)
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("once")
+
+    assert pipe.run_sync().ok
+    captured = capsys.readouterr()
+    assert "step_retry" not in captured.out + captured.err

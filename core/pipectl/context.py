@@ -71,8 +71,8 @@ class Services:
 class StepContext:
     """The ``ctx`` a step function receives: who is running, with what, and how to log."""
 
-    __slots__ = ("run_id", "pipeline_id", "step", "params", "services", "attempt", "results",
-                 "_logger", "state")
+    __slots__ = ("run_id", "pipeline_id", "step", "params", "services", "attempt", "_results",
+                 "_lock", "_logger", "state")
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class StepContext:
         services: Services,
         results: Mapping[str, Any],
         state: dict[str, Any],
+        lock: Any = None,
     ):
         self.run_id = run_id
         self.pipeline_id = pipeline_id
@@ -90,9 +91,19 @@ class StepContext:
         self.params = params
         self.services = services
         self.attempt = 0
-        self.results = results
+        self._results = results
+        self._lock = lock
         self.state = state
         self._logger: Any = None
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """The :class:`~pipectl.model.StepResult` of every step finished so far, by name (a
+        copy: other steps finish meanwhile, on other threads)."""
+        if self._lock is None:
+            return dict(self._results)
+        with self._lock:
+            return dict(self._results)
 
     @property
     def logger(self) -> Any:

@@ -446,7 +446,7 @@ class _RunState:
         run = self.run
         hooks = self.hooks
         ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
-                          run.steps, self.shared_state)
+                          run.steps, self.shared_state, self.lock)
         bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
         started_at = _now()
         t0 = time.perf_counter()
@@ -529,8 +529,8 @@ class _RunState:
         delay = spec.backoff_delay(attempt, self.rng)
         with self.lock:
             self.hooks.step_retry(run=self.run, step=spec, attempt=attempt, error=exc, delay=delay)
-        self.logger.warning("step_retry", run_id=self.run.run_id, step=spec.name, attempt=attempt,
-                            error=f"{type(exc).__name__}: {exc}", delay_s=round(delay, 3))
+        self.logger.info("step_retry", run_id=self.run.run_id, step=spec.name, attempt=attempt,
+                         error=f"{type(exc).__name__}: {exc}", delay_s=round(delay, 3))
         return delay
 
     # -- one step in the sync lane ----------------------------------------------------------
@@ -594,7 +594,7 @@ class _RunState:
         spec = node.spec
         run = self.run
         ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
-                          run.steps, self.shared_state)
+                          run.steps, self.shared_state, self.lock)
         bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
         started_at = _now()
         t0 = time.perf_counter()

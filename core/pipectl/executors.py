@@ -82,30 +82,35 @@ async def call_through_middleware(
     return await link(0)()
 
 
-def _run_for_future(pool: StepThreads, future: asyncio.Future,
+class _Call:
+    """The hand-shake between an awaited thread call and its abandonment (see
+    :meth:`StepThreads.abandon`): both sides update it under the pool's lock."""
+
+    __slots__ = ("done", "lent")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.lent = False
+
+
+def _run_for_future(pool: StepThreads, call: _Call, future: asyncio.Future,
                     loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
                     kwargs: dict[str, Any], context: contextvars.Context) -> None:
-    if future.cancelled():  # timed out or cancelled while it waited for a thread: never run it
-        pool.reclaim()
-        return
     try:
-        value = context.run(func, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
-        if future.cancelled():
-            pool.reclaim()
+        if future.cancelled():  # timed out or cancelled while it waited: never run it
             return
         try:
-            loop.call_soon_threadsafe(_reject, future, exc)
+            value = context.run(func, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
+            deliver, result = _reject, exc
+        else:
+            deliver, result = _resolve, value
+        try:
+            loop.call_soon_threadsafe(deliver, future, result)
         except RuntimeError:  # loop closed: the run is gone
             pass
-    else:
-        if future.cancelled():
-            pool.reclaim()
-            return
-        try:
-            loop.call_soon_threadsafe(_resolve, future, value)
-        except RuntimeError:
-            pass
+    finally:
+        pool.finished(call)
 
 
 def _resolve(future: asyncio.Future, value: Any) -> None:
@@ -145,11 +150,29 @@ class StepThreads:
         self._closed = False
 
     def submit(self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
-               kwargs: dict[str, Any]) -> asyncio.Future:
-        """Run ``func(**kwargs)`` on a thread; the returned future (of ``loop``) gets its result."""
+               kwargs: dict[str, Any]) -> tuple[asyncio.Future, _Call]:
+        """Run ``func(**kwargs)`` on a thread; the returned future (of ``loop``) gets its result.
+
+        If the awaiting side gives up on the future, it calls :meth:`abandon` with the call."""
         future = loop.create_future()
-        self.call(_run_for_future, self, future, loop, func, kwargs, contextvars.copy_context())
-        return future
+        call = _Call()
+        self.call(_run_for_future, self, call, future, loop, func, kwargs,
+                  contextvars.copy_context())
+        return future, call
+
+    def abandon(self, call: _Call) -> None:
+        """The awaiting side gave up on a call (timeout, cancel): while the function still runs
+        it holds a thread, so the pool may grow by one until it returns."""
+        with self._lock:
+            if not call.done:
+                call.lent = True
+                self.max_threads += 1
+
+    def finished(self, call: _Call) -> None:
+        with self._lock:
+            call.done = True
+            if call.lent:
+                self.max_threads -= 1
 
     def call(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` on a thread, fire and forget (``func`` handles its own errors)."""
@@ -298,13 +321,13 @@ class LocalExecutor:
 
     async def _call_sync(self, invocation: Invocation) -> Any:
         assert self.threads is not None and self._loop is not None
-        future = self.threads.submit(self._loop, invocation.func, invocation.kwargs)
+        future, call = self.threads.submit(self._loop, invocation.func, invocation.kwargs)
         try:
             value = await future
         except asyncio.CancelledError:
             # a timeout or cancellation abandons the call, but its thread stays busy until the
             # function returns: let the pool grow by one so the steps after it are not held back
-            self.threads.lend()
+            self.threads.abandon(call)
             raise
         if inspect.isawaitable(value):  # a sync callable that returned a coroutine
             value = await value

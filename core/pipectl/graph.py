@@ -91,6 +91,8 @@ class Graph:
             if node in index:
                 cycle = path[index[node]:]
                 cycle.reverse()  # dependency walk goes upstream; show the flow direction
+                first = min(range(len(cycle)), key=lambda k: self.names.index(cycle[k]))
+                cycle = cycle[first:] + cycle[:first]  # start at the step declared first
                 problems.append("cycle: " + " -> ".join([*cycle, cycle[0]]))
             done.update(path)
         return problems
