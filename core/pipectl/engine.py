@@ -586,6 +586,7 @@ class _RunState:
                         self.threads.reclaim()
                     return
                 self.outputs[i] = output
+                self.lane_progress.pop(i, None)
                 i = self._complete(i, result, ran=True, claim="lane")
 
     def _run_sync_step(self, i: int) -> tuple[StepResult, Any]:
