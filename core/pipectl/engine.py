@@ -445,14 +445,12 @@ class _RunState:
         spec = node.spec
         run = self.run
         hooks = self.hooks
-        ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
-                          run.steps, self.shared_state, self.lock)
-        bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
+        ctx, refused = self._begin(spec)
+        if refused is not None:
+            return refused
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
-        if self.stopping is not None and (self.interrupted or spec.trigger is not _ALL_DONE):
-            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
         try:
             kwargs = node.binder.bind(self.outputs, self.params, ctx)
             middleware = hooks.wrap_step(step=spec, context=ctx) if hooks.wraps_steps else ()
@@ -512,11 +510,7 @@ class _RunState:
                     continue
                 return self._failed(spec, exc, started_at, t0, attempt)
             self.outputs[i] = output
-            return StepResult(
-                spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
-                duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
-                records=_records_of(output),
-            )
+            return self._succeeded(spec, output, started_at, t0, attempt)
 
     def _may_retry(self, spec: StepSpec) -> bool:
         """No new attempt once the run stops, except for ``all_done`` (clean-up) steps after
@@ -594,14 +588,12 @@ class _RunState:
         node = self.nodes[i]
         spec = node.spec
         run = self.run
-        ctx = StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
-                          run.steps, self.shared_state, self.lock)
-        bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
+        ctx, refused = self._begin(spec)
+        if refused is not None:
+            return refused, None
         started_at = _now()
         t0 = time.perf_counter()
         attempt = 0
-        if self.stopping is not None and (self.interrupted or spec.trigger is not _ALL_DONE):
-            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}"), None
         try:
             kwargs = node.binder.bind(self.outputs, self.params, ctx)
         except Exception as exc:  # noqa: BLE001
@@ -644,11 +636,25 @@ class _RunState:
                         return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED), None
                     continue
                 return self._failed(spec, exc, started_at, t0, attempt), None
-            return StepResult(
-                spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
-                duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
-                records=_records_of(output),
-            ), output
+            return self._succeeded(spec, output, started_at, t0, attempt), output
+
+    def _begin(self, spec: StepSpec) -> tuple[Any, StepResult | None]:
+        """The step's ``ctx``, or (None, its result) when the run's stop forbids it to start."""
+        if self.stopping is not None and (self.interrupted or spec.trigger is not _ALL_DONE):
+            return None, StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
+        run = self.run
+        bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
+        return StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
+                           run.steps, self.shared_state, self.lock), None
+
+    @staticmethod
+    def _succeeded(spec: StepSpec, output: Any, started_at: datetime, t0: float,
+                   attempts: int) -> StepResult:
+        return StepResult(
+            spec.name, _OK, output=output, started_at=started_at, finished_at=_now(),
+            duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempts,
+            records=_records_of(output),
+        )
 
     def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime | None, t0: float,
                 attempts: int, status: StepStatus = _FAILED) -> StepResult:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import inspect
-import keyword
 import random
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -262,10 +261,6 @@ class PipelineRun:
     def outputs(self) -> dict[str, Any]:
         """The output of every step that succeeded, by step name."""
         return {n: r.output for n, r in self.steps.items() if r.status is StepStatus.SUCCESS}
-
-
-def is_identifier(name: str) -> bool:
-    return name.isidentifier() and not keyword.iskeyword(name)
 
 
 def callable_name(func: Callable[..., Any]) -> str:
