@@ -20,6 +20,9 @@ _EXPORTS = {
     "RunStatus": "pipectl.model",
     "StepResult": "pipectl.model",
     "PipelineRun": "pipectl.model",
+    "PipelineRunConfig": "pipectl.model",
+    "Transform": "pipectl.data",
+    "DataStepResult": "pipectl.data",
     "Trigger": "pipectl.model",
     "Graph": "pipectl.graph",
     "StepContext": "pipectl.context",
@@ -54,6 +57,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipectl.context import Services, StepContext
+    from pipectl.data import DataStepResult, Transform
     from pipectl.engine import RunCancelled
     from pipectl.errors import (
         PipectlError,
@@ -66,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.log import configure_logging
     from pipectl.model import (
         PipelineRun,
+        PipelineRunConfig,
         PipelineSpec,
         RunConfig,
         RunStatus,

@@ -72,7 +72,7 @@ class StepContext:
     """The ``ctx`` a step function receives: who is running, with what, and how to log."""
 
     __slots__ = ("run_id", "pipeline_id", "step", "params", "services", "attempt", "_results",
-                 "_lock", "_logger", "state")
+                 "_lock", "_logger", "state", "components")
 
     def __init__(
         self,
@@ -84,6 +84,7 @@ class StepContext:
         results: Mapping[str, Any],
         state: dict[str, Any],
         lock: Any = None,
+        components: Any = None,
     ):
         self.run_id = run_id
         self.pipeline_id = pipeline_id
@@ -93,6 +94,7 @@ class StepContext:
         self.attempt = 0
         self._results = results
         self._lock = lock
+        self.components = components  # the run's component registries (extractors, outputs...)
         self.state = state
         self._logger: Any = None
 

@@ -155,8 +155,9 @@ class _RunState:
     """
 
     def __init__(self, plan: Plan, config: RunConfig, hooks: Hooks, executor: Any,
-                 run: PipelineRun, services: Services, logger: Any):
+                 run: PipelineRun, services: Services, logger: Any, components: Any = None):
         spec = plan.spec
+        self.components = components
         self.plan = plan
         self.nodes = plan.nodes
         self.hooks = hooks
@@ -645,7 +646,7 @@ class _RunState:
         run = self.run
         bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
         return StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
-                           run.steps, self.shared_state, self.lock), None
+                           run.steps, self.shared_state, self.lock, self.components), None
 
     @staticmethod
     def _succeeded(spec: StepSpec, output: Any, started_at: datetime, t0: float,
@@ -733,7 +734,7 @@ async def execute(
         run_services.register(name, service)
     logger = log.get_logger()
     tokens = bind_contextvars(run_id=run.run_id)  # every step's log lines carry it; reset below
-    state = _RunState(plan, config, hooks, executor, run, run_services, logger)
+    state = _RunState(plan, config, hooks, executor, run, run_services, logger, pm.registries)
     hooks.run_start(run=run)
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
                 executor=executor_name)

@@ -16,6 +16,7 @@ import attrs
 
 __all__ = [
     "PipelineRun",
+    "PipelineRunConfig",
     "PipelineSpec",
     "RunConfig",
     "RunStatus",
@@ -199,6 +200,15 @@ class RunConfig:
     services: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     max_threads: int | None = attrs.field(default=None, validator=_positive_or_none)
     """Threads for sync steps; default: ``max_concurrent``, or 64 when that is unlimited."""
+
+
+@attrs.frozen
+class PipelineRunConfig:
+    """The seed design's run request: ``Pipeline.execute(PipelineRunConfig(...))``."""
+
+    pipeline_id: str | None = None
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    output_config: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
 
 
 @attrs.frozen

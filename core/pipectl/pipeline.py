@@ -51,6 +51,9 @@ class Pipeline:
         tracker: str | None = None,
         services: Services | Mapping[str, Any] | None = None,
         plugin_manager: Any = None,
+        extractor: Any = None,
+        outputs: Iterable[Any] | None = None,
+        transforms: Iterable[Any] = (),
     ):
         name = name or pipeline_id
         if not name:
@@ -65,6 +68,12 @@ class Pipeline:
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}
+        if extractor is not None or outputs is not None:
+            # the seed design "Pipeline Core": one extractor, many outputs, as one data step
+            if extractor is None or not outputs:
+                raise TypeError("Pipeline(extractor=..., outputs=[...]) needs both")
+            self.data_step("extract_load", extractor=extractor, outputs=list(outputs),
+                           transforms=transforms)
 
     # -- definition ------------------------------------------------------------------------
 
@@ -119,6 +128,45 @@ class Pipeline:
                 hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise TypeError(f"step {name!r}: unknown option {', '.join(hints)}")
         return self.add(StepSpec(name=name, func=func, **options))
+
+    def data_step(
+        self,
+        name: str,
+        *,
+        extractor: Any,
+        outputs: Iterable[Any],
+        transforms: Iterable[Any] = (),
+        batch_size: int | None = None,
+        buffer_size: int | None = None,
+        on_bad_record: str = "fail",
+        dead_letter: str | None = None,
+        **step_options: Any,
+    ) -> StepSpec:
+        """Add a data step: ``extractor`` streamed through ``transforms`` into every output.
+
+        Extractors and outputs are objects, or ``{"type": "csv", **options}`` mappings naming
+        registered components. Transforms are callables taking a record (return a record, None
+        to drop it, or a list to split it), or :class:`pipectl.data.Transform` for per-batch
+        ones. Other options (``depends_on``, ``retries``, ``timeout``...) are the step's.
+        """
+        options: dict[str, Any] = {"extract": extractor, "load": list(outputs),
+                                   "transforms": list(transforms), "on_bad_record": on_bad_record}
+        if batch_size is not None:
+            options["batch_size"] = batch_size
+        if buffer_size is not None:
+            options["buffer_size"] = buffer_size
+        if dead_letter is not None:
+            options["dead_letter"] = dead_letter
+        return self.add_step(name, step_type="data", options=options, **step_options)
+
+    async def execute(self, config: Any = None) -> PipelineRun:
+        """Run with a :class:`~pipectl.model.PipelineRunConfig` (the seed designs' entry point)."""
+        if config is None:
+            return await self.run()
+        if config.pipeline_id not in (None, self.name):
+            raise ValueError(f"PipelineRunConfig is for pipeline {config.pipeline_id!r}, "
+                             f"this is {self.name!r}")
+        return await self.run(params=config.parameters)
 
     def add(self, spec: StepSpec) -> StepSpec:
         """Add a ready-made :class:`~pipectl.model.StepSpec`."""

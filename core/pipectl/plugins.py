@@ -29,6 +29,7 @@ STRICT_ENV = "PIPECTL_STRICT_PLUGINS"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("local", "pipectl.builtins.local_executor"),
     ("python", "pipectl.builtins.python_step"),
+    ("data", "pipectl.builtins.data_step"),
     ("core-commands", "pipectl.builtins.commands"),
 )
 """(name, module) of the plugins that ship with pipectl, registered like any other plugin."""
