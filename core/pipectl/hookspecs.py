@@ -62,6 +62,13 @@ def pipectl_register_extractors(register: Register) -> None:
         so import heavy dependencies inside it.
     :return: nothing; the return value is ignored.
 
+    An extractor has ``batches(ctx)``, a sync or async generator of batches (lists of record
+    dicts), and ``describe()``. A record it cannot parse goes to
+    ``ctx.bad_record(raw, reason, position)`` (position like ``"orders.csv:17"``), which raises
+    under ``on_bad_record: fail`` and sets the record aside otherwise. An extractor with
+    incremental state exposes ``state`` after a run and takes ``set_state(state)`` before the
+    next (see :mod:`pipectl.data`).
+
     A name another plugin already registered is an error that names both plugins; the later
     plugin is reported as failed and left out. Cannot be a wrapper. Since 0.1.
 
@@ -86,6 +93,12 @@ def pipectl_register_outputs(register: Register) -> None:
     :param register: ``register(name, factory)``; ``factory(**options)`` builds the output and is
         called only when a pipeline uses it.
     :return: nothing; the return value is ignored.
+
+    An output declares ``guarantee``: ``"transactional"`` (nothing visible until ``commit``) or
+    ``"idempotent"`` (writes are upserts by key), so that a retried step never writes a record
+    twice. Its sync methods ``open(ctx)``, ``write(batch)``, ``commit()`` or ``abort()``, and
+    ``close()`` (always, even after a failure) are called in that order for each attempt, on a
+    worker thread, never two at once (see :mod:`pipectl.data`).
 
     A duplicate name is an error naming both plugins; the later plugin is left out.
     Cannot be a wrapper. Since 0.1.
