@@ -103,7 +103,7 @@ def report_yappi(yappi: Any, steps: int, top: int) -> None:
     rows = [[name, calls / steps, tt / steps * 1e6, tt / total * 100]
             for name, calls, tt, ct in sorted(entries, key=lambda e: -e[2])[:top]]
     print(B.table(["function", "calls/step", "own us/step", "% own"], rows))
-    print(f"\n== pipectl functions by cumulative time, all threads ==")
+    print("\n== pipectl functions by cumulative time, all threads ==")
     rows = [[name, calls / steps, ct / steps * 1e6, tt / steps * 1e6]
             for name, calls, tt, ct in sorted(entries, key=lambda e: -e[3])
             if name.startswith("pipectl/")][:top]
@@ -129,7 +129,7 @@ def report(prof: cProfile.Profile, steps: int, top: int) -> None:
     rows = [[name, calls / steps, tt / steps * 1e6, tt / total * 100]
             for name, calls, tt, ct in sorted(entries, key=lambda e: -e[2])[:top]]
     print(B.table(["function", "calls/step", "own us/step", "% own"], rows))
-    print(f"\n== pipectl functions by cumulative time ==")
+    print("\n== pipectl functions by cumulative time ==")
     rows = [[name, calls / steps, ct / steps * 1e6, tt / steps * 1e6]
             for name, calls, tt, ct in sorted(entries, key=lambda e: -e[3])
             if name.startswith("pipectl/")][:top]

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         shallow = sorted(((k, v) for k, v in mods.items()
                           if k not in bare_mods and v["depth"] <= 1),
                          key=lambda kv: -kv[1]["cumulative_us"])[:args.top]
-        print(f"-- top-level imports (depth 0-1) by cumulative time --")
+        print("-- top-level imports (depth 0-1) by cumulative time --")
         print(B.table(["module", "cumulative ms", "depth"],
                       [[k, v["cumulative_us"] / 1e3, v["depth"]] for k, v in shallow]))
     B.write_json(args.json, {"benchmark": "startup", "target_ms": TARGET_MS, "wall": results,

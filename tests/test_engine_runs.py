@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 
-import pytest
 
 from pipectl import Pipeline, RunStatus, StepStatus
 

@@ -17,7 +17,8 @@ from pipectl import Pipeline, RunStatus, StepSpec
 from pipectl.errors import PluginError
 from pipectl.plugins import get_plugin_manager
 
-BUILTINS = {"local", "python", "core-commands"}
+BUILTINS = {"local", "python", "data", "files", "sqlite", "core-commands"}
+BUILTIN_EXTRACTORS = {"csv", "jsonl", "python"}
 
 MYPLUGIN = """
 from pipectl import hookimpl
@@ -321,7 +322,7 @@ def test_cli_plugins_hook_filters_by_implemented_hook(fake_dists, myplugin):
 
         @hookimpl
         def pipectl_register_outputs(register):
-            register("csv", lambda **options: options)
+            register("csv-lite", lambda **options: options)
         """,
     )
 
@@ -583,9 +584,19 @@ def test_cli_autoload_env_var_blocks_before_import(fake_dists, blocked_plugin):
 
 
 def test_disabling_an_essential_builtin_is_an_error():
-    for name in BUILTINS:
+    from pipectl.plugins import ESSENTIAL_PLUGINS
+
+    assert ESSENTIAL_PLUGINS == {"local", "python", "core-commands"}
+    for name in ESSENTIAL_PLUGINS:
         with pytest.raises(PluginError, match=f"'{name}' is built in and cannot be disabled"):
             get_plugin_manager(disabled=[name])
+
+
+def test_a_builtin_component_plugin_can_be_disabled():
+    pm = get_plugin_manager(disabled=["sqlite"])
+    assert pm.records["sqlite"].status == "blocked"
+    assert "sqlite" not in pm.registries.outputs
+    assert "jsonl" in pm.registries.outputs  # the other built-ins stay
 
 
 @pytest.mark.parametrize(
@@ -709,7 +720,7 @@ def test_hook_pipectl_register_outputs(fake_dists):
     output = pm.registries.outputs.create("memory", table="t")
     assert type(output).__name__ == "MemoryOutput"
     assert output.options == {"table": "t"}
-    assert pm.registries.outputs.names() == ["memory"]
+    assert pm.registries.outputs.by_plugin("outs") == ["memory"]
     assert pm.describe()[0]["components"] == {"outputs": ["memory"]}
 
 
@@ -757,6 +768,6 @@ def test_hook_pipectl_register_extractors(fake_dists):
     )
     pm = get_plugin_manager()
 
-    assert pm.registries.extractors.names() == ["empty", "range"]
+    assert sorted(set(pm.registries.extractors.names()) - BUILTIN_EXTRACTORS) == ["empty", "range"]
     assert pm.registries.extractors.create("range", n=2) == [0, 1]
     assert pm.registries.provided_by("ext") == {"extractors": ["empty", "range"]}

@@ -264,6 +264,7 @@ class Pipeline:
         from pipectl.engine import RunCancelled
 
         async def main() -> PipelineRun:
+            _catch_sigint(asyncio.current_task())  # type: ignore[arg-type]
             try:
                 return await self.run(params, **kwargs)
             except RunCancelled as cancelled:
@@ -273,3 +274,43 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={len(self._steps)})"
+
+
+def _catch_sigint(task: asyncio.Task) -> None:
+    """Ctrl-C cancels the run's task (a second one raises KeyboardInterrupt), through the
+    loop's own signal handling: it also sets the signal wake-up fd, so the loop wakes even
+    when the signal lands on one of pipectl's worker threads while the loop waits with no
+    timer due (asyncio.run's default handler would then leave it asleep)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return  # Ctrl-C is ignored on purpose (nohup, a parent's choice): leave it so
+    loop = asyncio.get_running_loop()
+    count = 0
+
+    def on_sigint() -> None:
+        nonlocal count
+        count += 1
+        if count == 1 and not task.done():
+            task.cancel()
+            return
+        loop.remove_signal_handler(signal.SIGINT)
+        raise KeyboardInterrupt
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # not available here: keep asyncio's
+        return
+    task.add_done_callback(lambda _t: _remove_sigint(loop))
+
+
+def _remove_sigint(loop: asyncio.AbstractEventLoop) -> None:
+    import signal
+
+    try:
+        loop.remove_signal_handler(signal.SIGINT)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass

@@ -30,6 +30,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("local", "pipectl.builtins.local_executor"),
     ("python", "pipectl.builtins.python_step"),
     ("data", "pipectl.builtins.data_step"),
+    ("files", "pipectl.builtins.files"),
+    ("sqlite", "pipectl.builtins.sqlite"),
     ("core-commands", "pipectl.builtins.commands"),
 )
 """(name, module) of the plugins that ship with pipectl, registered like any other plugin."""

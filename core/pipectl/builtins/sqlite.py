@@ -1,0 +1,19 @@
+"""Built-in plugin ``sqlite``: the ``sqlite`` output (in :mod:`pipectl.components.sqlite`,
+imported when a pipeline uses it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipectl.hookspecs import hookimpl
+
+
+def _make_sqlite(**options: Any) -> Any:
+    from pipectl.components.sqlite import SqliteOutput
+
+    return SqliteOutput(**options)
+
+
+@hookimpl(trylast=True)
+def pipectl_register_outputs(register):
+    register("sqlite", _make_sqlite)
