@@ -302,3 +302,38 @@ def test_close_errors_are_recorded_without_hiding_the_first_error(plugin_manager
     error = run.steps["load"].error
     assert "OSError: x: disk full" in error and "close failed: RuntimeError: close exploded" in error
     assert error.index("disk full") < error.index("close exploded")
+
+
+def test_extractor_state_comes_back_with_the_run_and_goes_into_the_next(plugin_manager):
+    class SinceCursor:
+        """Incremental: reads ids above the cursor it was given, remembers the highest."""
+
+        def __init__(self, upto):
+            self.upto = upto
+            self.state = None
+
+        def describe(self):
+            return "since"
+
+        def set_state(self, state):
+            self.state = state
+
+        def batches(self, ctx):
+            start = (self.state or {}).get("last_id", -1) + 1
+            rows = [{"id": i} for i in range(start, self.upto)]
+            if rows:
+                self.state = {"last_id": rows[-1]["id"]}
+                yield rows
+
+    out = Store("out")
+    first = Pipeline("incremental", plugin_manager=plugin_manager)
+    first.data_step("load", extractor=SinceCursor(5), outputs=[out])
+    run1 = first.run_sync()
+    assert run1.ok and run1.extractor_state == {"load": {"last_id": 4}}
+
+    second = Pipeline("incremental", plugin_manager=plugin_manager)
+    second.data_step("load", extractor=SinceCursor(8), outputs=[out])
+    run2 = second.run_sync(extractor_state=run1.extractor_state)
+    assert run2.ok
+    assert [r["id"] for r in out.rows] == list(range(8))  # 0-4, then only 5-7
+    assert run2.extractor_state == {"load": {"last_id": 7}}

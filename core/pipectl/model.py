@@ -200,6 +200,8 @@ class RunConfig:
     services: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     max_threads: int | None = attrs.field(default=None, validator=_positive_or_none)
     """Threads for sync steps; default: ``max_concurrent``, or 64 when that is unlimited."""
+    extractor_state: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    """Incremental state of data steps' extractors from an earlier run, by step name."""
 
 
 @attrs.frozen
@@ -251,6 +253,9 @@ class PipelineRun:
     records_processed: int = 0
     errors: list[str] = attrs.field(factory=list)
     steps: dict[str, StepResult] = attrs.field(factory=dict)
+    extractor_state: dict[str, Any] = attrs.field(factory=dict)
+    """The incremental state (a cursor such as ``updated_since``) of each data step's extractor
+    after this run, by step name: hand it to the next run (``extractor_state=``)."""
 
     def __repr__(self) -> str:
         # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run

@@ -232,6 +232,7 @@ class Pipeline:
         run_id: str | None = None,
         services: Mapping[str, Any] | None = None,
         max_threads: int | None = None,
+        extractor_state: Mapping[str, Any] | None = None,
         plugin_manager: Any = None,
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
@@ -247,6 +248,7 @@ class Pipeline:
             params=params or {}, only=only or (), max_concurrent=max_concurrent,
             fail_fast=fail_fast, executor=executor, executor_options=executor_options or {},
             run_id=run_id, services=services or {}, max_threads=max_threads,
+            extractor_state=extractor_state or {},
         )
         pm = self._plugins(plugin_manager)
         return await execute(self.spec, config, pm, services=self.services,
