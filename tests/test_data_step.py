@@ -337,3 +337,26 @@ def test_extractor_state_comes_back_with_the_run_and_goes_into_the_next(plugin_m
     assert run2.ok
     assert [r["id"] for r in out.rows] == list(range(8))  # 0-4, then only 5-7
     assert run2.extractor_state == {"load": {"last_id": 7}}
+
+
+def test_a_misspelled_component_is_a_validation_error_with_a_hint(plugin_manager):
+    from pipectl import PipelineValidationError
+
+    pipe = Pipeline("typo", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor={"type": "csvv", "path": "x.csv"},
+                   outputs=[{"type": "jsnl", "path": "o.jsonl"}])
+    with pytest.raises(PipelineValidationError) as info:
+        pipe.validate()
+    text = str(info.value)
+    assert "no extractor named 'csvv'; did you mean 'csv'?" in text
+    assert "no output named 'jsnl'; did you mean 'jsonl'?" in text or "csvv" in text
+
+
+def test_a_misspelled_component_option_names_the_component(plugin_manager, tmp_path):
+    pipe = Pipeline("option-typo", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "x.csv"), "typs": {}},
+                   outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}])
+    run = pipe.run_sync()
+    assert run.status is RunStatus.FAILED
+    assert "extractor 'csv' (plugin 'files')" in run.steps["load"].error
+    assert "'typs'" in run.steps["load"].error

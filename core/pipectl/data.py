@@ -189,7 +189,12 @@ def resolve(kind: str, spec: Any, registries: Any) -> Any:
             raise ValueError(f"a {kind.rstrip('s')} given as a mapping needs a 'type' key, "
                              f"got keys {sorted(options)}") from None
         options.pop("name", None)
-        return registries.of(kind).create(name, **options)
+        component = registries.of(kind).get(name)
+        try:
+            return component.factory(**options)
+        except TypeError as exc:  # most often an option the component does not take
+            raise ValueError(f"{kind.rstrip('s')} {name!r} (plugin {component.plugin!r}): "
+                             f"{exc}; check its options") from exc
     return spec
 
 

@@ -93,10 +93,20 @@ class Plan:
         self.nodes = nodes
 
 
-def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = ()) -> Plan:
+def _takes_components(factory: Any) -> bool:
+    try:
+        return "components" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
+             components: Any = None) -> Plan:
     """Validate ``spec`` (graph and function signatures) and resolve every step's callable.
 
-    Raises :class:`PipelineValidationError` listing every problem found.
+    ``components`` (the plugin manager's registries) goes to step type factories that take a
+    ``components`` argument, to check the components a step names. Raises
+    :class:`PipelineValidationError` listing every problem found.
     """
     graph = Graph(spec.name, spec.steps)
     if only:
@@ -108,7 +118,11 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = ()) ->
     for i, name in enumerate(order):
         step = graph.steps[name]
         try:
-            func = step_types.create(step.step_type, step)
+            factory = step_types.get(step.step_type).factory
+            if components is not None and _takes_components(factory):
+                func = factory(step, components=components)
+            else:
+                func = factory(step)
         except Exception as exc:  # noqa: BLE001 - reported as a validation problem
             problems.append(f"step {name!r}: {exc}")
             continue
@@ -719,7 +733,7 @@ async def execute(
     from pipectl import log
 
     if plan is None:
-        plan = plan_run(spec, pm.registries.step_types, config.only)
+        plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries)
     hooks = Hooks(pm)
     executor_name = config.executor or spec.executor
     executor = pm.registries.executors.create(executor_name, **config.executor_options)

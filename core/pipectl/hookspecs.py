@@ -168,7 +168,10 @@ def pipectl_register_step_types(register: Register) -> None:
     :param register: ``register(name, factory)``; ``factory(step)`` receives the
         :class:`~pipectl.model.StepSpec` and returns the callable (sync or async) that runs it.
         The callable's parameters are bound like any step function's (upstream outputs by name,
-        ``params``, ``ctx``).
+        ``params``, ``ctx``). A factory that also takes a ``components`` argument gets the
+        plugin manager's registries, to check the components the step names before anything
+        runs. The factory is called when the pipeline is validated; an exception it raises is a
+        validation problem of that step.
     :return: nothing; the return value is ignored.
 
     A duplicate name is an error naming both plugins; the later plugin is left out. The built-in

@@ -180,11 +180,14 @@ class Pipeline:
         """The validated run plan, cached until the steps or the step types change."""
         from pipectl.engine import plan_run
 
-        step_types = pm.registries.step_types
-        key = (id(step_types), step_types.version, only)
+        registries = pm.registries
+        step_types = registries.step_types
+        key = (id(step_types), step_types.version, registries.extractors.version,
+               registries.outputs.version, only)
         cached = self._plans.get(key)
         if cached is None or cached[0] is not step_types:
-            cached = self._plans[key] = (step_types, plan_run(self.spec, step_types, only))
+            plan = plan_run(self.spec, step_types, only, registries)
+            cached = self._plans[key] = (step_types, plan)
         return cached[1]
 
     # -- the graph -------------------------------------------------------------------------

@@ -41,7 +41,16 @@ def _transform(spec: Any) -> Any:
     raise TypeError(f"a transform is a callable, 'module:function' or a mapping, got {spec!r}")
 
 
-def data_step(step: Any) -> Callable[..., Any]:
+def _check_named(kind: str, spec: Any, components: Any) -> None:
+    """A component named in a mapping must be registered (checked before anything runs)."""
+    if isinstance(spec, dict) and "type" in spec:
+        components.of(kind).get(spec["type"])  # raises UnknownComponentError with suggestions
+    elif isinstance(spec, dict):
+        raise ValueError(f"a {kind[:-1]} given as a mapping needs a 'type' key, got keys "
+                         f"{sorted(spec)}")
+
+
+def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
     """Validate a data step's options and return the coroutine function that runs it."""
     from pipectl.data import BAD_RECORD_MODES, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_SIZE
 
@@ -66,6 +75,10 @@ def data_step(step: Any) -> Callable[..., Any]:
     if batch_size < 1 or buffer_size < 1:
         raise ValueError("batch_size and buffer_size must be at least 1")
     dead_letter = options.get("dead_letter")
+    if components is not None:
+        _check_named("extractors", extract, components)
+        for spec in load:
+            _check_named("outputs", spec, components)
 
     async def run_data(ctx: Any) -> Any:
         from pipectl.data import output_name, resolve, run_data_step
