@@ -360,3 +360,18 @@ def test_a_misspelled_component_option_names_the_component(plugin_manager, tmp_p
     assert run.status is RunStatus.FAILED
     assert "extractor 'csv' (plugin 'files')" in run.steps["load"].error
     assert "'typs'" in run.steps["load"].error
+
+
+def test_bad_record_positions_are_right_with_async_transforms(plugin_manager):
+    async def reject_seven(record):
+        if record["id"] == 7:
+            raise ValueError("no sevens")
+        return record
+
+    out = Store("out")
+    pipe = Pipeline("async-bad", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor=Numbers(20, batch=5), outputs=[out],
+                   transforms=[reject_seven])
+    run = pipe.run_sync()
+    assert run.status is RunStatus.FAILED
+    assert "bad record at numbers record 7:" in run.steps["load"].error

@@ -224,17 +224,27 @@ def _apply_sync(transforms: list[Transform], batch: list[dict], ctx: DataContext
             try:
                 result = func(record)
             except Exception as exc:  # noqa: BLE001 - a bad record, handled by the mode
-                ctx.bad_record(record, f"transform {transform.name} raised "
-                               f"{type(exc).__name__}: {exc}", f"{source} record {first_index + n}")
+                _transform_failed(ctx, transform, record, exc, f"{source} record {first_index + n}")
                 continue
-            if result is None:
-                continue
-            if isinstance(result, list):
-                out.extend(result)
-            else:
-                out.append(result)
+            _keep(out, result)
         batch = out
     return batch
+
+
+def _transform_failed(ctx: DataContext, transform: Transform, record: dict, exc: Exception,
+                      position: str) -> None:
+    ctx.bad_record(record, f"transform {transform.name} raised {type(exc).__name__}: {exc}",
+                   position)
+
+
+def _keep(out: list[dict], result: Any) -> None:
+    """A per-record transform's result: a record, None (dropped) or a list (split)."""
+    if result is None:
+        return
+    if isinstance(result, list):
+        out.extend(result)
+    else:
+        out.append(result)
 
 
 async def run_data_step(
@@ -355,14 +365,16 @@ async def run_data_step(
                     yield batch
 
             agen = pull()
+        from_async = agen is batches
         async for batch in agen:
-            if inspect.isasyncgen(batches):
-                first = result.records_read
+            if from_async:
                 result.records_read += len(batch)
                 if sync_transforms and not any_async:
+                    first = result.records_read - len(batch)
                     batch = _apply_sync(sync_transforms, batch, ctx, first, source)
-            if any_async:
-                batch = await _apply_mixed(transforms, batch, ctx, result.records_read, source)
+            if any_async:  # the batch is still as read: all transforms apply here
+                first = result.records_read - len(batch)
+                batch = await _apply_mixed(transforms, batch, ctx, first, source)
             if not batch:
                 continue
             for name in list(queues):
@@ -432,15 +444,9 @@ async def _apply_mixed(transforms: list[Transform], batch: list[dict], ctx: Data
         for n, record in enumerate(batch):
             try:
                 item = await transform.func(record)
-            except Exception as exc:  # noqa: BLE001
-                ctx.bad_record(record, f"transform {transform.name} raised "
-                               f"{type(exc).__name__}: {exc}", f"{source} record {first_index + n}")
+            except Exception as exc:  # noqa: BLE001 - a bad record, handled by the mode
+                _transform_failed(ctx, transform, record, exc, f"{source} record {first_index + n}")
                 continue
-            if item is None:
-                continue
-            if isinstance(item, list):
-                out.extend(item)
-            else:
-                out.append(item)
+            _keep(out, item)
         batch = out
     return batch
