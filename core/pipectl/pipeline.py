@@ -65,6 +65,9 @@ class Pipeline:
         self._steps: list[StepSpec] = []
         self._spec: PipelineSpec | None = None  # built on demand (adding a step stays O(1))
         self.services = services if isinstance(services, Services) else Services(services)
+        self.params: dict[str, Any] = {}  # defaults for run(params=...); a pipeline file's
+        self.param_specs: dict[str, Any] = {}
+        self.source: str | None = None  # the pipeline file it was loaded from
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}
@@ -128,6 +131,15 @@ class Pipeline:
                 hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise TypeError(f"step {name!r}: unknown option {', '.join(hints)}")
         return self.add(StepSpec(name=name, func=func, **options))
+
+    @classmethod
+    def from_yaml(cls, path: Any, params: Mapping[str, Any] | None = None, *,
+                  plugin_manager: Any = None) -> Pipeline:
+        """Load a pipeline file (YAML or JSON); raises
+        :class:`~pipectl.pipelinefile.PipelineFileError` naming the file, line and field."""
+        from pipectl.pipelinefile import load_pipeline
+
+        return load_pipeline(path, params, plugin_manager=plugin_manager)
 
     def data_step(
         self,
@@ -248,7 +260,7 @@ class Pipeline:
         from pipectl.engine import execute
 
         config = RunConfig(
-            params=params or {}, only=only or (), max_concurrent=max_concurrent,
+            params={**self.params, **(params or {})}, only=only or (), max_concurrent=max_concurrent,
             fail_fast=fail_fast, executor=executor, executor_options=executor_options or {},
             run_id=run_id, services=services or {}, max_threads=max_threads,
             extractor_state=extractor_state or {},

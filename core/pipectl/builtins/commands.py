@@ -7,6 +7,8 @@ from pipectl.hookspecs import hookimpl
 
 @hookimpl(trylast=True)
 def pipectl_register_commands(cli):
+    from pipectl.cli.pipeline_commands import graph, run, validate
     from pipectl.cli.plugins_command import plugins
 
-    cli.add_command(plugins)
+    for command in (run, validate, graph, plugins):
+        cli.add_command(command)

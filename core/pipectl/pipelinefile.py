@@ -1,0 +1,564 @@
+"""Pipeline files: YAML (or JSON, a subset of YAML) turned into a :class:`~pipectl.Pipeline`.
+
+Every problem is a :class:`PipelineFileError` naming the file, the line and the field, and what
+would be right ("did you mean" where a name is close). Loading is safe (``yaml.SafeLoader``),
+duplicate keys are rejected, and nothing in the file is evaluated: ``${params.NAME}``,
+``${env.NAME}`` and ``${env.NAME:-default}`` are plain substitutions.
+
+A file::
+
+    name: orders
+    description: clean the orders and load them
+    params:
+      source: {type: str, default: data/orders.csv}
+      limit: {type: int, default: 100}
+      token: {type: str, secret: true, default: ""}
+    max_concurrent: 4
+    steps:
+      - name: extract
+        run: my_module:extract          # a Python function, sync or async
+        retries: 3
+        retry_delay: 1.5
+        timeout: 30
+      - name: load
+        depends_on: [extract]
+        extract: {type: csv, path: "${params.source}"}
+        transform: [my_module:clean_record]
+        load:
+          - {type: jsonl, path: out/orders.jsonl}
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pipectl.errors import PipectlError
+
+__all__ = ["PipelineFileError", "load_pipeline", "parse_param"]
+
+
+class PipelineFileError(PipectlError, ValueError):
+    """A pipeline file (or a ``-p`` value) is wrong: ``path:line: field: message``."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int | None, field: str | None,
+                 message: str):
+        self.path, self.line, self.field, self.message = str(path), line, field, message
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+class _Map(dict):
+    """A mapping from the file, with the line of each key."""
+
+    line: int = 0
+    lines: dict[str, int]
+
+
+class _Seq(list):
+    """A sequence from the file, with the line of each item."""
+
+    line: int = 0
+    lines: list[int]
+
+
+def _loader(path: str) -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_map(loader: Any, node: Any) -> _Map:
+        out = _Map()
+        out.line = node.start_mark.line + 1
+        out.lines = {}
+        loader.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise PipelineFileError(path, line, str(key),
+                                        "keys must be strings (quote it: \"...\")")
+            if key in out.lines:
+                raise PipelineFileError(path, line, key, f"duplicate key (first at line "
+                                        f"{out.lines[key]}); each key may appear once")
+            out.lines[key] = line
+            out[key] = loader.construct_object(value_node, deep=True)
+        return out
+
+    def construct_seq(loader: Any, node: Any) -> _Seq:
+        out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+        out.line = node.start_mark.line + 1
+        out.lines = [child.start_mark.line + 1 for child in node.value]
+        return out
+
+    Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
+    Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
+    return Loader
+
+
+def _read(path: Path) -> Any:
+    import yaml
+
+    if not path.exists():
+        raise PipelineFileError(path, None, None, "no such file")
+    if path.is_dir():
+        raise PipelineFileError(path, None, None, "is a directory, not a pipeline file")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise PipelineFileError(path, None, None, "is a binary file, not a YAML or JSON file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PipelineFileError(path, None, None, f"is not UTF-8 text ({exc.reason} at byte "
+                                f"{exc.start})") from None
+    if not text.strip():
+        raise PipelineFileError(path, 1, None, "the file is empty; a pipeline file is a mapping "
+                                "with at least 'name' and 'steps'")
+    try:
+        data = yaml.load(text, Loader=_loader(str(path)))  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or "invalid YAML"
+        lines = text.splitlines()
+        here = lines[line - 1] if line and line <= len(lines) else ""
+        hint = ""
+        if "\t" in here or "'\\t'" in problem:
+            hint = "; YAML does not allow tabs for indentation: use spaces"
+        raise PipelineFileError(path, line, None, f"invalid YAML: {problem}{hint}") from None
+    except yaml.YAMLError as exc:
+        raise PipelineFileError(path, None, None, f"invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PipelineFileError(path, 1, None, f"a pipeline file is a mapping (name: ..., "
+                                f"steps: [...]), not {_kind(data)}")
+    return data
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "empty"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _hint(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# -- params ------------------------------------------------------------------------------------
+
+PARAM_TYPES = ("str", "int", "float", "bool", "list", "json")
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def parse_param(type_name: str, text: str) -> Any:
+    """A ``-p key=value`` string as the declared type; ValueError says what was expected."""
+    if type_name == "str":
+        return text
+    if type_name == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if type_name == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    if type_name == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if type_name == "list":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"expected JSON ({exc.msg})") from None
+
+
+def _check_param_value(type_name: str, value: Any) -> bool:
+    checks: dict[str, Callable[[Any], bool]] = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "list": lambda v: isinstance(v, list),
+        "json": lambda v: True,
+    }
+    return checks[type_name](value)
+
+
+class ParamSpec:
+    __slots__ = ("name", "type", "default", "required", "secret", "description")
+
+    def __init__(self, name: str, type: str, default: Any, required: bool, secret: bool,
+                 description: str):
+        self.name, self.type, self.default = name, type, default
+        self.required, self.secret, self.description = required, secret, description
+
+
+_PARAM_FIELDS = {"type", "default", "secret", "description", "required"}
+
+
+def _params(path: Path, data: _Map) -> dict[str, ParamSpec]:
+    raw = data.get("params")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise PipelineFileError(path, data.lines["params"], "params",
+                                f"expected a mapping of param names, got {_kind(raw)}")
+    out = {}
+    for name, decl in raw.items():
+        line = raw.lines[name]
+        if not isinstance(decl, dict):  # shorthand: name: default
+            type_name = {bool: "bool", int: "int", float: "float", list: "list",
+                         _Seq: "list"}.get(type(decl), "str" if isinstance(decl, str) else "json")
+            out[name] = ParamSpec(name, type_name, decl, False, False, "")
+            continue
+        for key in decl:
+            if key not in _PARAM_FIELDS:
+                raise PipelineFileError(path, decl.lines[key], f"params.{name}.{key}",
+                                        f"unknown field{_hint(key, _PARAM_FIELDS)} (known: "
+                                        f"{', '.join(sorted(_PARAM_FIELDS))})")
+        type_name = decl.get("type", "str")
+        if type_name not in PARAM_TYPES:
+            raise PipelineFileError(path, decl.lines.get("type", line), f"params.{name}.type",
+                                    f"unknown type {type_name!r}{_hint(str(type_name), PARAM_TYPES)}"
+                                    f" (one of {', '.join(PARAM_TYPES)})")
+        required = bool(decl.get("required", "default" not in decl))
+        default = decl.get("default")
+        if "default" in decl and default is not None and not _check_param_value(type_name, default):
+            raise PipelineFileError(path, decl.lines["default"], f"params.{name}.default",
+                                    f"{default!r} is not a {type_name}")
+        out[name] = ParamSpec(name, type_name, default, required, bool(decl.get("secret")),
+                              str(decl.get("description", "")))
+    return out
+
+
+def resolve_params(path: Path, declared: dict[str, ParamSpec],
+                   given: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared defaults, overridden by ``given`` (strings from ``-p`` are parsed by type)."""
+    values = {}
+    for name, value in given.items():
+        spec = declared.get(name)
+        if spec is None:
+            raise PipelineFileError(path, None, f"-p {name}", f"the pipeline declares no param "
+                                    f"{name!r}{_hint(name, declared)} (declared: "
+                                    f"{', '.join(declared) or 'none'})")
+        if isinstance(value, str) and spec.type != "str":
+            try:
+                value = parse_param(spec.type, value)
+            except ValueError as exc:
+                raise PipelineFileError(path, None, f"-p {name}", f"{exc} (param {name!r} is "
+                                        f"declared as {spec.type})") from None
+        values[name] = value
+    for name, spec in declared.items():
+        if name not in values:
+            if spec.required:
+                raise PipelineFileError(path, None, f"params.{name}", f"is required: give it "
+                                        f"with -p {name}=VALUE")
+            values[name] = spec.default
+    return values
+
+
+_REF = re.compile(r"\$\{(params|env)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(path: Path, value: Any, line: int, field: str, params: Mapping[str, Any],
+                 env: Mapping[str, str]) -> Any:
+    if isinstance(value, str) and "${" in value:
+        def lookup(match: re.Match[str]) -> Any:
+            scope, name, default = match.groups()
+            if scope == "params":
+                if name not in params:
+                    raise PipelineFileError(path, line, field, f"${{params.{name}}}: no such "
+                                            f"param{_hint(name, params)}; declare it under params")
+                return params[name]
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise PipelineFileError(path, line, field, f"${{env.{name}}} is not set; set it, or "
+                                    f"give a default: ${{env.{name}:-default}}")
+
+        whole = _REF.fullmatch(value)
+        if whole:
+            return lookup(whole)  # keeps the param's type
+        if "${" in _REF.sub("", value):
+            raise PipelineFileError(path, line, field, f"{value!r}: only ${{params.NAME}}, "
+                                    "${env.NAME} and ${env.NAME:-default} can be substituted")
+        return _REF.sub(lambda m: str(lookup(m)), value)
+    if isinstance(value, dict):
+        lines = getattr(value, "lines", {})
+        return {k: _interpolate(path, v, lines.get(k, line), f"{field}.{k}", params, env)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        lines = getattr(value, "lines", [])
+        return [_interpolate(path, v, lines[i] if i < len(lines) else line, f"{field}[{i}]",
+                             params, env) for i, v in enumerate(value)]
+    return value
+
+
+# -- steps -------------------------------------------------------------------------------------
+
+_DATA_FIELDS = {"extract", "transform", "load", "batch_size", "buffer_size", "on_bad_record",
+                "dead_letter"}
+_STEP_FIELDS = {"name", "run", "type", "depends_on", "inputs", "retries", "retry_delay",
+                "retry_backoff", "backoff_cap", "retry_jitter", "retry_on", "timeout",
+                "allow_failure", "trigger", "rollback", "options", "description", *_DATA_FIELDS}
+_TOP_FIELDS = {"name", "description", "params", "max_concurrent", "fail_fast", "executor",
+               "tracker", "steps"}
+
+
+def _number(path: Path, line: int, field: str, value: Any, *, minimum: float = 0,
+            strict: bool = False, integer: bool = False) -> Any:
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if not ok or value < minimum or (strict and value == minimum):
+        what = "an integer" if integer else "a number"
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise PipelineFileError(path, line, field, f"expected {what} {bound}, got {value!r}")
+    return value
+
+
+def _import_ref(path: Path, line: int, field: str, ref: Any) -> Any:
+    if not isinstance(ref, str) or ":" not in ref:
+        raise PipelineFileError(path, line, field, f"expected 'module:function', got {ref!r}")
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PipelineFileError(path, line, field, f"cannot import module {module_name!r}: "
+                                f"{exc} (is it installed, or on PYTHONPATH?)") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module broke at import
+        raise PipelineFileError(path, line, field, f"importing {module_name!r} raised "
+                                f"{type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            raise PipelineFileError(path, line, field, f"{module_name!r} has no {part!r}"
+                                    f"{_hint(part, names)}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise PipelineFileError(path, line, field, f"{ref!r} is a {type(obj).__name__}, "
+                                "not a function")
+    return obj
+
+
+def _exception_types(path: Path, line: int, field: str, value: Any) -> tuple[type, ...]:
+    import builtins
+
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list):
+        raise PipelineFileError(path, line, field, "expected an exception name or a list of them")
+    out = []
+    for name in names:
+        exc = getattr(builtins, name, None) if isinstance(name, str) and ":" not in name else None
+        if exc is None and isinstance(name, str) and ":" in name:
+            exc = _import_ref(path, line, field, name)
+        if not (isinstance(exc, type) and issubclass(exc, BaseException)):
+            known = [n for n in dir(builtins) if n.endswith(("Error", "Exception"))]
+            raise PipelineFileError(path, line, field, f"{name!r} is not an exception class"
+                                    f"{_hint(str(name), known)} (a builtin name such as "
+                                    "ConnectionError, or 'module:ClassName')")
+        out.append(exc)
+    return tuple(out)
+
+
+def _names(path: Path, line: int, field: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise PipelineFileError(path, line, field, f"expected a step name or a list of step names, "
+                            f"got {_kind(value)}")
+
+
+def _step_kwargs(path: Path, raw: _Map, index: int, line: int) -> tuple[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise PipelineFileError(path, line, f"steps[{index}]", f"a step is a mapping with at "
+                                f"least 'name', got {_kind(raw)}")
+    for key in raw:
+        if key not in _STEP_FIELDS:
+            raise PipelineFileError(path, raw.lines[key], f"steps[{index}].{key}",
+                                    f"unknown step field{_hint(key, _STEP_FIELDS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise PipelineFileError(path, raw.lines.get("name", line), f"steps[{index}].name",
+                                f"every step needs a name (a non-empty string), got {name!r}")
+    where = f"steps.{name}"
+
+    def at(key: str) -> int:
+        return raw.lines.get(key, line)
+
+    kwargs: dict[str, Any] = {}
+    if "depends_on" in raw:
+        kwargs["depends_on"] = _names(path, at("depends_on"), f"{where}.depends_on",
+                                      raw["depends_on"])
+    if "inputs" in raw:
+        inputs = raw["inputs"]
+        if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
+            raise PipelineFileError(path, at("inputs"), f"{where}.inputs",
+                                    "expected {parameter: step name}")
+        kwargs["inputs"] = dict(inputs)
+    if "retries" in raw:
+        kwargs["retries"] = _number(path, at("retries"), f"{where}.retries", raw["retries"],
+                                    integer=True)
+    for key, target in (("retry_delay", "retry_delay"), ("retry_backoff", "retry_backoff"),
+                        ("backoff_cap", "retry_max_delay")):
+        if key in raw:
+            kwargs[target] = _number(path, at(key), f"{where}.{key}", raw[key])
+    if "retry_jitter" in raw:
+        jitter = _number(path, at("retry_jitter"), f"{where}.retry_jitter", raw["retry_jitter"])
+        if jitter > 1:
+            raise PipelineFileError(path, at("retry_jitter"), f"{where}.retry_jitter",
+                                    f"a fraction between 0 and 1, got {jitter!r}")
+        kwargs["retry_jitter"] = jitter
+    if "retry_on" in raw:
+        kwargs["retry_on"] = _exception_types(path, at("retry_on"), f"{where}.retry_on",
+                                              raw["retry_on"])
+    if "timeout" in raw and raw["timeout"] is not None:
+        kwargs["timeout"] = _number(path, at("timeout"), f"{where}.timeout", raw["timeout"],
+                                    strict=True)
+    if "allow_failure" in raw:
+        if not isinstance(raw["allow_failure"], bool):
+            raise PipelineFileError(path, at("allow_failure"), f"{where}.allow_failure",
+                                    f"expected true or false, got {raw['allow_failure']!r}")
+        kwargs["allow_failure"] = raw["allow_failure"]
+    if "trigger" in raw:
+        triggers = ("all_success", "all_done")
+        if raw["trigger"] not in triggers:
+            raise PipelineFileError(path, at("trigger"), f"{where}.trigger",
+                                    f"one of {', '.join(triggers)}, got {raw['trigger']!r}"
+                                    f"{_hint(str(raw['trigger']), triggers)}")
+        kwargs["trigger"] = raw["trigger"]
+    if "rollback" in raw:
+        kwargs["rollback"] = _import_ref(path, at("rollback"), f"{where}.rollback",
+                                         raw["rollback"])
+    if "description" in raw:
+        kwargs["description"] = str(raw["description"])
+    data = [k for k in raw if k in _DATA_FIELDS]
+    kinds = [k for k in ("run", "type") if k in raw] + (["extract/load"] if data else [])
+    if len(kinds) > 1:
+        raise PipelineFileError(path, line, where, f"a step has one of 'run' (a function), "
+                                f"'extract'/'load' (a data step) or 'type' (a plugin step "
+                                f"type), not {' and '.join(kinds)}")
+    if "run" in raw:
+        kwargs["func"] = _import_ref(path, at("run"), f"{where}.run", raw["run"])
+    elif data:
+        for required in ("extract", "load"):
+            if required not in raw:
+                raise PipelineFileError(path, line, f"{where}.{required}",
+                                        f"a data step needs '{required}'")
+        options = {"extract": raw["extract"], "load": raw["load"]}
+        if "transform" in raw:
+            transforms = raw["transform"]
+            transforms = [transforms] if isinstance(transforms, (str, dict)) else transforms
+            options["transforms"] = [
+                _import_ref(path, at("transform"), f"{where}.transform", t)
+                if isinstance(t, str) else t for t in transforms]
+        for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter"):
+            if key in raw:
+                options[key] = raw[key]
+        kwargs["step_type"] = "data"
+        kwargs["options"] = options
+    elif "type" in raw:
+        kwargs["step_type"] = raw["type"]
+        kwargs["options"] = dict(raw.get("options") or {})
+    else:
+        raise PipelineFileError(path, line, where, "the step does nothing: give it 'run: "
+                                "module:function', 'extract' and 'load', or a 'type'")
+    if "options" in raw and "type" not in raw:
+        raise PipelineFileError(path, at("options"), f"{where}.options",
+                                "'options' go with a plugin step 'type'")
+    return name, kwargs
+
+
+def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
+                  *, env: Mapping[str, str] | None = None, plugin_manager: Any = None) -> Any:
+    """Load the pipeline file at ``path``: a :class:`~pipectl.Pipeline` whose ``params`` (the
+    declared defaults, overridden by ``params``) are ready for :meth:`~pipectl.Pipeline.run`.
+
+    Raises :class:`PipelineFileError` for anything wrong in the file, naming line and field.
+    """
+    from pipectl.pipeline import Pipeline
+
+    path = Path(path)
+    data = _read(path)
+    for key in data:
+        if key not in _TOP_FIELDS:
+            raise PipelineFileError(path, data.lines[key], key,
+                                    f"unknown field{_hint(key, _TOP_FIELDS)} (known: "
+                                    f"{', '.join(sorted(_TOP_FIELDS))})")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise PipelineFileError(path, data.lines.get("name", 1), "name",
+                                "the pipeline needs a name (a non-empty string)")
+    declared = _params(path, data)
+    values = resolve_params(path, declared, params or {})
+    env = os.environ if env is None else env
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise PipelineFileError(path, data.lines.get("steps", 1), "steps",
+                                "expected a list of steps (- name: ...), with at least one")
+    settings: dict[str, Any] = {}
+    if "max_concurrent" in data and data["max_concurrent"] is not None:
+        settings["max_concurrent"] = _number(path, data.lines["max_concurrent"], "max_concurrent",
+                                             data["max_concurrent"], minimum=1, integer=True)
+    if "fail_fast" in data:
+        if not isinstance(data["fail_fast"], bool):
+            raise PipelineFileError(path, data.lines["fail_fast"], "fail_fast",
+                                    f"expected true or false, got {data['fail_fast']!r}")
+        settings["fail_fast"] = data["fail_fast"]
+    for key in ("executor", "tracker", "description"):
+        if key in data and data[key] is not None:
+            if not isinstance(data[key], str):
+                raise PipelineFileError(path, data.lines[key], key,
+                                        f"expected a string, got {_kind(data[key])}")
+            settings[key] = data[key]
+    pipe = Pipeline(name, plugin_manager=plugin_manager, **settings)
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(steps):
+        line = steps.lines[index]
+        raw = _interpolate(path, raw, line, f"steps[{index}]", values, env) \
+            if not isinstance(raw, _Map) else _relined(raw, _interpolate(
+                path, raw, line, f"steps[{index}]", values, env))
+        step_name, kwargs = _step_kwargs(path, raw, index, line)
+        if step_name in seen:
+            raise PipelineFileError(path, line, f"steps[{index}].name",
+                                    f"duplicate step {step_name!r} (first at line "
+                                    f"{seen[step_name]}); step names must be unique")
+        seen[step_name] = line
+        func = kwargs.pop("func", None)
+        pipe.add_step(step_name, func, **kwargs)
+    pipe.params = values
+    pipe.param_specs = declared
+    pipe.source = str(path)
+    try:
+        pipe.graph  # noqa: B018 - validates the DAG: duplicate, unknown or cyclic dependencies
+    except PipectlError as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        named = re.search(r"step '([^']+)'", problems[0]) or re.search(r"cycle: (\S+)", problems[0])
+        line = seen.get(named.group(1)) if named else None
+        raise PipelineFileError(path, line, "steps", "; ".join(problems)) from None
+    return pipe
+
+
+def _relined(original: _Map, value: dict) -> _Map:
+    """``value`` (an interpolated copy of ``original``) with ``original``'s line numbers."""
+    out = _Map(value)
+    out.line, out.lines = original.line, original.lines
+    return out

@@ -1,0 +1,243 @@
+"""Pipeline files: the loader's messages for bad files, and pipectl run / validate / graph."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+
+from pipectl import Pipeline, RunStatus
+from pipectl.pipelinefile import PipelineFileError, load_pipeline
+
+HERE = Path(__file__).resolve().parent / "pipeline_files"
+PIPECTL = [sys.executable, "-m", "pipectl.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _steps_module_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+def _cli(*args: str, cwd: Path = HERE) -> subprocess.CompletedProcess:
+    return subprocess.run([*PIPECTL, *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
+
+
+GOOD_STEP = "  - name: a\n    run: steps_for_tests:numbers\n"
+
+# (file text, expected line, expected fragments of the message)
+BAD_FILES = {
+    "empty": ("", 1, ["the file is empty"]),
+    "not a mapping": ("- a\n- b\n", 1, ["a pipeline file is a mapping", "not a list"]),
+    "scalar": ("just text\n", 1, ["a pipeline file is a mapping"]),
+    "tabs": ("name: x\nsteps:\n\t- name: a\n", 3, ["tabs", "use spaces"]),
+    "duplicate key": ("name: x\nname: y\nsteps:\n" + GOOD_STEP, 2,
+                      ["name: duplicate key (first at line 1)"]),
+    "unknown top field": ("name: x\nstepz: []\n", 2, ["stepz: unknown field", "did you mean 'steps'"]),
+    "no name": ("steps:\n" + GOOD_STEP, 1, ["name: the pipeline needs a name"]),
+    "no steps": ("name: x\n", 1, ["steps: expected a list of steps"]),
+    "steps not a list": ("name: x\nsteps: {a: 1}\n", 2, ["expected a list of steps"]),
+    "step not a mapping": ("name: x\nsteps:\n  - just-a-name\n", 3, ["a step is a mapping"]),
+    "misspelled step field": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+                              "    retires: 3\n", 5,
+                              ["steps[0].retires: unknown step field", "did you mean 'retries'"]),
+    "retries: three": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+                       "    retries: three\n", 5, ["steps.a.retries: expected an integer >= 0",
+                                                  "'three'"]),
+    "negative timeout": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+                         "    timeout: -1\n", 5, ["steps.a.timeout: expected a number > 0"]),
+    "duplicate step": ("name: x\nsteps:\n" + GOOD_STEP + GOOD_STEP, 5,
+                       ["duplicate step 'a' (first at line 3)"]),
+    "unknown dependency": ("name: x\nsteps:\n" + GOOD_STEP +
+                           "  - name: b\n    run: steps_for_tests:numbers\n    depends_on: [aa]\n",
+                           5, ["unknown step 'aa'", "did you mean 'a'"]),
+    "cycle": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    depends_on: b\n"
+              "  - name: b\n    run: steps_for_tests:numbers\n    depends_on: a\n", 3,
+              ["cycle: a -> b -> a"]),
+    "unimportable module": ("name: x\nsteps:\n  - name: a\n    run: no_such_module_xyz:f\n", 4,
+                            ["steps.a.run: cannot import module 'no_such_module_xyz'"]),
+    "missing function": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbrs\n", 4,
+                         ["has no 'numbrs'", "did you mean 'numbers'"]),
+    "not callable": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:NOT_CALLABLE\n", 4,
+                     ["is a int, not a function"]),
+    "not a reference": ("name: x\nsteps:\n  - name: a\n    run: numbers\n", 4,
+                        ["expected 'module:function'"]),
+    "step does nothing": ("name: x\nsteps:\n  - name: a\n", 3, ["the step does nothing"]),
+    "bad trigger": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+                    "    trigger: all_don\n", 5, ["one of all_success, all_done",
+                                                  "did you mean 'all_done'"]),
+    "undefined param ref": ("name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: "
+                            "\"${params.src}\"}\n    load: [{type: jsonl, path: o.jsonl}]\n", 4,
+                            ["${params.src}: no such param"]),
+    "unset env": ("name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: "
+                  "\"${env.PIPECTL_TEST_SURELY_UNSET}\"}\n    load: [{type: jsonl, path: o}]\n",
+                  4, ["${env.PIPECTL_TEST_SURELY_UNSET} is not set", ":-default"]),
+    "missing required param": ("name: x\nparams:\n  day: {type: str}\nsteps:\n" + GOOD_STEP,
+                               None, ["params.day: is required", "-p day=VALUE"]),
+    "bad param type": ("name: x\nparams:\n  day: {type: date}\nsteps:\n" + GOOD_STEP, 3,
+                       ["params.day.type: unknown type 'date'"]),
+    "default of the wrong type": ("name: x\nparams:\n  n: {type: int, default: many}\nsteps:\n"
+                                  + GOOD_STEP, 3, ["params.n.default: 'many' is not a int"]),
+    "bad retry_on": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+                     "    retry_on: [ConectionError]\n", 5,
+                     ["'ConectionError' is not an exception class",
+                      "did you mean 'ConnectionError'"]),
+    "run and extract": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+                        "    extract: {type: csv, path: x}\n    load: []\n", 3,
+                        ["a step has one of 'run'"]),
+    "data step without load": ("name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: x}\n",
+                               3, ["steps.a.load: a data step needs 'load'"]),
+    "max_concurrent zero": ("name: x\nmax_concurrent: 0\nsteps:\n" + GOOD_STEP, 2,
+                            ["max_concurrent: expected an integer >= 1"]),
+    "fail_fast not bool": ("name: x\nfail_fast: sometimes\nsteps:\n" + GOOD_STEP, 2,
+                           ["fail_fast: expected true or false"]),
+    "non-string key": ("name: x\n1: a\nsteps:\n" + GOOD_STEP, 2, ["keys must be strings"]),
+    "unclosed bracket": ("name: x\nsteps: [\n", 3, ["invalid YAML"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_pipeline_file_is_one_message_with_file_line_and_field(tmp_path, case):
+    text, line, fragments = BAD_FILES[case]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PipelineFileError) as info:
+        load_pipeline(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:" if line else f"{path}:"), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("case", ["missing file", "directory", "binary file", "not utf-8"])
+def test_files_that_are_not_pipeline_files(tmp_path, case):
+    path = tmp_path / "x.yaml"
+    if case == "directory":
+        path.mkdir()
+    elif case == "binary file":
+        path.write_bytes(b"\x7fELF\x00\x00\x01")
+    elif case == "not utf-8":
+        path.write_bytes(b"name: caf\xe9\n")
+    expected = {"missing file": "no such file", "directory": "is a directory",
+                "binary file": "is a binary file", "not utf-8": "is not UTF-8"}[case]
+    with pytest.raises(PipelineFileError, match=expected):
+        load_pipeline(path)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES)[:12] + ["missing file"])
+def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path, case):
+    path = tmp_path / "pipeline.yaml"
+    if case != "missing file":
+        path.write_text(BAD_FILES[case][0], encoding="utf-8")
+    for command in ("run", "validate", "graph"):
+        proc = _cli(command, str(path), cwd=HERE)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith(f"pipectl: error: {path}"), proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-p", "n"], "-p 'n': expected KEY=VALUE"),
+    (["-p", "n=many"], "-p n: expected an integer, got 'many'"),
+    (["-p", "nn=3"], "-p nn: the pipeline declares no param 'nn'; did you mean 'n'?"),
+    (["--executor", "dask"], "no executor named 'dask'"),
+    (["--max-concurrent", "0"], "Invalid value for '--max-concurrent'"),
+])
+def test_bad_command_lines_exit_2(args, fragment):
+    proc = _cli("run", "good.yaml", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_pipectl_run_succeeds_and_prints_a_summary():
+    proc = _cli("run", "good.yaml", "-p", "n=4", "--log-format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert "numbers" in proc.stdout and "total" in proc.stdout
+    assert "of 'good': success" in proc.stdout
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events][0] == "run_started"
+    assert {e.get("step") for e in events if e["event"] == "step_finished"} == {"numbers", "total"}
+
+
+def test_pipectl_run_exits_1_when_the_run_fails():
+    proc = _cli("run", "failing.yaml", "-q")
+    assert proc.returncode == 1, proc.stderr
+    assert "broken" in proc.stdout and "RuntimeError: boom in a step" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing():
+    proc = _cli("run", "failing.yaml", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "Level 0:" in proc.stdout and "nothing was run" in proc.stdout
+
+
+def test_validate_and_graph():
+    proc = _cli("validate", "good.yaml")
+    assert proc.returncode == 0 and "is valid (2 steps)" in proc.stdout
+    proc = _cli("graph", "good.yaml", "--format", "dot")
+    assert proc.returncode == 0 and '"numbers" -> "total";' in proc.stdout
+
+
+def test_from_yaml_params_are_typed_and_interpolated(tmp_path, monkeypatch, plugin_manager):
+    monkeypatch.setenv("PIPECTL_TEST_OUT", str(tmp_path))
+    source = tmp_path / "in.csv"
+    source.write_text("id,value\n1,10\n2,20\n", encoding="utf-8")
+    path = tmp_path / "data.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: data
+        params:
+          source: {{type: str, default: "{source}"}}
+          batch: {{type: int, default: 1}}
+        steps:
+          - name: load
+            extract: {{type: csv, path: "${{params.source}}", types: {{id: int, value: int}},
+                       batch_size: "${{params.batch}}"}}
+            transform: [steps_for_tests:double]
+            load:
+              - {{type: jsonl, path: "${{env.PIPECTL_TEST_OUT}}/out.jsonl"}}
+              - {{type: jsonl, path: "${{env.PIPECTL_TEST_MISSING:-{tmp_path}}}/again.jsonl"}}
+    """), encoding="utf-8")
+    pipe = Pipeline.from_yaml(path, {"batch": "2"}, plugin_manager=plugin_manager)
+    assert pipe.params == {"source": str(source), "batch": 2}
+    run = pipe.run_sync()
+    assert run.status is RunStatus.SUCCESS, run.errors
+    for name in ("out.jsonl", "again.jsonl"):
+        rows = [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+        assert rows == [{"id": 1, "value": 20}, {"id": 2, "value": 40}]
+
+
+def _yaml_documents():
+    import yaml
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from(["name", "steps", "params", "run", "depends_on", "retries", "timeout",
+                            "type", "extract", "load", "transform", "trigger", "max_concurrent",
+                            "fail_fast", "default", "options", "inputs", "x", "1"])
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2),
+                        st.sampled_from(["a", "steps_for_tests:numbers", "${params.n}",
+                                         "${env.HOME}", "all_done", "csv", "", "${", "\t"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)), max_leaves=20)
+    structured = st.dictionaries(keys, values, max_size=6).map(
+        lambda d: yaml.safe_dump(d))
+    raw = st.text(alphabet=st.sampled_from(list("ab: -\n\t[]{}\"'#&*!|>%@`,?~0")), max_size=80)
+    return st.one_of(structured, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_yaml_documents())
+def test_random_yaml_loads_or_raises_our_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("fuzz") / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_pipeline(path, env={"HOME": "/home/x"})
+    except PipelineFileError:
+        pass
