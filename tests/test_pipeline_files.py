@@ -241,3 +241,29 @@ def test_random_yaml_loads_or_raises_our_error(tmp_path_factory, text):
         load_pipeline(path, env={"HOME": "/home/x"})
     except PipelineFileError:
         pass
+
+
+SECRET = "s3cr3t-Token-4242"
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_secret_params_never_appear_in_any_output(log_format, tmp_path):
+    proc = _cli("run", "secret.yaml", "-p", f"token={SECRET}", "-v", "--log-format", log_format)
+    assert proc.returncode == 1, proc.stderr  # the step fails, quoting the key
+    everything = proc.stdout + proc.stderr
+    assert SECRET not in everything
+    assert "the API refused key ***" in everything
+    assert "calling the api" in proc.stderr and "***" in proc.stderr
+
+
+def test_secret_params_are_masked_in_the_run_record(plugin_manager, hook_recorder):
+    pipe = Pipeline.from_yaml(HERE / "secret.yaml", {"token": SECRET},
+                              plugin_manager=plugin_manager)
+    run = pipe.run_sync()
+    assert run.parameters == {"token": "***", "region": "eu"}
+    result = run.steps["call"]
+    assert result.error == "PermissionError: the API refused key ***"
+    assert SECRET not in result.traceback and "***" in result.traceback
+    assert SECRET not in " ".join(run.errors)
+    (finish,) = hook_recorder.calls_for("step_finish")
+    assert SECRET not in (finish.result.error or "")  # listeners never see it either

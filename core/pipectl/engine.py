@@ -172,6 +172,7 @@ class _RunState:
                  run: PipelineRun, services: Services, logger: Any, components: Any = None):
         spec = plan.spec
         self.components = components
+        self.secrets: tuple[str, ...] = ()  # secret param values, set by execute()
         self.plan = plan
         self.nodes = plan.nodes
         self.hooks = hooks
@@ -675,10 +676,15 @@ class _RunState:
     def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime | None, t0: float,
                 attempts: int, status: StepStatus = _FAILED) -> StepResult:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        trace = _user_traceback(exc)
+        if self.secrets:  # a secret param's value never reaches the record, hooks or logs
+            from pipectl.log import redact
+
+            message, trace = redact(message, self.secrets), redact(trace, self.secrets)
         return StepResult(
             spec.name, status, error=message, started_at=started_at, finished_at=_now(),
             duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempts,
-            exception=exc, traceback=_user_traceback(exc),
+            exception=exc, traceback=trace,
             reason=self.stopping if status is _CANCELLED else None,
         )
 
@@ -742,14 +748,19 @@ async def execute(
         pipeline_id=spec.name,
         status=RunStatus.RUNNING,
         start_time=_now(),
-        parameters=dict(config.params),
+        parameters={k: "***" if k in config.secrets else v for k, v in config.params.items()},
     )
+    secret_values = tuple(sorted(
+        {str(config.params[n]) for n in config.secrets
+         if n in config.params and len(str(config.params[n])) >= 3}, key=len, reverse=True))
+    secrets_token = log.secrets_var().set(secret_values) if secret_values else None
     run_services = (services or Services()).child()
     for name, service in config.services.items():
         run_services.register(name, service)
     logger = log.get_logger()
     tokens = bind_contextvars(run_id=run.run_id)  # every step's log lines carry it; reset below
     state = _RunState(plan, config, hooks, executor, run, run_services, logger, pm.registries)
+    state.secrets = secret_values
     hooks.run_start(run=run)
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
                 executor=executor_name)
@@ -775,6 +786,8 @@ async def execute(
     hooks.run_finish(run=run)
     logger.info("run_finished", run_id=run.run_id, pipeline=spec.name, status=run.status.value,
                 duration_ms=round(run.duration_ms or 0.0, 3), errors=len(run.errors))
+    if secrets_token is not None:
+        log.secrets_var().reset(secrets_token)
     if cancelled:
         raise RunCancelled(run)
     return run

@@ -21,6 +21,37 @@ _LEVELS = {
 
 _logger: Any = None
 _configured = False
+SECRETS: Any = None  # a ContextVar of the running pipeline's secret values, made on first use
+
+
+def secrets_var() -> Any:
+    global SECRETS
+    if SECRETS is None:
+        import contextvars
+
+        SECRETS = contextvars.ContextVar("pipectl_secrets", default=())
+    return SECRETS
+
+
+def redact(text: str, secrets: Any = None) -> str:
+    """``text`` with every secret value of the running pipeline replaced by ``***``."""
+    for value in secrets if secrets is not None else secrets_var().get():
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def _redact_event(logger: Any, method: str, event: dict) -> dict:
+    secrets = secrets_var().get()
+    if secrets:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redact(value, secrets)
+            elif value is not None and not isinstance(value, (int, float, bool)):
+                text = str(value)
+                if any(s in text for s in secrets):
+                    event[key] = redact(text, secrets)
+    return event
 
 
 def configure_logging(
@@ -44,6 +75,7 @@ def configure_logging(
         raise ValueError(f"unknown log format {fmt!r}: use console or json")
     processors = [
         structlog.contextvars.merge_contextvars,
+        _redact_event,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         renderer,

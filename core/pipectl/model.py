@@ -202,6 +202,9 @@ class RunConfig:
     """Threads for sync steps; default: ``max_concurrent``, or 64 when that is unlimited."""
     extractor_state: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     """Incremental state of data steps' extractors from an earlier run, by step name."""
+    secrets: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    """Names of params whose values are secret: shown as ``***`` in the run's record, its
+    errors and tracebacks, and pipectl's log events."""
 
 
 @attrs.frozen

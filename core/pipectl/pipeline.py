@@ -264,6 +264,7 @@ class Pipeline:
             fail_fast=fail_fast, executor=executor, executor_options=executor_options or {},
             run_id=run_id, services=services or {}, max_threads=max_threads,
             extractor_state=extractor_state or {},
+            secrets=[n for n, spec in self.param_specs.items() if getattr(spec, "secret", False)],
         )
         pm = self._plugins(plugin_manager)
         return await execute(self.spec, config, pm, services=self.services,

@@ -20,3 +20,8 @@ def boom():
 
 def double(record):
     return {**record, "value": record["value"] * 2}
+
+
+def use_token(params, ctx):
+    ctx.logger.info("calling the api", token=params["token"], url=f"https://x/?key={params['token']}")
+    raise PermissionError(f"the API refused key {params['token']}")
