@@ -267,3 +267,66 @@ def test_secret_params_are_masked_in_the_run_record(plugin_manager, hook_recorde
     assert SECRET not in " ".join(run.errors)
     (finish,) = hook_recorder.calls_for("step_finish")
     assert SECRET not in (finish.result.error or "")  # listeners never see it either
+
+
+def test_several_pipelines_run_in_dependency_order():
+    proc = _cli("run", "layers.yaml")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.index("of 'bronze_to_silver': success") < out.index("of 'silver_to_gold': success")
+    assert "of 'side_report': success" in out
+
+
+def test_naming_a_pipeline_runs_it_and_what_it_depends_on_only():
+    proc = _cli("run", "layers.yaml", "silver_to_gold", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "Pipeline: bronze_to_silver" in proc.stdout and "Pipeline: silver_to_gold" in proc.stdout
+    assert "side_report" not in proc.stdout
+    assert "(after: bronze_to_silver)" in proc.stdout
+
+
+def test_a_failed_upstream_pipeline_skips_its_dependents(tmp_path):
+    text = (HERE / "layers.yaml").read_text().replace(
+        "run: steps_for_tests:silver", "run: steps_for_tests:boom").replace(
+        "depends_on: [bronze]\n", "depends_on: [bronze]\n        inputs: {}\n")
+    path = tmp_path / "layers.yaml"
+    path.write_text(text)
+    proc = _cli("run", str(path), cwd=HERE)
+    assert proc.returncode == 1, proc.stderr
+    assert "pipeline 'silver_to_gold' skipped: upstream pipeline 'bronze_to_silver' failed" \
+        in proc.stdout
+    assert "of 'side_report': success" in proc.stdout  # independent pipelines still run
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("pipelines:\n  - name: a\n    steps:\n" + GOOD_STEP.replace("  -", "      -").replace(
+        "    run", "        run") + "  - name: a\n    steps:\n" + GOOD_STEP.replace(
+        "  -", "      -").replace("    run", "        run"), "duplicate pipeline 'a'"),
+    ("pipelines:\n  - name: a\n    depends_on: [b]\n    steps:\n      - name: s\n"
+     "        run: steps_for_tests:numbers\n  - name: b\n    depends_on: [a]\n    steps:\n"
+     "      - name: s\n        run: steps_for_tests:numbers\n", "cycle: a -> b -> a"),
+    ("pipelines:\n  - name: a\n    depends_on: [bb]\n    steps:\n      - name: s\n"
+     "        run: steps_for_tests:numbers\n", "depends on unknown pipeline 'bb'"),
+    ("steps: []\npipelines: []\n", "unknown field of a file with several pipelines"),
+])
+def test_bad_multi_pipeline_files(tmp_path, text, fragment):
+    path = tmp_path / "multi.yaml"
+    path.write_text(text)
+    proc = _cli("validate", str(path), cwd=HERE)
+    assert proc.returncode == 2, proc.stdout
+    assert fragment in proc.stderr, proc.stderr
+
+
+def test_unknown_pipeline_name_on_the_command_line():
+    proc = _cli("run", "layers.yaml", "silver_to_gld")
+    assert proc.returncode == 2
+    assert "no pipeline named 'silver_to_gld'; did you mean 'silver_to_gold'?" in proc.stderr
+
+
+def test_from_yaml_picks_one_of_several(plugin_manager):
+    with pytest.raises(PipelineFileError, match="holds 3 pipelines"):
+        Pipeline.from_yaml(HERE / "layers.yaml", plugin_manager=plugin_manager)
+    pipe = Pipeline.from_yaml(HERE / "layers.yaml", name="bronze_to_silver",
+                              plugin_manager=plugin_manager)
+    run = pipe.run_sync()
+    assert run.ok and run.steps["silver"].output == [{"id": i, "amount": i * 10} for i in (1, 2, 3)]

@@ -134,12 +134,12 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: Any, params: Mapping[str, Any] | None = None, *,
-                  plugin_manager: Any = None) -> Pipeline:
-        """Load a pipeline file (YAML or JSON); raises
+                  name: str | None = None, plugin_manager: Any = None) -> Pipeline:
+        """Load a pipeline file (YAML or JSON; ``name`` picks one of several); raises
         :class:`~pipectl.pipelinefile.PipelineFileError` naming the file, line and field."""
         from pipectl.pipelinefile import load_pipeline
 
-        return load_pipeline(path, params, plugin_manager=plugin_manager)
+        return load_pipeline(path, params, plugin_manager=plugin_manager, name=name)
 
     def data_step(
         self,

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 
 from pipectl.errors import PipectlError
 
-__all__ = ["PipelineFileError", "load_pipeline", "parse_param"]
+__all__ = ["PipelineFileError", "load_pipeline", "load_pipelines", "parse_param"]
 
 
 class PipelineFileError(PipectlError, ValueError):
@@ -388,19 +388,20 @@ def _names(path: Path, line: int, field: str, value: Any) -> list[str]:
                             f"got {_kind(value)}")
 
 
-def _step_kwargs(path: Path, raw: _Map, index: int, line: int) -> tuple[str, dict[str, Any]]:
+def _step_kwargs(path: Path, raw: _Map, index: int, line: int,
+                 prefix: str = "") -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict):
-        raise PipelineFileError(path, line, f"steps[{index}]", f"a step is a mapping with at "
-                                f"least 'name', got {_kind(raw)}")
+        raise PipelineFileError(path, line, f"{prefix}steps[{index}]", f"a step is a mapping "
+                                f"with at least 'name', got {_kind(raw)}")
     for key in raw:
         if key not in _STEP_FIELDS:
-            raise PipelineFileError(path, raw.lines[key], f"steps[{index}].{key}",
+            raise PipelineFileError(path, raw.lines[key], f"{prefix}steps[{index}].{key}",
                                     f"unknown step field{_hint(key, _STEP_FIELDS)}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise PipelineFileError(path, raw.lines.get("name", line), f"steps[{index}].name",
+        raise PipelineFileError(path, raw.lines.get("name", line), f"{prefix}steps[{index}].name",
                                 f"every step needs a name (a non-empty string), got {name!r}")
-    where = f"steps.{name}"
+    where = f"{prefix}steps.{name}"
 
     def at(key: str) -> int:
         return raw.lines.get(key, line)
@@ -488,58 +489,141 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int) -> tuple[str, dic
     return name, kwargs
 
 
+_MULTI_FIELDS = {"description", "params", "pipelines"}
+_ONE_OF_MANY = {"name", "description", "depends_on", "max_concurrent", "fail_fast", "executor",
+                "tracker", "steps"}
+
+
+def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
+                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None
+                   ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Every pipeline of the file at ``path`` by name, and what each depends on.
+
+    A file holds one pipeline (``name`` and ``steps`` at the top) or several (``pipelines:``, a
+    list of ``name``/``steps``/``depends_on`` mappings sharing the file's ``params``). The
+    pipelines come in an order where each follows those it depends on.
+    """
+    path = Path(path)
+    data = _read(path)
+    env = os.environ if env is None else env
+    if "pipelines" not in data:
+        pipe = _build(path, data, _TOP_FIELDS, "", params, env, plugin_manager)
+        return {pipe.name: pipe}, {pipe.name: []}
+    for key in data:
+        if key not in _MULTI_FIELDS:
+            raise PipelineFileError(path, data.lines[key], key, f"unknown field of a file with "
+                                    f"several pipelines{_hint(key, _MULTI_FIELDS)} (known: "
+                                    f"{', '.join(sorted(_MULTI_FIELDS))}; steps go under each "
+                                    "pipeline)")
+    items = data["pipelines"]
+    if not isinstance(items, list) or not items:
+        raise PipelineFileError(path, data.lines["pipelines"], "pipelines",
+                                "expected a list of pipelines (- name: ..., steps: [...])")
+    declared = _params(path, data)
+    values = resolve_params(path, declared, params or {})
+    pipelines: dict[str, Any] = {}
+    depends: dict[str, list[str]] = {}
+    lines: dict[str, int] = {}
+    for index, item in enumerate(items):
+        line = items.lines[index]
+        if not isinstance(item, dict):
+            raise PipelineFileError(path, line, f"pipelines[{index}]",
+                                    f"a pipeline is a mapping, got {_kind(item)}")
+        pipe = _build(path, item, _ONE_OF_MANY, f"pipelines[{index}].", None, env,
+                      plugin_manager, declared=declared, values=values)
+        if pipe.name in pipelines:
+            raise PipelineFileError(path, line, f"pipelines[{index}].name",
+                                    f"duplicate pipeline {pipe.name!r} (first at line "
+                                    f"{lines[pipe.name]})")
+        lines[pipe.name] = line
+        pipelines[pipe.name] = pipe
+        depends[pipe.name] = _names(path, item.lines.get("depends_on", line),
+                                    f"pipelines.{pipe.name}.depends_on",
+                                    item.get("depends_on", []))
+    from pipectl.graph import Graph
+    from pipectl.model import StepSpec
+
+    try:  # the pipelines' own DAG: unknown names and cycles, as for steps
+        order = Graph(str(path), [StepSpec(n, depends_on=d) for n, d in depends.items()])
+    except PipectlError as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        named = re.search(r"step '([^']+)'", problems[0])
+        text = "; ".join(p.replace("step ", "pipeline ") for p in problems)
+        raise PipelineFileError(path, lines.get(named.group(1)) if named else None,
+                                "pipelines", text) from None
+    ordered = {name: pipelines[name] for name in order.topological_order()}
+    return ordered, depends
+
+
 def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                  *, env: Mapping[str, str] | None = None, plugin_manager: Any = None) -> Any:
-    """Load the pipeline file at ``path``: a :class:`~pipectl.Pipeline` whose ``params`` (the
-    declared defaults, overridden by ``params``) are ready for :meth:`~pipectl.Pipeline.run`.
+                  *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
+                  name: str | None = None) -> Any:
+    """Load one pipeline from the file at ``path`` (``name`` picks one of several): a
+    :class:`~pipectl.Pipeline` whose ``params`` (the declared defaults, overridden by
+    ``params``) are ready for :meth:`~pipectl.Pipeline.run`.
 
     Raises :class:`PipelineFileError` for anything wrong in the file, naming line and field.
     """
+    pipelines, _ = load_pipelines(path, params, env=env, plugin_manager=plugin_manager)
+    if name is None:
+        if len(pipelines) > 1:
+            raise PipelineFileError(path, None, None, f"the file holds {len(pipelines)} "
+                                    f"pipelines ({', '.join(pipelines)}): pick one by name")
+        return next(iter(pipelines.values()))
+    if name not in pipelines:
+        raise PipelineFileError(path, None, None, f"no pipeline named {name!r}"
+                                f"{_hint(name, pipelines)} (in the file: {', '.join(pipelines)})")
+    return pipelines[name]
+
+
+def _build(path: Path, data: _Map, fields: set[str], prefix: str,
+           params: Mapping[str, Any] | None, env: Mapping[str, str], plugin_manager: Any,
+           declared: dict[str, ParamSpec] | None = None,
+           values: dict[str, Any] | None = None) -> Any:
     from pipectl.pipeline import Pipeline
 
-    path = Path(path)
-    data = _read(path)
     for key in data:
-        if key not in _TOP_FIELDS:
-            raise PipelineFileError(path, data.lines[key], key,
-                                    f"unknown field{_hint(key, _TOP_FIELDS)} (known: "
-                                    f"{', '.join(sorted(_TOP_FIELDS))})")
+        if key not in fields:
+            raise PipelineFileError(path, data.lines[key], prefix + key,
+                                    f"unknown field{_hint(key, fields)} (known: "
+                                    f"{', '.join(sorted(fields))})")
     name = data.get("name")
     if not isinstance(name, str) or not name:
-        raise PipelineFileError(path, data.lines.get("name", 1), "name",
+        raise PipelineFileError(path, data.lines.get("name", data.line or 1), prefix + "name",
                                 "the pipeline needs a name (a non-empty string)")
-    declared = _params(path, data)
-    values = resolve_params(path, declared, params or {})
-    env = os.environ if env is None else env
+    if declared is None:
+        declared = _params(path, data)
+        values = resolve_params(path, declared, params or {})
+    assert values is not None
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
-        raise PipelineFileError(path, data.lines.get("steps", 1), "steps",
+        raise PipelineFileError(path, data.lines.get("steps", data.line or 1), prefix + "steps",
                                 "expected a list of steps (- name: ...), with at least one")
     settings: dict[str, Any] = {}
     if "max_concurrent" in data and data["max_concurrent"] is not None:
-        settings["max_concurrent"] = _number(path, data.lines["max_concurrent"], "max_concurrent",
-                                             data["max_concurrent"], minimum=1, integer=True)
+        settings["max_concurrent"] = _number(path, data.lines["max_concurrent"],
+                                             prefix + "max_concurrent", data["max_concurrent"],
+                                             minimum=1, integer=True)
     if "fail_fast" in data:
         if not isinstance(data["fail_fast"], bool):
-            raise PipelineFileError(path, data.lines["fail_fast"], "fail_fast",
+            raise PipelineFileError(path, data.lines["fail_fast"], prefix + "fail_fast",
                                     f"expected true or false, got {data['fail_fast']!r}")
         settings["fail_fast"] = data["fail_fast"]
     for key in ("executor", "tracker", "description"):
         if key in data and data[key] is not None:
             if not isinstance(data[key], str):
-                raise PipelineFileError(path, data.lines[key], key,
+                raise PipelineFileError(path, data.lines[key], prefix + key,
                                         f"expected a string, got {_kind(data[key])}")
             settings[key] = data[key]
     pipe = Pipeline(name, plugin_manager=plugin_manager, **settings)
     seen: dict[str, int] = {}
     for index, raw in enumerate(steps):
         line = steps.lines[index]
-        raw = _interpolate(path, raw, line, f"steps[{index}]", values, env) \
-            if not isinstance(raw, _Map) else _relined(raw, _interpolate(
-                path, raw, line, f"steps[{index}]", values, env))
-        step_name, kwargs = _step_kwargs(path, raw, index, line)
+        interpolated = _interpolate(path, raw, line, f"{prefix}steps[{index}]", values, env)
+        raw = _relined(raw, interpolated) if isinstance(raw, _Map) else interpolated
+        step_name, kwargs = _step_kwargs(path, raw, index, line, prefix)
         if step_name in seen:
-            raise PipelineFileError(path, line, f"steps[{index}].name",
+            raise PipelineFileError(path, line, f"{prefix}steps[{index}].name",
                                     f"duplicate step {step_name!r} (first at line "
                                     f"{seen[step_name]}); step names must be unique")
         seen[step_name] = line
@@ -554,7 +638,7 @@ def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None
         problems = getattr(exc, "problems", [str(exc)])
         named = re.search(r"step '([^']+)'", problems[0]) or re.search(r"cycle: (\S+)", problems[0])
         line = seen.get(named.group(1)) if named else None
-        raise PipelineFileError(path, line, "steps", "; ".join(problems)) from None
+        raise PipelineFileError(path, line, prefix + "steps", "; ".join(problems)) from None
     return pipe
 
 

@@ -25,3 +25,15 @@ def double(record):
 def use_token(params, ctx):
     ctx.logger.info("calling the api", token=params["token"], url=f"https://x/?key={params['token']}")
     raise PermissionError(f"the API refused key {params['token']}")
+
+
+def bronze(params):
+    return [{"id": i, "amount": i * 10} for i in range(params["n"])]
+
+
+def silver(bronze):
+    return [r for r in bronze if r["amount"] > 0]
+
+
+def gold(silver):
+    return sum(r["amount"] for r in silver)

@@ -35,23 +35,45 @@ def _parse_params(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _load(pm: Any, file: str, params: Sequence[str]) -> Any:
+def _load(pm: Any, file: str, params: Sequence[str],
+          names: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The file's pipelines to act on (``names`` and what they depend on; all by default),
+    validated, in dependency order; any problem exits 2 with one message."""
     from pipectl.errors import PipectlError
-    from pipectl.pipelinefile import load_pipeline
+    from pipectl.pipelinefile import PipelineFileError, load_pipelines
 
     folder = str(Path(file).resolve().parent)
     if folder not in sys.path:  # module:function references next to the pipeline file
         sys.path.insert(0, folder)
     try:
-        pipe = load_pipeline(file, _parse_params(params), plugin_manager=pm)
-        pipe.validate()
+        pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm)
+        wanted = set(pipelines)
+        if names:
+            unknown = [n for n in names if n not in pipelines]
+            if unknown:
+                import difflib
+
+                close = difflib.get_close_matches(unknown[0], list(pipelines), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise PipelineFileError(file, None, None, f"no pipeline named {unknown[0]!r}"
+                                        f"{hint} (in the file: {', '.join(pipelines)})")
+            wanted, stack = set(), list(names)
+            while stack:
+                name = stack.pop()
+                if name not in wanted:
+                    wanted.add(name)
+                    stack.extend(depends[name])
+        chosen = {n: p for n, p in pipelines.items() if n in wanted}
+        for pipe in chosen.values():
+            pipe.validate()
     except PipectlError as exc:
         _fail(str(exc).replace("\n", "\n  ") if "\n" in str(exc) else str(exc))
-    return pipe
+    return chosen, depends
 
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=True))
+@click.argument("names", nargs=-1, metavar="[PIPELINE]...")
 @_param_option
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Override max_concurrent.")
 @click.option("--fail-fast/--no-fail-fast", default=None, help="Override fail_fast.")
@@ -62,21 +84,26 @@ def _load(pm: Any, file: str, params: Sequence[str]) -> Any:
 @click.option("-v", "--verbose", count=True, help="More events (-v: debug).")
 @click.option("-q", "--quiet", count=True, help="Fewer events (-q: warnings only).")
 @click.pass_obj
-def run(pm: Any, file: str, params: Sequence[str], max_concurrent: int | None,
-        fail_fast: bool | None, executor: str | None, dry_run: bool, log_format: str,
-        verbose: int, quiet: int) -> None:
-    """Run the pipeline in FILE (YAML or JSON)."""
+def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
+        max_concurrent: int | None, fail_fast: bool | None, executor: str | None,
+        dry_run: bool, log_format: str, verbose: int, quiet: int) -> None:
+    """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
+    all of them, each after the pipelines it depends on."""
     from pipectl import configure_logging
     from pipectl.errors import PipectlError
 
-    pipe = _load(pm, file, params)
+    pipelines, depends = _load(pm, file, params, names)
     if executor is not None and executor not in pm.registries.executors:
         from pipectl.errors import UnknownComponentError
 
         _fail(str(UnknownComponentError("executors", executor, pm.registries.executors.names())))
     if dry_run:
-        click.echo(pipe.visualize())
-        click.echo(f"\n{len(pipe.steps)} steps; nothing was run (--dry-run)")
+        for pipe in pipelines.values():
+            after = [d for d in depends[pipe.name] if d in pipelines]
+            click.echo(pipe.visualize() + (f"\n(after: {', '.join(after)})" if after else ""))
+            click.echo("")
+        steps = sum(len(p.steps) for p in pipelines.values())
+        click.echo(f"{len(pipelines)} pipeline(s), {steps} steps; nothing was run (--dry-run)")
         return
     level = "debug" if verbose else ("warning" if quiet else "info")
     configure_logging(level, fmt=log_format)
@@ -84,15 +111,26 @@ def run(pm: Any, file: str, params: Sequence[str], max_concurrent: int | None,
                 if not r.builtin and r.status == "loaded"]
     if external and not quiet:
         click.echo(f"plugins: {', '.join(external)}", err=True)
-    try:
-        result = pipe.run_sync(max_concurrent=max_concurrent, fail_fast=fail_fast,
-                               executor=executor)
-    except PipectlError as exc:
-        _fail(str(exc))
-    _summary(result)
-    if result.status.value == "cancelled":
-        sys.exit(EXIT_INTERRUPTED)
-    if not result.ok:
+    outcome: dict[str, str] = {}
+    for name, pipe in pipelines.items():
+        blocked = [d for d in depends[name] if outcome.get(d, "success") != "success"]
+        if blocked:
+            outcome[name] = "skipped"
+            click.echo(f"pipeline {name!r} skipped: upstream pipeline {blocked[0]!r} "
+                       f"{outcome[blocked[0]]}\n")
+            continue
+        try:
+            result = pipe.run_sync(max_concurrent=max_concurrent, fail_fast=fail_fast,
+                                   executor=executor)
+        except PipectlError as exc:
+            _fail(str(exc))
+        _summary(result)
+        outcome[name] = result.status.value
+        if result.status.value == "cancelled":
+            sys.exit(EXIT_INTERRUPTED)
+        if len(pipelines) > 1:
+            click.echo("")
+    if any(status != "success" for status in outcome.values()):
         sys.exit(EXIT_FAILED)
 
 
@@ -116,9 +154,10 @@ def _summary(run: Any) -> None:
 @_param_option
 @click.pass_obj
 def validate(pm: Any, file: str, params: Sequence[str]) -> None:
-    """Check the pipeline in FILE without running it."""
-    pipe = _load(pm, file, params)
-    click.echo(f"{file}: pipeline {pipe.name!r} is valid ({len(pipe.steps)} steps)")
+    """Check the pipelines in FILE without running them."""
+    pipelines, _ = _load(pm, file, params)
+    for pipe in pipelines.values():
+        click.echo(f"{file}: pipeline {pipe.name!r} is valid ({len(pipe.steps)} steps)")
 
 
 @click.command()
@@ -128,6 +167,6 @@ def validate(pm: Any, file: str, params: Sequence[str]) -> None:
               show_default=True)
 @click.pass_obj
 def graph(pm: Any, file: str, params: Sequence[str], fmt: str) -> None:
-    """Print the DAG of the pipeline in FILE (text levels, Mermaid or dot)."""
-    pipe = _load(pm, file, params)
-    click.echo(pipe.visualize(fmt))
+    """Print the DAG of each pipeline in FILE (text levels, Mermaid or dot)."""
+    pipelines, _ = _load(pm, file, params)
+    click.echo("\n\n".join(pipe.visualize(fmt) for pipe in pipelines.values()))
