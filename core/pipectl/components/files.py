@@ -174,8 +174,41 @@ def _csv_text(row: list[Any], delimiter: str) -> str:
     return buf.getvalue()[:-2]
 
 
-class CsvExtractor:
+class _FileExtractor:
+    """What the file extractors share: the files of ``path`` read in turn by ``_read(path,
+    ctx)`` (batches of at most ``batch_size``), a file's last short batch topped up from the
+    next file."""
+
+    kind = "file"
+    path: str
+    batch_size: int
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.path}"
+
+    def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
+        raise NotImplementedError
+
+    def batches(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
+        size = self.batch_size
+        pending: list[dict[str, Any]] = []
+        for path in _expand(self.path):
+            for batch in self._read(path, ctx):
+                if len(batch) == size and not pending:
+                    yield batch
+                    continue
+                pending.extend(batch)  # the last, short batch of a file: top it up
+                while len(pending) >= size:
+                    yield pending[:size]
+                    pending = pending[size:]
+        if pending:
+            yield pending
+
+
+class CsvExtractor(_FileExtractor):
     """Reads CSV files (see the module docstring for the options)."""
+
+    kind = "csv"
 
     def __init__(
         self,
@@ -207,23 +240,6 @@ class CsvExtractor:
             if converter is not None:
                 self.types[column] = converter
 
-    def describe(self) -> str:
-        return f"csv {self.path}"
-
-    def batches(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
-        size = self.batch_size
-        pending: list[dict[str, Any]] = []
-        for path in _expand(self.path):
-            for batch in self._read(path, ctx):
-                if len(batch) == size and not pending:
-                    yield batch
-                    continue
-                pending.extend(batch)  # the last, short batch of a file: top it up
-                while len(pending) >= size:
-                    yield pending[:size]
-                    pending = pending[size:]
-        if pending:
-            yield pending
 
     # -- one file ------------------------------------------------------------------------------
 
@@ -321,8 +337,10 @@ class CsvExtractor:
 # ---------------------------------------------------------------------------------------------
 
 
-class JsonlExtractor:
+class JsonlExtractor(_FileExtractor):
     """Reads JSON Lines files (see the module docstring for the options)."""
+
+    kind = "jsonl"
 
     def __init__(self, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  encoding: str = "utf-8"):
@@ -330,23 +348,6 @@ class JsonlExtractor:
         self.batch_size = _batch_size(batch_size)
         self.encoding = encoding
 
-    def describe(self) -> str:
-        return f"jsonl {self.path}"
-
-    def batches(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
-        size = self.batch_size
-        pending: list[dict[str, Any]] = []
-        for path in _expand(self.path):
-            for batch in self._read(path, ctx):
-                if len(batch) == size and not pending:
-                    yield batch
-                    continue
-                pending.extend(batch)
-                while len(pending) >= size:
-                    yield pending[:size]
-                    pending = pending[size:]
-        if pending:
-            yield pending
 
     def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
         import json
