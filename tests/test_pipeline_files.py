@@ -330,3 +330,45 @@ def test_from_yaml_picks_one_of_several(plugin_manager):
                               plugin_manager=plugin_manager)
     run = pipe.run_sync()
     assert run.ok and run.steps["silver"].output == [{"id": i, "amount": i * 10} for i in (1, 2, 3)]
+
+
+def _spec_view(pipe):
+    return [(s.name, s.func, s.depends_on, dict(s.inputs), s.retries, s.retry_delay,
+             s.retry_max_delay, s.retry_on, s.timeout, s.allow_failure, s.trigger, s.step_type,
+             {k: v for k, v in s.options.items() if k != "transforms"})
+            for s in pipe.spec.steps]
+
+
+def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_manager):
+    import steps_for_tests as st
+
+    from pipectl import Transform
+
+    pipe = Pipeline("round", description="round trip", max_concurrent=3, fail_fast=True,
+                    plugin_manager=plugin_manager)
+    pipe.add_step("numbers", st.numbers, retries=2, retry_delay=0.5, retry_max_delay=9,
+                  retry_on=(ConnectionError,), timeout=5)
+    pipe.add_step("total", st.total, depends_on=["numbers"], allow_failure=True)
+    pipe.add_step("cleanup", st.numbers, depends_on=["total"], trigger="all_done")
+    pipe.data_step("load", extractor={"type": "csv", "path": "in.csv"},
+                   outputs=[{"type": "jsonl", "path": "out.jsonl"}],
+                   transforms=[st.double, Transform(st.silver, per="batch")],
+                   on_bad_record="skip", depends_on=["numbers"])
+    path = tmp_path / "round.yaml"
+    text = pipe.to_yaml(path)
+    assert path.read_text() == text and "run: steps_for_tests:numbers" in text
+
+    again = Pipeline.from_yaml(path, plugin_manager=plugin_manager)
+
+    assert _spec_view(again) == _spec_view(pipe)
+    assert (again.spec.max_concurrent, again.spec.fail_fast) == (3, True)
+    transforms = again.spec.step("load").options["transforms"]
+    assert [t.func if hasattr(t, "func") else t for t in transforms][0] is st.double
+    assert again.to_yaml() == text  # stable
+
+
+def test_to_yaml_refuses_what_a_file_cannot_name(plugin_manager):
+    pipe = Pipeline("lambdas", plugin_manager=plugin_manager)
+    pipe.add_step("a", lambda: 1)
+    with pytest.raises(ValueError, match="step 'a': .* cannot be written to a pipeline file"):
+        pipe.to_yaml()

@@ -141,6 +141,20 @@ class Pipeline:
 
         return load_pipeline(path, params, plugin_manager=plugin_manager, name=name)
 
+    def to_yaml(self, path: Any = None) -> str:
+        """The pipeline as a pipeline file (YAML), written to ``path`` when given. Every step
+        function must be importable by name (``module:function``); ``from_yaml`` reads it back."""
+        import yaml
+
+        from pipectl.pipelinefile import dump_pipeline
+
+        text = yaml.safe_dump(dump_pipeline(self), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            from pathlib import Path
+
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
     def data_step(
         self,
         name: str,

@@ -647,3 +647,99 @@ def _relined(original: _Map, value: dict) -> _Map:
     out = _Map(value)
     out.line, out.lines = original.line, original.lines
     return out
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def reference(obj: Any, what: str) -> str:
+    """``module:qualname`` for ``obj``, checked to import back to the same object."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise ValueError(f"{what}: {obj!r} cannot be written to a pipeline file; define it at "
+                         "the top level of a module, so that 'module:function' finds it")
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is not obj:
+        raise ValueError(f"{what}: {module}:{qualname} does not import back to {obj!r}")
+    return f"{module}:{qualname}"
+
+
+def dump_pipeline(pipe: Any) -> dict[str, Any]:
+    """The pipeline file (as data) of ``pipe``; every callable must be importable by name."""
+    import builtins
+
+    from pipectl.model import StepSpec
+
+    spec = pipe.spec
+    defaults = StepSpec("x")
+    out: dict[str, Any] = {"name": spec.name}
+    if spec.description:
+        out["description"] = spec.description
+    if pipe.param_specs:
+        out["params"] = {
+            name: {k: v for k, v in (("type", p.type), ("default", p.default),
+                                      ("required", p.required or None),
+                                      ("secret", p.secret or None),
+                                      ("description", p.description or None)) if v is not None}
+            for name, p in pipe.param_specs.items()}
+    for key, default in (("max_concurrent", None), ("fail_fast", False), ("executor", "local"),
+                         ("tracker", None)):
+        if getattr(spec, key) != default:
+            out[key] = getattr(spec, key)
+    steps = []
+    for step in spec.steps:
+        where = f"step {step.name!r}"
+        item: dict[str, Any] = {"name": step.name}
+        if step.description:
+            item["description"] = step.description
+        if step.step_type == "python":
+            item["run"] = reference(step.func, where)
+        elif step.step_type == "data":
+            options = dict(step.options)
+            for key in ("extract", "load"):
+                values = options[key] if key == "load" else [options[key]]
+                if not all(isinstance(v, Mapping) for v in values):
+                    raise ValueError(f"{where}: {key} must be given as {{type: ..., ...}} "
+                                     "mappings to be written to a pipeline file")
+            item["extract"] = dict(options["extract"])
+            item["load"] = [dict(v) for v in options["load"]]
+            transforms = []
+            for t in options.get("transforms") or ():
+                if isinstance(t, Mapping):  # {function: "module:function", per: ...} as read
+                    transforms.append(dict(t))
+                    continue
+                func, per = (t.func, t.per) if hasattr(t, "per") else (t, "record")
+                ref = t if isinstance(t, str) else reference(func, f"{where} transform")
+                transforms.append(ref if per == "record" else {"function": ref, "per": per})
+            if transforms:
+                item["transform"] = transforms
+            for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter"):
+                if key in options and not (key == "on_bad_record" and options[key] == "fail"):
+                    item[key] = options[key]
+        else:
+            item["type"] = step.step_type
+            if step.options:
+                item["options"] = dict(step.options)
+        if step.depends_on:
+            item["depends_on"] = list(step.depends_on)
+        if step.inputs:
+            item["inputs"] = dict(step.inputs)
+        for key, target in (("retries", "retries"), ("retry_delay", "retry_delay"),
+                            ("retry_backoff", "retry_backoff"), ("retry_max_delay", "backoff_cap"),
+                            ("retry_jitter", "retry_jitter"), ("timeout", "timeout"),
+                            ("allow_failure", "allow_failure")):
+            if getattr(step, key) != getattr(defaults, key):
+                item[target] = getattr(step, key)
+        if step.trigger != defaults.trigger:
+            item["trigger"] = step.trigger.value
+        if step.retry_on:
+            item["retry_on"] = [e.__name__ if getattr(builtins, e.__name__, None) is e
+                                else reference(e, f"{where} retry_on") for e in step.retry_on]
+        if step.rollback is not None:
+            item["rollback"] = reference(step.rollback, f"{where} rollback")
+        steps.append(item)
+    out["steps"] = steps
+    return out
