@@ -372,3 +372,45 @@ def test_to_yaml_refuses_what_a_file_cannot_name(plugin_manager):
     pipe.add_step("a", lambda: 1)
     with pytest.raises(ValueError, match="step 'a': .* cannot be written to a pipeline file"):
         pipe.to_yaml()
+
+
+def _schema():
+    from pipectl.cli.schema_command import schema_text
+
+    return json.loads(schema_text())
+
+
+@pytest.mark.parametrize("name", ["good.yaml", "failing.yaml", "layers.yaml", "secret.yaml"])
+def test_the_json_schema_accepts_the_example_files(name):
+    import jsonschema
+    import yaml
+
+    jsonschema.validate(yaml.safe_load((HERE / name).read_text()), _schema())
+
+
+def test_the_json_schema_rejects_a_misspelled_field():
+    import jsonschema
+    import yaml
+
+    data = yaml.safe_load((HERE / "good.yaml").read_text())
+    data["steps"][0]["retires"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, _schema())
+
+
+def test_the_json_schema_knows_exactly_the_loaders_fields():
+    from pipectl import pipelinefile
+
+    schema = _schema()
+    single, multi = schema["oneOf"]
+    assert set(schema["$defs"]["step"]["properties"]) == pipelinefile._STEP_FIELDS
+    assert set(single["properties"]) == pipelinefile._TOP_FIELDS
+    assert set(multi["properties"]) == pipelinefile._MULTI_FIELDS
+    assert set(multi["properties"]["pipelines"]["items"]["properties"]) == \
+        pipelinefile._ONE_OF_MANY
+
+
+def test_pipectl_schema_prints_it():
+    proc = _cli("schema")
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout) == _schema()

@@ -9,6 +9,7 @@ from pipectl.hookspecs import hookimpl
 def pipectl_register_commands(cli):
     from pipectl.cli.pipeline_commands import graph, run, validate
     from pipectl.cli.plugins_command import plugins
+    from pipectl.cli.schema_command import schema
 
-    for command in (run, validate, graph, plugins):
+    for command in (run, validate, graph, schema, plugins):
         cli.add_command(command)
