@@ -1,0 +1,32 @@
+"""The examples under examples/ run as their comments say."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bronze_silver_gold_layers(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("output", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "run",
+                           "examples/layers/pipeline.yaml", "-q"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "examples" / "layers" / "output"
+    assert proc.stdout.index("'bronze_to_silver': success") < proc.stdout.index(
+        "'silver_to_gold': success")
+    silver = [json.loads(x) for x in (out / "silver_orders.jsonl").read_text().splitlines()]
+    rejected = [json.loads(x) for x in (out / "rejected_orders.jsonl").read_text().splitlines()]
+    assert len(silver) == 115 and len(rejected) == 6  # 121 raw lines, 1 of them repeated
+    assert all(r["position"].startswith("csv examples/quickstart/data/orders.csv") for r in rejected)
+    with sqlite3.connect(out / "gold.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM orders").fetchone() == (114,)  # upserted by key
+        cities = {c for (c,) in db.execute("SELECT DISTINCT city FROM orders")}
+    assert cities == {c.title() for c in cities}
