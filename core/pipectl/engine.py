@@ -346,10 +346,11 @@ class _RunState:
             self.finished += 1
             self.hooks.step_finish(run=run, step=spec, result=res)
             if self.log_info:
+                extra = {k: v for k, v in (("error", res.error), ("reason", res.reason),
+                                           ("records", res.records)) if v is not None}
                 self.logger.info(
                     "step_finished", run_id=run.run_id, step=spec.name, status=str(res.status),
-                    attempts=res.attempts, duration_ms=round(res.duration_ms, 3),
-                    error=res.error, reason=res.reason,
+                    attempts=res.attempts, duration_ms=round(res.duration_ms, 3), **extra,
                 )
             if res.status is _FAILED and self.fail_fast and not spec.allow_failure:
                 self._stop(f"fail_fast stopped the run after step {spec.name!r} failed")
