@@ -99,15 +99,7 @@ def report_yappi(yappi: Any, steps: int, top: int) -> None:
     total = sum(e[2] for e in entries)
     print(f"yappi, {yappi.get_clock_type()} clock, {len(threads)} threads; total own time "
           f"{total * 1e3:.0f} ms = {total / steps * 1e6:.1f} us/step (profiler-inflated)\n")
-    print(f"== top {top} by own time, all threads ==")
-    rows = [[name, calls / steps, tt / steps * 1e6, tt / total * 100]
-            for name, calls, tt, ct in sorted(entries, key=lambda e: -e[2])[:top]]
-    print(B.table(["function", "calls/step", "own us/step", "% own"], rows))
-    print("\n== pipectl functions by cumulative time, all threads ==")
-    rows = [[name, calls / steps, ct / steps * 1e6, tt / steps * 1e6]
-            for name, calls, tt, ct in sorted(entries, key=lambda e: -e[3])
-            if name.startswith("pipectl/")][:top]
-    print(B.table(["function", "calls/step", "cum us/step", "own us/step"], rows))
+    _tables(entries, steps, top, total, ", all threads")
     print("\n== threads ==")
     print(B.table(["thread", "cpu/wall ms", "contexts"],
                   [[t.name, t.ttot * 1e3, t.sched_count] for t in
@@ -125,11 +117,16 @@ def report(prof: cProfile.Profile, steps: int, top: int) -> None:
     total = sum(e[2] for e in entries)
     print(f"total profiled own time {total * 1e3:.0f} ms = {total / steps * 1e6:.1f} us/step "
           f"(cProfile-inflated)\n")
-    print(f"== top {top} by own time ==")
+    _tables(entries, steps, top, total, "")
+
+
+def _tables(entries: list, steps: int, top: int, total: float, scope: str) -> None:
+    """The two tables every profile prints: top own time, and pipectl's cumulative time."""
+    print(f"== top {top} by own time{scope} ==")
     rows = [[name, calls / steps, tt / steps * 1e6, tt / total * 100]
             for name, calls, tt, ct in sorted(entries, key=lambda e: -e[2])[:top]]
     print(B.table(["function", "calls/step", "own us/step", "% own"], rows))
-    print("\n== pipectl functions by cumulative time ==")
+    print(f"\n== pipectl functions by cumulative time{scope} ==")
     rows = [[name, calls / steps, ct / steps * 1e6, tt / steps * 1e6]
             for name, calls, tt, ct in sorted(entries, key=lambda e: -e[3])
             if name.startswith("pipectl/")][:top]

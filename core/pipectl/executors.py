@@ -147,7 +147,6 @@ class StepThreads:
         self._done = 0  # jobs finished, for the monitor's "no progress" test
         self._threads: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
-        self._closed = False
 
     def submit(self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
                kwargs: dict[str, Any]) -> tuple[asyncio.Future, _Call]:
@@ -201,17 +200,14 @@ class StepThreads:
     def _work(self) -> None:
         jobs, lock = self._jobs, self._lock
         while True:
-            job = jobs.get()
-            if job is None:
-                return
-            func, args = job
+            func, args = jobs.get()
             try:
                 func(*args)
             except BaseException:  # noqa: BLE001 - never let a worker die
                 import traceback
 
                 traceback.print_exc()
-            del job, func, args
+            del func, args
             with lock:
                 self._free += 1
                 self._done += 1
@@ -221,14 +217,10 @@ class StepThreads:
         while True:
             with self._lock:
                 while not (self._free < 0 and len(self._threads) < self.max_threads):
-                    if self._closed:
-                        return
                     self._backlog.wait()
                 done = self._done
             time.sleep(self.GROW_AFTER)
             with self._lock:
-                if self._closed:
-                    return
                 if self._done != done or self._free >= 0:
                     continue  # jobs are moving: more threads would only contend for the GIL
                 grow = min(-self._free, self.max_threads - len(self._threads))
@@ -256,20 +248,6 @@ class StepThreads:
         """An abandoned job returned: take back the thread :meth:`lend` allowed."""
         with self._lock:
             self.max_threads -= 1
-
-    def close(self) -> None:
-        """Let the threads exit once idle; a thread running an abandoned step exits after it."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._backlog.notify_all()
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    @property
-    def size(self) -> int:
-        return len(self._threads)
 
 
 _pool: StepThreads | None = None
