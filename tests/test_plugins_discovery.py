@@ -221,7 +221,7 @@ def test_describe_lists_plugin_with_hooks_and_components(myplugin):
     with_builtins = {row["name"]: row for row in pm.describe(include_builtin=True)}
     assert BUILTINS | {"myplugin"} <= set(with_builtins)
     assert with_builtins["local"]["components"] == {"executors": ["local"]}
-    assert with_builtins["python"]["components"] == {"step_types": ["python"]}
+    assert with_builtins["python"]["components"] == {"step_types": ["pipeline", "python"]}
     assert with_builtins["core-commands"]["hooks"] == ["pipectl_register_commands"]
 
 
@@ -721,7 +721,8 @@ def test_hook_pipectl_register_outputs(fake_dists):
     assert type(output).__name__ == "MemoryOutput"
     assert output.options == {"table": "t"}
     assert pm.registries.outputs.by_plugin("outs") == ["memory"]
-    assert pm.describe()[0]["components"] == {"outputs": ["memory"]}
+    rows = {row["name"]: row for row in pm.describe()}
+    assert rows["outs"]["components"] == {"outputs": ["memory"]}
 
 
 def test_hook_pipectl_register_trackers(fake_dists):

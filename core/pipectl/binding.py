@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipectl.model import StepSpec, callable_name, is_async_callable
 
-DEP, PARAMS, CTX = 0, 1, 2
+DEP, PARAMS, CTX, REF = 0, 1, 2, 3
 CONTEXT_NAMES = ("ctx", "context")
 
 # weak keys: the cache must not keep step functions alive
@@ -49,24 +50,40 @@ def is_async(func: Callable[..., Any]) -> bool:
 class Binder:
     """Builds the keyword arguments of one step's call from the run's state."""
 
-    __slots__ = ("plan", "extra")
+    __slots__ = ("extra", "index_of", "plan", "refs")
 
-    def __init__(self, plan: list[tuple[str, int, int]], extra: list[tuple[str, int]]):
-        self.plan = plan  # (parameter, source kind, dependency index)
-        self.extra = extra  # (dependency name, index) handed to **kwargs
+    def __init__(self, plan: list[tuple[str, int, int]], extra: list[tuple[str, int]],
+                 refs: list[Any] | None = None, index_of: dict[str, int] | None = None):
+        self.plan = plan  # (parameter, source kind, dependency index or reference number)
+        self.extra = extra  # (dependency name, index) handed to **kwargs; index -1 - k: refs[k]
+        self.refs = refs or []  # reference expressions (pipectl.expr) of ``inputs``
+        self.index_of = index_of or {}  # step name -> index, for the references
 
-    def bind(self, outputs: list[Any], params: Any, ctx: Any) -> dict[str, Any]:
+    def bind(self, outputs: list[Any], params: Any, ctx: Any,
+             status: list[Any] | None = None) -> dict[str, Any]:
+        """The keyword arguments; ``status`` (each step's status by index) is needed only when
+        ``inputs`` hold references, which raise :class:`~pipectl.expr.ExpressionError`."""
         kwargs: dict[str, Any] = {}
         for name, kind, index in self.plan:
             if kind == DEP:
                 kwargs[name] = outputs[index]
             elif kind == PARAMS:
                 kwargs[name] = params
-            else:
+            elif kind == CTX:
                 kwargs[name] = ctx
+            else:
+                kwargs[name] = self.refs[index].evaluate(self.scope(outputs, params, status))
         for name, index in self.extra:
-            kwargs[name] = outputs[index]
+            if index >= 0:
+                kwargs[name] = outputs[index]
+            else:
+                kwargs[name] = self.refs[-1 - index].evaluate(
+                    self.scope(outputs, params, status))
         return kwargs
+
+    def scope(self, outputs: list[Any], params: Any, status: list[Any] | None) -> Any:
+        """What a reference reads: params, and outputs and statuses of steps by name."""
+        return make_scope(self.index_of, outputs, params, status)
 
 
 def make_binder(
@@ -79,7 +96,10 @@ def make_binder(
     params, var_kw, _ = _signature(func)
     if deps is None:
         deps = step.all_dependencies
+    from pipectl.expr import Expression
+
     plan: list[tuple[str, int, int]] = []
+    refs: list[Any] = []
     bound_deps: set[str] = set()
     for name, kind, has_default in params:
         if kind is inspect.Parameter.VAR_KEYWORD or kind is inspect.Parameter.VAR_POSITIONAL:
@@ -94,7 +114,11 @@ def make_binder(
         source = step.inputs.get(name)
         if source is None and name in deps:
             source = name
-        if source is not None:
+        if isinstance(source, Expression):
+            plan.append((name, REF, len(refs)))
+            refs.append(source)
+            bound_deps.update(source.steps)
+        elif source is not None:
             plan.append((name, DEP, index_of[source]))
             bound_deps.add(source)
         elif name == "params":
@@ -112,14 +136,34 @@ def make_binder(
     for param, source in step.inputs.items():
         if param in names:
             continue
-        if var_kw:  # **kwargs takes the mapped name
+        if var_kw and isinstance(source, Expression):
+            extra.append((param, -1 - len(refs)))
+            refs.append(source)
+            bound_deps.update(source.steps)
+        elif var_kw:  # **kwargs takes the mapped name
             extra.append((param, index_of[source]))
             bound_deps.add(source)
         else:
+            what = f"{source.text!r}" if isinstance(source, Expression) else f"step {source!r}"
             problems.append(
-                f"step {step.name!r}: inputs maps {param!r} to step {source!r}, but "
+                f"step {step.name!r}: inputs maps {param!r} to {what}, but "
                 f"{callable_name(func)} has no parameter {param!r}"
             )
     if var_kw:
         extra.extend((d, index_of[d]) for d in deps if d not in bound_deps)
-    return Binder(plan, extra)
+    return Binder(plan, extra, refs, {d: index_of[d] for d in deps} if refs else None)
+
+
+def make_scope(index_of: dict[str, int], outputs: list[Any], params: Any,
+               status: list[Any] | None) -> Any:
+    """A :class:`pipectl.expr.Scope` over one run's outputs and statuses, by step name."""
+    from pipectl.expr import Scope
+
+    def output(name: str) -> Any:
+        return outputs[index_of[name]]
+
+    def status_of(name: str) -> str | None:
+        value = status[index_of[name]] if status is not None else None
+        return None if value is None else str(value)
+
+    return Scope(params, output, status_of)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 __all__ = ["Services", "StepContext"]
 
@@ -17,7 +18,7 @@ class Services:
     once per run. Steps reach them as ``ctx.services["db"]``.
     """
 
-    __slots__ = ("_items", "_factories", "_lock")
+    __slots__ = ("_factories", "_items", "_lock")
 
     def __init__(self, items: Mapping[str, Any] | None = None):
         self._items: dict[str, Any] = dict(items or {})
@@ -71,8 +72,20 @@ class Services:
 class StepContext:
     """The ``ctx`` a step function receives: who is running, with what, and how to log."""
 
-    __slots__ = ("run_id", "pipeline_id", "step", "params", "services", "attempt", "_results",
-                 "_lock", "_logger", "state", "components")
+    __slots__ = (
+        "_lock",
+        "_logger",
+        "_results",
+        "_runner",
+        "attempt",
+        "components",
+        "params",
+        "pipeline_id",
+        "run_id",
+        "services",
+        "state",
+        "step",
+    )
 
     def __init__(
         self,
@@ -85,6 +98,7 @@ class StepContext:
         state: dict[str, Any],
         lock: Any = None,
         components: Any = None,
+        runner: Any = None,
     ):
         self.run_id = run_id
         self.pipeline_id = pipeline_id
@@ -97,6 +111,16 @@ class StepContext:
         self.components = components  # the run's component registries (extractors, outputs...)
         self.state = state
         self._logger: Any = None
+        self._runner = runner
+
+    async def run_pipeline(self, pipeline: Any, params: Mapping[str, Any] | None = None) -> Any:
+        """Run ``pipeline`` (a :class:`~pipectl.Pipeline`) as a sub-pipeline of this step and
+        return its :class:`~pipectl.model.PipelineRun` (``parent_run_id`` is this run): the
+        same plugins and executor, its own params (``params`` over the pipeline's own), its
+        steps seen by listeners as steps of the child run. Cancelling this step cancels it."""
+        if self._runner is None:
+            raise RuntimeError("this context cannot run sub-pipelines (not created by a run)")
+        return await self._runner(pipeline, dict(params or {}), self.step)
 
     @property
     def results(self) -> dict[str, Any]:

@@ -21,9 +21,10 @@ import traceback
 import uuid
 import weakref
 from collections import deque
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -52,6 +53,8 @@ _FAILED = StepStatus.FAILED
 _SKIPPED = StepStatus.SKIPPED
 _CANCELLED = StepStatus.CANCELLED
 _ALL_DONE = Trigger.ALL_DONE
+_ALL_SUCCESS = Trigger.ALL_SUCCESS
+_ONE_SUCCESS = Trigger.ONE_SUCCESS
 _MISSING = object()
 
 
@@ -71,7 +74,7 @@ class RunCancelled(asyncio.CancelledError):
 class Node:
     """A step as the engine runs it: its spec, callable, binder and neighbours by index."""
 
-    __slots__ = ("index", "spec", "func", "is_async", "binder", "deps", "dependents")
+    __slots__ = ("binder", "dependents", "deps", "func", "index", "is_async", "spec")
 
     def __init__(self, index: int, spec: StepSpec, func: Callable[..., Any], binder: Binder,
                  deps: list[int]):
@@ -143,7 +146,7 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -189,6 +192,10 @@ class _RunState:
         n = len(plan.nodes)
         self.outputs: list[Any] = [None] * n
         self.status: list[StepStatus | None] = [None] * n
+        self.branch_skip = [False] * n  # skipped by a condition, not because of a failure
+        self._index_of: dict[str, int] | None = None
+        self.config = config
+        self.pm: Any = None  # the plugin manager, for sub-pipelines (set by execute())
         self.remaining = [len(node.deps) for node in plan.nodes]
         self.ready: deque[int] = deque()
         self.tasks: dict[int, asyncio.Task | None] = {}
@@ -233,7 +240,11 @@ class _RunState:
         with self.lock:
             for node in self.nodes:
                 if not node.deps:
-                    self._schedule(node.index)
+                    decided = self._decide(node.index) if node.spec.when is not None else None
+                    if decided is None:
+                        self._schedule(node.index)
+                    else:
+                        self._complete(node.index, decided, ran=False)
             if not self.nodes:
                 self.all_done.set_result(None)
 
@@ -292,13 +303,29 @@ class _RunState:
                 self.tasks[i] = self.loop.create_task(self._step_task(i))
 
     def _decide(self, i: int) -> StepResult | None:
-        """Once all of step ``i``'s dependencies ended: None to run it, or its terminal result."""
+        """Once all of step ``i``'s dependencies ended: None to run it, or its terminal result.
+
+        A step skipped by its ``when`` condition, and the ``all_success`` steps after it, are
+        *branch* skips (``branch_skip``): ``none_failed`` and ``one_success`` steps still run
+        after them, while a skip caused by a failure skips those too."""
         node = self.nodes[i]
         spec = node.spec
         if self.interrupted:
             return StepResult(spec.name, _CANCELLED, reason="the run was cancelled")
-        if spec.trigger is _ALL_DONE:
-            return None
+        trigger = spec.trigger
+        if trigger is not _ALL_DONE:
+            decided = (self._all_success(node) if trigger is _ALL_SUCCESS
+                       else self._none_failed(node, trigger is _ONE_SUCCESS))
+            if decided is not None:
+                return decided
+            if self.stopping is not None:
+                return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
+        if spec.when is not None:
+            return self._condition(node)
+        return None
+
+    def _all_success(self, node: Node) -> StepResult | None:
+        spec = node.spec
         cancelled_dep = None
         for d in node.deps:
             status = self.status[d]
@@ -310,15 +337,68 @@ class _RunState:
                 return StepResult(spec.name, _SKIPPED,
                                   reason=f"upstream step {self.nodes[d].spec.name!r} failed")
             if status is _SKIPPED:
+                self.branch_skip[node.index] = self.branch_skip[d]
                 return StepResult(spec.name, _SKIPPED,
                                   reason=self.run.steps[self.nodes[d].spec.name].reason)
             cancelled_dep = cancelled_dep or self.nodes[d].spec.name
         if cancelled_dep is not None:
             return StepResult(spec.name, _CANCELLED,
                               reason=f"upstream step {cancelled_dep!r} was cancelled")
-        if self.stopping is not None:
-            return StepResult(spec.name, _CANCELLED, reason=f"not started: {self.stopping}")
         return None
+
+    def _none_failed(self, node: Node, one_success: bool) -> StepResult | None:
+        spec = node.spec
+        succeeded = False
+        cancelled_dep = None
+        for d in node.deps:
+            status = self.status[d]
+            name = self.nodes[d].spec.name
+            if status is _OK:
+                succeeded = True
+            elif status is _FAILED:
+                if not self.nodes[d].spec.allow_failure:
+                    return StepResult(spec.name, _SKIPPED, reason=f"upstream step {name!r} failed")
+            elif status is _SKIPPED:
+                if not self.branch_skip[d]:
+                    return StepResult(spec.name, _SKIPPED, reason=self.run.steps[name].reason)
+            else:
+                cancelled_dep = cancelled_dep or name
+        if cancelled_dep is not None:
+            return StepResult(spec.name, _CANCELLED,
+                              reason=f"upstream step {cancelled_dep!r} was cancelled")
+        if one_success and not succeeded and node.deps:
+            self.branch_skip[node.index] = True
+            return StepResult(spec.name, _SKIPPED, reason="no upstream step succeeded "
+                              "(trigger one_success)")
+        return None
+
+    def _condition(self, node: Node) -> StepResult | None:
+        """Evaluate the step's ``when``: None to run it, SKIPPED when false, FAILED when it
+        cannot be evaluated."""
+        from pipectl.binding import make_scope
+        from pipectl.expr import ExpressionError
+
+        spec = node.spec
+        when = spec.when
+        scope = make_scope(self.index_of, self.outputs, self.params, self.status)
+        try:
+            value = when.evaluate(scope)
+        except ExpressionError as exc:
+            now = _now()
+            return StepResult(spec.name, _FAILED, error=f"when: {when.text}: {exc}",
+                              started_at=now, finished_at=now)
+        if value:
+            return None
+        self.branch_skip[node.index] = True
+        values = when.explain(scope)
+        return StepResult(spec.name, _SKIPPED, reason=f"condition is false: {when.text}"
+                          + (f" ({values})" if values else ""))
+
+    @property
+    def index_of(self) -> dict[str, int]:
+        if self._index_of is None:
+            self._index_of = {node.spec.name: node.index for node in self.nodes}
+        return self._index_of
 
     def _complete(self, i: int, result: StepResult, ran: bool,
                   claim: str | None = None) -> int | None:
@@ -470,7 +550,7 @@ class _RunState:
         t0 = time.perf_counter()
         attempt = 0
         try:
-            kwargs = node.binder.bind(self.outputs, self.params, ctx)
+            kwargs = node.binder.bind(self.outputs, self.params, ctx, self.status)
             middleware = hooks.wrap_step(step=spec, context=ctx) if hooks.wraps_steps else ()
         except Exception as exc:  # noqa: BLE001 - a wrap_step hook failed: the step fails
             return self._failed(spec, exc, started_at, t0, attempt)
@@ -613,7 +693,7 @@ class _RunState:
         t0 = time.perf_counter()
         attempt = 0
         try:
-            kwargs = node.binder.bind(self.outputs, self.params, ctx)
+            kwargs = node.binder.bind(self.outputs, self.params, ctx, self.status)
         except Exception as exc:  # noqa: BLE001
             return self._failed(spec, exc, started_at, t0, attempt), None
         func = node.func
@@ -663,7 +743,20 @@ class _RunState:
         run = self.run
         bind_contextvars(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
         return StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
-                           run.steps, self.shared_state, self.lock, self.components), None
+                           run.steps, self.shared_state, self.lock, self.components,
+                           self.run_child), None
+
+    async def run_child(self, pipeline: Any, params: Mapping[str, Any], step: str) -> PipelineRun:
+        """Run ``pipeline`` (a :class:`~pipectl.Pipeline`) as a sub-pipeline of step ``step``:
+        same plugins, executor and log context, its run linked by ``parent_run_id``."""
+        config = self.config
+        try:
+            return await pipeline.run(
+                params, plugin_manager=self.pm, executor=config.executor,
+                executor_options=config.executor_options, max_threads=config.max_threads,
+                parent_run_id=self.run.run_id)
+        finally:
+            bind_contextvars(run_id=self.run.run_id, step=step)
 
     @staticmethod
     def _succeeded(spec: StepSpec, output: Any, started_at: datetime, t0: float,
@@ -750,6 +843,7 @@ async def execute(
         status=RunStatus.RUNNING,
         start_time=_now(),
         parameters={k: "***" if k in config.secrets else v for k, v in config.params.items()},
+        parent_run_id=config.parent_run_id,
     )
     secret_values = tuple(sorted(
         {str(config.params[n]) for n in config.secrets
@@ -762,6 +856,7 @@ async def execute(
     tokens = bind_contextvars(run_id=run.run_id)  # every step's log lines carry it; reset below
     state = _RunState(plan, config, hooks, executor, run, run_services, logger, pm.registries)
     state.secrets = secret_values
+    state.pm = pm
     hooks.run_start(run=run)
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
                 executor=executor_name)
@@ -810,9 +905,7 @@ def _finalize(run: PipelineRun, plan: Plan, cancelled: bool) -> None:
         run.status = RunStatus.CANCELLED
     elif failed:
         run.status = RunStatus.FAILED
-    elif any(r.status is not _OK and r.status is not _FAILED for r in run.steps.values()):
-        run.status = RunStatus.FAILED  # pragma: no cover - skips only follow failures
-    else:
+    else:  # skipped steps follow a failure (then the run failed) or a false ``when``
         run.status = RunStatus.SUCCESS
     # order the results like the plan, for people reading them
     run.steps = {node.spec.name: run.steps[node.spec.name] for node in plan.nodes}

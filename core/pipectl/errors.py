@@ -47,3 +47,15 @@ class StepTimeout(PipectlError, TimeoutError):
     def __init__(self, step: str, timeout: float):
         self.step, self.timeout = step, timeout
         super().__init__(f"step {step!r} timed out after {timeout:g}s")
+
+
+class SubPipelineFailed(PipectlError):
+    """A sub-pipeline's run did not succeed; ``run`` is its record."""
+
+    def __init__(self, name: str, run: object):
+        self.run = run
+        errors = getattr(run, "errors", None) or []
+        status = getattr(getattr(run, "status", None), "value", "failed")
+        detail = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3
+                                          else "")
+        super().__init__(f"sub-pipeline {name!r} {status}" + (f": {detail}" if detail else ""))

@@ -60,13 +60,38 @@ class RunStatus(str, enum.Enum):
 
 
 class Trigger(str, enum.Enum):
-    """When a step runs: after all its dependencies succeeded, or after they all ended."""
+    """When a step runs, once all its dependencies ended.
+
+    * ``all_success`` (the default): every dependency succeeded (or failed with
+      ``allow_failure``). A failed dependency makes the step SKIPPED; so does a skipped one.
+    * ``all_done``: whatever they did (clean-up steps).
+    * ``none_failed``: no dependency failed or was skipped because of a failure; dependencies
+      skipped by a ``when`` condition (a branch not taken) are fine.
+    * ``one_success``: as ``none_failed``, and at least one dependency succeeded: the join of
+      branches of which only one runs.
+    """
 
     ALL_SUCCESS = "all_success"
     ALL_DONE = "all_done"
+    NONE_FAILED = "none_failed"
+    ONE_SUCCESS = "one_success"
 
     def __str__(self) -> str:
         return self.value
+
+
+def _inputs(value: Any) -> dict[str, Any]:
+    from pipectl.expr import parse_input
+
+    return {str(name): parse_input(source) for name, source in dict(value or {}).items()}
+
+
+def _condition(value: Any) -> Any:
+    if value is None:
+        return None
+    from pipectl.expr import parse
+
+    return parse(value)
 
 
 def _tuple_of_str(value: Any) -> tuple[str, ...]:
@@ -105,14 +130,17 @@ class StepSpec:
 
     ``func`` is the callable a ``python`` step runs (sync or async); steps of other types build
     their callable from ``options`` through the step type registered under ``step_type``.
-    ``inputs`` maps a parameter name of the function to the step whose output it receives; the
-    steps it names are dependencies too.
+    ``inputs`` maps a parameter name of the function to the step whose output it receives, or
+    to a reference (``steps.NAME.output.FIELD``, ``params.NAME``, alternatives joined by ``|``:
+    see :mod:`pipectl.expr`); the steps it names are dependencies too. ``when`` is a condition
+    in the same language: false, the step is SKIPPED (a branch not taken); the steps it names
+    are dependencies too.
     """
 
     name: str
     func: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     depends_on: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    inputs: Mapping[str, str] = attrs.field(factory=dict, converter=dict, hash=False)
+    inputs: Mapping[str, Any] = attrs.field(factory=dict, converter=_inputs, hash=False)
     retries: int = attrs.field(default=0, validator=_non_negative)
     retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
     retry_backoff: float = attrs.field(default=2.0, validator=_non_negative)
@@ -126,6 +154,7 @@ class StepSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     description: str = ""
     rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    when: Any = attrs.field(default=None, converter=_condition)
 
     @retry_jitter.validator
     def _check_jitter(self, attribute: attrs.Attribute, value: float) -> None:
@@ -134,12 +163,18 @@ class StepSpec:
 
     @property
     def all_dependencies(self) -> tuple[str, ...]:
-        """``depends_on`` plus the steps named in ``inputs``, each once, in order."""
-        if not self.inputs:
+        """``depends_on`` plus the steps named in ``inputs`` and ``when``, each once, in order."""
+        if not self.inputs and self.when is None:
             return self.depends_on if len(set(self.depends_on)) == len(self.depends_on) \
                 else tuple(dict.fromkeys(self.depends_on))
         seen = dict.fromkeys(self.depends_on)
-        seen.update(dict.fromkeys(self.inputs.values()))
+        for source in self.inputs.values():
+            if isinstance(source, str):
+                seen[source] = None
+            else:
+                seen.update(dict.fromkeys(source.steps))
+        if self.when is not None:
+            seen.update(dict.fromkeys(self.when.steps))
         return tuple(seen)
 
     @property
@@ -205,6 +240,8 @@ class RunConfig:
     secrets: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     """Names of params whose values are secret: shown as ``***`` in the run's record, its
     errors and tracebacks, and pipectl's log events."""
+    parent_run_id: str | None = None
+    """Set when the run is a sub-pipeline's, started by a step of that run."""
 
 
 @attrs.frozen
@@ -259,6 +296,8 @@ class PipelineRun:
     extractor_state: dict[str, Any] = attrs.field(factory=dict)
     """The incremental state (a cursor such as ``updated_since``) of each data step's extractor
     after this run, by step name: hand it to the next run (``extractor_state=``)."""
+    parent_run_id: str | None = None
+    """The run of the pipeline whose step ran this one as a sub-pipeline, if any."""
 
     def __repr__(self) -> str:
         # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterable, Mapping, TypeVar, overload
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
 
 import attrs
 
@@ -68,9 +69,11 @@ class Pipeline:
         self.params: dict[str, Any] = {}  # defaults for run(params=...); a pipeline file's
         self.param_specs: dict[str, Any] = {}
         self.source: str | None = None  # the pipeline file it was loaded from
+        self.nested = False  # a step of another pipeline of its file runs it (a sub-pipeline)
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}
+        self._on_step_complete: list[Callable[[Any], Any]] = []
         if extractor is not None or outputs is not None:
             # the seed design "Pipeline Core": one extractor, many outputs, as one data step
             if extractor is None or not outputs:
@@ -194,6 +197,32 @@ class Pipeline:
                              f"this is {self.name!r}")
         return await self.run(params=config.parameters)
 
+    def add_subpipeline(self, pipeline: Pipeline, name: str | None = None, *,
+                        params: Mapping[str, Any] | None = None, **options: Any) -> StepSpec:
+        """Add a step that runs ``pipeline`` as a sub-pipeline: its run is nested in this one's
+        (``parent_run_id``), with ``params`` over its own, the same plugins and executor. The
+        step fails if the sub-pipeline's run fails; its output maps each of the sub-pipeline's
+        steps to its output. ``name`` defaults to the sub-pipeline's; other options
+        (``depends_on``, ``when``, ``retries``...) are the step's."""
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"add_subpipeline() takes a Pipeline, got {type(pipeline).__name__}")
+        if pipeline is self:
+            raise ValueError(f"pipeline {self.name!r} cannot run itself as a sub-pipeline")
+        step_options = {"pipeline": pipeline, "params": dict(params or {})}
+        return self.add_step(name or pipeline.name, step_type="pipeline", options=step_options,
+                             **options)
+
+    def on_step_complete(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Call ``callback(result)`` with the :class:`~pipectl.model.StepResult` of every step
+        of this pipeline's runs as it ends (success, failure, skip or cancel). It is a
+        ``pipectl_step_finish`` listener registered for the run: it runs under the run's lock,
+        possibly on a worker thread, so keep it short; an exception in it is logged and does
+        not affect the run. Returns ``callback``, so it also works as a decorator."""
+        if not callable(callback):
+            raise TypeError(f"on_step_complete() takes a callable, got {type(callback).__name__}")
+        self._on_step_complete.append(callback)
+        return callback
+
     def add(self, spec: StepSpec) -> StepSpec:
         """Add a ready-made :class:`~pipectl.model.StepSpec`."""
         self._steps.append(spec)
@@ -263,6 +292,7 @@ class Pipeline:
         max_threads: int | None = None,
         extractor_state: Mapping[str, Any] | None = None,
         plugin_manager: Any = None,
+        parent_run_id: str | None = None,
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
 
@@ -279,10 +309,22 @@ class Pipeline:
             run_id=run_id, services=services or {}, max_threads=max_threads,
             extractor_state=extractor_state or {},
             secrets=[n for n, spec in self.param_specs.items() if getattr(spec, "secret", False)],
+            parent_run_id=parent_run_id,
         )
         pm = self._plugins(plugin_manager)
-        return await execute(self.spec, config, pm, services=self.services,
-                             plan=self._plan(pm, config.only))
+        plan = self._plan(pm, config.only)
+        if self._on_step_complete and config.run_id is None:
+            import uuid
+
+            config = attrs.evolve(config, run_id=uuid.uuid4().hex)
+        if not self._on_step_complete:
+            return await execute(self.spec, config, pm, services=self.services, plan=plan)
+        listener = _StepCompleteListener(self._on_step_complete, config.run_id)
+        pm.register(listener, name=f"on_step_complete-{id(listener)}")
+        try:
+            return await execute(self.spec, config, pm, services=self.services, plan=plan)
+        finally:
+            pm.unregister(listener)
 
     def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
         """:meth:`run` from plain (non-async) code. Ctrl-C ends the run as ``cancelled`` and
@@ -306,6 +348,22 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={len(self._steps)})"
+
+
+class _StepCompleteListener:
+    """The lifecycle listener behind :meth:`Pipeline.on_step_complete`, for one run."""
+
+    def __init__(self, callbacks: list[Callable[[Any], Any]], run_id: str | None):
+        self.callbacks = list(callbacks)
+        self.run_id = run_id
+
+    from pipectl.hookspecs import hookimpl
+
+    @hookimpl
+    def pipectl_step_finish(self, run: PipelineRun, step: StepSpec, result: Any) -> None:
+        if run.run_id == self.run_id:
+            for callback in self.callbacks:
+                callback(result)
 
 
 def _catch_sigint(task: asyncio.Task) -> None:

@@ -35,8 +35,9 @@ import importlib
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pipectl.errors import PipectlError
 
@@ -122,7 +123,7 @@ def _read(path: Path) -> Any:
         raise PipelineFileError(path, 1, None, "the file is empty; a pipeline file is a mapping "
                                 "with at least 'name' and 'steps'")
     try:
-        data = yaml.load(text, Loader=_loader(str(path)))  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_loader(str(path)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -204,7 +205,7 @@ def _check_param_value(type_name: str, value: Any) -> bool:
 
 
 class ParamSpec:
-    __slots__ = ("name", "type", "default", "required", "secret", "description")
+    __slots__ = ("default", "description", "name", "required", "secret", "type")
 
     def __init__(self, name: str, type: str, default: Any, required: bool, secret: bool,
                  description: str):
@@ -320,7 +321,9 @@ _DATA_FIELDS = {"extract", "transform", "load", "batch_size", "buffer_size", "on
                 "dead_letter"}
 _STEP_FIELDS = {"name", "run", "type", "depends_on", "inputs", "retries", "retry_delay",
                 "retry_backoff", "backoff_cap", "retry_jitter", "retry_on", "timeout",
-                "allow_failure", "trigger", "rollback", "options", "description", *_DATA_FIELDS}
+                "allow_failure", "trigger", "rollback", "options", "description", "when",
+                "pipeline", "params", *_DATA_FIELDS}
+_TRIGGERS = ("all_success", "all_done", "none_failed", "one_success")
 _TOP_FIELDS = {"name", "description", "params", "max_concurrent", "fail_fast", "executor",
                "tracker", "steps"}
 
@@ -388,8 +391,21 @@ def _names(path: Path, line: int, field: str, value: Any) -> list[str]:
                             f"got {_kind(value)}")
 
 
-def _step_kwargs(path: Path, raw: _Map, index: int, line: int,
-                 prefix: str = "") -> tuple[str, dict[str, Any]]:
+def _expression(path: Path, line: int, field: str, text: Any, parse: Callable[[Any], Any]) -> Any:
+    from pipectl.expr import ExpressionError
+
+    if not isinstance(text, str):
+        raise PipelineFileError(path, line, field, f"expected an expression (text) such as "
+                                f"\"params.mode == 'full'\", got {_kind(text)}")
+    try:
+        return parse(text)
+    except ExpressionError as exc:
+        raise PipelineFileError(path, line, field, f"{text!r}: {exc}") from None
+
+
+def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
+                 subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None
+                 ) -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise PipelineFileError(path, line, f"{prefix}steps[{index}]", f"a step is a mapping "
                                 f"with at least 'name', got {_kind(raw)}")
@@ -411,11 +427,20 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int,
         kwargs["depends_on"] = _names(path, at("depends_on"), f"{where}.depends_on",
                                       raw["depends_on"])
     if "inputs" in raw:
+        from pipectl.expr import parse_input
+
         inputs = raw["inputs"]
-        if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
-            raise PipelineFileError(path, at("inputs"), f"{where}.inputs",
-                                    "expected {parameter: step name}")
-        kwargs["inputs"] = dict(inputs)
+        if not isinstance(inputs, dict):
+            raise PipelineFileError(path, at("inputs"), f"{where}.inputs", "expected {parameter: "
+                                    "step name or reference such as steps.NAME.output.FIELD}")
+        lines = getattr(inputs, "lines", {})
+        kwargs["inputs"] = {
+            k: _expression(path, lines.get(k, at("inputs")), f"{where}.inputs.{k}", v,
+                           parse_input) for k, v in inputs.items()}
+    if "when" in raw:
+        from pipectl.expr import parse
+
+        kwargs["when"] = _expression(path, at("when"), f"{where}.when", raw["when"], parse)
     if "retries" in raw:
         kwargs["retries"] = _number(path, at("retries"), f"{where}.retries", raw["retries"],
                                     integer=True)
@@ -441,11 +466,10 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int,
                                     f"expected true or false, got {raw['allow_failure']!r}")
         kwargs["allow_failure"] = raw["allow_failure"]
     if "trigger" in raw:
-        triggers = ("all_success", "all_done")
-        if raw["trigger"] not in triggers:
+        if raw["trigger"] not in _TRIGGERS:
             raise PipelineFileError(path, at("trigger"), f"{where}.trigger",
-                                    f"one of {', '.join(triggers)}, got {raw['trigger']!r}"
-                                    f"{_hint(str(raw['trigger']), triggers)}")
+                                    f"one of {', '.join(_TRIGGERS)}, got {raw['trigger']!r}"
+                                    f"{_hint(str(raw['trigger']), _TRIGGERS)}")
         kwargs["trigger"] = raw["trigger"]
     if "rollback" in raw:
         kwargs["rollback"] = _import_ref(path, at("rollback"), f"{where}.rollback",
@@ -453,13 +477,46 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int,
     if "description" in raw:
         kwargs["description"] = str(raw["description"])
     data = [k for k in raw if k in _DATA_FIELDS]
-    kinds = [k for k in ("run", "type") if k in raw] + (["extract/load"] if data else [])
+    kinds = [k for k in ("run", "type", "pipeline") if k in raw] + (["extract/load"] if data
+                                                                     else [])
     if len(kinds) > 1:
-        raise PipelineFileError(path, line, where, f"a step has one of 'run' (a function), "
-                                f"'extract'/'load' (a data step) or 'type' (a plugin step "
-                                f"type), not {' and '.join(kinds)}")
+        raise PipelineFileError(path, line, where, f"a step has one of 'run' (a function or "
+                                f"step class), 'extract'/'load' (a data step), 'pipeline' (a "
+                                f"sub-pipeline) or 'type' (a plugin step type), not "
+                                f"{' and '.join(kinds)}")
+    if "params" in raw and "pipeline" not in raw:
+        raise PipelineFileError(path, at("params"), f"{where}.params",
+                                "'params' go with 'pipeline' (a sub-pipeline's params); a "
+                                "step function takes the run's params as a 'params' argument")
     if "run" in raw:
         kwargs["func"] = _import_ref(path, at("run"), f"{where}.run", raw["run"])
+        if "options" in raw:
+            if not isinstance(kwargs["func"], type):
+                raise PipelineFileError(path, at("options"), f"{where}.options",
+                                        "'options' go with a step class (run: module:Class) "
+                                        "or a plugin step 'type', not a function")
+            if not isinstance(raw["options"], dict):
+                raise PipelineFileError(path, at("options"), f"{where}.options",
+                                        f"expected a mapping, got {_kind(raw['options'])}")
+            kwargs["options"] = dict(raw["options"])
+    elif "pipeline" in raw:
+        target = raw["pipeline"]
+        if not isinstance(target, str) or not target:
+            raise PipelineFileError(path, at("pipeline"), f"{where}.pipeline",
+                                    f"expected the name of a pipeline of this file, got "
+                                    f"{_kind(target)}")
+        overrides = raw.get("params") or {}
+        if not isinstance(overrides, dict):
+            raise PipelineFileError(path, at("params"), f"{where}.params",
+                                    f"expected {{param: value}}, got {_kind(overrides)}")
+        if subpipeline is None:
+            raise PipelineFileError(path, at("pipeline"), f"{where}.pipeline",
+                                    "a sub-pipeline is another pipeline of the same file: "
+                                    "write the file with several pipelines (pipelines: "
+                                    "[- name: ..., steps: [...]])")
+        child = subpipeline(target, dict(overrides), at("pipeline"), f"{where}.pipeline")
+        kwargs["step_type"] = "pipeline"
+        kwargs["options"] = {"pipeline": child, "params": {}}
     elif data:
         for required in ("extract", "load"):
             if required not in raw:
@@ -482,10 +539,12 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int,
         kwargs["options"] = dict(raw.get("options") or {})
     else:
         raise PipelineFileError(path, line, where, "the step does nothing: give it 'run: "
-                                "module:function', 'extract' and 'load', or a 'type'")
-    if "options" in raw and "type" not in raw:
+                                "module:function', 'extract' and 'load', 'pipeline' or a "
+                                "'type'")
+    if "options" in raw and "type" not in raw and "run" not in raw:
         raise PipelineFileError(path, at("options"), f"{where}.options",
-                                "'options' go with a plugin step 'type'")
+                                "'options' go with a step class (run: module:Class) or a "
+                                "plugin step 'type'")
     return name, kwargs
 
 
@@ -524,22 +583,74 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
     pipelines: dict[str, Any] = {}
     depends: dict[str, list[str]] = {}
     lines: dict[str, int] = {}
+    raw_items: dict[str, tuple[int, _Map]] = {}
     for index, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name:
+            if name in raw_items:
+                raise PipelineFileError(path, items.lines[index], f"pipelines[{index}].name",
+                                        f"duplicate pipeline {name!r} (first at line "
+                                        f"{items.lines[raw_items[name][0]]})")
+            raw_items[name] = (index, item)
+    built: dict[tuple[str, str], Any] = {}
+    stack: list[str] = []
+    nested: set[str] = set()
+
+    def build(index: int, item: Any, overrides: dict[str, Any]) -> Any:
         line = items.lines[index]
         if not isinstance(item, dict):
             raise PipelineFileError(path, line, f"pipelines[{index}]",
                                     f"a pipeline is a mapping, got {_kind(item)}")
-        pipe = _build(path, item, _ONE_OF_MANY, f"pipelines[{index}].", None, env,
-                      plugin_manager, declared=declared, values=values)
-        if pipe.name in pipelines:
-            raise PipelineFileError(path, line, f"pipelines[{index}].name",
-                                    f"duplicate pipeline {pipe.name!r} (first at line "
-                                    f"{lines[pipe.name]})")
+        key = (str(item.get("name")), json.dumps(overrides, sort_keys=True, default=repr))
+        if key in built:
+            return built[key]
+        stack.append(key[0])
+        try:
+            pipe = _build(path, item, _ONE_OF_MANY, f"pipelines[{index}].", None, env,
+                          plugin_manager, declared=declared,
+                          values={**values, **overrides} if overrides else values,
+                          subpipeline=subpipeline)
+        finally:
+            stack.pop()
+        built[key] = pipe
+        return pipe
+
+    def subpipeline(name: str, overrides: dict[str, Any], line: int, field: str) -> Any:
+        if name not in raw_items:
+            raise PipelineFileError(path, line, field, f"no pipeline named {name!r} in this "
+                                    f"file{_hint(name, raw_items)} (its pipelines: "
+                                    f"{', '.join(raw_items)})")
+        if name in stack:
+            raise PipelineFileError(path, line, field, "sub-pipelines form a cycle: "
+                                    + " -> ".join((*stack[stack.index(name):], name)))
+        for param, value in overrides.items():
+            spec = declared.get(param)
+            if spec is None:
+                raise PipelineFileError(path, line, f"{field[:-len('pipeline')]}params.{param}",
+                                        f"the file declares no param {param!r}"
+                                        f"{_hint(param, declared)} (declared: "
+                                        f"{', '.join(declared) or 'none'})")
+            if isinstance(value, str) and spec.type != "str":
+                try:
+                    overrides[param] = parse_param(spec.type, value)
+                except ValueError as exc:
+                    raise PipelineFileError(path, line, f"{field[:-len('pipeline')]}params."
+                                            f"{param}", f"{exc} (param {param!r} is declared "
+                                            f"as {spec.type})") from None
+        nested.add(name)
+        index, item = raw_items[name]
+        return build(index, item, overrides)
+
+    for index, item in enumerate(items):
+        line = items.lines[index]
+        pipe = build(index, item, {})
         lines[pipe.name] = line
         pipelines[pipe.name] = pipe
         depends[pipe.name] = _names(path, item.lines.get("depends_on", line),
                                     f"pipelines.{pipe.name}.depends_on",
                                     item.get("depends_on", []))
+    for name, pipe in pipelines.items():
+        pipe.nested = name in nested
     from pipectl.graph import Graph
     from pipectl.model import StepSpec
 
@@ -579,7 +690,8 @@ def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None
 def _build(path: Path, data: _Map, fields: set[str], prefix: str,
            params: Mapping[str, Any] | None, env: Mapping[str, str], plugin_manager: Any,
            declared: dict[str, ParamSpec] | None = None,
-           values: dict[str, Any] | None = None) -> Any:
+           values: dict[str, Any] | None = None,
+           subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None) -> Any:
     from pipectl.pipeline import Pipeline
 
     for key in data:
@@ -621,7 +733,7 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
         line = steps.lines[index]
         interpolated = _interpolate(path, raw, line, f"{prefix}steps[{index}]", values, env)
         raw = _relined(raw, interpolated) if isinstance(raw, _Map) else interpolated
-        step_name, kwargs = _step_kwargs(path, raw, index, line, prefix)
+        step_name, kwargs = _step_kwargs(path, raw, index, line, prefix, subpipeline)
         if step_name in seen:
             raise PipelineFileError(path, line, f"{prefix}steps[{index}].name",
                                     f"duplicate step {step_name!r} (first at line "
@@ -697,6 +809,11 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
             item["description"] = step.description
         if step.step_type == "python":
             item["run"] = reference(step.func, where)
+            if step.options:
+                item["options"] = dict(step.options)
+        elif step.step_type == "pipeline":
+            raise ValueError(f"{where}: a sub-pipeline step cannot be written to a file of one "
+                             "pipeline; write a file of several pipelines by hand")
         elif step.step_type == "data":
             options = dict(step.options)
             for key in ("extract", "load"):
@@ -726,7 +843,10 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
         if step.depends_on:
             item["depends_on"] = list(step.depends_on)
         if step.inputs:
-            item["inputs"] = dict(step.inputs)
+            item["inputs"] = {k: v if isinstance(v, str) else v.text
+                              for k, v in step.inputs.items()}
+        if step.when is not None:
+            item["when"] = step.when.text
         for key, target in (("retries", "retries"), ("retry_delay", "retry_delay"),
                             ("retry_backoff", "retry_backoff"), ("retry_max_delay", "backoff_cap"),
                             ("retry_jitter", "retry_jitter"), ("timeout", "timeout"),
@@ -742,4 +862,14 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
             item["rollback"] = reference(step.rollback, f"{where} rollback")
         steps.append(item)
     out["steps"] = steps
-    return out
+    return _plain(out)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with the loader's mapping and list types (which carry line numbers) turned into
+    plain ones, which ``yaml.safe_dump`` writes."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

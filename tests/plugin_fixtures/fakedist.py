@@ -127,9 +127,24 @@ class FakeDists:
                 del sys.modules[name]
 
 
+def _installed_plugins() -> list[str]:
+    """Entry-point names of the pipectl plugins really installed (the repository's plugins
+    under plugins/ are, in CI), which are not pipectl's own built-ins."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="pipectl")
+                   if not ep.value.startswith("pipectl.")})
+
+
 @pytest.fixture
 def fake_dists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A :class:`FakeDists` for this test; its modules are forgotten afterwards."""
+    """A :class:`FakeDists` for this test; its modules are forgotten afterwards.
+
+    The plugins really installed (pipectl-postgres, pipectl-http ...) are disabled, in this
+    process and in the CLI processes it starts, so that a test sees only its own plugins."""
+    installed = _installed_plugins()
+    if installed:
+        monkeypatch.setenv("PIPECTL_DISABLE_PLUGINS", ",".join(installed))
     root = tmp_path / "site"
     root.mkdir()
     dists = FakeDists(root, monkeypatch)

@@ -1,0 +1,428 @@
+"""The tiny expression language of ``when:`` conditions and ``inputs:`` references.
+
+Nothing is evaluated as Python: an expression is parsed by the small grammar below into a tree
+of references, literals and operators, and that tree is all that ever runs.
+
+::
+
+    expr     := or
+    or       := and ("or" and)*
+    and      := not ("and" not)*
+    not      := "not" not | compare
+    compare  := choice (("==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not in") choice)?
+    choice   := atom ("|" atom)*                 first alternative that is available
+    atom     := reference | literal | "(" expr ")" | "[" (expr ("," expr)*)? "]"
+    reference:= "params" "." NAME (field)*       a param of the run
+              | "steps" "." STEP "." "output" (field)*   an upstream step's output
+              | "steps" "." STEP "." "status"    success, failed or skipped
+    field    := "." NAME | "[" (INTEGER | STRING) "]"
+    literal  := number | 'text' | "text" | true | false | null   (True, False, None too)
+
+A reference to a step's output is *available* when that step succeeded. ``a | b`` takes the
+first available alternative (the join of branches where only one ran); a single reference that
+is not available, a missing field and a comparison of values that do not compare are errors,
+which fail the step with a message naming the expression.
+
+Examples::
+
+    params.mode == 'full'
+    steps.check.output.score >= params.threshold
+    steps.split.output.count > 0 and not params.dry_run
+    params.region in ['eu', 'us']
+    steps.high.output.data | steps.low.output.data
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["Expression", "ExpressionError", "parse", "parse_input"]
+
+
+class ExpressionError(ValueError):
+    """An expression that does not parse, or fails when evaluated."""
+
+
+_TOKEN = re.compile(r"""
+    \s*(?:
+      (?P<num>-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
+     |(?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+     |(?P<op>==|!=|<=|>=|<|>|\||\(|\)|\[|\]|,|\.)
+     |(?P<name>[A-Za-z_][A-Za-z0-9_\-]*)
+    )""", re.VERBOSE)
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+    "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
+}
+_LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False,
+             "None": None}
+_UNSET = object()
+
+
+class Unavailable(ExpressionError):
+    """A step output that cannot be read: the step did not succeed."""
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ExpressionError(f"cannot read {text[pos:].strip()[:20]!r} at position {pos + 1}")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.toks = _tokens(text)
+        self.i = 0
+
+    def peek(self, value: str | None = None) -> bool:
+        if self.i >= len(self.toks):
+            return False
+        return value is None or self.toks[self.i][1] == value
+
+    def take(self, value: str) -> None:
+        if not self.peek(value):
+            got = self.toks[self.i][1] if self.i < len(self.toks) else "the end"
+            raise ExpressionError(f"expected {value!r}, found {got!r}")
+        self.i += 1
+
+    def parse(self) -> tuple:
+        if not self.toks:
+            raise ExpressionError("the expression is empty")
+        node = self.or_()
+        if self.i < len(self.toks):
+            raise ExpressionError(f"unexpected {self.toks[self.i][1]!r}")
+        return node
+
+    def or_(self) -> tuple:
+        node = self.and_()
+        while self.peek("or"):
+            self.i += 1
+            node = ("or", node, self.and_())
+        return node
+
+    def and_(self) -> tuple:
+        node = self.not_()
+        while self.peek("and"):
+            self.i += 1
+            node = ("and", node, self.not_())
+        return node
+
+    def not_(self) -> tuple:
+        if self.peek("not"):
+            self.i += 1
+            return ("not", self.not_())
+        return self.compare()
+
+    def compare(self) -> tuple:
+        left = self.choice()
+        if self.i < len(self.toks):
+            op = self.toks[self.i][1]
+            if op == "not" and self.i + 1 < len(self.toks) and self.toks[self.i + 1][1] == "in":
+                self.i += 2
+                return ("cmp", "not in", left, self.choice())
+            if op in _COMPARE:
+                self.i += 1
+                return ("cmp", op, left, self.choice())
+        return left
+
+    def choice(self) -> tuple:
+        options = [self.atom()]
+        while self.peek("|"):
+            self.i += 1
+            options.append(self.atom())
+        return options[0] if len(options) == 1 else ("choice", tuple(options))
+
+    def atom(self) -> tuple:
+        if self.i >= len(self.toks):
+            raise ExpressionError("the expression ends too early")
+        kind, value = self.toks[self.i]
+        self.i += 1
+        if kind == "num":
+            return ("lit", float(value) if any(c in value for c in ".eE") else int(value))
+        if kind == "str":
+            return ("lit", _unquote(value))
+        if value == "(":
+            node = self.or_()
+            self.take(")")
+            return node
+        if value == "[":
+            items = []
+            if not self.peek("]"):
+                items.append(self.or_())
+                while self.peek(","):
+                    self.i += 1
+                    items.append(self.or_())
+            self.take("]")
+            return ("list", tuple(items))
+        if kind == "name" and value in _LITERALS:
+            return ("lit", _LITERALS[value])
+        if kind == "name" and value in ("params", "steps"):
+            return self.reference(value)
+        raise ExpressionError(f"unexpected {value!r}: a reference starts with 'params.' or "
+                              "'steps.'; text goes in quotes")
+
+    def reference(self, root: str) -> tuple:
+        self.take(".")
+        if self.i >= len(self.toks) or self.toks[self.i][0] != "name":
+            raise ExpressionError(f"expected a name after '{root}.'")
+        first = self.toks[self.i][1]
+        self.i += 1
+        path: list[Any] = []
+        if root == "steps":
+            self.take(".")
+            what = self.toks[self.i][1] if self.i < len(self.toks) else ""
+            if what not in ("output", "status"):
+                raise ExpressionError(f"expected 'steps.{first}.output' or "
+                                      f"'steps.{first}.status', found 'steps.{first}.{what}'")
+            self.i += 1
+            if what == "status":
+                return ("status", first)
+        while self.peek(".") or self.peek("["):
+            if self.toks[self.i][1] == ".":
+                self.i += 1
+                if self.i >= len(self.toks) or self.toks[self.i][0] not in ("name", "num"):
+                    raise ExpressionError("expected a field name after '.'")
+                tok_kind, tok = self.toks[self.i]
+                path.append(int(tok) if tok_kind == "num" and tok.isdigit() else tok)
+                self.i += 1
+            else:
+                self.i += 1
+                kind, value = self.toks[self.i] if self.i < len(self.toks) else ("", "")
+                if kind == "num" and re.fullmatch(r"-?\d+", value):
+                    path.append(int(value))
+                elif kind == "str":
+                    path.append(_unquote(value))
+                else:
+                    raise ExpressionError("an index is an integer or a quoted key")
+                self.i += 1
+                self.take("]")
+        return ("param" if root == "params" else "output", first, tuple(path))
+
+
+def _unquote(token: str) -> str:
+    body = token[1:-1]
+    return re.sub(r"\\(.)", r"\1", body)
+
+
+def _spell(node: tuple) -> str:
+    kind = node[0]
+    if kind == "lit":
+        return repr(node[1])
+    if kind == "status":
+        return f"steps.{node[1]}.status"
+    if kind in ("param", "output"):
+        head = f"params.{node[1]}" if kind == "param" else f"steps.{node[1]}.output"
+        return head + "".join(f".{p}" if isinstance(p, str) and p.isidentifier() else f"[{p!r}]"
+                              for p in node[2])
+    if kind == "choice":
+        return " | ".join(_spell(n) for n in node[1])
+    if kind == "list":
+        return "[" + ", ".join(_spell(n) for n in node[1]) + "]"
+    if kind == "not":
+        return f"not {_spell(node[1])}"
+    if kind == "cmp":
+        return f"{_spell(node[2])} {node[1]} {_spell(node[3])}"
+    return f"({_spell(node[1])} {kind} {_spell(node[2])})"
+
+
+class Scope:
+    """What an expression reads: ``params``, and ``output(step)`` / ``status(step)``."""
+
+    __slots__ = ("output", "params", "status")
+
+    def __init__(self, params: Mapping[str, Any], output: Callable[[str], Any],
+                 status: Callable[[str], str | None]):
+        self.params, self.output, self.status = params, output, status
+
+
+class Expression:
+    """A parsed expression: the steps and params it refers to, and :meth:`evaluate`."""
+
+    __slots__ = ("params", "steps", "text", "tree")
+
+    def __init__(self, text: str, tree: tuple):
+        self.text = text
+        self.tree = tree
+        steps: dict[str, None] = {}
+        params: dict[str, None] = {}
+        self._collect(tree, steps, params)
+        self.steps = tuple(steps)
+        self.params = tuple(params)
+
+    def _collect(self, node: tuple, steps: dict, params: dict) -> None:
+        kind = node[0]
+        if kind in ("output", "status"):
+            steps[node[1]] = None
+        elif kind == "param":
+            params[node[1]] = None
+        elif kind in ("choice", "list"):
+            for n in node[1]:
+                self._collect(n, steps, params)
+        elif kind == "not":
+            self._collect(node[1], steps, params)
+        elif kind == "cmp":
+            self._collect(node[2], steps, params)
+            self._collect(node[3], steps, params)
+        elif kind in ("and", "or"):
+            self._collect(node[1], steps, params)
+            self._collect(node[2], steps, params)
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether the expression is one reference or a choice of references (an input)."""
+        kind = self.tree[0]
+        if kind == "choice":
+            return all(n[0] in ("param", "output", "status") for n in self.tree[1])
+        return kind in ("param", "output", "status")
+
+    def evaluate(self, scope: Scope) -> Any:
+        """The value of the expression; raises :class:`ExpressionError` naming what failed."""
+        return self._eval(self.tree, scope)
+
+    def explain(self, scope: Scope) -> str:
+        """The value of every reference in the expression, for a message: ``a = 1, b = 2``."""
+        parts = []
+        for node in _references(self.tree):
+            try:
+                value: Any = self._eval(node, scope)
+            except ExpressionError as exc:
+                value = f"<{exc}>"
+            else:
+                value = repr(value)
+                if len(value) > 60:
+                    value = value[:57] + "..."
+            parts.append(f"{_spell(node)} = {value}")
+        return ", ".join(dict.fromkeys(parts))
+
+    def _eval(self, node: tuple, scope: Scope) -> Any:
+        kind = node[0]
+        if kind == "lit":
+            return node[1]
+        if kind == "param":
+            if node[1] not in scope.params:
+                known = ", ".join(sorted(scope.params)) or "none"
+                raise ExpressionError(f"params.{node[1]}: the run has no param {node[1]!r} "
+                                      f"(its params: {known})")
+            return _walk(scope.params[node[1]], node[2], f"params.{node[1]}")
+        if kind == "output":
+            status = scope.status(node[1])
+            if status != "success":
+                raise Unavailable(f"steps.{node[1]}.output: step {node[1]!r} did not succeed "
+                                  f"({status or 'not run'})")
+            return _walk(scope.output(node[1]), node[2], f"steps.{node[1]}.output")
+        if kind == "status":
+            return scope.status(node[1])
+        if kind == "choice":
+            for option in node[1]:
+                try:
+                    return self._eval(option, scope)
+                except Unavailable:
+                    continue
+            raise ExpressionError(f"{_spell(node)}: none of the alternatives is available "
+                                  "(no step among them succeeded)")
+        if kind == "list":
+            return [self._eval(n, scope) for n in node[1]]
+        if kind == "not":
+            return not self._eval(node[1], scope)
+        if kind == "and":
+            return bool(self._eval(node[1], scope)) and bool(self._eval(node[2], scope))
+        if kind == "or":
+            return bool(self._eval(node[1], scope)) or bool(self._eval(node[2], scope))
+        if kind == "cmp":
+            left, right = self._eval(node[2], scope), self._eval(node[3], scope)
+            try:
+                return bool(_COMPARE[node[1]](left, right))
+            except TypeError:
+                raise ExpressionError(f"{_spell(node)}: cannot compare {type(left).__name__} "
+                                      f"{left!r} with {type(right).__name__} {right!r}") from None
+        raise AssertionError(kind)  # pragma: no cover - the parser builds no other node
+
+    def __repr__(self) -> str:
+        return f"Expression({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Expression) and other.tree == self.tree
+
+    def __hash__(self) -> int:
+        return hash(self.tree)
+
+
+def _references(node: tuple) -> list[tuple]:
+    kind = node[0]
+    if kind in ("param", "output", "status"):
+        return [node]
+    if kind in ("choice", "list"):
+        return [r for n in node[1] for r in _references(n)]
+    if kind == "not":
+        return _references(node[1])
+    if kind == "cmp":
+        return _references(node[2]) + _references(node[3])
+    if kind in ("and", "or"):
+        return _references(node[1]) + _references(node[2])
+    return []
+
+
+def _walk(value: Any, path: Sequence[Any], where: str) -> Any:
+    for part in path:
+        shown = f"{where}.{part}" if isinstance(part, str) else f"{where}[{part}]"
+        if isinstance(value, Mapping):
+            if part not in value:
+                keys = ", ".join(map(str, list(value)[:10])) or "none"
+                raise ExpressionError(f"{shown}: no key {part!r} (keys: {keys})")
+            value = value[part]
+        elif isinstance(part, int) and isinstance(value, Sequence) and not isinstance(value, str):
+            if not -len(value) <= part < len(value):
+                raise ExpressionError(f"{shown}: index out of range (length {len(value)})")
+            value = value[part]
+        elif isinstance(part, str) and not part.startswith("_") and hasattr(value, part):
+            value = getattr(value, part)
+        else:
+            raise ExpressionError(f"{shown}: {type(value).__name__} {_short(value)} has no "
+                                  f"field {part!r}")
+        where = shown
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse(text: str) -> Expression:
+    """Parse ``text``; raises :class:`ExpressionError` saying what is wrong where."""
+    if isinstance(text, Expression):
+        return text
+    if not isinstance(text, str):
+        raise ExpressionError(f"an expression is text, got {type(text).__name__}")
+    return Expression(text, _Parser(text).parse())
+
+
+def parse_input(source: str) -> str | Expression:
+    """An ``inputs:`` value: a reference expression when it starts with ``steps.`` or
+    ``params.`` (``steps.NAME.output.FIELD``, ``params.NAME``, alternatives joined by ``|``),
+    else a step's name (its whole output)."""
+    if isinstance(source, Expression):
+        return source
+    if not isinstance(source, str) or not source:
+        raise ExpressionError(f"an input is a step name or a reference, got {source!r}")
+    if not source.lstrip().startswith(("steps.", "params.")):
+        return source  # a step's name, whatever characters it has
+    expression = parse(source)
+    if not expression.is_reference:
+        raise ExpressionError(f"{source!r}: an input is a reference (steps.NAME.output..., "
+                              "params.NAME) or alternatives joined by '|'")
+    return expression
