@@ -118,6 +118,24 @@ def test_a_failing_output_does_not_stop_the_others(plugin_manager):
     assert "committed: good" in error
 
 
+def test_an_output_whose_open_fails_is_still_closed(plugin_manager):
+    class CannotOpen(Store):
+        def open(self, ctx):
+            self.calls.append("open")
+            raise ConnectionError("server down")
+
+    good, broken = Store("good"), CannotOpen("broken")
+    pipe = Pipeline("open", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor=Numbers(10), outputs=[good, broken])
+
+    run = pipe.run_sync()
+
+    assert run.status is RunStatus.FAILED
+    assert broken.calls == ["open", "abort", "close"]
+    assert len(good.rows) == 10
+    assert "output 'broken' failed: ConnectionError: server down" in run.errors[0]
+
+
 def test_a_retry_writes_only_to_the_outputs_that_did_not_commit(plugin_manager):
     good, flaky = Store("good"), Store("flaky", fail_after=500)  # fails on attempt 1 only
     pipe = Pipeline("retry", plugin_manager=plugin_manager)

@@ -316,6 +316,7 @@ async def run_data_step(
             queues[name] = asyncio.Queue(maxsize=buffer_size)
         except Exception as exc:  # noqa: BLE001 - this output fails, the others go on
             await fail(name, exc)
+            await close(name)  # close always, as the contract says: open may have connected
 
     stopping = False  # extraction failed: consumers finish the write under way and stop
 
