@@ -346,3 +346,31 @@ def test_bad_composition_files(tmp_path, body, line, message, plugin_manager):
         load_pipelines(path, plugin_manager=plugin_manager)
     assert info.value.line == line, str(info.value)
     assert message in str(info.value)
+
+
+def test_pipectl_run_without_names_runs_sub_pipelines_only_inside_their_parent(
+        tmp_path, steps_module):
+    import subprocess
+
+    path = write(tmp_path, f"""
+        params:
+          numbers: {{type: list, default: [1, 2]}}
+        pipelines:
+          - name: sum
+            steps:
+              - name: total
+                run: {steps_module}:total
+          - name: main
+            steps:
+              - name: nested
+                pipeline: sum
+                params: {{numbers: [5, 6]}}
+    """)
+    cli = [sys.executable, "-m", "pipectl.cli", "run", str(path), "--no-progress"]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "of 'main': success" in proc.stdout
+    assert "of 'sum'" not in proc.stdout  # not run on its own
+    proc = subprocess.run([*cli, "sum"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "of 'sum': success" in proc.stdout

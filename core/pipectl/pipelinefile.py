@@ -185,6 +185,14 @@ def parse_param(type_name: str, text: str) -> Any:
             return False
         raise ValueError(f"expected true or false, got {text!r}")
     if type_name == "list":
+        if text.lstrip().startswith("["):  # a JSON list: [1, 2] or [{"id": 1}]
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"expected a JSON list ({exc.msg}) or a,b,c") from None
+            if not isinstance(value, list):
+                raise ValueError(f"expected a JSON list or a,b,c, got {text!r}")
+            return value
         return [part.strip() for part in text.split(",") if part.strip()]
     try:
         return json.loads(text)

@@ -7,9 +7,10 @@ from pipectl.hookspecs import hookimpl
 
 @hookimpl(trylast=True)
 def pipectl_register_commands(cli):
+    from pipectl.cli.import_command import import_group
     from pipectl.cli.pipeline_commands import graph, run, validate
     from pipectl.cli.plugins_command import plugins
     from pipectl.cli.schema_command import schema
 
-    for command in (run, validate, graph, schema, plugins):
+    for command in (run, validate, graph, schema, plugins, import_group):
         cli.add_command(command)

@@ -6,7 +6,8 @@ Every command, the built-in ones included, is added through ``pipectl_register_c
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import click
 

@@ -1,0 +1,588 @@
+"""What ``pipectl run`` shows on a terminal: a live display of the running steps, then a table.
+
+Two modes, picked by :func:`progress_enabled`:
+
+* **terminal** (stdout and stderr are terminals, or ``--progress``): :class:`LiveProgress`, a
+  lifecycle listener registered on the run's plugin manager, keeps a few counters and the
+  running steps; one refresher thread redraws a `rich <https://rich.readthedocs.io>`_ live
+  display on **stderr** about 8 times a second (a header with counts and elapsed time, one line
+  per running step with its attempt and elapsed time) and prints a line above it for each step
+  that ends. At the end :func:`print_rich_summary` prints a coloured table on **stdout**.
+* **plain** (a pipe, a CI log, ``TERM=dumb``, ``--log-format json``, ``-q``): one log event per
+  line on stderr and a plain table on stdout, written by the ``run`` command itself with the
+  helpers below (:func:`failure_details`, :func:`final_line`).
+
+rich is imported only when the terminal mode is used, so ``pipectl --help`` never loads it.
+Nothing in this module touches the terminal from a lifecycle hook: hooks may run on a pipectl
+worker thread while the engine holds the run's lock, so they only update counters under the
+display's own lock (O(1) per event) and the refresher thread does all the rendering.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from itertools import islice
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Self
+
+from pipectl.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console, RenderableType
+
+    from pipectl.model import PipelineRun, StepResult, StepSpec
+
+__all__ = [
+    "LiveProgress",
+    "failure_detail",
+    "failure_details",
+    "final_line",
+    "format_seconds",
+    "print_rich_summary",
+    "progress_enabled",
+    "user_location",
+]
+
+PLUGIN_NAME = "pipectl-progress"
+REFRESH_PER_SECOND = 8
+MAX_RUNNING_LINES = 20
+"""Running steps shown at most (fewer on a short terminal); the rest is one "and N more" line."""
+MAX_FINISHED_LINES = 20
+"""Lines printed above the live display per refresh for steps that ended; failures first."""
+MAX_TABLE_ROWS = 100
+"""Rows of the final table at most: failed steps first, then the others in pipeline order."""
+MAX_ERROR = 500
+"""Characters of a failed step's error (its first line) under the table at most."""
+MAX_STEP_NAME = 40
+"""Characters of a step name in the final table at most (longer ones end in an ellipsis)."""
+MAX_FAILURE_DETAILS = 10
+"""Failed steps explained under the table (attempt, error, where it was raised) at most."""
+
+_DUMB_TERMS = ("dumb", "unknown")
+_STATUS_STYLES = {
+    "success": "green", "failed": "bold red", "skipped": "yellow", "cancelled": "magenta",
+    "rolled_back": "cyan", "running": "blue", "pending": "dim",
+}
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+# ---------------------------------------------------------------------------------------------
+# Which mode
+# ---------------------------------------------------------------------------------------------
+
+
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError, OSError):  # a closed or odd stream is no terminal
+        return False
+
+
+def progress_enabled(option: bool | None, *, log_format: str, quiet: bool,
+                     environ: Mapping[str, str] | None = None,
+                     streams: Iterable[IO[str] | None] | None = None) -> bool:
+    """Whether ``pipectl run`` uses the terminal mode (live display and coloured table).
+
+    Never with ``--log-format json`` (machines read stderr) or ``-q`` (errors and the final
+    line only), nor on a dumb terminal (``TERM=dumb``: no cursor movement). Otherwise
+    ``--progress``/``--no-progress`` (``option`` True/False) decides, and by default (None) it is
+    on when stdout and stderr are both terminals. ``NO_COLOR`` only turns the colours off.
+    """
+    environ = os.environ if environ is None else environ
+    if log_format == "json" or quiet:
+        return False
+    if environ.get("TERM", "").lower() in _DUMB_TERMS:
+        return False
+    if option is not None:
+        return option
+    return all(_isatty(s) for s in (streams if streams is not None else (sys.stdout, sys.stderr)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Text shared by both modes
+# ---------------------------------------------------------------------------------------------
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.12s``, ``4.2s``, ``1m05s``, ``2h03m``: short, and growing only as needed."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Location(NamedTuple):
+    """Where an exception was raised: a file (relative to the working directory when it is
+    under it), a line and a function."""
+
+    file: str
+    line: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}, in {self.function}"
+
+
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$',
+                    re.MULTILINE)
+_library_dirs: tuple[str, ...] | None = None
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    """The standard library's and the installed packages' folders (not the user's code)."""
+    global _library_dirs
+    if _library_dirs is None:
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+        _library_dirs = tuple(os.path.join(d, "") for d in dirs if d)
+    return _library_dirs
+
+
+def user_location(result: StepResult) -> Location | None:
+    """Where the step's exception was raised in the user's code, or None when unknown.
+
+    The engine keeps the traceback of a failed step without pipectl's own frames
+    (``result.traceback``); of the frames left, the deepest one outside the standard library
+    and the installed packages is the user's line (the deepest frame of all when every frame is
+    a library's). None when there is no traceback or no frame (a timeout raised by the engine).
+    """
+    frames = [(m["file"], int(m["line"]), m["func"].strip())
+              for m in _FRAME.finditer(result.traceback or "")]
+    if not frames:
+        return None
+    libraries = _library_prefixes()
+    ours = [f for f in frames if not f[0].startswith(libraries) and not f[0].startswith("<")]
+    file, line, function = (ours or frames)[-1]
+    cwd = os.path.join(os.getcwd(), "")
+    file = file.removeprefix(cwd)
+    return Location(file, line, function)
+
+
+class FailureDetail(NamedTuple):
+    """A failed step, for the lines under the table."""
+
+    step: str
+    attempts: int
+    max_attempts: int
+    error: str
+    location: Location | None
+
+    def headline(self) -> str:
+        """``load failed on attempt 2 of 3: ValueError: bad row``."""
+        return (f"{self.step} failed on attempt {self.attempts} of {self.max_attempts}: "
+                f"{self.error}")
+
+
+def failure_detail(result: StepResult, max_attempts: int) -> FailureDetail:
+    """The :class:`FailureDetail` of a failed step whose spec allows ``max_attempts``."""
+    error = (result.error or "failed").splitlines()[0]
+    if len(error) > MAX_ERROR:
+        error = error[:MAX_ERROR - 3] + "..."
+    return FailureDetail(result.step_name, result.attempts, max(max_attempts, result.attempts),
+                         error, user_location(result))
+
+
+def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[FailureDetail]:
+    """One :class:`FailureDetail` for each failed step of ``run``, in pipeline order."""
+    out = []
+    for name, result in run.steps.items():
+        if result.status.value == "failed":
+            spec = steps.get(name)
+            out.append(failure_detail(result, spec.max_attempts if spec is not None else 0))
+    return out
+
+
+def _records(run: PipelineRun) -> int | None:
+    """The records the run's steps reported, or None when no step reports records."""
+    counts = [r.records for r in run.steps.values() if r.records is not None]
+    return sum(counts) if counts else None
+
+
+def final_line(run: PipelineRun) -> str:
+    """``run 1f2e… of 'orders': failed in 2.31 s, 1,204 records`` (records when reported)."""
+    records = _records(run)
+    tail = f", {records:,} records" if records is not None else ""
+    return (f"run {run.run_id} of {run.pipeline_id!r}: {run.status.value} in "
+            f"{(run.duration_ms or 0) / 1000:.2f} s{tail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The live display
+# ---------------------------------------------------------------------------------------------
+
+
+def make_console(stream: IO[str]) -> Console:
+    """A rich console on ``stream`` that renders as a terminal (``NO_COLOR`` still applies)."""
+    from rich.console import Console
+
+    return Console(file=stream, force_terminal=True, highlight=False, soft_wrap=False)
+
+
+class _Running:
+    """A running step: its current attempt, when it started, when its next attempt is due."""
+
+    __slots__ = ("attempt", "max_attempts", "retry_at", "started")
+
+    def __init__(self, attempt: int, max_attempts: int, started: float):
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.started = started
+        self.retry_at: float | None = None
+
+
+class _Snapshot(NamedTuple):
+    """The state of the run as one refresh draws it."""
+
+    counts: dict[str, int]
+    records: int
+    running_count: int
+    running: list[tuple[str, int, int, float, float | None]]  # name, attempt, max, t0, retry_at
+
+
+class LiveProgress:
+    """A live view of one run on a terminal, and the lifecycle listener that feeds it.
+
+    Use it as a context manager around the run: it registers itself on the plugin manager ``pm``
+    (as the plugin ``pipectl-progress``, so the engine calls its ``pipectl_*`` hooks like any
+    listener's), starts the display and its refresher thread, and on exit prints what is left,
+    clears the live area and unregisters itself::
+
+        with LiveProgress(pm, pipe.name, total=len(pipe.steps)):
+            run = pipe.run_sync()
+
+    The hooks only update counters under ``self._lock``; the refresher thread is the only one
+    that renders. Steps of a sub-pipeline run (another run than the first one that starts) are
+    left out: their parent step shows as running meanwhile.
+    """
+
+    def __init__(self, pm: Any, pipeline: str, total: int, *, console: Console | None = None,
+                 refresh_per_second: float = REFRESH_PER_SECOND):
+        self.pm = pm
+        self.pipeline = pipeline
+        self.total = total
+        self.console = console if console is not None else make_console(sys.stderr)
+        self.interval = 1.0 / refresh_per_second
+        self._lock = threading.Lock()
+        self._run: Any = None
+        self._t0 = time.monotonic()
+        self._running: dict[str, _Running] = {}  # insertion order: start order
+        self._ended: deque[tuple[StepResult, int]] = deque()  # not yet printed above the display
+        self._counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0}
+        self._records = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: Any = None
+        self._registered = False
+        utf = (self.console.encoding or "").lower().startswith("utf")
+        self._ok, self._ko, self._spinner = ("✓", "✗", _SPINNER) if utf else ("+", "x", "-\\|/")
+
+    # -- lifecycle listener (any thread, under the run's lock: O(1), no terminal I/O) --------
+
+    @hookimpl
+    def pipectl_run_start(self, run: PipelineRun) -> None:
+        """Remember the run (the first one: sub-pipeline runs are not shown)."""
+        with self._lock:
+            if self._run is None:
+                self._run = run
+
+    @hookimpl
+    def pipectl_step_start(self, run: PipelineRun, step: StepSpec, attempt: int) -> None:
+        """A step's attempt started: show it, or move its line to the new attempt."""
+        if run is not self._run:
+            return
+        with self._lock:
+            entry = self._running.get(step.name)
+            if entry is None:
+                self._running[step.name] = _Running(attempt, step.max_attempts, time.monotonic())
+            else:
+                entry.attempt, entry.retry_at = attempt, None
+
+    @hookimpl
+    def pipectl_step_retry(self, run: PipelineRun, step: StepSpec, attempt: int,
+                           error: BaseException, delay: float) -> None:
+        """An attempt failed and another follows after ``delay``: show the wait.
+
+        The error is not shown here: the exception is not redacted of secret params (the
+        step's final ``result.error`` is).
+        """
+        if run is not self._run:
+            return
+        with self._lock:
+            entry = self._running.get(step.name)
+            if entry is not None:
+                entry.retry_at = time.monotonic() + delay
+
+    @hookimpl
+    def pipectl_step_finish(self, run: PipelineRun, step: StepSpec, result: StepResult) -> None:
+        """A step ended: count it and queue its line (the refresher prints it)."""
+        if run is not self._run:
+            return
+        status = result.status.value
+        with self._lock:
+            self._running.pop(step.name, None)
+            counts = self._counts
+            counts["done"] += 1
+            if status in counts:
+                counts[status] += 1
+            if result.records:
+                self._records += result.records
+            if result.attempts:  # it ran: skipped and never-started steps only count
+                self._ended.append((result, step.max_attempts))
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Register the listener, show the display and start the refresher thread."""
+        from rich.live import Live
+
+        record = self.pm.add_plugin(self, PLUGIN_NAME)
+        self._registered = record.status == "loaded"
+        self._t0 = time.monotonic()
+        self._live = Live(self.render(), console=self.console, auto_refresh=False,
+                          transient=True, redirect_stdout=True, redirect_stderr=True)
+        self._live.start(refresh=True)
+        self._thread = threading.Thread(target=self._refresh_loop, name="pipectl-progress",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Print the last ended steps, clear the live area and unregister the listener."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            if self._live is not None:
+                try:
+                    self._tick()
+                finally:
+                    self._live.stop()
+                    self._live = None
+        finally:
+            if self._registered:
+                self.pm.remove_plugin(PLUGIN_NAME)
+                self._registered = False
+
+    # -- rendering (the refresher thread only) ------------------------------------------------
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - a display problem must never end the run
+                return
+
+    def _tick(self) -> None:
+        """Print the steps that ended since the last tick above the display, then redraw it."""
+        with self._lock:
+            ended, self._ended = self._ended, deque()
+        lines = self._ended_lines(ended)
+        if lines:
+            from rich.console import Group
+
+            self._live.console.print(Group(*lines))
+        self._live.update(self.render(), refresh=True)
+
+    def render(self, limit: int | None = None) -> RenderableType:
+        """The live area as it is now, with at most ``limit`` running steps (by default
+        :data:`MAX_RUNNING_LINES`, fewer on a short terminal). Takes the lock for O(limit)."""
+        if limit is None:
+            limit = max(1, min(MAX_RUNNING_LINES, self.console.size.height - 4))
+        with self._lock:
+            running = [(name, e.attempt, e.max_attempts, e.started, e.retry_at)
+                       for name, e in islice(self._running.items(), limit)]
+            snapshot = _Snapshot(dict(self._counts), self._records, len(self._running), running)
+        return self._render(snapshot)
+
+    def _ended_lines(self, ended: deque[tuple[StepResult, int]]) -> list[Any]:
+        """``✓ load 0.52s 1,204 records`` / ``✗ fetch failed on attempt 2 of 2: ... (at ...)``;
+        at most :data:`MAX_FINISHED_LINES`, failures first, the rest as one count."""
+        from rich.text import Text
+
+        if not ended:
+            return []
+        failed = [e for e in ended if e[0].status.value == "failed"]
+        shown = failed[:MAX_FINISHED_LINES]
+        if len(shown) < MAX_FINISHED_LINES:
+            shown += [e for e in ended if e[0].status.value != "failed"][
+                :MAX_FINISHED_LINES - len(shown)]
+        lines = []
+        for result, max_attempts in shown:
+            status = result.status.value
+            line = Text()
+            if status == "success":
+                line.append(f"{self._ok} ", style="green").append(result.step_name, style="bold")
+                line.append(f"  {format_seconds(result.duration_ms / 1000)}", style="dim")
+                if result.attempts > 1:
+                    line.append(f"  {result.attempts} attempts", style="yellow")
+                if result.records is not None:
+                    line.append(f"  {result.records:,} records", style="dim")
+            elif status == "failed":
+                failure = failure_detail(result, max_attempts)
+                line.append(f"{self._ko} ", style="red").append(result.step_name, style="bold red")
+                line.append(f" failed on attempt {failure.attempts} of {failure.max_attempts}: ",
+                            style="red")
+                line.append(failure.error)
+                if failure.location is not None:
+                    line.append(f"  ({failure.location})", style="dim")
+            else:
+                line.append(f"- {result.step_name} {status}", style=_STATUS_STYLES.get(status))
+            if status != "failed":  # a failure wraps: its error and location are the point
+                line.no_wrap, line.overflow = True, "ellipsis"
+            lines.append(line)
+        if len(ended) > len(shown):
+            lines.append(Text(f"  ... and {len(ended) - len(shown):,} more steps ended",
+                              style="dim"))
+        return lines
+
+    def _render(self, snapshot: _Snapshot) -> RenderableType:
+        """The live area: a header line, one line per running step, "and N more"."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        now = time.monotonic()
+        counts, records, n_running, running = snapshot
+        more = n_running - len(running)
+        header = Text()
+        header.append(f"{self.pipeline}", style="bold")
+        header.append(f"  {counts['done']}/{self.total} done")
+        if counts["failed"]:
+            header.append(f"  {counts['failed']} failed", style="red")
+        if counts["skipped"]:
+            header.append(f"  {counts['skipped']} skipped", style="yellow")
+        if counts["cancelled"]:
+            header.append(f"  {counts['cancelled']} cancelled", style="magenta")
+        header.append(f"  {n_running} running", style="blue")
+        if records:
+            header.append(f"  {records:,} records", style="dim")
+        header.append(f"  {format_seconds(now - self._t0)}", style="dim")
+        header.no_wrap, header.overflow = True, "ellipsis"
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ellipsis", max_width=48)
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True, justify="right")
+        frame = self._spinner[int(now * 10) % len(self._spinner)]
+        for name, attempt, max_attempts, started, retry_at in running:
+            if retry_at is not None:
+                what = Text(f"retry {attempt + 1}/{max_attempts} in "
+                            f"{format_seconds(max(retry_at - now, 0.0))}", style="yellow")
+            else:
+                what = Text(f"attempt {attempt}/{max_attempts}",
+                            style="yellow" if attempt > 1 else "")
+            grid.add_row(Text(frame, style="blue"), name, what,
+                         Text(format_seconds(now - started), style="dim"))
+        parts: list[Any] = [header]
+        if running:
+            parts.append(grid)
+        if more > 0:
+            parts.append(Text(f"  ... and {more:,} more running", style="dim"))
+        return Group(*parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The final table (terminal mode)
+# ---------------------------------------------------------------------------------------------
+
+
+def _table_rows(run: PipelineRun) -> tuple[list[tuple[str, StepResult]], int]:
+    """The rows of the table (at most :data:`MAX_TABLE_ROWS`: failed steps first, then the
+    others, shown in pipeline order) and how many steps are left out."""
+    items = list(run.steps.items())
+    if len(items) <= MAX_TABLE_ROWS:
+        return items, 0
+    rank = {"failed": 0, "cancelled": 1, "rolled_back": 1, "skipped": 2}
+    order = sorted(range(len(items)), key=lambda i: (rank.get(items[i][1].status.value, 3), i))
+    keep = sorted(order[:MAX_TABLE_ROWS])
+    return [items[i] for i in keep], len(items) - len(keep)
+
+
+def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
+                       console: Console | None = None) -> None:
+    """The run's table on a terminal (stdout by default): step, coloured status, duration,
+    attempts, records and the first line of the error, cut to fit; then where each failed step
+    raised, and :func:`final_line`."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console if console is not None else make_console(sys.stdout)
+    rows, left_out = _table_rows(run)
+    cells = []
+    for name, r in rows:
+        detail = (r.error or r.reason or "").splitlines()
+        cells.append((name, r.status.value,
+                      format_seconds(r.duration_ms / 1000) if r.attempts else "",
+                      str(r.attempts), "" if r.records is None else f"{r.records:,}",
+                      detail[0] if detail else ""))
+    headers = ["step", "status", "duration", "attempts", "records", "error"]
+    if not any(c[4] for c in cells):  # no step reports records: no column for them
+        headers.remove("records")
+        cells = [(*c[:4], c[5]) for c in cells]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers[:-1])]
+    # 3 = padding and divider per column; step names are cut so that the error column keeps at
+    # least 30 characters, and the error column takes the rest of the line
+    pads = 3 * (len(headers) - 1)
+    widths[0] = min(widths[0], MAX_STEP_NAME,
+                    max(12, console.width - sum(widths[1:]) - pads - 30))
+    error_width = max(12, console.width - sum(widths) - pads)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  header_style="bold")
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ellipsis",
+                         justify="right" if header in ("duration", "attempts", "records")
+                         else "left",
+                         max_width={"step": widths[0], "error": error_width}.get(header))
+    for name, status, duration, attempts, *records, error in cells:
+        table.add_row(
+            name, Text(status, style=_STATUS_STYLES.get(status, "")), duration,
+            Text(attempts, style="yellow" if attempts not in ("0", "1") else ""), *records,
+            Text(error, style="red" if status == "failed" else "dim"),
+        )
+    if left_out:
+        counts: dict[str, int] = {}
+        shown = {name for name, _ in rows}
+        for name, r in run.steps.items():
+            if name not in shown:
+                counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        table.caption = (f"{left_out:,} more steps not listed: "
+                         + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
+    console.print(table)
+    failed = [r for r in run.steps.values() if r.status.value == "failed"]
+    if failed:
+        console.print()
+    mark = "✗ " if console.encoding.lower().startswith("utf") else "x "
+    for result in failed[:MAX_FAILURE_DETAILS]:
+        spec = steps.get(result.step_name)
+        detail = failure_detail(result, spec.max_attempts if spec is not None else 0)
+        console.print(Text(mark + detail.headline(), style="red"))
+        if detail.location is not None:
+            console.print(Text(f"    at {detail.location}", style="dim"))
+    if len(failed) > MAX_FAILURE_DETAILS:
+        console.print(Text(f"  ... and {len(failed) - MAX_FAILURE_DETAILS} more failed steps",
+                           style="dim"))
+    status = run.status.value
+    text = Text(final_line(run))
+    text.highlight_regex(rf"(?<=: ){status}\b", _STATUS_STYLES.get(status, "bold"))
+    console.print()
+    console.print(text)

@@ -1,0 +1,1 @@
+"""Converters from other pipeline formats into pipectl pipeline files."""
