@@ -393,3 +393,29 @@ def test_bad_record_positions_are_right_with_async_transforms(plugin_manager):
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
     assert "bad record at numbers record 7:" in run.steps["load"].error
+
+
+def test_a_transform_taking_ctx_keeps_state_across_batches_and_starts_over_on_a_retry(
+        plugin_manager):
+    seen_sizes = []
+
+    def first_of_each_tens(record, ctx):
+        seen = ctx.state.setdefault("tens", set())
+        if len(seen) == 0:
+            seen_sizes.append("new attempt")
+        tens = record["id"] // 10
+        if tens in seen:
+            return None
+        seen.add(tens)
+        return {"tens": tens}
+
+    store = Store("store", fail_after=5)  # the first attempt fails after 5 records
+    pipe = Pipeline("state", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor=Numbers(100, batch=7), outputs=[store],
+                   transforms=[first_of_each_tens], retries=1, retry_delay=0, retry_jitter=0)
+
+    run = pipe.run_sync()
+
+    assert run.ok, run.errors
+    assert [r["tens"] for r in store.rows] == list(range(10))  # across batches of 7
+    assert seen_sizes == ["new attempt", "new attempt"]  # the retry started with no state

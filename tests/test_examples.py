@@ -30,3 +30,24 @@ def test_bronze_silver_gold_layers(tmp_path):
         assert db.execute("SELECT count(*) FROM orders").fetchone() == (114,)  # upserted by key
         cities = {c for (c,) in db.execute("SELECT DISTINCT city FROM orders")}
     assert cities == {c.title() for c in cities}
+
+
+def test_resilience_example_retries_times_out_and_cleans_up():
+    cli = [sys.executable, "-m", "pipectl.cli", "run", "examples/resilience/pipeline.yaml",
+           "--no-progress"]
+    proc = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:5]}
+    assert rows["fetch_rates"][1:2] + rows["fetch_rates"][4:5] == ["success", "3"]
+    assert rows["slow_enrichment"][1] == "failed"  # allowed to fail: the run still succeeds
+    assert "timed out after 0.5s" in proc.stdout
+    assert rows["convert"][1] == rows["cleanup"][1] == "success"
+    assert "of 'resilience': success" in proc.stdout
+
+    proc = subprocess.run([*cli, "-p", "flaky_attempts=5"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "fetch_rates failed on attempt 4 of 4: ConnectionError" in proc.stdout
+    assert "at examples/resilience/steps.py:14, in fetch_rates" in proc.stdout
+    assert "convert          skipped" in proc.stdout
+    assert "cleanup          success" in proc.stdout

@@ -61,16 +61,18 @@ class DataStepError(PipectlError):
 class OutputReport:
     """What became of one output in a data step."""
 
-    __slots__ = ("name", "written", "status", "error")
+    __slots__ = ("name", "written", "status", "error", "target")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, target: str | None = None):
         self.name = name
+        self.target = target  # where it writes: the output's describe(), e.g. "jsonl out/a.jsonl"
         self.written = 0
         self.status = "pending"  # committed | failed | aborted | skipped (committed earlier)
         self.error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"written": self.written, "status": self.status, "error": self.error}
+        return {"written": self.written, "status": self.status, "error": self.error,
+                "target": self.target}
 
     def __repr__(self) -> str:
         return f"OutputReport({self.name!r}, written={self.written}, status={self.status!r})"
@@ -109,9 +111,13 @@ class DataStepResult:
 class Transform:
     """A transform of records: ``per="record"`` (default) calls ``func(record)``, which returns a
     record, ``None`` (drop it) or a list of records (split it); ``per="batch"`` calls
-    ``func(batch)`` and uses the list it returns. Sync or async."""
+    ``func(batch)`` and uses the list it returns. Sync or async.
 
-    __slots__ = ("func", "per", "is_async", "name")
+    A function whose second parameter is named ``ctx`` is called ``func(record, ctx)``: the
+    attempt's :class:`DataContext`, whose ``state`` dict lives as long as the attempt (to drop
+    repeated keys across batches, say) and starts empty on a retry."""
+
+    __slots__ = ("func", "per", "is_async", "name", "takes_ctx")
 
     def __init__(self, func: Callable[..., Any], per: str = "record"):
         if per not in ("record", "batch"):
@@ -120,6 +126,18 @@ class Transform:
         self.per = per
         self.is_async = inspect.iscoroutinefunction(func)
         self.name = getattr(func, "__qualname__", repr(func))
+        try:
+            names = list(inspect.signature(func).parameters)
+        except (TypeError, ValueError):
+            names = []
+        self.takes_ctx = len(names) >= 2 and names[1] in ("ctx", "context")
+
+    def bound(self, ctx: DataContext) -> Callable[[Any], Any]:
+        """The function to call with one record (or batch) in this attempt."""
+        if not self.takes_ctx:
+            return self.func
+        func = self.func
+        return lambda item: func(item, ctx)
 
 
 class _DeadLetters:
@@ -165,6 +183,7 @@ class DataContext:
         self.params = params
         self.mode = mode
         self.bad = 0
+        self.state: dict[str, Any] = {}  # transforms' own, for this attempt
         self._dead_letters = dead_letters
         self.logger = logger
 
@@ -205,6 +224,13 @@ def output_name(spec: Any, component: Any, index: int) -> str:
     return str(name) if name else f"{type(component).__name__.lower()}#{index}"
 
 
+def _describe(component: Any) -> str | None:
+    try:
+        return str(component.describe())
+    except Exception:  # noqa: BLE001 - a description is a nicety, never a failure
+        return None
+
+
 _END = object()
 
 
@@ -216,10 +242,10 @@ def _apply_sync(transforms: list[Transform], batch: list[dict], ctx: DataContext
                 first_index: int, source: str) -> list[dict]:
     for transform in transforms:
         if transform.per == "batch":
-            batch = list(transform.func(batch))
+            batch = list(transform.bound(ctx)(batch))
             continue
         out: list[dict] = []
-        func = transform.func
+        func = transform.bound(ctx)
         for n, record in enumerate(batch):
             try:
                 result = func(record)
@@ -284,7 +310,7 @@ async def run_data_step(
 
     live: dict[str, Any] = {}
     for name, output in outputs:
-        report = result.outputs[name] = OutputReport(name)
+        report = result.outputs[name] = OutputReport(name, _describe(output))
         if name in committed:
             report.status = "skipped"
             continue
@@ -438,13 +464,14 @@ async def _apply_mixed(transforms: list[Transform], batch: list[dict], ctx: Data
         if not transform.is_async:
             batch = await _in_thread(_apply_sync, [transform], batch, ctx, first_index, source)
             continue
+        func = transform.bound(ctx)
         if transform.per == "batch":
-            batch = list(await transform.func(batch))
+            batch = list(await func(batch))
             continue
         out: list[dict] = []
         for n, record in enumerate(batch):
             try:
-                item = await transform.func(record)
+                item = await func(record)
             except Exception as exc:  # noqa: BLE001 - a bad record, handled by the mode
                 _transform_failed(ctx, transform, record, exc, f"{source} record {first_index + n}")
                 continue

@@ -162,7 +162,7 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
 def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
     """The plain summary: a table of the steps (not with ``quiet``), each failed step's attempt,
     error and where the user's code raised it, and the final line."""
-    from pipectl.cli.progress import failure_details, final_line
+    from pipectl.cli.progress import data_lines, failure_details, final_line
 
     if not quiet:
         rows = [("step", "status", "duration", "attempts", "records", "error")]
@@ -182,6 +182,11 @@ def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
         click.echo(failure.headline())
         if failure.location is not None:
             click.echo(f"  at {failure.location}")
+    data = [] if quiet else data_lines(run)
+    if data:
+        click.echo("")
+        for line in data:
+            click.echo(line)
     if not quiet or failures:
         click.echo("")
     click.echo(final_line(run))

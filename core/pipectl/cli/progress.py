@@ -210,6 +210,34 @@ def _records(run: PipelineRun) -> int | None:
     return sum(counts) if counts else None
 
 
+MAX_DATA_LINES = 20
+
+
+def data_lines(run: PipelineRun) -> list[str]:
+    """Where each data step's records went: one line per output that committed in this run
+    (``load_orders -> sqlite out/orders.sqlite table orders: 118 records``), and the bad
+    records set aside. Steps without a data output give none."""
+    lines: list[str] = []
+    for name, result in run.steps.items():
+        output = result.output
+        reports = getattr(output, "outputs", None)
+        if result.status.value != "success" or not isinstance(reports, Mapping):
+            continue
+        for report in reports.values():
+            if getattr(report, "status", None) != "committed":
+                continue
+            target = getattr(report, "target", None) or getattr(report, "name", "?")
+            lines.append(f"{name} -> {target}: {report.written:,} records")
+        bad = getattr(output, "bad_records", 0)
+        if bad:
+            where = getattr(output, "dead_letter_path", None)
+            lines.append(f"{name}: {bad:,} bad records set aside"
+                         + (f" in {where}" if where else " (skipped)"))
+    if len(lines) > MAX_DATA_LINES:
+        lines = [*lines[:MAX_DATA_LINES], f"... and {len(lines) - MAX_DATA_LINES} more"]
+    return lines
+
+
 def final_line(run: PipelineRun) -> str:
     """``run 1f2e… of 'orders': failed in 2.31 s, 1,204 records`` (records when reported)."""
     records = _records(run)
@@ -581,6 +609,11 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     if len(failed) > MAX_FAILURE_DETAILS:
         console.print(Text(f"  ... and {len(failed) - MAX_FAILURE_DETAILS} more failed steps",
                            style="dim"))
+    data = data_lines(run)
+    if data:
+        console.print()
+        for line in data:
+            console.print(Text(line, style="green" if " -> " in line else "yellow"))
     status = run.status.value
     text = Text(final_line(run))
     text.highlight_regex(rf"(?<=: ){status}\b", _STATUS_STYLES.get(status, "bold"))
