@@ -142,6 +142,45 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path, case):
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
+# found when the pipeline is validated (the components and executor installed, the functions'
+# signatures), still reported as file:line: field
+INVALID_FILES = {
+    "unknown extractor": (
+        "name: x\nsteps:\n  - name: s\n    extract: {type: csvv, path: a.csv}\n"
+        "    load: [{type: jsonl, path: o.jsonl}]\n", 4, "steps.s.extract",
+        "no extractor named 'csvv'; did you mean 'csv'?"),
+    "unknown output": (
+        "name: x\nsteps:\n  - name: s\n    extract: {type: csv, path: a.csv}\n"
+        "    load: [{type: jsnol, path: o.jsonl}]\n", 5, "steps.s.load",
+        "no output named 'jsnol'; did you mean 'jsonl'?"),
+    "unknown executor": ("name: x\nexecutor: daskk\nsteps:\n" + GOOD_STEP, 2, "executor",
+                         "no executor named 'daskk'"),
+    "unknown step type": ("name: x\nsteps:\n  - name: s\n    type: shelll\n", 3, "steps.s",
+                          "no step type named 'shelll'"),
+    "parameter nothing binds": (
+        "name: x\nsteps:\n" + GOOD_STEP + "  - name: b\n    run: os.path:join\n", 6,
+        "steps.b.run", "parameter 'a' of posixpath:join is not an upstream step"),
+    "condition on a missing step": (
+        "name: x\nsteps:\n" + GOOD_STEP + "  - name: b\n    run: steps_for_tests:numbers\n"
+        "    when: steps.zz.output > 1\n", None, "steps",
+        "step 'b' depends on unknown step 'zz'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_FILES))
+def test_invalid_pipelines_name_file_line_and_field(tmp_path, case):
+    text, line, field, fragment = INVALID_FILES[case]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text, encoding="utf-8")
+    for command in ("validate", "run"):
+        proc = _cli(command, str(path), cwd=HERE)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        where = f"{path}:{line}: {field}:" if line else f"{path}:"
+        assert proc.stderr.startswith(f"pipectl: error: {where}"), proc.stderr
+        assert fragment in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["-p", "n"], "-p 'n': expected KEY=VALUE"),
     (["-p", "n=many"], "-p n: expected an integer, got 'many'"),
@@ -246,14 +285,23 @@ def test_random_yaml_loads_or_raises_our_error(tmp_path_factory, text):
 SECRET = "s3cr3t-Token-4242"
 
 
-@pytest.mark.parametrize("log_format", ["console", "json"])
-def test_secret_params_never_appear_in_any_output(log_format, tmp_path):
-    proc = _cli("run", "secret.yaml", "-p", f"token={SECRET}", "-v", "--log-format", log_format)
+@pytest.mark.parametrize("flags", [["--log-format", "console"], ["--log-format", "json"],
+                                   ["--progress"]], ids=["console", "json", "live-display"])
+def test_secret_params_never_appear_in_any_output(flags, tmp_path):
+    import shutil
+
+    for name in ("secret.yaml", "steps_for_tests.py"):
+        shutil.copy(HERE / name, tmp_path / name)
+    proc = _cli("run", "secret.yaml", "-p", f"token={SECRET}", "-v", *flags, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # the step fails, quoting the key
     everything = proc.stdout + proc.stderr
     assert SECRET not in everything
     assert "the API refused key ***" in everything
     assert "calling the api" in proc.stderr and "***" in proc.stderr
+    # nor in any file the run left behind (logs, state, tracking, dead letters ...)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
 
 
 def test_secret_params_are_masked_in_the_run_record(plugin_manager, hook_recorder):

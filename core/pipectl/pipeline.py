@@ -70,6 +70,7 @@ class Pipeline:
         self.param_specs: dict[str, Any] = {}
         self.source: str | None = None  # the pipeline file it was loaded from
         self.nested = False  # a step of another pipeline of its file runs it (a sub-pipeline)
+        self.source_lines: dict[str, int] = {}  # "steps.NAME[.field]" -> line in the file
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}
@@ -255,8 +256,22 @@ class Pipeline:
         return self._graph
 
     def validate(self) -> None:
-        """Check the graph and every step function's parameters; raise listing every problem."""
-        self._plan(self._plugins(), ())
+        """Check the graph, every step function's parameters and the components the steps
+        name, and that the pipeline's executor is installed; raise listing every problem."""
+        from pipectl.errors import PipelineValidationError, UnknownComponentError
+
+        pm = self._plugins()
+        problems: list[str] = []
+        try:
+            self._plan(pm, ())
+        except PipelineValidationError as exc:
+            problems.extend(exc.problems)
+        try:
+            pm.registries.executors.get(self._head.executor)
+        except UnknownComponentError as exc:
+            problems.append(f"executor: {exc}")
+        if problems:
+            raise PipelineValidationError(self.name, problems)
 
     def visualize(self, format: str = "text") -> str:
         """The DAG as text levels (``text``), ``mermaid`` or ``dot``."""

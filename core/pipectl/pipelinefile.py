@@ -752,6 +752,13 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     pipe.params = values
     pipe.param_specs = declared
     pipe.source = str(path)
+    lines = {f"steps.{n}": line for n, line in seen.items()}
+    for index, raw in enumerate(steps):
+        if isinstance(raw, _Map) and isinstance(raw.get("name"), str):
+            for key, line in raw.lines.items():
+                lines.setdefault(f"steps.{raw['name']}.{key}", line)
+    lines.update({key: data.lines[key] for key in ("executor", "tracker") if key in data})
+    pipe.source_lines = lines
     try:
         pipe.graph  # noqa: B018 - validates the DAG: duplicate, unknown or cyclic dependencies
     except PipectlError as exc:
@@ -760,6 +767,39 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
         line = seen.get(named.group(1)) if named else None
         raise PipelineFileError(path, line, prefix + "steps", "; ".join(problems)) from None
     return pipe
+
+
+_PROBLEM_FIELD = (("no extractor named", "extract"), ("no output named", "load"),
+                  ("extract", "extract"), ("load", "load"), ("transform", "transform"),
+                  ("parameter", "run"), ("inputs", "inputs"))
+
+
+def locate(pipe: Any, exc: PipectlError) -> str:
+    """A validation error of a pipeline loaded from a file, one problem per line, each as
+    ``file:line: field: problem`` (the step's line, or the line of the field it is about)."""
+    problems = getattr(exc, "problems", None)
+    lines = getattr(pipe, "source_lines", None)
+    if not problems or not lines or not pipe.source:
+        return str(exc)
+    out = []
+    for problem in problems:
+        match = re.match(r"step '([^']+)': (.*)", problem, re.S)
+        if match:
+            step, text = match.groups()
+            field = f"steps.{step}"
+            for fragment, key in _PROBLEM_FIELD:
+                if fragment in text and f"{field}.{key}" in lines:
+                    field = f"{field}.{key}"
+                    break
+        elif problem.startswith(("executor: ", "tracker: ")):
+            field, _, text = problem.partition(": ")
+        else:
+            out.append(f"{pipe.source}: {problem}")
+            continue
+        line = lines.get(field) or lines.get(field.rsplit(".", 1)[0])
+        out.append(f"{pipe.source}:{line}: {field}: {text}" if line else
+                   f"{pipe.source}: {field}: {text}")
+    return "\n".join(out)
 
 
 def _relined(original: _Map, value: dict) -> _Map:

@@ -72,7 +72,12 @@ def _load(pm: Any, file: str, params: Sequence[str],
                 stack.extend(depends[name])
         chosen = {n: p for n, p in pipelines.items() if n in wanted}
         for pipe in chosen.values():
-            pipe.validate()
+            try:
+                pipe.validate()
+            except PipectlError as exc:
+                from pipectl.pipelinefile import locate
+
+                _fail(locate(pipe, exc))
     except PipectlError as exc:
         _fail(str(exc).replace("\n", "\n  ") if "\n" in str(exc) else str(exc))
     return chosen, depends
