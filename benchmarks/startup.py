@@ -5,9 +5,15 @@ difference meaningful when the shared machine's speed drifts):
 
   ``python -c "import pipectl"``  against  ``python -c pass``
   ``pipectl --help``              against  ``python -c pass``
+  ``pipectl plugins``             against  ``python -c pass``
+  ``pipectl validate`` of a generated file of 1,000 steps (a chain of ``module:function``
+  steps), against ``python -c pass``
 
 and reports the median wall time of each and the difference of the medians (target: at most
-150 ms), plus the median of the pairwise differences.
+150 ms over the bare start for the first three, under 0.5 s in all for the validation), plus the
+median of the pairwise differences. The plugins measured are those installed beside the
+interpreter: install every package under plugins/ (the README's test command does) to measure
+start-up as a user with all of them has it; the first line lists them.
 
 Part 2 runs ``python -X importtime`` on both and lists the modules that cost most (median over a
 few runs), leaving out what a bare ``python -c pass`` imports too.
@@ -32,6 +38,21 @@ from typing import Any
 import _bench as B
 
 TARGET_MS = 150.0
+VALIDATE_TARGET_MS = 500.0
+
+
+def thousand_step_file(directory: Path, steps: int = 1000) -> Path:
+    """A pipeline file of ``steps`` chained Python steps, and the module they call."""
+    (directory / "bench_steps_1k.py").write_text("def step():\n    return 1\n")
+    lines = ["name: bench_validate", "steps:"]
+    for i in range(steps):
+        lines.append(f"  - name: s{i}")
+        lines.append("    run: bench_steps_1k:step")
+        if i:
+            lines.append(f"    depends_on: [s{i - 1}]")
+    path = directory / "pipeline_1000.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def wall(cmd: list[str]) -> float:
@@ -100,23 +121,38 @@ def main(argv: list[str] | None = None) -> None:
     py = sys.executable
     script = str(Path(py).with_name("pipectl"))
     bare = [py, "-c", "pass"]
+    import tempfile
+    from importlib.metadata import entry_points
+
+    workdir = Path(tempfile.mkdtemp(prefix="pipectl-startup-"))
+    big = thousand_step_file(workdir)
     commands = {
         "import pipectl": [py, "-c", "import pipectl"],
         "pipectl --help": [script, "--help"],
+        "pipectl plugins": [script, "plugins"],
+        "pipectl validate (1,000 steps)": [script, "validate", str(big)],
     }
+    installed = sorted(f"{ep.name} ({ep.dist.name if ep.dist else '?'})"
+                       for ep in entry_points(group="pipectl")
+                       if not ep.value.startswith("pipectl."))
     print(B.describe_source())
-    print(f"python {py}, {args.runs} pairs after {args.warmup} warm-up pairs\n")
+    print(f"python {py}, {args.runs} pairs after {args.warmup} warm-up pairs")
+    print(f"plugins installed beside it: {', '.join(installed) or 'none'}\n")
     results = {}
     rows = []
     for label, cmd in commands.items():
         r = paired(cmd, bare, args.runs, args.warmup)
         results[label] = r
+        validate = label.startswith("pipectl validate")
+        ok = (r["a_median_ms"] <= VALIDATE_TARGET_MS if validate
+              else r["diff_of_medians_ms"] <= TARGET_MS)
         rows.append([label, r["a_median_ms"], r["b_median_ms"], r["diff_of_medians_ms"],
                      r["median_of_diffs_ms"], r["a_min_ms"] - r["b_min_ms"],
-                     "yes" if r["diff_of_medians_ms"] <= TARGET_MS else "NO"])
+                     ("< 500 ms in all: " if validate else f"<= {TARGET_MS:g} ms over: ")
+                     + ("yes" if ok else "NO")])
     print("== Wall time over a bare `python -c pass`, ms ==")
     print(B.table(["command", "median", "bare median", "diff of medians", "median of diffs",
-                   "diff of mins", f"<= {TARGET_MS:g} ms"], rows))
+                   "diff of mins", "target"], rows))
 
     bare_mods = set(importtime(bare, 1))
     imports = {
