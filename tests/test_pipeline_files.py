@@ -462,3 +462,36 @@ def test_pipectl_schema_prints_it():
     proc = _cli("schema")
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == _schema()
+
+
+def test_a_pipeline_file_in_json_loads_runs_and_fits_the_same_schema(tmp_path):
+    import jsonschema
+    import yaml
+
+    data = yaml.safe_load((HERE / "good.yaml").read_text())
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps(data, indent=2))
+    jsonschema.validate(json.loads(path.read_text()), _schema())
+    import shutil
+
+    shutil.copy(HERE / "steps_for_tests.py", tmp_path / "steps_for_tests.py")
+    proc = _cli("run", str(path), "-p", "n=3", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "of 'good': success" in proc.stdout
+    # and a JSON file's mistakes are reported by line like YAML's
+    path.write_text('{\n  "name": "x",\n  "steps": [\n    {"name": "a", "retires": 2}\n  ]\n}\n')
+    proc = _cli("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"{path}:4: steps[0].retires: unknown step field; did you mean 'retries'?" in \
+        proc.stderr
+
+
+@pytest.mark.parametrize("path", ["examples/quickstart/pipeline.yaml",
+                                  "examples/resilience/pipeline.yaml",
+                                  "examples/layers/pipeline.yaml"])
+def test_the_json_schema_accepts_the_examples(path):
+    import jsonschema
+    import yaml
+
+    root = HERE.parent.parent
+    jsonschema.validate(yaml.safe_load((root / path).read_text()), _schema())
