@@ -287,18 +287,20 @@ SECRET = "s3cr3t-Token-4242"
 
 @pytest.mark.parametrize("flags", [["--log-format", "console"], ["--log-format", "json"],
                                    ["--progress"]], ids=["console", "json", "live-display"])
-def test_secret_params_never_appear_in_any_output(flags, tmp_path):
+def test_secret_params_never_appear_in_any_output(flags, tmp_path, monkeypatch):
     import shutil
 
     for name in ("secret.yaml", "steps_for_tests.py"):
         shutil.copy(HERE / name, tmp_path / name)
+    monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / ".pipectl"))  # the tracker, grepped too
     proc = _cli("run", "secret.yaml", "-p", f"token={SECRET}", "-v", *flags, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # the step fails, quoting the key
     everything = proc.stdout + proc.stderr
     assert SECRET not in everything
     assert "the API refused key ***" in everything
     assert "calling the api" in proc.stderr and "***" in proc.stderr
-    # nor in any file the run left behind (logs, state, tracking, dead letters ...)
+    # nor in any file the run left behind (the tracker's database, outputs, dead letters ...)
+    assert (tmp_path / ".pipectl" / "pipectl.db").exists()
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path

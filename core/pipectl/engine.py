@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from pipectl.binding import Binder, is_async, make_binder
@@ -193,6 +194,8 @@ class _RunState:
         self.outputs: list[Any] = [None] * n
         self.status: list[StepStatus | None] = [None] * n
         self.branch_skip = [False] * n  # skipped by a condition, not because of a failure
+        self.completed: list[int] = []  # steps that succeeded, in the order they did (rollback)
+        self.preloaded: frozenset[int] = frozenset()  # resumed: outputs from an earlier run
         self._index_of: dict[str, int] | None = None
         self.config = config
         self.pm: Any = None  # the plugin manager, for sub-pipelines (set by execute())
@@ -238,8 +241,10 @@ class _RunState:
             self.threads = executor.threads  # kept: late lane threads may still reach it
             self.lane = [not node.is_async and node.spec.timeout is None for node in self.nodes]
         with self.lock:
+            if self.config.resume:
+                self._preload()
             for node in self.nodes:
-                if not node.deps:
+                if not node.deps and self.status[node.index] is None:
                     decided = self._decide(node.index) if node.spec.when is not None else None
                     if decided is None:
                         self._schedule(node.index)
@@ -247,6 +252,73 @@ class _RunState:
                         self._complete(node.index, decided, ran=False)
             if not self.nodes:
                 self.all_done.set_result(None)
+
+    def _preload(self) -> None:
+        """Resume: record the steps whose outputs come from an earlier run as succeeded, in
+        plan order, without running them; what they unblock starts as usual."""
+        resume = self.config.resume
+        source = self.config.resumed_from
+        index = {node.spec.name: node.index for node in self.nodes}
+        self.preloaded = frozenset(index[n] for n in resume if n in index)
+        now = _now()
+        for i in sorted(self.preloaded):
+            name = self.nodes[i].spec.name
+            self.outputs[i] = resume[name]
+            self._complete(i, StepResult(
+                name, _OK, output=resume[name], started_at=now, finished_at=now,
+                reason=f"output from run {source} (resumed)", resumed_from=source,
+                records=_records_of(resume[name])), ran=False)
+
+    async def rollback(self) -> None:
+        """Run the rollbacks of the steps that succeeded, in reverse order of completion, one
+        at a time; record each outcome in the step's result and the run's status."""
+        run = self.run
+        failed: list[str] = []
+        undone = 0
+        for i in reversed(self.completed):
+            spec = self.nodes[i].spec
+            func = spec.rollback
+            if func is None:
+                continue
+            result = run.steps[spec.name]
+            started = _now()
+            kwargs = _rollback_kwargs(func, output=self.outputs[i], result=result,
+                                      params=self.params, ctx=self._begin_rollback(spec))
+            self.logger.info("rollback_started", run_id=run.run_id, step=spec.name)
+            try:
+                if is_async(func):
+                    await func(**kwargs)
+                else:
+                    await asyncio.to_thread(func, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - recorded, the others still run
+                error = f"{type(exc).__name__}: {exc}"
+                if self.secrets:
+                    from pipectl.log import redact
+
+                    error = redact(error, self.secrets)
+                failed.append(f"rollback of step {spec.name!r} failed: {error}")
+                outcome = {"status": "failed", "error": error, "started_at": started.isoformat(),
+                           "finished_at": _now().isoformat()}
+                new = attrs.evolve(result, rollback=outcome)
+                self.logger.warning("rollback_failed", run_id=run.run_id, step=spec.name,
+                                    error=error)
+            else:
+                undone += 1
+                outcome = {"status": "success", "error": None, "started_at": started.isoformat(),
+                           "finished_at": _now().isoformat()}
+                new = attrs.evolve(result, status=StepStatus.ROLLED_BACK, rollback=outcome)
+                self.logger.info("rollback_finished", run_id=run.run_id, step=spec.name)
+            run.steps[spec.name] = new
+        if failed:
+            run.errors.extend(failed)
+            run.status = RunStatus.ROLLBACK_FAILED
+        elif undone:
+            run.status = RunStatus.ROLLED_BACK
+
+    def _begin_rollback(self, spec: StepSpec) -> StepContext:
+        run = self.run
+        return StepContext(run.run_id, run.pipeline_id, spec.name, self.params, self.services,
+                           run.steps, self.shared_state, self.lock, self.components)
 
     def _schedule(self, i: int) -> None:
         if self.active < self.limit:
@@ -424,6 +496,8 @@ class _RunState:
             self.status[j] = res.status
             run.steps[spec.name] = res
             self.finished += 1
+            if res.status is _OK:
+                self.completed.append(j)
             self.hooks.step_finish(run=run, step=spec, result=res)
             if self.log_info:
                 extra = {k: v for k, v in (("error", res.error), ("reason", res.reason),
@@ -436,7 +510,7 @@ class _RunState:
                 self._stop(f"fail_fast stopped the run after step {spec.name!r} failed")
             for k in node.dependents:
                 self.remaining[k] -= 1
-                if self.remaining[k] == 0:
+                if self.remaining[k] == 0 and k not in self.preloaded:
                     decided = self._decide(k)
                     if decided is not None:
                         work.append((k, decided))
@@ -810,6 +884,21 @@ def _clock(func: Any, seconds: float) -> None:
         pass
 
 
+def _rollback_kwargs(func: Callable[..., Any], **available: Any) -> dict[str, Any]:
+    """What a rollback function asks for, by name: ``output`` (the step's), ``result`` (its
+    StepResult), ``params`` and ``ctx``/``context``; all of them to ``**kwargs``."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(available)
+    out = {name: available[name] for name in parameters if name in available}
+    if "context" in parameters:
+        out["context"] = available["ctx"]
+    return out
+
+
 def _records_of(output: Any) -> int | None:
     if output is None:
         return None
@@ -844,6 +933,7 @@ async def execute(
         start_time=_now(),
         parameters={k: "***" if k in config.secrets else v for k, v in config.params.items()},
         parent_run_id=config.parent_run_id,
+        resumed_from=config.resumed_from,
     )
     secret_values = tuple(sorted(
         {str(config.params[n]) for n in config.secrets
@@ -877,8 +967,10 @@ async def execute(
     finally:
         reset_contextvars(**tokens)
         await executor.shutdown()
-    run.end_time = _now()
     _finalize(run, plan, cancelled)
+    if config.rollback and run.status is RunStatus.FAILED:
+        await state.rollback()
+    run.end_time = _now()
     hooks.run_finish(run=run)
     logger.info("run_finished", run_id=run.run_id, pipeline=spec.name, status=run.status.value,
                 duration_ms=round(run.duration_ms or 0.0, 3), errors=len(run.errors))

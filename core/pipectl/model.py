@@ -54,6 +54,10 @@ class RunStatus(str, enum.Enum):
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+    """The run failed and every completed step with a rollback was undone."""
+    ROLLBACK_FAILED = "rollback_failed"
+    """The run failed and some rollback failed too: ``errors`` names what was not undone."""
 
     def __str__(self) -> str:
         return self.value
@@ -242,6 +246,12 @@ class RunConfig:
     errors and tracebacks, and pipectl's log events."""
     parent_run_id: str | None = None
     """Set when the run is a sub-pipeline's, started by a step of that run."""
+    resume: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    """Outputs of steps that are not run again, by step name (resume; see ``resumed_from``)."""
+    resumed_from: str | None = None
+    """The run this one resumes."""
+    rollback: bool = False
+    """When the run fails, run the rollbacks of its completed steps in reverse order."""
 
 
 @attrs.frozen
@@ -269,6 +279,10 @@ class StepResult:
     exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
     traceback: str | None = attrs.field(default=None, eq=False, repr=False)
     records: int | None = None
+    resumed_from: str | None = None
+    """Set when the step did not run: its output came from this earlier run (resume)."""
+    rollback: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    """What the step's rollback did, when one ran: status, error, started_at, finished_at."""
 
     @property
     def retries(self) -> int:
@@ -298,6 +312,8 @@ class PipelineRun:
     after this run, by step name: hand it to the next run (``extractor_state=``)."""
     parent_run_id: str | None = None
     """The run of the pipeline whose step ran this one as a sub-pipeline, if any."""
+    resumed_from: str | None = None
+    """The run this one resumed: its succeeded steps were not run again."""
 
     def __repr__(self) -> str:
         # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run

@@ -308,6 +308,10 @@ class Pipeline:
         extractor_state: Mapping[str, Any] | None = None,
         plugin_manager: Any = None,
         parent_run_id: str | None = None,
+        tracker: Any = None,
+        rollback: bool = False,
+        resume: str | None = None,
+        force: bool = False,
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
 
@@ -315,31 +319,84 @@ class Pipeline:
         None keep the pipeline's defaults. A failed step does not raise: look at ``run.status``
         and ``run.steps``. An invalid pipeline raises
         :class:`~pipectl.errors.PipelineValidationError` before anything runs.
+
+        ``tracker`` records the run: a URL (``sqlite:///runs.db``, ``postgresql://...``; or
+        ``"none"``), or an open tracker; default: the pipeline's ``tracker``, else none. With a
+        tracker, ``extractor_state`` defaults to the state its last successful run left, and
+        ``resume="latest"`` (or a run id) runs again only what that run did not finish (see
+        :func:`pipectl.tracking.resume_outputs`; ``force`` takes the outputs of changed steps
+        anyway). ``rollback=True``: when the run fails, the rollbacks of its completed steps
+        run in reverse order of completion; the run ends ``rolled_back`` or
+        ``rollback_failed``.
         """
         from pipectl.engine import execute
 
-        config = RunConfig(
-            params={**self.params, **(params or {})}, only=only or (), max_concurrent=max_concurrent,
-            fail_fast=fail_fast, executor=executor, executor_options=executor_options or {},
-            run_id=run_id, services=services or {}, max_threads=max_threads,
-            extractor_state=extractor_state or {},
-            secrets=[n for n, spec in self.param_specs.items() if getattr(spec, "secret", False)],
-            parent_run_id=parent_run_id,
-        )
         pm = self._plugins(plugin_manager)
-        plan = self._plan(pm, config.only)
-        if self._on_step_complete and config.run_id is None:
+        plan = self._plan(pm, tuple(only) if isinstance(only, (list, tuple)) else
+                          ((only,) if isinstance(only, str) else ()))
+        tracker_obj, owned = self._open_tracker(tracker, pm, parent_run_id)
+        try:
+            resumed_from, outputs = None, {}
+            if resume is not None:
+                if tracker_obj is None:
+                    from pipectl.tracking import TrackerError
+
+                    raise TrackerError("resume needs a tracker: the runs to resume are read "
+                                       "from it (tracker='sqlite:///...' or the pipeline's)")
+                from pipectl.tracking import resume_outputs
+
+                resumed_from, outputs = resume_outputs(tracker_obj, self.spec, resume,
+                                                       force=force)
+            if extractor_state is None and tracker_obj is not None:
+                extractor_state = tracker_obj.extractor_states(self.name)
             import uuid
 
-            config = attrs.evolve(config, run_id=uuid.uuid4().hex)
-        if not self._on_step_complete:
-            return await execute(self.spec, config, pm, services=self.services, plan=plan)
-        listener = _StepCompleteListener(self._on_step_complete, config.run_id)
-        pm.register(listener, name=f"on_step_complete-{id(listener)}")
-        try:
-            return await execute(self.spec, config, pm, services=self.services, plan=plan)
+            config = RunConfig(
+                params={**self.params, **(params or {})}, only=only or (),
+                max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
+                executor_options=executor_options or {}, run_id=run_id or uuid.uuid4().hex,
+                services=services or {}, max_threads=max_threads,
+                extractor_state=extractor_state or {},
+                secrets=[n for n, spec in self.param_specs.items()
+                         if getattr(spec, "secret", False)],
+                parent_run_id=parent_run_id, resume=outputs, resumed_from=resumed_from,
+                rollback=rollback,
+            )
+            listeners: list[Any] = []
+            if self._on_step_complete:
+                listeners.append(_StepCompleteListener(self._on_step_complete, config.run_id))
+            if tracker_obj is not None:
+                from pipectl.tracking import TrackingListener
+
+                listeners.append(TrackingListener(
+                    tracker_obj, config.run_id, self.spec, resumed_from=resumed_from,
+                    pipeline_file=self.source, executor=executor or self.spec.executor))
+            for listener in listeners:
+                pm.register(listener, name=f"run-listener-{id(listener)}")
+            try:
+                return await execute(self.spec, config, pm, services=self.services, plan=plan)
+            finally:
+                for listener in listeners:
+                    pm.unregister(listener)
+                if tracker_obj is not None:
+                    tracker_obj.flush()
         finally:
-            pm.unregister(listener)
+            if owned:
+                tracker_obj.close()
+
+    def _open_tracker(self, tracker: Any, pm: Any, parent_run_id: str | None
+                      ) -> tuple[Any, bool]:
+        """(the tracker to record with or None, whether this run opened it and closes it)."""
+        if tracker is None:
+            if parent_run_id is not None:  # a sub-pipeline: the parent's tracker records it
+                return None, False
+            tracker = self.spec.tracker
+        if tracker is None or not isinstance(tracker, str):
+            return tracker, False
+        from pipectl.tracking import open_tracker
+
+        opened = open_tracker(tracker, pm.registries)
+        return opened, opened is not None
 
     def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
         """:meth:`run` from plain (non-async) code. Ctrl-C ends the run as ``cancelled`` and

@@ -10,7 +10,8 @@ def pipectl_register_commands(cli):
     from pipectl.cli.import_command import import_group
     from pipectl.cli.pipeline_commands import graph, run, validate
     from pipectl.cli.plugins_command import plugins
+    from pipectl.cli.runs_command import runs
     from pipectl.cli.schema_command import schema
 
-    for command in (run, validate, graph, schema, plugins, import_group):
+    for command in (run, validate, graph, schema, plugins, import_group, runs):
         cli.add_command(command)

@@ -1,5 +1,5 @@
 """Built-in plugin ``sqlite``: the ``sqlite`` output (in :mod:`pipectl.components.sqlite`,
-imported when a pipeline uses it)."""
+imported when a pipeline uses it) and the ``sqlite`` run tracker (:mod:`pipectl.tracking`)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,14 @@ def _make_sqlite(**options: Any) -> Any:
 @hookimpl(trylast=True)
 def pipectl_register_outputs(register):
     register("sqlite", _make_sqlite)
+
+
+def _make_tracker(url: str) -> Any:
+    from pipectl.tracking import SqliteTracker
+
+    return SqliteTracker(url)
+
+
+@hookimpl(trylast=True)
+def pipectl_register_trackers(register):
+    register("sqlite", _make_tracker)

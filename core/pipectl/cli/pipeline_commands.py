@@ -100,13 +100,26 @@ def _load(pm: Any, file: str, params: Sequence[str],
               help="Show the live display of running steps and a coloured table, or not "
                    "(default: when stdout and stderr are terminals; never with TERM=dumb, "
                    "--log-format json or -q).")
+@click.option("--tracker", metavar="URL",
+              help="Where runs are recorded: sqlite:///file.db, postgresql://..., or none "
+                   "(default: the file's tracker, else .pipectl/pipectl.db, or "
+                   "$PIPECTL_HOME/pipectl.db).")
+@click.option("--resume", metavar="RUN_ID|latest",
+              help="Run again only what that run (of the same pipeline) did not finish; the "
+                   "steps that succeeded keep their outputs.")
+@click.option("--force", is_flag=True,
+              help="With --resume: take the outputs of steps that changed since anyway.")
+@click.option("--rollback", is_flag=True,
+              help="When a run fails, run the rollbacks of its completed steps, last first.")
 @click.pass_obj
 def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         max_concurrent: int | None, fail_fast: bool | None, executor: str | None,
         dry_run: bool, log_format: str, verbose: int, quiet: int,
-        progress: bool | None) -> None:
+        progress: bool | None, tracker: str | None, resume: str | None, force: bool,
+        rollback: bool) -> None:
     """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
-    all of them, each after the pipelines it depends on."""
+    all of them, each after the pipelines it depends on. Runs are recorded in the tracker
+    (`pipectl runs list`), and a failed one can be resumed (--resume latest)."""
     from pipectl import configure_logging
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
@@ -132,7 +145,83 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
                 if not r.builtin and r.status == "loaded"]
     if external and not quiet:
         click.echo(f"plugins: {', '.join(external)}", err=True)
+    if force and resume is None:
+        _fail("--force goes with --resume RUN_ID|latest")
+    recorder = _tracker(pm, tracker, pipelines)
+    if resume is not None and recorder is not None:
+        # the resumed run's params, unless given again (a secret must be: it is not stored)
+        inherited = _resumed_params(recorder, resume, pipelines, params)
+        if inherited:
+            pipelines, depends = _load(pm, file, [*inherited, *params], names)
+    try:
+        _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
+                 fail_fast, executor, resume, force, rollback)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def _resumed_params(recorder: Any, resume: str, pipelines: dict[str, Any],
+                    given: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` for the params of the run being resumed that are not given again."""
+    import json as _json
+
+    from pipectl.errors import PipectlError
+
+    try:
+        if resume == "latest":
+            runs = [r for name in pipelines for r in recorder.list_runs(pipeline=name, limit=1)]
+            if not runs:
+                return []
+            run_id = max(runs, key=lambda r: r["started_at"])["execution_id"]
+        else:
+            run_id = recorder.resolve(resume)
+        old = recorder.get_run(run_id)["params"]
+    except PipectlError as exc:
+        _fail(f"--resume: {exc}")
+    named = {item.partition("=")[0].strip() for item in given}
+    secret = {n for p in pipelines.values() for n, spec in p.param_specs.items()
+              if getattr(spec, "secret", False)}
+    declared = {n for p in pipelines.values() for n in p.param_specs}
+    return [f"{k}={v if isinstance(v, str) else _json.dumps(v)}" for k, v in old.items()
+            if k in declared and k not in named and k not in secret and v != "***"]
+
+
+def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any]) -> Any:
+    """The tracker of this command: --tracker, else the file's, else the default file."""
+    from pipectl.errors import PipectlError
+    from pipectl.tracking import default_tracker_url, open_tracker
+
+    if url is None:
+        url = next((p.spec.tracker for p in pipelines.values() if p.spec.tracker), None)
+    try:
+        return open_tracker(url or default_tracker_url(), pm.registries)
+    except PipectlError as exc:
+        _fail(f"--tracker: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened
+        _fail(f"--tracker: cannot open the tracker: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, list[str]],
+             recorder: Any, live: bool, quiet: int, max_concurrent: int | None,
+             fail_fast: bool | None, executor: str | None, resume: str | None, force: bool,
+             rollback: bool) -> None:
+    from pipectl.cli import progress as display
+    from pipectl.errors import PipectlError
+
     outcome: dict[str, str] = {}
+    target = None  # the pipeline a given run id belongs to
+    if resume is not None and resume != "latest":
+        if recorder is None:
+            _fail("--resume needs a tracker to read the run from (not --tracker none)")
+        try:
+            target = recorder.pipeline_of(recorder.resolve(resume))
+        except PipectlError as exc:
+            _fail(f"--resume: {exc}")
+        if target not in pipelines:
+            _fail(f"--resume: run {resume} is a run of pipeline {target!r}, which is not "
+                  f"among those to run ({', '.join(pipelines)})")
     for name, pipe in pipelines.items():
         blocked = [d for d in depends[name] if outcome.get(d, "success") != "success"]
         if blocked:
@@ -141,20 +230,29 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
                        f"{outcome[blocked[0]]}\n")
             continue
         steps = pipe.steps
+        resumes = resume
+        if resume == "latest":  # a pipeline never run before just runs
+            resumes = "latest" if recorder is not None and recorder.list_runs(
+                pipeline=name, limit=1) else None
+        elif resume is not None and name != target:
+            resumes = None
+        options = dict(max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
+                       tracker=recorder if recorder is not None else "none",
+                       rollback=rollback, force=force and resumes is not None, resume=resumes)
         try:
             if live:
                 with display.LiveProgress(pm, name, total=len(steps)):
-                    result = pipe.run_sync(max_concurrent=max_concurrent, fail_fast=fail_fast,
-                                           executor=executor)
+                    result = pipe.run_sync(**options)
             else:
-                result = pipe.run_sync(max_concurrent=max_concurrent, fail_fast=fail_fast,
-                                       executor=executor)
+                result = pipe.run_sync(**options)
         except PipectlError as exc:
             _fail(str(exc))
         if live:
             display.print_rich_summary(result, steps)
         else:
             _summary(result, steps, quiet=bool(quiet))
+        if recorder is not None and result.status.value not in ("success", "rolled_back"):
+            click.echo(f"resume it with: pipectl run {file} --resume {result.run_id}")
         outcome[name] = result.status.value
         if result.status.value == "cancelled":
             sys.exit(EXIT_INTERRUPTED)

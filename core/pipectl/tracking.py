@@ -1,0 +1,1019 @@
+"""Run tracking: what ran, when, with what, and what failed, in SQL tables.
+
+The tables keep the names of the seed design ia_modules (``pipeline_executions``,
+``step_executions``) so that its users' queries keep working, plus ``extractor_state`` (the
+incremental cursors of data steps between runs) and ``pipectl_schema`` (the schema version,
+moved on by :data:`MIGRATIONS`). The SQL is written once for SQLite and PostgreSQL: only the
+placeholder differs, so the PostgreSQL tracker plugin reuses this module.
+
+How a run is tracked: :class:`TrackingListener` is a lifecycle listener registered for one run
+(and the sub-pipeline runs it starts). Each hook call only appends to a queue; a writer thread
+of the tracker takes everything queued, writes it in one transaction and commits, so writes
+never stall the engine and each step's row is durable a few milliseconds after the step ends.
+Step outputs go to a :class:`ResultStore` (files under the tracker's folder by default) before
+the row that says the step succeeded is committed, so a resumed run finds the output of every
+step recorded as succeeded.
+
+Reads (``pipectl runs``, resume, stories) always come from the database, never from memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import pickle
+import queue
+import re
+import socket
+import threading
+import time
+import weakref
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pipectl.errors import PipectlError
+from pipectl.hookspecs import hookimpl
+
+__all__ = [
+    "MIGRATIONS",
+    "ResultStore",
+    "SQLTracker",
+    "SqliteTracker",
+    "TrackerError",
+    "TrackingListener",
+    "default_tracker_url",
+    "fingerprint",
+    "open_tracker",
+    "resume_outputs",
+]
+
+SUMMARY_CHARS = 2000
+"""Input and output summaries are cut to about this many characters of JSON."""
+
+
+class TrackerError(PipectlError):
+    """The tracker cannot be opened, or a run asked of it does not exist."""
+
+
+class ResumeRefused(TrackerError):
+    """Steps changed since the run being resumed; ``changed`` names them."""
+
+    def __init__(self, run_id: str, changed: list[str]):
+        self.run_id, self.changed = run_id, changed
+        names = ", ".join(repr(c) for c in changed)
+        super().__init__(f"cannot resume run {run_id}: step(s) {names} changed since it ran "
+                         "(their code, options, dependencies, inputs or condition); their "
+                         "outputs from that run may not be what they produce now. Run them "
+                         "again by leaving out --resume, or take the old outputs anyway with "
+                         "--force")
+
+
+def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
+                   force: bool = False) -> tuple[str, dict[str, Any]]:
+    """(the resolved run id, the outputs of the steps a resume of it does not run again).
+
+    A step is taken from the old run when it succeeded there, its output was stored (or was
+    None), and every step it depends on is taken too; a step whose definition changed since
+    (:func:`fingerprint`) raises :class:`ResumeRefused` unless ``force``."""
+    from pipectl.graph import Graph
+
+    old = tracker.resolve(run_id, pipeline=spec.name)
+    owner = tracker.pipeline_of(old)
+    if owner != spec.name:
+        raise TrackerError(f"run {old} is a run of pipeline {owner!r}, not of {spec.name!r}")
+    states = tracker.step_states(old)
+    graph = Graph(spec.name, spec.steps)
+    taken: dict[str, Any] = {}
+    changed: list[str] = []
+    for name in graph.topological_order():
+        state = states.get(name)
+        step = graph.steps[name]
+        if state is None or state["status"] != "success":  # rolled back: undone, so redone
+            continue
+        if any(dep not in taken for dep in graph.dependencies[name]):
+            continue  # something it depends on runs again: so does it
+        if state["fingerprint"] != fingerprint(step):
+            changed.append(name)
+            if not force:
+                continue
+        if state["output_stored"] and tracker.results is not None:
+            found, value = tracker.results.get(old, name)
+            if not found:
+                continue
+        elif state["output_none"]:
+            value = None
+        else:
+            continue  # not stored (not picklable): run it again
+        taken[name] = value
+    if changed and not force:
+        raise ResumeRefused(old, changed)
+    return old, taken
+
+
+# -- the schema -------------------------------------------------------------------------------
+
+#: Each migration moves the schema from version ``n - 1`` to ``n`` (its index + 1). Column types
+#: read the same in SQLite and PostgreSQL. Never edit a released migration: append one.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE pipeline_executions (
+            execution_id TEXT PRIMARY KEY,
+            pipeline_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            completed_at TEXT,
+            execution_time_ms DOUBLE PRECISION,
+            parameters TEXT,
+            records_processed BIGINT NOT NULL DEFAULT 0,
+            error_message TEXT,
+            resumed_from TEXT,
+            parent_execution_id TEXT,
+            host TEXT,
+            pid BIGINT,
+            executor TEXT,
+            pipeline_file TEXT,
+            graph TEXT,
+            metadata TEXT
+        )""",
+        "CREATE INDEX ix_pipeline_executions_started ON pipeline_executions (started_at)",
+        """CREATE INDEX ix_pipeline_executions_pipeline
+            ON pipeline_executions (pipeline_name, started_at)""",
+        """CREATE TABLE step_executions (
+            execution_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            step_name TEXT NOT NULL,
+            step_type TEXT,
+            status TEXT NOT NULL,
+            started_at TEXT,
+            completed_at TEXT,
+            execution_time_ms DOUBLE PRECISION,
+            retry_count BIGINT DEFAULT 0,
+            error_message TEXT,
+            traceback TEXT,
+            input_data TEXT,
+            output_data TEXT,
+            records BIGINT,
+            step_order BIGINT,
+            metadata TEXT,
+            PRIMARY KEY (execution_id, step_id)
+        )""",
+        """CREATE TABLE extractor_state (
+            pipeline_name TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            execution_id TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (pipeline_name, step_id)
+        )""",
+    ],
+]
+
+RUN_COLUMNS = ("execution_id", "pipeline_name", "status", "started_at", "completed_at",
+               "execution_time_ms", "parameters", "records_processed", "error_message",
+               "resumed_from", "parent_execution_id", "host", "pid", "executor",
+               "pipeline_file", "graph", "metadata")
+STEP_COLUMNS = ("execution_id", "step_id", "step_name", "step_type", "status", "started_at",
+                "completed_at", "execution_time_ms", "retry_count", "error_message",
+                "traceback", "input_data", "output_data", "records", "step_order", "metadata")
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, UTC)
+    return value.isoformat()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
+
+
+def summarize(value: Any, limit: int = SUMMARY_CHARS) -> Any:
+    """A JSON-able summary of a step's input or output, at most about ``limit`` characters:
+    small values as they are, big ones as their type, size and the beginning of their JSON."""
+    if value is None:
+        return None
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, (list, tuple)) and len(value) > 20:  # never serialize it all
+        return {"type": type(value).__name__, "length": len(value), "truncated": True,
+                "first": summarize(list(value[:5]), limit // 2)}
+    if isinstance(value, Mapping) and len(value) > 50:
+        keys = list(value)[:20]
+        return {"type": type(value).__name__, "length": len(value), "truncated": True,
+                "first": summarize({k: value[k] for k in keys}, limit // 2)}
+    try:
+        text = _json(value)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value))
+    if len(text) <= limit:
+        return json.loads(text)
+    summary: dict[str, Any] = {"type": type(value).__name__, "truncated": True,
+                               "preview": text[:limit]}
+    if hasattr(value, "__len__"):
+        try:
+            summary["length"] = len(value)
+        except TypeError:
+            pass
+    return summary
+
+
+# -- fingerprints of step definitions --------------------------------------------------------
+
+_code_hashes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _code_hash(obj: Any) -> str:
+    """A hash of a function's or class's source (its bytecode and constants when the source is
+    not available); cached per object."""
+    if obj is None:
+        return ""
+    try:
+        return _code_hashes[obj]
+    except (KeyError, TypeError):
+        pass
+    try:
+        text = inspect.getsource(obj)
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code is not None else repr(obj)
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+    try:
+        _code_hashes[obj] = digest
+    except TypeError:
+        pass
+    return digest
+
+
+def _options_text(options: Mapping[str, Any]) -> str:
+    def plain(value: Any) -> Any:
+        if callable(value) and not isinstance(value, type):
+            return f"code:{_code_hash(value)}"
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if hasattr(value, "spec") and hasattr(value, "name"):  # a sub-pipeline
+            return f"pipeline:{value.name}"
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        func = getattr(value, "func", None)  # a Transform
+        if func is not None:
+            return f"code:{_code_hash(func)}:{getattr(value, 'per', '')}"
+        return type(value).__name__
+    return json.dumps(plain(dict(options)), sort_keys=True, default=str)
+
+
+def fingerprint(step: Any) -> str:
+    """What identifies a step's definition for resume: its type, function or class code,
+    options, dependencies, inputs and condition. A step whose fingerprint changed since the run
+    being resumed is not taken from it without ``--force``."""
+    parts = [
+        step.step_type,
+        _code_hash(step.func),
+        _options_text(step.options),
+        ",".join(step.depends_on),
+        json.dumps({k: v if isinstance(v, str) else v.text for k, v in step.inputs.items()},
+                   sort_keys=True),
+        step.when.text if step.when is not None else "",
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+# -- the result store ---------------------------------------------------------------------------
+
+
+class ResultStore:
+    """Step outputs, pickled, one file per step of a run under ``root`` (local files).
+
+    Anything with the same three methods can stand in for it (``Pipeline.run(result_store=)``).
+    Outputs are pickled: keep the folder as private as the data the pipeline reads.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def _path(self, run_id: str, step: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", step)[:80]
+        digest = hashlib.sha256(step.encode()).hexdigest()[:10]
+        return self.root / run_id / f"{safe}-{digest}.pickle"
+
+    def put(self, run_id: str, step: str, data: bytes) -> str:
+        """Store a pickled output durably (written, fsynced, renamed into place)."""
+        path = self._path(run_id, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return str(path)
+
+    def get(self, run_id: str, step: str) -> tuple[bool, Any]:
+        """(True, the output) if stored, else (False, None)."""
+        path = self._path(run_id, step)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return False, None
+        return True, pickle.loads(data)  # noqa: S301 - our own files, written by put()
+
+
+# -- trackers -----------------------------------------------------------------------------------
+
+
+class SQLTracker:
+    """A tracker on a DB-API connection: the schema, the writer thread and the reads.
+
+    Subclasses give :meth:`_connect` (a new connection), ``placeholder`` and
+    :meth:`_begin_write` (start a write transaction), and may override :meth:`_retryable`.
+    """
+
+    placeholder = "?"
+
+    def __init__(self, url: str, results: str | os.PathLike[str] | None = None):
+        self.url = url
+        self.results = ResultStore(results) if results is not None else None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._meta: dict[tuple[str, str], dict[str, Any]] = {}  # until the run ends
+        self._order: dict[str, int] = {}
+        self._read_conn: Any = None
+
+    # connection details, per database
+
+    def _connect(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _begin_write(self, conn: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _retryable(self, exc: BaseException) -> bool:
+        return False
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+    # schema
+
+    def migrate(self) -> int:
+        """Create or upgrade the tables; returns the schema version. Safe to call from several
+        processes at once (one migrates, the others see the result)."""
+        conn = self._connect()
+        try:
+            self._retrying(lambda: self._migrate(conn))
+            return len(MIGRATIONS)
+        finally:
+            conn.close()
+
+    def _migrate(self, conn: Any) -> None:
+        self._begin_write(conn)
+        cur = conn.cursor()
+        try:
+            cur.execute("CREATE TABLE IF NOT EXISTS pipectl_schema (version BIGINT NOT NULL)")
+            cur.execute("SELECT version FROM pipectl_schema")
+            row = cur.fetchone()
+            version = row[0] if row else 0
+            if version > len(MIGRATIONS):
+                raise TrackerError(f"tracker {self.display}: its schema is version {version}, "
+                                   f"newer than this pipectl knows ({len(MIGRATIONS)}): "
+                                   "upgrade pipectl")
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    cur.execute(statement)
+            if row is None:
+                cur.execute(self._sql("INSERT INTO pipectl_schema (version) VALUES (?)"),
+                            (len(MIGRATIONS),))
+            elif version < len(MIGRATIONS):
+                cur.execute(self._sql("UPDATE pipectl_schema SET version = ?"),
+                            (len(MIGRATIONS),))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _retrying(self, action: Callable[[], Any], attempts: int = 50) -> Any:
+        for attempt in range(attempts):
+            try:
+                return action()
+            except Exception as exc:
+                if not self._retryable(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(min(0.01 * (attempt + 1), 0.25))
+        return None  # pragma: no cover
+
+    @property
+    def display(self) -> str:
+        return self.url
+
+    # writing: called from runs, never blocks on the database
+
+    def submit(self, op: tuple) -> None:
+        """Queue a write for the writer thread (started on first use)."""
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_loop,
+                                                    name="pipectl-tracker", daemon=True)
+                    self._writer.start()
+        self._queue.put(op)
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until everything queued so far is committed; raises what the writer hit."""
+        if self._writer is None:
+            return
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        if not done.wait(timeout):
+            raise TrackerError(f"tracker {self.display}: writes not committed after {timeout}s")
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise TrackerError(f"tracker {self.display}: a write failed: "
+                               f"{type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        if self._writer is not None:
+            try:
+                self.flush()
+            finally:
+                self._queue.put(("stop", None))
+                self._writer.join(timeout=10)
+                self._writer = None
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                ops = [self._queue.get()]
+                while True:  # everything queued meanwhile goes in the same transaction
+                    try:
+                        ops.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                events = [op[1] for op in ops if op[0] == "flush"]
+                work = [op for op in ops if op[0] not in ("flush", "stop")]
+                if work:
+                    try:
+                        self._retrying(lambda: self._write(conn, work))
+                    except Exception as exc:  # noqa: BLE001 - reported by flush()
+                        self._error = exc
+                        try:
+                            conn.rollback()
+                        except Exception:  # noqa: BLE001
+                            pass
+                for event in events:
+                    event.set()
+                if any(op[0] == "stop" for op in ops):
+                    return
+        finally:
+            conn.close()
+
+    def _write(self, conn: Any, ops: list[tuple]) -> None:
+        runs, steps, states = [], [], []
+        for op in ops:
+            kind = op[0]
+            if kind == "run":
+                runs.append(op[1])
+                if op[1]["completed_at"] is not None:
+                    self._run_ended(op[1]["execution_id"])
+            elif kind == "start":
+                steps.append(self._started_row(*op[1:]))
+            elif kind == "retry":
+                self._retried(*op[1:])
+            elif kind == "finish":
+                steps.append(self._finished_row(*op[1:]))
+            elif kind == "rollback":
+                steps.append(self._rollback_row(*op[1:]))
+            elif kind == "state":
+                states.append(op[1])
+        self._begin_write(conn)
+        cur = conn.cursor()
+        try:
+            if runs:
+                cols = ", ".join(RUN_COLUMNS)
+                updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[2:]
+                                    if c not in ("started_at",))
+                cur.executemany(self._sql(
+                    f"INSERT INTO pipeline_executions ({cols}) VALUES "
+                    f"({', '.join('?' * len(RUN_COLUMNS))}) "
+                    f"ON CONFLICT (execution_id) DO UPDATE SET {updates}"),
+                    [tuple(r.get(c) for c in RUN_COLUMNS) for r in _last_per_key(
+                        runs, "execution_id")])
+            if steps:
+                cols = ", ".join(STEP_COLUMNS)
+                updates = ", ".join(f"{c} = COALESCE(excluded.{c}, step_executions.{c})"
+                                    for c in STEP_COLUMNS[2:])
+                cur.executemany(self._sql(
+                    f"INSERT INTO step_executions ({cols}) VALUES "
+                    f"({', '.join('?' * len(STEP_COLUMNS))}) "
+                    f"ON CONFLICT (execution_id, step_id) DO UPDATE SET {updates}"),
+                    [tuple(r.get(c) for c in STEP_COLUMNS) for r in steps])
+            if states:
+                cur.executemany(self._sql(
+                    "INSERT INTO extractor_state (pipeline_name, step_id, state, execution_id, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (pipeline_name, step_id) DO "
+                    "UPDATE SET state = excluded.state, execution_id = excluded.execution_id, "
+                    "updated_at = excluded.updated_at"), states)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _started_row(self, run_id: str, step: str, step_type: str, attempt: int,
+                     when: float) -> dict[str, Any]:
+        history = self._history.setdefault((run_id, step), [])
+        started = _iso(when)
+        history.append({"attempt": attempt, "started_at": started})
+        order = self._order.get(run_id, 0)
+        self._order[run_id] = order + 1 if attempt == 1 else order
+        return {"execution_id": run_id, "step_id": step, "step_name": step,
+                "step_type": step_type, "status": "running",
+                "started_at": started if attempt == 1 else None,
+                "retry_count": attempt - 1, "step_order": order if attempt == 1 else None}
+
+    def _retried(self, run_id: str, step: str, attempt: int, error: str, delay: float) -> None:
+        for entry in reversed(self._history.get((run_id, step), [])):
+            if entry["attempt"] == attempt:
+                entry.update(error=error, retry_delay_s=round(delay, 3))
+                break
+
+    def _finished_row(self, run_id: str, step: Any, result: Any, blob: bytes | None,
+                      fingerprinted: bool) -> dict[str, Any]:
+        row = step_row(run_id, step, result, fingerprinted)
+        metadata = row.pop("metadata_dict")
+        history = self._history.pop((run_id, step.name), [])
+        if history:
+            last = history[-1]
+            last.setdefault("error", row.get("error_message"))
+            last["finished_at"] = row.get("completed_at")
+        metadata["attempt_history"] = history
+        if blob is not None and self.results is not None:
+            self.results.put(run_id, step.name, blob)  # before the row that points at it
+            metadata["output_stored"] = True
+        self._meta[(run_id, step.name)] = metadata
+        row["metadata"] = _json(metadata)
+        return row
+
+    def _rollback_row(self, run_id: str, step: str, status: str,
+                      outcome: dict[str, Any]) -> dict[str, Any]:
+        metadata = self._meta.get((run_id, step), {})
+        metadata["rollback"] = outcome
+        return {"execution_id": run_id, "step_id": step, "step_name": step, "status": status,
+                "metadata": _json(metadata)}
+
+    def _run_ended(self, run_id: str) -> None:
+        for key in [k for k in self._meta if k[0] == run_id]:
+            del self._meta[key]
+        self._order.pop(run_id, None)
+
+    # reading
+
+    def _reader(self) -> Any:
+        if self._read_conn is None:
+            self._read_conn = self._connect()
+        return self._read_conn
+
+    def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        conn = self._reader()
+        cur = conn.cursor()
+        try:
+            cur.execute(self._sql(sql), params)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row)) for row in cur.fetchall()]
+        finally:
+            try:
+                conn.rollback()  # end the read transaction: see later commits next time
+            except Exception:  # noqa: BLE001
+                pass
+        return rows
+
+    def list_runs(self, pipeline: str | None = None, status: str | None = None,
+                  limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first (``status`` ``interrupted`` finds runs whose process
+        died)."""
+        where, params = [], []
+        if pipeline:
+            where.append("pipeline_name = ?")
+            params.append(pipeline)
+        if status and status != "interrupted":
+            where.append("status = ?")
+            params.append(status)
+        elif status == "interrupted":
+            where.append("status = 'running'")
+        sql = ("SELECT execution_id, pipeline_name, status, started_at, completed_at, "
+               "execution_time_ms, records_processed, error_message, resumed_from, host, pid "
+               "FROM pipeline_executions"
+               + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY started_at DESC LIMIT ?")
+        rows = self._query(sql, (*params, limit if status != "interrupted" else limit * 10))
+        for row in rows:
+            row["status"] = _live_status(row)
+        if status == "interrupted":
+            rows = [r for r in rows if r["status"] == "interrupted"][:limit]
+        return rows
+
+    def resolve(self, run_id: str, pipeline: str | None = None) -> str:
+        """A run id from ``run_id`` (``latest``, a full id or a unique prefix)."""
+        if run_id == "latest":
+            sql = "SELECT execution_id FROM pipeline_executions"
+            params: tuple = ()
+            if pipeline:
+                sql += " WHERE pipeline_name = ?"
+                params = (pipeline,)
+            rows = self._query(sql + " ORDER BY started_at DESC LIMIT 1", params)
+            if not rows:
+                where = f" of pipeline {pipeline!r}" if pipeline else ""
+                raise TrackerError(f"no run{where} in the tracker {self.display}")
+            return rows[0]["execution_id"]
+        rows = self._query("SELECT execution_id FROM pipeline_executions WHERE execution_id "
+                           "LIKE ? ORDER BY started_at DESC LIMIT 2",
+                           (run_id.replace("%", "").replace("_", "\\_") + "%",))
+        exact = [r for r in rows if r["execution_id"] == run_id]
+        if exact:
+            return run_id
+        if len(rows) == 1:
+            return rows[0]["execution_id"]
+        if not rows:
+            raise TrackerError(f"no run {run_id!r} in the tracker {self.display} "
+                               "(`pipectl runs list` shows the runs)")
+        raise TrackerError(f"run id {run_id!r} is ambiguous: give more of it")
+
+    def pipeline_of(self, run_id: str) -> str | None:
+        """The pipeline a run (a full id) belongs to, None if there is no such run."""
+        rows = self._query("SELECT pipeline_name FROM pipeline_executions WHERE "
+                           "execution_id = ?", (run_id,))
+        return rows[0]["pipeline_name"] if rows else None
+
+    def get_run(self, run_id: str, pipeline: str | None = None) -> dict[str, Any]:
+        """The whole record of one run: the run and every step (the format of
+        ``pipectl runs show --json``)."""
+        run_id = self.resolve(run_id, pipeline)
+        (row,) = self._query("SELECT * FROM pipeline_executions WHERE execution_id = ?",
+                             (run_id,))
+        steps = self._query("SELECT * FROM step_executions WHERE execution_id = ? "
+                            "ORDER BY step_order, started_at, step_id", (run_id,))
+        return _record(row, steps)
+
+    def step_states(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Each step of a run: ``status``, ``fingerprint``, ``output_stored``, ``output_none``."""
+        out = {}
+        for row in self._query("SELECT step_id, status, metadata FROM step_executions "
+                               "WHERE execution_id = ?", (run_id,)):
+            meta = _loads(row["metadata"], {})
+            out[row["step_id"]] = {"status": row["status"],
+                                   "fingerprint": meta.get("fingerprint"),
+                                   "output_stored": bool(meta.get("output_stored")),
+                                   "output_none": bool(meta.get("output_none"))}
+        return out
+
+    def extractor_states(self, pipeline: str) -> dict[str, Any]:
+        """The latest incremental state of each data step of ``pipeline``."""
+        return {r["step_id"]: json.loads(r["state"]) for r in self._query(
+            "SELECT step_id, state FROM extractor_state WHERE pipeline_name = ?", (pipeline,))}
+
+
+def _last_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """One row per key (the last written wins): an upsert may not touch a row twice."""
+    return list({r[key]: r for r in rows}.values())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_status(row: Mapping[str, Any]) -> str:
+    """``interrupted`` for a run recorded as running whose process (on this host) is gone."""
+    status = row["status"]
+    if status == "running" and row.get("host") == socket.gethostname() and row.get("pid"):
+        if not _pid_alive(int(row["pid"])):
+            return "interrupted"
+    return status
+
+
+def _loads(text: str | None, default: Any = None) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    metadata = _loads(row.get("metadata"), {})
+    record: dict[str, Any] = {
+        "run_id": row["execution_id"],
+        "pipeline": row["pipeline_name"],
+        "description": metadata.get("description", ""),
+        "status": _live_status(row),
+        "started_at": row["started_at"],
+        "finished_at": row["completed_at"],
+        "duration_ms": row["execution_time_ms"],
+        "params": _loads(row["parameters"], {}),
+        "records_processed": row["records_processed"],
+        "error": row["error_message"],
+        "errors": metadata.get("errors", []),
+        "resumed_from": row["resumed_from"],
+        "parent_run_id": row["parent_execution_id"],
+        "host": row["host"],
+        "pid": row["pid"],
+        "executor": row["executor"],
+        "pipeline_file": row["pipeline_file"],
+        "graph": _loads(row["graph"], {}),
+        "steps": [],
+    }
+    for s in steps:
+        meta = _loads(s["metadata"], {})
+        status = s["status"]
+        if status == "running" and record["status"] == "interrupted":
+            status = "interrupted"
+        record["steps"].append({
+            "step_id": s["step_id"],
+            "step_name": s["step_name"],
+            "step_type": s["step_type"],
+            "description": meta.get("description", ""),
+            "status": status,
+            "started_at": s["started_at"],
+            "completed_at": s["completed_at"],
+            "execution_time_ms": s["execution_time_ms"],
+            "attempts": (s["retry_count"] or 0) + 1 if s["started_at"] else 0,
+            "retry_count": s["retry_count"] or 0,
+            "error_message": s["error_message"],
+            "traceback": s["traceback"],
+            "reason": meta.get("reason"),
+            "records": s["records"],
+            "outputs": meta.get("outputs", {}),
+            "bad_records": meta.get("bad_records", 0),
+            "dead_letter_path": meta.get("dead_letter_path"),
+            "attempt_history": meta.get("attempt_history", []),
+            "rollback": meta.get("rollback"),
+            "input_summary": _loads(s["input_data"]),
+            "output_summary": _loads(s["output_data"]),
+            "metadata": {k: v for k, v in meta.items() if k in (
+                "fingerprint", "output_stored", "resumed", "allow_failure", "trigger")},
+        })
+    return record
+
+
+class SqliteTracker(SQLTracker):
+    """The built-in tracker: one SQLite file (WAL journal), shared by every ``pipectl run`` on
+    the machine that points at it. URL: ``sqlite:///relative/path.db`` or
+    ``sqlite:////absolute/path.db``; outputs for resume go to ``results/`` beside the file."""
+
+    placeholder = "?"
+
+    def __init__(self, url: str):
+        # sqlite:///relative/file.db and sqlite:////absolute/file.db, as SQLAlchemy has them
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise TrackerError(f"tracker URL {url!r} names no file: sqlite:///relative/file.db "
+                               "or sqlite:////absolute/file.db")
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackerError(f"tracker {url}: cannot create {self.path.parent}: {exc}") \
+                from None
+        super().__init__(url, results=self.path.parent / "results")
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
+                                   isolation_level=None)
+        except sqlite3.Error as exc:
+            raise TrackerError(f"tracker {self.path}: {exc}") from None
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return _AutoBegin(conn)
+
+    def _begin_write(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later
+
+    def _retryable(self, exc: BaseException) -> bool:
+        import sqlite3
+
+        return isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc))
+
+
+class _AutoBegin:
+    """An autocommit sqlite3 connection behind the DB-API calls the tracker makes: ``commit``
+    and ``rollback`` end the explicit transaction :meth:`SqliteTracker._begin_write` opened."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def execute(self, *args: Any) -> Any:
+        return self.conn.execute(*args)
+
+    def cursor(self) -> Any:
+        return self.conn.cursor()
+
+    def commit(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# -- choosing a tracker -----------------------------------------------------------------------
+
+
+def default_tracker_url(environ: Mapping[str, str] | None = None) -> str:
+    """``sqlite:///`` a file ``pipectl.db`` in ``$PIPECTL_HOME``, else in ``.pipectl/`` of the
+    working directory."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("PIPECTL_HOME") or ".pipectl"
+    return f"sqlite:///{os.path.join(home, 'pipectl.db')}"
+
+
+def open_tracker(url: str | None, registries: Any) -> SQLTracker | None:
+    """The tracker for ``url`` (None or ``none``: no tracking), schema migrated."""
+    if url is None or url.strip().lower() in ("", "none", "off", "false"):
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not scheme:
+        raise TrackerError(f"tracker {url!r} is not a URL: use sqlite:///path.db, "
+                           "postgresql://..., or none")
+    scheme = {"postgres": "postgresql"}.get(scheme.split("+", 1)[0], scheme.split("+", 1)[0])
+    tracker = registries.trackers.create(scheme, url)
+    tracker.migrate()
+    return tracker
+
+
+# -- the listener -------------------------------------------------------------------------------
+
+
+class TrackingListener:
+    """The lifecycle listener that feeds one run (and its sub-pipeline runs) to a tracker.
+
+    Every hook call only builds a small tuple and queues it; outputs are pickled here (so the
+    stored value is the one the step returned), everything else happens in the writer thread.
+    """
+
+    def __init__(self, tracker: SQLTracker, run_id: str, spec: Any = None, *,
+                 resumed_from: str | None = None, pipeline_file: str | None = None,
+                 executor: str | None = None, store_outputs: bool = True):
+        self.tracker = tracker
+        self.run_ids = {run_id}
+        self.spec = spec
+        self.resumed_from = resumed_from
+        self.pipeline_file = pipeline_file
+        self.executor = executor
+        self.store_outputs = store_outputs and tracker.results is not None
+        self.steps = {s.name: s for s in spec.steps} if spec is not None else {}
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    def _mine(self, run: Any) -> bool:
+        if run.run_id in self.run_ids:
+            return True
+        if run.parent_run_id in self.run_ids:
+            self.run_ids.add(run.run_id)
+            return True
+        return False
+
+    def _run_row(self, run: Any) -> dict[str, Any]:
+        spec = self.spec if run.pipeline_id == getattr(self.spec, "name", None) else None
+        graph = ({s.name: list(s.all_dependencies) for s in spec.steps} if spec is not None
+                 else {})
+        return {
+            "execution_id": run.run_id, "pipeline_name": run.pipeline_id,
+            "status": run.status.value, "started_at": _iso(run.start_time) or _now(),
+            "completed_at": _iso(run.end_time), "execution_time_ms": run.duration_ms,
+            "parameters": _json(run.parameters), "records_processed": run.records_processed,
+            "error_message": "; ".join(run.errors)[:SUMMARY_CHARS] or None,
+            "resumed_from": self.resumed_from if spec is not None else None,
+            "parent_execution_id": run.parent_run_id, "host": self.host, "pid": self.pid,
+            "executor": self.executor, "pipeline_file": self.pipeline_file,
+            "graph": _json(graph),
+            "metadata": _json({"errors": run.errors,
+                               "description": getattr(spec, "description", "") or ""}),
+        }
+
+    @hookimpl
+    def pipectl_run_start(self, run: Any) -> None:
+        if self._mine(run):
+            self.tracker.submit(("run", self._run_row(run)))
+
+    @hookimpl
+    def pipectl_step_start(self, run: Any, step: Any, attempt: int) -> None:
+        if run.run_id in self.run_ids:
+            self.tracker.submit(("start", run.run_id, step.name, step.step_type, attempt,
+                                 time.time()))
+
+    @hookimpl
+    def pipectl_step_retry(self, run: Any, step: Any, attempt: int, error: BaseException,
+                           delay: float) -> None:
+        if run.run_id in self.run_ids:
+            from pipectl.log import redact, secrets_var
+
+            text = f"{type(error).__name__}: {error}"
+            secrets = secrets_var().get()
+            self.tracker.submit(("retry", run.run_id, step.name, attempt,
+                                 redact(text, secrets) if secrets else text, delay))
+
+    @hookimpl
+    def pipectl_step_finish(self, run: Any, step: Any, result: Any) -> None:
+        if run.run_id not in self.run_ids:
+            return
+        output = result.output
+        blob = None
+        if output is not None and self.store_outputs and result.status.value == "success":
+            try:
+                blob = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - not picklable: resume runs the step again
+                blob = None
+        main = self.spec is not None and run.pipeline_id == self.spec.name
+        self.tracker.submit(("finish", run.run_id, step, result, blob, main))
+
+    @hookimpl
+    def pipectl_run_finish(self, run: Any) -> None:
+        if run.run_id not in self.run_ids:
+            return
+        for name, result in run.steps.items():
+            outcome = getattr(result, "rollback", None)
+            if outcome is not None:  # what the rollbacks did, in the step rows
+                self.tracker.submit(("rollback", run.run_id, name, result.status.value,
+                                     outcome))
+        if run.status.value == "success":
+            for step_name, state in (run.extractor_state or {}).items():
+                if state is not None:
+                    self.tracker.submit(("state", (run.pipeline_id, step_name, _json(state),
+                                                   run.run_id, _now())))
+        self.tracker.submit(("run", self._run_row(run)))
+
+
+def step_row(run_id: str, step: Any, result: Any, fingerprinted: bool) -> dict[str, Any]:
+    """The ``step_executions`` row of a finished step (``metadata_dict`` still a dict)."""
+    meta: dict[str, Any] = {}
+    if result.reason:
+        meta["reason"] = result.reason
+    if step.description:
+        meta["description"] = step.description
+    if step.allow_failure:
+        meta["allow_failure"] = True
+    output = result.output
+    reports = getattr(output, "outputs", None)
+    if isinstance(reports, Mapping):
+        meta["outputs"] = {name: r.as_dict() for name, r in reports.items()}
+        meta["bad_records"] = getattr(output, "bad_records", 0)
+        meta["dead_letter_path"] = getattr(output, "dead_letter_path", None)
+    if getattr(result, "resumed_from", None):
+        meta["resumed"] = result.resumed_from
+    if fingerprinted:
+        meta["fingerprint"] = fingerprint(step)
+    if output is None and result.status.value == "success":
+        meta["output_none"] = True
+    return {
+        "execution_id": run_id, "step_id": step.name, "step_name": step.name,
+        "step_type": step.step_type, "status": result.status.value,
+        "started_at": _iso(result.started_at), "completed_at": _iso(result.finished_at),
+        "execution_time_ms": result.duration_ms, "retry_count": max(result.attempts - 1, 0),
+        "error_message": result.error, "traceback": result.traceback,
+        "output_data": None if output is None else _json(summarize(output)),
+        "records": result.records, "metadata_dict": meta,
+    }
