@@ -767,7 +767,8 @@ def _record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
             "started_at": s["started_at"],
             "completed_at": s["completed_at"],
             "execution_time_ms": s["execution_time_ms"],
-            "attempts": (s["retry_count"] or 0) + 1 if s["started_at"] else 0,
+            "attempts": (s["retry_count"] or 0) + 1 if s["started_at"] and not meta.get(
+                "resumed") else 0,
             "retry_count": s["retry_count"] or 0,
             "error_message": s["error_message"],
             "traceback": s["traceback"],
@@ -780,8 +781,9 @@ def _record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
             "rollback": meta.get("rollback"),
             "input_summary": _loads(s["input_data"]),
             "output_summary": _loads(s["output_data"]),
+            "resumed_from": meta.get("resumed"),
             "metadata": {k: v for k, v in meta.items() if k in (
-                "fingerprint", "output_stored", "resumed", "allow_failure", "trigger")},
+                "fingerprint", "output_stored", "output_none", "allow_failure")},
         })
     return record
 
