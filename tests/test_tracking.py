@@ -467,3 +467,48 @@ def test_a_killed_run_is_interrupted_and_resume_leaves_every_record_once(tmp_pat
     assert sorted(rows) == list(range(20_000))
     record = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path).stdout)
     assert record["resumed_from"] == shown["run_id"] and record["status"] == "success"
+
+
+# -- stories ------------------------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
+
+
+def test_the_story_of_a_failed_run_with_retries_in_headless_chromium(project):
+    import html
+
+    root, home = project
+    write(root / "pipeline.yaml", (root / "pipeline.yaml").read_text().replace(
+        "description: a run with retries and a failure",
+        "description: a run with retries and a failure\nstory: stories/{pipeline}-{short_id}.html"))
+    proc = cli("run", "pipeline.yaml", cwd=root)
+    assert proc.returncode == 1
+    (written,) = list((root / "stories").glob("tracked-*.html"))  # story: in the file
+    assert f"story: stories/{written.name}" in proc.stdout
+    made = cli("story", "latest", "-o", "failed.html", cwd=root)
+    assert made.returncode == 0, made.stderr
+    assert (root / "failed.html").read_text() == written.read_text()
+    markdown = cli("story", "latest", "--format", "md", "-o", "failed.md", cwd=root)
+    assert markdown.returncode == 0 and "```mermaid" in (root / "failed.md").read_text()
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (Debian: apt-get install -y chromium; .ci/run does)")
+    profile = root / "profile"
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--dump-dom",
+         (root / "failed.html").as_uri()],
+        capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": str(profile)})
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    for step in ("extract", "flaky", "broken", "after", "load"):
+        assert f">{step}<" in page
+    assert html.escape("ValueError: cannot publish 30 rows: schema mismatch") in page
+    assert html.escape("ConnectionError: warehouse busy (attempt 1)") in page  # the retries
+    assert "hunter2-secret" not in page and "***" in page

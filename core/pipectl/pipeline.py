@@ -71,6 +71,7 @@ class Pipeline:
         self.source: str | None = None  # the pipeline file it was loaded from
         self.nested = False  # a step of another pipeline of its file runs it (a sub-pipeline)
         self.source_lines: dict[str, int] = {}  # "steps.NAME[.field]" -> line in the file
+        self.story: str | None = None  # a pipeline file's story: written after each CLI run
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}

@@ -333,7 +333,7 @@ _STEP_FIELDS = {"name", "run", "type", "depends_on", "inputs", "retries", "retry
                 "pipeline", "params", *_DATA_FIELDS}
 _TRIGGERS = ("all_success", "all_done", "none_failed", "one_success")
 _TOP_FIELDS = {"name", "description", "params", "max_concurrent", "fail_fast", "executor",
-               "tracker", "steps"}
+               "tracker", "story", "steps"}
 
 
 def _number(path: Path, line: int, field: str, value: Any, *, minimum: float = 0,
@@ -558,7 +558,7 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
 
 _MULTI_FIELDS = {"description", "params", "pipelines"}
 _ONE_OF_MANY = {"name", "description", "depends_on", "max_concurrent", "fail_fast", "executor",
-                "tracker", "steps"}
+                "tracker", "story", "steps"}
 
 
 def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
@@ -729,12 +729,17 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
             raise PipelineFileError(path, data.lines["fail_fast"], prefix + "fail_fast",
                                     f"expected true or false, got {data['fail_fast']!r}")
         settings["fail_fast"] = data["fail_fast"]
-    for key in ("executor", "tracker", "description"):
+    for key in ("executor", "tracker", "description", "story"):
         if key in data and data[key] is not None:
             if not isinstance(data[key], str):
                 raise PipelineFileError(path, data.lines[key], prefix + key,
                                         f"expected a string, got {_kind(data[key])}")
             settings[key] = data[key]
+    story = settings.pop("story", None)
+    if story is not None and not story.lower().endswith((".html", ".md", ".markdown")):
+        raise PipelineFileError(path, data.lines["story"], prefix + "story",
+                                f"{story!r}: the story's file ends in .html or .md "
+                                "({run_id}, {short_id} and {pipeline} are filled in)")
     pipe = Pipeline(name, plugin_manager=plugin_manager, **settings)
     seen: dict[str, int] = {}
     for index, raw in enumerate(steps):
@@ -752,6 +757,7 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     pipe.params = values
     pipe.param_specs = declared
     pipe.source = str(path)
+    pipe.story = story
     lines = {f"steps.{n}": line for n, line in seen.items()}
     for index, raw in enumerate(steps):
         if isinstance(raw, _Map) and isinstance(raw.get("name"), str):

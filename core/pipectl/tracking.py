@@ -753,6 +753,9 @@ def _record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         "graph": _loads(row["graph"], {}),
         "steps": [],
     }
+    order = {name: i for i, name in enumerate(record["graph"])}  # the plan's order
+    steps = sorted(steps, key=lambda s: (order.get(s["step_id"], len(order)),
+                                         s["step_order"] if s["step_order"] is not None else 0))
     for s in steps:
         meta = _loads(s["metadata"], {})
         status = s["status"]

@@ -12,6 +12,7 @@ def pipectl_register_commands(cli):
     from pipectl.cli.plugins_command import plugins
     from pipectl.cli.runs_command import runs
     from pipectl.cli.schema_command import schema
+    from pipectl.cli.story_command import story
 
-    for command in (run, validate, graph, schema, plugins, import_group, runs):
+    for command in (run, validate, graph, schema, plugins, import_group, runs, story):
         cli.add_command(command)

@@ -253,6 +253,8 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
             _summary(result, steps, quiet=bool(quiet))
         if recorder is not None and result.status.value not in ("success", "rolled_back"):
             click.echo(f"resume it with: pipectl run {file} --resume {result.run_id}")
+        if pipe.story:
+            _write_story(recorder, pipe.story, result.run_id)
         outcome[name] = result.status.value
         if result.status.value == "cancelled":
             sys.exit(EXIT_INTERRUPTED)
@@ -260,6 +262,19 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
             click.echo("")
     if any(status != "success" for status in outcome.values()):
         sys.exit(EXIT_FAILED)
+
+
+def _write_story(recorder: Any, template: str, run_id: str) -> None:
+    """The pipeline file's ``story:``, written from the tracker's record of the run."""
+    if recorder is None:
+        click.echo("story: not written: the story is read from the tracker (not --tracker "
+                   "none)", err=True)
+        return
+    from pipectl.cli.story_command import story_path
+    from pipectl.story import write_story
+
+    record = recorder.get_run(run_id)
+    click.echo(f"story: {write_story(record, story_path(template, record))}")
 
 
 def _summary(run: Any, steps: Any, quiet: bool = False) -> None:

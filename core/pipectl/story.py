@@ -1,0 +1,1137 @@
+"""The run story: a self-contained report of one pipeline run, as HTML or as Markdown.
+
+A story is made from a run record, the plain JSON-able dict that ``pipectl runs show --json``
+prints. It shows the run's outcome and facts, its parameters (already redacted by the tracker),
+the DAG as a picture, a timeline of the steps, a table of the steps and every error with its
+traceback::
+
+    from pipectl.story import write_story
+    write_story(record, "out/story.html")   # or "out/story.md"
+
+The HTML page fetches nothing: its CSS and its SVG pictures are inline and it has no script. The
+Markdown draws the DAG as a Mermaid ``flowchart LR`` block, which GitHub renders.
+
+Any field of the record may be missing or null (an older record, a run still running or
+interrupted): the story then shows what it has. Every value is escaped. Standard library only.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import tempfile
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MAX_DRAWN", "render_html", "render_markdown", "write_story"]
+
+MAX_DRAWN = 200
+"""The most steps drawn in the DAG and the timeline; the story says how many are left out."""
+
+_MAX_VALUE = 160  # characters of a parameter value shown
+_STATUSES = frozenset({
+    "success", "failed", "skipped", "cancelled", "running", "pending", "rolled_back",
+    "interrupted", "rollback_failed",
+})
+# fill, stroke and text colour of each status class (Mermaid's classDefs and the HTML's CSS)
+_PALETTE = {
+    "success": ("#dcfce7", "#22c55e", "#166534"),
+    "failed": ("#fee2e2", "#ef4444", "#991b1b"),
+    "rollback_failed": ("#fee2e2", "#ef4444", "#991b1b"),
+    "skipped": ("#f3f4f6", "#9ca3af", "#4b5563"),
+    "cancelled": ("#fef3c7", "#f59e0b", "#92400e"),
+    "interrupted": ("#fef3c7", "#f59e0b", "#92400e"),
+    "running": ("#dbeafe", "#3b82f6", "#1e40af"),
+    "rolled_back": ("#ede9fe", "#8b5cf6", "#5b21b6"),
+    "pending": ("#f8fafc", "#94a3b8", "#475569"),
+    "unknown": ("#f8fafc", "#94a3b8", "#475569"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the record
+# ---------------------------------------------------------------------------------------------
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    """``value`` as a list if it is a list or tuple, else an empty list."""
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _text(value: Any) -> str:
+    """``value`` as text; ``None`` is the empty string."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    """``value`` if it is a finite number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _moment(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp as an aware datetime (naive ones are taken as UTC), else ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _status_class(status: str) -> str:
+    """The CSS/Mermaid class of a status: the status itself when known, else ``unknown``."""
+    status = status.lower()
+    return status if status in _STATUSES else "unknown"
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One try of a step, from its ``attempt_history``."""
+
+    number: int
+    start: datetime | None
+    end: datetime | None
+    error: str
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step of the run, read leniently from its record."""
+
+    name: str
+    key: str
+    status: str
+    cls: str
+    raw: Mapping[str, Any]
+    start: datetime | None
+    end: datetime | None
+    duration_ms: float | None
+    attempts: int
+    history: tuple[_Attempt, ...]
+
+    def get(self, field: str) -> Any:
+        """A field of the step's record, ``None`` when missing."""
+        return self.raw.get(field)
+
+    @property
+    def error(self) -> str:
+        """The step's error message, or the empty string."""
+        return _text(self.get("error_message"))
+
+
+def _attempts_of(raw: Mapping[str, Any]) -> tuple[_Attempt, ...]:
+    """The step's attempt history, skipping entries that are not mappings."""
+    history = []
+    for index, entry in enumerate(_items(raw.get("attempt_history"))):
+        if isinstance(entry, Mapping):
+            number = _number(entry.get("attempt"))
+            history.append(_Attempt(int(number) if number else index + 1,
+                                    _moment(entry.get("started_at")),
+                                    _moment(entry.get("finished_at")), _text(entry.get("error"))))
+    return tuple(history)
+
+
+def _step_of(raw: Mapping[str, Any], index: int) -> _Step:
+    """A :class:`_Step` from one entry of the record's ``steps``."""
+    name = _text(raw.get("step_name")) or _text(raw.get("step_id")) or f"step {index + 1}"
+    status = _text(raw.get("status"))
+    start, end = _moment(raw.get("started_at")), _moment(raw.get("completed_at"))
+    duration = _number(raw.get("execution_time_ms"))
+    if start and end and not duration:
+        duration = (end - start).total_seconds() * 1000
+    elif start is None and not duration:
+        duration = None  # never ran: its 0 ms is no duration
+    history = _attempts_of(raw)
+    attempts = int(_number(raw.get("attempts")) or len(history))
+    return _Step(name, _text(raw.get("step_id")) or name, status, _status_class(status), raw,
+                 start, end, duration, attempts, history)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run record read leniently: its steps and its DAG, with every node resolved."""
+
+    record: Mapping[str, Any]
+    steps: tuple[_Step, ...]
+    nodes: dict[str, _Step]
+    deps: dict[str, list[str]]
+    start: datetime | None
+    last: datetime | None
+
+    def get(self, field: str) -> Any:
+        """A field of the run record, ``None`` when missing."""
+        return self.record.get(field)
+
+    @property
+    def status(self) -> str:
+        """The run's status as recorded, or ``unknown``."""
+        return _text(self.get("status")) or "unknown"
+
+    @property
+    def errors(self) -> list[str]:
+        """The run's ``errors``; its single ``error`` only when there is no list (the
+        tracker's ``error`` is the list joined)."""
+        errors = [_text(e) for e in _items(self.get("errors")) if e]
+        error = _text(self.get("error"))
+        return errors if errors or not error else [error]
+
+    @property
+    def span_ms(self) -> float:
+        """Milliseconds from the run's start to the last moment it recorded (at least 1)."""
+        if self.start is None or self.last is None:
+            return 1.0
+        return max((self.last - self.start).total_seconds() * 1000, 1.0)
+
+    @property
+    def duration_ms(self) -> float | None:
+        """The run's duration as recorded, else from its start to its finish if it finished."""
+        recorded = _number(self.get("duration_ms"))
+        if recorded is not None:
+            return recorded
+        return self.offset_ms(_moment(self.get("finished_at")))
+
+    def offset_ms(self, moment: datetime | None) -> float | None:
+        """Milliseconds from the run's start to ``moment``."""
+        if moment is None or self.start is None:
+            return None
+        return (moment - self.start).total_seconds() * 1000
+
+    def step_end(self, step: _Step) -> datetime | None:
+        """When the step ended: recorded, else start + duration, else (open) the run's last moment."""
+        if step.end is not None or step.start is None:
+            return step.end
+        if step.duration_ms:
+            return step.start + timedelta(milliseconds=step.duration_ms)
+        return max(step.start, self.last) if self.last else step.start
+
+
+def _read(record: Mapping[str, Any]) -> _Run:
+    """Read a run record into a :class:`_Run`."""
+    record = _mapping(record)
+    steps = tuple(_step_of(raw, i) for i, raw in enumerate(_items(record.get("steps")))
+                  if isinstance(raw, Mapping))
+    nodes, deps = _dag_of(record.get("graph"), steps)
+    start = _moment(record.get("started_at"))
+    moments = [m for s in steps for m in (s.start, s.end) if m is not None]
+    if start is None and moments:
+        start = min(moments)
+    last = _moment(record.get("finished_at"))
+    ends = moments + [s.start + timedelta(milliseconds=s.duration_ms)
+                      for s in steps if s.start and s.duration_ms]
+    if ends and (last is None or max(ends) > last):
+        last = max(ends)
+    return _Run(record, steps, nodes, deps, start, last)
+
+
+def _dag_of(graph: Any, steps: tuple[_Step, ...]) -> tuple[dict[str, _Step], dict[str, list[str]]]:
+    """The nodes (by graph key) and dependencies of the DAG, from ``graph`` and the steps.
+
+    Graph keys are matched to steps by step id, then by name; a dependency that is not a key
+    becomes a root and a step that is in no key becomes a node without dependencies.
+    """
+    lookup: dict[str, _Step] = {}
+    for step in steps:
+        lookup.setdefault(step.key, step)
+        lookup.setdefault(step.name, step)
+    deps: dict[str, list[str]] = {}
+    for key, parents in _mapping(graph).items():
+        key = _text(key)
+        deps[key] = list(dict.fromkeys(p for p in map(_text, _items(parents)) if p != key))
+    for parents in list(deps.values()):
+        for parent in parents:
+            deps.setdefault(parent, [])
+    placed = {id(lookup[k]) for k in deps if k in lookup}
+    for step in steps:
+        if id(step) not in placed:
+            deps.setdefault(step.key, [])
+            placed.add(id(step))
+    nodes = {k: lookup.get(k) or _Step(k, k, "", "unknown", {}, None, None, None, 0, ())
+             for k in deps}
+    return nodes, deps
+
+
+def _layers(deps: Mapping[str, list[str]]) -> list[list[str]]:
+    """The DAG's nodes by layer, a node's layer being its longest path from a root.
+
+    Within a layer, nodes are ordered by the mean row of their dependencies (fewer crossings),
+    then by plan order. Nodes on a cycle (a malformed graph) go into one last layer.
+    """
+    children: dict[str, list[str]] = {node: [] for node in deps}
+    waiting = {}
+    for node, parents in deps.items():
+        known = [p for p in parents if p in deps]
+        waiting[node] = len(known)
+        for parent in known:
+            children[parent].append(node)
+    level = dict.fromkeys(deps, 0)
+    queue = deque(node for node, count in waiting.items() if count == 0)
+    while queue:
+        node = queue.popleft()
+        for child in children[node]:
+            level[child] = max(level[child], level[node] + 1)
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                queue.append(child)
+    deepest = max(level.values(), default=0)
+    for node, count in waiting.items():
+        if count:
+            level[node] = deepest + 1
+    layers: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for node in deps:
+        layers[level[node]].append(node)
+    return _order_layers(layers, deps)
+
+
+def _order_layers(layers: list[list[str]], deps: Mapping[str, list[str]]) -> list[list[str]]:
+    """Sort each layer by the mean centred row of its nodes' dependencies (barycentre)."""
+    rows = max((len(layer) for layer in layers), default=0)
+    row: dict[str, float] = {}
+    ordered = []
+    for layer in layers:
+        def key(item: tuple[int, str]) -> tuple[float, int]:
+            placed = [row[p] for p in deps[item[1]] if p in row]
+            return (sum(placed) / len(placed) if placed else -1.0, item[0])
+
+        layer = [node for _, node in sorted(enumerate(layer), key=key)]
+        offset = (rows - len(layer)) / 2
+        row.update((node, offset + i) for i, node in enumerate(layer))
+        ordered.append(layer)
+    return ordered
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting values
+# ---------------------------------------------------------------------------------------------
+
+def _duration(ms: float | None) -> str:
+    """A duration for people: ``12 ms``, ``1.24 s``, ``3m 05s``, ``2h 01m``; ``—`` if unknown."""
+    if ms is None:
+        return "—"
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def _offset(ms: float | None) -> str:
+    """An offset from the run's start: ``+1.24 s``; ``—`` if unknown."""
+    return "—" if ms is None else f"+{_duration(max(ms, 0.0))}"
+
+
+def _stamp(value: Any) -> str:
+    """A timestamp for people (``2026-11-23 18:25:31 UTC``); unparsable text as it is."""
+    moment = _moment(value)
+    if moment is None:
+        return _text(value) or "—"
+    zone = "UTC" if moment.utcoffset() == timedelta(0) else moment.strftime("UTC%z")
+    return f"{moment:%Y-%m-%d %H:%M:%S} {zone}"
+
+
+def _count(value: Any) -> str:
+    """A count with thousands separators; ``—`` if not a number."""
+    number = _number(value)
+    if number is None:
+        return "—" if value is None else _text(value)
+    return f"{int(number):,}" if number.is_integer() else f"{number:,}"
+
+
+def _param_value(value: Any) -> str:
+    """A parameter value: strings as given, anything else as compact JSON, cut when long."""
+    if not isinstance(value, str):
+        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    if len(value) > _MAX_VALUE:
+        return f"{value[:_MAX_VALUE]}… ({len(value):,} chars)"
+    return value
+
+
+def _ellipsis(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in an ellipsis when cut."""
+    return text if len(text) <= limit else text[:max(limit - 1, 1)] + "…"
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    """The first line of ``text``, cut to ``limit`` characters."""
+    return _ellipsis(text.strip().splitlines()[0] if text.strip() else "", limit)
+
+
+def _step_counts(steps: tuple[_Step, ...]) -> dict[str, int]:
+    """How many steps have each status, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for step in steps:
+        label = step.status or "unknown"
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def _has_trouble(step: _Step) -> bool:
+    """Whether the step belongs in the errors section: failed, retried or rolled back."""
+    return (step.cls in ("failed", "rolled_back") or bool(step.error)
+            or bool(step.get("traceback")) or isinstance(step.get("rollback"), Mapping)
+            or step.attempts > 1 or any(a.error for a in step.history))
+
+
+def _notes(step: _Step) -> list[str]:
+    """Plain-text notes on a step: why it was skipped, where it was reused from, bad records."""
+    notes = []
+    reason = _text(step.get("reason"))
+    if reason:
+        notes.append(reason)
+    if step.get("resumed_from"):
+        notes.append(f"reused from run {_text(step.get('resumed_from'))}")
+    bad = _number(step.get("bad_records"))
+    if bad:
+        where = _text(step.get("dead_letter_path"))
+        notes.append(f"{_count(bad)} bad records" + (f" → {where}" if where else ""))
+    return notes
+
+
+def _outputs(step: _Step) -> list[tuple[str, Mapping[str, Any]]]:
+    """The step's outputs (data steps) as (name, fields) pairs."""
+    return [(_text(name), _mapping(fields)) for name, fields in _mapping(step.get("outputs")).items()]
+
+
+def _tick_step(span_ms: float, target: int = 6) -> float:
+    """A round tick interval (1, 2 or 5 times a power of ten ms) giving about ``target`` ticks."""
+    raw = span_ms / target
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 5, 10) if raw <= m * magnitude)
+
+
+def _tick_label(ms: float, step: float) -> str:
+    """A tick's label in the unit that suits the tick interval."""
+    if ms == 0:
+        return "0"
+    for unit, size in (("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if step >= size or (unit == "s" and step >= 100):
+            return f"{ms / size:g} {unit}"
+    return f"{ms:g} ms"
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+
+def _e(value: Any) -> str:
+    """``value`` as HTML-escaped text (quotes too, so it is safe in attributes)."""
+    return html.escape(_text(value), quote=True)
+
+
+def _badge(status: str, cls: str | None = None) -> str:
+    """A coloured status badge."""
+    cls = cls or _status_class(status)
+    return f'<span class="badge s-{cls}">{_e(status or "unknown")}</span>'
+
+
+def _time_tag(value: Any) -> str:
+    """A ``<time>`` element for a timestamp, or ``—``."""
+    if not value:
+        return '<span class="muted">—</span>'
+    return f'<time datetime="{_e(value)}">{_e(_stamp(value))}</time>'
+
+
+_CSS = """
+:root{color-scheme:light;--ink:#0f172a;--muted:#64748b;--line:#e2e8f0;--card:#fff;
+--page:#f1f5f9;--accent:#4f46e5;--mono:ui-monospace,SFMono-Regular,Menlo,Consolas,
+"Liberation Mono","DejaVu Sans Mono",monospace}
+*{box-sizing:border-box}
+body{margin:0;background:var(--page);color:var(--ink);
+font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+.page{max-width:1180px;margin:0 auto;padding:24px 20px 40px}
+code,pre,.mono{font-family:var(--mono);font-size:12.5px}
+.muted{color:var(--muted)}
+.s-success{--bg:#dcfce7;--bd:#22c55e;--fg:#166534}
+.s-failed,.s-rollback_failed{--bg:#fee2e2;--bd:#ef4444;--fg:#991b1b}
+.s-skipped{--bg:#f3f4f6;--bd:#9ca3af;--fg:#4b5563}
+.s-cancelled,.s-interrupted{--bg:#fef3c7;--bd:#f59e0b;--fg:#92400e}
+.s-running{--bg:#dbeafe;--bd:#3b82f6;--fg:#1e40af}
+.s-rolled_back{--bg:#ede9fe;--bd:#8b5cf6;--fg:#5b21b6}
+.s-pending,.s-unknown{--bg:#f8fafc;--bd:#94a3b8;--fg:#475569}
+.badge{display:inline-block;padding:1px 10px;border-radius:999px;font-size:12px;font-weight:600;
+line-height:20px;background:var(--bg);color:var(--fg);border:1px solid var(--bd);
+white-space:nowrap;vertical-align:middle}
+.hero,.card{background:var(--card);border:1px solid var(--line);border-radius:12px;
+box-shadow:0 1px 2px rgba(15,23,42,.04)}
+.hero{padding:20px 24px;border-top:5px solid var(--bd)}
+.card{padding:18px 22px;margin-top:16px}
+.eyebrow{text-transform:uppercase;letter-spacing:.08em;font-size:11px;color:var(--muted);
+font-weight:600}
+h1{font-size:26px;line-height:1.25;margin:4px 0;display:flex;align-items:center;gap:12px;
+flex-wrap:wrap;overflow-wrap:anywhere}
+h1 .badge{font-size:13px;padding:2px 12px}
+h2{font-size:17px;margin:0 0 12px}
+h3{font-size:14px;margin:18px 0 8px}
+.desc{margin:6px 0 0;color:#334155}
+.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:12px 24px;
+margin:18px 0 0}
+.facts div{min-width:0}
+.facts dt{font-size:11px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
+font-weight:600}
+.facts dd{margin:2px 0 0;overflow-wrap:anywhere}
+.counts{display:flex;gap:8px;flex-wrap:wrap;margin-top:16px}
+.toc{display:flex;gap:6px;flex-wrap:wrap;margin:16px 0 0}
+.toc a{color:var(--accent);text-decoration:none;background:var(--card);border:1px solid var(--line);
+border-radius:999px;padding:3px 12px;font-size:13px}
+.scroll{overflow:auto;max-width:100%}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);vertical-align:top;
+overflow-wrap:break-word}
+th{font-size:11px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);
+background:#f8fafc;position:sticky;top:0;white-space:nowrap}
+tbody tr:hover{background:#f8fafc}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.key{font-family:var(--mono);font-size:12.5px;white-space:nowrap}
+.step-name{font-family:var(--mono);font-weight:600;overflow-wrap:break-word}
+.sub{display:block;color:var(--muted);font-size:12px}
+.redacted{font-family:var(--mono);background:#f1f5f9;border:1px dashed #cbd5e1;border-radius:4px;
+padding:0 5px;color:var(--muted)}
+ul.outs{list-style:none;margin:0;padding:0}
+ul.outs li{margin:0 0 4px}
+ul.outs .badge{font-size:11px;line-height:16px;padding:0 7px}
+.graph{border:1px solid var(--line);border-radius:8px;background:#fcfdfe}
+.graph svg{display:block}
+.legend{display:flex;gap:8px;flex-wrap:wrap;margin-top:10px;font-size:12px}
+.note{color:var(--muted);font-size:13px;margin:8px 0 0}
+svg text{font-family:var(--mono)}
+svg .node rect{fill:var(--bg);stroke:var(--bd);stroke-width:1.5}
+svg .node.s-skipped rect,svg .node.s-pending rect{stroke-dasharray:5 3}
+svg .node .label{font-size:12px;font-weight:600;fill:#0f172a}
+svg .node .meta{font-size:10px;fill:var(--fg)}
+svg .edge{fill:none;stroke:#94a3b8;stroke-width:1.4}
+svg .arrow{fill:#94a3b8}
+svg .grid{stroke:#e2e8f0;stroke-width:1}
+svg .tick{font-size:10px;fill:#64748b}
+svg .row-bg{fill:#f8fafc}
+svg .row-label{font-size:11.5px;fill:#0f172a}
+svg .bar{fill:var(--bd)}
+svg .bar.open{fill-opacity:.45;stroke:var(--bd);stroke-dasharray:4 2}
+svg .att-fail{fill:#fca5a5}
+svg .att-tick{stroke:#fff;stroke-width:2}
+svg .bar-label{font-size:10.5px;fill:#475569}
+.err{border:1px solid var(--line);border-left:4px solid var(--bd);border-radius:8px;
+padding:12px 16px;margin:12px 0}
+.err-head{display:flex;gap:10px;align-items:center;flex-wrap:wrap}
+.err .msg{margin:8px 0 0;font-family:var(--mono);font-size:13px;color:#991b1b;
+white-space:pre-wrap;overflow-wrap:anywhere}
+details{margin:8px 0 0}
+summary{cursor:pointer;color:var(--muted);font-size:12.5px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#0f172a;color:#e2e8f0;
+padding:12px 14px;border-radius:8px;max-height:460px;overflow:auto;margin:6px 0 0;
+line-height:1.45}
+table.attempts{margin-top:8px;font-size:13px;width:auto}
+.rollback{margin:8px 0 0;font-size:13px}
+ul.run-errors{margin:0;padding-left:20px}
+ul.run-errors li{font-family:var(--mono);font-size:12.5px;overflow-wrap:anywhere;margin:2px 0}
+footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
+@media print{
+body{background:#fff;font-size:12px}
+.page{max-width:none;padding:0}
+.hero,.card{box-shadow:none;break-inside:auto}
+.toc{display:none}
+.scroll{overflow:visible}
+th{position:static}
+pre{max-height:none;overflow:visible;background:#f8fafc;color:#0f172a;border:1px solid #e2e8f0}
+.err,tr,svg{break-inside:avoid}
+}
+"""
+
+
+def render_html(record: Mapping[str, Any]) -> str:
+    """The run story of ``record`` as a self-contained HTML page (inline CSS and SVG, no script)."""
+    run = _read(record)
+    pipeline = _text(run.get("pipeline")) or "pipeline"
+    title = f"{pipeline} · {run.status} · run {_text(run.get('run_id'))[:12]}"
+    body = "".join((_html_header(run), _html_toc(), _html_params(run), _html_dag(run),
+                    _html_timeline(run), _html_steps(run), _html_errors(run)))
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+            f"<body>\n<main class=\"page\">\n{body}"
+            "<footer>Run story generated by pipectl from the run record.</footer>\n"
+            "</main>\n</body>\n</html>\n")
+
+
+def _facts(run: _Run) -> list[tuple[str, str]]:
+    """The header's facts as (label, HTML) pairs; optional ones only when recorded."""
+    host = " · ".join(_text(run.get(f)) for f in ("host", "pid") if run.get(f) is not None)
+    facts = [
+        ("Run id", f'<span class="mono">{_e(run.get("run_id") or "—")}</span>'),
+        ("Started", _time_tag(run.get("started_at"))),
+        ("Finished", _time_tag(run.get("finished_at"))),
+        ("Duration", _e(_duration(run.duration_ms))),
+        ("Records", _e(_count(run.get("records_processed")))),
+        ("Host · pid", _e(host or "—")),
+        ("Executor", _e(run.get("executor") or "—")),
+    ]
+    for label, field in (("Pipeline file", "pipeline_file"), ("Resumed from", "resumed_from"),
+                         ("Parent run", "parent_run_id")):
+        if run.get(field):
+            facts.append((label, f'<span class="mono">{_e(run.get(field))}</span>'))
+    return facts
+
+
+def _html_header(run: _Run) -> str:
+    """The header: pipeline, outcome badge, description, facts and step counts."""
+    cls = _status_class(run.status)
+    facts = "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in _facts(run))
+    counts = "".join(f'<span class="badge s-{_status_class(s)}">{_e(s)} · {n}</span>'
+                     for s, n in _step_counts(run.steps).items())
+    desc = _text(run.get("description"))
+    return (f'<header class="hero s-{cls}">\n<div class="eyebrow">pipectl run story</div>\n'
+            f"<h1><span>{_e(run.get('pipeline') or 'pipeline')}</span>{_badge(run.status, cls)}</h1>\n"
+            + (f'<p class="desc">{_e(desc)}</p>\n' if desc else "")
+            + f'<dl class="facts">{facts}</dl>\n'
+            + (f'<div class="counts">{counts}</div>\n' if counts else "")
+            + "</header>\n")
+
+
+def _html_toc() -> str:
+    """Links to the sections."""
+    links = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in (
+        ("params", "Parameters"), ("dag", "DAG"), ("timeline", "Timeline"), ("steps", "Steps"),
+        ("errors", "Errors")))
+    return f'<nav class="toc">{links}</nav>\n'
+
+
+def _html_params(run: _Run) -> str:
+    """The parameters table; ``***`` (a redacted secret) is shown as such."""
+    params = _mapping(run.get("params"))
+    if not params:
+        return '<section id="params" class="card"><h2>Parameters</h2>' \
+               '<p class="muted">No parameters.</p></section>\n'
+    rows = []
+    for name, value in params.items():
+        shown = _param_value(value)
+        cell = f'<span class="redacted">{_e(shown)}</span>' if shown == "***" else _e(shown)
+        rows.append(f'<tr><td class="key">{_e(name)}</td><td class="mono">{cell}</td></tr>')
+    return ('<section id="params" class="card"><h2>Parameters</h2>\n<div class="scroll"><table>'
+            '<thead><tr><th>Name</th><th>Value</th></tr></thead>\n<tbody>'
+            + "\n".join(rows) + "</tbody></table></div></section>\n")
+
+
+_NODE_H, _GAP_X, _GAP_Y, _PAD = 42, 60, 14, 16
+_CHAR_W, _META_W = 7.3, 6.1  # widths of a character of a node's name and of its meta line
+
+
+def _html_dag(run: _Run) -> str:
+    """The DAG section: an SVG of the first :data:`MAX_DRAWN` nodes and a legend."""
+    if not run.deps:
+        return '<section id="dag" class="card"><h2>DAG</h2><p class="muted">No steps.</p></section>\n'
+    left_out = len(run.deps) - MAX_DRAWN
+    note = (f'<p class="note">{left_out:,} more steps are not drawn (the first {MAX_DRAWN} '
+            "are).</p>" if left_out > 0 else "")
+    counts = _step_counts(tuple(run.nodes.values()))
+    legend = "".join(f'<span class="badge s-{_status_class(s)}">{_e(s)}</span>' for s in counts)
+    return (f'<section id="dag" class="card"><h2>DAG</h2>\n<div class="graph scroll">'
+            f"{_dag_svg(run)}</div>\n{note}<div class=\"legend\">{legend}</div></section>\n")
+
+
+def _dag_svg(run: _Run) -> str:
+    """The layered DAG: rounded boxes coloured by status, curved edges with arrowheads."""
+    keys = list(run.deps)[:MAX_DRAWN]
+    drawn = set(keys)
+    deps = {k: [p for p in run.deps[k] if p in drawn] for k in keys}
+    layers = _layers(deps)
+    longest = max(max(len(run.nodes[k].name) * _CHAR_W, len(_node_meta(run.nodes[k])) * _META_W)
+                  for k in keys)
+    width = min(max(longest + 26, 130), 260)
+    rows = max(len(layer) for layer in layers)
+    place: dict[str, tuple[float, float]] = {}
+    for column, layer in enumerate(layers):
+        top = (rows - len(layer)) * (_NODE_H + _GAP_Y) / 2
+        for row, key in enumerate(layer):
+            place[key] = (_PAD + column * (width + _GAP_X), _PAD + top + row * (_NODE_H + _GAP_Y))
+    svg_w = 2 * _PAD + len(layers) * width + (len(layers) - 1) * _GAP_X
+    svg_h = 2 * _PAD + rows * _NODE_H + (rows - 1) * _GAP_Y
+    edges = "".join(_edge(place[p], place[k], width) for k in keys for p in deps[k])
+    nodes = "".join(_node(run.nodes[k], *place[k], width) for k in keys)
+    # shrinks to fit its box down to 3/4 of its size (names stay legible), then scrolls
+    return (f'<svg width="{svg_w:.0f}" height="{svg_h:.0f}" viewBox="0 0 {svg_w:.0f} {svg_h:.0f}" '
+            f'style="max-width:100%;height:auto;min-width:{svg_w * 0.75:.0f}px" role="img" '
+            'aria-label="DAG of the run">'
+            '<defs><marker id="story-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+            'markerHeight="7" orient="auto"><path class="arrow" d="M0 0L10 5L0 10z"/></marker>'
+            f"</defs>{edges}{nodes}</svg>")
+
+
+def _edge(source: tuple[float, float], target: tuple[float, float], width: float) -> str:
+    """A curve from the right of ``source`` to the left of ``target``, ending in an arrow."""
+    x1, y1 = source[0] + width, source[1] + _NODE_H / 2
+    x2, y2 = target[0] - 2, target[1] + _NODE_H / 2
+    bend = max((x2 - x1) / 2, 20)
+    return (f'<path class="edge" d="M{x1:.1f} {y1:.1f}C{x1 + bend:.1f} {y1:.1f} '
+            f'{x2 - bend:.1f} {y2:.1f} {x2:.1f} {y2:.1f}" marker-end="url(#story-arrow)"/>')
+
+
+def _node_meta(step: _Step) -> str:
+    """A node's second line: status, duration and attempts."""
+    return " · ".join(filter(None, (step.status or "unknown",
+                                    _duration(step.duration_ms) if step.duration_ms else "",
+                                    f"×{step.attempts}" if step.attempts > 1 else "")))
+
+
+def _node(step: _Step, x: float, y: float, width: float) -> str:
+    """A rounded box with the step's name and a line of status, duration and attempts."""
+    label = _ellipsis(step.name, int((width - 22) / _CHAR_W))
+    meta = _ellipsis(_node_meta(step), int((width - 22) / _META_W))
+    tip = f"{step.name}\n{step.status or 'unknown'} · {_duration(step.duration_ms)}"
+    return (f'<g class="node s-{step.cls}"><title>{_e(tip)}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{_NODE_H}" rx="8"/>'
+            f'<text class="label" x="{x + 11:.1f}" y="{y + 17:.1f}">{_e(label)}</text>'
+            f'<text class="meta" x="{x + 11:.1f}" y="{y + 32:.1f}">{_e(meta)}</text></g>')
+
+
+def _timed(run: _Run) -> list[_Step]:
+    """The steps with a start time, by start time (plan order among equals)."""
+    return sorted((s for s in run.steps if s.start is not None),
+                  key=lambda s: run.offset_ms(s.start) or 0.0)
+
+
+def _html_timeline(run: _Run) -> str:
+    """The timeline section: a Gantt chart of the timed steps with a time axis."""
+    timed = _timed(run)
+    if not timed:
+        return ('<section id="timeline" class="card"><h2>Timeline</h2>'
+                '<p class="muted">No step timings recorded.</p></section>\n')
+    left_out = len(timed) - MAX_DRAWN
+    note = (f'<p class="note">{left_out:,} more timed steps are not drawn.</p>'
+            if left_out > 0 else "")
+    return (f'<section id="timeline" class="card"><h2>Timeline</h2>\n<div class="scroll">'
+            f"{_gantt_svg(run, timed[:MAX_DRAWN])}</div>\n{note}"
+            '<p class="note">Bars start at the step\'s offset from the run start; light red '
+            "segments are failed attempts, white ticks start a retry, dashed bars have no "
+            "recorded end.</p></section>\n")
+
+
+_G_W, _G_LABEL, _G_RIGHT, _G_ROW, _G_TOP, _G_BAR = 1100, 200, 110, 26, 30, 14
+
+
+def _gantt_svg(run: _Run, rows: list[_Step]) -> str:
+    """A Gantt chart: a bar per step from its start offset, as wide as it lasted."""
+    x0 = _G_LABEL + 12
+    scale = (_G_W - x0 - _G_RIGHT) / run.span_ms
+    height = _G_TOP + len(rows) * _G_ROW + 8
+    parts = [_gantt_axis(run.span_ms, x0, scale, height)]
+    for index, step in enumerate(rows):
+        parts.append(_gantt_row(run, step, _G_TOP + index * _G_ROW, index, x0, scale))
+    return (f'<svg width="100%" viewBox="0 0 {_G_W} {height}" style="min-width:760px" '
+            f'role="img" aria-label="Timeline of the steps">{"".join(parts)}</svg>')
+
+
+def _gantt_axis(span_ms: float, x0: float, scale: float, height: float) -> str:
+    """The time axis: labelled grid lines at round intervals."""
+    step = _tick_step(span_ms)
+    parts = []
+    for i in range(int(span_ms // step) + 1):
+        ms = i * step
+        x = x0 + ms * scale
+        parts.append(f'<line class="grid" x1="{x:.1f}" y1="{_G_TOP - 8}" x2="{x:.1f}" '
+                     f'y2="{height - 4:.0f}"/><text class="tick" x="{x:.1f}" y="{_G_TOP - 13}" '
+                     f'text-anchor="middle">{_e(_tick_label(ms, step))}</text>')
+    return "".join(parts)
+
+
+def _gantt_row(run: _Run, step: _Step, y: float, index: int, x0: float, scale: float) -> str:
+    """One step's row: its name, its bar with failed attempts and retry ticks, and a label."""
+    open_ended = step.end is None and not step.duration_ms
+    start = run.offset_ms(step.start) or 0.0
+    length = max((run.offset_ms(run.step_end(step)) or start) - start, 0.0)
+    x, width = x0 + start * scale, max(length * scale, 14.0 if open_ended else 3.0)
+    bar_y = y + (_G_ROW - _G_BAR) / 2
+    bar_cls = "bar open" if open_ended else "bar"
+    parts = [
+        f'<rect class="row-bg" x="0" y="{y:.1f}" width="{_G_W}" height="{_G_ROW}"/>'
+        if index % 2 else "",
+        (f'<text class="row-label" x="8" y="{y + 17:.1f}">{_e(_ellipsis(step.name, 26))}'
+         f"<title>{_e(step.name)}</title></text>"),
+        (f'<g class="s-{step.cls}"><title>{_e(_bar_tip(step, start))}</title>'
+         f'<rect class="{bar_cls}" x="{x:.1f}" y="{bar_y:.1f}" width="{width:.1f}" '
+         f'height="{_G_BAR}" rx="3"/>'),
+    ]
+    parts += _attempt_marks(run, step, bar_y, x0, scale)
+    label = " ".join(filter(None, ("no end" if open_ended else _duration(length),
+                                   f"×{step.attempts}" if step.attempts > 1 else "")))
+    parts.append(f'</g><text class="bar-label" x="{x + width + 6:.1f}" y="{y + 17:.1f}">'
+                 f"{_e(label)}</text>")
+    return "".join(parts)
+
+
+def _bar_tip(step: _Step, start: float) -> str:
+    """The tooltip of a step's bar."""
+    tries = f", {step.attempts} attempts" if step.attempts > 1 else ""
+    return (f"{step.name}: {step.status or 'unknown'}, starts {_offset(start)}, "
+            f"lasts {_duration(step.duration_ms)}{tries}")
+
+
+def _attempt_marks(run: _Run, step: _Step, bar_y: float, x0: float, scale: float) -> list[str]:
+    """Failed attempts as light red segments of the bar; a white tick where a retry starts."""
+    marks = []
+    for attempt in step.history:
+        start, end = run.offset_ms(attempt.start), run.offset_ms(attempt.end)
+        if start is None:
+            continue
+        x = x0 + start * scale
+        if attempt.error and end is not None:
+            marks.append(f'<rect class="att-fail" x="{x:.1f}" y="{bar_y + 3:.1f}" '
+                         f'width="{max((end - start) * scale, 1.5):.1f}" height="{_G_BAR - 6}"/>')
+        if attempt.number > 1:
+            marks.append(f'<line class="att-tick" x1="{x:.1f}" y1="{bar_y:.1f}" x2="{x:.1f}" '
+                         f'y2="{bar_y + _G_BAR:.1f}"/>')
+    return marks
+
+
+def _html_steps(run: _Run) -> str:
+    """The steps table: type, status, timing, attempts, records, outputs and notes."""
+    if not run.steps:
+        return ('<section id="steps" class="card"><h2>Steps</h2>'
+                '<p class="muted">No steps recorded.</p></section>\n')
+    head = "".join(f'<th{cls}>{label}</th>' for label, cls in (
+        ("Step", ""), ("Type", ""), ("Status", ""), ("Start", ' class="num"'),
+        ("Duration", ' class="num"'), ("Attempts", ' class="num"'), ("Records", ' class="num"'),
+        ("Outputs · notes", "")))
+    trouble = {id(s): i for i, s in enumerate(s for s in run.steps if _has_trouble(s))}
+    rows = "\n".join(_step_row(run, s, trouble.get(id(s))) for s in run.steps)
+    return ('<section id="steps" class="card"><h2>Steps</h2>\n<div class="scroll"><table>'
+            f"<thead><tr>{head}</tr></thead>\n<tbody>{rows}</tbody></table></div></section>\n")
+
+
+def _step_row(run: _Run, step: _Step, anchor: int | None) -> str:
+    """One row of the steps table."""
+    desc = _text(step.get("description"))
+    name = (f'<span class="step-name">{_e(step.name)}</span>'
+            + (f'<span class="sub">{_e(desc)}</span>' if desc else ""))
+    attempts = _e(step.attempts) if step.attempts else "—"
+    notes = _step_notes_html(step, anchor)
+    return (f"<tr><td>{name}</td><td>{_e(step.get('step_type') or '—')}</td>"
+            f"<td>{_badge(step.status, step.cls)}</td>"
+            f'<td class="num">{_e(_offset(run.offset_ms(step.start)))}</td>'
+            f'<td class="num">{_e(_duration(step.duration_ms))}</td>'
+            f'<td class="num">{attempts}</td><td class="num">{_e(_count(step.get("records")))}</td>'
+            f"<td>{notes}</td></tr>")
+
+
+def _step_notes_html(step: _Step, anchor: int | None) -> str:
+    """The outputs of a data step, the reason it was skipped, its error (linked), bad records."""
+    parts = []
+    outputs = _outputs(step)
+    if outputs:
+        items = "".join(
+            f'<li><b>{_e(name)}</b> <span class="muted">{_e(fields.get("target") or "")}</span> · '
+            f'{_e(_count(fields.get("written")))} written '
+            f'{_badge(_text(fields.get("status"))) if fields.get("status") else ""}'
+            + (f'<span class="sub">{_e(fields.get("error"))}</span>' if fields.get("error") else "")
+            + "</li>" for name, fields in outputs)
+        parts.append(f'<ul class="outs">{items}</ul>')
+    parts += [f'<span class="sub">{_e(note)}</span>' for note in _notes(step)]
+    if step.error:
+        link = f' <a href="#err-{anchor}">details</a>' if anchor is not None else ""
+        parts.append(f'<span class="sub">{_e(_first_line(step.error))}{link}</span>')
+    return "".join(parts) or '<span class="muted">—</span>'
+
+
+def _html_errors(run: _Run) -> str:
+    """The errors section: the run's errors, then each failed, retried or rolled-back step."""
+    errors = run.errors
+    troubled = [s for s in run.steps if _has_trouble(s)]
+    parts = ['<section id="errors" class="card"><h2>Errors</h2>\n']
+    if not errors and not troubled:
+        parts.append('<p class="muted">No errors recorded.</p>')
+    if errors:
+        items = "".join(f"<li>{_e(e)}</li>" for e in errors)
+        parts.append(f'<h3>Run errors</h3><ul class="run-errors">{items}</ul>\n')
+    if troubled:
+        parts.append("<h3>Steps</h3>\n")
+        parts += [_error_card(run, step, i) for i, step in enumerate(troubled)]
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+def _error_card(run: _Run, step: _Step, anchor: int) -> str:
+    """A failed, retried or rolled-back step: message, traceback, attempts and rollback."""
+    tries = f'<span class="muted">{step.attempts} attempts</span>' if step.attempts > 1 else ""
+    parts = [(f'<article class="err s-{step.cls}" id="err-{anchor}"><div class="err-head">'
+              f'<span class="step-name">{_e(step.name)}</span>{_badge(step.status, step.cls)}'
+              f"{tries}</div>")]
+    if step.error:
+        parts.append(f'<p class="msg">{_e(step.error)}</p>')
+    traceback = _text(step.get("traceback"))
+    if traceback:
+        parts.append(f"<details open><summary>Traceback</summary><pre>{_e(traceback)}</pre>"
+                     "</details>")
+    if step.history:
+        parts.append(_attempts_table(run, step))
+    parts.append(_rollback_html(step))
+    parts.append("</article>\n")
+    return "".join(parts)
+
+
+_OK = '<span class="muted">ok</span>'
+
+
+def _attempts_table(run: _Run, step: _Step) -> str:
+    """The step's attempt history: when each try started, how long it took, its error."""
+    rows = "".join(
+        f'<tr><td class="num">{a.number}</td>'
+        f'<td class="num">{_e(_offset(run.offset_ms(a.start)))}</td>'
+        f'<td class="num">{_e(_duration(_span(a.start, a.end)))}</td>'
+        f'<td class="mono">{_e(a.error) if a.error else _OK}</td></tr>'
+        for a in step.history)
+    return ('<div class="scroll"><table class="attempts"><thead><tr><th class="num">Attempt</th>'
+            '<th class="num">Start</th><th class="num">Duration</th><th>Error</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>")
+
+
+def _span(start: datetime | None, end: datetime | None) -> float | None:
+    """Milliseconds from ``start`` to ``end``, ``None`` if either is unknown."""
+    return None if start is None or end is None else (end - start).total_seconds() * 1000
+
+
+def _rollback_html(step: _Step) -> str:
+    """The outcome of the step's rollback, if it had one."""
+    rollback = step.get("rollback")
+    if not isinstance(rollback, Mapping):
+        return ""
+    status = _text(rollback.get("status")) or "unknown"
+    error = _text(rollback.get("error"))
+    took = _span(_moment(rollback.get("started_at")), _moment(rollback.get("finished_at")))
+    return (f'<p class="rollback">Rollback: {_badge(status)} '
+            f'<span class="muted">{_e(_duration(took)) if took is not None else ""}</span>'
+            + (f'</p><pre>{_e(error)}</pre>' if error else "</p>"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+
+# "_" inside a word marks nothing up in GFM: only one at a word's edge is escaped
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>#~&]|(?<![^\W_])_|_(?![^\W_]))")
+
+
+def _md(value: Any) -> str:
+    """``value`` as inline Markdown text: punctuation that could mark up is escaped."""
+    text = " ".join(_text(value).split())
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return "\\" + text if text[:1] in ("-", "+", "=") or re.match(r"\d+[.)]", text) else text
+
+
+def _code(value: Any) -> str:
+    """``value`` as an inline code span (long enough backtick fences, no newlines)."""
+    text = " ".join(_text(value).split("\n"))
+    if not text:
+        return ""
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _fenced(value: Any, info: str = "") -> str:
+    """``value`` as a fenced code block whose fence no line of it can close."""
+    text = _text(value).rstrip("\n")
+    fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    """A GFM table; pipes in cells are escaped (inside code spans too, as GFM wants)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") or " " for c in cells) + " |"
+
+    sep = "|" + "|".join("---:" if h.endswith(":") else "---" for h in head) + "|"
+    return "\n".join([line([h.rstrip(":") for h in head]), sep, *map(line, rows)])
+
+
+def render_markdown(record: Mapping[str, Any]) -> str:
+    """The run story of ``record`` as Markdown (GitHub flavour, the DAG as a Mermaid block)."""
+    run = _read(record)
+    sections = (_md_header(run), _md_params(run), _md_dag(run), _md_timeline(run),
+                _md_steps(run), _md_errors(run))
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _md_header(run: _Run) -> str:
+    """Title, outcome, description and the run's facts as a list."""
+    lines = [f"# Run story: {_md(run.get('pipeline') or 'pipeline')} — **{_md(run.status)}**"]
+    if run.get("description"):
+        lines += ["", _md(run.get("description"))]
+    facts = [("Run id", _code(run.get("run_id")) or "—"),
+             ("Started", _md(_stamp(run.get("started_at"))) if run.get("started_at") else "—"),
+             ("Finished", _md(_stamp(run.get("finished_at"))) if run.get("finished_at") else "—"),
+             ("Duration", _duration(run.duration_ms)),
+             ("Records", _count(run.get("records_processed"))),
+             ("Host", _code(run.get("host")) or "—"), ("Pid", _md(_count(run.get("pid")))),
+             ("Executor", _code(run.get("executor")) or "—")]
+    facts += [(label, _code(run.get(field))) for label, field in (
+        ("Pipeline file", "pipeline_file"), ("Resumed from", "resumed_from"),
+        ("Parent run", "parent_run_id")) if run.get(field)]
+    counts = ", ".join(f"{n} {_md(s)}" for s, n in _step_counts(run.steps).items())
+    if counts:
+        facts.append(("Steps", counts))
+    lines += [""] + [f"- **{label}:** {value}" for label, value in facts]
+    return "\n".join(lines)
+
+
+def _md_params(run: _Run) -> str:
+    """The parameters as a table (values as given: secrets are already ``***``)."""
+    params = _mapping(run.get("params"))
+    if not params:
+        return "## Parameters\n\nNo parameters."
+    rows = [[_code(name), _code(_param_value(value))] for name, value in params.items()]
+    return "## Parameters\n\n" + _table(["Name", "Value"], rows)
+
+
+def _mermaid_label(text: str) -> str:
+    """Text for a quoted Mermaid label: ``#``, quotes, angle brackets, ``&`` and backticks as
+    Mermaid's decimal entity codes (``#60;`` is ``<``)."""
+    text = " ".join(_ellipsis(text, 60).split())
+    return "".join(f"#{ord(c)};" if c in '#"<>&`' else c for c in text)
+
+
+def _md_dag(run: _Run) -> str:
+    """The DAG as a Mermaid ``flowchart LR`` with a class per status."""
+    if not run.deps:
+        return ""
+    keys = list(run.deps)[:MAX_DRAWN]
+    ids = {key: f"n{i}" for i, key in enumerate(keys)}
+    lines = ["flowchart LR"]
+    lines += [f'  {ids[k]}["{_mermaid_label(run.nodes[k].name)}"]:::{run.nodes[k].cls}'
+              for k in keys]
+    lines += [f"  {ids[p]} --> {ids[k]}" for k in keys for p in run.deps[k] if p in ids]
+    used = dict.fromkeys(run.nodes[k].cls for k in keys)
+    lines += [f"  classDef {cls} fill:{fill},stroke:{stroke},color:{ink}"
+              for cls in used for fill, stroke, ink in [_PALETTE[cls]]]
+    left_out = len(run.deps) - MAX_DRAWN
+    note = f"\n\n{left_out:,} more steps are not drawn." if left_out > 0 else ""
+    return "## DAG\n\n" + _fenced("\n".join(lines), "mermaid") + note
+
+
+def _md_bar(run: _Run, step: _Step, cells: int = 24) -> str:
+    """A text bar of the step's place in the run: ``··████····``."""
+    start = run.offset_ms(step.start) or 0.0
+    end = run.offset_ms(run.step_end(step)) or start
+    first = min(int(start / run.span_ms * cells), cells - 1)
+    last = max(min(math.ceil(end / run.span_ms * cells), cells), first + 1)
+    return _code("·" * first + "█" * (last - first) + "·" * (cells - last))
+
+
+def _md_timeline(run: _Run) -> str:
+    """The timeline as a table: start offset, duration, attempts and a text bar."""
+    timed = _timed(run)
+    if not timed:
+        return "## Timeline\n\nNo step timings recorded."
+    rows = [[_code(s.name), _md(s.status or "unknown"), _offset(run.offset_ms(s.start)),
+             _duration(s.duration_ms) + (" (no end)" if s.end is None and not s.duration_ms else ""),
+             str(s.attempts or "—"), _md_bar(run, s)] for s in timed]
+    return "## Timeline\n\n" + _table(["Step", "Status", "Start:", "Duration:", "Attempts:",
+                                       "Timeline"], rows)
+
+
+def _md_steps(run: _Run) -> str:
+    """The steps table with each data step's outputs and the reason a step was skipped."""
+    if not run.steps:
+        return "## Steps\n\nNo steps recorded."
+    rows = [[_code(s.name), _md(s.get("step_type") or "—"), _md(s.status or "unknown"),
+             _offset(run.offset_ms(s.start)), _duration(s.duration_ms), str(s.attempts or "—"),
+             _count(s.get("records")), _md_notes(s)] for s in run.steps]
+    return "## Steps\n\n" + _table(["Step", "Type", "Status", "Start:", "Duration:", "Attempts:",
+                                    "Records:", "Outputs · notes"], rows)
+
+
+def _md_notes(step: _Step) -> str:
+    """A step's outputs, reason, bad records and short error, joined for one table cell."""
+    parts = [f"{_code(name)} → {_md(fields.get('target') or '')}: "
+             f"{_count(fields.get('written'))} written"
+             + (f" ({_md(fields.get('status'))})" if fields.get("status") else "")
+             + (f" — {_md(fields.get('error'))}" if fields.get("error") else "")
+             for name, fields in _outputs(step)]
+    parts += [_md(note) for note in _notes(step)]
+    if step.error:
+        parts.append(_md(_first_line(step.error)))
+    return "<br>".join(parts) or "—"
+
+
+def _md_errors(run: _Run) -> str:
+    """The run's errors, then each failed, retried or rolled-back step with its traceback."""
+    errors = run.errors
+    troubled = [s for s in run.steps if _has_trouble(s)]
+    if not errors and not troubled:
+        return "## Errors\n\nNo errors recorded."
+    parts = ["## Errors"]
+    if errors:
+        parts.append("### Run errors\n\n" + "\n".join(f"- {_code(e)}" for e in errors))
+    parts += [_md_error(run, step) for step in troubled]
+    return "\n\n".join(parts)
+
+
+def _md_error(run: _Run, step: _Step) -> str:
+    """One failed, retried or rolled-back step: message, traceback, attempts, rollback."""
+    tries = f", {step.attempts} attempts" if step.attempts > 1 else ""
+    parts = [f"### {_code(step.name)} — {_md(step.status or 'unknown')}{tries}"]
+    if step.error:
+        parts.append(_fenced(step.error))
+    if step.get("traceback"):
+        parts.append("Traceback:\n\n" + _fenced(step.get("traceback"), "pytb"))
+    if step.history:
+        parts.append(_table(["Attempt:", "Start:", "Duration:", "Error"], [
+            [str(a.number), _offset(run.offset_ms(a.start)), _duration(_span(a.start, a.end)),
+             _code(a.error) or "ok"] for a in step.history]))
+    rollback = step.get("rollback")
+    if isinstance(rollback, Mapping):
+        line = f"Rollback: **{_md(rollback.get('status') or 'unknown')}**"
+        parts.append(line + (f"\n\n{_fenced(rollback.get('error'))}" if rollback.get("error") else ""))
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+_FORMATS = {"html": render_html, "htm": render_html, "md": render_markdown,
+            "markdown": render_markdown}
+
+
+def write_story(record: Mapping[str, Any], path: str | os.PathLike[str],
+                format: str | None = None) -> Path:
+    """Write the run story of ``record`` to ``path``, atomically; return the path.
+
+    ``format`` is ``"html"`` or ``"md"`` (``"markdown"``); by default it comes from the file's
+    suffix. The story goes to a temporary file beside ``path`` that then replaces it, so a
+    reader never sees half a story. Raises :class:`ValueError` for an unknown format.
+    """
+    path = Path(path)
+    name = (format or path.suffix.lstrip(".")).lower()
+    if name not in _FORMATS:
+        raise ValueError(f"unknown story format {name or path.name!r}: use html or md")
+    text = _FORMATS[name](record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a story is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
