@@ -512,3 +512,97 @@ def test_the_story_of_a_failed_run_with_retries_in_headless_chromium(project):
     assert html.escape("ValueError: cannot publish 30 rows: schema mismatch") in page
     assert html.escape("ConnectionError: warehouse busy (attempt 1)") in page  # the retries
     assert "hunter2-secret" not in page and "***" in page
+
+
+# -- extractor state and the schema -----------------------------------------------------------
+
+
+class Since:
+    """An incremental extractor: records after the cursor, whose state is the last id read."""
+
+    def __init__(self, source):
+        self.source, self.cursor, self.seen_state = source, 0, None
+
+    def describe(self):
+        return "since"
+
+    @property
+    def state(self):
+        return {"cursor": self.cursor}
+
+    def set_state(self, state):
+        self.seen_state = state
+        self.cursor = state["cursor"]
+
+    def batches(self, ctx):
+        rows = [r for r in self.source if r["id"] > self.cursor]
+        if rows:
+            self.cursor = rows[-1]["id"]
+            yield rows
+
+
+class Keep:
+    guarantee = "transactional"
+
+    def __init__(self):
+        self.rows = []
+
+    def describe(self):
+        return "keep"
+
+    def open(self, ctx):
+        self.pending = []
+
+    def write(self, batch):
+        self.pending.extend(batch)
+
+    def commit(self):
+        self.rows.extend(self.pending)
+
+    def abort(self):
+        self.pending = []
+
+    def close(self):
+        pass
+
+
+def test_the_tracker_keeps_extractor_state_between_runs(plugin_manager, tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    source = [{"id": i} for i in range(1, 6)]
+    first, out = Since(source), Keep()
+    pipe = Pipeline("incremental", extractor=first, outputs=[out], plugin_manager=plugin_manager)
+    assert pipe.run_sync(tracker=url).ok
+    assert first.seen_state is None and len(out.rows) == 5
+    source.extend({"id": i} for i in range(6, 9))
+    second, out2 = Since(source), Keep()
+    again = Pipeline("incremental", extractor=second, outputs=[out2],
+                     plugin_manager=plugin_manager)
+    assert again.run_sync(tracker=url).ok
+    assert second.seen_state == {"cursor": 5}  # from the tracker, in another Pipeline object
+    assert [r["id"] for r in out2.rows] == [6, 7, 8]
+    t = SqliteTracker(url)
+    assert t.extractor_states("incremental") == {"extract_load": {"cursor": 8}}
+    t.close()
+
+
+def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
+    from pipectl import tracking
+
+    db = tmp_path / "runs.db"
+    t = SqliteTracker(f"sqlite:///{db}")
+    assert t.migrate() == 1
+    assert t.migrate() == 1  # again: nothing to do
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(1,)]
+    # a later pipectl adds a migration: an older database is upgraded in place
+    monkeypatch.setattr(tracking, "MIGRATIONS", [
+        *tracking.MIGRATIONS, ["ALTER TABLE pipeline_executions ADD COLUMN owner TEXT"]])
+    assert SqliteTracker(f"sqlite:///{db}").migrate() == 2
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(2,)]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(pipeline_executions)")]
+    assert "owner" in columns
+    # and a database newer than this pipectl is refused with the reason
+    monkeypatch.setattr(tracking, "MIGRATIONS", tracking.MIGRATIONS[:1])
+    with pytest.raises(tracking.TrackerError, match="newer than this pipectl knows"):
+        SqliteTracker(f"sqlite:///{db}").migrate()

@@ -76,6 +76,7 @@ class Pipeline:
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}
         self._on_step_complete: list[Callable[[Any], Any]] = []
+        self._fingerprints: dict[str, str] | None = None
         if extractor is not None or outputs is not None:
             # the seed design "Pipeline Core": one extractor, many outputs, as one data step
             if extractor is None or not outputs:
@@ -225,10 +226,20 @@ class Pipeline:
         self._on_step_complete.append(callback)
         return callback
 
+    def fingerprints(self) -> dict[str, str]:
+        """Each step's :func:`pipectl.tracking.fingerprint` (what resume compares), computed
+        once per definition of the pipeline."""
+        if self._fingerprints is None:
+            from pipectl.tracking import fingerprint
+
+            self._fingerprints = {s.name: fingerprint(s) for s in self._steps}
+        return self._fingerprints
+
     def add(self, spec: StepSpec) -> StepSpec:
         """Add a ready-made :class:`~pipectl.model.StepSpec`."""
         self._steps.append(spec)
         self._spec = None
+        self._fingerprints = None
         self._graph = None
         self._plans.clear()
         return spec
@@ -371,7 +382,8 @@ class Pipeline:
 
                 listeners.append(TrackingListener(
                     tracker_obj, config.run_id, self.spec, resumed_from=resumed_from,
-                    pipeline_file=self.source, executor=executor or self.spec.executor))
+                    pipeline_file=self.source, executor=executor or self.spec.executor,
+                    fingerprints=self.fingerprints()))
             for listener in listeners:
                 pm.register(listener, name=f"run-listener-{id(listener)}")
             try:

@@ -494,23 +494,36 @@ class SQLTracker:
             conn.close()
 
     def _write(self, conn: Any, ops: list[tuple]) -> None:
-        runs, steps, states = [], [], []
+        runs, states = [], []
+        steps: dict[tuple[str, str], dict[str, Any]] = {}  # one row per step and batch
+        ended: list[str] = []
         for op in ops:
             kind = op[0]
             if kind == "run":
                 runs.append(op[1])
                 if op[1]["completed_at"] is not None:
-                    self._run_ended(op[1]["execution_id"])
-            elif kind == "start":
-                steps.append(self._started_row(*op[1:]))
+                    ended.append(op[1]["execution_id"])
+                continue
+            if kind == "start":
+                row = self._started_row(*op[1:])
+            elif kind == "finish":
+                row = self._finished_row(*op[1:])
+            elif kind == "rollback":
+                row = self._rollback_row(*op[1:])
             elif kind == "retry":
                 self._retried(*op[1:])
-            elif kind == "finish":
-                steps.append(self._finished_row(*op[1:]))
-            elif kind == "rollback":
-                steps.append(self._rollback_row(*op[1:]))
-            elif kind == "state":
+                continue
+            else:  # state
                 states.append(op[1])
+                continue
+            key = (row["execution_id"], row["step_id"])
+            earlier = steps.get(key)
+            if earlier is None:
+                steps[key] = row
+            else:  # the step started and ended within the batch: one row, the latest values
+                earlier.update({k: v for k, v in row.items() if v is not None})
+        for run_id in ended:
+            self._run_ended(run_id)
         self._begin_write(conn)
         cur = conn.cursor()
         try:
@@ -522,7 +535,7 @@ class SQLTracker:
                     f"INSERT INTO pipeline_executions ({cols}) VALUES "
                     f"({', '.join('?' * len(RUN_COLUMNS))}) "
                     f"ON CONFLICT (execution_id) DO UPDATE SET {updates}"),
-                    [tuple(r.get(c) for c in RUN_COLUMNS) for r in _last_per_key(
+                    [tuple(map(r.get, RUN_COLUMNS)) for r in _last_per_key(
                         runs, "execution_id")])
             if steps:
                 cols = ", ".join(STEP_COLUMNS)
@@ -532,7 +545,7 @@ class SQLTracker:
                     f"INSERT INTO step_executions ({cols}) VALUES "
                     f"({', '.join('?' * len(STEP_COLUMNS))}) "
                     f"ON CONFLICT (execution_id, step_id) DO UPDATE SET {updates}"),
-                    [tuple(r.get(c) for c in STEP_COLUMNS) for r in steps])
+                    [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()])
             if states:
                 cur.executemany(self._sql(
                     "INSERT INTO extractor_state (pipeline_name, step_id, state, execution_id, "
@@ -563,8 +576,8 @@ class SQLTracker:
                 break
 
     def _finished_row(self, run_id: str, step: Any, result: Any, blob: bytes | None,
-                      fingerprinted: bool) -> dict[str, Any]:
-        row = step_row(run_id, step, result, fingerprinted)
+                      fingerprint: str | None) -> dict[str, Any]:
+        row = step_row(run_id, step, result, fingerprint)
         metadata = row.pop("metadata_dict")
         history = self._history.pop((run_id, step.name), [])
         if history:
@@ -901,7 +914,8 @@ class TrackingListener:
 
     def __init__(self, tracker: SQLTracker, run_id: str, spec: Any = None, *,
                  resumed_from: str | None = None, pipeline_file: str | None = None,
-                 executor: str | None = None, store_outputs: bool = True):
+                 executor: str | None = None, store_outputs: bool = True,
+                 fingerprints: Mapping[str, str] | None = None):
         self.tracker = tracker
         self.run_ids = {run_id}
         self.spec = spec
@@ -909,7 +923,8 @@ class TrackingListener:
         self.pipeline_file = pipeline_file
         self.executor = executor
         self.store_outputs = store_outputs and tracker.results is not None
-        self.steps = {s.name: s for s in spec.steps} if spec is not None else {}
+        self.fingerprints = fingerprints if fingerprints is not None else (
+            {s.name: fingerprint(s) for s in spec.steps} if spec is not None else {})
         self.host = socket.gethostname()
         self.pid = os.getpid()
 
@@ -973,7 +988,8 @@ class TrackingListener:
             except Exception:  # noqa: BLE001 - not picklable: resume runs the step again
                 blob = None
         main = self.spec is not None and run.pipeline_id == self.spec.name
-        self.tracker.submit(("finish", run.run_id, step, result, blob, main))
+        self.tracker.submit(("finish", run.run_id, step, result, blob,
+                             self.fingerprints.get(step.name) if main else None))
 
     @hookimpl
     def pipectl_run_finish(self, run: Any) -> None:
@@ -992,7 +1008,7 @@ class TrackingListener:
         self.tracker.submit(("run", self._run_row(run)))
 
 
-def step_row(run_id: str, step: Any, result: Any, fingerprinted: bool) -> dict[str, Any]:
+def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> dict[str, Any]:
     """The ``step_executions`` row of a finished step (``metadata_dict`` still a dict)."""
     meta: dict[str, Any] = {}
     if result.reason:
@@ -1009,8 +1025,8 @@ def step_row(run_id: str, step: Any, result: Any, fingerprinted: bool) -> dict[s
         meta["dead_letter_path"] = getattr(output, "dead_letter_path", None)
     if getattr(result, "resumed_from", None):
         meta["resumed"] = result.resumed_from
-    if fingerprinted:
-        meta["fingerprint"] = fingerprint(step)
+    if fingerprint is not None:
+        meta["fingerprint"] = fingerprint
     if output is None and result.status.value == "success":
         meta["output_none"] = True
     return {
