@@ -32,22 +32,29 @@ def test_bronze_silver_gold_layers(tmp_path):
     assert cities == {c.title() for c in cities}
 
 
-def test_resilience_example_retries_times_out_and_cleans_up():
+def test_resilience_example_retries_times_out_cleans_up_and_rolls_back(tmp_path):
+    shutil.copytree(ROOT / "examples" / "resilience", tmp_path / "examples" / "resilience",
+                    ignore=shutil.ignore_patterns("output", "__pycache__"))
     cli = [sys.executable, "-m", "pipectl.cli", "run", "examples/resilience/pipeline.yaml",
            "--no-progress"]
-    proc = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:5]}
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:6]}
     assert rows["fetch_rates"][1:2] + rows["fetch_rates"][4:5] == ["success", "3"]
     assert rows["slow_enrichment"][1] == "failed"  # allowed to fail: the run still succeeds
     assert "timed out after 0.5s" in proc.stdout
     assert rows["convert"][1] == rows["cleanup"][1] == "success"
     assert "of 'resilience': success" in proc.stdout
+    marker = tmp_path / "examples" / "resilience" / "output" / "batch.reserved"
+    assert marker.exists()
 
-    proc = subprocess.run([*cli, "-p", "flaky_attempts=5"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([*cli, "-p", "flaky_attempts=5", "--rollback"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "fetch_rates failed on attempt 4 of 4: ConnectionError" in proc.stdout
-    assert "at examples/resilience/steps.py:14, in fetch_rates" in proc.stdout
+    assert "at examples/resilience/steps.py:28, in fetch_rates" in proc.stdout
     assert "convert          skipped" in proc.stdout
     assert "cleanup          success" in proc.stdout
+    assert "reserve_batch    rolled_back" in proc.stdout
+    assert "of 'resilience': rolled_back" in proc.stdout
+    assert not marker.exists()  # the rollback released the batch

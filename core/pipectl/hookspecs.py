@@ -119,8 +119,16 @@ def pipectl_register_trackers(register: Register) -> None:
 
     :param register: ``register(name, factory)``. ``name`` is the URL scheme the tracker serves
         (``sqlite``, ``postgresql``); ``factory(url)`` builds the tracker when a run selects it
-        by URL.
+        by URL (``--tracker URL``, ``tracker:`` in a pipeline file, ``run(tracker=URL)``).
     :return: nothing; the return value is ignored.
+
+    A tracker is what :class:`pipectl.tracking.SQLTracker` is: ``migrate()`` (create or
+    upgrade its tables), ``submit(op)`` (queue a write; never blocks the run), ``flush()``,
+    ``close()``, and the reads ``list_runs``, ``resolve``, ``get_run``, ``pipeline_of``,
+    ``step_states``, ``extractor_states``, plus ``results`` (a result store for resume, or
+    None). A tracker on another SQL database subclasses ``SQLTracker`` and gives
+    ``_connect()``, ``placeholder`` and ``_begin_write(conn)``: the tables and the SQL are
+    shared. The built-in ``sqlite`` plugin registers ``sqlite``.
 
     A duplicate scheme is an error naming both plugins; the later plugin is left out.
     Cannot be a wrapper. Since 0.1.

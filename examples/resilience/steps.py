@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 _calls = {"fetch_rates": 0}
+
+
+def reserve_batch(params: dict) -> str:
+    """Claim today's batch: a marker file other jobs respect. Undone by release_batch."""
+    marker = Path(params["out"]) / "batch.reserved"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("reserved by the resilience example\n")
+    return str(marker)
+
+
+def release_batch(output: str) -> None:
+    """The rollback of reserve_batch: it gets the step's output (the marker's path)."""
+    Path(output).unlink(missing_ok=True)
 
 
 def fetch_rates(params: dict) -> dict[str, float]:
