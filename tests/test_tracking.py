@@ -129,6 +129,8 @@ def test_runs_show_json_of_a_run_with_retries_and_a_failure(project):
         "ConnectionError: warehouse busy (attempt 2)", None]
     assert flaky["started_at"] <= flaky["completed_at"] and flaky["execution_time_ms"] > 0
     assert flaky["output_summary"] == {"rows": 30, "total": 652.5}
+    assert flaky["input_summary"]["extract"]["length"] == 30  # what it was given, capped
+    assert steps["extract"]["input_summary"] is None  # nothing
     assert len(json.dumps(steps["extract"]["output_summary"])) < 2500  # capped
     assert steps["extract"]["output_summary"]["length"] == 30
 

@@ -220,6 +220,10 @@ def summarize(value: Any, limit: int = SUMMARY_CHARS) -> Any:
         keys = list(value)[:20]
         return {"type": type(value).__name__, "length": len(value), "truncated": True,
                 "first": summarize({k: value[k] for k in keys}, limit // 2)}
+    if isinstance(value, Mapping) and any(isinstance(v, (list, tuple, Mapping))
+                                          for v in value.values()):
+        share = max(limit // max(len(value), 1), 200)  # each value its share of the room
+        return {str(k): summarize(v, share) for k, v in value.items()}
     try:
         text = _json(value)
     except (TypeError, ValueError):
@@ -576,8 +580,11 @@ class SQLTracker:
                 break
 
     def _finished_row(self, run_id: str, step: Any, result: Any, blob: bytes | None,
-                      fingerprint: str | None) -> dict[str, Any]:
+                      fingerprint: str | None, inputs: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
         row = step_row(run_id, step, result, fingerprint)
+        if inputs:
+            row["input_data"] = _json(summarize(inputs))
         metadata = row.pop("metadata_dict")
         history = self._history.pop((run_id, step.name), [])
         if history:
@@ -988,8 +995,12 @@ class TrackingListener:
             except Exception:  # noqa: BLE001 - not picklable: resume runs the step again
                 blob = None
         main = self.spec is not None and run.pipeline_id == self.spec.name
+        inputs = None
+        if result.attempts:  # it ran: what it was given, summarized by the writer
+            steps = run.steps
+            inputs = {d: steps[d].output for d in step.all_dependencies if d in steps}
         self.tracker.submit(("finish", run.run_id, step, result, blob,
-                             self.fingerprints.get(step.name) if main else None))
+                             self.fingerprints.get(step.name) if main else None, inputs))
 
     @hookimpl
     def pipectl_run_finish(self, run: Any) -> None:
