@@ -8,11 +8,12 @@ from pipectl.hookspecs import hookimpl
 @hookimpl(trylast=True)
 def pipectl_register_commands(cli):
     from pipectl.cli.import_command import import_group
+    from pipectl.cli.new_command import new
     from pipectl.cli.pipeline_commands import graph, run, validate
     from pipectl.cli.plugins_command import plugins
     from pipectl.cli.runs_command import runs
     from pipectl.cli.schema_command import schema
     from pipectl.cli.story_command import story
 
-    for command in (run, validate, graph, schema, plugins, import_group, runs, story):
+    for command in (run, validate, graph, schema, plugins, import_group, runs, story, new):
         cli.add_command(command)

@@ -1,0 +1,396 @@
+"""``pipectl new plugin``: the skeleton of a plugin distribution that installs and works at once.
+
+The names follow the conventions of docs/plugins.md: distribution ``pipectl-NAME``, module
+``pipectl_NAME``, entry point ``NAME`` in the group ``pipectl``. Each kind gets a component that
+does something real and small (an extractor of numbered records, a JSON Lines output, a
+SQLite tracker on its own URL scheme, a listener that counts step outcomes), registered with
+its heavy import inside the factory, and a test on the ``pipectl.testing`` fixtures that passes
+as written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+KINDS = ("extractor", "output", "tracker", "listener")
+
+_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+
+
+def names(name: str) -> tuple[str, str, str]:
+    """(distribution, module, entry point) of a plugin called ``name`` (``weather``,
+    ``pipectl-weather`` and ``pipectl_weather`` all give ``pipectl-weather``,
+    ``pipectl_weather``, ``weather``)."""
+    short = name.strip().lower()
+    for prefix in ("pipectl-", "pipectl_"):
+        if short.startswith(prefix):
+            short = short[len(prefix):]
+    if not _NAME.match(short):
+        raise ValueError(f"{name!r} is not a plugin name: lowercase letters and digits, words "
+                         "joined by - or _ (like weather or s3-files)")
+    entry = short.replace("_", "-")
+    return f"pipectl-{entry}", f"pipectl_{entry.replace('-', '_')}", entry
+
+
+def files(name: str, kind: str, pipectl_version: str) -> dict[str, str]:
+    """The files of the skeleton, by path relative to the distribution's folder."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    dist, module, entry = names(name)
+    cls = "".join(part.capitalize() for part in re.split(r"[-_]", entry))
+    fill = {"dist": dist, "module": module, "entry": entry, "cls": cls, "kind": kind,
+            "version": pipectl_version}
+    out = {
+        "pyproject.toml": _PYPROJECT,
+        "README.md": _README,
+        "CHANGELOG.md": _CHANGELOG,
+        f"{module}/__init__.py": '"""{dist}: a pipectl {kind} plugin."""\n\n__version__ = "0.1.0"\n',
+        f"{module}/plugin.py": _PLUGIN[kind],
+        f"tests/test_{module}.py": _TESTS[kind],
+    }
+    if kind != "listener":
+        out[f"{module}/{kind}.py"] = _COMPONENT[kind]
+    return {path.format(**fill): text.format(**fill) for path, text in out.items()}
+
+
+def write(target: Path, name: str, kind: str, pipectl_version: str) -> list[Path]:
+    """Write the skeleton under ``target`` (which must not exist); returns the files."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists: pick another name or folder (-o)")
+    written = []
+    for relative, text in files(name, kind, pipectl_version).items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# -- templates (str.format: literal braces are doubled) ----------------------------------------
+
+_PYPROJECT = '''[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "A pipectl {kind} plugin."
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["pipectl>={version}"]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+# pipectl finds the plugin through this entry point: group "pipectl", name "{entry}"
+[project.entry-points.pipectl]
+{entry} = "{module}.plugin"
+
+[tool.setuptools]
+packages = ["{module}"]
+'''
+
+_README = '''# {dist}
+
+A pipectl {kind} plugin.
+
+```bash
+pip install -e .                # pipectl finds it through its entry point
+pipectl plugins                 # lists "{entry}" with this distribution's version
+pip install -e '.[test]' && pytest
+```
+
+The plugin module (`{module}/plugin.py`) registers the component through pipectl's hooks and
+imports nothing heavy: put heavy imports inside the factory, which runs only when a pipeline
+uses the component. See pipectl's plugin author guide (docs/plugins.md).
+'''
+
+_CHANGELOG = '''# Changelog
+
+## [Unreleased]
+
+### Added
+- The {kind} `{entry}`.
+'''
+
+_PLUGIN = {
+    "extractor": '''"""The plugin module: registers the ``{entry}`` extractor. Imported at every pipectl start,
+so it imports nothing heavy: the component is imported by the factory, on use."""
+
+from pipectl import hookimpl
+
+
+def make_extractor(**options):
+    from {module}.extractor import {cls}Extractor
+
+    return {cls}Extractor(**options)
+
+
+@hookimpl
+def pipectl_register_extractors(register):
+    register("{entry}", make_extractor)
+''',
+    "output": '''"""The plugin module: registers the ``{entry}`` output. Imported at every pipectl start,
+so it imports nothing heavy: the component is imported by the factory, on use."""
+
+from pipectl import hookimpl
+
+
+def make_output(**options):
+    from {module}.output import {cls}Output
+
+    return {cls}Output(**options)
+
+
+@hookimpl
+def pipectl_register_outputs(register):
+    register("{entry}", make_output)
+''',
+    "tracker": '''"""The plugin module: registers a run tracker for ``{entry}://`` URLs. Imported at every
+pipectl start, so it imports nothing heavy: the tracker is imported by the factory, on use."""
+
+from pipectl import hookimpl
+
+
+def make_tracker(url):
+    from {module}.tracker import {cls}Tracker
+
+    return {cls}Tracker(url)
+
+
+@hookimpl
+def pipectl_register_trackers(register):
+    register("{entry}", make_tracker)
+''',
+    "listener": '''"""The plugin module: a lifecycle listener counting how the steps of every run end.
+
+Listeners are called once per run, step or attempt (never per record), one at a time, maybe
+from a worker thread: keep them short. An exception in one is logged and the run goes on."""
+
+from collections import Counter
+
+from pipectl import hookimpl
+
+#: ``(pipeline, status)`` -> how many steps ended so, over the runs of this process
+OUTCOMES = Counter()
+#: ``(pipeline, run status)`` of every run that ended
+RUNS = []
+
+
+@hookimpl
+def pipectl_step_finish(run, step, result):
+    OUTCOMES[(run.pipeline_id, result.status.value)] += 1
+
+
+@hookimpl
+def pipectl_run_finish(run):
+    RUNS.append((run.pipeline_id, run.status.value))
+''',
+}
+
+_COMPONENT = {
+    "extractor": '''"""The ``{entry}`` extractor: ``count`` numbered records, in batches of ``batch_size``.
+
+Replace the body of ``batches`` with your source (an API, a file format, a database); keep
+the contract: ``batches(ctx)`` yields lists of dicts (sync or async), ``describe()`` names
+the source in messages, and a record that cannot be read goes to
+``ctx.bad_record(raw, reason, position)``.
+"""
+
+
+class {cls}Extractor:
+    def __init__(self, *, count: int = 10, batch_size: int = 1000):
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an integer >= 0, got {{count!r}}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {{batch_size!r}}")
+        self.count = count
+        self.batch_size = batch_size
+
+    def describe(self) -> str:
+        return f"{entry} ({{self.count}} records)"
+
+    def batches(self, ctx):
+        for start in range(0, self.count, self.batch_size):
+            stop = min(start + self.batch_size, self.count)
+            yield [{{"id": i, "source": "{entry}"}} for i in range(start, stop)]
+''',
+    "output": '''"""The ``{entry}`` output: records as JSON Lines in ``path``, all or nothing per attempt.
+
+The contract: ``guarantee`` says why a retried step never writes a record twice
+("transactional": nothing is visible before ``commit``); ``open``, ``write``, ``commit`` or
+``abort``, and always ``close``, are called in that order for each attempt.
+"""
+
+import json
+import os
+
+
+class {cls}Output:
+    guarantee = "transactional"
+
+    def __init__(self, *, path: str):
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"path must be a file path, got {{path!r}}")
+        self.path = path
+        self._tmp = None
+        self._file = None
+
+    def describe(self) -> str:
+        return f"{entry} {{self.path}}"
+
+    def open(self, ctx):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        self._tmp = f"{{self.path}}.{{os.getpid()}}.tmp"
+        self._file = open(self._tmp, "w", encoding="utf-8")
+
+    def write(self, batch):
+        self._file.writelines(json.dumps(record) + "\\n" for record in batch)
+
+    def commit(self):
+        self._file.close()
+        os.replace(self._tmp, self.path)  # readers see the old file or the new one
+        self._file = self._tmp = None
+
+    def abort(self):
+        if self._file is not None:
+            self._file.close()
+            os.unlink(self._tmp)
+            self._file = self._tmp = None
+
+    def close(self):
+        self.abort()
+''',
+    "tracker": '''"""A run tracker for ``{entry}:///path/to/file.db`` URLs.
+
+pipectl's trackers share their tables and SQL (:class:`pipectl.tracking.SQLTracker`); a new
+database gives a connection, its placeholder and how a write transaction starts. This one
+stores the runs in an SQLite file, like the built-in tracker, under its own URL scheme:
+replace it with your database's driver.
+"""
+
+from pipectl.tracking import SqliteTracker
+
+
+class {cls}Tracker(SqliteTracker):
+    def __init__(self, url: str):
+        scheme = "{entry}:///"
+        if not url.startswith(scheme):
+            raise ValueError(f"a {entry} tracker URL is {{scheme}}path/to/file.db, got {{url!r}}")
+        super().__init__("sqlite:///" + url[len(scheme):])
+        self.url = url
+''',
+}
+
+_TESTS = {
+    "extractor": '''"""The ``{entry}`` extractor through pipectl, with the pipectl.testing fixtures."""
+
+from pipectl import Pipeline
+
+from {module} import plugin
+
+
+def test_the_extractor_feeds_a_data_step(plugin_manager, register_plugin):
+    register_plugin(plugin, name="{entry}")
+    rows = []
+
+    class Keep:
+        guarantee = "transactional"
+
+        def describe(self):
+            return "keep"
+
+        def open(self, ctx):
+            self.pending = []
+
+        def write(self, batch):
+            self.pending.extend(batch)
+
+        def commit(self):
+            rows.extend(self.pending)
+
+        def abort(self):
+            self.pending = []
+
+        def close(self):
+            pass
+
+    pipe = Pipeline("test-{entry}", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor={{"type": "{entry}", "count": 25, "batch_size": 10}},
+                   outputs=[Keep()])
+    run = pipe.run_sync()
+    assert run.ok, run.errors
+    assert [r["id"] for r in rows] == list(range(25))
+    assert run.steps["load"].records == 25
+''',
+    "output": '''"""The ``{entry}`` output through pipectl, with the pipectl.testing fixtures."""
+
+import json
+
+from pipectl import Pipeline
+
+from {module} import plugin
+
+
+def test_the_output_writes_every_record_once(plugin_manager, register_plugin, tmp_path):
+    register_plugin(plugin, name="{entry}")
+    target = tmp_path / "out.jsonl"
+
+    def numbers():
+        yield [{{"id": i}} for i in range(7)]
+
+    pipe = Pipeline("test-{entry}", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor={{"type": "python", "function": numbers}},
+                   outputs=[{{"type": "{entry}", "path": str(target)}}])
+    run = pipe.run_sync()
+    assert run.ok, run.errors
+    lines = target.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(7))
+''',
+    "tracker": '''"""The ``{entry}`` tracker records a run, read back from it."""
+
+from pipectl import Pipeline
+
+from {module} import plugin
+
+
+def test_the_tracker_records_a_run(plugin_manager, register_plugin, tmp_path):
+    register_plugin(plugin, name="{entry}")
+    url = f"{entry}:///{{tmp_path / 'runs.db'}}"
+    pipe = Pipeline("test-{entry}", plugin_manager=plugin_manager)
+    pipe.add_step("hello", lambda: "hello")
+    run = pipe.run_sync(tracker=url)
+    assert run.ok, run.errors
+
+    from {module}.tracker import {cls}Tracker
+
+    tracker = {cls}Tracker(url)
+    record = tracker.get_run("latest")
+    tracker.close()
+    assert record["run_id"] == run.run_id and record["status"] == "success"
+    assert [s["step_id"] for s in record["steps"]] == ["hello"]
+''',
+    "listener": '''"""The listener sees every step of a run end, with the pipectl.testing fixtures."""
+
+from pipectl import Pipeline
+
+from {module} import plugin
+
+
+def test_the_listener_counts_step_outcomes(plugin_manager, register_plugin):
+    register_plugin(plugin, name="{entry}")
+    pipe = Pipeline("test-{entry}", plugin_manager=plugin_manager)
+    pipe.add_step("ok", lambda: 1)
+    pipe.add_step("boom", lambda: 1 / 0)
+    pipe.add_step("after", lambda boom: 2, depends_on=["boom"])
+    run = pipe.run_sync()
+    assert not run.ok
+    counts = {{status: n for (name, status), n in plugin.OUTCOMES.items()
+              if name == "test-{entry}"}}
+    assert counts == {{"success": 1, "failed": 1, "skipped": 1}}
+    assert plugin.RUNS[-1] == ("test-{entry}", "failed")
+''',
+}
