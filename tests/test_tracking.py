@@ -608,3 +608,39 @@ def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "MIGRATIONS", tracking.MIGRATIONS[:1])
     with pytest.raises(tracking.TrackerError, match="newer than this pipectl knows"):
         SqliteTracker(f"sqlite:///{db}").migrate()
+
+
+def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_committed(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
+    with open(tmp_path / "source.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id"])
+        w.writerows([i] for i in range(500))
+    write(tmp_path / "pipeline.yaml", """
+        name: partial
+        steps:
+          - name: load
+            extract: {type: csv, path: source.csv, types: {id: int}}
+            load:
+              - {type: sqlite, path: out/a.sqlite, table: records}
+              - {type: jsonl, path: out/b/records.jsonl}
+    """)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b").write_text("a file where a folder should be")  # b cannot open
+    first = cli("run", "pipeline.yaml", cwd=tmp_path)
+    assert first.returncode == 1
+    assert "committed: sqlite#0" in first.stdout
+    (tmp_path / "out" / "b").unlink()  # fixed
+    again = cli("run", "pipeline.yaml", "--resume", "latest", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    with sqlite3.connect(tmp_path / "out" / "a.sqlite") as db:
+        ids = [r[0] for r in db.execute("SELECT id FROM records")]
+    assert sorted(ids) == list(range(500))  # appended once: not again on resume
+    lines = (tmp_path / "out" / "b" / "records.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == list(range(500))
+    record = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path).stdout)
+    outputs = record["steps"][0]["outputs"]
+    assert outputs["sqlite#0"]["status"] == "skipped"  # committed by the run it resumed
+    assert outputs["jsonl#1"] == {"written": 500, "status": "committed", "error": None,
+                                  "target": "jsonl out/b/records.jsonl"}

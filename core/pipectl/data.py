@@ -55,7 +55,12 @@ class BadRecordError(PipectlError, ValueError):
 
 
 class DataStepError(PipectlError):
-    """One or more outputs of a data step failed; the others committed."""
+    """One or more outputs of a data step failed; the others committed. ``result`` is the
+    step's :class:`DataStepResult` (each output's report), for trackers and resume."""
+
+    def __init__(self, message: str, result: DataStepResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 class OutputReport:
@@ -453,7 +458,8 @@ async def run_data_step(
         raise DataStepError(
             f"data step {step!r}: "
             + "; ".join(f"output {r.name!r} failed: {r.error}" for r in failed)
-            + (f" (committed: {', '.join(sorted(committed))})" if committed else "")
+            + (f" (committed: {', '.join(sorted(committed))})" if committed else ""),
+            result,
         )
     return result
 

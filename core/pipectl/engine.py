@@ -185,7 +185,8 @@ class _RunState:
         self.logger = logger
         self.params = frozen_params(config.params)
         self.services = services
-        self.shared_state: dict[str, Any] = {"extractor_state": dict(config.extractor_state)}
+        self.shared_state: dict[Any, Any] = {**config.resume_state,
+                                             "extractor_state": dict(config.extractor_state)}
         run.extractor_state = self.shared_state["extractor_state"]
         limit = config.max_concurrent if config.max_concurrent is not None else spec.max_concurrent
         self.limit = limit if limit is not None else len(plan.nodes) + 1

@@ -250,6 +250,9 @@ class RunConfig:
     """Outputs of steps that are not run again, by step name (resume; see ``resumed_from``)."""
     resumed_from: str | None = None
     """The run this one resumes."""
+    resume_state: Mapping[Any, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    """The run state (``ctx.state``) to start from when resuming: which outputs of the data
+    steps that will run again had committed."""
     rollback: bool = False
     """When the run fails, run the rollbacks of its completed steps in reverse order."""
 

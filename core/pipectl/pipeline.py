@@ -348,7 +348,7 @@ class Pipeline:
                           ((only,) if isinstance(only, str) else ()))
         tracker_obj, owned = self._open_tracker(tracker, pm, parent_run_id)
         try:
-            resumed_from, outputs = None, {}
+            resumed_from, outputs, run_state = None, {}, {}
             if resume is not None:
                 if tracker_obj is None:
                     from pipectl.tracking import TrackerError
@@ -357,8 +357,8 @@ class Pipeline:
                                        "from it (tracker='sqlite:///...' or the pipeline's)")
                 from pipectl.tracking import resume_outputs
 
-                resumed_from, outputs = resume_outputs(tracker_obj, self.spec, resume,
-                                                       force=force)
+                resumed_from, outputs, run_state = resume_outputs(
+                    tracker_obj, self.spec, resume, force=force)
             if extractor_state is None and tracker_obj is not None:
                 extractor_state = tracker_obj.extractor_states(self.name)
             import uuid
@@ -372,7 +372,7 @@ class Pipeline:
                 secrets=[n for n, spec in self.param_specs.items()
                          if getattr(spec, "secret", False)],
                 parent_run_id=parent_run_id, resume=outputs, resumed_from=resumed_from,
-                rollback=rollback,
+                resume_state=run_state, rollback=rollback,
             )
             listeners: list[Any] = []
             if self._on_step_complete:

@@ -72,12 +72,15 @@ class ResumeRefused(TrackerError):
 
 
 def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
-                   force: bool = False) -> tuple[str, dict[str, Any]]:
-    """(the resolved run id, the outputs of the steps a resume of it does not run again).
+                   force: bool = False) -> tuple[str, dict[str, Any], dict[Any, Any]]:
+    """(the resolved run id, the outputs of the steps a resume of it does not run again, and
+    the run state to start from).
 
     A step is taken from the old run when it succeeded there, its output was stored (or was
     None), and every step it depends on is taken too; a step whose definition changed since
-    (:func:`fingerprint`) raises :class:`ResumeRefused` unless ``force``."""
+    (:func:`fingerprint`) raises :class:`ResumeRefused` unless ``force``. A data step that
+    failed with some of its outputs committed runs again writing only to the others (the run
+    state carries which committed), as a retry within a run does."""
     from pipectl.graph import Graph
 
     old = tracker.resolve(run_id, pipeline=spec.name)
@@ -88,9 +91,16 @@ def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
     graph = Graph(spec.name, spec.steps)
     taken: dict[str, Any] = {}
     changed: list[str] = []
+    run_state: dict[Any, Any] = {}
     for name in graph.topological_order():
         state = states.get(name)
         step = graph.steps[name]
+        if state is not None and state["status"] == "failed" and state["committed"]:
+            if state["fingerprint"] != fingerprint(step):
+                changed.append(name)  # its committed outputs may not be what it writes now
+                if not force:
+                    continue
+            run_state[("data-committed", name)] = set(state["committed"])
         if state is None or state["status"] != "success":  # rolled back: undone, so redone
             continue
         if any(dep not in taken for dep in graph.dependencies[name]):
@@ -110,7 +120,7 @@ def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
         taken[name] = value
     if changed and not force:
         raise ResumeRefused(old, changed)
-    return old, taken
+    return old, taken, run_state
 
 
 # -- the schema -------------------------------------------------------------------------------
@@ -700,15 +710,19 @@ class SQLTracker:
         return _record(row, steps)
 
     def step_states(self, run_id: str) -> dict[str, dict[str, Any]]:
-        """Each step of a run: ``status``, ``fingerprint``, ``output_stored``, ``output_none``."""
+        """Each step of a run: ``status``, ``fingerprint``, ``output_stored``, ``output_none``,
+        and ``committed`` (the outputs a data step committed)."""
         out = {}
         for row in self._query("SELECT step_id, status, metadata FROM step_executions "
                                "WHERE execution_id = ?", (run_id,)):
             meta = _loads(row["metadata"], {})
+            committed = [name for name, report in (meta.get("outputs") or {}).items()
+                         if report.get("status") in ("committed", "skipped")]
             out[row["step_id"]] = {"status": row["status"],
                                    "fingerprint": meta.get("fingerprint"),
                                    "output_stored": bool(meta.get("output_stored")),
-                                   "output_none": bool(meta.get("output_none"))}
+                                   "output_none": bool(meta.get("output_none")),
+                                   "committed": committed}
         return out
 
     def extractor_states(self, pipeline: str) -> dict[str, Any]:
@@ -1029,11 +1043,12 @@ def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> di
     if step.allow_failure:
         meta["allow_failure"] = True
     output = result.output
-    reports = getattr(output, "outputs", None)
+    data = output if output is not None else getattr(result.exception, "result", None)
+    reports = getattr(data, "outputs", None)  # a data step's, also when it failed
     if isinstance(reports, Mapping):
         meta["outputs"] = {name: r.as_dict() for name, r in reports.items()}
-        meta["bad_records"] = getattr(output, "bad_records", 0)
-        meta["dead_letter_path"] = getattr(output, "dead_letter_path", None)
+        meta["bad_records"] = getattr(data, "bad_records", 0)
+        meta["dead_letter_path"] = getattr(data, "dead_letter_path", None)
     if getattr(result, "resumed_from", None):
         meta["resumed"] = result.resumed_from
     if fingerprint is not None:
