@@ -644,3 +644,40 @@ def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_commi
     assert outputs["sqlite#0"]["status"] == "skipped"  # committed by the run it resumed
     assert outputs["jsonl#1"] == {"written": 500, "status": "committed", "error": None,
                                   "target": "jsonl out/b/records.jsonl"}
+
+
+def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_manager,
+                                                                         tmp_path):
+    """The database part of a write is retried alone: the rows are built once."""
+    busy = {"left": 3}
+
+    class BusyAtFirst(SqliteTracker):
+        def _write(self, conn, runs, steps, states):
+            if busy["left"]:
+                busy["left"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            super()._write(conn, runs, steps, states)
+
+    tracker = BusyAtFirst(f"sqlite:///{tmp_path / 'runs.db'}")
+    tracker.migrate()
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise ConnectionError(f"attempt {calls['n']}")
+        return "ok"
+
+    pipe = Pipeline("busy", plugin_manager=plugin_manager)
+    pipe.add_step("first", lambda: 1)
+    pipe.add_step("flaky", flaky, depends_on=["first"], retries=2, retry_delay=0,
+                  retry_jitter=0)
+    run = pipe.run_sync(tracker=tracker)
+    assert run.ok and busy["left"] == 0
+    record = tracker.get_run(run.run_id)
+    tracker.close()
+    steps = {s["step_id"]: s for s in record["steps"]}
+    assert [a["attempt"] for a in steps["flaky"]["attempt_history"]] == [1, 2, 3]
+    assert [a["error"] for a in steps["flaky"]["attempt_history"]] == [
+        "ConnectionError: attempt 1", "ConnectionError: attempt 2", None]
+    assert [a["attempt"] for a in steps["first"]["attempt_history"]] == [1]

@@ -480,7 +480,7 @@ class SQLTracker:
             self._read_conn = None
 
     def _write_loop(self) -> None:
-        conn = self._connect()
+        conn: Any = None
         try:
             while True:
                 ops = [self._queue.get()]
@@ -493,23 +493,32 @@ class SQLTracker:
                 work = [op for op in ops if op[0] not in ("flush", "stop")]
                 if work:
                     try:
-                        self._retrying(lambda: self._write(conn, work))
+                        if conn is None:
+                            conn = self._retrying(self._connect)
+                        # rows are built once (they move the writer's own bookkeeping on);
+                        # only the database part is tried again on a busy or lost database
+                        rows = self._rows(work)
+                        self._retrying(lambda: self._write(conn, *rows))
                     except Exception as exc:  # noqa: BLE001 - reported by flush()
                         self._error = exc
-                        try:
-                            conn.rollback()
-                        except Exception:  # noqa: BLE001
-                            pass
+                        if conn is not None:
+                            try:
+                                conn.rollback()
+                            except Exception:  # noqa: BLE001
+                                pass
                 for event in events:
                     event.set()
                 if any(op[0] == "stop" for op in ops):
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    def _write(self, conn: Any, ops: list[tuple]) -> None:
+    def _rows(self, ops: list[tuple]) -> tuple[list, list, list]:
+        """The run rows, step rows (one per step and batch) and extractor states of a batch of
+        queued writes, in the database's column order."""
         runs, states = [], []
-        steps: dict[tuple[str, str], dict[str, Any]] = {}  # one row per step and batch
+        steps: dict[tuple[str, str], dict[str, Any]] = {}
         ended: list[str] = []
         for op in ops:
             kind = op[0]
@@ -538,6 +547,12 @@ class SQLTracker:
                 earlier.update({k: v for k, v in row.items() if v is not None})
         for run_id in ended:
             self._run_ended(run_id)
+        return ([tuple(map(r.get, RUN_COLUMNS)) for r in _last_per_key(runs, "execution_id")],
+                [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()], states)
+
+    def _write(self, conn: Any, runs: list[tuple], steps: list[tuple],
+               states: list[tuple]) -> None:
+        """Write one batch of rows in one transaction and commit it (retried as a whole)."""
         self._begin_write(conn)
         cur = conn.cursor()
         try:
@@ -548,9 +563,7 @@ class SQLTracker:
                 cur.executemany(self._sql(
                     f"INSERT INTO pipeline_executions ({cols}) VALUES "
                     f"({', '.join('?' * len(RUN_COLUMNS))}) "
-                    f"ON CONFLICT (execution_id) DO UPDATE SET {updates}"),
-                    [tuple(map(r.get, RUN_COLUMNS)) for r in _last_per_key(
-                        runs, "execution_id")])
+                    f"ON CONFLICT (execution_id) DO UPDATE SET {updates}"), runs)
             if steps:
                 cols = ", ".join(STEP_COLUMNS)
                 updates = ", ".join(f"{c} = COALESCE(excluded.{c}, step_executions.{c})"
@@ -558,8 +571,7 @@ class SQLTracker:
                 cur.executemany(self._sql(
                     f"INSERT INTO step_executions ({cols}) VALUES "
                     f"({', '.join('?' * len(STEP_COLUMNS))}) "
-                    f"ON CONFLICT (execution_id, step_id) DO UPDATE SET {updates}"),
-                    [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()])
+                    f"ON CONFLICT (execution_id, step_id) DO UPDATE SET {updates}"), steps)
             if states:
                 cur.executemany(self._sql(
                     "INSERT INTO extractor_state (pipeline_name, step_id, state, execution_id, "

@@ -20,6 +20,10 @@ def _open(pm: Any, url: str | None) -> Any:
     except PipectlError as exc:
         click.echo(f"pipectl: error: --tracker: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - a tracker plugin's own error: no traceback
+        click.echo(f"pipectl: error: --tracker: cannot open the tracker: "
+                   f"{type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if tracker is None:
         click.echo("pipectl: error: --tracker none: there is nothing to read", err=True)
         sys.exit(EXIT_USAGE)

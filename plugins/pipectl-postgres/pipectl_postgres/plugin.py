@@ -1,8 +1,10 @@
-"""pipectl-postgres: the ``postgres`` extractor and output (PostgreSQL through psycopg 3).
+"""pipectl-postgres: the ``postgres`` extractor and output, and the ``postgresql`` run tracker
+(PostgreSQL through psycopg 3).
 
 This module is imported whenever pipectl starts, so it imports nothing but pipectl: the
 components, and psycopg with them, are imported by the factories, when a pipeline uses them
-(:mod:`pipectl_postgres.extractor`, :mod:`pipectl_postgres.output`).
+(:mod:`pipectl_postgres.extractor`, :mod:`pipectl_postgres.output`,
+:mod:`pipectl_postgres.tracker`).
 """
 
 from __future__ import annotations
@@ -52,3 +54,16 @@ def pipectl_register_extractors(register):
 @hookimpl
 def pipectl_register_outputs(register):
     register("postgres", make_output)
+
+
+def make_tracker(url: str) -> Any:
+    """The ``postgresql`` run tracker for ``url`` (:mod:`pipectl_postgres.tracker`); pipectl
+    picks it for ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://`` URLs."""
+    from pipectl_postgres.tracker import PostgresTracker
+
+    return PostgresTracker(url)
+
+
+@hookimpl
+def pipectl_register_trackers(register):
+    register("postgresql", make_tracker)

@@ -151,7 +151,8 @@ def test_pipectl_plugins_lists_the_installed_distribution():
     assert entry["status"] == "loaded", entry["error"]
     assert entry["distribution"] == "pipectl-postgres"
     assert entry["version"] == version("pipectl-postgres")
-    assert entry["components"] == {"extractors": ["postgres"], "outputs": ["postgres"]}
+    assert entry["components"] == {"extractors": ["postgres"], "outputs": ["postgres"],
+                                   "trackers": ["postgresql"]}
 
 
 def test_the_plugin_module_does_not_import_psycopg():
