@@ -44,9 +44,11 @@ into a ``bigint`` column. Into ``json``/``jsonb`` columns, every value but ``Non
 is written as JSON; a ``str`` is taken to be JSON text already, as psycopg does.
 
 Lifecycle: ``open`` connects and starts the transaction, creates the table if it can, and the
-staging table of ``replace`` and ``upsert`` (``ON COMMIT DROP``); ``write`` is one ``COPY`` per
-batch; ``commit`` runs the merge of ``replace``/``upsert`` and commits; ``abort`` rolls back (a
-table created by the attempt disappears with it); ``close`` closes the connection, in any
+staging table of ``replace`` and ``upsert`` (``ON COMMIT DROP``); ``write`` streams the
+batch into one ``COPY`` that lasts the whole attempt (so a value the server rejects may be
+reported at a later batch or at ``commit``); ``commit`` ends the ``COPY``, runs the merge of
+``replace``/``upsert`` and commits; ``abort`` rolls back (a table created by the attempt
+disappears with it); ``close`` closes the connection, in any
 state, rolling back anything uncommitted. A failure anywhere (a value the column's type
 rejects, a duplicate key, a lost connection) leaves the table exactly as it was. ``open``
 cleans up after itself when it fails. Calls may come from different threads, one at a time.
@@ -173,6 +175,7 @@ class PostgresOutput:
         """Forget the attempt's table state (kept from open to close)."""
         self._schema: str | None = None  # the schema actually written (current_schema() if None)
         self._copy: sql.Composed | None = None  # COPY ... FROM STDIN, once the columns are known
+        self._copying: Any = None  # (cursor, copy manager, copy) while the attempt's COPY runs
         self._merge: list[sql.Composed] = []  # statements run at commit (replace, upsert)
         self._cols: list[str] = []
         self._row: Callable[[dict[str, Any]], Any] | None = None
@@ -209,19 +212,42 @@ class PostgresOutput:
             json_at = set(self._json)
             rows = [tuple(_as_json(v) if i in json_at else v for i, v in enumerate(row))
                     for row in rows]
-        with conn.cursor() as cur, cur.copy(self._copy) as copy:
-            write_row = copy.write_row
-            for row in rows:
-                write_row(row)
+        if self._copying is None:  # one COPY for the whole attempt, ended by commit()
+            cursor = conn.cursor()
+            manager = cursor.copy(self._copy)
+            self._copying = (cursor, manager, manager.__enter__())
+        write_row = self._copying[2].write_row
+        for row in rows:
+            write_row(row)
 
     def commit(self) -> None:
         conn = self._db("commit")
+        self._end_copy(None)
         for statement in self._merge:
             conn.execute(statement)
         conn.commit()
 
+    def _end_copy(self, error: BaseException | None) -> None:
+        """Finish the attempt's COPY (or, with ``error``, tell the server to drop it)."""
+        copying, self._copying = self._copying, None
+        if copying is None:
+            return
+        cursor, manager, _ = copying
+        try:
+            if error is None:
+                manager.__exit__(None, None, None)
+            else:
+                manager.__exit__(type(error), error, error.__traceback__)
+        finally:
+            cursor.close()
+
     def abort(self) -> None:
         conn = self._conn
+        if self._copying is not None:
+            try:
+                self._end_copy(RuntimeError("the attempt was aborted"))
+            except Exception:  # noqa: BLE001 - rolled back below in any case
+                self._copying = None
         if conn is not None and not conn.closed:
             try:
                 conn.rollback()
