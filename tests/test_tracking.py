@@ -681,3 +681,29 @@ def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_
     assert [a["error"] for a in steps["flaky"]["attempt_history"]] == [
         "ConnectionError: attempt 1", "ConnectionError: attempt 2", None]
     assert [a["attempt"] for a in steps["first"]["attempt_history"]] == [1]
+
+
+def test_resume_takes_a_required_param_from_the_run_it_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
+    write(tmp_path / "req_steps.py", """
+        from pathlib import Path
+
+        def use(params):
+            if not Path("fixed").exists():
+                raise RuntimeError("not yet")
+            return params["day"]
+    """)
+    write(tmp_path / "pipeline.yaml", """
+        name: required
+        params:
+          day: {type: str, required: true}
+        steps:
+          - {name: use, run: "req_steps:use"}
+    """)
+    assert cli("run", "pipeline.yaml", "-p", "day=2026-11-23", cwd=tmp_path).returncode == 1
+    (tmp_path / "fixed").write_text("")
+    again = cli("run", "pipeline.yaml", "--resume", "latest", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    record = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path).stdout)
+    assert record["params"] == {"day": "2026-11-23"}
+    assert record["steps"][0]["output_summary"] == "2026-11-23"

@@ -124,6 +124,14 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
 
+    recorder = None
+    if resume is not None and not dry_run:
+        # the tracker and the resumed run's params first: a required param may be given only
+        # by the run being resumed (a secret must be given again: it is not stored)
+        outline = _outline(file)
+        recorder = _tracker(pm, tracker, {}, outline["tracker"])
+        if recorder is not None:
+            params = [*_resumed_params(recorder, resume, outline, params), *params]
     pipelines, depends = _load(pm, file, params, names)
     if executor is not None and executor not in pm.registries.executors:
         from pipectl.errors import UnknownComponentError
@@ -147,12 +155,8 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         click.echo(f"plugins: {', '.join(external)}", err=True)
     if force and resume is None:
         _fail("--force goes with --resume RUN_ID|latest")
-    recorder = _tracker(pm, tracker, pipelines)
-    if resume is not None and recorder is not None:
-        # the resumed run's params, unless given again (a secret must be: it is not stored)
-        inherited = _resumed_params(recorder, resume, pipelines, params)
-        if inherited:
-            pipelines, depends = _load(pm, file, [*inherited, *params], names)
+    if recorder is None:
+        recorder = _tracker(pm, tracker, pipelines)
     try:
         _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
                  fail_fast, executor, resume, force, rollback)
@@ -161,7 +165,29 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
             recorder.close()
 
 
-def _resumed_params(recorder: Any, resume: str, pipelines: dict[str, Any],
+def _outline(file: str) -> dict[str, Any]:
+    """What a resume needs before the file is loaded: its pipelines' names, its params (and
+    which are secret) and its tracker, read from the file as it is (empty when it cannot be
+    read: loading it reports why)."""
+    from pipectl.pipelinefile import _read
+
+    outline: dict[str, Any] = {"names": [], "params": {}, "secret": set(), "tracker": None}
+    try:
+        data = _read(Path(file))
+    except Exception:  # noqa: BLE001 - _load reports the file's problems
+        return outline
+    items = data.get("pipelines") if isinstance(data.get("pipelines"), list) else [data]
+    outline["names"] = [i["name"] for i in items if isinstance(i, dict)
+                        and isinstance(i.get("name"), str)]
+    trackers = [i.get("tracker") for i in items if isinstance(i, dict) and i.get("tracker")]
+    outline["tracker"] = trackers[0] if trackers and isinstance(trackers[0], str) else None
+    declared = data.get("params") if isinstance(data.get("params"), dict) else {}
+    outline["params"] = declared
+    outline["secret"] = {n for n, d in declared.items() if isinstance(d, dict) and d.get("secret")}
+    return outline
+
+
+def _resumed_params(recorder: Any, resume: str, outline: dict[str, Any],
                     given: Sequence[str]) -> list[str]:
     """``KEY=VALUE`` for the params of the run being resumed that are not given again."""
     import json as _json
@@ -170,7 +196,8 @@ def _resumed_params(recorder: Any, resume: str, pipelines: dict[str, Any],
 
     try:
         if resume == "latest":
-            runs = [r for name in pipelines for r in recorder.list_runs(pipeline=name, limit=1)]
+            runs = [r for name in outline["names"]
+                    for r in recorder.list_runs(pipeline=name, limit=1)]
             if not runs:
                 return []
             run_id = max(runs, key=lambda r: r["started_at"])["execution_id"]
@@ -180,20 +207,20 @@ def _resumed_params(recorder: Any, resume: str, pipelines: dict[str, Any],
     except PipectlError as exc:
         _fail(f"--resume: {exc}")
     named = {item.partition("=")[0].strip() for item in given}
-    secret = {n for p in pipelines.values() for n, spec in p.param_specs.items()
-              if getattr(spec, "secret", False)}
-    declared = {n for p in pipelines.values() for n in p.param_specs}
     return [f"{k}={v if isinstance(v, str) else _json.dumps(v)}" for k, v in old.items()
-            if k in declared and k not in named and k not in secret and v != "***"]
+            if k in outline["params"] and k not in named and k not in outline["secret"]
+            and v != "***"]
 
 
-def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any]) -> Any:
+def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],
+             file_tracker: str | None = None) -> Any:
     """The tracker of this command: --tracker, else the file's, else the default file."""
     from pipectl.errors import PipectlError
     from pipectl.tracking import default_tracker_url, open_tracker
 
     if url is None:
-        url = next((p.spec.tracker for p in pipelines.values() if p.spec.tracker), None)
+        url = next((p.spec.tracker for p in pipelines.values() if p.spec.tracker),
+                   file_tracker)
     try:
         return open_tracker(url or default_tracker_url(), pm.registries)
     except PipectlError as exc:

@@ -10,6 +10,7 @@ documents every option.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import math
@@ -74,13 +75,19 @@ def _json_kind(value: Any) -> str:
 
 @dataclass
 class Page:
-    """One response: its URL as shown in messages, the parsed JSON and the records found at
-    ``records_path``."""
+    """One response: the URL requested, the parsed JSON and the records found at
+    ``records_path``. ``url`` is the URL as shown in messages (secrets as ``***``), made only
+    when a message needs it."""
 
-    url: str
+    target: httpx.URL
+    redactor: Redactor
     response: httpx.Response
     data: Any
     records: list[Any]
+
+    @functools.cached_property
+    def url(self) -> str:
+        return self.redactor.url(self.target)
 
 
 class HttpExtractor:
@@ -308,7 +315,7 @@ class HttpExtractor:
 
     async def _fetch(self, fetcher: Fetcher, url: httpx.URL) -> Page:
         response, data = await fetcher.get_json(url)
-        shown = fetcher.redactor.url(url)
+        page = Page(url, fetcher.redactor, response, data, [])
         if not self.records_path:
             records, why = data, ""
         else:
@@ -321,9 +328,11 @@ class HttpExtractor:
                 keys = ", ".join(sorted(map(str, data))[:20])
                 detail += f"; set records_path to the list's key (keys: {keys})"
             raise HttpExtractorError(
-                f"http {self.method} {shown}: HTTP {response.status_code}: {setting} does not "
-                f"lead to a list of records: {detail}", url=shown, status=response.status_code)
-        return Page(shown, response, data, records)
+                f"http {self.method} {page.url}: HTTP {response.status_code}: {setting} does "
+                f"not lead to a list of records: {detail}", url=page.url,
+                status=response.status_code)
+        page.records = records
+        return page
 
     async def _single_page(self, fetcher: Fetcher, params: dict[str, Any]
                            ) -> AsyncIterator[Page]:

@@ -152,8 +152,6 @@ class Fetcher:
 
     async def get_json(self, url: httpx.URL) -> tuple[httpx.Response, Any]:
         """The response to ``url`` and its JSON, or :class:`HttpExtractorError`."""
-        shown = self.redactor.url(url)
-        where = f"http {self.method} {shown}"
         attempt = 0
         while True:
             attempt += 1
@@ -170,22 +168,25 @@ class Fetcher:
             except RETRYABLE_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {self.redactor.text(str(exc)) or 'failed'}"
             except httpx.HTTPError as exc:  # a request that cannot work (bad URL, scheme...)
+                shown, where = self._described(url)
                 raise HttpExtractorError(
                     f"{where}: {type(exc).__name__}: {self.redactor.text(str(exc))}",
                     url=shown) from None
             else:
                 status = response.status_code
                 if status < 400:
-                    return response, self._decode(response, where, shown)
+                    return response, self._decode(response, url)
                 reason = f"HTTP {status} {response.reason_phrase}".rstrip()
                 snippet = self.redactor.snippet(response)
                 if status != 429 and status < 500:
+                    shown, where = self._described(url)
                     hint = ("check the credentials (auth)" if status in (401, 403)
                             else "client errors other than 429 are not retried")
                     raise HttpExtractorError(f"{where}: {reason} ({hint}); the response starts "
                                              f"with: {snippet}", url=shown, status=status)
                 problem = f"{reason}; the response starts with: {snippet}"
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            shown, where = self._described(url)
             if attempt > self.retries:
                 raise HttpExtractorError(f"{where}: {problem}; gave up after {attempt} "
                                          f"attempt(s) (retries={self.retries})",
@@ -202,10 +203,17 @@ class Fetcher:
                                 delay=round(delay, 3))
             await asyncio.sleep(delay)
 
-    def _decode(self, response: httpx.Response, where: str, shown: str) -> Any:
+    def _described(self, url: httpx.URL) -> tuple[str, str]:
+        """``url`` as messages show it (secrets as ``***``), and ``http METHOD url``. Made only
+        when a message needs it: redacting parses the URL again, a cost on every page."""
+        shown = self.redactor.url(url)
+        return shown, f"http {self.method} {shown}"
+
+    def _decode(self, response: httpx.Response, url: httpx.URL) -> Any:
         try:
             return json.loads(response.content)
         except ValueError as exc:  # JSONDecodeError, or bytes in no Unicode encoding
+            shown, where = self._described(url)
             kind = response.headers.get("Content-Type", "no Content-Type")
             raise HttpExtractorError(
                 f"{where}: HTTP {response.status_code}: the response is not valid JSON "
