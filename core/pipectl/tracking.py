@@ -32,7 +32,8 @@ import time
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pipectl.errors import PipectlError
 from pipectl.hookspecs import hookimpl
@@ -202,8 +203,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+_encoder: json.JSONEncoder | None = None
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+    global _encoder
+    if _encoder is None:  # one encoder: json.dumps with options builds one per call
+        _encoder = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":"))
+    return _encoder.encode(value)
 
 
 def _default(value: Any) -> Any:
@@ -219,8 +226,11 @@ def _default(value: Any) -> Any:
 def summarize(value: Any, limit: int = SUMMARY_CHARS) -> Any:
     """A JSON-able summary of a step's input or output, at most about ``limit`` characters:
     small values as they are, big ones as their type, size and the beginning of their JSON."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= limit else {"type": "str", "length": len(value),
+                                                  "truncated": True, "preview": value[:limit]}
     if hasattr(value, "as_dict"):
         value = value.as_dict()
     if isinstance(value, (list, tuple)) and len(value) > 20:  # never serialize it all
@@ -239,7 +249,7 @@ def summarize(value: Any, limit: int = SUMMARY_CHARS) -> Any:
     except (TypeError, ValueError):
         text = json.dumps(repr(value))
     if len(text) <= limit:
-        return json.loads(text)
+        return value if not isinstance(value, (set, frozenset)) else list(value)
     summary: dict[str, Any] = {"type": type(value).__name__, "truncated": True,
                                "preview": text[:limit]}
     if hasattr(value, "__len__"):
@@ -605,7 +615,7 @@ class SQLTracker:
                       fingerprint: str | None, inputs: dict[str, Any] | None = None
                       ) -> dict[str, Any]:
         row = step_row(run_id, step, result, fingerprint)
-        if inputs:
+        if inputs and any(v is not None for v in inputs.values()):
             row["input_data"] = _json(summarize(inputs))
         metadata = row.pop("metadata_dict")
         history = self._history.pop((run_id, step.name), [])
@@ -960,6 +970,8 @@ class TrackingListener:
             {s.name: fingerprint(s) for s in spec.steps} if spec is not None else {})
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self._deps: dict[str, tuple[str, ...]] = {}
+        self._graph: str | None = None
 
     def _mine(self, run: Any) -> bool:
         if run.run_id in self.run_ids:
@@ -971,8 +983,12 @@ class TrackingListener:
 
     def _run_row(self, run: Any) -> dict[str, Any]:
         spec = self.spec if run.pipeline_id == getattr(self.spec, "name", None) else None
-        graph = ({s.name: list(s.all_dependencies) for s in spec.steps} if spec is not None
-                 else {})
+        if spec is None:
+            graph = "{}"
+        else:
+            if self._graph is None:  # the DAG as JSON, once per listener
+                self._graph = _json({s.name: list(s.all_dependencies) for s in spec.steps})
+            graph = self._graph
         return {
             "execution_id": run.run_id, "pipeline_name": run.pipeline_id,
             "status": run.status.value, "started_at": _iso(run.start_time) or _now(),
@@ -982,7 +998,7 @@ class TrackingListener:
             "resumed_from": self.resumed_from if spec is not None else None,
             "parent_execution_id": run.parent_run_id, "host": self.host, "pid": self.pid,
             "executor": self.executor, "pipeline_file": self.pipeline_file,
-            "graph": _json(graph),
+            "graph": graph,
             "metadata": _json({"errors": run.errors,
                                "description": getattr(spec, "description", "") or ""}),
         }
@@ -1023,8 +1039,12 @@ class TrackingListener:
         main = self.spec is not None and run.pipeline_id == self.spec.name
         inputs = None
         if result.attempts:  # it ran: what it was given, summarized by the writer
-            steps = run.steps
-            inputs = {d: steps[d].output for d in step.all_dependencies if d in steps}
+            deps = self._deps.get(step.name)
+            if deps is None:
+                deps = self._deps[step.name] = step.all_dependencies
+            if deps:
+                steps = run.steps
+                inputs = {d: steps[d].output for d in deps if d in steps}
         self.tracker.submit(("finish", run.run_id, step, result, blob,
                              self.fingerprints.get(step.name) if main else None, inputs))
 
