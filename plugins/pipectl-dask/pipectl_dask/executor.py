@@ -1,0 +1,444 @@
+"""The ``dask`` executor: every step attempt is one task on a dask.distributed cluster.
+
+The engine stays in the driver (the process running ``pipectl run``): dependencies, retries,
+timeouts, skips, ``fail_fast``, cancellation and every lifecycle hook are decided there, as with
+the ``local`` executor. Only the attempt itself (the ``pipectl_wrap_step`` middleware chain
+around the step function) runs on a worker.
+
+Outputs stay on the workers. :meth:`DaskExecutor.execute` returns a :class:`DaskOutput` handle,
+not the value; when a later step takes that output, its task gets the dask future, so dask moves
+the data from worker to worker and it never passes through the driver. At the end of the run the
+outputs nothing consumed (the final steps') are fetched into their handles (``fetch="leaves"``,
+the default), so ``run.steps["report"].output.result()`` works after the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import pickle
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["DaskExecutor", "DaskOutput", "OutputNotFetched", "SchedulerUnreachable",
+           "UnpicklableOutput", "WorkerContext"]
+
+_log = logging.getLogger("pipectl_dask")
+
+FETCH_CHOICES = ("leaves", "all", "none")
+
+
+class SchedulerUnreachable(ConnectionError):
+    """No dask scheduler answered at the address within the timeout."""
+
+    def __init__(self, address: str, timeout: float, cause: BaseException | None = None):
+        detail = f": {type(cause).__name__}: {cause}" if cause is not None and str(cause) else ""
+        super().__init__(f"cannot reach the dask scheduler at {address} within {timeout:g} s"
+                         f"{detail}; is it running, and is the address right "
+                         "(PIPECTL_DASK_SCHEDULER / scheduler=)?")
+        self.address = address
+        self.timeout = timeout
+
+
+class UnpicklableOutput(TypeError):
+    """A step returned a value that cannot be pickled, so it could not leave its worker."""
+
+    def __init__(self, step: str, type_name: str, error: str):
+        super().__init__(f"step {step!r} returned a {type_name}, which cannot be pickled "
+                         f"({error}); with the dask executor a step's output must be picklable "
+                         "to reach the steps that use it and the driver")
+        self.step = step
+        self.type_name = type_name
+
+    def __reduce__(self) -> Any:  # raised on a worker, re-raised in the driver
+        return (_unpicklable, (self.step, self.type_name, str(self)))
+
+
+def _unpicklable(step: str, type_name: str, message: str) -> UnpicklableOutput:
+    exc = UnpicklableOutput.__new__(UnpicklableOutput)
+    TypeError.__init__(exc, message)
+    exc.step, exc.type_name = step, type_name
+    return exc
+
+
+class OutputNotFetched(RuntimeError):
+    """The handle's value stayed on the cluster and the cluster is gone (or not reachable)."""
+
+
+class DaskOutput:
+    """A step's output kept on a dask worker: what ``run.steps[name].output`` holds.
+
+    ``key`` is the dask key of the attempt that produced it, ``type_name`` the value's type (known
+    without fetching it), ``records_processed`` the value's own count when its type has one. Call
+    :meth:`result` for the value: available for the outputs fetched at the end of the run
+    (the final steps' by default, see ``DaskExecutor(fetch=...)``)."""
+
+    __slots__ = ("_has_value", "_value", "key", "records_processed", "step", "type_name")
+
+    def __init__(self, key: str, step: str, type_name: str, records_processed: int | None = None):
+        self.key = key
+        self.step = step
+        self.type_name = type_name
+        self.records_processed = records_processed
+        self._value: Any = None
+        self._has_value = False
+
+    @property
+    def fetched(self) -> bool:
+        return self._has_value
+
+    def result(self) -> Any:
+        if not self._has_value:
+            raise OutputNotFetched(
+                f"the output of step {self.step!r} ({self.type_name}) stayed on the dask cluster "
+                "and was released at the end of the run: only the outputs no step consumed are "
+                "fetched by default (DaskExecutor(fetch='all') fetches every output)")
+        return self._value
+
+    def _set(self, value: Any) -> None:
+        self._value = value
+        self._has_value = True
+
+    def __reduce__(self) -> Any:
+        return (_restore, (self.key, self.step, self.type_name, self.records_processed,
+                           self._has_value, self._value))
+
+    def __repr__(self) -> str:
+        where = "fetched" if self._has_value else "on the cluster"
+        return f"<DaskOutput step={self.step!r} type={self.type_name} {where}>"
+
+
+def _restore(key: str, step: str, type_name: str, records: int | None, has_value: bool,
+             value: Any) -> DaskOutput:
+    out = DaskOutput(key, step, type_name, records)
+    if has_value:
+        out._set(value)
+    return out
+
+
+class WorkerContext:
+    """The ``ctx`` a step function gets on a dask worker: a picklable subset of
+    :class:`pipectl.context.StepContext`.
+
+    It offers ``run_id``, ``pipeline_id``, ``step``, ``params`` (read-only), ``attempt`` and
+    ``logger`` (a structlog logger bound to ``run_id`` and ``step``; its lines go to the
+    worker's log, not the driver's). The driver's ``services``, ``results``, ``state``,
+    ``components`` and ``run_pipeline`` live in the driver and are not available: using them
+    raises :class:`RuntimeError` saying so."""
+
+    __slots__ = ("_logger", "attempt", "params", "pipeline_id", "run_id", "step")
+
+    def __init__(self, run_id: str, pipeline_id: str, step: str, params: Mapping[str, Any],
+                 attempt: int):
+        self.run_id = run_id
+        self.pipeline_id = pipeline_id
+        self.step = step
+        self.params = MappingProxyType(dict(params))
+        self.attempt = attempt
+        self._logger: Any = None
+
+    @property
+    def logger(self) -> Any:
+        if self._logger is None:
+            from pipectl import log
+
+            self._logger = log.get_logger().bind(run_id=self.run_id, step=self.step)
+        return self._logger
+
+    def _driver_only(self, what: str) -> Any:
+        raise RuntimeError(f"ctx.{what} is not available on a dask worker (step {self.step!r}): "
+                           "it lives in the driver; pass what the step needs as params or "
+                           "upstream outputs, or run the step with the local executor")
+
+    services = property(lambda self: self._driver_only("services"))
+    results = property(lambda self: self._driver_only("results"))
+    state = property(lambda self: self._driver_only("state"))
+    components = property(lambda self: self._driver_only("components"))
+
+    async def run_pipeline(self, pipeline: Any, params: Any = None) -> Any:
+        self._driver_only("run_pipeline")
+
+    def __repr__(self) -> str:
+        return (f"WorkerContext(run_id={self.run_id!r}, step={self.step!r}, "
+                f"attempt={self.attempt})")
+
+
+class _Ctx:
+    """Stands for the step's ``ctx`` in a task's arguments (the real one stays in the driver)."""
+
+    def __reduce__(self) -> Any:
+        return (_ctx_marker, ())
+
+
+class _Params(_Ctx):
+    def __reduce__(self) -> Any:
+        return (_params_marker, ())
+
+
+CTX = _Ctx()
+PARAMS = _Params()
+
+
+def _ctx_marker() -> _Ctx:
+    return CTX
+
+
+def _params_marker() -> _Params:
+    return PARAMS
+
+
+def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any],
+                middleware: tuple[Any, ...], info: tuple[str, str, str, dict[str, Any], int],
+                check_pickle: bool) -> Any:
+    """The task of one attempt, on a worker: the middleware chain around ``func(**kwargs)``."""
+    run_id, pipeline_id, step, params, attempt = info
+    ctx: WorkerContext | None = None
+    call_kwargs = {}
+    for name, value in kwargs.items():
+        if value is CTX:
+            if ctx is None:
+                ctx = WorkerContext(run_id, pipeline_id, step, params, attempt)
+            value = ctx
+        elif value is PARAMS:
+            value = MappingProxyType(params)
+        call_kwargs[name] = value
+    if middleware:
+        output = asyncio.run(_through_middleware(func, is_async, call_kwargs, middleware,
+                                                 attempt))
+    elif is_async:
+        output = asyncio.run(func(**call_kwargs))
+    else:
+        output = func(**call_kwargs)
+        if inspect.isawaitable(output):  # a sync callable that returned a coroutine
+            output = asyncio.run(_await(output))
+    if check_pickle and output is not None:
+        _check_picklable(step, output)
+    return output
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _through_middleware(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any],
+                              middleware: tuple[Any, ...], attempt: int) -> Any:
+    async def call() -> Any:
+        output = func(**kwargs)
+        if is_async or inspect.isawaitable(output):
+            output = await output
+        return output
+
+    def link(index: int) -> Callable[[], Any]:
+        if index == len(middleware):
+            return call
+        inner = link(index + 1)
+        return lambda: middleware[index](inner, attempt)
+
+    return await link(0)()
+
+
+_SCALARS = (bool, int, float, str, bytes, bytearray, type(None))
+
+
+def _check_picklable(step: str, output: Any) -> None:
+    if type(output) in _SCALARS:
+        return
+    buffers: list[Any] = []  # protocol 5: large buffers (arrays, bytearrays) are not copied
+    try:
+        pickle.dumps(output, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        try:
+            import cloudpickle
+
+            cloudpickle.dumps(output, protocol=5, buffer_callback=buffers.append)
+        except Exception as exc:
+            raise UnpicklableOutput(step, _type_name(type(output)),
+                                    f"{type(exc).__name__}: {exc}") from None
+
+
+def _records_of(output: Any) -> int | None:
+    records = getattr(output, "records_processed", None)
+    return records if isinstance(records, int) else None
+
+
+def _type_name(tp: Any) -> str:
+    if not isinstance(tp, type):
+        return "object"
+    module = tp.__module__
+    return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
+
+
+class DaskExecutor:
+    """Runs each step attempt as one dask task (see the module's documentation).
+
+    :param scheduler: the address of a running scheduler (``tcp://host:8786``).
+    :param local_workers: start a ``LocalCluster`` of that many worker processes instead (closed
+        at the end of the run); with neither, a local cluster of one worker per core.
+    :param threads_per_worker: threads of each local worker.
+    :param timeout: seconds to wait for the scheduler before giving up.
+    :param fetch: which outputs are brought to the driver at the end of the run: ``"leaves"``
+        (those no step consumed), ``"all"``, or ``"none"``.
+    :param check_pickle: pickle each output on its worker right away, so an output that could
+        never leave it fails its step with :class:`UnpicklableOutput` (costs one serialization).
+    :param client: an existing asynchronous ``distributed.Client`` to use (not closed).
+    """
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, local_workers: int | None = None,
+                 threads_per_worker: int = 1, timeout: float = 10, fetch: str = "leaves",
+                 check_pickle: bool = True, client: Any = None):
+        if fetch not in FETCH_CHOICES:
+            raise ValueError(f"fetch={fetch!r}: expected one of {', '.join(FETCH_CHOICES)}")
+        if scheduler is not None and local_workers is not None:
+            raise ValueError("give either scheduler (an address) or local_workers, not both")
+        self.scheduler = scheduler
+        self.local_workers = None if local_workers is None else int(local_workers)
+        self.threads_per_worker = int(threads_per_worker)
+        self.timeout = float(timeout)
+        self.fetch = fetch
+        self.check_pickle = check_pickle
+        self.client: Any = client
+        self._own_client = client is None
+        self.cluster: Any = None
+        self.dashboard_link: str | None = None
+        self._run_id = ""
+        self._pipeline_id = ""
+        self._futures: dict[str, Any] = {}  # key -> future of every output still held
+        self._outputs: dict[str, DaskOutput] = {}
+        self._consumed: set[str] = set()
+        self._cancels: set[asyncio.Task] = set()
+        self._params: dict[str, Any] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, run: Any, config: Any, max_concurrent: int | None) -> None:
+        self._run_id = run.run_id
+        self._pipeline_id = run.pipeline_id
+        if self.client is None:
+            self.client = await self._connect()
+        self.dashboard_link = getattr(self.client, "dashboard_link", None)
+        where = self.scheduler or getattr(self.client.scheduler, "address", "a local cluster")
+        _log.info("pipectl-dask: run %s on %s, dashboard: %s", run.run_id, where,
+                  self.dashboard_link)
+        try:
+            from pipectl import log
+
+            log.get_logger().info("dask_executor_started", run_id=run.run_id, scheduler=where,
+                                  dashboard=self.dashboard_link)
+        except Exception:
+            pass
+
+    async def _connect(self) -> Any:
+        from distributed import Client
+
+        if self.scheduler is None:
+            from distributed import LocalCluster
+
+            self.cluster = await LocalCluster(
+                n_workers=self.local_workers, processes=True,
+                threads_per_worker=self.threads_per_worker, asynchronous=True,
+                dashboard_address=":0")
+            return await Client(self.cluster, asynchronous=True)
+        try:
+            return await asyncio.wait_for(
+                Client(self.scheduler, asynchronous=True, timeout=self.timeout),
+                self.timeout + 1)
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerUnreachable(self.scheduler, self.timeout, exc) from None
+
+    async def shutdown(self) -> None:
+        client = self.client
+        try:
+            if self._cancels:
+                await asyncio.gather(*self._cancels, return_exceptions=True)
+            if client is not None:
+                await self._fetch_outputs()
+        finally:
+            futures = list(self._futures.values())
+            self._futures.clear()
+            for future in futures:
+                with contextlib.suppress(Exception):
+                    future.release()
+            if self._own_client and client is not None:
+                self.client = None
+                await client.close()
+            if self.cluster is not None:
+                cluster, self.cluster = self.cluster, None
+                await cluster.close()
+
+    async def _fetch_outputs(self) -> None:
+        if self.fetch == "none":
+            return
+        wanted = [o for key, o in self._outputs.items()
+                  if self.fetch == "all" or key not in self._consumed]
+        if not wanted:
+            return
+        values = await self.client.gather([self._futures[o.key] for o in wanted])
+        for output, value in zip(wanted, values, strict=True):
+            output._set(value)
+
+    # -- attempts -----------------------------------------------------------------------------
+
+    async def execute(self, invocation: Any) -> Any:
+        client = self.client
+        if client is None:
+            raise RuntimeError("the dask executor was not started")
+        spec = invocation.step
+        context = invocation.context
+        step_params = getattr(context, "params", None)
+        if self._params is None:
+            self._params = dict(step_params or {})
+        kwargs: dict[str, Any] = {}
+        for name, value in invocation.kwargs.items():
+            if isinstance(value, DaskOutput):
+                future = self._futures.get(value.key)
+                if future is not None:
+                    self._consumed.add(value.key)
+                    value = future
+                # else: an output of an earlier run (resume): passed as it is
+            elif value is context and context is not None:
+                value = CTX
+            elif value is step_params and step_params is not None:
+                value = PARAMS
+            kwargs[name] = value
+        key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
+        info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt)
+        future = client.submit(run_attempt, invocation.func, invocation.is_async, kwargs,
+                               tuple(invocation.middleware), info, self.check_pickle,
+                               key=key, pure=False)
+        try:
+            await future._state.wait()
+        except asyncio.CancelledError:
+            self._cancel(future)
+            raise
+        if future.status != "finished":
+            try:
+                await future  # raises the step's exception, with its traceback
+            finally:
+                future.release()
+            raise RuntimeError(f"dask task {key} ended {future.status}")
+        tp = future.type
+        records = None
+        if tp is not None and hasattr(tp, "records_processed"):
+            records = await client.submit(_records_of, future, pure=False,
+                                          key=f"pipectl-records-{key}")
+        output = DaskOutput(key, spec.name, _type_name(tp), records)
+        self._futures[key] = future
+        self._outputs[key] = output
+        return output
+
+    def _cancel(self, future: Any) -> None:
+        """The awaiting side gave up (timeout, fail_fast, Ctrl-C): forget the task on the
+        cluster. A function already running on a worker runs on until it returns."""
+        try:
+            task = asyncio.ensure_future(self.client.cancel([future], reason="pipectl: "
+                                                            "attempt cancelled"))
+        except TypeError:  # an older distributed without reason=
+            task = asyncio.ensure_future(self.client.cancel([future]))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
