@@ -185,7 +185,7 @@ def test_invalid_pipelines_name_file_line_and_field(tmp_path, case):
     (["-p", "n"], "-p 'n': expected KEY=VALUE"),
     (["-p", "n=many"], "-p n: expected an integer, got 'many'"),
     (["-p", "nn=3"], "-p nn: the pipeline declares no param 'nn'; did you mean 'n'?"),
-    (["--executor", "dask"], "no executor named 'dask'"),
+    (["--executor", "ray"], "no executor named 'ray'"),
     (["--max-concurrent", "0"], "Invalid value for '--max-concurrent'"),
 ])
 def test_bad_command_lines_exit_2(args, fragment):
