@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from pipectl.binding import Binder, is_async, make_binder
 from pipectl.context import Services, StepContext, frozen_params
@@ -45,6 +44,22 @@ from pipectl.model import (
     StepStatus,
     Trigger,
 )
+
+
+def bind_contextvars(**values: Any) -> Any:
+    """structlog's ``bind_contextvars``, imported on first use: importing structlog costs tens
+    of milliseconds that ``pipectl validate`` / ``graph`` / ``--help`` need not pay."""
+    global bind_contextvars, reset_contextvars
+    from structlog.contextvars import bind_contextvars as bind, reset_contextvars as reset
+
+    bind_contextvars, reset_contextvars = bind, reset
+    return bind(**values)
+
+
+def reset_contextvars(**tokens: Any) -> None:
+    from structlog.contextvars import reset_contextvars as reset
+
+    reset(**tokens)
 
 __all__ = ["Plan", "RunCancelled", "execute", "plan_run"]
 
