@@ -11,6 +11,7 @@ on a local worker thread (the sync lane, see :class:`_RunState`); no hook fires 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -30,7 +31,12 @@ import attrs
 
 from pipectl.binding import Binder, is_async, make_binder
 from pipectl.context import Services, StepContext, frozen_params
-from pipectl.errors import PipelineValidationError, StepTimeout
+from pipectl.errors import (
+    ExecutorError,
+    PipectlError,
+    PipelineValidationError,
+    StepTimeout,
+)
 from pipectl.executors import Invocation
 from pipectl.graph import Graph
 from pipectl.hooks import Hooks
@@ -46,17 +52,18 @@ from pipectl.model import (
 )
 
 
-def bind_contextvars(**values: Any) -> Any:
+def bind_contextvars(**values: Any) -> Any:  # noqa: F811 - rebound on first use
     """structlog's ``bind_contextvars``, imported on first use: importing structlog costs tens
     of milliseconds that ``pipectl validate`` / ``graph`` / ``--help`` need not pay."""
     global bind_contextvars, reset_contextvars
-    from structlog.contextvars import bind_contextvars as bind, reset_contextvars as reset
+    from structlog.contextvars import bind_contextvars as bind
+    from structlog.contextvars import reset_contextvars as reset
 
     bind_contextvars, reset_contextvars = bind, reset
     return bind(**values)
 
 
-def reset_contextvars(**tokens: Any) -> None:
+def reset_contextvars(**tokens: Any) -> None:  # noqa: F811 - rebound on first use
     from structlog.contextvars import reset_contextvars as reset
 
     reset(**tokens)
@@ -90,7 +97,8 @@ class RunCancelled(asyncio.CancelledError):
 class Node:
     """A step as the engine runs it: its spec, callable, binder and neighbours by index."""
 
-    __slots__ = ("binder", "dependents", "deps", "func", "index", "is_async", "spec")
+    __slots__ = ("binder", "dependents", "deps", "driver_reads", "func", "index", "is_async",
+                 "spec")
 
     def __init__(self, index: int, spec: StepSpec, func: Callable[..., Any], binder: Binder,
                  deps: list[int]):
@@ -101,6 +109,7 @@ class Node:
         self.binder = binder
         self.deps = deps
         self.dependents: list[int] = []
+        self.driver_reads = False  # the engine reads its output (see Invocation.driver_reads)
 
 
 class Plan:
@@ -155,9 +164,17 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
         nodes.append(Node(i, step, func, binder, [index_of[d] for d in deps]))
     if problems:
         raise PipelineValidationError(spec.name, problems)
+    by_name = {node.spec.name: node for node in nodes}
     for node in nodes:
         for d in node.deps:
             nodes[d].dependents.append(node.index)
+        step = node.spec
+        if step.rollback is not None:
+            node.driver_reads = True
+        for expr in ([step.when] if step.when is not None else []) + list(node.binder.refs):
+            for name in expr.output_steps:
+                if name in by_name:
+                    by_name[name].driver_reads = True
     return Plan(spec, graph, nodes)
 
 
@@ -663,11 +680,12 @@ class _RunState:
                     output = await node.func(**kwargs)
                 elif timeout is None:
                     output = await executor.execute(Invocation(
-                        spec, node.func, node.is_async, kwargs, middleware, ctx, attempt))
+                        spec, node.func, node.is_async, kwargs, middleware, ctx, attempt,
+                        node.driver_reads))
                 else:
                     deadline = asyncio.timeout(timeout)
                     invocation = Invocation(spec, node.func, node.is_async, kwargs, middleware,
-                                            ctx, attempt)
+                                            ctx, attempt, node.driver_reads)
                     try:
                         async with deadline:
                             output = await executor.execute(invocation)
@@ -941,7 +959,11 @@ async def execute(
         plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries)
     hooks = Hooks(pm)
     executor_name = config.executor or spec.executor
-    executor = pm.registries.executors.create(executor_name, **config.executor_options)
+    try:
+        executor = pm.registries.executors.create(executor_name, **config.executor_options)
+    except (TypeError, ValueError) as exc:
+        raise ExecutorError(executor_name, f"bad options {dict(config.executor_options)!r}: "
+                                           f"{exc}") from exc
     run = PipelineRun(
         run_id=config.run_id or uuid.uuid4().hex,
         pipeline_id=spec.name,
@@ -963,12 +985,23 @@ async def execute(
     state = _RunState(plan, config, hooks, executor, run, run_services, logger, pm.registries)
     state.secrets = secret_values
     state.pm = pm
+    try:  # before run_start: an executor that cannot start leaves no run behind
+        await executor.start(run, config, state.limit if state.limit <= len(plan.nodes) else None)
+    except BaseException as exc:
+        reset_contextvars(**tokens)
+        if secrets_token is not None:
+            log.secrets_var().reset(secrets_token)
+        with contextlib.suppress(Exception):
+            await executor.shutdown()
+        if isinstance(exc, (PipectlError, asyncio.CancelledError)) or \
+                not isinstance(exc, Exception):
+            raise
+        raise ExecutorError(executor_name, f"cannot start: {exc}") from exc
     hooks.run_start(run=run)
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
                 executor=executor_name)
     cancelled = False
     try:
-        await executor.start(run, config, state.limit if state.limit <= len(plan.nodes) else None)
         state.start_roots()
         try:
             await asyncio.shield(state.all_done)

@@ -41,6 +41,15 @@ class DuplicateComponentError(PluginError):
     """Two plugins registered a component of the same kind under the same name."""
 
 
+class ExecutorError(PipectlError):
+    """The executor could not be built from its options or could not start (a scheduler that
+    does not answer, ...): nothing ran and nothing was recorded."""
+
+    def __init__(self, executor: str, problem: str):
+        self.executor = executor
+        super().__init__(f"executor {executor!r}: {problem}")
+
+
 class StepTimeout(PipectlError, TimeoutError):
     """An attempt of a step ran longer than the step's timeout."""
 

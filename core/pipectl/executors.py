@@ -14,7 +14,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from pipectl.context import StepContext
 from pipectl.model import PipelineRun, RunConfig, StepSpec
@@ -30,7 +31,16 @@ Middleware = Callable[[Callable[[], Any], int], Any]
 class Invocation:
     """One attempt of one step, as the engine hands it to an executor."""
 
-    __slots__ = ("step", "func", "is_async", "kwargs", "middleware", "context", "attempt")
+    __slots__ = (
+        "attempt",
+        "context",
+        "driver_reads",
+        "func",
+        "is_async",
+        "kwargs",
+        "middleware",
+        "step",
+    )
 
     def __init__(
         self,
@@ -41,6 +51,7 @@ class Invocation:
         middleware: Sequence[Middleware],
         context: StepContext,
         attempt: int,
+        driver_reads: bool = False,
     ):
         self.step = step
         self.func = func
@@ -49,6 +60,10 @@ class Invocation:
         self.middleware = middleware
         self.context = context
         self.attempt = attempt
+        #: the engine reads this step's output itself (a ``when`` condition or an ``inputs``
+        #: reference names it, or the step has a rollback): an executor that keeps outputs
+        #: away from the driver (pipectl-dask) returns the value of this one
+        self.driver_reads = driver_reads
 
 
 class Executor(Protocol):

@@ -282,6 +282,11 @@ class Expression:
             self._collect(node[2], steps, params)
 
     @property
+    def output_steps(self) -> tuple[str, ...]:
+        """The steps whose outputs (not only statuses) the expression reads."""
+        return tuple(dict.fromkeys(n[1] for n in _references(self.tree) if n[0] == "output"))
+
+    @property
     def is_reference(self) -> bool:
         """Whether the expression is one reference or a choice of references (an input)."""
         kind = self.tree[0]

@@ -13,7 +13,7 @@ import click
 
 from pipectl import __version__
 
-__all__ = ["build_cli", "main"]
+__all__ = ["ExecutorOption", "build_cli", "main"]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -75,7 +75,50 @@ def build_cli(pm: Any) -> click.Group:
             if record is not None:
                 pm.records[impl.plugin_name] = record
                 pm._fail(record, exc)
+    if "run" in cli.commands:
+        _add_executor_options(cli, pm)
     return cli
+
+
+class ExecutorOption(click.Option):
+    """A ``pipectl run`` option declared by an executor plugin (``factory.cli_options``): its
+    value goes to that executor's options under ``key``."""
+
+    def __init__(self, executor: str, key: str, flag: str, **attrs: Any):
+        super().__init__([flag, f"executor_option__{executor}__{key}"], **attrs)
+        self.executor = executor
+        self.key = key
+
+
+def _add_executor_options(cli: click.Group, pm: Any) -> None:
+    """Give ``run`` the options the installed executors declare, e.g. pipectl-dask's
+    ``--dask-scheduler``: a copy of the command, so the built-in one is never changed."""
+    import copy
+
+    taken = {opt for param in cli.commands["run"].params for opt in param.opts}
+    extra: list[click.Parameter] = []
+    for component in pm.registries.executors:
+        for spec in getattr(component.factory, "cli_options", None) or ():
+            try:
+                flag = spec["flag"]
+                if not flag.startswith("--") or flag in taken:
+                    raise ValueError(f"flag {flag!r} is not a free --long option")
+                kind = spec.get("type", str)
+                if kind not in (str, int, float, bool):
+                    raise ValueError(f"type {kind!r}: expected str, int, float or bool")
+                extra.append(ExecutorOption(
+                    component.name, spec["key"], flag, type=kind, default=None,
+                    metavar=spec.get("metavar"),
+                    help=f"{spec.get('help', '')} (implies --executor {component.name})".strip()))
+                taken.add(flag)
+            except (KeyError, TypeError, ValueError) as exc:
+                click.echo(f"pipectl: warning: plugin {component.plugin!r}: executor "
+                           f"{component.name!r}: bad cli_options entry {spec!r}: {exc}",
+                           err=True)
+    if extra:
+        command = copy.copy(cli.commands["run"])
+        command.params = [*command.params, *extra]
+        cli.commands["run"] = command
 
 
 def main(argv: Sequence[str] | None = None) -> None:

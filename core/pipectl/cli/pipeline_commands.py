@@ -90,6 +90,9 @@ def _load(pm: Any, file: str, params: Sequence[str],
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Override max_concurrent.")
 @click.option("--fail-fast/--no-fail-fast", default=None, help="Override fail_fast.")
 @click.option("--executor", metavar="NAME", help="Run the steps on this executor plugin.")
+@click.option("--executor-option", "executor_option", multiple=True, metavar="KEY=VALUE",
+              help="An option of the executor (repeatable); VALUE is read as JSON when it "
+                   "parses, else as text. Executors may add options of their own below.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (levels) and run nothing.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
               show_default=True, help="How events are logged (to stderr).")
@@ -116,13 +119,13 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         max_concurrent: int | None, fail_fast: bool | None, executor: str | None,
         dry_run: bool, log_format: str, verbose: int, quiet: int,
         progress: bool | None, tracker: str | None, resume: str | None, force: bool,
-        rollback: bool) -> None:
+        rollback: bool, executor_option: Sequence[str] = (),
+        **executor_cli: Any) -> None:
     """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
     all of them, each after the pipelines it depends on. Runs are recorded in the tracker
     (`pipectl runs list`), and a failed one can be resumed (--resume latest)."""
     from pipectl import configure_logging
     from pipectl.cli import progress as display
-    from pipectl.errors import PipectlError
 
     recorder = None
     if resume is not None and not dry_run:
@@ -133,6 +136,7 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         if recorder is not None:
             params = [*_resumed_params(recorder, resume, outline, params), *params]
     pipelines, depends = _load(pm, file, params, names)
+    executor, executor_options = _executor_options(executor, executor_option, executor_cli)
     if executor is not None and executor not in pm.registries.executors:
         from pipectl.errors import UnknownComponentError
 
@@ -159,10 +163,49 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         recorder = _tracker(pm, tracker, pipelines)
     try:
         _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
-                 fail_fast, executor, resume, force, rollback)
+                 fail_fast, executor, resume, force, rollback, executor_options)
     finally:
         if recorder is not None:
             recorder.close()
+
+
+def _executor_options(executor: str | None, given: Sequence[str], declared: dict[str, Any]
+                      ) -> tuple[str | None, dict[str, Any]]:
+    """The executor and its options from ``--executor-option KEY=VALUE`` and the options
+    executors declare (``--dask-scheduler ...``, which imply their executor)."""
+    import json as _json
+
+    from pipectl.cli import ExecutorOption
+
+    options: dict[str, Any] = {}
+    implied: dict[str, str] = {}
+    params = {p.name: p for p in click.get_current_context().command.params}
+    for name, value in declared.items():
+        param = params.get(name)
+        if value is None or not isinstance(param, ExecutorOption):
+            continue
+        implied.setdefault(param.executor, param.opts[0])
+        options[param.key] = value
+    if len(implied) > 1:
+        (a, flag_a), (b, flag_b) = list(implied.items())[:2]
+        _fail(f"{flag_a} (executor {a}) and {flag_b} (executor {b}) do not go together")
+    if implied:
+        (wanted, flag), = implied.items()
+        if executor is not None and executor != wanted:
+            _fail(f"{flag} is an option of executor {wanted!r}, not of --executor {executor}")
+        executor = wanted
+    for item in given:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            _fail(f"--executor-option {item!r}: expected KEY=VALUE, e.g. "
+                  "--executor-option local_workers=2")
+        try:
+            value = _json.loads(text)
+        except ValueError:
+            value = text
+        options[key] = value
+    return executor, options  # with no --executor: the options of the file's executor
 
 
 def _outline(file: str) -> dict[str, Any]:
@@ -233,7 +276,7 @@ def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],
 def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, list[str]],
              recorder: Any, live: bool, quiet: int, max_concurrent: int | None,
              fail_fast: bool | None, executor: str | None, resume: str | None, force: bool,
-             rollback: bool) -> None:
+             rollback: bool, executor_options: dict[str, Any] | None = None) -> None:
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
 
@@ -264,6 +307,7 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
         elif resume is not None and name != target:
             resumes = None
         options = dict(max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
+                       executor_options=executor_options or None,
                        tracker=recorder if recorder is not None else "none",
                        rollback=rollback, force=force and resumes is not None, resume=resumes)
         try:

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import logging
 import pickle
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -103,6 +104,9 @@ class DaskOutput:
         self._has_value = True
 
     def __reduce__(self) -> Any:
+        if not self._has_value:  # e.g. the tracker's result store: it would keep an empty handle
+            raise TypeError(f"the output of step {self.step!r} is on the dask cluster: a "
+                            "handle without its value cannot be pickled")
         return (_restore, (self.key, self.step, self.type_name, self.records_processed,
                            self._has_value, self._value))
 
@@ -271,6 +275,74 @@ def _type_name(tp: Any) -> str:
     return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
 
 
+_installed_modules: set[str] | None = None
+
+
+def _installed_top_levels() -> set[str]:
+    """Top-level module names of the installed distributions (once per process)."""
+    global _installed_modules
+    if _installed_modules is None:
+        from importlib.metadata import packages_distributions
+
+        _installed_modules = set(packages_distributions())
+    return _installed_modules
+
+
+def ship_by_value(module_name: str) -> list[str]:
+    """Have cloudpickle send the code of ``module_name``, and of the modules loaded from the
+    same directory, by value when that code is not installed (not in the standard library nor
+    in an installed distribution): a pipeline's own ``transforms.py`` then runs on workers
+    that never saw the file. Returns the modules registered."""
+    top = module_name.partition(".")[0]
+    if (not top or top == "__main__" or top in sys.stdlib_module_names
+            or top in sys.builtin_module_names or top in _installed_top_levels()):
+        return []
+    module = sys.modules.get(top)
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return []
+    from pathlib import Path
+
+    import cloudpickle
+
+    root = Path(origin).resolve().parent
+    if module is not None and getattr(module, "__path__", None):  # a package: its parent
+        root = root.parent
+    registered = []
+    for name, loaded in list(sys.modules.items()):
+        file = getattr(loaded, "__file__", None)
+        if not file or "." in name or name in sys.stdlib_module_names \
+                or name in _installed_top_levels():
+            continue
+        try:
+            inside = Path(file).resolve().is_relative_to(root)
+        except (OSError, ValueError):
+            continue
+        if inside:
+            with contextlib.suppress(Exception):
+                cloudpickle.register_pickle_by_value(loaded)
+                registered.append(name)
+    return registered
+
+
+class _ByValue:
+    """A step function pickled by cloudpickle, code included; unpickles as the function."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+    def __reduce__(self) -> Any:
+        return (_load_by_value, (self.blob,))
+
+
+def _load_by_value(blob: bytes) -> Any:
+    import cloudpickle
+
+    return cloudpickle.loads(blob)
+
+
 class DaskExecutor:
     """Runs each step attempt as one dask task (see the module's documentation).
 
@@ -284,13 +356,17 @@ class DaskExecutor:
     :param check_pickle: pickle each output on its worker right away, so an output that could
         never leave it fails its step with :class:`UnpicklableOutput` (costs one serialization).
     :param client: an existing asynchronous ``distributed.Client`` to use (not closed).
+    :param announce: print the scheduler and the dashboard link to stderr when the run starts.
+    :param ship_code: send the code of step modules that are not installed (a pipeline's own
+        ``transforms.py``) to the workers by value, see :func:`ship_by_value`.
     """
 
     name = "dask"
 
     def __init__(self, scheduler: str | None = None, local_workers: int | None = None,
                  threads_per_worker: int = 1, timeout: float = 10, fetch: str = "leaves",
-                 check_pickle: bool = True, client: Any = None):
+                 check_pickle: bool = True, client: Any = None, announce: bool = True,
+                 ship_code: bool = True):
         if fetch not in FETCH_CHOICES:
             raise ValueError(f"fetch={fetch!r}: expected one of {', '.join(FETCH_CHOICES)}")
         if scheduler is not None and local_workers is not None:
@@ -301,6 +377,11 @@ class DaskExecutor:
         self.timeout = float(timeout)
         self.fetch = fetch
         self.check_pickle = check_pickle
+        self.announce = announce
+        self.ship_code = ship_code
+        self._shipped: set[str] = set()  # top-level modules looked at
+        self._not_installed: set[str] = set()  # those whose code travels by value
+        self._by_value: dict[int, tuple[Any, Any]] = {}
         self.client: Any = client
         self._own_client = client is None
         self.cluster: Any = None
@@ -324,6 +405,10 @@ class DaskExecutor:
         where = self.scheduler or getattr(self.client.scheduler, "address", "a local cluster")
         _log.info("pipectl-dask: run %s on %s, dashboard: %s", run.run_id, where,
                   self.dashboard_link)
+        if self.announce:
+            kind = "local cluster" if self.cluster is not None else "scheduler"
+            print(f"dask: {kind} {where}, dashboard: {self.dashboard_link or 'none'}",
+                  file=sys.stderr, flush=True)
         try:
             from pipectl import log
 
@@ -343,12 +428,17 @@ class DaskExecutor:
                 threads_per_worker=self.threads_per_worker, asynchronous=True,
                 dashboard_address=":0")
             return await Client(self.cluster, asynchronous=True)
+        client = Client(self.scheduler, asynchronous=True, timeout=self.timeout)
         try:
-            return await asyncio.wait_for(
-                Client(self.scheduler, asynchronous=True, timeout=self.timeout),
-                self.timeout + 1)
+            return await asyncio.wait_for(client, self.timeout + 1)
         except (OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await client.close()
             raise SchedulerUnreachable(self.scheduler, self.timeout, exc) from None
+        except ValueError as exc:  # a malformed address
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise ValueError(f"scheduler={self.scheduler!r}: {exc}") from None
 
     async def shutdown(self) -> None:
         client = self.client
@@ -405,9 +495,10 @@ class DaskExecutor:
             elif value is step_params and step_params is not None:
                 value = PARAMS
             kwargs[name] = value
+        func = self._shippable(invocation.func) if self.ship_code else invocation.func
         key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
         info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt)
-        future = client.submit(run_attempt, invocation.func, invocation.is_async, kwargs,
+        future = client.submit(run_attempt, func, invocation.is_async, kwargs,
                                tuple(invocation.middleware), info, self.check_pickle,
                                key=key, pure=False)
         try:
@@ -422,6 +513,13 @@ class DaskExecutor:
                 future.release()
             raise RuntimeError(f"dask task {key} ended {future.status}")
         tp = future.type
+        if invocation.driver_reads or getattr(tp, "__module__", "") == "pipectl.data":
+            # the engine reads it (a condition, an input reference, a rollback), or it is a
+            # data step's report (small; the tracker reads what each output committed)
+            try:
+                return await future
+            finally:
+                future.release()
         records = None
         if tp is not None and hasattr(tp, "records_processed"):
             records = await client.submit(_records_of, future, pure=False,
@@ -430,6 +528,26 @@ class DaskExecutor:
         self._futures[key] = future
         self._outputs[key] = output
         return output
+
+    def _shippable(self, func: Any) -> Any:
+        """``func``, or a :class:`_ByValue` of it when its module is not installed (dask's
+        pickling would refer to the module by name, which the workers cannot import)."""
+        cached = self._by_value.get(id(func))
+        if cached is not None and cached[0] is func:
+            return cached[1]
+        module = getattr(func, "__module__", None) or type(func).__module__
+        top = module.partition(".")[0] if module else ""
+        if top and top not in self._shipped:
+            self._shipped.add(top)
+            if ship_by_value(top):
+                self._not_installed.add(top)
+        shipped: Any = func
+        if top in self._not_installed:
+            import cloudpickle
+
+            shipped = _ByValue(cloudpickle.dumps(func, protocol=5))
+        self._by_value[id(func)] = (func, shipped)
+        return shipped
 
     def _cancel(self, future: Any) -> None:
         """The awaiting side gave up (timeout, fail_fast, Ctrl-C): forget the task on the

@@ -1,9 +1,10 @@
 """The ``dask`` executor's registration; dask itself is imported only when a run uses it.
 
 Options come from ``executor_options`` (``Pipeline.run(executor="dask",
-executor_options={...})``); the environment gives defaults, for ``pipectl run --executor dask``
-which cannot pass options yet: ``PIPECTL_DASK_SCHEDULER`` (an address, ``tcp://host:8786``) and
-``PIPECTL_DASK_LOCAL_WORKERS`` (a number: start a local cluster of that many processes).
+executor_options={...})``, ``pipectl run --dask-scheduler ADDRESS``, ``--dask-local N`` or
+``--executor-option KEY=VALUE``); the environment gives defaults: ``PIPECTL_DASK_SCHEDULER``
+(an address, ``tcp://host:8786``) and ``PIPECTL_DASK_LOCAL_WORKERS`` (a number: start a local
+cluster of that many processes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def make_dask_executor(**options: Any) -> Any:
     from pipectl_dask.executor import DaskExecutor
 
     return DaskExecutor(**options_from_env(options))
+
+
+#: ``pipectl run`` options (the kernel adds them to the command; each implies --executor dask)
+make_dask_executor.cli_options = [  # type: ignore[attr-defined]
+    {"flag": "--dask-scheduler", "key": "scheduler", "metavar": "ADDRESS",
+     "help": "Run the steps on the dask cluster of this scheduler (tcp://host:8786)."},
+    {"flag": "--dask-local", "key": "local_workers", "type": int, "metavar": "N",
+     "help": "Run the steps on a local dask cluster of N worker processes."},
+]
 
 
 @hookimpl

@@ -16,6 +16,7 @@ distributed = pytest.importorskip("distributed")
 
 import cloudpickle  # noqa: E402
 from pipectl import Pipeline, hookimpl  # noqa: E402
+from pipectl.errors import ExecutorError  # noqa: E402
 
 import pipectl_dask.plugin as dask_plugin  # noqa: E402
 from pipectl_dask.executor import (  # noqa: E402
@@ -314,9 +315,10 @@ def test_unpicklable_output_names_step_and_type(pm, cluster):
 def test_unreachable_scheduler_fails_within_the_timeout(pm):
     pipe = chain_and_diamond(pm)
     t0 = time.perf_counter()
-    with pytest.raises(SchedulerUnreachable) as info:
+    with pytest.raises(ExecutorError) as info:
         pipe.run_sync(executor="dask",
                       executor_options={"scheduler": "tcp://127.0.0.1:9", "timeout": 1.5})
     elapsed = time.perf_counter() - t0
+    assert isinstance(info.value.__cause__, SchedulerUnreachable)
     assert "tcp://127.0.0.1:9" in str(info.value) and "1.5 s" in str(info.value)
     assert elapsed < 1.5 + 3

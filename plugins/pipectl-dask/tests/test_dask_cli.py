@@ -1,0 +1,153 @@
+"""``pipectl run --dask-scheduler`` / ``--dask-local``: real subprocesses, a real cluster.
+
+The pipeline's own ``steps.py`` lies next to the file and is not installed: the executor sends
+its code to the workers by value, so the cluster started by this test (whose workers never had
+the file's directory on their path) runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.slow
+
+STEPS = '''
+import os
+
+
+def numbers(params):
+    return list(range(params["n"]))
+
+
+def squares(numbers):
+    return {"sum": sum(x * x for x in numbers), "pid": os.getpid()}
+'''
+
+PIPELINE = '''
+name: squares
+params:
+  n: {type: int, default: 10}
+steps:
+  - name: numbers
+    run: steps:numbers
+  - name: squares
+    run: steps:squares
+    depends_on: [numbers]
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "steps.py").write_text(STEPS, encoding="utf-8")
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE, encoding="utf-8")
+    return tmp_path
+
+
+def pipectl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPECTL_DASK_")}
+    return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def last_run(cwd: Path) -> dict:
+    proc = pipectl("runs", "show", "latest", "--json", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_run_on_a_scheduler_by_address(project, cluster):
+    proc = pipectl("run", "pipeline.yaml", "--executor", "dask", "--dask-scheduler",
+                   cluster.scheduler_address, "-p", "n=100", cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"dask: scheduler {cluster.scheduler_address}, dashboard: http" in proc.stderr
+    run = last_run(project)
+    assert run["status"] == "success"
+    assert {s["step_name"]: s["status"] for s in run["steps"]} == {
+        "numbers": "success", "squares": "success"}
+    squares = next(s for s in run["steps"] if s["step_name"] == "squares")
+    assert "type=dict on the cluster" in squares["output_summary"]
+    assert not squares["metadata"].get("output_stored")  # a handle is not stored as an output
+
+
+def test_dask_local_starts_its_own_cluster_and_implies_the_executor(project):
+    proc = pipectl("run", "pipeline.yaml", "--dask-local", "2", cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "dask: local cluster tcp://127.0.0.1:" in proc.stderr
+    assert "dashboard: http" in proc.stderr
+    assert last_run(project)["executor"] == "dask"
+
+
+def test_run_help_lists_the_plugin_options(project):
+    proc = pipectl("run", "--help", cwd=project)
+    assert proc.returncode == 0
+    assert "--dask-scheduler ADDRESS" in proc.stdout and "--dask-local N" in proc.stdout
+    assert "--executor-option KEY=VALUE" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dask-scheduler", "tcp://127.0.0.1:9", "--executor-option", "timeout=1"],
+     "executor 'dask': cannot start: cannot reach the dask scheduler at tcp://127.0.0.1:9 "
+     "within 1 s"),
+    (["--executor", "local", "--dask-local", "2"],
+     "--dask-local is an option of executor 'dask', not of --executor local"),
+    (["--dask-local", "two"], "'two' is not a valid integer"),
+    (["--executor", "dask", "--executor-option", "fetch=some"],
+     "executor 'dask': bad options {'fetch': 'some'}: fetch='some': expected one of leaves"),
+    (["--executor", "local", "--executor-option", "gpus=2"],
+     "executor 'local': bad options {'gpus': 2}"),
+    (["--executor", "dask", "--executor-option", "timeout"],
+     "--executor-option 'timeout': expected KEY=VALUE"),
+])
+def test_bad_executor_options_exit_2_without_a_traceback(project, args, message):
+    proc = pipectl("run", "pipeline.yaml", *args, cwd=project)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    runs = pipectl("runs", "list", "--json", cwd=project)
+    assert json.loads(runs.stdout or "[]") == [], "a run that never started was recorded"
+
+
+def test_the_executor_option_of_the_file_executor(project, cluster):
+    text = PIPELINE.replace("name: squares\n", "name: squares\nexecutor: dask\n", 1)
+    (project / "pipeline.yaml").write_text(text, encoding="utf-8")
+    proc = pipectl("run", "pipeline.yaml", "--executor-option",
+                   f"scheduler={cluster.scheduler_address}", cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"dask: scheduler {cluster.scheduler_address}" in proc.stderr
+
+
+def test_step_code_travels_to_workers_that_never_saw_it(project, cluster):
+    """The cluster's workers were started before the project existed: steps.py cannot be on
+    their path; it runs there all the same, in another process."""
+    script = textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        from pipectl import Pipeline
+        pipe = Pipeline.from_yaml({str(project / "pipeline.yaml")!r})
+        run = pipe.run_sync(executor="dask",
+                            executor_options={{"scheduler": {cluster.scheduler_address!r},
+                                               "announce": False}})
+        out = run.steps["squares"].output.result()
+        import os
+        print(run.status.value, out["sum"], out["pid"] != os.getpid())
+    ''')
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=project.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["success", "285", "True"]
