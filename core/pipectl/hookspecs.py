@@ -155,6 +155,15 @@ def pipectl_register_executors(register: Register) -> None:
     A duplicate name is an error naming both plugins; the later plugin is left out. The built-in
     ``local`` executor is registered through this hook too. Cannot be a wrapper. Since 0.1.
 
+    Options reach the factory from ``Pipeline.run(executor_options=...)`` and from
+    ``pipectl run --executor-option KEY=VALUE``. A factory may also declare ``pipectl run``
+    options of its own in a ``cli_options`` attribute: a list of dicts with ``flag`` (a free
+    ``--long`` option), ``key`` (the factory's keyword), and optionally ``type`` (``str``,
+    ``int``, ``float`` or ``bool``), ``metavar`` and ``help``; giving one implies
+    ``--executor NAME``. A factory that raises ``TypeError`` or ``ValueError``, or an executor
+    whose ``start`` raises, is reported as a :class:`~pipectl.errors.ExecutorError` before the
+    run begins (no hook is called, nothing is recorded).
+
     **Example:**
 
     .. code-block:: python
@@ -165,6 +174,10 @@ def pipectl_register_executors(register: Register) -> None:
                 from pipectl_dask.executor import DaskExecutor
                 return DaskExecutor(**options)
 
+            make_dask_executor.cli_options = [
+                {"flag": "--dask-scheduler", "key": "scheduler", "metavar": "ADDRESS",
+                 "help": "The scheduler to run the steps on."},
+            ]
             register("dask", make_dask_executor)
     """
 
