@@ -45,13 +45,6 @@ steps:
 '''
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "steps.py").write_text(STEPS, encoding="utf-8")

@@ -32,13 +32,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def pm(plugin_manager, register_plugin):
     register_plugin(dask_plugin, name="dask")
