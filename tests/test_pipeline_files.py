@@ -98,6 +98,14 @@ BAD_FILES = {
                            ["fail_fast: expected true or false"]),
     "non-string key": ("name: x\n1: a\nsteps:\n" + GOOD_STEP, 2, ["keys must be strings"]),
     "unclosed bracket": ("name: x\nsteps: [\n", 3, ["invalid YAML"]),
+    "resources not a mapping": ("name: x\nsteps:\n" + GOOD_STEP + "    resources: GPU\n", 5,
+                                ["steps.a.resources: expected a mapping of resource name"]),
+    "resource amount not a size": (
+        "name: x\nsteps:\n" + GOOD_STEP + "    resources:\n      GPU: 1\n      memory: lots\n",
+        7, ["steps.a.resources.memory: 'lots' is not a size (such as 4GB"]),
+    "resource amount zero": (
+        "name: x\nsteps:\n" + GOOD_STEP + "    resources: {GPU: 0}\n", 5,
+        ["steps.a.resources.GPU: expected a positive amount"]),
 }
 
 
@@ -385,7 +393,7 @@ def test_from_yaml_picks_one_of_several(plugin_manager):
 def _spec_view(pipe):
     return [(s.name, s.func, s.depends_on, dict(s.inputs), s.retries, s.retry_delay,
              s.retry_max_delay, s.retry_on, s.timeout, s.allow_failure, s.trigger, s.step_type,
-             {k: v for k, v in s.options.items() if k != "transforms"})
+             {k: v for k, v in s.options.items() if k != "transforms"}, dict(s.resources))
             for s in pipe.spec.steps]
 
 
@@ -398,7 +406,8 @@ def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_man
                     plugin_manager=plugin_manager)
     pipe.add_step("numbers", st.numbers, retries=2, retry_delay=0.5, retry_max_delay=9,
                   retry_on=(ConnectionError,), timeout=5)
-    pipe.add_step("total", st.total, depends_on=["numbers"], allow_failure=True)
+    pipe.add_step("total", st.total, depends_on=["numbers"], allow_failure=True,
+                  resources={"GPU": 1, "memory": "2GiB"})
     pipe.add_step("cleanup", st.numbers, depends_on=["total"], trigger="all_done")
     pipe.data_step("load", extractor={"type": "csv", "path": "in.csv"},
                    outputs=[{"type": "jsonl", "path": "out.jsonl"}],
@@ -415,6 +424,19 @@ def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_man
     transforms = again.spec.step("load").options["transforms"]
     assert [t.func if hasattr(t, "func") else t for t in transforms][0] is st.double
     assert again.to_yaml() == text  # stable
+    assert again.spec.step("total").resources == {"GPU": 1, "memory": 2 * 2 ** 30}
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"GPU": -1}, "resources.GPU: expected a positive amount"),
+    ({"memory": "much"}, "'much' is not a size"),
+    ({"": 1}, "a resource name is a non-empty string"),
+    (["GPU"], "resources is a mapping of resource name to amount"),
+])
+def test_bad_resources_in_the_python_api(plugin_manager, resources, message):
+    pipe = Pipeline("res", plugin_manager=plugin_manager)
+    with pytest.raises((TypeError, ValueError), match=message):
+        pipe.add_step("s", lambda: 1, resources=resources)
 
 
 def test_to_yaml_refuses_what_a_file_cannot_name(plugin_manager):

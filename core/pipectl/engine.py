@@ -16,6 +16,7 @@ import contextvars
 import inspect
 import logging
 import random
+import sys
 import threading
 import time
 import traceback
@@ -182,11 +183,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _user_traceback(exc: BaseException) -> str:
-    """The exception's traceback without pipectl's and asyncio's own frames."""
+def _framework_dirs(executor: Any) -> tuple[str, ...]:
+    """pipectl's directory, the package directory of a plugin executor (its frames, such as
+    pipectl-dask's task wrapper, are not the user's code either) and the directories it names
+    in ``framework_paths`` (the distributed library's, for pipectl-dask)."""
+    dirs = [_PACKAGE_DIR, *getattr(executor, "framework_paths", ())]
+    top = type(executor).__module__.partition(".")[0]
+    path = getattr(sys.modules.get(top), "__file__", None)
+    if top != "pipectl" and path:
+        dirs.append(str(Path(path).resolve().parent))
+    return tuple(dirs)
+
+
+def _user_traceback(exc: BaseException, hidden: tuple[str, ...] = (_PACKAGE_DIR,)) -> str:
+    """The exception's traceback without pipectl's (``hidden``) and asyncio's own frames."""
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_PACKAGE_DIR) and "/asyncio/" not in f.filename
+        if not f.filename.startswith(hidden) and "/asyncio/" not in f.filename
         and "/concurrent/" not in f.filename and "/contextvars" not in f.filename
     ]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
@@ -213,6 +226,7 @@ class _RunState:
         self.nodes = plan.nodes
         self.hooks = hooks
         self.executor = executor
+        self.hidden_dirs = _framework_dirs(executor)
         self.run = run
         self.logger = logger
         self.params = frozen_params(config.params)
@@ -681,11 +695,11 @@ class _RunState:
                 elif timeout is None:
                     output = await executor.execute(Invocation(
                         spec, node.func, node.is_async, kwargs, middleware, ctx, attempt,
-                        node.driver_reads))
+                        node.driver_reads, not node.dependents))
                 else:
                     deadline = asyncio.timeout(timeout)
                     invocation = Invocation(spec, node.func, node.is_async, kwargs, middleware,
-                                            ctx, attempt, node.driver_reads)
+                                            ctx, attempt, node.driver_reads, not node.dependents)
                     try:
                         async with deadline:
                             output = await executor.execute(invocation)
@@ -878,7 +892,7 @@ class _RunState:
     def _failed(self, spec: StepSpec, exc: BaseException, started_at: datetime | None, t0: float,
                 attempts: int, status: StepStatus = _FAILED) -> StepResult:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        trace = _user_traceback(exc)
+        trace = _user_traceback(exc, self.hidden_dirs)
         if self.secrets:  # a secret param's value never reaches the record, hooks or logs
             from pipectl.log import redact
 

@@ -35,6 +35,7 @@ class Invocation:
         "attempt",
         "context",
         "driver_reads",
+        "final",
         "func",
         "is_async",
         "kwargs",
@@ -52,6 +53,7 @@ class Invocation:
         context: StepContext,
         attempt: int,
         driver_reads: bool = False,
+        final: bool = False,
     ):
         self.step = step
         self.func = func
@@ -64,10 +66,16 @@ class Invocation:
         #: reference names it, or the step has a rollback): an executor that keeps outputs
         #: away from the driver (pipectl-dask) returns the value of this one
         self.driver_reads = driver_reads
+        #: no step of the run consumes this step's output: it is a result of the run, which
+        #: the user reads from ``run.steps`` (pipectl-dask brings these to the driver)
+        self.final = final
 
 
 class Executor(Protocol):
-    """What ``pipectl_register_executors`` factories return."""
+    """What ``pipectl_register_executors`` factories return.
+
+    Optional: ``framework_paths``, directories whose frames a failed step's traceback leaves
+    out (the executor's own package is left out anyway), such as a distributed library's."""
 
     async def start(self, run: PipelineRun, config: RunConfig, max_concurrent: int | None) -> None:
         """Called once before the first step of a run."""

@@ -118,6 +118,42 @@ def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
     return types
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+               "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> float:
+    """``"4GB"``, ``"512 MiB"``, ``"1.5e9"`` as a number of bytes; raises ValueError."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if match is None or match.group(2) not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (such as 4GB, 512MiB or a number of bytes)")
+    return float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _resources(value: Any) -> dict[str, float]:
+    """What a step asks of the machine it runs on: ``{"GPU": 1, "memory": "4GB"}``; sizes
+    in text become numbers of bytes."""
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"resources is a mapping of resource name to amount, such as "
+                        f"{{'GPU': 1, 'memory': '4GB'}}, got {value!r}")
+    out: dict[str, float] = {}
+    for name, amount in value.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"resources: a resource name is a non-empty string, got {name!r}")
+        if isinstance(amount, str):
+            amount = parse_size(amount)
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            raise ValueError(f"resources.{name}: expected a positive amount (a number, or a "
+                             f"size such as '4GB'), got {amount!r}")
+        out[name] = amount
+    return out
+
+
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
@@ -159,6 +195,10 @@ class StepSpec:
     description: str = ""
     rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     when: Any = attrs.field(default=None, converter=_condition)
+    resources: Mapping[str, float] = attrs.field(factory=dict, converter=_resources, hash=False)
+    """What the step needs of the machine it runs on (``{"GPU": 1, "memory": "4GB"}``), for
+    executors that place steps on machines: pipectl-dask maps them to dask worker resources.
+    The ``local`` executor runs every step in its one process and does not look at them."""
 
     @retry_jitter.validator
     def _check_jitter(self, attribute: attrs.Attribute, value: float) -> None:

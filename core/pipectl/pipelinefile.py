@@ -330,7 +330,7 @@ _DATA_FIELDS = {"extract", "transform", "load", "batch_size", "buffer_size", "on
 _STEP_FIELDS = {"name", "run", "type", "depends_on", "inputs", "retries", "retry_delay",
                 "retry_backoff", "backoff_cap", "retry_jitter", "retry_on", "timeout",
                 "allow_failure", "trigger", "rollback", "options", "description", "when",
-                "pipeline", "params", *_DATA_FIELDS}
+                "pipeline", "params", "resources", *_DATA_FIELDS}
 _TRIGGERS = ("all_success", "all_done", "none_failed", "one_success")
 _TOP_FIELDS = {"name", "description", "params", "max_concurrent", "fail_fast", "executor",
                "tracker", "story", "steps"}
@@ -484,6 +484,23 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
                                          raw["rollback"])
     if "description" in raw:
         kwargs["description"] = str(raw["description"])
+    if raw.get("resources") is not None:
+        from pipectl.model import _resources
+
+        resources = raw["resources"]
+        if not isinstance(resources, dict):
+            raise PipelineFileError(path, at("resources"), f"{where}.resources",
+                                    "expected a mapping of resource name to amount, such as "
+                                    "{GPU: 1, memory: 4GB}")
+        lines = getattr(resources, "lines", {})
+        for resource, amount in resources.items():
+            try:
+                _resources({resource: amount})
+            except (TypeError, ValueError) as exc:
+                raise PipelineFileError(path, lines.get(resource, at("resources")),
+                                        f"{where}.resources.{resource}",
+                                        str(exc).partition(": ")[2] or str(exc)) from None
+        kwargs["resources"] = dict(resources)
     data = [k for k in raw if k in _DATA_FIELDS]
     kinds = [k for k in ("run", "type", "pipeline") if k in raw] + (["extract/load"] if data
                                                                      else [])
@@ -810,7 +827,9 @@ def locate(pipe: Any, exc: PipectlError) -> str:
 
 def _relined(original: _Map, value: dict) -> _Map:
     """``value`` (an interpolated copy of ``original``) with ``original``'s line numbers."""
-    out = _Map(value)
+    out = _Map({k: _relined(original[k], v)
+                if isinstance(original.get(k), _Map) and isinstance(v, dict) else v
+                for k, v in value.items()})
     out.line, out.lines = original.line, original.lines
     return out
 
@@ -914,6 +933,8 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
                                 else reference(e, f"{where} retry_on") for e in step.retry_on]
         if step.rollback is not None:
             item["rollback"] = reference(step.rollback, f"{where} rollback")
+        if step.resources:
+            item["resources"] = dict(step.resources)
         steps.append(item)
     out["steps"] = steps
     return _plain(out)

@@ -5,11 +5,13 @@ timeouts, skips, ``fail_fast``, cancellation and every lifecycle hook are decide
 the ``local`` executor. Only the attempt itself (the ``pipectl_wrap_step`` middleware chain
 around the step function) runs on a worker.
 
-Outputs stay on the workers. :meth:`DaskExecutor.execute` returns a :class:`DaskOutput` handle,
-not the value; when a later step takes that output, its task gets the dask future, so dask moves
-the data from worker to worker and it never passes through the driver. At the end of the run the
-outputs nothing consumed (the final steps') are fetched into their handles (``fetch="leaves"``,
-the default), so ``run.steps["report"].output.result()`` works after the run.
+Outputs stay on the workers. For an output that later steps consume,
+:meth:`DaskExecutor.execute` returns a :class:`DaskOutput` handle, not the value; the consuming
+step's task gets the dask future, so dask moves the data from worker to worker and it never
+passes through the driver. The outputs the driver needs come back as values when their step
+ends: the run's results (outputs no step consumes, what the user reads in ``run.steps``), the
+outputs a ``when`` condition, an ``inputs`` reference or a rollback reads, and data steps'
+reports. So ``run.steps["report"].output`` is the value, as with ``local``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import logging
 import pickle
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["DaskExecutor", "DaskOutput", "OutputNotFetched", "SchedulerUnreachable",
+__all__ = ["ComponentMissingOnWorker", "DaskExecutor", "DaskOutput", "OutputNotFetched",
+           "PluginMissingOnWorkers", "ResourcesUnavailable", "SchedulerUnreachable",
            "UnpicklableOutput", "WorkerContext"]
 
 _log = logging.getLogger("pipectl_dask")
@@ -127,22 +131,27 @@ class WorkerContext:
     """The ``ctx`` a step function gets on a dask worker: a picklable subset of
     :class:`pipectl.context.StepContext`.
 
-    It offers ``run_id``, ``pipeline_id``, ``step``, ``params`` (read-only), ``attempt`` and
+    It offers ``run_id``, ``pipeline_id``, ``step``, ``params`` (read-only), ``attempt``,
     ``logger`` (a structlog logger bound to ``run_id`` and ``step``; its lines go to the
-    worker's log, not the driver's). The driver's ``services``, ``results``, ``state``,
-    ``components`` and ``run_pipeline`` live in the driver and are not available: using them
-    raises :class:`RuntimeError` saying so."""
+    worker's log, not the driver's), ``components`` (the component registries of the plugins
+    installed on the worker) and ``state``: this step's part of the run state (its entry of
+    ``extractor_state`` and the keys that are tuples ending with its name, such as which outputs
+    a data step committed), sent with the attempt; what the attempt changes in it goes back
+    to the driver's run state when the attempt ends, succeeded or failed. The driver's
+    ``services``, ``results`` and ``run_pipeline`` live in the driver and are not available:
+    using them raises :class:`RuntimeError` saying so."""
 
-    __slots__ = ("_logger", "attempt", "params", "pipeline_id", "run_id", "step")
+    __slots__ = ("_logger", "_state", "attempt", "params", "pipeline_id", "run_id", "step")
 
     def __init__(self, run_id: str, pipeline_id: str, step: str, params: Mapping[str, Any],
-                 attempt: int):
+                 attempt: int, state: dict[Any, Any] | None = None):
         self.run_id = run_id
         self.pipeline_id = pipeline_id
         self.step = step
         self.params = MappingProxyType(dict(params))
         self.attempt = attempt
         self._logger: Any = None
+        self._state = state if state is not None else {}
 
     @property
     def logger(self) -> Any:
@@ -152,6 +161,14 @@ class WorkerContext:
             self._logger = log.get_logger().bind(run_id=self.run_id, step=self.step)
         return self._logger
 
+    @property
+    def state(self) -> dict[Any, Any]:
+        return self._state
+
+    @property
+    def components(self) -> Any:
+        return worker_registries()
+
     def _driver_only(self, what: str) -> Any:
         raise RuntimeError(f"ctx.{what} is not available on a dask worker (step {self.step!r}): "
                            "it lives in the driver; pass what the step needs as params or "
@@ -159,8 +176,6 @@ class WorkerContext:
 
     services = property(lambda self: self._driver_only("services"))
     results = property(lambda self: self._driver_only("results"))
-    state = property(lambda self: self._driver_only("state"))
-    components = property(lambda self: self._driver_only("components"))
 
     async def run_pipeline(self, pipeline: Any, params: Any = None) -> Any:
         self._driver_only("run_pipeline")
@@ -168,6 +183,89 @@ class WorkerContext:
     def __repr__(self) -> str:
         return (f"WorkerContext(run_id={self.run_id!r}, step={self.step!r}, "
                 f"attempt={self.attempt})")
+
+
+_registries: Any = None
+
+
+def worker_registries() -> Any:
+    """The component registries of this worker process: the built-ins and every plugin
+    installed in its environment (loaded once per process)."""
+    global _registries
+    if _registries is None:
+        from pipectl.plugins import get_plugin_manager
+
+        _registries = get_plugin_manager().registries
+    return _registries
+
+
+def step_state(shared: Mapping[Any, Any], step: str) -> dict[Any, Any]:
+    """The part of the driver's run state that belongs to ``step`` (see :class:`WorkerContext`)."""
+    part: dict[Any, Any] = {}
+    extractors = shared.get("extractor_state")
+    if isinstance(extractors, dict) and step in extractors:
+        part["extractor_state"] = {step: extractors[step]}
+    for key, value in shared.items():
+        if isinstance(key, tuple) and key and key[-1] == step:
+            part[key] = value
+    return part
+
+
+def merge_state(shared: dict[Any, Any], step: str, part: Mapping[Any, Any]) -> None:
+    """Put what an attempt on a worker left in its part of the state back into the run's."""
+    extractors = part.get("extractor_state")
+    if isinstance(extractors, dict) and step in extractors:
+        shared.setdefault("extractor_state", {})[step] = extractors[step]
+    for key, value in part.items():
+        if isinstance(key, tuple) and key and key[-1] == step:
+            shared[key] = value
+
+
+class _WithState:
+    """An attempt's output with the state it changed on the worker (see :func:`run_attempt`)."""
+
+    __slots__ = ("output", "state")
+
+    def __init__(self, output: Any, state: dict[Any, Any]):
+        self.output = output
+        self.state = state
+
+    def __reduce__(self) -> Any:
+        return (_WithState, (self.output, self.state))
+
+
+class ComponentMissingOnWorker(LookupError):
+    """A step asked a worker for a component (extractor, output...) that no plugin installed on
+    that worker registers, although the driver has it: the plugin is missing on the workers."""
+
+    def __init__(self, message: str, step: str = "", kind: str = "", name: str = "",
+                 worker: str = ""):
+        super().__init__(message)
+        self.step, self.kind, self.name, self.worker = step, kind, name, worker
+
+    def __reduce__(self) -> Any:
+        return (ComponentMissingOnWorker, (str(self), self.step, self.kind, self.name,
+                                           self.worker))
+
+
+class ResourcesUnavailable(RuntimeError):
+    """A step asks for worker resources (``resources: {GPU: 1}``) that no worker offers."""
+
+
+class PluginMissingOnWorkers(ImportError):
+    """Code a step needs is installed in the driver but not on the dask workers."""
+
+    def __reduce__(self) -> Any:
+        return (PluginMissingOnWorkers, (str(self),))
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except Exception:  # noqa: BLE001 - not on a worker
+        return "?"
 
 
 class _Ctx:
@@ -195,31 +293,57 @@ def _params_marker() -> _Params:
 
 
 def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any],
-                middleware: tuple[Any, ...], info: tuple[str, str, str, dict[str, Any], int],
+                middleware: tuple[Any, ...],
+                info: tuple[str, str, str, dict[str, Any], int, str | None, dict | None],
                 check_pickle: bool) -> Any:
-    """The task of one attempt, on a worker: the middleware chain around ``func(**kwargs)``."""
-    run_id, pipeline_id, step, params, attempt = info
+    """The task of one attempt, on a worker: the middleware chain around ``func(**kwargs)``.
+
+    When the attempt changed its part of the run state (``ctx.state``), the output comes back
+    wrapped with the state (:class:`_WithState`), or the exception carries it
+    (``pipectl_state``), so the driver can merge it."""
+    run_id, pipeline_id, step, params, attempt, filename, state = info
+    if filename is not None:
+        code = getattr(func, "__code__", None)
+        if code is not None and code.co_filename == _DYNAMIC:
+            _restore_filename(func, filename)
     ctx: WorkerContext | None = None
+    before = None
     call_kwargs = {}
     for name, value in kwargs.items():
         if value is CTX:
             if ctx is None:
-                ctx = WorkerContext(run_id, pipeline_id, step, params, attempt)
+                if state is not None:
+                    import copy
+
+                    before = copy.deepcopy(state)
+                ctx = WorkerContext(run_id, pipeline_id, step, params, attempt, state)
             value = ctx
         elif value is PARAMS:
             value = MappingProxyType(params)
         call_kwargs[name] = value
-    if middleware:
-        output = asyncio.run(_through_middleware(func, is_async, call_kwargs, middleware,
-                                                 attempt))
-    elif is_async:
-        output = asyncio.run(func(**call_kwargs))
-    else:
-        output = func(**call_kwargs)
-        if inspect.isawaitable(output):  # a sync callable that returned a coroutine
-            output = asyncio.run(_await(output))
-    if check_pickle and output is not None:
-        _check_picklable(step, output)
+    try:
+        if middleware:
+            output = asyncio.run(_through_middleware(func, is_async, call_kwargs, middleware,
+                                                     attempt))
+        elif is_async:
+            output = asyncio.run(func(**call_kwargs))
+        else:
+            output = func(**call_kwargs)
+            if inspect.isawaitable(output):  # a sync callable that returned a coroutine
+                output = asyncio.run(_await(output))
+        if check_pickle and output is not None:
+            _check_picklable(step, output)
+    except BaseException as exc:
+        if ctx is not None and ctx._state and ctx._state != before:
+            with contextlib.suppress(Exception):
+                exc.pipectl_state = ctx._state  # type: ignore[attr-defined]
+        if type(exc).__name__ == "UnknownComponentError" and ctx is not None:
+            raise ComponentMissingOnWorker(
+                f"{exc}", step, getattr(exc, "kind", ""), getattr(exc, "name", ""),
+                _worker_address()) from None
+        raise
+    if ctx is not None and ctx._state and ctx._state != before:
+        return _WithState(output, ctx._state)
     return output
 
 
@@ -261,6 +385,18 @@ def _check_picklable(step: str, output: Any) -> None:
         except Exception as exc:
             raise UnpicklableOutput(step, _type_name(type(output)),
                                     f"{type(exc).__name__}: {exc}") from None
+
+
+def _distribution_of(module: str) -> str | None:
+    """``name==version`` of the installed distribution holding ``module``, if any."""
+    top = module.partition(".")[0]
+    try:
+        from importlib.metadata import packages_distributions, version
+
+        names = packages_distributions().get(top) or []
+        return f"{names[0]}=={version(names[0])}" if names else None
+    except Exception:  # noqa: BLE001 - only a hint
+        return None
 
 
 def _records_of(output: Any) -> int | None:
@@ -325,22 +461,74 @@ def ship_by_value(module_name: str) -> list[str]:
     return registered
 
 
+def _modules_of(func: Any, depth: int = 0) -> list[str]:
+    """The modules of ``func`` and of the callables its closure holds (directly, in lists, or
+    as the ``func`` of an object such as a data step's ``Transform``)."""
+    module = getattr(func, "__module__", None) or type(func).__module__
+    found = [module] if module else []
+    if depth > 2:
+        return found
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            inner = getattr(item, "func", None) if not callable(item) else item
+            if callable(inner) and not isinstance(inner, type):
+                found.extend(_modules_of(inner, depth + 1))
+    return found
+
+
 class _ByValue:
-    """A step function pickled by cloudpickle, code included; unpickles as the function."""
+    """A step function pickled by cloudpickle, code included; unpickles as the function.
 
-    __slots__ = ("blob",)
+    cloudpickle names the file of code it ships ``<dynamic-code>``; the file name travels
+    along and is put back, so a traceback from a worker points at the user's file and line."""
 
-    def __init__(self, blob: bytes):
-        self.blob = blob
+    __slots__ = ("blob", "filename", "module")
+
+    def __init__(self, func: Any):
+        import cloudpickle
+
+        self.blob = cloudpickle.dumps(func, protocol=5)
+        code = getattr(func, "__code__", None)
+        self.filename = code.co_filename if code is not None else None
+        self.module = getattr(func, "__module__", None)
 
     def __reduce__(self) -> Any:
-        return (_load_by_value, (self.blob,))
+        return (_load_by_value, (self.blob, self.filename, self.module))
 
 
-def _load_by_value(blob: bytes) -> Any:
+_DYNAMIC = "<dynamic-code>"
+
+
+def _refile(code: Any, filename: str) -> Any:
+    consts = tuple(_refile(c, filename) if isinstance(c, type(code)) else c
+                   for c in code.co_consts)
+    if code.co_filename == _DYNAMIC or consts != code.co_consts:
+        code = code.replace(co_filename=filename if code.co_filename == _DYNAMIC
+                            else code.co_filename, co_consts=consts)
+    return code
+
+
+def _load_by_value(blob: bytes, filename: str | None = None, module: str | None = None) -> Any:
     import cloudpickle
 
     return cloudpickle.loads(blob)
+
+
+def _restore_filename(func: Any, filename: str) -> None:
+    """Put the file name cloudpickle dropped back on ``func`` and on the functions of its module
+    that it calls (same file), so a traceback from the worker names the user's file."""
+    module = getattr(func, "__module__", None)
+    for obj in (func, *getattr(func, "__globals__", {}).values()):
+        code = getattr(obj, "__code__", None)
+        if code is not None and code.co_filename == _DYNAMIC \
+                and getattr(obj, "__module__", None) == module:
+            with contextlib.suppress(Exception):
+                obj.__code__ = _refile(code, filename)
 
 
 class DaskExecutor:
@@ -351,8 +539,10 @@ class DaskExecutor:
         at the end of the run); with neither, a local cluster of one worker per core.
     :param threads_per_worker: threads of each local worker.
     :param timeout: seconds to wait for the scheduler before giving up.
-    :param fetch: which outputs are brought to the driver at the end of the run: ``"leaves"``
-        (those no step consumed), ``"all"``, or ``"none"``.
+    :param fetch: ``"leaves"`` (default): the run's results (outputs no step consumes) come
+        to the driver when their step ends, the others stay on the cluster; ``"all"``: the
+        consumed outputs are also fetched into their :class:`DaskOutput` handles at the end of
+        the run; ``"none"``: even the results stay on the cluster (handles only).
     :param check_pickle: pickle each output on its worker right away, so an output that could
         never leave it fails its step with :class:`UnpicklableOutput` (costs one serialization).
     :param client: an existing asynchronous ``distributed.Client`` to use (not closed).
@@ -362,6 +552,13 @@ class DaskExecutor:
     """
 
     name = "dask"
+
+    @property
+    def framework_paths(self) -> tuple[str, ...]:
+        """Left out of a failed step's traceback: the client's frames that re-raise it."""
+        import distributed
+
+        return (str(Path(distributed.__file__).resolve().parent),)
 
     def __init__(self, scheduler: str | None = None, local_workers: int | None = None,
                  threads_per_worker: int = 1, timeout: float = 10, fetch: str = "leaves",
@@ -497,10 +694,16 @@ class DaskExecutor:
             kwargs[name] = value
         func = self._shippable(invocation.func) if self.ship_code else invocation.func
         key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
-        info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt)
+        shared = getattr(context, "state", None)
+        state = step_state(shared, spec.name) if isinstance(shared, dict) else None
+        info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt,
+                func.filename if isinstance(func, _ByValue) else None, state)
+        resources = getattr(spec, "resources", None) or None
+        if resources:
+            await self._check_resources(spec.name, resources)
         future = client.submit(run_attempt, func, invocation.is_async, kwargs,
                                tuple(invocation.middleware), info, self.check_pickle,
-                               key=key, pure=False)
+                               key=key, pure=False, resources=resources)
         try:
             await future._state.wait()
         except asyncio.CancelledError:
@@ -509,13 +712,30 @@ class DaskExecutor:
         if future.status != "finished":
             try:
                 await future  # raises the step's exception, with its traceback
+            except BaseException as exc:
+                part = getattr(exc, "pipectl_state", None)
+                if isinstance(part, dict) and isinstance(shared, dict):
+                    merge_state(shared, spec.name, part)
+                raise self._explain(exc, spec.name, context, invocation.func) from None \
+                    if isinstance(exc, (ComponentMissingOnWorker, ImportError, RuntimeError)) \
+                    else exc
             finally:
                 future.release()
             raise RuntimeError(f"dask task {key} ended {future.status}")
         tp = future.type
-        if invocation.driver_reads or getattr(tp, "__module__", "") == "pipectl.data":
-            # the engine reads it (a condition, an input reference, a rollback), or it is a
-            # data step's report (small; the tracker reads what each output committed)
+        if tp is _WithState:  # the attempt changed its part of the run state: fetch both
+            try:
+                wrapped = await future
+            finally:
+                future.release()
+            if isinstance(shared, dict):
+                merge_state(shared, spec.name, wrapped.state)
+            return wrapped.output
+        if invocation.driver_reads or getattr(tp, "__module__", "") == "pipectl.data" or (
+                getattr(invocation, "final", False) and self.fetch != "none"):
+            # the engine reads it (a condition, an input reference, a rollback), it is a
+            # result of the run (no step consumes it), or it is a data step's report (small;
+            # the tracker reads what each output committed)
             try:
                 return await future
             finally:
@@ -529,23 +749,84 @@ class DaskExecutor:
         self._outputs[key] = output
         return output
 
+    async def _check_resources(self, step: str, resources: Mapping[str, float]) -> None:
+        """A step asking for resources no worker has would wait forever: fail it instead."""
+        info = await self.client.scheduler.identity()
+        workers = info.get("workers", {})
+        for worker in workers.values():
+            offered = worker.get("resources") or {}
+            if all(offered.get(name, 0) >= amount for name, amount in resources.items()):
+                return
+        offers = sorted({", ".join(f"{k}={v:g}" for k, v in sorted(
+            (w.get("resources") or {}).items())) or "none" for w in workers.values()})
+        asked = ", ".join(f"{k}={v:g}" for k, v in resources.items())
+        raise ResourcesUnavailable(
+            f"step {step!r} asks for resources {asked}, which no worker of the dask cluster "
+            f"has (its {len(workers)} worker(s) offer: {'; '.join(offers) or 'nothing'}); "
+            "start workers with them (dask worker ... --resources \"GPU=1\") or change the "
+            "step's resources")
+
+    def _explain(self, exc: BaseException, step: str, context: Any,
+                 func: Any = None) -> BaseException:
+        """A missing component or module on a worker, when this process has it: say which
+        plugin distribution the workers lack."""
+        cause = exc.__cause__
+        if isinstance(exc, RuntimeError) and "deserialization of the task graph" in str(exc):
+            # the scheduler (or a worker) could not unpickle the task: it lacks a module
+            if isinstance(cause, ModuleNotFoundError) and cause.name:
+                exc = cause
+            else:
+                dists = sorted({d for m in _modules_of(func) if (d := _distribution_of(m))
+                                and not d.startswith(("pipectl==", "pipectl-dask=="))})
+                if not dists:
+                    return exc
+                return PluginMissingOnWorkers(
+                    f"step {step!r}: the dask cluster could not unpickle its task (a module "
+                    f"is missing there); it uses {', '.join(dists)}, installed here: install "
+                    "the same on the scheduler and every worker (their Python environment "
+                    "needs the pipeline's plugins)")
+        if isinstance(exc, ComponentMissingOnWorker):
+            registries = getattr(context, "components", None)
+            try:
+                component = registries.of(exc.kind).get(exc.name)
+            except Exception:  # noqa: BLE001 - the driver lacks it too: the message stands
+                return exc
+            kind = exc.kind.rstrip("s").replace("_", " ")
+            module = getattr(component.factory, "__module__", "") or ""
+            dist = _distribution_of(module) or f"the distribution of plugin {component.plugin!r}"
+            return PluginMissingOnWorkers(
+                f"step {step!r} uses the {kind} {exc.name!r} of plugin {component.plugin!r}, "
+                f"which is installed here but not on dask worker {exc.worker}; install "
+                f"{dist} on every worker (their Python environment needs the pipeline's "
+                "plugins)")
+        if isinstance(exc, ModuleNotFoundError) and exc.name and not \
+                isinstance(exc, PluginMissingOnWorkers):
+            top = exc.name.partition(".")[0]
+            if top in sys.modules:  # importable here, not on the worker
+                dist = _distribution_of(top)
+                what = dist or f"the code of module {top!r}"
+                return PluginMissingOnWorkers(
+                    f"step {step!r} needs module {exc.name!r}, which is installed here but "
+                    f"the dask workers cannot import it; install {what} on the scheduler and "
+                    "every worker (their Python environment needs the pipeline's plugins)")
+        return exc
+
     def _shippable(self, func: Any) -> Any:
-        """``func``, or a :class:`_ByValue` of it when its module is not installed (dask's
-        pickling would refer to the module by name, which the workers cannot import)."""
+        """``func``, or a :class:`_ByValue` of it when its code, or code it holds (a data step's
+        transforms, in its closure), comes from a module that is not installed (dask's pickling
+        would refer to the module by name, which the workers cannot import)."""
         cached = self._by_value.get(id(func))
         if cached is not None and cached[0] is func:
             return cached[1]
-        module = getattr(func, "__module__", None) or type(func).__module__
-        top = module.partition(".")[0] if module else ""
-        if top and top not in self._shipped:
-            self._shipped.add(top)
-            if ship_by_value(top):
-                self._not_installed.add(top)
-        shipped: Any = func
-        if top in self._not_installed:
-            import cloudpickle
-
-            shipped = _ByValue(cloudpickle.dumps(func, protocol=5))
+        by_value = False
+        for module in _modules_of(func):
+            top = module.partition(".")[0]
+            if top and top not in self._shipped:
+                self._shipped.add(top)
+                if ship_by_value(top):
+                    self._not_installed.add(top)
+            by_value = by_value or top in self._not_installed
+        shipped: Any = _ByValue(func) if by_value else func
         self._by_value[id(func)] = (func, shipped)
         return shipped
 

@@ -73,9 +73,11 @@ def test_run_on_a_scheduler_by_address(project, cluster):
     assert run["status"] == "success"
     assert {s["step_name"]: s["status"] for s in run["steps"]} == {
         "numbers": "success", "squares": "success"}
+    numbers = next(s for s in run["steps"] if s["step_name"] == "numbers")
+    assert "type=list on the cluster" in numbers["output_summary"]  # consumed on the cluster
+    assert not numbers["metadata"].get("output_stored")  # a handle is not stored as an output
     squares = next(s for s in run["steps"] if s["step_name"] == "squares")
-    assert "type=dict on the cluster" in squares["output_summary"]
-    assert not squares["metadata"].get("output_stored")  # a handle is not stored as an output
+    assert squares["metadata"].get("output_stored")  # the run's result: a value, stored
 
 
 def test_dask_local_starts_its_own_cluster_and_implies_the_executor(project):
@@ -136,7 +138,7 @@ def test_step_code_travels_to_workers_that_never_saw_it(project, cluster):
         run = pipe.run_sync(executor="dask",
                             executor_options={{"scheduler": {cluster.scheduler_address!r},
                                                "announce": False}})
-        out = run.steps["squares"].output.result()
+        out = run.steps["squares"].output  # a final step: its value, fetched at the end
         import os
         print(run.status.value, out["sum"], out["pid"] != os.getpid())
     ''')

@@ -80,7 +80,7 @@ def test_cpu_bound_steps_run_faster_on_two_workers_and_stay_there(plugin_manager
         with distributed.Client(cluster) as client:
             workers = set(client.run(os.getpid).values())
     assert local.status.value == "success" and remote.status.value == "success", remote.errors
-    combined = remote.steps["combine"].output.result()
+    combined = remote.steps["combine"].output  # fetched at the end: the value
     # the eight outputs lived on the two workers, were combined there, never in this process
     assert combined["steps"] == list(range(8)) and combined["payload"] == 8 * PAYLOAD
     assert len(combined["pids"]) == 2 and os.getpid() not in combined["pids"]
@@ -156,7 +156,7 @@ def test_a_worker_killed_mid_step_the_step_runs_again_elsewhere_once(plugin_mana
     out = run.steps["load"].output
     value = out.result() if isinstance(out, DaskOutput) else out
     assert value["pid"] != killed[0]
-    assert run.steps["count"].output.result() == 1000
+    assert run.steps["count"].output == 1000
     con = sqlite3.connect(db)
     rows = con.execute("SELECT id, COUNT(*) FROM items GROUP BY id").fetchall()
     pids = {p for (p,) in con.execute("SELECT DISTINCT pid FROM items")}

@@ -240,7 +240,7 @@ def test_hooks_fire_in_driver_and_middleware_runs_on_worker(pm, register_plugin,
     assert sorted(finished) == sorted(steps)
     names = [c.name for c in hook_recorder.calls]
     assert names[0] == "pipectl_run_start" and names[-1] == "pipectl_run_finish"
-    tail = run.steps["tail"].output.result()  # a final step: fetched at the end
+    tail = run.steps["tail"].output  # a final step: fetched at the end, the value
     assert tail["middleware_pid"] != os.getpid()
     assert tail["attempt"] == 1
 
@@ -278,7 +278,7 @@ def test_large_intermediate_output_never_reaches_the_driver(pm, cluster):
     handle = run.steps["big"].output
     assert isinstance(handle, DaskOutput) and handle.type_name == "bytes"
     assert not handle.fetched  # consumed by "use": released, never gathered
-    used = run.steps["use"].output.result()
+    used = run.steps["use"].output
     assert used["length"] == SIZE and used["pid"] != os.getpid()
     assert peak < SIZE // 2, f"the driver allocated {peak} bytes at its peak"
 
