@@ -42,7 +42,8 @@ def executor(request, plugin_manager, monkeypatch):
 
     if plugin_manager.get_plugin("dask") is None:
         plugin_manager.add_plugin(pipectl_dask.plugin, "dask")
-    options = {"scheduler": cluster.scheduler_address, "announce": False}
+    # fetch="all": after the run, every output is a value in run.steps, as with local
+    options = {"scheduler": cluster.scheduler_address, "announce": False, "fetch": "all"}
     original = Pipeline.run
 
     async def run_on_dask(self, *args, executor=None, executor_options=None, **kwargs):

@@ -138,7 +138,7 @@ def branching_pipeline(plugin_manager, trigger="one_success"):
     (0.1, "low", "high", [-1, -2, -3]),
 ])
 def test_only_the_branch_whose_condition_holds_runs(plugin_manager, score, taken, not_taken,
-                                                    expected):
+                                                    expected, executor):
     pipe, ran = branching_pipeline(plugin_manager)
     run = pipe.run_sync({"score": score, "threshold": 0.5})
     assert run.ok, run.errors
@@ -156,7 +156,7 @@ def test_only_the_branch_whose_condition_holds_runs(plugin_manager, score, taken
         assert run.steps["after_high"].reason == skipped.reason
 
 
-def test_all_success_join_is_skipped_after_a_branch_not_taken(plugin_manager):
+def test_all_success_join_is_skipped_after_a_branch_not_taken(plugin_manager, executor):
     pipe, ran = branching_pipeline(plugin_manager, trigger="all_success")
     run = pipe.run_sync({"score": 0.9, "threshold": 0.5})
     assert run.ok  # skips after a false condition do not fail the run
@@ -164,7 +164,7 @@ def test_all_success_join_is_skipped_after_a_branch_not_taken(plugin_manager):
     assert "join" not in ran
 
 
-def test_none_failed_and_one_success_still_skip_after_a_failure(plugin_manager):
+def test_none_failed_and_one_success_still_skip_after_a_failure(plugin_manager, executor):
     for trigger in ("none_failed", "one_success"):
         pipe = Pipeline("f", plugin_manager=plugin_manager)
         pipe.add_step("boom", lambda: 1 / 0)
@@ -177,7 +177,7 @@ def test_none_failed_and_one_success_still_skip_after_a_failure(plugin_manager):
         assert run.steps["join"].reason == "upstream step 'boom' failed"
 
 
-def test_one_success_needs_a_success_none_failed_does_not(plugin_manager):
+def test_one_success_needs_a_success_none_failed_does_not(plugin_manager, executor):
     for trigger, status in (("one_success", SKIPPED), ("none_failed", SUCCESS)):
         pipe = Pipeline("t", plugin_manager=plugin_manager)
         pipe.add_step("a", lambda: 1, when="params.go")
@@ -188,7 +188,7 @@ def test_one_success_needs_a_success_none_failed_does_not(plugin_manager):
         assert run.steps["join"].status is status, trigger
 
 
-def test_a_root_step_condition_on_params(plugin_manager):
+def test_a_root_step_condition_on_params(plugin_manager, executor):
     pipe = Pipeline("roots", plugin_manager=plugin_manager)
     pipe.add_step("full", lambda: "full", when="params.mode == 'full'")
     pipe.add_step("after", lambda full: full + "!", depends_on=["full"])
@@ -200,7 +200,7 @@ def test_a_root_step_condition_on_params(plugin_manager):
     assert pipe.run_sync({"mode": "full"}).steps["after"].output == "full!"
 
 
-def test_a_condition_that_cannot_be_evaluated_fails_the_step(plugin_manager):
+def test_a_condition_that_cannot_be_evaluated_fails_the_step(plugin_manager, executor):
     pipe = Pipeline("bad", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: {"x": 1})
     pipe.add_step("b", lambda: 2, when="steps.a.output.y > 0")
@@ -213,7 +213,7 @@ def test_a_condition_that_cannot_be_evaluated_fails_the_step(plugin_manager):
     assert run.steps["c"].status is SKIPPED
 
 
-def test_steps_named_in_when_and_inputs_are_dependencies(plugin_manager):
+def test_steps_named_in_when_and_inputs_are_dependencies(plugin_manager, executor):
     pipe = Pipeline("deps", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: {"n": 1})
     pipe.add_step("b", lambda: {"n": 2})
@@ -223,20 +223,20 @@ def test_steps_named_in_when_and_inputs_are_dependencies(plugin_manager):
     assert pipe.run_sync().steps["c"].output == 2
 
 
-def test_a_bad_condition_is_refused_when_the_step_is_added(plugin_manager):
+def test_a_bad_condition_is_refused_when_the_step_is_added(plugin_manager, executor):
     pipe = Pipeline("p", plugin_manager=plugin_manager)
     with pytest.raises(ExpressionError, match="a reference starts with"):
         pipe.add_step("x", lambda: 1, when="os.system('true')")
 
 
-def test_params_references_as_inputs(plugin_manager):
+def test_params_references_as_inputs(plugin_manager, executor):
     pipe = Pipeline("p", plugin_manager=plugin_manager)
     pipe.add_step("greet", lambda who: f"hello {who}", inputs={"who": "params.user.name"})
     run = pipe.run_sync({"user": {"name": "ann"}})
     assert run.steps["greet"].output == "hello ann"
 
 
-def test_conditions_with_async_steps_and_fail_fast(plugin_manager):
+def test_conditions_with_async_steps_and_fail_fast(plugin_manager, executor):
     pipe = Pipeline("async", plugin_manager=plugin_manager, fail_fast=True)
 
     async def a():

@@ -4,10 +4,12 @@ and starts nothing new, ``allow_failure`` keeps the run green, ``all_done`` step
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
 import pytest
+from helpers import EventLog, Rendezvous
 
 from pipectl import Pipeline, RunStatus, StepStatus
 
@@ -19,17 +21,12 @@ def statuses(run) -> dict[str, str]:
 # -- the seeds' example: parallel fetches, a merge, an independent branch ---------------------
 
 
-def seed_pipeline(plugin_manager, events: list[str], fail_orders: bool) -> Pipeline:
+def seed_pipeline(plugin_manager, events: EventLog, fail_orders: bool) -> Pipeline:
     pipe = Pipeline("seed", plugin_manager=plugin_manager)
-    both_started = {"users": False, "orders": False}
+    both = Rendezvous(events.path + ".started", ["users", "orders"], timeout=5)
 
     async def until_both_started(me: str) -> None:
-        both_started[me] = True
-        for _ in range(500):
-            if all(both_started.values()):
-                return
-            await asyncio.sleep(0.002)
-        raise AssertionError("the fetches did not run in parallel")
+        await both.arrive_async(me)
 
     @pipe.step
     async def fetch_users():
@@ -73,8 +70,8 @@ def seed_pipeline(plugin_manager, events: list[str], fail_orders: bool) -> Pipel
     return pipe
 
 
-def test_parallel_fetches_feed_the_merge(plugin_manager):
-    events: list[str] = []
+def test_parallel_fetches_feed_the_merge(plugin_manager, executor, tmp_path):
+    events = EventLog(tmp_path / "events")
     run = seed_pipeline(plugin_manager, events, fail_orders=False).run_sync()
     assert run.status is RunStatus.SUCCESS, run.errors
     assert run.steps["merge"].output == {"ann": 15, "bob": 0}
@@ -86,8 +83,9 @@ def test_parallel_fetches_feed_the_merge(plugin_manager):
                                        events.index("fetch_orders:end"))
 
 
-def test_a_failed_fetch_skips_the_merge_and_the_independent_branch_succeeds(plugin_manager):
-    events: list[str] = []
+def test_a_failed_fetch_skips_the_merge_and_the_independent_branch_succeeds(
+        plugin_manager, executor, tmp_path):
+    events = EventLog(tmp_path / "events")
     run = seed_pipeline(plugin_manager, events, fail_orders=True).run_sync()
     assert run.status is RunStatus.FAILED
     assert statuses(run) == {
@@ -108,8 +106,8 @@ def test_a_failed_fetch_skips_the_merge_and_the_independent_branch_succeeds(plug
     assert run.outputs().keys() == {"fetch_users", "fetch_config", "validate_config"}
 
 
-def test_skips_cascade_through_several_levels(plugin_manager):
-    ran: list[str] = []
+def test_skips_cascade_through_several_levels(plugin_manager, executor, tmp_path):
+    ran = EventLog(tmp_path / "ran")
     pipe = Pipeline("cascade", plugin_manager=plugin_manager)
 
     def boom():
@@ -137,7 +135,7 @@ def test_skips_cascade_through_several_levels(plugin_manager):
     assert len(run.errors) == 1  # skips are not errors
 
 
-def test_failed_step_records_error_traceback_and_times(plugin_manager):
+def test_failed_step_records_error_traceback_and_times(plugin_manager, executor):
     pipe = Pipeline("errors", plugin_manager=plugin_manager)
 
     def helper():
@@ -160,17 +158,25 @@ def test_failed_step_records_error_traceback_and_times(plugin_manager):
 # -- fail_fast ---------------------------------------------------------------------------------
 
 
-def test_fail_fast_cancels_running_steps_and_starts_nothing_new(plugin_manager, hook_recorder):
-    side_effects: list[str] = []
+def test_fail_fast_cancels_running_steps_and_starts_nothing_new(plugin_manager, hook_recorder,
+                                                                executor, tmp_path):
+    side_effects = EventLog(tmp_path / "effects")
     pipe = Pipeline("ff", plugin_manager=plugin_manager, fail_fast=True, max_concurrent=3)
-    started: dict[str, asyncio.Event] = {}  # created inside the run's loop, in main()
+    started, stop = str(tmp_path / "slow-started"), str(tmp_path / "stop")
+
+    async def sleep_until_stopped(seconds: float) -> None:
+        # a cancelled dask task runs on (a worker does not interrupt it): the test ends it
+        for _ in range(int(seconds / 0.01)):
+            if os.path.exists(stop):
+                return
+            await asyncio.sleep(0.01)
 
     @pipe.step
     async def slow():
         side_effects.append("slow:start")
-        started["slow"].set()
+        open(started, "w").close()
         try:
-            await asyncio.sleep(30)
+            await sleep_until_stopped(30)
         except asyncio.CancelledError:
             side_effects.append("slow:cancelled")
             raise
@@ -178,13 +184,16 @@ def test_fail_fast_cancels_running_steps_and_starts_nothing_new(plugin_manager, 
 
     @pipe.step
     async def bad():
-        await asyncio.wait_for(started["slow"].wait(), 5)  # fail once slow is running
+        for _ in range(500):  # fail once slow is running
+            if os.path.exists(started):
+                break
+            await asyncio.sleep(0.01)
         side_effects.append("bad:raise")
         raise RuntimeError("bad data")
 
     @pipe.step
     async def sleeper():
-        await asyncio.sleep(30)
+        await sleep_until_stopped(30)
 
     @pipe.step
     def queued():  # waits for a free slot (max_concurrent=3): never gets one
@@ -202,13 +211,16 @@ def test_fail_fast_cancels_running_steps_and_starts_nothing_new(plugin_manager, 
     def after_after_bad(after_bad):
         side_effects.append("after_after_bad")
 
-    async def main():
-        started["slow"] = asyncio.Event()
-        return await pipe.run()
-
-    run = asyncio.run(main())
+    try:
+        run = pipe.run_sync()
+    finally:
+        open(stop, "w").close()
     assert run.status is RunStatus.FAILED
-    assert side_effects == ["slow:start", "bad:raise", "slow:cancelled"]
+    if executor == "local":  # the step's coroutine is cancelled where it runs
+        assert side_effects == ["slow:start", "bad:raise", "slow:cancelled"]
+    else:  # the task is forgotten, its function runs on: never to a normal end here
+        assert side_effects.calls[:2] == ["slow:start", "bad:raise"]
+        assert "slow:end" not in side_effects
     assert statuses(run) == {
         "slow": "cancelled",
         "bad": "failed",
@@ -229,9 +241,9 @@ def test_fail_fast_cancels_running_steps_and_starts_nothing_new(plugin_manager, 
     assert len(hook_recorder.calls_for("step_finish")) == 7
 
 
-def test_fail_fast_given_to_run_overrides_the_pipeline(plugin_manager):
+def test_fail_fast_given_to_run_overrides_the_pipeline(plugin_manager, executor, tmp_path):
     pipe = Pipeline("ff", plugin_manager=plugin_manager, max_concurrent=1)
-    ran: list[str] = []
+    ran = EventLog(tmp_path / "ran")
     pipe.add_step("bad", lambda: 1 / 0)
     pipe.add_step("later", lambda: ran.append("later"))
     run = pipe.run_sync(fail_fast=True)
@@ -242,7 +254,7 @@ def test_fail_fast_given_to_run_overrides_the_pipeline(plugin_manager):
     assert ran == ["later"]
 
 
-def test_fail_fast_does_not_stop_for_an_allowed_failure(plugin_manager):
+def test_fail_fast_does_not_stop_for_an_allowed_failure(plugin_manager, executor):
     pipe = Pipeline("ff", plugin_manager=plugin_manager, fail_fast=True, max_concurrent=1)
     pipe.add_step("optional", lambda: 1 / 0, allow_failure=True)
     pipe.add_step("later", lambda: "ran")
@@ -251,42 +263,44 @@ def test_fail_fast_does_not_stop_for_an_allowed_failure(plugin_manager):
     assert statuses(run) == {"optional": "failed", "later": "success"}
 
 
-def test_fail_fast_cancels_a_step_waiting_to_retry(plugin_manager):
+def test_fail_fast_cancels_a_step_waiting_to_retry(plugin_manager, hook_recorder, executor,
+                                                   tmp_path):
     pipe = Pipeline("ff", plugin_manager=plugin_manager, fail_fast=True)
-    attempts: list[int] = []
-    gate: dict[str, asyncio.Event] = {}
+    attempts = EventLog(tmp_path / "attempts")
 
     @pipe.step(retries=5, retry_delay=10, retry_jitter=0)
     async def flaky(ctx):
         attempts.append(ctx.attempt)
-        gate["retrying"].set()
         raise ConnectionError("try later")
 
     @pipe.step
     async def bad():
-        await asyncio.wait_for(gate["retrying"].wait(), 5)
-        await asyncio.sleep(0.01)  # flaky is now sleeping before its retry
+        for _ in range(500):
+            if len(attempts):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # flaky has failed and now sleeps before its retry
         raise RuntimeError("bad")
 
-    async def main():
-        gate["retrying"] = asyncio.Event()
-        return await pipe.run()
-
-    run = asyncio.run(main())
-    assert attempts == [1]
+    run = pipe.run_sync()
+    assert [c.attempt for c in hook_recorder.calls_for("step_retry", "flaky")] == [1]
+    assert attempts == ["1"]
     assert run.steps["flaky"].status is StepStatus.CANCELLED
     assert run.steps["bad"].status is StepStatus.FAILED
     assert run.status is RunStatus.FAILED
 
 
-def test_fail_fast_with_sync_steps(plugin_manager):
-    release = threading.Event()
-    ran: list[str] = []
+def test_fail_fast_with_sync_steps(plugin_manager, executor, tmp_path):
+    release = str(tmp_path / "release")
+    ran = EventLog(tmp_path / "ran")
     pipe = Pipeline("ff", plugin_manager=plugin_manager, fail_fast=True)
 
     @pipe.step
     def long_sync():
-        release.wait(5)
+        for _ in range(500):
+            if os.path.exists(release):
+                break
+            time.sleep(0.01)
         ran.append("long_sync:end")
 
     @pipe.step
@@ -300,7 +314,7 @@ def test_fail_fast_with_sync_steps(plugin_manager):
     try:
         run = pipe.run_sync()
     finally:
-        release.set()
+        open(release, "w").close()
     assert statuses(run) == {"long_sync": "cancelled", "bad": "failed", "after_long": "cancelled"}
     assert "after_long" not in ran
 
@@ -308,7 +322,7 @@ def test_fail_fast_with_sync_steps(plugin_manager):
 # -- allow_failure -----------------------------------------------------------------------------
 
 
-def test_allow_failure_keeps_the_run_green_and_dependents_get_none(plugin_manager):
+def test_allow_failure_keeps_the_run_green_and_dependents_get_none(plugin_manager, executor):
     pipe = Pipeline("allowed", plugin_manager=plugin_manager)
 
     @pipe.step(allow_failure=True)
@@ -337,7 +351,7 @@ def test_allow_failure_keeps_the_run_green_and_dependents_get_none(plugin_manage
         "step 'enrich' failed (allowed to fail): ConnectionError: enrichment service down"]
 
 
-def test_allow_failure_after_retries(plugin_manager):
+def test_allow_failure_after_retries(plugin_manager, executor):
     pipe = Pipeline("allowed", plugin_manager=plugin_manager)
     pipe.add_step("flaky", lambda: 1 / 0, allow_failure=True, retries=2, retry_delay=0.001)
     pipe.add_step("after", lambda flaky: flaky, depends_on=["flaky"])
@@ -347,7 +361,7 @@ def test_allow_failure_after_retries(plugin_manager):
     assert run.steps["after"].status is StepStatus.SUCCESS and run.steps["after"].output is None
 
 
-def test_a_skipped_allow_failure_step_still_skips_its_dependents(plugin_manager):
+def test_a_skipped_allow_failure_step_still_skips_its_dependents(plugin_manager, executor):
     pipe = Pipeline("allowed", plugin_manager=plugin_manager)
     pipe.add_step("root", lambda: 1 / 0)
     pipe.add_step("optional", lambda root: root, depends_on=["root"], allow_failure=True)
@@ -361,8 +375,9 @@ def test_a_skipped_allow_failure_step_still_skips_its_dependents(plugin_manager)
 
 
 @pytest.mark.parametrize("fail_fast", [False, True])
-def test_all_done_cleanup_runs_after_its_upstream_failed(plugin_manager, fail_fast):
-    ran: list[str] = []
+def test_all_done_cleanup_runs_after_its_upstream_failed(plugin_manager, fail_fast, executor,
+                                                         tmp_path):
+    ran = EventLog(tmp_path / "ran")
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager, fail_fast=fail_fast)
 
     @pipe.step
@@ -377,6 +392,8 @@ def test_all_done_cleanup_runs_after_its_upstream_failed(plugin_manager, fail_fa
     @pipe.step(depends_on=["load"], trigger="all_done")
     def cleanup(load, ctx):
         ran.append("cleanup")
+        if executor != "local":  # ctx.results is the driver's
+            return (load, "failed")
         return (load, ctx.results["load"].status.value)
 
     run = pipe.run_sync()
@@ -387,7 +404,7 @@ def test_all_done_cleanup_runs_after_its_upstream_failed(plugin_manager, fail_fa
     assert run.steps["publish"].status is StepStatus.SKIPPED
 
 
-def test_all_done_runs_after_skipped_and_successful_dependencies(plugin_manager):
+def test_all_done_runs_after_skipped_and_successful_dependencies(plugin_manager, executor):
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager)
     pipe.add_step("ok", lambda: "fine")
     pipe.add_step("bad", lambda: 1 / 0)
@@ -401,8 +418,8 @@ def test_all_done_runs_after_skipped_and_successful_dependencies(plugin_manager)
     assert run.status is RunStatus.FAILED
 
 
-def test_all_done_step_waits_for_every_dependency(plugin_manager):
-    events: list[str] = []
+def test_all_done_step_waits_for_every_dependency(plugin_manager, executor, tmp_path):
+    events = EventLog(tmp_path / "events")
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager)
 
     @pipe.step
@@ -423,13 +440,14 @@ def test_all_done_step_waits_for_every_dependency(plugin_manager):
     assert events == ["fails_fast", "slow", "cleanup"]
 
 
-def test_all_done_cleanup_with_fail_fast_after_cancelled_dependencies(plugin_manager):
+def test_all_done_cleanup_with_fail_fast_after_cancelled_dependencies(plugin_manager, executor,
+                                                                     tmp_path):
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager, fail_fast=True)
-    ran: list[str] = []
+    ran = EventLog(tmp_path / "ran")
 
     @pipe.step
     async def long():
-        await asyncio.sleep(30)
+        await asyncio.sleep(2)  # still running when bad fails
 
     @pipe.step
     async def bad():
@@ -450,7 +468,7 @@ def test_all_done_cleanup_with_fail_fast_after_cancelled_dependencies(plugin_man
     assert ran == ["cleanup"]
 
 
-def test_a_failing_all_done_step_fails_the_run(plugin_manager):
+def test_a_failing_all_done_step_fails_the_run(plugin_manager, executor):
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
     pipe.add_step("cleanup", lambda: 1 / 0, depends_on=["a"], trigger="all_done")
@@ -459,7 +477,7 @@ def test_a_failing_all_done_step_fails_the_run(plugin_manager):
     assert run.steps["cleanup"].status is StepStatus.FAILED
 
 
-def test_trigger_must_be_known(plugin_manager):
+def test_trigger_must_be_known(plugin_manager, executor):
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager)
     with pytest.raises(ValueError):
         pipe.add_step("a", lambda: 1, trigger="sometimes")

@@ -4,8 +4,12 @@ step_finish per step, in an order consistent with the DAG."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
+from helpers import CallLog
 
 import pipectl
 from pipectl import Pipeline, RunStatus, StepStatus
@@ -13,11 +17,10 @@ from pipectl import Pipeline, RunStatus, StepStatus
 
 def mixed_pipeline(plugin_manager, **options) -> Pipeline:
     pipe = Pipeline("hooks", plugin_manager=plugin_manager, **options)
-    calls: list[int] = []
+    calls = CallLog(tempfile.mkstemp(prefix="pipectl-calls-")[1])  # counts on any process
 
     def flaky():
-        calls.append(1)
-        if len(calls) < 3:
+        if calls.record() < 3:
             raise ConnectionError("flaky")
         return "ok"
 
@@ -75,7 +78,7 @@ def check_hook_sequence(recorder, run, pipe) -> None:
             assert position_of_finish[dep] < first_event, (dep, name)
 
 
-def test_every_step_has_exactly_one_finish_and_a_start_per_attempt(plugin_manager, hook_recorder):
+def test_every_step_has_exactly_one_finish_and_a_start_per_attempt(plugin_manager, hook_recorder, executor):
     pipe = mixed_pipeline(plugin_manager)
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
@@ -98,7 +101,7 @@ def test_every_step_has_exactly_one_finish_and_a_start_per_attempt(plugin_manage
 
 
 @pytest.mark.parametrize("max_concurrent", [1, 2, None])
-def test_hook_sequence_with_fail_fast(plugin_manager, hook_recorder, max_concurrent):
+def test_hook_sequence_with_fail_fast(plugin_manager, hook_recorder, max_concurrent, executor):
     pipe = mixed_pipeline(plugin_manager, fail_fast=True, max_concurrent=max_concurrent)
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
@@ -106,7 +109,7 @@ def test_hook_sequence_with_fail_fast(plugin_manager, hook_recorder, max_concurr
     check_hook_sequence(hook_recorder, run, pipe)
 
 
-def test_run_hooks_see_the_run_status_of_their_moment(plugin_manager, register_plugin):
+def test_run_hooks_see_the_run_status_of_their_moment(plugin_manager, register_plugin, executor):
     seen: list[tuple[str, str, int]] = []
 
     class Snapshot:
@@ -138,7 +141,7 @@ def test_run_hooks_see_the_run_status_of_their_moment(plugin_manager, register_p
 
 
 def test_a_failing_listener_does_not_break_the_run_or_other_listeners(
-        plugin_manager, register_plugin, hook_recorder):
+        plugin_manager, register_plugin, hook_recorder, executor):
     class Broken:
         @pipectl.hookimpl
         def pipectl_step_finish(self, run, step, result):
@@ -159,13 +162,14 @@ def test_a_failing_listener_does_not_break_the_run_or_other_listeners(
     assert len(hook_recorder.calls_for("run_start")) == 1
 
 
-def test_cancelled_run_still_finishes_every_step_once(plugin_manager, hook_recorder):
+def test_cancelled_run_still_finishes_every_step_once(plugin_manager, hook_recorder, executor,
+                                                     tmp_path):
     pipe = Pipeline("hooks", plugin_manager=plugin_manager, max_concurrent=2)
-    started: dict[str, asyncio.Event] = {}
+    flag = str(tmp_path / "long-started")  # a file: the step may run in another process
 
     @pipe.step
     async def long():
-        started["long"].set()
+        Path(flag).touch()
         await asyncio.sleep(30)
 
     @pipe.step
@@ -181,9 +185,11 @@ def test_cancelled_run_still_finishes_every_step_once(plugin_manager, hook_recor
         pass
 
     async def main():
-        started["long"] = asyncio.Event()
         task = asyncio.create_task(pipe.run())
-        await asyncio.wait_for(started["long"].wait(), 5)
+        deadline = time.monotonic() + 10
+        while not Path(flag).exists():
+            assert time.monotonic() < deadline, "step 'long' never started"
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(pipectl.RunCancelled) as info:
             await task

@@ -18,7 +18,7 @@ from pipectl import (
 )
 
 
-def test_upstream_outputs_arrive_by_parameter_name(plugin_manager):
+def test_upstream_outputs_arrive_by_parameter_name(plugin_manager, executor):
     pipe = Pipeline("inputs", plugin_manager=plugin_manager)
 
     @pipe.step
@@ -40,7 +40,7 @@ def test_upstream_outputs_arrive_by_parameter_name(plugin_manager):
                              "merge": {"ann": 2, "bob": 0}}
 
 
-def test_inputs_maps_a_non_identifier_step_name(plugin_manager):
+def test_inputs_maps_a_non_identifier_step_name(plugin_manager, executor):
     pipe = Pipeline("inputs", plugin_manager=plugin_manager)
     pipe.add_step("fetch-users", lambda: ["ann"])
     pipe.add_step("fetch orders", lambda: [1, 2])
@@ -56,14 +56,14 @@ def test_inputs_maps_a_non_identifier_step_name(plugin_manager):
     assert run.steps["merge"].output == (["ann"], [1, 2])
 
 
-def test_inputs_can_rename_an_identifier_step(plugin_manager):
+def test_inputs_can_rename_an_identifier_step(plugin_manager, executor):
     pipe = Pipeline("inputs", plugin_manager=plugin_manager)
     pipe.add_step("extract", lambda: 41)
     pipe.add_step("load", lambda rows: rows + 1, inputs={"rows": "extract"})
     assert pipe.run_sync().steps["load"].output == 42
 
 
-def test_params_and_ctx(plugin_manager):
+def test_params_and_ctx(plugin_manager, executor):
     seen: dict[str, object] = {}
     pipe = Pipeline("ctx", plugin_manager=plugin_manager, services={"db": "the-db"})
 
@@ -96,7 +96,7 @@ def test_params_and_ctx(plugin_manager):
     assert run.steps["second"].output == "2026-11-23"
 
 
-def test_params_cannot_be_mutated_by_a_step(plugin_manager):
+def test_params_cannot_be_mutated_by_a_step(plugin_manager, executor):
     pipe = Pipeline("params", plugin_manager=plugin_manager)
 
     @pipe.step
@@ -109,7 +109,7 @@ def test_params_cannot_be_mutated_by_a_step(plugin_manager):
     assert run.parameters == {"n": 1}
 
 
-def test_ctx_attempt_counts_attempts(plugin_manager):
+def test_ctx_attempt_counts_attempts(plugin_manager, executor):
     attempts: list[int] = []
     pipe = Pipeline("attempt", plugin_manager=plugin_manager)
 
@@ -125,7 +125,7 @@ def test_ctx_attempt_counts_attempts(plugin_manager):
     assert run.steps["flaky"].output == 3
 
 
-def test_service_factory_runs_once_per_run(plugin_manager):
+def test_service_factory_runs_once_per_run(plugin_manager, executor):
     made: list[object] = []
     services = Services()
     services.register_factory("conn", lambda: made.append(object()) or made[-1])
@@ -149,7 +149,7 @@ def test_service_factory_runs_once_per_run(plugin_manager):
     assert run1.steps["a"].output is not run2.steps["a"].output
 
 
-def test_missing_service_fails_the_step_with_a_helpful_error(plugin_manager):
+def test_missing_service_fails_the_step_with_a_helpful_error(plugin_manager, executor):
     pipe = Pipeline("services", plugin_manager=plugin_manager, services={"db": 1})
 
     @pipe.step
@@ -162,7 +162,7 @@ def test_missing_service_fails_the_step_with_a_helpful_error(plugin_manager):
     assert "db" in run.steps["a"].error
 
 
-def test_var_kwargs_receive_every_upstream_output(plugin_manager):
+def test_var_kwargs_receive_every_upstream_output(plugin_manager, executor):
     pipe = Pipeline("kwargs", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
     pipe.add_step("b-dash", lambda: 2)
@@ -180,7 +180,7 @@ def test_var_kwargs_receive_every_upstream_output(plugin_manager):
     assert params_ok
 
 
-def test_var_kwargs_only(plugin_manager):
+def test_var_kwargs_only(plugin_manager, executor):
     pipe = Pipeline("kwargs", plugin_manager=plugin_manager)
     pipe.add_step("x", lambda: "X")
     pipe.add_step("y", lambda: "Y")
@@ -188,14 +188,14 @@ def test_var_kwargs_only(plugin_manager):
     assert pipe.run_sync().steps["all"].output == {"x": "X", "y": "Y"}
 
 
-def test_defaults_are_kept_for_unbound_parameters(plugin_manager):
+def test_defaults_are_kept_for_unbound_parameters(plugin_manager, executor):
     pipe = Pipeline("defaults", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
     pipe.add_step("b", lambda a, scale=10: a * scale, depends_on=["a"])
     assert pipe.run_sync().steps["b"].output == 10
 
 
-def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager):
+def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager, executor):
     events: list[str] = []
     pipe = Pipeline("order", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: events.append("a"))
@@ -222,7 +222,7 @@ def _only_pipeline(plugin_manager, ran: list[str]) -> Pipeline:
     return pipe
 
 
-def test_only_runs_a_step_and_what_it_depends_on(plugin_manager):
+def test_only_runs_a_step_and_what_it_depends_on(plugin_manager, executor):
     ran: list[str] = []
     pipe = _only_pipeline(plugin_manager, ran)
     run = pipe.run_sync(only=["transform"])
@@ -232,7 +232,7 @@ def test_only_runs_a_step_and_what_it_depends_on(plugin_manager):
     assert run.steps["transform"].output == "transform"
 
 
-def test_only_accepts_a_single_name_and_several_names(plugin_manager):
+def test_only_accepts_a_single_name_and_several_names(plugin_manager, executor):
     ran: list[str] = []
     pipe = _only_pipeline(plugin_manager, ran)
     assert set(pipe.run_sync(only="extract").steps) == {"extract"}
@@ -240,7 +240,7 @@ def test_only_accepts_a_single_name_and_several_names(plugin_manager):
         "extract", "fetch_config", "transform", "load", "unrelated", "report"}
 
 
-def test_only_with_an_unknown_step_suggests_names(plugin_manager):
+def test_only_with_an_unknown_step_suggests_names(plugin_manager, executor):
     ran: list[str] = []
     pipe = _only_pipeline(plugin_manager, ran)
     with pytest.raises(PipelineValidationError, match="did you mean 'transform'"):
@@ -248,7 +248,7 @@ def test_only_with_an_unknown_step_suggests_names(plugin_manager):
     assert ran == []
 
 
-def test_run_sync_refuses_a_running_loop(plugin_manager):
+def test_run_sync_refuses_a_running_loop(plugin_manager, executor):
     pipe = Pipeline("nested", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
 
@@ -260,7 +260,7 @@ def test_run_sync_refuses_a_running_loop(plugin_manager):
     assert asyncio.run(main()).ok
 
 
-def test_service_factory_runs_once_per_run_under_concurrent_sync_steps(plugin_manager):
+def test_service_factory_runs_once_per_run_under_concurrent_sync_steps(plugin_manager, executor):
     import threading
     import time
 
@@ -290,7 +290,7 @@ def test_service_factory_runs_once_per_run_under_concurrent_sync_steps(plugin_ma
 
 
 @pytest.mark.parametrize("timeout", [None, 10])
-def test_a_sync_callable_returning_an_awaitable_is_awaited(plugin_manager, timeout):
+def test_a_sync_callable_returning_an_awaitable_is_awaited(plugin_manager, timeout, executor):
     import functools
 
     async def fetch(n):
@@ -307,7 +307,7 @@ def test_a_sync_callable_returning_an_awaitable_is_awaited(plugin_manager, timeo
     assert run.outputs() == {"lambda_step": 2, "partial_step": 4, "after": 6}
 
 
-def test_ctx_results_is_a_snapshot_of_finished_steps(plugin_manager):
+def test_ctx_results_is_a_snapshot_of_finished_steps(plugin_manager, executor):
     pipe = Pipeline("results", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
 

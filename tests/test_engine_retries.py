@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import pytest
+import tempfile
 
+import pytest
+from helpers import CallLog
 from pipectl import Pipeline, RunStatus, StepStatus
 
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py).
 
-def flaky(failures: int, error: type[BaseException] = ConnectionError, calls: list | None = None):
-    """A step function failing ``failures`` times, then returning the number of calls."""
-    calls = calls if calls is not None else []
+
+def flaky(failures: int, error: type[BaseException] = ConnectionError):
+    """A step function failing ``failures`` times, then returning the number of calls; its
+    calls are counted in a file (``step.log``), so calls on a dask worker count too."""
+    log = CallLog(tempfile.mkstemp(prefix="pipectl-calls-")[1])
 
     def step():
-        calls.append(len(calls) + 1)
-        if len(calls) <= failures:
-            raise error(f"failure {len(calls)}")
-        return len(calls)
+        calls = log.record()
+        if calls <= failures:
+            raise error(f"failure {calls}")
+        return calls
 
-    step.calls = calls  # type: ignore[attr-defined]
+    step.log = log  # type: ignore[attr-defined]
     return step
 
 
-def test_fails_twice_then_succeeds_with_three_retries(plugin_manager, hook_recorder):
+def test_fails_twice_then_succeeds_with_three_retries(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("retry", plugin_manager=plugin_manager)
     func = flaky(2)
     pipe.add_step("flaky", func, retries=3, retry_delay=0.01, retry_jitter=0)
@@ -31,7 +36,7 @@ def test_fails_twice_then_succeeds_with_three_retries(plugin_manager, hook_recor
     assert result.status is StepStatus.SUCCESS
     assert result.attempts == 3 and result.retries == 2
     assert result.output == 3
-    assert func.calls == [1, 2, 3]
+    assert len(func.log) == 3
     assert [c.attempt for c in hook_recorder.calls_for("step_start", "flaky")] == [1, 2, 3]
     retries = hook_recorder.calls_for("step_retry", "flaky")
     assert [c.attempt for c in retries] == [1, 2]
@@ -41,7 +46,7 @@ def test_fails_twice_then_succeeds_with_three_retries(plugin_manager, hook_recor
 
 @pytest.mark.parametrize("retries", [0, 1, 3])
 def test_exhausted_retries_fail_with_retries_plus_one_attempts(plugin_manager, hook_recorder,
-                                                               retries):
+                                                               retries, executor):
     pipe = Pipeline("retry", plugin_manager=plugin_manager)
     func = flaky(100)
 
@@ -54,7 +59,7 @@ def test_exhausted_retries_fail_with_retries_plus_one_attempts(plugin_manager, h
     result = run.steps["always"]
     assert run.status is RunStatus.FAILED
     assert result.status is StepStatus.FAILED
-    assert result.attempts == retries + 1 == len(func.calls)
+    assert result.attempts == retries + 1 == len(func.log)
     assert result.error == f"ConnectionError: failure {retries + 1}"  # the last attempt's error
     assert isinstance(result.exception, ConnectionError)
     assert "raise error" in result.traceback and "pipectl/engine.py" not in result.traceback
@@ -64,7 +69,7 @@ def test_exhausted_retries_fail_with_retries_plus_one_attempts(plugin_manager, h
     assert any("'always' failed" in e for e in run.errors)
 
 
-def test_backoff_delays_grow_exponentially_without_jitter(plugin_manager, hook_recorder):
+def test_backoff_delays_grow_exponentially_without_jitter(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("backoff", plugin_manager=plugin_manager)
     pipe.add_step("s", flaky(100), retries=4, retry_delay=0.002, retry_backoff=3.0,
                   retry_jitter=0, retry_max_delay=None)
@@ -74,7 +79,7 @@ def test_backoff_delays_grow_exponentially_without_jitter(plugin_manager, hook_r
     assert delays == pytest.approx([0.002 * 3.0 ** (n - 1) for n in range(1, 5)])
 
 
-def test_backoff_is_capped_by_retry_max_delay(plugin_manager, hook_recorder):
+def test_backoff_is_capped_by_retry_max_delay(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("backoff", plugin_manager=plugin_manager)
     pipe.add_step("s", flaky(100), retries=5, retry_delay=0.001, retry_backoff=2.0,
                   retry_max_delay=0.004, retry_jitter=0)
@@ -83,7 +88,7 @@ def test_backoff_is_capped_by_retry_max_delay(plugin_manager, hook_recorder):
     assert delays == pytest.approx([0.001, 0.002, 0.004, 0.004, 0.004])
 
 
-def test_jitter_lowers_the_delay_by_at_most_its_fraction(plugin_manager, hook_recorder):
+def test_jitter_lowers_the_delay_by_at_most_its_fraction(plugin_manager, hook_recorder, executor):
     jitter = 0.5
     pipe = Pipeline("jitter", plugin_manager=plugin_manager)
     for i in range(4):
@@ -130,7 +135,7 @@ def test_the_step_waits_for_the_backoff_delay(plugin_manager):
     assert run.steps["flaky"].duration_ms >= 0.05 * 1000 * 0.8
 
 
-def test_retry_on_retries_only_the_listed_errors(plugin_manager, hook_recorder):
+def test_retry_on_retries_only_the_listed_errors(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("retry_on", plugin_manager=plugin_manager)
     conn = flaky(2, ConnectionError)
     value = flaky(2, ValueError)
@@ -142,13 +147,13 @@ def test_retry_on_retries_only_the_listed_errors(plugin_manager, hook_recorder):
     assert run.steps["conn"].status is StepStatus.SUCCESS
     assert run.steps["conn"].attempts == 3
     assert run.steps["value"].status is StepStatus.FAILED
-    assert run.steps["value"].attempts == 1 and value.calls == [1]
+    assert run.steps["value"].attempts == 1 and len(value.log) == 1
     assert run.steps["value"].error == "ValueError: failure 1"
     assert hook_recorder.calls_for("step_retry", "value") == []
     assert run.status is RunStatus.FAILED
 
 
-def test_retry_on_accepts_a_single_class_and_subclasses(plugin_manager):
+def test_retry_on_accepts_a_single_class_and_subclasses(plugin_manager, executor):
     pipe = Pipeline("retry_on", plugin_manager=plugin_manager)
     # ConnectionRefusedError is a ConnectionError
     func = flaky(1, ConnectionRefusedError)
@@ -163,19 +168,19 @@ def test_retry_on_rejects_non_exceptions(plugin_manager):
         pipe.add_step("s", flaky(0), retry_on=("ConnectionError",))
 
 
-def test_async_steps_retry_too(plugin_manager):
-    calls: list[int] = []
+def test_async_steps_retry_too(plugin_manager, executor, tmp_path):
+    log = CallLog(tmp_path / "calls")
     pipe = Pipeline("async", plugin_manager=plugin_manager)
 
     @pipe.step(retries=2, retry_delay=0.001, retry_jitter=0)
     async def step():
-        calls.append(1)
-        if len(calls) < 3:
+        if log.record() < 3:
             raise OSError("nope")
         return "ok"
 
     run = pipe.run_sync()
     assert run.steps["step"].output == "ok" and run.steps["step"].attempts == 3
+    assert len(log) == 3
 
 
 @pytest.mark.parametrize("bad", [dict(retries=-1), dict(retry_delay=-0.1), dict(timeout=0),

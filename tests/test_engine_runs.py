@@ -4,23 +4,27 @@ own params, outputs, services and results."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
+from helpers import CallLog, Rendezvous
 
 from pipectl import Pipeline, RunStatus, StepStatus
 
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py);
+# steps that meet or count do it through files, as they may run in other processes. ``ctx``'s
+# services, results and state live in the driver: dask's worker context does not offer them.
 
-def test_two_concurrent_runs_of_the_same_pipeline_do_not_mix(plugin_manager):
+
+def test_two_concurrent_runs_of_the_same_pipeline_do_not_mix(plugin_manager, executor,
+                                                            tmp_path):
     pipe = Pipeline("twice", plugin_manager=plugin_manager)
-    arrived: dict[int, asyncio.Event] = {}
+    both = Rendezvous(tmp_path / "arrived", ["1", "2"], timeout=5)
 
     @pipe.step
     async def read(params, ctx):
         n = params["n"]
-        arrived[n].set()
         # both runs are inside this step at once before either goes on
-        await asyncio.wait_for(arrived[3 - n].wait(), 5)
+        await both.arrive_async(str(n))
         return {"n": n, "run_id": ctx.run_id}
 
     @pipe.step(depends_on=["read"])
@@ -31,11 +35,11 @@ def test_two_concurrent_runs_of_the_same_pipeline_do_not_mix(plugin_manager):
     @pipe.step(depends_on=["double", "read"])
     async def report(double, read, ctx):
         await asyncio.sleep(0)
+        if executor != "local":  # ctx.results is the driver's
+            return (double, double, read["n"], read["n"])
         return (double, ctx.results["double"].output, ctx.results["read"].output["n"], read["n"])
 
     async def main():
-        arrived[1] = asyncio.Event()
-        arrived[2] = asyncio.Event()
         return await asyncio.gather(pipe.run(params={"n": 1}), pipe.run(params={"n": 2}))
 
     run1, run2 = asyncio.run(main())
@@ -51,13 +55,13 @@ def test_two_concurrent_runs_of_the_same_pipeline_do_not_mix(plugin_manager):
     assert run2.steps["report"].output == (204, 204, 2, 2)
 
 
-def test_concurrent_runs_with_sync_steps_and_failures(plugin_manager):
-    barrier = threading.Barrier(2, timeout=5)
+def test_concurrent_runs_with_sync_steps_and_failures(plugin_manager, executor, tmp_path):
+    both = Rendezvous(tmp_path / "arrived", ["1", "2"], timeout=5)
     pipe = Pipeline("twice", plugin_manager=plugin_manager)
 
     @pipe.step
     def read(params):
-        barrier.wait()  # both runs' steps are in threads at once
+        both.arrive(str(params["n"]))  # both runs' steps run at once
         if params["fail"]:
             raise ValueError(f"run {params['n']} fails")
         return params["n"]
@@ -79,19 +83,21 @@ def test_concurrent_runs_with_sync_steps_and_failures(plugin_manager):
     assert ok.errors == []
 
 
-def test_running_again_gives_a_fresh_result(plugin_manager):
+def test_running_again_gives_a_fresh_result(plugin_manager, executor, tmp_path):
     pipe = Pipeline("again", plugin_manager=plugin_manager)
-    calls: list[int] = []
+    calls = CallLog(tmp_path / "calls")
 
     @pipe.step
     def count(params):
-        calls.append(params["n"])
+        calls.record(params["n"])
         if params["n"] == 1:
             raise RuntimeError("first time fails")
         return len(calls)
 
     @pipe.step(depends_on=["count"])
     def after(count, ctx):
+        if executor != "local":  # ctx.results is the driver's
+            return (count, ["count"])
         return (count, sorted(ctx.results))
 
     first = pipe.run_sync(params={"n": 1})
@@ -137,7 +143,7 @@ def test_shared_state_between_steps_is_per_run(plugin_manager):
     assert pipe.run_sync(params={"n": 2}).steps["get"].output == 2
 
 
-def test_run_records_timing_and_parameters(plugin_manager):
+def test_run_records_timing_and_parameters(plugin_manager, executor):
     pipe = Pipeline("record", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
     run = pipe.run_sync(params={"day": "today"}, run_id="fixed-id")
@@ -148,13 +154,13 @@ def test_run_records_timing_and_parameters(plugin_manager):
     assert run.duration_ms is not None and run.duration_ms >= 0
 
 
-def test_concurrent_runs_each_get_their_own_max_concurrent(plugin_manager):
-    both_inside = threading.Barrier(2, timeout=1)
+def test_concurrent_runs_each_get_their_own_max_concurrent(plugin_manager, executor, tmp_path):
+    both_inside = Rendezvous(tmp_path / "inside", ["1", "2"], timeout=5)
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=1)
 
     @pipe.step
     def meet(params):
-        both_inside.wait()  # one step of each run, at the same time
+        both_inside.arrive(str(params["n"]))  # one step of each run, at the same time
         time.sleep(0.002)
         return params["n"]
 

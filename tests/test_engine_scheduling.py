@@ -32,7 +32,7 @@ class Gauge:
             self.current -= 1
 
 
-def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager):
+def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager, executor):
     events: list[str] = []
     pipe = Pipeline("nobarrier", plugin_manager=plugin_manager)
 
@@ -78,7 +78,7 @@ def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager
     assert pos["slow:end"] < pos["join:start"]
 
 
-def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_manager):
+def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_manager, executor):
     """Two level-1 steps: the one whose dependency is fast runs before the slow level-0 ends."""
     events: list[str] = []
     release = threading.Event()
@@ -111,7 +111,7 @@ def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_man
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
-def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit):
+def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit, executor):
     gauge = Gauge()
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=limit)
 
@@ -138,7 +138,7 @@ def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit):
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit):
+def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit, executor):
     gauge = Gauge()
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=limit)
 
@@ -161,7 +161,7 @@ def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit):
     assert 1 <= gauge.peak <= limit
 
 
-def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager):
+def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager, executor):
     gauge = Gauge()
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=4)
 
@@ -181,7 +181,7 @@ def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager):
     assert gauge.peak == 4
 
 
-def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager):
+def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager, executor):
     gauge = Gauge()
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=2)
 
@@ -207,7 +207,7 @@ def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager):
     assert gauge.peak <= 2
 
 
-def test_independent_async_steps_run_in_parallel(plugin_manager):
+def test_independent_async_steps_run_in_parallel(plugin_manager, executor):
     """Each step waits for the other to have started: only possible if they overlap."""
     pipe = Pipeline("parallel", plugin_manager=plugin_manager)
     events: dict[str, asyncio.Event] = {}  # created inside the run's event loop
@@ -225,7 +225,7 @@ def test_independent_async_steps_run_in_parallel(plugin_manager):
     assert run.ok, run.errors
 
 
-def test_independent_sync_steps_run_in_parallel(plugin_manager):
+def test_independent_sync_steps_run_in_parallel(plugin_manager, executor):
     barrier = threading.Barrier(3, timeout=5)  # three threads must be inside at once
     pipe = Pipeline("parallel", plugin_manager=plugin_manager)
 
@@ -240,7 +240,7 @@ def test_independent_sync_steps_run_in_parallel(plugin_manager):
     assert len({r.output for r in run.steps.values()}) == 3  # three different threads
 
 
-def test_sync_steps_do_not_block_the_event_loop(plugin_manager):
+def test_sync_steps_do_not_block_the_event_loop(plugin_manager, executor):
     ticks: list[int] = []
     release = threading.Event()
     pipe = Pipeline("loop", plugin_manager=plugin_manager)
@@ -262,7 +262,7 @@ def test_sync_steps_do_not_block_the_event_loop(plugin_manager):
     assert run.steps["blocking"].output == 5
 
 
-def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_manager):
+def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_manager, executor):
     events: list[str] = []
     pipe = Pipeline("serial", plugin_manager=plugin_manager, max_concurrent=1)
 
@@ -282,7 +282,7 @@ def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_
         assert events[i].split(":")[0] == events[i + 1].split(":")[0]
 
 
-def test_all_steps_of_a_run_end_in_a_terminal_status(plugin_manager):
+def test_all_steps_of_a_run_end_in_a_terminal_status(plugin_manager, executor):
     pipe = Pipeline("terminal", plugin_manager=plugin_manager, max_concurrent=2)
     for i in range(6):
         pipe.add_step(f"s{i}", lambda: None, depends_on=[f"s{i - 1}"] if i else [])
@@ -291,7 +291,7 @@ def test_all_steps_of_a_run_end_in_a_terminal_status(plugin_manager):
     assert all(r.status is StepStatus.SUCCESS and r.status.terminal for r in run.steps.values())
 
 
-def test_a_usually_instant_sync_step_that_blocks_does_not_hold_back_others(plugin_manager):
+def test_a_usually_instant_sync_step_that_blocks_does_not_hold_back_others(plugin_manager, executor):
     both_inside = threading.Barrier(2, timeout=1)
     pipe = Pipeline("quick", plugin_manager=plugin_manager)
 

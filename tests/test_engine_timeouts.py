@@ -23,7 +23,7 @@ def wait_for(predicate, limit: float = 5.0) -> bool:
     return predicate()
 
 
-def test_async_step_over_its_timeout_fails_with_step_timeout(plugin_manager, hook_recorder):
+def test_async_step_over_its_timeout_fails_with_step_timeout(plugin_manager, hook_recorder, executor):
     reached_end: list[bool] = []
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
@@ -52,7 +52,7 @@ def test_async_step_over_its_timeout_fails_with_step_timeout(plugin_manager, hoo
     assert finish.result.status is StepStatus.FAILED
 
 
-def test_a_timeout_is_a_failed_attempt_and_is_retried(plugin_manager, hook_recorder):
+def test_a_timeout_is_a_failed_attempt_and_is_retried(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
     @pipe.step(timeout=0.03, retries=2, retry_delay=0.001, retry_jitter=0)
@@ -69,7 +69,7 @@ def test_a_timeout_is_a_failed_attempt_and_is_retried(plugin_manager, hook_recor
     assert all(isinstance(c.error, StepTimeout) for c in retries)
 
 
-def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager):
+def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
     @pipe.step(timeout=0.05, retries=1, retry_delay=0.001, retry_jitter=0)
@@ -84,7 +84,7 @@ def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager):
     assert run.steps["first_slow"].attempts == 2
 
 
-def test_retry_on_timeouts_only(plugin_manager):
+def test_retry_on_timeouts_only(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
     @pipe.step(timeout=0.03, retries=1, retry_delay=0.001, retry_on=StepTimeout)
@@ -104,7 +104,7 @@ def test_retry_on_timeouts_only(plugin_manager):
     assert own.attempts == 1  # a step's own TimeoutError is not a StepTimeout
 
 
-def test_a_step_finishing_in_time_succeeds(plugin_manager):
+def test_a_step_finishing_in_time_succeeds(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
     pipe.add_step("quick_async", _quick_async, timeout=10)
     pipe.add_step("quick_sync", lambda: "sync", timeout=10)
@@ -118,7 +118,7 @@ async def _quick_async():
     return "async"
 
 
-def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_manager):
+def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_manager, executor):
     events: list[str] = []
     release = threading.Event()
     pipe = Pipeline("sync-timeout", plugin_manager=plugin_manager)
@@ -167,7 +167,7 @@ def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_ma
     assert run.status is RunStatus.FAILED
 
 
-def test_sync_step_timeout_is_retried_on_a_fresh_thread(plugin_manager):
+def test_sync_step_timeout_is_retried_on_a_fresh_thread(plugin_manager, executor):
     release = threading.Event()
     pipe = Pipeline("sync-timeout", plugin_manager=plugin_manager)
 
@@ -189,7 +189,7 @@ def test_sync_step_timeout_is_retried_on_a_fresh_thread(plugin_manager):
 
 
 @pytest.mark.parametrize("with_timeout", [True, False])
-def test_a_steps_own_timeout_error_is_not_a_pipectl_timeout(plugin_manager, with_timeout):
+def test_a_steps_own_timeout_error_is_not_a_pipectl_timeout(plugin_manager, with_timeout, executor):
     pipe = Pipeline("own", plugin_manager=plugin_manager)
     options = {"timeout": 10} if with_timeout else {}
 
@@ -218,7 +218,7 @@ def test_a_steps_own_timeout_error_is_not_a_pipectl_timeout(plugin_manager, with
         assert not isinstance(result.exception, StepTimeout)
 
 
-def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_manager):
+def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_manager, executor):
     events: list[str] = []
     release = threading.Event()
     pipe = Pipeline("starved", plugin_manager=plugin_manager, max_concurrent=1)
@@ -242,7 +242,7 @@ def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_mana
     assert events.index("next_one") < events.index("stuck:end")
 
 
-def test_an_attempt_that_timed_out_before_starting_never_runs_later(plugin_manager):
+def test_an_attempt_that_timed_out_before_starting_never_runs_later(plugin_manager, executor):
     events: list[str] = []
     pipe = Pipeline("zombie", plugin_manager=plugin_manager, max_concurrent=1)
 

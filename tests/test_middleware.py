@@ -55,7 +55,7 @@ class TimingPlugin:
         return timed
 
 
-def test_cache_middleware_short_circuits_the_step(register_plugin, plugin_manager, hook_recorder):
+def test_cache_middleware_short_circuits_the_step(register_plugin, plugin_manager, hook_recorder, executor):
     cache = CachePlugin({"extract": [10, 20, 30]})
     register_plugin(cache, name="cache")
     pipe = Pipeline("cached", plugin_manager=plugin_manager)
@@ -84,7 +84,7 @@ def test_cache_middleware_short_circuits_the_step(register_plugin, plugin_manage
     assert len(finishes) == 1 and finishes[0].result.output == [10, 20, 30]
 
 
-def test_cache_middleware_short_circuits_a_sync_step(register_plugin, plugin_manager):
+def test_cache_middleware_short_circuits_a_sync_step(register_plugin, plugin_manager, executor):
     register_plugin(CachePlugin({"slow": "cached"}), name="cache")
     pipe = Pipeline("cached-sync", plugin_manager=plugin_manager)
 
@@ -98,7 +98,7 @@ def test_cache_middleware_short_circuits_a_sync_step(register_plugin, plugin_man
     assert run.steps["slow"].output == "cached"
 
 
-def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plugin_manager):
+def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plugin_manager, executor):
     timer = TimingPlugin()
     register_plugin(timer, name="timer")
     pipe = Pipeline("timed", plugin_manager=plugin_manager)
@@ -149,7 +149,7 @@ def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plu
     assert flaky_attempts == [1, 2, 3]
 
 
-def test_hook_pipectl_wrap_step(register_plugin, plugin_manager):
+def test_hook_pipectl_wrap_step(register_plugin, plugin_manager, executor):
     """Called once per step per run (not per attempt), with the step and its context; the
     middleware it returns gets the attempt number and the context follows the attempts."""
     calls = []
@@ -189,7 +189,7 @@ def test_hook_pipectl_wrap_step(register_plugin, plugin_manager):
     assert sorted(attempts_seen) == [("plain", 1, 1), ("retried", 1, 1), ("retried", 2, 2)]
 
 
-def test_wrap_step_returning_none_leaves_the_step_alone(register_plugin, plugin_manager):
+def test_wrap_step_returning_none_leaves_the_step_alone(register_plugin, plugin_manager, executor):
     register_plugin(CachePlugin({}), name="cache")
     pipe = Pipeline("untouched", plugin_manager=plugin_manager)
     pipe.add_step("one", lambda: 1)
@@ -215,8 +215,7 @@ def _tagging_plugin(tag, log, **impl_options):
 
 
 def test_middlewares_of_two_plugins_compose_last_registered_outermost(
-    register_plugin, plugin_manager
-):
+    register_plugin, plugin_manager, executor):
     log = []
     register_plugin(_tagging_plugin("first", log), name="first")
     register_plugin(_tagging_plugin("second", log), name="second")
@@ -235,7 +234,7 @@ def test_middlewares_of_two_plugins_compose_last_registered_outermost(
     assert run.steps["s"].output == "out+first+second"
 
 
-def test_tryfirst_middleware_is_outermost(register_plugin, plugin_manager):
+def test_tryfirst_middleware_is_outermost(register_plugin, plugin_manager, executor):
     log = []
     register_plugin(_tagging_plugin("eager", log, tryfirst=True), name="eager")
     register_plugin(_tagging_plugin("normal", log), name="normal")
@@ -248,7 +247,7 @@ def test_tryfirst_middleware_is_outermost(register_plugin, plugin_manager):
     assert run.steps["s"].output == "out+normal+eager"
 
 
-def test_cache_outside_a_timer_skips_the_timer(register_plugin, plugin_manager):
+def test_cache_outside_a_timer_skips_the_timer(register_plugin, plugin_manager, executor):
     timer = TimingPlugin()
     register_plugin(timer, name="timer")
     register_plugin(CachePlugin({"s": "hit"}), name="cache")  # called first: outermost
@@ -279,8 +278,7 @@ class FailingMiddleware:
 
 
 def test_raising_middleware_fails_the_attempt_and_retry_applies(
-    register_plugin, plugin_manager, hook_recorder
-):
+    register_plugin, plugin_manager, hook_recorder, executor):
     register_plugin(FailingMiddleware(failures=2), name="flaky-middleware")
     pipe = Pipeline("retried", plugin_manager=plugin_manager)
     calls = []
@@ -302,7 +300,7 @@ def test_raising_middleware_fails_the_attempt_and_retry_applies(
     assert str(retries[0].error) == "middleware failed attempt 1"
 
 
-def test_raising_middleware_fails_the_step_when_retries_run_out(register_plugin, plugin_manager):
+def test_raising_middleware_fails_the_step_when_retries_run_out(register_plugin, plugin_manager, executor):
     register_plugin(FailingMiddleware(failures=99), name="broken-middleware")
     pipe = Pipeline("failing", plugin_manager=plugin_manager)
     pipe.add_step("s", lambda: "never", retries=1, retry_delay=0.001)
@@ -317,7 +315,7 @@ def test_raising_middleware_fails_the_step_when_retries_run_out(register_plugin,
     assert run.steps["downstream"].status is StepStatus.SKIPPED
 
 
-def test_raising_middleware_respects_retry_on(register_plugin, plugin_manager):
+def test_raising_middleware_respects_retry_on(register_plugin, plugin_manager, executor):
     register_plugin(FailingMiddleware(failures=1, error=ValueError), name="mw")
     pipe = Pipeline("retry-on", plugin_manager=plugin_manager)
     pipe.add_step("s", lambda: "ok", retries=3, retry_delay=0.001, retry_on=(KeyError,))
@@ -328,7 +326,7 @@ def test_raising_middleware_respects_retry_on(register_plugin, plugin_manager):
     assert run.steps["s"].attempts == 1  # ValueError is not retried
 
 
-def test_step_timeout_covers_the_middleware(register_plugin, plugin_manager):
+def test_step_timeout_covers_the_middleware(register_plugin, plugin_manager, executor):
     class SlowMiddleware:
         @hookimpl
         def pipectl_wrap_step(self, step, context):
@@ -350,7 +348,7 @@ def test_step_timeout_covers_the_middleware(register_plugin, plugin_manager):
     assert isinstance(run.steps["s"].exception, StepTimeout)
 
 
-def test_wrap_step_hook_raising_fails_only_that_step(register_plugin, plugin_manager):
+def test_wrap_step_hook_raising_fails_only_that_step(register_plugin, plugin_manager, executor):
     class BrokenHook:
         @hookimpl
         def pipectl_wrap_step(self, step, context):
@@ -409,7 +407,7 @@ def test_middleware_from_an_installed_plugin(fake_dists):
     ]
 
 
-def test_middleware_runs_with_many_concurrent_steps(register_plugin, plugin_manager):
+def test_middleware_runs_with_many_concurrent_steps(register_plugin, plugin_manager, executor):
     timer = TimingPlugin()
     register_plugin(timer, name="timer")
     pipe = Pipeline("wide", plugin_manager=plugin_manager)

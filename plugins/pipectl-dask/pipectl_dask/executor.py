@@ -541,8 +541,8 @@ class DaskExecutor:
     :param timeout: seconds to wait for the scheduler before giving up.
     :param fetch: ``"leaves"`` (default): the run's results (outputs no step consumes) come
         to the driver when their step ends, the others stay on the cluster; ``"all"``: the
-        consumed outputs are also fetched into their :class:`DaskOutput` handles at the end of
-        the run; ``"none"``: even the results stay on the cluster (handles only).
+        consumed outputs are also fetched at the end of the run, into their
+        :class:`DaskOutput` handles and in place of them in ``run.steps``; ``"none"``: even the results stay on the cluster (handles only).
     :param check_pickle: pickle each output on its worker right away, so an output that could
         never leave it fails its step with :class:`UnpicklableOutput` (costs one serialization).
     :param client: an existing asynchronous ``distributed.Client`` to use (not closed).
@@ -590,10 +590,12 @@ class DaskExecutor:
         self._consumed: set[str] = set()
         self._cancels: set[asyncio.Task] = set()
         self._params: dict[str, Any] | None = None
+        self._run: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, run: Any, config: Any, max_concurrent: int | None) -> None:
+        self._run = run
         self._run_id = run.run_id
         self._pipeline_id = run.pipeline_id
         if self.client is None:
@@ -665,8 +667,14 @@ class DaskExecutor:
         if not wanted:
             return
         values = await self.client.gather([self._futures[o.key] for o in wanted])
+        steps = getattr(self._run, "steps", None) if self.fetch == "all" else None
         for output, value in zip(wanted, values, strict=True):
             output._set(value)
+            result = steps.get(output.step) if steps is not None else None
+            if result is not None and result.output is output:
+                # fetch="all": the run's results show values, as with local (the same result
+                # object the listeners saw, its handle replaced by the value it stood for)
+                object.__setattr__(result, "output", value)
 
     # -- attempts -----------------------------------------------------------------------------
 
