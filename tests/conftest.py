@@ -24,7 +24,7 @@ def dask_cluster():
     distributed = pytest.importorskip(
         "distributed", reason="pipectl-dask (dask.distributed) is not installed")
     pytest.importorskip("pipectl_dask", reason="pipectl-dask is not installed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=2,
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=4,
                                   dashboard_address=":0") as cluster:
         yield cluster
 

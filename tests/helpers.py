@@ -37,6 +37,9 @@ class CallLog:
     def index(self, value: str) -> int:
         return self.calls.index(value)
 
+    def count(self, value: str) -> int:
+        return self.calls.count(value)
+
     def __iter__(self):
         return iter(self.calls)
 
@@ -50,6 +53,27 @@ class CallLog:
 
 
 EventLog = CallLog
+
+
+class Flag:
+    """A flag across processes (a file): ``set()``, ``is_set()``, ``wait(timeout)``."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+
+    def set(self) -> None:
+        Path(self.path).touch()
+
+    def is_set(self) -> bool:
+        return os.path.exists(self.path)
+
+    def wait(self, timeout: float) -> bool:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.is_set()
 
 
 class Rendezvous:
@@ -92,3 +116,52 @@ class Rendezvous:
                 raise AssertionError(f"{name}: the others never arrived: they did not run "
                                      "at the same time")
             await asyncio.sleep(0.002)
+
+
+class Gauge:
+    """Counts steps running at once, across threads and processes (a file under a lock):
+    ``enter()`` / ``leave()`` around the work; ``peak`` and ``entered`` read the counts."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        Path(self.path).write_text("0 0 0")
+
+    def _update(self, delta: int) -> None:
+        import fcntl
+
+        with open(self.path, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            current, peak, entered = map(int, f.read().split())
+            current += delta
+            if delta > 0:
+                entered += 1
+                peak = max(peak, current)
+            f.seek(0)
+            f.write(f"{current} {peak} {entered}")
+            f.truncate()
+
+    def enter(self) -> None:
+        self._update(1)
+
+    def leave(self) -> None:
+        self._update(-1)
+
+    def _read(self) -> list[int]:
+        return list(map(int, Path(self.path).read_text().split()))
+
+    @property
+    def current(self) -> int:
+        return self._read()[0]
+
+    @property
+    def peak(self) -> int:
+        return self._read()[1]
+
+    @peak.setter
+    def peak(self, value: int) -> None:
+        current, _, entered = self._read()
+        Path(self.path).write_text(f"{current} {value} {entered}")
+
+    @property
+    def entered(self) -> int:
+        return self._read()[2]

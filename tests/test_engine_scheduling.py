@@ -7,33 +7,20 @@ import asyncio
 import threading
 import time
 
+import os
+
 import pytest
+from helpers import EventLog, Gauge, Rendezvous
 
 from pipectl import Pipeline, RunStatus, StepStatus
 
-
-class Gauge:
-    """Counts steps running at once (thread-safe, so sync steps can use it too)."""
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.peak = 0
-        self.entered = 0
-        self._lock = threading.Lock()
-
-    def enter(self) -> None:
-        with self._lock:
-            self.current += 1
-            self.entered += 1
-            self.peak = max(self.peak, self.current)
-
-    def leave(self) -> None:
-        with self._lock:
-            self.current -= 1
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py):
+# steps count and meet through files, since they may run in other processes.
 
 
-def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager, executor):
-    events: list[str] = []
+def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager, executor,
+                                                                  tmp_path):
+    events = EventLog(tmp_path / "events")
     pipe = Pipeline("nobarrier", plugin_manager=plugin_manager)
 
     @pipe.step
@@ -78,16 +65,20 @@ def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager
     assert pos["slow:end"] < pos["join:start"]
 
 
-def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_manager, executor):
+def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_manager, executor,
+                                                                      tmp_path):
     """Two level-1 steps: the one whose dependency is fast runs before the slow level-0 ends."""
-    events: list[str] = []
-    release = threading.Event()
+    events = EventLog(tmp_path / "events")
+    release = str(tmp_path / "release")
     pipe = Pipeline("levels", plugin_manager=plugin_manager)
 
     @pipe.step
     def slow_root():
         events.append("slow_root:start")
-        release.wait(5)
+        for _ in range(500):
+            if os.path.exists(release):
+                break
+            time.sleep(0.01)
         events.append("slow_root:end")
         return "slow"
 
@@ -98,7 +89,7 @@ def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_man
     @pipe.step(depends_on=["fast_root"])
     def after_fast(fast_root):
         events.append("after_fast")
-        release.set()  # only now may the slow root end
+        open(release, "w").close()  # only now may the slow root end
         return fast_root
 
     @pipe.step(depends_on=["slow_root"])
@@ -111,15 +102,15 @@ def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_man
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
-def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit, executor):
-    gauge = Gauge()
+def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit, executor, tmp_path):
+    gauge = Gauge(tmp_path / "gauge")
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=limit)
 
     def make(i):
         async def step():
             gauge.enter()
             try:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
             finally:
                 gauge.leave()
             return i
@@ -138,8 +129,8 @@ def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit, executor)
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit, executor):
-    gauge = Gauge()
+def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit, executor, tmp_path):
+    gauge = Gauge(tmp_path / "gauge")
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=limit)
 
     def make(i):
@@ -161,14 +152,14 @@ def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit, executor):
     assert 1 <= gauge.peak <= limit
 
 
-def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager, executor):
-    gauge = Gauge()
+def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager, executor, tmp_path):
+    gauge = Gauge(tmp_path / "gauge")
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=4)
 
     def make():
         async def step():
             gauge.enter()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
             gauge.leave()
         return step
 
@@ -181,8 +172,8 @@ def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager, exec
     assert gauge.peak == 4
 
 
-def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager, executor):
-    gauge = Gauge()
+def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager, executor, tmp_path):
+    gauge = Gauge(tmp_path / "gauge")
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=2)
 
     def make_sync():
@@ -207,15 +198,14 @@ def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager, execu
     assert gauge.peak <= 2
 
 
-def test_independent_async_steps_run_in_parallel(plugin_manager, executor):
+def test_independent_async_steps_run_in_parallel(plugin_manager, executor, tmp_path):
     """Each step waits for the other to have started: only possible if they overlap."""
     pipe = Pipeline("parallel", plugin_manager=plugin_manager)
-    events: dict[str, asyncio.Event] = {}  # created inside the run's event loop
+    both = Rendezvous(tmp_path / "started", ["left", "right"], timeout=5)
 
     def make(me, other):
         async def step():
-            events.setdefault(me, asyncio.Event()).set()
-            await asyncio.wait_for(events.setdefault(other, asyncio.Event()).wait(), 5)
+            await both.arrive_async(me)
             return me
         return step
 
@@ -225,13 +215,13 @@ def test_independent_async_steps_run_in_parallel(plugin_manager, executor):
     assert run.ok, run.errors
 
 
-def test_independent_sync_steps_run_in_parallel(plugin_manager, executor):
-    barrier = threading.Barrier(3, timeout=5)  # three threads must be inside at once
+def test_independent_sync_steps_run_in_parallel(plugin_manager, executor, tmp_path):
+    three = Rendezvous(tmp_path / "inside", ["a", "b", "c"], timeout=5)  # all inside at once
     pipe = Pipeline("parallel", plugin_manager=plugin_manager)
 
-    def step():
-        barrier.wait()
-        return threading.get_ident()
+    def step(ctx):
+        three.arrive(ctx.step)
+        return (os.getpid(), threading.get_ident())
 
     for name in ("a", "b", "c"):
         pipe.add_step(name, step)
@@ -240,7 +230,7 @@ def test_independent_sync_steps_run_in_parallel(plugin_manager, executor):
     assert len({r.output for r in run.steps.values()}) == 3  # three different threads
 
 
-def test_sync_steps_do_not_block_the_event_loop(plugin_manager, executor):
+def test_sync_steps_do_not_block_the_event_loop(plugin_manager):
     ticks: list[int] = []
     release = threading.Event()
     pipe = Pipeline("loop", plugin_manager=plugin_manager)
@@ -262,8 +252,9 @@ def test_sync_steps_do_not_block_the_event_loop(plugin_manager, executor):
     assert run.steps["blocking"].output == 5
 
 
-def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_manager, executor):
-    events: list[str] = []
+def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_manager, executor,
+                                                                        tmp_path):
+    events = EventLog(tmp_path / "events")
     pipe = Pipeline("serial", plugin_manager=plugin_manager, max_concurrent=1)
 
     def make(name):
@@ -277,6 +268,7 @@ def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_
         pipe.add_step(name, make(name))
     assert pipe.run_sync().ok
     # strictly alternating start/end: never two at once
+    events = events.calls
     for i in range(0, len(events), 2):
         assert events[i].endswith(":start") and events[i + 1].endswith(":end")
         assert events[i].split(":")[0] == events[i + 1].split(":")[0]
@@ -291,13 +283,14 @@ def test_all_steps_of_a_run_end_in_a_terminal_status(plugin_manager, executor):
     assert all(r.status is StepStatus.SUCCESS and r.status.terminal for r in run.steps.values())
 
 
-def test_a_usually_instant_sync_step_that_blocks_does_not_hold_back_others(plugin_manager, executor):
-    both_inside = threading.Barrier(2, timeout=1)
+def test_a_usually_instant_sync_step_that_blocks_does_not_hold_back_others(plugin_manager,
+                                                                          executor, tmp_path):
+    both_inside = Rendezvous(tmp_path / "inside", ["a", "b"], timeout=5)
     pipe = Pipeline("quick", plugin_manager=plugin_manager)
 
     def rendezvous(ctx, params):
         if params["meet"]:
-            both_inside.wait()  # only possible if the two steps run at the same time
+            both_inside.arrive(ctx.step)  # only possible if the two steps run at the same time
         return ctx.step
 
     pipe.add_step("a", rendezvous)

@@ -5,12 +5,36 @@ TimeoutError is not a pipectl timeout."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
+from helpers import EventLog, Flag
 
 from pipectl import Pipeline, RunStatus, StepStatus, StepTimeout
+
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py).
+# A timed-out attempt on dask is forgotten but runs on in its worker, as a timed-out sync step
+# runs on in its thread: the slow steps here sleep seconds, not minutes.
+
+
+STOP: Flag | None = None  # set when the test ends: the slow attempts left running return
+
+
+@pytest.fixture(autouse=True)
+def _stop_slow_attempts(tmp_path):
+    global STOP
+    STOP = Flag(tmp_path / "stop")
+    yield
+    STOP.set()
+
+
+async def nap(seconds: float) -> None:
+    """Sleep ``seconds``, or until the test ends."""
+    stop = STOP
+    for _ in range(int(seconds / 0.01)):
+        if stop is not None and stop.is_set():
+            return
+        await asyncio.sleep(0.01)
 
 
 def wait_for(predicate, limit: float = 5.0) -> bool:
@@ -23,14 +47,15 @@ def wait_for(predicate, limit: float = 5.0) -> bool:
     return predicate()
 
 
-def test_async_step_over_its_timeout_fails_with_step_timeout(plugin_manager, hook_recorder, executor):
-    reached_end: list[bool] = []
+def test_async_step_over_its_timeout_fails_with_step_timeout(plugin_manager, hook_recorder,
+                                                             executor, tmp_path):
+    reached_end = EventLog(tmp_path / "ends")
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
     @pipe.step(timeout=0.05)
     async def slow():
-        await asyncio.sleep(30)
-        reached_end.append(True)
+        await nap(2)
+        reached_end.append("end")
 
     @pipe.step(depends_on=["slow"])
     def after(slow):
@@ -57,7 +82,7 @@ def test_a_timeout_is_a_failed_attempt_and_is_retried(plugin_manager, hook_recor
 
     @pipe.step(timeout=0.03, retries=2, retry_delay=0.001, retry_jitter=0)
     async def always_slow():
-        await asyncio.sleep(30)
+        await nap(2)
 
     run = pipe.run_sync()
     result = run.steps["always_slow"]
@@ -72,10 +97,10 @@ def test_a_timeout_is_a_failed_attempt_and_is_retried(plugin_manager, hook_recor
 def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
-    @pipe.step(timeout=0.05, retries=1, retry_delay=0.001, retry_jitter=0)
+    @pipe.step(timeout=0.3, retries=1, retry_delay=0.001, retry_jitter=0)
     async def first_slow(ctx):
         if ctx.attempt == 1:
-            await asyncio.sleep(30)
+            await nap(2)
         return ctx.attempt
 
     run = pipe.run_sync()
@@ -87,10 +112,10 @@ def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager, exe
 def test_retry_on_timeouts_only(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
-    @pipe.step(timeout=0.03, retries=1, retry_delay=0.001, retry_on=StepTimeout)
+    @pipe.step(timeout=0.3, retries=1, retry_delay=0.001, retry_on=StepTimeout)
     async def slow_then_fine(ctx):
         if ctx.attempt == 1:
-            await asyncio.sleep(30)
+            await nap(2)
         return "ok"
 
     @pipe.step(timeout=5, retries=3, retry_delay=0.001, retry_on=StepTimeout)
@@ -118,9 +143,10 @@ async def _quick_async():
     return "async"
 
 
-def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_manager, executor):
-    events: list[str] = []
-    release = threading.Event()
+def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_manager, executor,
+                                                                      tmp_path):
+    events = EventLog(tmp_path / "events")
+    release = Flag(tmp_path / "release")
     pipe = Pipeline("sync-timeout", plugin_manager=plugin_manager)
 
     @pipe.step(timeout=0.05)
@@ -167,11 +193,11 @@ def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_ma
     assert run.status is RunStatus.FAILED
 
 
-def test_sync_step_timeout_is_retried_on_a_fresh_thread(plugin_manager, executor):
-    release = threading.Event()
+def test_sync_step_timeout_is_retried_on_a_fresh_thread(plugin_manager, executor, tmp_path):
+    release = Flag(tmp_path / "release")
     pipe = Pipeline("sync-timeout", plugin_manager=plugin_manager)
 
-    @pipe.step(timeout=0.05, retries=1, retry_delay=0.001, retry_jitter=0)
+    @pipe.step(timeout=0.3, retries=1, retry_delay=0.001, retry_jitter=0)
     def first_blocks(ctx):
         if ctx.attempt == 1:
             release.wait(5)
@@ -218,9 +244,10 @@ def test_a_steps_own_timeout_error_is_not_a_pipectl_timeout(plugin_manager, with
         assert not isinstance(result.exception, StepTimeout)
 
 
-def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_manager, executor):
-    events: list[str] = []
-    release = threading.Event()
+def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_manager, executor,
+                                                                     tmp_path):
+    events = EventLog(tmp_path / "events")
+    release = Flag(tmp_path / "release")
     pipe = Pipeline("starved", plugin_manager=plugin_manager, max_concurrent=1)
 
     @pipe.step(timeout=0.05)
@@ -242,8 +269,9 @@ def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_mana
     assert events.index("next_one") < events.index("stuck:end")
 
 
-def test_an_attempt_that_timed_out_before_starting_never_runs_later(plugin_manager, executor):
-    events: list[str] = []
+def test_an_attempt_that_timed_out_before_starting_never_runs_later(plugin_manager, executor,
+                                                                    tmp_path):
+    events = EventLog(tmp_path / "events")
     pipe = Pipeline("zombie", plugin_manager=plugin_manager, max_concurrent=1)
 
     @pipe.step(timeout=0.05)
