@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
+from helpers import EventLog
+
 from pipectl import Pipeline
 from pipectl.expr import ExpressionError, Scope, parse, parse_input
 from pipectl.model import StepStatus
@@ -101,7 +105,7 @@ def test_inputs_are_step_names_unless_they_start_with_a_reference():
 
 def branching_pipeline(plugin_manager, trigger="one_success"):
     pipe = Pipeline("branches", plugin_manager=plugin_manager)
-    ran = []
+    ran = EventLog(tempfile.mkstemp(prefix="pipectl-ran-")[1])  # steps may run elsewhere
 
     @pipe.step("check")
     def check(params):

@@ -7,6 +7,7 @@ import asyncio
 import types
 
 import pytest
+from helpers import EventLog
 
 from pipectl import (
     Pipeline,
@@ -16,6 +17,9 @@ from pipectl import (
     StepContext,
     StepStatus,
 )
+
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py).
+# ``ctx.services`` and ``ctx.results`` live in the driver, so their tests run on local only.
 
 
 def test_upstream_outputs_arrive_by_parameter_name(plugin_manager, executor):
@@ -63,7 +67,7 @@ def test_inputs_can_rename_an_identifier_step(plugin_manager, executor):
     assert pipe.run_sync().steps["load"].output == 42
 
 
-def test_params_and_ctx(plugin_manager, executor):
+def test_params_and_ctx(plugin_manager):
     seen: dict[str, object] = {}
     pipe = Pipeline("ctx", plugin_manager=plugin_manager, services={"db": "the-db"})
 
@@ -109,8 +113,28 @@ def test_params_cannot_be_mutated_by_a_step(plugin_manager, executor):
     assert run.parameters == {"n": 1}
 
 
-def test_ctx_attempt_counts_attempts(plugin_manager, executor):
-    attempts: list[int] = []
+def test_ctx_on_every_executor(plugin_manager, executor):
+    """What ``ctx`` and ``params`` tell a step wherever it runs (the dask worker's context too)."""
+    pipe = Pipeline("ctx", plugin_manager=plugin_manager)
+
+    @pipe.step
+    async def first(params, ctx):
+        ctx.logger.info("hello from a step", rows=3)  # usable: a bound structlog logger
+        return (dict(params), ctx.run_id, ctx.pipeline_id, ctx.step, ctx.attempt,
+                dict(ctx.params) == dict(params))
+
+    @pipe.step(depends_on=["first"])
+    def second(first, context):  # ``context`` is the other name for ctx
+        return (first, context.step, context.attempt, context.run_id)
+
+    run = pipe.run_sync(params={"day": "2026-11-23"}, run_id="run-1")
+    assert run.ok, run.errors
+    assert run.steps["second"].output == (
+        ({"day": "2026-11-23"}, "run-1", "ctx", "first", 1, True), "second", 1, "run-1")
+
+
+def test_ctx_attempt_counts_attempts(plugin_manager, executor, tmp_path):
+    attempts = EventLog(tmp_path / "attempts")
     pipe = Pipeline("attempt", plugin_manager=plugin_manager)
 
     @pipe.step(retries=2, retry_delay=0.001, retry_jitter=0)
@@ -121,11 +145,11 @@ def test_ctx_attempt_counts_attempts(plugin_manager, executor):
         return ctx.attempt
 
     run = pipe.run_sync()
-    assert attempts == [1, 2, 3]
+    assert attempts == ["1", "2", "3"]
     assert run.steps["flaky"].output == 3
 
 
-def test_service_factory_runs_once_per_run(plugin_manager, executor):
+def test_service_factory_runs_once_per_run(plugin_manager):
     made: list[object] = []
     services = Services()
     services.register_factory("conn", lambda: made.append(object()) or made[-1])
@@ -149,7 +173,7 @@ def test_service_factory_runs_once_per_run(plugin_manager, executor):
     assert run1.steps["a"].output is not run2.steps["a"].output
 
 
-def test_missing_service_fails_the_step_with_a_helpful_error(plugin_manager, executor):
+def test_missing_service_fails_the_step_with_a_helpful_error(plugin_manager):
     pipe = Pipeline("services", plugin_manager=plugin_manager, services={"db": 1})
 
     @pipe.step
@@ -195,8 +219,9 @@ def test_defaults_are_kept_for_unbound_parameters(plugin_manager, executor):
     assert pipe.run_sync().steps["b"].output == 10
 
 
-def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager, executor):
-    events: list[str] = []
+def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager, executor,
+                                                                tmp_path):
+    events = EventLog(tmp_path / "events")
     pipe = Pipeline("order", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: events.append("a"))
     pipe.add_step("b", lambda: events.append("b"), depends_on=["a"])
@@ -204,7 +229,7 @@ def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager, 
     assert events == ["a", "b"]
 
 
-def _only_pipeline(plugin_manager, ran: list[str]) -> Pipeline:
+def _only_pipeline(plugin_manager, ran: EventLog) -> Pipeline:
     pipe = Pipeline("only", plugin_manager=plugin_manager)
 
     def make(name):
@@ -222,8 +247,8 @@ def _only_pipeline(plugin_manager, ran: list[str]) -> Pipeline:
     return pipe
 
 
-def test_only_runs_a_step_and_what_it_depends_on(plugin_manager, executor):
-    ran: list[str] = []
+def test_only_runs_a_step_and_what_it_depends_on(plugin_manager, executor, tmp_path):
+    ran = EventLog(tmp_path / "ran")
     pipe = _only_pipeline(plugin_manager, ran)
     run = pipe.run_sync(only=["transform"])
     assert run.status is RunStatus.SUCCESS
@@ -232,16 +257,16 @@ def test_only_runs_a_step_and_what_it_depends_on(plugin_manager, executor):
     assert run.steps["transform"].output == "transform"
 
 
-def test_only_accepts_a_single_name_and_several_names(plugin_manager, executor):
-    ran: list[str] = []
+def test_only_accepts_a_single_name_and_several_names(plugin_manager, executor, tmp_path):
+    ran = EventLog(tmp_path / "ran")
     pipe = _only_pipeline(plugin_manager, ran)
     assert set(pipe.run_sync(only="extract").steps) == {"extract"}
     assert set(pipe.run_sync(only=["load", "report"]).steps) == {
         "extract", "fetch_config", "transform", "load", "unrelated", "report"}
 
 
-def test_only_with_an_unknown_step_suggests_names(plugin_manager, executor):
-    ran: list[str] = []
+def test_only_with_an_unknown_step_suggests_names(plugin_manager, executor, tmp_path):
+    ran = EventLog(tmp_path / "ran")
     pipe = _only_pipeline(plugin_manager, ran)
     with pytest.raises(PipelineValidationError, match="did you mean 'transform'"):
         pipe.run_sync(only=["transfrom"])
@@ -260,7 +285,7 @@ def test_run_sync_refuses_a_running_loop(plugin_manager, executor):
     assert asyncio.run(main()).ok
 
 
-def test_service_factory_runs_once_per_run_under_concurrent_sync_steps(plugin_manager, executor):
+def test_service_factory_runs_once_per_run_under_concurrent_sync_steps(plugin_manager):
     import threading
     import time
 
@@ -307,7 +332,7 @@ def test_a_sync_callable_returning_an_awaitable_is_awaited(plugin_manager, timeo
     assert run.outputs() == {"lambda_step": 2, "partial_step": 4, "after": 6}
 
 
-def test_ctx_results_is_a_snapshot_of_finished_steps(plugin_manager, executor):
+def test_ctx_results_is_a_snapshot_of_finished_steps(plugin_manager):
     pipe = Pipeline("results", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
 
