@@ -4,8 +4,10 @@ attempt of a step (a cache that short-circuits, a timer, composition, failures a
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 
+from helpers import EventLog
 from plugin_fixtures.fakedist import fake_dists  # noqa: F401 - fixture
 
 from pipectl import Pipeline, RunStatus, StepStatus, hookimpl
@@ -14,33 +16,68 @@ from pipectl.errors import StepTimeout
 from pipectl.plugins import get_plugin_manager
 
 
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py).
+# A middleware runs where the step runs (on a dask worker, in another process): the plugins here
+# record what they see in files.
+
+
+def a_log() -> EventLog:
+    return EventLog(tempfile.mkstemp(prefix="pipectl-middleware-")[1])
+
+
 class CachePlugin:
     """Serves a step's output from a cache without running it."""
 
     def __init__(self, cache):
         self.cache = cache
-        self.hits = []
+        self.log = a_log()
+
+    @property
+    def hits(self):
+        return [(name, int(attempt)) for name, attempt in (h.split("|") for h in self.log)]
 
     @hookimpl
     def pipectl_wrap_step(self, step, context):
         if step.name not in self.cache:
             return None
+        log = self.log
 
         async def cached(call_next, attempt):
-            self.hits.append((step.name, attempt))
+            log.append(f"{step.name}|{attempt}")
             return self.cache[step.name]
 
         return cached
+
+
+class Timings(EventLog):
+    """(step, attempt, elapsed seconds, outcome) lines in a file, read back as tuples."""
+
+    def append(self, item):
+        return self.record("|".join(map(str, item)))
+
+    def read(self):
+        return [(n, int(a), float(s), o) for n, a, s, o in (line.split("|") for line in self)]
+
+    def __eq__(self, other):
+        return self.read() == list(other)
+
+    __hash__ = None
 
 
 class TimingPlugin:
     """Records (step, attempt, elapsed seconds, outcome) for every attempt of every step."""
 
     def __init__(self):
-        self.timings = []
+        self.log = Timings(tempfile.mkstemp(prefix="pipectl-timings-")[1])
+
+    @property
+    def timings(self):
+        return self.log.read()
 
     @hookimpl
     def pipectl_wrap_step(self, step, context):
+        log = self.log
+
         async def timed(call_next, attempt):
             started = time.perf_counter()
             outcome = "ok"
@@ -50,7 +87,7 @@ class TimingPlugin:
                 outcome = type(exc).__name__
                 raise
             finally:
-                self.timings.append((step.name, attempt, time.perf_counter() - started, outcome))
+                log.append((step.name, attempt, time.perf_counter() - started, outcome))
 
         return timed
 
@@ -59,7 +96,7 @@ def test_cache_middleware_short_circuits_the_step(register_plugin, plugin_manage
     cache = CachePlugin({"extract": [10, 20, 30]})
     register_plugin(cache, name="cache")
     pipe = Pipeline("cached", plugin_manager=plugin_manager)
-    called = []
+    called = a_log()
 
     @pipe.step("extract")
     async def extract():
@@ -102,7 +139,7 @@ def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plu
     timer = TimingPlugin()
     register_plugin(timer, name="timer")
     pipe = Pipeline("timed", plugin_manager=plugin_manager)
-    flaky_calls = []
+    flaky_calls = a_log()
 
     @pipe.step("async_step")
     async def async_step():
@@ -116,10 +153,10 @@ def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plu
 
     @pipe.step("flaky", retries=2, retry_delay=0.001, retry_jitter=0.0)
     def flaky():
-        flaky_calls.append(1)
+        calls = flaky_calls.record(1)
         time.sleep(0.01)
-        if len(flaky_calls) < 3:
-            raise ConnectionError(f"attempt {len(flaky_calls)} fails")
+        if calls < 3:
+            raise ConnectionError(f"attempt {calls} fails")
         return "f"
 
     @pipe.step("last", depends_on=["async_step", "sync_step", "flaky"])
@@ -152,8 +189,8 @@ def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plu
 def test_hook_pipectl_wrap_step(register_plugin, plugin_manager, executor):
     """Called once per step per run (not per attempt), with the step and its context; the
     middleware it returns gets the attempt number and the context follows the attempts."""
-    calls = []
-    attempts_seen = []
+    calls = []  # the hook is called in the driver
+    attempts_seen = a_log()  # the middleware runs where the step runs
 
     class Plugin:
         @hookimpl
@@ -161,19 +198,18 @@ def test_hook_pipectl_wrap_step(register_plugin, plugin_manager, executor):
             calls.append((step.name, type(context), context.step, context.run_id))
 
             async def middleware(call_next, attempt):
-                attempts_seen.append((step.name, attempt, context.attempt))
+                attempts_seen.append(f"{step.name}|{attempt}|{context.attempt}")
                 return await call_next()
 
             return middleware
 
     register_plugin(Plugin(), name="wrapper")
     pipe = Pipeline("wrapped", plugin_manager=plugin_manager)
-    tries = []
+    tries = a_log()
 
     @pipe.step("retried", retries=1, retry_delay=0.0)
     def retried():
-        tries.append(1)
-        if len(tries) == 1:
+        if tries.record(1) == 1:
             raise ValueError("once")
         return "ok"
 
@@ -186,7 +222,7 @@ def test_hook_pipectl_wrap_step(register_plugin, plugin_manager, executor):
     assert run.ok, run.errors
     assert sorted(c[0] for c in calls) == ["plain", "retried"]
     assert all(c[1] is StepContext and c[2] == c[0] and c[3] == "run-42" for c in calls)
-    assert sorted(attempts_seen) == [("plain", 1, 1), ("retried", 1, 1), ("retried", 2, 2)]
+    assert sorted(attempts_seen) == ["plain|1|1", "retried|1|1", "retried|2|2"]
 
 
 def test_wrap_step_returning_none_leaves_the_step_alone(register_plugin, plugin_manager, executor):
@@ -216,7 +252,7 @@ def _tagging_plugin(tag, log, **impl_options):
 
 def test_middlewares_of_two_plugins_compose_last_registered_outermost(
     register_plugin, plugin_manager, executor):
-    log = []
+    log = a_log()
     register_plugin(_tagging_plugin("first", log), name="first")
     register_plugin(_tagging_plugin("second", log), name="second")
     pipe = Pipeline("nested", plugin_manager=plugin_manager)
@@ -235,7 +271,7 @@ def test_middlewares_of_two_plugins_compose_last_registered_outermost(
 
 
 def test_tryfirst_middleware_is_outermost(register_plugin, plugin_manager, executor):
-    log = []
+    log = a_log()
     register_plugin(_tagging_plugin("eager", log, tryfirst=True), name="eager")
     register_plugin(_tagging_plugin("normal", log), name="normal")
     pipe = Pipeline("nested", plugin_manager=plugin_manager)
@@ -281,7 +317,7 @@ def test_raising_middleware_fails_the_attempt_and_retry_applies(
     register_plugin, plugin_manager, hook_recorder, executor):
     register_plugin(FailingMiddleware(failures=2), name="flaky-middleware")
     pipe = Pipeline("retried", plugin_manager=plugin_manager)
-    calls = []
+    calls = a_log()
 
     @pipe.step("s", retries=2, retry_delay=0.001, retry_jitter=0.0)
     def s():
@@ -293,7 +329,7 @@ def test_raising_middleware_fails_the_attempt_and_retry_applies(
     assert run.ok, run.errors
     assert run.steps["s"].attempts == 3
     assert run.steps["s"].output == "done"
-    assert calls == [1]  # the step ran only on the attempt the middleware let through
+    assert calls == ["1"]  # the step ran only on the attempt the middleware let through
     retries = hook_recorder.calls_for("step_retry", step="s")
     assert [c.attempt for c in retries] == [1, 2]
     assert all(isinstance(c.error, RuntimeError) for c in retries)
@@ -331,7 +367,7 @@ def test_step_timeout_covers_the_middleware(register_plugin, plugin_manager, exe
         @hookimpl
         def pipectl_wrap_step(self, step, context):
             async def middleware(call_next, attempt):
-                await asyncio.sleep(5)
+                await asyncio.sleep(1.5)  # on dask it runs on after the timeout: keep it short
                 return await call_next()
 
             return middleware

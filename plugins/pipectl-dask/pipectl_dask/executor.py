@@ -29,7 +29,7 @@ from typing import Any
 
 __all__ = ["ComponentMissingOnWorker", "DaskExecutor", "DaskOutput", "OutputNotFetched",
            "PluginMissingOnWorkers", "ResourcesUnavailable", "SchedulerUnreachable",
-           "UnpicklableOutput", "WorkerContext"]
+           "UnpicklableOutput", "UnpicklableTask", "WorkerContext"]
 
 _log = logging.getLogger("pipectl_dask")
 
@@ -268,6 +268,26 @@ def _worker_address() -> str:
         return "?"
 
 
+def _context_to_worker(ctx: Any) -> Any:
+    """How the driver's :class:`~pipectl.context.StepContext` travels, when a step's function
+    or a middleware holds it: as the :class:`WorkerContext` of the same step and attempt."""
+    return (WorkerContext, (ctx.run_id, ctx.pipeline_id, ctx.step, dict(ctx.params),
+                            ctx.attempt))
+
+
+def _register_context_pickling() -> None:
+    import copyreg
+
+    from pipectl.context import StepContext
+
+    copyreg.pickle(StepContext, _context_to_worker)
+
+
+class UnpicklableTask(TypeError):
+    """A step's function, arguments or middleware cannot be pickled, so it cannot go to a
+    dask worker."""
+
+
 class _Ctx:
     """Stands for the step's ``ctx`` in a task's arguments (the real one stays in the driver)."""
 
@@ -385,6 +405,22 @@ def _check_picklable(step: str, output: Any) -> None:
         except Exception as exc:
             raise UnpicklableOutput(step, _type_name(type(output)),
                                     f"{type(exc).__name__}: {exc}") from None
+
+
+def _unpicklable_task(step: str, exc: BaseException) -> UnpicklableTask:
+    return UnpicklableTask(
+        f"step {step!r} cannot go to a dask worker: its function, arguments or a "
+        "pipectl_wrap_step middleware holds something that cannot be pickled "
+        f"({_serialize_detail(exc)}); create such objects inside the step (or the "
+        "middleware), not around it")
+
+
+def _serialize_detail(exc: BaseException) -> str:
+    """The innermost cause of a serialization failure (``cannot pickle '_thread.lock'``)."""
+    inner: BaseException | None = exc
+    while inner is not None and (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__
+    return f"{type(inner).__name__}: {inner}" if inner is not None else str(exc)
 
 
 def _distribution_of(module: str) -> str | None:
@@ -596,6 +632,7 @@ class DaskExecutor:
 
     async def start(self, run: Any, config: Any, max_concurrent: int | None) -> None:
         self._run = run
+        _register_context_pickling()
         self._run_id = run.run_id
         self._pipeline_id = run.pipeline_id
         if self.client is None:
@@ -700,7 +737,10 @@ class DaskExecutor:
             elif value is step_params and step_params is not None:
                 value = PARAMS
             kwargs[name] = value
-        func = self._shippable(invocation.func) if self.ship_code else invocation.func
+        try:
+            func = self._shippable(invocation.func) if self.ship_code else invocation.func
+        except Exception as exc:  # noqa: BLE001 - cloudpickle of a step shipped by value
+            raise _unpicklable_task(spec.name, exc) from None
         key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
         shared = getattr(context, "state", None)
         state = step_state(shared, spec.name) if isinstance(shared, dict) else None
@@ -724,6 +764,8 @@ class DaskExecutor:
                 part = getattr(exc, "pipectl_state", None)
                 if isinstance(part, dict) and isinstance(shared, dict):
                     merge_state(shared, spec.name, part)
+                if isinstance(exc, TypeError) and "Could not serialize" in str(exc):
+                    raise _unpicklable_task(spec.name, exc) from None
                 raise self._explain(exc, spec.name, context, invocation.func) from None \
                     if isinstance(exc, (ComponentMissingOnWorker, ImportError, RuntimeError)) \
                     else exc

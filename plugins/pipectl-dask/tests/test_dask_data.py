@@ -21,7 +21,10 @@ from pipectl import Pipeline, hookimpl  # noqa: E402
 from pipectl.data import DataStepResult  # noqa: E402
 
 import pipectl_dask.plugin as dask_plugin  # noqa: E402
-from pipectl_dask.executor import PluginMissingOnWorkers, ResourcesUnavailable  # noqa: E402
+from pipectl_dask.executor import (  # noqa: E402
+    PluginMissingOnWorkers,
+    ResourcesUnavailable,
+)
 
 # the step functions and transforms below travel to the workers by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -349,3 +352,24 @@ def test_rollback_on_dask_undoes_in_reverse_order(pm, cluster, tmp_path):
     assert log.read_text(encoding="utf-8").splitlines() == ["undo also made", "undo made"]
     assert run.steps["made"].status.value == "rolled_back"
     assert run.steps["also_made"].status.value == "rolled_back"
+
+
+# -- a step that cannot travel ------------------------------------------------------------------
+
+def test_a_step_holding_something_unpicklable_says_what_and_where(pm, cluster):
+    import threading
+
+    lock = threading.Lock()
+    pipe = Pipeline("locked", plugin_manager=pm)
+
+    @pipe.step
+    def guarded():
+        with lock:
+            return 1
+
+    run = pipe.run_sync(**on(cluster))
+    result = run.steps["guarded"]
+    assert result.status.value == "failed"
+    assert result.error.startswith("UnpicklableTask: step 'guarded' cannot go to a dask worker")
+    assert "cannot pickle '_thread.lock' object" in result.error
+    assert "create such objects inside the step" in result.error
