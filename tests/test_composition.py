@@ -13,6 +13,9 @@ from pipectl.pipelinefile import PipelineFileError, load_pipelines
 
 SUCCESS, SKIPPED, FAILED = StepStatus.SUCCESS, StepStatus.SKIPPED, StepStatus.FAILED
 
+# Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py):
+# a sub-pipeline step runs in the driver (it orchestrates), the child's steps on the cluster.
+
 
 # -- step classes ------------------------------------------------------------------------------
 
@@ -126,7 +129,7 @@ def test_on_step_complete_takes_callables_only(plugin_manager):
 # -- sub-pipelines -----------------------------------------------------------------------------
 
 
-def test_a_sub_pipeline_runs_nested_in_its_parent(plugin_manager):
+def test_a_sub_pipeline_runs_nested_in_its_parent(plugin_manager, executor):
     child = Pipeline("child", plugin_manager=plugin_manager)
     child.add_step("double", lambda params: params["n"] * 2)
     child.add_step("plus_one", lambda double: double + 1, depends_on=["double"])
@@ -155,7 +158,7 @@ def test_a_sub_pipeline_runs_nested_in_its_parent(plugin_manager):
                                                                ("parent", None)]
 
 
-def test_a_failing_sub_pipeline_fails_its_step_with_the_childs_errors(plugin_manager):
+def test_a_failing_sub_pipeline_fails_its_step_with_the_childs_errors(plugin_manager, executor):
     child = Pipeline("child", plugin_manager=plugin_manager)
     child.add_step("boom", lambda: {}["missing"])
     parent = Pipeline("parent", plugin_manager=plugin_manager)

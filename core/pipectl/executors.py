@@ -75,7 +75,11 @@ class Executor(Protocol):
     """What ``pipectl_register_executors`` factories return.
 
     Optional: ``framework_paths``, directories whose frames a failed step's traceback leaves
-    out (the executor's own package is left out anyway), such as a distributed library's."""
+    out (the executor's own package is left out anyway), such as a distributed library's.
+
+    A step function with ``runs_in_driver = True`` (the sub-pipeline step, which orchestrates a
+    child run) must run in the engine's process: an executor that places steps elsewhere runs
+    that one where it is."""
 
     async def start(self, run: PipelineRun, config: RunConfig, max_concurrent: int | None) -> None:
         """Called once before the first step of a run."""

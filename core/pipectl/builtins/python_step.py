@@ -115,6 +115,7 @@ def _pipeline_step(step: Any, components: Any = None) -> Callable[..., Any]:
         return SubPipelineOutput(run)
 
     run_subpipeline.__qualname__ = f"subpipeline[{child.name}]"
+    run_subpipeline.runs_in_driver = True  # type: ignore[attr-defined] - it orchestrates a run
     return run_subpipeline
 
 

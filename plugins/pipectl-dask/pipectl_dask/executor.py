@@ -27,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pipectl.executors import call_through_middleware
+
 __all__ = ["ComponentMissingOnWorker", "DaskExecutor", "DaskOutput", "OutputNotFetched",
            "PluginMissingOnWorkers", "ResourcesUnavailable", "SchedulerUnreachable",
            "UnpicklableOutput", "UnpicklableTask", "WorkerContext"]
@@ -435,6 +437,13 @@ def _distribution_of(module: str) -> str | None:
         return None
 
 
+async def _call_here(invocation: Any) -> Any:
+    output = invocation.func(**invocation.kwargs)
+    if inspect.isawaitable(output):
+        output = await output
+    return output
+
+
 def _records_of(output: Any) -> int | None:
     records = getattr(output, "records_processed", None)
     return records if isinstance(records, int) else None
@@ -721,6 +730,9 @@ class DaskExecutor:
             raise RuntimeError("the dask executor was not started")
         spec = invocation.step
         context = invocation.context
+        if getattr(invocation.func, "runs_in_driver", False):
+            # a sub-pipeline step: it orchestrates a child run (whose steps come back here)
+            return await call_through_middleware(invocation, _call_here)
         step_params = getattr(context, "params", None)
         if self._params is None:
             self._params = dict(step_params or {})
