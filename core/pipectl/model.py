@@ -294,6 +294,11 @@ class RunConfig:
     """The run state (``ctx.state``) to start from when resuming: which outputs of the data
     steps that will run again had committed."""
     rollback: bool = False
+    result_store: Any = attrs.field(default=None, eq=False, hash=False)
+    """The result store of the run's tracker when it stores outputs (``put(run_id, step,
+    bytes)``), else None. An executor that keeps outputs away from the driver may store them
+    there itself and mark them stored (``pipectl_stored = True`` on the output object), so a
+    resume finds them (see :class:`pipectl.tracking.TrackingListener`)."""
     """When the run fails, run the rollbacks of its completed steps in reverse order."""
 
 

@@ -373,6 +373,7 @@ class Pipeline:
                          if getattr(spec, "secret", False)],
                 parent_run_id=parent_run_id, resume=outputs, resumed_from=resumed_from,
                 resume_state=run_state, rollback=rollback,
+                result_store=tracker_obj.results if tracker_obj is not None else None,
             )
             listeners: list[Any] = []
             if self._on_step_complete:

@@ -624,7 +624,9 @@ class SQLTracker:
             last.setdefault("error", row.get("error_message"))
             last["finished_at"] = row.get("completed_at")
         metadata["attempt_history"] = history
-        if blob is not None and self.results is not None:
+        if blob is STORED_ELSEWHERE:  # the executor put it in the result store itself
+            metadata["output_stored"] = True
+        elif blob is not None and self.results is not None:
             self.results.put(run_id, step.name, blob)  # before the row that points at it
             metadata["output_stored"] = True
         self._meta[(run_id, step.name)] = metadata
@@ -948,6 +950,11 @@ def open_tracker(url: str | None, registries: Any) -> SQLTracker | None:
 # -- the listener -------------------------------------------------------------------------------
 
 
+#: what the listener queues instead of a pickled output when the output object says it is in
+#: the result store already (``pipectl_stored = True``, set by an executor that wrote it there)
+STORED_ELSEWHERE: Any = type("StoredElsewhere", (), {"__repr__": lambda self: "<stored>"})()
+
+
 class TrackingListener:
     """The lifecycle listener that feeds one run (and its sub-pipeline runs) to a tracker.
 
@@ -1032,10 +1039,13 @@ class TrackingListener:
         output = result.output
         blob = None
         if output is not None and self.store_outputs and result.status.value == "success":
-            try:
-                blob = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001 - not picklable: resume runs the step again
-                blob = None
+            if getattr(output, "pipectl_stored", False) is True:
+                blob = STORED_ELSEWHERE  # e.g. written by a dask worker, where it stayed
+            else:
+                try:
+                    blob = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception:  # noqa: BLE001 - not picklable: resume runs the step again
+                    blob = None
         main = self.spec is not None and run.pipeline_id == self.spec.name
         inputs = None
         if result.attempts:  # it ran: what it was given, summarized by the writer

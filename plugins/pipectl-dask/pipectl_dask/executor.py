@@ -83,13 +83,18 @@ class DaskOutput:
     :meth:`result` for the value: available for the outputs fetched at the end of the run
     (the final steps' by default, see ``DaskExecutor(fetch=...)``)."""
 
-    __slots__ = ("_has_value", "_value", "key", "records_processed", "step", "type_name")
+    __slots__ = ("_has_value", "_value", "key", "pipectl_stored", "records_processed", "step",
+                 "type_name")
 
-    def __init__(self, key: str, step: str, type_name: str, records_processed: int | None = None):
+    def __init__(self, key: str, step: str, type_name: str, records_processed: int | None = None,
+                 stored: bool = False):
         self.key = key
         self.step = step
         self.type_name = type_name
         self.records_processed = records_processed
+        #: the worker wrote the value to the run's result store (the tracker's), so a resume
+        #: can take it from there
+        self.pipectl_stored = stored
         self._value: Any = None
         self._has_value = False
 
@@ -114,7 +119,7 @@ class DaskOutput:
             raise TypeError(f"the output of step {self.step!r} is on the dask cluster: a "
                             "handle without its value cannot be pickled")
         return (_restore, (self.key, self.step, self.type_name, self.records_processed,
-                           self._has_value, self._value))
+                           self._has_value, self._value, self.pipectl_stored))
 
     def __repr__(self) -> str:
         where = "fetched" if self._has_value else "on the cluster"
@@ -122,8 +127,8 @@ class DaskOutput:
 
 
 def _restore(key: str, step: str, type_name: str, records: int | None, has_value: bool,
-             value: Any) -> DaskOutput:
-    out = DaskOutput(key, step, type_name, records)
+             value: Any, stored: bool = False) -> DaskOutput:
+    out = DaskOutput(key, step, type_name, records, stored)
     if has_value:
         out._set(value)
     return out
@@ -316,14 +321,14 @@ def _params_marker() -> _Params:
 
 def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any],
                 middleware: tuple[Any, ...],
-                info: tuple[str, str, str, dict[str, Any], int, str | None, dict | None],
+                info: tuple[str, str, str, dict[str, Any], int, str | None, dict | None, Any],
                 check_pickle: bool) -> Any:
     """The task of one attempt, on a worker: the middleware chain around ``func(**kwargs)``.
 
     When the attempt changed its part of the run state (``ctx.state``), the output comes back
     wrapped with the state (:class:`_WithState`), or the exception carries it
     (``pipectl_state``), so the driver can merge it."""
-    run_id, pipeline_id, step, params, attempt, filename, state = info
+    run_id, pipeline_id, step, params, attempt, filename, state, store = info
     if filename is not None:
         code = getattr(func, "__code__", None)
         if code is not None and code.co_filename == _DYNAMIC:
@@ -353,7 +358,9 @@ def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]
             output = func(**call_kwargs)
             if inspect.isawaitable(output):  # a sync callable that returned a coroutine
                 output = asyncio.run(_await(output))
-        if check_pickle and output is not None:
+        if store is not None and output is not None:
+            _store_output(store, run_id, step, output)  # checks it pickles, too
+        elif check_pickle and output is not None:
             _check_picklable(step, output)
     except BaseException as exc:
         if ctx is not None and ctx._state and ctx._state != before:
@@ -391,6 +398,37 @@ async def _through_middleware(func: Callable[..., Any], is_async: bool, kwargs: 
 
 
 _SCALARS = (bool, int, float, str, bytes, bytearray, type(None))
+
+
+def _store_output(store: Any, run_id: str, step: str, output: Any) -> None:
+    """Write ``output`` to the run's result store from the worker; an output that cannot be
+    pickled fails its step (:class:`UnpicklableOutput`); a store that cannot be written (not
+    reachable from this worker) is only logged: a resume will run the step again."""
+    try:
+        blob = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        try:
+            import cloudpickle
+
+            blob = cloudpickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise UnpicklableOutput(step, _type_name(type(output)),
+                                    f"{type(exc).__name__}: {exc}") from None
+    try:
+        store.put(run_id, step, blob)
+    except Exception as exc:  # noqa: BLE001 - storing is for resume only
+        _log.warning("pipectl-dask: could not store the output of step %r in the result "
+                     "store from this worker: %s", step, exc)
+
+
+def _picklable(obj: Any) -> bool:
+    if obj is None:
+        return False
+    try:
+        pickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - a store that cannot travel stays in the driver
+        return False
+    return True
 
 
 def _check_picklable(step: str, output: Any) -> None:
@@ -594,6 +632,11 @@ class DaskExecutor:
     :param announce: print the scheduler and the dashboard link to stderr when the run starts.
     :param ship_code: send the code of step modules that are not installed (a pipeline's own
         ``transforms.py``) to the workers by value, see :func:`ship_by_value`.
+    :param store_outputs: when the run's tracker keeps outputs for resume, have the worker
+        write each output that stays on the cluster to that result store (the tracker writes
+        the others); a resume then takes them from there. Needs the store's directory to be
+        reachable from the workers (a local cluster, a shared file system); where it is not, a
+        resume runs those steps again.
     """
 
     name = "dask"
@@ -608,7 +651,7 @@ class DaskExecutor:
     def __init__(self, scheduler: str | None = None, local_workers: int | None = None,
                  threads_per_worker: int = 1, timeout: float = 10, fetch: str = "leaves",
                  check_pickle: bool = True, client: Any = None, announce: bool = True,
-                 ship_code: bool = True):
+                 ship_code: bool = True, store_outputs: bool = True):
         if fetch not in FETCH_CHOICES:
             raise ValueError(f"fetch={fetch!r}: expected one of {', '.join(FETCH_CHOICES)}")
         if scheduler is not None and local_workers is not None:
@@ -621,6 +664,7 @@ class DaskExecutor:
         self.check_pickle = check_pickle
         self.announce = announce
         self.ship_code = ship_code
+        self.store_outputs = store_outputs
         self._shipped: set[str] = set()  # top-level modules looked at
         self._not_installed: set[str] = set()  # those whose code travels by value
         self._by_value: dict[int, tuple[Any, Any]] = {}
@@ -636,12 +680,15 @@ class DaskExecutor:
         self._cancels: set[asyncio.Task] = set()
         self._params: dict[str, Any] | None = None
         self._run: Any = None
+        self._store: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, run: Any, config: Any, max_concurrent: int | None) -> None:
         self._run = run
         _register_context_pickling()
+        store = getattr(config, "result_store", None)  # the tracker's, when it keeps outputs
+        self._store = store if self.store_outputs and _picklable(store) else None
         self._run_id = run.run_id
         self._pipeline_id = run.pipeline_id
         if self.client is None:
@@ -756,8 +803,11 @@ class DaskExecutor:
         key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
         shared = getattr(context, "state", None)
         state = step_state(shared, spec.name) if isinstance(shared, dict) else None
+        fetch = invocation.driver_reads or (getattr(invocation, "final", False)
+                                            and self.fetch != "none")
+        store = self._store if self._store is not None and not fetch else None
         info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt,
-                func.filename if isinstance(func, _ByValue) else None, state)
+                func.filename if isinstance(func, _ByValue) else None, state, store)
         resources = getattr(spec, "resources", None) or None
         if resources:
             await self._check_resources(spec.name, resources)
@@ -793,8 +843,7 @@ class DaskExecutor:
             if isinstance(shared, dict):
                 merge_state(shared, spec.name, wrapped.state)
             return wrapped.output
-        if invocation.driver_reads or getattr(tp, "__module__", "") == "pipectl.data" or (
-                getattr(invocation, "final", False) and self.fetch != "none"):
+        if fetch or getattr(tp, "__module__", "") == "pipectl.data":
             # the engine reads it (a condition, an input reference, a rollback), it is a
             # result of the run (no step consumes it), or it is a data step's report (small;
             # the tracker reads what each output committed)
@@ -806,7 +855,7 @@ class DaskExecutor:
         if tp is not None and hasattr(tp, "records_processed"):
             records = await client.submit(_records_of, future, pure=False,
                                           key=f"pipectl-records-{key}")
-        output = DaskOutput(key, spec.name, _type_name(tp), records)
+        output = DaskOutput(key, spec.name, _type_name(tp), records, stored=store is not None)
         self._futures[key] = future
         self._outputs[key] = output
         return output

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -75,7 +76,11 @@ def test_run_on_a_scheduler_by_address(project, cluster):
         "numbers": "success", "squares": "success"}
     numbers = next(s for s in run["steps"] if s["step_name"] == "numbers")
     assert "type=list on the cluster" in numbers["output_summary"]  # consumed on the cluster
-    assert not numbers["metadata"].get("output_stored")  # a handle is not stored as an output
+    # it stayed on the cluster; its worker wrote it to the tracker's result store (for resume)
+    assert numbers["metadata"].get("output_stored")
+    home = Path(os.environ["PIPECTL_HOME"])  # each test's own (the repository's conftest.py)
+    stored = list((home / "results" / run["run_id"]).glob("numbers-*.pickle"))
+    assert len(stored) == 1 and pickle.loads(stored[0].read_bytes()) == list(range(100))
     squares = next(s for s in run["steps"] if s["step_name"] == "squares")
     assert squares["metadata"].get("output_stored")  # the run's result: a value, stored
 

@@ -316,6 +316,10 @@ def test_resume_on_dask_runs_only_what_the_failed_run_did_not_finish(pm, cluster
     second = build().run_sync(tracker=tracker, resume="latest", **on(cluster))
     assert second.status.value == "success", second.errors
     assert second.steps["total"].output == 45 and second.steps["total"].attempts == 1
+    # "numbers" fed "total" on the cluster: its worker wrote it to the tracker's result store,
+    # so the resume takes it from there instead of running it again
+    assert second.steps["numbers"].resumed_from == first.run_id
+    assert second.steps["numbers"].attempts == 0
     # the data step's report came back to the driver and was stored: not run again, so every
     # record is in the output once
     assert second.steps["load"].resumed_from == first.run_id
