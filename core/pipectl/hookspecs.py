@@ -164,6 +164,13 @@ def pipectl_register_executors(register: Register) -> None:
     whose ``start`` raises, is reported as a :class:`~pipectl.errors.ExecutorError` before the
     run begins (no hook is called, nothing is recorded).
 
+    An executor that runs steps elsewhere (other processes, other machines) finds in each
+    :class:`~pipectl.executors.Invocation` which outputs the driver needs (``driver_reads``:
+    the engine reads it; ``final``: no step consumes it, the user reads it in ``run.steps``) and
+    the step's ``resources``; ``config.result_store`` is the tracker's store, where it may write
+    the outputs it keeps (marking them ``pipectl_stored = True``) so a resume finds them. A step
+    function with ``runs_in_driver = True`` (a sub-pipeline step) must run in this process.
+
     **Example:**
 
     .. code-block:: python
