@@ -151,3 +151,34 @@ def test_step_code_travels_to_workers_that_never_saw_it(project, cluster):
                           timeout=120, cwd=project.parent)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["success", "285", "True"]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_quick_start_pipeline_file_on_a_dask_cluster(tmp_path):
+    """The README's YAML quick start (a data step with transforms from the example's own
+    module, SQLite and JSON Lines outputs, dead letters; then a Python step) run with
+    ``pipectl run ... --dask-local 2``: the same records as on ``local``. (Its paths are
+    relative: workers read them from their own working directory, which a local cluster's
+    workers share with the driver.)"""
+    import shutil
+    import sqlite3
+
+    example = tmp_path / "examples" / "quickstart"
+    shutil.copytree(REPO_ROOT / "examples" / "quickstart", example,
+                    ignore=shutil.ignore_patterns("output", "__pycache__"))
+    proc = pipectl("run", "examples/quickstart/pipeline.yaml", "--no-progress",
+                   "--dask-local", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = example / "output"
+    assert "load_orders -> sqlite examples/quickstart/output/orders.sqlite table orders: " \
+           "114 records" in proc.stdout, proc.stdout
+    assert "6 bad records set aside" in proc.stdout
+    with sqlite3.connect(out / "orders.sqlite") as db:
+        ids = sorted(r[0] for r in db.execute("SELECT order_id FROM orders"))
+    lines = [json.loads(line) for line in (out / "orders.jsonl").read_text().splitlines()]
+    assert len(ids) == len(lines) == 114 and ids == sorted(o["order_id"] for o in lines)
+    assert len((out / "rejected_orders.jsonl").read_text().splitlines()) == 6
+    run = last_run(tmp_path)
+    assert run["status"] == "success" and run["executor"] == "dask"
