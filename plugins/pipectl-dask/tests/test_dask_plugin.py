@@ -45,3 +45,5 @@ def test_bad_options_are_refused():
         DaskExecutor(fetch="some")
     with pytest.raises(ValueError, match="not both"):
         DaskExecutor(scheduler="tcp://h:8786", local_workers=2)
+    with pytest.raises(ValueError, match="submit_interval=0: expected seconds"):
+        DaskExecutor(submit_interval=0)
