@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import pickle
@@ -482,6 +483,11 @@ async def _call_here(invocation: Any) -> Any:
     return output
 
 
+#: the scheduler of the run whose sub-pipeline step is running (in this task's context)
+_PARENT_SCHEDULER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pipectl_dask_parent_scheduler", default=None)
+
+
 def _quicken(client: Any, interval: float) -> None:
     """Send the client's messages to the scheduler at most ``interval`` seconds apart instead
     of distributed's 10 ms: the engine submits a step when its upstream ends, so in a chain
@@ -716,7 +722,7 @@ class DaskExecutor:
         where = self.scheduler or getattr(self.client.scheduler, "address", "a local cluster")
         _log.info("pipectl-dask: run %s on %s, dashboard: %s", run.run_id, where,
                   self.dashboard_link)
-        if self.announce:
+        if self.announce and not getattr(run, "parent_run_id", None):  # not for a sub-pipeline
             kind = "local cluster" if self.cluster is not None else "scheduler"
             print(f"dask: {kind} {where}, dashboard: {self.dashboard_link or 'none'}",
                   file=sys.stderr, flush=True)
@@ -731,6 +737,9 @@ class DaskExecutor:
     async def _connect(self) -> Any:
         from distributed import Client
 
+        parent = _PARENT_SCHEDULER.get()
+        if self.scheduler is None and parent is not None:  # a sub-pipeline's run
+            self.scheduler = parent
         if self.scheduler is None:
             from distributed import LocalCluster
 
@@ -797,8 +806,13 @@ class DaskExecutor:
         spec = invocation.step
         context = invocation.context
         if getattr(invocation.func, "runs_in_driver", False):
-            # a sub-pipeline step: it orchestrates a child run (whose steps come back here)
-            return await call_through_middleware(invocation, _call_here)
+            # a sub-pipeline step: it orchestrates a child run, whose executor (built from the
+            # same options) uses this run's cluster rather than starting one of its own
+            token = _PARENT_SCHEDULER.set(self.client.scheduler.address)
+            try:
+                return await call_through_middleware(invocation, _call_here)
+            finally:
+                _PARENT_SCHEDULER.reset(token)
         step_params = getattr(context, "params", None)
         if self._params is None:
             self._params = dict(step_params or {})

@@ -182,3 +182,47 @@ def test_the_quick_start_pipeline_file_on_a_dask_cluster(tmp_path):
     assert len((out / "rejected_orders.jsonl").read_text().splitlines()) == 6
     run = last_run(tmp_path)
     assert run["status"] == "success" and run["executor"] == "dask"
+
+
+def test_sub_pipelines_use_the_parents_local_cluster(tmp_path):
+    """A sub-pipeline step runs in the driver; its child run's steps go to the cluster the
+    parent started with --dask-local, not to a second one."""
+    (tmp_path / "steps.py").write_text(textwrap.dedent('''
+        import os
+
+
+        def total(params):
+            from distributed import get_worker
+
+            with open("schedulers.txt", "a", encoding="utf-8") as f:  # the run's directory
+                f.write(get_worker().scheduler.address + "\\n")
+            return {"total": sum(params["numbers"]), "pid": os.getpid()}
+    '''), encoding="utf-8")
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent('''
+        params:
+          numbers: {type: list, default: [1, 2]}
+        pipelines:
+          - name: sum
+            steps:
+              - name: total
+                run: steps:total
+          - name: main
+            steps:
+              - name: small
+                pipeline: sum
+              - name: big
+                pipeline: sum
+                params: {numbers: [10, 20, 30]}
+    '''), encoding="utf-8")
+    proc = pipectl("run", "pipeline.yaml", "main", "--no-progress", "--dask-local", "2",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.count("dask: local cluster tcp://") == 1, proc.stderr
+    address = proc.stderr.split("dask: local cluster ", 1)[1].split(",", 1)[0]
+    # both children's steps ran on workers of that one cluster
+    schedulers = (tmp_path / "schedulers.txt").read_text(encoding="utf-8").splitlines()
+    assert schedulers == [address, address]
+    runs = json.loads(pipectl("runs", "list", "--json", cwd=tmp_path).stdout)
+    assert sorted(r["pipeline_name"] for r in runs) == ["main", "sum", "sum"], runs
+    assert all(r["status"] == "success" for r in runs)
+    assert last_run(tmp_path)["executor"] == "dask"
