@@ -94,15 +94,23 @@ class Rendezvous:
     def _all_here(self) -> bool:
         return all(Path(self.directory, n).exists() for n in self.names)
 
+    def _waiting(self, name: str, deadline: float) -> bool:
+        """True while someone is missing; AssertionError once ``deadline`` passed."""
+        import time
+
+        if self._all_here():
+            return False
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}: the others never arrived: they did not run at the "
+                                 "same time")
+        return True
+
     def arrive(self, name: str) -> None:
         import time
 
         self._mark(name)
         deadline = time.monotonic() + self.timeout
-        while not self._all_here():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}: the others never arrived: they did not run "
-                                     "at the same time")
+        while self._waiting(name, deadline):
             time.sleep(0.002)
 
     async def arrive_async(self, name: str) -> None:
@@ -111,10 +119,7 @@ class Rendezvous:
 
         self._mark(name)
         deadline = time.monotonic() + self.timeout
-        while not self._all_here():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}: the others never arrived: they did not run "
-                                     "at the same time")
+        while self._waiting(name, deadline):
             await asyncio.sleep(0.002)
 
 

@@ -582,10 +582,11 @@ def _modules_of(func: Any, depth: int = 0) -> list[str]:
 class _ByValue:
     """A step function pickled by cloudpickle, code included; unpickles as the function.
 
-    cloudpickle names the file of code it ships ``<dynamic-code>``; the file name travels
-    along and is put back, so a traceback from a worker points at the user's file and line."""
+    cloudpickle names the file of code it ships ``<dynamic-code>``; ``filename`` goes with the
+    task and :func:`run_attempt` puts it back, so a traceback from a worker points at the
+    user's file and line."""
 
-    __slots__ = ("blob", "filename", "module")
+    __slots__ = ("blob", "filename")
 
     def __init__(self, func: Any):
         import cloudpickle
@@ -593,10 +594,9 @@ class _ByValue:
         self.blob = cloudpickle.dumps(func, protocol=5)
         code = getattr(func, "__code__", None)
         self.filename = code.co_filename if code is not None else None
-        self.module = getattr(func, "__module__", None)
 
     def __reduce__(self) -> Any:
-        return (_load_by_value, (self.blob, self.filename, self.module))
+        return (_load_by_value, (self.blob,))
 
 
 _DYNAMIC = "<dynamic-code>"
@@ -611,7 +611,7 @@ def _refile(code: Any, filename: str) -> Any:
     return code
 
 
-def _load_by_value(blob: bytes, filename: str | None = None, module: str | None = None) -> Any:
+def _load_by_value(blob: bytes) -> Any:
     import cloudpickle
 
     return cloudpickle.loads(blob)

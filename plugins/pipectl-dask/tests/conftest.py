@@ -12,3 +12,12 @@ def cluster():
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=":0") as cluster:
         yield cluster
+
+
+@pytest.fixture
+def pm(plugin_manager, register_plugin):
+    """The test kit's plugin manager with this plugin registered (autoload is off there)."""
+    import pipectl_dask.plugin
+
+    register_plugin(pipectl_dask.plugin, name="dask")
+    return plugin_manager

@@ -20,7 +20,6 @@ import cloudpickle  # noqa: E402
 from pipectl import Pipeline, hookimpl  # noqa: E402
 from pipectl.data import DataStepResult  # noqa: E402
 
-import pipectl_dask.plugin as dask_plugin  # noqa: E402
 from pipectl_dask.executor import (  # noqa: E402
     PluginMissingOnWorkers,
     ResourcesUnavailable,
@@ -30,12 +29,6 @@ from pipectl_dask.executor import (  # noqa: E402
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pm(plugin_manager, register_plugin):
-    register_plugin(dask_plugin, name="dask")
-    return plugin_manager
 
 
 def on(cluster, **extra):

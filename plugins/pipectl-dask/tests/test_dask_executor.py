@@ -18,7 +18,6 @@ import cloudpickle  # noqa: E402
 from pipectl import Pipeline, hookimpl  # noqa: E402
 from pipectl.errors import ExecutorError  # noqa: E402
 
-import pipectl_dask.plugin as dask_plugin  # noqa: E402
 from pipectl_dask.executor import (  # noqa: E402
     DaskExecutor,
     DaskOutput,
@@ -30,12 +29,6 @@ from pipectl_dask.executor import (  # noqa: E402
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pm(plugin_manager, register_plugin):
-    register_plugin(dask_plugin, name="dask")
-    return plugin_manager
 
 
 def run_both(make, pm, cluster, **dask_options):
