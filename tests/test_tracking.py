@@ -592,16 +592,17 @@ def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
 
     db = tmp_path / "runs.db"
     t = SqliteTracker(f"sqlite:///{db}")
-    assert t.migrate() == 1
-    assert t.migrate() == 1  # again: nothing to do
+    now = len(tracking.MIGRATIONS)
+    assert t.migrate() == now
+    assert t.migrate() == now  # again: nothing to do
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(now,)]
     # a later pipectl adds a migration: an older database is upgraded in place
     monkeypatch.setattr(tracking, "MIGRATIONS", [
         *tracking.MIGRATIONS, ["ALTER TABLE pipeline_executions ADD COLUMN owner TEXT"]])
-    assert SqliteTracker(f"sqlite:///{db}").migrate() == 2
+    assert SqliteTracker(f"sqlite:///{db}").migrate() == now + 1
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(now + 1,)]
         columns = [r[1] for r in conn.execute("PRAGMA table_info(pipeline_executions)")]
     assert "owner" in columns
     # and a database newer than this pipectl is refused with the reason

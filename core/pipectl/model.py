@@ -362,6 +362,9 @@ class PipelineRun:
     """The run of the pipeline whose step ran this one as a sub-pipeline, if any."""
     resumed_from: str | None = None
     """The run this one resumed: its succeeded steps were not run again."""
+    cancelled_by: str | None = None
+    """The signal (``"SIGINT"`` or ``"SIGTERM"``) that cancelled the run, when
+    :meth:`Pipeline.run_sync` caught one; ``None`` otherwise."""
 
     def __repr__(self) -> str:
         # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run

@@ -172,6 +172,7 @@ class Pipeline:
         buffer_size: int | None = None,
         on_bad_record: str = "fail",
         dead_letter: str | None = None,
+        max_bad_records: int | str | None = None,
         **step_options: Any,
     ) -> StepSpec:
         """Add a data step: ``extractor`` streamed through ``transforms`` into every output.
@@ -179,7 +180,9 @@ class Pipeline:
         Extractors and outputs are objects, or ``{"type": "csv", **options}`` mappings naming
         registered components. Transforms are callables taking a record (return a record, None
         to drop it, or a list to split it), or :class:`pipectl.data.Transform` for per-batch
-        ones. Other options (``depends_on``, ``retries``, ``timeout``...) are the step's.
+        ones. ``max_bad_records`` (a count, or a percentage like ``"5%"``) fails the step, with
+        nothing committed, when more records are bad; rejecting every record always fails.
+        Other options (``depends_on``, ``retries``, ``timeout``...) are the step's.
         """
         options: dict[str, Any] = {"extract": extractor, "load": list(outputs),
                                    "transforms": list(transforms), "on_bad_record": on_bad_record}
@@ -189,6 +192,8 @@ class Pipeline:
             options["buffer_size"] = buffer_size
         if dead_letter is not None:
             options["dead_letter"] = dead_letter
+        if max_bad_records is not None:
+            options["max_bad_records"] = max_bad_records
         return self.add_step(name, step_type="data", options=options, **step_options)
 
     async def execute(self, config: Any = None) -> PipelineRun:
@@ -334,19 +339,28 @@ class Pipeline:
 
         ``tracker`` records the run: a URL (``sqlite:///runs.db``, ``postgresql://...``; or
         ``"none"``), or an open tracker; default: the pipeline's ``tracker``, else none. With a
-        tracker, ``extractor_state`` defaults to the state its last successful run left, and
+        tracker, ``extractor_state`` defaults to the state its last successful run left (a data
+        step whose outputs keep load markers starts from the cursor committed with their last
+        load, see :mod:`pipectl.loads`; a given ``extractor_state`` wins over both), and
         ``resume="latest"`` (or a run id) runs again only what that run did not finish (see
         :func:`pipectl.tracking.resume_outputs`; ``force`` takes the outputs of changed steps
-        anyway). ``rollback=True``: when the run fails, the rollbacks of its completed steps
-        run in reverse order of completion; the run ends ``rolled_back`` or
-        ``rollback_failed``.
+        anyway): ``latest`` is the latest run that ended (or whose process died), and the old
+        run is claimed for this one before anything runs, so a second resume of it at the same
+        time raises :class:`~pipectl.tracking.ResumeClaimed` (a run still running:
+        :class:`~pipectl.tracking.RunInProgress`). ``rollback=True``: when the run fails, the
+        rollbacks of its completed steps run in reverse order of completion; the run ends
+        ``rolled_back`` or ``rollback_failed``.
         """
-        from pipectl.engine import execute
+        import uuid
+
+        from pipectl.engine import RunCancelled, execute
 
         pm = self._plugins(plugin_manager)
         plan = self._plan(pm, tuple(only) if isinstance(only, (list, tuple)) else
                           ((only,) if isinstance(only, str) else ()))
         tracker_obj, owned = self._open_tracker(tracker, pm, parent_run_id)
+        run_id = run_id or uuid.uuid4().hex  # known before the resume is claimed for it
+        claimed = None  # the run whose resume this run claimed, until this run has started
         try:
             resumed_from, outputs, run_state = None, {}, {}
             if resume is not None:
@@ -358,15 +372,17 @@ class Pipeline:
                 from pipectl.tracking import resume_outputs
 
                 resumed_from, outputs, run_state = resume_outputs(
-                    tracker_obj, self.spec, resume, force=force)
-            if extractor_state is None and tracker_obj is not None:
+                    tracker_obj, self.spec, resume, force=force, claim_for=run_id)
+                claimed = resumed_from
+            if extractor_state is not None:  # given: it wins over the cursors in the outputs
+                run_state = {**run_state, "extractor_state_explicit": True}
+            elif tracker_obj is not None:
                 extractor_state = tracker_obj.extractor_states(self.name)
-            import uuid
 
             config = RunConfig(
                 params={**self.params, **(params or {})}, only=only or (),
                 max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
-                executor_options=executor_options or {}, run_id=run_id or uuid.uuid4().hex,
+                executor_options=executor_options or {}, run_id=run_id,
                 services=services or {}, max_threads=max_threads,
                 extractor_state=extractor_state or {},
                 secrets=[n for n, spec in self.param_specs.items()
@@ -388,15 +404,28 @@ class Pipeline:
             for listener in listeners:
                 pm.register(listener, name=f"run-listener-{id(listener)}")
             try:
-                return await execute(self.spec, config, pm, services=self.services, plan=plan)
+                finished = await execute(self.spec, config, pm, services=self.services,
+                                         plan=plan)
+                claimed = None  # the run's record says how its resume went: the claim stays
+                return finished
+            except RunCancelled:
+                claimed = None  # recorded as cancelled: a later resume may take the claim over
+                raise
             finally:
                 for listener in listeners:
                     pm.unregister(listener)
                 if tracker_obj is not None:
                     tracker_obj.flush()
         finally:
-            if owned:
-                tracker_obj.close()
+            try:
+                if claimed is not None:  # the run never started (or broke): let go of it
+                    try:
+                        tracker_obj.release_resume(claimed, run_id)
+                    except Exception:  # noqa: BLE001 - the error on its way out matters more
+                        pass  # (a claim whose process is gone is taken over anyway)
+            finally:
+                if owned:
+                    tracker_obj.close()
 
     def _open_tracker(self, tracker: Any, pm: Any, parent_run_id: str | None
                       ) -> tuple[Any, bool]:
@@ -413,8 +442,9 @@ class Pipeline:
         return opened, opened is not None
 
     def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
-        """:meth:`run` from plain (non-async) code. Ctrl-C ends the run as ``cancelled`` and
-        returns it."""
+        """:meth:`run` from plain (non-async) code. Ctrl-C (SIGINT) or SIGTERM ends the run as
+        ``cancelled`` and returns it, with the signal's name in ``run.cancelled_by``; a second
+        one raises ``KeyboardInterrupt``."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -424,11 +454,17 @@ class Pipeline:
         from pipectl.engine import RunCancelled
 
         async def main() -> PipelineRun:
-            _catch_sigint(asyncio.current_task())  # type: ignore[arg-type]
+            caught = _catch_signals(asyncio.current_task())  # type: ignore[arg-type]
             try:
                 return await self.run(params, **kwargs)
             except RunCancelled as cancelled:
+                if caught:
+                    cancelled.run.cancelled_by = caught[0]
                 return cancelled.run
+            except asyncio.CancelledError:
+                if caught:  # a signal before the run began: no run to return, as a 2nd signal
+                    raise KeyboardInterrupt from None
+                raise
 
         return asyncio.run(main())
 
@@ -452,41 +488,58 @@ class _StepCompleteListener:
                 callback(result)
 
 
-def _catch_sigint(task: asyncio.Task) -> None:
-    """Ctrl-C cancels the run's task (a second one raises KeyboardInterrupt), through the
-    loop's own signal handling: it also sets the signal wake-up fd, so the loop wakes even
-    when the signal lands on one of pipectl's worker threads while the loop waits with no
-    timer due (asyncio.run's default handler would then leave it asleep)."""
+def _catch_signals(task: asyncio.Task) -> list[str]:
+    """Ctrl-C (SIGINT) and SIGTERM cancel the run's task; the names of the signals caught go
+    into the list returned. A second signal of either kind raises KeyboardInterrupt, so a run
+    stuck cleaning up can still be ended. SIGTERM is what ``kill``, systemd, Docker, Kubernetes
+    and CI runners send: handled so, it ends the run recorded and with its outputs rolled back.
+
+    This goes through the loop's own signal handling: it also sets the signal wake-up fd, so the
+    loop wakes even when the signal lands on one of pipectl's worker threads while the loop
+    waits with no timer due (asyncio.run's default handler would then leave it asleep). Only the
+    main thread can install handlers; a signal ignored on purpose (nohup, a parent's choice) is
+    left ignored; the handlers in place before are put back when the task ends."""
     import signal
     import threading
 
+    caught: list[str] = []
     if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return  # Ctrl-C is ignored on purpose (nohup, a parent's choice): leave it so
+        return caught
     loop = asyncio.get_running_loop()
-    count = 0
+    previous: dict[int, Any] = {}
 
-    def on_sigint() -> None:
-        nonlocal count
-        count += 1
-        if count == 1 and not task.done():
+    def on_signal(signum: int) -> None:
+        caught.append(signal.Signals(signum).name)
+        if len(caught) == 1 and not task.done():
             task.cancel()
             return
-        loop.remove_signal_handler(signal.SIGINT)
+        _restore(loop, previous)
         raise KeyboardInterrupt
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError, ValueError):  # not available here: keep asyncio's
-        return
-    task.add_done_callback(lambda _t: _remove_sigint(loop))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is signal.SIG_IGN:
+            continue
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not available: leave it
+            continue
+        previous[signum] = handler
+    if previous:
+        task.add_done_callback(lambda _t: _restore(loop, previous))
+    return caught
 
 
-def _remove_sigint(loop: asyncio.AbstractEventLoop) -> None:
+def _restore(loop: asyncio.AbstractEventLoop, previous: dict[int, Any]) -> None:
+    """Remove :func:`_catch_signals`' handlers and put back the ones they replaced (an
+    application's own SIGTERM handler stays its own after the run)."""
     import signal
 
-    try:
-        loop.remove_signal_handler(signal.SIGINT)
-    except (NotImplementedError, RuntimeError, ValueError):
-        pass
+    while previous:
+        signum, handler = previous.popitem()
+        try:
+            loop.remove_signal_handler(signum)
+            if handler is not None:  # None: a handler not set from Python, cannot be put back
+                signal.signal(signum, handler)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass

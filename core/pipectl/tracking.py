@@ -14,6 +14,11 @@ Step outputs go to a :class:`ResultStore` (files under the tracker's folder by d
 the row that says the step succeeded is committed, so a resumed run finds the output of every
 step recorded as succeeded.
 
+A tracker's fault never changes a run's outcome: rows the database does not take are kept and
+tried again in the background; what is still not written when the tracker closes is spooled to
+a file that the next command opening the tracker writes (:meth:`SQLTracker.close`,
+:meth:`SQLTracker.migrate`); an output the result store cannot take is recorded as not stored.
+
 Reads (``pipectl runs``, resume, stories) always come from the database, never from memory.
 """
 
@@ -35,12 +40,15 @@ from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipectl import faults
 from pipectl.errors import PipectlError
 from pipectl.hookspecs import hookimpl
 
 __all__ = [
     "MIGRATIONS",
     "ResultStore",
+    "ResumeClaimed",
+    "RunInProgress",
     "SQLTracker",
     "SqliteTracker",
     "TrackerError",
@@ -53,6 +61,16 @@ __all__ = [
 
 SUMMARY_CHARS = 2000
 """Input and output summaries are cut to about this many characters of JSON."""
+
+GIVE_UP_SECONDS = 5.0
+"""How long the end of a run waits for a tracker whose database fails (or does not answer)
+before its rows are left to the spool (:meth:`SQLTracker.close`)."""
+
+STOP_SECONDS = 2.0
+"""How long :meth:`SQLTracker.close` waits for the writer's attempt in progress to end."""
+
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.1, 2.0
+"""The writer's backoff between attempts while the database fails: doubling, from/to."""
 
 
 class TrackerError(PipectlError):
@@ -72,22 +90,113 @@ class ResumeRefused(TrackerError):
                          "--force")
 
 
+class RunInProgress(TrackerError):
+    """The run to resume is still running (its process is alive, or runs on another host), or
+    ``latest`` found no run of the pipeline that ended; ``run_id`` names the running one."""
+
+    def __init__(self, run_id: str, host: str | None, pid: int | None, message: str):
+        self.run_id, self.host, self.pid = run_id, host, pid
+        super().__init__(message)
+
+
+class ResumeClaimed(TrackerError):
+    """Another run holds the resume of run ``run_id``: ``claimed_by`` (pid ``pid`` on ``host``)
+    is resuming it (``state`` ``active``), resumed it successfully (``succeeded``), or ended
+    without success (``finished``: only when taking such a claim over was not wanted).
+    ``through`` lists the runs between them when ``claimed_by`` resumes a resume of it."""
+
+    def __init__(self, run_id: str, claimed_by: str, host: str | None, pid: int | None,
+                 state: str, through: list[str] | None = None, status: str | None = None):
+        self.run_id, self.claimed_by, self.host, self.pid = run_id, claimed_by, host, pid
+        self.state, self.through = state, list(through or [])
+        via = f" (through run {', run '.join(self.through)})" if self.through else ""
+        if state == "active":
+            message = (f"run {run_id} is being resumed already, by run {claimed_by}{via} "
+                       f"(pid {pid} on host {host}): wait for that run to end; if it fails, "
+                       "--resume latest resumes it")
+        elif state == "succeeded":
+            message = (f"run {run_id} was resumed already, by run {claimed_by}{via}, which "
+                       "succeeded: nothing of it is left to run (run the pipeline without "
+                       "--resume to run it all again)")
+        else:
+            message = (f"run {run_id} was resumed already, by run {claimed_by}{via}, which "
+                       f"ended ({status or 'failed'}): resume that run instead "
+                       "(--resume latest)")
+        super().__init__(message)
+
+
+#: How many times a resume of ``latest`` looks for the latest run again when the one it found
+#: was resumed meanwhile (by a run that has ended since, and so is the latest now).
+_LATEST_ATTEMPTS = 10
+
+
+def _resolve_and_claim(tracker: SQLTracker, pipeline: str, run_id: str,
+                       claim_for: str | None) -> str:
+    """The run to resume (``run_id``: ``latest`` or an id), checked to belong to ``pipeline``
+    and to have ended; claimed for the run ``claim_for`` when given (see
+    :meth:`SQLTracker.claim_resume`)."""
+    latest = run_id == "latest"
+    refused: ResumeClaimed | None = None
+    for _ in range(_LATEST_ATTEMPTS if latest else 1):
+        old = tracker.resolve(run_id, pipeline=pipeline, finished=True)
+        owner = tracker.pipeline_of(old)
+        if owner != pipeline:
+            raise TrackerError(f"run {old} is a run of pipeline {owner!r}, not of {pipeline!r}")
+        if claim_for is None:
+            return old
+        again = refused is not None and refused.run_id == old  # the same run found again
+        try:
+            # resuming "latest", a claim whose run ended (recorded) is not taken over: that run
+            # is newer than the one found, so it is the latest now (found on the next turn)
+            tracker.claim_resume(old, claim_for, take_over_finished=not latest or again)
+        except ResumeClaimed as exc:
+            if not latest or exc.state == "active" or again:
+                raise
+            refused = exc
+            continue
+        if not latest or tracker.resolve("latest", pipeline=pipeline, finished=True) == old:
+            return old
+        tracker.release_resume(old, claim_for)  # another run ended meanwhile: that one
+        refused = None
+    if refused is not None:
+        raise refused
+    raise TrackerError(f"the latest run of pipeline {pipeline!r} kept changing while it was "
+                       "being claimed for a resume: try again")
+
+
 def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
-                   force: bool = False) -> tuple[str, dict[str, Any], dict[Any, Any]]:
+                   force: bool = False, claim_for: str | None = None
+                   ) -> tuple[str, dict[str, Any], dict[Any, Any]]:
     """(the resolved run id, the outputs of the steps a resume of it does not run again, and
     the run state to start from).
+
+    ``run_id`` is a run id (or the start of one), or ``latest``: the latest run of the
+    pipeline that ended, including one whose process died (``interrupted``), not one still
+    running. A run given by id that is still running raises :class:`RunInProgress`.
+
+    With ``claim_for`` (the id of the run about to resume it), the old run is claimed for it
+    first (:meth:`SQLTracker.claim_resume`): while another run resumes it, or after one resumed
+    it successfully, :class:`ResumeClaimed` is raised. The claim is released when this raises;
+    otherwise the caller releases it if the resuming run never starts.
 
     A step is taken from the old run when it succeeded there, its output was stored (or was
     None), and every step it depends on is taken too; a step whose definition changed since
     (:func:`fingerprint`) raises :class:`ResumeRefused` unless ``force``. A data step that
     failed with some of its outputs committed runs again writing only to the others (the run
     state carries which committed), as a retry within a run does."""
+    old = _resolve_and_claim(tracker, spec.name, run_id, claim_for)
+    try:
+        return _resume_outputs(tracker, spec, old, force)
+    except BaseException:
+        if claim_for is not None:
+            tracker.release_resume(old, claim_for)
+        raise
+
+
+def _resume_outputs(tracker: SQLTracker, spec: Any, old: str, force: bool
+                    ) -> tuple[str, dict[str, Any], dict[Any, Any]]:
     from pipectl.graph import Graph
 
-    old = tracker.resolve(run_id, pipeline=spec.name)
-    owner = tracker.pipeline_of(old)
-    if owner != spec.name:
-        raise TrackerError(f"run {old} is a run of pipeline {owner!r}, not of {spec.name!r}")
     states = tracker.step_states(old)
     graph = Graph(spec.name, spec.steps)
     taken: dict[str, Any] = {}
@@ -121,6 +230,8 @@ def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
         taken[name] = value
     if changed and not force:
         raise ResumeRefused(old, changed)
+    # loads (pipectl.loads) are named by the run that started them: a resume goes on with its
+    run_state["load_run"] = tracker.load_run(old)
     return old, taken, run_state
 
 
@@ -180,6 +291,15 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (pipeline_name, step_id)
         )""",
     ],
+    [  # 2: who resumes a run (SQLTracker.claim_resume): one resumer per run
+        """CREATE TABLE resume_claims (
+            execution_id TEXT PRIMARY KEY,
+            claimed_by TEXT NOT NULL,
+            host TEXT,
+            pid BIGINT,
+            claimed_at TEXT NOT NULL
+        )""",
+    ],
 ]
 
 RUN_COLUMNS = ("execution_id", "pipeline_name", "status", "started_at", "completed_at",
@@ -189,6 +309,8 @@ RUN_COLUMNS = ("execution_id", "pipeline_name", "status", "started_at", "complet
 STEP_COLUMNS = ("execution_id", "step_id", "step_name", "step_type", "status", "started_at",
                 "completed_at", "execution_time_ms", "retry_count", "error_message",
                 "traceback", "input_data", "output_data", "records", "step_order", "metadata")
+STATE_COLUMNS = ("pipeline_name", "step_id", "state", "execution_id", "updated_at")
+_STATUS = STEP_COLUMNS.index("status")
 
 
 def _iso(value: Any) -> str | None:
@@ -325,6 +447,14 @@ def fingerprint(step: Any) -> str:
 # -- the result store ---------------------------------------------------------------------------
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` atomically (:func:`pipectl.loads.write_atomically`): the
+    temporary file is removed when anything fails (a full disk)."""
+    from pipectl.loads import write_atomically
+
+    write_atomically(path, data)
+
+
 class ResultStore:
     """Step outputs, pickled, one file per step of a run under ``root`` (local files).
 
@@ -341,15 +471,11 @@ class ResultStore:
         return self.root / run_id / f"{safe}-{digest}.pickle"
 
     def put(self, run_id: str, step: str, data: bytes) -> str:
-        """Store a pickled output durably (written, fsynced, renamed into place)."""
+        """Store a pickled output durably (written, fsynced, renamed into place); an OSError
+        (a full disk) leaves nothing behind."""
         path = self._path(run_id, step)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_durably(path, data)
         return str(path)
 
     def get(self, run_id: str, step: str) -> tuple[bool, Any]:
@@ -377,10 +503,18 @@ class SQLTracker:
     def __init__(self, url: str, results: str | os.PathLike[str] | None = None):
         self.url = url
         self.results = ResultStore(results) if results is not None else None
+        #: where rows the database would not take are kept until a later command writes them
+        self.spool = Path(os.environ.get("PIPECTL_HOME") or ".pipectl").absolute() / "spool"
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._error: BaseException | None = None
+        self._build_lock = threading.Lock()  # rows are built by one thread at a time
+        self._pending = _Unwritten()
+        self._stopping = threading.Event()
+        self._failure: BaseException | None = None  # of the writer's last attempt
+        self._busy_since: float | None = None  # an attempt in progress
+        self._problems: dict[str, str] = {}  # what close() reports, one line each
+        self._unstored: list[str] = []  # steps whose output the result store could not take
         self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._meta: dict[tuple[str, str], dict[str, Any]] = {}  # until the run ends
         self._order: dict[str, int] = {}
@@ -404,10 +538,12 @@ class SQLTracker:
 
     def migrate(self) -> int:
         """Create or upgrade the tables; returns the schema version. Safe to call from several
-        processes at once (one migrates, the others see the result)."""
+        processes at once (one migrates, the others see the result). Then writes the rows an
+        earlier command spooled for this tracker (see :meth:`close`)."""
         conn = self._connect()
         try:
             self._retrying(lambda: self._migrate(conn))
+            self._replay(conn)
             return len(MIGRATIONS)
         finally:
             conn.close()
@@ -452,6 +588,20 @@ class SQLTracker:
     def display(self) -> str:
         return self.url
 
+    def _spool_key(self) -> str:
+        """The tracker's share of the spool's file names: a hash of where it writes."""
+        return hashlib.sha256(self.display.encode()).hexdigest()[:16]
+
+    def _reason(self, exc: BaseException) -> str:
+        """One line saying why a database call failed (never the URL's password)."""
+        text = (str(exc).strip().splitlines() or [""])[0]
+        prefix = f"tracker {self.display}: "
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+        if not isinstance(exc, TrackerError):
+            text = f"{type(exc).__name__}: {text}"
+        return text[:300]
+
     # writing: called from runs, never blocks on the database
 
     def submit(self, op: tuple) -> None:
@@ -459,70 +609,202 @@ class SQLTracker:
         if self._writer is None:
             with self._lock:
                 if self._writer is None:
-                    self._writer = threading.Thread(target=self._write_loop,
-                                                    name="pipectl-tracker", daemon=True)
+                    self._writer = threading.Thread(
+                        target=self._write_loop, name="pipectl-tracker", daemon=True,
+                        args=(self._queue, self._stopping, self._pending))
                     self._writer.start()
         self._queue.put(op)
 
-    def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until everything queued so far is committed; raises what the writer hit."""
-        if self._writer is None:
-            return
+    def flush(self, timeout: float | None = None, grace: float | None = None) -> bool:
+        """Wait until everything queued so far is committed; True when it is. While the
+        database fails (an attempt failed, or has not answered for :data:`GIVE_UP_SECONDS`),
+        wait ``grace`` seconds at most (default :data:`GIVE_UP_SECONDS`) and return False: the
+        rows stay queued, retried in the background, and :meth:`close` spools what is left."""
+        writer = self._writer
+        if writer is None:
+            return True
+        grace = GIVE_UP_SECONDS if grace is None else grace
         done = threading.Event()
         self._queue.put(("flush", done))
-        if not done.wait(timeout):
-            raise TrackerError(f"tracker {self.display}: writes not committed after {timeout}s")
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise TrackerError(f"tracker {self.display}: a write failed: "
-                               f"{type(error).__name__}: {error}") from error
+        start = time.monotonic()
+        while not done.wait(0.05):
+            elapsed = time.monotonic() - start
+            if (not writer.is_alive() or (timeout is not None and elapsed >= timeout)
+                    or (elapsed >= grace and self._stalled())):
+                return False
+        return True
 
-    def close(self) -> None:
-        if self._writer is not None:
-            try:
-                self.flush()
-            finally:
-                self._queue.put(("stop", None))
-                self._writer.join(timeout=10)
-                self._writer = None
+    def _stalled(self) -> bool:
+        busy = self._busy_since
+        return self._failure is not None or (
+            busy is not None and time.monotonic() - busy >= GIVE_UP_SECONDS)
+
+    def close(self, report: bool = True) -> list[str]:
+        """Commit what is queued (waiting a few seconds at most if the database fails), stop
+        the writer, and spool the rows it could not write to a file under :attr:`spool`, from
+        where the next command that opens this tracker writes them (:meth:`migrate`).
+
+        Returns what went wrong, one line each (rows spooled, outputs not stored); with
+        ``report`` each line is logged as a warning too."""
+        writer = self._writer
+        if writer is not None:
+            self.flush(grace=0.0 if self._stalled() else None)  # run() waited already
+            q, stopping, pending = self._queue, self._stopping, self._pending
+            stopping.set()
+            q.put(("stop", None))
+            writer.join(timeout=STOP_SECONDS)  # it stops after the attempt in progress
+            with self._build_lock:  # what it never took (still in an attempt), then spool
+                ops = _drain(q, [])
+                self._build([op for op in ops if op[0] not in ("flush", "stop")], pending)
+                if pending:
+                    self._spool_rows(pending)
+            for op in ops:
+                if op[0] == "flush":
+                    op[1].set()
+            self._queue, self._stopping, self._pending = (queue.SimpleQueue(), threading.Event(),
+                                                          _Unwritten())
+            self._failure = None
+            self._writer = None
         if self._read_conn is not None:
             self._read_conn.close()
             self._read_conn = None
+        problems = list(self._problems.values())
+        self._problems.clear()
+        self._unstored.clear()
+        if report and problems:
+            from pipectl.log import get_logger
 
-    def _write_loop(self) -> None:
+            for line in problems:
+                get_logger().warning("tracker_problem", problem=line)
+        return problems
+
+    def _write_loop(self, q: queue.SimpleQueue, stopping: threading.Event,
+                    pending: _Unwritten) -> None:
+        """Takes what is queued, builds its rows into ``pending`` and writes them in one
+        transaction. When that fails the rows stay in ``pending`` and are tried again with
+        backoff (new rows join them); a flush tries at once; a stop ends it."""
         conn: Any = None
+        waiting: list[threading.Event] = []  # flushes waiting for a commit
+        delay, retry_at = 0.0, None
         try:
             while True:
-                ops = [self._queue.get()]
-                while True:  # everything queued meanwhile goes in the same transaction
-                    try:
-                        ops.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                events = [op[1] for op in ops if op[0] == "flush"]
-                work = [op for op in ops if op[0] not in ("flush", "stop")]
-                if work:
+                timeout = None if retry_at is None else max(retry_at - time.monotonic(), 0.0)
+                try:
+                    first = [q.get(timeout=timeout)]
+                except queue.Empty:
+                    first = []
+                with self._build_lock:
+                    ops = _drain(q, first)  # everything queued meanwhile: one transaction
+                    self._build([op for op in ops if op[0] not in ("flush", "stop")], pending)
+                    rows = pending.rows() if pending else None
+                flushes = [op[1] for op in ops if op[0] == "flush"]
+                waiting += flushes
+                stop = stopping.is_set() or any(op[0] == "stop" for op in ops)
+                if flushes:
+                    retry_at = None  # someone waits: try now
+                due = retry_at is None or time.monotonic() >= retry_at
+                if rows and due and not (stop and self._failure is not None):
+                    self._busy_since = time.monotonic()
                     try:
                         if conn is None:
                             conn = self._retrying(self._connect)
-                        # rows are built once (they move the writer's own bookkeeping on);
-                        # only the database part is tried again on a busy or lost database
-                        rows = self._rows(work)
                         self._retrying(lambda: self._write(conn, *rows))
-                    except Exception as exc:  # noqa: BLE001 - reported by flush()
-                        self._error = exc
+                    except Exception as exc:  # noqa: BLE001 - kept, retried, reported by close()
+                        self._failure = exc
+                        delay = min(max(delay * 2, RETRY_FIRST_SECONDS), RETRY_MAX_SECONDS)
+                        retry_at = time.monotonic() + delay
                         if conn is not None:
                             try:
-                                conn.rollback()
+                                conn.close()  # a new connection for the next attempt
                             except Exception:  # noqa: BLE001
                                 pass
-                for event in events:
-                    event.set()
-                if any(op[0] == "stop" for op in ops):
+                            conn = None
+                    else:
+                        with self._build_lock:
+                            pending.clear()
+                        self._failure = None
+                        delay, retry_at = 0.0, None
+                        if any(row[_STATUS] == "success" for row in rows[1]):
+                            faults.reach("tracker.after-row")  # a step's success is recorded
+                    finally:
+                        self._busy_since = None
+                if not pending or stop:
+                    for event in waiting:
+                        event.set()
+                    waiting = []
+                if stop:
                     return
         finally:
             if conn is not None:
                 conn.close()
+
+    def _build(self, work: list[tuple], pending: _Unwritten) -> None:
+        """The rows of queued writes into ``pending`` (under ``_build_lock``)."""
+        if not work:
+            return
+        try:
+            pending.add(*self._rows(work))
+        except Exception as exc:  # noqa: BLE001 - a bug: said, not hidden
+            self._problems["build"] = (f"tracker {self.display}: {len(work)} writes could not "
+                                       f"be recorded: {type(exc).__name__}: {exc}")
+
+    def _spool_rows(self, pending: _Unwritten) -> None:
+        """Write ``pending`` to a spool file (merged with an earlier one of the same run) and
+        say so in the problems."""
+        runs, steps, states = pending.rows()
+        ids = list(dict.fromkeys([r[0] for r in runs] + [r[0] for r in steps]
+                                 + [r[3] for r in states]))
+        counts = " and ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in (
+            (len(steps), "step row"), (len(runs), "run row"), (len(states), "extractor state"))
+            if n)
+        short = ", ".join(i[:12] for i in ids[:3]) + (", ..." if len(ids) > 3 else "")
+        what = f"{counts} of run{'s' if len(ids) > 1 else ''} {short}"
+        reason = (self._reason(self._failure) if self._failure is not None
+                  else f"no answer in {GIVE_UP_SECONDS:.0f} s")
+        path = self.spool / f"{self._spool_key()}.{ids[0] if ids else 'rows'}.jsonl"
+        try:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            if path.exists():  # this run spooled before: one file, the later rows win
+                pending = _Unwritten.load(path).merge(pending)
+            _write_durably(path, pending.dump())
+        except (OSError, ValueError) as exc:
+            self._problems["spool"] = (
+                f"tracker {self.display}: writes failed ({reason}); {what} are LOST: they "
+                f"could not be spooled to {path} either ({type(exc).__name__}: {exc})")
+            return
+        self._problems["spool"] = (
+            f"tracker {self.display}: writes failed ({reason}); {what} spooled to {path}; "
+            "they are written to the tracker by the next pipectl command that opens it")
+
+    def _replay(self, conn: Any) -> None:
+        """Write the rows spooled for this tracker, oldest file first, deleting each file once
+        its rows are committed (the writes are upserts: a file written twice does no harm)."""
+        def age(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return 0.0
+
+        try:
+            files = sorted(self.spool.glob(f"{self._spool_key()}.*.jsonl"), key=age)
+        except OSError:
+            return
+        for path in files:
+            try:
+                rows = _Unwritten.load(path).rows()
+                self._retrying(lambda rows=rows: self._write(conn, *rows, replay=True))
+            except FileNotFoundError:
+                continue  # another command wrote it meanwhile
+            except Exception as exc:  # noqa: BLE001 - the file stays for the next command
+                try:
+                    conn.rollback()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._problems["replay"] = (
+                    f"tracker {self.display}: rows spooled in {path} are not written to it "
+                    f"yet ({self._reason(exc)}); the file is kept")
+                continue
+            path.unlink(missing_ok=True)
 
     def _rows(self, ops: list[tuple]) -> tuple[list, list, list]:
         """The run rows, step rows (one per step and batch) and extractor states of a batch of
@@ -561,8 +843,10 @@ class SQLTracker:
                 [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()], states)
 
     def _write(self, conn: Any, runs: list[tuple], steps: list[tuple],
-               states: list[tuple]) -> None:
-        """Write one batch of rows in one transaction and commit it (retried as a whole)."""
+               states: list[tuple], replay: bool = False) -> None:
+        """Write one batch of rows in one transaction and commit it (retried as a whole).
+        Every write is an upsert, so writing a batch again changes nothing; ``replay`` (rows
+        from the spool) keeps an extractor state a later run wrote meanwhile."""
         self._begin_write(conn)
         cur = conn.cursor()
         try:
@@ -587,7 +871,9 @@ class SQLTracker:
                     "INSERT INTO extractor_state (pipeline_name, step_id, state, execution_id, "
                     "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (pipeline_name, step_id) DO "
                     "UPDATE SET state = excluded.state, execution_id = excluded.execution_id, "
-                    "updated_at = excluded.updated_at"), states)
+                    "updated_at = excluded.updated_at" + (
+                        " WHERE extractor_state.updated_at <= excluded.updated_at"
+                        if replay else "")), states)
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -627,8 +913,18 @@ class SQLTracker:
         if blob is STORED_ELSEWHERE:  # the executor put it in the result store itself
             metadata["output_stored"] = True
         elif blob is not None and self.results is not None:
-            self.results.put(run_id, step.name, blob)  # before the row that points at it
-            metadata["output_stored"] = True
+            try:
+                self.results.put(run_id, step.name, blob)  # before the row that points at it
+                metadata["output_stored"] = True
+            except OSError as exc:  # a full disk: a resume runs the step again
+                metadata["output_stored"] = False
+                self._unstored.append(step.name)
+                names = ", ".join(self._unstored[:5]) + (", ..." if len(self._unstored) > 5
+                                                         else "")
+                self._problems["results"] = (
+                    f"tracker result store {self.results.root}: the output of "
+                    f"{len(self._unstored)} step(s) ({names}) not stored "
+                    f"({type(exc).__name__}: {exc}); a resume runs them again")
         self._meta[(run_id, step.name)] = metadata
         row["metadata"] = _json(metadata)
         return row
@@ -691,8 +987,14 @@ class SQLTracker:
             rows = [r for r in rows if r["status"] == "interrupted"][:limit]
         return rows
 
-    def resolve(self, run_id: str, pipeline: str | None = None) -> str:
-        """A run id from ``run_id`` (``latest``, a full id or a unique prefix)."""
+    def resolve(self, run_id: str, pipeline: str | None = None, *,
+                finished: bool = False) -> str:
+        """A run id from ``run_id`` (``latest``, a full id or a unique prefix).
+
+        ``finished`` (what a resume asks): ``latest`` is the latest run that ended
+        (:meth:`latest_finished`), and a run still running raises :class:`RunInProgress`."""
+        if finished:
+            return self._resolve_finished(run_id, pipeline)
         if run_id == "latest":
             sql = "SELECT execution_id FROM pipeline_executions"
             params: tuple = ()
@@ -716,6 +1018,173 @@ class SQLTracker:
             raise TrackerError(f"no run {run_id!r} in the tracker {self.display} "
                                "(`pipectl runs list` shows the runs)")
         raise TrackerError(f"run id {run_id!r} is ambiguous: give more of it")
+
+    def latest_finished(self, pipeline: str | None = None) -> dict[str, Any] | None:
+        """The latest run (of ``pipeline``) that is not running: it ended, or its process died
+        (``interrupted``, as :meth:`list_runs` shows it); None if there is none. A row with
+        ``execution_id``, ``status``, ``started_at``, ``host`` and ``pid``."""
+        where, params = ("pipeline_name = ? AND ", (pipeline,)) if pipeline else ("", ())
+        columns = "SELECT execution_id, status, started_at, host, pid FROM pipeline_executions"
+        ended = self._query(f"{columns} WHERE {where}status <> 'running' "
+                            "ORDER BY started_at DESC LIMIT 1", params)
+        since = ("", ()) if not ended else (" AND started_at > ?", (ended[0]["started_at"],))
+        # the runs recorded as running since then: the newest whose process died wins
+        for row in self._query(f"{columns} WHERE {where}status = 'running'{since[0]} "
+                               "ORDER BY started_at DESC", (*params, *since[1])):
+            if _live_status(row) == "interrupted":
+                row["status"] = "interrupted"
+                return row
+        return ended[0] if ended else None
+
+    def _resolve_finished(self, run_id: str, pipeline: str | None) -> str:
+        """:meth:`resolve` for a resume: a run that is not running."""
+        if run_id == "latest":
+            row = self.latest_finished(pipeline)
+            if row is not None:
+                return row["execution_id"]
+            where = f" of pipeline {pipeline!r}" if pipeline else ""
+            running = self.list_runs(pipeline=pipeline, limit=1)
+            if not running:
+                raise TrackerError(f"no run{where} in the tracker {self.display}")
+            r = running[0]
+            raise RunInProgress(r["execution_id"], r["host"], r["pid"],
+                                f"no run{where} has ended yet in the tracker {self.display}, "
+                                f"nothing to resume: run {r['execution_id']} is still running "
+                                f"(pid {r['pid']} on host {r['host']}); wait for it to end")
+        run_id = self.resolve(run_id)
+        rows = self._query("SELECT execution_id, status, host, pid FROM pipeline_executions "
+                           "WHERE execution_id = ?", (run_id,))
+        if rows and _live_status(rows[0]) == "running":
+            r = rows[0]
+            elsewhere = ("" if r["host"] == socket.gethostname() else
+                         "; it runs on another host, where `pipectl runs list` tells whether "
+                         "its process is alive")
+            raise RunInProgress(run_id, r["host"], r["pid"],
+                                f"run {run_id} is still running (pid {r['pid']} on host "
+                                f"{r['host']}); wait for it to end or stop it, then resume "
+                                f"it{elsewhere}")
+        return run_id
+
+    # one resumer per run
+
+    def claim_resume(self, run_id: str, by_run_id: str, *,
+                     take_over_finished: bool = True) -> None:
+        """Claim the resume of run ``run_id`` for the run ``by_run_id`` (about to start, in
+        this process), atomically in the database, so that two resumes of one run, in any
+        processes on any hosts, never both run; raises :class:`ResumeClaimed` when another run
+        holds the claim.
+
+        The claim is a row of ``resume_claims``. One held by another run is refused while that
+        run, or a resume of it (and so on: a resume that was killed can be resumed), is running
+        (its process alive, or on another host), or once one of them succeeded. A claim whose
+        run ended otherwise (failed, cancelled, its process gone) is taken over, unless
+        ``take_over_finished`` is false and that run is recorded (it is then newer than
+        ``run_id``): ``ResumeClaimed`` with ``state`` ``finished``. The claim stays after the
+        resuming run ends: it records who resumed the run."""
+        host, pid = socket.gethostname(), os.getpid()
+        conn = self._connect()
+        try:
+            for _ in range(20):
+                refusal = self._retrying(lambda: self._claim(
+                    conn, run_id, by_run_id, host, pid, take_over_finished))
+                if refusal is not None:
+                    raise refusal
+                # read back after the commit (a transaction replayed on a new connection may
+                # have found another claim): ours, or look again at whose it is
+                rows = self._query("SELECT claimed_by FROM resume_claims WHERE "
+                                   "execution_id = ?", (run_id,))
+                if rows and rows[0]["claimed_by"] == by_run_id:
+                    return
+        finally:
+            conn.close()
+        raise TrackerError(f"tracker {self.display}: could not claim the resume of run "
+                           f"{run_id}: other resumes kept taking it; try again")
+
+    def release_resume(self, run_id: str, by_run_id: str) -> None:
+        """Give up the claim of ``by_run_id`` on the resume of ``run_id`` (a resume that did
+        not start); nothing if it holds none."""
+        conn = self._connect()
+
+        def release() -> None:
+            self._begin_write(conn)
+            try:
+                conn.cursor().execute(self._sql(
+                    "DELETE FROM resume_claims WHERE execution_id = ? AND claimed_by = ?"),
+                    (run_id, by_run_id))
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+        try:
+            self._retrying(release)
+        finally:
+            conn.close()
+
+    def _claim(self, conn: Any, run_id: str, by_run_id: str, host: str, pid: int,
+               take_over_finished: bool) -> ResumeClaimed | None:
+        """One claim transaction: insert the claim unless there is one, else take over a claim
+        left by a run that ended without success; the refusal, or None when claimed."""
+        self._begin_write(conn)
+        cur = conn.cursor()
+        try:
+            now = _now()
+            cur.execute(self._sql(
+                "INSERT INTO resume_claims (execution_id, claimed_by, host, pid, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO NOTHING"),
+                (run_id, by_run_id, host, pid, now))
+            claim = _fetch(cur, self._sql(
+                "SELECT claimed_by, host, pid FROM resume_claims WHERE execution_id = ?"),
+                (run_id,))
+            refusal = None
+            if claim is not None and claim["claimed_by"] != by_run_id:
+                state, holder, through, status, recorded = self._claim_state(cur, claim)
+                if state in ("active", "succeeded") or (recorded and not take_over_finished):
+                    refusal = ResumeClaimed(run_id, holder["claimed_by"], holder["host"],
+                                            holder["pid"], state if state != "ended" else
+                                            "finished", through, status)
+                else:  # only if nobody took it over since it was read
+                    cur.execute(self._sql(
+                        "UPDATE resume_claims SET claimed_by = ?, host = ?, pid = ?, "
+                        "claimed_at = ? WHERE execution_id = ? AND claimed_by = ?"),
+                        (by_run_id, host, pid, now, run_id, claim["claimed_by"]))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return refusal
+
+    def _claim_state(self, cur: Any, claim: dict[str, Any]
+                     ) -> tuple[str, dict[str, Any], list[str], str, bool]:
+        """(``active``, ``succeeded`` or ``ended``, the claim that decides it, the runs between,
+        the status of its run, whether the first claimant's run is recorded) for a claim,
+        following the resumes of its run when it ended without success."""
+        through: list[str] = []
+        recorded: bool | None = None
+        while True:
+            holder = claim["claimed_by"]
+            row = _fetch(cur, self._sql("SELECT status, host, pid FROM pipeline_executions "
+                                        "WHERE execution_id = ?"), (holder,))
+            if recorded is None:
+                recorded = row is not None
+            if row is not None:
+                status = _live_status(row)
+            elif (claim["host"] == socket.gethostname() and claim["pid"]
+                  and not _pid_alive(int(claim["pid"]))):
+                status = "interrupted"  # killed before its run was recorded
+            else:
+                status = "running"  # about to start (or on another host)
+            if status == "running":
+                return "active", claim, through, status, recorded
+            if status == "success":
+                return "succeeded", claim, through, status, recorded
+            # it ended without success: is a resume of it under way (or done)?
+            later = _fetch(cur, self._sql("SELECT claimed_by, host, pid FROM resume_claims "
+                                          "WHERE execution_id = ?"), (holder,))
+            if later is None or later["claimed_by"] in through or len(through) > 1000:
+                return "ended", claim, through, status, recorded
+            through.append(holder)
+            claim = later
 
     def pipeline_of(self, run_id: str) -> str | None:
         """The pipeline a run (a full id) belongs to, None if there is no such run."""
@@ -749,6 +1218,18 @@ class SQLTracker:
                                    "committed": committed}
         return out
 
+    def load_run(self, run_id: str) -> str:
+        """The run that ``run_id``'s loads belong to: the first run of its chain of resumes."""
+        seen = {run_id}
+        while True:
+            rows = self._query("SELECT resumed_from FROM pipeline_executions WHERE "
+                               "execution_id = ?", (run_id,))
+            earlier = rows[0]["resumed_from"] if rows else None
+            if not earlier or earlier in seen:
+                return run_id
+            seen.add(earlier)
+            run_id = earlier
+
     def extractor_states(self, pipeline: str) -> dict[str, Any]:
         """The latest incremental state of each data step of ``pipeline``."""
         return {r["step_id"]: json.loads(r["state"]) for r in self._query(
@@ -758,6 +1239,82 @@ class SQLTracker:
 def _last_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """One row per key (the last written wins): an upsert may not touch a row twice."""
     return list({r[key]: r for r in rows}.values())
+
+
+def _drain(q: queue.SimpleQueue, ops: list[tuple]) -> list[tuple]:
+    """``ops`` and everything in ``q`` now."""
+    while True:
+        try:
+            ops.append(q.get_nowait())
+        except queue.Empty:
+            return ops
+
+
+_TABLES = {"pipeline_executions": RUN_COLUMNS, "step_executions": STEP_COLUMNS,
+           "extractor_state": STATE_COLUMNS}
+
+
+class _Unwritten:
+    """Rows not committed yet, one per key, merged as the upserts would merge them (a step
+    row's None leaves the earlier value; a run keeps its first ``started_at``): what the
+    writer tries again and what :meth:`SQLTracker.close` spools, as JSON lines."""
+
+    _STARTED = RUN_COLUMNS.index("started_at")
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[tuple, tuple]] = {name: {} for name in _TABLES}
+
+    def __bool__(self) -> bool:
+        return any(self.tables.values())
+
+    def add(self, runs: list[tuple], steps: list[tuple], states: list[tuple]) -> _Unwritten:
+        kept = self.tables["pipeline_executions"]
+        for row in runs:
+            old = kept.get(row[:1])
+            if old is not None:
+                i = self._STARTED
+                row = (*row[:i], old[i], *row[i + 1:])
+            kept[row[:1]] = row
+        kept = self.tables["step_executions"]
+        for row in steps:
+            old = kept.get(row[:2])
+            kept[row[:2]] = row if old is None else tuple(
+                o if n is None else n for o, n in zip(old, row))
+        kept = self.tables["extractor_state"]
+        for row in states:
+            kept[row[:2]] = row
+        return self
+
+    def merge(self, other: _Unwritten) -> _Unwritten:
+        return self.add(*other.rows())
+
+    def rows(self) -> tuple[list[tuple], list[tuple], list[tuple]]:
+        return tuple(list(self.tables[name].values()) for name in _TABLES)  # type: ignore
+
+    def clear(self) -> None:
+        for kept in self.tables.values():
+            kept.clear()
+
+    def dump(self) -> bytes:
+        return "".join(_json({"table": name, "row": dict(zip(_TABLES[name], row))}) + "\n"
+                       for name, kept in self.tables.items()
+                       for row in kept.values()).encode()
+
+    @classmethod
+    def load(cls, path: Path) -> _Unwritten:
+        rows: dict[str, list[tuple]] = {name: [] for name in _TABLES}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                item = json.loads(line)
+                rows[item["table"]].append(tuple(map(item["row"].get, _TABLES[item["table"]])))
+        return cls().add(*rows.values())
+
+
+def _fetch(cur: Any, sql: str, params: tuple) -> dict[str, Any] | None:
+    """The first row of a query on a cursor, as a dict (None if none)."""
+    cur.execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -868,24 +1425,78 @@ class SqliteTracker(SQLTracker):
         except OSError as exc:
             raise TrackerError(f"tracker {url}: cannot create {self.path.parent}: {exc}") \
                 from None
+        self.read_only = False  # set by each connection: see _connect
         super().__init__(url, results=self.path.parent / "results")
 
     @property
     def display(self) -> str:
         return str(self.path)
 
+    def _spool_key(self) -> str:
+        return hashlib.sha256(str(self.path.absolute()).encode()).hexdigest()[:16]
+
     def _connect(self) -> Any:
+        """A connection; a read-only one (``immutable``: no journal, no lock files) when the
+        file or its folder cannot be written. A file that is not a database, or cannot be
+        opened, is a :class:`TrackerError` naming it."""
+        import sqlite3
+
+        self.read_only = self.path.exists() and not (
+            os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        conn = None
+        try:
+            if self.read_only:
+                conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?immutable=1", uri=True,
+                                       check_same_thread=False, isolation_level=None)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            else:
+                conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
+                                       isolation_level=None)
+                conn.execute("PRAGMA busy_timeout = 30000")
+                conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            if self._retryable(exc):
+                raise
+            raise TrackerError(self._file_error(exc)) from None
+        return _AutoBegin(conn)
+
+    def _file_error(self, exc: BaseException) -> str:
+        hint = " (is it a pipectl tracker?)" if "not a database" in str(exc) else ""
+        return f"tracker {self.path}: {exc}{hint}"
+
+    def migrate(self) -> int:
         import sqlite3
 
         try:
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
-                                   isolation_level=None)
+            return super().migrate()
         except sqlite3.Error as exc:
-            raise TrackerError(f"tracker {self.path}: {exc}") from None
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL").fetchall()
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return _AutoBegin(conn)
+            raise TrackerError(self._file_error(exc)) from None
+
+    def _migrate(self, conn: Any) -> None:
+        if not self.read_only:
+            return super()._migrate(conn)
+        import sqlite3
+
+        try:  # read-only: readable if its schema is the current one
+            version = conn.execute("SELECT version FROM pipectl_schema").fetchone()[0]
+        except (sqlite3.Error, TypeError):
+            version = None
+        if version != len(MIGRATIONS):
+            raise TrackerError(f"tracker {self.path} is read-only and its schema is "
+                               f"{'missing' if version is None else f'version {version}'}, "
+                               f"not {len(MIGRATIONS)}: make it writable once to upgrade it")
+        return None
+
+    def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        import sqlite3
+
+        try:
+            return super()._query(sql, params)
+        except sqlite3.Error as exc:
+            raise TrackerError(self._file_error(exc)) from None
 
     def _begin_write(self, conn: Any) -> None:
         conn.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later

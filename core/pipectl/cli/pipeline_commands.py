@@ -1,7 +1,9 @@
 """``pipectl run``, ``pipectl validate`` and ``pipectl graph``: pipeline files on the command line.
 
 Exit codes: 0 success, 1 the run failed, 2 bad usage or an invalid pipeline (one message, no
-traceback), 130 interrupted.
+traceback), 130 interrupted (Ctrl-C, or a second signal while a run is being cancelled), 143
+terminated (SIGTERM: the run is cancelled as by Ctrl-C, its data steps' outputs aborted and
+the run recorded as ``cancelled``).
 
 What ``run`` prints: on a terminal, a live display of the running steps on stderr and a coloured
 table on stdout (:mod:`pipectl.cli.progress`); in a pipe or a CI log, one log event per line on
@@ -18,6 +20,7 @@ from typing import Any
 import click
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 _param_option = click.option(
     "-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -109,7 +112,9 @@ def _load(pm: Any, file: str, params: Sequence[str],
                    "$PIPECTL_HOME/pipectl.db).")
 @click.option("--resume", metavar="RUN_ID|latest",
               help="Run again only what that run (of the same pipeline) did not finish; the "
-                   "steps that succeeded keep their outputs.")
+                   "steps that succeeded keep their outputs. latest: the latest run that "
+                   "ended (or whose process died), not one still running. A run being "
+                   "resumed by another pipectl is not resumed twice: exit 2.")
 @click.option("--force", is_flag=True,
               help="With --resume: take the outputs of steps that changed since anyway.")
 @click.option("--rollback", is_flag=True,
@@ -165,8 +170,9 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
                  fail_fast, executor, resume, force, rollback, executor_options)
     finally:
-        if recorder is not None:
-            recorder.close()
+        if recorder is not None:  # a tracker's fault is a warning, never the run's outcome
+            for problem in recorder.close(report=False):
+                click.echo(f"pipectl: warning: {problem}", err=True)
 
 
 def _executor_options(executor: str | None, given: Sequence[str], declared: dict[str, Any]
@@ -238,14 +244,19 @@ def _resumed_params(recorder: Any, resume: str, outline: dict[str, Any],
     from pipectl.errors import PipectlError
 
     try:
-        if resume == "latest":
-            runs = [r for name in outline["names"]
-                    for r in recorder.list_runs(pipeline=name, limit=1)]
+        if resume == "latest":  # each pipeline's latest run that ended, as the resume takes
+            runs = []
+            for name in outline["names"]:
+                found = recorder.latest_finished(name)
+                if found is not None:
+                    runs.append(found)
+                elif recorder.list_runs(pipeline=name, limit=1):
+                    recorder.resolve("latest", name, finished=True)  # raises: all running
             if not runs:
                 return []
             run_id = max(runs, key=lambda r: r["started_at"])["execution_id"]
         else:
-            run_id = recorder.resolve(resume)
+            run_id = recorder.resolve(resume, finished=True)  # raises if still running
         old = recorder.get_run(run_id)["params"]
     except PipectlError as exc:
         _fail(f"--resume: {exc}")
@@ -279,6 +290,7 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
              rollback: bool, executor_options: dict[str, Any] | None = None) -> None:
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
+    from pipectl.tracking import ResumeClaimed, RunInProgress
 
     outcome: dict[str, str] = {}
     target = None  # the pipeline a given run id belongs to
@@ -316,19 +328,28 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
                     result = pipe.run_sync(**options)
             else:
                 result = pipe.run_sync(**options)
+        except (ResumeClaimed, RunInProgress) as exc:  # another pipectl has it: try later
+            _fail(f"--resume: {exc}")
         except PipectlError as exc:
             _fail(str(exc))
+        except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the run was being cancelled
+            click.echo(f"\npipectl: interrupted: pipeline {name!r} stopped before its run ended",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
         if live:
             display.print_rich_summary(result, steps)
         else:
             _summary(result, steps, quiet=bool(quiet))
+        terminated = result.cancelled_by == "SIGTERM"
+        if terminated:
+            click.echo("the run was terminated (SIGTERM)")
         if recorder is not None and result.status.value not in ("success", "rolled_back"):
             click.echo(f"resume it with: pipectl run {file} --resume {result.run_id}")
         if pipe.story:
             _write_story(recorder, pipe.story, result.run_id)
         outcome[name] = result.status.value
         if result.status.value == "cancelled":
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         if len(pipelines) > 1:
             click.echo("")
     if any(status != "success" for status in outcome.values()):
@@ -342,9 +363,14 @@ def _write_story(recorder: Any, template: str, run_id: str) -> None:
                    "none)", err=True)
         return
     from pipectl.cli.story_command import story_path
+    from pipectl.errors import PipectlError
     from pipectl.story import write_story
 
-    record = recorder.get_run(run_id)
+    try:
+        record = recorder.get_run(run_id)
+    except PipectlError as exc:  # the tracker failed: the run's rows may be in its spool
+        click.echo(f"story: not written: {exc}", err=True)
+        return
     click.echo(f"story: {write_story(record, story_path(template, record))}")
 
 

@@ -30,6 +30,13 @@ def _open(pm: Any, url: str | None) -> Any:
     return tracker
 
 
+def _close(store: Any) -> None:
+    """Close the tracker; what went wrong with it (spooled rows it could not write yet) as one
+    warning line each."""
+    for problem in store.close(report=False):
+        click.echo(f"pipectl: warning: {problem}", err=True)
+
+
 _tracker_option = click.option(
     "--tracker", metavar="URL", help="The tracker to read (default: .pipectl/pipectl.db, or "
     "$PIPECTL_HOME/pipectl.db).")
@@ -52,11 +59,16 @@ def runs() -> None:
 def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_json: bool,
               tracker: str | None) -> None:
     """The latest runs, newest first."""
+    from pipectl.errors import PipectlError
+
     store = _open(pm, tracker)
     try:
         rows = store.list_runs(pipeline=pipeline, status=status, limit=limit)
+    except PipectlError as exc:
+        click.echo(f"pipectl: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     finally:
-        store.close()
+        _close(store)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -95,7 +107,7 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
-        store.close()
+        _close(store)
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
         return

@@ -33,7 +33,7 @@ def story(pm: Any, run_id: str, fmt: str | None, output: str | None, pipeline: s
     """Write the story of a run: pipeline and params (secrets redacted), outcome, the DAG as
     a picture, a timeline of the steps with their retries, a table of steps with records per
     output, and every error with its traceback. One file, nothing fetched from the network."""
-    from pipectl.cli.runs_command import _open
+    from pipectl.cli.runs_command import _close, _open
     from pipectl.errors import PipectlError
     from pipectl.story import write_story
 
@@ -44,7 +44,7 @@ def story(pm: Any, run_id: str, fmt: str | None, output: str | None, pipeline: s
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
-        store.close()
+        _close(store)
     suffix = f".{fmt or 'html'}"
     path = story_path(output or f"story-{{pipeline}}-{{short_id}}{suffix}", record)
     if path.suffix.lower() not in (".html", ".md", ".markdown"):

@@ -30,7 +30,9 @@ messages or in errors.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,8 @@ DEFAULT_SCHEMA = "pipectl"
 MIGRATION_LOCK = -1946455394781358021
 
 #: How long a failed transaction is started over, from its first failure, before the error is
-#: reported (a write that fails then is reported by ``flush()``, at the end of the run).
+#: reported (the tracker's writer then keeps the rows and tries again later; what it could not
+#: write by the end of the run is spooled: see :meth:`pipectl.tracking.SQLTracker.close`).
 RETRY_SECONDS = 20.0
 
 #: ``application_name`` of the tracker's sessions, unless the URL sets one.
@@ -65,6 +68,19 @@ APPLICATION_NAME = "pipectl-tracker"
 RETRY_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
 MAX_IDENTIFIER_BYTES = 63  # longer names are cut by the server: a schema it would not find
+
+
+class _WriterNoise(logging.Filter):
+    """psycopg logs a warning when a lost connection cuts a batch of statements short, besides
+    raising the error; in the tracker's writer thread the error is handled (the rows are kept
+    and tried again), so the warning would only be noise on the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (threading.current_thread().name == "pipectl-tracker"
+                    and record.getMessage().startswith("error ignored terminating"))
+
+
+logging.getLogger("psycopg").addFilter(_WriterNoise())
 
 
 def _strip_password(netloc: str) -> str:
@@ -217,6 +233,16 @@ class PostgresTracker(SQLTracker):
         finally:
             conn.replay = True
 
+    def _reason(self, exc: BaseException) -> str:
+        """The first line of the psycopg error behind ``exc`` (masked), if there is one."""
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, psycopg.Error):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return self._target.mask(super()._reason(exc))
+        text = (str(cause).strip().splitlines() or [""])[0]
+        return self._target.mask(f"{type(cause).__name__}: {text}")
+
     # reading
 
     def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
@@ -280,9 +306,11 @@ class _Connection:
 
     def _start_over(self, exc: BaseException, commit: bool = False) -> Any:
         """Roll back, reconnect if need be, and run the transaction's statements again (and
-        commit with ``commit``) until it works or :data:`RETRY_SECONDS` have passed."""
+        commit with ``commit``) until it works, :data:`RETRY_SECONDS` have passed, or the
+        tracker is closing (its writer keeps the rows and spools them)."""
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.05
+        stopping = self.tracker._stopping
         while True:
             if time.monotonic() + delay > deadline:
                 raise TrackerError(
@@ -290,7 +318,9 @@ class _Connection:
                     f"retries: {type(exc).__name__}: {self.tracker._target.mask(str(exc))}"
                 ) from exc
             self._discard()
-            time.sleep(delay)
+            if stopping.wait(delay):
+                raise TrackerError(f"tracker {self.tracker.display}: "
+                                   f"{self.tracker._reason(exc)}") from exc
             delay = min(delay * 2, 2.0)
             try:
                 cur = None

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from pipectl import Pipeline, RunStatus
-from pipectl.tracking import TrackerError, open_tracker
+from pipectl.tracking import MIGRATIONS, TrackerError, open_tracker
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -287,14 +287,15 @@ def test_the_extractor_state_is_kept_between_runs(plugin_manager, registries, ur
 def test_the_schema_is_versioned_and_migrations_run_once(url, pg, schema, monkeypatch):
     from pipectl import tracking
 
-    assert PostgresTracker(url).migrate() == 1
-    assert PostgresTracker(url).migrate() == 1
+    now = len(tracking.MIGRATIONS)
+    assert PostgresTracker(url).migrate() == now
+    assert PostgresTracker(url).migrate() == now
     version = sql.SQL("SELECT version FROM {}").format(sql.Identifier(schema, "pipectl_schema"))
-    assert pg.execute(version).fetchall() == [(1,)]
+    assert pg.execute(version).fetchall() == [(now,)]
     monkeypatch.setattr(tracking, "MIGRATIONS", [
         *tracking.MIGRATIONS, ["ALTER TABLE pipeline_executions ADD COLUMN owner TEXT"]])
-    assert PostgresTracker(url).migrate() == 2
-    assert pg.execute(version).fetchall() == [(2,)]
+    assert PostgresTracker(url).migrate() == now + 1
+    assert pg.execute(version).fetchall() == [(now + 1,)]
     assert pg.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND "
                       "table_name = 'pipeline_executions' AND column_name = 'owner'",
                       (schema,)).fetchone() == (1,)
@@ -413,7 +414,7 @@ def test_six_pipectl_run_processes_on_an_empty_schema(tmp_path, pg, pg_dsn, new_
         return sql.Identifier(new_schema, name)
 
     assert pg.execute(sql.SQL("SELECT version FROM {}").format(
-        table("pipectl_schema"))).fetchall() == [(1,)]
+        table("pipectl_schema"))).fetchall() == [(len(MIGRATIONS),)]
     runs = pg.execute(sql.SQL("SELECT execution_id, status, parameters FROM {}").format(
         table("pipeline_executions"))).fetchall()
     assert len(runs) == 6 and {r[1] for r in runs} == {"success"}
