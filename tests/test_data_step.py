@@ -229,7 +229,7 @@ def test_bad_record_fail_mode_names_the_record_and_commits_nothing(plugin_manage
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
     error = run.steps["load"].error
-    assert "bad record at numbers record 7" in error and "seven is not allowed" in error
+    assert "bad record at numbers record 8" in error and "seven is not allowed" in error
     assert out.rows == []
 
 
@@ -256,7 +256,8 @@ def test_bad_record_dead_letter_mode_writes_reason_beside_the_record(plugin_mana
     assert run.ok
     (line,) = dead.read_text().splitlines()
     letter = json.loads(line)
-    assert letter["position"] == "numbers record 7"
+    assert letter["position"] == "numbers record 8"  # the 8th record read (id 7)
+    assert letter["run_id"] == run.run_id and letter["step"] == "load"
     assert "seven is not allowed" in letter["reason"]
     assert letter["record"]["id"] == 7
     assert run.steps["load"].output.dead_letter_path == str(dead)
@@ -392,7 +393,7 @@ def test_bad_record_positions_are_right_with_async_transforms(plugin_manager):
                    transforms=[reject_seven])
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
-    assert "bad record at numbers record 7:" in run.steps["load"].error
+    assert "bad record at numbers record 8:" in run.steps["load"].error  # counted from 1
 
 
 def test_a_transform_taking_ctx_keeps_state_across_batches_and_starts_over_on_a_retry(

@@ -462,8 +462,8 @@ def test_python_bad_items_are_bad_records(extractor):
     ctx = FakeCtx()
     ext = extractor("python", function=source)
     assert records(collect(ext, ctx)) == [{"ok": 1}, {"ok": 2}]
-    assert [(raw, pos) for raw, _, pos in ctx.bad] == [(42, f"{ext.label}:2"),
-                                                       ("nope", f"{ext.label}:3")]
+    assert [(raw, pos) for raw, _, pos in ctx.bad] == [(42, f"python {ext.label} record 2"),
+                                                       ("nope", f"python {ext.label} record 3")]
     assert "got int" in ctx.bad[0][1]
 
 

@@ -58,7 +58,9 @@ def schema(db, table):
 
 
 def tables(db):
-    return sorted(r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'"))
+    """The tables of ``db`` but pipectl's table of load markers."""
+    return sorted(r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if r[0] != "_pipectl_loads")
 
 
 # ---------------------------------------------------------------------------------------------

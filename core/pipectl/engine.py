@@ -902,6 +902,7 @@ class _RunState:
             duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempts,
             exception=exc, traceback=trace,
             reason=self.stopping if status is _CANCELLED else None,
+            records=_records_of(getattr(exc, "result", None)),  # a data step's partial commits
         )
 
 

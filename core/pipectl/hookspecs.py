@@ -100,6 +100,17 @@ def pipectl_register_outputs(register: Register) -> None:
     ``close()`` (always, even after a failure) are called in that order for each attempt, on a
     worker thread, never two at once (see :mod:`pipectl.data`).
 
+    Exactly once across crashes (see :mod:`pipectl.loads`): ``ctx.load`` names the load
+    (pipeline, the run it belongs to, step, output). ``commit()`` makes the records and
+    ``ctx.load.marker()`` (with the record count and the extractor's cursor, set just before)
+    visible together, in one transaction or one atomic rename, and a second commit of the same
+    load adds nothing. ``loaded(load)`` returns the marker of that load if the destination
+    holds it (a resume then skips the output: "already committed by run X"), and
+    ``last_load(load)`` the latest marker of the pipeline's step and output, whose ``state``
+    the next run's extractor starts from. An output without ``loaded`` is loaded again when a
+    resume re-runs its step. :func:`pipectl.testing.check_output_contract` checks an output
+    against all of this.
+
     A duplicate name is an error naming both plugins; the later plugin is left out.
     Cannot be a wrapper. Since 0.1.
 
@@ -124,9 +135,11 @@ def pipectl_register_trackers(register: Register) -> None:
 
     A tracker is what :class:`pipectl.tracking.SQLTracker` is: ``migrate()`` (create or
     upgrade its tables), ``submit(op)`` (queue a write; never blocks the run), ``flush()``,
-    ``close()``, and the reads ``list_runs``, ``resolve``, ``get_run``, ``pipeline_of``,
-    ``step_states``, ``extractor_states``, plus ``results`` (a result store for resume, or
-    None). A tracker on another SQL database subclasses ``SQLTracker`` and gives
+    ``close()``, the reads ``list_runs``, ``resolve``, ``latest_finished``, ``get_run``,
+    ``pipeline_of``, ``step_states``, ``extractor_states``, the resume claims
+    ``claim_resume`` and ``release_resume`` (one resumer per run, atomic in the database),
+    plus ``results`` (a result store for resume, or None). A tracker on another SQL database
+    subclasses ``SQLTracker`` and gives
     ``_connect()``, ``placeholder`` and ``_begin_write(conn)``: the tables and the SQL are
     shared. The built-in ``sqlite`` plugin registers ``sqlite``.
 

@@ -326,7 +326,7 @@ def _interpolate(path: Path, value: Any, line: int, field: str, params: Mapping[
 # -- steps -------------------------------------------------------------------------------------
 
 _DATA_FIELDS = {"extract", "transform", "load", "batch_size", "buffer_size", "on_bad_record",
-                "dead_letter"}
+                "dead_letter", "max_bad_records"}
 _STEP_FIELDS = {"name", "run", "type", "depends_on", "inputs", "retries", "retry_delay",
                 "retry_backoff", "backoff_cap", "retry_jitter", "retry_on", "timeout",
                 "allow_failure", "trigger", "rollback", "options", "description", "when",
@@ -554,7 +554,8 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
             options["transforms"] = [
                 _import_ref(path, at("transform"), f"{where}.transform", t)
                 if isinstance(t, str) else t for t in transforms]
-        for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter"):
+        for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter",
+                        "max_bad_records"):
             if key in raw:
                 options[key] = raw[key]
         kwargs["step_type"] = "data"
@@ -906,7 +907,8 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
                 transforms.append(ref if per == "record" else {"function": ref, "per": per})
             if transforms:
                 item["transform"] = transforms
-            for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter"):
+            for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter",
+                        "max_bad_records"):
                 if key in options and not (key == "on_bad_record" and options[key] == "fail"):
                     item[key] = options[key]
         else:

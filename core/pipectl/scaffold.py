@@ -219,13 +219,20 @@ class {cls}Extractor:
 ''',
     "output": '''"""The ``{entry}`` output: records as JSON Lines in ``path``, all or nothing per attempt.
 
-The contract: ``guarantee`` says why a retried step never writes a record twice
-("transactional": nothing is visible before ``commit``); ``open``, ``write``, ``commit`` or
-``abort``, and always ``close``, are called in that order for each attempt.
+The contract (see pipectl.loads): ``guarantee`` says why a retried step never writes a record
+twice ("transactional": nothing is visible before ``commit``); ``open``, ``write``, ``commit``
+or ``abort``, and always ``close``, are called in that order for each attempt. For exactly
+once across crashes, ``commit`` makes the records and a marker of the load (``ctx.load``)
+visible in one step, ``loaded(load)`` finds the marker of a load again (a resume skips it), and
+``last_load(load)`` gives the latest marker of the step, whose ``state`` is the cursor the next
+run starts from. Here the marker is a file beside ``path`` that names the inode of the file it
+describes, written before the one rename that commits (pipectl.loads.FileMarker).
 """
 
 import json
 import os
+
+from pipectl.loads import FileMarker, remove_stale_temp_files, temp_prefix
 
 
 class {cls}Output:
@@ -237,6 +244,7 @@ class {cls}Output:
         self.path = path
         self._tmp = None
         self._file = None
+        self._load = None
 
     def describe(self) -> str:
         return f"{entry} {{self.path}}"
@@ -244,16 +252,28 @@ class {cls}Output:
     def open(self, ctx):
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        self._tmp = f"{{self.path}}.{{os.getpid()}}.tmp"
+        remove_stale_temp_files(self.path)  # left by pipectl processes that died
+        self._load = getattr(ctx, "load", None)
+        self._tmp = os.path.join(directory, f"{{temp_prefix(self.path)}}{{os.urandom(4).hex()}}.tmp")
         self._file = open(self._tmp, "w", encoding="utf-8")
 
     def write(self, batch):
         self._file.writelines(json.dumps(record) + "\\n" for record in batch)
 
     def commit(self):
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
+        if self._load is not None:  # valid only once the rename below is done
+            FileMarker(self.path).prepare(self._tmp, self._load.marker(), keep=False)
         os.replace(self._tmp, self.path)  # readers see the old file or the new one
         self._file = self._tmp = None
+
+    def loaded(self, load):
+        return FileMarker(self.path).find(load)
+
+    def last_load(self, load):
+        return FileMarker(self.path).last(load)
 
     def abort(self):
         if self._file is not None:
@@ -331,8 +351,10 @@ def test_the_extractor_feeds_a_data_step(plugin_manager, register_plugin):
 import json
 
 from pipectl import Pipeline
+from pipectl.testing import check_output_contract
 
 from {module} import plugin
+from {module}.output import {cls}Output
 
 
 def test_the_output_writes_every_record_once(plugin_manager, register_plugin, tmp_path):
@@ -349,6 +371,17 @@ def test_the_output_writes_every_record_once(plugin_manager, register_plugin, tm
     assert run.ok, run.errors
     lines = target.read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == list(range(7))
+
+
+def test_the_output_keeps_the_exactly_once_contract(tmp_path):
+    target = tmp_path / "contract.jsonl"
+
+    def read():
+        if not target.exists():
+            return []
+        return [json.loads(line) for line in target.read_text().splitlines()]
+
+    check_output_contract(lambda: {cls}Output(path=str(target)), read)
 ''',
     "tracker": '''"""The ``{entry}`` tracker records a run, read back from it."""
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from pipectl.hookspecs import hookimpl
 
 _OPTIONS = {"extract", "transforms", "load", "batch_size", "buffer_size", "on_bad_record",
-            "dead_letter"}
+            "dead_letter", "max_bad_records"}
 
 
 def _import(ref: str) -> Any:
@@ -52,7 +52,12 @@ def _check_named(kind: str, spec: Any, components: Any) -> None:
 
 def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
     """Validate a data step's options and return the coroutine function that runs it."""
-    from pipectl.data import BAD_RECORD_MODES, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_SIZE
+    from pipectl.data import (
+        BAD_RECORD_MODES,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_BUFFER_SIZE,
+        parse_max_bad_records,
+    )
 
     options = dict(step.options)
     unknown = sorted(set(options) - _OPTIONS)
@@ -75,6 +80,8 @@ def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
     if batch_size < 1 or buffer_size < 1:
         raise ValueError("batch_size and buffer_size must be at least 1")
     dead_letter = options.get("dead_letter")
+    max_bad = options.get("max_bad_records")
+    parse_max_bad_records(max_bad)  # a bad value is an error of the file, before anything runs
     if components is not None:
         _check_named("extractors", extract, components)
         for spec in load:
@@ -89,8 +96,6 @@ def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
             extract_spec = {**extract_spec, "batch_size": batch_size}
         extractor = resolve("extractors", extract_spec, registries)
         previous = ctx.state.get("extractor_state", {}).get(step.name)
-        if previous is not None and hasattr(extractor, "set_state"):
-            extractor.set_state(previous)
         outputs = []
         for i, spec in enumerate(load):
             component = resolve("outputs", spec, registries)
@@ -100,6 +105,10 @@ def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
             step=step.name, extractor=extractor, outputs=outputs, transforms=transforms,
             params=ctx.params, on_bad_record=mode, dead_letter=dead_letter,
             buffer_size=buffer_size, committed=committed, logger=ctx.logger,
+            max_bad_records=max_bad, pipeline=ctx.pipeline_id, run_id=ctx.run_id,
+            load_run=ctx.state.get("load_run"), state=previous,
+            state_explicit=bool(ctx.state.get("extractor_state_explicit")),
+            new_extractor=lambda: resolve("extractors", extract_spec, registries),
         )
         if result.state is not None:
             ctx.state.setdefault("extractor_state", {})[step.name] = result.state

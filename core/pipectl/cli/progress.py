@@ -215,8 +215,9 @@ MAX_DATA_LINES = 20
 
 def data_lines(run: PipelineRun) -> list[str]:
     """Where each data step's records went: one line per output that committed in this run
-    (``load_orders -> sqlite out/orders.sqlite table orders: 118 records``), and the bad
-    records set aside. Steps without a data output give none."""
+    (``load_orders -> sqlite out/orders.sqlite table orders: 118 records``) or that a resume
+    found committed already (``...: already committed by run 1f2e... (118 records)``), and the
+    bad records set aside. Steps without a data output give none."""
     lines: list[str] = []
     for name, result in run.steps.items():
         output = result.output
@@ -224,10 +225,13 @@ def data_lines(run: PipelineRun) -> list[str]:
         if result.status.value != "success" or not isinstance(reports, Mapping):
             continue
         for report in reports.values():
-            if getattr(report, "status", None) != "committed":
-                continue
+            status = getattr(report, "status", None)
             target = getattr(report, "target", None) or getattr(report, "name", "?")
-            lines.append(f"{name} -> {target}: {report.written:,} records")
+            if status == "committed":
+                lines.append(f"{name} -> {target}: {report.written:,} records")
+            elif status == "skipped" and getattr(report, "note", None):
+                # a resume found the load in the destination: it was not written again
+                lines.append(f"{name} -> {target}: {report.note} ({report.written:,} records)")
         bad = getattr(output, "bad_records", 0)
         if bad:
             where = getattr(output, "dead_letter_path", None)

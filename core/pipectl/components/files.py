@@ -19,6 +19,14 @@ Extractors
     where the row starts (the header is line 1). Blank lines are skipped. A header with a
     duplicate name, a typed column the file does not have, or a ``columns`` list of the wrong
     length is an error of the whole file (``ValueError``), not a bad record.
+``incremental`` (both file extractors)
+    ``{column: id, initial: 0}`` reads only the records whose ``column`` is greater than the
+    cursor (the previous run's, else ``initial``; without it the first run reads everything),
+    for files that only grow. After a complete read, ``state`` is ``{"cursor": the greatest
+    value read}``; the data step commits it with the records in each output's load marker
+    (:mod:`pipectl.loads`), so the next run starts where the committed records end. Records
+    without the column are left out. Type the column (``types: {id: int}``) so that values
+    compare as numbers.
 ``jsonl``
     ``path`` (file, glob or ``"-"``), ``batch_size``, ``encoding``; ``.gz`` decompressed. Each
     non-blank line is one JSON object; a line that is not valid JSON, or JSON that is not an
@@ -28,16 +36,20 @@ Extractors
     arguments). The function returns or yields records (dicts) and/or batches (lists of dicts),
     re-batched to ``batch_size``. A sync function or generator gives a sync ``batches``; an
     ``async def`` function or async generator gives an async generator ``batches``. An item that
-    is neither a record nor a batch of records is a bad record at ``"function:item-number"``.
+    is neither a record nor a batch of records is a bad record at
+    ``"python module:function record N"`` (N counts the items the function gave, from 1).
 
 Outputs
 -------
 Both are transactional (``guarantee = "transactional"``): ``open`` creates a temporary file
-``.{basename}.{random}.tmp`` next to ``path`` (creating missing directories), ``write`` appends
-to it, ``commit`` flushes, fsyncs and renames it over ``path`` with ``os.replace`` (an existing
-file's permission bits are kept), ``abort`` and ``close`` delete it. A reader of ``path`` sees
-the old file or the complete new one, never a partial one. ``mode`` is ``"replace"`` (the only
-mode: the file is the output of this run).
+``.{basename}.pipectl-{pid}-{random}.tmp`` next to ``path`` (creating missing directories, and
+removing the temporary files of pipectl processes that died), ``write`` appends to it,
+``commit`` flushes, fsyncs and renames it over ``path`` with ``os.replace`` (an existing file's
+permission bits are kept), ``abort`` and ``close`` delete it. A reader of ``path`` sees the old
+file or the complete new one, never a partial one. ``mode`` is ``"replace"`` (the only mode: the
+file is the output of this run). The load's marker (:mod:`pipectl.loads`) is written to
+``.{basename}.pipectl-load`` just before the rename and names the file's inode, so it tells
+which load the file at ``path`` holds whatever instant the process died.
 
 ``jsonl``
     ``path``, ``encoding`` (``"utf-8"``), ``compress`` (default: ``path`` ends in ``.gz``). One
@@ -182,14 +194,67 @@ class _FileExtractor:
     kind = "file"
     path: str
     batch_size: int
+    _column: str | None = None  # the cursor column of ``incremental``
+    _cursor: Any = None
 
     def describe(self) -> str:
         return f"{self.kind} {self.path}"
+
+    def _incremental(self, incremental: Any) -> None:
+        if incremental is None:
+            return
+        if not isinstance(incremental, dict) or not isinstance(incremental.get("column"), str) \
+                or set(incremental) - {"column", "initial"}:
+            raise ValueError(f"incremental must be {{column: NAME, initial: VALUE}} (initial "
+                             f"optional), got {incremental!r}")
+        self._column = incremental["column"]
+        self._cursor = incremental.get("initial")
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        """With ``incremental``: ``{"cursor": the greatest value read}`` after a complete read."""
+        return None if self._column is None else {"cursor": self._cursor}
+
+    def set_state(self, state: Any) -> None:
+        """Read only records after the cursor of ``state`` (ignored without ``incremental``)."""
+        if self._column is None or state is None:
+            return
+        if not isinstance(state, dict) or "cursor" not in state:
+            raise ValueError(f"{self.kind} extractor state must be {{'cursor': value}}, got "
+                             f"{state!r}")
+        self._cursor = state["cursor"]
 
     def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
         raise NotImplementedError
 
     def batches(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
+        if self._column is None:
+            return self._batches(ctx)
+        return self._after_cursor(ctx)
+
+    def _after_cursor(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
+        """The records whose cursor column is greater than the cursor; the cursor moves on to
+        the greatest value read once the last batch is read."""
+        column, cursor = self._column, self._cursor
+        greatest = cursor
+        for batch in self._batches(ctx):
+            try:
+                if cursor is not None:
+                    batch = [r for r in batch if r.get(column) is not None and r[column] > cursor]
+                else:
+                    batch = [r for r in batch if r.get(column) is not None]
+                top = max((r[column] for r in batch), default=None)
+            except TypeError as exc:
+                raise ValueError(f"{self.describe()}: incremental column {column!r} holds values "
+                                 f"that cannot be compared with the cursor {cursor!r} ({exc}); "
+                                 f"give it a type with types: {{{column}: int}}") from None
+            if top is not None and (greatest is None or top > greatest):
+                greatest = top
+            if batch:
+                yield batch
+        self._cursor = greatest
+
+    def _batches(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
         size = self.batch_size
         pending: list[dict[str, Any]] = []
         for path in _expand(self.path):
@@ -220,9 +285,11 @@ class CsvExtractor(_FileExtractor):
         header: bool = True,
         columns: Iterable[str] | None = None,
         types: dict[str, str] | None = None,
+        incremental: dict[str, Any] | None = None,
     ):
         self.path = os.fspath(path)
         self.batch_size = _batch_size(batch_size)
+        self._incremental(incremental)
         if not isinstance(delimiter, str) or len(delimiter) != 1:
             raise ValueError(f"delimiter must be a single character, got {delimiter!r}")
         self.delimiter = delimiter
@@ -343,10 +410,11 @@ class JsonlExtractor(_FileExtractor):
     kind = "jsonl"
 
     def __init__(self, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 encoding: str = "utf-8"):
+                 encoding: str = "utf-8", incremental: dict[str, Any] | None = None):
         self.path = os.fspath(path)
         self.batch_size = _batch_size(batch_size)
         self.encoding = encoding
+        self._incremental(incremental)
 
 
     def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
@@ -551,7 +619,7 @@ class PythonExtractor:
         from collections.abc import Mapping
 
         size = self.batch_size
-        position = f"{self.label}:{number}"
+        position = f"{self.describe()} record {number}"  # like the other extractors' positions
         if isinstance(item, Mapping):
             batch.append(dict(item))
         elif isinstance(item, (list, tuple)):
@@ -627,9 +695,25 @@ class _AtomicFileOutput:
         self._raw: Any = None
         self._gz: Any = None
         self._out: Any = None
+        self._load: Any = None
 
     def describe(self) -> str:
         return f"{self.kind} {self.path}"
+
+    # -- load markers (pipectl.loads): a marker beside the file, valid for the renamed file --
+
+    def _marker(self) -> Any:
+        from pipectl.loads import FileMarker
+
+        return FileMarker(os.path.abspath(self.path))
+
+    def loaded(self, load: Any) -> Any:
+        """The marker of ``load`` if the file at ``path`` is the one that load committed."""
+        return self._marker().find(load)
+
+    def last_load(self, load: Any) -> Any:
+        """The marker of the load that wrote the file at ``path``, if it was this step's."""
+        return self._marker().last(load)
 
     @property
     def temp_path(self) -> str | None:
@@ -637,12 +721,17 @@ class _AtomicFileOutput:
         return self._tmp
 
     def open(self, ctx: Any) -> None:
+        from pipectl.loads import remove_stale_temp_files, temp_prefix
+
         self._discard()
+        self._load = getattr(ctx, "load", None)
         target = os.path.abspath(self.path)
         directory, base = os.path.split(target)
         os.makedirs(directory, exist_ok=True)
+        remove_stale_temp_files(target)  # left by pipectl processes that died mid-write
+        prefix = temp_prefix(target)
         while True:
-            tmp = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
+            tmp = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}.tmp")
             try:
                 # 0o666 minus the umask, as open() would create the file
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
@@ -690,6 +779,11 @@ class _AtomicFileOutput:
             os.fsync(raw.fileno())
         finally:
             raw.close()
+        if self._load is not None:  # the marker first: it is valid only once the rename is done
+            self._marker().prepare(self._tmp, self._load.marker(), keep=False)
+        from pipectl import faults
+
+        faults.reach("output.mid-commit")
         os.replace(self._tmp, self.path)
         self._tmp = None
         _fsync_dir(os.path.dirname(os.path.abspath(self.path)))

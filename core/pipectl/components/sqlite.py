@@ -34,16 +34,42 @@ is ``NULL``. Values are bound as parameters (``int``, ``float``, ``str``, ``byte
 
 Lifecycle: ``open`` connects (WAL journal, ``synchronous=NORMAL``), starts ``BEGIN IMMEDIATE``,
 creates the table if it can and applies ``mode``; ``write`` is one ``executemany`` per batch;
-``commit`` commits; ``abort`` rolls back (a table created by the attempt disappears with it);
-``close`` rolls back anything uncommitted and disconnects, in any state. The connection may be
-used from a different thread at each call (never from two at once).
+``commit`` writes the load's marker and commits; ``abort`` rolls back (a table created by the
+attempt disappears with it); ``close`` rolls back anything uncommitted and disconnects, in any
+state. The connection may be used from a different thread at each call (never from two at once).
+
+Load markers (:mod:`pipectl.loads`): ``commit`` inserts a row into the table
+``_pipectl_loads`` of the same database, in the same transaction as the records: the pipeline,
+the run, the step and the output name (its primary key, so the same load can never commit
+twice), the number of records and the extractor's cursor. ``loaded`` and ``last_load`` read it.
+
+Several outputs on one database file (of one data step, or of steps running at once in one
+process): the first to open holds the write lock for its attempt, as above; the others write
+their records to a temporary table of their own connection (which takes no lock on the file)
+and move them into the table in one short transaction at ``commit``, so none waits for another
+to finish before it can write, and each still commits its records and marker atomically.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from operator import itemgetter
 from typing import Any, Callable, Iterable
+
+
+#: the table of load markers, in each database the output writes
+LOADS_TABLE = "_pipectl_loads"
+
+_LOADS_DDL = (f'CREATE TABLE IF NOT EXISTS "{LOADS_TABLE}" ('
+              "pipeline TEXT NOT NULL, run_id TEXT NOT NULL, step TEXT NOT NULL, "
+              "output TEXT NOT NULL, target TEXT, records INTEGER NOT NULL, state TEXT, "
+              "committed_by TEXT NOT NULL, committed_at TEXT NOT NULL, "
+              "PRIMARY KEY (pipeline, run_id, step, output))")
+
+#: the database files whose write lock a SqliteOutput of this process holds now
+_locked_files: dict[str, int] = {}
+_locked_guard = threading.Lock()
 
 
 #: An SQL type name: words, then optional (n) or (n, m). Compiled on first use (re caches it).
@@ -129,6 +155,10 @@ class SqliteOutput:
         self._insert: str | None = None
         self._cols: list[str] | None = None
         self._get: Callable[[dict[str, Any]], Any] | None = None
+        self._load: Any = None
+        self._locked: str | None = None  # the file whose write lock this attempt holds
+        self._staging: list[str] | None = None  # columns of the temporary table, when staging
+        self._create_at_commit: dict[str, str] | None = None
 
     def describe(self) -> str:
         return f"sqlite {self.path} table {self.table}"
@@ -142,11 +172,16 @@ class SqliteOutput:
         if self.path != ":memory:" and not self.path.startswith("file:"):
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
+        self._load = getattr(ctx, "load", None)
         self._conn = conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout,
                                             check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
+        if not self._take_lock():
+            self._open_staging()
+            return
         conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_LOADS_DDL)
         existing = self._table_columns()
         if existing:
             written = list(self.columns) if self.columns is not None else existing
@@ -173,7 +208,12 @@ class SqliteOutput:
         if not batch:
             return
         if self._insert is None:
-            self._create(self._columns_of(batch))
+            columns = self._columns_of(batch)
+            if self._staging is not None:  # the table is created at commit, under the lock
+                self._create_at_commit = columns
+                self._stage(list(columns))
+            else:
+                self._create(columns)
         get = self._get
         try:
             rows = list(map(get, batch))
@@ -185,7 +225,15 @@ class SqliteOutput:
     def commit(self) -> None:
         if self._conn is None:
             raise RuntimeError(f"{self.describe()}: commit() before open() or after close()")
+        from pipectl import faults
+
+        if self._staging is not None:
+            self._merge_staged()
+        if self._load is not None:
+            self._insert_marker(self._load.marker())
+        faults.reach("output.mid-commit")
         self._conn.execute("COMMIT")
+        self._release_lock()
 
     def abort(self) -> None:
         conn = self._conn
@@ -198,6 +246,8 @@ class SqliteOutput:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         self._insert = self._cols = self._get = None
+        self._staging = self._create_at_commit = None
+        self._release_lock()
         if conn is None:
             return
         try:
@@ -207,6 +257,143 @@ class SqliteOutput:
             pass
         finally:
             conn.close()
+
+    # -- load markers ----------------------------------------------------------------------------
+
+    def loaded(self, load: Any) -> Any:
+        """The marker of ``load`` in this database, if it committed."""
+        rows = self._markers("pipeline = ? AND run_id = ? AND step = ? AND output = ?",
+                             load.key)
+        return rows[0] if rows else None
+
+    def last_load(self, load: Any) -> Any:
+        """The latest marker of this pipeline, step and output in this database."""
+        rows = self._markers("pipeline = ? AND step = ? AND output = ? ORDER BY rowid DESC "
+                             "LIMIT 1", (load.pipeline, load.step, load.output))
+        return rows[0] if rows else None
+
+    def _markers(self, where: str, params: tuple) -> list[Any]:
+        import json
+        import sqlite3
+
+        from pipectl.loads import LoadMarker
+
+        try:
+            rows = self._conn.execute(
+                "SELECT pipeline, run_id, step, output, records, state, committed_by, "
+                f'committed_at FROM "{LOADS_TABLE}" WHERE {where}', params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [LoadMarker(p, r, st, o, n, json.loads(state) if state else None, by, at)
+                for p, r, st, o, n, state, by, at in rows]
+
+    def _insert_marker(self, marker: Any) -> None:
+        import json
+        import sqlite3
+
+        conn = self._conn
+        conn.execute(_LOADS_DDL)
+        try:
+            conn.execute(
+                f'INSERT INTO "{LOADS_TABLE}" (pipeline, run_id, step, output, target, records, '
+                "state, committed_by, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (marker.pipeline, marker.run_id, marker.step, marker.output, self.table,
+                 marker.records, None if marker.state is None else json.dumps(
+                     marker.state, sort_keys=True, default=str),
+                 marker.committed_by, marker.committed_at))
+        except sqlite3.IntegrityError:
+            other = self.loaded(self._load)
+            raise RuntimeError(
+                f"{self.describe()}: the load of step {marker.step!r} into output "
+                f"{marker.output!r} of run {marker.run_id} was already committed"
+                + (f" by run {other.committed_by}" if other else "")
+                + " (another process resumed the same run?); nothing was written twice"
+            ) from None
+
+    # -- several outputs on one file -------------------------------------------------------------
+
+    def _file_key(self) -> str | None:
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return None
+        return os.path.realpath(self.path)
+
+    def _take_lock(self) -> bool:
+        """True if this attempt may hold the file's write lock (no other output of this
+        process holds it); it is then counted as held until commit or close."""
+        key = self._file_key()
+        if key is None:
+            return True
+        with _locked_guard:
+            if _locked_files.get(key):
+                return False
+            _locked_files[key] = 1
+        self._locked = key
+        return True
+
+    def _release_lock(self) -> None:
+        key, self._locked = self._locked, None
+        if key is not None:
+            with _locked_guard:
+                _locked_files.pop(key, None)
+
+    def _open_staging(self) -> None:
+        """Open without the write lock: records go to a temporary table until commit."""
+        self._staging = []
+        existing = self._table_columns()
+        if existing:
+            written = list(self.columns) if self.columns is not None else existing
+            unknown = [c for c in written if c not in existing]
+            if unknown:
+                raise ValueError(f"table {self.table!r} has no column(s) {unknown!r} "
+                                 f"(its columns: {existing!r})")
+            if self.key:
+                missing = [k for k in self.key if k not in written]
+                if missing:
+                    raise ValueError(f"key column(s) {missing!r} are not written to table "
+                                     f"{self.table!r}")
+                self._check_unique_key()
+            self._stage(written)
+        elif self.columns is not None:
+            self._create_at_commit = dict(self.columns)
+            self._stage(list(self.columns))
+        # else: staged from the first batch
+
+    def _stage(self, cols: list[str]) -> None:
+        quoted = ", ".join(quote_identifier(c) for c in cols)
+        self._conn.execute('DROP TABLE IF EXISTS temp."pipectl_staging"')
+        self._conn.execute(f'CREATE TEMP TABLE "pipectl_staging" ({quoted})')
+        self._staging = cols
+        self._insert = (f'INSERT INTO temp."pipectl_staging" ({quoted}) '
+                        f"VALUES ({', '.join('?' * len(cols))})")
+        self._cols = cols
+        self._get = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
+
+    def _merge_staged(self) -> None:
+        """Under the write lock, in one transaction: create, replace, move the staged rows."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        if self._create_at_commit is not None and not self._table_columns():
+            staged = self._staging
+            self._create(self._create_at_commit)
+            self._staging = staged
+        elif self.mode == "replace":
+            conn.execute(f"DELETE FROM {quote_identifier(self.table)}")
+        cols = self._staging or []
+        if cols:
+            quoted = [quote_identifier(c) for c in cols]
+            names = ", ".join(quoted)
+            sql = (f"INSERT INTO {quote_identifier(self.table)} ({names}) SELECT {names} "
+                   'FROM temp."pipectl_staging" WHERE true ORDER BY rowid')
+            if self.key:
+                target = ", ".join(quote_identifier(k) for k in self.key)
+                updates = [f"{q} = excluded.{q}" for c, q in zip(cols, quoted)
+                           if c not in self.key]
+                sql += (f" ON CONFLICT ({target}) DO UPDATE SET {', '.join(updates)}"
+                        if updates else f" ON CONFLICT ({target}) DO NOTHING")
+            conn.execute(sql)
+        conn.execute('DROP TABLE IF EXISTS temp."pipectl_staging"')
 
     # -- schema ----------------------------------------------------------------------------------
 

@@ -213,6 +213,9 @@ def step_state(shared: Mapping[Any, Any], step: str) -> dict[Any, Any]:
     extractors = shared.get("extractor_state")
     if isinstance(extractors, dict) and step in extractors:
         part["extractor_state"] = {step: extractors[step]}
+    for key in ("load_run", "extractor_state_explicit"):  # the run's, read by data steps
+        if key in shared:
+            part[key] = shared[key]
     for key, value in shared.items():
         if isinstance(key, tuple) and key and key[-1] == step:
             part[key] = value

@@ -52,6 +52,13 @@ disappears with it); ``close`` closes the connection, in any
 state, rolling back anything uncommitted. A failure anywhere (a value the column's type
 rejects, a duplicate key, a lost connection) leaves the table exactly as it was. ``open``
 cleans up after itself when it fails. Calls may come from different threads, one at a time.
+
+Load markers (:mod:`pipectl.loads`): ``commit`` inserts a row into ``_pipectl_loads`` (in the
+schema of the table, created on first use) in the same transaction as the records: pipeline,
+run, step and output name (its primary key: the same load can never commit twice, even from two
+processes at once), the number of records and the extractor's cursor (``jsonb``). ``loaded``
+and ``last_load`` read it, so a resumed run skips a load this database already holds and the
+next run of an incremental extractor starts from the cursor committed with the records.
 """
 
 from __future__ import annotations
@@ -80,6 +87,9 @@ SQL_TYPE = re.compile(rf"^{_TYPE_WORD}(?: +{_TYPE_WORD})*$")
 
 #: The temporary table ``replace`` and ``upsert`` copy into (one per connection at a time).
 STAGING = "pipectl_staging"
+
+#: The table of load markers, in the schema of each table the output writes.
+LOADS_TABLE = "_pipectl_loads"
 
 
 def check_type(column: str, sql_type: Any) -> str:
@@ -169,6 +179,7 @@ class PostgresOutput:
         self.create = create
         self.guarantee = "idempotent" if mode == "upsert" else "transactional"
         self._conn: psycopg.Connection[Any] | None = None
+        self._load: Any = None
         self._reset()
 
     def _reset(self) -> None:
@@ -189,6 +200,7 @@ class PostgresOutput:
 
     def open(self, ctx: Any) -> None:
         self.close()
+        self._load = getattr(ctx, "load", None)
         self._conn = self._target.connect()  # the first statement starts the transaction
         try:
             self._open()
@@ -225,7 +237,68 @@ class PostgresOutput:
         self._end_copy(None)
         for statement in self._merge:
             conn.execute(statement)
+        if self._load is not None:
+            self._insert_marker(self._load.marker())
+        from pipectl import faults
+
+        faults.reach("output.mid-commit")
         conn.commit()
+
+    # -- load markers ----------------------------------------------------------------------------
+
+    def loaded(self, load: Any) -> Any:
+        """The marker of ``load`` in this database, if it committed."""
+        rows = self._markers(sql.SQL("pipeline = %s AND run_id = %s AND step = %s AND output = %s"),
+                             load.key)
+        return rows[0] if rows else None
+
+    def last_load(self, load: Any) -> Any:
+        """The latest marker of this pipeline, step and output in this database."""
+        rows = self._markers(sql.SQL("pipeline = %s AND step = %s AND output = %s "
+                                     "ORDER BY seq DESC LIMIT 1"),
+                             (load.pipeline, load.step, load.output))
+        return rows[0] if rows else None
+
+    def _loads_table(self) -> sql.Identifier:
+        return sql.Identifier(self._schema or "public", LOADS_TABLE)
+
+    def _markers(self, where: sql.Composable, params: tuple) -> list[Any]:
+        from pipectl.loads import LoadMarker
+
+        conn = self._db("open")
+        exists = conn.execute("SELECT to_regclass(%s)", (
+            sql.Identifier(self._schema or "public", LOADS_TABLE).as_string(conn),)).fetchone()
+        if not exists or exists[0] is None:
+            return []
+        rows = conn.execute(sql.SQL(
+            "SELECT pipeline, run_id, step, output, records, state, committed_by, "
+            "committed_at::text FROM {} WHERE {}").format(self._loads_table(), where),
+            params).fetchall()
+        return [LoadMarker(*row) for row in rows]
+
+    def _insert_marker(self, marker: Any) -> None:
+        conn = self._db("commit")
+        table = self._loads_table()
+        # one creator at a time: CREATE TABLE IF NOT EXISTS alone can race in PostgreSQL
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOADS_TABLE,))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, "
+            "step text NOT NULL, output text NOT NULL, target text, records bigint NOT NULL, "
+            "state jsonb, committed_by text NOT NULL, committed_at timestamptz NOT NULL "
+            "DEFAULT now(), seq bigint GENERATED ALWAYS AS IDENTITY, "
+            "PRIMARY KEY (pipeline, run_id, step, output))").format(table))
+        try:
+            conn.execute(sql.SQL(
+                "INSERT INTO {} (pipeline, run_id, step, output, target, records, state, "
+                "committed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(table),
+                (marker.pipeline, marker.run_id, marker.step, marker.output,
+                 self._display_name(), marker.records,
+                 None if marker.state is None else Jsonb(marker.state), marker.committed_by))
+        except psycopg.errors.UniqueViolation:
+            raise RuntimeError(
+                f"{self.describe()}: the load of step {marker.step!r} into output "
+                f"{marker.output!r} of run {marker.run_id} was already committed (another "
+                "process resumed the same run?); nothing was written twice") from None
 
     def _end_copy(self, error: BaseException | None) -> None:
         """Finish the attempt's COPY (or, with ``error``, tell the server to drop it)."""
