@@ -295,8 +295,9 @@ def pipectl_run_finish(run: PipelineRun) -> None:
         ``errors`` and the :class:`~pipectl.model.StepResult` of every step in ``run.steps``.
     :return: nothing; the return value is ignored.
 
-    Also called for a run cancelled with Ctrl-C (status ``cancelled``). An exception is logged
-    as ``plugin_hook_failed`` and does not change the run. Cannot be a wrapper. Since 0.1.
+    Also called for a run cancelled with Ctrl-C or SIGTERM (status ``cancelled``). An
+    exception is logged as ``plugin_hook_failed`` and does not change the run. Cannot be a
+    wrapper. Since 0.1.
 
     **Example:**
 
