@@ -217,3 +217,64 @@ def test_the_next_run_removes_the_temp_files_of_dead_runs_only(plugin_manager, t
     assert not dead.exists()
     assert alive.exists() and foreign.exists()
     assert len((out / "orders.jsonl").read_text().splitlines()) == 5
+
+
+def test_one_output_fails_the_other_commits_and_the_counts_say_so(tmp_path):
+    """records_processed and the summary say what each output committed."""
+    db = tmp_path / "out.sqlite"
+    with sqlite3.connect(db) as conn:  # a table the records do not fit: that output fails
+        conn.execute("CREATE TABLE t (other TEXT)")
+    (tmp_path / "data.csv").write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(40)))
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+        name: half
+        steps:
+          - name: load
+            extract: {type: csv, path: data.csv, types: {id: int}}
+            load:
+              - {type: jsonl, path: out.jsonl}
+              - {type: sqlite, path: out.sqlite, table: t, columns: {id: INTEGER}}
+    """))
+    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml",
+                           "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "load -> jsonl out.jsonl: 40 records" in proc.stdout
+    assert "load -> sqlite out.sqlite table t: failed, nothing committed" in proc.stdout
+    assert "failed in" in proc.stdout and ", 40 records" in proc.stdout  # the run's count
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 40
+    shown = subprocess.run([sys.executable, "-m", "pipectl.cli", "runs", "show", "latest",
+                            "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    record = json.loads(shown.stdout)
+    assert record["records_processed"] == 40
+    (step,) = record["steps"]
+    assert {n: (o["status"], o["written"]) for n, o in step["outputs"].items()} == {
+        "jsonl#0": ("committed", 40), "sqlite#1": ("failed", 0)}
+
+
+def test_a_timeout_during_a_commit_lets_it_finish_and_the_retry_writes_nothing_twice(
+        plugin_manager, tmp_path):
+    import threading
+    import time
+
+    from pipectl.components.sqlite import SqliteOutput
+
+    commits = []
+
+    class SlowCommit(SqliteOutput):
+        def commit(self):
+            commits.append(threading.get_ident())
+            if len(commits) == 1:
+                time.sleep(3.0)  # the step's timeout (1.5 s) fires while this commits
+            super().commit()
+
+    db = tmp_path / "out.sqlite"
+    pipe = Pipeline("timeout", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor=Numbers(100), outputs=[SlowCommit(str(db), "t")],
+                   timeout=1.5, retries=1, retry_delay=0)
+    run = pipe.run_sync(tracker="none")
+    assert run.status is RunStatus.SUCCESS, run.errors
+    assert run.steps["load"].attempts == 2
+    (report,) = run.steps["load"].output.outputs.values()  # the retry found it committed
+    assert report.status == "skipped" and "already committed by run" in report.note
+    assert table_ids(db, "t") == list(range(100))  # the first commit finished; once
+    assert len(commits) == 1

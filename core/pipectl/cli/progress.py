@@ -217,12 +217,17 @@ def data_lines(run: PipelineRun) -> list[str]:
     """Where each data step's records went: one line per output that committed in this run
     (``load_orders -> sqlite out/orders.sqlite table orders: 118 records``) or that a resume
     found committed already (``...: already committed by run 1f2e... (118 records)``), and the
-    bad records set aside. Steps without a data output give none."""
+    bad records set aside. A failed data step says what each output became: the ones that
+    committed (``... : 118 records``) and the others (``... : failed, nothing committed``).
+    Steps without a data output give none."""
     lines: list[str] = []
     for name, result in run.steps.items():
         output = result.output
+        if output is None:  # a failed data step carries its report on its error
+            output = getattr(result.exception, "result", None)
         reports = getattr(output, "outputs", None)
-        if result.status.value != "success" or not isinstance(reports, Mapping):
+        failed = result.status.value == "failed"
+        if not isinstance(reports, Mapping) or result.status.value != "success" and not failed:
             continue
         for report in reports.values():
             status = getattr(report, "status", None)
@@ -232,6 +237,8 @@ def data_lines(run: PipelineRun) -> list[str]:
             elif status == "skipped" and getattr(report, "note", None):
                 # a resume found the load in the destination: it was not written again
                 lines.append(f"{name} -> {target}: {report.note} ({report.written:,} records)")
+            elif failed:
+                lines.append(f"{name} -> {target}: {status}, nothing committed")
         bad = getattr(output, "bad_records", 0)
         if bad:
             where = getattr(output, "dead_letter_path", None)
