@@ -266,6 +266,12 @@ def test_a_claim_left_by_a_killed_resumer_does_not_block_the_next_resume(project
     wait_until(lambda: any(root.glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
                "the resume to load")
     assert victim.poll() is None, victim.communicate()
+
+    def gate_recorded() -> bool:  # the tracker's writer is a few ms behind the steps
+        steps = {s["step_id"]: s for s in latest(root)["steps"]}
+        return steps.get("gate", {}).get("status") == "success"
+
+    wait_until(gate_recorded, "the resume's gate step to be recorded")
     victim.send_signal(signal.SIGKILL)  # in the middle of `load`, holding the claim
     victim.wait(timeout=60)
     killed = latest(root)

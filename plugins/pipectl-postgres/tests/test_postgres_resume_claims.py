@@ -244,6 +244,20 @@ def _killed_resume(url: str, resume: str) -> None:
     wait_until(lambda: any(Path().glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
                "the resume to load")
     assert victim.poll() is None, victim.communicate()
+    from pipectl.plugins import get_plugin_manager
+    from pipectl.tracking import open_tracker
+
+    tracker = open_tracker(url, get_plugin_manager().registries)  # with pipectl-postgres
+    try:  # the tracker's writer is a few ms behind the steps: wait for the gate's success row
+
+        def gate_recorded() -> bool:
+            (run,) = tracker.list_runs(limit=1)
+            steps = {s["step_id"]: s for s in tracker.get_run(run["execution_id"])["steps"]}
+            return steps.get("gate", {}).get("status") == "success"
+
+        wait_until(gate_recorded, "the resume's gate step to be recorded")
+    finally:
+        tracker.close()
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
 
