@@ -24,8 +24,10 @@ Every variant makes a new client (and its connections) in each round, and sends 
 each (not timed); the tables show the best and the median round, and the ratios are of medians.
 
 The server runs in a separate process (a ``ThreadingHTTPServer``, keep-alive, its pages
-encoded in advance): in the same process its threads would take the GIL from the client's
-event loop, and the figures would measure the two fighting over it rather than the client.
+encoded in advance, a listen backlog of 64: with the default 5, a round opening its 8
+connections at once lost a SYN now and then and took a second more): in the same process its
+threads would take the GIL from the client's event loop, and the figures would measure the two
+fighting over it rather than the client.
 Its delay is a ``time.sleep`` in the handler thread, so 8 requests wait at once. The client
 process is then the one at work: the table shows its CPU time per round next to the wall time.
 
@@ -110,7 +112,12 @@ def serve(pages: int, size: int, delay: float) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # the default backlog (5) overflows when a round opens its 8 connections at once: a
+        # dropped SYN is sent again after 1 s, and that round takes a second more
+        request_queue_size = 64
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     print(httpd.server_address[1], flush=True)

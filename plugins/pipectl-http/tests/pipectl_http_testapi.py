@@ -5,13 +5,19 @@ request with 503, answers 429 with ``Retry-After`` when requests come too fast, 
 answers, checks credentials (echoing what it got, to prove it is redacted), returns broken JSON
 or a chosen status, and filters by ``updated_since``. It records every request it saw (time,
 path, query, headers) and the largest number of requests it was serving at once.
+
+:class:`RawServer` is a bare HTTP server on a socket, for the answers a body in memory cannot
+give: bodies made on the fly (endless, gigabytes, one byte at a time, held back halfway).
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,3 +200,130 @@ def start_server() -> tuple[ApiServer, Any]:
         thread.join(timeout=5)
 
     return server, stop
+
+
+# -- a bare server ------------------------------------------------------------------------------
+
+
+@dataclass
+class RawRequest:
+    """A request :class:`RawServer` received: its target (path and query) and headers (names in
+    lower case)."""
+
+    target: str
+    headers: dict[str, str]
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(urlsplit(self.target).query))
+
+
+Respond = Callable[[RawRequest, socket.socket, threading.Event], None]
+"""Writes the whole response (status line, headers, body) to the socket; should stop writing an
+endless body when the event is set (the server is stopping)."""
+
+
+class RawServer:
+    """An HTTP/1.1 server on 127.0.0.1 (ephemeral port) written on a bare socket: each connection
+    carries one request, answered in its own thread by ``respond``; with ``tls`` (a server
+    context), over TLS. A client that goes away ends the answer. It records every request."""
+
+    def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None):
+        self.respond = respond
+        self.tls = tls
+        self.requests: list[RawRequest] = []
+        self.stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(60)
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            request = RawRequest(lines[0].split(" ")[1], headers)
+            self.requests.append(request)
+            self.respond(request, conn, self.stopping)
+        except OSError:  # the client went away (or the TLS handshake failed)
+            pass
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
+def head(status: str = "200 OK", *, length: int | None = None,
+         content_type: str = "application/json", **headers: str) -> bytes:
+    """A response's status line and headers: ``Content-Length: length``, or chunked without
+    one. ``headers`` names use ``_`` for ``-``."""
+    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "Connection: close"]
+    lines.append(f"Content-Length: {length}" if length is not None
+                 else "Transfer-Encoding: chunked")
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunked(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body (``b""``: the last chunk)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def streamed(parts: Callable[[], Iterable[bytes]], length: int | None = None) -> Respond:
+    """Answers 200 with the body ``parts()`` makes, written as made: with ``length``, a
+    Content-Length body, else chunked."""
+    def respond(request: RawRequest, conn: socket.socket, stopping: threading.Event) -> None:
+        conn.sendall(head(length=length))
+        for part in parts():
+            if stopping.is_set():
+                return
+            conn.sendall(part if length is not None else chunked(part))
+        if length is None:
+            conn.sendall(chunked(b""))
+    return respond
+
+
+def endless(piece: bytes) -> Iterable[bytes]:
+    """``piece`` again and again, for ever."""
+    while True:
+        yield piece
+
+
+def json_line(number: int, size: int) -> bytes:
+    """A JSON Lines line of ``size`` bytes (its newline included): a record with a padding."""
+    start = b'{"id": %d, "pad": "' % number
+    return start + b"x" * (size - len(start) - 3) + b'"}\n'

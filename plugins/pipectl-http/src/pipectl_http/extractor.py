@@ -3,21 +3,24 @@
 ``batches(ctx)`` is an async generator: each page of records is one batch (or several, if it
 holds more than ``batch_size`` records), in the order the API serves them. Page and offset
 pagination fetch up to ``concurrency`` pages ahead and still yield them in order; cursor and
-link pagination are sequential, since each request needs the previous response. The README
+link pagination are sequential, since each request needs the previous response. A body is read
+as it comes in: JSON Lines line by line, and a JSON body of more than ``STREAM_AFTER`` bytes item
+by item along ``records_path``, so that a big page is held a batch at a time. The README
 documents every option.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
 import math
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
@@ -25,11 +28,28 @@ import httpx
 
 from pipectl_http import options as opt
 from pipectl_http.errors import HttpExtractorError
-from pipectl_http.transport import Fetcher, RateLimiter, Redactor, redacted_httpx_logs
+from pipectl_http.stream import JsonWalk, json_lines
+from pipectl_http.transport import (
+    RETRYABLE_ERRORS,
+    Body,
+    Fetcher,
+    OriginGuard,
+    RateLimiter,
+    Redactor,
+    is_credential_header,
+    redacted_httpx_logs,
+    secret_named,
+)
 
 PAGINATE = ("none", "page", "offset", "cursor", "link")
 METHODS = ("GET", "POST")
+FORMATS = {"json": "application/json", "jsonl": "application/x-ndjson, application/jsonl"}
+"""The formats of a response, with the ``Accept`` header sent for each."""
 DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_MAX_BODY_BYTES = 64 * 2**20
+STREAM_AFTER = 2**20
+"""A JSON body up to this many bytes is decoded whole (``json.loads``, the fastest); a bigger one
+is walked as it comes in, its records array item by item (the same values, a batch at a time)."""
 
 #: The options of each pagination style, with their defaults (None: no default).
 STYLE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -75,19 +95,46 @@ def _json_kind(value: Any) -> str:
 
 @dataclass
 class Page:
-    """One response: the URL requested, the parsed JSON and the records found at
-    ``records_path``. ``url`` is the URL as shown in messages (secrets as ``***``), made only
-    when a message needs it."""
+    """One response: the URL requested, its JSON (of a body walked as a stream: all but its
+    records) and its records. ``records`` are those read when the page was fetched: all of them,
+    unless the body is streamed and holds more than ``batch_size``; :meth:`lists` gives them,
+    then the rest as the body comes in, and ``data`` and ``count`` are complete after it.
+    ``url`` is the URL as shown in messages (secrets as ``***``), made only when one needs it."""
 
     target: httpx.URL
-    redactor: Redactor
+    fetcher: Fetcher
     response: httpx.Response
-    data: Any
-    records: list[Any]
+    data: Any = None
+    records: list[Any] = field(default_factory=list)
+    count: int = 0
+    """The records of the page read so far."""
+    more: AsyncGenerator[list[Any], None] | None = None
 
     @functools.cached_property
     def url(self) -> str:
-        return self.redactor.url(self.target)
+        return self.fetcher.redactor.url(self.target)
+
+    async def lists(self) -> AsyncIterator[list[Any]]:
+        """The page's records, in lists. A failure in the middle of the body is not retried:
+        records of the response were passed on already."""
+        try:
+            self.count = len(self.records)
+            yield self.records
+            if self.more is not None:
+                async for records in self.more:
+                    self.count += len(records)
+                    yield records
+        except (TimeoutError, *RETRYABLE_ERRORS) as exc:
+            raise self.fetcher.error(
+                self.target, f"{self.fetcher.problem(exc)}, after {self.count} record(s) of the "
+                "response were passed on (a response that fails midway is not retried; the "
+                "step's own retries start the extraction again)") from None
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.more is not None:
+            await self.more.aclose()
 
 
 class HttpExtractor:
@@ -125,6 +172,8 @@ class HttpExtractor:
         retry_delay: float = 0.5,
         retry_max_delay: float = 30.0,
         timeout: float = 30.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        format: str = "json",
         incremental: Mapping[str, Any] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ):
@@ -163,6 +212,18 @@ class HttpExtractor:
         self.retry_delay = opt.number("retry_delay", retry_delay, positive=False)
         self.retry_max_delay = opt.number("retry_max_delay", retry_max_delay, positive=False)
         self.timeout = opt.number("timeout", timeout, positive=True)
+        self.max_body_bytes = opt.integer("max_body_bytes", max_body_bytes, minimum=1)
+        if format not in FORMATS:
+            raise ValueError(f"{opt.WHAT}: format must be one of {', '.join(FORMATS)}, "
+                             f"got {format!r}")
+        self.format = format
+        if format == "jsonl":
+            paths = {"records_path": self.records_path, "cursor_path": self.cursor_path,
+                     "total_path": self.total_path}
+            wrong = [name for name, path in paths.items() if path]
+            if wrong:
+                raise ValueError(f"{opt.WHAT}: {', '.join(wrong)}: only for format: json (a "
+                                 "JSON Lines response is its records, one a line)")
         self.incremental = None if incremental is None else opt.Incremental.parse(incremental)
         self.batch_size = opt.integer("batch_size", batch_size, minimum=1)
         self._cursor = self.incremental.initial if self.incremental else None
@@ -268,35 +329,31 @@ class HttpExtractor:
             params[self.incremental.param] = self._cursor
         newest = self._cursor
         records_read = pages_read = 0
-        home = httpx.URL(self.url).host
-        secret_headers = list(credentials.headers)
-
-        async def keep_credentials_home(request: httpx.Request) -> None:
-            # a redirect (or a next link) to another host gets no credential header: httpx
-            # drops Authorization itself, not an API-key header
-            if request.url.host != home:
-                for name in secret_headers:
-                    request.headers.pop(name, None)
+        # credentials (auth, and headers and params named like them) go only to the origin of url
+        secret = {k: v for k, v in self.headers.items() if is_credential_header(k)}
+        plain = {k: v for k, v in self.headers.items() if k not in secret}
+        guard = OriginGuard(self.url, {**secret, **credentials.headers}, credentials.params,
+                            [name for name in self.params if secret_named(name)])
 
         with redacted_httpx_logs(redactor):
-            async with httpx.AsyncClient(headers={"Accept": "application/json", **self.headers,
-                                                  **credentials.headers},
-                                         timeout=None, follow_redirects=True,
-                                         event_hooks={"request": [keep_credentials_home]}
-                                         ) as client:
+            async with httpx.AsyncClient(headers={"Accept": FORMATS[self.format], **plain},
+                                         timeout=None, follow_redirects=False) as client:
                 fetcher = Fetcher(client, method=self.method, body=self.body,
                                   retries=self.retries, retry_delay=self.retry_delay,
                                   retry_max_delay=self.retry_max_delay, timeout=self.timeout,
+                                  max_body_bytes=self.max_body_bytes, guard=guard,
                                   limiter=RateLimiter(self.rate_limit), redactor=redactor,
                                   logger=logger)
                 async for page in self._pages(fetcher, params, credentials.params, logger):
                     pages_read += 1
-                    records = self._checked(page, ctx)
-                    if self.incremental is not None:
-                        newest = self._newest(records, newest, page)
-                    records_read += len(records)
-                    for start in range(0, len(records), self.batch_size):
-                        yield records[start:start + self.batch_size]
+                    async with contextlib.aclosing(page.lists()) as lists:
+                        async for items in lists:
+                            records = self._checked(page, items, ctx)
+                            if self.incremental is not None:
+                                newest = self._newest(records, newest, page)
+                            records_read += len(records)
+                            for start in range(0, len(records), self.batch_size):
+                                yield records[start:start + self.batch_size]
         logger.info("http_extracted", source=self.describe(), pages=pages_read,
                     records=records_read, requests=fetcher.attempts)
         self._cursor = newest
@@ -314,8 +371,54 @@ class HttpExtractor:
         return self._single_page(fetcher, params)
 
     async def _fetch(self, fetcher: Fetcher, url: httpx.URL) -> Page:
-        response, data = await fetcher.get_json(url)
-        page = Page(url, fetcher.redactor, response, data, [])
+        return await fetcher.fetch(url, self._read)
+
+    async def _read(self, body: Body) -> Page:
+        """The page of ``body``, read up to its first records (a failure until then is retried
+        by the fetcher); the rest is read by ``Page.lists``."""
+        page = Page(body.url, body.fetcher, body.response)
+        page.more = self._lists(page, body)
+        page.records = await anext(page.more, [])
+        return page
+
+    async def _lists(self, page: Page, body: Body) -> AsyncGenerator[list[Any], None]:
+        """The records of ``body`` in lists (none empty), and ``page.data`` at the end."""
+        chunks = body.chunks()
+        try:
+            if self.format == "jsonl":
+                async for records in json_lines(chunks, self.batch_size):
+                    yield records
+                return
+            held = []
+            async for chunk in chunks:
+                held.append(chunk)
+                if body.size > STREAM_AFTER:
+                    break
+            else:
+                page.data = json.loads(b"".join(held))
+                if records := self._records_in(page):
+                    yield records
+                return
+            walk = JsonWalk(_chained(b"".join(held), chunks), self.records_path,
+                            self.batch_size)
+            del held
+            async for records in walk.records():
+                yield records
+            page.data = walk.skeleton
+            if not walk.streamed and (records := self._records_in(page)):
+                yield records  # a list reached through a list index: decoded whole
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            kind = body.response.headers.get("Content-Type", "no Content-Type")
+            what = "JSON Lines" if self.format == "jsonl" else "JSON"
+            redactor = body.fetcher.redactor
+            raise body.error(f"the response is not valid {what} ({redactor.text(str(exc))}; "
+                             f"{kind}); it starts with: {redactor.snippet(body.head)}") from None
+        finally:
+            await chunks.aclose()
+
+    def _records_in(self, page: Page) -> list[Any]:
+        """The list at ``records_path`` in ``page.data``, or an error saying what is there."""
+        data = page.data
         if not self.records_path:
             records, why = data, ""
         else:
@@ -328,11 +431,10 @@ class HttpExtractor:
                 keys = ", ".join(sorted(map(str, data))[:20])
                 detail += f"; set records_path to the list's key (keys: {keys})"
             raise HttpExtractorError(
-                f"http {self.method} {page.url}: HTTP {response.status_code}: {setting} does "
-                f"not lead to a list of records: {detail}", url=page.url,
-                status=response.status_code)
-        page.records = records
-        return page
+                f"http {self.method} {page.url}: HTTP {page.response.status_code}: {setting} "
+                f"does not lead to a list of records: {detail}", url=page.url,
+                status=page.response.status_code)
+        return records
 
     async def _single_page(self, fetcher: Fetcher, params: dict[str, Any]
                            ) -> AsyncIterator[Page]:
@@ -370,13 +472,13 @@ class HttpExtractor:
                     window.append(asyncio.create_task(self._fetch(fetcher, url)))
                     scheduled += 1
                 page = await window.popleft()
+                if page.records:
+                    yield page  # read to its end: page.count and page.data are complete
                 if index == 0 and self.total_path:
                     last = max(1, math.ceil(self._total(page) / size))  # type: ignore[operator]
                     width = self.concurrency
-                if not page.records:
-                    return
-                yield page
-                if (size is not None and len(page.records) < size) or index + 1 >= last:
+                if not page.records or (size is not None and page.count < size) \
+                        or index + 1 >= last:
                     return
                 if index + 1 >= cap:
                     _capped(logger, page, self.max_pages)
@@ -384,7 +486,9 @@ class HttpExtractor:
         finally:
             for task in window:
                 task.cancel()
-            await asyncio.gather(*window, return_exceptions=True)
+            for outcome in await asyncio.gather(*window, return_exceptions=True):
+                if isinstance(outcome, Page):  # fetched ahead, a body may still be open
+                    await outcome.aclose()
 
     def _total(self, page: Page) -> int:
         total, why = lookup(page.data, self.total_path)
@@ -452,13 +556,13 @@ class HttpExtractor:
     # -- records ------------------------------------------------------------------------------
 
     @staticmethod
-    def _checked(page: Page, ctx: Any) -> list[dict[str, Any]]:
-        """The page's records; an item that is not a JSON object is a bad record."""
-        records = page.records
+    def _checked(page: Page, records: list[Any], ctx: Any) -> list[dict[str, Any]]:
+        """``records``, the last ones read of ``page``; an item that is not a JSON object is a
+        bad record."""
         if all(type(r) is dict for r in records):
             return records
         good = []
-        for n, item in enumerate(records, 1):
+        for n, item in enumerate(records, page.count - len(records) + 1):
             if isinstance(item, dict):
                 good.append(item)
             else:
@@ -502,6 +606,12 @@ def _with_params(url: httpx.URL | str, params: Mapping[str, Any]) -> httpx.URL:
     """``url`` with ``params`` added to its own query (httpx would replace the query)."""
     url = httpx.URL(url)
     return url.copy_merge_params(dict(params)) if params else url
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _capped(logger: Any, page: Page, max_pages: int | None) -> None:
