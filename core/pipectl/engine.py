@@ -501,7 +501,7 @@ class _RunState:
         when = spec.when
         scope = make_scope(self.index_of, self.outputs, self.params, self.status)
         try:
-            value = when.evaluate(scope)
+            value = when.holds(scope)
         except ExpressionError as exc:
             now = _now()
             return StepResult(spec.name, _FAILED, error=f"when: {when.text}: {exc}",

@@ -18,6 +18,12 @@ of references, literals and operators, and that tree is all that ever runs.
     field    := "." NAME | "[" (INTEGER | STRING) "]"
     literal  := number | 'text' | "text" | true | false | null   (True, False, None too)
 
+Limits, each an :class:`ExpressionError` saying which: at most :data:`MAX_LENGTH` characters,
+:data:`MAX_DEPTH` levels of nesting (``(``, ``[`` and ``not``), :data:`MAX_TERMS` references and
+literals, :data:`MAX_LITERAL` characters in one literal; a name in a reference cannot start with
+``_`` (``__class__``: quote a key that does, ``output['_id']``), so nothing reads Python's
+internals.
+
 A reference to a step's output is *available* when that step succeeded. ``a | b`` takes the
 first available alternative (the join of branches where only one ran); a single reference that
 is not available, a missing field and a comparison of values that do not compare are errors,
@@ -34,15 +40,24 @@ Examples::
 
 from __future__ import annotations
 
+import itertools
 import operator
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pipectl.errors import PipectlError
+
 __all__ = ["Expression", "ExpressionError", "parse", "parse_input"]
 
+MAX_LENGTH = 2000  # characters of an expression
+MAX_DEPTH = 32  # nesting: parentheses, brackets and 'not'
+MAX_TERMS = 200  # references and literals
+MAX_LITERAL = 256  # characters of one number or quoted text
 
-class ExpressionError(ValueError):
+
+class ExpressionError(PipectlError, ValueError):
     """An expression that does not parse, or fails when evaluated."""
 
 
@@ -87,6 +102,19 @@ class _Parser:
         self.text = text
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = self.terms = 0
+
+    def nest(self, step: int) -> None:
+        self.depth += step
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"nested more than {MAX_DEPTH} levels deep (parentheses, "
+                                  "brackets and 'not'); write a simpler condition")
+
+    def term(self) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise ExpressionError(f"more than {MAX_TERMS} references and literals; write a "
+                                  "simpler condition, or compute it in a step")
 
     def peek(self, value: str | None = None) -> bool:
         if self.i >= len(self.toks):
@@ -108,23 +136,26 @@ class _Parser:
         return node
 
     def or_(self) -> tuple:
-        node = self.and_()
+        terms = [self.and_()]
         while self.peek("or"):
             self.i += 1
-            node = ("or", node, self.and_())
-        return node
+            terms.append(self.and_())
+        return terms[0] if len(terms) == 1 else ("or", tuple(terms))  # flat: no deep tree
 
     def and_(self) -> tuple:
-        node = self.not_()
+        terms = [self.not_()]
         while self.peek("and"):
             self.i += 1
-            node = ("and", node, self.not_())
-        return node
+            terms.append(self.not_())
+        return terms[0] if len(terms) == 1 else ("and", tuple(terms))
 
     def not_(self) -> tuple:
         if self.peek("not"):
             self.i += 1
-            return ("not", self.not_())
+            self.nest(1)
+            node = ("not", self.not_())
+            self.nest(-1)
+            return node
         return self.compare()
 
     def compare(self) -> tuple:
@@ -151,23 +182,28 @@ class _Parser:
             raise ExpressionError("the expression ends too early")
         kind, value = self.toks[self.i]
         self.i += 1
+        if kind in ("num", "str") or value in _LITERALS or value in ("params", "steps"):
+            self.term()
         if kind == "num":
-            return ("lit", float(value) if any(c in value for c in ".eE") else int(value))
+            return ("lit", _number(value))
         if kind == "str":
             return ("lit", _unquote(value))
-        if value == "(":
-            node = self.or_()
-            self.take(")")
-            return node
-        if value == "[":
-            items = []
-            if not self.peek("]"):
-                items.append(self.or_())
-                while self.peek(","):
-                    self.i += 1
+        if value in ("(", "["):
+            self.nest(1)
+            if value == "(":
+                node = self.or_()
+                self.take(")")
+            else:
+                items = []
+                if not self.peek("]"):
                     items.append(self.or_())
-            self.take("]")
-            return ("list", tuple(items))
+                    while self.peek(","):
+                        self.i += 1
+                        items.append(self.or_())
+                self.take("]")
+                node = ("list", tuple(items))
+            self.nest(-1)
+            return node
         if kind == "name" and value in _LITERALS:
             return ("lit", _LITERALS[value])
         if kind == "name" and value in ("params", "steps"):
@@ -179,7 +215,7 @@ class _Parser:
         self.take(".")
         if self.i >= len(self.toks) or self.toks[self.i][0] != "name":
             raise ExpressionError(f"expected a name after '{root}.'")
-        first = self.toks[self.i][1]
+        first = _name(self.toks[self.i][1])
         self.i += 1
         path: list[Any] = []
         if root == "steps":
@@ -197,13 +233,13 @@ class _Parser:
                 if self.i >= len(self.toks) or self.toks[self.i][0] not in ("name", "num"):
                     raise ExpressionError("expected a field name after '.'")
                 tok_kind, tok = self.toks[self.i]
-                path.append(int(tok) if tok_kind == "num" and tok.isdigit() else tok)
+                path.append(_number(tok) if tok_kind == "num" and tok.isdigit() else _name(tok))
                 self.i += 1
             else:
                 self.i += 1
                 kind, value = self.toks[self.i] if self.i < len(self.toks) else ("", "")
                 if kind == "num" and re.fullmatch(r"-?\d+", value):
-                    path.append(int(value))
+                    path.append(_number(value))
                 elif kind == "str":
                     path.append(_unquote(value))
                 else:
@@ -213,9 +249,28 @@ class _Parser:
         return ("param" if root == "params" else "output", first, tuple(path))
 
 
+def _literal(token: str) -> str:
+    if len(token) > MAX_LITERAL:
+        raise ExpressionError(f"a literal of {len(token):,} characters ({token[:20]!r}...); at "
+                              f"most {MAX_LITERAL} characters: pass a long value as a param")
+    return token
+
+
+def _number(token: str) -> int | float:
+    token = _literal(token)
+    return float(token) if any(c in token for c in ".eE") else int(token)
+
+
 def _unquote(token: str) -> str:
-    body = token[1:-1]
+    body = _literal(token)[1:-1]
     return re.sub(r"\\(.)", r"\1", body)
+
+
+def _name(name: str) -> str:
+    if name.startswith("_"):
+        raise ExpressionError(f"{name!r}: a name in a reference cannot start with '_' "
+                              "(quote a key that does: output['_id'])")
+    return name
 
 
 def _spell(node: tuple) -> str:
@@ -236,7 +291,7 @@ def _spell(node: tuple) -> str:
         return f"not {_spell(node[1])}"
     if kind == "cmp":
         return f"{_spell(node[2])} {node[1]} {_spell(node[3])}"
-    return f"({_spell(node[1])} {kind} {_spell(node[2])})"
+    return "(" + f" {kind} ".join(_spell(n) for n in node[1]) + ")"
 
 
 class Scope:
@@ -269,7 +324,7 @@ class Expression:
             steps[node[1]] = None
         elif kind == "param":
             params[node[1]] = None
-        elif kind in ("choice", "list"):
+        elif kind in ("choice", "list", "and", "or"):
             for n in node[1]:
                 self._collect(n, steps, params)
         elif kind == "not":
@@ -277,9 +332,6 @@ class Expression:
         elif kind == "cmp":
             self._collect(node[2], steps, params)
             self._collect(node[3], steps, params)
-        elif kind in ("and", "or"):
-            self._collect(node[1], steps, params)
-            self._collect(node[2], steps, params)
 
     @property
     def output_steps(self) -> tuple[str, ...]:
@@ -296,22 +348,38 @@ class Expression:
 
     def evaluate(self, scope: Scope) -> Any:
         """The value of the expression; raises :class:`ExpressionError` naming what failed."""
-        return self._eval(self.tree, scope)
+        return self._safe(self.tree, scope)
+
+    def holds(self, scope: Scope) -> bool:
+        """Whether the expression (a condition) is true; raises :class:`ExpressionError`."""
+        value = self.evaluate(scope)
+        try:
+            return bool(value)
+        except Exception as exc:  # noqa: BLE001 - a value with no truth (an array, ...)
+            raise ExpressionError(f"its value {_short(value)} is neither true nor false "
+                                  f"({type(exc).__name__}: {exc})") from None
 
     def explain(self, scope: Scope) -> str:
         """The value of every reference in the expression, for a message: ``a = 1, b = 2``."""
         parts = []
         for node in _references(self.tree):
             try:
-                value: Any = self._eval(node, scope)
+                value: Any = self._safe(node, scope)
             except ExpressionError as exc:
                 value = f"<{exc}>"
             else:
-                value = repr(value)
-                if len(value) > 60:
-                    value = value[:57] + "..."
+                value = _short(value, 60)
             parts.append(f"{_spell(node)} = {value}")
         return ", ".join(dict.fromkeys(parts))
+
+    def _safe(self, node: tuple, scope: Scope) -> Any:
+        try:
+            return self._eval(node, scope)
+        except ExpressionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a value that misbehaves when read or compared
+            raise ExpressionError(f"{_spell(node)}: reading it raised {type(exc).__name__}: "
+                                  f"{exc}") from None
 
     def _eval(self, node: tuple, scope: Scope) -> Any:
         kind = node[0]
@@ -344,16 +412,17 @@ class Expression:
         if kind == "not":
             return not self._eval(node[1], scope)
         if kind == "and":
-            return bool(self._eval(node[1], scope)) and bool(self._eval(node[2], scope))
+            return all(self._eval(n, scope) for n in node[1])
         if kind == "or":
-            return bool(self._eval(node[1], scope)) or bool(self._eval(node[2], scope))
+            return any(self._eval(n, scope) for n in node[1])
         if kind == "cmp":
             left, right = self._eval(node[2], scope), self._eval(node[3], scope)
             try:
                 return bool(_COMPARE[node[1]](left, right))
             except TypeError:
                 raise ExpressionError(f"{_spell(node)}: cannot compare {type(left).__name__} "
-                                      f"{left!r} with {type(right).__name__} {right!r}") from None
+                                      f"{_short(left)} with {type(right).__name__} "
+                                      f"{_short(right)}") from None
         raise AssertionError(kind)  # pragma: no cover - the parser builds no other node
 
     def __repr__(self) -> str:
@@ -370,14 +439,12 @@ def _references(node: tuple) -> list[tuple]:
     kind = node[0]
     if kind in ("param", "output", "status"):
         return [node]
-    if kind in ("choice", "list"):
+    if kind in ("choice", "list", "and", "or"):
         return [r for n in node[1] for r in _references(n)]
     if kind == "not":
         return _references(node[1])
     if kind == "cmp":
         return _references(node[2]) + _references(node[3])
-    if kind in ("and", "or"):
-        return _references(node[1]) + _references(node[2])
     return []
 
 
@@ -386,7 +453,7 @@ def _walk(value: Any, path: Sequence[Any], where: str) -> Any:
         shown = f"{where}.{part}" if isinstance(part, str) else f"{where}[{part}]"
         if isinstance(value, Mapping):
             if part not in value:
-                keys = ", ".join(map(str, list(value)[:10])) or "none"
+                keys = ", ".join(str(k)[:40] for k in itertools.islice(value, 10)) or "none"
                 raise ExpressionError(f"{shown}: no key {part!r} (keys: {keys})")
             value = value[part]
         elif isinstance(part, int) and isinstance(value, Sequence) and not isinstance(value, str):
@@ -402,9 +469,12 @@ def _walk(value: Any, path: Sequence[Any], where: str) -> Any:
     return value
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _short(value: Any, width: int = 40) -> str:
+    try:
+        text = reprlib.repr(value)  # bounded: a huge output is not written out to be cut
+    except Exception:  # noqa: BLE001 - a value whose repr raises
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def parse(text: str) -> Expression:
@@ -413,6 +483,9 @@ def parse(text: str) -> Expression:
         return text
     if not isinstance(text, str):
         raise ExpressionError(f"an expression is text, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"the expression is {len(text):,} characters long; at most "
+                              f"{MAX_LENGTH:,}: write a simpler condition, or compute it in a step")
     return Expression(text, _Parser(text).parse())
 
 

@@ -84,18 +84,27 @@ class Trigger(str, enum.Enum):
         return self.value
 
 
-def _inputs(value: Any) -> dict[str, Any]:
-    from pipectl.expr import parse_input
+def _inputs(value: Any, step: Any) -> dict[str, Any]:
+    from pipectl.expr import ExpressionError, parse_input
 
-    return {str(name): parse_input(source) for name, source in dict(value or {}).items()}
+    out = {}
+    for name, source in dict(value or {}).items():
+        try:
+            out[str(name)] = parse_input(source)
+        except ExpressionError as exc:
+            raise ExpressionError(f"step {step.name!r}: inputs.{name}: {exc}") from None
+    return out
 
 
-def _condition(value: Any) -> Any:
+def _condition(value: Any, step: Any) -> Any:
     if value is None:
         return None
-    from pipectl.expr import parse
+    from pipectl.expr import ExpressionError, parse
 
-    return parse(value)
+    try:
+        return parse(value)
+    except ExpressionError as exc:
+        raise ExpressionError(f"step {step.name!r}: when: {exc}") from None
 
 
 def _tuple_of_str(value: Any) -> tuple[str, ...]:
@@ -180,7 +189,8 @@ class StepSpec:
     name: str
     func: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     depends_on: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    inputs: Mapping[str, Any] = attrs.field(factory=dict, converter=_inputs, hash=False)
+    inputs: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=attrs.Converter(_inputs, takes_self=True), hash=False)
     retries: int = attrs.field(default=0, validator=_non_negative)
     retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
     retry_backoff: float = attrs.field(default=2.0, validator=_non_negative)
@@ -194,7 +204,8 @@ class StepSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     description: str = ""
     rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
-    when: Any = attrs.field(default=None, converter=_condition)
+    when: Any = attrs.field(default=None,
+                            converter=attrs.Converter(_condition, takes_self=True))
     resources: Mapping[str, float] = attrs.field(factory=dict, converter=_resources, hash=False)
     """What the step needs of the machine it runs on (``{"GPU": 1, "memory": "4GB"}``), for
     executors that place steps on machines: pipectl-dask maps them to dask worker resources.

@@ -45,13 +45,35 @@ __all__ = ["PipelineFileError", "load_pipeline", "load_pipelines", "parse_param"
 
 
 class PipelineFileError(PipectlError, ValueError):
-    """A pipeline file (or a ``-p`` value) is wrong: ``path:line: field: message``."""
+    """A pipeline file (or a ``-p`` value) is wrong: ``path:line: field: message`` (or
+    ``path:line:column: message``), one line: control characters from the file are escaped and
+    a very long text is cut in the middle."""
 
     def __init__(self, path: str | os.PathLike[str], line: int | None, field: str | None,
-                 message: str):
+                 message: str, column: int | None = None):
+        field = _printable(field, 100) if field else field
+        message = _printable(message, 1000)
         self.path, self.line, self.field, self.message = str(path), line, field, message
         where = f"{self.path}:{line}" if line else self.path
+        where += f":{column}" if line and column else ""
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+def _printable(text: str, width: int) -> str:
+    """``text`` for a one-line message: the middle of a very long text cut, and what is not
+    printable (control, bidi and zero-width characters, ...) escaped."""
+    if len(text) > width:
+        text = f"{text[:width * 2 // 3]} ... {text[-width // 3:]}"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# Limits of what a pipeline file can make pipectl do (each refused with file:line):
+MAX_FILE_BYTES = 10_000_000  # the default size limit; PIPECTL_MAX_FILE_BYTES sets another
+MAX_NESTING = 100  # levels of mappings and lists, aliases expanded
+MAX_ALIASED = 1_000_000  # characters (and nodes) that aliases (*name) repeat, in all
+MAX_NAME = 200  # characters of a step's or a pipeline's name
 
 
 class _Map(dict):
@@ -72,8 +94,79 @@ def _loader(path: str) -> Any:
     import yaml
 
     # libyaml's parser when PyYAML has it (the wheels do): several times faster; same rules
-    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-        pass
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    build = base.construct_object
+
+    class Loader(base):  # type: ignore[misc,valid-type]
+        """Counts as it builds: an alias (``*name``) is the anchored node itself, so a few
+        lines can stand for billions of values ("billion laughs"); each use of one adds the
+        anchored value's expanded size, bounded by :data:`MAX_ALIASED`, and the nesting, with
+        aliases expanded, by :data:`MAX_NESTING`, before anything walks the values."""
+
+        def __init__(self, stream: str):
+            super().__init__(stream)
+            self.depth = self.repeated = 0
+            self.line = 1  # of the key or item being built, for the messages
+            self.measured: dict[Any, tuple[int, int]] = {}
+            self.flattening: set[Any] = set()
+
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            if node in self.constructed_objects:  # used again: an alias, or a merge (<<)
+                size, height = _measure(node, self.measured)
+                self.repeated += size
+                self.check_repeated(self.line)
+                self.check_depth(self.depth + height, self.line)
+                return self.constructed_objects[node]
+            if isinstance(node.value, str):  # a scalar
+                return build(self, node, True)
+            self.depth += 1
+            self.check_depth(self.depth, node.start_mark.line + 1)
+            try:  # deep: every value built now, under the counts (!!set and !!omap too)
+                return build(self, node, True)
+            finally:
+                self.depth -= 1
+
+        def flatten_mapping(self, node: Any) -> None:
+            """Merge keys (``<<: *name`` or ``<<: [*a, *b]``) copy the pairs of mappings into
+            this one: counted like aliases before PyYAML copies them."""
+            if node in self.flattening:  # a cycle of merges: PyYAML's own flattening ends it
+                return super().flatten_mapping(node)
+            self.flattening.add(node)
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    sources = (value_node.value if isinstance(value_node, yaml.SequenceNode)
+                               else [value_node])
+                    merged = [n for n in sources if isinstance(n, yaml.MappingNode)]
+                    for each in {id(n): n for n in merged}.values():
+                        self.flatten_mapping(each)
+                    self.repeated += sum(len(n.value) for n in merged)
+                    self.check_repeated(key_node.start_mark.line + 1)
+            super().flatten_mapping(node)
+            self.flattening.discard(node)
+
+        def check_repeated(self, line: int) -> None:
+            if self.repeated > MAX_ALIASED:
+                raise PipelineFileError(path, line, None, f"aliases (*name) and merges (<<) "
+                                        f"repeat more than {MAX_ALIASED:,} characters of values "
+                                        "in all (each use copies the whole anchored value): "
+                                        "refused as an alias bomb; write the values out, or use "
+                                        "fewer aliases")
+
+        def check_depth(self, depth: int, line: int) -> None:
+            if depth > MAX_NESTING:
+                raise PipelineFileError(path, line, None, f"mappings and lists nested more "
+                                        f"than {MAX_NESTING} levels deep (aliases expanded); "
+                                        "a pipeline file does not need that many")
+
+        if base is yaml.SafeLoader:  # libyaml refuses a lone surrogate's escape itself
+            def construct_scalar(self, node: Any) -> Any:
+                value = super().construct_scalar(node)
+                if node.style == '"' and not value.isprintable() and \
+                        any("\ud800" <= c <= "\udfff" for c in value):
+                    raise PipelineFileError(path, node.start_mark.line + 1, None, "a \\u "
+                                            "escape of a lone surrogate (D800-DFFF) is not a "
+                                            "character; write the character, or its \\U escape")
+                return value
 
     def construct_map(loader: Any, node: Any) -> _Map:
         out = _Map()
@@ -89,12 +182,16 @@ def _loader(path: str) -> Any:
             if key in out.lines:
                 raise PipelineFileError(path, line, key, f"duplicate key (first at line "
                                         f"{out.lines[key]}); each key may appear once")
-            out.lines[key] = line
+            out.lines[key] = loader.line = line
             out[key] = loader.construct_object(value_node, deep=True)
         return out
 
     def construct_seq(loader: Any, node: Any) -> _Seq:
-        out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+        out = _Seq()
+        for child in node.value:
+            if child not in loader.constructed_objects:  # an alias keeps the line it is on
+                loader.line = child.start_mark.line + 1
+            out.append(loader.construct_object(child, deep=True))
         out.line = node.start_mark.line + 1
         out.lines = [child.start_mark.line + 1 for child in node.value]
         return out
@@ -104,6 +201,44 @@ def _loader(path: str) -> Any:
     return Loader
 
 
+# what YAML does not allow in a file (UTF-8 text has no surrogates), refused with file:line
+_NOT_YAML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
+_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"),
+         (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
+
+
+def _measure(node: Any, measured: dict[Any, tuple[int, int]]) -> tuple[int, int]:
+    """The size of ``node`` with its aliases expanded (characters of its scalars, plus one a
+    node) and its height (levels of mappings and lists), remembered by node."""
+    found = measured.get(node)
+    if found is None:
+        if isinstance(node.value, str):
+            found = (len(node.value) + 1, 0)
+        else:  # a list of nodes, or of (key, value) pairs
+            parts = [_measure(child, measured) for item in node.value
+                     for child in (item if isinstance(item, tuple) else (item,))]
+            found = (1 + sum(size for size, _ in parts),
+                     1 + max((height for _, height in parts), default=0))
+        measured[node] = found
+    return found
+
+
+def _max_file_bytes(path: Path) -> int:
+    text = os.environ.get("PIPECTL_MAX_FILE_BYTES", "").strip()
+    if not text:
+        return MAX_FILE_BYTES
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise PipelineFileError(path, None, "PIPECTL_MAX_FILE_BYTES", f"expected a number of "
+                                f"bytes such as 50000000, got {text!r}")
+    return int(text)
+
+
+def _position(raw: bytes, offset: int) -> tuple[int, int]:
+    """The line and the column (in characters) of byte ``offset``, both from 1."""
+    start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, len(raw[start:offset].decode("utf-8", "replace")) + 1
+
+
 def _read(path: Path) -> Any:
     import yaml
 
@@ -111,14 +246,43 @@ def _read(path: Path) -> Any:
         raise PipelineFileError(path, None, None, "no such file")
     if path.is_dir():
         raise PipelineFileError(path, None, None, "is a directory, not a pipeline file")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:8192]:
-        raise PipelineFileError(path, None, None, "is a binary file, not a YAML or JSON file")
+    limit = _max_file_bytes(path)
+    try:
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            raw = stream.read(limit + 1) if size <= limit else b""
+    except OSError as exc:
+        raise PipelineFileError(path, None, None, f"cannot be read: {exc.strerror or exc}") \
+            from None
+    if size > limit or len(raw) > limit:
+        shown = f"{size:,} bytes" if size > limit else f"more than {limit:,} bytes"
+        raise PipelineFileError(path, None, None, f"the file is {shown}, over the limit of "
+                                f"{limit:,} bytes for a pipeline file; if it really is one, set "
+                                "PIPECTL_MAX_FILE_BYTES to a larger number of bytes")
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            raise PipelineFileError(path, 1, None, f"the file is {encoding} text (it starts "
+                                    f"with a {encoding} byte-order mark); a pipeline file is "
+                                    "UTF-8: save it as UTF-8")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line, column = _position(raw, nul)
+        raise PipelineFileError(path, line, None, "is a binary file, not a YAML or JSON file "
+                                "(a NUL byte here; if it is UTF-16 or UTF-32 text, save it as "
+                                "UTF-8)", column)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PipelineFileError(path, None, None, f"is not UTF-8 text ({exc.reason} at byte "
-                                f"{exc.start})") from None
+        line, column = _position(raw, exc.start)
+        raise PipelineFileError(path, line, None, f"is not UTF-8 text: byte "
+                                f"{raw[exc.start]:#04x} here ({exc.reason}); save the file as "
+                                "UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)", column) from None
+    bad = _NOT_YAML.search(text)
+    if bad:
+        line, column = _position(raw, len(text[:bad.start()].encode("utf-8")))
+        raise PipelineFileError(path, line, None, f"the character U+{ord(bad.group()):04X} "
+                                f"({bad.group()!r}) is not allowed in YAML; in a double-quoted "
+                                "string write it as an escape (\"\\x1b\")", column)
     if not text.strip():
         raise PipelineFileError(path, 1, None, "the file is empty; a pipeline file is a mapping "
                                 "with at least 'name' and 'steps'")
@@ -136,6 +300,9 @@ def _read(path: Path) -> Any:
         raise PipelineFileError(path, line, None, f"invalid YAML: {problem}{hint}") from None
     except yaml.YAMLError as exc:
         raise PipelineFileError(path, None, None, f"invalid YAML: {exc}") from None
+    except RecursionError:  # PyYAML without libyaml composes nested values recursively
+        raise PipelineFileError(path, None, None, f"mappings and lists nested more than "
+                                f"{MAX_NESTING} levels deep") from None
     if not isinstance(data, dict):
         raise PipelineFileError(path, 1, None, f"a pipeline file is a mapping (name: ..., "
                                 f"steps: [...]), not {_kind(data)}")
@@ -153,6 +320,8 @@ def _kind(value: Any) -> str:
 
 
 def _hint(name: str, known: Any) -> str:
+    if len(name) > MAX_NAME:  # not a typo; and difflib's cost grows with the length
+        return ""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -188,16 +357,21 @@ def parse_param(type_name: str, text: str) -> Any:
         if text.lstrip().startswith("["):  # a JSON list: [1, 2] or [{"id": 1}]
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"expected a JSON list ({exc.msg}) or a,b,c") from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise ValueError(f"expected a JSON list ({_json_problem(exc)}) or a,b,c") \
+                    from None
             if not isinstance(value, list):
                 raise ValueError(f"expected a JSON list or a,b,c, got {text!r}")
             return value
         return [part.strip() for part in text.split(",") if part.strip()]
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"expected JSON ({exc.msg})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"expected JSON ({_json_problem(exc)})") from None
+
+
+def _json_problem(exc: Exception) -> str:
+    return exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
 
 
 def _check_param_value(type_name: str, value: Any) -> bool:
@@ -213,12 +387,18 @@ def _check_param_value(type_name: str, value: Any) -> bool:
 
 
 class ParamSpec:
-    __slots__ = ("default", "description", "name", "required", "secret", "type")
+    __slots__ = ("default", "description", "line", "name", "required", "secret", "type")
 
     def __init__(self, name: str, type: str, default: Any, required: bool, secret: bool,
-                 description: str):
+                 description: str, line: int | None = None):
         self.name, self.type, self.default = name, type, default
         self.required, self.secret, self.description = required, secret, description
+        self.line = line  # of the default, for the errors of a ``${env.NAME}`` in it
+
+    @property
+    def from_env(self) -> bool:
+        """The default names environment variables (``${env.NAME}``), read when it is used."""
+        return isinstance(self.default, str) and "${" in self.default
 
 
 _PARAM_FIELDS = {"type", "default", "secret", "description", "required"}
@@ -237,7 +417,9 @@ def _params(path: Path, data: _Map) -> dict[str, ParamSpec]:
         if not isinstance(decl, dict):  # shorthand: name: default
             type_name = {bool: "bool", int: "int", float: "float", list: "list",
                          _Seq: "list"}.get(type(decl), "str" if isinstance(decl, str) else "json")
-            out[name] = ParamSpec(name, type_name, decl, False, False, "")
+            if isinstance(decl, str) and "${" in decl:
+                _check_env_default(path, line, f"params.{name}", decl)
+            out[name] = ParamSpec(name, type_name, decl, False, False, "", line)
             continue
         for key in decl:
             if key not in _PARAM_FIELDS:
@@ -251,17 +433,59 @@ def _params(path: Path, data: _Map) -> dict[str, ParamSpec]:
                                     f" (one of {', '.join(PARAM_TYPES)})")
         required = bool(decl.get("required", "default" not in decl))
         default = decl.get("default")
-        if "default" in decl and default is not None and not _check_param_value(type_name, default):
-            raise PipelineFileError(path, decl.lines["default"], f"params.{name}.default",
+        default_line = decl.lines.get("default", line)
+        if isinstance(default, str) and "${" in default:  # read from the environment when used
+            _check_env_default(path, default_line, f"params.{name}.default", default)
+        elif "default" in decl and default is not None and \
+                not _check_param_value(type_name, default):
+            raise PipelineFileError(path, default_line, f"params.{name}.default",
                                     f"{default!r} is not a {type_name}")
         out[name] = ParamSpec(name, type_name, default, required, bool(decl.get("secret")),
-                              str(decl.get("description", "")))
+                              str(decl.get("description", "")), default_line)
     return out
 
 
+def _check_env_default(path: Path, line: int, field: str, text: str) -> None:
+    """A default may name environment variables (``${env.NAME}``, ``${env.NAME:-default}``),
+    nothing else: params are not set yet when defaults are read."""
+    for match in _REF.finditer(text):
+        if match.group(1) == "params":
+            raise PipelineFileError(path, line, field, f"{match.group(0)}: a param's default "
+                                    "can take ${env.NAME} or ${env.NAME:-default}, not another "
+                                    "param")
+    if "${" in _REF.sub("", text):
+        raise PipelineFileError(path, line, field, f"{text!r}: only ${{env.NAME}} and "
+                                "${env.NAME:-default} can be substituted in a default")
+
+
+def _env_default(path: Path, spec: ParamSpec, env: Mapping[str, str]) -> Any:
+    """The default of ``spec`` with its ``${env.NAME}`` read, typed by its declaration."""
+    field = f"params.{spec.name}.default"
+    text = spec.default
+    for match in _REF.finditer(text):
+        if match.group(2) not in env and match.group(3) is None:
+            shown = "" if spec.secret else f" (its default is {text!r})"
+            raise PipelineFileError(path, spec.line, field, f"${{env.{match.group(2)}}} is not "
+                                    f"set: set it, give -p {spec.name}=VALUE, or a default "
+                                    f"${{env.{match.group(2)}:-...}}{shown}")
+    value = _interpolate(path, text, spec.line or 0, field, {}, env)
+    if isinstance(value, str) and spec.type != "str":
+        try:
+            value = parse_param(spec.type, value)
+        except ValueError as exc:
+            what = "the value" if spec.secret else repr(value)
+            raise PipelineFileError(path, spec.line, field, f"{what} read from the environment "
+                                    f"is not a valid {spec.type}"
+                                    + ("" if spec.secret else f": {exc}")) from None
+    return value
+
+
 def resolve_params(path: Path, declared: dict[str, ParamSpec],
-                   given: Mapping[str, Any]) -> dict[str, Any]:
-    """Declared defaults, overridden by ``given`` (strings from ``-p`` are parsed by type)."""
+                   given: Mapping[str, Any], env: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """Declared defaults (``${env.NAME}`` in them read from ``env``, the process's environment
+    by default), overridden by ``given`` (strings from ``-p`` are parsed by type). A secret
+    param's value is never part of an error message."""
     values = {}
     for name, value in given.items():
         spec = declared.get(name)
@@ -273,7 +497,8 @@ def resolve_params(path: Path, declared: dict[str, ParamSpec],
             try:
                 value = parse_param(spec.type, value)
             except ValueError as exc:
-                raise PipelineFileError(path, None, f"-p {name}", f"{exc} (param {name!r} is "
+                why = f"the value given is not a {spec.type}" if spec.secret else str(exc)
+                raise PipelineFileError(path, None, f"-p {name}", f"{why} (param {name!r} is "
                                         f"declared as {spec.type})") from None
         values[name] = value
     for name, spec in declared.items():
@@ -281,7 +506,8 @@ def resolve_params(path: Path, declared: dict[str, ParamSpec],
             if spec.required:
                 raise PipelineFileError(path, None, f"params.{name}", f"is required: give it "
                                         f"with -p {name}=VALUE")
-            values[name] = spec.default
+            values[name] = (_env_default(path, spec, os.environ if env is None else env)
+                            if spec.from_env else spec.default)
     return values
 
 
@@ -408,7 +634,22 @@ def _expression(path: Path, line: int, field: str, text: Any, parse: Callable[[A
     try:
         return parse(text)
     except ExpressionError as exc:
-        raise PipelineFileError(path, line, field, f"{text!r}: {exc}") from None
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise PipelineFileError(path, line, field, f"{shown!r}: {exc}") from None
+
+
+def _check_name(path: Path, line: int, field: str, name: str, what: str) -> None:
+    """A step's or a pipeline's name is printed and names files (dead letters, stories)."""
+    if (name.isprintable() and "/" not in name and "\\" not in name and len(name) <= MAX_NAME
+            and name not in (".", "..")):
+        return
+    bad = [c for c in name if not c.isprintable() or c in "/\\"]
+    why = (f"{len(name):,} characters" if len(name) > MAX_NAME else
+           f"it has {bad[0]!r}" if bad else "it is a path")
+    raise PipelineFileError(path, line, field, f"{name[:40]!r}: not a usable {what} name ({why}):"
+                            f" a name is at most {MAX_NAME} printable characters (no control, "
+                            "bidi or zero-width ones), without '/' or '\\' (it is printed, and "
+                            "names files such as dead letters)")
 
 
 def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
@@ -425,6 +666,7 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
     if not isinstance(name, str) or not name:
         raise PipelineFileError(path, raw.lines.get("name", line), f"{prefix}steps[{index}].name",
                                 f"every step needs a name (a non-empty string), got {name!r}")
+    _check_name(path, raw.lines.get("name", line), f"{prefix}steps[{index}].name", name, "step")
     where = f"{prefix}steps.{name}"
 
     def at(key: str) -> int:
@@ -605,7 +847,7 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
         raise PipelineFileError(path, data.lines["pipelines"], "pipelines",
                                 "expected a list of pipelines (- name: ..., steps: [...])")
     declared = _params(path, data)
-    values = resolve_params(path, declared, params or {})
+    values = resolve_params(path, declared, params or {}, env)
     pipelines: dict[str, Any] = {}
     depends: dict[str, list[str]] = {}
     lines: dict[str, int] = {}
@@ -729,9 +971,10 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     if not isinstance(name, str) or not name:
         raise PipelineFileError(path, data.lines.get("name", data.line or 1), prefix + "name",
                                 "the pipeline needs a name (a non-empty string)")
+    _check_name(path, data.lines.get("name", data.line or 1), prefix + "name", name, "pipeline")
     if declared is None:
         declared = _params(path, data)
-        values = resolve_params(path, declared, params or {})
+        values = resolve_params(path, declared, params or {}, env)
     assert values is not None
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
