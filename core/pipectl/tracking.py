@@ -25,7 +25,9 @@ Reads (``pipectl runs``, resume, stories) always come from the database, never f
 from __future__ import annotations
 
 import hashlib
+import hmac
 import inspect
+import itertools
 import json
 import os
 import pickle
@@ -37,7 +39,7 @@ import time
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
 
 from pipectl import faults
@@ -60,7 +62,21 @@ __all__ = [
 ]
 
 SUMMARY_CHARS = 2000
-"""Input and output summaries are cut to about this many characters of JSON."""
+"""Input and output summaries are cut to at most this many characters of JSON."""
+
+PARAMS_CHARS = 65_536
+"""A run's params are recorded in at most this many characters of JSON; a param that does not
+fit is recorded as a cut summary (``{"type", "truncated": true, "length", "preview"}``), which a
+resume does not reuse (the pipeline file or ``-p`` gives it again)."""
+
+TEXT_CHARS = 65_536
+"""A step's error message and traceback are cut to this many characters (beginning and end)."""
+
+MAX_NODES, MAX_DEPTH = 10_000, 100
+"""What the tracker looks at of one value it records (a param, an output) at most: that many
+values (containers and items), nested that deep; a container inside itself is not entered. So
+recording a value costs milliseconds whatever it is (shared references expanding to 10^9
+items, a 100 MB string, a list nested 100,000 deep, a cycle, an object whose repr raises)."""
 
 GIVE_UP_SECONDS = 5.0
 """How long the end of a run waits for a tracker whose database fails (or does not answer)
@@ -345,41 +361,261 @@ def _default(value: Any) -> Any:
     return repr(value)
 
 
-def summarize(value: Any, limit: int = SUMMARY_CHARS) -> Any:
-    """A JSON-able summary of a step's input or output, at most about ``limit`` characters:
-    small values as they are, big ones as their type, size and the beginning of their JSON."""
-    if value is None or isinstance(value, (bool, int, float)):
+def summarize(value: Any, limit: int = SUMMARY_CHARS, _depth: int = 0) -> Any:
+    """A JSON-able summary of a step's input or output, at most ``limit`` characters of JSON,
+    made with bounded work (:class:`_Bounded`): small values as they are, long lists and
+    mappings as their type, length and first items, anything else too big as its type, length
+    and the beginning of its JSON (:func:`_cut`)."""
+    kind = type(value)
+    if value is None or kind is bool or kind is float or (
+            kind is int and -_BIG_INT < value < _BIG_INT):
         return value
-    if isinstance(value, str):
-        return value if len(value) <= limit else {"type": "str", "length": len(value),
-                                                  "truncated": True, "preview": value[:limit]}
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    if isinstance(value, (list, tuple)) and len(value) > 20:  # never serialize it all
-        return {"type": type(value).__name__, "length": len(value), "truncated": True,
-                "first": summarize(list(value[:5]), limit // 2)}
-    if isinstance(value, Mapping) and len(value) > 50:
-        keys = list(value)[:20]
-        return {"type": type(value).__name__, "length": len(value), "truncated": True,
-                "first": summarize({k: value[k] for k in keys}, limit // 2)}
-    if isinstance(value, Mapping) and any(isinstance(v, (list, tuple, Mapping))
-                                          for v in value.values()):
-        share = max(limit // max(len(value), 1), 200)  # each value its share of the room
-        return {str(k): summarize(v, share) for k, v in value.items()}
-    try:
-        text = _json(value)
-    except (TypeError, ValueError):
-        text = json.dumps(repr(value))
-    if len(text) <= limit:
-        return value if not isinstance(value, (set, frozenset)) else list(value)
-    summary: dict[str, Any] = {"type": type(value).__name__, "truncated": True,
-                               "preview": text[:limit]}
-    if hasattr(value, "__len__"):
+    if kind is str:
+        fits = len(value) <= limit - 2 and len(_json(value)) <= limit
+        return value if fits else _cut(value, value, limit)
+    if (kind is dict or kind is list) and len(value) <= 50 and _flat(value, limit):
+        text = _json(value)  # the common small output, by the C encoder: no walk needed
+        if len(text) <= limit:
+            return value
+    if _depth < 2:  # the shape of a list or a mapping, not deeper
+        value = _as_dict(value)
         try:
-            summary["length"] = len(value)
-        except TypeError:
-            pass
+            shape = _shape(value, limit, _depth)
+        except Exception:  # noqa: BLE001 - a container that does not behave: walked as it is
+            shape = None
+        if shape is not None and len(_json(shape)) <= limit:
+            return shape
+    walk = _Bounded(limit)
+    plain = walk(value)
+    text = _json(plain)
+    return plain if not walk.cut and len(text) <= limit else _cut(value, text, limit)
+
+
+def _flat(value: dict | list, limit: int) -> bool:
+    """A list or dict of scalars only (short strings, numbers, None), with string keys: what
+    the C encoder turns into JSON in bounded time."""
+    values = value.values() if type(value) is dict else value
+    if type(value) is dict and any(type(k) is not str or len(k) > limit for k in value):
+        return False
+    for item in values:
+        kind = type(item)
+        if item is None or kind is bool or kind is float:
+            continue
+        if kind is int and -_BIG_INT < item < _BIG_INT:
+            continue
+        if kind is str and len(item) <= limit:
+            continue
+        return False
+    return True
+
+
+def _shape(value: Any, limit: int, depth: int) -> dict[str, Any] | None:
+    """The summary of a long list or a big mapping (its first items), or of a mapping holding
+    containers (each value summarized in its share of the room); None for anything else."""
+    mapping = type(value) is dict or isinstance(value, Mapping)
+    if not mapping and isinstance(value, (list, tuple)) and len(value) > 20:
+        return {"type": type(value).__name__, "length": len(value), "truncated": True,
+                "first": summarize(list(value[:5]), limit // 2, depth + 1)}
+    if mapping and len(value) > 50:  # never serialize it all
+        keys = list(itertools.islice(value, 20))
+        return {"type": type(value).__name__, "length": len(value), "truncated": True,
+                "first": summarize({k: value[k] for k in keys}, limit // 2, depth + 1)}
+    if mapping and depth == 0 and any(
+            isinstance(v, (list, tuple, Mapping)) for v in value.values()):
+        share = max(limit // max(len(value), 1), 200)  # each value its share of the room
+        return {_key(k): summarize(v, share, depth + 1) for k, v in value.items()}
+    return None
+
+
+def _cut(value: Any, text: str, limit: int) -> dict[str, Any]:
+    """What is recorded of a value too big to record whole, in at most ``limit`` characters of
+    JSON: its type, its length, and the beginning of ``text`` (its bounded JSON, or the string
+    itself)."""
+    summary: dict[str, Any] = {"type": type(value).__name__[:100], "truncated": True}
+    try:
+        summary["length"] = len(value)
+    except Exception:  # noqa: BLE001 - no length
+        pass
+    summary["preview"] = _fit(text, limit - len(_json(summary)) - len(',"preview":'))
     return summary
+
+
+def _fit(text: str, room: int) -> str:
+    """The beginning of ``text`` whose JSON string takes at most ``room`` characters."""
+    cut = text[:max(room - 2, 0)]
+    while cut and len(_json(cut)) > room:  # a character takes 1 to 6 in JSON
+        cut = cut[:len(cut) - (len(_json(cut)) - room)]
+    return cut
+
+
+class _Bounded:
+    """Makes a JSON-able copy of a value with bounded work, whatever the value: at most
+    ``nodes`` values visited (containers and items), :data:`MAX_DEPTH` deep, about ``room``
+    characters of text in all. A string that does not fit is cut (``…[N chars]``); a
+    container met again inside itself (``<cycle>``), one past the limits (``…``) and the rest
+    of a long one (``… N more``) are left out, and ``cut`` says so. An object that JSON has no
+    type for is its ``as_dict()`` if it has one, else its ``repr`` (cut; ``<T: repr
+    failed>`` if it raises); bytes are the repr of their beginning."""
+
+    def __init__(self, room: int, nodes: int = MAX_NODES):
+        self.room, self.nodes, self.cut = room, nodes, False
+        self._inside: set[int] = set()
+
+    def __call__(self, value: Any, depth: int = 0) -> Any:
+        self.nodes -= 1
+        if self.nodes < 0 or self.room <= 0 or depth > MAX_DEPTH:
+            self.cut = True
+            return "…"
+        kind = type(value)  # the common cases first: this runs for every value
+        if kind is str and len(value) < self.room:
+            self.room -= len(value) + 2
+            return value
+        if value is None or kind is float or kind is bool or (
+                kind is int and -_BIG_INT < value < _BIG_INT):
+            self.room -= 8
+            return value
+        if kind is dict or kind is list or kind is tuple:
+            return self._container(value, depth)
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, float):
+            self.room -= 8
+            return float(value)
+        if isinstance(value, int):
+            if value.bit_length() > 256:  # its digits cost (and past 4,300 raise)
+                return self.text(f"<int of {value.bit_length()} bits>", cut=True)
+            self.room -= 20
+            return int(value)
+        if isinstance(value, datetime):
+            return self.text(value.isoformat())
+        if isinstance(value, (bytes, bytearray)):
+            return self.text(repr(bytes(value[:self.room])), cut=len(value) > self.room)
+        value = _as_dict(value)
+        if isinstance(value, (Mapping, Sequence, Set)):  # a deque or a range too, not its repr
+            return self._container(value, depth)
+        return self.text(_repr(value))
+
+    def _container(self, value: Any, depth: int) -> Any:
+        if id(value) in self._inside:
+            return self.text("<cycle>", cut=True)
+        self._inside.add(id(value))
+        self.room -= 2
+        try:
+            if type(value) is dict or isinstance(value, Mapping):
+                out: Any = {}
+                for key, item in value.items():
+                    self.room -= len(key) + 3 if type(key) is str else 1
+                    if self.nodes <= 0 or self.room <= 0:
+                        return self._rest(out, len(value) - len(out))
+                    if type(key) is not str:
+                        key = self(key, depth + 1)
+                        key = key if isinstance(key, str) else _json(key)
+                    out[key] = self(item, depth + 1)
+            else:
+                out = []
+                for item in value:
+                    self.room -= 1
+                    if self.nodes <= 0 or self.room <= 0:
+                        return self._rest(out, len(value) - len(out))
+                    out.append(self(item, depth + 1))
+            return out
+        except Exception as exc:  # noqa: BLE001 - a container that cannot be read
+            return self.text(f"<{type(value).__name__}: not readable: {type(exc).__name__}>",
+                             cut=True)
+        finally:
+            self._inside.discard(id(value))
+
+    def _rest(self, out: Any, left: int) -> Any:
+        """``out``, saying how many items of its container were left out."""
+        self.cut = True
+        if isinstance(out, dict):
+            out["…"] = f"{left:,} more"
+        else:
+            out.append(f"… {left:,} more")
+        return out
+
+    def text(self, text: str, cut: bool = False) -> str:
+        if len(text) > self.room:
+            cut, text = True, f"{text[:max(self.room, 0)]}…[{len(text):,} chars]"
+        self.cut = self.cut or cut
+        self.room -= len(text) + 2
+        return text
+
+
+_BIG_INT = 2 ** 256
+
+
+def _as_dict(value: Any) -> Any:
+    """``value.as_dict()`` when its class has one (and it works), else ``value``."""
+    if callable(getattr(type(value), "as_dict", None)):
+        try:
+            return value.as_dict()
+        except Exception:  # noqa: BLE001 - its repr, then
+            pass
+    return value
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - an object whose repr fails is recorded anyway
+        return f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+
+
+def _key(key: Any) -> str:
+    """A mapping's key as a (short) JSON object key."""
+    if isinstance(key, str) and len(key) <= 200:
+        return key
+    plain = _Bounded(200)(key)
+    return plain if isinstance(plain, str) else _json(plain)
+
+
+def _params_json(params: Mapping[str, Any]) -> str:
+    """A run's params as JSON in at most :data:`PARAMS_CHARS` characters, made with bounded
+    work: each param as it is, or, when it does not fit in its share of what is left, its cut
+    summary (:func:`_cut`); with more than 1,000 params, or when they do not fit even so, one
+    cut summary of them all, under the key ``…``."""
+    out: dict[str, Any] = {}
+    nodes, room = MAX_NODES, PARAMS_CHARS - 2
+    if len(params) <= 1000:
+        for i, (name, value) in enumerate(params.items()):
+            left = len(params) - i
+            walk = _Bounded(room // left, nodes // left)
+            plain = walk(value)
+            text = _json(plain)
+            if walk.cut or len(text) > room // left:
+                plain = _cut(value, value if isinstance(value, str) else text, 300)
+                text = _json(plain)
+            key = _key(name)
+            out[key] = plain
+            nodes -= nodes // left - max(walk.nodes, 0)
+            room -= len(text) + len(_json(key)) + 2
+        text = _json(out)
+        if len(text) <= PARAMS_CHARS:
+            return text
+    return _json({"…": _cut(params, _json(_Bounded(PARAMS_CHARS)(params)), PARAMS_CHARS - 10)})
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    """``text`` in at most ``limit`` characters: its beginning and end, saying what was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    half = max(limit // 2 - 30, 0)
+    return f"{text[:half]}\n…[{len(text) - 2 * half:,} chars cut]…\n{text[len(text) - half:]}"
+
+
+def _texts(texts: list[str], each: int, total: int) -> list[str]:
+    """``texts``, each cut to ``each`` characters (:func:`_clip`), as many as fit in ``total``
+    (then how many more there are)."""
+    out: list[str] = []
+    for i, text in enumerate(texts):
+        text = _clip(text, each) or ""
+        if len(text) > total:
+            out.append(f"… {len(texts) - i:,} more")
+            break
+        out.append(text)
+        total -= len(text)
+    return out
 
 
 # -- fingerprints of step definitions --------------------------------------------------------
@@ -456,36 +692,113 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 
 class ResultStore:
-    """Step outputs, pickled, one file per step of a run under ``root`` (local files).
+    """Step outputs, pickled, one file per step of a run under ``root`` (local files), each
+    authenticated, so that a resume never unpickles a file the store did not write.
 
-    Anything with the same three methods can stand in for it (``Pipeline.run(result_store=)``).
-    Outputs are pickled: keep the folder as private as the data the pipeline reads.
+    Each file is ``pipectl-result-v1``, an HMAC-SHA256 tag, then the pickle. The tag covers
+    the run id, the step's name and the pickle, under the store's secret key: the file
+    ``result-store.key`` in the pipectl home (``$PIPECTL_HOME``, else ``.pipectl/`` in the
+    working directory, where the default tracker is), or ``key_file``, made on first use (32
+    random bytes in hex, mode 0600, created with ``O_CREAT | O_EXCL``: of several processes
+    making it at once, one writes it and all read it back). :meth:`get` checks the tag before
+    it unpickles anything: a file whose tag does not match (planted, damaged, cut short,
+    moved from another run or step, written with another key, or in the format of an older
+    pipectl) is left alone with a one-line warning naming it, and reads as not stored (the
+    step runs again). So a resume takes outputs only from the same pipectl home: another home
+    has another key. The key travels with the store when the store is pickled (to dask
+    workers, which write outputs into it), so the workers need no access to the home.
+    Keep the key as private as the data the pipeline reads.
+
+    Anything with the same two methods can stand in for it.
     """
 
-    def __init__(self, root: str | os.PathLike[str]):
+    MAGIC = b"pipectl-result-v1\n"
+
+    def __init__(self, root: str | os.PathLike[str],
+                 key_file: str | os.PathLike[str] | None = None):
         self.root = Path(root)
+        home = Path(os.environ.get("PIPECTL_HOME") or ".pipectl")
+        self.key_file = Path(key_file or home / "result-store.key").absolute()
+        self._key: bytes | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_key": self._secret()}  # the key goes with the store
 
     def _path(self, run_id: str, step: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", step)[:80]
         digest = hashlib.sha256(step.encode()).hexdigest()[:10]
         return self.root / run_id / f"{safe}-{digest}.pickle"
 
+    def _secret(self) -> bytes:
+        if self._key is None:
+            self._key = _read_or_make_key(self.key_file)
+        return self._key
+
+    def _tag(self, run_id: str, step: str, data: Any) -> bytes:
+        mac = hmac.new(self._secret(), self.MAGIC + json.dumps([run_id, step]).encode(),
+                       hashlib.sha256)
+        mac.update(data)
+        return mac.digest()
+
     def put(self, run_id: str, step: str, data: bytes) -> str:
         """Store a pickled output durably (written, fsynced, renamed into place); an OSError
-        (a full disk) leaves nothing behind."""
+        (a full disk, a key that cannot be read or made) leaves nothing behind."""
         path = self._path(run_id, step)
+        tag = self._tag(run_id, step, data)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_durably(path, data)
+        _write_durably(path, self.MAGIC + tag + data)
         return str(path)
 
     def get(self, run_id: str, step: str) -> tuple[bool, Any]:
-        """(True, the output) if stored, else (False, None)."""
+        """(True, the output) if stored by this store, else (False, None)."""
         path = self._path(run_id, step)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return False, None
-        return True, pickle.loads(data)  # noqa: S301 - our own files, written by put()
+        start = len(self.MAGIC) + 32  # the tag: an HMAC-SHA256
+        body = memoryview(data)[start:]
+        why = ("its tag does not match this store's key (planted, damaged or cut short, from "
+               "another run or step, or written with another key)")
+        try:
+            genuine = data.startswith(self.MAGIC) and len(data) >= start and \
+                hmac.compare_digest(data[len(self.MAGIC):start], self._tag(run_id, step, body))
+        except OSError as exc:  # the key cannot be read or made: nothing can be checked
+            genuine, why = False, f"the key cannot be read: {exc}"
+        if not genuine:
+            from pipectl.log import get_logger
+
+            get_logger().warning("result_store_ignored", file=str(path),
+                                 reason=f"{why}; its step runs again")
+            return False, None
+        return True, pickle.loads(body)  # noqa: S301 - authenticated: written by put()
+
+
+def _read_or_make_key(path: Path) -> bytes:
+    """The key in ``path``, made first when there is none (see :class:`ResultStore`)."""
+    for _ in range(200):
+        try:
+            text = path.read_bytes().strip()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue  # another process made it: read it
+            try:
+                os.write(fd, os.urandom(32).hex().encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            continue  # read it back, as the others do
+        if len(text) == 64:
+            try:
+                return bytes.fromhex(text.decode("ascii"))
+            except ValueError:
+                break
+        time.sleep(0.005)  # empty: the process that made it is writing it
+    raise OSError(f"result store key {path} is not a key (64 hex digits): remove it and a new "
+                  "one is made (outputs stored with the old one then run again)")
 
 
 # -- trackers -----------------------------------------------------------------------------------
@@ -894,12 +1207,12 @@ class SQLTracker:
     def _retried(self, run_id: str, step: str, attempt: int, error: str, delay: float) -> None:
         for entry in reversed(self._history.get((run_id, step), [])):
             if entry["attempt"] == attempt:
-                entry.update(error=error, retry_delay_s=round(delay, 3))
+                entry.update(error=_clip(error, SUMMARY_CHARS), retry_delay_s=round(delay, 3))
                 break
 
     def _finished_row(self, run_id: str, step: Any, result: Any, blob: bytes | None,
-                      fingerprint: str | None, inputs: dict[str, Any] | None = None
-                      ) -> dict[str, Any]:
+                      fingerprint: str | None, inputs: dict[str, Any] | None = None,
+                      secrets: tuple[str, ...] = ()) -> dict[str, Any]:
         row = step_row(run_id, step, result, fingerprint)
         if inputs and any(v is not None for v in inputs.values()):
             row["input_data"] = _json(summarize(inputs))
@@ -927,12 +1240,21 @@ class SQLTracker:
                     f"({type(exc).__name__}: {exc}); a resume runs them again")
         self._meta[(run_id, step.name)] = metadata
         row["metadata"] = _json(metadata)
+        if secrets:  # what the step returned, was given or raised may hold a secret's value
+            from pipectl.log import redact
+
+            # in JSON text too, where a value with quotes, backslashes or controls is escaped
+            spellings = tuple(dict.fromkeys([*secrets, *(json.dumps(v, ensure_ascii=False)[1:-1]
+                                                         for v in secrets)]))
+            for key in ("input_data", "output_data", "error_message", "traceback", "metadata"):
+                if isinstance(row.get(key), str):
+                    row[key] = redact(row[key], spellings)
         return row
 
     def _rollback_row(self, run_id: str, step: str, status: str,
                       outcome: dict[str, Any]) -> dict[str, Any]:
         metadata = self._meta.get((run_id, step), {})
-        metadata["rollback"] = outcome
+        metadata["rollback"] = _Bounded(SUMMARY_CHARS)(outcome)
         return {"execution_id": run_id, "step_id": step, "step_name": step, "status": status,
                 "metadata": _json(metadata)}
 
@@ -1611,14 +1933,17 @@ class TrackingListener:
             "execution_id": run.run_id, "pipeline_name": run.pipeline_id,
             "status": run.status.value, "started_at": _iso(run.start_time) or _now(),
             "completed_at": _iso(run.end_time), "execution_time_ms": run.duration_ms,
-            "parameters": _json(run.parameters), "records_processed": run.records_processed,
-            "error_message": "; ".join(run.errors)[:SUMMARY_CHARS] or None,
+            "parameters": _params_json(run.parameters),
+            "records_processed": run.records_processed,
+            "error_message": "; ".join(_texts(run.errors, SUMMARY_CHARS, SUMMARY_CHARS))[
+                :SUMMARY_CHARS] or None,
             "resumed_from": self.resumed_from if spec is not None else None,
             "parent_execution_id": run.parent_run_id, "host": self.host, "pid": self.pid,
             "executor": self.executor, "pipeline_file": self.pipeline_file,
             "graph": graph,
-            "metadata": _json({"errors": run.errors,
-                               "description": getattr(spec, "description", "") or ""}),
+            "metadata": _json({"errors": _texts(run.errors, SUMMARY_CHARS, TEXT_CHARS),
+                               "description": _clip(getattr(spec, "description", "") or "",
+                                                    SUMMARY_CHARS)}),
         }
 
     @hookimpl
@@ -1657,6 +1982,8 @@ class TrackingListener:
                     blob = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
                 except Exception:  # noqa: BLE001 - not picklable: resume runs the step again
                     blob = None
+                if blob is not None and _holds_secret(blob):
+                    blob = None  # a secret is never stored in clear: resume runs the step again
         main = self.spec is not None and run.pipeline_id == self.spec.name
         inputs = None
         if result.attempts:  # it ran: what it was given, summarized by the writer
@@ -1666,8 +1993,11 @@ class TrackingListener:
             if deps:
                 steps = run.steps
                 inputs = {d: steps[d].output for d in deps if d in steps}
+        from pipectl.log import secrets_var
+
         self.tracker.submit(("finish", run.run_id, step, result, blob,
-                             self.fingerprints.get(step.name) if main else None, inputs))
+                             self.fingerprints.get(step.name) if main else None, inputs,
+                             secrets_var().get()))
 
     @hookimpl
     def pipectl_run_finish(self, run: Any) -> None:
@@ -1686,20 +2016,31 @@ class TrackingListener:
         self.tracker.submit(("run", self._run_row(run)))
 
 
+def _holds_secret(blob: bytes) -> bool:
+    """Whether a pickled output holds the value of one of the running pipeline's secret params
+    (pickle keeps strings as UTF-8, inside containers too)."""
+    from pipectl.log import secrets_var
+
+    secrets = secrets_var().get()
+    return bool(secrets) and any(value.encode("utf-8", "surrogatepass") in blob
+                                 for value in secrets)
+
+
 def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> dict[str, Any]:
     """The ``step_executions`` row of a finished step (``metadata_dict`` still a dict)."""
     meta: dict[str, Any] = {}
     if result.reason:
-        meta["reason"] = result.reason
+        meta["reason"] = _clip(result.reason, SUMMARY_CHARS)
     if step.description:
-        meta["description"] = step.description
+        meta["description"] = _clip(step.description, SUMMARY_CHARS)
     if step.allow_failure:
         meta["allow_failure"] = True
     output = result.output
     data = output if output is not None else getattr(result.exception, "result", None)
     reports = getattr(data, "outputs", None)  # a data step's, also when it failed
     if isinstance(reports, Mapping):
-        meta["outputs"] = {name: r.as_dict() for name, r in reports.items()}
+        meta["outputs"] = {name: _Bounded(SUMMARY_CHARS)(r.as_dict())
+                           for name, r in reports.items()}
         meta["bad_records"] = getattr(data, "bad_records", 0)
         meta["dead_letter_path"] = getattr(data, "dead_letter_path", None)
     if getattr(result, "resumed_from", None):
@@ -1713,7 +2054,8 @@ def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> di
         "step_type": step.step_type, "status": result.status.value,
         "started_at": _iso(result.started_at), "completed_at": _iso(result.finished_at),
         "execution_time_ms": result.duration_ms, "retry_count": max(result.attempts - 1, 0),
-        "error_message": result.error, "traceback": result.traceback,
+        "error_message": _clip(result.error, TEXT_CHARS),
+        "traceback": _clip(result.traceback, TEXT_CHARS),
         "output_data": None if output is None else _json(summarize(output)),
         "records": result.records, "metadata_dict": meta,
     }

@@ -261,9 +261,21 @@ def _resumed_params(recorder: Any, resume: str, outline: dict[str, Any],
     except PipectlError as exc:
         _fail(f"--resume: {exc}")
     named = {item.partition("=")[0].strip() for item in given}
+    cut = [k for k, v in old.items() if k in outline["params"] and k not in named
+           and _cut_param(v)]
+    if cut:
+        click.echo(f"pipectl: warning: --resume: param(s) {', '.join(map(repr, cut))} of run "
+                   f"{run_id} were too big to record whole, so they are not taken from it: "
+                   "give them again with -p", err=True)
     return [f"{k}={v if isinstance(v, str) else _json.dumps(v)}" for k, v in old.items()
             if k in outline["params"] and k not in named and k not in outline["secret"]
-            and v != "***"]
+            and v != "***" and not _cut_param(v)]
+
+
+def _cut_param(value: Any) -> bool:
+    """Whether a recorded param is the tracker's cut summary of a value too big to record
+    (``pipectl.tracking.PARAMS_CHARS``): not the value, so not given to a resume."""
+    return isinstance(value, dict) and value.get("truncated") is True and "preview" in value
 
 
 def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from pipectl.tracking import ResultStore
 
 distributed = pytest.importorskip("distributed")
 
@@ -80,7 +81,8 @@ def test_run_on_a_scheduler_by_address(project, cluster):
     assert numbers["metadata"].get("output_stored")
     home = Path(os.environ["PIPECTL_HOME"])  # each test's own (the repository's conftest.py)
     stored = list((home / "results" / run["run_id"]).glob("numbers-*.pickle"))
-    assert len(stored) == 1 and pickle.loads(stored[0].read_bytes()) == list(range(100))
+    assert len(stored) == 1  # and authenticated with the key of the home, which it travelled with
+    assert ResultStore(home / "results").get(run["run_id"], "numbers") == (True, list(range(100)))
     squares = next(s for s in run["steps"] if s["step_name"] == "squares")
     assert squares["metadata"].get("output_stored")  # the run's result: a value, stored
 

@@ -22,7 +22,8 @@ after a commit whose answer was lost writes the same rows again.
 
 Outputs kept for resume go to a :class:`~pipectl.tracking.ResultStore` in the local folder
 ``$PIPECTL_HOME/results`` (``.pipectl/results`` in the working directory without the
-variable): a resume reads them from the machine it runs on.
+variable), authenticated with the key beside it, ``$PIPECTL_HOME/result-store.key`` (the same
+home's key as for any tracker): a resume reads them from the machine and home it runs in.
 
 The URL's password never appears in :attr:`PostgresTracker.display` (nor in ``url``), in
 messages or in errors.
