@@ -75,6 +75,9 @@ def configure_logging(
         raise ValueError(f"unknown log format {fmt!r}: use console or json")
     processors = [
         structlog.contextvars.merge_contextvars,
+        # a traceback as plain text, before redaction: never rich's frames with their locals,
+        # which hold whatever a function had (a secret param's value, a password)
+        structlog.processors.format_exc_info,
         _redact_event,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -161,6 +161,19 @@ class Pipeline:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
+    def param(self, name: str, default: Any = None, *, secret: bool = False,
+              description: str = "") -> None:
+        """Declare a param: its ``default`` (what ``run`` uses unless ``params=`` gives it)
+        and whether it is ``secret``: a secret's value is shown as ``***`` in the run's
+        record, logs, errors, tracebacks and stories, and an output holding it is not stored
+        for resume (the step runs again)."""
+        from pipectl.pipelinefile import ParamSpec
+
+        type_name = {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(
+            type(default), "json")
+        self.params[name] = default
+        self.param_specs[name] = ParamSpec(name, type_name, default, False, secret, description)
+
     def data_step(
         self,
         name: str,
