@@ -148,3 +148,33 @@ def test_a_secret_given_with_p_is_not_in_its_error(project):
                            env={k: v for k, v in os.environ.items() if k != "API_TOKEN"})
     assert unset.returncode == 2
     assert "pipeline.yaml:4: params.token.default: ${env.API_TOKEN} is not set" in unset.stderr
+
+
+def test_a_secret_cut_in_two_by_a_summary_leaves_no_part_of_it(tmp_path):
+    """A step output whose summary preview ends in the middle of the secret's value."""
+    from pipectl import Pipeline
+    from pipectl.plugins import get_plugin_manager
+    from pipectl.tracking import SUMMARY_CHARS
+
+    pipe = Pipeline("cut", plugin_manager=get_plugin_manager(autoload=False))
+    pipe.param("token", SECRET, secret=True)
+    texts = {}
+
+    for shift in range(0, len(SECRET), 3):  # the cut falls at each place of the secret
+        name = f"long{shift}"
+        texts[name] = "x" * (SUMMARY_CHARS - 80 + shift) + SECRET + "y" * 5000
+
+        def step(params, _text=texts[name]):
+            return _text.replace(SECRET, params["token"])
+
+        step.__name__ = name
+        pipe.add_step(name, step)
+    run = pipe.run_sync(tracker=f"sqlite:///{tmp_path / 'runs.db'}")
+    assert run.status.value == "success", run.errors
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        summaries = [r[0] for r in conn.execute("SELECT output_data FROM step_executions")]
+    assert len(summaries) == len(texts)
+    for summary in summaries:
+        assert '"truncated":true' in summary
+        for k in range(3, len(SECRET) + 1):
+            assert SECRET[:k] not in summary, f"{SECRET[:k]!r} is in a summary"

@@ -24,6 +24,7 @@ Reads (``pipectl runs``, resume, stories) always come from the database, never f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import inspect
@@ -1249,6 +1250,10 @@ class SQLTracker:
             for key in ("input_data", "output_data", "error_message", "traceback", "metadata"):
                 if isinstance(row.get(key), str):
                     row[key] = redact(row[key], spellings)
+            cut_off = _cut_secrets(spellings)  # a secret a summary's preview cut in two
+            for key in ("input_data", "output_data"):
+                if isinstance(row.get(key), str):
+                    row[key] = cut_off.sub("***", row[key])
         return row
 
     def _rollback_row(self, run_id: str, step: str, status: str,
@@ -2014,6 +2019,16 @@ class TrackingListener:
                     self.tracker.submit(("state", (run.pipeline_id, step_name, _json(state),
                                                    run.run_id, _now())))
         self.tracker.submit(("run", self._run_row(run)))
+
+
+@functools.lru_cache(maxsize=8)
+def _cut_secrets(secrets: tuple[str, ...]) -> re.Pattern[str]:
+    """The beginnings (3 characters or more) of ``secrets`` where a summary was cut: at the end
+    of a JSON string (``"``) or before a cut mark (``…``)."""
+    starts = sorted({s[:k] for s in secrets for k in range(3, len(s))}, key=len, reverse=True)
+    if not starts:
+        return re.compile(r"(?!)")
+    return re.compile(f"(?:{'|'.join(map(re.escape, starts))})(?=[\"…])")
 
 
 def _holds_secret(blob: bytes) -> bool:
