@@ -161,7 +161,12 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
     external = [f"{r.name}-{r.version}" for r in pm.records.values()
                 if not r.builtin and r.status == "loaded"]
     if external and not quiet:
-        click.echo(f"plugins: {', '.join(external)}", err=True)
+        if log_format == "json":  # every line of stderr is JSON: an event, not a plain line
+            from pipectl.log import get_logger
+
+            get_logger().info("plugins_loaded", plugins=external)
+        else:
+            click.echo(f"plugins: {', '.join(external)}", err=True)
     if force and resume is None:
         _fail("--force goes with --resume RUN_ID|latest")
     if recorder is None:
@@ -172,7 +177,12 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
     finally:
         if recorder is not None:  # a tracker's fault is a warning, never the run's outcome
             for problem in recorder.close(report=False):
-                click.echo(f"pipectl: warning: {problem}", err=True)
+                if log_format == "json":  # stderr stays one JSON event a line
+                    from pipectl.log import get_logger
+
+                    get_logger().warning("tracker_problem", problem=problem)
+                else:
+                    click.echo(f"pipectl: warning: {problem}", err=True)
 
 
 def _executor_options(executor: str | None, given: Sequence[str], declared: dict[str, Any]
