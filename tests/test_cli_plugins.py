@@ -112,13 +112,21 @@ def test_p_option_needs_no_prefix(fake_dists):
     assert "Traceback" not in proc.stderr
 
 
-def test_version_option(fake_dists):
+def test_version_option_names_pipectl_and_each_plugin(fake_dists, hello_plugin):
+    import platform
+
     import pipectl
 
     proc = fake_dists.run_cli("--version")
 
-    assert proc.returncode == 0
-    assert proc.stdout.strip() == f"pipectl, version {pipectl.__version__}"
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (f"pipectl, version {pipectl.__version__} "
+                        f"(Python {platform.python_version()})")
+    assert "  pipectl-hello 0.4.0 (plugin hello)" in lines
+    # the repository's plugins, disabled for this test, are listed as such
+    assert all(line.endswith("[blocked]") for line in lines[1:] if "hello" not in line)
+    assert fake_dists.run_cli("-V").stdout == proc.stdout
 
 
 def test_console_script_entry_point_is_the_cli():

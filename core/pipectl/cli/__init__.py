@@ -35,8 +35,23 @@ def build_cli(pm: Any) -> click.Group:
     """
     from pipectl.errors import PluginError
 
+    def show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        """``pipectl, version X``, then each plugin installed beside it with its version."""
+        if not value or ctx.resilient_parsing:
+            return
+        click.echo(f"pipectl, version {__version__} (Python {sys.version.split()[0]})")
+        for record in sorted(pm.records.values(), key=lambda r: r.name):
+            if record.builtin:
+                continue
+            dist = f"{record.distribution} {record.version}" if record.distribution else "-"
+            status = "" if record.status == "loaded" else f" [{record.status}]"
+            click.echo(f"  {dist} (plugin {record.name}){status}")
+        ctx.exit()
+
     @click.group(context_settings=CONTEXT_SETTINGS)
-    @click.version_option(__version__, "-V", "--version", prog_name="pipectl")
+    @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
+                  callback=show_version,
+                  help="Show the version of pipectl and of each installed plugin, and exit.")
     @click.option(
         "-p", "--plugin", "plugin_options", multiple=True, metavar="no:NAME",
         callback=_check_plugin_option,

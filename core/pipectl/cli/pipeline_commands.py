@@ -117,6 +117,9 @@ def _load(pm: Any, file: str, params: Sequence[str],
                    "resumed by another pipectl is not resumed twice: exit 2.")
 @click.option("--force", is_flag=True,
               help="With --resume: take the outputs of steps that changed since anyway.")
+@click.option("--only", "only", multiple=True, metavar="STEP",
+              help="Run only this step and what it depends on (repeatable); pipelines of the "
+                   "file without any of the steps named do not run.")
 @click.option("--rollback", is_flag=True,
               help="When a run fails, run the rollbacks of its completed steps, last first.")
 @click.pass_obj
@@ -124,7 +127,7 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         max_concurrent: int | None, fail_fast: bool | None, executor: str | None,
         dry_run: bool, log_format: str, verbose: int, quiet: int,
         progress: bool | None, tracker: str | None, resume: str | None, force: bool,
-        rollback: bool, executor_option: Sequence[str] = (),
+        rollback: bool, executor_option: Sequence[str] = (), only: Sequence[str] = (),
         **executor_cli: Any) -> None:
     """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
     all of them, each after the pipelines it depends on. Runs are recorded in the tracker
@@ -141,6 +144,9 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         if recorder is not None:
             params = [*_resumed_params(recorder, resume, outline, params), *params]
     pipelines, depends = _load(pm, file, params, names)
+    picked = _only(pipelines, only) if only else None
+    if picked is not None:
+        pipelines = {n: p for n, p in pipelines.items() if n in picked}
     executor, executor_options = _executor_options(executor, executor_option, executor_cli)
     if executor is not None and executor not in pm.registries.executors:
         from pipectl.errors import UnknownComponentError
@@ -173,7 +179,7 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         recorder = _tracker(pm, tracker, pipelines)
     try:
         _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
-                 fail_fast, executor, resume, force, rollback, executor_options)
+                 fail_fast, executor, resume, force, rollback, executor_options, picked)
     finally:
         if recorder is not None:  # a tracker's fault is a warning, never the run's outcome
             for problem in recorder.close(report=False):
@@ -183,6 +189,24 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
                     get_logger().warning("tracker_problem", problem=problem)
                 else:
                     click.echo(f"pipectl: warning: {problem}", err=True)
+
+
+def _only(pipelines: dict[str, Any], only: Sequence[str]) -> dict[str, list[str]]:
+    """``--only``: the steps named, by the pipeline they belong to; a name no pipeline has is
+    an error (exit 2) with the closest names."""
+    import difflib
+
+    picked: dict[str, list[str]] = {}
+    for step in dict.fromkeys(only):
+        owners = [n for n, pipe in pipelines.items() if step in pipe.steps]
+        if not owners:
+            known = [s for pipe in pipelines.values() for s in pipe.steps]
+            close = difflib.get_close_matches(step, known, n=1)
+            _fail(f"--only {step}: no such step" + (f"; did you mean {close[0]!r}?" if close
+                                                      else f" (steps: {', '.join(known[:20])})"))
+        for owner in owners:
+            picked.setdefault(owner, []).append(step)
+    return picked
 
 
 def _executor_options(executor: str | None, given: Sequence[str], declared: dict[str, Any]
@@ -309,7 +333,8 @@ def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],
 def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, list[str]],
              recorder: Any, live: bool, quiet: int, max_concurrent: int | None,
              fail_fast: bool | None, executor: str | None, resume: str | None, force: bool,
-             rollback: bool, executor_options: dict[str, Any] | None = None) -> None:
+             rollback: bool, executor_options: dict[str, Any] | None = None,
+             only: dict[str, list[str]] | None = None) -> None:
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
     from pipectl.tracking import ResumeClaimed, RunInProgress
@@ -343,10 +368,13 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
         options = dict(max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
                        executor_options=executor_options or None,
                        tracker=recorder if recorder is not None else "none",
-                       rollback=rollback, force=force and resumes is not None, resume=resumes)
+                       rollback=rollback, force=force and resumes is not None, resume=resumes,
+                       only=(only or {}).get(name))
         try:
             if live:
-                with display.LiveProgress(pm, name, total=len(steps)):
+                total = (len(pipe._plan(pm, tuple(only[name])).nodes) if only and name in only
+                         else len(steps))  # with --only: the steps named and their upstreams
+                with display.LiveProgress(pm, name, total=total):
                     result = pipe.run_sync(**options)
             else:
                 result = pipe.run_sync(**options)
