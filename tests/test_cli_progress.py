@@ -146,7 +146,7 @@ def _summary_rows(text: str) -> dict[str, list[str]]:
     for line in table.splitlines()[2:]:
         if not line.strip():
             break
-        cells = line.split()
+        cells = re.split(r"\s{2,}", line.strip())  # columns: 2+ spaces; "1.24 s" is one cell
         rows[cells[0]] = cells[1:]
     return rows
 
@@ -295,14 +295,18 @@ def test_failure_details_and_final_line(plugin_manager):
     assert detail.headline() == "explode failed on attempt 2 of 2: KeyError: 'customer_id'"
     assert detail.location is not None and detail.location.function == "explode"
     assert detail.location.file.endswith("test_cli_progress.py")
-    assert re.fullmatch(r"run \w+ of 'fails': failed in \d+\.\d\d s", progress.final_line(run))
+    assert re.fullmatch(r"run \w+ of 'fails': failed in \d+(\.\d+)? m?s", progress.final_line(run))
 
 
 @pytest.mark.parametrize("seconds, text", [
-    (0.123, "0.12s"), (9.994, "9.99s"), (12.34, "12.3s"), (65, "1m05s"), (3 * 3600 + 125, "3h02m"),
+    (0.0042, "4.2 ms"), (0.123, "123 ms"), (1.2345, "1.23 s"), (12.34, "12.34 s"),
+    (65, "1m 05s"), (3 * 3600 + 125, "3h 02m"),
 ])
-def test_format_seconds(seconds, text):
+def test_one_duration_format_everywhere(seconds, text):
+    from pipectl.story import _duration
+
     assert progress.format_seconds(seconds) == text
+    assert progress.format_duration(seconds * 1000) == text == _duration(seconds * 1000)
 
 
 def _console(height: int = 40):
@@ -375,7 +379,7 @@ def test_live_progress_is_a_listener_of_the_run(plugin_manager):
         run = pipe.run_sync()
     assert plugin_manager.get_plugin(progress.PLUGIN_NAME) is None  # unregistered after
     out = _plain(console.file.getvalue())
-    assert re.search(r"^✓ first\s+0\.\d\ds$", out, re.MULTILINE), out
+    assert re.search(r"^✓ first\s+(\d+ ms|\d\.\d\d s)$", out, re.MULTILINE), out
     assert re.search(r"^✗ second failed on attempt 1 of 1: ZeroDivisionError: division by zero"
                      r"\s+\(.*test_cli_progress\.py:\d+, in <lambda>\)", out, re.MULTILINE), out
     assert "third" not in out  # skipped steps only count

@@ -320,20 +320,11 @@ def _order_layers(layers: list[list[str]], deps: Mapping[str, list[str]]) -> lis
 # ---------------------------------------------------------------------------------------------
 
 def _duration(ms: float | None) -> str:
-    """A duration for people: ``12 ms``, ``1.24 s``, ``3m 05s``, ``2h 01m``; ``—`` if unknown."""
-    if ms is None:
-        return "—"
-    if ms < 10:
-        return f"{ms:.1f} ms"
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, seconds = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    return f"{minutes // 60}h {minutes % 60:02d}m"
+    """A duration for people: ``12 ms``, ``1.24 s``, ``3m 05s``, ``2h 01m``; ``—`` if unknown
+    (the CLI's format, :func:`pipectl.cli.progress.format_duration`)."""
+    from pipectl.cli.progress import format_duration
+
+    return format_duration(ms)
 
 
 def _offset(ms: float | None) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "failure_detail",
     "failure_details",
     "final_line",
+    "format_duration",
     "format_seconds",
     "print_rich_summary",
     "progress_enabled",
@@ -108,17 +109,27 @@ def progress_enabled(option: bool | None, *, log_format: str, quiet: bool,
 # ---------------------------------------------------------------------------------------------
 
 
-def format_seconds(seconds: float) -> str:
-    """``0.12s``, ``4.2s``, ``1m05s``, ``2h03m``: short, and growing only as needed."""
-    if seconds < 10:
-        return f"{seconds:.2f}s"
+def format_duration(ms: float | None) -> str:
+    """A duration as pipectl shows it everywhere (summaries, ``runs``, stories, the live
+    display): ``4.2 ms``, ``120 ms``, ``1.24 s``, ``3m 05s``, ``2h 01m``; ``—`` if unknown."""
+    if ms is None:
+        return "—"
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
     if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
+        return f"{seconds:.2f} s"
+    minutes, seconds = divmod(round(seconds), 60)
     if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+        return f"{minutes}m {seconds:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def format_seconds(seconds: float) -> str:
+    """:func:`format_duration` of a number of seconds."""
+    return format_duration(seconds * 1000)
 
 
 class Location(NamedTuple):
@@ -254,7 +265,7 @@ def final_line(run: PipelineRun) -> str:
     records = _records(run)
     tail = f", {records:,} records" if records is not None else ""
     return (f"run {run.run_id} of {run.pipeline_id!r}: {run.status.value} in "
-            f"{(run.duration_ms or 0) / 1000:.2f} s{tail}")
+            f"{format_duration(run.duration_ms or 0)}{tail}")
 
 
 # ---------------------------------------------------------------------------------------------

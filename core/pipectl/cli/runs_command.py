@@ -59,6 +59,7 @@ def runs() -> None:
 def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_json: bool,
               tracker: str | None) -> None:
     """The latest runs, newest first."""
+    from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
 
     store = _open(pm, tracker)
@@ -78,7 +79,7 @@ def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_
     table = [("run", "pipeline", "status", "started", "duration", "records", "error")]
     for r in rows:
         duration = "" if r["execution_time_ms"] is None else \
-            f"{r['execution_time_ms'] / 1000:.2f} s"
+            format_duration(r["execution_time_ms"])
         error = (r["error_message"] or "").splitlines()[0][:80] if r["error_message"] else ""
         table.append((r["execution_id"][:12], r["pipeline_name"], r["status"],
                       (r["started_at"] or "")[:19].replace("T", " "), duration,
@@ -98,6 +99,7 @@ def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_
 @click.pass_obj
 def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str | None) -> None:
     """One run: its params, outcome and every step with timing, attempts, errors, records."""
+    from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
 
     store = _open(pm, tracker)
@@ -114,7 +116,7 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
     click.echo(f"run {record['run_id']} of {record['pipeline']!r}: {record['status']}")
     duration = record["duration_ms"]
     click.echo(f"  started {record['started_at']}"
-               + (f", took {duration / 1000:.2f} s" if duration is not None else "")
+               + (f", took {format_duration(duration)}" if duration is not None else "")
                + f", {record['records_processed'] or 0} records")
     if record["resumed_from"]:
         click.echo(f"  resumed from run {record['resumed_from']}")
@@ -129,7 +131,7 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
             detail = (f"rollback {rb['status']}" + (f": {rb['error']}" if rb.get("error")
                                                      else "") + (f"; {detail}" if detail else ""))
         ms = s["execution_time_ms"]
-        table.append((s["step_name"], s["status"], "" if ms is None else f"{ms:.1f} ms",
+        table.append((s["step_name"], s["status"], "" if ms is None else format_duration(ms),
                       str(s["attempts"]), "" if s["records"] is None else str(s["records"]),
                       detail.splitlines()[0][:100] if detail else ""))
     widths = [max(len(row[i]) for row in table) for i in range(5)]
