@@ -427,13 +427,20 @@ def _write_story(recorder: Any, template: str, run_id: str) -> None:
 def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
     """The plain summary: a table of the steps (not with ``quiet``), each failed step's attempt,
     error and where the user's code raised it, and the final line."""
-    from pipectl.cli.progress import data_lines, failure_details, final_line, format_duration
+    from pipectl.cli.progress import (
+        data_lines,
+        failure_details,
+        final_line,
+        format_duration,
+        status_text,
+    )
 
     if not quiet:
         rows = [("step", "status", "duration", "attempts", "records", "error")]
         for name, r in run.steps.items():
             detail = r.error or r.reason or ""
-            rows.append((name, r.status.value, format_duration(r.duration_ms), str(r.attempts),
+            rows.append((name, status_text(r, steps.get(name)), format_duration(r.duration_ms),
+                         str(r.attempts),
                          "" if r.records is None else str(r.records),
                          detail.splitlines()[0][:100] if detail else ""))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]

@@ -189,20 +189,32 @@ class FailureDetail(NamedTuple):
     max_attempts: int
     error: str
     location: Location | None
+    allowed: bool = False  # the step may fail (allow_failure): the run goes on
 
     def headline(self) -> str:
-        """``load failed on attempt 2 of 3: ValueError: bad row``."""
-        return (f"{self.step} failed on attempt {self.attempts} of {self.max_attempts}: "
-                f"{self.error}")
+        """``load failed on attempt 2 of 3: ValueError: bad row``; ``... failed (allowed) on
+        ...`` for a step allowed to fail."""
+        allowed = " (allowed)" if self.allowed else ""
+        return (f"{self.step} failed{allowed} on attempt {self.attempts} of "
+                f"{self.max_attempts}: {self.error}")
 
 
-def failure_detail(result: StepResult, max_attempts: int) -> FailureDetail:
+def status_text(result: StepResult, spec: StepSpec | None) -> str:
+    """A step's status for people: ``failed (allowed)`` for a step allowed to fail."""
+    status = result.status.value
+    if status == "failed" and spec is not None and spec.allow_failure:
+        return "failed (allowed)"
+    return status
+
+
+def failure_detail(result: StepResult, max_attempts: int, allowed: bool = False
+                   ) -> FailureDetail:
     """The :class:`FailureDetail` of a failed step whose spec allows ``max_attempts``."""
     error = (result.error or "failed").splitlines()[0]
     if len(error) > MAX_ERROR:
         error = error[:MAX_ERROR - 3] + "..."
     return FailureDetail(result.step_name, result.attempts, max(max_attempts, result.attempts),
-                         error, user_location(result))
+                         error, user_location(result), allowed)
 
 
 def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[FailureDetail]:
@@ -211,7 +223,8 @@ def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[Fai
     for name, result in run.steps.items():
         if result.status.value == "failed":
             spec = steps.get(name)
-            out.append(failure_detail(result, spec.max_attempts if spec is not None else 0))
+            out.append(failure_detail(result, spec.max_attempts if spec is not None else 0,
+                                      spec is not None and spec.allow_failure))
     return out
 
 
@@ -581,7 +594,7 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     cells = []
     for name, r in rows:
         detail = (r.error or r.reason or "").splitlines()
-        cells.append((name, r.status.value,
+        cells.append((name, status_text(r, steps.get(name)),
                       format_seconds(r.duration_ms / 1000) if r.attempts else "",
                       str(r.attempts), "" if r.records is None else f"{r.records:,}",
                       detail[0] if detail else ""))
@@ -605,7 +618,8 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
                          max_width={"step": widths[0], "error": error_width}.get(header))
     for name, status, duration, attempts, *records, error in cells:
         table.add_row(
-            name, Text(status, style=_STATUS_STYLES.get(status, "")), duration,
+            name, Text(status, style="yellow" if status == "failed (allowed)"
+                       else _STATUS_STYLES.get(status, "")), duration,
             Text(attempts, style="yellow" if attempts not in ("0", "1") else ""), *records,
             Text(error, style="red" if status == "failed" else "dim"),
         )
@@ -624,8 +638,10 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     mark = "✗ " if console.encoding.lower().startswith("utf") else "x "
     for result in failed[:MAX_FAILURE_DETAILS]:
         spec = steps.get(result.step_name)
-        detail = failure_detail(result, spec.max_attempts if spec is not None else 0)
-        console.print(Text(mark + detail.headline(), style="red"))
+        detail = failure_detail(result, spec.max_attempts if spec is not None else 0,
+                                spec is not None and spec.allow_failure)
+        console.print(Text(mark + detail.headline(), style="yellow" if detail.allowed
+                           else "red"))
         if detail.location is not None:
             console.print(Text(f"    at {detail.location}", style="dim"))
     if len(failed) > MAX_FAILURE_DETAILS:
