@@ -39,8 +39,8 @@ import os
 import time
 from typing import Any
 
-__all__ = ["FileMarker", "Load", "LoadMarker", "remove_stale_temp_files", "temp_prefix",
-           "write_atomically"]
+__all__ = ["FileMarker", "Load", "LoadMarker", "pid_alive", "remove_stale_temp_files",
+           "temp_prefix", "write_atomically"]
 
 
 class LoadMarker:
@@ -218,7 +218,7 @@ def remove_stale_temp_files(path: str) -> list[str]:
         if not (name.startswith(start) and name.endswith(".tmp")):
             continue
         pid_text = name[len(start):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:
             os.unlink(os.path.join(folder, name))
@@ -228,7 +228,8 @@ def remove_stale_temp_files(path: str) -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts)."""
     if pid == os.getpid():
         return True
     try:

@@ -45,6 +45,7 @@ from typing import Any
 
 from pipectl import faults
 from pipectl.errors import PipectlError
+from pipectl.loads import pid_alive as _pid_alive
 from pipectl.hookspecs import hookimpl
 
 __all__ = [
@@ -1642,16 +1643,6 @@ def _fetch(cur: Any, sql: str, params: tuple) -> dict[str, Any] | None:
     cur.execute(sql, params)
     row = cur.fetchone()
     return None if row is None else dict(zip([d[0] for d in cur.description], row))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _live_status(row: Mapping[str, Any]) -> str:

@@ -184,17 +184,7 @@ class SqliteOutput:
         conn.execute(_LOADS_DDL)
         existing = self._table_columns()
         if existing:
-            written = list(self.columns) if self.columns is not None else existing
-            unknown = [c for c in written if c not in existing]
-            if unknown:
-                raise ValueError(f"table {self.table!r} has no column(s) {unknown!r} "
-                                 f"(its columns: {existing!r})")
-            if self.key:
-                missing = [k for k in self.key if k not in written]
-                if missing:
-                    raise ValueError(f"key column(s) {missing!r} are not written to table "
-                                     f"{self.table!r}")
-                self._check_unique_key()
+            written = self._written(existing)
             if self.mode == "replace":
                 conn.execute(f"DELETE FROM {quote_identifier(self.table)}")
             self._prepare(written)
@@ -343,17 +333,7 @@ class SqliteOutput:
         self._staging = []
         existing = self._table_columns()
         if existing:
-            written = list(self.columns) if self.columns is not None else existing
-            unknown = [c for c in written if c not in existing]
-            if unknown:
-                raise ValueError(f"table {self.table!r} has no column(s) {unknown!r} "
-                                 f"(its columns: {existing!r})")
-            if self.key:
-                missing = [k for k in self.key if k not in written]
-                if missing:
-                    raise ValueError(f"key column(s) {missing!r} are not written to table "
-                                     f"{self.table!r}")
-                self._check_unique_key()
+            written = self._written(existing)
             self._stage(written)
         elif self.columns is not None:
             self._create_at_commit = dict(self.columns)
@@ -400,6 +380,22 @@ class SqliteOutput:
     def _table_columns(self) -> list[str]:
         rows = self._conn.execute("SELECT name FROM pragma_table_info(?)", (self.table,))
         return [r[0] for r in rows]
+
+    def _written(self, existing: list[str]) -> list[str]:
+        """The columns written to an existing table with ``existing`` columns, checked: they
+        exist, and the key is among them with a unique index on it."""
+        written = list(self.columns) if self.columns is not None else existing
+        unknown = [c for c in written if c not in existing]
+        if unknown:
+            raise ValueError(f"table {self.table!r} has no column(s) {unknown!r} "
+                             f"(its columns: {existing!r})")
+        if self.key:
+            missing = [k for k in self.key if k not in written]
+            if missing:
+                raise ValueError(f"key column(s) {missing!r} are not written to table "
+                                 f"{self.table!r}")
+            self._check_unique_key()
+        return written
 
     def _check_unique_key(self) -> None:
         conn = self._conn
