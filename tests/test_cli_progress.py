@@ -188,7 +188,7 @@ def test_no_live_display_and_no_escape_codes_in_a_pipe(demo):
     assert not re.search(r"attempt \d+/\d+", proc.stdout + proc.stderr)  # no live lines
     assert "step_started" in proc.stderr and "step_finished" in proc.stderr  # one per event
     assert proc.stdout.splitlines()[0].split() == ["step", "status", "duration", "attempts",
-                                                    "records", "error"]
+                                                    "records", "output", "/", "error"]
     assert re.search(r"^flaky\s+success\s+[\d.]+ ms\s+2\b", proc.stdout, re.MULTILINE), proc.stdout
     assert "broken failed on attempt 1 of 1: ValueError: bad row 17" in proc.stdout
     assert f"  at steps_progress.py:{_raise_line()}, in _parse" in proc.stdout

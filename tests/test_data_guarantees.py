@@ -115,7 +115,7 @@ def test_a_transform_failing_every_record_leaves_yesterdays_file_and_table(tmp_p
     letters = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert len(letters) == 60  # what was rejected is there to look at, with run and step
     assert {letter["step"] for letter in letters} == {"load"}
-    assert letters[0]["position"] == "csv data.csv record 1"
+    assert letters[0]["position"] == f"csv {tmp_path / 'data.csv'} record 1"  # relative to the file
 
 
 def test_two_sqlite_outputs_of_one_step_on_one_file(plugin_manager, tmp_path):

@@ -78,7 +78,7 @@ BAD_FILES = {
                   "\"${env.PIPECTL_TEST_SURELY_UNSET}\"}\n    load: [{type: jsonl, path: o}]\n",
                   4, ["${env.PIPECTL_TEST_SURELY_UNSET} is not set", ":-default"]),
     "missing required param": ("name: x\nparams:\n  day: {type: str}\nsteps:\n" + GOOD_STEP,
-                               None, ["params.day: is required", "-p day=VALUE"]),
+                               None, ["params.day: is required", "params={'day': ...}"]),
     "bad param type": ("name: x\nparams:\n  day: {type: date}\nsteps:\n" + GOOD_STEP, 3,
                        ["params.day.type: unknown type 'date'"]),
     "default of the wrong type": ("name: x\nparams:\n  n: {type: int, default: many}\nsteps:\n"
@@ -231,7 +231,11 @@ def test_validate_and_graph():
     proc = _cli("validate", "good.yaml")
     assert proc.returncode == 0 and "is valid (2 steps)" in proc.stdout
     proc = _cli("graph", "good.yaml", "--format", "dot")
-    assert proc.returncode == 0 and '"numbers" -> "total";' in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    # one labelled cluster per pipeline, nodes labelled with the step names
+    assert 'label="good";' in proc.stdout
+    assert 'p0_s0 [label="numbers"];' in proc.stdout and 'p0_s1 [label="total"];' in proc.stdout
+    assert "p0_s0 -> p0_s1;" in proc.stdout
 
 
 def test_from_yaml_params_are_typed_and_interpolated(tmp_path, monkeypatch, plugin_manager):
@@ -410,8 +414,10 @@ def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_man
     pipe.add_step("total", st.total, depends_on=["numbers"], allow_failure=True,
                   resources={"GPU": 1, "memory": "2GiB"})
     pipe.add_step("cleanup", st.numbers, depends_on=["total"], trigger="all_done")
-    pipe.data_step("load", extractor={"type": "csv", "path": "in.csv"},
-                   outputs=[{"type": "jsonl", "path": "out.jsonl"}],
+    # absolute paths: a relative one means the working directory in Python, the file's
+    # folder in a pipeline file
+    pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
+                   outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
                    transforms=[st.double, Transform(st.silver, per="batch")],
                    on_bad_record="skip", depends_on=["numbers"])
     path = tmp_path / "round.yaml"

@@ -82,26 +82,55 @@ def test_the_readme_quick_start_on_a_fresh_clone_and_venv(tmp_path):
     assert where.strip().startswith(str(clone))
 
 
-def test_the_python_quick_start_loads_the_same_orders(tmp_path):
-    """``python examples/quickstart/pipeline.py``: the same pipeline written in Python."""
-    example = tmp_path / "quickstart"
-    shutil.copytree(REPO_ROOT / "examples" / "quickstart", example,
-                    ignore=shutil.ignore_patterns("output", "__pycache__"))
-
-    proc = subprocess.run([sys.executable, str(example / "pipeline.py")], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
-
-    assert proc.returncode == 0, proc.stderr
-    out_dir = example / "output"
-    assert f"orders loaded into SQLite: {out_dir / 'orders.sqlite'}" in proc.stdout
-    assert f"orders written as JSON Lines: {out_dir / 'orders.jsonl'}" in proc.stdout
+def loaded(out_dir: Path) -> tuple[list[tuple], list[dict], list[dict]]:
+    """What a quick start run left in ``out_dir``: the SQLite rows, the JSON Lines records and
+    the rejected rows (without the run id, with the copy's path left out), each sorted."""
     with sqlite3.connect(out_dir / "orders.sqlite") as db:
-        rows = db.execute("SELECT order_id, customer_email, city, amount FROM orders").fetchall()
-    lines = [json.loads(line) for line in (out_dir / "orders.jsonl").read_text().splitlines()]
+        rows = sorted(db.execute("SELECT * FROM orders").fetchall())
+    lines = sorted((json.loads(line) for line in (out_dir / "orders.jsonl").read_text()
+                    .splitlines()), key=lambda o: o["order_id"])
+    rejected = [{k: v for k, v in json.loads(line).items() if k != "run_id"}
+                for line in (out_dir / "rejected_orders.jsonl").read_text().splitlines()]
+    for r in rejected:  # "csv /tmp/.../quickstart/data/orders.csv record 116": the copy's path
+        r["position"] = r["position"].replace(str(out_dir.parent), "quickstart")
+    return rows, lines, sorted(rejected, key=lambda r: r["position"])
+
+
+def test_the_python_quick_start_is_the_yaml_one_in_python(tmp_path):
+    """``python examples/quickstart/pipeline.py``, run from an unrelated folder: the same data
+    step as pipeline.yaml, writing the same rows into the same files beside itself."""
+    by_python = tmp_path / "python" / "quickstart"
+    by_yaml = tmp_path / "yaml" / "quickstart"
+    for copy in (by_python, by_yaml):
+        shutil.copytree(REPO_ROOT / "examples" / "quickstart", copy,
+                        ignore=shutil.ignore_patterns("output", "__pycache__"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    proc = subprocess.run([sys.executable, str(by_python / "pipeline.py")], capture_output=True,
+                          text=True, timeout=120, cwd=elsewhere)
+    yaml_run = subprocess.run([sys.executable, "-m", "pipectl", "run",
+                               str(by_yaml / "pipeline.yaml"), "--no-progress"],
+                              capture_output=True, text=True, timeout=120, cwd=elsewhere)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert yaml_run.returncode == 0, yaml_run.stdout + yaml_run.stderr
+    assert "Traceback" not in proc.stderr
+    out_dir = by_python / "output"
+    assert not list(elsewhere.iterdir())  # nothing written where it was run from
+    # it prints where the data went, as `pipectl run` does
+    assert (f"load_orders -> sqlite {out_dir / 'orders.sqlite'} table orders: 114 records"
+            in proc.stdout)
+    assert f"load_orders -> jsonl {out_dir / 'orders.jsonl'}: 114 records" in proc.stdout
+    assert (f"load_orders: 6 bad records set aside in {out_dir / 'rejected_orders.jsonl'}"
+            in proc.stdout)
+    assert "Chicago" in proc.stdout  # revenue_by_city ran on the table just loaded
+    # the same rows as the YAML pipeline, in the same files
+    rows, lines, rejected = loaded(out_dir)
+    assert (rows, lines, rejected) == loaded(by_yaml / "output")
     # 121 CSV lines: 6 unparseable, 1 repeated order line
     assert len(rows) == len(lines) == 114
     assert {r[0] for r in rows} == {o["order_id"] for o in lines}
-    assert all(r[1] == r[1].strip().lower() for r in rows)
-    assert all(r[2] == r[2].title() for r in rows)
-    assert "114 orders loaded" in proc.stdout and "6 rows rejected" in proc.stdout
-    assert "Traceback" not in proc.stderr
+    assert all(o["customer_email"] == o["customer_email"].strip().lower() for o in lines)
+    assert all(o["city"] == o["city"].title() for o in lines)
+    assert len(rejected) == 6 and all("unparseable quantity" in r["reason"] for r in rejected)

@@ -162,8 +162,9 @@ def test_tracking_can_be_switched_off_and_runs_are_read_from_the_database(projec
     cli("run", "pipeline.yaml", "--tracker", f"sqlite:///{other}", cwd=root)
     assert json.loads(cli("runs", "list", "--json", "--tracker", f"sqlite:///{other}",
                           cwd=root).stdout)[0]["pipeline_name"] == "tracked"
-    missing = cli("runs", "show", "abc123", cwd=root)
-    assert missing.returncode == 2 and "no run 'abc123'" in missing.stderr
+    missing = cli("runs", "show", "abc123", cwd=root)  # the default tracker was never made
+    assert missing.returncode == 2 and "no runs recorded" in missing.stderr
+    assert not (home / "pipectl.db").exists()
     bad = cli("run", "pipeline.yaml", "--tracker", "mysql://x", cwd=root)
     assert bad.returncode == 2 and "no tracker named 'mysql'" in bad.stderr
 
@@ -644,7 +645,7 @@ def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_commi
     outputs = record["steps"][0]["outputs"]
     assert outputs["sqlite#0"]["status"] == "skipped"  # committed by the run it resumed
     assert outputs["jsonl#1"] == {"written": 500, "status": "committed", "error": None,
-                                  "target": "jsonl out/b/records.jsonl"}
+                                  "target": f"jsonl {tmp_path}/out/b/records.jsonl"}
 
 
 def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_manager,

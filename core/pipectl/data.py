@@ -423,7 +423,11 @@ async def run_data_step(
     load_run = load_run or run_id
     dead = None
     if on_bad_record == "dead_letter":
-        dead_path = Path(dead_letter or Path(".pipectl") / "dead_letters" / f"{step}.jsonl")
+        if dead_letter is None:
+            from pipectl.project import home
+
+            dead_letter = home() / "dead_letters" / f"{step}.jsonl"
+        dead_path = Path(dead_letter)
         dead = _DeadLetters(dead_path, run_id, step)
         result.dead_letter_path = str(dead_path)
     ctx = DataContext(step, params or {}, on_bad_record, dead, logger, max_count)

@@ -116,10 +116,14 @@ class Node:
 class Plan:
     """A validated pipeline ready to run: nodes in topological order, callables resolved."""
 
-    def __init__(self, spec: PipelineSpec, graph: Graph, nodes: list[Node]):
+    def __init__(self, spec: PipelineSpec, graph: Graph, nodes: list[Node],
+                 left_out: tuple[str, ...] = ()):
         self.spec = spec
         self.graph = graph
         self.nodes = nodes
+        self.left_out = left_out
+        """The steps ``skip`` left out of the plan (they and all downstream of them), in the
+        pipeline's order; not those ``only`` did not select."""
 
 
 def _takes_components(factory: Any) -> bool:
@@ -130,16 +134,23 @@ def _takes_components(factory: Any) -> bool:
 
 
 def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
-             components: Any = None) -> Plan:
+             components: Any = None, skip: tuple[str, ...] = ()) -> Plan:
     """Validate ``spec`` (graph and function signatures) and resolve every step's callable.
 
-    ``components`` (the plugin manager's registries) goes to step type factories that take a
-    ``components`` argument, to check the components a step names. Raises
-    :class:`PipelineValidationError` listing every problem found.
+    ``only``: the plan holds the steps named and what they depend on, nothing else. ``skip``:
+    it leaves out the steps named and everything downstream of them (of what ``only``
+    selected, when both are given; the plan's ``left_out`` lists them). ``components`` (the
+    plugin manager's registries) goes to step type factories that take a ``components``
+    argument, to check the components a step names. Raises :class:`PipelineValidationError`
+    listing every problem found (unknown names in ``only`` or ``skip`` among them).
     """
     graph = Graph(spec.name, spec.steps)
+    gone = graph.downstream(skip) if skip else set()
     if only:
         graph = graph.subgraph(only)
+    left_out = tuple(n for n in graph.names if n in gone)
+    if left_out:
+        graph = Graph(spec.name, [s for n, s in graph.steps.items() if n not in gone])
     order = graph.topological_order()
     index_of = {name: i for i, name in enumerate(order)}
     problems: list[str] = []
@@ -176,7 +187,7 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
             for name in expr.output_steps:
                 if name in by_name:
                     by_name[name].driver_reads = True
-    return Plan(spec, graph, nodes)
+    return Plan(spec, graph, nodes, left_out)
 
 
 def _now() -> datetime:
@@ -270,6 +281,7 @@ class _RunState:
         self.all_done: asyncio.Future = self.loop.create_future()
         enabled = getattr(logger, "is_enabled_for", None)
         self.log_info = enabled(logging.INFO) if enabled is not None else True
+        self.log_debug = enabled(logging.DEBUG) if enabled is not None else False
         self.lane = [False] * n  # decided in start_roots(), once the executor has started
         self.local = False  # the plain local executor and no middleware: steps called directly
         self.threads: Any = None  # the local executor's pool, when the lane is used
@@ -563,6 +575,11 @@ class _RunState:
                         work.append((k, decided))
                     else:  # first come, first served: behind the steps already waiting
                         self.ready.append(k)
+                        if self.log_debug:
+                            self.logger.debug(
+                                "step_ready", run_id=run.run_id, step=self.nodes[k].spec.name,
+                                after=spec.name, running=self.active, limit=self.limit,
+                                waiting=len(self.ready))
         while self.ready and self.active < self.limit:
             k = self.ready.popleft()
             self.active += 1
@@ -971,7 +988,8 @@ async def execute(
     from pipectl import log
 
     if plan is None:
-        plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries)
+        plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries,
+                        config.skip)
     hooks = Hooks(pm)
     executor_name = config.executor or spec.executor
     try:
@@ -987,6 +1005,7 @@ async def execute(
         parameters={k: "***" if k in config.secrets else v for k, v in config.params.items()},
         parent_run_id=config.parent_run_id,
         resumed_from=config.resumed_from,
+        left_out=list(plan.left_out),
     )
     secret_values = tuple(sorted(
         {str(config.params[n]) for n in config.secrets
@@ -999,6 +1018,8 @@ async def execute(
     tokens = bind_contextvars(run_id=run.run_id)  # every step's log lines carry it; reset below
     state = _RunState(plan, config, hooks, executor, run, run_services, logger, pm.registries)
     state.secrets = secret_values
+    if secret_values:  # what is shown of the run after it ended masks them (pipectl.preview)
+        log.remember_secrets(run, secret_values)
     state.pm = pm
     try:  # before run_start: an executor that cannot start leaves no run behind
         await executor.start(run, config, state.limit if state.limit <= len(plan.nodes) else None)
@@ -1015,6 +1036,12 @@ async def execute(
     hooks.run_start(run=run)
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
                 executor=executor_name)
+    if state.log_debug:  # -v: the plan, level by level, and what bounds it
+        logger.debug("plan", run_id=run.run_id, pipeline=spec.name,
+                     levels=[[node.spec.name for node in level] for level in _levels(plan)],
+                     max_concurrent=state.limit, only=list(config.only) or None,
+                     skip=list(config.skip) or None,
+                     resumed_steps=len(config.resume) or None)
     cancelled = False
     try:
         state.start_roots()
@@ -1043,6 +1070,17 @@ async def execute(
     if cancelled:
         raise RunCancelled(run)
     return run
+
+
+def _levels(plan: Any) -> list[list[Any]]:
+    """The plan's nodes by level: each after every level holding one of its dependencies."""
+    depth: dict[int, int] = {}
+    for node in plan.nodes:  # in topological order
+        depth[node.index] = 1 + max((depth[d] for d in node.deps), default=-1)
+    levels: list[list[Any]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for node in plan.nodes:
+        levels[depth[node.index]].append(node)
+    return levels
 
 
 def _finalize(run: PipelineRun, plan: Plan, cancelled: bool) -> None:

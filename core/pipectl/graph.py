@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from pipectl.errors import PipelineValidationError
 from pipectl.model import StepSpec
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "dot_quote", "mermaid_text", "visualize_pipelines"]
 
 
 class Graph:
@@ -143,24 +143,46 @@ class Graph:
                 stack.extend(self.dependents[node])
         return seen
 
-    def subgraph(self, names: Iterable[str]) -> Graph:
-        """The graph of the given steps and what they depend on, nothing else."""
-        names = list(names)
+    def _check_known(self, names: Sequence[str], where: str) -> None:
+        """Raise :class:`PipelineValidationError` naming every unknown step of ``names`` (with
+        the nearest names), as given in the argument ``where`` (``only=``, ``skip=``)."""
         unknown = [n for n in names if n not in self.steps]
         if unknown:
             hints = []
             for n in unknown:
                 close = difflib.get_close_matches(n, self.names, n=3)
                 hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-            raise PipelineValidationError(self.name, [f"unknown step {h} in only=" for h in hints])
+            raise PipelineValidationError(self.name, [f"unknown step {h} in {where}" for h in hints])
+
+    def subgraph(self, names: Iterable[str]) -> Graph:
+        """The graph of the given steps and what they depend on, nothing else."""
+        names = list(names)
+        self._check_known(names, "only=")
         keep = self.ancestors(names)
         return Graph(self.name, [s for n, s in self.steps.items() if n in keep])
 
+    def downstream(self, names: Iterable[str]) -> set[str]:
+        """The given steps and everything downstream of them (what ``skip=`` leaves out);
+        unknown names raise :class:`PipelineValidationError`."""
+        names = list(names)
+        self._check_known(names, "skip=")
+        gone = set(names)
+        for n in names:
+            gone |= self.descendants(n)
+        return gone
+
+    def without(self, names: Iterable[str]) -> Graph:
+        """The graph without the given steps and everything downstream of them."""
+        gone = self.downstream(names)
+        return Graph(self.name, [s for n, s in self.steps.items() if n not in gone])
+
     # -- pictures -------------------------------------------------------------------------
 
-    def visualize(self) -> str:
-        """The levels as text, one step a line, with what each step depends on."""
-        lines = [f"Pipeline: {self.name}", "=" * 40]
+    def visualize(self, after: Sequence[str] = ()) -> str:
+        """The levels as text, one step a line, with what each step depends on; ``after``
+        names the pipelines this one runs after (shown in the heading)."""
+        heading = f"Pipeline: {self.name}" + (f" (after: {', '.join(after)})" if after else "")
+        lines = [heading, "=" * 40]
         for i, level in enumerate(self.levels()):
             lines.append(f"Level {i}:")
             for node in level:
@@ -174,8 +196,7 @@ class Graph:
         ids = {n: f"s{i}" for i, n in enumerate(self.names)}
         lines = ["flowchart TD"]
         for n in self.names:
-            label = n.replace('"', "#quot;")
-            lines.append(f'    {ids[n]}["{label}"]')
+            lines.append(f'    {ids[n]}["{mermaid_text(n)}"]')
         for n in self.names:
             for d in self.dependencies[n]:
                 lines.append(f"    {ids[d]} --> {ids[n]}")
@@ -183,10 +204,7 @@ class Graph:
 
     def to_dot(self) -> str:
         """A Graphviz dot digraph of the DAG."""
-
-        def q(s: str) -> str:
-            return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
+        q = dot_quote
         lines = [f"digraph {q(self.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
         for n in self.names:
             lines.append(f"    {q(n)};")
@@ -196,8 +214,107 @@ class Graph:
         lines.append("}")
         return "\n".join(lines)
 
+    def sinks(self) -> list[str]:
+        """The steps nothing depends on, in topological order."""
+        return [n for n in self.topological_order() if not self.dependents[n]]
+
     def __len__(self) -> int:
         return len(self.names)
 
     def __contains__(self, name: object) -> bool:
         return name in self.steps
+
+
+# -- pictures of several pipelines ---------------------------------------------------------------
+
+
+def mermaid_text(text: str) -> str:
+    """``text`` made safe inside a quoted Mermaid label (``["..."]``): quotes, ``#`` (which
+    starts Mermaid's entity codes), ``&``, ``<``, ``>`` (labels are HTML), backticks (Markdown
+    labels) and line breaks become entity codes or spaces, so a name can never end the label
+    or the statement, nor be read as markup."""
+    out = text.replace("#", "#35;")
+    for char, code in (('"', "#quot;"), ("&", "#amp;"), ("<", "#lt;"), (">", "#gt;"),
+                       ("`", "#96;")):
+        out = out.replace(char, code)
+    return " ".join(out.splitlines())
+
+
+def dot_quote(text: str) -> str:
+    """``text`` as a Graphviz quoted string (backslashes, quotes and line breaks escaped)."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + out.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n") + '"'
+
+
+def visualize_pipelines(graphs: Mapping[str, Graph],
+                        after: Mapping[str, Sequence[str]] | None = None,
+                        format: str = "text", title: str = "pipelines") -> str:
+    """One picture of several pipelines (``graphs``, by name, in the order they run) and the
+    pipelines each runs after (``after``, by name; names not in ``graphs`` are ignored).
+
+    ``text``: each pipeline's levels under a heading with its name and ``(after: A, B)``.
+    ``mermaid``: one ``flowchart`` with a ``subgraph`` per pipeline, titled with its name, and
+    an edge from each upstream pipeline's subgraph to its dependent's. ``dot``: one digraph
+    (``title``) with a labelled ``cluster_N`` per pipeline and an edge from a last step of the
+    upstream pipeline to a first step of its dependent, clipped at the clusters
+    (``compound=true``, ``ltail``/``lhead``). Node ids are made unique per pipeline; names
+    only ever appear escaped, as labels.
+    """
+    names = list(graphs)
+    ups = {n: [d for d in (after or {}).get(n, ()) if d in graphs and d != n] for n in names}
+    if format == "text":
+        return "\n\n".join(graphs[n].visualize(ups[n]) for n in names)
+    if format == "mermaid":
+        return _pipelines_mermaid(graphs, ups)
+    if format == "dot":
+        return _pipelines_dot(graphs, ups, title)
+    raise ValueError(f"unknown format {format!r}: use text, mermaid or dot")
+
+
+def _pipelines_mermaid(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]]) -> str:
+    pid = {n: f"p{i}" for i, n in enumerate(graphs)}
+    lines = ["flowchart TD"]
+    for name, graph in graphs.items():
+        ids = {s: f"{pid[name]}_s{i}" for i, s in enumerate(graph.names)}
+        lines.append(f'    subgraph {pid[name]}["{mermaid_text(name)}"]')
+        for s in graph.names:
+            lines.append(f'        {ids[s]}["{mermaid_text(s)}"]')
+        for s in graph.names:
+            for d in graph.dependencies[s]:
+                lines.append(f"        {ids[d]} --> {ids[s]}")
+        lines.append("    end")
+    for name in graphs:
+        for up in ups[name]:
+            lines.append(f"    {pid[up]} --> {pid[name]}")
+    return "\n".join(lines)
+
+
+def _pipelines_dot(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]],
+                   title: str) -> str:
+    q = dot_quote
+    lines = [f"digraph {q(title)} {{", "    compound=true;", "    rankdir=LR;",
+             "    node [shape=box];"]
+    first: dict[str, str] = {}  # by pipeline: a step with no dependencies (edges end there)
+    last: dict[str, str] = {}  # a step nothing depends on (edges between pipelines start there)
+    for i, (name, graph) in enumerate(graphs.items()):
+        ids = {s: f"p{i}_s{k}" for k, s in enumerate(graph.names)}
+        lines.append(f"    subgraph cluster_{i} {{")
+        lines.append(f"        label={q(name)};")
+        for s in graph.names:
+            lines.append(f"        {ids[s]} [label={q(s)}];")
+        if not graph.names:  # an empty cluster is not drawn: a placeholder holds its place
+            ids[""] = f"p{i}_empty"
+            lines.append(f'        {ids[""]} [label="(no steps)", shape=plaintext];')
+        for s in graph.names:
+            for d in graph.dependencies[s]:
+                lines.append(f"        {ids[d]} -> {ids[s]};")
+        lines.append("    }")
+        first[name] = ids[graph.levels()[0][0]] if graph.names else ids[""]
+        last[name] = ids[graph.sinks()[-1]] if graph.names else ids[""]
+    cluster = {n: f"cluster_{i}" for i, n in enumerate(graphs)}
+    for name in graphs:
+        for up in ups[name]:
+            lines.append(f"    {last[up]} -> {first[name]} "
+                         f"[ltail={cluster[up]}, lhead={cluster[name]}];")
+    lines.append("}")
+    return "\n".join(lines)

@@ -138,6 +138,7 @@ def pipectl_register_trackers(register: Register) -> None:
     ``close()``, the reads ``list_runs``, ``resolve``, ``latest_finished``, ``get_run``,
     ``pipeline_of``, ``step_states``, ``extractor_states``, the resume claims
     ``claim_resume`` and ``release_resume`` (one resumer per run, atomic in the database),
+    ``prune`` (delete old runs and their stored outputs: ``pipectl runs prune``),
     plus ``results`` (a result store for resume, or None). A tracker on another SQL database
     subclasses ``SQLTracker`` and gives
     ``_connect()``, ``placeholder`` and ``_begin_write(conn)``: the tables and the SQL are

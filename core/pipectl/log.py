@@ -33,6 +33,31 @@ def secrets_var() -> Any:
     return SECRETS
 
 
+_RUN_SECRETS: Any = None  # a WeakKeyDictionary: PipelineRun -> its secret values
+
+
+def remember_secrets(run: Any, values: tuple[str, ...]) -> None:
+    """Keep the secret values of ``run`` (a PipelineRun) for as long as the run object lives,
+    beside it (never on it: it is not pickled, printed or recorded with the run), so that what
+    is shown of the run after it ended (:mod:`pipectl.preview`) can mask them."""
+    global _RUN_SECRETS
+    if _RUN_SECRETS is None:
+        import weakref
+
+        _RUN_SECRETS = weakref.WeakKeyDictionary()
+    _RUN_SECRETS[run] = tuple(values)
+
+
+def secrets_of(run: Any) -> tuple[str, ...]:
+    """The secret values :func:`remember_secrets` kept for ``run``; empty if none."""
+    if _RUN_SECRETS is None:
+        return ()
+    try:
+        return _RUN_SECRETS.get(run, ())
+    except TypeError:  # not weak-referenceable: not a run of this process
+        return ()
+
+
 def redact(text: str, secrets: Any = None) -> str:
     """``text`` with every secret value of the running pipeline replaced by ``***``."""
     for value in secrets if secrets is not None else secrets_var().get():
@@ -131,6 +156,27 @@ def plugin_failed(record: Any) -> None:
         error=record.error,
         hint=f"`pipectl plugins` lists it; PIPECTL_DISABLE_PLUGINS={record.name} turns it off",
     )
+
+
+class _ToPipectl(logging.Handler):
+    """Python ``logging`` records as pipectl events (so ``--log-format json`` stays one JSON
+    object a line), secrets masked like every event."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            method = getattr(get_logger(), record.levelname.lower(), None) or get_logger().info
+            method(record.getMessage(), logger=record.name)
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            self.handleError(record)
+
+
+def capture_library_logs(level: int = logging.DEBUG) -> None:
+    """Route the root Python logger (libraries such as httpx, psycopg or distributed) into
+    pipectl's events from ``level`` up (``pipectl run -vv``)."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _ToPipectl) for h in root.handlers):
+        root.addHandler(_ToPipectl())
+    root.setLevel(level)
 
 
 def reset_logging() -> None:

@@ -210,6 +210,10 @@ class StepSpec:
     """What the step needs of the machine it runs on (``{"GPU": 1, "memory": "4GB"}``), for
     executors that place steps on machines: pipectl-dask maps them to dask worker resources.
     The ``local`` executor runs every step in its one process and does not look at them."""
+    store_output: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    """False: the step's output is never pickled nor written to the tracker's result store
+    (too big, not worth keeping, or not to be kept on disk). The tracker still records the
+    step's row and its output summary; a resume that needs the output runs the step again."""
 
     @retry_jitter.validator
     def _check_jitter(self, attribute: attrs.Attribute, value: float) -> None:
@@ -286,6 +290,8 @@ class RunConfig:
     executor_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     tracker: str | None = None
     only: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    skip: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    """Steps left out of the run with everything downstream of them (``--skip``)."""
     run_id: str | None = None
     services: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     max_threads: int | None = attrs.field(default=None, validator=_positive_or_none)
@@ -376,6 +382,9 @@ class PipelineRun:
     cancelled_by: str | None = None
     """The signal (``"SIGINT"`` or ``"SIGTERM"``) that cancelled the run, when
     :meth:`Pipeline.run_sync` caught one; ``None`` otherwise."""
+    left_out: list[str] = attrs.field(factory=list)
+    """The steps the run's ``skip`` left out (those named and everything downstream of them),
+    in pipeline order: not run, and not in ``steps``."""
 
     def __repr__(self) -> str:
         # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run

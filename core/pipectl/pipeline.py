@@ -112,8 +112,9 @@ class Pipeline:
 
         Options are :class:`~pipectl.model.StepSpec` fields: ``depends_on``, ``inputs``,
         ``retries``, ``retry_delay``, ``retry_backoff``, ``retry_max_delay``, ``retry_jitter``,
-        ``retry_on``, ``timeout``, ``allow_failure``, ``trigger``, ``rollback``, ``description``.
-        The function is returned unchanged.
+        ``retry_on``, ``timeout``, ``allow_failure``, ``trigger``, ``rollback``, ``description``,
+        ``resources``, ``store_output`` (False: the output is never written to the tracker's
+        result store; a resume runs the step again). The function is returned unchanged.
         """
         if callable(name):  # @pipe.step without parentheses
             self.add_step(name.__name__, name)
@@ -126,7 +127,8 @@ class Pipeline:
         return decorate
 
     def add_step(self, name: str, func: Callable[..., Any] | None = None, **options: Any) -> StepSpec:
-        """Add a step running ``func`` (or built by the step type ``step_type=``); returns its spec."""
+        """Add a step running ``func`` (or built by the step type ``step_type=``); returns its
+        spec. ``options`` are those of :meth:`step` (``store_output=False`` among them)."""
         unknown = sorted(set(options) - _STEP_OPTIONS)
         if unknown:
             import difflib
@@ -195,7 +197,8 @@ class Pipeline:
         to drop it, or a list to split it), or :class:`pipectl.data.Transform` for per-batch
         ones. ``max_bad_records`` (a count, or a percentage like ``"5%"``) fails the step, with
         nothing committed, when more records are bad; rejecting every record always fails.
-        Other options (``depends_on``, ``retries``, ``timeout``...) are the step's.
+        Other options (``depends_on``, ``retries``, ``timeout``, ``store_output``...) are the
+        step's.
         """
         options: dict[str, Any] = {"extract": extractor, "load": list(outputs),
                                    "transforms": list(transforms), "on_bad_record": on_bad_record}
@@ -262,17 +265,17 @@ class Pipeline:
         self._plans.clear()
         return spec
 
-    def _plan(self, pm: Any, only: tuple[str, ...]) -> Any:
+    def _plan(self, pm: Any, only: tuple[str, ...], skip: tuple[str, ...] = ()) -> Any:
         """The validated run plan, cached until the steps or the step types change."""
         from pipectl.engine import plan_run
 
         registries = pm.registries
         step_types = registries.step_types
         key = (id(step_types), step_types.version, registries.extractors.version,
-               registries.outputs.version, only)
+               registries.outputs.version, only, skip)
         cached = self._plans.get(key)
         if cached is None or cached[0] is not step_types:
-            plan = plan_run(self.spec, step_types, only, registries)
+            plan = plan_run(self.spec, step_types, only, registries, skip)
             cached = self._plans[key] = (step_types, plan)
         return cached[1]
 
@@ -328,6 +331,7 @@ class Pipeline:
         params: Mapping[str, Any] | None = None,
         *,
         only: Iterable[str] | str | None = None,
+        skip: Iterable[str] | str | None = None,
         max_concurrent: int | None = None,
         fail_fast: bool | None = None,
         executor: str | None = None,
@@ -345,8 +349,13 @@ class Pipeline:
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
 
-        ``only`` runs the named steps and what they depend on, nothing else. Arguments left
-        None keep the pipeline's defaults. A failed step does not raise: look at ``run.status``
+        ``only`` runs the named steps and what they depend on, nothing else. ``skip`` leaves
+        the named steps out of the run, and everything downstream of them: they do not run and
+        are not in ``run.steps``; ``run.left_out`` lists them. With both, the steps ``only``
+        selects run, minus the skipped ones and what is downstream of them. A name that is not
+        a step of the pipeline raises :class:`~pipectl.errors.PipelineValidationError` (with
+        the nearest names) before anything runs. Arguments left None keep the pipeline's
+        defaults. A failed step does not raise: look at ``run.status``
         and ``run.steps``. An invalid pipeline raises
         :class:`~pipectl.errors.PipelineValidationError` before anything runs.
 
@@ -369,8 +378,8 @@ class Pipeline:
         from pipectl.engine import RunCancelled, execute
 
         pm = self._plugins(plugin_manager)
-        plan = self._plan(pm, tuple(only) if isinstance(only, (list, tuple)) else
-                          ((only,) if isinstance(only, str) else ()))
+        only, skip = _names(only), _names(skip)
+        plan = self._plan(pm, only, skip)
         tracker_obj, owned = self._open_tracker(tracker, pm, parent_run_id)
         run_id = run_id or uuid.uuid4().hex  # known before the resume is claimed for it
         claimed = None  # the run whose resume this run claimed, until this run has started
@@ -393,7 +402,7 @@ class Pipeline:
                 extractor_state = tracker_obj.extractor_states(self.name)
 
             config = RunConfig(
-                params={**self.params, **(params or {})}, only=only or (),
+                params={**self.params, **(params or {})}, only=only, skip=skip,
                 max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
                 executor_options=executor_options or {}, run_id=run_id,
                 services=services or {}, max_threads=max_threads,
@@ -455,7 +464,8 @@ class Pipeline:
         return opened, opened is not None
 
     def run_sync(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
-        """:meth:`run` from plain (non-async) code. Ctrl-C (SIGINT) or SIGTERM ends the run as
+        """:meth:`run` from plain (non-async) code, with the same arguments (``only=``,
+        ``skip=``, ...). Ctrl-C (SIGINT) or SIGTERM ends the run as
         ``cancelled`` and returns it, with the signal's name in ``run.cancelled_by``; a second
         one raises ``KeyboardInterrupt``."""
         try:
@@ -483,6 +493,16 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={len(self._steps)})"
+
+
+def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    """``only=`` or ``skip=`` as a tuple of step names: one name, any iterable of names, or
+    None; duplicates dropped, order kept."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(dict.fromkeys(value))
 
 
 class _StepCompleteListener:

@@ -35,6 +35,7 @@ import importlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,16 +48,27 @@ __all__ = ["PipelineFileError", "load_pipeline", "load_pipelines", "parse_param"
 class PipelineFileError(PipectlError, ValueError):
     """A pipeline file (or a ``-p`` value) is wrong: ``path:line: field: message`` (or
     ``path:line:column: message``), one line: control characters from the file are escaped and
-    a very long text is cut in the middle."""
+    a very long text is cut in the middle.
+
+    An error about a param says how a Python caller gives one (``params={'day': ...}``);
+    ``cli`` (a field and a message) is how the command line says it (``-p day=VALUE``), which
+    ``cli_text`` holds (the error's text otherwise)."""
 
     def __init__(self, path: str | os.PathLike[str], line: int | None, field: str | None,
-                 message: str, column: int | None = None):
+                 message: str, column: int | None = None, *,
+                 cli: tuple[str | None, str] | None = None):
         field = _printable(field, 100) if field else field
         message = _printable(message, 1000)
         self.path, self.line, self.field, self.message = str(path), line, field, message
         where = f"{self.path}:{line}" if line else self.path
         where += f":{column}" if line and column else ""
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+        self.cli_text = str(self)
+        if cli is not None:
+            cli_field, cli_message = _printable(cli[0], 100) if cli[0] else None, \
+                _printable(cli[1], 1000)
+            self.cli_text = (f"{where}: {cli_field}: {cli_message}" if cli_field
+                             else f"{where}: {cli_message}")
 
 
 def _printable(text: str, width: int) -> str:
@@ -328,14 +340,14 @@ def _hint(name: str, known: Any) -> str:
 
 # -- params ------------------------------------------------------------------------------------
 
-PARAM_TYPES = ("str", "int", "float", "bool", "list", "json")
+PARAM_TYPES = ("str", "path", "int", "float", "bool", "list", "json")
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 
 
 def parse_param(type_name: str, text: str) -> Any:
     """A ``-p key=value`` string as the declared type; ValueError says what was expected."""
-    if type_name == "str":
+    if type_name in ("str", "path"):
         return text
     if type_name == "int":
         try:
@@ -377,6 +389,7 @@ def _json_problem(exc: Exception) -> str:
 def _check_param_value(type_name: str, value: Any) -> bool:
     checks: dict[str, Callable[[Any], bool]] = {
         "str": lambda v: isinstance(v, str),
+        "path": lambda v: isinstance(v, str),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "bool": lambda v: isinstance(v, bool),
@@ -465,9 +478,12 @@ def _env_default(path: Path, spec: ParamSpec, env: Mapping[str, str]) -> Any:
     for match in _REF.finditer(text):
         if match.group(2) not in env and match.group(3) is None:
             shown = "" if spec.secret else f" (its default is {text!r})"
-            raise PipelineFileError(path, spec.line, field, f"${{env.{match.group(2)}}} is not "
-                                    f"set: set it, give -p {spec.name}=VALUE, or a default "
-                                    f"${{env.{match.group(2)}:-...}}{shown}")
+            unset, fallback = f"${{env.{match.group(2)}}} is not set", \
+                f"or a default ${{env.{match.group(2)}:-...}}{shown}"
+            raise PipelineFileError(
+                path, spec.line, field,
+                f"{unset}: set it, pass params={{{spec.name!r}: ...}}, {fallback}",
+                cli=(field, f"{unset}: set it, give -p {spec.name}=VALUE, {fallback}"))
     value = _interpolate(path, text, spec.line or 0, field, {}, env)
     if isinstance(value, str) and spec.type != "str":
         try:
@@ -481,34 +497,71 @@ def _env_default(path: Path, spec: ParamSpec, env: Mapping[str, str]) -> Any:
 
 
 def resolve_params(path: Path, declared: dict[str, ParamSpec],
-                   given: Mapping[str, Any], env: Mapping[str, str] | None = None
-                   ) -> dict[str, Any]:
+                   given: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                   defaults: Mapping[str, Any] | None = None,
+                   defaults_base: Path | None = None) -> dict[str, Any]:
     """Declared defaults (``${env.NAME}`` in them read from ``env``, the process's environment
-    by default), overridden by ``given`` (strings from ``-p`` are parsed by type). A secret
-    param's value is never part of an error message."""
+    by default), overridden by ``defaults`` (a project's ``[params]``, for the params the file
+    declares), overridden by ``given`` (strings from ``-p`` are parsed by type). A secret
+    param's value is never part of an error message.
+
+    A ``path`` param's relative value is made absolute: a declared default against the file's
+    folder, a project default against ``defaults_base`` (the project's root), a given value
+    against the working directory (where the command was typed)."""
     values = {}
     for name, value in given.items():
         spec = declared.get(name)
+        # the field: how a Python caller gave it (params={...}), how the CLI did (-p NAME=...)
+        given_as, cli_field = f"params[{name!r}]", f"-p {name}"
         if spec is None:
-            raise PipelineFileError(path, None, f"-p {name}", f"the pipeline declares no param "
-                                    f"{name!r}{_hint(name, declared)} (declared: "
-                                    f"{', '.join(declared) or 'none'})")
+            problem = (f"the pipeline declares no param {name!r}{_hint(name, declared)} "
+                       f"(declared: {', '.join(declared) or 'none'})")
+            raise PipelineFileError(path, None, given_as, problem, cli=(cli_field, problem))
         if isinstance(value, str) and spec.type != "str":
             try:
                 value = parse_param(spec.type, value)
             except ValueError as exc:
                 why = f"the value given is not a {spec.type}" if spec.secret else str(exc)
-                raise PipelineFileError(path, None, f"-p {name}", f"{why} (param {name!r} is "
-                                        f"declared as {spec.type})") from None
-        values[name] = value
+                problem = f"{why} (param {name!r} is declared as {spec.type})"
+                raise PipelineFileError(path, None, given_as, problem,
+                                        cli=(cli_field, problem)) from None
+        values[name] = _absolute(value, Path.cwd()) if spec.type == "path" else value
+    for name, value in (defaults or {}).items():
+        spec = declared.get(name)
+        if spec is None or name in values:
+            continue  # a project's params serve every pipeline: each takes those it declares
+        if isinstance(value, str) and spec.type != "str":
+            try:
+                value = parse_param(spec.type, value)
+            except ValueError as exc:
+                raise PipelineFileError(path, None, f"params.{name}", f"the project's default "
+                                        f"is not a {spec.type}: {exc}") from None
+        elif not _check_param_value(spec.type, value):
+            raise PipelineFileError(path, None, f"params.{name}", f"the project's default "
+                                    f"{'(secret)' if spec.secret else repr(value)} is not a "
+                                    f"{spec.type}")
+        values[name] = (_absolute(value, defaults_base or path.parent) if spec.type == "path"
+                        else value)
     for name, spec in declared.items():
         if name not in values:
             if spec.required:
-                raise PipelineFileError(path, None, f"params.{name}", f"is required: give it "
-                                        f"with -p {name}=VALUE")
-            values[name] = (_env_default(path, spec, os.environ if env is None else env)
-                            if spec.from_env else spec.default)
+                raise PipelineFileError(path, None, f"params.{name}", f"is required: pass it "
+                                        f"in params={{{name!r}: ...}}",
+                                        cli=(f"params.{name}", f"is required: give it with "
+                                                               f"-p {name}=VALUE"))
+            value = (_env_default(path, spec, os.environ if env is None else env)
+                     if spec.from_env else spec.default)
+            values[name] = (_absolute(value, path.absolute().parent) if spec.type == "path"
+                            else value)
     return values
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    """A path (``~`` expanded) made absolute against ``base``; other values as they are."""
+    if not isinstance(value, str) or not value:
+        return value
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
 
 
 _REF = re.compile(r"\$\{(params|env)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -556,7 +609,7 @@ _DATA_FIELDS = {"extract", "transform", "load", "batch_size", "buffer_size", "on
 _STEP_FIELDS = {"name", "run", "type", "depends_on", "inputs", "retries", "retry_delay",
                 "retry_backoff", "backoff_cap", "retry_jitter", "retry_on", "timeout",
                 "allow_failure", "trigger", "rollback", "options", "description", "when",
-                "pipeline", "params", "resources", *_DATA_FIELDS}
+                "pipeline", "params", "resources", "store_output", *_DATA_FIELDS}
 _TRIGGERS = ("all_success", "all_done", "none_failed", "one_success")
 _TOP_FIELDS = {"name", "description", "params", "max_concurrent", "fail_fast", "executor",
                "tracker", "story", "steps"}
@@ -715,6 +768,11 @@ def _step_kwargs(path: Path, raw: _Map, index: int, line: int, prefix: str = "",
             raise PipelineFileError(path, at("allow_failure"), f"{where}.allow_failure",
                                     f"expected true or false, got {raw['allow_failure']!r}")
         kwargs["allow_failure"] = raw["allow_failure"]
+    if "store_output" in raw:
+        if not isinstance(raw["store_output"], bool):
+            raise PipelineFileError(path, at("store_output"), f"{where}.store_output",
+                                    f"expected true or false, got {raw['store_output']!r}")
+        kwargs["store_output"] = raw["store_output"]
     if "trigger" in raw:
         if raw["trigger"] not in _TRIGGERS:
             raise PipelineFileError(path, at("trigger"), f"{where}.trigger",
@@ -822,19 +880,29 @@ _ONE_OF_MANY = {"name", "description", "depends_on", "max_concurrent", "fail_fas
 
 
 def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None
-                   ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
+                   project: Any = None) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Every pipeline of the file at ``path`` by name, and what each depends on.
 
     A file holds one pipeline (``name`` and ``steps`` at the top) or several (``pipelines:``, a
     list of ``name``/``steps``/``depends_on`` mappings sharing the file's ``params``). The
     pipelines come in an order where each follows those it depends on.
+
+    Relative paths in the file (``path`` params' defaults, components' path options,
+    ``dead_letter``, ``story``, a ``sqlite:///`` tracker) resolve against the file's folder.
+    ``project`` (a :class:`pipectl.project.Project`) gives defaults for the params the file
+    declares.
     """
     path = Path(path)
     data = _read(path)
     env = os.environ if env is None else env
+    defaults = (project.params, project.root) if project is not None else (None, None)
+    folder = str(path.absolute().parent)
+    if folder not in sys.path:  # module:function references to modules beside the file
+        sys.path.insert(0, folder)
     if "pipelines" not in data:
-        pipe = _build(path, data, _TOP_FIELDS, "", params, env, plugin_manager)
+        pipe = _build(path, data, _TOP_FIELDS, "", params, env, plugin_manager,
+                      defaults=defaults)
         return {pipe.name: pipe}, {pipe.name: []}
     for key in data:
         if key not in _MULTI_FIELDS:
@@ -847,7 +915,7 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
         raise PipelineFileError(path, data.lines["pipelines"], "pipelines",
                                 "expected a list of pipelines (- name: ..., steps: [...])")
     declared = _params(path, data)
-    values = resolve_params(path, declared, params or {}, env)
+    values = resolve_params(path, declared, params or {}, env, *defaults)
     pipelines: dict[str, Any] = {}
     depends: dict[str, list[str]] = {}
     lines: dict[str, int] = {}
@@ -905,6 +973,8 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
                     raise PipelineFileError(path, line, f"{field[:-len('pipeline')]}params."
                                             f"{param}", f"{exc} (param {param!r} is declared "
                                             f"as {spec.type})") from None
+            if spec.type == "path":
+                overrides[param] = _absolute(overrides[param], path.absolute().parent)
         nested.add(name)
         index, item = raw_items[name]
         return build(index, item, overrides)
@@ -936,14 +1006,15 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
 
 def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
-                  name: str | None = None) -> Any:
+                  name: str | None = None, project: Any = None) -> Any:
     """Load one pipeline from the file at ``path`` (``name`` picks one of several): a
     :class:`~pipectl.Pipeline` whose ``params`` (the declared defaults, overridden by
     ``params``) are ready for :meth:`~pipectl.Pipeline.run`.
 
     Raises :class:`PipelineFileError` for anything wrong in the file, naming line and field.
     """
-    pipelines, _ = load_pipelines(path, params, env=env, plugin_manager=plugin_manager)
+    pipelines, _ = load_pipelines(path, params, env=env, plugin_manager=plugin_manager,
+                                  project=project)
     if name is None:
         if len(pipelines) > 1:
             raise PipelineFileError(path, None, None, f"the file holds {len(pipelines)} "
@@ -959,7 +1030,8 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
            params: Mapping[str, Any] | None, env: Mapping[str, str], plugin_manager: Any,
            declared: dict[str, ParamSpec] | None = None,
            values: dict[str, Any] | None = None,
-           subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None) -> Any:
+           subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None,
+           defaults: tuple[Any, Any] = (None, None)) -> Any:
     from pipectl.pipeline import Pipeline
 
     for key in data:
@@ -974,7 +1046,7 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     _check_name(path, data.lines.get("name", data.line or 1), prefix + "name", name, "pipeline")
     if declared is None:
         declared = _params(path, data)
-        values = resolve_params(path, declared, params or {}, env)
+        values = resolve_params(path, declared, params or {}, env, *defaults)
     assert values is not None
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
@@ -1001,6 +1073,13 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
         raise PipelineFileError(path, data.lines["story"], prefix + "story",
                                 f"{story!r}: the story's file ends in .html or .md "
                                 "({run_id}, {short_id} and {pipeline} are filled in)")
+    folder = path.absolute().parent  # relative paths in the file are relative to it
+    if story is not None:
+        story = _absolute(story, folder)
+    if settings.get("tracker", "").startswith("sqlite:///"):
+        from pipectl.project import _sqlite_url
+
+        settings["tracker"] = _sqlite_url(settings["tracker"], folder)
     pipe = Pipeline(name, plugin_manager=plugin_manager, **settings)
     seen: dict[str, int] = {}
     for index, raw in enumerate(steps):
@@ -1014,6 +1093,8 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
                                     f"{seen[step_name]}); step names must be unique")
         seen[step_name] = line
         func = kwargs.pop("func", None)
+        if kwargs.get("step_type") == "data":
+            _resolve_paths(kwargs["options"], folder, plugin_manager)
         pipe.add_step(step_name, func, **kwargs)
     pipe.params = values
     pipe.param_specs = declared
@@ -1034,6 +1115,36 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
         line = seen.get(named.group(1)) if named else None
         raise PipelineFileError(path, line, prefix + "steps", "; ".join(problems)) from None
     return pipe
+
+
+def _resolve_paths(options: dict[str, Any], folder: Path, plugin_manager: Any) -> None:
+    """A data step's relative paths made absolute against the pipeline file's ``folder``: its
+    ``dead_letter``, and the options each component's factory names in ``path_options``
+    (``path`` for the built-in files and sqlite components)."""
+    if isinstance(options.get("dead_letter"), str):
+        options["dead_letter"] = _absolute(options["dead_letter"], folder)
+    pm = None
+    for kind, key in (("extractors", "extract"), ("outputs", "load")):
+        specs = options.get(key)
+        for spec in specs if isinstance(specs, list) else [specs]:
+            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+                continue
+            relative = [k for k, v in spec.items() if isinstance(v, str) and v
+                        and v != "-" and "://" not in v  # stdin, a URL
+                        and not os.path.isabs(os.path.expanduser(v))]
+            if not relative:
+                continue
+            if pm is None:
+                from pipectl.plugins import default_plugin_manager
+
+                pm = plugin_manager or default_plugin_manager()
+            registry = pm.registries.of(kind)
+            if spec["type"] not in registry:
+                continue  # validation names the unknown component
+            names = getattr(registry.get(spec["type"]).factory, "path_options", ())
+            for option in names:
+                if option in relative:
+                    spec[option] = _absolute(spec[option], folder)
 
 
 _PROBLEM_FIELD = (("no extractor named", "extract"), ("no output named", "load"),
@@ -1107,13 +1218,9 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"name": spec.name}
     if spec.description:
         out["description"] = spec.description
-    if pipe.param_specs:
-        out["params"] = {
-            name: {k: v for k, v in (("type", p.type), ("default", p.default),
-                                      ("required", p.required or None),
-                                      ("secret", p.secret or None),
-                                      ("description", p.description or None)) if v is not None}
-            for name, p in pipe.param_specs.items()}
+    params = _dump_params(pipe)
+    if params:
+        out["params"] = params
     for key, default in (("max_concurrent", None), ("fail_fast", False), ("executor", "local"),
                          ("tracker", None)):
         if getattr(spec, key) != default:
@@ -1180,9 +1287,71 @@ def dump_pipeline(pipe: Any) -> dict[str, Any]:
             item["rollback"] = reference(step.rollback, f"{where} rollback")
         if step.resources:
             item["resources"] = dict(step.resources)
+        if not step.store_output:
+            item["store_output"] = False
         steps.append(item)
-    out["steps"] = steps
+    out["steps"] = _secrets_as_references(steps, pipe)
     return _plain(out)
+
+
+def _declarations(pipe: Any) -> dict[str, ParamSpec]:
+    """The params of ``pipe``: those declared (a file's ``params:``, ``Pipeline.param``), then
+    those only set in ``pipe.params``, typed by their value as ``Pipeline.param`` types them."""
+    declared = dict(getattr(pipe, "param_specs", None) or {})
+    for name, value in (getattr(pipe, "params", None) or {}).items():
+        if name not in declared:
+            type_name = {bool: "bool", int: "int", float: "float", str: "str",
+                         list: "list"}.get(type(value), "json")
+            declared[name] = ParamSpec(name, type_name, value, False, False, "")
+    return declared
+
+
+def _dump_params(pipe: Any) -> dict[str, Any]:
+    """The ``params:`` of the file written for ``pipe``: each param's type, default (also a
+    null one: without it, loading the file back would make the param required), required,
+    secret and description, so that the file loads back with the same params. A secret's value
+    is never written: a secret with a value as its default is written as required (give it
+    again); one whose default reads the environment (``${env.NAME}``) keeps that default."""
+    out = {}
+    for name, p in _declarations(pipe).items():
+        decl: dict[str, Any] = {"type": p.type}
+        secret_value = p.secret and p.default is not None and not p.from_env
+        if p.required or secret_value:
+            decl["required"] = True
+        else:
+            decl["default"] = p.default
+        if p.secret:
+            decl["secret"] = True
+        if p.description:
+            decl["description"] = p.description
+        out[name] = decl
+    return out
+
+
+def _secrets_as_references(value: Any, pipe: Any) -> Any:
+    """``value`` (the steps written for ``pipe``) with the value of each secret param in its
+    strings (a file's ``${params.token}`` was filled in when the file was loaded) written back
+    as ``${params.NAME}``, so that the file never holds a secret and loads back the same."""
+    params = getattr(pipe, "params", None) or {}
+    secrets = sorted(((str(params[n]), n) for n, p in _declarations(pipe).items()
+                      if p.secret and params.get(n) is not None and len(str(params[n])) >= 3),
+                     key=lambda item: len(item[0]), reverse=True)
+    if not secrets:
+        return value
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, str):
+            for secret, name in secrets:
+                if secret in item:
+                    item = item.replace(secret, f"${{params.{name}}}")
+            return item
+        if isinstance(item, dict):
+            return {k: swap(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [swap(v) for v in item]
+        return item
+
+    return swap(value)
 
 
 def _plain(value: Any) -> Any:

@@ -427,3 +427,158 @@ def test_the_listener_counts_step_outcomes(plugin_manager, register_plugin):
     assert plugin.RUNS[-1] == ("test-{entry}", "failed")
 ''',
 }
+
+
+# -- pipectl init: a small runnable project ------------------------------------------------------
+
+def project_files() -> dict[str, str]:
+    """The files ``pipectl init`` writes, by path relative to the project's folder."""
+    return dict(_PROJECT)
+
+
+def write_project(target: Path) -> list[Path]:
+    """Write a new project into ``target`` (created if missing; it must hold none of the
+    files, so nothing of the user's is overwritten); returns the files written."""
+    files_ = project_files()
+    taken = [rel for rel in files_ if (target / rel).exists()]
+    if taken:
+        raise FileExistsError(f"{target / taken[0]} exists: pipectl init writes a new project "
+                              "into an empty folder (or one without these files)")
+    written = []
+    for relative, text in files_.items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+_PROJECT = {
+    "pipectl.toml": '''# The project file. pipectl finds it by walking up from a pipeline file, so every pipeline
+# below this folder shares these settings, from whatever folder `pipectl run` is typed in.
+# Relative paths in a pipeline file are relative to that file; run history lives in .pipectl/.
+
+# Where runs are recorded (relative to this folder), or postgresql://user@host/db.
+tracker = "sqlite:///.pipectl/pipectl.db"
+
+# Variables for ${env.NAME} in pipeline files, loaded when the file exists (the environment
+# wins over it). Keep secrets there, out of git.
+env_file = ".env"
+
+# Installed plugins this project does not use (as `pipectl -p no:NAME`).
+disable_plugins = []
+
+# Write each run's story (an HTML report); {pipeline}, {run_id} and {short_id} are filled in.
+# story = "stories/{pipeline}-{short_id}.html"
+
+# Defaults for the params the pipelines declare (a pipeline's own default loses to these,
+# -p NAME=VALUE wins over both).
+[params]
+currency = "EUR"
+
+# Pruned after each `pipectl run`: the runs of each pipeline beyond the latest 50 (and their
+# stored outputs). `pipectl runs prune` does it by hand.
+[retention]
+keep = 50
+''',
+    "pipeline.yaml": '''# Load the sample orders into SQLite, setting aside the rows that cannot be parsed, then
+# total the paid orders per city.
+#
+#   pipectl run pipeline.yaml          (from any folder: paths are relative to this file)
+#   pipectl runs list                  (what ran, from the project's tracker)
+name: orders
+description: load the sample orders into SQLite, then total them per city
+params:
+  source: {type: path, default: data/orders.csv}
+  out: {type: path, default: output}
+  currency: {type: str, default: USD}     # the project file's [params] sets EUR
+
+steps:
+  - name: load_orders
+    description: stream the CSV through parse_order into SQLite, in one transaction
+    extract: {type: csv, path: "${params.source}"}
+    transform: [steps:parse_order]
+    load:
+      - {type: sqlite, path: "${params.out}/orders.sqlite", table: orders, key: order_id}
+    on_bad_record: dead_letter           # a row parse_order rejects is set aside, with why
+    dead_letter: "${params.out}/rejected.jsonl"
+    retries: 2
+
+  - name: totals
+    description: paid revenue per city, read back from the table
+    run: steps:totals_by_city
+    depends_on: [load_orders]
+''',
+    "steps.py": '''"""The project's step code: a per-record transform and a step function."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def parse_order(row: dict) -> dict:
+    """One CSV row to a clean order; raising sets the row aside (on_bad_record: dead_letter)."""
+    try:
+        quantity, price = int(row["quantity"]), float(row["unit_price"])
+    except ValueError:
+        raise ValueError(f"bad quantity {row['quantity']!r} or price {row['unit_price']!r}") \\
+            from None
+    return {"order_id": row["order_id"], "city": row["city"], "status": row["status"],
+            "quantity": quantity, "amount": round(quantity * price, 2)}
+
+
+def totals_by_city(params: dict) -> dict:
+    """Paid revenue per city, in the project's currency."""
+    with sqlite3.connect(Path(params["out"]) / "orders.sqlite") as db:
+        rows = db.execute("SELECT city, round(sum(amount), 2) FROM orders "
+                          "WHERE status = 'paid' GROUP BY city ORDER BY city").fetchall()
+    return {"currency": params["currency"], "revenue": dict(rows)}
+''',
+    "data/orders.csv": '''order_id,city,status,quantity,unit_price
+A-1,Lisbon,paid,2,12.50
+A-2,Porto,paid,1,40.00
+A-3,Lisbon,pending,3,9.99
+A-4,Porto,paid,two,5.00
+A-5,Lisbon,paid,1,7.50
+A-6,Braga,paid,4,2.25
+''',
+    "tests/test_pipeline.py": '''"""The pipeline, run as `pipectl run` runs it (the project's param defaults too), into a
+temporary folder: `run_pipeline` is a fixture of pipectl's test kit (pipectl.testing)."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+PIPELINE = Path(__file__).resolve().parent.parent / "pipeline.yaml"
+
+
+def test_orders_are_loaded_and_totalled(run_pipeline, tmp_path):
+    run = run_pipeline(PIPELINE, params={"out": str(tmp_path)})
+
+    assert run.status.value == "success", run.errors
+    with sqlite3.connect(tmp_path / "orders.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == 5
+    assert run.steps["totals"].output == {
+        "currency": "EUR",  # from pipectl.toml's [params]
+        "revenue": {"Braga": 9.0, "Lisbon": 32.5, "Porto": 40.0},
+    }
+
+
+def test_a_row_that_cannot_be_parsed_is_set_aside(run_pipeline, tmp_path):
+    run_pipeline(PIPELINE, params={"out": str(tmp_path)})
+
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").open()]
+    assert [r["record"]["order_id"] for r in rejected] == ["A-4"]
+''',
+    ".gitignore": '''.pipectl/
+output/
+stories/
+.env
+__pycache__/
+.pytest_cache/
+''',
+    ".env.example": '''# Copy to .env (which git ignores) and fill in: pipectl loads it before each run.
+# DATABASE_PASSWORD=...
+''',
+}

@@ -1,12 +1,16 @@
 """The run story: a self-contained report of one pipeline run, as HTML or as Markdown.
 
 A story is made from a run record, the plain JSON-able dict that ``pipectl runs show --json``
-prints. It shows the run's outcome and facts, its parameters (already redacted by the tracker),
-the DAG as a picture, a timeline of the steps, a table of the steps and every error with its
+prints (``tracker.get_run(run_id)``), or from the :class:`~pipectl.model.PipelineRun` that
+``pipe.run_sync()`` returned (:func:`run_record` makes its record, as a tracker would have). It
+shows the run's outcome and facts, its parameters (secrets redacted), the DAG as a picture, a
+timeline of the steps, a table of the steps with what each produced (a one-line preview of its
+output; a data step's records read, written per output and rejected) and every error with its
 traceback::
 
     from pipectl.story import write_story
     write_story(record, "out/story.html")   # or "out/story.md"
+    write_story(pipe.run_sync(), "out/story.html", pipeline=pipe)  # pipeline: the DAG too
 
 The HTML page fetches nothing: its CSS and its SVG pictures are inline and it has no script. The
 Markdown draws the DAG as a Mermaid ``flowchart LR`` block, which GitHub renders.
@@ -30,12 +34,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_DRAWN", "render_html", "render_markdown", "write_story"]
+__all__ = ["MAX_DRAWN", "render_html", "render_markdown", "run_record", "write_story"]
 
 MAX_DRAWN = 200
 """The most steps drawn in the DAG and the timeline; the story says how many are left out."""
 
 _MAX_VALUE = 160  # characters of a parameter value shown
+_MAX_OUTPUT = 160  # characters of the preview of a step's output
 _STATUSES = frozenset({
     "success", "failed", "skipped", "cancelled", "running", "pending", "rolled_back",
     "interrupted", "rollback_failed",
@@ -404,6 +409,24 @@ def _outputs(step: _Step) -> list[tuple[str, Mapping[str, Any]]]:
     return [(_text(name), _mapping(fields)) for name, fields in _mapping(step.get("outputs")).items()]
 
 
+def _produced(step: _Step) -> str:
+    """What the step produced, in one line: a data step's records read, written per output
+    and rejected; another step's output summary as a preview (:mod:`pipectl.preview`; the
+    tracker masked the secrets in it); empty when there is none."""
+    from pipectl.preview import preview_summary, record_data_counts
+
+    try:
+        counts = record_data_counts(step.raw)
+        if counts:
+            return counts
+        summary = step.get("output_summary")
+        if step.cls != "success" or summary is None:
+            return ""
+        return preview_summary(summary, _MAX_OUTPUT)
+    except Exception:  # noqa: BLE001 - a record of another shape: the story shows the rest
+        return ""
+
+
 def _tick_step(span_ms: float, target: int = 6) -> float:
     """A round tick interval (1, 2 or 5 times a power of ten ms) giving about ``target`` ticks."""
     raw = span_ms / target
@@ -499,6 +522,7 @@ td.key{font-family:var(--mono);font-size:12.5px;white-space:nowrap}
 .redacted{font-family:var(--mono);background:#f1f5f9;border:1px dashed #cbd5e1;border-radius:4px;
 padding:0 5px;color:var(--muted)}
 ul.outs{list-style:none;margin:0;padding:0}
+.produced{font-family:var(--mono);font-size:12px;overflow-wrap:anywhere;margin:0 0 4px}
 ul.outs li{margin:0 0 4px}
 ul.outs .badge{font-size:11px;line-height:16px;padding:0 7px}
 .graph{border:1px solid var(--line);border-radius:8px;background:#fcfdfe}
@@ -549,9 +573,10 @@ pre{max-height:none;overflow:visible;background:#f8fafc;color:#0f172a;border:1px
 """
 
 
-def render_html(record: Mapping[str, Any]) -> str:
-    """The run story of ``record`` as a self-contained HTML page (inline CSS and SVG, no script)."""
-    run = _read(record)
+def render_html(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> str:
+    """The run story of ``record`` (a run record or a PipelineRun, as :func:`write_story`
+    takes) as a self-contained HTML page (inline CSS and SVG, no script)."""
+    run = _read(_as_record(record, pipeline))
     pipeline = _text(run.get("pipeline")) or "pipeline"
     title = f"{pipeline} · {run.status} · run {_text(run.get('run_id'))[:12]}"
     body = "".join((_html_header(run), _html_toc(), _html_params(run), _html_dag(run),
@@ -626,6 +651,16 @@ _NODE_H, _GAP_X, _GAP_Y, _PAD = 42, 60, 14, 16
 _CHAR_W, _META_W = 7.3, 6.1  # widths of a character of a node's name and of its meta line
 
 
+_NO_EDGES = ("The record holds no dependencies between the steps: they are drawn without "
+             "edges.")
+
+
+def _no_edges(run: _Run) -> bool:
+    """Whether the record has no DAG (a sub-pipeline's run, a PipelineRun written without its
+    pipeline) while it has several steps: they are drawn, unlinked, and the story says so."""
+    return not _mapping(run.get("graph")) and len(run.steps) > 1
+
+
 def _html_dag(run: _Run) -> str:
     """The DAG section: an SVG of the first :data:`MAX_DRAWN` nodes and a legend."""
     if not run.deps:
@@ -633,6 +668,8 @@ def _html_dag(run: _Run) -> str:
     left_out = len(run.deps) - MAX_DRAWN
     note = (f'<p class="note">{left_out:,} more steps are not drawn (the first {MAX_DRAWN} '
             "are).</p>" if left_out > 0 else "")
+    if _no_edges(run):
+        note += f'<p class="note">{_e(_NO_EDGES)}</p>'
     counts = _step_counts(tuple(run.nodes.values()))
     legend = "".join(f'<span class="badge s-{_status_class(s)}">{_e(s)}</span>' for s in counts)
     return (f'<section id="dag" class="card"><h2>DAG</h2>\n<div class="graph scroll">'
@@ -801,7 +838,7 @@ def _html_steps(run: _Run) -> str:
     head = "".join(f'<th{cls}>{label}</th>' for label, cls in (
         ("Step", ""), ("Type", ""), ("Status", ""), ("Start", ' class="num"'),
         ("Duration", ' class="num"'), ("Attempts", ' class="num"'), ("Records", ' class="num"'),
-        ("Outputs · notes", "")))
+        ("Output · notes", "")))
     trouble = {id(s): i for i, s in enumerate(s for s in run.steps if _has_trouble(s))}
     rows = "\n".join(_step_row(run, s, trouble.get(id(s))) for s in run.steps)
     return ('<section id="steps" class="card"><h2>Steps</h2>\n<div class="scroll"><table>'
@@ -826,6 +863,9 @@ def _step_row(run: _Run, step: _Step, anchor: int | None) -> str:
 def _step_notes_html(step: _Step, anchor: int | None) -> str:
     """The outputs of a data step, the reason it was skipped, its error (linked), bad records."""
     parts = []
+    produced = _produced(step)
+    if produced:
+        parts.append(f'<div class="produced">{_e(produced)}</div>')
     outputs = _outputs(step)
     if outputs:
         items = "".join(
@@ -953,9 +993,10 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line([h.rstrip(":") for h in head]), sep, *map(line, rows)])
 
 
-def render_markdown(record: Mapping[str, Any]) -> str:
-    """The run story of ``record`` as Markdown (GitHub flavour, the DAG as a Mermaid block)."""
-    run = _read(record)
+def render_markdown(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> str:
+    """The run story of ``record`` (a run record or a PipelineRun, as :func:`write_story`
+    takes) as Markdown (GitHub flavour, the DAG as a Mermaid block)."""
+    run = _read(_as_record(record, pipeline))
     sections = (_md_header(run), _md_params(run), _md_dag(run), _md_timeline(run),
                 _md_steps(run), _md_errors(run))
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -1014,6 +1055,8 @@ def _md_dag(run: _Run) -> str:
               for cls in used for fill, stroke, ink in [_PALETTE[cls]]]
     left_out = len(run.deps) - MAX_DRAWN
     note = f"\n\n{left_out:,} more steps are not drawn." if left_out > 0 else ""
+    if _no_edges(run):
+        note += f"\n\n{_NO_EDGES}"
     return "## DAG\n\n" + _fenced("\n".join(lines), "mermaid") + note
 
 
@@ -1046,12 +1089,15 @@ def _md_steps(run: _Run) -> str:
              _offset(run.offset_ms(s.start)), _duration(s.duration_ms), str(s.attempts or "—"),
              _count(s.get("records")), _md_notes(s)] for s in run.steps]
     return "## Steps\n\n" + _table(["Step", "Type", "Status", "Start:", "Duration:", "Attempts:",
-                                    "Records:", "Outputs · notes"], rows)
+                                    "Records:", "Output · notes"], rows)
 
 
 def _md_notes(step: _Step) -> str:
-    """A step's outputs, reason, bad records and short error, joined for one table cell."""
-    parts = [f"{_code(name)} → {_md(fields.get('target') or '')}: "
+    """What a step produced, its outputs, reason, bad records and short error, joined for one
+    table cell."""
+    produced = _produced(step)
+    parts = [_code(produced)] if produced else []
+    parts += [f"{_code(name)} → {_md(fields.get('target') or '')}: "
              f"{_count(fields.get('written'))} written"
              + (f" ({_md(fields.get('status'))})" if fields.get("status") else "")
              + (f" — {_md(fields.get('error'))}" if fields.get("error") else "")
@@ -1095,6 +1141,91 @@ def _md_error(run: _Run, step: _Step) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# The record of a PipelineRun
+# ---------------------------------------------------------------------------------------------
+
+def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
+    """The run record of ``run``, a :class:`~pipectl.model.PipelineRun` that ran in this
+    process (``pipe.run_sync()``), as a tracker records one (the format of ``pipectl runs show
+    --json``): the run's outcome, times, params and errors, and each step's status, times,
+    attempts, error and traceback, reason, records, data step outputs and output summary.
+
+    ``pipeline`` (the :class:`~pipectl.Pipeline`, or its spec) adds what the run does not hold:
+    the DAG, each step's type and description, the pipeline's description, executor and file;
+    without it the steps come in the order they ended, without edges. A secret param's value
+    is ``***`` here as in a tracker's record: in the params, and in the outputs, errors and
+    tracebacks. A step's attempt history is not kept by the run: only its count is.
+    """
+    from types import SimpleNamespace
+
+    from pipectl.preview import _spellings, run_secrets
+    from pipectl.tracking import _cut_secrets, step_row
+
+    spec = getattr(pipeline, "spec", pipeline)
+    specs = {s.name: s for s in getattr(spec, "steps", ())}
+    secrets = _spellings(run_secrets(run))
+    cut_off = _cut_secrets(secrets)
+
+    def masked(text: Any) -> Any:
+        if not isinstance(text, str) or not secrets:
+            return text
+        for value in secrets:
+            text = text.replace(value, "***")
+        return text
+
+    names = [n for n in specs if n in run.steps] + [n for n in run.steps if n not in specs]
+    steps = []
+    for name in names:
+        result = run.steps[name]
+        step = specs.get(name) or SimpleNamespace(name=name, description="", step_type=None,
+                                                  allow_failure=False)
+        row = step_row(run.run_id, step, result, None)
+        meta = row["metadata_dict"]
+        summary = row["output_data"]
+        if summary is not None and secrets:  # the tracker's masking, on the same JSON
+            summary = cut_off.sub("***", masked(summary))
+        steps.append({
+            "step_id": name, "step_name": name, "step_type": row["step_type"],
+            "description": meta.get("description", ""),
+            "status": row["status"], "started_at": row["started_at"],
+            "completed_at": row["completed_at"],
+            "execution_time_ms": row["execution_time_ms"] if result.attempts else None,
+            "attempts": 0 if meta.get("resumed") else result.attempts,
+            "retry_count": row["retry_count"],
+            "error_message": masked(row["error_message"]),
+            "traceback": masked(row["traceback"]),
+            "reason": meta.get("reason"), "records": row["records"],
+            "outputs": json.loads(masked(json.dumps(meta.get("outputs", {}), default=str))),
+            "bad_records": meta.get("bad_records", 0),
+            "dead_letter_path": meta.get("dead_letter_path"),
+            "attempt_history": [],
+            "rollback": dict(result.rollback) if result.rollback else None,
+            "input_summary": None,
+            "output_summary": None if summary is None else json.loads(summary),
+            "resumed_from": meta.get("resumed"),
+            "metadata": {k: v for k, v in meta.items() if k in ("output_none", "allow_failure")},
+        })
+    errors = [masked(e) for e in run.errors]
+    return {
+        "run_id": run.run_id, "pipeline": run.pipeline_id,
+        "description": getattr(spec, "description", "") or "",
+        "status": run.status.value,
+        "started_at": run.start_time.isoformat() if run.start_time else None,
+        "finished_at": run.end_time.isoformat() if run.end_time else None,
+        "duration_ms": run.duration_ms,
+        "params": dict(run.parameters),  # a secret's value is *** already
+        "records_processed": run.records_processed,
+        "error": "; ".join(errors) or None, "errors": errors,
+        "resumed_from": run.resumed_from, "parent_run_id": run.parent_run_id,
+        "host": None, "pid": None,
+        "executor": getattr(spec, "executor", None),
+        "pipeline_file": getattr(pipeline, "source", None),
+        "graph": {s.name: list(s.all_dependencies) for s in specs.values()},
+        "steps": steps,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
 
@@ -1102,19 +1233,37 @@ _FORMATS = {"html": render_html, "htm": render_html, "md": render_markdown,
             "markdown": render_markdown}
 
 
-def write_story(record: Mapping[str, Any], path: str | os.PathLike[str],
-                format: str | None = None) -> Path:
+def _as_record(record: Any, pipeline: Any = None) -> Mapping[str, Any]:
+    """A run record as it is, or the record of a :class:`~pipectl.model.PipelineRun`
+    (:func:`run_record`); a :class:`TypeError` saying what to pass for anything else."""
+    if isinstance(record, Mapping):
+        return record
+    from pipectl.model import PipelineRun
+
+    if isinstance(record, PipelineRun):
+        return run_record(record, pipeline)
+    raise TypeError(f"a run story is made from a run record (tracker.get_run(run_id), or what "
+                    f"`pipectl runs show RUN_ID --json` prints) or a PipelineRun (what "
+                    f"pipe.run_sync() returns), not {type(record).__name__}")
+
+
+def write_story(record: Mapping[str, Any] | Any, path: str | os.PathLike[str],
+                format: str | None = None, *, pipeline: Any = None) -> Path:
     """Write the run story of ``record`` to ``path``, atomically; return the path.
 
-    ``format`` is ``"html"`` or ``"md"`` (``"markdown"``); by default it comes from the file's
-    suffix. The story goes to a temporary file beside ``path`` that then replaces it, so a
-    reader never sees half a story. Raises :class:`ValueError` for an unknown format.
+    ``record`` is a run record (``tracker.get_run(run_id)``) or the
+    :class:`~pipectl.model.PipelineRun` a run returned (``pipe.run_sync()``), whose record
+    :func:`run_record` makes; give the ``pipeline`` that ran it for its DAG, step types and
+    descriptions. ``format`` is ``"html"`` or ``"md"`` (``"markdown"``); by default it comes
+    from the file's suffix. The story goes to a temporary file beside ``path`` that then
+    replaces it, so a reader never sees half a story. Raises :class:`ValueError` for an
+    unknown format, :class:`TypeError` for something that is neither a record nor a run.
     """
     path = Path(path)
     name = (format or path.suffix.lstrip(".")).lower()
     if name not in _FORMATS:
         raise ValueError(f"unknown story format {name or path.name!r}: use html or md")
-    text = _FORMATS[name](record)
+    text = _FORMATS[name](_as_record(record, pipeline))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -14,6 +14,12 @@ Fixtures:
 ``run_cli``
     ``run_cli(*args)`` runs the command line built from ``plugin_manager`` and returns click's
     ``Result`` (``exit_code``, ``output``).
+``run_pipeline``
+    ``run_pipeline(file, params=None, *, name=None, **run_options)`` loads a pipeline file as
+    ``pipectl run`` does (its project's param defaults and env file, paths relative to the
+    file; the installed plugins) and runs it, untracked unless ``tracker=`` says otherwise,
+    with the pipectl home in a temporary folder; returns the
+    :class:`~pipectl.model.PipelineRun`. For a project's own tests of its pipelines.
 
 Contract checks:
 
@@ -35,6 +41,8 @@ import pytest
 from pipectl.hookspecs import hookimpl
 
 __all__ = ["HookCall", "HookRecorder", "check_output_contract", "run_killed_at"]
+# fixtures (pytest finds them through the entry point): plugin_manager, register_plugin,
+# hook_recorder, run_cli, run_pipeline
 
 
 class HookCall:
@@ -151,6 +159,29 @@ def run_cli(plugin_manager: Any) -> Callable[..., Any]:
         runner = CliRunner()
         return runner.invoke(build_cli(plugin_manager), list(args), input=input, env=env,
                              catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def run_pipeline(tmp_path_factory: Any, monkeypatch: Any) -> Callable[..., Any]:
+    """``run_pipeline(file, params=None, *, name=None, **run_options)``: a pipeline file loaded
+    as ``pipectl run`` loads it and run once; returns the run."""
+    import os
+
+    monkeypatch.setenv("PIPECTL_HOME", str(tmp_path_factory.mktemp("pipectl-home")))
+
+    def run(file: Any, params: Any = None, *, name: str | None = None,
+            **run_options: Any) -> Any:
+        from pipectl.pipelinefile import load_pipeline
+        from pipectl.project import find_project
+
+        project = find_project(file)
+        for variable in project.load_env():  # undone after the test
+            monkeypatch.setenv(variable, os.environ.pop(variable))
+        pipe = load_pipeline(file, params, name=name, project=project)
+        run_options.setdefault("tracker", "none")
+        return pipe.run_sync(**run_options)
 
     return run
 

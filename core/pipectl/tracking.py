@@ -34,11 +34,12 @@ import os
 import pickle
 import queue
 import re
+import shutil
 import socket
 import threading
 import time
 import weakref
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
@@ -50,6 +51,7 @@ from pipectl.hookspecs import hookimpl
 
 __all__ = [
     "MIGRATIONS",
+    "PrunedRuns",
     "ResultStore",
     "ResumeClaimed",
     "RunInProgress",
@@ -60,6 +62,7 @@ __all__ = [
     "default_tracker_url",
     "fingerprint",
     "open_tracker",
+    "parse_duration",
     "resume_outputs",
 ]
 
@@ -700,7 +703,7 @@ class ResultStore:
     Each file is ``pipectl-result-v1``, an HMAC-SHA256 tag, then the pickle. The tag covers
     the run id, the step's name and the pickle, under the store's secret key: the file
     ``result-store.key`` in the pipectl home (``$PIPECTL_HOME``, else ``.pipectl/`` in the
-    working directory, where the default tracker is), or ``key_file``, made on first use (32
+    project of the working directory, where the default tracker is), or ``key_file``, made on first use (32
     random bytes in hex, mode 0600, created with ``O_CREAT | O_EXCL``: of several processes
     making it at once, one writes it and all read it back). :meth:`get` checks the tag before
     it unpickles anything: a file whose tag does not match (planted, damaged, cut short,
@@ -711,7 +714,8 @@ class ResultStore:
     workers, which write outputs into it), so the workers need no access to the home.
     Keep the key as private as the data the pipeline reads.
 
-    Anything with the same two methods can stand in for it.
+    Anything with the same two methods can stand in for it (and a third, :meth:`delete_run`,
+    for :meth:`SQLTracker.prune` to remove what it holds of a deleted run).
     """
 
     MAGIC = b"pipectl-result-v1\n"
@@ -719,8 +723,11 @@ class ResultStore:
     def __init__(self, root: str | os.PathLike[str],
                  key_file: str | os.PathLike[str] | None = None):
         self.root = Path(root)
-        home = Path(os.environ.get("PIPECTL_HOME") or ".pipectl")
-        self.key_file = Path(key_file or home / "result-store.key").absolute()
+        if key_file is None:
+            from pipectl.project import home
+
+            key_file = home() / "result-store.key"
+        self.key_file = Path(key_file).absolute()
         self._key: bytes | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -775,6 +782,20 @@ class ResultStore:
             return False, None
         return True, pickle.loads(body)  # noqa: S301 - authenticated: written by put()
 
+    def delete_run(self, run_id: str) -> None:
+        """Remove every stored output of run ``run_id`` (its folder); a run with nothing
+        stored (or removed already) is fine. An id that is not one plain folder name (empty,
+        ``.``, ``..``, with a path separator) removes nothing. Raises OSError when the folder
+        cannot be removed."""
+        if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id \
+                or "\x00" in run_id:
+            return
+        folder = self.root / run_id
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            pass
+
 
 def _read_or_make_key(path: Path) -> bytes:
     """The key in ``path``, made first when there is none (see :class:`ResultStore`)."""
@@ -819,7 +840,9 @@ class SQLTracker:
         self.url = url
         self.results = ResultStore(results) if results is not None else None
         #: where rows the database would not take are kept until a later command writes them
-        self.spool = Path(os.environ.get("PIPECTL_HOME") or ".pipectl").absolute() / "spool"
+        from pipectl.project import home
+
+        self.spool = home() / "spool"
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -1563,6 +1586,287 @@ class SQLTracker:
         return {r["step_id"]: json.loads(r["state"]) for r in self._query(
             "SELECT step_id, state FROM extractor_state WHERE pipeline_name = ?", (pipeline,))}
 
+    # retention
+
+    def prune(self, *, keep: int | None = None, older_than: float | None = None,
+              pipeline: str | None = None, dry_run: bool = False) -> PrunedRuns:
+        """Delete old runs: their rows and their stored outputs. Returns the ids of the runs
+        deleted (with ``dry_run``: of those that would be, and nothing is deleted), oldest
+        first, as a :class:`PrunedRuns` (a list whose ``runs`` has each one's row).
+
+        Which runs go:
+
+        - ``keep=N`` alone: every run of a pipeline but its N latest (by ``started_at``);
+        - ``older_than=S`` alone (seconds; :func:`parse_duration` reads ``"30d"``): the runs
+          that started more than S seconds ago;
+        - both: only the runs that both rules remove, beyond the N latest of their pipeline
+          *and* older than S. So neither limit is crossed: the N latest runs of each pipeline
+          stay whatever their age, and no run younger than S goes;
+        - ``pipeline``: only runs of that pipeline go (every pipeline's runs are counted for
+          ``keep`` as always; the other pipelines' runs stay).
+
+        At least one of ``keep`` (0 or more) and ``older_than`` (0 or more) is given, else
+        ValueError.
+
+        Runs go in groups, never some without the others:
+
+        - *sub-pipeline runs* (``parent_execution_id``) go with the run that started them, and
+          only with it; they are not counted as runs of their own pipeline;
+        - *a resume chain*: the runs linked by ``resumed_from`` (and by the claims of
+          :meth:`claim_resume`) stay together: a resume names the runs it resumed, takes the
+          loads of the first one (:meth:`load_run`), and holds a claim on each. The chain
+          stays while any of its runs would stay, which its latest run decides (a chain whose
+          latest run is among the N latest, or younger than S, stays whole).
+
+        Never deleted, with its whole group: a run still running (recorded as running and its
+        process alive; on another host, where its process cannot be checked, a run recorded
+        as running counts as running, as in :meth:`list_runs`), and a run whose resume has
+        been claimed by a run not recorded yet (about to start) whose process is alive. A run
+        whose process died (``interrupted``) can go.
+
+        Deleting removes the runs' rows in one transaction: ``pipeline_executions``,
+        ``step_executions`` and ``resume_claims`` (the claims on them and by them); then,
+        after the commit, each run's folder in the result store (``ResultStore.delete_run``;
+        one gone already is fine; one that cannot be removed is reported by :meth:`close`,
+        the rows are gone anyway). ``extractor_state`` stays: it is the pipeline's
+        incremental cursor, which its next run starts from, whichever run wrote it. The runs
+        are chosen inside the deleting transaction (on SQLite nothing is written meanwhile); a
+        resume of a deleted run starting at that very instant finds nothing to take from it
+        and runs its steps again.
+
+        Raises :class:`TrackerError` when the database cannot be read or written (a
+        read-only SQLite file: only ``dry_run`` works on it).
+        """
+        if keep is None and older_than is None:
+            raise ValueError("prune needs keep (the latest runs of each pipeline to keep), "
+                             "older_than (seconds) or both")
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
+                                 or keep < 0):
+            raise ValueError(f"keep is a whole number of runs, 0 or more, got {keep!r}")
+        if older_than is not None and (isinstance(older_than, bool)
+                                       or not isinstance(older_than, (int, float))
+                                       or not older_than >= 0):
+            raise ValueError(f"older_than is a number of seconds, 0 or more, got "
+                             f"{older_than!r}")
+        cutoff = None
+        if older_than is not None:
+            try:
+                cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+            except OverflowError:  # longer ago than datetime goes: no run is that old
+                cutoff = datetime.min.replace(tzinfo=UTC)
+        try:
+            conn = self._connect()
+            try:
+                if not dry_run and getattr(self, "read_only", False):
+                    raise TrackerError(f"tracker {self.display} is read-only: no run can be "
+                                       "deleted from it (make it writable)")
+                chosen = self._retrying(lambda: self._prune(conn, keep, cutoff, pipeline,
+                                                            dry_run))
+            finally:
+                conn.close()
+        except TrackerError:
+            raise
+        except Exception as exc:  # a database error: said as the tracker's, no traceback
+            raise TrackerError(f"tracker {self.display}: cannot prune runs: "
+                               f"{self._reason(exc)}") from exc
+        pruned = PrunedRuns(r["execution_id"] for r in chosen)
+        pruned.runs = {r["execution_id"]: r for r in chosen}
+        delete = getattr(self.results, "delete_run", None)
+        if dry_run or delete is None:
+            return pruned
+        failed: list[str] = []
+        reason = ""
+        for run_id in pruned:
+            try:
+                delete(run_id)
+            except OSError as exc:
+                failed.append(run_id)
+                reason = f"{type(exc).__name__}: {exc}"
+        if failed:
+            shown = ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else "")
+            self._problems["prune"] = (
+                f"tracker result store {getattr(self.results, 'root', '')}: the stored outputs "
+                f"of {len(failed)} deleted run(s) ({shown}) could not be removed ({reason}); "
+                "their rows are deleted: remove their folders by hand")
+        return pruned
+
+    def _prune(self, conn: Any, keep: int | None, cutoff: datetime | None,
+               pipeline: str | None, dry_run: bool) -> list[dict[str, Any]]:
+        """One prune transaction: read the runs and claims, choose, delete (unless
+        ``dry_run``), commit; the rows of the runs chosen, oldest first."""
+        if not dry_run:
+            self._begin_write(conn)
+        cur = conn.cursor()
+        try:
+            runs = _fetch_all(cur, self._sql(
+                "SELECT execution_id, pipeline_name, status, started_at, resumed_from, "
+                "parent_execution_id, host, pid FROM pipeline_executions"), ())
+            claims = _fetch_all(cur, self._sql(
+                "SELECT execution_id, claimed_by, host, pid FROM resume_claims"), ())
+            chosen = _prune_selection(runs, claims, keep, cutoff, pipeline)
+            ids = [r["execution_id"] for r in chosen]
+            for start in range(0, 0 if dry_run else len(ids), 500):
+                part = tuple(ids[start:start + 500])
+                marks = ", ".join("?" * len(part))
+                cur.execute(self._sql(f"DELETE FROM step_executions WHERE execution_id IN "
+                                      f"({marks})"), part)
+                cur.execute(self._sql(f"DELETE FROM resume_claims WHERE execution_id IN "
+                                      f"({marks}) OR claimed_by IN ({marks})"), part + part)
+                cur.execute(self._sql(f"DELETE FROM pipeline_executions WHERE execution_id IN "
+                                      f"({marks})"), part)
+            if dry_run:
+                conn.rollback()
+            else:
+                conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return chosen
+
+
+# -- retention --------------------------------------------------------------------------------
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = re.compile(r"\s*(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*[smhdw]\s*)+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhdw])")
+
+
+def parse_duration(text: str | float) -> float:
+    """A duration in seconds, from text such as ``"30d"``, ``"12h"``, ``"90m"``, ``"2w"``,
+    ``"45s"``, ``"1.5h"``, or a sum of them (``"1d12h"``, ``"1h 30m"``). Units, in lower case:
+    ``s`` seconds, ``m`` minutes, ``h`` hours, ``d`` days, ``w`` weeks (no months or years:
+    ``M`` is not a unit). A number (not a bool) is taken as seconds already.
+
+    Raises ValueError for text that is not a duration or a negative number (the message
+    gives examples, and does not name where the value came from: the caller adds that), and
+    TypeError for anything but text or a number."""
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise TypeError(f"a duration is text such as \"30d\" or \"12h\", got "
+                        f"{type(text).__name__} {text!r}")
+    if not isinstance(text, str):
+        if not 0 <= text < float("inf"):
+            raise ValueError(f"a duration in seconds is a number, 0 or more, got {text!r}")
+        return float(text)
+    if _DURATION.fullmatch(text) is None:
+        hint = (" (a unit is missing)" if re.fullmatch(r"\s*[0-9.]+\s*", text) else
+                " (units are lower case; there are no months: use d or w)"
+                if re.search(r"[0-9]\s*[A-Z]", text) else "")
+        raise ValueError(f"{text[:60]!r} is not a duration{hint}: a number and a unit, s "
+                         "(seconds), m (minutes), h (hours), d (days) or w (weeks), such as "
+                         "30d, 12h, 90m or 1h30m")
+    return float(sum(float(number) * _DURATION_UNITS[unit]
+                     for number, unit in _DURATION_PART.findall(text)))
+
+
+class PrunedRuns(list):
+    """What :meth:`SQLTracker.prune` returns: the ids of the runs it deleted (or would),
+    oldest first. ``runs`` maps each id to its row: ``pipeline_name``, ``status`` (as
+    :meth:`SQLTracker.list_runs` shows it: ``interrupted`` for a run whose process died),
+    ``started_at``, ``resumed_from``, ``parent_execution_id``."""
+
+    runs: dict[str, dict[str, Any]]
+
+    def __init__(self, ids: Any = ()):
+        super().__init__(ids)
+        self.runs = {}
+
+
+def _fetch_all(cur: Any, sql: str, params: tuple) -> list[dict[str, Any]]:
+    """Every row of a query on a cursor, as dicts."""
+    cur.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def _started(text: Any) -> datetime | None:
+    """A run's ``started_at`` as an aware datetime (UTC when it says no zone); None when it
+    cannot be read."""
+    if isinstance(text, datetime):
+        value = text
+    else:
+        try:
+            value = datetime.fromisoformat(str(text))
+        except ValueError:
+            return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _prune_selection(runs: list[dict[str, Any]], claims: list[dict[str, Any]],
+                     keep: int | None, cutoff: datetime | None, pipeline: str | None
+                     ) -> list[dict[str, Any]]:
+    """The runs :meth:`SQLTracker.prune` deletes, oldest first (see there for the rules)."""
+    by_id = {r["execution_id"]: r for r in runs}
+
+    def top_of(run_id: str) -> str:  # up the sub-pipeline links, while the parent is there
+        seen = {run_id}
+        while True:
+            parent = by_id[run_id]["parent_execution_id"]
+            if not parent or parent not in by_id or parent in seen:
+                return run_id
+            seen.add(parent)
+            run_id = parent
+
+    top = {run_id: top_of(run_id) for run_id in by_id}
+    group = {t: t for t in top.values()}  # union-find over the top runs
+
+    def find(run_id: str) -> str:
+        root = top[run_id]
+        while group[root] != root:
+            group[root] = group[group[root]]
+            root = group[root]
+        return root
+
+    def join(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            group[ra] = rb
+
+    for run_id, row in by_id.items():
+        if row["resumed_from"] in by_id:
+            join(run_id, row["resumed_from"])
+    for claim in claims:
+        if claim["execution_id"] in by_id and claim["claimed_by"] in by_id:
+            join(claim["execution_id"], claim["claimed_by"])
+    started = {run_id: _started(row["started_at"]) for run_id, row in by_id.items()}
+    stays: set[str] = set()  # the groups that stay whatever the rules say
+    for run_id, row in by_id.items():
+        row["status"] = _live_status(row)
+        if row["status"] == "running" or started[run_id] is None:
+            stays.add(find(run_id))
+    here = socket.gethostname()
+    for claim in claims:  # a resume about to start: its claim is there, its run not yet
+        if claim["execution_id"] in by_id and claim["claimed_by"] not in by_id:
+            gone = (claim["host"] == here and claim["pid"]
+                    and not _pid_alive(int(claim["pid"])))
+            if not gone:
+                stays.add(find(claim["execution_id"]))
+    if keep is not None:  # the N latest top runs of each pipeline keep their groups
+        latest: dict[str, list[str]] = {}
+        for run_id in set(top.values()):
+            latest.setdefault(by_id[run_id]["pipeline_name"], []).append(run_id)
+        for ids in latest.values():
+            ids.sort(key=lambda r: (started[r] is None, started[r] or datetime.min, r),
+                     reverse=True)
+            stays.update(find(r) for r in ids[:keep])
+    members: dict[str, list[str]] = {}
+    for run_id in by_id:
+        members.setdefault(find(run_id), []).append(run_id)
+    chosen: list[str] = []
+    for root, ids in members.items():
+        if root in stays:
+            continue
+        tops = [r for r in ids if top[r] == r]
+        if pipeline is not None and not any(by_id[r]["pipeline_name"] == pipeline
+                                            for r in tops):
+            continue
+        if cutoff is not None and any(started[r] >= cutoff for r in tops):
+            continue
+        chosen.extend(ids)
+    chosen.sort(key=lambda r: (started[r], r))
+    return [{k: by_id[r][k] for k in ("execution_id", "pipeline_name", "status", "started_at",
+                                      "resumed_from", "parent_execution_id")}
+            for r in chosen]
+
 
 def _last_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """One row per key (the last written wins): an upsert may not touch a row twice."""
@@ -1856,10 +2160,13 @@ class _AutoBegin:
 
 def default_tracker_url(environ: Mapping[str, str] | None = None) -> str:
     """``sqlite:///`` a file ``pipectl.db`` in ``$PIPECTL_HOME``, else in ``.pipectl/`` of the
-    working directory."""
+    project of the working directory (:mod:`pipectl.project`)."""
     environ = os.environ if environ is None else environ
-    home = environ.get("PIPECTL_HOME") or ".pipectl"
-    return f"sqlite:///{os.path.join(home, 'pipectl.db')}"
+    if environ.get("PIPECTL_HOME"):
+        return f"sqlite:///{os.path.join(environ['PIPECTL_HOME'], 'pipectl.db')}"
+    from pipectl.project import find_project
+
+    return f"sqlite:///{find_project().home / 'pipectl.db'}"
 
 
 def open_tracker(url: str | None, registries: Any) -> SQLTracker | None:
@@ -1970,7 +2277,8 @@ class TrackingListener:
             return
         output = result.output
         blob = None
-        if output is not None and self.store_outputs and result.status.value == "success":
+        if (output is not None and self.store_outputs and result.status.value == "success"
+                and getattr(step, "store_output", True)):  # store_output=False: never pickled
             if getattr(output, "pipectl_stored", False) is True:
                 blob = STORED_ELSEWHERE  # e.g. written by a dask worker, where it stayed
             else:

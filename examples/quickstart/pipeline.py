@@ -1,100 +1,74 @@
-"""The quick start: read a CSV of orders, clean it, load it into SQLite and JSON Lines.
+"""The quick start in Python: the same pipeline as pipeline.yaml, step for step.
 
     pip install -e . && python examples/quickstart/pipeline.py
 
-Everything is local: the output goes to examples/quickstart/output/ (a SQLite database and a
-JSON Lines file), no server needed.
+A data step streams data/orders.csv through the transforms of transforms.py into SQLite and
+JSON Lines, setting aside the rows it cannot parse; then revenue_by_city reads the table back.
+Paths are relative to this file, so it runs the same from any folder; the data goes to
+examples/quickstart/output/ (the same files `pipectl run examples/quickstart/pipeline.yaml`
+writes), no server needed.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import sqlite3
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the transforms module lives beside this file
+sys.path.insert(0, str(HERE))  # transforms.py lives beside this file
 
-from transforms import clean_orders  # noqa: E402
+from transforms import drop_repeats, parse_order, revenue_by_city  # noqa: E402
 
-from pipectl import Pipeline, RunStatus  # noqa: E402
+from pipectl import Pipeline  # noqa: E402
 
-pipe = Pipeline("quickstart", description="orders.csv -> clean -> SQLite + JSONL", max_concurrent=4)
+SOURCE = HERE / "data" / "orders.csv"
+OUT = HERE / "output"
+DATABASE = OUT / "orders.sqlite"
 
+pipe = Pipeline("quickstart", description="clean the orders of a CSV file and load them into "
+                                          "SQLite and JSON Lines")
+pipe.param("database", str(DATABASE))  # what revenue_by_city reads, as params["database"]
 
-@pipe.step("extract")
-def extract(params):
-    with open(params["source"], newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+pipe.data_step(
+    "load_orders",
+    description="stream the CSV through the transforms into both outputs, in one transaction each",
+    extractor={"type": "csv", "path": str(SOURCE)},
+    transforms=[
+        parse_order,    # raises for a row it cannot trust: set aside (on_bad_record below)
+        drop_repeats,   # the first line of each order_id
+    ],
+    outputs=[
+        {"type": "sqlite", "path": str(DATABASE), "table": "orders", "key": "order_id"},
+        {"type": "jsonl", "path": str(OUT / "orders.jsonl")},
+    ],
+    on_bad_record="dead_letter",
+    dead_letter=str(OUT / "rejected_orders.jsonl"),
+    retries=2,
+    retry_delay=0.5,
+)
 
-
-@pipe.step("clean", depends_on=["extract"])
-def clean(extract, ctx):
-    orders, rejected, duplicates = clean_orders(extract)
-    ctx.logger.info("cleaned", kept=len(orders), rejected=len(rejected), duplicates=duplicates)
-    return {"orders": orders, "rejected": rejected, "duplicates": duplicates}
-
-
-@pipe.step("load_sqlite", depends_on=["clean"], retries=2, retry_delay=0.5)
-def load_sqlite(clean, params):
-    """One transaction: the table is replaced whole, so a retry never duplicates a row."""
-    path = Path(params["output_dir"]) / "orders.sqlite"
-    orders = clean["orders"]
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE IF EXISTS orders")
-        db.execute(
-            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, ordered_at TEXT, customer_email TEXT,"
-            " city TEXT, sku TEXT, product TEXT, quantity INTEGER, unit_price REAL, amount REAL,"
-            " status TEXT)"
-        )
-        db.executemany(
-            "INSERT INTO orders VALUES (:order_id, :ordered_at, :customer_email, :city, :sku,"
-            " :product, :quantity, :unit_price, :amount, :status)",
-            orders,
-        )
-    return {"path": str(path), "rows": len(orders)}
-
-
-@pipe.step("load_jsonl", depends_on=["clean"])
-def load_jsonl(clean, params):
-    """Written to a temporary file and renamed into place: readers never see half a file."""
-    path = Path(params["output_dir"]) / "orders.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for order in clean["orders"]:
-            f.write(json.dumps(order) + "\n")
-    os.replace(tmp, path)
-    return {"path": str(path), "rows": len(clean["orders"])}
-
-
-@pipe.step("summary", depends_on=["clean", "load_sqlite", "load_jsonl"])
-def summary(clean, load_sqlite, load_jsonl):
-    return {"sqlite": load_sqlite, "jsonl": load_jsonl, "rejected": len(clean["rejected"]),
-            "duplicates": clean["duplicates"]}
+pipe.add_step("revenue_by_city", revenue_by_city, depends_on=["load_orders"],
+              description="paid revenue per city, from the table just loaded")
 
 
 def main() -> int:
-    output_dir = HERE / "output"
-    output_dir.mkdir(exist_ok=True)
-    params = {"source": str(HERE / "data" / "orders.csv"), "output_dir": str(output_dir)}
-    print(pipe.visualize())
-    run = pipe.run_sync(params=params)
-    print()
-    for name, result in run.steps.items():
-        print(f"  {name:<12} {result.status.value:<9} {result.duration_ms:8.1f} ms  "
-              f"attempts={result.attempts}" + (f"  {result.error}" if result.error else ""))
-    if run.status is not RunStatus.SUCCESS:
-        print(f"\nrun {run.run_id} {run.status.value}: " + "; ".join(run.errors))
+    run = pipe.run_sync()
+    if not run.ok:
+        print(f"run {run.run_id} of {run.pipeline_id!r}: {run.status}", file=sys.stderr)
+        for error in run.errors:
+            print(f"  {error}", file=sys.stderr)
         return 1
-    out = run.steps["summary"].output
-    print(f"\nrun {run.run_id} succeeded in {run.duration_ms:.0f} ms")
-    print(f"  {out['sqlite']['rows']} orders loaded into SQLite: {out['sqlite']['path']} (table orders)")
-    print(f"  {out['jsonl']['rows']} orders written as JSON Lines: {out['jsonl']['path']}")
-    print(f"  {out['rejected']} rows rejected (unparseable quantity or price), "
-          f"{out['duplicates']} duplicate lines dropped")
+    loaded = run.steps["load_orders"].output  # a DataStepResult
+    print(f"load_orders read {loaded.records_read} records")
+    for report in loaded.outputs.values():
+        print(f"load_orders -> {report.target}: {report.written} records")
+    print(f"load_orders: {loaded.bad_records} bad records set aside in "
+          f"{loaded.dead_letter_path}")
+    print("paid revenue by city:")
+    for city, revenue in run.steps["revenue_by_city"].output.items():
+        print(f"  {city:<14} {revenue:>9,.2f}")
+    print(f"run {run.run_id} of {run.pipeline_id!r}: {run.status} in {run.duration_ms:.0f} ms, "
+          f"{run.records_processed} records")
     return 0
 
 

@@ -18,6 +18,8 @@ def _lazy(name: str) -> Callable[..., Any]:
         return getattr(files, name)(**options)
 
     factory.__qualname__ = factory.__name__ = f"make_{name}"
+    if name != "PythonExtractor":
+        factory.path_options = ("path",)  # relative in a pipeline file: to the file's folder
     return factory
 
 

@@ -142,8 +142,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pipectl.plugins import get_plugin_manager, preparse_disabled
 
     args = list(sys.argv[1:] if argv is None else argv)
+    disabled = preparse_disabled(args)
+    try:  # the project's plugins to disable and env file, before plugins load
+        from pipectl.project import project_for_args
+
+        project = project_for_args(args)
+        project.load_env()
+        disabled.extend(project.disable_plugins)
+    except Exception:  # noqa: BLE001 - the commands that use the project report its problem
+        pass
     try:
-        pm = get_plugin_manager(disabled=preparse_disabled(args))
+        pm = get_plugin_manager(disabled=disabled)
         cli = build_cli(pm)
     except PluginError as exc:  # an essential plugin blocked, or PIPECTL_STRICT_PLUGINS=1
         click.echo(f"pipectl: error: {exc}", err=True)

@@ -43,6 +43,23 @@ def _parse_params(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _project(file: str) -> Any:
+    """The project of the pipeline file (:mod:`pipectl.project`), its settings checked and its
+    env file loaded; ``$PIPECTL_HOME`` is set to its home (unless set already), so the run
+    records in the same place from any working directory, and the steps it starts see it."""
+    import os
+
+    from pipectl.project import ProjectFileError, find_project
+
+    try:
+        project = find_project(file)
+        project.load_env()
+    except ProjectFileError as exc:
+        _fail(str(exc))
+    os.environ.setdefault("PIPECTL_HOME", str(project.home))
+    return project
+
+
 def _load(pm: Any, file: str, params: Sequence[str],
           names: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The file's pipelines to act on (``names`` and what they depend on; by default all but
@@ -55,7 +72,8 @@ def _load(pm: Any, file: str, params: Sequence[str],
     if folder not in sys.path:  # module:function references next to the pipeline file
         sys.path.insert(0, folder)
     try:
-        pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm)
+        pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm,
+                                            project=_project(file))
         # by default every pipeline but those other pipelines run as sub-pipelines
         roots = list(names) or [n for n, p in pipelines.items() if not p.nested]
         if names:
@@ -82,7 +100,8 @@ def _load(pm: Any, file: str, params: Sequence[str],
 
                 _fail(locate(pipe, exc))
     except PipectlError as exc:
-        _fail(str(exc).replace("\n", "\n  ") if "\n" in str(exc) else str(exc))
+        text = getattr(exc, "cli_text", None) or str(exc)  # a param: "give it with -p ..."
+        _fail(text.replace("\n", "\n  ") if "\n" in text else text)
     return chosen, depends
 
 
@@ -99,7 +118,9 @@ def _load(pm: Any, file: str, params: Sequence[str],
 @click.option("--dry-run", is_flag=True, help="Print the plan (levels) and run nothing.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
               show_default=True, help="How events are logged (to stderr).")
-@click.option("-v", "--verbose", count=True, help="More events (-v: debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More events: -v the debug events (plugins, project, the plan, scheduling "
+                   "decisions, retries); -vv also the libraries' own debug logging.")
 @click.option("-q", "--quiet", count=True,
               help="Only warnings, the failed steps and the final line.")
 @click.option("--progress/--no-progress", default=None,
@@ -120,6 +141,10 @@ def _load(pm: Any, file: str, params: Sequence[str],
 @click.option("--only", "only", multiple=True, metavar="STEP",
               help="Run only this step and what it depends on (repeatable); pipelines of the "
                    "file without any of the steps named do not run.")
+@click.option("--skip", "skip", multiple=True, metavar="STEP",
+              help="Leave this step out, and every step downstream of it (repeatable); with "
+                   "--only, of the steps it selects. Pipelines of the file without any of the "
+                   "steps named run whole.")
 @click.option("--rollback", is_flag=True,
               help="When a run fails, run the rollbacks of its completed steps, last first.")
 @click.pass_obj
@@ -128,7 +153,7 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         dry_run: bool, log_format: str, verbose: int, quiet: int,
         progress: bool | None, tracker: str | None, resume: str | None, force: bool,
         rollback: bool, executor_option: Sequence[str] = (), only: Sequence[str] = (),
-        **executor_cli: Any) -> None:
+        skip: Sequence[str] = (), **executor_cli: Any) -> None:
     """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
     all of them, each after the pipelines it depends on. Runs are recorded in the tracker
     (`pipectl runs list`), and a failed one can be resumed (--resume latest)."""
@@ -140,11 +165,12 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         # the tracker and the resumed run's params first: a required param may be given only
         # by the run being resumed (a secret must be given again: it is not stored)
         outline = _outline(file)
-        recorder = _tracker(pm, tracker, {}, outline["tracker"])
+        recorder = _tracker(pm, tracker, {}, outline["tracker"], _project(file))
         if recorder is not None:
             params = [*_resumed_params(recorder, resume, outline, params), *params]
     pipelines, depends = _load(pm, file, params, names)
     picked = _only(pipelines, only) if only else None
+    skipped = _only(pipelines, skip, "--skip") if skip else {}
     if picked is not None:
         pipelines = {n: p for n, p in pipelines.items() if n in picked}
     executor, executor_options = _executor_options(executor, executor_option, executor_cli)
@@ -153,11 +179,17 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
 
         _fail(str(UnknownComponentError("executors", executor, pm.registries.executors.names())))
     if dry_run:
+        steps = 0
         for pipe in pipelines.values():
             after = [d for d in depends[pipe.name] if d in pipelines]
-            click.echo(pipe.visualize() + (f"\n(after: {', '.join(after)})" if after else ""))
+            plan = pipe._plan(pm, tuple((picked or {}).get(pipe.name, ())),
+                              tuple(skipped.get(pipe.name, ())))
+            steps += len(plan.nodes)
+            click.echo(plan.graph.visualize() + (f"\n(after: {', '.join(after)})" if after
+                                                  else ""))
+            if plan.left_out:
+                click.echo(display.left_out_line(plan.left_out))
             click.echo("")
-        steps = sum(len(p.steps) for p in pipelines.values())
         click.echo(f"{len(pipelines)} pipeline(s), {steps} steps; nothing was run (--dry-run)")
         return
     live = display.progress_enabled(progress, log_format=log_format, quiet=bool(quiet))
@@ -173,14 +205,31 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
             get_logger().info("plugins_loaded", plugins=external)
         else:
             click.echo(f"plugins: {', '.join(external)}", err=True)
+    if verbose:  # -v: what pipectl decided before the first step
+        from pipectl.log import capture_library_logs, get_logger
+
+        logger = get_logger()
+        logger.debug("plugins", plugins=[
+            {"name": r.name, "distribution": r.distribution, "version": r.version,
+             "status": r.status, "builtin": r.builtin} for r in pm.records.values()])
+        project = _project(file)
+        logger.debug("project", root=str(project.root),
+                     file=str(project.file) if project.file else None,
+                     home=str(project.home), tracker=tracker or project.tracker_url())
+        if verbose > 1:  # -vv: the libraries' own debug logging (httpx, psycopg, dask ...)
+            capture_library_logs()
     if force and resume is None:
         _fail("--force goes with --resume RUN_ID|latest")
     if recorder is None:
-        recorder = _tracker(pm, tracker, pipelines)
+        recorder = _tracker(pm, tracker, pipelines, project=_project(file))
     try:
         _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
-                 fail_fast, executor, resume, force, rollback, executor_options, picked)
+                 fail_fast, executor, resume, force, rollback, executor_options, picked,
+                 skipped)
     finally:
+        ended = sys.exc_info()[1]
+        if recorder is not None and (ended is None or isinstance(ended, SystemExit)):
+            _retain(recorder, _project(file), log_format, quiet)
         if recorder is not None:  # a tracker's fault is a warning, never the run's outcome
             for problem in recorder.close(report=False):
                 if log_format == "json":  # stderr stays one JSON event a line
@@ -191,9 +240,47 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
                     click.echo(f"pipectl: warning: {problem}", err=True)
 
 
-def _only(pipelines: dict[str, Any], only: Sequence[str]) -> dict[str, list[str]]:
-    """``--only``: the steps named, by the pipeline they belong to; a name no pipeline has is
-    an error (exit 2) with the closest names."""
+def _retain(recorder: Any, project: Any, log_format: str, quiet: int) -> None:
+    """The project's ``[retention]`` after a run: prune the runs beyond it (never the runs of
+    this command, which are the latest). A failure is a warning, never the run's outcome."""
+    settings = project.retention
+    if not settings:
+        return
+    from pipectl.tracking import parse_duration
+
+    def warn(message: str) -> None:
+        if log_format == "json":
+            from pipectl.log import get_logger
+
+            get_logger().warning("retention_problem", problem=message)
+        else:
+            click.echo(f"pipectl: warning: {message}", err=True)
+
+    try:
+        if not recorder.flush(timeout=10):  # this run's rows first: it counts as the latest
+            warn("retention: not applied, the tracker has not written this run yet")
+            return
+        older = settings.get("older_than")
+        pruned = recorder.prune(keep=settings.get("keep"),
+                                older_than=parse_duration(older) if older is not None else None)
+    except Exception as exc:  # noqa: BLE001 - retention is housekeeping
+        warn(f"retention: not applied: {type(exc).__name__}: {exc}")
+        return
+    if pruned and not quiet:
+        rule = ", ".join(f"{k} {v}" for k, v in settings.items())
+        if log_format == "json":
+            from pipectl.log import get_logger
+
+            get_logger().info("runs_pruned", runs=len(pruned), retention=dict(settings))
+        else:
+            click.echo(f"retention ({rule}): pruned {len(pruned)} old run(s) and their stored "
+                       "outputs", err=True)
+
+
+def _only(pipelines: dict[str, Any], only: Sequence[str],
+          flag: str = "--only") -> dict[str, list[str]]:
+    """``--only`` (or ``--skip``, the ``flag``): the steps named, by the pipeline they belong
+    to; a name no pipeline has is an error (exit 2) with the closest names."""
     import difflib
 
     picked: dict[str, list[str]] = {}
@@ -202,7 +289,7 @@ def _only(pipelines: dict[str, Any], only: Sequence[str]) -> dict[str, list[str]
         if not owners:
             known = [s for pipe in pipelines.values() for s in pipe.steps]
             close = difflib.get_close_matches(step, known, n=1)
-            _fail(f"--only {step}: no such step" + (f"; did you mean {close[0]!r}?" if close
+            _fail(f"{flag} {step}: no such step" + (f"; did you mean {close[0]!r}?" if close
                                                       else f" (steps: {', '.join(known[:20])})"))
         for owner in owners:
             picked.setdefault(owner, []).append(step)
@@ -264,6 +351,10 @@ def _outline(file: str) -> dict[str, Any]:
                         and isinstance(i.get("name"), str)]
     trackers = [i.get("tracker") for i in items if isinstance(i, dict) and i.get("tracker")]
     outline["tracker"] = trackers[0] if trackers and isinstance(trackers[0], str) else None
+    if outline["tracker"] and outline["tracker"].startswith("sqlite:///"):
+        from pipectl.project import _sqlite_url
+
+        outline["tracker"] = _sqlite_url(outline["tracker"], Path(file).absolute().parent)
     declared = data.get("params") if isinstance(data.get("params"), dict) else {}
     outline["params"] = declared
     outline["secret"] = {n for n, d in declared.items() if isinstance(d, dict) and d.get("secret")}
@@ -313,8 +404,9 @@ def _cut_param(value: Any) -> bool:
 
 
 def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],
-             file_tracker: str | None = None) -> Any:
-    """The tracker of this command: --tracker, else the file's, else the default file."""
+             file_tracker: str | None = None, project: Any = None) -> Any:
+    """The tracker of this command: --tracker, else the file's, else the project's (its
+    setting, else ``pipectl.db`` in its home)."""
     from pipectl.errors import PipectlError
     from pipectl.tracking import default_tracker_url, open_tracker
 
@@ -322,7 +414,8 @@ def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],
         url = next((p.spec.tracker for p in pipelines.values() if p.spec.tracker),
                    file_tracker)
     try:
-        return open_tracker(url or default_tracker_url(), pm.registries)
+        default = project.tracker_url() if project is not None else default_tracker_url()
+        return open_tracker(url or default, pm.registries)
     except PipectlError as exc:
         _fail(f"--tracker: {exc}")
     except Exception as exc:  # noqa: BLE001 - a database that cannot be opened
@@ -334,11 +427,13 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
              recorder: Any, live: bool, quiet: int, max_concurrent: int | None,
              fail_fast: bool | None, executor: str | None, resume: str | None, force: bool,
              rollback: bool, executor_options: dict[str, Any] | None = None,
-             only: dict[str, list[str]] | None = None) -> None:
+             only: dict[str, list[str]] | None = None,
+             skip: dict[str, list[str]] | None = None) -> None:
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
     from pipectl.tracking import ResumeClaimed, RunInProgress
 
+    project = _project(file)
     outcome: dict[str, str] = {}
     target = None  # the pipeline a given run id belongs to
     if resume is not None and resume != "latest":
@@ -369,12 +464,17 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
                        executor_options=executor_options or None,
                        tracker=recorder if recorder is not None else "none",
                        rollback=rollback, force=force and resumes is not None, resume=resumes,
-                       only=(only or {}).get(name))
+                       only=(only or {}).get(name), skip=(skip or {}).get(name))
         try:
+            # the steps to run (with --only/--skip, a part of them): the run takes this plan
+            plan = pipe._plan(pm, tuple(options["only"] or ()), tuple(options["skip"] or ()))
+            if plan.left_out and not plan.nodes:  # nothing left: no run to record
+                outcome[name] = "success"  # not a failure: the pipelines after it run
+                click.echo(f"pipeline {name!r} not run: --skip left out every step it "
+                           f"would run ({', '.join(plan.left_out)})\n")
+                continue
             if live:
-                total = (len(pipe._plan(pm, tuple(only[name])).nodes) if only and name in only
-                         else len(steps))  # with --only: the steps named and their upstreams
-                with display.LiveProgress(pm, name, total=total):
+                with display.LiveProgress(pm, name, total=len(plan.nodes)):
                     result = pipe.run_sync(**options)
             else:
                 result = pipe.run_sync(**options)
@@ -395,8 +495,9 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
             click.echo("the run was terminated (SIGTERM)")
         if recorder is not None and result.status.value not in ("success", "rolled_back"):
             click.echo(f"resume it with: pipectl run {file} --resume {result.run_id}")
-        if pipe.story:
-            _write_story(recorder, pipe.story, result.run_id)
+        story = pipe.story or (project.story if project is not None else None)
+        if story:
+            _write_story(recorder, story, result.run_id)
         outcome[name] = result.status.value
         if result.status.value == "cancelled":
             sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
@@ -421,32 +522,39 @@ def _write_story(recorder: Any, template: str, run_id: str) -> None:
     except PipectlError as exc:  # the tracker failed: the run's rows may be in its spool
         click.echo(f"story: not written: {exc}", err=True)
         return
-    click.echo(f"story: {write_story(record, story_path(template, record))}")
+    from pipectl.cli.progress import shown_paths
+
+    click.echo(shown_paths(f"story: {write_story(record, story_path(template, record))}"))
 
 
 def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
     """The plain summary: a table of the steps (not with ``quiet``), each failed step's attempt,
-    error and where the user's code raised it, and the final line."""
+    error and where the user's code raised it, the steps --skip left out (not with ``quiet``)
+    and the final line."""
     from pipectl.cli.progress import (
         data_lines,
         failure_details,
         final_line,
         format_duration,
+        left_out_line,
         status_text,
     )
 
     if not quiet:
-        rows = [("step", "status", "duration", "attempts", "records", "error")]
+        from pipectl.cli.progress import DETAIL_HEADER, step_detail, table_lines, table_width
+        from pipectl.preview import run_secrets
+
+        # the last column: the error, why it did not run, or what the step produced (a data
+        # step: read, written per output, rejected); whole in a pipe, cut to fit a terminal
+        secrets = run_secrets(run)
+        rows = [("step", "status", "duration", "attempts", "records", DETAIL_HEADER)]
         for name, r in run.steps.items():
-            detail = r.error or r.reason or ""
             rows.append((name, status_text(r, steps.get(name)), format_duration(r.duration_ms),
                          str(r.attempts),
                          "" if r.records is None else str(r.records),
-                         detail.splitlines()[0][:100] if detail else ""))
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        for row in rows:
-            click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5]))
-                       + ("  " + row[5] if row[5] else ""))
+                         step_detail(r, secrets)))
+        for line in table_lines(rows, table_width(), secrets):
+            click.echo(line)
     failures = failure_details(run, steps)
     if failures and not quiet:
         click.echo("")
@@ -461,6 +569,8 @@ def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
             click.echo(line)
     if not quiet or failures:
         click.echo("")
+    if run.left_out and not quiet:
+        click.echo(left_out_line(run.left_out))
     click.echo(final_line(run))
 
 
@@ -475,13 +585,19 @@ def validate(pm: Any, file: str, params: Sequence[str]) -> None:
         click.echo(f"{file}: pipeline {pipe.name!r} is valid ({len(pipe.steps)} steps)")
 
 
-@click.command()
+@click.command(short_help="Print the DAG of the pipelines in FILE (text, Mermaid, dot).")
 @click.argument("file", type=click.Path(dir_okay=True))
 @_param_option
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text",
               show_default=True)
 @click.pass_obj
 def graph(pm: Any, file: str, params: Sequence[str], fmt: str) -> None:
-    """Print the DAG of each pipeline in FILE (text levels, Mermaid or dot)."""
-    pipelines, _ = _load(pm, file, params)
-    click.echo("\n\n".join(pipe.visualize(fmt) for pipe in pipelines.values()))
+    """Print the DAG of the pipelines in FILE: text levels, a Mermaid flowchart or a dot
+    digraph. Each pipeline is named (a heading, a subgraph, a cluster) and drawn after the
+    pipelines it depends on, with an edge from each of those to it."""
+    from pipectl.graph import visualize_pipelines
+
+    pipelines, depends = _load(pm, file, params)
+    title = next(iter(pipelines)) if len(pipelines) == 1 else Path(file).stem
+    click.echo(visualize_pipelines({n: p.graph for n, p in pipelines.items()}, depends, fmt,
+                                   title=title))

@@ -207,6 +207,70 @@ def status_text(result: StepResult, spec: StepSpec | None) -> str:
     return status
 
 
+DETAIL_HEADER = "output / error"
+"""The heading of the tables' last column: what a step produced, or why it failed or did not
+run."""
+MIN_DETAIL = 20
+"""Characters of the last column kept at least when a table is cut to a width."""
+
+
+def table_width(stream: IO[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> int | None:
+    """How wide a table printed on ``stream`` (stdout by default) may be: ``COLUMNS`` when it is
+    set (a positive number), else the terminal's width on a terminal, else None: no limit, so
+    that in a pipe or a file every row is printed whole (an error, a skip reason, an output)."""
+    environ = os.environ if environ is None else environ
+    columns = environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    stream = sys.stdout if stream is None else stream
+    if not _isatty(stream):
+        return None
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+def step_detail(result: StepResult, secrets: Iterable[str] = ()) -> str:
+    """The last cell of a step's row: the first line of its error, or why it did not run, or
+    else what it produced (a data step's ``read 121, sqlite 114, jsonl 114, rejected 6``,
+    another step's :func:`pipectl.preview.preview`), secrets masked; a resumed step's output
+    says where it came from. Cut to fit by :func:`table_lines`."""
+    from pipectl.preview import MAX_PREVIEW, preview
+
+    if result.error:
+        lines = result.error.strip().splitlines()
+        return lines[0] if lines else ""
+    output = result.output
+    shown = "" if output is None else preview(output, MAX_PREVIEW, secrets)
+    if result.reason:
+        return f"{shown} ({result.reason})" if shown else result.reason.strip().split("\n")[0]
+    return shown
+
+
+def table_lines(rows: list[tuple[str, ...]], width: int | None,
+                secrets: Iterable[str] = ()) -> list[str]:
+    """A plain table: ``rows[0]`` the headings; every column but the last padded to its
+    widest cell, two spaces apart; the last one as it is, cut (ending in ``…``) so that the line
+    fits in ``width`` (it keeps :data:`MIN_DETAIL` characters at least), whole when ``width``
+    is None (a pipe)."""
+    from pipectl.preview import fit
+
+    columns = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(columns)]
+    prefix = sum(widths) + 2 * columns
+    room = None if width is None else max(width - prefix, MIN_DETAIL)
+    lines = []
+    for row in rows:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:columns]))
+        last = row[columns]
+        if last:
+            line += "  " + (last if room is None else fit(last, room, secrets))
+        lines.append(line.rstrip())
+    return lines
+
+
 def failure_detail(result: StepResult, max_attempts: int, allowed: bool = False
                    ) -> FailureDetail:
     """The :class:`FailureDetail` of a failed step whose spec allows ``max_attempts``."""
@@ -270,7 +334,29 @@ def data_lines(run: PipelineRun) -> list[str]:
                          + (f" in {where}" if where else " (skipped)"))
     if len(lines) > MAX_DATA_LINES:
         lines = [*lines[:MAX_DATA_LINES], f"... and {len(lines) - MAX_DATA_LINES} more"]
-    return lines
+    return [shown_paths(line) for line in lines]
+
+
+def shown_paths(text: str) -> str:
+    """``text`` with the paths under the working directory shown relative to it: a pipeline
+    file's paths are absolute once loaded (relative to the file), but a person reads
+    ``examples/quickstart/output/orders.sqlite`` better from the folder they typed in."""
+    import os
+
+    cwd = os.getcwd()
+    return text.replace(cwd + os.sep, "") if cwd != os.sep else text
+
+
+MAX_LEFT_OUT_NAMES = 20
+"""How many of the steps --skip left out the summary names (then ``... and N more``)."""
+
+
+def left_out_line(names: Iterable[str]) -> str:
+    """``left out by --skip: b, c``: the steps --skip left out of a run (``run.left_out``)."""
+    names = list(names)
+    shown = ", ".join(names[:MAX_LEFT_OUT_NAMES])
+    more = len(names) - MAX_LEFT_OUT_NAMES
+    return f"left out by --skip: {shown}" + (f" ... and {more} more" if more > 0 else "")
 
 
 def final_line(run: PipelineRun) -> str:
@@ -286,11 +372,13 @@ def final_line(run: PipelineRun) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_console(stream: IO[str]) -> Console:
-    """A rich console on ``stream`` that renders as a terminal (``NO_COLOR`` still applies)."""
+def make_console(stream: IO[str], width: int | None = None) -> Console:
+    """A rich console on ``stream`` that renders as a terminal (``NO_COLOR`` still applies),
+    ``width`` wide (by default: ``COLUMNS``, the terminal's width, else 80)."""
     from rich.console import Console
 
-    return Console(file=stream, force_terminal=True, highlight=False, soft_wrap=False)
+    return Console(file=stream, force_terminal=True, highlight=False, soft_wrap=False,
+                   width=width)
 
 
 class _Running:
@@ -583,45 +671,56 @@ def _table_rows(run: PipelineRun) -> tuple[list[tuple[str, StepResult]], int]:
 def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
                        console: Console | None = None) -> None:
     """The run's table on a terminal (stdout by default): step, coloured status, duration,
-    attempts, records and the first line of the error, cut to fit; then where each failed step
-    raised, and :func:`final_line`."""
+    attempts, records and the last column of :func:`step_detail` (the error, why the step did
+    not run, or what it produced), cut to fit the terminal (whole in a pipe, ``--progress``
+    off a terminal; ``COLUMNS`` wide when set); then where each failed step raised, the steps
+    --skip left out (:func:`left_out_line`) and :func:`final_line`."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    console = console if console is not None else make_console(sys.stdout)
+    from pipectl.preview import fit, run_secrets
+
+    limit = table_width() if console is None else console.width
+    secrets = run_secrets(run)
     rows, left_out = _table_rows(run)
     cells = []
     for name, r in rows:
-        detail = (r.error or r.reason or "").splitlines()
         cells.append((name, status_text(r, steps.get(name)),
                       format_seconds(r.duration_ms / 1000) if r.attempts else "",
                       str(r.attempts), "" if r.records is None else f"{r.records:,}",
-                      detail[0] if detail else ""))
-    headers = ["step", "status", "duration", "attempts", "records", "error"]
+                      step_detail(r, secrets)))
+    headers = ["step", "status", "duration", "attempts", "records", DETAIL_HEADER]
     if not any(c[4] for c in cells):  # no step reports records: no column for them
         headers.remove("records")
         cells = [(*c[:4], c[5]) for c in cells]
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers[:-1])]
-    # 3 = padding and divider per column; step names are cut so that the error column keeps at
-    # least 30 characters, and the error column takes the rest of the line
+    # 3 = padding and divider per column
     pads = 3 * (len(headers) - 1)
-    widths[0] = min(widths[0], MAX_STEP_NAME,
-                    max(12, console.width - sum(widths[1:]) - pads - 30))
-    error_width = max(12, console.width - sum(widths) - pads)
+    if limit is not None:
+        # step names are cut so that the last column keeps at least 30 characters, and the
+        # last column takes the rest of the line
+        widths[0] = min(widths[0], MAX_STEP_NAME, max(12, limit - sum(widths[1:]) - pads - 30))
+        detail_width = max(12, limit - sum(widths) - pads)
+        cells = [(*c[:-1], fit(c[-1], detail_width, secrets)) for c in cells]
+    else:  # not a terminal: every row whole
+        detail_width = max([len(headers[-1]), *(len(c[-1]) for c in cells)])
+    if console is None:
+        console = make_console(sys.stdout, None if limit is not None
+                               else max(80, sum(widths) + pads + detail_width))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
                   header_style="bold")
     for header in headers:
         table.add_column(header, no_wrap=True, overflow="ellipsis",
                          justify="right" if header in ("duration", "attempts", "records")
                          else "left",
-                         max_width={"step": widths[0], "error": error_width}.get(header))
-    for name, status, duration, attempts, *records, error in cells:
+                         max_width={"step": widths[0], DETAIL_HEADER: detail_width}.get(header))
+    for name, status, duration, attempts, *records, detail in cells:
         table.add_row(
             name, Text(status, style="yellow" if status == "failed (allowed)"
                        else _STATUS_STYLES.get(status, "")), duration,
             Text(attempts, style="yellow" if attempts not in ("0", "1") else ""), *records,
-            Text(error, style="red" if status == "failed" else "dim"),
+            Text(detail, style="red" if status == "failed" else "dim"),
         )
     if left_out:
         counts: dict[str, int] = {}
@@ -656,4 +755,6 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     text = Text(final_line(run))
     text.highlight_regex(rf"(?<=: ){status}\b", _STATUS_STYLES.get(status, "bold"))
     console.print()
+    if run.left_out:
+        console.print(Text(left_out_line(run.left_out), style="yellow"))
     console.print(text)

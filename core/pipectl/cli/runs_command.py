@@ -1,4 +1,5 @@
-"""``pipectl runs list`` and ``pipectl runs show``: what the tracker recorded, read from it."""
+"""``pipectl runs list`` and ``pipectl runs show``: what the tracker recorded, read from it;
+``pipectl runs prune``: delete old runs and their stored outputs."""
 
 from __future__ import annotations
 
@@ -11,12 +12,33 @@ import click
 EXIT_USAGE = 2
 
 
-def _open(pm: Any, url: str | None) -> Any:
-    from pipectl.errors import PipectlError
-    from pipectl.tracking import default_tracker_url, open_tracker
+def _open(pm: Any, url: str | None, *, empty: str | None = None) -> Any:
+    """The tracker to read: ``url``, else the project's (of the working directory). Reading
+    creates nothing: when the project's SQLite file does not exist yet, ``empty`` is printed
+    (exit 0) or, without ``empty``, it is an error (exit 2)."""
+    import os
 
+    from pipectl.errors import PipectlError
+    from pipectl.tracking import open_tracker
+
+    if url is None:
+        from pipectl.project import find_project
+
+        try:
+            url = find_project().tracker_url()
+        except PipectlError as exc:
+            click.echo(f"pipectl: error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        where = url[len("sqlite:///"):]
+        if empty is not None:
+            click.echo(empty if empty == "[]" else f"{empty} (no tracker at {where} yet)")
+            sys.exit(0)
+        click.echo(f"pipectl: error: no runs recorded: there is no tracker at {where} (run a "
+                   "pipeline first, or give --tracker URL)", err=True)
+        sys.exit(EXIT_USAGE)
     try:
-        tracker = open_tracker(url or default_tracker_url(), pm.registries)
+        tracker = open_tracker(url, pm.registries)
     except PipectlError as exc:
         click.echo(f"pipectl: error: --tracker: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -38,7 +60,8 @@ def _close(store: Any) -> None:
 
 
 _tracker_option = click.option(
-    "--tracker", metavar="URL", help="The tracker to read (default: .pipectl/pipectl.db, or "
+    "--tracker", metavar="URL", help="The tracker to read (default: the project's: its "
+    "pipectl.toml's tracker, else .pipectl/pipectl.db in the project, or "
     "$PIPECTL_HOME/pipectl.db).")
 
 
@@ -62,7 +85,7 @@ def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_
     from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
 
-    store = _open(pm, tracker)
+    store = _open(pm, tracker, empty="[]" if as_json else "no runs recorded")
     try:
         rows = store.list_runs(pipeline=pipeline, status=status, limit=limit)
     except PipectlError as exc:
@@ -76,18 +99,38 @@ def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_
     if not rows:
         click.echo("no runs recorded" + (f" of pipeline {pipeline!r}" if pipeline else ""))
         return
+    from pipectl.cli.progress import table_lines, table_width
+
     table = [("run", "pipeline", "status", "started", "duration", "records", "error")]
     for r in rows:
         duration = "" if r["execution_time_ms"] is None else \
             format_duration(r["execution_time_ms"])
-        error = (r["error_message"] or "").splitlines()[0][:80] if r["error_message"] else ""
+        error = (r["error_message"] or "").strip().splitlines()
         table.append((r["execution_id"][:12], r["pipeline_name"], r["status"],
                       (r["started_at"] or "")[:19].replace("T", " "), duration,
-                      str(r["records_processed"] or 0), error))
-    widths = [max(len(row[i]) for row in table) for i in range(6)]
-    for row in table:
-        click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:6]))
-                   + ("  " + row[6] if row[6] else ""))
+                      str(r["records_processed"] or 0), error[0] if error else ""))
+    for line in table_lines(table, table_width()):  # whole in a pipe, cut to fit a terminal
+        click.echo(line)
+
+
+def _step_detail(step: dict[str, Any]) -> str:
+    """The last cell of a recorded step's row: its error, why it did not run, or what it
+    produced (a data step: read, written per output, rejected; another: a preview of its
+    recorded output summary, in which the tracker masked the secrets already)."""
+    from pipectl.preview import preview_summary, record_data_counts
+
+    if step.get("error_message"):
+        return step["error_message"]
+    reason = step.get("reason") or ""
+    shown = ""
+    if step.get("status") == "success":
+        shown = record_data_counts(step) or ""
+        summary = step.get("output_summary")
+        if not shown and summary is not None:
+            shown = preview_summary(summary)
+    if reason:
+        return f"{shown} ({reason})" if shown else reason
+    return shown
 
 
 @runs.command(name="show")
@@ -98,7 +141,8 @@ def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_
 @_tracker_option
 @click.pass_obj
 def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str | None) -> None:
-    """One run: its params, outcome and every step with timing, attempts, errors, records."""
+    """One run: its params, outcome and every step with timing, attempts, records, and its
+    output (a data step: records read, written per output, rejected), error or skip reason."""
     from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
 
@@ -123,20 +167,80 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
     if record["params"]:
         click.echo("  params: " + ", ".join(f"{k}={v!r}" for k, v in record["params"].items()))
     click.echo("")
-    table = [("step", "status", "duration", "attempts", "records", "error")]
+    from pipectl.cli.progress import DETAIL_HEADER, table_lines, table_width
+
+    table = [("step", "status", "duration", "attempts", "records", DETAIL_HEADER)]
     for s in record["steps"]:
-        detail = s["error_message"] or s["reason"] or ""
+        detail = _step_detail(s)
         if s.get("rollback"):
             rb = s["rollback"]
             detail = (f"rollback {rb['status']}" + (f": {rb['error']}" if rb.get("error")
                                                      else "") + (f"; {detail}" if detail else ""))
+        status = s["status"]
+        if status == "failed" and (s.get("metadata") or {}).get("allow_failure"):
+            status = "failed (allowed)"
         ms = s["execution_time_ms"]
-        table.append((s["step_name"], s["status"], "" if ms is None else format_duration(ms),
+        lines = detail.strip().splitlines()
+        table.append((s["step_name"], status, "" if ms is None else format_duration(ms),
                       str(s["attempts"]), "" if s["records"] is None else str(s["records"]),
-                      detail.splitlines()[0][:100] if detail else ""))
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    for row in table:
-        click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:5]))
-                   + ("  " + row[5] if row[5] else ""))
+                      lines[0] if lines else ""))
+    for line in table_lines(table, table_width()):  # whole in a pipe, cut to fit a terminal
+        click.echo(line)
     for error in record["errors"]:
         click.echo(f"\n{error}")
+
+
+@runs.command(name="prune")
+@click.option("--keep", type=click.IntRange(min=1), metavar="N",
+              help="Keep the N latest runs of each pipeline; delete the others.")
+@click.option("--older-than", "older_than", metavar="DURATION",
+              help="Delete the runs that started longer ago than this: 30d, 12h, 90m, 2w, "
+              "45s, 1h30m. With --keep too, a run goes only when both say so.")
+@click.option("--pipeline", metavar="NAME", help="Only delete runs of this pipeline.")
+@click.option("--dry-run", is_flag=True, help="Say which runs would go; delete nothing.")
+@_tracker_option
+@click.pass_obj
+def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | None,
+          dry_run: bool, tracker: str | None) -> None:
+    """Delete old runs: their records and their stored outputs.
+
+    A run still running is never deleted; a resume chain (a run and the runs that resumed
+    it) stays or goes as a whole, and sub-pipeline runs go with the run that started them
+    (see docs/guide.md, "Retention").
+    """
+    from pipectl.errors import PipectlError
+    from pipectl.tracking import parse_duration
+
+    if keep is None and older_than is None:
+        click.echo("pipectl: error: runs prune needs --keep N, --older-than DURATION or both "
+                   "(such as --keep 100, or --older-than 30d)", err=True)
+        sys.exit(EXIT_USAGE)
+    seconds = None
+    if older_than is not None:
+        try:
+            seconds = parse_duration(older_than)
+        except ValueError as exc:
+            click.echo(f"pipectl: error: --older-than: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+    store = _open(pm, tracker, empty="no runs to delete")
+    try:
+        pruned = store.prune(keep=keep, older_than=seconds, pipeline=pipeline, dry_run=dry_run)
+    except PipectlError as exc:
+        click.echo(f"pipectl: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        _close(store)
+    count = f"{len(pruned)} run{'s' if len(pruned) != 1 else ''}"
+    if not pruned:
+        click.echo("no runs to delete" + (f" of pipeline {pipeline!r}" if pipeline else ""))
+        return
+    click.echo(f"would delete {count} (--dry-run: nothing deleted):" if dry_run
+               else f"deleted {count}:")
+    runs_info = getattr(pruned, "runs", {})
+    for run_id in pruned:
+        row = runs_info.get(run_id, {})
+        started = (row.get("started_at") or "")[:19].replace("T", " ")
+        parent = row.get("parent_execution_id")
+        click.echo(f"  {run_id}  {row.get('pipeline_name', '')}  {row.get('status', '')}  "
+                   f"started {started}" + (f"  (sub-pipeline run of {parent[:12]})" if parent
+                                           else ""))

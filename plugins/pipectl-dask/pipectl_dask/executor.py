@@ -841,7 +841,8 @@ class DaskExecutor:
         state = step_state(shared, spec.name) if isinstance(shared, dict) else None
         fetch = invocation.driver_reads or (getattr(invocation, "final", False)
                                             and self.fetch != "none")
-        store = self._store if self._store is not None and not fetch else None
+        keeps = getattr(spec, "store_output", True)  # store_output=False: never stored
+        store = self._store if self._store is not None and not fetch and keeps else None
         info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt,
                 func.filename if isinstance(func, _ByValue) else None, state, store)
         resources = getattr(spec, "resources", None) or None

@@ -228,3 +228,21 @@ def test_sub_pipelines_use_the_parents_local_cluster(tmp_path):
     assert sorted(r["pipeline_name"] for r in runs) == ["main", "sum", "sum"], runs
     assert all(r["status"] == "success" for r in runs)
     assert last_run(tmp_path)["executor"] == "dask"
+
+
+def test_a_step_with_store_output_false_is_not_stored_by_its_worker(project, cluster):
+    text = (project / "pipeline.yaml").read_text(encoding="utf-8")
+    (project / "pipeline.yaml").write_text(text.replace(
+        "    run: steps:numbers\n", "    run: steps:numbers\n    store_output: false\n"),
+        encoding="utf-8")
+    proc = pipectl("run", "pipeline.yaml", "--executor", "dask", "--dask-scheduler",
+                   cluster.scheduler_address, "--no-progress", cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = last_run(project)
+    steps = {s["step_name"]: s for s in run["steps"]}
+    assert not steps["numbers"]["metadata"].get("output_stored")
+    assert steps["squares"]["metadata"].get("output_stored")
+    home = Path(os.environ["PIPECTL_HOME"])
+    folder = home / "results" / run["run_id"]
+    stored = sorted(p.name.rsplit("-", 1)[0] for p in folder.iterdir())
+    assert stored == ["squares"]  # numbers stayed on the cluster, written nowhere
