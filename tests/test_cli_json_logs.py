@@ -38,3 +38,41 @@ def test_every_stderr_line_is_json_with_log_format_json(tmp_path):
     if any(ep.group == "pipectl" for ep in entry_points(group="pipectl")):
         (loaded,) = [e for e in events if e["event"] == "plugins_loaded"]
         assert loaded["plugins"] and all("-" in p for p in loaded["plugins"])
+
+
+def test_every_stderr_line_is_json_with_failures_retries_and_debug_events(tmp_path):
+    (tmp_path / "steps.py").write_text(textwrap.dedent("""
+        import logging
+        from pathlib import Path
+
+        def flaky():
+            marker = Path("tried")
+            if not marker.exists():
+                marker.write_text("1")
+                raise ConnectionError("the first call fails")
+            logging.getLogger("some.library").debug("a library's own debug line")
+            return 1
+
+        def broken(flaky):
+            print("a line the step prints")
+            raise ValueError("<broken> step")
+    """))
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+        name: jsonlogs
+        steps:
+          - {name: flaky, run: "steps:flaky", retries: 2, retry_delay: 0.01}
+          - {name: broken, run: "steps:broken", depends_on: [flaky]}
+          - {name: after, run: "steps:flaky", depends_on: [broken]}
+    """))
+    proc = subprocess.run([sys.executable, "-m", "pipectl", "run", "pipeline.yaml",
+                           "--log-format", "json", "-vv"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]  # each line parses
+    names = [e["event"] for e in events]
+    assert {"plan", "plugins", "project", "step_retry", "run_finished"} <= set(names)
+    finished = {e["step"]: e["status"] for e in events if e["event"] == "step_finished"}
+    assert finished == {"flaky": "success", "broken": "failed", "after": "skipped"}
+    # -vv: the libraries' logging, as events of the same format
+    assert any(e["event"] == "a library's own debug line" and e["logger"] == "some.library"
+               for e in events)

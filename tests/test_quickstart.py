@@ -81,6 +81,37 @@ def test_the_readme_quick_start_on_a_fresh_clone_and_venv(tmp_path):
                            capture_output=True, text=True, env=env, check=True).stdout
     assert where.strip().startswith(str(clone))
 
+    # the same from inside examples/quickstart and from an unrelated folder: the same outputs
+    # in the same places, one run history (the repository's pipectl.toml makes it one project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd, file in ((clone / "examples" / "quickstart", "pipeline.yaml"),
+                      (elsewhere, str(clone / "examples" / "quickstart" / "pipeline.yaml"))):
+        again = subprocess.run(["pipectl", "run", file], cwd=cwd, env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        with sqlite3.connect(out / "orders.sqlite") as db:
+            assert sorted(r[0] for r in db.execute("SELECT order_id FROM orders")) == sorted(ids)
+        assert len((out / "orders.jsonl").read_text().splitlines()) == 114
+    assert list(elsewhere.iterdir()) == []
+    assert not (clone / "examples" / "quickstart" / ".pipectl").exists()
+    history = subprocess.run(["pipectl", "runs", "list", "--json"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert json.loads(history.stdout) == []  # an unrelated folder has no history of its own
+    history = subprocess.run(["pipectl", "runs", "list", "--json"],
+                             cwd=clone / "examples", env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert [r["pipeline_name"] for r in json.loads(history.stdout)] == ["quickstart"] * 3
+    assert list(elsewhere.iterdir()) == []  # and reading it created nothing
+
+    # pipectl init: a project that runs and whose test passes, in the same fresh venv
+    init = subprocess.run(["bash", "-c", "pipectl init demo && cd demo && pipectl run "
+                           "pipeline.yaml && python -m pip install -q pytest && "
+                           "python -m pytest -q -p no:cacheprovider"], cwd=elsewhere,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert "2 passed" in init.stdout
+
 
 def loaded(out_dir: Path) -> tuple[list[tuple], list[dict], list[dict]]:
     """What a quick start run left in ``out_dir``: the SQLite rows, the JSON Lines records and
