@@ -1,15 +1,17 @@
 """What lifecycle hooks and step middleware cost.
 
 Part 1 (micro, like pluggy's ``testing/benchmark.py``): one ``pipectl_step_start`` call through
-the engine's facade (:class:`pipectl.hooks.Hooks`, built once per run) with 0, 1 and 5 no-op
-listener plugins registered, against a plain function call baseline, a hand-written dispatcher
-``notify(run=..., step=..., attempt=...)`` that calls the same listener functions in a ``for``
-loop, and, for reference, pluggy's own ``pm.hook.pipectl_step_start(...)``.
+the engine's facade (:class:`pipectl.hooks.Hooks`, built once per run; it calls through pluggy's
+hook execution, each listener isolated) with 0, 1 and 5 no-op listener plugins registered,
+against a hand-written dispatcher ``notify(run=..., step=..., attempt=...)`` that calls the same
+listener functions (unwrapped) in a ``for`` loop, and pluggy's own
+``pm.hook.pipectl_step_start(...)``.
 
 Part 2 (in the engine): the extra time per step of a 10,000-step chain when one listener plugin
 (``pipectl_step_start`` + ``pipectl_step_finish``, both no-ops) and/or one ``pipectl_wrap_step``
-plugin (an async middleware that returns ``await call_next()``) is registered, against the same
-chain with the built-in plugins only, interleaved in the same process.
+plugin (an async middleware that returns ``await call_next()``) is registered, or the same
+listener is given to each run (``run(listeners=[...])``), against the same chain with the
+built-in plugins only, interleaved in the same process.
 
 Run:  .venv/bin/python benchmarks/hook_dispatch.py [--json results.json]
 """
@@ -78,7 +80,8 @@ def micro(counts: list[int], number: int, repeats: int) -> list[dict[str, Any]]:
     for n in counts:
         pm = pm_with(listeners=n)
         hooks = Hooks(pm)
-        listeners = [impl.function for impl in pm.hook.pipectl_step_start.get_hookimpls()]
+        listeners = [getattr(impl.function, "__wrapped__", impl.function)  # not isolated
+                     for impl in pm.hook.pipectl_step_start.get_hookimpls()]
         assert len(listeners) == n
 
         def notify(*, run: Any, step: Any, attempt: int, _fns=tuple(listeners)) -> None:
@@ -106,20 +109,22 @@ async def in_engine(steps: int, repeats: int, kinds: list[str]) -> list[dict[str
         "+1 listener": pm_with(listeners=1),
         "+1 middleware": pm_with(middleware=1),
         "+both": pm_with(listeners=1, middleware=1),
+        "+1 run listener": pm_with(),
     }
     out = []
     for kind in kinds:
         fn = B.noop if kind == "async" else B.noop_sync
         pipe = B.build_pipeline(B.chain(steps), fn)
 
-        def runner(pm: Any) -> Callable[[], Any]:
+        def runner(pm: Any, run_listeners: bool = False) -> Callable[[], Any]:
             async def go() -> None:
-                run = await pipe.run(plugin_manager=pm)
+                listeners = [Listener()] if run_listeners else []
+                run = await pipe.run(plugin_manager=pm, listeners=listeners)
                 if not run.ok:  # pragma: no cover
                     raise SystemExit(f"run ended {run.status}: {run.errors[:3]}")
             return go
 
-        variants = {k: runner(pm) for k, pm in configs.items()}
+        variants = {k: runner(pm, k == "+1 run listener") for k, pm in configs.items()}
         for v in variants.values():
             await v()  # warm-up
         times = await B.time_variants(variants, repeats)

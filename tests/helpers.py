@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipectl import hookimpl
+
 
 class CallLog:
     """Counts calls of a step function in a file, so calls on another process count too.
@@ -170,3 +172,81 @@ class Gauge:
     @property
     def entered(self) -> int:
         return self._read()[2]
+
+
+class RaisingListener:
+    """A listener of every lifecycle hook that raises in each (``calls`` counts them)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def _boom(self, hook):
+        self.calls += 1
+        raise RuntimeError(f"listener bug in {hook}")
+
+    @hookimpl
+    def pipectl_run_start(self, run):
+        self._boom("run_start")
+
+    @hookimpl
+    def pipectl_run_planned(self, run, plan):
+        self._boom("run_planned")
+
+    @hookimpl
+    def pipectl_step_start(self, run, step, attempt):
+        self._boom("step_start")
+
+    @hookimpl
+    def pipectl_step_retry(self, run, step, attempt, error, delay):
+        self._boom("step_retry")
+
+    @hookimpl
+    def pipectl_output_finish(self, run, step, attempt, report):
+        self._boom("output_finish")
+
+    @hookimpl
+    def pipectl_step_finish(self, run, step, result):
+        self._boom("step_finish")
+
+    @hookimpl
+    def pipectl_rollback_start(self, run, step, result):
+        self._boom("rollback_start")
+
+    @hookimpl
+    def pipectl_rollback_finish(self, run, step, result, error):
+        self._boom("rollback_finish")
+
+    @hookimpl
+    def pipectl_run_finish(self, run):
+        self._boom("run_finish")
+
+
+class FlakyStore:
+    """A transactional output whose first ``fail_attempts`` attempts fail on write."""
+
+    guarantee = "transactional"
+
+    def __init__(self, name, fail_attempts=0):
+        self.name, self.fail_attempts = name, fail_attempts
+        self.attempts, self.rows, self.pending = 0, [], []
+
+    def describe(self):
+        return f"store {self.name}"
+
+    def open(self, ctx):
+        self.attempts += 1
+        self.pending = []
+
+    def write(self, batch):
+        if self.attempts <= self.fail_attempts:
+            raise OSError(f"{self.name}: disk full")
+        self.pending.extend(batch)
+
+    def commit(self):
+        self.rows.extend(self.pending)
+
+    def abort(self):
+        self.pending = []
+
+    def close(self):
+        pass

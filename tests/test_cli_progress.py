@@ -322,7 +322,7 @@ def _text_of(console, renderable) -> str:
 
 
 def test_live_area_of_ten_thousand_running_steps_shows_twenty(plugin_manager):
-    display = progress.LiveProgress(plugin_manager, "big", total=10_000, console=_console())
+    display = progress.LiveProgress("big", total=10_000, console=_console())
     run = PipelineRun("r1", "big")
     display.pipectl_run_start(run)
     specs = [StepSpec(f"s{i}", retries=3) for i in range(10_000)]
@@ -343,7 +343,7 @@ def test_live_area_of_ten_thousand_running_steps_shows_twenty(plugin_manager):
     assert re.search(r"s100\s+retry 2/4 in \d", lines[1]) and "secret" not in text
     assert re.search(r"s101\s+attempt 2/4\s+\d", lines[2]), text
     assert lines[-1].strip() == "... and 9,880 more running"
-    short = progress.LiveProgress(plugin_manager, "big", total=1, console=_console(height=8))
+    short = progress.LiveProgress("big", total=1, console=_console(height=8))
     short.pipectl_run_start(run)
     for spec in specs[:50]:
         short.pipectl_step_start(run, spec, 1)
@@ -351,7 +351,7 @@ def test_live_area_of_ten_thousand_running_steps_shows_twenty(plugin_manager):
 
 
 def test_listener_ignores_a_sub_pipeline_run(plugin_manager):
-    display = progress.LiveProgress(plugin_manager, "parent", total=1, console=_console())
+    display = progress.LiveProgress("parent", total=1, console=_console())
     parent, child = PipelineRun("p", "parent"), PipelineRun("c", "child")
     display.pipectl_run_start(parent)
     display.pipectl_run_start(child)
@@ -374,10 +374,11 @@ def test_live_progress_is_a_listener_of_the_run(plugin_manager):
     pipe.add_step("second", lambda first: 1 / 0, inputs={"first": "first"})
     pipe.add_step("third", lambda: 3, depends_on=["second"])
     console = _console()
-    with progress.LiveProgress(plugin_manager, pipe.name, total=3, console=console) as display:
-        assert plugin_manager.get_plugin(progress.PLUGIN_NAME) is display
-        run = pipe.run_sync()
-    assert plugin_manager.get_plugin(progress.PLUGIN_NAME) is None  # unregistered after
+    with progress.LiveProgress(pipe.name, total=3, console=console) as display:
+        run = pipe.run_sync(listeners=[display])
+        # a run listener: never on the plugin manager, where another run would reach it
+        assert plugin_manager.get_plugin(progress.PLUGIN_NAME) is None
+        assert display not in plugin_manager.get_plugins()
     out = _plain(console.file.getvalue())
     assert re.search(r"^✓ first\s+(\d+ ms|\d\.\d\d s)$", out, re.MULTILINE), out
     assert re.search(r"^✗ second failed on attempt 1 of 1: ZeroDivisionError: division by zero"

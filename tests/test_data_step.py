@@ -268,7 +268,7 @@ def test_unknown_options_and_bad_modes_are_validation_errors(plugin_manager):
 
     pipe = Pipeline("bad-options", plugin_manager=plugin_manager)
     pipe.data_step("load", extractor=Numbers(1), outputs=[Store("x")], on_bad_record="ignore")
-    with pytest.raises(PipelineValidationError, match="on_bad_record must be one of"):
+    with pytest.raises(PipelineValidationError, match="on_bad_record: must be one of"):
         pipe.validate()
     pipe2 = Pipeline("no-outputs", plugin_manager=plugin_manager)
     pipe2.data_step("load", extractor=Numbers(1), outputs=[])
@@ -301,8 +301,10 @@ def test_lifecycle_hooks_fire_per_step_not_per_record(plugin_manager, hook_recor
     pipe.data_step("load", extractor=Numbers(5000), outputs=[Store("a"), Store("b")])
     run = pipe.run_sync()
     assert run.ok
-    assert hook_recorder.names() == ["pipectl_run_start", "pipectl_step_start",
-                                     "pipectl_step_finish", "pipectl_run_finish"]
+    assert hook_recorder.names() == ["pipectl_run_start", "pipectl_run_planned",
+                                     "pipectl_step_start", "pipectl_output_finish",
+                                     "pipectl_output_finish", "pipectl_step_finish",
+                                     "pipectl_run_finish"]  # one report per output
     (finish,) = hook_recorder.calls_for("step_finish")
     assert finish.result.records == 5000
     assert finish.result.status is StepStatus.SUCCESS
@@ -375,10 +377,14 @@ def test_a_misspelled_component_option_names_the_component(plugin_manager, tmp_p
     pipe = Pipeline("option-typo", plugin_manager=plugin_manager)
     pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "x.csv"), "typs": {}},
                    outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}])
-    run = pipe.run_sync()
-    assert run.status is RunStatus.FAILED
-    assert "extractor 'csv' (plugin 'files')" in run.steps["load"].error
-    assert "'typs'" in run.steps["load"].error
+    from pipectl import PipelineValidationError
+
+    with pytest.raises(PipelineValidationError) as caught:  # before anything runs
+        pipe.run_sync()
+    (problem,) = caught.value.problems
+    assert problem.step == "load" and problem.field == "extract.typs"
+    assert "extractor 'csv' (plugin 'files'): unknown option" in problem
+    assert "did you mean 'types'?" in problem.hint
 
 
 def test_bad_record_positions_are_right_with_async_transforms(plugin_manager):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FlakyStore
 from pipectl import Pipeline, RunStatus, StepStatus, hookimpl, hookspecs
 from pipectl.model import PipelineRun, StepResult, StepSpec
 from pipectl.plugins import LIFECYCLE_HOOKS
@@ -54,10 +55,14 @@ def test_the_contract_has_the_hooks_of_the_design():
         "pipectl_register_step_types",
         "pipectl_register_commands",
         "pipectl_run_start",
+        "pipectl_run_planned",
         "pipectl_run_finish",
         "pipectl_step_start",
         "pipectl_step_retry",
         "pipectl_step_finish",
+        "pipectl_output_finish",
+        "pipectl_rollback_start",
+        "pipectl_rollback_finish",
         "pipectl_wrap_step",
     ])
 
@@ -137,7 +142,7 @@ def test_every_hook_is_registration_commands_or_lifecycle():
 
 
 def test_hook_names_follow_the_grammar():
-    lifecycle = re.compile(r"^pipectl_(run|step)_(start|finish|retry)$")
+    lifecycle = re.compile(r"^pipectl_(run|step|output|rollback)_(start|planned|finish|retry)$")
     for hook in HOOKS:
         assert (
             re.match(r"^pipectl_register_[a-z_]+s$", hook)
@@ -362,6 +367,7 @@ def test_lifecycle_order_of_a_linear_pipeline(plugin_manager, hook_recorder):
 
     assert [(c.name.removeprefix("pipectl_"), c.step_name) for c in hook_recorder.calls] == [
         ("run_start", None),
+        ("run_planned", None),
         ("step_start", "a"),
         ("step_finish", "a"),
         ("step_start", "b"),
@@ -399,3 +405,221 @@ def test_hook_reference_is_generated_from_the_hookspecs():
     proc = subprocess.run([sys.executable, "-m", "pipectl.docgen", "--check", str(HOOKS_DOC)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the run-planned, data output and rollback events
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hook_pipectl_run_planned(plugin_manager, hook_recorder):
+    pipe = Pipeline("planned", plugin_manager=plugin_manager)
+    pipe.add_step("extract", lambda: [1, 2])
+    pipe.add_step("clean", lambda extract: extract, depends_on=["extract"])
+    pipe.add_step("audit", lambda extract: len(extract), depends_on=["extract"])
+    pipe.add_step("load", lambda clean, audit: clean, depends_on=["clean", "audit"])
+    pipe.add_step("report", lambda load: "done", depends_on=["load"])
+    pipe.add_step("unrelated", lambda: 0)
+
+    run = pipe.run_sync(only=["report"], skip=["audit"])
+
+    names = hook_recorder.names()
+    assert names[:2] == ["pipectl_run_start", "pipectl_run_planned"]  # before any step
+    (call,) = hook_recorder.calls_for("run_planned")
+    assert call.run is run
+    plan = call.plan
+    # only= keeps report and what it needs; skip= drops audit and what is downstream of it
+    assert plan.names == ("extract", "clean") == tuple(run.steps)
+    assert all(isinstance(step, StepSpec) for step in plan.steps)
+    assert plan.edges == (("extract", "clean"),)
+    assert plan.left_out == ("audit", "load", "report") == tuple(run.left_out)
+    assert plan.resumed == ()
+    started = {c.step_name for c in hook_recorder.calls_for("step_start")}
+    assert started == set(plan.names)
+
+
+def test_hook_pipectl_run_planned_names_the_resumed_steps(plugin_manager, hook_recorder,
+                                                          tmp_path):
+    tracker = f"sqlite:///{tmp_path / 'runs.db'}"
+    fail = {"now": True}
+    pipe = Pipeline("resumable", plugin_manager=plugin_manager)
+    pipe.add_step("a", lambda: 1)
+
+    @pipe.step("b", depends_on=["a"])
+    def b(a):
+        if fail["now"]:
+            raise RuntimeError("b failed")
+        return a + 1
+
+    assert pipe.run_sync(tracker=tracker).status is RunStatus.FAILED
+    fail["now"] = False
+    hook_recorder.clear()
+    run = pipe.run_sync(tracker=tracker, resume="latest")
+
+    assert run.ok
+    (call,) = hook_recorder.calls_for("run_planned")
+    assert call.plan.names == ("a", "b") and call.plan.edges == (("a", "b"),)
+    assert call.plan.resumed == ("a",)
+    assert [c.step_name for c in hook_recorder.calls_for("step_start")] == ["b"]
+
+
+class _Numbers:
+    def describe(self):
+        return "numbers"
+
+    def batches(self, ctx):
+        yield [{"id": i} for i in range(5)]
+        yield [{"id": i} for i in range(5, 8)]
+
+
+def test_hook_pipectl_output_finish(plugin_manager, hook_recorder):
+    steady, flaky = FlakyStore("steady"), FlakyStore("flaky", fail_attempts=1)
+    pipe = Pipeline("outputs", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor=_Numbers(), outputs=[steady, flaky], retries=1,
+                   retry_delay=0.0)
+    pipe.add_step("after", lambda load: "ok", depends_on=["load"])
+
+    run = pipe.run_sync()
+
+    assert run.ok, run.errors
+    assert len(steady.rows) == len(flaky.rows) == 8  # each record written once
+    reports = [(c.attempt, c.report.name, c.report.status, c.report.written, c.report.target)
+               for c in hook_recorder.calls_for("output_finish")]
+    assert reports == [
+        (1, "steady", "committed", 8, "store steady"),
+        (1, "flaky", "failed", 0, "store flaky"),
+        (2, "steady", "skipped", 0, "store steady"),  # committed by attempt 1: not again
+        (2, "flaky", "committed", 8, "store flaky"),
+    ]
+    failed = hook_recorder.calls_for("output_finish")[1].report
+    assert "disk full" in failed.error
+    assert all(c.step_name == "load" and c.run is run
+               for c in hook_recorder.calls_for("output_finish"))
+    # each attempt's reports come before its retry, the last ones before the step's finish
+    names = [n.removeprefix("pipectl_") for n in hook_recorder.names()
+             if n != "pipectl_step_start"]
+    assert names == ["run_start", "run_planned", "output_finish", "output_finish",
+                     "step_retry", "output_finish", "output_finish", "step_finish",
+                     "step_finish", "run_finish"]
+
+
+def test_no_output_report_when_the_extraction_fails(plugin_manager, hook_recorder):
+    """Nothing committed, nothing failed on the outputs' side: the extractor's error is the
+    step's, and no output is reported (as the hookspec says)."""
+    class Broken(_Numbers):
+        def batches(self, ctx):
+            yield [{"id": 1}]
+            raise RuntimeError("source broke")
+
+    pipe = Pipeline("outputs", plugin_manager=plugin_manager)
+    pipe.data_step("load", extractor=Broken(), outputs=[FlakyStore("a"), FlakyStore("b")])
+    pipe.add_step("plain", lambda: 1)
+
+    run = pipe.run_sync()
+
+    assert run.status is RunStatus.FAILED
+    assert "source broke" in run.steps["load"].error
+    assert hook_recorder.calls_for("output_finish") == []
+
+
+def _rollback_pipeline(pm, undone, fail_undo=()):
+    pipe = Pipeline("undo", plugin_manager=pm)
+
+    def undo(name):
+        def rollback(output):
+            if name in fail_undo:
+                raise RuntimeError(f"cannot undo {name}")
+            undone.append((name, output))
+        return rollback
+
+    pipe.add_step("a", lambda: "A", rollback=undo("a"))
+    pipe.add_step("b", lambda a: a + "B", depends_on=["a"], rollback=undo("b"))
+    pipe.add_step("no_undo", lambda b: b, depends_on=["b"])
+    pipe.add_step("c", lambda no_undo: no_undo + "C", depends_on=["no_undo"], rollback=undo("c"))
+    pipe.add_step("boom", lambda c: 1 / 0, depends_on=["c"])
+    return pipe
+
+
+def test_hook_pipectl_rollback_start(plugin_manager, hook_recorder):
+    undone = []
+    run = _rollback_pipeline(plugin_manager, undone).run_sync(rollback=True)
+
+    assert run.status is RunStatus.ROLLED_BACK
+    starts = hook_recorder.calls_for("rollback_start")
+    # reverse order of completion; a step without a rollback function gets no call
+    assert [c.step_name for c in starts] == ["c", "b", "a"] == [n for n, _ in undone]
+    assert all(c.result.status is StepStatus.SUCCESS and c.run is run for c in starts)
+    assert starts[0].result.output == "ABC"
+    names = hook_recorder.names()
+    # after every step finished, before the run's finish; each start before its finish
+    last_step = max(i for i, n in enumerate(names) if n == "pipectl_step_finish")
+    assert last_step < names.index("pipectl_rollback_start")
+    assert names[-7:] == ["pipectl_rollback_start", "pipectl_rollback_finish"] * 3 + [
+        "pipectl_run_finish"]
+
+
+def test_no_rollback_event_without_rollback(plugin_manager, hook_recorder):
+    run = _rollback_pipeline(plugin_manager, []).run_sync()
+
+    assert run.status is RunStatus.FAILED
+    assert not hook_recorder.calls_for("rollback_start")
+    assert not hook_recorder.calls_for("rollback_finish")
+
+
+def test_hook_pipectl_rollback_finish(plugin_manager, hook_recorder):
+    undone = []
+    run = _rollback_pipeline(plugin_manager, undone, fail_undo={"b"}).run_sync(rollback=True)
+
+    assert run.status is RunStatus.ROLLBACK_FAILED
+    finishes = hook_recorder.calls_for("rollback_finish")
+    assert [c.step_name for c in finishes] == ["c", "b", "a"]  # a failure does not stop them
+    c, b, a = finishes
+    assert c.error is None and c.result.status is StepStatus.ROLLED_BACK
+    assert c.result.rollback["status"] == "success"
+    assert isinstance(b.error, RuntimeError) and str(b.error) == "cannot undo b"
+    assert b.result.status is StepStatus.SUCCESS  # not undone
+    assert b.result.rollback["status"] == "failed"
+    assert b.result.rollback["error"] == "RuntimeError: cannot undo b"
+    assert a.error is None and a.result.status is StepStatus.ROLLED_BACK
+    # the result each finish carries is the one the run ends with
+    assert all(run.steps[f.step_name] is f.result for f in finishes)
+    (run_finish,) = hook_recorder.calls_for("run_finish")
+    assert run_finish.run.status is RunStatus.ROLLBACK_FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# deprecating a hook: pluggy's warn_on_impl
+# ---------------------------------------------------------------------------------------------
+
+
+class _DeprecatedSpecs:
+    """A test-local hookspec retired the way hookspecs.py's docstring says."""
+
+    @hookspecs.hookspec(warn_on_impl=DeprecationWarning(
+        "pipectl_step_end is deprecated since 0.2: implement pipectl_step_finish"))
+    def pipectl_step_end(self, run, step):
+        """Called when a step ended (deprecated)."""
+
+
+def test_a_hookspec_marked_warn_on_impl_warns_the_plugin_implementing_it(plugin_manager):
+    plugin_manager.add_hookspecs(_DeprecatedSpecs)
+
+    class OldPlugin:
+        @hookimpl
+        def pipectl_step_end(self, run, step):
+            pass
+
+    class NewPlugin:
+        @hookimpl
+        def pipectl_step_finish(self, run, step, result):
+            pass
+
+    with pytest.warns(DeprecationWarning, match="implement pipectl_step_finish") as caught:
+        record = plugin_manager.add_plugin(OldPlugin(), "old")
+    assert record.status == "loaded"  # deprecated, still working
+    assert any(w.filename == __file__ for w in caught)  # points at the implementation
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plugin_manager.add_plugin(NewPlugin(), "new").status == "loaded"

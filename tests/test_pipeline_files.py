@@ -155,11 +155,11 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path, case):
 INVALID_FILES = {
     "unknown extractor": (
         "name: x\nsteps:\n  - name: s\n    extract: {type: csvv, path: a.csv}\n"
-        "    load: [{type: jsonl, path: o.jsonl}]\n", 4, "steps.s.extract",
+        "    load: [{type: jsonl, path: o.jsonl}]\n", 4, "steps.s.extract.type",
         "no extractor named 'csvv'; did you mean 'csv'?"),
     "unknown output": (
         "name: x\nsteps:\n  - name: s\n    extract: {type: csv, path: a.csv}\n"
-        "    load: [{type: jsnol, path: o.jsonl}]\n", 5, "steps.s.load",
+        "    load: [{type: jsnol, path: o.jsonl}]\n", 5, "steps.s.load[0].type",
         "no output named 'jsnol'; did you mean 'jsonl'?"),
     "unknown executor": ("name: x\nexecutor: daskk\nsteps:\n" + GOOD_STEP, 2, "executor",
                          "no executor named 'daskk'"),
@@ -490,9 +490,13 @@ def test_the_json_schema_knows_exactly_the_loaders_fields():
 
 
 def test_pipectl_schema_prints_it():
-    proc = _cli("schema")
+    proc = _cli("schema", "--format-only")
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == _schema()
+    full = json.loads(_cli("schema").stdout)  # with the installed components' options
+    assert full["oneOf"] == _schema()["oneOf"]
+    assert set(full["$defs"]) == set(_schema()["$defs"]) | {"components", "extractor",
+                                                              "output"}
 
 
 def test_a_pipeline_file_in_json_loads_runs_and_fits_the_same_schema(tmp_path):

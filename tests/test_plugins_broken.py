@@ -12,7 +12,8 @@ import sys
 import pytest
 from plugin_fixtures.fakedist import fake_dists  # noqa: F401 - fixture
 
-from pipectl import Pipeline, RunStatus, StepStatus, hookimpl
+from helpers import RaisingListener
+from pipectl import Pipeline, RunStatus, StepStatus
 from pipectl.errors import PluginError
 from pipectl.plugins import get_plugin_manager
 from pipectl.registry import KINDS
@@ -478,37 +479,6 @@ def test_cli_strict_mode_exits_2_with_message(fake_dists):
 # ---------------------------------------------------------------------------------------------
 
 
-class RaisingListener:
-    """Raises in every lifecycle hook."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def _boom(self, hook):
-        self.calls += 1
-        raise RuntimeError(f"listener bug in {hook}")
-
-    @hookimpl
-    def pipectl_run_start(self, run):
-        self._boom("run_start")
-
-    @hookimpl
-    def pipectl_step_start(self, run, step, attempt):
-        self._boom("step_start")
-
-    @hookimpl
-    def pipectl_step_retry(self, run, step, attempt, error, delay):
-        self._boom("step_retry")
-
-    @hookimpl
-    def pipectl_step_finish(self, run, step, result):
-        self._boom("step_finish")
-
-    @hookimpl
-    def pipectl_run_finish(self, run):
-        self._boom("run_finish")
-
-
 def test_a_raising_listener_does_not_stop_the_run_and_others_are_called(
     register_plugin, plugin_manager, hook_recorder, log_stream
 ):
@@ -533,9 +503,11 @@ def test_a_raising_listener_does_not_stop_the_run_and_others_are_called(
 
     assert run.status is RunStatus.SUCCESS, run.errors
     assert run.steps["after"].output == "ok!"
-    assert raiser.calls == 1 + 3 + 1 + 2 + 1  # run_start, 3 step starts, 1 retry, 2 finishes, run_finish
+    # run_start, run_planned, 3 step starts, 1 retry, 2 finishes, run_finish
+    assert raiser.calls == 1 + 1 + 3 + 1 + 2 + 1
     assert hook_recorder.names() == [
         "pipectl_run_start",
+        "pipectl_run_planned",
         "pipectl_step_start",
         "pipectl_step_retry",
         "pipectl_step_start",

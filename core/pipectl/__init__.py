@@ -1,17 +1,18 @@
 """pipectl: data pipelines as DAGs of steps, extended by plugins.
 
-``import pipectl`` is cheap: names are imported on first use.
+``import pipectl`` is cheap: names are imported on first use, ``hookimpl`` too (the first
+``from pipectl import hookimpl`` imports pluggy and the hook specifications); not even
+:mod:`typing` is imported here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from pipectl.hookspecs import hookimpl
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; checkers read it as True
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "hookimpl": "pipectl.hookspecs",
     "Pipeline": "pipectl.pipeline",
     "PipelineSpec": "pipectl.model",
     "StepSpec": "pipectl.model",
@@ -37,7 +38,7 @@ _EXPORTS = {
     "configure_logging": "pipectl.log",
 }
 
-__all__ = ["__version__", "hookimpl", *_EXPORTS]
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -56,6 +57,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from pipectl.context import Services, StepContext
     from pipectl.data import DataStepResult, Transform
     from pipectl.engine import RunCancelled
@@ -67,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
         UnknownComponentError,
     )
     from pipectl.graph import Graph
+    from pipectl.hookspecs import hookimpl
     from pipectl.log import configure_logging
     from pipectl.model import (
         PipelineRun,

@@ -23,14 +23,14 @@ import traceback
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from pipectl.binding import Binder, is_async, make_binder
+from pipectl.binding import Binder, Facts, facts, is_async, make_binder
 from pipectl.context import Services, StepContext, frozen_params
 from pipectl.errors import (
     ExecutorError,
@@ -102,14 +102,15 @@ class Node:
                  "spec")
 
     def __init__(self, index: int, spec: StepSpec, func: Callable[..., Any], binder: Binder,
-                 deps: list[int]):
+                 deps: Sequence[int], is_async_: bool | None = None,
+                 dependents: Sequence[int] = ()):
         self.index = index
         self.spec = spec
         self.func = func
-        self.is_async = is_async(func)
+        self.is_async = is_async(func) if is_async_ is None else is_async_
         self.binder = binder
-        self.deps = deps
-        self.dependents: list[int] = []
+        self.deps = deps  # indices of the steps it depends on
+        self.dependents = dependents  # indices of the steps that depend on it, ascending
         self.driver_reads = False  # the engine reads its output (see Invocation.driver_reads)
 
 
@@ -127,6 +128,8 @@ class Plan:
 
 
 def _takes_components(factory: Any) -> bool:
+    """Whether a step type's factory takes ``components`` (asked once per step type and plan,
+    not per step: inspecting a signature costs more than planning the step)."""
     try:
         return "components" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -134,7 +137,8 @@ def _takes_components(factory: Any) -> bool:
 
 
 def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
-             components: Any = None, skip: tuple[str, ...] = ()) -> Plan:
+             components: Any = None, skip: tuple[str, ...] = (),
+             graph: Graph | None = None) -> Plan:
     """Validate ``spec`` (graph and function signatures) and resolve every step's callable.
 
     ``only``: the plan holds the steps named and what they depend on, nothing else. ``skip``:
@@ -143,8 +147,10 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
     plugin manager's registries) goes to step type factories that take a ``components``
     argument, to check the components a step names. Raises :class:`PipelineValidationError`
     listing every problem found (unknown names in ``only`` or ``skip`` among them).
+    ``graph``: the :class:`Graph` of ``spec.steps`` when the caller has it (not built again).
     """
-    graph = Graph(spec.name, spec.steps)
+    if graph is None:
+        graph = Graph(spec.name, spec.steps)
     gone = graph.downstream(skip) if skip else set()
     if only:
         graph = graph.subgraph(only)
@@ -155,38 +161,67 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
     index_of = {name: i for i, name in enumerate(order)}
     problems: list[str] = []
     nodes: list[Node] = []
+    steps, dependencies, dependents = graph.steps, graph.dependencies, graph.dependents
+    # per step type: its factory, and whether it takes ``components`` (looked up once)
+    factories: dict[str, tuple[Callable[..., Any], bool]] = {}
+    last_func: Any = None
+    known_facts: Facts = None  # type: ignore[assignment]  # set with last_func
     for i, name in enumerate(order):
-        step = graph.steps[name]
+        step = steps[name]
         try:
-            factory = step_types.get(step.step_type).factory
-            if components is not None and _takes_components(factory):
-                func = factory(step, components=components)
+            known = factories.get(step.step_type)
+            if known is None:
+                factory = step_types.get(step.step_type).factory
+                known = factories[step.step_type] = (
+                    factory, components is not None and _takes_components(factory))
+            if known[1]:
+                func = known[0](step, components=components)
             else:
-                func = factory(step)
+                func = known[0](step)
         except Exception as exc:  # noqa: BLE001 - reported as a validation problem
-            problems.append(f"step {name!r}: {exc}")
+            found = getattr(exc, "problems", None)  # several at once (pipectl.options)
+            if found and all(hasattr(p, "in_step") for p in found):
+                problems.extend(p.in_step(name) for p in found)
+            else:
+                problems.append(f"step {name!r}: {exc}")
             continue
         if not callable(func):
             plugin = step_types.get(step.step_type).plugin
             problems.append(f"step {name!r}: step type {step.step_type!r} (plugin {plugin!r}) "
                             f"built {type(func).__name__}, not a callable")
             continue
-        deps = graph.dependencies[name]
-        binder = make_binder(step, func, index_of, problems, deps)
-        nodes.append(Node(i, step, func, binder, [index_of[d] for d in deps]))
+        deps = dependencies[name]
+        if func is not last_func:  # 10,000 steps of one function: one look-up
+            last_func, known_facts = func, facts(func)
+        binder = make_binder(step, func, index_of, problems, deps, known_facts)
+        # tuples (of numbers: the collector stops tracking them), built without a second pass
+        if not deps:
+            dep_indices: tuple[int, ...] = ()
+        elif len(deps) == 1:
+            dep_indices = (index_of[deps[0]],)
+        else:
+            dep_indices = tuple([index_of[d] for d in deps])
+        kids = dependents[name]
+        if not kids:
+            kid_indices: tuple[int, ...] = ()
+        elif len(kids) == 1:
+            kid_indices = (index_of[kids[0]],)
+        else:
+            kid_indices = tuple(sorted([index_of[k] for k in kids]))
+        nodes.append(Node(i, step, func, binder, dep_indices, known_facts.is_async, kid_indices))
     if problems:
         raise PipelineValidationError(spec.name, problems)
-    by_name = {node.spec.name: node for node in nodes}
     for node in nodes:
-        for d in node.deps:
-            nodes[d].dependents.append(node.index)
         step = node.spec
         if step.rollback is not None:
             node.driver_reads = True
-        for expr in ([step.when] if step.when is not None else []) + list(node.binder.refs):
-            for name in expr.output_steps:
-                if name in by_name:
-                    by_name[name].driver_reads = True
+        if step.when is not None or node.binder.refs:
+            exprs = ([step.when] if step.when is not None else []) + list(node.binder.refs)
+            for expr in exprs:
+                for ref in expr.output_steps:
+                    k = index_of.get(ref)
+                    if k is not None:
+                        nodes[k].driver_reads = True
     return Plan(spec, graph, nodes, left_out)
 
 
@@ -343,13 +378,17 @@ class _RunState:
             started = _now()
             kwargs = _rollback_kwargs(func, output=self.outputs[i], result=result,
                                       params=self.params, ctx=self._begin_rollback(spec))
+            with self.lock:
+                self.hooks.rollback_start(run=run, step=spec, result=result)
             self.logger.info("rollback_started", run_id=run.run_id, step=spec.name)
+            raised: Exception | None = None
             try:
                 if is_async(func):
                     await func(**kwargs)
                 else:
                     await asyncio.to_thread(func, **kwargs)
             except Exception as exc:  # noqa: BLE001 - recorded, the others still run
+                raised = exc
                 error = f"{type(exc).__name__}: {exc}"
                 if self.secrets:
                     from pipectl.log import redact
@@ -368,6 +407,8 @@ class _RunState:
                 new = attrs.evolve(result, status=StepStatus.ROLLED_BACK, rollback=outcome)
                 self.logger.info("rollback_finished", run_id=run.run_id, step=spec.name)
             run.steps[spec.name] = new
+            with self.lock:
+                self.hooks.rollback_finish(run=run, step=spec, result=new, error=raised)
         if failed:
             run.errors.extend(failed)
             run.status = RunStatus.ROLLBACK_FAILED
@@ -734,6 +775,14 @@ class _RunState:
                     reason=self.stopping,
                 )
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the step's failure
+                failure: BaseException | None = exc
+            else:
+                failure = None
+            if hooks.output_finish_listened:  # a data step's outputs, after each attempt
+                self._outputs_ended(spec, attempt, output if failure is None
+                                    else getattr(failure, "result", None))
+            if failure is not None:
+                exc = failure
                 if spec.should_retry(exc, attempt):
                     if not self._may_retry(spec):  # would retry, but the run stopped
                         return self._failed(spec, exc, started_at, t0, attempt, _CANCELLED)
@@ -748,6 +797,21 @@ class _RunState:
                 return self._failed(spec, exc, started_at, t0, attempt)
             self.outputs[i] = output
             return self._succeeded(spec, output, started_at, t0, attempt)
+
+    def _outputs_ended(self, spec: StepSpec, attempt: int, value: Any) -> None:
+        """``pipectl_output_finish`` for each output of a data step's attempt that ended with
+        ``value`` (its :class:`~pipectl.data.DataStepResult`, or the failure's), if it is one.
+        Data steps are async: they run here, never in the sync lane."""
+        reports = getattr(value, "outputs", None)
+        if not reports or not isinstance(reports, dict):
+            return
+        from pipectl.data import DataStepResult
+
+        if not isinstance(value, DataStepResult):
+            return
+        with self.lock:
+            for report in list(reports.values()):
+                self.hooks.output_finish(run=self.run, step=spec, attempt=attempt, report=report)
 
     def _may_retry(self, spec: StepSpec) -> bool:
         """No new attempt once the run stops, except for ``all_done`` (clean-up) steps after
@@ -893,7 +957,7 @@ class _RunState:
             return await pipeline.run(
                 params, plugin_manager=self.pm, executor=config.executor,
                 executor_options=config.executor_options, max_threads=config.max_threads,
-                parent_run_id=self.run.run_id)
+                parent_run_id=self.run.run_id, listeners=self.hooks.listeners)
         finally:
             bind_contextvars(run_id=self.run.run_id, step=step)
 
@@ -979,8 +1043,12 @@ async def execute(
     *,
     services: Services | None = None,
     plan: Plan | None = None,
+    listeners: tuple[Any, ...] = (),
 ) -> PipelineRun:
     """Run ``spec`` once with ``config`` and the plugins of ``pm``; return the finished run.
+
+    ``listeners``: the run's own lifecycle listeners (see :class:`pipectl.hooks.Hooks`): called
+    with the plugins' implementations for this run and its sub-pipeline runs only.
 
     If the awaiting task is cancelled (Ctrl-C), running steps are cancelled, the run is recorded
     as ``cancelled`` (hooks fire) and the cancellation propagates.
@@ -990,7 +1058,7 @@ async def execute(
     if plan is None:
         plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries,
                         config.skip)
-    hooks = Hooks(pm)
+    hooks = Hooks(pm, listeners)
     executor_name = config.executor or spec.executor
     try:
         executor = pm.registries.executors.create(executor_name, **config.executor_options)
@@ -1034,6 +1102,7 @@ async def execute(
             raise
         raise ExecutorError(executor_name, f"cannot start: {exc}") from exc
     hooks.run_start(run=run)
+    hooks.run_planned(run=run, plan=lambda: _run_plan(plan, config))
     logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
                 executor=executor_name)
     if state.log_debug:  # -v: the plan, level by level, and what bounds it
@@ -1070,6 +1139,20 @@ async def execute(
     if cancelled:
         raise RunCancelled(run)
     return run
+
+
+def _run_plan(plan: Plan, config: RunConfig) -> Any:
+    """The :class:`~pipectl.model.RunPlan` of ``pipectl_run_planned``."""
+    from pipectl.model import RunPlan
+
+    nodes = plan.nodes
+    resume = config.resume
+    return RunPlan(
+        steps=tuple(node.spec for node in nodes),
+        edges=tuple((nodes[d].spec.name, node.spec.name) for node in nodes for d in node.deps),
+        left_out=tuple(plan.left_out),
+        resumed=tuple(node.spec.name for node in nodes if node.spec.name in resume),
+    )
 
 
 def _levels(plan: Any) -> list[list[Any]]:

@@ -33,21 +33,30 @@ class Graph:
             by_name[step.name] = step
         self.steps = by_name
         self.names: tuple[str, ...] = tuple(by_name)
-        self.dependencies: dict[str, tuple[str, ...]] = {}
-        self.dependents: dict[str, list[str]] = {n: [] for n in by_name}
-        for step in by_name.values():
+        dependencies: dict[str, tuple[str, ...]] = {}
+        dependents: dict[str, list[str]] = {n: [] for n in by_name}
+        self.dependencies = dependencies
+        self.dependents = dependents
+        for step_name, step in by_name.items():
             deps = step.all_dependencies
+            valid = deps
             for dep in deps:
-                if dep == step.name:
-                    problems.append(f"step {step.name!r} depends on itself")
-                elif dep not in by_name:
+                if dep in by_name and dep != step_name:
+                    continue
+                if dep == step_name:
+                    problems.append(f"step {step_name!r} depends on itself")
+                else:
                     close = difflib.get_close_matches(dep, self.names, n=3, cutoff=0.6)
                     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                    problems.append(f"step {step.name!r} depends on unknown step {dep!r}{hint}")
-            valid = tuple(d for d in deps if d in by_name and d != step.name)
-            self.dependencies[step.name] = valid
+                    problems.append(f"step {step_name!r} depends on unknown step {dep!r}{hint}")
+                valid = ()  # filtered below
+            if deps and not valid:
+                valid = tuple(d for d in deps if d in by_name and d != step_name)
+            elif type(valid) is not tuple:
+                valid = tuple(valid)
+            dependencies[step_name] = valid
             for dep in valid:
-                self.dependents[dep].append(step.name)
+                dependents[dep].append(step_name)
         self._order: tuple[str, ...] | None = None
         self._levels: list[list[str]] | None = None
         order = self._kahn()  # over the valid edges, so cycles are reported with the rest

@@ -12,9 +12,11 @@ Every hook starts with ``pipectl_``.
   plugin when the plugin is loaded. The plugin calls ``register(name, factory)`` for each component
   it provides; ``factory`` is called only when a pipeline uses the component, so heavy imports
   belong inside it. Registration hooks cannot be wrappers.
-* Lifecycle hooks are ``pipectl_<subject>_<event>``: ``pipectl_run_start``, ``pipectl_run_finish``,
-  ``pipectl_step_start``, ``pipectl_step_retry``, ``pipectl_step_finish``. They fire once per run,
-  step or attempt, never per record.
+* Lifecycle hooks are ``pipectl_<subject>_<event>``: ``pipectl_run_start``,
+  ``pipectl_run_planned``, ``pipectl_run_finish``, ``pipectl_step_start``,
+  ``pipectl_step_retry``, ``pipectl_step_finish``, ``pipectl_output_finish``,
+  ``pipectl_rollback_start``, ``pipectl_rollback_finish``. They fire once per run, step,
+  attempt or output, never per record.
 * ``pipectl_wrap_step`` returns an async middleware that the engine composes around every attempt
   of a step, where the step executes.
 
@@ -27,8 +29,45 @@ Exceptions
 An exception raised by a registration hook marks that plugin as failed: it is reported by
 ``pipectl plugins`` and left out, and every other plugin keeps working. An exception raised by a
 lifecycle listener is logged as ``plugin_hook_failed`` with the plugin and hook name and does not
-change the run (listeners are best-effort). An exception raised by a middleware is the step's
-exception: it fails that attempt.
+change the run nor stop the other listeners of that event (listeners are best-effort: each
+implementation is wrapped when it is registered, see :mod:`pipectl.hooks`). An exception raised
+by ``pipectl_wrap_step`` or by a middleware is the step's exception: it fails that attempt.
+
+Plugins and run listeners
+-------------------------
+A plugin (built in, installed, or registered on a plugin manager) sees the events of every run
+made with that manager. A *run listener* is an object with the same ``@hookimpl`` methods
+given to one run only, ``Pipeline.run(listeners=[...])``: it sees the events of that run and
+of its sub-pipeline runs (``run.parent_run_id`` tells them apart), never those of another run
+in the same process. The tracker's listener, ``Pipeline.on_step_complete`` callbacks and the
+live display of ``pipectl run`` are run listeners.
+
+Monitoring and tracing
+----------------------
+Every lifecycle call goes through pluggy's hook execution, so ``pm.add_hookcall_monitoring(
+before, after)`` and ``pm.enable_tracing()`` (with ``pm.trace.root.setwriter(print)``) see
+each event, with the plugins and run listeners it reaches. An event that nothing listens to is
+not called at all, unless a monitor is installed: then it is called with no implementation,
+so that the monitor sees the whole sequence. ``pipectl_wrap_step`` is called only when some
+plugin implements it.
+
+Deprecating a hook
+------------------
+A hook (or one of its arguments) is retired over two releases. In the first, its hookspec gets
+pluggy's ``warn_on_impl`` (``warn_on_impl_args`` for an argument) with a ``DeprecationWarning``
+naming the replacement, and its docstring says "Deprecated since 0.x"; the hook is still called,
+and a plugin implementing it works but is warned when it is registered, the warning pointing
+at its implementation (pytest shows it in the plugin's own test run). In a later minor release
+the hookspec goes, and a plugin still implementing the hook is reported as failed ("not a
+pipectl hook", with the nearest name). Adding an argument needs no deprecation: an
+implementation that does not name it does not get it.
+
+.. code-block:: python
+
+    @hookspec(warn_on_impl=DeprecationWarning(
+        "pipectl_step_end is deprecated since 0.3: implement pipectl_step_finish"))
+    def pipectl_step_end(run, step):
+        ...
 """
 
 from __future__ import annotations
@@ -41,7 +80,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from pipectl.context import StepContext
-    from pipectl.model import PipelineRun, StepResult, StepSpec
+    from pipectl.data import OutputReport
+    from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
 
 hookspec = pluggy.HookspecMarker("pipectl")
 hookimpl = pluggy.HookimplMarker("pipectl")
@@ -133,16 +173,20 @@ def pipectl_register_trackers(register: Register) -> None:
         by URL (``--tracker URL``, ``tracker:`` in a pipeline file, ``run(tracker=URL)``).
     :return: nothing; the return value is ignored.
 
-    A tracker is what :class:`pipectl.tracking.SQLTracker` is: ``migrate()`` (create or
-    upgrade its tables), ``submit(op)`` (queue a write; never blocks the run), ``flush()``,
-    ``close()``, the reads ``list_runs``, ``resolve``, ``latest_finished``, ``get_run``,
-    ``pipeline_of``, ``step_states``, ``extractor_states``, the resume claims
-    ``claim_resume`` and ``release_resume`` (one resumer per run, atomic in the database),
-    ``prune`` (delete old runs and their stored outputs: ``pipectl runs prune``),
-    plus ``results`` (a result store for resume, or None). A tracker on another SQL database
-    subclasses ``SQLTracker`` and gives
-    ``_connect()``, ``placeholder`` and ``_begin_write(conn)``: the tables and the SQL are
-    shared. The built-in ``sqlite`` plugin registers ``sqlite``.
+    A tracker is anything with the methods of the protocol :class:`pipectl.tracking.Tracker`:
+    ``migrate()`` (create or upgrade its store), ``record(event)`` (one typed event of a run:
+    ``RunStarted``, ``StepStarted``, ``StepRetrying``, ``StepFinished``, ``StepRolledBack``,
+    ``ExtractorStateSaved``, ``RunFinished``; it never blocks the run), ``flush()``,
+    ``close()``, the reads ``list_runs``, ``get_run``, ``resolve``, ``pipeline_of``,
+    ``extractor_states``, and ``results`` (a result store for resume, or None). A
+    :class:`pipectl.tracking.ResumableTracker` also has ``latest_finished``,
+    ``step_states``, ``load_run`` and the resume claims ``claim_resume`` and
+    ``release_resume`` (``pipectl run --resume``); a :class:`pipectl.tracking.PrunableTracker`
+    has ``prune`` (``pipectl runs prune``). A tracker on a SQL database is a
+    :class:`pipectl.tracking.SQLTracker` given a :class:`pipectl.tracking.SQLDialect` (how to
+    connect, the placeholder, how a write starts, which errors are worth retrying): the
+    tables and the SQL are shared. ``pipectl.testing.check_tracker_contract`` checks a
+    tracker. The built-in ``sqlite`` plugin registers ``sqlite``.
 
     A duplicate scheme is an error naming both plugins; the later plugin is left out.
     Cannot be a wrapper. Since 0.1.
@@ -289,6 +333,35 @@ def pipectl_run_start(run: PipelineRun) -> None:
 
 
 @hookspec
+def pipectl_run_planned(run: PipelineRun, plan: RunPlan) -> None:
+    """Called once per run, after ``pipectl_run_start`` and before any step starts, with the DAG
+    the run executes.
+
+    :param run: the :class:`~pipectl.model.PipelineRun` (status ``running``).
+    :param plan: the :class:`~pipectl.model.RunPlan`: ``steps`` (the
+        :class:`~pipectl.model.StepSpec` of every step of the run, in topological order, after
+        ``only`` and ``skip``), ``edges`` (``(upstream, downstream)`` name pairs), ``left_out``
+        (the steps ``skip`` left out) and ``resumed`` (the steps whose outputs come from the
+        run being resumed: they end ``success`` without running).
+    :return: nothing; the return value is ignored.
+
+    Every step of ``plan.steps`` then gets exactly one ``pipectl_step_finish``. An exception is
+    logged as ``plugin_hook_failed`` and does not change the run. Cannot be a wrapper.
+    Since 0.2.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_run_planned(run, plan):
+            print(f"run {run.run_id}: {len(plan.steps)} steps, {len(plan.edges)} edges")
+            for upstream, downstream in plan.edges:
+                print(f"  {upstream} -> {downstream}")
+    """
+
+
+@hookspec
 def pipectl_run_finish(run: PipelineRun) -> None:
     """Called once when a run has ended, whatever its outcome, after every step finished.
 
@@ -390,6 +463,44 @@ def pipectl_step_finish(run: PipelineRun, step: StepSpec, result: StepResult) ->
 
 
 @hookspec
+def pipectl_output_finish(run: PipelineRun, step: StepSpec, attempt: int,
+                          report: OutputReport) -> None:
+    """Called once per output of a data step after each attempt of the step that reached its
+    outputs' commits, with what became of the output, before the step's ``pipectl_step_finish``.
+
+    :param run: the run the step belongs to.
+    :param step: the :class:`~pipectl.model.StepSpec` of the data step.
+    :param attempt: the attempt of the step that ended (1 for the first).
+    :param report: the output's :class:`~pipectl.data.OutputReport`: ``name``, ``target``
+        (where it writes, e.g. ``"jsonl out/orders.jsonl"``), ``written`` (records written),
+        ``status`` (``committed``; ``failed``, with ``error``, when the output itself failed:
+        open, write or commit; ``skipped``: committed before, by an earlier attempt or by the
+        run being resumed, ``note`` says which) and ``note``.
+    :return: nothing; the return value is ignored.
+
+    A retried step reports its outputs again after each attempt: an output that committed in
+    an earlier attempt comes back ``skipped``, so each commit is reported ``committed`` once.
+    An attempt that ends before its commits (the extraction failed, so nothing was committed;
+    the step was cancelled or timed out) reports no output: its error is the step's. Called in
+    the driver from the step's result: an executor that keeps a successful step's output where
+    it ran (pipectl-dask, for an output the driver does not fetch) reports only its failed
+    attempts. An exception is logged as ``plugin_hook_failed`` and does not change the step.
+    Cannot be a wrapper. Since 0.2.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_output_finish(run, step, attempt, report):
+            if report.status == "committed":
+                print(f"{step.name}: {report.written} records into {report.target}")
+            elif report.status == "failed":
+                print(f"{step.name}: output {report.name} failed: {report.error}")
+    """
+
+
+@hookspec
 def pipectl_wrap_step(step: StepSpec, context: StepContext) -> Any:
     """Called once per step per run, before the step's first attempt, to wrap its execution.
 
@@ -425,6 +536,65 @@ def pipectl_wrap_step(step: StepSpec, context: StepContext) -> Any:
     """
 
 
+# ---------------------------------------------------------------------------------------------
+# Rollback
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pipectl_rollback_start(run: PipelineRun, step: StepSpec, result: StepResult) -> None:
+    """Called when the rollback of a completed step starts, once per step rolled back, after
+    the run failed (``rollback=True``, ``pipectl run --rollback``).
+
+    :param run: the run being rolled back (status ``failed``; every step has its result).
+    :param step: the :class:`~pipectl.model.StepSpec` whose ``rollback`` runs.
+    :param result: the step's :class:`~pipectl.model.StepResult` (status ``success``, its
+        output), as its rollback function gets it.
+    :return: nothing; the return value is ignored.
+
+    Rollbacks run one at a time, in reverse order of completion, after every step finished and
+    before ``pipectl_run_finish``. Steps without a rollback function get no call. An exception
+    is logged as ``plugin_hook_failed`` and does not stop the rollback. Cannot be a wrapper.
+    Since 0.2.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_rollback_start(run, step, result):
+            print(f"undoing {step.name} of run {run.run_id}")
+    """
+
+
+@hookspec
+def pipectl_rollback_finish(run: PipelineRun, step: StepSpec, result: StepResult,
+                            error: BaseException | None) -> None:
+    """Called when the rollback of a step has ended, once per ``pipectl_rollback_start``.
+
+    :param run: the run being rolled back.
+    :param step: the :class:`~pipectl.model.StepSpec` whose rollback ran.
+    :param result: the step's new :class:`~pipectl.model.StepResult`: status ``rolled_back``
+        if the rollback succeeded (else still ``success``), and ``rollback``, the outcome
+        (``status``: ``success`` or ``failed``, ``error``, ``started_at``, ``finished_at``).
+    :param error: the exception the rollback function raised, or ``None``.
+    :return: nothing; the return value is ignored.
+
+    A failed rollback does not stop the others; the run ends ``rolled_back`` when every
+    rollback succeeded, ``rollback_failed`` otherwise (``pipectl_run_finish`` has it). An
+    exception is logged as ``plugin_hook_failed``. Cannot be a wrapper. Since 0.2.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_rollback_finish(run, step, result, error):
+            if error is not None:
+                print(f"could not undo {step.name}: {result.rollback['error']}")
+    """
+
+
 REGISTRATION_HOOKS = {
     "pipectl_register_extractors": "extractors",
     "pipectl_register_outputs": "outputs",
@@ -433,3 +603,19 @@ REGISTRATION_HOOKS = {
     "pipectl_register_step_types": "step_types",
 }
 """The registration hooks that build component registries, and the registry each one fills."""
+
+
+LISTENER_HOOKS = (
+    "pipectl_run_start",
+    "pipectl_run_planned",
+    "pipectl_run_finish",
+    "pipectl_step_start",
+    "pipectl_step_retry",
+    "pipectl_step_finish",
+    "pipectl_output_finish",
+    "pipectl_rollback_start",
+    "pipectl_rollback_finish",
+)
+"""The notification hooks: each implementation is called on its own, an exception in it logged
+as ``plugin_hook_failed`` (see :mod:`pipectl.hooks`). With ``pipectl_wrap_step`` they are the
+lifecycle hooks."""

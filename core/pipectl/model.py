@@ -19,6 +19,7 @@ __all__ = [
     "PipelineRunConfig",
     "PipelineSpec",
     "RunConfig",
+    "RunPlan",
     "RunStatus",
     "StepResult",
     "StepSpec",
@@ -85,6 +86,8 @@ class Trigger(str, enum.Enum):
 
 
 def _inputs(value: Any, step: Any) -> dict[str, Any]:
+    if not value:  # most steps: nothing to parse (and no import to look up)
+        return {}
     from pipectl.expr import ExpressionError, parse_input
 
     out = {}
@@ -105,6 +108,10 @@ def _condition(value: Any, step: Any) -> Any:
         return parse(value)
     except ExpressionError as exc:
         raise ExpressionError(f"step {step.name!r}: when: {exc}") from None
+
+
+def _trigger(value: Any) -> Trigger:
+    return value if type(value) is Trigger else Trigger(value)
 
 
 def _tuple_of_str(value: Any) -> tuple[str, ...]:
@@ -199,7 +206,7 @@ class StepSpec:
     retry_on: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_exception_types)
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
     allow_failure: bool = False
-    trigger: Trigger = attrs.field(default=Trigger.ALL_SUCCESS, converter=Trigger)
+    trigger: Trigger = attrs.field(default=Trigger.ALL_SUCCESS, converter=_trigger)
     step_type: str = "python"
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     description: str = ""
@@ -224,8 +231,10 @@ class StepSpec:
     def all_dependencies(self) -> tuple[str, ...]:
         """``depends_on`` plus the steps named in ``inputs`` and ``when``, each once, in order."""
         if not self.inputs and self.when is None:
-            return self.depends_on if len(set(self.depends_on)) == len(self.depends_on) \
-                else tuple(dict.fromkeys(self.depends_on))
+            depends_on = self.depends_on
+            if len(depends_on) < 2 or len(set(depends_on)) == len(depends_on):
+                return depends_on
+            return tuple(dict.fromkeys(depends_on))
         seen = dict.fromkeys(self.depends_on)
         for source in self.inputs.values():
             if isinstance(source, str):
@@ -357,6 +366,25 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.status is StepStatus.SUCCESS
+
+
+@attrs.frozen
+class RunPlan:
+    """The DAG one run executes, as ``pipectl_run_planned`` gets it."""
+
+    steps: tuple[StepSpec, ...]
+    """Every step of the run (after ``only`` and ``skip``), in topological order."""
+    edges: tuple[tuple[str, str], ...]
+    """``(upstream, downstream)`` step names: each step after the steps it depends on."""
+    left_out: tuple[str, ...] = ()
+    """The steps ``skip`` left out (with everything downstream of them): not in ``steps``."""
+    resumed: tuple[str, ...] = ()
+    """Steps whose outputs come from the run being resumed: they end ``success`` unrun."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The step names, in topological order."""
+        return tuple(step.name for step in self.steps)
 
 
 @attrs.define(eq=False)

@@ -239,7 +239,7 @@ class Pipeline:
     def on_step_complete(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Call ``callback(result)`` with the :class:`~pipectl.model.StepResult` of every step
         of this pipeline's runs as it ends (success, failure, skip or cancel). It is a
-        ``pipectl_step_finish`` listener registered for the run: it runs under the run's lock,
+        ``pipectl_step_finish`` run listener (see :meth:`run`): it runs under the run's lock,
         possibly on a worker thread, so keep it short; an exception in it is logged and does
         not affect the run. Returns ``callback``, so it also works as a decorator."""
         if not callable(callback):
@@ -275,7 +275,10 @@ class Pipeline:
                registries.outputs.version, only, skip)
         cached = self._plans.get(key)
         if cached is None or cached[0] is not step_types:
-            plan = plan_run(self.spec, step_types, only, registries, skip)
+            # the DAG is built once: by loading a pipeline file or ``graph``, or here
+            plan = plan_run(self.spec, step_types, only, registries, skip, graph=self._graph)
+            if self._graph is None and not only and not skip:
+                self._graph = plan.graph
             cached = self._plans[key] = (step_types, plan)
         return cached[1]
 
@@ -296,15 +299,74 @@ class Pipeline:
         pm = self._plugins()
         problems: list[str] = []
         try:
-            self._plan(pm, ())
+            self.graph  # noqa: B018 - unknown names and cycles first
         except PipelineValidationError as exc:
             problems.extend(exc.problems)
+            problems.extend(self._step_problems(pm))  # what else, without a plan
+        else:
+            try:
+                self._plan(pm, ())
+            except PipelineValidationError as exc:
+                problems.extend(exc.problems)
+        problems.extend(self._param_problems())
         try:
             pm.registries.executors.get(self._head.executor)
         except UnknownComponentError as exc:
             problems.append(f"executor: {exc}")
         if problems:
             raise PipelineValidationError(self.name, problems)
+
+    def _step_problems(self, pm: Any) -> list[str]:
+        """Each step's own problems (its type, its options), found by its step type's factory
+        as planning would: for a pipeline whose graph cannot be planned."""
+        from pipectl.engine import _takes_components
+        from pipectl.errors import UnknownComponentError
+
+        problems: list[str] = []
+        for step in self._steps:
+            try:
+                factory = pm.registries.step_types.get(step.step_type).factory
+                if _takes_components(factory):
+                    factory(step, components=pm.registries)
+                elif step.step_type != "python":  # a function's binding needs the graph
+                    factory(step)
+            except UnknownComponentError as exc:
+                problems.append(f"step {step.name!r}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - reported as a problem of the step
+                found = getattr(exc, "problems", None)
+                if found and all(hasattr(p, "in_step") for p in found):
+                    problems.extend(p.in_step(step.name) for p in found)
+                else:
+                    problems.append(f"step {step.name!r}: {exc}")
+        return problems
+
+    def _param_problems(self) -> list[str]:
+        """Conditions and inputs naming a param the pipeline does not declare: checked for a
+        pipeline loaded from a file (which declares every param it takes) or one that
+        declared its params with :meth:`param`."""
+        if not (self.source or self.param_specs):
+            return []
+        from pipectl.options import Problem
+
+        declared = set(self.param_specs) | set(self.params)
+        problems: list[str] = []
+        for step in self._steps:
+            sources = [("when", step.when)] if step.when is not None else []
+            sources += [(f"inputs.{k}", v) for k, v in (step.inputs or {}).items()]
+            for field, expr in sources:
+                for name in getattr(expr, "params", ()):
+                    if name not in declared:
+                        import difflib
+
+                        close = difflib.get_close_matches(name, sorted(declared), n=1)
+                        problems.append(Problem(
+                            field, f"params.{name}: the pipeline declares no param {name!r}",
+                            (f"did you mean {close[0]!r}? " if close else "")
+                            + "declare it under params" + (f" (declared: "
+                                                            f"{', '.join(sorted(declared))})"
+                                                            if declared else ""),
+                            step=step.name))
+        return problems
 
     def visualize(self, format: str = "text") -> str:
         """The DAG as text levels (``text``), ``mermaid`` or ``dot``."""
@@ -346,6 +408,7 @@ class Pipeline:
         rollback: bool = False,
         resume: str | None = None,
         force: bool = False,
+        listeners: Iterable[Any] = (),
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
 
@@ -372,6 +435,15 @@ class Pipeline:
         :class:`~pipectl.tracking.RunInProgress`). ``rollback=True``: when the run fails, the
         rollbacks of its completed steps run in reverse order of completion; the run ends
         ``rolled_back`` or ``rollback_failed``.
+
+        ``listeners``: objects with ``@hookimpl`` lifecycle methods (``pipectl_step_finish``...)
+        that listen to this run only, and to its sub-pipeline runs: unlike plugins, they are
+        not registered on the plugin manager, so another run in the same process (concurrent,
+        or later) does not call them. They are called like plugins registered after all the
+        others (pluggy calls the latest first: before the plugins of the same
+        ``tryfirst``/``trylast`` rank), an exception in one logged as ``plugin_hook_failed``.
+        A listener implementing a hook a run does not call, or an argument its hook does not
+        have, raises before the run starts.
         """
         import uuid
 
@@ -413,29 +485,27 @@ class Pipeline:
                 resume_state=run_state, rollback=rollback,
                 result_store=tracker_obj.results if tracker_obj is not None else None,
             )
-            listeners: list[Any] = []
+            # the run's own listeners: never registered on the (shared) plugin manager
+            run_listeners: list[Any] = list(listeners)
             if self._on_step_complete:
-                listeners.append(_StepCompleteListener(self._on_step_complete, config.run_id))
+                run_listeners.append(_StepCompleteListener(self._on_step_complete,
+                                                           config.run_id))
             if tracker_obj is not None:
                 from pipectl.tracking import TrackingListener
 
-                listeners.append(TrackingListener(
+                run_listeners.append(TrackingListener(
                     tracker_obj, config.run_id, self.spec, resumed_from=resumed_from,
                     pipeline_file=self.source, executor=executor or self.spec.executor,
                     fingerprints=self.fingerprints()))
-            for listener in listeners:
-                pm.register(listener, name=f"run-listener-{id(listener)}")
             try:
                 finished = await execute(self.spec, config, pm, services=self.services,
-                                         plan=plan)
+                                         plan=plan, listeners=tuple(run_listeners))
                 claimed = None  # the run's record says how its resume went: the claim stays
                 return finished
             except RunCancelled:
                 claimed = None  # recorded as cancelled: a later resume may take the claim over
                 raise
             finally:
-                for listener in listeners:
-                    pm.unregister(listener)
                 if tracker_obj is not None:
                     tracker_obj.flush()
         finally:
@@ -506,7 +576,10 @@ def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
 
 
 class _StepCompleteListener:
-    """The lifecycle listener behind :meth:`Pipeline.on_step_complete`, for one run."""
+    """The lifecycle listener behind :meth:`Pipeline.on_step_complete`, for one run (a run
+    listener: it also hears the run's sub-pipeline runs, and keeps to its own)."""
+
+    plugin_name = "on_step_complete"
 
     def __init__(self, callbacks: list[Callable[[Any], Any]], run_id: str | None):
         self.callbacks = list(callbacks)

@@ -881,7 +881,8 @@ _ONE_OF_MANY = {"name", "description", "depends_on", "max_concurrent", "fail_fas
 
 def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
                    *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
-                   project: Any = None) -> tuple[dict[str, Any], dict[str, list[str]]]:
+                   project: Any = None, check_graph: bool = True
+                   ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Every pipeline of the file at ``path`` by name, and what each depends on.
 
     A file holds one pipeline (``name`` and ``steps`` at the top) or several (``pipelines:``, a
@@ -891,7 +892,9 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
     Relative paths in the file (``path`` params' defaults, components' path options,
     ``dead_letter``, ``story``, a ``sqlite:///`` tracker) resolve against the file's folder.
     ``project`` (a :class:`pipectl.project.Project`) gives defaults for the params the file
-    declares.
+    declares. ``check_graph=False`` leaves each pipeline's steps' graph (unknown dependencies,
+    cycles) to :meth:`~pipectl.Pipeline.validate`, which reports it with every other problem
+    (``pipectl validate`` and ``run`` do).
     """
     path = Path(path)
     data = _read(path)
@@ -902,7 +905,7 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
         sys.path.insert(0, folder)
     if "pipelines" not in data:
         pipe = _build(path, data, _TOP_FIELDS, "", params, env, plugin_manager,
-                      defaults=defaults)
+                      defaults=defaults, check_graph=check_graph)
         return {pipe.name: pipe}, {pipe.name: []}
     for key in data:
         if key not in _MULTI_FIELDS:
@@ -945,7 +948,7 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
             pipe = _build(path, item, _ONE_OF_MANY, f"pipelines[{index}].", None, env,
                           plugin_manager, declared=declared,
                           values={**values, **overrides} if overrides else values,
-                          subpipeline=subpipeline)
+                          subpipeline=subpipeline, check_graph=check_graph)
         finally:
             stack.pop()
         built[key] = pipe
@@ -1031,7 +1034,7 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
            declared: dict[str, ParamSpec] | None = None,
            values: dict[str, Any] | None = None,
            subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None,
-           defaults: tuple[Any, Any] = (None, None)) -> Any:
+           defaults: tuple[Any, Any] = (None, None), check_graph: bool = True) -> Any:
     from pipectl.pipeline import Pipeline
 
     for key in data:
@@ -1101,12 +1104,14 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     pipe.source = str(path)
     pipe.story = story
     lines = {f"steps.{n}": line for n, line in seen.items()}
+    budget = [_MAX_SOURCE_LINES]
     for index, raw in enumerate(steps):
         if isinstance(raw, _Map) and isinstance(raw.get("name"), str):
-            for key, line in raw.lines.items():
-                lines.setdefault(f"steps.{raw['name']}.{key}", line)
+            _record_lines(raw, f"steps.{raw['name']}", lines, budget, 0)
     lines.update({key: data.lines[key] for key in ("executor", "tracker") if key in data})
     pipe.source_lines = lines
+    if not check_graph:  # validate() reports it with every other problem
+        return pipe
     try:
         pipe.graph  # noqa: B018 - validates the DAG: duplicate, unknown or cyclic dependencies
     except PipectlError as exc:
@@ -1117,10 +1122,39 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     return pipe
 
 
+_MAX_SOURCE_LINES = 100_000  # lines remembered per pipeline: a file is bounded anyway
+_MAX_SOURCE_DEPTH = 8
+
+
+def _record_lines(node: Any, field: str, lines: dict[str, int], budget: list[int],
+                  depth: int) -> None:
+    """The line of every key and item under a step (``steps.load.load[0].table``), so that a
+    problem found later (validation) names the line of the field it is about."""
+    if depth > _MAX_SOURCE_DEPTH:
+        return
+    if isinstance(node, _Map):
+        for key, value in node.items():
+            if budget[0] <= 0:
+                return
+            budget[0] -= 1
+            name = f"{field}.{key}"
+            lines.setdefault(name, node.lines.get(key, node.line or 0))
+            _record_lines(value, name, lines, budget, depth + 1)
+    elif isinstance(node, _Seq):
+        for i, value in enumerate(node):
+            if budget[0] <= 0:
+                return
+            budget[0] -= 1
+            name = f"{field}[{i}]"
+            if i < len(node.lines):
+                lines.setdefault(name, node.lines[i])
+            _record_lines(value, name, lines, budget, depth + 1)
+
+
 def _resolve_paths(options: dict[str, Any], folder: Path, plugin_manager: Any) -> None:
     """A data step's relative paths made absolute against the pipeline file's ``folder``: its
-    ``dead_letter``, and the options each component's factory names in ``path_options``
-    (``path`` for the built-in files and sqlite components)."""
+    ``dead_letter``, and the options each component declares as a
+    :data:`~pipectl.options.FilePath` (``path`` for the built-in files and sqlite components)."""
     if isinstance(options.get("dead_letter"), str):
         options["dead_letter"] = _absolute(options["dead_letter"], folder)
     pm = None
@@ -1141,7 +1175,13 @@ def _resolve_paths(options: dict[str, Any], folder: Path, plugin_manager: Any) -
             registry = pm.registries.of(kind)
             if spec["type"] not in registry:
                 continue  # validation names the unknown component
-            names = getattr(registry.get(spec["type"]).factory, "path_options", ())
+            from pipectl.options import schema_of
+
+            try:
+                schema = schema_of(registry.get(spec["type"]))
+            except Exception:  # noqa: BLE001 - validation reports a declaration that is broken
+                schema = None
+            names = schema.path_options if schema is not None else ()
             for option in names:
                 if option in relative:
                     spec[option] = _absolute(spec[option], folder)
@@ -1154,14 +1194,30 @@ _PROBLEM_FIELD = (("no extractor named", "extract"), ("no output named", "load")
 
 def locate(pipe: Any, exc: PipectlError) -> str:
     """A validation error of a pipeline loaded from a file, one problem per line, each as
-    ``file:line: field: problem`` (the step's line, or the line of the field it is about)."""
+    ``file:line: field: problem`` (the line of the field it is about, else of its step)."""
     problems = getattr(exc, "problems", None)
     lines = getattr(pipe, "source_lines", None)
     if not problems or not lines or not pipe.source:
         return str(exc)
-    out = []
-    for problem in problems:
+    return "\n".join(locate_problem(pipe, problem) for problem in problems)
+
+
+_YAML_KEYS = {"transforms": "transform"}  # a data step's option named otherwise in a file
+
+
+def locate_problem(pipe: Any, problem: str) -> str:
+    """One problem of ``pipe`` (loaded from a file) as ``file:line: field: message``."""
+    lines = pipe.source_lines
+    step = getattr(problem, "step", None)
+    if step is not None:  # a structured problem (pipectl.options.Problem)
+        head, _, rest = problem.field.partition(".")
+        key, bracket, tail = head.partition("[")
+        head = _YAML_KEYS.get(key, key) + bracket + tail
+        field = f"steps.{step}" + (f".{head}" if head else "") + (f".{rest}" if rest else "")
+        text = problem.message + (f"; {problem.hint}" if problem.hint else "")
+    else:
         match = re.match(r"step '([^']+)': (.*)", problem, re.S)
+        graph = re.match(r"step '([^']+)' (depends on .*|.*cycle.*)", problem, re.S)
         if match:
             step, text = match.groups()
             field = f"steps.{step}"
@@ -1169,15 +1225,25 @@ def locate(pipe: Any, exc: PipectlError) -> str:
                 if fragment in text and f"{field}.{key}" in lines:
                     field = f"{field}.{key}"
                     break
+        elif graph:
+            step, text = graph.group(1), problem
+            field = f"steps.{step}"
+            for key in ("depends_on", "inputs", "when"):
+                if f"{field}.{key}" in lines:
+                    field = f"{field}.{key}"
+                    break
         elif problem.startswith(("executor: ", "tracker: ")):
             field, _, text = problem.partition(": ")
         else:
-            out.append(f"{pipe.source}: {problem}")
-            continue
-        line = lines.get(field) or lines.get(field.rsplit(".", 1)[0])
-        out.append(f"{pipe.source}:{line}: {field}: {text}" if line else
-                   f"{pipe.source}: {field}: {text}")
-    return "\n".join(out)
+            return f"{pipe.source}: {problem}"
+    line = None
+    probe = field
+    while probe and line is None:
+        line = lines.get(probe)
+        cut = max(probe.rfind("."), probe.rfind("["))
+        probe = probe[:cut] if cut > 0 else ""
+    return (f"{pipe.source}:{line}: {field}: {text}" if line else
+            f"{pipe.source}: {field}: {text}")
 
 
 def _relined(original: _Map, value: dict) -> _Map:

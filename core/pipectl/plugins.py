@@ -10,7 +10,6 @@ working. Blocked plugins are never imported.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from typing import Any, Iterable
@@ -39,37 +38,65 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
 ESSENTIAL_PLUGINS = frozenset({"local", "python", "core-commands"})
 """Built-in plugins that cannot be disabled."""
 
-LIFECYCLE_HOOKS = (
-    "pipectl_run_start",
-    "pipectl_run_finish",
-    "pipectl_step_start",
-    "pipectl_step_retry",
-    "pipectl_step_finish",
-    "pipectl_wrap_step",
-)
+LIFECYCLE_HOOKS = (*hookspecs.LISTENER_HOOKS, "pipectl_wrap_step")
+"""The hooks a run calls: the listener hooks (isolated) and the step middleware hook."""
 
 
 class PluginRecord:
     """What the loader knows about one plugin (a plain class, to keep attrs off the start-up
-    path of ``pipectl --help``)."""
+    path of ``pipectl --help``).
 
-    __slots__ = ("name", "distribution", "version", "module", "source", "status", "error",
-                 "builtin")
+    Given ``dist`` (the entry point's ``importlib.metadata.Distribution``), ``distribution``
+    and ``version`` are read from its metadata when first asked for: ``pipectl --help`` never
+    parses the plugins' METADATA files (``--version``, ``pipectl plugins``, a failure or a
+    ``-p no:NAME`` to match against distribution names do)."""
+
+    __slots__ = ("name", "_distribution", "_version", "module", "source", "status", "error",
+                 "builtin", "_dist")
+    FIELDS = ("name", "distribution", "version", "module", "source", "status", "error",
+              "builtin")
 
     def __init__(self, name: str, distribution: str | None = None, version: str | None = None,
                  module: str | None = None, source: str | None = None, status: str = "loaded",
-                 error: str | None = None, builtin: bool = False):
+                 error: str | None = None, builtin: bool = False, *, dist: Any = None):
         self.name = name
-        self.distribution = distribution
-        self.version = version
+        self._distribution = distribution
+        self._version = version
         self.module = module
         self.source = source
         self.status = status  # loaded | blocked | failed
         self.error = error
         self.builtin = builtin
+        self._dist = dist
+
+    def _read_dist(self) -> None:
+        name, version = _dist_of(self._dist)
+        self._dist = None
+        self._distribution = self._distribution if self._distribution is not None else name
+        self._version = self._version if self._version is not None else version
+
+    @property
+    def distribution(self) -> str | None:
+        if self._dist is not None:
+            self._read_dist()
+        return self._distribution
+
+    @distribution.setter
+    def distribution(self, value: str | None) -> None:
+        self._distribution = value
+
+    @property
+    def version(self) -> str | None:
+        if self._dist is not None:
+            self._read_dist()
+        return self._version
+
+    @version.setter
+    def version(self, value: str | None) -> None:
+        self._version = value
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS)
         return f"PluginRecord({fields})"
 
     @property
@@ -101,6 +128,36 @@ class PipectlPluginManager(pluggy.PluginManager):
         self.registries = Registries()
         self.records: dict[str, PluginRecord] = {}
         self.strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
+        self.hookcall_monitors = 0
+        """How many hook-call monitors (``add_hookcall_monitoring``, ``enable_tracing``) are
+        installed: while there is one, a run calls every listener hook, even one no plugin
+        implements, so that the monitor sees each event (see :mod:`pipectl.hooks`)."""
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """pluggy's ``register``, then each listener hook implementation of ``plugin`` is
+        wrapped so that an exception in it is logged as ``plugin_hook_failed`` and the other
+        listeners are still called (:func:`pipectl.hooks.isolate`)."""
+        registered = super().register(plugin, name)
+        if registered is not None:
+            from pipectl.hooks import isolate_plugin
+
+            isolate_plugin(self, plugin)
+        return registered
+
+    def add_hookcall_monitoring(self, before: Any, after: Any) -> Any:
+        """pluggy's ``add_hookcall_monitoring``, counted in :attr:`hookcall_monitors`."""
+        undo = super().add_hookcall_monitoring(before, after)
+        self.hookcall_monitors += 1
+        undone = False
+
+        def undo_monitoring() -> None:
+            nonlocal undone
+            undo()
+            if not undone:
+                undone = True
+                self.hookcall_monitors -= 1
+
+        return undo_monitoring
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -112,11 +169,14 @@ class PipectlPluginManager(pluggy.PluginManager):
         distribution: str | None = None,
         version: str | None = None,
         builtin: bool = False,
+        dist: Any = None,
     ) -> PluginRecord:
         """Register ``plugin`` under ``name`` atomically and collect the components it provides.
 
         Returns the plugin's record; on failure the plugin is left out and the record says why
-        (or :class:`PluginError` is raised when ``PIPECTL_STRICT_PLUGINS=1``).
+        (or :class:`PluginError` is raised when ``PIPECTL_STRICT_PLUGINS=1``). ``dist``: the
+        ``importlib.metadata.Distribution`` that ``distribution`` and ``version`` are read
+        from when they are first needed (see :class:`PluginRecord`).
         """
         record = PluginRecord(
             name=name,
@@ -125,6 +185,7 @@ class PipectlPluginManager(pluggy.PluginManager):
             module=getattr(plugin, "__name__", type(plugin).__name__),
             source=getattr(plugin, "__file__", None),
             builtin=builtin,
+            dist=dist,
         )
         if self.is_blocked(name):
             record.status = "blocked"
@@ -135,7 +196,7 @@ class PipectlPluginManager(pluggy.PluginManager):
             # the name is taken: leave its owner alone and keep this record under its own key
             taken_by = owner.label if owner is not None else repr(name)
             self._fail(record, PluginError(f"plugin name {name!r} is already taken by {taken_by}"))
-            self.records[f"{name}@{distribution or id(plugin)}"] = record
+            self.records[f"{name}@{record.distribution or id(plugin)}"] = record
             return record
         try:
             self.register(plugin, name)
@@ -167,9 +228,11 @@ class PipectlPluginManager(pluggy.PluginManager):
 
     def _check_plugin(self, plugin: Any) -> None:
         """Reject hooks that are not in the contract and wrappers, naming the hook and a fix."""
-        known = [n for n in dir(hookspecs) if n.startswith("pipectl_")]
         for caller in self.get_hookcallers(plugin) or ():
             if caller.spec is None:
+                import difflib
+
+                known = [n for n in dir(hookspecs) if n.startswith("pipectl_")]
                 close = difflib.get_close_matches(caller.name, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise pluggy.PluginValidationError(
@@ -189,7 +252,8 @@ class PipectlPluginManager(pluggy.PluginManager):
                 if impl.plugin is not plugin:
                     continue
 
-                def register(component_name: str, factory: Any, _kind: str = kind) -> None:
+                def register(component_name: str, factory: Any, _kind: str = kind, *,
+                             options: Any = None) -> None:
                     if closed:
                         raise PluginError(f"plugin {name!r} called register() after its "
                                           "registration hook returned; call it inside the hook")
@@ -197,7 +261,12 @@ class PipectlPluginManager(pluggy.PluginManager):
                         raise TypeError(f"register() needs a non-empty name, got {component_name!r}")
                     if not callable(factory):
                         raise TypeError(f"register({component_name!r}, ...) needs a callable factory")
-                    staged.append(Component(_kind, component_name, factory, name))
+                    if options is not None and not (
+                            callable(options) or isinstance(options, str) and ":" in options):
+                        raise TypeError(f"register({component_name!r}, ..., options=...) takes the "
+                                        "class (or function) whose signature declares the "
+                                        f"options, or 'module:Class'; got {options!r}")
+                    staged.append(Component(_kind, component_name, factory, name, options))
 
                 impl.function(**{arg: register for arg in impl.argnames})
         closed = True  # noqa: F841 - read by the register closures
@@ -242,12 +311,14 @@ class PipectlPluginManager(pluggy.PluginManager):
         return out
 
 
-def _dist_of(ep: Any) -> tuple[str | None, str | None]:
-    dist = getattr(ep, "dist", None)
+def _dist_of(dist: Any) -> tuple[str | None, str | None]:
+    """The name and version of an ``importlib.metadata.Distribution`` (its METADATA parsed
+    once), or Nones."""
     if dist is None:
         return None, None
     try:
-        return dist.metadata["Name"], dist.version
+        metadata = dist.metadata
+        return metadata["Name"], metadata["Version"]
     except Exception:  # noqa: BLE001 - broken metadata must not stop discovery
         return None, None
 
@@ -294,16 +365,17 @@ def get_plugin_manager(
 
         entry_points = _eps(group=ENTRY_POINT_GROUP)
     for ep in sorted(entry_points, key=lambda e: e.name):
-        dist, dist_version = _dist_of(ep)
-        record = PluginRecord(name=ep.name, distribution=dist, version=dist_version, module=ep.value)
+        # the distribution's name and version are read when needed (not for --help)
+        record = PluginRecord(name=ep.name, module=ep.value, dist=getattr(ep, "dist", None))
         if ep.name in pm.records:
             record.status = "failed"
             record.error = f"plugin name {ep.name!r} is already taken by {pm.records[ep.name].label}"
-            pm.records[f"{ep.name}@{dist}"] = record
+            pm.records[f"{ep.name}@{record.distribution}"] = record
             pm._fail(record, PluginError(record.error))
             continue
         if (not autoload or normalize_name(ep.name) in blocked
-                or (dist is not None and normalize_name(dist) in blocked)):
+                or (blocked and record.distribution is not None
+                    and normalize_name(record.distribution) in blocked)):
             pm.set_blocked(ep.name)
             record.status = "blocked"
             record.error = None if autoload else f"autoload disabled ({NO_AUTOLOAD_ENV})"
@@ -315,7 +387,7 @@ def get_plugin_manager(
             pm.records[ep.name] = record
             pm._fail(record, exc)
             continue
-        new = pm.add_plugin(plugin, ep.name, distribution=dist, version=dist_version)
+        new = pm.add_plugin(plugin, ep.name, dist=getattr(ep, "dist", None))
         new.module = ep.value
     return pm
 

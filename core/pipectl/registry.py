@@ -17,13 +17,17 @@ class Component:
     """A component factory registered by a plugin (a plain class: ``pipectl --help`` imports
     this module, and attrs would add to its start-up)."""
 
-    __slots__ = ("kind", "name", "factory", "plugin")
+    __slots__ = ("kind", "name", "factory", "plugin", "options")
 
-    def __init__(self, kind: str, name: str, factory: Callable[..., Any], plugin: str):
+    def __init__(self, kind: str, name: str, factory: Callable[..., Any], plugin: str,
+                 options: Any = None):
         self.kind = kind
         self.name = name
         self.factory = factory
         self.plugin = plugin
+        #: what declares the component's options (:mod:`pipectl.options`): a class or function
+        #: whose signature names them, or ``"module:Class"``; None: not declared
+        self.options = options
 
     def __repr__(self) -> str:
         return f"Component(kind={self.kind!r}, name={self.name!r}, plugin={self.plugin!r})"

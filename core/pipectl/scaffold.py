@@ -39,8 +39,10 @@ def files(name: str, kind: str, pipectl_version: str) -> dict[str, str]:
         raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     dist, module, entry = names(name)
     cls = "".join(part.capitalize() for part in re.split(r"[-_]", entry))
+    major, minor = (pipectl_version.split(".") + ["0"])[:2]
+    next_minor = f"{major}.{int(minor) + 1}" if minor.isdigit() else "1"
     fill = {"dist": dist, "module": module, "entry": entry, "cls": cls, "kind": kind,
-            "version": pipectl_version}
+            "version": pipectl_version, "next_minor": next_minor}
     out = {
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,
@@ -79,7 +81,7 @@ version = "0.1.0"
 description = "A pipectl {kind} plugin."
 readme = "README.md"
 requires-python = ">=3.11"
-dependencies = ["pipectl>={version}"]
+dependencies = ["pipectl>={version},<{next_minor}"]  # the pipectl versions it was written for
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
@@ -286,22 +288,28 @@ class {cls}Output:
 ''',
     "tracker": '''"""A run tracker for ``{entry}:///path/to/file.db`` URLs.
 
-pipectl's trackers share their tables and SQL (:class:`pipectl.tracking.SQLTracker`); a new
-database gives a connection, its placeholder and how a write transaction starts. This one
-stores the runs in an SQLite file, like the built-in tracker, under its own URL scheme:
-replace it with your database's driver.
+A tracker is anything with the methods of :class:`pipectl.tracking.Tracker` (it records the
+typed events of a run, and reads runs back). On a SQL database,
+:class:`pipectl.tracking.SQLTracker` keeps the tables, the statements, the writer thread,
+resume and retention, and a :class:`pipectl.tracking.SQLDialect` says what the database does
+its own way: how to connect, its placeholder, how a write transaction starts, which errors
+are worth retrying. This one keeps the runs in an SQLite file with the built-in dialect,
+under its own URL scheme: give it your database's dialect instead.
 """
 
-from pipectl.tracking import SqliteTracker
+from pathlib import Path
+
+from pipectl.tracking import SQLTracker, SqliteDialect
 
 
-class {cls}Tracker(SqliteTracker):
+class {cls}Tracker(SQLTracker):
     def __init__(self, url: str):
         scheme = "{entry}:///"
         if not url.startswith(scheme):
             raise ValueError(f"a {entry} tracker URL is {{scheme}}path/to/file.db, got {{url!r}}")
-        super().__init__("sqlite:///" + url[len(scheme):])
-        self.url = url
+        path = Path(url[len(scheme):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(SqliteDialect(path), url=url, results=path.parent / "results")
 ''',
 }
 
@@ -405,6 +413,15 @@ def test_the_tracker_records_a_run(plugin_manager, register_plugin, tmp_path):
     tracker.close()
     assert record["run_id"] == run.run_id and record["status"] == "success"
     assert [s["step_id"] for s in record["steps"]] == ["hello"]
+
+
+def test_the_tracker_keeps_the_contract(tmp_path, monkeypatch):
+    from pipectl.testing import check_tracker_contract
+
+    from {module}.tracker import {cls}Tracker
+
+    monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
+    check_tracker_contract(lambda: {cls}Tracker(f"{entry}:///{{tmp_path / 'contract.db'}}"))
 ''',
     "listener": '''"""The listener sees every step of a run end, with the pipectl.testing fixtures."""
 

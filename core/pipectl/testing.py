@@ -27,6 +27,11 @@ Contract checks:
     Runs an output plugin through the exactly-once contract of :mod:`pipectl.loads`: every
     record committed once with its load marker, a load found committed is skipped, the cursor
     comes back, an aborted attempt leaves nothing, a second commit of one load adds nothing.
+:func:`check_tracker_contract`
+    Runs a run tracker through the contract of :mod:`pipectl.tracking_contract`: real runs
+    recorded (retries, a failure, a skipped step, a secret param) and read back, by id,
+    prefix and ``latest``, from a second tracker on the same store too; resume and resume
+    claims when it is a ``ResumableTracker``, retention when it is a ``PrunableTracker``.
 :func:`run_killed_at`
     Runs ``pipectl`` in a subprocess that SIGKILLs itself at a named fault point
     (:mod:`pipectl.faults`), for crash tests: kill it there, resume, count the records.
@@ -40,7 +45,8 @@ import pytest
 
 from pipectl.hookspecs import hookimpl
 
-__all__ = ["HookCall", "HookRecorder", "check_output_contract", "run_killed_at"]
+__all__ = ["HookCall", "HookRecorder", "check_output_contract", "check_tracker_contract",
+           "run_killed_at"]
 # fixtures (pytest finds them through the entry point): plugin_manager, register_plugin,
 # hook_recorder, run_cli, run_pipeline
 
@@ -72,7 +78,8 @@ class HookCall:
 
 
 class HookRecorder:
-    """A plugin recording every lifecycle hook call it sees, in order."""
+    """A plugin recording every lifecycle listener hook call it sees, in order (register it on
+    a plugin manager, or give it to one run: ``pipe.run(listeners=[recorder])``)."""
 
     def __init__(self) -> None:
         self.calls: list[HookCall] = []
@@ -100,6 +107,23 @@ class HookRecorder:
     @hookimpl
     def pipectl_step_finish(self, run, step, result):
         self._record("pipectl_step_finish", run=run, step=step, result=result)
+
+    @hookimpl
+    def pipectl_run_planned(self, run, plan):
+        self._record("pipectl_run_planned", run=run, plan=plan)
+
+    @hookimpl
+    def pipectl_output_finish(self, run, step, attempt, report):
+        self._record("pipectl_output_finish", run=run, step=step, attempt=attempt,
+                     report=report)
+
+    @hookimpl
+    def pipectl_rollback_start(self, run, step, result):
+        self._record("pipectl_rollback_start", run=run, step=step, result=result)
+
+    @hookimpl
+    def pipectl_rollback_finish(self, run, step, result, error):
+        self._record("pipectl_rollback_finish", run=run, step=step, result=result, error=error)
 
     def names(self) -> list[str]:
         """The hook names called, in order."""
@@ -316,6 +340,299 @@ def check_output_contract(make_output: Callable[[], Any],
     finally:
         output.close()
     assert held() == expected, "a second commit of one load wrote its records twice"
+
+
+# -- the tracker contract ---------------------------------------------------------------------
+
+
+def check_tracker_contract(make_tracker: Callable[[], Any], *,
+                           plugin_manager: Any = None) -> None:
+    """Check a run tracker against the contract of :mod:`pipectl.tracking_contract` (raises
+    AssertionError saying which rule it broke).
+
+    ``make_tracker()`` returns a new tracker on one store (the same store each call, empty
+    at first), as its plugin's ``pipectl_register_trackers`` factory would for one URL: the
+    check calls ``migrate()`` itself. Real runs are recorded through it (``Pipeline.run``
+    with the tracker: a step retried, a step failing with a secret param in its error, a
+    step skipped), then read back with ``list_runs``, ``get_run``, ``resolve``,
+    ``pipeline_of`` and ``extractor_states``, also from a second tracker on the same store
+    after the first is closed. When the tracker is a
+    :class:`~pipectl.tracking.ResumableTracker`, the failed run is resumed (steps with a
+    stored output are not run again, a second resume of it is refused) and resume claims are
+    checked; when it is a :class:`~pipectl.tracking.PrunableTracker`, old runs are pruned.
+    ``plugin_manager`` runs the pipelines (default: the built-ins alone). Set
+    ``PIPECTL_HOME`` to a temporary folder first (the result store's key is there).
+    """
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from pipectl.model import RunStatus
+    from pipectl.pipeline import Pipeline
+    from pipectl.tracking import (ExtractorStateSaved, PrunableTracker, ResumableTracker,
+                                  ResumeClaimed, Tracker, TrackerError)
+
+    def check(condition: Any, message: str) -> None:
+        if not condition:
+            raise AssertionError(f"tracker contract: {message}")
+
+    def raises(error: type[BaseException], call: Callable[[], Any], message: str) -> Any:
+        try:
+            call()
+        except error as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - said
+            raise AssertionError(f"tracker contract: {message}, got {type(exc).__name__}: "
+                                 f"{exc}") from exc
+        raise AssertionError(f"tracker contract: {message}, and nothing was raised")
+
+    if plugin_manager is None:
+        from pipectl.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager(autoload=False, entry_points=())
+    tracker = make_tracker()
+    members = ("results", "migrate", "record", "flush", "close", "list_runs", "get_run",
+               "resolve", "pipeline_of", "extractor_states")
+    missing = [m for m in members if not hasattr(tracker, m)]
+    check(isinstance(tracker, Tracker), f"{type(tracker).__qualname__} is not a "
+          f"pipectl.tracking.Tracker: it has no {', '.join(missing)}")
+    tracker.migrate()
+
+    token = uuid.uuid4().hex[:8]
+    failing, good = f"contract-{token}", f"contract-ok-{token}"
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    calls = {"load": 0, "flaky": 0, "publish": 0}
+    broken = {"publish": True}
+
+    pipe = Pipeline(failing, plugin_manager=plugin_manager,
+                    description="the tracker contract's pipeline")
+    pipe.param("day", "2024-01-01")
+    pipe.param("token", secret, secret=True)
+
+    def load(params: Any) -> dict[str, Any]:
+        calls["load"] += 1
+        return {"rows": 3, "day": params["day"]}
+
+    def flaky(load: Any) -> int:
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            raise ConnectionError("warehouse busy")
+        return int(load["rows"]) * 2
+
+    def publish(flaky: Any, params: Any) -> str:
+        calls["publish"] += 1
+        if broken["publish"]:
+            raise ValueError(f"cannot publish {flaky} rows with {params['token']}")
+        return "published"
+
+    def report(publish: Any) -> str:
+        return f"report of {publish}"
+
+    def echo(params: Any) -> str:
+        return f"the token is {params['token']}"
+
+    pipe.add_step("load", load)
+    pipe.add_step("flaky", flaky, depends_on=["load"], retries=1, retry_delay=0,
+                  retry_jitter=0)
+    pipe.add_step("publish", publish, depends_on=["flaky"])
+    pipe.add_step("report", report, depends_on=["publish"])
+    pipe.add_step("echo", echo)
+    order = ["load", "flaky", "publish", "report", "echo"]
+
+    first = pipe.run_sync(tracker=tracker)
+    check(first.status is RunStatus.FAILED, f"the contract's first run should fail, it "
+          f"ended {first.status.value} (a step of the pipeline?)")
+    run1 = first.run_id
+
+    ok = Pipeline(good, plugin_manager=plugin_manager)
+    ok.add_step("only", lambda: 1)
+    oks = [ok.run_sync(tracker=tracker).run_id for _ in range(3)]
+
+    def read_back(t: Any, where: str) -> None:
+        record = t.get_run(run1)
+        for key in ("run_id", "pipeline", "description", "status", "started_at",
+                    "finished_at", "duration_ms", "params", "error", "errors", "resumed_from",
+                    "parent_run_id", "steps"):
+            check(key in record, f"get_run() of a run has no {key!r} ({where})")
+        check(record["run_id"] == run1 and record["pipeline"] == failing,
+              f"get_run({run1!r}) gave run {record['run_id']!r} of pipeline "
+              f"{record['pipeline']!r} ({where})")
+        check(record["status"] == "failed", f"a failed run was recorded as "
+              f"{record['status']!r} ({where})")
+        check(record["started_at"] and record["finished_at"],
+              f"a run that ended has no started_at or finished_at ({where})")
+        check(record["params"].get("day") == "2024-01-01",
+              f"the run's params were recorded as {record['params']!r} ({where})")
+        check(record["params"].get("token") == "***",
+              f"a secret param is recorded as {record['params'].get('token')!r}, not '***'")
+        check("cannot publish" in (record["error"] or ""),
+              f"the run's error does not say why it failed: {record['error']!r} ({where})")
+        names = [s.get("step_name") for s in record["steps"]]
+        check(names == order, f"the run's steps are {names}, not {order} (every step, in "
+              f"the pipeline's order) ({where})")
+        steps = {s["step_name"]: s for s in record["steps"]}
+        for step in record["steps"]:
+            for key in ("step_id", "step_type", "status", "started_at", "completed_at",
+                        "attempts", "retry_count", "error_message", "attempt_history"):
+                check(key in step, f"step {step['step_name']!r} of get_run() has no "
+                      f"{key!r} ({where})")
+        want = {"load": ("success", 1), "flaky": ("success", 2), "publish": ("failed", 1),
+                "report": ("skipped", 0), "echo": ("success", 1)}
+        for name, (status, attempts) in want.items():
+            got = (steps[name]["status"], steps[name]["attempts"])
+            check(got == (status, attempts), f"step {name!r} was recorded as {got[0]!r} after "
+                  f"{got[1]} attempt(s), not {status!r} after {attempts} ({where})")
+        history = steps["flaky"]["attempt_history"]
+        check(len(history) == 2 and "warehouse busy" in str(history[0].get("error")),
+              f"the retried step's attempt_history does not hold its two attempts and the "
+              f"first one's error: {history!r} ({where})")
+        check(steps["flaky"]["retry_count"] == 1, "the retried step's retry_count is "
+              f"{steps['flaky']['retry_count']!r}, not 1 ({where})")
+        check("cannot publish" in (steps["publish"]["error_message"] or ""),
+              f"the failed step's error_message is {steps['publish']['error_message']!r} "
+              f"({where})")
+        text = json.dumps(record, default=str)
+        check(secret not in text, f"the record of the run holds a secret param's value "
+              f"({where}): mask StepFinished.secrets in what is recorded of a step")
+        check(secret not in json.dumps(t.list_runs(limit=100), default=str),
+              f"list_runs() holds a secret param's value ({where})")
+
+    read_back(tracker, "as recorded")
+
+    # reading runs: list, resolve, pipeline_of
+    rows = tracker.list_runs(limit=100)
+    ids = [r.get("execution_id") for r in rows]
+    check(ids[:3] == oks[::-1], f"list_runs() is not newest first: the three latest runs "
+          f"are {ids[:3]}, not {oks[::-1]}")
+    check(run1 in ids, "list_runs() does not list the failed run")
+    for key in ("execution_id", "pipeline_name", "status", "started_at", "completed_at",
+                "execution_time_ms", "records_processed", "error_message", "resumed_from",
+                "host", "pid"):
+        check(key in rows[0], f"a row of list_runs() has no {key!r}")
+    check([r["execution_id"] for r in tracker.list_runs(pipeline=failing)] == [run1],
+          "list_runs(pipeline=...) does not give that pipeline's runs alone")
+    failed = [r["execution_id"] for r in tracker.list_runs(status="failed", limit=100)]
+    check(run1 in failed and not set(oks) & set(failed),
+          "list_runs(status='failed') does not give the failed runs alone")
+    check(len(tracker.list_runs(limit=2)) == 2, "list_runs(limit=2) does not give 2 runs")
+    check(tracker.resolve("latest") == oks[-1], "resolve('latest') is not the newest run")
+    check(tracker.resolve("latest", failing) == run1,
+          "resolve('latest', pipeline) is not that pipeline's newest run")
+    check(tracker.resolve(run1) == run1, "resolve() of a full id is not that id")
+    check(tracker.resolve(run1[:12]) == run1, "resolve() of the start of an id is not the id")
+    raises(TrackerError, lambda: tracker.resolve("no-such-run"),
+           "resolve() of an unknown id should raise TrackerError")
+    raises(TrackerError, lambda: tracker.resolve("latest", f"no-such-pipeline-{token}"),
+           "resolve('latest') of a pipeline without runs should raise TrackerError")
+    raises(TrackerError, lambda: tracker.get_run("no-such-run"),
+           "get_run() of an unknown id should raise TrackerError")
+    check(tracker.pipeline_of(run1) == failing, "pipeline_of() is not the run's pipeline")
+    check(tracker.pipeline_of("no-such-run") is None, "pipeline_of() of an unknown id is not "
+          "None")
+    check(tracker.get_run(oks[0])["status"] == "success", "a successful run is not recorded as "
+          "'success'")
+
+    # extractor states: the latest of each step
+    check(tracker.extractor_states(good) == {}, "extractor_states() of a pipeline that saved "
+          "none is not {}")
+    for cursor in (1, 2):
+        tracker.record(ExtractorStateSaved(run_id=oks[-1], pipeline=good, step_name="rows",
+                                           state={"cursor": cursor}, saved_at=datetime.now(UTC)))
+    check(tracker.flush(timeout=30) is True, "flush() did not return True")
+    states = tracker.extractor_states(good)
+    check(states == {"rows": {"cursor": 2}}, f"extractor_states() gave {states!r}, not the "
+          "latest state saved, {'rows': {'cursor': 2}}")
+
+    problems = tracker.close(report=False)
+    check(isinstance(problems, list) and not problems,
+          f"close() returned {problems!r}, not an empty list")
+    again = make_tracker()
+    again.migrate()
+    try:
+        read_back(again, "by a second tracker on the same store")
+        check(again.extractor_states(good) == {"rows": {"cursor": 2}},
+              "extractor_states() are not kept in the store")
+    finally:
+        again.close(report=False)
+
+    if isinstance(tracker, ResumableTracker):
+        latest = tracker.latest_finished(failing)
+        check(latest is not None and latest.get("execution_id") == run1,
+              f"latest_finished() is {latest!r}, not the failed run")
+        states = tracker.step_states(run1)
+        check(set(states) == set(order), f"step_states() has the steps {sorted(states)}, not "
+              f"{sorted(order)}")
+        for key in ("status", "fingerprint", "output_stored", "output_none", "committed"):
+            check(key in states["load"], f"step_states() of a step has no {key!r}")
+        check(states["load"]["status"] == "success" and states["load"]["fingerprint"],
+              "step_states() does not give a succeeded step's status and fingerprint")
+        check(states["publish"]["status"] == "failed", "step_states() of the failed step is "
+              f"{states['publish']['status']!r}")
+        stored = getattr(tracker, "results", None) is not None
+        check(states["load"]["output_stored"] is stored,
+              f"step_states() says output_stored={states['load']['output_stored']!r} for a "
+              f"step with a picklable output, with results {'set' if stored else 'None'}")
+
+        # one resumer per run
+        tracker.claim_resume(run1, f"contract-claim-1-{token}")
+        refused = raises(ResumeClaimed, lambda: tracker.claim_resume(
+            run1, f"contract-claim-2-{token}"), "a second claim on a run being resumed "
+            "should raise ResumeClaimed")
+        check(refused.state == "active", f"the refused claim says {refused.state!r}, not "
+              "'active'")
+        tracker.release_resume(run1, f"contract-claim-1-{token}")
+        tracker.claim_resume(run1, f"contract-claim-2-{token}")  # free again
+        tracker.release_resume(run1, f"contract-claim-2-{token}")
+
+        broken["publish"] = False
+        before = dict(calls)
+        second = pipe.run_sync(tracker=tracker, resume="latest")
+        check(second.status is RunStatus.SUCCESS, f"the resumed run ended "
+              f"{second.status.value}: {second.errors}")
+        check(second.resumed_from == run1, "resume='latest' did not resume the failed run")
+        if stored:
+            check(calls["load"] == before["load"] and calls["flaky"] == before["flaky"],
+                  "a resume ran again steps that succeeded with a stored output")
+        check(calls["publish"] == before["publish"] + 1, "a resume did not run the failed "
+              "step again")
+        record = tracker.get_run(second.run_id)
+        check(record["resumed_from"] == run1, "the resumed run's record has resumed_from "
+              f"{record['resumed_from']!r}")
+        steps = {s["step_name"]: s for s in record["steps"]}
+        check(all(steps[n]["status"] == "success" for n in order),
+              f"the resumed run's steps are {[(n, steps[n]['status']) for n in order]}")
+        if stored:
+            check(steps["load"]["resumed_from"] == run1, "a step taken from the run resumed "
+                  f"has resumed_from {steps['load']['resumed_from']!r}")
+        check(tracker.load_run(second.run_id) == run1, "load_run() of a resume is not the "
+              "run it resumed")
+        check(tracker.load_run(run1) == run1, "load_run() of a run that resumes nothing is "
+              "not itself")
+        refused = raises(ResumeClaimed, lambda: pipe.run_sync(tracker=tracker, resume=run1),
+                         "resuming again a run that a successful run resumed should raise "
+                         "ResumeClaimed")
+        check(refused.state == "succeeded", f"the refusal says {refused.state!r}, not "
+              "'succeeded'")
+
+    if isinstance(tracker, PrunableTracker):
+        raises(ValueError, lambda: tracker.prune(), "prune() without keep or older_than "
+               "should raise ValueError")
+        would = tracker.prune(keep=1, pipeline=good, dry_run=True)
+        check(list(would) == oks[:2], f"prune(keep=1, dry_run=True) gave {list(would)}, not "
+              f"the two oldest runs {oks[:2]}, oldest first")
+        check(len(tracker.list_runs(pipeline=good)) == 3, "prune(dry_run=True) deleted runs")
+        check(list(tracker.prune(keep=0, older_than=3600, pipeline=good)) == [],
+              "prune(older_than=3600) deleted runs younger than an hour")
+        gone = tracker.prune(keep=1, pipeline=good)
+        check(list(gone) == oks[:2], f"prune(keep=1) deleted {list(gone)}, not {oks[:2]}")
+        left = [r["execution_id"] for r in tracker.list_runs(pipeline=good)]
+        check(left == oks[2:], f"after prune(keep=1) the pipeline's runs are {left}")
+        raises(TrackerError, lambda: tracker.get_run(oks[0]),
+               "get_run() of a pruned run should raise TrackerError")
+        check(tracker.get_run(run1)["status"] == "failed", "prune(pipeline=...) touched "
+              "another pipeline's runs")
+    problems = tracker.close(report=False)
+    check(not problems, f"close() reported problems: {problems}")
 
 
 # -- crash tests ------------------------------------------------------------------------------

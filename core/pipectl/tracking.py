@@ -1,18 +1,27 @@
 """Run tracking: what ran, when, with what, and what failed, in SQL tables.
 
+The contract every tracker keeps is :mod:`pipectl.tracking_contract` (re-exported here): the
+:class:`Tracker` protocol (with :class:`ResumableTracker` and :class:`PrunableTracker`) and the
+typed events a run is recorded as (:class:`RunStarted`, :class:`StepStarted`, ...). This module
+holds pipectl's own implementation of it on SQL, and what every tracker shares: the listener
+that turns a run's hooks into events, resume, the result store.
+
 The tables keep the names of the seed design ia_modules (``pipeline_executions``,
 ``step_executions``) so that its users' queries keep working, plus ``extractor_state`` (the
 incremental cursors of data steps between runs) and ``pipectl_schema`` (the schema version,
-moved on by :data:`MIGRATIONS`). The SQL is written once for SQLite and PostgreSQL: only the
-placeholder differs, so the PostgreSQL tracker plugin reuses this module.
+moved on by :data:`MIGRATIONS`). The SQL is written once for SQLite and PostgreSQL: what
+differs (the placeholder, connecting, starting a write, which errors are worth retrying, the
+migration lock) is a :class:`SQLDialect`, so the PostgreSQL tracker plugin reuses this module
+with a dialect of its own.
 
 How a run is tracked: :class:`TrackingListener` is a lifecycle listener registered for one run
-(and the sub-pipeline runs it starts). Each hook call only appends to a queue; a writer thread
-of the tracker takes everything queued, writes it in one transaction and commits, so writes
-never stall the engine and each step's row is durable a few milliseconds after the step ends.
-Step outputs go to a :class:`ResultStore` (files under the tracker's folder by default) before
-the row that says the step succeeded is committed, so a resumed run finds the output of every
-step recorded as succeeded.
+(and the sub-pipeline runs it starts). Each hook call builds one event and hands it to
+:meth:`SQLTracker.record`, which only appends to a queue; a writer thread of the tracker takes
+everything queued, writes it in one transaction and commits, so writes never stall the engine
+and each step's row is durable a few milliseconds after the step ends. Step outputs go to a
+:class:`ResultStore` (files under the tracker's folder by default) before the row that says
+the step succeeded is committed, so a resumed run finds the output of every step recorded as
+succeeded.
 
 A tracker's fault never changes a run's outcome: rows the database does not take are kept and
 tried again in the background; what is still not written when the tracker closes is spooled to
@@ -41,28 +50,88 @@ import time
 import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from collections.abc import Callable, Mapping, Sequence, Set
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 from pipectl import faults
 from pipectl.errors import PipectlError
 from pipectl.loads import pid_alive as _pid_alive
 from pipectl.hookspecs import hookimpl
 
+if TYPE_CHECKING:  # pragma: no cover
+    from pipectl.tracking_contract import (
+        ExtractorStateSaved,
+        PrunableTracker,
+        ResumableTracker,
+        RunEvent,
+        StepFinished,
+        StepRetrying,
+        StepRolledBack,
+        StepStarted,
+        Tracker,
+        TrackerEvent,
+    )
+
+#: The names of :mod:`pipectl.tracking_contract` this module gives too, imported on first use
+#: (a process that only unpickles a ResultStore, a dask worker's, never imports attrs for them).
+_CONTRACT = frozenset({
+    "ExtractorStateSaved", "OutputStore", "PrunableTracker", "ResumableTracker", "RunEvent",
+    "RunFinished", "RunStarted", "StepFinished", "StepRetrying", "StepRolledBack",
+    "StepStarted", "Tracker", "TrackerEvent",
+})
+_contract_module: Any = None
+
+
+def _contract() -> Any:
+    """:mod:`pipectl.tracking_contract`, imported on first use."""
+    global _contract_module
+    if _contract_module is None:
+        from pipectl import tracking_contract
+
+        _contract_module = tracking_contract
+    return _contract_module
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONTRACT:
+        value = getattr(_contract(), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MIGRATIONS",
+    "ExtractorStateSaved",
+    "OutputStore",
+    "PrunableTracker",
     "PrunedRuns",
     "ResultStore",
+    "ResumableTracker",
     "ResumeClaimed",
+    "RunEvent",
+    "RunFinished",
     "RunInProgress",
+    "RunStarted",
+    "SQLDialect",
     "SQLTracker",
+    "SqliteDialect",
     "SqliteTracker",
+    "StepFinished",
+    "StepRetrying",
+    "StepRolledBack",
+    "StepStarted",
+    "Tracker",
     "TrackerError",
+    "TrackerEvent",
     "TrackingListener",
     "default_tracker_url",
     "fingerprint",
     "open_tracker",
     "parse_duration",
+    "require_prune",
+    "require_resume",
     "resume_outputs",
 ]
 
@@ -151,7 +220,41 @@ class ResumeClaimed(TrackerError):
 _LATEST_ATTEMPTS = 10
 
 
-def _resolve_and_claim(tracker: SQLTracker, pipeline: str, run_id: str,
+_TRACKER_MEMBERS = ("results", "migrate", "record", "flush", "close", "list_runs", "get_run",
+                    "resolve", "pipeline_of", "extractor_states")
+_RESUME_MEMBERS = ("latest_finished", "step_states", "load_run", "claim_resume",
+                   "release_resume")
+
+
+def tracker_name(tracker: Any) -> str:
+    """How messages name a tracker: its ``display`` (the SQL trackers': the file, or the URL
+    without password), else its ``url``, else its class."""
+    return str(getattr(tracker, "display", None) or getattr(tracker, "url", None)
+               or type(tracker).__name__)
+
+
+def require_resume(tracker: Tracker) -> ResumableTracker:
+    """``tracker`` when it can resume runs (:class:`ResumableTracker`); else a
+    :class:`TrackerError` naming what it lacks."""
+    if isinstance(tracker, _contract().ResumableTracker):
+        return cast("ResumableTracker", tracker)
+    missing = [m for m in (*_TRACKER_MEMBERS, *_RESUME_MEMBERS) if not hasattr(tracker, m)]
+    raise TrackerError(f"tracker {tracker_name(tracker)} cannot resume runs (it has no "
+                       f"{', '.join(missing)}): run without --resume, or record the runs with "
+                       "a tracker that resumes them (sqlite, postgresql)")
+
+
+def require_prune(tracker: Tracker) -> PrunableTracker:
+    """``tracker`` when it can delete old runs (:class:`PrunableTracker`); else a
+    :class:`TrackerError` saying it cannot."""
+    if isinstance(tracker, _contract().PrunableTracker):
+        return cast("PrunableTracker", tracker)
+    missing = [m for m in (*_TRACKER_MEMBERS, "prune") if not hasattr(tracker, m)]
+    raise TrackerError(f"tracker {tracker_name(tracker)} cannot delete runs (it has no "
+                       f"{', '.join(missing)})")
+
+
+def _resolve_and_claim(tracker: ResumableTracker, pipeline: str, run_id: str,
                        claim_for: str | None) -> str:
     """The run to resume (``run_id``: ``latest`` or an id), checked to belong to ``pipeline``
     and to have ended; claimed for the run ``claim_for`` when given (see
@@ -185,7 +288,7 @@ def _resolve_and_claim(tracker: SQLTracker, pipeline: str, run_id: str,
                        "being claimed for a resume: try again")
 
 
-def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
+def resume_outputs(tracker: Tracker, spec: Any, run_id: str, *,
                    force: bool = False, claim_for: str | None = None
                    ) -> tuple[str, dict[str, Any], dict[Any, Any]]:
     """(the resolved run id, the outputs of the steps a resume of it does not run again, and
@@ -204,7 +307,11 @@ def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
     None), and every step it depends on is taken too; a step whose definition changed since
     (:func:`fingerprint`) raises :class:`ResumeRefused` unless ``force``. A data step that
     failed with some of its outputs committed runs again writing only to the others (the run
-    state carries which committed), as a retry within a run does."""
+    state carries which committed), as a retry within a run does.
+
+    A tracker that cannot resume runs (not a :class:`ResumableTracker`) raises
+    :class:`TrackerError`."""
+    tracker = require_resume(tracker)
     old = _resolve_and_claim(tracker, spec.name, run_id, claim_for)
     try:
         return _resume_outputs(tracker, spec, old, force)
@@ -214,7 +321,7 @@ def resume_outputs(tracker: SQLTracker, spec: Any, run_id: str, *,
         raise
 
 
-def _resume_outputs(tracker: SQLTracker, spec: Any, old: str, force: bool
+def _resume_outputs(tracker: ResumableTracker, spec: Any, old: str, force: bool
                     ) -> tuple[str, dict[str, Any], dict[Any, Any]]:
     from pipectl.graph import Graph
 
@@ -827,18 +934,97 @@ def _read_or_make_key(path: Path) -> bytes:
 # -- trackers -----------------------------------------------------------------------------------
 
 
-class SQLTracker:
-    """A tracker on a DB-API connection: the schema, the writer thread and the reads.
+class SQLDialect:
+    """What one SQL database does its own way, for :class:`SQLTracker`: the tables, the
+    statements, the writer thread, spooling and the reads are the tracker's, the same for
+    every database; a dialect says how to connect, how a write transaction starts, which
+    errors are worth trying again, and how a failure reads. :class:`SqliteDialect` is the
+    built-in one; pipectl-postgres has ``PostgresDialect``.
 
-    Subclasses give :meth:`_connect` (a new connection), ``placeholder`` and
-    :meth:`_begin_write` (start a write transaction), and may override :meth:`_retryable`.
+    The statements are plain SQL with ``?`` placeholders (rewritten to :attr:`placeholder`)
+    and ``INSERT ... ON CONFLICT (key) DO UPDATE`` / ``DO NOTHING`` upserts (SQLite 3.24+,
+    PostgreSQL 9.5+); the column types (``TEXT``, ``BIGINT``, ``DOUBLE PRECISION``) read the
+    same in both, and JSON is kept as ``TEXT``.
     """
 
     placeholder = "?"
+    """The driver's parameter marker (DB-API ``paramstyle`` ``qmark`` ``?``, or ``format``
+    ``%s``)."""
 
-    def __init__(self, url: str, results: str | os.PathLike[str] | None = None):
-        self.url = url
-        self.results = ResultStore(results) if results is not None else None
+    display: str = ""
+    """Where the tracker writes, for messages: never with a password."""
+
+    read_only = False
+    """The database can be read but not written (set by :meth:`connect`): the tracker then
+    checks the schema instead of migrating it, and refuses to delete runs."""
+
+    @property
+    def identity(self) -> str:
+        """The database, named the same way by every process (the absolute path of a file,
+        the URL without password): the spool files of rows the database did not take are
+        named by its hash, so that the next command opening the same database writes them."""
+        return self.display
+
+    def connect(self, stopping: threading.Event) -> Any:
+        """A new connection: an object with the DB-API ``cursor()`` (``execute``,
+        ``executemany``, ``fetchone``, ``fetchall``, ``description``), ``commit()``,
+        ``rollback()`` and ``close()``. ``stopping`` is set when the tracker closes: a
+        connection that retries by itself gives up then. A database that cannot be opened
+        for a reason not worth retrying raises :class:`TrackerError`."""
+        raise NotImplementedError
+
+    def begin_write(self, conn: Any) -> None:
+        """Start a write transaction on ``conn``, taking the write lock now when the database
+        has one (SQLite: ``BEGIN IMMEDIATE``, so that two writers never deadlock upgrading a
+        read lock). Nothing by default: a DB-API driver begins a transaction with the first
+        statement."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is worth trying the whole transaction again for (a lock, a busy
+        database, a serialization failure, a deadlock, a lost connection); False: the error is
+        permanent and reported."""
+        return False
+
+    @contextmanager
+    def migration(self, conn: Any) -> Iterator[None]:
+        """Around the migration transaction, after :meth:`begin_write`: a dialect whose write
+        transaction does not serialize migrations takes a lock here that does (PostgreSQL:
+        an advisory lock), and creates what the tables live in (a schema). Its commit ends
+        the migration. Nothing by default."""
+        yield
+
+    def reason(self, exc: BaseException) -> str:
+        """One line saying why a database call failed, for the tracker's problems (never a
+        password)."""
+        text = (str(exc).strip().splitlines() or [""])[0]
+        prefix = f"tracker {self.display}: "
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+        if not isinstance(exc, TrackerError):
+            text = f"{type(exc).__name__}: {text}"
+        return text[:300]
+
+    def raise_error(self, exc: BaseException, action: str) -> None:
+        """Raise the :class:`TrackerError` that says what ``exc``, the driver's error, means,
+        while the tracker was doing ``action`` (``"migrate"``: creating or upgrading the
+        tables; ``"read"``: a query); return to let ``exc`` go on as it is. Nothing by
+        default."""
+
+
+class SQLTracker:
+    """A tracker on a SQL database (:class:`Tracker`, :class:`ResumableTracker` and
+    :class:`PrunableTracker`): the schema, the writer thread, the reads, resume claims and
+    retention, through a :class:`SQLDialect` for what the database does its own way.
+
+    ``url`` is the URL the tracker was opened with (default: the dialect's ``display``),
+    ``results`` the folder of its :class:`ResultStore` (None: no outputs kept for resume).
+    """
+
+    def __init__(self, dialect: SQLDialect, *, url: str | None = None,
+                 results: str | os.PathLike[str] | None = None):
+        self.dialect = dialect
+        self.url = url if url is not None else dialect.display
+        self.results: Any = ResultStore(results) if results is not None else None
         #: where rows the database would not take are kept until a later command writes them
         from pipectl.project import home
 
@@ -857,57 +1043,80 @@ class SQLTracker:
         self._meta: dict[tuple[str, str], dict[str, Any]] = {}  # until the run ends
         self._order: dict[str, int] = {}
         self._read_conn: Any = None
+        self._graph: tuple[Any, str] | None = None  # the last graph and its JSON
+        c = _contract()
+        self._record = {
+            c.RunStarted: self._record_run, c.RunFinished: self._record_run,
+            c.StepStarted: self._record_step, c.StepRetrying: self._record_step,
+            c.StepFinished: self._record_step, c.StepRolledBack: self._record_step,
+            c.ExtractorStateSaved: self._record_state,
+        }
 
-    # connection details, per database
+    # the database, through the dialect
 
-    def _connect(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _begin_write(self, conn: Any) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _retryable(self, exc: BaseException) -> bool:
-        return False
+    def _connect(self) -> Any:
+        return self.dialect.connect(self._stopping)
 
     def _sql(self, text: str) -> str:
-        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+        placeholder = self.dialect.placeholder
+        return text.replace("?", placeholder) if placeholder != "?" else text
 
     # schema
 
     def migrate(self) -> int:
         """Create or upgrade the tables; returns the schema version. Safe to call from several
         processes at once (one migrates, the others see the result). Then writes the rows an
-        earlier command spooled for this tracker (see :meth:`close`)."""
-        conn = self._connect()
+        earlier command spooled for this tracker (see :meth:`close`). A database that cannot
+        be opened or migrated raises :class:`TrackerError`."""
         try:
-            self._retrying(lambda: self._migrate(conn))
-            self._replay(conn)
-            return len(MIGRATIONS)
-        finally:
-            conn.close()
+            conn = self._connect()
+            try:
+                self._retrying(lambda: self._migrate(conn))
+                self._replay(conn)
+                return len(MIGRATIONS)
+            finally:
+                conn.close()
+        except Exception as exc:
+            self.dialect.raise_error(exc, "migrate")
+            raise
 
     def _migrate(self, conn: Any) -> None:
-        self._begin_write(conn)
+        if self.dialect.read_only:  # readable if its schema is the current one
+            try:
+                cur = conn.cursor()
+                cur.execute("SELECT version FROM pipectl_schema")
+                version = cur.fetchone()[0]
+            except Exception:  # noqa: BLE001 - no such table, no row: not a current schema
+                version = None
+            if version != len(MIGRATIONS):
+                raise TrackerError(
+                    f"tracker {self.display} is read-only and its schema is "
+                    f"{'missing' if version is None else f'version {version}'}, "
+                    f"not {len(MIGRATIONS)}: make it writable once to upgrade it")
+            return
+        self.dialect.begin_write(conn)
         cur = conn.cursor()
         try:
-            cur.execute("CREATE TABLE IF NOT EXISTS pipectl_schema (version BIGINT NOT NULL)")
-            cur.execute("SELECT version FROM pipectl_schema")
-            row = cur.fetchone()
-            version = row[0] if row else 0
-            if version > len(MIGRATIONS):
-                raise TrackerError(f"tracker {self.display}: its schema is version {version}, "
-                                   f"newer than this pipectl knows ({len(MIGRATIONS)}): "
-                                   "upgrade pipectl")
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    cur.execute(statement)
-            if row is None:
-                cur.execute(self._sql("INSERT INTO pipectl_schema (version) VALUES (?)"),
-                            (len(MIGRATIONS),))
-            elif version < len(MIGRATIONS):
-                cur.execute(self._sql("UPDATE pipectl_schema SET version = ?"),
-                            (len(MIGRATIONS),))
-            conn.commit()
+            with self.dialect.migration(conn):
+                cur.execute("CREATE TABLE IF NOT EXISTS pipectl_schema "
+                            "(version BIGINT NOT NULL)")
+                cur.execute("SELECT version FROM pipectl_schema")
+                row = cur.fetchone()
+                version = row[0] if row else 0
+                if version > len(MIGRATIONS):
+                    raise TrackerError(f"tracker {self.display}: its schema is version "
+                                       f"{version}, newer than this pipectl knows "
+                                       f"({len(MIGRATIONS)}): upgrade pipectl")
+                for statements in MIGRATIONS[version:]:
+                    for statement in statements:
+                        cur.execute(statement)
+                if row is None:
+                    cur.execute(self._sql("INSERT INTO pipectl_schema (version) VALUES (?)"),
+                                (len(MIGRATIONS),))
+                elif version < len(MIGRATIONS):
+                    cur.execute(self._sql("UPDATE pipectl_schema SET version = ?"),
+                                (len(MIGRATIONS),))
+                conn.commit()
         except BaseException:
             conn.rollback()
             raise
@@ -917,32 +1126,73 @@ class SQLTracker:
             try:
                 return action()
             except Exception as exc:
-                if not self._retryable(exc) or attempt == attempts - 1:
+                if not self.dialect.is_transient(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(min(0.01 * (attempt + 1), 0.25))
         return None  # pragma: no cover
 
     @property
     def display(self) -> str:
-        return self.url
+        """Where the tracker writes, for messages (the dialect's: never a password)."""
+        return self.dialect.display
 
     def _spool_key(self) -> str:
         """The tracker's share of the spool's file names: a hash of where it writes."""
-        return hashlib.sha256(self.display.encode()).hexdigest()[:16]
+        return hashlib.sha256(self.dialect.identity.encode()).hexdigest()[:16]
 
     def _reason(self, exc: BaseException) -> str:
         """One line saying why a database call failed (never the URL's password)."""
-        text = (str(exc).strip().splitlines() or [""])[0]
-        prefix = f"tracker {self.display}: "
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-        if not isinstance(exc, TrackerError):
-            text = f"{type(exc).__name__}: {text}"
-        return text[:300]
+        return self.dialect.reason(exc)
 
     # writing: called from runs, never blocks on the database
 
-    def submit(self, op: tuple) -> None:
+    def record(self, event: TrackerEvent) -> None:
+        """Record one event of a run (:class:`Tracker`): a run's row is built now (its params
+        serialised, bounded), everything else in the writer thread, which writes it."""
+        try:
+            record = self._record[type(event)]
+        except KeyError:
+            raise TypeError(f"a tracker records the events of pipectl.tracking_contract, not "
+                            f"{type(event).__name__}") from None
+        record(event)
+
+    def _record_run(self, event: RunEvent) -> None:
+        self._enqueue(("run", self._run_row(event)))
+
+    def _record_step(self, event: Any) -> None:
+        self._enqueue(("step", event))
+
+    def _record_state(self, event: ExtractorStateSaved) -> None:
+        self._enqueue(("state", (event.pipeline, event.step_name, _json(event.state),
+                                 event.run_id, _iso(event.saved_at))))
+
+    def _run_row(self, event: RunEvent) -> dict[str, Any]:
+        finished = event if isinstance(event, _contract().RunFinished) else None
+        graph = self._graph
+        if graph is None or graph[0] is not event.graph:  # the DAG as JSON, once per run
+            graph = self._graph = (event.graph, _json({name: list(deps) for name, deps
+                                                       in event.graph.items()}))
+        errors = list(finished.errors) if finished is not None else []
+        return {
+            "execution_id": event.run_id, "pipeline_name": event.pipeline,
+            "status": finished.status.value if finished is not None else "running",
+            "started_at": _iso(event.started_at) or _now(),
+            "completed_at": _iso(finished.finished_at) if finished is not None else None,
+            "execution_time_ms": finished.duration_ms if finished is not None else None,
+            "parameters": _params_json(event.params),
+            "records_processed": finished.records_processed if finished is not None else 0,
+            "error_message": "; ".join(_texts(errors, SUMMARY_CHARS, SUMMARY_CHARS))[
+                :SUMMARY_CHARS] or None,
+            "resumed_from": event.resumed_from,
+            "parent_execution_id": event.parent_run_id, "host": event.host,
+            "pid": event.pid, "executor": event.executor,
+            "pipeline_file": event.pipeline_file, "graph": graph[1],
+            "metadata": _json({"errors": _texts(errors, SUMMARY_CHARS, TEXT_CHARS),
+                               "description": _clip(event.description or "",
+                                                    SUMMARY_CHARS)}),
+        }
+
+    def _enqueue(self, op: tuple) -> None:
         """Queue a write for the writer thread (started on first use)."""
         if self._writer is None:
             with self._lock:
@@ -1150,24 +1400,25 @@ class SQLTracker:
         runs, states = [], []
         steps: dict[tuple[str, str], dict[str, Any]] = {}
         ended: list[str] = []
-        for op in ops:
-            kind = op[0]
+        c = _contract()
+        for kind, item in ops:
             if kind == "run":
-                runs.append(op[1])
-                if op[1]["completed_at"] is not None:
-                    ended.append(op[1]["execution_id"])
+                runs.append(item)
+                if item["completed_at"] is not None:
+                    ended.append(item["execution_id"])
                 continue
-            if kind == "start":
-                row = self._started_row(*op[1:])
-            elif kind == "finish":
-                row = self._finished_row(*op[1:])
-            elif kind == "rollback":
-                row = self._rollback_row(*op[1:])
-            elif kind == "retry":
-                self._retried(*op[1:])
+            if kind == "state":
+                states.append(item)
                 continue
-            else:  # state
-                states.append(op[1])
+            event = type(item)  # a step event
+            if event is c.StepStarted:
+                row = self._started_row(item)
+            elif event is c.StepFinished:
+                row = self._finished_row(item)
+            elif event is c.StepRolledBack:
+                row = self._rollback_row(item)
+            else:  # StepRetrying
+                self._retried(item)
                 continue
             key = (row["execution_id"], row["step_id"])
             earlier = steps.get(key)
@@ -1185,7 +1436,7 @@ class SQLTracker:
         """Write one batch of rows in one transaction and commit it (retried as a whole).
         Every write is an upsert, so writing a batch again changes nothing; ``replay`` (rows
         from the spool) keeps an extractor state a later run wrote meanwhile."""
-        self._begin_write(conn)
+        self.dialect.begin_write(conn)
         cur = conn.cursor()
         try:
             if runs:
@@ -1217,28 +1468,28 @@ class SQLTracker:
             conn.rollback()
             raise
 
-    def _started_row(self, run_id: str, step: str, step_type: str, attempt: int,
-                     when: float) -> dict[str, Any]:
+    def _started_row(self, event: StepStarted) -> dict[str, Any]:
+        run_id, step, attempt = event.run_id, event.step_name, event.attempt
         history = self._history.setdefault((run_id, step), [])
-        started = _iso(when)
+        started = _iso(event.started_at)
         history.append({"attempt": attempt, "started_at": started})
         order = self._order.get(run_id, 0)
         self._order[run_id] = order + 1 if attempt == 1 else order
         return {"execution_id": run_id, "step_id": step, "step_name": step,
-                "step_type": step_type, "status": "running",
+                "step_type": event.step_type, "status": "running",
                 "started_at": started if attempt == 1 else None,
                 "retry_count": attempt - 1, "step_order": order if attempt == 1 else None}
 
-    def _retried(self, run_id: str, step: str, attempt: int, error: str, delay: float) -> None:
-        for entry in reversed(self._history.get((run_id, step), [])):
-            if entry["attempt"] == attempt:
-                entry.update(error=_clip(error, SUMMARY_CHARS), retry_delay_s=round(delay, 3))
+    def _retried(self, event: StepRetrying) -> None:
+        for entry in reversed(self._history.get((event.run_id, event.step_name), [])):
+            if entry["attempt"] == event.attempt:
+                entry.update(error=_clip(event.error, SUMMARY_CHARS),
+                             retry_delay_s=round(event.delay, 3))
                 break
 
-    def _finished_row(self, run_id: str, step: Any, result: Any, blob: bytes | None,
-                      fingerprint: str | None, inputs: dict[str, Any] | None = None,
-                      secrets: tuple[str, ...] = ()) -> dict[str, Any]:
-        row = step_row(run_id, step, result, fingerprint)
+    def _finished_row(self, event: StepFinished) -> dict[str, Any]:
+        run_id, step, blob, inputs = event.run_id, event.step, event.pickled_output, event.inputs
+        row = step_row(run_id, step, event.result, event.fingerprint)
         if inputs and any(v is not None for v in inputs.values()):
             row["input_data"] = _json(summarize(inputs))
         metadata = row.pop("metadata_dict")
@@ -1248,7 +1499,7 @@ class SQLTracker:
             last.setdefault("error", row.get("error_message"))
             last["finished_at"] = row.get("completed_at")
         metadata["attempt_history"] = history
-        if blob is STORED_ELSEWHERE:  # the executor put it in the result store itself
+        if event.output_in_store:  # the executor put it in the result store itself
             metadata["output_stored"] = True
         elif blob is not None and self.results is not None:
             try:
@@ -1265,6 +1516,7 @@ class SQLTracker:
                     f"({type(exc).__name__}: {exc}); a resume runs them again")
         self._meta[(run_id, step.name)] = metadata
         row["metadata"] = _json(metadata)
+        secrets = event.secrets
         if secrets:  # what the step returned, was given or raised may hold a secret's value
             from pipectl.log import redact
 
@@ -1280,12 +1532,12 @@ class SQLTracker:
                     row[key] = cut_off.sub("***", row[key])
         return row
 
-    def _rollback_row(self, run_id: str, step: str, status: str,
-                      outcome: dict[str, Any]) -> dict[str, Any]:
+    def _rollback_row(self, event: StepRolledBack) -> dict[str, Any]:
+        run_id, step = event.run_id, event.step_name
         metadata = self._meta.get((run_id, step), {})
-        metadata["rollback"] = _Bounded(SUMMARY_CHARS)(outcome)
-        return {"execution_id": run_id, "step_id": step, "step_name": step, "status": status,
-                "metadata": _json(metadata)}
+        metadata["rollback"] = _Bounded(SUMMARY_CHARS)(event.outcome)
+        return {"execution_id": run_id, "step_id": step, "step_name": step,
+                "status": event.status.value, "metadata": _json(metadata)}
 
     def _run_ended(self, run_id: str) -> None:
         for key in [k for k in self._meta if k[0] == run_id]:
@@ -1300,17 +1552,23 @@ class SQLTracker:
         return self._read_conn
 
     def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        conn = self._reader()
-        cur = conn.cursor()
+        """The rows of a query, as dicts; a database error is the dialect's
+        :class:`TrackerError`."""
         try:
-            cur.execute(self._sql(sql), params)
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, row)) for row in cur.fetchall()]
-        finally:
+            conn = self._reader()
+            cur = conn.cursor()
             try:
-                conn.rollback()  # end the read transaction: see later commits next time
-            except Exception:  # noqa: BLE001
-                pass
+                cur.execute(self._sql(sql), params)
+                names = [d[0] for d in cur.description]
+                rows = [dict(zip(names, row)) for row in cur.fetchall()]
+            finally:
+                try:
+                    conn.rollback()  # end the read transaction: see later commits next time
+                except Exception:  # noqa: BLE001
+                    pass
+        except Exception as exc:
+            self.dialect.raise_error(exc, "read")
+            raise
         return rows
 
     def list_runs(self, pipeline: str | None = None, status: str | None = None,
@@ -1457,7 +1715,7 @@ class SQLTracker:
         conn = self._connect()
 
         def release() -> None:
-            self._begin_write(conn)
+            self.dialect.begin_write(conn)
             try:
                 conn.cursor().execute(self._sql(
                     "DELETE FROM resume_claims WHERE execution_id = ? AND claimed_by = ?"),
@@ -1476,7 +1734,7 @@ class SQLTracker:
                take_over_finished: bool) -> ResumeClaimed | None:
         """One claim transaction: insert the claim unless there is one, else take over a claim
         left by a run that ended without success; the refusal, or None when claimed."""
-        self._begin_write(conn)
+        self.dialect.begin_write(conn)
         cur = conn.cursor()
         try:
             now = _now()
@@ -1657,7 +1915,7 @@ class SQLTracker:
         try:
             conn = self._connect()
             try:
-                if not dry_run and getattr(self, "read_only", False):
+                if not dry_run and self.dialect.read_only:
                     raise TrackerError(f"tracker {self.display} is read-only: no run can be "
                                        "deleted from it (make it writable)")
                 chosen = self._retrying(lambda: self._prune(conn, keep, cutoff, pipeline,
@@ -1695,7 +1953,7 @@ class SQLTracker:
         """One prune transaction: read the runs and claims, choose, delete (unless
         ``dry_run``), commit; the rows of the runs chosen, oldest first."""
         if not dry_run:
-            self._begin_write(conn)
+            self.dialect.begin_write(conn)
         cur = conn.cursor()
         try:
             runs = _fetch_all(cur, self._sql(
@@ -2028,39 +2286,27 @@ def _record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
     return record
 
 
-class SqliteTracker(SQLTracker):
-    """The built-in tracker: one SQLite file (WAL journal), shared by every ``pipectl run`` on
-    the machine that points at it. URL: ``sqlite:///relative/path.db`` or
-    ``sqlite:////absolute/path.db``; outputs for resume go to ``results/`` beside the file."""
+class SqliteDialect(SQLDialect):
+    """SQLite, one file (WAL journal): :class:`SqliteTracker`'s dialect. A write transaction
+    is ``BEGIN IMMEDIATE`` (the write lock at once), a locked or busy database is worth
+    retrying, and a file that cannot be written (the file or its folder) is opened read-only
+    (``immutable``: no journal, no lock files). Any ``sqlite3.Error`` the tracker meets
+    becomes a :class:`TrackerError` naming the file."""
 
     placeholder = "?"
 
-    def __init__(self, url: str):
-        # sqlite:///relative/file.db and sqlite:////absolute/file.db, as SQLAlchemy has them
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
-        if not path:
-            raise TrackerError(f"tracker URL {url!r} names no file: sqlite:///relative/file.db "
-                               "or sqlite:////absolute/file.db")
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackerError(f"tracker {url}: cannot create {self.path.parent}: {exc}") \
-                from None
-        self.read_only = False  # set by each connection: see _connect
-        super().__init__(url, results=self.path.parent / "results")
+        self.display = str(self.path)
+        self.read_only = False  # set by each connection: see connect
 
     @property
-    def display(self) -> str:
-        return str(self.path)
+    def identity(self) -> str:
+        return str(self.path.absolute())
 
-    def _spool_key(self) -> str:
-        return hashlib.sha256(str(self.path.absolute()).encode()).hexdigest()[:16]
-
-    def _connect(self) -> Any:
-        """A connection; a read-only one (``immutable``: no journal, no lock files) when the
-        file or its folder cannot be written. A file that is not a database, or cannot be
-        opened, is a :class:`TrackerError` naming it."""
+    def connect(self, stopping: threading.Event) -> Any:
+        """A connection; a read-only one when the file or its folder cannot be written. A
+        file that is not a database, or cannot be opened, is a :class:`TrackerError`."""
         import sqlite3
 
         self.read_only = self.path.exists() and not (
@@ -2080,59 +2326,65 @@ class SqliteTracker(SQLTracker):
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
-            if self._retryable(exc):
+            if self.is_transient(exc):
                 raise
             raise TrackerError(self._file_error(exc)) from None
         return _AutoBegin(conn)
 
-    def _file_error(self, exc: BaseException) -> str:
-        hint = " (is it a pipectl tracker?)" if "not a database" in str(exc) else ""
-        return f"tracker {self.path}: {exc}{hint}"
-
-    def migrate(self) -> int:
-        import sqlite3
-
-        try:
-            return super().migrate()
-        except sqlite3.Error as exc:
-            raise TrackerError(self._file_error(exc)) from None
-
-    def _migrate(self, conn: Any) -> None:
-        if not self.read_only:
-            return super()._migrate(conn)
-        import sqlite3
-
-        try:  # read-only: readable if its schema is the current one
-            version = conn.execute("SELECT version FROM pipectl_schema").fetchone()[0]
-        except (sqlite3.Error, TypeError):
-            version = None
-        if version != len(MIGRATIONS):
-            raise TrackerError(f"tracker {self.path} is read-only and its schema is "
-                               f"{'missing' if version is None else f'version {version}'}, "
-                               f"not {len(MIGRATIONS)}: make it writable once to upgrade it")
-        return None
-
-    def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        import sqlite3
-
-        try:
-            return super()._query(sql, params)
-        except sqlite3.Error as exc:
-            raise TrackerError(self._file_error(exc)) from None
-
-    def _begin_write(self, conn: Any) -> None:
+    def begin_write(self, conn: Any) -> None:
         conn.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later
 
-    def _retryable(self, exc: BaseException) -> bool:
+    def is_transient(self, exc: BaseException) -> bool:
         import sqlite3
 
         return isinstance(exc, sqlite3.OperationalError) and (
             "locked" in str(exc) or "busy" in str(exc))
 
+    def raise_error(self, exc: BaseException, action: str) -> None:
+        import sqlite3
+
+        if isinstance(exc, sqlite3.Error):
+            raise TrackerError(self._file_error(exc)) from None
+
+    def _file_error(self, exc: BaseException) -> str:
+        hint = " (is it a pipectl tracker?)" if "not a database" in str(exc) else ""
+        return f"tracker {self.path}: {exc}{hint}"
+
+
+class SqliteTracker(SQLTracker):
+    """The built-in tracker: one SQLite file (WAL journal), shared by every ``pipectl run`` on
+    the machine that points at it. URL: ``sqlite:///relative/path.db`` or
+    ``sqlite:////absolute/path.db``; outputs for resume go to ``results/`` beside the file.
+    A :class:`SQLTracker` with a :class:`SqliteDialect`."""
+
+    def __init__(self, url: str):
+        # sqlite:///relative/file.db and sqlite:////absolute/file.db, as SQLAlchemy has them
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise TrackerError(f"tracker URL {url!r} names no file: sqlite:///relative/file.db "
+                               "or sqlite:////absolute/file.db")
+        dialect = SqliteDialect(path)
+        try:
+            dialect.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackerError(f"tracker {url}: cannot create {dialect.path.parent}: {exc}") \
+                from None
+        super().__init__(dialect, url=url, results=dialect.path.parent / "results")
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return self.dialect.path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the last connection found the file (or its folder) not writable."""
+        return self.dialect.read_only
+
 
 class _AutoBegin:
     """An autocommit sqlite3 connection behind the DB-API calls the tracker makes: ``commit``
-    and ``rollback`` end the explicit transaction :meth:`SqliteTracker._begin_write` opened."""
+    and ``rollback`` end the explicit transaction :meth:`SqliteDialect.begin_write` opened."""
 
     def __init__(self, conn: Any):
         self.conn = conn
@@ -2169,8 +2421,10 @@ def default_tracker_url(environ: Mapping[str, str] | None = None) -> str:
     return f"sqlite:///{find_project().home / 'pipectl.db'}"
 
 
-def open_tracker(url: str | None, registries: Any) -> SQLTracker | None:
-    """The tracker for ``url`` (None or ``none``: no tracking), schema migrated."""
+def open_tracker(url: str | None, registries: Any) -> Tracker | None:
+    """The tracker for ``url`` (None or ``none``: no tracking), schema migrated. A factory
+    that returns something without the :class:`Tracker` methods is a :class:`TrackerError`
+    saying which are missing."""
     if url is None or url.strip().lower() in ("", "none", "off", "false"):
         return None
     scheme = url.split("://", 1)[0] if "://" in url else ""
@@ -2179,6 +2433,11 @@ def open_tracker(url: str | None, registries: Any) -> SQLTracker | None:
                            "postgresql://..., or none")
     scheme = {"postgres": "postgresql"}.get(scheme.split("+", 1)[0], scheme.split("+", 1)[0])
     tracker = registries.trackers.create(scheme, url)
+    if not isinstance(tracker, _contract().Tracker):
+        missing = [m for m in _TRACKER_MEMBERS if not hasattr(tracker, m)]
+        raise TrackerError(f"the {scheme!r} tracker ({type(tracker).__module__}."
+                           f"{type(tracker).__qualname__}) is not a tracker: it has no "
+                           f"{', '.join(missing)} (see pipectl.tracking.Tracker)")
     tracker.migrate()
     return tracker
 
@@ -2186,35 +2445,34 @@ def open_tracker(url: str | None, registries: Any) -> SQLTracker | None:
 # -- the listener -------------------------------------------------------------------------------
 
 
-#: what the listener queues instead of a pickled output when the output object says it is in
-#: the result store already (``pipectl_stored = True``, set by an executor that wrote it there)
-STORED_ELSEWHERE: Any = type("StoredElsewhere", (), {"__repr__": lambda self: "<stored>"})()
-
-
 class TrackingListener:
-    """The lifecycle listener that feeds one run (and its sub-pipeline runs) to a tracker.
+    """The lifecycle listener that feeds one run (and its sub-pipeline runs) to a tracker, as
+    the typed events of :mod:`pipectl.tracking_contract`, each given to
+    :meth:`Tracker.record`.
 
-    Every hook call only builds a small tuple and queues it; outputs are pickled here (so the
-    stored value is the one the step returned), everything else happens in the writer thread.
+    Every hook call only builds one small event; outputs are pickled here (so the stored value
+    is the one the step returned), when the tracker has a result store.
     """
 
-    def __init__(self, tracker: SQLTracker, run_id: str, spec: Any = None, *,
+    def __init__(self, tracker: Tracker, run_id: str, spec: Any = None, *,
                  resumed_from: str | None = None, pipeline_file: str | None = None,
                  executor: str | None = None, store_outputs: bool = True,
                  fingerprints: Mapping[str, str] | None = None):
         self.tracker = tracker
+        self.record = tracker.record
+        self.events = _contract()  # the event classes
         self.run_ids = {run_id}
         self.spec = spec
         self.resumed_from = resumed_from
         self.pipeline_file = pipeline_file
         self.executor = executor
-        self.store_outputs = store_outputs and tracker.results is not None
+        self.store_outputs = store_outputs and getattr(tracker, "results", None) is not None
         self.fingerprints = fingerprints if fingerprints is not None else (
             {s.name: fingerprint(s) for s in spec.steps} if spec is not None else {})
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._deps: dict[str, tuple[str, ...]] = {}
-        self._graph: str | None = None
+        self._graph: dict[str, tuple[str, ...]] | None = None
 
     def _mine(self, run: Any) -> bool:
         if run.run_id in self.run_ids:
@@ -2224,41 +2482,36 @@ class TrackingListener:
             return True
         return False
 
-    def _run_row(self, run: Any) -> dict[str, Any]:
+    def _run_fields(self, run: Any) -> dict[str, Any]:
+        """What both run events say of ``run``."""
         spec = self.spec if run.pipeline_id == getattr(self.spec, "name", None) else None
         if spec is None:
-            graph = "{}"
+            graph: Mapping[str, tuple[str, ...]] = _NO_GRAPH
         else:
-            if self._graph is None:  # the DAG as JSON, once per listener
-                self._graph = _json({s.name: list(s.all_dependencies) for s in spec.steps})
+            if self._graph is None:  # the DAG, once per listener
+                self._graph = {s.name: tuple(s.all_dependencies) for s in spec.steps}
             graph = self._graph
         return {
-            "execution_id": run.run_id, "pipeline_name": run.pipeline_id,
-            "status": run.status.value, "started_at": _iso(run.start_time) or _now(),
-            "completed_at": _iso(run.end_time), "execution_time_ms": run.duration_ms,
-            "parameters": _params_json(run.parameters),
-            "records_processed": run.records_processed,
-            "error_message": "; ".join(_texts(run.errors, SUMMARY_CHARS, SUMMARY_CHARS))[
-                :SUMMARY_CHARS] or None,
+            "run_id": run.run_id, "pipeline": run.pipeline_id,
+            "started_at": run.start_time or datetime.now(UTC), "params": run.parameters,
+            "description": getattr(spec, "description", "") or "", "graph": graph,
+            "parent_run_id": run.parent_run_id,
             "resumed_from": self.resumed_from if spec is not None else None,
-            "parent_execution_id": run.parent_run_id, "host": self.host, "pid": self.pid,
-            "executor": self.executor, "pipeline_file": self.pipeline_file,
-            "graph": graph,
-            "metadata": _json({"errors": _texts(run.errors, SUMMARY_CHARS, TEXT_CHARS),
-                               "description": _clip(getattr(spec, "description", "") or "",
-                                                    SUMMARY_CHARS)}),
+            "pipeline_file": self.pipeline_file, "executor": self.executor,
+            "host": self.host, "pid": self.pid,
         }
 
     @hookimpl
     def pipectl_run_start(self, run: Any) -> None:
         if self._mine(run):
-            self.tracker.submit(("run", self._run_row(run)))
+            self.record(self.events.RunStarted(**self._run_fields(run)))
 
     @hookimpl
     def pipectl_step_start(self, run: Any, step: Any, attempt: int) -> None:
         if run.run_id in self.run_ids:
-            self.tracker.submit(("start", run.run_id, step.name, step.step_type, attempt,
-                                 time.time()))
+            self.record(self.events.StepStarted(
+                run_id=run.run_id, step_name=step.name, step_type=step.step_type,
+                attempt=attempt, started_at=datetime.now(UTC)))
 
     @hookimpl
     def pipectl_step_retry(self, run: Any, step: Any, attempt: int, error: BaseException,
@@ -2268,8 +2521,9 @@ class TrackingListener:
 
             text = f"{type(error).__name__}: {error}"
             secrets = secrets_var().get()
-            self.tracker.submit(("retry", run.run_id, step.name, attempt,
-                                 redact(text, secrets) if secrets else text, delay))
+            self.record(self.events.StepRetrying(
+                run_id=run.run_id, step_name=step.name, attempt=attempt,
+                error=redact(text, secrets) if secrets else text, delay=delay))
 
     @hookimpl
     def pipectl_step_finish(self, run: Any, step: Any, result: Any) -> None:
@@ -2277,10 +2531,11 @@ class TrackingListener:
             return
         output = result.output
         blob = None
+        in_store = False
         if (output is not None and self.store_outputs and result.status.value == "success"
                 and getattr(step, "store_output", True)):  # store_output=False: never pickled
             if getattr(output, "pipectl_stored", False) is True:
-                blob = STORED_ELSEWHERE  # e.g. written by a dask worker, where it stayed
+                in_store = True  # e.g. written by a dask worker, where it stayed
             else:
                 try:
                     blob = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
@@ -2299,9 +2554,11 @@ class TrackingListener:
                 inputs = {d: steps[d].output for d in deps if d in steps}
         from pipectl.log import secrets_var
 
-        self.tracker.submit(("finish", run.run_id, step, result, blob,
-                             self.fingerprints.get(step.name) if main else None, inputs,
-                             secrets_var().get()))
+        self.record(self.events.StepFinished(
+            run_id=run.run_id, step=step, result=result, pickled_output=blob,
+            output_in_store=in_store,
+            fingerprint=self.fingerprints.get(step.name) if main else None, inputs=inputs,
+            secrets=secrets_var().get()))
 
     @hookimpl
     def pipectl_run_finish(self, run: Any) -> None:
@@ -2310,14 +2567,21 @@ class TrackingListener:
         for name, result in run.steps.items():
             outcome = getattr(result, "rollback", None)
             if outcome is not None:  # what the rollbacks did, in the step rows
-                self.tracker.submit(("rollback", run.run_id, name, result.status.value,
-                                     outcome))
+                self.record(self.events.StepRolledBack(
+                    run_id=run.run_id, step_name=name, status=result.status, outcome=outcome))
         if run.status.value == "success":
             for step_name, state in (run.extractor_state or {}).items():
                 if state is not None:
-                    self.tracker.submit(("state", (run.pipeline_id, step_name, _json(state),
-                                                   run.run_id, _now())))
-        self.tracker.submit(("run", self._run_row(run)))
+                    self.record(self.events.ExtractorStateSaved(
+                        run_id=run.run_id, pipeline=run.pipeline_id, step_name=step_name,
+                        state=state, saved_at=datetime.now(UTC)))
+        self.record(self.events.RunFinished(
+            **self._run_fields(run), status=run.status, finished_at=run.end_time,
+            duration_ms=run.duration_ms, records_processed=run.records_processed,
+            errors=tuple(run.errors)))
+
+
+_NO_GRAPH: Mapping[str, tuple[str, ...]] = {}  # a sub-pipeline run's (its steps are not listed)
 
 
 @functools.lru_cache(maxsize=8)

@@ -41,58 +41,146 @@ def _transform(spec: Any) -> Any:
     raise TypeError(f"a transform is a callable, 'module:function' or a mapping, got {spec!r}")
 
 
-def _check_named(kind: str, spec: Any, components: Any) -> None:
-    """A component named in a mapping must be registered (checked before anything runs)."""
-    if isinstance(spec, dict) and "type" in spec:
-        components.of(kind).get(spec["type"])  # raises UnknownComponentError with suggestions
-    elif isinstance(spec, dict):
-        raise ValueError(f"a {kind[:-1]} given as a mapping needs a 'type' key, got keys "
-                         f"{sorted(spec)}")
+def _check_component(kind: str, field: str, spec: Any, components: Any) -> list[Any]:
+    """The problems of one component given as a mapping: its ``type`` (registered?) and its
+    options against the schema the component declared (:mod:`pipectl.options`)."""
+    from pipectl.errors import UnknownComponentError
+    from pipectl.options import Problem, schema_of
+
+    if not isinstance(spec, dict):
+        return []  # an object built in Python: nothing to check here
+    if "type" not in spec:
+        return [Problem(f"{field}.type", f"a {kind[:-1]} given as a mapping needs a 'type'",
+                        f"the keys given: {', '.join(map(str, spec)) or 'none'}")]
+    if components is None:
+        return []
+    try:
+        component = components.of(kind).get(spec["type"])
+    except UnknownComponentError as exc:
+        return [Problem(f"{field}.type", str(exc))]
+    try:
+        schema = schema_of(component)
+    except Exception as exc:  # noqa: BLE001 - the plugin's declaration is broken
+        return [Problem(field, f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r}) "
+                        f"declares its options as {component.options!r}, which cannot be "
+                        f"read: {type(exc).__name__}: {exc}")]
+    if schema is None:
+        return []
+    options = {k: v for k, v in spec.items() if k not in ("type", "name")}  # name: the step's
+    if kind == "extractors" and "batch_size" not in schema.options:
+        options.pop("batch_size", None)  # the data step's batch size, for extractors taking it
+    what = f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r})"
+    return [Problem(f"{field}.{p.field}" if p.field else field, f"{what}: {p.message}", p.hint)
+            for p in schema.check(options)]
+
+
+def _shared_files(load: list[Any], components: Any) -> list[Any]:
+    """Outputs of one step that would write the same place: the same file (and, for outputs
+    with a ``table``, the same table of it) -- each would replace or interleave with the other's
+    load. Outputs on one SQLite file with different tables are fine."""
+    from pipectl.options import Problem, schema_of
+
+    seen: dict[tuple[Any, ...], int] = {}
+    problems = []
+    for i, spec in enumerate(load):
+        if not isinstance(spec, dict) or components is None:
+            continue
+        try:
+            schema = schema_of(components.of("outputs").get(spec.get("type")))
+        except Exception:  # noqa: BLE001 - reported by _check_component
+            continue
+        if schema is None:
+            continue
+        for option in schema.path_options:
+            where = spec.get(option)
+            if not isinstance(where, str) or where in ("", "-"):
+                continue
+            import os
+
+            key = (os.path.normcase(os.path.abspath(where)), spec.get("table"))
+            if key in seen:
+                what = f"table {spec['table']!r} of " if spec.get("table") is not None else ""
+                problems.append(Problem(
+                    f"load[{i}].{option}", f"writes {what}{where!r}, as load[{seen[key]}] does",
+                    "two outputs of one step cannot share a file (or a table): give each its "
+                    "own"))
+            else:
+                seen[key] = i
+    return problems
 
 
 def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
-    """Validate a data step's options and return the coroutine function that runs it."""
+    """Validate a data step's options and return the coroutine function that runs it. Every
+    problem is reported at once (a :class:`pipectl.options.ProblemsError`)."""
     from pipectl.data import (
         BAD_RECORD_MODES,
         DEFAULT_BATCH_SIZE,
         DEFAULT_BUFFER_SIZE,
         parse_max_bad_records,
     )
+    from pipectl.options import Problem, ProblemsError
 
+    problems: list[Any] = []
     options = dict(step.options)
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown data step option(s) {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(sorted(_OPTIONS))}")
+    for name in sorted(set(options) - _OPTIONS):
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(_OPTIONS), n=1)
+        problems.append(Problem(name, "unknown data step option",
+                                (f"did you mean {close[0]!r}? " if close else "")
+                                + f"(known: {', '.join(sorted(_OPTIONS))})"))
     extract = options.get("extract")
     if extract is None:
-        raise ValueError("a data step needs 'extract' (an extractor)")
+        problems.append(Problem("extract", "a data step needs 'extract' (an extractor)"))
     load = options.get("load")
     if not load:
-        raise ValueError("a data step needs 'load': one or more outputs")
-    load = list(load) if isinstance(load, (list, tuple)) else [load]
+        problems.append(Problem("load", "a data step needs 'load': one or more outputs"))
+    load = list(load) if isinstance(load, (list, tuple)) else [load] if load else []
     mode = options.get("on_bad_record", "fail")
     if mode not in BAD_RECORD_MODES:
-        raise ValueError(f"on_bad_record must be one of {', '.join(BAD_RECORD_MODES)}, got {mode!r}")
-    transforms = [_transform(t) for t in options.get("transforms") or ()]
-    batch_size = int(options.get("batch_size", DEFAULT_BATCH_SIZE))
-    buffer_size = int(options.get("buffer_size", DEFAULT_BUFFER_SIZE))
-    if batch_size < 1 or buffer_size < 1:
-        raise ValueError("batch_size and buffer_size must be at least 1")
+        problems.append(Problem("on_bad_record", f"must be one of "
+                                f"{', '.join(BAD_RECORD_MODES)}, got {mode!r}"))
+    transforms = []
+    for i, spec in enumerate(options.get("transforms") or ()):
+        try:
+            transforms.append(_transform(spec))
+        except Exception as exc:  # noqa: BLE001 - an import or a shape: the step's problem
+            problems.append(Problem(f"transforms[{i}]", str(exc)))
+    sizes = {}
+    for key, default in (("batch_size", DEFAULT_BATCH_SIZE), ("buffer_size", DEFAULT_BUFFER_SIZE)):
+        value = options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(Problem(key, f"must be a whole number, at least 1, got {value!r}"))
+            value = default
+        sizes[key] = value
+    batch_size, buffer_size = sizes["batch_size"], sizes["buffer_size"]
     dead_letter = options.get("dead_letter")
     max_bad = options.get("max_bad_records")
-    parse_max_bad_records(max_bad)  # a bad value is an error of the file, before anything runs
-    if components is not None:
-        _check_named("extractors", extract, components)
-        for spec in load:
-            _check_named("outputs", spec, components)
+    try:
+        parse_max_bad_records(max_bad)  # a bad value is an error of the file, before a run
+    except (TypeError, ValueError) as exc:
+        problems.append(Problem("max_bad_records", str(exc)))
+    if extract is not None:
+        problems.extend(_check_component("extractors", "extract", extract, components))
+    for i, spec in enumerate(load):
+        problems.extend(_check_component("outputs", f"load[{i}]", spec, components))
+    problems.extend(_shared_files(load, components))
+    if problems:
+        raise ProblemsError(problems)
+    takes_batch_size = True
+    if isinstance(extract, dict) and components is not None:
+        from pipectl.options import schema_of
+
+        schema = schema_of(components.of("extractors").get(extract["type"]))
+        takes_batch_size = schema is None or schema.open or "batch_size" in schema.options
 
     async def run_data(ctx: Any) -> Any:
         from pipectl.data import output_name, resolve, run_data_step
 
         registries = ctx.components
         extract_spec = extract
-        if isinstance(extract_spec, dict) and "batch_size" not in extract_spec:
+        if isinstance(extract_spec, dict) and "batch_size" not in extract_spec and \
+                takes_batch_size:  # only to an extractor whose options have it
             extract_spec = {**extract_spec, "batch_size": batch_size}
         extractor = resolve("extractors", extract_spec, registries)
         previous = ctx.state.get("extractor_state", {}).get(step.name)

@@ -18,19 +18,22 @@ def _lazy(name: str) -> Callable[..., Any]:
         return getattr(files, name)(**options)
 
     factory.__qualname__ = factory.__name__ = f"make_{name}"
-    if name != "PythonExtractor":
-        factory.path_options = ("path",)  # relative in a pipeline file: to the file's folder
     return factory
+
+
+# the options each component takes: its constructor's signature (pipectl.options), read when a
+# pipeline is validated, not at start-up
+_MODULE = "pipectl.components.files"
 
 
 @hookimpl(trylast=True)
 def pipectl_register_extractors(register):
-    register("csv", _lazy("CsvExtractor"))
-    register("jsonl", _lazy("JsonlExtractor"))
-    register("python", _lazy("PythonExtractor"))
+    register("csv", _lazy("CsvExtractor"), options=f"{_MODULE}:CsvExtractor")
+    register("jsonl", _lazy("JsonlExtractor"), options=f"{_MODULE}:JsonlExtractor")
+    register("python", _lazy("PythonExtractor"), options=f"{_MODULE}:PythonExtractor")
 
 
 @hookimpl(trylast=True)
 def pipectl_register_outputs(register):
-    register("jsonl", _lazy("JsonlOutput"))
-    register("csv", _lazy("CsvOutput"))
+    register("jsonl", _lazy("JsonlOutput"), options=f"{_MODULE}:JsonlOutput")
+    register("csv", _lazy("CsvOutput"), options=f"{_MODULE}:CsvOutput")

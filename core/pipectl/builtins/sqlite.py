@@ -14,12 +14,9 @@ def _make_sqlite(**options: Any) -> Any:
     return SqliteOutput(**options)
 
 
-_make_sqlite.path_options = ("path",)  # relative in a pipeline file: to the file's folder
-
-
 @hookimpl(trylast=True)
 def pipectl_register_outputs(register):
-    register("sqlite", _make_sqlite)
+    register("sqlite", _make_sqlite, options="pipectl.components.sqlite:SqliteOutput")
 
 
 def _make_tracker(url: str) -> Any:

@@ -1,6 +1,8 @@
 """The ``pipectl`` command line: a click group built by :func:`build_cli` after plugins load.
 
-Every command, the built-in ones included, is added through ``pipectl_register_commands``.
+Every command, the built-in ones included, is added through ``pipectl_register_commands``. The
+built-in ones are :class:`LazyCommand` placeholders: ``pipectl --help`` lists them from their
+help text, and a command's module is imported when that command is used.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import click
 
 from pipectl import __version__
 
-__all__ = ["ExecutorOption", "build_cli", "main"]
+__all__ = ["ExecutorOption", "LazyCommand", "PipectlGroup", "build_cli", "main"]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -25,6 +27,76 @@ def _check_plugin_option(ctx: click.Context, param: click.Parameter, values: Seq
                 f"{value!r}: use -p no:NAME to disable the plugin NAME", ctx=ctx, param=param
             )
     return values
+
+
+class LazyCommand(click.Command):
+    """A command known by its name and help until it is used, then imported from ``target``
+    (``"module:attribute"``): ``pipectl --help`` lists it without importing its module.
+
+    ``help`` is the first paragraph of the command's help (what ``--help`` shortens into the
+    list of commands), or ``short_help`` the command's own. In the root :class:`PipectlGroup`,
+    resolving the name (running the command, its ``--help``, completing its options) replaces
+    the placeholder by the command itself; added to another group, the placeholder hands
+    parsing and running to it.
+    """
+
+    def __init__(self, name: str, target: str, help: str | None = None, **attrs: Any) -> None:
+        super().__init__(name, help=help, **attrs)
+        self.target = target
+        self._command: click.Command | None = None
+
+    def load(self) -> click.Command:
+        """The command itself (imported on the first call)."""
+        if self._command is None:
+            import importlib
+
+            module, _, attribute = self.target.partition(":")
+            self._command = getattr(importlib.import_module(module), attribute)
+        return self._command
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        return self.load().make_context(info_name, args, parent=parent, **extra)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load().main(*args, **kwargs)
+
+    def to_info_dict(self, ctx: click.Context) -> dict[str, Any]:
+        return self.load().to_info_dict(ctx)
+
+
+class PipectlGroup(click.Group):
+    """The root group: resolves :class:`LazyCommand` placeholders when a command is used, and
+    lists them (``--help``, completion of command names) without importing them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listing = False
+        #: name -> functions applied to the command when its placeholder is resolved
+        self.on_load: dict[str, list[Any]] = {}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if isinstance(command, LazyCommand) and not self._listing:
+            command = command.load()
+            for fix in self.on_load.pop(cmd_name, ()):
+                command = fix(command)
+            self.commands[cmd_name] = command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
+        self._listing = True  # command names and their short help; options need no command
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._listing = False
 
 
 def build_cli(pm: Any) -> click.Group:
@@ -48,7 +120,7 @@ def build_cli(pm: Any) -> click.Group:
             click.echo(f"  {dist} (plugin {record.name}){status}")
         ctx.exit()
 
-    @click.group(context_settings=CONTEXT_SETTINGS)
+    @click.group(cls=PipectlGroup, context_settings=CONTEXT_SETTINGS)
     @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
                   callback=show_version,
                   help="Show the version of pipectl and of each installed plugin, and exit.")
@@ -90,8 +162,11 @@ def build_cli(pm: Any) -> click.Group:
             if record is not None:
                 pm.records[impl.plugin_name] = record
                 pm._fail(record, exc)
-    if "run" in cli.commands:
-        _add_executor_options(cli, pm)
+    run = cli.commands.get("run")
+    if isinstance(run, LazyCommand):  # the executors' options are added when run is imported
+        cli.on_load.setdefault("run", []).append(lambda cmd: _add_executor_options(cmd, pm))
+    elif run is not None:
+        cli.commands["run"] = _add_executor_options(run, pm)
     return cli
 
 
@@ -105,12 +180,12 @@ class ExecutorOption(click.Option):
         self.key = key
 
 
-def _add_executor_options(cli: click.Group, pm: Any) -> None:
-    """Give ``run`` the options the installed executors declare, e.g. pipectl-dask's
+def _add_executor_options(run: click.Command, pm: Any) -> click.Command:
+    """``run`` with the options the installed executors declare, e.g. pipectl-dask's
     ``--dask-scheduler``: a copy of the command, so the built-in one is never changed."""
     import copy
 
-    taken = {opt for param in cli.commands["run"].params for opt in param.opts}
+    taken = {opt for param in run.params for opt in param.opts}
     extra: list[click.Parameter] = []
     for component in pm.registries.executors:
         for spec in getattr(component.factory, "cli_options", None) or ():
@@ -130,10 +205,11 @@ def _add_executor_options(cli: click.Group, pm: Any) -> None:
                 click.echo(f"pipectl: warning: plugin {component.plugin!r}: executor "
                            f"{component.name!r}: bad cli_options entry {spec!r}: {exc}",
                            err=True)
-    if extra:
-        command = copy.copy(cli.commands["run"])
-        command.params = [*command.params, *extra]
-        cli.commands["run"] = command
+    if not extra:
+        return run
+    command = copy.copy(run)
+    command.params = [*command.params, *extra]
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -73,7 +73,7 @@ def _load(pm: Any, file: str, params: Sequence[str],
         sys.path.insert(0, folder)
     try:
         pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm,
-                                            project=_project(file))
+                                            project=_project(file), check_graph=False)
         # by default every pipeline but those other pipelines run as sub-pipelines
         roots = list(names) or [n for n, p in pipelines.items() if not p.nested]
         if names:
@@ -92,13 +92,20 @@ def _load(pm: Any, file: str, params: Sequence[str],
                 wanted.add(name)
                 stack.extend(depends[name])
         chosen = {n: p for n, p in pipelines.items() if n in wanted}
+        found: list[str] = []  # every problem of every pipeline, at once
         for pipe in chosen.values():
             try:
                 pipe.validate()
             except PipectlError as exc:
                 from pipectl.pipelinefile import locate
 
-                _fail(locate(pipe, exc))
+                found.extend(locate(pipe, exc).splitlines())
+        if found:
+            for line in found:
+                click.echo(f"pipectl: error: {line}", err=True)
+            if len(found) > 1:
+                click.echo(f"pipectl: {len(found)} problems in {file}", err=True)
+            sys.exit(EXIT_USAGE)
     except PipectlError as exc:
         text = getattr(exc, "cli_text", None) or str(exc)  # a param: "give it with -p ..."
         _fail(text.replace("\n", "\n  ") if "\n" in text else text)
@@ -246,7 +253,7 @@ def _retain(recorder: Any, project: Any, log_format: str, quiet: int) -> None:
     settings = project.retention
     if not settings:
         return
-    from pipectl.tracking import parse_duration
+    from pipectl.tracking import parse_duration, require_prune
 
     def warn(message: str) -> None:
         if log_format == "json":
@@ -261,8 +268,9 @@ def _retain(recorder: Any, project: Any, log_format: str, quiet: int) -> None:
             warn("retention: not applied, the tracker has not written this run yet")
             return
         older = settings.get("older_than")
-        pruned = recorder.prune(keep=settings.get("keep"),
-                                older_than=parse_duration(older) if older is not None else None)
+        pruned = require_prune(recorder).prune(
+            keep=settings.get("keep"),
+            older_than=parse_duration(older) if older is not None else None)
     except Exception as exc:  # noqa: BLE001 - retention is housekeeping
         warn(f"retention: not applied: {type(exc).__name__}: {exc}")
         return
@@ -367,8 +375,10 @@ def _resumed_params(recorder: Any, resume: str, outline: dict[str, Any],
     import json as _json
 
     from pipectl.errors import PipectlError
+    from pipectl.tracking import require_resume
 
     try:
+        recorder = require_resume(recorder)
         if resume == "latest":  # each pipeline's latest run that ended, as the resume takes
             runs = []
             for name in outline["names"]:
@@ -474,8 +484,8 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
                            f"would run ({', '.join(plan.left_out)})\n")
                 continue
             if live:
-                with display.LiveProgress(pm, name, total=len(plan.nodes)):
-                    result = pipe.run_sync(**options)
+                with display.LiveProgress(name, total=len(plan.nodes)) as view:
+                    result = pipe.run_sync(**options, listeners=[view])  # this run only
             else:
                 result = pipe.run_sync(**options)
         except (ResumeClaimed, RunInProgress) as exc:  # another pipectl has it: try later

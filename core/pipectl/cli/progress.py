@@ -405,22 +405,23 @@ class _Snapshot(NamedTuple):
 class LiveProgress:
     """A live view of one run on a terminal, and the lifecycle listener that feeds it.
 
-    Use it as a context manager around the run: it registers itself on the plugin manager ``pm``
-    (as the plugin ``pipectl-progress``, so the engine calls its ``pipectl_*`` hooks like any
-    listener's), starts the display and its refresher thread, and on exit prints what is left,
-    clears the live area and unregisters itself::
+    Use it as a context manager around the run, and give it to the run as a run listener (it
+    goes by the name ``pipectl-progress``; it is not registered on the plugin manager, so
+    another run in the process does not reach it): it starts the display and its refresher
+    thread, and on exit prints what is left and clears the live area::
 
-        with LiveProgress(pm, pipe.name, total=len(pipe.steps)):
-            run = pipe.run_sync()
+        with LiveProgress(pipe.name, total=len(pipe.steps)) as live:
+            run = pipe.run_sync(listeners=[live])
 
     The hooks only update counters under ``self._lock``; the refresher thread is the only one
     that renders. Steps of a sub-pipeline run (another run than the first one that starts) are
     left out: their parent step shows as running meanwhile.
     """
 
-    def __init__(self, pm: Any, pipeline: str, total: int, *, console: Console | None = None,
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, pipeline: str, total: int, *, console: Console | None = None,
                  refresh_per_second: float = REFRESH_PER_SECOND):
-        self.pm = pm
         self.pipeline = pipeline
         self.total = total
         self.console = console if console is not None else make_console(sys.stderr)
@@ -435,7 +436,6 @@ class LiveProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: Any = None
-        self._registered = False
         utf = (self.console.encoding or "").lower().startswith("utf")
         self._ok, self._ko, self._spinner = ("✓", "✗", _SPINNER) if utf else ("+", "x", "-\\|/")
 
@@ -502,11 +502,9 @@ class LiveProgress:
         self.stop()
 
     def start(self) -> None:
-        """Register the listener, show the display and start the refresher thread."""
+        """Show the display and start the refresher thread."""
         from rich.live import Live
 
-        record = self.pm.add_plugin(self, PLUGIN_NAME)
-        self._registered = record.status == "loaded"
         self._t0 = time.monotonic()
         self._live = Live(self.render(), console=self.console, auto_refresh=False,
                           transient=True, redirect_stdout=True, redirect_stderr=True)
@@ -516,22 +514,17 @@ class LiveProgress:
         self._thread.start()
 
     def stop(self) -> None:
-        """Print the last ended steps, clear the live area and unregister the listener."""
+        """Print the last ended steps and clear the live area."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        try:
-            if self._live is not None:
-                try:
-                    self._tick()
-                finally:
-                    self._live.stop()
-                    self._live = None
-        finally:
-            if self._registered:
-                self.pm.remove_plugin(PLUGIN_NAME)
-                self._registered = False
+        if self._live is not None:
+            try:
+                self._tick()
+            finally:
+                self._live.stop()
+                self._live = None
 
     # -- rendering (the refresher thread only) ------------------------------------------------
 

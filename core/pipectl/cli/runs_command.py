@@ -209,7 +209,7 @@ def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | Non
     (see docs/guide.md, "Retention").
     """
     from pipectl.errors import PipectlError
-    from pipectl.tracking import parse_duration
+    from pipectl.tracking import parse_duration, require_prune
 
     if keep is None and older_than is None:
         click.echo("pipectl: error: runs prune needs --keep N, --older-than DURATION or both "
@@ -224,7 +224,8 @@ def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | Non
             sys.exit(EXIT_USAGE)
     store = _open(pm, tracker, empty="no runs to delete")
     try:
-        pruned = store.prune(keep=keep, older_than=seconds, pipeline=pipeline, dry_run=dry_run)
+        pruned = require_prune(store).prune(keep=keep, older_than=seconds, pipeline=pipeline,
+                                            dry_run=dry_run)
     except PipectlError as exc:
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -71,7 +71,9 @@ import os
 import sys
 from itertools import islice
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Literal
+
+from pipectl.options import FilePath
 
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -191,6 +193,12 @@ class _FileExtractor:
     ctx)`` (batches of at most ``batch_size``), a file's last short batch topped up from the
     next file."""
 
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """What the options' types cannot say (``pipectl validate``): building one opens
+        nothing, so it is built and thrown away."""
+        cls(**options)
+
     kind = "file"
     path: str
     batch_size: int
@@ -271,13 +279,33 @@ class _FileExtractor:
 
 
 class CsvExtractor(_FileExtractor):
-    """Reads CSV files (see the module docstring for the options)."""
+    """Reads CSV files: one record per row, keyed by the header's names.
+
+    ``path``
+        A file, a glob pattern (``data/*.csv``, read in sorted order; ``**`` recursive) or
+        ``"-"`` for standard input; ``.gz`` files are decompressed on the fly.
+    ``delimiter``
+        The one character between fields.
+    ``encoding``
+        The files' encoding (a leading byte-order mark is dropped).
+    ``header``
+        Whether the first line names the columns.
+    ``columns``
+        Names for the columns, by position: with a header, renames them (as many as it has);
+        without one, names them (required then).
+    ``types``
+        ``{column: "int" | "float" | "bool" | "str"}``: values converted (an empty value of a
+        typed column becomes null); untyped values are strings.
+    ``incremental``
+        ``{column: NAME, initial: VALUE}``: read only records whose column is greater than the
+        cursor the last committed load left (type the column so values compare as numbers).
+    """
 
     kind = "csv"
 
     def __init__(
         self,
-        path: str,
+        path: FilePath,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         delimiter: str = ",",
@@ -405,11 +433,20 @@ class CsvExtractor(_FileExtractor):
 
 
 class JsonlExtractor(_FileExtractor):
-    """Reads JSON Lines files (see the module docstring for the options)."""
+    """Reads JSON Lines files: each non-blank line is one JSON object, one record.
+
+    ``path``
+        A file, a glob pattern or ``"-"`` for standard input; ``.gz`` decompressed.
+    ``encoding``
+        The files' encoding.
+    ``incremental``
+        ``{column: NAME, initial: VALUE}``: read only records whose column is greater than the
+        cursor the last committed load left.
+    """
 
     kind = "jsonl"
 
-    def __init__(self, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
+    def __init__(self, path: FilePath, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  encoding: str = "utf-8", incremental: dict[str, Any] | None = None):
         self.path = os.fspath(path)
         self.batch_size = _batch_size(batch_size)
@@ -483,11 +520,23 @@ def _import_function(spec: str) -> Callable[..., Any]:
 
 
 class PythonExtractor:
-    """Records from a Python function (see the module docstring for the options).
+    """Records from a Python function: what it returns or yields, records (dicts) and/or
+    batches (lists of dicts), re-batched to ``batch_size``.
+
+    ``function``
+        A callable, or ``"module:function"`` imported on first use; ``async def`` works too.
+    ``args``
+        Keyword arguments it is called with.
 
     ``batches`` is looked up on use: it is a sync generator method, or an async generator method
     when the function is ``async def`` (a coroutine or async generator function).
     """
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """What the options' types cannot say (``pipectl validate``): building one opens
+        nothing, so it is built and thrown away."""
+        cls(**options)
 
     def __init__(self, function: Callable[..., Any] | str, *, args: dict[str, Any] | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE):
@@ -676,11 +725,17 @@ class _AtomicFileOutput:
     ``_before_commit() -> bytes`` (what to write last, e.g. a header no record triggered).
     """
 
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """What the options' types cannot say (``pipectl validate``): building one opens
+        nothing, so it is built and thrown away."""
+        cls(**options)
+
     guarantee = "transactional"
     kind = "file"
 
-    def __init__(self, path: str, *, encoding: str = "utf-8", compress: bool | None = None,
-                 mode: str = "replace"):
+    def __init__(self, path: FilePath, *, encoding: str = "utf-8",
+                 compress: bool | None = None, mode: Literal["replace"] = "replace"):
         if mode != "replace":
             raise ValueError(f"mode must be 'replace' (the file is this run's output), "
                              f"got {mode!r}")
@@ -863,12 +918,22 @@ def _json_encoders() -> tuple[Any, Callable[[Any], str]]:
 
 
 class JsonlOutput(_AtomicFileOutput):
-    """Writes JSON Lines (see the module docstring for the options)."""
+    """Writes JSON Lines: one compact JSON object per line, replacing the file atomically.
+
+    ``path``
+        The file (missing folders are created); a reader sees the old file or the whole new one.
+    ``encoding``
+        The file's encoding.
+    ``compress``
+        gzip the file (default: when ``path`` ends in ``.gz``).
+    ``mode``
+        ``"replace"``, the only mode: the file is this run's output.
+    """
 
     kind = "jsonl"
 
-    def __init__(self, path: str, *, encoding: str = "utf-8", compress: bool | None = None,
-                 mode: str = "replace"):
+    def __init__(self, path: FilePath, *, encoding: str = "utf-8",
+                 compress: bool | None = None, mode: Literal["replace"] = "replace"):
         super().__init__(path, encoding=encoding, compress=compress, mode=mode)
         self._c_encode, self._encode = _json_encoders()
 
@@ -884,12 +949,27 @@ class JsonlOutput(_AtomicFileOutput):
 
 
 class CsvOutput(_AtomicFileOutput):
-    """Writes CSV (see the module docstring for the options)."""
+    """Writes CSV with a header line, replacing the file atomically.
+
+    ``path``
+        The file (missing folders are created); a reader sees the old file or the whole new one.
+    ``columns``
+        The columns, in order (default: the keys of the first record written).
+    ``delimiter``
+        The one character between fields.
+    ``encoding``
+        The file's encoding.
+    ``compress``
+        gzip the file (default: when ``path`` ends in ``.gz``).
+    ``mode``
+        ``"replace"``, the only mode: the file is this run's output.
+    """
 
     kind = "csv"
 
-    def __init__(self, path: str, *, columns: Iterable[str] | None = None, delimiter: str = ",",
-                 encoding: str = "utf-8", compress: bool | None = None, mode: str = "replace"):
+    def __init__(self, path: FilePath, *, columns: Iterable[str] | None = None,
+                 delimiter: str = ",", encoding: str = "utf-8", compress: bool | None = None,
+                 mode: Literal["replace"] = "replace"):
         super().__init__(path, encoding=encoding, compress=compress, mode=mode)
         if not isinstance(delimiter, str) or len(delimiter) != 1:
             raise ValueError(f"delimiter must be a single character, got {delimiter!r}")

@@ -55,7 +55,9 @@ from __future__ import annotations
 import os
 import threading
 from operator import itemgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
+
+from pipectl.options import FilePath
 
 
 #: the table of load markers, in each database the output writes
@@ -107,16 +109,23 @@ def _infer_type(value: Any) -> str:
 
 
 class SqliteOutput:
-    """Writes records to an SQLite table (see the module docstring for the options)."""
+    """Writes records to an SQLite table, in one transaction per attempt; upserts on ``key``
+    (see the module docstring for the lifecycle and load markers)."""
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """What the options' types cannot say (``pipectl validate``): building one opens
+        nothing, so it is built and thrown away."""
+        cls(**options)
 
     def __init__(
         self,
-        path: str,
+        path: FilePath,
         table: str,
         *,
         columns: dict[str, str] | None = None,
         key: str | Iterable[str] | None = None,
-        mode: str = "append",
+        mode: Literal["append", "replace"] = "append",
         timeout: float = 30.0,
     ):
         self.path = os.fspath(path)

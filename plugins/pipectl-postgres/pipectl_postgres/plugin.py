@@ -48,12 +48,12 @@ def make_output(**options: Any) -> Any:
 
 @hookimpl
 def pipectl_register_extractors(register):
-    register("postgres", make_extractor)
+    register("postgres", make_extractor, options="pipectl_postgres.extractor:PostgresExtractor")
 
 
 @hookimpl
 def pipectl_register_outputs(register):
-    register("postgres", make_output)
+    register("postgres", make_output, options="pipectl_postgres.output:PostgresOutput")
 
 
 def make_tracker(url: str) -> Any:

@@ -2,7 +2,8 @@
 
 The tables, their migrations, the writer thread and every query are pipectl's own
 (:class:`pipectl.tracking.SQLTracker`, the same as the built-in SQLite tracker's); this module
-gives the connection: where to connect, in which schema, and what is worth retrying.
+gives its :class:`~pipectl.tracking.SQLDialect`, :class:`PostgresDialect`: where to connect, in
+which schema, how migrations are serialized, and what is worth retrying.
 
 URL: a libpq URL (``postgresql://user@host:5432/dbname?sslmode=require``; ``postgres://`` and
 ``postgresql+psycopg://`` are taken too) with one parameter of pipectl's own, ``schema``: the
@@ -39,14 +40,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
-from pipectl.tracking import SQLTracker, TrackerError
+from pipectl.tracking import SQLDialect, SQLTracker, TrackerError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pipectl_postgres.connection import Target
 
-__all__ = ["DEFAULT_SCHEMA", "MIGRATION_LOCK", "RETRY_SECONDS", "PostgresTracker", "parse_url"]
+__all__ = ["DEFAULT_SCHEMA", "MIGRATION_LOCK", "RETRY_SECONDS", "PostgresDialect",
+           "PostgresTracker", "parse_url"]
 
 #: The schema of the tables when the URL names none.
 DEFAULT_SCHEMA = "pipectl"
@@ -65,7 +70,7 @@ APPLICATION_NAME = "pipectl-tracker"
 
 #: SQLSTATEs worth starting a transaction over for: serialization failure, deadlock, and the
 #: server shutting down or restarting (the other connection errors, class 08 or none at all,
-#: are recognized in :meth:`PostgresTracker._retryable`).
+#: are recognized in :meth:`PostgresDialect.is_transient`).
 RETRY_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
 MAX_IDENTIFIER_BYTES = 63  # longer names are cut by the server: a schema it would not find
@@ -136,19 +141,19 @@ def parse_url(url: str) -> tuple[str, str, str, frozenset[str]]:
     return dsn, schema, display, frozenset({password, unquote(password)} - {""})
 
 
-class PostgresTracker(SQLTracker):
-    """Run tracking in PostgreSQL, in the tables of :data:`pipectl.tracking.MIGRATIONS`.
+class PostgresDialect(SQLDialect):
+    """PostgreSQL for :class:`~pipectl.tracking.SQLTracker`: sessions in READ COMMITTED with
+    ``search_path`` the tracker's schema alone, replayed on a new session when a transaction
+    fails for a reason worth retrying (:class:`_Connection`); migrations serialized by the
+    advisory lock :data:`MIGRATION_LOCK`, which also creates the schema; errors masked.
 
-    ``url``: ``postgresql://user[:password]@host[:port]/dbname[?param=value&...]``, where the
-    parameters are libpq's (``sslmode``, ``connect_timeout``, ...) plus ``schema`` (default
-    :data:`DEFAULT_SCHEMA`). Prefer ``~/.pgpass`` or ``PGPASSWORD`` to a password in the URL.
-    ``results``: the folder of the result store (default ``$PIPECTL_HOME/results``, else
-    ``.pipectl/results``).
+    ``url``: as :class:`PostgresTracker` takes it. Raises :class:`TrackerError` for a URL
+    that is not a valid PostgreSQL one (never quoting its password).
     """
 
     placeholder = "%s"
 
-    def __init__(self, url: str, results: str | os.PathLike[str] | None = None):
+    def __init__(self, url: str):
         dsn, self.schema, shown, hidden = parse_url(url)
         try:
             params = conninfo_to_dict(dsn)
@@ -158,24 +163,21 @@ class PostgresTracker(SQLTracker):
                 reason = reason.replace(secret, "***")
             raise TrackerError(f"tracker {shown}: not a valid PostgreSQL URL: {reason}"
                                ) from None
+        self.display = shown  # the URL without password, with the schema
         self._target = Target("postgresql tracker", dsn, None)
         self._connect_options = ({} if "application_name" in params
                                  else {"application_name": APPLICATION_NAME})
-        if results is None:
-            results = Path(os.environ.get("PIPECTL_HOME") or ".pipectl") / "results"
-        super().__init__(shown, results=results)  # self.url: the URL without password
 
-    @property
-    def display(self) -> str:
-        """The URL without its password, with the schema (``postgresql://u@h:5432/db?schema=s``)."""
-        return self.url
+    def mask(self, text: str) -> str:
+        """``text`` with the URL's password replaced, should a message quote it."""
+        return self._target.mask(text)
 
     # connections
 
-    def _connect(self) -> _Connection:
-        return _Connection(self)
+    def connect(self, stopping: threading.Event) -> _Connection:
+        return _Connection(self, stopping)
 
-    def _open(self) -> psycopg.Connection[Any]:
+    def open_session(self) -> psycopg.Connection[Any]:
         """A new session: read committed, ``search_path`` the tracker's schema alone."""
         try:
             conn = self._target.connect(**self._connect_options)
@@ -192,10 +194,10 @@ class PostgresTracker(SQLTracker):
             raise
         return conn
 
-    def _begin_write(self, conn: Any) -> None:
+    def begin_write(self, conn: Any) -> None:
         """Nothing to do: psycopg begins a transaction with the first statement."""
 
-    def _retryable(self, exc: BaseException) -> bool:
+    def is_transient(self, exc: BaseException) -> bool:
         if not isinstance(exc, psycopg.Error):
             return False
         if exc.sqlstate in RETRY_SQLSTATES:
@@ -207,60 +209,79 @@ class PostgresTracker(SQLTracker):
 
     # schema
 
-    def migrate(self) -> int:
-        """Create the schema when missing, and the tables or their upgrades (see
-        :meth:`SQLTracker.migrate`); a :class:`TrackerError` says why it could not."""
-        try:
-            return super().migrate()
-        except psycopg.Error as exc:
-            raise TrackerError(f"tracker {self.display}: cannot create or upgrade its tables: "
-                               f"{type(exc).__name__}: {self._target.mask(str(exc))}") from exc
-
-    def _migrate(self, conn: Any) -> None:
-        """The migration, in one transaction that first takes :data:`MIGRATION_LOCK`: processes
-        starting together migrate one after the other (the later ones find nothing to do)."""
-        conn.replay = False  # SQLTracker.migrate retries all of it (it reads, then decides)
+    @contextmanager
+    def migration(self, conn: Any) -> Iterator[None]:
+        """The migration's transaction first takes :data:`MIGRATION_LOCK` and creates the
+        schema when missing: processes starting together migrate one after the other (the
+        later ones find nothing to do); its commit releases the lock. The transaction is not
+        replayed on another session when it fails: the tracker runs all of it again (it
+        reads, then decides)."""
+        conn.replay = False
         try:
             cur = conn.cursor()
-            try:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
-                if cur.fetchone() is None:  # checked first: CREATE needs a right it may not need
-                    cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
-            except BaseException:
-                conn.rollback()
-                raise
-            super()._migrate(conn)  # the same transaction; its commit releases the lock
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
+            if cur.fetchone() is None:  # checked first: CREATE needs a right it may not need
+                cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+            yield
         finally:
             conn.replay = True
 
-    def _reason(self, exc: BaseException) -> str:
+    # errors
+
+    def reason(self, exc: BaseException) -> str:
         """The first line of the psycopg error behind ``exc`` (masked), if there is one."""
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, psycopg.Error):
             cause = cause.__cause__ or cause.__context__
         if cause is None:
-            return self._target.mask(super()._reason(exc))
+            return self.mask(super().reason(exc))
         text = (str(cause).strip().splitlines() or [""])[0]
-        return self._target.mask(f"{type(cause).__name__}: {text}")
+        return self.mask(f"{type(cause).__name__}: {text}")
 
-    # reading
+    def raise_error(self, exc: BaseException, action: str) -> None:
+        if not isinstance(exc, psycopg.Error):
+            return
+        doing = ": cannot create or upgrade its tables" if action == "migrate" else ""
+        raise TrackerError(f"tracker {self.display}{doing}: {type(exc).__name__}: "
+                           f"{self.mask(str(exc))}") from exc
 
-    def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        try:
-            return super()._query(sql, params)
-        except psycopg.Error as exc:
-            raise TrackerError(f"tracker {self.display}: {type(exc).__name__}: "
-                               f"{self._target.mask(str(exc))}") from exc
+
+class PostgresTracker(SQLTracker):
+    """Run tracking in PostgreSQL, in the tables of :data:`pipectl.tracking.MIGRATIONS`: a
+    :class:`~pipectl.tracking.SQLTracker` with a :class:`PostgresDialect`.
+
+    ``url``: ``postgresql://user[:password]@host[:port]/dbname[?param=value&...]``, where the
+    parameters are libpq's (``sslmode``, ``connect_timeout``, ...) plus ``schema`` (default
+    :data:`DEFAULT_SCHEMA`). Prefer ``~/.pgpass`` or ``PGPASSWORD`` to a password in the URL.
+    ``results``: the folder of the result store (default ``$PIPECTL_HOME/results``, else
+    ``.pipectl/results``).
+    """
+
+    dialect: PostgresDialect
+
+    def __init__(self, url: str, results: str | os.PathLike[str] | None = None):
+        dialect = PostgresDialect(url)
+        if results is None:
+            results = Path(os.environ.get("PIPECTL_HOME") or ".pipectl") / "results"
+        # self.url and self.display: the URL without password
+        super().__init__(dialect, url=dialect.display, results=results)
+
+    @property
+    def schema(self) -> str:
+        """The schema of the tables."""
+        return self.dialect.schema
 
 
 class _Connection:
     """The DB-API calls :class:`SQLTracker` makes, on a psycopg session that is opened when
     first used and opened again when lost; a transaction that fails for a reason worth
-    retrying is started over with the statements it ran so far (unless ``replay`` is off)."""
+    retrying is started over with the statements it ran so far (unless ``replay`` is off),
+    until the tracker closes (``stopping``)."""
 
-    def __init__(self, tracker: PostgresTracker):
-        self.tracker = tracker
+    def __init__(self, dialect: PostgresDialect, stopping: threading.Event):
+        self.dialect = dialect
+        self.stopping = stopping
         self.replay = True
         self._conn: psycopg.Connection[Any] | None = None
         self._done: list[tuple[str, Any, Any]] = []  # the statements of this transaction
@@ -274,14 +295,14 @@ class _Connection:
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
-            self._conn = self.tracker._open()
+            self._conn = self.dialect.open_session()
             self._connected = True
         return self._conn
 
     def _worth_retrying(self, exc: BaseException) -> bool:
         if isinstance(exc, TrackerError):  # cannot connect: yet, if it could before
             return self._connected
-        return self.tracker._retryable(exc)
+        return self.dialect.is_transient(exc)
 
     def cursor(self) -> _Cursor:
         return _Cursor(self)
@@ -311,17 +332,17 @@ class _Connection:
         tracker is closing (its writer keeps the rows and spools them)."""
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.05
-        stopping = self.tracker._stopping
+        dialect, stopping = self.dialect, self.stopping
         while True:
             if time.monotonic() + delay > deadline:
                 raise TrackerError(
-                    f"tracker {self.tracker.display}: gave up after {RETRY_SECONDS:.0f} s of "
-                    f"retries: {type(exc).__name__}: {self.tracker._target.mask(str(exc))}"
+                    f"tracker {dialect.display}: gave up after {RETRY_SECONDS:.0f} s of "
+                    f"retries: {type(exc).__name__}: {dialect.mask(str(exc))}"
                 ) from exc
             self._discard()
             if stopping.wait(delay):
-                raise TrackerError(f"tracker {self.tracker.display}: "
-                                   f"{self.tracker._reason(exc)}") from exc
+                raise TrackerError(f"tracker {dialect.display}: "
+                                   f"{dialect.reason(exc)}") from exc
             delay = min(delay * 2, 2.0)
             try:
                 cur = None
@@ -358,7 +379,7 @@ class _Connection:
                 try:
                     conn.commit()
                 except psycopg.Error as exc:
-                    if not self.replay or not self._done or not self.tracker._retryable(exc):
+                    if not self.replay or not self._done or not self.dialect.is_transient(exc):
                         raise
                     self._start_over(exc, commit=True)
         finally:

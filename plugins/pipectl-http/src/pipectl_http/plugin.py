@@ -24,4 +24,4 @@ def make_http_extractor(**options: Any) -> Any:
 
 @hookimpl
 def pipectl_register_extractors(register):
-    register("http", make_http_extractor)
+    register("http", make_http_extractor, options="pipectl_http.extractor:HttpExtractor")
