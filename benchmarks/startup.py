@@ -6,8 +6,9 @@ difference meaningful when the shared machine's speed drifts):
   ``python -c "import pipectl"``  against  ``python -c pass``
   ``pipectl --help``              against  ``python -c pass``
   ``pipectl plugins``             against  ``python -c pass``
-  ``pipectl validate`` of a generated file of 1,000 steps (a chain of ``module:function``
-  steps), against ``python -c pass``
+  ``pipectl validate`` of a generated file of 1,000 steps (``module:function`` steps in a
+  chain with fan-ins, ``inputs``, ``when`` and retries, and data steps with CSV, JSON Lines and
+  SQLite components), against ``python -c pass``
 
 and reports the median wall time of each and the difference of the medians against the
 targets of issue 15 (``import pipectl`` at most 15 ms over the bare start, ``--help`` 80 ms,
@@ -68,14 +69,38 @@ DISCOVERY = {
 
 
 def thousand_step_file(directory: Path, steps: int = 1000) -> Path:
-    """A pipeline file of ``steps`` chained Python steps, and the module they call."""
-    (directory / "bench_steps_1k.py").write_text("def step():\n    return 1\n")
-    lines = ["name: bench_validate", "steps:"]
+    """A pipeline file of ``steps`` steps as a real one is written: ``module:function`` steps
+    in a chain with a fan-in every tenth step, some with ``inputs``, a ``when`` or retries, and
+    one step in ten a data step (CSV into JSON Lines and an SQLite table, JSON Lines into
+    CSV) with its paths from a param; and the module the steps call."""
+    (directory / "bench_steps_1k.py").write_text("def step(x=None):\n    return 1\n")
+    lines = ["name: bench_validate", "description: a 1,000-step file for the start-up benchmark",
+             "params:", "  out: {type: path, default: out}", "  limit: {type: int, default: 10}",
+             "  mode: {type: str, default: full}", "steps:"]
     for i in range(steps):
-        lines.append(f"  - name: s{i}")
-        lines.append("    run: bench_steps_1k:step")
-        if i:
-            lines.append(f"    depends_on: [s{i - 1}]")
+        lines += [f"  - name: s{i}", f"    description: step number {i}"]
+        deps = [f"s{i - 1}"] if i else []
+        if i >= 10 and i % 10 == 0:
+            deps += [f"s{i - j}" for j in (3, 5, 7)]  # fan-in
+        if deps:
+            lines.append(f"    depends_on: [{', '.join(deps)}]")
+        if i % 20 == 7:
+            lines += ["    extract: {type: csv, path: \"${params.out}/in_%d.csv\"}" % i,
+                      "    load:",
+                      "      - {type: jsonl, path: \"${params.out}/out_%d.jsonl\"}" % i,
+                      "      - {type: sqlite, path: \"${params.out}/db.sqlite\", table: t%d, "
+                      "key: [id]}" % i]
+        elif i % 20 == 13:
+            lines += ["    extract: {type: jsonl, path: \"${params.out}/out_%d.jsonl\"}" % (i - 6),
+                      "    load:", "      - {type: csv, path: \"${params.out}/c_%d.csv\"}" % i]
+        else:
+            lines.append("    run: bench_steps_1k:step")
+            if i % 5 == 0:
+                lines.append("    inputs: {x: params.limit}")
+        if i % 25 == 4:
+            lines.append("    when: params.mode == 'full'")
+        if i % 30 == 2:
+            lines += ["    retries: 2", "    retry_delay: 1"]
     path = directory / "pipeline_1000.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -3,6 +3,8 @@ pytest through its pytest11 entry point)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -14,43 +16,49 @@ def _no_plugin_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-# -- the executors the kernel's behaviour tests run on ------------------------------------------
+# -- the executor the kernel's behaviour tests run on ------------------------------------------
+#
+# Tests taking the ``executor`` fixture run on ``local``. A plugin package runs them on its own
+# executor by setting PIPECTL_TEST_EXECUTOR (the executor's name), PIPECTL_TEST_EXECUTOR_PLUGIN
+# (the name of the entry point, group ``pipectl``, that registers it; default: the executor's
+# name) and PIPECTL_TEST_EXECUTOR_OPTIONS (JSON, given to it on every run): then only those
+# tests are collected (pipectl-dask does so on a LocalCluster, tests/test_dask_kernel_tests.py
+# there). Executors are otherwise checked by pipectl.testing.check_executor_contract.
+
+EXECUTOR = os.environ.get("PIPECTL_TEST_EXECUTOR", "local")
 
 
-@pytest.fixture(scope="session")
-def dask_cluster():
-    """A real dask LocalCluster of 2 worker processes (so every task and output is pickled),
-    shared by the tests parametrized over executors; skipped where pipectl-dask is missing."""
-    distributed = pytest.importorskip(
-        "distributed", reason="pipectl-dask (dask.distributed) is not installed")
-    pytest.importorskip("pipectl_dask", reason="pipectl-dask is not installed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=4,
-                                  dashboard_address=":0") as cluster:
-        yield cluster
+def pytest_collection_modifyitems(config, items):
+    if EXECUTOR == "local":
+        return
+    keep = [item for item in items if "executor" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
 
 
-@pytest.fixture(params=["local", "dask"])
+@pytest.fixture(params=[EXECUTOR])
 def executor(request, plugin_manager, monkeypatch):
-    """Run every pipeline of the test on this executor: ``local``, or ``dask`` on the shared
-    :func:`dask_cluster` (a pipeline that names another executor keeps it). The value is the
-    executor's name."""
+    """Run every pipeline of the test on this executor (a pipeline that names another executor
+    keeps it). The value is the executor's name."""
     if request.param == "local":
         return "local"
-    cluster = request.getfixturevalue("dask_cluster")
-    import pipectl_dask.plugin
+    import json
+    from importlib.metadata import entry_points
+
     from pipectl.pipeline import Pipeline
 
-    if plugin_manager.get_plugin("dask") is None:
-        plugin_manager.add_plugin(pipectl_dask.plugin, "dask")
-    # fetch="all": after the run, every output is a value in run.steps, as with local
-    options = {"scheduler": cluster.scheduler_address, "announce": False, "fetch": "all"}
+    plugin_name = os.environ.get("PIPECTL_TEST_EXECUTOR_PLUGIN", request.param)
+    if plugin_manager.get_plugin(plugin_name) is None:
+        (entry,) = entry_points(group="pipectl", name=plugin_name)
+        plugin_manager.add_plugin(entry.load(), plugin_name)
+    options = json.loads(os.environ.get("PIPECTL_TEST_EXECUTOR_OPTIONS", "{}"))
     original = Pipeline.run
 
-    async def run_on_dask(self, *args, executor=None, executor_options=None, **kwargs):
+    async def run_on(self, *args, executor=None, executor_options=None, **kwargs):
         if executor is None and self.spec.executor == "local":
-            executor, executor_options = "dask", {**options, **(executor_options or {})}
+            executor, executor_options = request.param, {**options, **(executor_options or {})}
         return await original(self, *args, executor=executor,
                               executor_options=executor_options, **kwargs)
 
-    monkeypatch.setattr(Pipeline, "run", run_on_dask)
-    return "dask"
+    monkeypatch.setattr(Pipeline, "run", run_on)
+    return request.param

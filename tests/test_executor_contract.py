@@ -100,3 +100,26 @@ def test_cli_options_declared_by_an_executor(run_cli, register_plugin, tmp_path,
     assert bad.exit_code == 2 and "executor 'local': bad options {'threads': 2}" in bad.output
     bad = run_cli("run", "p.yaml", "--executor", "failing", "--tracker", "none")
     assert bad.exit_code == 2 and "executor 'failing': cannot start" in bad.output
+
+
+# -- the reusable suite, on the kernel's own executor (plugins run it on theirs) -------------
+
+
+def test_local_executor_meets_the_executor_contract(plugin_manager, tmp_path):
+    from pipectl.testing import check_executor_contract
+
+    check_executor_contract("local", plugin_manager=plugin_manager, workdir=tmp_path)
+
+
+def test_the_executor_contract_takes_a_factory_and_catches_a_broken_executor(tmp_path):
+    import pytest
+    from pipectl.testing import check_executor_contract
+
+    check_executor_contract(LocalExecutor, workdir=tmp_path / "ok")
+
+    class Lossy(LocalExecutor):  # runs every step, loses what it returns
+        async def execute(self, invocation):
+            await super().execute(invocation)
+
+    with pytest.raises(AssertionError, match="executor 'Lossy': a plain pipeline failed"):
+        check_executor_contract(Lossy, workdir=tmp_path / "lossy")

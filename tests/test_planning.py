@@ -159,8 +159,8 @@ def test_a_graph_error_names_the_pipeline_not_a_step():
 
 
 def test_the_dag_is_built_once_per_pipeline(plugin_manager, monkeypatch):
-    import pipectl.engine
     import pipectl.pipeline
+    import pipectl.planning
 
     built: list[int] = []
 
@@ -172,7 +172,7 @@ def test_the_dag_is_built_once_per_pipeline(plugin_manager, monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(pipectl.pipeline, "Graph", Counting)
-    monkeypatch.setattr(pipectl.engine, "Graph", Counting)
+    monkeypatch.setattr(pipectl.planning, "Graph", Counting)
 
     def make():
         pipe = Pipeline("once", plugin_manager=plugin_manager)

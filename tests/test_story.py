@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 import re
 import shutil
 import subprocess
@@ -354,3 +355,55 @@ def test_story_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert dom.count("<svg") == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------------------------
+
+def test_the_templates_autoescape_what_they_show() -> None:
+    record = _record("success_run")
+    record["steps"][0]["step_name"] = HOSTILE
+    context = story.html_context(record)
+    # rendered alone, a partial escapes a step name: the escaping is the template's, not ours
+    partial = story.environment().get_template("story/_steps.html").render(context)
+    assert html.escape(HOSTILE) in partial and HOSTILE not in partial
+    page = story.render_html(record)
+    assert html.escape(HOSTILE) in page and HOSTILE not in page
+    assert story.environment().autoescape("story/run.html")
+    assert not story.environment().autoescape("story/story.css")
+
+
+def test_jinja2_is_imported_only_when_a_story_is_written(tmp_path: Path) -> None:
+    fixture = FIXTURES / "success_run.json"
+    code = (
+        "import json, sys\n"
+        "import pipectl.story as story\n"
+        "print('jinja2' in sys.modules)\n"
+        f"record = json.loads(open({str(fixture)!r}, encoding='utf-8').read())\n"
+        f"story.write_story(record, {str(tmp_path / 'story.md')!r})\n"
+        "print('jinja2' in sys.modules)\n"
+        f"story.write_story(record, {str(tmp_path / 'story.html')!r})\n"
+        "print('jinja2' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "True"]
+    assert (tmp_path / "story.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_the_templates_ship_as_package_data() -> None:
+    """Every template the story uses is matched by pyproject's package-data, so a wheel (and
+    a fresh clone installed editable) has them."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))[
+        "tool"]["setuptools"]["package-data"]["pipectl"]
+    folder = Path(story.__file__).parent / "templates"
+    files = [p.relative_to(folder.parent).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert "templates/story/run.html" in files and "templates/story/story.css" in files
+    for name in files:
+        assert any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns), name

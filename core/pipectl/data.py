@@ -41,9 +41,13 @@ __all__ = [
     "run_data_step",
 ]
 
-BAD_RECORD_MODES = ("fail", "skip", "dead_letter")
-DEFAULT_BATCH_SIZE = 10_000
-DEFAULT_BUFFER_SIZE = 4
+# the data step's option rules live apart: validating a file needs them, not this module
+from pipectl.data_options import (  # noqa: E402
+    BAD_RECORD_MODES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BUFFER_SIZE,
+    parse_max_bad_records,
+)
 
 
 class BadRecordError(PipectlError, ValueError):
@@ -157,30 +161,6 @@ class Transform:
 class BadRecordsExceeded(PipectlError):
     """More records were rejected than ``max_bad_records`` allows (or every one was): the step
     fails and no output commits."""
-
-
-def parse_max_bad_records(value: Any) -> tuple[int | None, float | None]:
-    """``max_bad_records`` as (a count, a percentage): ``100`` or ``"5%"``; ``None`` means
-    no limit but the one that always holds (a step that rejects every record fails)."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool):
-        raise ValueError(f"max_bad_records must be a count or a percentage like '5%', "
-                         f"got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"max_bad_records must be 0 or more, got {value}")
-        return value, None
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            pct = float(value.strip()[:-1])
-        except ValueError:
-            pct = -1.0
-        if not 0 <= pct <= 100:
-            raise ValueError(f"max_bad_records {value!r}: a percentage is between 0% and 100%")
-        return None, pct
-    raise ValueError(f"max_bad_records must be a count (like 100) or a percentage (like '5%'), "
-                     f"got {value!r}")
 
 
 class _DeadLetters:

@@ -122,6 +122,17 @@ def _tuple_of_str(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _dict(value: Any) -> dict[Any, Any]:
+    """``dict`` as a converter: attrs inspects a converter's signature, and a builtin's costs
+    the compiling of tokenize's patterns at import (milliseconds of every command)."""
+    return dict(value)
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    """``tuple`` as a converter (see :func:`_dict`)."""
+    return tuple(value)
+
+
 def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
     if value is None:
         return ()
@@ -208,7 +219,7 @@ class StepSpec:
     allow_failure: bool = False
     trigger: Trigger = attrs.field(default=Trigger.ALL_SUCCESS, converter=_trigger)
     step_type: str = "python"
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     description: str = ""
     rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     when: Any = attrs.field(default=None,
@@ -274,7 +285,7 @@ class PipelineSpec:
     """A named DAG of steps plus the run defaults the pipeline declares."""
 
     name: str
-    steps: tuple[StepSpec, ...] = attrs.field(default=(), converter=tuple)
+    steps: tuple[StepSpec, ...] = attrs.field(default=(), converter=_tuple)
     description: str = ""
     max_concurrent: int | None = attrs.field(default=None, validator=_positive_or_none)
     fail_fast: bool = False
@@ -292,31 +303,31 @@ class PipelineSpec:
 class RunConfig:
     """How one run goes: params and overrides of the pipeline's defaults (None keeps them)."""
 
-    params: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     max_concurrent: int | None = attrs.field(default=None, validator=_positive_or_none)
     fail_fast: bool | None = None
     executor: str | None = None
-    executor_options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    executor_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     tracker: str | None = None
     only: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     skip: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     """Steps left out of the run with everything downstream of them (``--skip``)."""
     run_id: str | None = None
-    services: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    services: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     max_threads: int | None = attrs.field(default=None, validator=_positive_or_none)
     """Threads for sync steps; default: ``max_concurrent``, or 64 when that is unlimited."""
-    extractor_state: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    extractor_state: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     """Incremental state of data steps' extractors from an earlier run, by step name."""
     secrets: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     """Names of params whose values are secret: shown as ``***`` in the run's record, its
     errors and tracebacks, and pipectl's log events."""
     parent_run_id: str | None = None
     """Set when the run is a sub-pipeline's, started by a step of that run."""
-    resume: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    resume: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     """Outputs of steps that are not run again, by step name (resume; see ``resumed_from``)."""
     resumed_from: str | None = None
     """The run this one resumes."""
-    resume_state: Mapping[Any, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    resume_state: Mapping[Any, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     """The run state (``ctx.state``) to start from when resuming: which outputs of the data
     steps that will run again had committed."""
     rollback: bool = False
@@ -333,8 +344,8 @@ class PipelineRunConfig:
     """The seed design's run request: ``Pipeline.execute(PipelineRunConfig(...))``."""
 
     pipeline_id: str | None = None
-    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
-    output_config: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
+    output_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
 
 
 @attrs.frozen

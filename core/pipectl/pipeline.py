@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
 from pipectl.context import Services
 from pipectl.graph import Graph
 from pipectl.model import PipelineRun, PipelineSpec, RunConfig, StepSpec
+
+if TYPE_CHECKING:  # asyncio is imported by running, not by building or validating
+    import asyncio
 
 __all__ = ["Pipeline"]
 
@@ -267,7 +269,7 @@ class Pipeline:
 
     def _plan(self, pm: Any, only: tuple[str, ...], skip: tuple[str, ...] = ()) -> Any:
         """The validated run plan, cached until the steps or the step types change."""
-        from pipectl.engine import plan_run
+        from pipectl.planning import plan_run
 
         registries = pm.registries
         step_types = registries.step_types
@@ -319,7 +321,7 @@ class Pipeline:
     def _step_problems(self, pm: Any) -> list[str]:
         """Each step's own problems (its type, its options), found by its step type's factory
         as planning would: for a pipeline whose graph cannot be planned."""
-        from pipectl.engine import _takes_components
+        from pipectl.planning import _takes_components
         from pipectl.errors import UnknownComponentError
 
         problems: list[str] = []
@@ -538,6 +540,8 @@ class Pipeline:
         ``skip=``, ...). Ctrl-C (SIGINT) or SIGTERM ends the run as
         ``cancelled`` and returns it, with the signal's name in ``run.cancelled_by``; a second
         one raises ``KeyboardInterrupt``."""
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -605,6 +609,7 @@ def _catch_signals(task: asyncio.Task) -> list[str]:
     waits with no timer due (asyncio.run's default handler would then leave it asleep). Only the
     main thread can install handlers; a signal ignored on purpose (nohup, a parent's choice) is
     left ignored; the handlers in place before are put back when the task ends."""
+    import asyncio
     import signal
     import threading
 

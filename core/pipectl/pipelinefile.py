@@ -30,13 +30,15 @@ A file::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import importlib
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +104,43 @@ class _Seq(list):
     lines: list[int]
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a moment (as it was, after): loading a file of
+    thousands of steps makes hundreds of thousands of objects, none garbage, and the collector
+    would walk every live object of the process several times over while they are made (a
+    third of ``pipectl validate``'s time). What the file can make is bounded (the file's
+    size, :data:`MAX_ALIASED`), so memory is too."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+_MERGE_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")  # what flattening changes
+
+
 def _loader(path: str) -> Any:
     import yaml
 
     # libyaml's parser when PyYAML has it (the wheels do): several times faster; same rules
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     build = base.construct_object
+    # a plain string (most of a file) is its node's value: built here, not through PyYAML's
+    # dispatch (the pure-Python loader checks them for lone surrogates: not there)
+    fast_str = "tag:yaml.org,2002:str" if base is not yaml.SafeLoader else None
+    # PyYAML's resolve, for a scalar, without rebuilding its list of patterns at each of the
+    # file's thousands of scalars: the patterns by first character, gathered once; other
+    # nodes as PyYAML resolves them
+    patterns = base.yaml_implicit_resolvers
+    anywhere = tuple(patterns.get(None, ()))
+    by_first = {first: tuple(found) + anywhere for first, found in patterns.items()
+                if first is not None}
+    scalar_node = yaml.ScalarNode
 
     class Loader(base):  # type: ignore[misc,valid-type]
         """Counts as it builds: an alias (``*name``) is the anchored node itself, so a few
@@ -122,6 +155,16 @@ def _loader(path: str) -> Any:
             self.measured: dict[Any, tuple[int, int]] = {}
             self.flattening: set[Any] = set()
 
+        if fast_str and not base.yaml_path_resolvers:
+            def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+                if kind is not scalar_node:
+                    return base.resolve(self, kind, value, implicit)
+                if implicit[0]:  # plain: true, 12, 1.5, null, 2026-01-01 ... or a string
+                    for tag, regexp in by_first.get(value[:1], anywhere):
+                        if regexp.match(value):
+                            return tag
+                return fast_str
+
         def construct_object(self, node: Any, deep: bool = False) -> Any:
             if node in self.constructed_objects:  # used again: an alias, or a merge (<<)
                 size, height = _measure(node, self.measured)
@@ -130,6 +173,9 @@ def _loader(path: str) -> Any:
                 self.check_depth(self.depth + height, self.line)
                 return self.constructed_objects[node]
             if isinstance(node.value, str):  # a scalar
+                if node.tag == fast_str:
+                    self.constructed_objects[node] = value = node.value
+                    return value
                 return build(self, node, True)
             self.depth += 1
             self.check_depth(self.depth, node.start_mark.line + 1)
@@ -141,6 +187,11 @@ def _loader(path: str) -> Any:
         def flatten_mapping(self, node: Any) -> None:
             """Merge keys (``<<: *name`` or ``<<: [*a, *b]``) copy the pairs of mappings into
             this one: counted like aliases before PyYAML copies them."""
+            for key_node, _ in node.value:
+                if key_node.tag in _MERGE_TAGS:
+                    break
+            else:  # no merge (<<) and no value key (=): nothing to flatten (most mappings)
+                return None
             if node in self.flattening:  # a cycle of merges: PyYAML's own flattening ends it
                 return super().flatten_mapping(node)
             self.flattening.add(node)
@@ -299,7 +350,8 @@ def _read(path: Path) -> Any:
         raise PipelineFileError(path, 1, None, "the file is empty; a pipeline file is a mapping "
                                 "with at least 'name' and 'steps'")
     try:
-        data = yaml.load(text, Loader=_loader(str(path)))
+        with gc_paused():
+            data = yaml.load(text, Loader=_loader(str(path)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -593,13 +645,19 @@ def _interpolate(path: Path, value: Any, line: int, field: str, params: Mapping[
         return _REF.sub(lambda m: str(lookup(m)), value)
     if isinstance(value, dict):
         lines = getattr(value, "lines", {})
-        return {k: _interpolate(path, v, lines.get(k, line), f"{field}.{k}", params, env)
+        # a plain value (most of a file) is itself: no call, no field name built for it
+        return {k: v if v.__class__ in _PLAIN and (v.__class__ is not str or "${" not in v)
+                else _interpolate(path, v, lines.get(k, line), f"{field}.{k}", params, env)
                 for k, v in value.items()}
     if isinstance(value, list):
         lines = getattr(value, "lines", [])
-        return [_interpolate(path, v, lines[i] if i < len(lines) else line, f"{field}[{i}]",
-                             params, env) for i, v in enumerate(value)]
+        return [v if v.__class__ in _PLAIN and (v.__class__ is not str or "${" not in v)
+                else _interpolate(path, v, lines[i] if i < len(lines) else line,
+                                  f"{field}[{i}]", params, env) for i, v in enumerate(value)]
     return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # values _interpolate returns as given
 
 
 # -- steps -------------------------------------------------------------------------------------
@@ -1103,11 +1161,7 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
     pipe.param_specs = declared
     pipe.source = str(path)
     pipe.story = story
-    lines = {f"steps.{n}": line for n, line in seen.items()}
-    budget = [_MAX_SOURCE_LINES]
-    for index, raw in enumerate(steps):
-        if isinstance(raw, _Map) and isinstance(raw.get("name"), str):
-            _record_lines(raw, f"steps.{raw['name']}", lines, budget, 0)
+    lines = _SourceLines({f"steps.{n}": line for n, line in seen.items()}, steps)
     lines.update({key: data.lines[key] for key in ("executor", "tracker") if key in data})
     pipe.source_lines = lines
     if not check_graph:  # validate() reports it with every other problem
@@ -1124,6 +1178,71 @@ def _build(path: Path, data: _Map, fields: set[str], prefix: str,
 
 _MAX_SOURCE_LINES = 100_000  # lines remembered per pipeline: a file is bounded anyway
 _MAX_SOURCE_DEPTH = 8
+
+
+class _SourceLines(dict):
+    """``steps.NAME[.field]`` -> its line in the file. The lines of the steps' fields are
+    recorded at the first look-up: only a problem to report needs them, and a valid file of
+    thousands of steps has none."""
+
+    def __init__(self, lines: dict[str, int], steps: list[Any]):
+        super().__init__(lines)
+        self._steps: list[Any] | None = steps
+
+    def _fill(self) -> None:
+        steps, self._steps = self._steps, None
+        if steps is None:
+            return
+        budget = [_MAX_SOURCE_LINES]
+        for raw in steps:
+            if isinstance(raw, _Map) and isinstance(raw.get("name"), str):
+                _record_lines(raw, f"steps.{raw['name']}", self, budget, 0)
+
+    def __getitem__(self, key: str) -> int:
+        self._fill()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Any:
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def __eq__(self, other: object) -> bool:
+        self._fill()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._fill()
+        return super().__repr__()
+
+    def keys(self) -> Any:
+        self._fill()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._fill()
+        return super().values()
+
+    def items(self) -> Any:
+        self._fill()
+        return super().items()
+
+    def copy(self) -> dict[str, int]:
+        self._fill()
+        return dict(super().items())
 
 
 def _record_lines(node: Any, field: str, lines: dict[str, int], budget: list[int],

@@ -16,11 +16,21 @@ The HTML page fetches nothing: its CSS and its SVG pictures are inline and it ha
 Markdown draws the DAG as a Mermaid ``flowchart LR`` block, which GitHub renders.
 
 Any field of the record may be missing or null (an older record, a run still running or
-interrupted): the story then shows what it has. Every value is escaped. Standard library only.
+interrupted): the story then shows what it has. Every value is escaped.
+
+The HTML is laid out by Jinja2 templates, ``pipectl/templates/story/`` (autoescape on):
+``base.html`` (the layout), ``run.html`` (the page) and the partials ``_header.html``,
+``_params.html``, ``_dag.html`` (``_dag_svg.html``), ``_timeline.html``
+(``_timeline_svg.html``), ``_steps.html`` and ``_errors.html``. This module reads the record
+and computes everything the templates show, the pictures' geometry too, as plain data
+(:func:`html_context`); :func:`environment` is their environment, made (and Jinja2 imported)
+only when a story is rendered, so a web UI can render the same pages and partials. The
+Markdown story is made here, without templates.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -34,7 +44,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_DRAWN", "render_html", "render_markdown", "run_record", "write_story"]
+__all__ = ["MAX_DRAWN", "environment", "html_context", "render_html", "render_markdown",
+           "run_record", "write_story"]
 
 MAX_DRAWN = 200
 """The most steps drawn in the DAG and the timeline; the story says how many are left out."""
@@ -445,206 +456,117 @@ def _tick_label(ms: float, step: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTML
+# HTML: Jinja2 templates (pipectl/templates/story/) fed plain data computed here
 # ---------------------------------------------------------------------------------------------
 
-def _e(value: Any) -> str:
-    """``value`` as HTML-escaped text (quotes too, so it is safe in attributes)."""
-    return html.escape(_text(value), quote=True)
+_TEMPLATES = "templates"  # the package folder the story's templates are loaded from
 
 
-def _badge(status: str, cls: str | None = None) -> str:
-    """A coloured status badge."""
-    cls = cls or _status_class(status)
-    return f'<span class="badge s-{cls}">{_e(status or "unknown")}</span>'
+def _finalize(value: Any) -> Any:
+    """How the environment prints a value: markup (a macro's output, a :class:`markupsafe.Markup`)
+    as it is, anything else escaped with :func:`html.escape` (quotes too: safe in attributes).
+    Autoescaping stays on; this only keeps the story's escaping as it always was (``&#x27;``
+    where markupsafe writes ``&#39;``), and prints ``None`` as nothing."""
+    if hasattr(value, "__html__"):
+        return value
+    from markupsafe import Markup
+
+    return Markup(html.escape(_text(value), quote=True))
 
 
-def _time_tag(value: Any) -> str:
-    """A ``<time>`` element for a timestamp, or ``—``."""
-    if not value:
-        return '<span class="muted">—</span>'
-    return f'<time datetime="{_e(value)}">{_e(_stamp(value))}</time>'
+@functools.cache
+def environment() -> Any:
+    """The :class:`jinja2.Environment` of the story's templates (``pipectl/templates``), made on
+    first use (``pipectl --help`` never imports Jinja2), with autoescape on for ``.html``.
 
+    A web UI can render the same pages and partials with it: ``story/run.html`` (the whole
+    page, from :func:`html_context`), ``story/base.html`` (the layout, a ``content`` block) and
+    the partials ``story/_header.html``, ``_params.html``, ``_dag.html``, ``_timeline.html``,
+    ``_steps.html`` and ``_errors.html``, each reading its own key of that context.
+    """
+    import jinja2
 
-_CSS = """
-:root{color-scheme:light;--ink:#0f172a;--muted:#64748b;--line:#e2e8f0;--card:#fff;
---page:#f1f5f9;--accent:#4f46e5;--mono:ui-monospace,SFMono-Regular,Menlo,Consolas,
-"Liberation Mono","DejaVu Sans Mono",monospace}
-*{box-sizing:border-box}
-body{margin:0;background:var(--page);color:var(--ink);
-font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-.page{max-width:1180px;margin:0 auto;padding:24px 20px 40px}
-code,pre,.mono{font-family:var(--mono);font-size:12.5px}
-.muted{color:var(--muted)}
-.s-success{--bg:#dcfce7;--bd:#22c55e;--fg:#166534}
-.s-failed,.s-rollback_failed{--bg:#fee2e2;--bd:#ef4444;--fg:#991b1b}
-.s-skipped{--bg:#f3f4f6;--bd:#9ca3af;--fg:#4b5563}
-.s-cancelled,.s-interrupted{--bg:#fef3c7;--bd:#f59e0b;--fg:#92400e}
-.s-running{--bg:#dbeafe;--bd:#3b82f6;--fg:#1e40af}
-.s-rolled_back{--bg:#ede9fe;--bd:#8b5cf6;--fg:#5b21b6}
-.s-pending,.s-unknown{--bg:#f8fafc;--bd:#94a3b8;--fg:#475569}
-.badge{display:inline-block;padding:1px 10px;border-radius:999px;font-size:12px;font-weight:600;
-line-height:20px;background:var(--bg);color:var(--fg);border:1px solid var(--bd);
-white-space:nowrap;vertical-align:middle}
-.hero,.card{background:var(--card);border:1px solid var(--line);border-radius:12px;
-box-shadow:0 1px 2px rgba(15,23,42,.04)}
-.hero{padding:20px 24px;border-top:5px solid var(--bd)}
-.card{padding:18px 22px;margin-top:16px}
-.eyebrow{text-transform:uppercase;letter-spacing:.08em;font-size:11px;color:var(--muted);
-font-weight:600}
-h1{font-size:26px;line-height:1.25;margin:4px 0;display:flex;align-items:center;gap:12px;
-flex-wrap:wrap;overflow-wrap:anywhere}
-h1 .badge{font-size:13px;padding:2px 12px}
-h2{font-size:17px;margin:0 0 12px}
-h3{font-size:14px;margin:18px 0 8px}
-.desc{margin:6px 0 0;color:#334155}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:12px 24px;
-margin:18px 0 0}
-.facts div{min-width:0}
-.facts dt{font-size:11px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
-font-weight:600}
-.facts dd{margin:2px 0 0;overflow-wrap:anywhere}
-.counts{display:flex;gap:8px;flex-wrap:wrap;margin-top:16px}
-.toc{display:flex;gap:6px;flex-wrap:wrap;margin:16px 0 0}
-.toc a{color:var(--accent);text-decoration:none;background:var(--card);border:1px solid var(--line);
-border-radius:999px;padding:3px 12px;font-size:13px}
-.scroll{overflow:auto;max-width:100%}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);vertical-align:top;
-overflow-wrap:break-word}
-th{font-size:11px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);
-background:#f8fafc;position:sticky;top:0;white-space:nowrap}
-tbody tr:hover{background:#f8fafc}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.key{font-family:var(--mono);font-size:12.5px;white-space:nowrap}
-.step-name{font-family:var(--mono);font-weight:600;overflow-wrap:break-word}
-.sub{display:block;color:var(--muted);font-size:12px}
-.redacted{font-family:var(--mono);background:#f1f5f9;border:1px dashed #cbd5e1;border-radius:4px;
-padding:0 5px;color:var(--muted)}
-ul.outs{list-style:none;margin:0;padding:0}
-.produced{font-family:var(--mono);font-size:12px;overflow-wrap:anywhere;margin:0 0 4px}
-ul.outs li{margin:0 0 4px}
-ul.outs .badge{font-size:11px;line-height:16px;padding:0 7px}
-.graph{border:1px solid var(--line);border-radius:8px;background:#fcfdfe}
-.graph svg{display:block}
-.legend{display:flex;gap:8px;flex-wrap:wrap;margin-top:10px;font-size:12px}
-.note{color:var(--muted);font-size:13px;margin:8px 0 0}
-svg text{font-family:var(--mono)}
-svg .node rect{fill:var(--bg);stroke:var(--bd);stroke-width:1.5}
-svg .node.s-skipped rect,svg .node.s-pending rect{stroke-dasharray:5 3}
-svg .node .label{font-size:12px;font-weight:600;fill:#0f172a}
-svg .node .meta{font-size:10px;fill:var(--fg)}
-svg .edge{fill:none;stroke:#94a3b8;stroke-width:1.4}
-svg .arrow{fill:#94a3b8}
-svg .grid{stroke:#e2e8f0;stroke-width:1}
-svg .tick{font-size:10px;fill:#64748b}
-svg .row-bg{fill:#f8fafc}
-svg .row-label{font-size:11.5px;fill:#0f172a}
-svg .bar{fill:var(--bd)}
-svg .bar.open{fill-opacity:.45;stroke:var(--bd);stroke-dasharray:4 2}
-svg .att-fail{fill:#fca5a5}
-svg .att-tick{stroke:#fff;stroke-width:2}
-svg .bar-label{font-size:10.5px;fill:#475569}
-.err{border:1px solid var(--line);border-left:4px solid var(--bd);border-radius:8px;
-padding:12px 16px;margin:12px 0}
-.err-head{display:flex;gap:10px;align-items:center;flex-wrap:wrap}
-.err .msg{margin:8px 0 0;font-family:var(--mono);font-size:13px;color:#991b1b;
-white-space:pre-wrap;overflow-wrap:anywhere}
-details{margin:8px 0 0}
-summary{cursor:pointer;color:var(--muted);font-size:12.5px}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#0f172a;color:#e2e8f0;
-padding:12px 14px;border-radius:8px;max-height:460px;overflow:auto;margin:6px 0 0;
-line-height:1.45}
-table.attempts{margin-top:8px;font-size:13px;width:auto}
-.rollback{margin:8px 0 0;font-size:13px}
-ul.run-errors{margin:0;padding-left:20px}
-ul.run-errors li{font-family:var(--mono);font-size:12.5px;overflow-wrap:anywhere;margin:2px 0}
-footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
-@media print{
-body{background:#fff;font-size:12px}
-.page{max-width:none;padding:0}
-.hero,.card{box-shadow:none;break-inside:auto}
-.toc{display:none}
-.scroll{overflow:visible}
-th{position:static}
-pre{max-height:none;overflow:visible;background:#f8fafc;color:#0f172a;border:1px solid #e2e8f0}
-.err,tr,svg{break-inside:avoid}
-}
-"""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pipectl", _TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        finalize=_finalize, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined)
 
 
 def render_html(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> str:
     """The run story of ``record`` (a run record or a PipelineRun, as :func:`write_story`
     takes) as a self-contained HTML page (inline CSS and SVG, no script)."""
+    return environment().get_template("story/run.html").render(
+        html_context(record, pipeline=pipeline))
+
+
+def html_context(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> dict[str, Any]:
+    """What the story's templates show of ``record``, as plain data (strings, numbers, lists and
+    dicts; nothing escaped yet: the templates escape): ``title``, ``header``, ``params``,
+    ``dag``, ``timeline``, ``steps`` and ``errors``. Every coordinate of the two pictures is
+    computed here; the templates only lay them out."""
     run = _read(_as_record(record, pipeline))
-    pipeline = _text(run.get("pipeline")) or "pipeline"
-    title = f"{pipeline} · {run.status} · run {_text(run.get('run_id'))[:12]}"
-    body = "".join((_html_header(run), _html_toc(), _html_params(run), _html_dag(run),
-                    _html_timeline(run), _html_steps(run), _html_errors(run)))
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-            f"<body>\n<main class=\"page\">\n{body}"
-            "<footer>Run story generated by pipectl from the run record.</footer>\n"
-            "</main>\n</body>\n</html>\n")
+    name = _text(run.get("pipeline")) or "pipeline"
+    troubled = [s for s in run.steps if _has_trouble(s)]
+    anchors = {id(s): i for i, s in enumerate(troubled)}
+    return {
+        "title": f"{name} · {run.status} · run {_text(run.get('run_id'))[:12]}",
+        "header": _header(run),
+        "params": _params(run),
+        "dag": _dag(run),
+        "timeline": _timeline(run),
+        "steps": [_step_row(run, s, anchors.get(id(s))) for s in run.steps],
+        "errors": {"run": run.errors,
+                   "steps": [_error_card(run, s, i) for i, s in enumerate(troubled)]},
+    }
 
 
-def _facts(run: _Run) -> list[tuple[str, str]]:
-    """The header's facts as (label, HTML) pairs; optional ones only when recorded."""
+def _header(run: _Run) -> dict[str, Any]:
+    """The header: pipeline, outcome, description, facts and step counts."""
+    return {
+        "pipeline": _text(run.get("pipeline") or "pipeline"),
+        "status": run.status, "cls": _status_class(run.status),
+        "description": _text(run.get("description")),
+        "facts": _facts(run),
+        "counts": [{"status": s, "cls": _status_class(s), "count": n}
+                   for s, n in _step_counts(run.steps).items()],
+    }
+
+
+def _facts(run: _Run) -> list[dict[str, str]]:
+    """The header's facts; ``kind`` is how to show ``text``: ``mono``, ``time`` (with its
+    ``datetime``), ``missing`` (a muted dash) or plain ``text``. Optional ones only when
+    recorded."""
+    def time(field: str) -> dict[str, str]:
+        value = run.get(field)
+        if not value:
+            return {"kind": "missing", "text": "—"}
+        return {"kind": "time", "text": _stamp(value), "datetime": _text(value)}
+
     host = " · ".join(_text(run.get(f)) for f in ("host", "pid") if run.get(f) is not None)
     facts = [
-        ("Run id", f'<span class="mono">{_e(run.get("run_id") or "—")}</span>'),
-        ("Started", _time_tag(run.get("started_at"))),
-        ("Finished", _time_tag(run.get("finished_at"))),
-        ("Duration", _e(_duration(run.duration_ms))),
-        ("Records", _e(_count(run.get("records_processed")))),
-        ("Host · pid", _e(host or "—")),
-        ("Executor", _e(run.get("executor") or "—")),
+        {"label": "Run id", "kind": "mono", "text": _text(run.get("run_id") or "—")},
+        {"label": "Started", **time("started_at")},
+        {"label": "Finished", **time("finished_at")},
+        {"label": "Duration", "kind": "text", "text": _duration(run.duration_ms)},
+        {"label": "Records", "kind": "text", "text": _count(run.get("records_processed"))},
+        {"label": "Host · pid", "kind": "text", "text": host or "—"},
+        {"label": "Executor", "kind": "text", "text": _text(run.get("executor") or "—")},
     ]
     for label, field in (("Pipeline file", "pipeline_file"), ("Resumed from", "resumed_from"),
                          ("Parent run", "parent_run_id")):
         if run.get(field):
-            facts.append((label, f'<span class="mono">{_e(run.get(field))}</span>'))
+            facts.append({"label": label, "kind": "mono", "text": _text(run.get(field))})
     return facts
 
 
-def _html_header(run: _Run) -> str:
-    """The header: pipeline, outcome badge, description, facts and step counts."""
-    cls = _status_class(run.status)
-    facts = "".join(f"<div><dt>{label}</dt><dd>{value}</dd></div>" for label, value in _facts(run))
-    counts = "".join(f'<span class="badge s-{_status_class(s)}">{_e(s)} · {n}</span>'
-                     for s, n in _step_counts(run.steps).items())
-    desc = _text(run.get("description"))
-    return (f'<header class="hero s-{cls}">\n<div class="eyebrow">pipectl run story</div>\n'
-            f"<h1><span>{_e(run.get('pipeline') or 'pipeline')}</span>{_badge(run.status, cls)}</h1>\n"
-            + (f'<p class="desc">{_e(desc)}</p>\n' if desc else "")
-            + f'<dl class="facts">{facts}</dl>\n'
-            + (f'<div class="counts">{counts}</div>\n' if counts else "")
-            + "</header>\n")
-
-
-def _html_toc() -> str:
-    """Links to the sections."""
-    links = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in (
-        ("params", "Parameters"), ("dag", "DAG"), ("timeline", "Timeline"), ("steps", "Steps"),
-        ("errors", "Errors")))
-    return f'<nav class="toc">{links}</nav>\n'
-
-
-def _html_params(run: _Run) -> str:
-    """The parameters table; ``***`` (a redacted secret) is shown as such."""
-    params = _mapping(run.get("params"))
-    if not params:
-        return '<section id="params" class="card"><h2>Parameters</h2>' \
-               '<p class="muted">No parameters.</p></section>\n'
+def _params(run: _Run) -> list[dict[str, Any]]:
+    """The parameters; ``redacted`` when the value is ``***`` (a secret)."""
     rows = []
-    for name, value in params.items():
+    for name, value in _mapping(run.get("params")).items():
         shown = _param_value(value)
-        cell = f'<span class="redacted">{_e(shown)}</span>' if shown == "***" else _e(shown)
-        rows.append(f'<tr><td class="key">{_e(name)}</td><td class="mono">{cell}</td></tr>')
-    return ('<section id="params" class="card"><h2>Parameters</h2>\n<div class="scroll"><table>'
-            '<thead><tr><th>Name</th><th>Value</th></tr></thead>\n<tbody>'
-            + "\n".join(rows) + "</tbody></table></div></section>\n")
+        rows.append({"name": _text(name), "value": shown, "redacted": shown == "***"})
+    return rows
 
 
 _NODE_H, _GAP_X, _GAP_Y, _PAD = 42, 60, 14, 16
@@ -661,23 +583,23 @@ def _no_edges(run: _Run) -> bool:
     return not _mapping(run.get("graph")) and len(run.steps) > 1
 
 
-def _html_dag(run: _Run) -> str:
-    """The DAG section: an SVG of the first :data:`MAX_DRAWN` nodes and a legend."""
+def _dag(run: _Run) -> dict[str, Any] | None:
+    """The DAG section: the picture of the first :data:`MAX_DRAWN` nodes, notes and a legend;
+    ``None`` when there is no step."""
     if not run.deps:
-        return '<section id="dag" class="card"><h2>DAG</h2><p class="muted">No steps.</p></section>\n'
+        return None
     left_out = len(run.deps) - MAX_DRAWN
-    note = (f'<p class="note">{left_out:,} more steps are not drawn (the first {MAX_DRAWN} '
-            "are).</p>" if left_out > 0 else "")
+    notes = [f"{left_out:,} more steps are not drawn (the first {MAX_DRAWN} are)."] \
+        if left_out > 0 else []
     if _no_edges(run):
-        note += f'<p class="note">{_e(_NO_EDGES)}</p>'
+        notes.append(_NO_EDGES)
     counts = _step_counts(tuple(run.nodes.values()))
-    legend = "".join(f'<span class="badge s-{_status_class(s)}">{_e(s)}</span>' for s in counts)
-    return (f'<section id="dag" class="card"><h2>DAG</h2>\n<div class="graph scroll">'
-            f"{_dag_svg(run)}</div>\n{note}<div class=\"legend\">{legend}</div></section>\n")
+    return {"svg": _dag_svg(run), "notes": notes,
+            "legend": [{"status": s, "cls": _status_class(s)} for s in counts]}
 
 
-def _dag_svg(run: _Run) -> str:
-    """The layered DAG: rounded boxes coloured by status, curved edges with arrowheads."""
+def _dag_svg(run: _Run) -> dict[str, Any]:
+    """The layered DAG's geometry: the picture's size, each edge's path and each node's box."""
     keys = list(run.deps)[:MAX_DRAWN]
     drawn = set(keys)
     deps = {k: [p for p in run.deps[k] if p in drawn] for k in keys}
@@ -693,24 +615,18 @@ def _dag_svg(run: _Run) -> str:
             place[key] = (_PAD + column * (width + _GAP_X), _PAD + top + row * (_NODE_H + _GAP_Y))
     svg_w = 2 * _PAD + len(layers) * width + (len(layers) - 1) * _GAP_X
     svg_h = 2 * _PAD + rows * _NODE_H + (rows - 1) * _GAP_Y
-    edges = "".join(_edge(place[p], place[k], width) for k in keys for p in deps[k])
-    nodes = "".join(_node(run.nodes[k], *place[k], width) for k in keys)
-    # shrinks to fit its box down to 3/4 of its size (names stay legible), then scrolls
-    return (f'<svg width="{svg_w:.0f}" height="{svg_h:.0f}" viewBox="0 0 {svg_w:.0f} {svg_h:.0f}" '
-            f'style="max-width:100%;height:auto;min-width:{svg_w * 0.75:.0f}px" role="img" '
-            'aria-label="DAG of the run">'
-            '<defs><marker id="story-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-            'markerHeight="7" orient="auto"><path class="arrow" d="M0 0L10 5L0 10z"/></marker>'
-            f"</defs>{edges}{nodes}</svg>")
+    return {"width": f"{svg_w:.0f}", "height": f"{svg_h:.0f}", "min_width": f"{svg_w * 0.75:.0f}",
+            "edges": [_edge(place[p], place[k], width) for k in keys for p in deps[k]],
+            "nodes": [_node(run.nodes[k], *place[k], width) for k in keys]}
 
 
-def _edge(source: tuple[float, float], target: tuple[float, float], width: float) -> str:
-    """A curve from the right of ``source`` to the left of ``target``, ending in an arrow."""
+def _edge(source: tuple[float, float], target: tuple[float, float], width: float) -> dict[str, str]:
+    """A curve from the right of ``source`` to the left of ``target`` (its SVG path)."""
     x1, y1 = source[0] + width, source[1] + _NODE_H / 2
     x2, y2 = target[0] - 2, target[1] + _NODE_H / 2
     bend = max((x2 - x1) / 2, 20)
-    return (f'<path class="edge" d="M{x1:.1f} {y1:.1f}C{x1 + bend:.1f} {y1:.1f} '
-            f'{x2 - bend:.1f} {y2:.1f} {x2:.1f} {y2:.1f}" marker-end="url(#story-arrow)"/>')
+    return {"d": f"M{x1:.1f} {y1:.1f}C{x1 + bend:.1f} {y1:.1f} "
+                 f"{x2 - bend:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"}
 
 
 def _node_meta(step: _Step) -> str:
@@ -720,15 +636,16 @@ def _node_meta(step: _Step) -> str:
                                     f"×{step.attempts}" if step.attempts > 1 else "")))
 
 
-def _node(step: _Step, x: float, y: float, width: float) -> str:
-    """A rounded box with the step's name and a line of status, duration and attempts."""
-    label = _ellipsis(step.name, int((width - 22) / _CHAR_W))
-    meta = _ellipsis(_node_meta(step), int((width - 22) / _META_W))
-    tip = f"{step.name}\n{step.status or 'unknown'} · {_duration(step.duration_ms)}"
-    return (f'<g class="node s-{step.cls}"><title>{_e(tip)}</title>'
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{_NODE_H}" rx="8"/>'
-            f'<text class="label" x="{x + 11:.1f}" y="{y + 17:.1f}">{_e(label)}</text>'
-            f'<text class="meta" x="{x + 11:.1f}" y="{y + 32:.1f}">{_e(meta)}</text></g>')
+def _node(step: _Step, x: float, y: float, width: float) -> dict[str, str]:
+    """A node's box, its name and its line of status, duration and attempts, cut to fit."""
+    return {
+        "cls": step.cls,
+        "tip": f"{step.name}\n{step.status or 'unknown'} · {_duration(step.duration_ms)}",
+        "x": f"{x:.1f}", "y": f"{y:.1f}", "width": f"{width:.1f}", "height": f"{_NODE_H}",
+        "text_x": f"{x + 11:.1f}", "label_y": f"{y + 17:.1f}", "meta_y": f"{y + 32:.1f}",
+        "label": _ellipsis(step.name, int((width - 22) / _CHAR_W)),
+        "meta": _ellipsis(_node_meta(step), int((width - 22) / _META_W)),
+    }
 
 
 def _timed(run: _Run) -> list[_Step]:
@@ -737,73 +654,58 @@ def _timed(run: _Run) -> list[_Step]:
                   key=lambda s: run.offset_ms(s.start) or 0.0)
 
 
-def _html_timeline(run: _Run) -> str:
-    """The timeline section: a Gantt chart of the timed steps with a time axis."""
+def _timeline(run: _Run) -> dict[str, Any] | None:
+    """The timeline section: the Gantt chart of the first :data:`MAX_DRAWN` timed steps and
+    how many are left out; ``None`` when no step has a start time."""
     timed = _timed(run)
     if not timed:
-        return ('<section id="timeline" class="card"><h2>Timeline</h2>'
-                '<p class="muted">No step timings recorded.</p></section>\n')
+        return None
     left_out = len(timed) - MAX_DRAWN
-    note = (f'<p class="note">{left_out:,} more timed steps are not drawn.</p>'
-            if left_out > 0 else "")
-    return (f'<section id="timeline" class="card"><h2>Timeline</h2>\n<div class="scroll">'
-            f"{_gantt_svg(run, timed[:MAX_DRAWN])}</div>\n{note}"
-            '<p class="note">Bars start at the step\'s offset from the run start; light red '
-            "segments are failed attempts, white ticks start a retry, dashed bars have no "
-            "recorded end.</p></section>\n")
+    return {"svg": _gantt_svg(run, timed[:MAX_DRAWN]),
+            "left_out": f"{left_out:,}" if left_out > 0 else ""}
 
 
 _G_W, _G_LABEL, _G_RIGHT, _G_ROW, _G_TOP, _G_BAR = 1100, 200, 110, 26, 30, 14
 
 
-def _gantt_svg(run: _Run, rows: list[_Step]) -> str:
-    """A Gantt chart: a bar per step from its start offset, as wide as it lasted."""
+def _gantt_svg(run: _Run, rows: list[_Step]) -> dict[str, Any]:
+    """A Gantt chart's geometry: a bar per step from its start offset, as wide as it lasted,
+    and the time axis."""
     x0 = _G_LABEL + 12
     scale = (_G_W - x0 - _G_RIGHT) / run.span_ms
     height = _G_TOP + len(rows) * _G_ROW + 8
-    parts = [_gantt_axis(run.span_ms, x0, scale, height)]
-    for index, step in enumerate(rows):
-        parts.append(_gantt_row(run, step, _G_TOP + index * _G_ROW, index, x0, scale))
-    return (f'<svg width="100%" viewBox="0 0 {_G_W} {height}" style="min-width:760px" '
-            f'role="img" aria-label="Timeline of the steps">{"".join(parts)}</svg>')
+    return {"width": _G_W, "height": height, "row_height": _G_ROW, "bar_height": _G_BAR,
+            "grid_top": _G_TOP - 8, "grid_bottom": f"{height - 4:.0f}", "tick_y": _G_TOP - 13,
+            "ticks": _gantt_axis(run.span_ms, x0, scale),
+            "rows": [_gantt_row(run, step, _G_TOP + index * _G_ROW, index, x0, scale)
+                     for index, step in enumerate(rows)]}
 
 
-def _gantt_axis(span_ms: float, x0: float, scale: float, height: float) -> str:
-    """The time axis: labelled grid lines at round intervals."""
+def _gantt_axis(span_ms: float, x0: float, scale: float) -> list[dict[str, str]]:
+    """The time axis: grid lines at round intervals, with their labels."""
     step = _tick_step(span_ms)
-    parts = []
-    for i in range(int(span_ms // step) + 1):
-        ms = i * step
-        x = x0 + ms * scale
-        parts.append(f'<line class="grid" x1="{x:.1f}" y1="{_G_TOP - 8}" x2="{x:.1f}" '
-                     f'y2="{height - 4:.0f}"/><text class="tick" x="{x:.1f}" y="{_G_TOP - 13}" '
-                     f'text-anchor="middle">{_e(_tick_label(ms, step))}</text>')
-    return "".join(parts)
+    return [{"x": f"{x0 + i * step * scale:.1f}", "label": _tick_label(i * step, step)}
+            for i in range(int(span_ms // step) + 1)]
 
 
-def _gantt_row(run: _Run, step: _Step, y: float, index: int, x0: float, scale: float) -> str:
+def _gantt_row(run: _Run, step: _Step, y: float, index: int, x0: float,
+               scale: float) -> dict[str, Any]:
     """One step's row: its name, its bar with failed attempts and retry ticks, and a label."""
     open_ended = step.end is None and not step.duration_ms
     start = run.offset_ms(step.start) or 0.0
     length = max((run.offset_ms(run.step_end(step)) or start) - start, 0.0)
     x, width = x0 + start * scale, max(length * scale, 14.0 if open_ended else 3.0)
     bar_y = y + (_G_ROW - _G_BAR) / 2
-    bar_cls = "bar open" if open_ended else "bar"
-    parts = [
-        f'<rect class="row-bg" x="0" y="{y:.1f}" width="{_G_W}" height="{_G_ROW}"/>'
-        if index % 2 else "",
-        (f'<text class="row-label" x="8" y="{y + 17:.1f}">{_e(_ellipsis(step.name, 26))}'
-         f"<title>{_e(step.name)}</title></text>"),
-        (f'<g class="s-{step.cls}"><title>{_e(_bar_tip(step, start))}</title>'
-         f'<rect class="{bar_cls}" x="{x:.1f}" y="{bar_y:.1f}" width="{width:.1f}" '
-         f'height="{_G_BAR}" rx="3"/>'),
-    ]
-    parts += _attempt_marks(run, step, bar_y, x0, scale)
     label = " ".join(filter(None, ("no end" if open_ended else _duration(length),
                                    f"×{step.attempts}" if step.attempts > 1 else "")))
-    parts.append(f'</g><text class="bar-label" x="{x + width + 6:.1f}" y="{y + 17:.1f}">'
-                 f"{_e(label)}</text>")
-    return "".join(parts)
+    return {
+        "stripe": bool(index % 2), "y": f"{y:.1f}", "text_y": f"{y + 17:.1f}",
+        "name": step.name, "label": _ellipsis(step.name, 26), "cls": step.cls,
+        "tip": _bar_tip(step, start), "bar_class": "bar open" if open_ended else "bar",
+        "bar_x": f"{x:.1f}", "bar_y": f"{bar_y:.1f}", "bar_width": f"{width:.1f}",
+        "marks": _attempt_marks(run, step, bar_y, x0, scale),
+        "label_x": f"{x + width + 6:.1f}", "bar_label": label,
+    }
 
 
 def _bar_tip(step: _Step, start: float) -> str:
@@ -813,8 +715,10 @@ def _bar_tip(step: _Step, start: float) -> str:
             f"lasts {_duration(step.duration_ms)}{tries}")
 
 
-def _attempt_marks(run: _Run, step: _Step, bar_y: float, x0: float, scale: float) -> list[str]:
-    """Failed attempts as light red segments of the bar; a white tick where a retry starts."""
+def _attempt_marks(run: _Run, step: _Step, bar_y: float, x0: float,
+                   scale: float) -> list[dict[str, str]]:
+    """Failed attempts as light red segments of the bar (``fail``); a white ``tick`` where a
+    retry starts."""
     marks = []
     for attempt in step.history:
         start, end = run.offset_ms(attempt.start), run.offset_ms(attempt.end)
@@ -822,116 +726,47 @@ def _attempt_marks(run: _Run, step: _Step, bar_y: float, x0: float, scale: float
             continue
         x = x0 + start * scale
         if attempt.error and end is not None:
-            marks.append(f'<rect class="att-fail" x="{x:.1f}" y="{bar_y + 3:.1f}" '
-                         f'width="{max((end - start) * scale, 1.5):.1f}" height="{_G_BAR - 6}"/>')
+            marks.append({"kind": "fail", "x": f"{x:.1f}", "y": f"{bar_y + 3:.1f}",
+                          "width": f"{max((end - start) * scale, 1.5):.1f}",
+                          "height": f"{_G_BAR - 6}"})
         if attempt.number > 1:
-            marks.append(f'<line class="att-tick" x1="{x:.1f}" y1="{bar_y:.1f}" x2="{x:.1f}" '
-                         f'y2="{bar_y + _G_BAR:.1f}"/>')
+            marks.append({"kind": "tick", "x": f"{x:.1f}", "y": f"{bar_y:.1f}",
+                          "y2": f"{bar_y + _G_BAR:.1f}"})
     return marks
 
 
-def _html_steps(run: _Run) -> str:
-    """The steps table: type, status, timing, attempts, records, outputs and notes."""
-    if not run.steps:
-        return ('<section id="steps" class="card"><h2>Steps</h2>'
-                '<p class="muted">No steps recorded.</p></section>\n')
-    head = "".join(f'<th{cls}>{label}</th>' for label, cls in (
-        ("Step", ""), ("Type", ""), ("Status", ""), ("Start", ' class="num"'),
-        ("Duration", ' class="num"'), ("Attempts", ' class="num"'), ("Records", ' class="num"'),
-        ("Output · notes", "")))
-    trouble = {id(s): i for i, s in enumerate(s for s in run.steps if _has_trouble(s))}
-    rows = "\n".join(_step_row(run, s, trouble.get(id(s))) for s in run.steps)
-    return ('<section id="steps" class="card"><h2>Steps</h2>\n<div class="scroll"><table>'
-            f"<thead><tr>{head}</tr></thead>\n<tbody>{rows}</tbody></table></div></section>\n")
+def _step_row(run: _Run, step: _Step, anchor: int | None) -> dict[str, Any]:
+    """One row of the steps table: what it shows of the step, and the ``anchor`` of its card
+    in the errors section (``None`` when it has none)."""
+    return {
+        "name": step.name, "description": _text(step.get("description")),
+        "type": _text(step.get("step_type") or "—"),
+        "status": step.status, "cls": step.cls,
+        "start": _offset(run.offset_ms(step.start)), "duration": _duration(step.duration_ms),
+        "attempts": str(step.attempts) if step.attempts else "—",
+        "records": _count(step.get("records")),
+        "produced": _produced(step),
+        "outputs": [{"name": name, "target": _text(fields.get("target") or ""),
+                     "written": _count(fields.get("written")),
+                     "status": _text(fields.get("status")),
+                     "cls": _status_class(_text(fields.get("status"))),
+                     "error": _text(fields.get("error"))} for name, fields in _outputs(step)],
+        "notes": _notes(step),
+        "error": _first_line(step.error) if step.error else "", "anchor": anchor,
+    }
 
 
-def _step_row(run: _Run, step: _Step, anchor: int | None) -> str:
-    """One row of the steps table."""
-    desc = _text(step.get("description"))
-    name = (f'<span class="step-name">{_e(step.name)}</span>'
-            + (f'<span class="sub">{_e(desc)}</span>' if desc else ""))
-    attempts = _e(step.attempts) if step.attempts else "—"
-    notes = _step_notes_html(step, anchor)
-    return (f"<tr><td>{name}</td><td>{_e(step.get('step_type') or '—')}</td>"
-            f"<td>{_badge(step.status, step.cls)}</td>"
-            f'<td class="num">{_e(_offset(run.offset_ms(step.start)))}</td>'
-            f'<td class="num">{_e(_duration(step.duration_ms))}</td>'
-            f'<td class="num">{attempts}</td><td class="num">{_e(_count(step.get("records")))}</td>'
-            f"<td>{notes}</td></tr>")
-
-
-def _step_notes_html(step: _Step, anchor: int | None) -> str:
-    """The outputs of a data step, the reason it was skipped, its error (linked), bad records."""
-    parts = []
-    produced = _produced(step)
-    if produced:
-        parts.append(f'<div class="produced">{_e(produced)}</div>')
-    outputs = _outputs(step)
-    if outputs:
-        items = "".join(
-            f'<li><b>{_e(name)}</b> <span class="muted">{_e(fields.get("target") or "")}</span> · '
-            f'{_e(_count(fields.get("written")))} written '
-            f'{_badge(_text(fields.get("status"))) if fields.get("status") else ""}'
-            + (f'<span class="sub">{_e(fields.get("error"))}</span>' if fields.get("error") else "")
-            + "</li>" for name, fields in outputs)
-        parts.append(f'<ul class="outs">{items}</ul>')
-    parts += [f'<span class="sub">{_e(note)}</span>' for note in _notes(step)]
-    if step.error:
-        link = f' <a href="#err-{anchor}">details</a>' if anchor is not None else ""
-        parts.append(f'<span class="sub">{_e(_first_line(step.error))}{link}</span>')
-    return "".join(parts) or '<span class="muted">—</span>'
-
-
-def _html_errors(run: _Run) -> str:
-    """The errors section: the run's errors, then each failed, retried or rolled-back step."""
-    errors = run.errors
-    troubled = [s for s in run.steps if _has_trouble(s)]
-    parts = ['<section id="errors" class="card"><h2>Errors</h2>\n']
-    if not errors and not troubled:
-        parts.append('<p class="muted">No errors recorded.</p>')
-    if errors:
-        items = "".join(f"<li>{_e(e)}</li>" for e in errors)
-        parts.append(f'<h3>Run errors</h3><ul class="run-errors">{items}</ul>\n')
-    if troubled:
-        parts.append("<h3>Steps</h3>\n")
-        parts += [_error_card(run, step, i) for i, step in enumerate(troubled)]
-    parts.append("</section>\n")
-    return "".join(parts)
-
-
-def _error_card(run: _Run, step: _Step, anchor: int) -> str:
+def _error_card(run: _Run, step: _Step, anchor: int) -> dict[str, Any]:
     """A failed, retried or rolled-back step: message, traceback, attempts and rollback."""
-    tries = f'<span class="muted">{step.attempts} attempts</span>' if step.attempts > 1 else ""
-    parts = [(f'<article class="err s-{step.cls}" id="err-{anchor}"><div class="err-head">'
-              f'<span class="step-name">{_e(step.name)}</span>{_badge(step.status, step.cls)}'
-              f"{tries}</div>")]
-    if step.error:
-        parts.append(f'<p class="msg">{_e(step.error)}</p>')
-    traceback = _text(step.get("traceback"))
-    if traceback:
-        parts.append(f"<details open><summary>Traceback</summary><pre>{_e(traceback)}</pre>"
-                     "</details>")
-    if step.history:
-        parts.append(_attempts_table(run, step))
-    parts.append(_rollback_html(step))
-    parts.append("</article>\n")
-    return "".join(parts)
-
-
-_OK = '<span class="muted">ok</span>'
-
-
-def _attempts_table(run: _Run, step: _Step) -> str:
-    """The step's attempt history: when each try started, how long it took, its error."""
-    rows = "".join(
-        f'<tr><td class="num">{a.number}</td>'
-        f'<td class="num">{_e(_offset(run.offset_ms(a.start)))}</td>'
-        f'<td class="num">{_e(_duration(_span(a.start, a.end)))}</td>'
-        f'<td class="mono">{_e(a.error) if a.error else _OK}</td></tr>'
-        for a in step.history)
-    return ('<div class="scroll"><table class="attempts"><thead><tr><th class="num">Attempt</th>'
-            '<th class="num">Start</th><th class="num">Duration</th><th>Error</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></div>")
+    return {
+        "anchor": anchor, "name": step.name, "status": step.status, "cls": step.cls,
+        "attempts": step.attempts, "error": step.error,
+        "traceback": _text(step.get("traceback")),
+        "history": [{"number": a.number, "start": _offset(run.offset_ms(a.start)),
+                     "duration": _duration(_span(a.start, a.end)), "error": a.error}
+                    for a in step.history],
+        "rollback": _rollback(step),
+    }
 
 
 def _span(start: datetime | None, end: datetime | None) -> float | None:
@@ -939,17 +774,16 @@ def _span(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else (end - start).total_seconds() * 1000
 
 
-def _rollback_html(step: _Step) -> str:
-    """The outcome of the step's rollback, if it had one."""
+def _rollback(step: _Step) -> dict[str, str] | None:
+    """The outcome of the step's rollback, ``None`` if it had none."""
     rollback = step.get("rollback")
     if not isinstance(rollback, Mapping):
-        return ""
+        return None
     status = _text(rollback.get("status")) or "unknown"
-    error = _text(rollback.get("error"))
     took = _span(_moment(rollback.get("started_at")), _moment(rollback.get("finished_at")))
-    return (f'<p class="rollback">Rollback: {_badge(status)} '
-            f'<span class="muted">{_e(_duration(took)) if took is not None else ""}</span>'
-            + (f'</p><pre>{_e(error)}</pre>' if error else "</p>"))
+    return {"status": status, "cls": _status_class(status),
+            "took": _duration(took) if took is not None else "",
+            "error": _text(rollback.get("error"))}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,14 @@ Fixtures:
 
 Contract checks:
 
+:func:`check_executor_contract`
+    Runs real pipelines on an executor: sync and async steps, outputs passed downstream,
+    retries and timeouts (the engine keeps them, the executor runs each attempt), a failing
+    step's error surfaced, ``fail_fast``, ``max_concurrent``, ``start``/``shutdown`` once per
+    run.
+:func:`check_extractor_contract`
+    Reads an extractor directly and through the data-step runner: batches of dicts (sync or
+    async), ``describe()``, ``batch_size`` when it takes it, incremental state.
 :func:`check_output_contract`
     Runs an output plugin through the exactly-once contract of :mod:`pipectl.loads`: every
     record committed once with its load marker, a load found committed is skipped, the cursor
@@ -45,8 +53,8 @@ import pytest
 
 from pipectl.hookspecs import hookimpl
 
-__all__ = ["HookCall", "HookRecorder", "check_output_contract", "check_tracker_contract",
-           "run_killed_at"]
+__all__ = ["HookCall", "HookRecorder", "check_executor_contract", "check_extractor_contract",
+           "check_output_contract", "check_tracker_contract", "run_killed_at"]
 # fixtures (pytest finds them through the entry point): plugin_manager, register_plugin,
 # hook_recorder, run_cli, run_pipeline
 
@@ -633,6 +641,499 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
               "another pipeline's runs")
     problems = tracker.close(report=False)
     check(not problems, f"close() reported problems: {problems}")
+
+
+# -- the extractor contract -------------------------------------------------------------------
+
+
+def check_extractor_contract(make_extractor: Callable[..., Any],
+                             expected_records: list[dict[str, Any]], *,
+                             params: dict[str, Any] | None = None,
+                             append: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+    """Check an extractor against the contract of :mod:`pipectl.data` (raises AssertionError
+    saying which rule it broke).
+
+    ``make_extractor(**options)`` returns a new extractor over one source (the same each
+    call) holding ``expected_records`` (compared in any order); when it takes ``batch_size``
+    (a keyword of its signature, or ``**options``) the batch size is checked too, else the
+    extractor is built without it (``batch_size`` is an optional option). Checked:
+
+    - ``describe()`` gives a non-empty string;
+    - ``batches(ctx)`` is a sync iterable or an async generator of batches, each a list of
+      record dicts, which hold the expected records;
+    - with ``batch_size=N``: no batch holds more than N records, and all the records come;
+    - the records come the same through the runner (:func:`pipectl.data.run_data_step`,
+      into an output that collects them);
+    - an extractor with incremental state (``state`` and ``set_state``) whose ``state`` is
+      not None after a read: the state is JSON, and a new extractor given it reads nothing
+      again, or, with ``append`` (a callable adding records to the source and returning
+      them), only the appended records.
+    """
+    import asyncio
+    import inspect
+    import json
+
+    from pipectl.data import DataContext, run_data_step
+
+    def canon(records: Any) -> list[str]:
+        return sorted(json.dumps(r, sort_keys=True, default=str) for r in records)
+
+    expected = canon(expected_records)
+    ctx_params = dict(params or {})
+
+    def read(extractor: Any) -> list[list[dict[str, Any]]]:
+        ctx = DataContext("contract", ctx_params, "fail", None, None)
+        batches = extractor.batches(ctx)
+        if inspect.isasyncgen(batches):
+            async def drain() -> list[Any]:
+                return [b async for b in batches]
+            got = asyncio.run(drain())
+        else:
+            assert not inspect.iscoroutine(batches) and hasattr(batches, "__iter__"), \
+                f"batches(ctx) returned {type(batches).__name__}, not a sync iterable or an " \
+                "async generator"
+            got = list(batches)
+        for batch in got:
+            assert isinstance(batch, list), f"a batch is a {type(batch).__name__}, not a list"
+            for record in batch:
+                assert isinstance(record, dict), \
+                    f"a record is a {type(record).__name__}, not a dict: {record!r}"
+        return got
+
+    def records(batches: list[list[dict[str, Any]]]) -> list[str]:
+        return canon(r for batch in batches for r in batch)
+
+    extractor = make_extractor()
+    label = extractor.describe() if callable(getattr(extractor, "describe", None)) else None
+    assert isinstance(label, str) and label, f"describe() gave {label!r}, not a name for messages"
+    where = f"extractor {label!r}"
+    got = records(read(extractor))
+    assert got == expected, f"{where}: read {len(got)} records, not the {len(expected)} " \
+        f"expected (or not the same): {got[:3]} vs {expected[:3]}"
+
+    try:
+        signature = inspect.signature(make_extractor)
+        takes_size = "batch_size" in signature.parameters or any(
+            p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    except (TypeError, ValueError):
+        takes_size = False
+    if takes_size:
+        size = max(1, len(expected_records) // 3)
+        batches = read(make_extractor(batch_size=size))
+        sizes = [len(b) for b in batches]
+        assert all(n <= size for n in sizes), f"{where}: batch_size={size} gave batches of " \
+            f"{sizes}"
+        assert records(batches) == expected, f"{where}: with batch_size={size} the records " \
+            "read are not the records expected"
+
+    class Collect:
+        guarantee = "transactional"
+
+        def __init__(self) -> None:
+            self.pending: list[dict[str, Any]] = []
+            self.committed: list[dict[str, Any]] = []
+
+        def describe(self) -> str:
+            return "contract collector"
+
+        def open(self, ctx: Any) -> None:
+            self.pending = []
+
+        def write(self, batch: list[dict[str, Any]]) -> None:
+            self.pending.extend(batch)
+
+        def commit(self) -> None:
+            self.committed.extend(self.pending)
+
+        def abort(self) -> None:
+            self.pending = []
+
+        def close(self) -> None:
+            pass
+
+    def through_runner(source: Any) -> tuple[list[str], Any]:
+        out = Collect()
+        result = asyncio.run(run_data_step(step="contract", extractor=source,
+                                           outputs=[("out", out)], params=ctx_params))
+        report = result.outputs["out"]
+        assert report.status == "committed", f"{where}: the runner's load ended " \
+            f"{report.status}: {report.error}"
+        return canon(out.committed), result.state
+
+    source = make_extractor()
+    got, _ = through_runner(source)
+    assert got == expected, f"{where}: the runner loaded {len(got)} records, not the " \
+        f"{len(expected)} expected"
+    state = getattr(source, "state", None)
+    if state is not None and callable(getattr(source, "set_state", None)):
+        try:
+            state = json.loads(json.dumps(state))
+        except TypeError as exc:
+            raise AssertionError(f"{where}: its state {state!r} is not JSON: {exc}") from None
+        again = make_extractor()
+        again.set_state(state)
+        added = append() if append is not None else []
+        got = records(read(again))
+        assert got == canon(added), f"{where}: from its state {state!r} a new extractor read " \
+            f"{len(got)} records, not {'only the ' if added else ''}{len(added)} new ones"
+
+
+# -- the executor contract --------------------------------------------------------------------
+
+
+class _FileLog:
+    """Lines appended to a file: a log that steps in other processes (workers) write too."""
+
+    def __init__(self, path: str):
+        self.path = path
+        open(path, "a").close()
+
+    def add(self, value: str) -> int:
+        import os
+
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, f"{value}\n".encode())
+        finally:
+            os.close(fd)
+        return len(self.lines())
+
+    def lines(self) -> list[str]:
+        with open(self.path) as f:
+            return f.read().splitlines()
+
+
+class _FileGauge:
+    """Steps running at once, across threads and processes (a file under a lock)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        with open(path, "w") as f:
+            f.write("0 0 0")
+
+    def _update(self, delta: int) -> None:
+        import fcntl
+
+        with open(self.path, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            current, peak, entered = map(int, f.read().split())
+            current += delta
+            if delta > 0:
+                entered, peak = entered + 1, max(peak, current + 0)
+            f.seek(0)
+            f.write(f"{current} {peak} {entered}")
+            f.truncate()
+
+    def enter(self) -> None:
+        self._update(1)
+
+    def leave(self) -> None:
+        self._update(-1)
+
+    def read(self) -> tuple[int, int, int]:
+        with open(self.path) as f:
+            current, peak, entered = map(int, f.read().split())
+        return current, peak, entered
+
+
+def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = None,
+                            plugin_manager: Any = None, workdir: Any = None) -> None:
+    """Check an executor against what the engine needs of every executor (raises
+    AssertionError saying which rule it broke).
+
+    ``executor`` is the name of an executor registered in ``plugin_manager`` (default: the
+    built-ins alone) or a factory ``(**options) -> Executor``; ``options`` are given to it
+    for every run (they must make every step's output a value in ``run.steps``, as
+    ``local`` does: dask's ``fetch="all"``). Real pipelines run through ``Pipeline.run`` on
+    it, their steps counting and meeting through files in ``workdir`` (default: a temporary
+    folder; steps may run in other processes, so it must be shared with them):
+
+    - sync and async steps run, get their params and ``ctx``, and their outputs are passed
+      downstream (a diamond);
+    - retries: the engine keeps the count, the executor runs each attempt (a step failing
+      twice succeeds on attempt 3; one failing always fails after ``retries + 1``);
+    - timeouts: an attempt over its ``timeout`` fails with ``StepTimeout`` (sync and
+      async), and is retried;
+    - a failing step's exception comes back with its type and message, downstream is skipped;
+    - ``fail_fast``: running steps are cancelled, queued ones never start;
+    - ``max_concurrent`` is reached and never exceeded;
+    - ``start()`` is called once before a run's steps and ``shutdown()`` once after,
+      whatever happened in the run.
+    """
+    import asyncio
+    import os
+    import tempfile
+    import time
+
+    from pipectl.errors import StepTimeout
+    from pipectl.model import RunStatus, StepStatus
+    from pipectl.pipeline import Pipeline
+    from pipectl.plugins import get_plugin_manager
+
+    options = dict(options or {})
+    pm = plugin_manager if plugin_manager is not None else get_plugin_manager(
+        autoload=False, entry_points=())
+    if callable(executor) and not isinstance(executor, str):
+        factory = executor
+        label = getattr(executor, "__name__", repr(executor))
+    else:
+        label = str(executor)
+        factory = lambda **kw: pm.registries.executors.create(label, **kw)  # noqa: E731
+    lifecycle: list[tuple[str, Any]] = []
+
+    def spied(**kw: Any) -> Any:
+        instance = factory(**kw)
+        start, shutdown = instance.start, instance.shutdown
+
+        async def start_spy(run: Any, config: Any, max_concurrent: Any) -> None:
+            lifecycle.append(("start", max_concurrent))
+            await start(run, config, max_concurrent)
+
+        async def shutdown_spy() -> None:
+            lifecycle.append(("shutdown", None))
+            await shutdown()
+
+        instance.start, instance.shutdown = start_spy, shutdown_spy
+        return instance
+
+    class _Spy:
+        @hookimpl
+        def pipectl_register_executors(self, register: Any) -> None:
+            register("contract-under-test", spied)
+
+    spy_name = f"executor-contract-{id(lifecycle):x}"
+    pm.add_plugin(_Spy(), spy_name)
+    own_dir = None
+    if workdir is None:
+        own_dir = tempfile.TemporaryDirectory(prefix="pipectl-executor-contract-")
+        workdir = own_dir.name
+    os.makedirs(str(workdir), exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="contract-", dir=str(workdir))  # fresh logs each call
+    where = f"executor {label!r}"
+    runs = 0
+
+    def run(pipe: Any, **kwargs: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        recorder = HookRecorder()
+        result = pipe.run_sync(executor="contract-under-test", executor_options=options,
+                               tracker="none", listeners=[recorder], **kwargs)
+        return result, recorder
+
+    def path(name: str) -> str:
+        return os.path.join(str(workdir), name)
+
+    try:
+        # sync and async steps, params and ctx, outputs passed downstream
+        pipe = Pipeline("contract_shapes", plugin_manager=pm)
+
+        @pipe.step("source")
+        async def source(params):
+            await asyncio.sleep(0.01)
+            return list(range(params.get("n", 3)))
+
+        @pipe.step("double", depends_on=["source"])
+        def double(source):
+            return [x * 2 for x in source]
+
+        @pipe.step("square", depends_on=["source"])
+        async def square(source):
+            return [x * x for x in source]
+
+        @pipe.step("join", depends_on=["double", "square"])
+        def join(double, square, ctx):
+            return {"sum": sum(double) + sum(square), "step": ctx.step, "attempt": ctx.attempt}
+
+        shapes, _ = run(pipe, params={"n": 4})
+        assert shapes.status is RunStatus.SUCCESS, f"{where}: a plain pipeline failed: " \
+            f"{shapes.errors}"
+        got = {name: r.output for name, r in shapes.steps.items()}
+        want = {"source": [0, 1, 2, 3], "double": [0, 2, 4, 6], "square": [0, 1, 4, 9],
+                "join": {"sum": 26, "step": "join", "attempt": 1}}
+        assert got == want, f"{where}: the outputs are {got!r}, not {want!r}"
+
+        # retries: the engine counts, the executor runs every attempt
+        calls = _FileLog(path("retry-calls"))
+        always = _FileLog(path("always-calls"))
+        pipe = Pipeline("contract_retries", plugin_manager=pm)
+
+        def flaky():
+            n = calls.add("call")
+            if n <= 2:
+                raise ConnectionError(f"failure {n}")
+            return n
+
+        def broken():
+            always.add("call")
+            raise ConnectionError("always")
+
+        pipe.add_step("flaky", flaky, retries=3, retry_delay=0.01, retry_jitter=0)
+        pipe.add_step("broken", broken, retries=1, retry_delay=0.01, retry_jitter=0)
+        pipe.add_step("after_broken", lambda broken: broken, depends_on=["broken"])
+        retried, recorded = run(pipe)
+        flaky_result = retried.steps["flaky"]
+        assert flaky_result.status is StepStatus.SUCCESS and flaky_result.output == 3, \
+            f"{where}: a step failing twice with retries=3 ended {flaky_result.status.value} " \
+            f"with {flaky_result.output!r} ({flaky_result.error})"
+        assert flaky_result.attempts == 3 and len(calls.lines()) == 3, \
+            f"{where}: 3 attempts expected, the engine saw {flaky_result.attempts}, the step " \
+            f"ran {len(calls.lines())} times"
+        starts = [c.attempt for c in recorded.calls_for("step_start", "flaky")]
+        assert starts == [1, 2, 3], f"{where}: step_start attempts {starts}"
+        broken_result = retried.steps["broken"]
+        assert broken_result.status is StepStatus.FAILED and broken_result.attempts == 2 \
+            and len(always.lines()) == 2, f"{where}: a step always failing with retries=1 " \
+            f"ran {len(always.lines())} times ({broken_result.attempts} attempts), not 2"
+        assert retried.steps["after_broken"].status is StepStatus.SKIPPED
+        assert retried.status is RunStatus.FAILED
+
+        # a failing step's error comes back with its type and message
+        pipe = Pipeline("contract_error", plugin_manager=pm)
+
+        def fails():
+            raise ValueError("contract boom 42")
+
+        pipe.add_step("fails", fails)
+        pipe.add_step("after", lambda fails: fails, depends_on=["fails"])
+        failed, _ = run(pipe)
+        result = failed.steps["fails"]
+        assert failed.status is RunStatus.FAILED and result.status is StepStatus.FAILED
+        assert isinstance(result.exception, ValueError) and \
+            "contract boom 42" in str(result.exception), \
+            f"{where}: the step's exception came back as {result.exception!r}"
+        assert "contract boom 42" in (result.error or ""), f"{where}: error {result.error!r}"
+        assert failed.steps["after"].status is StepStatus.SKIPPED
+
+        # timeouts: an attempt over its timeout fails with StepTimeout, and is retried
+        stop = path("timeouts-stop")
+        tries = _FileLog(path("timeout-calls"))
+
+        async def nap(seconds: float) -> None:  # ends early once the check is done
+            for _ in range(int(seconds / 0.01)):
+                if os.path.exists(stop):
+                    return
+                await asyncio.sleep(0.01)
+
+        pipe = Pipeline("contract_timeouts", plugin_manager=pm)
+
+        @pipe.step(timeout=0.1, retries=1, retry_delay=0.001, retry_jitter=0)
+        async def slow_async():
+            tries.add("call")
+            await nap(3)
+
+        @pipe.step(timeout=0.1)
+        def slow_sync():
+            for _ in range(100):
+                if os.path.exists(stop):
+                    return
+                time.sleep(0.01)
+
+        began = time.monotonic()
+        try:
+            timed, _ = run(pipe)
+            took = time.monotonic() - began
+        finally:
+            open(stop, "w").close()
+        for name, attempts in (("slow_async", 2), ("slow_sync", 1)):
+            result = timed.steps[name]
+            assert result.status is StepStatus.FAILED and \
+                isinstance(result.exception, StepTimeout), \
+                f"{where}: a {name} step over its timeout ended {result.status.value} with " \
+                f"{result.exception!r}, not StepTimeout"
+            assert result.attempts == attempts, f"{where}: {name} had {result.attempts} " \
+                f"attempts, not {attempts}"
+        # (an attempt may time out before a remote worker even called the function)
+        assert len(tries.lines()) <= 2, f"{where}: 2 attempts ran the step " \
+            f"{len(tries.lines())} times"
+        assert took < 2.5, f"{where}: the run waited {took:.1f}s for steps past their timeout"
+
+        # fail_fast: running steps cancelled, queued ones never started
+        started, stop = path("ff-started"), path("ff-stop")
+        effects = _FileLog(path("ff-effects"))
+        pipe = Pipeline("contract_fail_fast", plugin_manager=pm, fail_fast=True,
+                        max_concurrent=2)
+
+        @pipe.step
+        async def running():
+            open(started, "w").close()
+            for _ in range(1000):
+                if os.path.exists(stop):
+                    return
+                await asyncio.sleep(0.01)
+
+        @pipe.step
+        async def bad():
+            for _ in range(500):
+                if os.path.exists(started):
+                    break
+                await asyncio.sleep(0.01)
+            raise RuntimeError("bad data")
+
+        @pipe.step
+        def queued():
+            effects.add("queued")
+
+        began = time.monotonic()
+        try:
+            ff, _ = run(pipe)
+            took = time.monotonic() - began
+        finally:
+            open(stop, "w").close()
+        got = {name: r.status.value for name, r in ff.steps.items()}
+        assert ff.status is RunStatus.FAILED and got == {
+            "running": "cancelled", "bad": "failed", "queued": "cancelled"}, \
+            f"{where}: with fail_fast the steps ended {got}"
+        assert effects.lines() == [] and ff.steps["queued"].attempts == 0, \
+            f"{where}: fail_fast started a queued step"
+        assert took < 8, f"{where}: fail_fast waited {took:.1f}s for the cancelled step"
+
+        # max_concurrent: reached, never exceeded (sync and async steps)
+        for limit in (1, 2):
+            gauge = _FileGauge(path(f"gauge-{limit}"))
+            pipe = Pipeline("contract_limit", plugin_manager=pm, max_concurrent=limit)
+
+            def make(i: int, sync: bool) -> Any:
+                if sync:
+                    def step():
+                        gauge.enter()
+                        try:
+                            time.sleep(0.05)
+                        finally:
+                            gauge.leave()
+                        return i
+                    return step
+
+                async def astep():
+                    gauge.enter()
+                    try:
+                        await asyncio.sleep(0.05)
+                    finally:
+                        gauge.leave()
+                    return i
+                return astep
+
+            for i in range(6):
+                pipe.add_step(f"s{i}", make(i, sync=i % 2 == 0))
+            pipe.add_step("last", make(99, sync=False), depends_on=[f"s{i}" for i in range(6)])
+            limited, _ = run(pipe)
+            assert limited.ok, f"{where}: {limited.errors}"
+            _current, peak, entered = gauge.read()
+            assert entered == 7, f"{where}: {entered} of 7 steps ran"
+            assert peak <= limit, f"{where}: {peak} steps ran at once with max_concurrent=" \
+                f"{limit}"
+            assert peak == limit, f"{where}: max_concurrent={limit} with 6 ready steps, " \
+                f"yet at most {peak} ran at once"
+
+        # start and shutdown: once per run, whatever happened
+        kinds = [kind for kind, _ in lifecycle]
+        assert kinds == ["start", "shutdown"] * runs, \
+            f"{where}: start()/shutdown() calls over {runs} runs were {kinds}"
+        limits = [value for kind, value in lifecycle if kind == "start"]
+        assert limits[-2:] == [1, 2], f"{where}: start() got max_concurrent {limits[-2:]}"
+    finally:
+        pm.remove_plugin(spy_name)
+        if own_dir is not None:
+            own_dir.cleanup()
 
 
 # -- crash tests ------------------------------------------------------------------------------

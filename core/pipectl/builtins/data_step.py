@@ -112,7 +112,7 @@ def _shared_files(load: list[Any], components: Any) -> list[Any]:
 def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
     """Validate a data step's options and return the coroutine function that runs it. Every
     problem is reported at once (a :class:`pipectl.options.ProblemsError`)."""
-    from pipectl.data import (
+    from pipectl.data_options import (
         BAD_RECORD_MODES,
         DEFAULT_BATCH_SIZE,
         DEFAULT_BUFFER_SIZE,

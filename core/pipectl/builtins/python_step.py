@@ -100,7 +100,7 @@ def _pipeline_step(step: Any, components: Any = None) -> Callable[..., Any]:
     if child.name in chain:
         raise ValueError("sub-pipelines form a cycle: " + " -> ".join((*chain, child.name)))
     if components is not None:  # validate the sub-pipeline now, with the parent
-        from pipectl.engine import plan_run
+        from pipectl.planning import plan_run
 
         token = _planning.set((*chain, child.name))
         try:

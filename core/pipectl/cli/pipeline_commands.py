@@ -66,49 +66,50 @@ def _load(pm: Any, file: str, params: Sequence[str],
     those used as sub-pipelines), validated, in dependency order; any problem exits 2 with one
     message."""
     from pipectl.errors import PipectlError
-    from pipectl.pipelinefile import PipelineFileError, load_pipelines
+    from pipectl.pipelinefile import PipelineFileError, gc_paused, load_pipelines
 
     folder = str(Path(file).resolve().parent)
     if folder not in sys.path:  # module:function references next to the pipeline file
         sys.path.insert(0, folder)
-    try:
-        pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm,
-                                            project=_project(file), check_graph=False)
-        # by default every pipeline but those other pipelines run as sub-pipelines
-        roots = list(names) or [n for n, p in pipelines.items() if not p.nested]
-        if names:
-            unknown = [n for n in names if n not in pipelines]
-            if unknown:
-                import difflib
+    with gc_paused():  # loading and planning make objects, not garbage (see gc_paused)
+        try:
+            pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm,
+                                                project=_project(file), check_graph=False)
+            # by default every pipeline but those other pipelines run as sub-pipelines
+            roots = list(names) or [n for n, p in pipelines.items() if not p.nested]
+            if names:
+                unknown = [n for n in names if n not in pipelines]
+                if unknown:
+                    import difflib
 
-                close = difflib.get_close_matches(unknown[0], list(pipelines), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise PipelineFileError(file, None, None, f"no pipeline named {unknown[0]!r}"
-                                        f"{hint} (in the file: {', '.join(pipelines)})")
-        wanted, stack = set(), roots
-        while stack:
-            name = stack.pop()
-            if name not in wanted:
-                wanted.add(name)
-                stack.extend(depends[name])
-        chosen = {n: p for n, p in pipelines.items() if n in wanted}
-        found: list[str] = []  # every problem of every pipeline, at once
-        for pipe in chosen.values():
-            try:
-                pipe.validate()
-            except PipectlError as exc:
-                from pipectl.pipelinefile import locate
+                    close = difflib.get_close_matches(unknown[0], list(pipelines), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise PipelineFileError(file, None, None, f"no pipeline named {unknown[0]!r}"
+                                            f"{hint} (in the file: {', '.join(pipelines)})")
+            wanted, stack = set(), roots
+            while stack:
+                name = stack.pop()
+                if name not in wanted:
+                    wanted.add(name)
+                    stack.extend(depends[name])
+            chosen = {n: p for n, p in pipelines.items() if n in wanted}
+            found: list[str] = []  # every problem of every pipeline, at once
+            for pipe in chosen.values():
+                try:
+                    pipe.validate()
+                except PipectlError as exc:
+                    from pipectl.pipelinefile import locate
 
-                found.extend(locate(pipe, exc).splitlines())
-        if found:
-            for line in found:
-                click.echo(f"pipectl: error: {line}", err=True)
-            if len(found) > 1:
-                click.echo(f"pipectl: {len(found)} problems in {file}", err=True)
-            sys.exit(EXIT_USAGE)
-    except PipectlError as exc:
-        text = getattr(exc, "cli_text", None) or str(exc)  # a param: "give it with -p ..."
-        _fail(text.replace("\n", "\n  ") if "\n" in text else text)
+                    found.extend(locate(pipe, exc).splitlines())
+            if found:
+                for line in found:
+                    click.echo(f"pipectl: error: {line}", err=True)
+                if len(found) > 1:
+                    click.echo(f"pipectl: {len(found)} problems in {file}", err=True)
+                sys.exit(EXIT_USAGE)
+        except PipectlError as exc:
+            text = getattr(exc, "cli_text", None) or str(exc)  # a param: "give it with -p ..."
+            _fail(text.replace("\n", "\n  ") if "\n" in text else text)
     return chosen, depends
 
 
