@@ -14,7 +14,8 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 # -- step functions --------------------------------------------------------------------------
 

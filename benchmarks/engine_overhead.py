@@ -35,7 +35,8 @@ import asyncio
 import gc
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import _bench as B
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import timeit
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import _bench as B
+
 from pipectl import hookimpl
 
 

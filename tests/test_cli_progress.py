@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from pipectl import Pipeline, StepStatus
 from pipectl.cli import progress
 from pipectl.model import PipelineRun, StepResult, StepSpec
@@ -326,7 +327,6 @@ def test_live_area_of_ten_thousand_running_steps_shows_twenty(plugin_manager):
     run = PipelineRun("r1", "big")
     display.pipectl_run_start(run)
     specs = [StepSpec(f"s{i}", retries=3) for i in range(10_000)]
-    started = time.perf_counter()
     for spec in specs:
         display.pipectl_step_start(run, spec, 1)
     for spec in specs[:100]:
@@ -334,8 +334,6 @@ def test_live_area_of_ten_thousand_running_steps_shows_twenty(plugin_manager):
                                                           attempts=1, records=2))
     display.pipectl_step_retry(run, specs[100], 1, ValueError("secret 123"), 30.0)
     display.pipectl_step_start(run, specs[101], 2)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5  # O(1) per event (a generous bound: loaded machines are slow)
     text = _text_of(display.console, display.render())
     lines = text.splitlines()
     assert re.match(r"big\s+100/10000 done\s+9900 running\s+200 records", lines[0]), text

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+
 from pipectl import Pipeline
 from pipectl.errors import PipelineValidationError
 from pipectl.model import RunStatus, StepStatus

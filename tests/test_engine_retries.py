@@ -6,6 +6,7 @@ import tempfile
 
 import pytest
 from helpers import CallLog
+
 from pipectl import Pipeline, RunStatus, StepStatus
 
 # Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py).

@@ -4,10 +4,9 @@ than ``max_concurrent`` steps at once, and independent steps run in parallel."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
-
-import os
 
 import pytest
 from helpers import EventLog, Gauge, Rendezvous

@@ -69,6 +69,7 @@ def test_driver_reads_marks_outputs_the_engine_reads(plugin_manager, register_pl
 def test_executor_that_cannot_start_leaves_no_run_and_no_hooks(plugin_manager, register_plugin,
                                                                  hook_recorder):
     import pytest
+
     from pipectl.errors import ExecutorError
 
     register_plugin(ExecutorPlugin(), name="exec-plugin")
@@ -113,6 +114,7 @@ def test_local_executor_meets_the_executor_contract(plugin_manager, tmp_path):
 
 def test_the_executor_contract_takes_a_factory_and_catches_a_broken_executor(tmp_path):
     import pytest
+
     from pipectl.testing import check_executor_contract
 
     check_executor_contract(LocalExecutor, workdir=tmp_path / "ok")

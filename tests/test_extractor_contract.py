@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pipectl.components.files import CsvExtractor, JsonlExtractor, PythonExtractor
 from pipectl.testing import check_extractor_contract
 

@@ -72,7 +72,7 @@ def test_duplicate_step_names_are_rejected(plugin_manager):
 def test_duplicate_is_also_reported_by_graph_property_and_run(plugin_manager):
     pipe = make(plugin_manager, "dup", [("a", []), ("a", [])])
     with pytest.raises(PipelineValidationError, match="duplicate step 'a'"):
-        pipe.graph
+        pipe.graph  # noqa: B018 - the property builds and checks the graph
     with pytest.raises(PipelineValidationError, match="duplicate step 'a'"):
         pipe.run_sync()
 

@@ -10,8 +10,8 @@ import warnings
 
 import pluggy
 import pytest
-
 from helpers import FlakyStore, RaisingListener
+
 from pipectl import Pipeline, RunStatus, hookimpl
 from pipectl.hookspecs import LISTENER_HOOKS
 from pipectl.testing import HookRecorder

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from helpers import FlakyStore
+
 from pipectl import Pipeline, RunStatus, StepStatus, hookimpl, hookspecs
 from pipectl.model import PipelineRun, StepResult, StepSpec
 from pipectl.plugins import LIFECYCLE_HOOKS

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pipectl import Pipeline
 from pipectl.model import StepStatus
 

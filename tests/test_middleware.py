@@ -15,7 +15,6 @@ from pipectl.context import StepContext
 from pipectl.errors import StepTimeout
 from pipectl.plugins import get_plugin_manager
 
-
 # Tests taking the ``executor`` fixture run on ``local`` and on a dask cluster (tests/conftest.py).
 # A middleware runs where the step runs (on a dask worker, in another process): the plugins here
 # record what they see in files.

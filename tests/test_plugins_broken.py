@@ -10,9 +10,9 @@ import json
 import sys
 
 import pytest
+from helpers import RaisingListener
 from plugin_fixtures.fakedist import fake_dists  # noqa: F401 - fixture
 
-from helpers import RaisingListener
 from pipectl import Pipeline, RunStatus, StepStatus
 from pipectl.errors import PluginError
 from pipectl.plugins import get_plugin_manager

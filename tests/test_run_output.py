@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from pipectl import Pipeline
 from pipectl.pipelinefile import PipelineFileError, load_pipeline
 from pipectl.preview import data_counts, fit, preview, preview_summary

@@ -10,15 +10,16 @@ from __future__ import annotations
 import html
 import json
 import os
-import sys
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pipectl import story
 
 FIXTURES = Path(__file__).parent / "story_fixtures"

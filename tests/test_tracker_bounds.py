@@ -12,11 +12,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from pipectl import Pipeline
 from pipectl.tracking import PARAMS_CHARS, SUMMARY_CHARS, TEXT_CHARS, SqliteTracker
-
 
 HOSTILE = """
 import json, sys, time

@@ -174,6 +174,7 @@ def test_the_example_api_pages_cursors_filters_and_keys():
 def test_the_json_schema_accepts_the_weather_example():
     import jsonschema
     import yaml
+
     from pipectl.cli.schema_command import schema_text
 
     jsonschema.validate(yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text()),

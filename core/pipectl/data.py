@@ -25,8 +25,9 @@ import inspect
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from pipectl import faults
 from pipectl.errors import PipectlError
@@ -44,7 +45,6 @@ __all__ = [
 # the data step's option rules live apart: validating a file needs them, not this module
 from pipectl.data_options import (  # noqa: E402
     BAD_RECORD_MODES,
-    DEFAULT_BATCH_SIZE,
     DEFAULT_BUFFER_SIZE,
     parse_max_bad_records,
 )
@@ -655,7 +655,7 @@ class _Attempt:
                 else:
                     dead.abort()
             raise extraction_error
-        for name, queue in list(queues.items()):
+        for queue in list(queues.values()):
             await queue.put(_END)
         await asyncio.gather(*consumers.values(), return_exceptions=True)
         state = getattr(extractor, "state", None)

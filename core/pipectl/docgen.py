@@ -91,7 +91,7 @@ def _rst_to_markdown(doc: str, heading: str = "##") -> str:
 
 def _hooks(module: ModuleType) -> list[tuple[str, int, object]]:
     """(name, line, function) of every hookspec in ``module``, in source order."""
-    marker = getattr(module, "hookspec").project_name + "_spec"
+    marker = module.hookspec.project_name + "_spec"
     found = []
     for name, obj in vars(module).items():
         if inspect.isfunction(obj) and hasattr(obj, marker):

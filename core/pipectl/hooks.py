@@ -21,7 +21,8 @@ tracing see each event with the implementations it reaches. What pipectl adds:
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pipectl.hookspecs import LISTENER_HOOKS
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import inspect
 import random
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -456,5 +457,5 @@ def is_async_callable(func: Callable[..., Any]) -> bool:
     while hasattr(func, "func") and not inspect.isfunction(func):  # functools.partial
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)
+        getattr(func, "__call__", None)  # noqa: B004 - an object whose __call__ is async def
     )

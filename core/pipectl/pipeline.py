@@ -321,8 +321,8 @@ class Pipeline:
     def _step_problems(self, pm: Any) -> list[str]:
         """Each step's own problems (its type, its options), found by its step type's factory
         as planning would: for a pipeline whose graph cannot be planned."""
-        from pipectl.planning import _takes_components
         from pipectl.errors import UnknownComponentError
+        from pipectl.planning import _takes_components
 
         problems: list[str] = []
         for step in self._steps:

@@ -6,7 +6,8 @@ component, so a plugin's heavy dependencies are imported only then.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pipectl.errors import DuplicateComponentError, UnknownComponentError
 

@@ -47,7 +47,8 @@ Contract checks:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -377,8 +378,14 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
 
     from pipectl.model import RunStatus
     from pipectl.pipeline import Pipeline
-    from pipectl.tracking import (ExtractorStateSaved, PrunableTracker, ResumableTracker,
-                                  ResumeClaimed, Tracker, TrackerError)
+    from pipectl.tracking import (
+        ExtractorStateSaved,
+        PrunableTracker,
+        ResumableTracker,
+        ResumeClaimed,
+        Tracker,
+        TrackerError,
+    )
 
     def check(condition: Any, message: str) -> None:
         if not condition:
@@ -1092,7 +1099,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
             gauge = _FileGauge(path(f"gauge-{limit}"))
             pipe = Pipeline("contract_limit", plugin_manager=pm, max_concurrent=limit)
 
-            def make(i: int, sync: bool) -> Any:
+            def make(i: int, sync: bool, gauge: _FileGauge = gauge) -> Any:
                 if sync:
                     def step():
                         gauge.enter()

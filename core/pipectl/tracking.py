@@ -48,16 +48,16 @@ import socket
 import threading
 import time
 import weakref
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pipectl import faults
 from pipectl.errors import PipectlError
-from pipectl.loads import pid_alive as _pid_alive
 from pipectl.hookspecs import hookimpl
+from pipectl.loads import pid_alive as _pid_alive
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipectl.tracking_contract import (
@@ -1296,7 +1296,7 @@ class SQLTracker:
                     try:
                         if conn is None:
                             conn = self._retrying(self._connect)
-                        self._retrying(lambda: self._write(conn, *rows))
+                        self._retrying(lambda: self._write(conn, *rows))  # noqa: B023 - now
                     except Exception as exc:  # noqa: BLE001 - kept, retried, reported by close()
                         self._failure = exc
                         delay = min(max(delay * 2, RETRY_FIRST_SECONDS), RETRY_MAX_SECONDS)

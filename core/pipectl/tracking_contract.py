@@ -220,8 +220,8 @@ class ExtractorStateSaved:
     saved_at: datetime
 
 
-TrackerEvent = Union[RunStarted, StepStarted, StepRetrying, StepFinished, StepRolledBack,
-                     ExtractorStateSaved, RunFinished]
+TrackerEvent = Union[RunStarted, StepStarted, StepRetrying, StepFinished,  # noqa: UP007 - a
+                     StepRolledBack, ExtractorStateSaved, RunFinished]  # runtime alias: 3.11
 """Any event :meth:`Tracker.record` is given."""
 
 

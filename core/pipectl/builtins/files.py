@@ -6,7 +6,8 @@ imported when a pipeline uses one, so that start-up stays cheap.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipectl.hookspecs import hookimpl
 

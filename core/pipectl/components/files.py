@@ -69,12 +69,12 @@ import csv
 import io
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 from pipectl.options import FilePath
-
 
 DEFAULT_BATCH_SIZE = 10_000
 STDIN = "-"

@@ -54,11 +54,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 from pipectl.options import FilePath
-
 
 #: the table of load markers, in each database the output writes
 LOADS_TABLE = "_pipectl_loads"

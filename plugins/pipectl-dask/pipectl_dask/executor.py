@@ -275,7 +275,7 @@ def _worker_address() -> str:
         from distributed import get_worker
 
         return get_worker().address
-    except Exception:  # noqa: BLE001 - not on a worker
+    except Exception:
         return "?"
 
 
@@ -420,7 +420,7 @@ def _store_output(store: Any, run_id: str, step: str, output: Any) -> None:
                                     f"{type(exc).__name__}: {exc}") from None
     try:
         store.put(run_id, step, blob)
-    except Exception as exc:  # noqa: BLE001 - storing is for resume only
+    except Exception as exc:
         _log.warning("pipectl-dask: could not store the output of step %r in the result "
                      "store from this worker: %s", step, exc)
 
@@ -430,7 +430,7 @@ def _picklable(obj: Any) -> bool:
         return False
     try:
         pickle.dumps(obj)
-    except Exception:  # noqa: BLE001 - a store that cannot travel stays in the driver
+    except Exception:
         return False
     return True
 
@@ -475,7 +475,7 @@ def _distribution_of(module: str) -> str | None:
 
         names = packages_distributions().get(top) or []
         return f"{names[0]}=={version(names[0])}" if names else None
-    except Exception:  # noqa: BLE001 - only a hint
+    except Exception:
         return None
 
 
@@ -643,7 +643,8 @@ class DaskExecutor:
     :param fetch: ``"leaves"`` (default): the run's results (outputs no step consumes) come
         to the driver when their step ends, the others stay on the cluster; ``"all"``: the
         consumed outputs are also fetched at the end of the run, into their
-        :class:`DaskOutput` handles and in place of them in ``run.steps``; ``"none"``: even the results stay on the cluster (handles only).
+        :class:`DaskOutput` handles and in place of them in ``run.steps``; ``"none"``: even the
+        results stay on the cluster (handles only).
     :param check_pickle: pickle each output on its worker right away, so an output that could
         never leave it fails its step with :class:`UnpicklableOutput` (costs one serialization).
     :param client: an existing asynchronous ``distributed.Client`` to use (not closed).
@@ -834,7 +835,7 @@ class DaskExecutor:
             kwargs[name] = value
         try:
             func = self._shippable(invocation.func) if self.ship_code else invocation.func
-        except Exception as exc:  # noqa: BLE001 - cloudpickle of a step shipped by value
+        except Exception as exc:
             raise _unpicklable_task(spec.name, exc) from None
         key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
         shared = getattr(context, "state", None)
@@ -937,7 +938,7 @@ class DaskExecutor:
             registries = getattr(context, "components", None)
             try:
                 component = registries.of(exc.kind).get(exc.name)
-            except Exception:  # noqa: BLE001 - the driver lacks it too: the message stands
+            except Exception:
                 return exc
             kind = exc.kind.rstrip("s").replace("_", " ")
             module = getattr(component.factory, "__module__", "") or ""

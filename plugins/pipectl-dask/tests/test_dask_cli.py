@@ -15,7 +15,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from pipectl.tracking import ResultStore
 
 distributed = pytest.importorskip("distributed")

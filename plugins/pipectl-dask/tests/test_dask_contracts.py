@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from pipectl.testing import check_executor_contract  # noqa: E402
+from pipectl.testing import check_executor_contract
 
 pytestmark = pytest.mark.slow
 

@@ -83,7 +83,8 @@ def test_data_steps_run_whole_on_workers_several_at_once(pm, cluster, tmp_path):
         assert isinstance(result, DataStepResult)  # the report came back to the driver
         assert [o.written for o in result.outputs.values()] == [5_000]
         rows = read_jsonl(tmp_path / f"{name}.jsonl")
-        assert [r["id"] for r in rows] == [str(i) for i in range(5_000)]  # each record once, in order
+        # each record once, in order
+        assert [r["id"] for r in rows] == [str(i) for i in range(5_000)]
         pids[name] = {r["pid"] for r in rows}
         assert len(pids[name]) == 1  # the whole stream on one worker
     assert pids["left"] != pids["right"]  # two workers, at the same time
@@ -124,7 +125,8 @@ def test_a_retried_data_step_skips_the_output_its_failed_attempt_committed(
 
     with sqlite3.connect(tmp_path / "db.sqlite") as con:
         ids = [r[0] for r in con.execute("SELECT id FROM t ORDER BY rowid")]
-    assert [str(i) for i in ids] == [str(i) for i in range(2_000)]  # committed once, by attempt 1 only
+    # committed once, by attempt 1 only
+    assert [str(i) for i in ids] == [str(i) for i in range(2_000)]
     assert [r["id"] for r in read_jsonl(later / "out.jsonl")] == [str(i) for i in range(2_000)]
     report = run.steps["load"].output
     statuses = {name: out.status for name, out in report.outputs.items()}

@@ -36,12 +36,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 from pipectl.tracking import SQLDialect, SQLTracker, TrackerError

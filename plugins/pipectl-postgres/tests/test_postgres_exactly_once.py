@@ -13,9 +13,8 @@ import sys
 import textwrap
 
 import pytest
-from psycopg import sql
-
 from pipectl.testing import run_killed_at
+from psycopg import sql
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +63,8 @@ def pipectl(folder, env, *args: str) -> subprocess.CompletedProcess:
     import os
 
     return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=folder,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
 def ids_in(folder, pg, schema) -> dict[str, list[int]]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from psycopg import sql
-
 from pipectl.testing import check_output_contract
+from psycopg import sql
 
 
 @pytest.fixture

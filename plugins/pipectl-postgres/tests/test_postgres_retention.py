@@ -94,7 +94,7 @@ class Tracked:
         """``pipectl runs prune ARGS --tracker URL``: the run ids it lists."""
         proc = subprocess.run([*PIPECTL, "runs", "prune", *args, "--tracker", self.url],
                               cwd=self.root, capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ))
+                              env=dict(os.environ), check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
         return [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
