@@ -92,7 +92,7 @@ def test_a_plugin_command_cannot_replace_a_lazy_builtin(register_plugin, run_cli
 #: the plugins' METADATA parser, the libraries of a run)
 MODULES_HELP_DOES_NOT_NEED = (
     "pipectl.cli.pipeline_commands", "pipectl.cli.runs_command", "pipectl.cli.plugins_command",
-    "pipectl.cli.progress", "pipectl.pipelinefile", "pipectl.engine", "pipectl.model",
+    "pipectl.cli.progress", "pipectl.files", "pipectl.engine", "pipectl.model",
     "pipectl.tracking", "email.parser", "json", "difflib", "yaml", "attr", "attrs", "rich",
     "structlog", "jinja2", "importlib_metadata",
 )

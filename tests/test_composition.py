@@ -9,8 +9,9 @@ import pytest
 
 from pipectl import Pipeline
 from pipectl.errors import PipelineValidationError
+from pipectl.files import PipelineFileError
 from pipectl.model import RunStatus, StepStatus
-from pipectl.pipelinefile import PipelineFileError, load_pipelines
+from pipectl.pipeline import load_pipelines
 
 SUCCESS, SKIPPED, FAILED = StepStatus.SUCCESS, StepStatus.SKIPPED, StepStatus.FAILED
 

@@ -30,10 +30,11 @@ def test_the_tutorial_plugin_passes_its_tests_and_runs_its_pipeline(tmp_path):
     assert made.returncode == 0, made.stderr
     root = tmp_path / "pipectl-fixedwidth"
     # the generated plugin module is the one the tutorial shows
-    assert (root / "pipectl_fixedwidth" / "plugin.py").read_text().strip() == plugin_py.strip()
-    (root / "pipectl_fixedwidth" / "extractor.py").write_text(extractor_py + "\n")
+    package = root / "src" / "pipectl_fixedwidth"
+    assert (package / "plugin.py").read_text().strip() == plugin_py.strip()
+    (package / "extractor.py").write_text(extractor_py + "\n")
     (root / "tests" / "test_pipectl_fixedwidth.py").write_text(test_py + "\n")
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
     tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "tests"], cwd=root, capture_output=True, text=True, env=env,
                             timeout=120)
@@ -41,7 +42,7 @@ def test_the_tutorial_plugin_passes_its_tests_and_runs_its_pipeline(tmp_path):
 
     # the pipeline file of step 6, with the plugin importable and registered by entry point:
     # a minimal dist-info on the path stands for `pip install -e`
-    info = root / "pipectl_fixedwidth-0.1.0.dist-info"
+    info = root / "src" / "pipectl_fixedwidth-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pipectl-fixedwidth\n"
                                    "Version: 0.1.0\n")

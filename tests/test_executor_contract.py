@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pipectl import Pipeline, hookimpl
-from pipectl.executors import LocalExecutor
+from pipectl.components.local_executor import LocalExecutor
 
 
 class Recording(LocalExecutor):
@@ -32,13 +32,12 @@ def make_recording(**options):
     return Recording(**options)
 
 
-make_recording.cli_options = [
-    {"flag": "--rec-level", "key": "level", "type": int, "metavar": "N",
-     "help": "How hard to record."},
-]
-
-
 class ExecutorPlugin:
+    @hookimpl
+    def pipectl_addoption(self, parser):
+        parser.add_option("--rec-level", executor="recording", key="level", type=int,
+                          metavar="N", help="How hard to record.")
+
     @hookimpl
     def pipectl_register_executors(self, register):
         register("recording", make_recording)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from pipectl.errors import PipectlError
 from pipectl.expr import MAX_DEPTH, MAX_LENGTH, MAX_TERMS, ExpressionError, Scope, parse
-from pipectl.pipelinefile import PipelineFileError, load_pipeline
+from pipectl.files import PipelineFileError
+from pipectl.pipeline import load_pipeline
 
 SETTINGS = dict(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

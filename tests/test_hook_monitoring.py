@@ -143,9 +143,10 @@ def test_enable_tracing_writes_each_lifecycle_call(plugin_manager):
     finally:
         undo()
     calls = re.findall(r"^\s*(pipectl_\w+) \[hook\]$", "".join(lines), flags=re.MULTILINE)
-    assert calls == ["pipectl_run_start", "pipectl_run_planned", "pipectl_step_start",
-                     "pipectl_step_finish", "pipectl_step_start", "pipectl_step_finish",
-                     "pipectl_run_finish"]
+    # the manager's first run configures it first (pipectl_configure, once)
+    assert calls == ["pipectl_configure", "pipectl_run_start", "pipectl_run_planned",
+                     "pipectl_step_start", "pipectl_step_finish", "pipectl_step_start",
+                     "pipectl_step_finish", "pipectl_run_finish"]
 
 
 def test_run_listeners_are_in_the_monitored_implementations(plugin_manager):

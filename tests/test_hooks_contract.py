@@ -54,6 +54,9 @@ def test_the_contract_has_the_hooks_of_the_design():
         "pipectl_register_executors",
         "pipectl_register_step_types",
         "pipectl_register_commands",
+        "pipectl_addoption",
+        "pipectl_configure",
+        "pipectl_unconfigure",
         "pipectl_run_start",
         "pipectl_run_planned",
         "pipectl_run_finish",
@@ -136,9 +139,9 @@ def test_registration_hooks_table_matches_the_specs():
         assert _args(hook) == ["register"]
 
 
-def test_every_hook_is_registration_commands_or_lifecycle():
+def test_every_hook_is_registration_commands_startup_or_lifecycle():
     assert sorted([*hookspecs.REGISTRATION_HOOKS, "pipectl_register_commands",
-                   *LIFECYCLE_HOOKS]) == HOOKS
+                   *hookspecs.STARTUP_HOOKS, *LIFECYCLE_HOOKS]) == HOOKS
 
 
 def test_hook_names_follow_the_grammar():
@@ -147,7 +150,8 @@ def test_hook_names_follow_the_grammar():
         assert (
             re.match(r"^pipectl_register_[a-z_]+s$", hook)
             or lifecycle.match(hook)
-            or hook == "pipectl_wrap_step"
+            or hook in ("pipectl_wrap_step", "pipectl_addoption", "pipectl_configure",
+                        "pipectl_unconfigure")
         ), hook
 
 

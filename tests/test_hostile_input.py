@@ -18,7 +18,8 @@ import pytest
 
 from pipectl import Pipeline, StepStatus
 from pipectl.errors import PipectlError
-from pipectl.pipelinefile import PipelineFileError, load_pipeline
+from pipectl.files import PipelineFileError
+from pipectl.pipeline import load_pipeline
 
 PIPECTL = [sys.executable, "-m", "pipectl.cli"]
 SECONDS = 2.0  # the limit per case, start-up included

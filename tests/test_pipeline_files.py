@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 
 from pipectl import Pipeline, RunStatus
-from pipectl.pipelinefile import PipelineFileError, load_pipeline
+from pipectl.files import PipelineFileError
+from pipectl.pipeline import load_pipeline
 
 HERE = Path(__file__).resolve().parent / "pipeline_files"
 PIPECTL = [sys.executable, "-m", "pipectl.cli"]
@@ -478,15 +479,15 @@ def test_the_json_schema_rejects_a_misspelled_field():
 
 
 def test_the_json_schema_knows_exactly_the_loaders_fields():
-    from pipectl import pipelinefile
+    from pipectl.files import build, steps
 
     schema = _schema()
     single, multi = schema["oneOf"]
-    assert set(schema["$defs"]["step"]["properties"]) == pipelinefile._STEP_FIELDS
-    assert set(single["properties"]) == pipelinefile._TOP_FIELDS
-    assert set(multi["properties"]) == pipelinefile._MULTI_FIELDS
+    assert set(schema["$defs"]["step"]["properties"]) == steps.STEP_FIELDS
+    assert set(single["properties"]) == build.TOP_FIELDS
+    assert set(multi["properties"]) == build.MULTI_FIELDS
     assert set(multi["properties"]["pipelines"]["items"]["properties"]) == \
-        pipelinefile._ONE_OF_MANY
+        build.ONE_OF_MANY
 
 
 def test_pipectl_schema_prints_it():

@@ -36,7 +36,7 @@ def _make_step(step):
 
 
 def _make_executor(**options):
-    from pipectl.executors import LocalExecutor
+    from pipectl.components.local_executor import LocalExecutor
 
     class CountingExecutor(LocalExecutor):
         async def execute(self, invocation):
@@ -373,7 +373,7 @@ def lazy_plugin(fake_dists):
 
         def _make_executor(**options):
             import {heavy}
-            from pipectl.executors import LocalExecutor
+            from pipectl.components.local_executor import LocalExecutor
 
             return LocalExecutor(**options)
 

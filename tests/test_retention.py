@@ -522,7 +522,7 @@ def test_store_output_round_trips_through_a_pipeline_file(tmp_path, monkeypatch,
     import yaml
 
     from pipectl.cli.schema_command import schema_text
-    from pipectl.pipelinefile import PipelineFileError
+    from pipectl.files import PipelineFileError
 
     write(tmp_path / "rt_steps.py", """
         def numbers():

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipectl import Pipeline
-from pipectl.pipelinefile import PipelineFileError, load_pipeline
+from pipectl.files import PipelineFileError
+from pipectl.pipeline import load_pipeline
 from pipectl.preview import data_counts, fit, preview, preview_summary
 from pipectl.story import render_html, render_markdown, run_record, write_story
 from pipectl.tracking import summarize

@@ -589,7 +589,7 @@ def test_the_tracker_keeps_extractor_state_between_runs(plugin_manager, tmp_path
 
 
 def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
-    from pipectl import tracking
+    from pipectl.tracking import schema as tracking
 
     db = tmp_path / "runs.db"
     t = SqliteTracker(f"sqlite:///{db}")

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "hookimpl": "pipectl.hookspecs",
     "Pipeline": "pipectl.pipeline",
+    "PipelineFile": "pipectl.orchestration",
     "PipelineSpec": "pipectl.model",
     "StepSpec": "pipectl.model",
     "RunConfig": "pipectl.model",
@@ -59,29 +60,29 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-    from pipectl.context import Services, StepContext
-    from pipectl.data import DataStepResult, Transform
-    from pipectl.engine import RunCancelled
-    from pipectl.errors import (
-        PipectlError,
-        PipelineValidationError,
-        PluginError,
-        StepTimeout,
-        UnknownComponentError,
-    )
-    from pipectl.graph import Graph
-    from pipectl.hookspecs import hookimpl
-    from pipectl.log import configure_logging
-    from pipectl.model import (
-        PipelineRun,
-        PipelineRunConfig,
-        PipelineSpec,
-        RunConfig,
-        RunStatus,
-        StepResult,
-        StepSpec,
-        StepStatus,
-        Trigger,
-    )
-    from pipectl.pipeline import Pipeline
-    from pipectl.plugins import get_plugin_manager
+    # "X as X": re-exported for type checkers (the names are in __all__, made at run time)
+    from pipectl.context import Services as Services
+    from pipectl.context import StepContext as StepContext
+    from pipectl.data import DataStepResult as DataStepResult
+    from pipectl.data import Transform as Transform
+    from pipectl.engine import RunCancelled as RunCancelled
+    from pipectl.errors import PipectlError as PipectlError
+    from pipectl.errors import PipelineValidationError as PipelineValidationError
+    from pipectl.errors import PluginError as PluginError
+    from pipectl.errors import StepTimeout as StepTimeout
+    from pipectl.errors import UnknownComponentError as UnknownComponentError
+    from pipectl.graph import Graph as Graph
+    from pipectl.hookspecs import hookimpl as hookimpl
+    from pipectl.log import configure_logging as configure_logging
+    from pipectl.model import PipelineRun as PipelineRun
+    from pipectl.model import PipelineRunConfig as PipelineRunConfig
+    from pipectl.model import PipelineSpec as PipelineSpec
+    from pipectl.model import RunConfig as RunConfig
+    from pipectl.model import RunStatus as RunStatus
+    from pipectl.model import StepResult as StepResult
+    from pipectl.model import StepSpec as StepSpec
+    from pipectl.model import StepStatus as StepStatus
+    from pipectl.model import Trigger as Trigger
+    from pipectl.orchestration import PipelineFile as PipelineFile
+    from pipectl.pipeline import Pipeline as Pipeline
+    from pipectl.plugins import get_plugin_manager as get_plugin_manager

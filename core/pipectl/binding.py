@@ -92,7 +92,7 @@ def _params(func: Callable[..., Any]) -> tuple[tuple[str, Any, bool], ...]:
 
 # weak keys: the cache must not keep step functions alive. Keyed by the function object, not
 # its code: closures and lambdas share a code object but may differ in defaults.
-_facts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_facts: weakref.WeakKeyDictionary[Callable[..., Any], Facts] = weakref.WeakKeyDictionary()
 
 
 def facts(func: Callable[..., Any]) -> Facts:
@@ -240,7 +240,7 @@ def make_binder(
                   {d: index_of[d] for d in deps} if refs else None)
 
 
-def make_scope(index_of: dict[str, int], outputs: list[Any], params: Any,
+def make_scope(index_of: Mapping[str, int], outputs: list[Any], params: Any,
                status: list[Any] | None) -> Any:
     """A :class:`pipectl.expr.Scope` over one run's outputs and statuses, by step name."""
     from pipectl.expr import Scope

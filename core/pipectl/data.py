@@ -25,7 +25,7 @@ import inspect
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -315,13 +315,13 @@ async def _in_thread(func: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
-def _apply_sync(transforms: list[Transform], batch: list[dict], ctx: DataContext,
-                first_index: int, source: str) -> list[dict]:
+def _apply_sync(transforms: list[Transform], batch: list[dict[str, Any]],
+                ctx: DataContext, first_index: int, source: str) -> list[dict[str, Any]]:
     for transform in transforms:
         if transform.per == "batch":
             batch = list(transform.bound(ctx)(batch))
             continue
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         func = transform.bound(ctx)
         for n, record in enumerate(batch):
             try:
@@ -334,14 +334,14 @@ def _apply_sync(transforms: list[Transform], batch: list[dict], ctx: DataContext
     return batch
 
 
-def _transform_failed(ctx: DataContext, transform: Transform, record: dict, exc: Exception,
-                      position: str) -> None:
+def _transform_failed(ctx: DataContext, transform: Transform, record: dict[str, Any],
+                      exc: Exception, position: str) -> None:
     ctx.bad_transformed += 1
     ctx.bad_record(record, f"transform {transform.name} raised {type(exc).__name__}: {exc}",
                    position)
 
 
-def _keep(out: list[dict], result: Any) -> None:
+def _keep(out: list[dict[str, Any]], result: Any) -> None:
     """A per-record transform's result: a record, None (dropped) or a list (split)."""
     if result is None:
         return
@@ -561,7 +561,8 @@ class _Attempt:
         sync_transforms = [t for t in transforms if not t.is_async]
         any_async = any(t.is_async for t in transforms)
         source = extractor.describe() if hasattr(extractor, "describe") else type(extractor).__name__
-        queues = {name: asyncio.Queue(maxsize=self.buffer_size) for name in names}
+        queues: dict[str, asyncio.Queue[Any]] = {
+            name: asyncio.Queue(maxsize=self.buffer_size) for name in names}
         stopping = False  # extraction failed: consumers finish the write under way and stop
         read = 0
 
@@ -589,7 +590,7 @@ class _Attempt:
         try:
             batches = extractor.batches(ctx)
             if inspect.isasyncgen(batches):
-                agen = batches
+                agen: AsyncIterator[Any] = batches
             else:
                 iterator = iter(batches)
 
@@ -760,8 +761,9 @@ def _check_bad(ctx: DataContext, read: int, limits: tuple[int | None, float | No
             f"more than max_bad_records={pct:g}%; nothing was committed{where}")
 
 
-async def _apply_mixed(transforms: list[Transform], batch: list[dict], ctx: DataContext,
-                       first_index: int, source: str) -> list[dict]:
+async def _apply_mixed(transforms: list[Transform], batch: list[dict[str, Any]],
+                       ctx: DataContext, first_index: int,
+                       source: str) -> list[dict[str, Any]]:
     for transform in transforms:
         if not transform.is_async:
             batch = await _in_thread(_apply_sync, [transform], batch, ctx, first_index, source)
@@ -770,7 +772,7 @@ async def _apply_mixed(transforms: list[Transform], batch: list[dict], ctx: Data
         if transform.per == "batch":
             batch = list(await func(batch))
             continue
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         for n, record in enumerate(batch):
             try:
                 item = await func(record)

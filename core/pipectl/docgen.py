@@ -85,14 +85,14 @@ def _rst_to_markdown(doc: str, heading: str = "##") -> str:
         i += 1
     flush_params()
     # collapse runs of blank lines
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(out))
-    return text.strip("\n")
+    markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(out))
+    return markdown.strip("\n")
 
 
 def _hooks(module: ModuleType) -> list[tuple[str, int, object]]:
     """(name, line, function) of every hookspec in ``module``, in source order."""
     marker = module.hookspec.project_name + "_spec"
-    found = []
+    found: list[tuple[str, int, object]] = []
     for name, obj in vars(module).items():
         if inspect.isfunction(obj) and hasattr(obj, marker):
             found.append((name, inspect.getsourcelines(obj)[1], obj))
@@ -102,7 +102,9 @@ def _hooks(module: ModuleType) -> list[tuple[str, int, object]]:
 def generate(module: ModuleType | None = None) -> str:
     """The Markdown hook reference of ``module`` (default :mod:`pipectl.hookspecs`)."""
     if module is None:
-        from pipectl import hookspecs as module
+        from pipectl import hookspecs
+
+        module = hookspecs
     source = inspect.getsource(module)
     banners = [(source.count("\n", 0, m.start()) + 1, m.group(1).strip())
                for m in _BANNER.finditer(source)]

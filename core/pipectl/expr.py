@@ -45,9 +45,14 @@ import operator
 import re
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipectl.errors import PipectlError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import TypeAlias
+
+    _Node: TypeAlias = tuple[Any, ...]  # a parsed expression's node: (kind, *operands)
 
 __all__ = ["Expression", "ExpressionError", "parse", "parse_input"]
 
@@ -127,7 +132,7 @@ class _Parser:
             raise ExpressionError(f"expected {value!r}, found {got!r}")
         self.i += 1
 
-    def parse(self) -> tuple:
+    def parse(self) -> _Node:
         if not self.toks:
             raise ExpressionError("the expression is empty")
         node = self.or_()
@@ -135,21 +140,21 @@ class _Parser:
             raise ExpressionError(f"unexpected {self.toks[self.i][1]!r}")
         return node
 
-    def or_(self) -> tuple:
+    def or_(self) -> _Node:
         terms = [self.and_()]
         while self.peek("or"):
             self.i += 1
             terms.append(self.and_())
         return terms[0] if len(terms) == 1 else ("or", tuple(terms))  # flat: no deep tree
 
-    def and_(self) -> tuple:
+    def and_(self) -> _Node:
         terms = [self.not_()]
         while self.peek("and"):
             self.i += 1
             terms.append(self.not_())
         return terms[0] if len(terms) == 1 else ("and", tuple(terms))
 
-    def not_(self) -> tuple:
+    def not_(self) -> _Node:
         if self.peek("not"):
             self.i += 1
             self.nest(1)
@@ -158,7 +163,7 @@ class _Parser:
             return node
         return self.compare()
 
-    def compare(self) -> tuple:
+    def compare(self) -> _Node:
         left = self.choice()
         if self.i < len(self.toks):
             op = self.toks[self.i][1]
@@ -170,14 +175,14 @@ class _Parser:
                 return ("cmp", op, left, self.choice())
         return left
 
-    def choice(self) -> tuple:
+    def choice(self) -> _Node:
         options = [self.atom()]
         while self.peek("|"):
             self.i += 1
             options.append(self.atom())
         return options[0] if len(options) == 1 else ("choice", tuple(options))
 
-    def atom(self) -> tuple:
+    def atom(self) -> _Node:
         if self.i >= len(self.toks):
             raise ExpressionError("the expression ends too early")
         kind, value = self.toks[self.i]
@@ -211,7 +216,7 @@ class _Parser:
         raise ExpressionError(f"unexpected {value!r}: a reference starts with 'params.' or "
                               "'steps.'; text goes in quotes")
 
-    def reference(self, root: str) -> tuple:
+    def reference(self, root: str) -> _Node:
         self.take(".")
         if self.i >= len(self.toks) or self.toks[self.i][0] != "name":
             raise ExpressionError(f"expected a name after '{root}.'")
@@ -273,7 +278,7 @@ def _name(name: str) -> str:
     return name
 
 
-def _spell(node: tuple) -> str:
+def _spell(node: _Node) -> str:
     kind = node[0]
     if kind == "lit":
         return repr(node[1])
@@ -309,7 +314,7 @@ class Expression:
 
     __slots__ = ("params", "steps", "text", "tree")
 
-    def __init__(self, text: str, tree: tuple):
+    def __init__(self, text: str, tree: _Node):
         self.text = text
         self.tree = tree
         steps: dict[str, None] = {}
@@ -318,7 +323,7 @@ class Expression:
         self.steps = tuple(steps)
         self.params = tuple(params)
 
-    def _collect(self, node: tuple, steps: dict, params: dict) -> None:
+    def _collect(self, node: _Node, steps: dict[str, None], params: dict[str, None]) -> None:
         kind = node[0]
         if kind in ("output", "status"):
             steps[node[1]] = None
@@ -372,7 +377,7 @@ class Expression:
             parts.append(f"{_spell(node)} = {value}")
         return ", ".join(dict.fromkeys(parts))
 
-    def _safe(self, node: tuple, scope: Scope) -> Any:
+    def _safe(self, node: _Node, scope: Scope) -> Any:
         try:
             return self._eval(node, scope)
         except ExpressionError:
@@ -381,7 +386,7 @@ class Expression:
             raise ExpressionError(f"{_spell(node)}: reading it raised {type(exc).__name__}: "
                                   f"{exc}") from None
 
-    def _eval(self, node: tuple, scope: Scope) -> Any:
+    def _eval(self, node: _Node, scope: Scope) -> Any:
         kind = node[0]
         if kind == "lit":
             return node[1]
@@ -435,7 +440,7 @@ class Expression:
         return hash(self.tree)
 
 
-def _references(node: tuple) -> list[tuple]:
+def _references(node: _Node) -> list[_Node]:
     kind = node[0]
     if kind in ("param", "output", "status"):
         return [node]

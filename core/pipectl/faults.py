@@ -47,8 +47,8 @@ def reach(name: str) -> None:
     armed = _armed if _armed is not None else _arm()
     if armed[0] != name:
         return
-    armed[1] = int(armed[1]) - 1
-    if armed[1] <= 0:
+    left = armed[1] = int(armed[1]) - 1
+    if left <= 0:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -37,7 +37,8 @@ RUN_HOOKS = (*LISTENER_HOOKS, "pipectl_wrap_step")
 """The hooks a run calls (and the only ones a run listener may implement)."""
 
 
-def _report(plugin: str, hook: str, exc: BaseException) -> None:
+def report_failure(plugin: str, hook: str, exc: BaseException) -> None:
+    """Log ``plugin_hook_failed``: ``plugin``'s implementation of ``hook`` raised ``exc``."""
     from pipectl import log
 
     try:
@@ -67,7 +68,7 @@ def isolate(impl: Any, hook: str) -> None:
         try:
             return function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - listeners are best-effort
-            _report(plugin, hook, exc)
+            report_failure(plugin, hook, exc)
             return None
 
     isolated.__name__ = getattr(function, "__name__", hook)
@@ -184,6 +185,18 @@ class Hooks:
                  "_step_start", "_step_retry", "_step_finish", "_output_finish",
                  "_rollback_start", "_rollback_finish", "_wrap_step")
 
+    # pluggy ``HookImpl`` lists, one per hook of RUN_HOOKS (set in __init__ by name)
+    _run_start: list[Any]
+    _run_planned: list[Any]
+    _run_finish: list[Any]
+    _step_start: list[Any]
+    _step_retry: list[Any]
+    _step_finish: list[Any]
+    _output_finish: list[Any]
+    _rollback_start: list[Any]
+    _rollback_finish: list[Any]
+    _wrap_step: list[Any]
+
     def __init__(self, pm: PipectlPluginManager | None, listeners: Iterable[Any] = ()):
         unique: dict[int, Any] = {}
         for listener in listeners:  # each once (by identity), in order
@@ -196,6 +209,10 @@ class Hooks:
             for hook in RUN_HOOKS:
                 setattr(self, "_" + hook.removeprefix("pipectl_"), [])
             return
+        if pm.config is None:  # the manager's first run: pipectl_configure first
+            from pipectl.config import configure
+
+            configure(pm)
         self._pm = pm
         self._exec = pm._hookexec  # what pm.hook.<name>(...) calls, monitoring included
         own = _listener_impls(self.listeners) if self.listeners else {}

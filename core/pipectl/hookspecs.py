@@ -19,6 +19,9 @@ Every hook starts with ``pipectl_``.
   attempt or output, never per record.
 * ``pipectl_wrap_step`` returns an async middleware that the engine composes around every attempt
   of a step, where the step executes.
+* Start-up hooks: ``pipectl_addoption(parser)`` adds options to ``pipectl run``;
+  ``pipectl_configure(config)`` is called once before the first run of a plugin manager (where
+  a plugin sets itself up) and ``pipectl_unconfigure(config)`` once when it is done.
 
 Listeners are called one by one by the engine, never concurrently (possibly from a pipectl
 worker thread); no hook can be implemented as a pluggy wrapper (``wrapper=True``), and a plugin
@@ -80,6 +83,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
+    from pipectl.config import Config, OptionParser
     from pipectl.context import StepContext
     from pipectl.data import OutputReport
     from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
@@ -215,10 +219,8 @@ def pipectl_register_executors(register: Register) -> None:
     ``local`` executor is registered through this hook too. Cannot be a wrapper. Since 0.1.
 
     Options reach the factory from ``Pipeline.run(executor_options=...)`` and from
-    ``pipectl run --executor-option KEY=VALUE``. A factory may also declare ``pipectl run``
-    options of its own in a ``cli_options`` attribute: a list of dicts with ``flag`` (a free
-    ``--long`` option), ``key`` (the factory's keyword), and optionally ``type`` (``str``,
-    ``int``, ``float`` or ``bool``), ``metavar`` and ``help``; giving one implies
+    ``pipectl run --executor-option KEY=VALUE``. A plugin may add ``pipectl run`` options of
+    its own for them with :func:`pipectl_addoption` (``executor=NAME``); giving one implies
     ``--executor NAME``. A factory that raises ``TypeError`` or ``ValueError``, or an executor
     whose ``start`` raises, is reported as a :class:`~pipectl.errors.ExecutorError` before the
     run begins (no hook is called, nothing is recorded).
@@ -240,10 +242,6 @@ def pipectl_register_executors(register: Register) -> None:
                 from pipectl_dask.executor import DaskExecutor
                 return DaskExecutor(**options)
 
-            make_dask_executor.cli_options = [
-                {"flag": "--dask-scheduler", "key": "scheduler", "metavar": "ADDRESS",
-                 "help": "The scheduler to run the steps on."},
-            ]
             register("dask", make_dask_executor)
     """
 
@@ -304,6 +302,88 @@ def pipectl_register_commands(cli: click.Group) -> None:
             def hello():
                 \"\"\"Say hello.\"\"\"
                 click.echo("hello")
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up and shut-down
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pipectl_addoption(parser: OptionParser) -> None:
+    """Called when ``pipectl run`` is built (on its first use, not by ``pipectl --help``), to add
+    options to it, in the spirit of ``pytest_addoption``.
+
+    :param parser: an :class:`~pipectl.config.OptionParser`; call
+        ``parser.add_option(flag, help=, type=, metavar=, default=, dest=)`` for an option of
+        the plugin, read in :func:`pipectl_configure` as ``config.getoption(dest)``, or
+        ``parser.add_option(flag, executor=NAME, key=KEY, ...)`` for an option of the
+        executor ``NAME``: given, its value becomes that executor's option ``KEY`` and the
+        run uses that executor (as ``--executor NAME`` would).
+    :return: nothing; the return value is ignored.
+
+    An exception (a flag already taken, a bad type) marks the plugin as failed, with none of
+    its options; the other plugins' options are still added. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_addoption(parser):
+            parser.add_option("--dask-scheduler", executor="dask", key="address",
+                              metavar="ADDRESS", help="Run on the Dask scheduler at ADDRESS.")
+    """
+
+
+@hookspec
+def pipectl_configure(config: Config) -> None:
+    """Called once per plugin manager, before its first run starts: where a plugin sets
+    itself up (an exporter opens its connection, a cache its store).
+
+    :param config: a :class:`~pipectl.config.Config`: ``config.getoption(dest)`` reads the
+        options the plugin added (``pipectl run``; from the Python API there are none),
+        ``config.invocation`` is ``"cli"`` or ``"python"``, ``config.project_root`` the
+        project's folder (``pipectl run``), ``config.add_cleanup(func)`` registers what to
+        call when unconfigured, ``config.pluginmanager`` the manager.
+    :return: nothing; the return value is ignored.
+
+    ``pipectl run`` calls it after parsing its options and loading the pipeline file, before
+    the first run; the Python API when the first run of the manager starts. An exception marks
+    that plugin as failed and unregisters it, so that it sees no run; the other plugins are
+    still configured. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_configure(config):
+            exporter = Exporter(config.getoption("otel_endpoint") or "http://127.0.0.1:4318")
+            config.add_cleanup(exporter.flush)
+    """
+
+
+@hookspec
+def pipectl_unconfigure(config: Config) -> None:
+    """Called once when a configured plugin manager is done: at the end of the ``pipectl``
+    command, or when the process exits (Python API), before the cleanups registered with
+    ``config.add_cleanup``.
+
+    :param config: the :class:`~pipectl.config.Config` given to :func:`pipectl_configure`.
+    :return: nothing; the return value is ignored.
+
+    An exception is logged as ``plugin_hook_failed`` and every other plugin is still called.
+    Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_unconfigure(config):
+            Exporter.current().close()
     """
 
 
@@ -604,6 +684,10 @@ REGISTRATION_HOOKS = {
     "pipectl_register_step_types": "step_types",
 }
 """The registration hooks that build component registries, and the registry each one fills."""
+
+
+STARTUP_HOOKS = ("pipectl_addoption", "pipectl_configure", "pipectl_unconfigure")
+"""The start-up and shut-down hooks, called once per command or plugin manager."""
 
 
 LISTENER_HOOKS = (

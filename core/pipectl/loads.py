@@ -63,7 +63,8 @@ class LoadMarker:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadMarker:
-        return cls(**{k: data.get(k) for k in cls.__slots__})
+        fields: dict[str, Any] = {k: data.get(k) for k in cls.__slots__}
+        return cls(**fields)
 
     def __repr__(self) -> str:
         return (f"LoadMarker({self.pipeline!r}, run {self.run_id}, {self.step!r} -> "
@@ -209,7 +210,7 @@ def remove_stale_temp_files(path: str) -> list[str]:
     (``.NAME.pipectl-PID-*.tmp`` whose PID no longer runs on this machine); returns them."""
     folder = os.path.dirname(path) or "."
     start = f".{os.path.basename(path)}.pipectl-"
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TextIO, cast
+
+if TYPE_CHECKING:  # pragma: no cover
+    import weakref
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -33,7 +36,8 @@ def secrets_var() -> Any:
     return SECRETS
 
 
-_RUN_SECRETS: Any = None  # a WeakKeyDictionary: PipelineRun -> its secret values
+# PipelineRun -> its secret values, made on first use
+_RUN_SECRETS: weakref.WeakKeyDictionary[Any, tuple[str, ...]] | None = None
 
 
 def remember_secrets(run: Any, values: tuple[str, ...]) -> None:
@@ -66,7 +70,7 @@ def redact(text: str, secrets: Any = None) -> str:
     return text
 
 
-def _redact_event(logger: Any, method: str, event: dict) -> dict:
+def _redact_event(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     secrets = secrets_var().get()
     if secrets:
         for key, value in event.items():
@@ -109,7 +113,8 @@ def configure_logging(
         renderer,
     ]
     _logger = structlog.wrap_logger(
-        structlog.PrintLogger(stream) if stream is not None else _StderrLogger(),
+        # PrintLogger only writes and flushes: any text stream will do
+        structlog.PrintLogger(cast(TextIO, stream)) if stream is not None else _StderrLogger(),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
     ).bind()  # a concrete logger, not a lazy proxy that rebuilds itself on every call

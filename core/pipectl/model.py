@@ -161,7 +161,7 @@ def parse_size(text: str) -> float:
     return float(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
-def _resources(value: Any) -> dict[str, float]:
+def parse_resources(value: Any) -> dict[str, float]:
     """What a step asks of the machine it runs on: ``{"GPU": 1, "memory": "4GB"}``; sizes
     in text become numbers of bytes."""
     if not value:
@@ -182,12 +182,12 @@ def _resources(value: Any) -> dict[str, float]:
     return out
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be > 0 (or None for no limit), got {value!r}")
 
@@ -208,8 +208,10 @@ class StepSpec:
     name: str
     func: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     depends_on: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    # mypy's attrs plugin takes no attrs.Converter (python/mypy#15736): __init__ gets Any
     inputs: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=attrs.Converter(_inputs, takes_self=True), hash=False)
+        factory=dict, converter=attrs.Converter(_inputs, takes_self=True),  # type: ignore[misc]
+        hash=False)
     retries: int = attrs.field(default=0, validator=_non_negative)
     retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
     retry_backoff: float = attrs.field(default=2.0, validator=_non_negative)
@@ -223,9 +225,10 @@ class StepSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
     description: str = ""
     rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
-    when: Any = attrs.field(default=None,
-                            converter=attrs.Converter(_condition, takes_self=True))
-    resources: Mapping[str, float] = attrs.field(factory=dict, converter=_resources, hash=False)
+    when: Any = attrs.field(  # attrs.Converter: as for inputs
+        default=None, converter=attrs.Converter(_condition, takes_self=True))  # type: ignore[misc]
+    resources: Mapping[str, float] = attrs.field(factory=dict, converter=parse_resources,
+                                                 hash=False)
     """What the step needs of the machine it runs on (``{"GPU": 1, "memory": "4GB"}``), for
     executors that place steps on machines: pipectl-dask maps them to dask worker resources.
     The ``local`` executor runs every step in its one process and does not look at them."""
@@ -235,7 +238,7 @@ class StepSpec:
     step's row and its output summary; a resume that needs the output runs the step again."""
 
     @retry_jitter.validator
-    def _check_jitter(self, attribute: attrs.Attribute, value: float) -> None:
+    def _check_jitter(self, attribute: attrs.Attribute[Any], value: float) -> None:
         if not 0 <= value <= 1:
             raise ValueError(f"retry_jitter is a fraction between 0 and 1, got {value!r}")
 

@@ -118,7 +118,8 @@ class Schema:
     def __init__(self, target: Any, *, skip: tuple[str, ...] = ()):
         self.target = target
         signature = inspect.signature(target)
-        func = target.__init__ if isinstance(target, type) else target
+        is_class = isinstance(target, type)  # (not narrowed: mypy refuses instance.__init__)
+        func = target.__init__ if is_class else target
         try:
             hints = typing.get_type_hints(func)
         except Exception:  # noqa: BLE001 - an annotation that does not resolve: no type check
@@ -285,7 +286,7 @@ def describe(tp: Any) -> str:
     if tp is None or tp is type(None):
         return "null"
     if _is_union(tp):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        args: cabc.Sequence[Any] = [a for a in typing.get_args(tp) if a is not type(None)]
         if any(typing.get_origin(a) is cabc.Callable or a in (cabc.Callable, typing.Callable)
                for a in args):
             args = [a for a in args if a is not str]  # a callable takes "module:function"

@@ -9,12 +9,17 @@ import attrs
 
 from pipectl.context import Services
 from pipectl.graph import Graph
+from pipectl.hookspecs import hookimpl
 from pipectl.model import PipelineRun, PipelineSpec, RunConfig, StepSpec
 
 if TYPE_CHECKING:  # asyncio is imported by running, not by building or validating
     import asyncio
+    import os
 
-__all__ = ["Pipeline"]
+    from pipectl.files import LoadedPipeline, Origin, ParamSpec
+    from pipectl.project import Project
+
+__all__ = ["Pipeline", "load_pipeline", "load_pipelines"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,11 +74,8 @@ class Pipeline:
         self._spec: PipelineSpec | None = None  # built on demand (adding a step stays O(1))
         self.services = services if isinstance(services, Services) else Services(services)
         self.params: dict[str, Any] = {}  # defaults for run(params=...); a pipeline file's
-        self.param_specs: dict[str, Any] = {}
-        self.source: str | None = None  # the pipeline file it was loaded from
-        self.nested = False  # a step of another pipeline of its file runs it (a sub-pipeline)
-        self.source_lines: dict[str, int] = {}  # "steps.NAME[.field]" -> line in the file
-        self.story: str | None = None  # a pipeline file's story: written after each CLI run
+        self.param_specs: dict[str, ParamSpec] = {}
+        self._origin: Origin | None = None  # the pipeline file it was loaded from, if any
         self.plugin_manager = plugin_manager
         self._graph: Graph | None = None
         self._plans: dict[tuple[Any, ...], Any] = {}
@@ -91,6 +93,26 @@ class Pipeline:
     @property
     def name(self) -> str:
         return self._head.name
+
+    @property
+    def source(self) -> str | None:
+        """The pipeline file it was loaded from (None: defined in Python)."""
+        return self._origin.source if self._origin is not None else None
+
+    @property
+    def source_lines(self) -> Mapping[str, int]:
+        """``"steps.NAME[.field]"`` -> its line in the pipeline file (empty: not from a file)."""
+        return self._origin.lines if self._origin is not None else {}
+
+    @property
+    def nested(self) -> bool:
+        """A step of another pipeline of its file runs it (a sub-pipeline)."""
+        return self._origin is not None and self._origin.nested
+
+    @property
+    def story(self) -> str | None:
+        """The pipeline file's story: written after each run of the CLI."""
+        return self._origin.story if self._origin is not None else None
 
     @property
     def spec(self) -> PipelineSpec:
@@ -143,27 +165,18 @@ class Pipeline:
         return self.add(StepSpec(name=name, func=func, **options))
 
     @classmethod
-    def from_yaml(cls, path: Any, params: Mapping[str, Any] | None = None, *,
-                  name: str | None = None, plugin_manager: Any = None) -> Pipeline:
+    def from_yaml(cls, path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
+                  *, name: str | None = None, plugin_manager: Any = None) -> Pipeline:
         """Load a pipeline file (YAML or JSON; ``name`` picks one of several); raises
-        :class:`~pipectl.pipelinefile.PipelineFileError` naming the file, line and field."""
-        from pipectl.pipelinefile import load_pipeline
-
+        :class:`~pipectl.files.PipelineFileError` naming the file, line and field."""
         return load_pipeline(path, params, plugin_manager=plugin_manager, name=name)
 
-    def to_yaml(self, path: Any = None) -> str:
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
         """The pipeline as a pipeline file (YAML), written to ``path`` when given. Every step
         function must be importable by name (``module:function``); ``from_yaml`` reads it back."""
-        import yaml
+        from pipectl.files.writer import to_yaml
 
-        from pipectl.pipelinefile import dump_pipeline
-
-        text = yaml.safe_dump(dump_pipeline(self), sort_keys=False, allow_unicode=True)
-        if path is not None:
-            from pathlib import Path
-
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return to_yaml(self, path)
 
     def param(self, name: str, default: Any = None, *, secret: bool = False,
               description: str = "") -> None:
@@ -171,7 +184,7 @@ class Pipeline:
         and whether it is ``secret``: a secret's value is shown as ``***`` in the run's
         record, logs, errors, tracebacks and stories, and an output holding it is not stored
         for resume (the step runs again)."""
-        from pipectl.pipelinefile import ParamSpec
+        from pipectl.files.params import ParamSpec
 
         type_name = {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(
             type(default), "json")
@@ -284,6 +297,13 @@ class Pipeline:
             cached = self._plans[key] = (step_types, plan)
         return cached[1]
 
+    def plan(self, only: Iterable[str] = (), skip: Iterable[str] = ()) -> Any:
+        """The :class:`~pipectl.model.RunPlan` a run with ``only=`` and ``skip=`` would make:
+        ``plan.nodes`` (the steps to run), ``plan.left_out``, ``plan.graph``; what ``pipectl
+        run --dry-run`` prints. Raises :class:`~pipectl.errors.PipelineValidationError` for a
+        pipeline that cannot run."""
+        return self._plan(self._plugins(), tuple(only), tuple(skip))
+
     # -- the graph -------------------------------------------------------------------------
 
     @property
@@ -322,13 +342,13 @@ class Pipeline:
         """Each step's own problems (its type, its options), found by its step type's factory
         as planning would: for a pipeline whose graph cannot be planned."""
         from pipectl.errors import UnknownComponentError
-        from pipectl.planning import _takes_components
+        from pipectl.planning import takes_components
 
         problems: list[str] = []
         for step in self._steps:
             try:
                 factory = pm.registries.step_types.get(step.step_type).factory
-                if _takes_components(factory):
+                if takes_components(factory):
                     factory(step, components=pm.registries)
                 elif step.step_type != "python":  # a function's binding needs the graph
                     factory(step)
@@ -458,7 +478,9 @@ class Pipeline:
         run_id = run_id or uuid.uuid4().hex  # known before the resume is claimed for it
         claimed = None  # the run whose resume this run claimed, until this run has started
         try:
-            resumed_from, outputs, run_state = None, {}, {}
+            resumed_from: str | None = None
+            outputs: dict[str, Any] = {}
+            run_state: dict[str, Any] = {}
             if resume is not None:
                 if tracker_obj is None:
                     from pipectl.tracking import TrackerError
@@ -496,7 +518,7 @@ class Pipeline:
                 from pipectl.tracking import TrackingListener
 
                 run_listeners.append(TrackingListener(
-                    tracker_obj, config.run_id, self.spec, resumed_from=resumed_from,
+                    tracker_obj, run_id, self.spec, resumed_from=resumed_from,
                     pipeline_file=self.source, executor=executor or self.spec.executor,
                     fingerprints=self.fingerprints()))
             try:
@@ -569,6 +591,80 @@ class Pipeline:
         return f"Pipeline({self.name!r}, steps={len(self._steps)})"
 
 
+def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
+                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
+                   project: Project | None = None, check_graph: bool = True
+                   ) -> tuple[dict[str, Pipeline], dict[str, list[str]]]:
+    """Every pipeline of the file at ``path`` by name, and what each depends on.
+
+    A file holds one pipeline (``name`` and ``steps`` at the top) or several (``pipelines:``, a
+    list of ``name``/``steps``/``depends_on`` mappings sharing the file's ``params``). The
+    pipelines come in an order where each follows those it depends on.
+
+    Relative paths in the file (``path`` params' defaults, components' path options,
+    ``dead_letter``, ``story``, a ``sqlite:///`` tracker) resolve against the file's folder.
+    ``project`` (a :class:`pipectl.project.Project`) gives defaults for the params the file
+    declares. ``check_graph=False`` leaves each pipeline's steps' graph (unknown dependencies,
+    cycles) to :meth:`Pipeline.validate`, which reports it with every other problem
+    (``pipectl validate`` and ``run`` do). The file is read by :mod:`pipectl.files`
+    (:func:`~pipectl.files.read_pipelines`); every problem in it is a
+    :class:`~pipectl.files.PipelineFileError` naming line and field.
+    """
+    from pipectl.files.build import read_pipelines
+
+    loaded, depends = read_pipelines(path, params, env=env, plugin_manager=plugin_manager,
+                                     project=project, check_graph=check_graph)
+    made: dict[int, Pipeline] = {}
+    return ({name: _from_file(each, plugin_manager, made) for name, each in loaded.items()},
+            depends)
+
+
+def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
+                  *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
+                  name: str | None = None, project: Project | None = None) -> Pipeline:
+    """Load one pipeline from the file at ``path`` (``name`` picks one of several): a
+    :class:`Pipeline` whose ``params`` (the declared defaults, overridden by ``params``) are
+    ready for :meth:`Pipeline.run`.
+
+    Raises :class:`~pipectl.files.PipelineFileError` for anything wrong in the file, naming
+    line and field.
+    """
+    from pipectl.files.build import read_pipeline
+
+    loaded = read_pipeline(path, params, env=env, plugin_manager=plugin_manager, name=name,
+                           project=project)
+    return _from_file(loaded, plugin_manager, {})
+
+
+def _from_file(loaded: LoadedPipeline, plugin_manager: Any, made: dict[int, Pipeline]
+               ) -> Pipeline:
+    """The :class:`Pipeline` of a pipeline loaded from a file, its sub-pipelines' too (each
+    made once: ``made`` by the loaded pipeline's id)."""
+    pipe = made.get(id(loaded))
+    if pipe is not None:
+        return pipe
+    from pipectl.files.build import LoadedPipeline
+
+    head = loaded.spec
+    pipe = made[id(loaded)] = Pipeline(
+        head.name, description=head.description, max_concurrent=head.max_concurrent,
+        fail_fast=head.fail_fast, executor=head.executor, tracker=head.tracker,
+        plugin_manager=plugin_manager)
+    graph = loaded.graph
+    for step in head.steps:
+        child = step.options.get("pipeline") if step.step_type == "pipeline" else None
+        if isinstance(child, LoadedPipeline):
+            step = attrs.evolve(step, options={**step.options,
+                                               "pipeline": _from_file(child, plugin_manager,
+                                                                      made)})
+            graph = None  # a graph holds its steps: built again, from these, when needed
+        pipe.add(step)
+    pipe.params, pipe.param_specs = loaded.params, loaded.param_specs
+    pipe._origin = loaded.origin
+    pipe._graph = graph  # validated by the loading (check_graph), or None
+    return pipe
+
+
 def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
     """``only=`` or ``skip=`` as a tuple of step names: one name, any iterable of names, or
     None; duplicates dropped, order kept."""
@@ -589,8 +685,6 @@ class _StepCompleteListener:
         self.callbacks = list(callbacks)
         self.run_id = run_id
 
-    from pipectl.hookspecs import hookimpl
-
     @hookimpl
     def pipectl_step_finish(self, run: PipelineRun, step: StepSpec, result: Any) -> None:
         if run.run_id == self.run_id:
@@ -598,7 +692,7 @@ class _StepCompleteListener:
                 callback(result)
 
 
-def _catch_signals(task: asyncio.Task) -> list[str]:
+def _catch_signals(task: asyncio.Task[Any]) -> list[str]:
     """Ctrl-C (SIGINT) and SIGTERM cancel the run's task; the names of the signals caught go
     into the list returned. A second signal of either kind raises KeyboardInterrupt, so a run
     stuck cleaning up can still be ended. SIGTERM is what ``kill``, systemd, Docker, Kubernetes

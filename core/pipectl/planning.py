@@ -49,7 +49,7 @@ class Plan:
         pipeline's order; not those ``only`` did not select."""
 
 
-def _takes_components(factory: Any) -> bool:
+def takes_components(factory: Any) -> bool:
     """Whether a step type's factory takes ``components`` (asked once per step type and plan,
     not per step: inspecting a signature costs more than planning the step)."""
     try:
@@ -95,7 +95,7 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
             if known is None:
                 factory = step_types.get(step.step_type).factory
                 known = factories[step.step_type] = (
-                    factory, components is not None and _takes_components(factory))
+                    factory, components is not None and takes_components(factory))
             if known[1]:
                 func = known[0](step, components=components)
             else:

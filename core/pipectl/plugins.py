@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from pipectl import hookspecs
 from pipectl.errors import PluginError
 from pipectl.registry import KINDS, Component, Registries
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipectl.config import Config
 
 ENTRY_POINT_GROUP = "pipectl"
 DISABLE_ENV = "PIPECTL_DISABLE_PLUGINS"
@@ -133,6 +136,9 @@ class PipectlPluginManager(pluggy.PluginManager):
         """How many hook-call monitors (``add_hookcall_monitoring``, ``enable_tracing``) are
         installed: while there is one, a run calls every listener hook, even one no plugin
         implements, so that the monitor sees each event (see :mod:`pipectl.hooks`)."""
+        self.config: Config | None = None
+        """The :class:`~pipectl.config.Config` once configured (:func:`pipectl.config.configure`,
+        before the manager's first run), else None."""
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         """pluggy's ``register``, then each listener hook implementation of ``plugin`` is
@@ -217,6 +223,15 @@ class PipectlPluginManager(pluggy.PluginManager):
             self.unregister(name=name)
         self.registries.remove_plugin(name)
         self.records.pop(name, None)
+
+    def fail_plugin(self, name: str, exc: BaseException) -> None:
+        """Mark the loaded plugin ``name`` as failed by ``exc`` (reported by ``pipectl plugins``
+        and logged) and unregister it with its components; its record stays."""
+        record = self.records.get(name)
+        self.remove_plugin(name)
+        if record is not None:
+            self.records[name] = record
+            self._fail(record, exc)
 
     def _fail(self, record: PluginRecord, exc: BaseException) -> None:
         record.status = "failed"

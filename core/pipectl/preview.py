@@ -22,7 +22,7 @@ import json
 import reprlib
 from collections.abc import Iterable, Mapping
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["MAX_PREVIEW", "data_counts", "fit", "preview", "preview_summary",
            "record_data_counts", "run_secrets"]
@@ -141,6 +141,10 @@ class _Repr(reprlib.Repr):
         self.maxstring = 60
         self.maxother = 80
         self.maxlong = 40
+
+    if TYPE_CHECKING:  # reprlib.Repr's own helper, which its stubs leave out
+        def _repr_iterable(self, x: Iterable[Any], level: int, left: str, right: str,
+                           maxiter: int, trail: str = "") -> str: ...
 
     def repr1(self, x: Any, level: int) -> str:
         if isinstance(x, _Cut):
@@ -285,6 +289,7 @@ def _cut_marker(value: Any) -> bool:
 
 def _size(summary: Mapping[str, Any]) -> str:
     """``list[100]``, ``dict(60 keys)``, ``str(3,000 chars)`` of a cut summary."""
+    kind: str
     kind, length = summary["type"], summary.get("length")
     if not isinstance(length, int):
         return kind

@@ -77,7 +77,7 @@ class Project:
         self.params: dict[str, Any] = dict(settings.get("params") or {})
         self.retention: dict[str, Any] = dict(settings.get("retention") or {})
         if self.tracker and self.tracker.startswith("sqlite:///"):
-            self.tracker = _sqlite_url(self.tracker, root)
+            self.tracker = sqlite_url(self.tracker, root)
 
     @property
     def home(self) -> Path:
@@ -108,7 +108,7 @@ class Project:
         return f"Project(root={str(self.root)!r}, file={str(self.file) if self.file else None!r})"
 
 
-def _sqlite_url(url: str, root: Path) -> str:
+def sqlite_url(url: str, root: Path) -> str:
     path = url[len("sqlite:///"):]
     if path and not os.path.isabs(path):
         return f"sqlite:///{root / path}"

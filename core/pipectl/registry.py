@@ -88,12 +88,20 @@ class Registries:
 
     __slots__ = KINDS
 
+    # one per name of KINDS (set in __init__ by name)
+    extractors: Registry
+    outputs: Registry
+    trackers: Registry
+    executors: Registry
+    step_types: Registry
+
     def __init__(self) -> None:
         for kind in KINDS:
             setattr(self, kind, Registry(kind))
 
     def of(self, kind: str) -> Registry:
-        return getattr(self, kind)
+        registry: Registry = getattr(self, kind)
+        return registry
 
     def remove_plugin(self, plugin: str) -> None:
         for kind in KINDS:
@@ -101,7 +109,7 @@ class Registries:
 
     def provided_by(self, plugin: str) -> dict[str, list[str]]:
         """The components ``plugin`` registered, by kind (kinds it registered none of are left out)."""
-        out = {}
+        out: dict[str, list[str]] = {}
         for kind in KINDS:
             names = self.of(kind).by_plugin(plugin)
             if names:

@@ -5,7 +5,8 @@ The names follow the conventions of docs/plugins.md: distribution ``pipectl-NAME
 does something real and small (an extractor of numbered records, a JSON Lines output, a
 SQLite tracker on its own URL scheme, a listener that counts step outcomes), registered with
 its heavy import inside the factory, and a test on the ``pipectl.testing`` fixtures that passes
-as written.
+as written. The layout is the one of the plugins in pipectl's repository (``plugins/``): the
+package under ``src/``, ``tests/``, README and CHANGELOG beside ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def files(name: str, kind: str, pipectl_version: str) -> dict[str, str]:
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,
         "CHANGELOG.md": _CHANGELOG,
-        f"{module}/__init__.py": '"""{dist}: a pipectl {kind} plugin."""\n\n__version__ = "0.1.0"\n',
-        f"{module}/plugin.py": _PLUGIN[kind],
+        f"src/{module}/__init__.py": ('"""{dist}: a pipectl {kind} plugin."""\n\n'
+                                      '__version__ = "0.1.0"\n'),
+        f"src/{module}/plugin.py": _PLUGIN[kind],
         f"tests/test_{module}.py": _TESTS[kind],
     }
     if kind != "listener":
-        out[f"{module}/{kind}.py"] = _COMPONENT[kind]
+        out[f"src/{module}/{kind}.py"] = _COMPONENT[kind]
     return {path.format(**fill): text.format(**fill) for path, text in out.items()}
 
 
@@ -72,12 +74,12 @@ def write(target: Path, name: str, kind: str, pipectl_version: str) -> list[Path
 # -- templates (str.format: literal braces are doubled) ----------------------------------------
 
 _PYPROJECT = '''[build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
 [project]
 name = "{dist}"
-version = "0.1.0"
+dynamic = ["version"]
 description = "A pipectl {kind} plugin."
 readme = "README.md"
 requires-python = ">=3.11"
@@ -90,8 +92,11 @@ test = ["pytest>=8"]
 [project.entry-points.pipectl]
 {entry} = "{module}.plugin"
 
-[tool.setuptools]
-packages = ["{module}"]
+[tool.setuptools.dynamic]
+version = {{ attr = "{module}.__version__" }}
+
+[tool.setuptools.packages.find]
+where = ["src"]
 '''
 
 _README = '''# {dist}
@@ -104,7 +109,7 @@ pipectl plugins                 # lists "{entry}" with this distribution's versi
 pip install -e '.[test]' && pytest
 ```
 
-The plugin module (`{module}/plugin.py`) registers the component through pipectl's hooks and
+The plugin module (`src/{module}/plugin.py`) registers the component through pipectl's hooks and
 imports nothing heavy: put heavy imports inside the factory, which runs only when a pipeline
 uses the component. See pipectl's plugin author guide (docs/plugins.md).
 '''

@@ -42,7 +42,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import jinja2
 
 __all__ = ["MAX_DRAWN", "environment", "html_context", "render_html", "render_markdown",
            "run_record", "write_story"]
@@ -367,11 +370,11 @@ def _count(value: Any) -> str:
 
 def _param_value(value: Any) -> str:
     """A parameter value: strings as given, anything else as compact JSON, cut when long."""
-    if not isinstance(value, str):
-        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    if len(value) > _MAX_VALUE:
-        return f"{value[:_MAX_VALUE]}… ({len(value):,} chars)"
-    return value
+    text = value if isinstance(value, str) else json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, default=str)
+    if len(text) > _MAX_VALUE:
+        return f"{text[:_MAX_VALUE]}… ({len(text):,} chars)"
+    return text
 
 
 def _ellipsis(text: str, limit: int) -> str:
@@ -441,7 +444,7 @@ def _produced(step: _Step) -> str:
 def _tick_step(span_ms: float, target: int = 6) -> float:
     """A round tick interval (1, 2 or 5 times a power of ten ms) giving about ``target`` ticks."""
     raw = span_ms / target
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude: float = 10 ** math.floor(math.log10(raw))
     return next(m * magnitude for m in (1, 2, 5, 10) if raw <= m * magnitude)
 
 
@@ -475,7 +478,7 @@ def _finalize(value: Any) -> Any:
 
 
 @functools.cache
-def environment() -> Any:
+def environment() -> jinja2.Environment:
     """The :class:`jinja2.Environment` of the story's templates (``pipectl/templates``), made on
     first use (``pipectl --help`` never imports Jinja2), with autoescape on for ``.html``.
 
@@ -993,7 +996,8 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
     from types import SimpleNamespace
 
     from pipectl.preview import _spellings, run_secrets
-    from pipectl.tracking import _cut_secrets, step_row
+    from pipectl.tracking import cut_secrets as _cut_secrets
+    from pipectl.tracking import step_row
 
     spec = getattr(pipeline, "spec", pipeline)
     specs = {s.name: s for s in getattr(spec, "steps", ())}

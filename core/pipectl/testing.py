@@ -36,7 +36,7 @@ Contract checks:
     record committed once with its load marker, a load found committed is skipped, the cursor
     comes back, an aborted attempt leaves nothing, a second commit of one load adds nothing.
 :func:`check_tracker_contract`
-    Runs a run tracker through the contract of :mod:`pipectl.tracking_contract`: real runs
+    Runs a run tracker through the contract of :mod:`pipectl.tracking.contract`: real runs
     recorded (retries, a failure, a skipped step, a secret param) and read back, by id,
     prefix and ``latest``, from a second tracker on the same store too; resume and resume
     claims when it is a ``ResumableTracker``, retention when it is a ``PrunableTracker``.
@@ -48,11 +48,16 @@ Contract checks:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pipectl.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipectl.context import StepContext
+    from pipectl.data import OutputReport
+    from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
 
 __all__ = ["HookCall", "HookRecorder", "check_executor_contract", "check_extractor_contract",
            "check_output_contract", "check_tracker_contract", "run_killed_at"]
@@ -97,41 +102,45 @@ class HookRecorder:
         self.calls.append(HookCall(name, kwargs))
 
     @hookimpl
-    def pipectl_run_start(self, run):
+    def pipectl_run_start(self, run: PipelineRun) -> None:
         self._record("pipectl_run_start", run=run)
 
     @hookimpl
-    def pipectl_run_finish(self, run):
+    def pipectl_run_finish(self, run: PipelineRun) -> None:
         self._record("pipectl_run_finish", run=run)
 
     @hookimpl
-    def pipectl_step_start(self, run, step, attempt):
+    def pipectl_step_start(self, run: PipelineRun, step: StepSpec, attempt: int) -> None:
         self._record("pipectl_step_start", run=run, step=step, attempt=attempt)
 
     @hookimpl
-    def pipectl_step_retry(self, run, step, attempt, error, delay):
+    def pipectl_step_retry(self, run: PipelineRun, step: StepSpec, attempt: int,
+                           error: BaseException, delay: float) -> None:
         self._record("pipectl_step_retry", run=run, step=step, attempt=attempt, error=error,
                      delay=delay)
 
     @hookimpl
-    def pipectl_step_finish(self, run, step, result):
+    def pipectl_step_finish(self, run: PipelineRun, step: StepSpec, result: StepResult) -> None:
         self._record("pipectl_step_finish", run=run, step=step, result=result)
 
     @hookimpl
-    def pipectl_run_planned(self, run, plan):
+    def pipectl_run_planned(self, run: PipelineRun, plan: RunPlan) -> None:
         self._record("pipectl_run_planned", run=run, plan=plan)
 
     @hookimpl
-    def pipectl_output_finish(self, run, step, attempt, report):
+    def pipectl_output_finish(self, run: PipelineRun, step: StepSpec, attempt: int,
+                              report: OutputReport) -> None:
         self._record("pipectl_output_finish", run=run, step=step, attempt=attempt,
                      report=report)
 
     @hookimpl
-    def pipectl_rollback_start(self, run, step, result):
+    def pipectl_rollback_start(self, run: PipelineRun, step: StepSpec,
+                               result: StepResult) -> None:
         self._record("pipectl_rollback_start", run=run, step=step, result=result)
 
     @hookimpl
-    def pipectl_rollback_finish(self, run, step, result, error):
+    def pipectl_rollback_finish(self, run: PipelineRun, step: StepSpec, result: StepResult,
+                                error: BaseException | None) -> None:
         self._record("pipectl_rollback_finish", run=run, step=step, result=result, error=error)
 
     def names(self) -> list[str]:
@@ -206,7 +215,7 @@ def run_pipeline(tmp_path_factory: Any, monkeypatch: Any) -> Callable[..., Any]:
 
     def run(file: Any, params: Any = None, *, name: str | None = None,
             **run_options: Any) -> Any:
-        from pipectl.pipelinefile import load_pipeline
+        from pipectl.pipeline import load_pipeline
         from pipectl.project import find_project
 
         project = find_project(file)
@@ -256,6 +265,7 @@ def check_output_contract(make_output: Callable[[], Any],
             return "contract records"
 
         def batches(self, ctx: Any) -> Any:
+            assert records is not None  # set above (mypy does not narrow it in a class body)
             for start in range(0, len(records), 10):
                 yield [dict(r) for r in records[start:start + 10]]
             self.state = {"cursor": self.state["cursor"] + len(records)}
@@ -356,7 +366,7 @@ def check_output_contract(make_output: Callable[[], Any],
 
 def check_tracker_contract(make_tracker: Callable[[], Any], *,
                            plugin_manager: Any = None) -> None:
-    """Check a run tracker against the contract of :mod:`pipectl.tracking_contract` (raises
+    """Check a run tracker against the contract of :mod:`pipectl.tracking.contract` (raises
     AssertionError saying which rule it broke).
 
     ``make_tracker()`` returns a new tracker on one store (the same store each call, empty
@@ -935,20 +945,20 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         pipe = Pipeline("contract_shapes", plugin_manager=pm)
 
         @pipe.step("source")
-        async def source(params):
+        async def source(params: dict[str, Any]) -> list[int]:
             await asyncio.sleep(0.01)
             return list(range(params.get("n", 3)))
 
         @pipe.step("double", depends_on=["source"])
-        def double(source):
+        def double(source: list[int]) -> list[int]:
             return [x * 2 for x in source]
 
         @pipe.step("square", depends_on=["source"])
-        async def square(source):
+        async def square(source: list[int]) -> list[int]:
             return [x * x for x in source]
 
         @pipe.step("join", depends_on=["double", "square"])
-        def join(double, square, ctx):
+        def join(double: list[int], square: list[int], ctx: StepContext) -> dict[str, Any]:
             return {"sum": sum(double) + sum(square), "step": ctx.step, "attempt": ctx.attempt}
 
         shapes, _ = run(pipe, params={"n": 4})
@@ -964,13 +974,13 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         always = _FileLog(path("always-calls"))
         pipe = Pipeline("contract_retries", plugin_manager=pm)
 
-        def flaky():
+        def flaky() -> int:
             n = calls.add("call")
             if n <= 2:
                 raise ConnectionError(f"failure {n}")
             return n
 
-        def broken():
+        def broken() -> None:
             always.add("call")
             raise ConnectionError("always")
 
@@ -997,7 +1007,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         # a failing step's error comes back with its type and message
         pipe = Pipeline("contract_error", plugin_manager=pm)
 
-        def fails():
+        def fails() -> None:
             raise ValueError("contract boom 42")
 
         pipe.add_step("fails", fails)
@@ -1024,12 +1034,12 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         pipe = Pipeline("contract_timeouts", plugin_manager=pm)
 
         @pipe.step(timeout=0.1, retries=1, retry_delay=0.001, retry_jitter=0)
-        async def slow_async():
+        async def slow_async() -> None:
             tries.add("call")
             await nap(3)
 
         @pipe.step(timeout=0.1)
-        def slow_sync():
+        def slow_sync() -> None:
             for _ in range(100):
                 if os.path.exists(stop):
                     return
@@ -1061,7 +1071,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
                         max_concurrent=2)
 
         @pipe.step
-        async def running():
+        async def running() -> None:
             open(started, "w").close()
             for _ in range(1000):
                 if os.path.exists(stop):
@@ -1069,7 +1079,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
                 await asyncio.sleep(0.01)
 
         @pipe.step
-        async def bad():
+        async def bad() -> None:
             for _ in range(500):
                 if os.path.exists(started):
                     break
@@ -1077,7 +1087,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
             raise RuntimeError("bad data")
 
         @pipe.step
-        def queued():
+        def queued() -> None:
             effects.add("queued")
 
         began = time.monotonic()
@@ -1101,7 +1111,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
 
             def make(i: int, sync: bool, gauge: _FileGauge = gauge) -> Any:
                 if sync:
-                    def step():
+                    def step() -> int:
                         gauge.enter()
                         try:
                             time.sleep(0.05)
@@ -1110,7 +1120,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
                         return i
                     return step
 
-                async def astep():
+                async def astep() -> int:
                     gauge.enter()
                     try:
                         await asyncio.sleep(0.05)

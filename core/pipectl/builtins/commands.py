@@ -7,7 +7,12 @@ that command is used. ``tests/test_cli_lazy_commands.py`` checks the text agains
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipectl.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
 
 #: (name, "module:command", its help as the list of commands shows it: ``help``, the first
 #: paragraph of the command's help, or the command's own ``short_help``)
@@ -47,7 +52,7 @@ COMMANDS: tuple[tuple[str, str, dict[str, str]], ...] = (
 
 
 @hookimpl(trylast=True)
-def pipectl_register_commands(cli):
+def pipectl_register_commands(cli: click.Group) -> None:
     from pipectl.cli import LazyCommand
 
     for name, target, text in COMMANDS:

@@ -1,211 +1,35 @@
-"""Built-in plugin ``data``: the step type that streams an extractor into outputs."""
+"""Built-in plugin ``data``: registers the step type ``data``, which streams an extractor into
+outputs. It is implemented in :mod:`pipectl.components.data_step`, imported when a pipeline is
+planned, not at start-up."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from pipectl.hookspecs import hookimpl
+from pipectl.hookspecs import Register, hookimpl
 
-_OPTIONS = {"extract", "transforms", "load", "batch_size", "buffer_size", "on_bad_record",
-            "dead_letter", "max_bad_records"}
+if TYPE_CHECKING:
+    from pipectl.model import StepSpec
+    from pipectl.registry import Registries
 
-
-def _import(ref: str) -> Any:
-    import importlib
-
-    module, _, attr = ref.partition(":")
-    if not module or not attr:
-        raise ValueError(f"{ref!r} is not a 'module:function' reference")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+_impl: ModuleType | None = None  # pipectl.components.data_step, once the step type was used
 
 
-def _transform(spec: Any) -> Any:
-    from pipectl.data import Transform
+def _load() -> ModuleType:
+    global _impl
+    from pipectl.components import data_step
 
-    if isinstance(spec, Transform):
-        return spec
-    if callable(spec):
-        return Transform(spec)
-    if isinstance(spec, str):
-        return Transform(_import(spec))
-    if isinstance(spec, dict):
-        func = spec.get("function")
-        func = _import(func) if isinstance(func, str) else func
-        if not callable(func):
-            raise ValueError(f"a transform needs a 'function' (callable or 'module:function'), "
-                             f"got {spec!r}")
-        return Transform(func, per=spec.get("per", "record"))
-    raise TypeError(f"a transform is a callable, 'module:function' or a mapping, got {spec!r}")
+    _impl = data_step
+    return data_step
 
 
-def _check_component(kind: str, field: str, spec: Any, components: Any) -> list[Any]:
-    """The problems of one component given as a mapping: its ``type`` (registered?) and its
-    options against the schema the component declared (:mod:`pipectl.options`)."""
-    from pipectl.errors import UnknownComponentError
-    from pipectl.options import Problem, schema_of
-
-    if not isinstance(spec, dict):
-        return []  # an object built in Python: nothing to check here
-    if "type" not in spec:
-        return [Problem(f"{field}.type", f"a {kind[:-1]} given as a mapping needs a 'type'",
-                        f"the keys given: {', '.join(map(str, spec)) or 'none'}")]
-    if components is None:
-        return []
-    try:
-        component = components.of(kind).get(spec["type"])
-    except UnknownComponentError as exc:
-        return [Problem(f"{field}.type", str(exc))]
-    try:
-        schema = schema_of(component)
-    except Exception as exc:  # noqa: BLE001 - the plugin's declaration is broken
-        return [Problem(field, f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r}) "
-                        f"declares its options as {component.options!r}, which cannot be "
-                        f"read: {type(exc).__name__}: {exc}")]
-    if schema is None:
-        return []
-    options = {k: v for k, v in spec.items() if k not in ("type", "name")}  # name: the step's
-    if kind == "extractors" and "batch_size" not in schema.options:
-        options.pop("batch_size", None)  # the data step's batch size, for extractors taking it
-    what = f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r})"
-    return [Problem(f"{field}.{p.field}" if p.field else field, f"{what}: {p.message}", p.hint)
-            for p in schema.check(options)]
-
-
-def _shared_files(load: list[Any], components: Any) -> list[Any]:
-    """Outputs of one step that would write the same place: the same file (and, for outputs
-    with a ``table``, the same table of it) -- each would replace or interleave with the other's
-    load. Outputs on one SQLite file with different tables are fine."""
-    from pipectl.options import Problem, schema_of
-
-    seen: dict[tuple[Any, ...], int] = {}
-    problems = []
-    for i, spec in enumerate(load):
-        if not isinstance(spec, dict) or components is None:
-            continue
-        try:
-            schema = schema_of(components.of("outputs").get(spec.get("type")))
-        except Exception:  # noqa: BLE001 - reported by _check_component
-            continue
-        if schema is None:
-            continue
-        for option in schema.path_options:
-            where = spec.get(option)
-            if not isinstance(where, str) or where in ("", "-"):
-                continue
-            import os
-
-            key = (os.path.normcase(os.path.abspath(where)), spec.get("table"))
-            if key in seen:
-                what = f"table {spec['table']!r} of " if spec.get("table") is not None else ""
-                problems.append(Problem(
-                    f"load[{i}].{option}", f"writes {what}{where!r}, as load[{seen[key]}] does",
-                    "two outputs of one step cannot share a file (or a table): give each its "
-                    "own"))
-            else:
-                seen[key] = i
-    return problems
-
-
-def data_step(step: Any, components: Any = None) -> Callable[..., Any]:
-    """Validate a data step's options and return the coroutine function that runs it. Every
-    problem is reported at once (a :class:`pipectl.options.ProblemsError`)."""
-    from pipectl.data_options import (
-        BAD_RECORD_MODES,
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_BUFFER_SIZE,
-        parse_max_bad_records,
-    )
-    from pipectl.options import Problem, ProblemsError
-
-    problems: list[Any] = []
-    options = dict(step.options)
-    for name in sorted(set(options) - _OPTIONS):
-        import difflib
-
-        close = difflib.get_close_matches(name, sorted(_OPTIONS), n=1)
-        problems.append(Problem(name, "unknown data step option",
-                                (f"did you mean {close[0]!r}? " if close else "")
-                                + f"(known: {', '.join(sorted(_OPTIONS))})"))
-    extract = options.get("extract")
-    if extract is None:
-        problems.append(Problem("extract", "a data step needs 'extract' (an extractor)"))
-    load = options.get("load")
-    if not load:
-        problems.append(Problem("load", "a data step needs 'load': one or more outputs"))
-    load = list(load) if isinstance(load, (list, tuple)) else [load] if load else []
-    mode = options.get("on_bad_record", "fail")
-    if mode not in BAD_RECORD_MODES:
-        problems.append(Problem("on_bad_record", f"must be one of "
-                                f"{', '.join(BAD_RECORD_MODES)}, got {mode!r}"))
-    transforms = []
-    for i, spec in enumerate(options.get("transforms") or ()):
-        try:
-            transforms.append(_transform(spec))
-        except Exception as exc:  # noqa: BLE001 - an import or a shape: the step's problem
-            problems.append(Problem(f"transforms[{i}]", str(exc)))
-    sizes = {}
-    for key, default in (("batch_size", DEFAULT_BATCH_SIZE), ("buffer_size", DEFAULT_BUFFER_SIZE)):
-        value = options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(Problem(key, f"must be a whole number, at least 1, got {value!r}"))
-            value = default
-        sizes[key] = value
-    batch_size, buffer_size = sizes["batch_size"], sizes["buffer_size"]
-    dead_letter = options.get("dead_letter")
-    max_bad = options.get("max_bad_records")
-    try:
-        parse_max_bad_records(max_bad)  # a bad value is an error of the file, before a run
-    except (TypeError, ValueError) as exc:
-        problems.append(Problem("max_bad_records", str(exc)))
-    if extract is not None:
-        problems.extend(_check_component("extractors", "extract", extract, components))
-    for i, spec in enumerate(load):
-        problems.extend(_check_component("outputs", f"load[{i}]", spec, components))
-    problems.extend(_shared_files(load, components))
-    if problems:
-        raise ProblemsError(problems)
-    takes_batch_size = True
-    if isinstance(extract, dict) and components is not None:
-        from pipectl.options import schema_of
-
-        schema = schema_of(components.of("extractors").get(extract["type"]))
-        takes_batch_size = schema is None or schema.open or "batch_size" in schema.options
-
-    async def run_data(ctx: Any) -> Any:
-        from pipectl.data import output_name, resolve, run_data_step
-
-        registries = ctx.components
-        extract_spec = extract
-        if isinstance(extract_spec, dict) and "batch_size" not in extract_spec and \
-                takes_batch_size:  # only to an extractor whose options have it
-            extract_spec = {**extract_spec, "batch_size": batch_size}
-        extractor = resolve("extractors", extract_spec, registries)
-        previous = ctx.state.get("extractor_state", {}).get(step.name)
-        outputs = []
-        for i, spec in enumerate(load):
-            component = resolve("outputs", spec, registries)
-            outputs.append((output_name(spec, component, i), component))
-        committed = ctx.state.setdefault(("data-committed", step.name), set())
-        result = await run_data_step(
-            step=step.name, extractor=extractor, outputs=outputs, transforms=transforms,
-            params=ctx.params, on_bad_record=mode, dead_letter=dead_letter,
-            buffer_size=buffer_size, committed=committed, logger=ctx.logger,
-            max_bad_records=max_bad, pipeline=ctx.pipeline_id, run_id=ctx.run_id,
-            load_run=ctx.state.get("load_run"), state=previous,
-            state_explicit=bool(ctx.state.get("extractor_state_explicit")),
-            new_extractor=lambda: resolve("extractors", extract_spec, registries),
-        )
-        if result.state is not None:
-            ctx.state.setdefault("extractor_state", {})[step.name] = result.state
-        return result
-
-    return run_data
+def data_step(step: StepSpec, components: Registries | None = None) -> Callable[..., Any]:
+    factory: Callable[..., Callable[..., Any]] = (_impl or _load()).data_step
+    return factory(step, components)
 
 
 @hookimpl(trylast=True)
-def pipectl_register_step_types(register):
+def pipectl_register_step_types(register: Register) -> None:
     register("data", data_step)

@@ -28,13 +28,13 @@ _MODULE = "pipectl.components.files"
 
 
 @hookimpl(trylast=True)
-def pipectl_register_extractors(register):
+def pipectl_register_extractors(register: Any) -> None:
     register("csv", _lazy("CsvExtractor"), options=f"{_MODULE}:CsvExtractor")
     register("jsonl", _lazy("JsonlExtractor"), options=f"{_MODULE}:JsonlExtractor")
     register("python", _lazy("PythonExtractor"), options=f"{_MODULE}:PythonExtractor")
 
 
 @hookimpl(trylast=True)
-def pipectl_register_outputs(register):
+def pipectl_register_outputs(register: Any) -> None:
     register("jsonl", _lazy("JsonlOutput"), options=f"{_MODULE}:JsonlOutput")
     register("csv", _lazy("CsvOutput"), options=f"{_MODULE}:CsvOutput")

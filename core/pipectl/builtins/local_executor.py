@@ -8,11 +8,11 @@ from pipectl.hookspecs import hookimpl
 
 
 def _make_local(**options: Any) -> Any:
-    from pipectl.executors import LocalExecutor
+    from pipectl.components.local_executor import LocalExecutor
 
     return LocalExecutor(**options)
 
 
 @hookimpl(trylast=True)
-def pipectl_register_executors(register):
+def pipectl_register_executors(register: Any) -> None:
     register("local", _make_local)

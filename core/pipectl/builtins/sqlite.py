@@ -1,5 +1,5 @@
 """Built-in plugin ``sqlite``: the ``sqlite`` output (in :mod:`pipectl.components.sqlite`,
-imported when a pipeline uses it) and the ``sqlite`` run tracker (:mod:`pipectl.tracking`)."""
+imported when a pipeline uses it) and the ``sqlite`` run tracker (:mod:`pipectl.components.sqlite_tracker`)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ def _make_sqlite(**options: Any) -> Any:
 
 
 @hookimpl(trylast=True)
-def pipectl_register_outputs(register):
+def pipectl_register_outputs(register: Any) -> None:
     register("sqlite", _make_sqlite, options="pipectl.components.sqlite:SqliteOutput")
 
 
 def _make_tracker(url: str) -> Any:
-    from pipectl.tracking import SqliteTracker
+    from pipectl.components.sqlite_tracker import SqliteTracker
 
     return SqliteTracker(url)
 
 
 @hookimpl(trylast=True)
-def pipectl_register_trackers(register):
+def pipectl_register_trackers(register: Any) -> None:
     register("sqlite", _make_tracker)

@@ -157,54 +157,50 @@ def build_cli(pm: Any) -> click.Group:
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
             cli.commands.clear()
             cli.commands.update(before)
-            record = pm.records.get(impl.plugin_name)
-            pm.remove_plugin(impl.plugin_name)
-            if record is not None:
-                pm.records[impl.plugin_name] = record
-                pm._fail(record, exc)
+            pm.fail_plugin(impl.plugin_name, exc)
     run = cli.commands.get("run")
-    if isinstance(run, LazyCommand):  # the executors' options are added when run is imported
-        cli.on_load.setdefault("run", []).append(lambda cmd: _add_executor_options(cmd, pm))
+    if isinstance(run, LazyCommand):  # the plugins' options are added when run is imported
+        cli.on_load.setdefault("run", []).append(lambda cmd: add_plugin_options(cmd, pm))
     elif run is not None:
-        cli.commands["run"] = _add_executor_options(run, pm)
+        cli.commands["run"] = add_plugin_options(run, pm)
     return cli
 
 
 class ExecutorOption(click.Option):
-    """A ``pipectl run`` option declared by an executor plugin (``factory.cli_options``): its
-    value goes to that executor's options under ``key``."""
+    """A ``pipectl run`` option a plugin added with ``pipectl_addoption``
+    (:class:`pipectl.config.PluginOption`): an executor's (its value goes to that executor's
+    options under ``key``) when ``executor`` is set, else the plugin's own (its value goes to
+    ``config.getoption(dest)``)."""
 
-    def __init__(self, executor: str, key: str, flag: str, **attrs: Any):
-        super().__init__([flag, f"executor_option__{executor}__{key}"], **attrs)
-        self.executor = executor
-        self.key = key
+    def __init__(self, option: Any, **attrs: Any):
+        if option.executor is not None:
+            name = f"executor_option__{option.executor}__{option.key}"
+        else:
+            name = f"plugin_option__{option.dest}"
+        super().__init__([option.flag, name], **attrs)
+        self.option = option
+        self.executor = option.executor
+        self.key = option.key
 
 
-def _add_executor_options(run: click.Command, pm: Any) -> click.Command:
-    """``run`` with the options the installed executors declare, e.g. pipectl-dask's
-    ``--dask-scheduler``: a copy of the command, so the built-in one is never changed."""
+def add_plugin_options(run: click.Command, pm: Any) -> click.Command:
+    """``run`` with the options plugins add through ``pipectl_addoption`` (e.g. pipectl-dask's
+    ``--dask-scheduler``): a copy of the command, so the built-in one is never changed."""
     import copy
+
+    from pipectl.config import collect_options
 
     taken = {opt for param in run.params for opt in param.opts}
     extra: list[click.Parameter] = []
-    for component in pm.registries.executors:
-        for spec in getattr(component.factory, "cli_options", None) or ():
-            try:
-                flag = spec["flag"]
-                if not flag.startswith("--") or flag in taken:
-                    raise ValueError(f"flag {flag!r} is not a free --long option")
-                kind = spec.get("type", str)
-                if kind not in (str, int, float, bool):
-                    raise ValueError(f"type {kind!r}: expected str, int, float or bool")
-                extra.append(ExecutorOption(
-                    component.name, spec["key"], flag, type=kind, default=None,
-                    metavar=spec.get("metavar"),
-                    help=f"{spec.get('help', '')} (implies --executor {component.name})".strip()))
-                taken.add(flag)
-            except (KeyError, TypeError, ValueError) as exc:
-                click.echo(f"pipectl: warning: plugin {component.plugin!r}: executor "
-                           f"{component.name!r}: bad cli_options entry {spec!r}: {exc}",
-                           err=True)
+    for option in collect_options(pm, taken):
+        help_text = option.help
+        if option.executor is not None:
+            help_text = f"{help_text} (implies --executor {option.executor})".strip()
+        flag = option.type is bool
+        extra.append(ExecutorOption(
+            option, type=None if flag else option.type, is_flag=flag,
+            default=option.default if option.executor is None else None,
+            metavar=option.metavar, help=help_text))
     if not extra:
         return run
     command = copy.copy(run)

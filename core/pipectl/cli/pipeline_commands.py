@@ -60,45 +60,29 @@ def _project(file: str) -> Any:
     return project
 
 
-def _load(pm: Any, file: str, params: Sequence[str],
-          names: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The file's pipelines to act on (``names`` and what they depend on; by default all but
-    those used as sub-pipelines), validated, in dependency order; any problem exits 2 with one
-    message."""
+def _load(pm: Any, file: str, params: Sequence[str], names: Sequence[str] = (),
+          tracker: str | None = None, resume: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The file as a :class:`~pipectl.orchestration.PipelineFile`, and the pipelines to act on (``names`` and what they depend on; by default all but those used as
+    sub-pipelines), validated, in dependency order; any problem exits 2, every problem of
+    every pipeline listed at once."""
     from pipectl.errors import PipectlError
-    from pipectl.pipelinefile import PipelineFileError, gc_paused, load_pipelines
+    from pipectl.files import gc_paused
+    from pipectl.orchestration import PipelineFile, ResumeError, TrackerOpenError
 
-    folder = str(Path(file).resolve().parent)
-    if folder not in sys.path:  # module:function references next to the pipeline file
-        sys.path.insert(0, folder)
+    _project(file)  # its problems exit 2 first; PIPECTL_HOME set
     with gc_paused():  # loading and planning make objects, not garbage (see gc_paused)
         try:
-            pipelines, depends = load_pipelines(file, _parse_params(params), plugin_manager=pm,
-                                                project=_project(file), check_graph=False)
-            # by default every pipeline but those other pipelines run as sub-pipelines
-            roots = list(names) or [n for n, p in pipelines.items() if not p.nested]
-            if names:
-                unknown = [n for n in names if n not in pipelines]
-                if unknown:
-                    import difflib
-
-                    close = difflib.get_close_matches(unknown[0], list(pipelines), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise PipelineFileError(file, None, None, f"no pipeline named {unknown[0]!r}"
-                                            f"{hint} (in the file: {', '.join(pipelines)})")
-            wanted, stack = set(), roots
-            while stack:
-                name = stack.pop()
-                if name not in wanted:
-                    wanted.add(name)
-                    stack.extend(depends[name])
-            chosen = {n: p for n, p in pipelines.items() if n in wanted}
+            pf = PipelineFile.load(file, _parse_params(params), tracker=tracker, resume=resume,
+                                   plugin_manager=pm)
+            for warning in pf.warnings:
+                click.echo(f"pipectl: warning: {warning}", err=True)
+            chosen = {n: pf.pipelines[n] for n in pf.select(names)}
             found: list[str] = []  # every problem of every pipeline, at once
             for pipe in chosen.values():
                 try:
                     pipe.validate()
                 except PipectlError as exc:
-                    from pipectl.pipelinefile import locate
+                    from pipectl.files import locate
 
                     found.extend(locate(pipe, exc).splitlines())
             if found:
@@ -107,10 +91,14 @@ def _load(pm: Any, file: str, params: Sequence[str],
                 if len(found) > 1:
                     click.echo(f"pipectl: {len(found)} problems in {file}", err=True)
                 sys.exit(EXIT_USAGE)
+        except TrackerOpenError as exc:
+            _fail(f"--tracker: {exc}")
+        except ResumeError as exc:
+            _fail(f"--resume: {exc}")
         except PipectlError as exc:
             text = getattr(exc, "cli_text", None) or str(exc)  # a param: "give it with -p ..."
             _fail(text.replace("\n", "\n  ") if "\n" in text else text)
-    return chosen, depends
+    return pf, chosen
 
 
 @click.command()
@@ -156,7 +144,7 @@ def _load(pm: Any, file: str, params: Sequence[str],
 @click.option("--rollback", is_flag=True,
               help="When a run fails, run the rollbacks of its completed steps, last first.")
 @click.pass_obj
-def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
+def run(pm: Any, /, file: str, names: Sequence[str], params: Sequence[str],
         max_concurrent: int | None, fail_fast: bool | None, executor: str | None,
         dry_run: bool, log_format: str, verbose: int, quiet: int,
         progress: bool | None, tracker: str | None, resume: str | None, force: bool,
@@ -168,15 +156,10 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
     from pipectl import configure_logging
     from pipectl.cli import progress as display
 
-    recorder = None
-    if resume is not None and not dry_run:
-        # the tracker and the resumed run's params first: a required param may be given only
-        # by the run being resumed (a secret must be given again: it is not stored)
-        outline = _outline(file)
-        recorder = _tracker(pm, tracker, {}, outline["tracker"], _project(file))
-        if recorder is not None:
-            params = [*_resumed_params(recorder, resume, outline, params), *params]
-    pipelines, depends = _load(pm, file, params, names)
+    # with --resume, the resumed run's params are taken for those not given: a required param
+    # may be given only by the run being resumed (a secret must be given again: not stored)
+    pf, pipelines = _load(pm, file, params, names, tracker, None if dry_run else resume)
+    depends = pf.depends
     picked = _only(pipelines, only) if only else None
     skipped = _only(pipelines, skip, "--skip") if skip else {}
     if picked is not None:
@@ -190,8 +173,7 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
         steps = 0
         for pipe in pipelines.values():
             after = [d for d in depends[pipe.name] if d in pipelines]
-            plan = pipe._plan(pm, tuple((picked or {}).get(pipe.name, ())),
-                              tuple(skipped.get(pipe.name, ())))
+            plan = pipe.plan((picked or {}).get(pipe.name, ()), skipped.get(pipe.name, ()))
             steps += len(plan.nodes)
             click.echo(plan.graph.visualize() + (f"\n(after: {', '.join(after)})" if after
                                                   else ""))
@@ -228,16 +210,25 @@ def run(pm: Any, file: str, names: Sequence[str], params: Sequence[str],
             capture_library_logs()
     if force and resume is None:
         _fail("--force goes with --resume RUN_ID|latest")
-    if recorder is None:
-        recorder = _tracker(pm, tracker, pipelines, project=_project(file))
+    from pipectl.orchestration import TrackerOpenError
+
     try:
-        _run_all(pm, file, pipelines, depends, recorder, live, quiet, max_concurrent,
-                 fail_fast, executor, resume, force, rollback, executor_options, picked,
-                 skipped)
+        recorder = pf.tracker
+    except TrackerOpenError as exc:
+        _fail(f"--tracker: {exc}")
+    from pipectl.config import configure, unconfigure
+
+    configure(pm, _plugin_option_values(executor_cli), "cli", _project(file).root)
+    try:
+        _run_all(pf, list(pipelines), live, quiet, dict(
+            max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
+            resume=resume, force=force, rollback=rollback, executor_options=executor_options,
+            only=picked, skip=skipped))
     finally:
         ended = sys.exc_info()[1]
         if recorder is not None and (ended is None or isinstance(ended, SystemExit)):
             _retain(recorder, _project(file), log_format, quiet)
+        unconfigure(pm)
         if recorder is not None:  # a tracker's fault is a warning, never the run's outcome
             for problem in recorder.close(report=False):
                 if log_format == "json":  # stderr stays one JSON event a line
@@ -305,6 +296,16 @@ def _only(pipelines: dict[str, Any], only: Sequence[str],
     return picked
 
 
+def _plugin_option_values(given: dict[str, Any]) -> dict[str, Any]:
+    """The values of the plugins' own options (``pipectl_addoption`` without an executor), by
+    their ``dest``: what ``config.getoption`` reads."""
+    from pipectl.cli import ExecutorOption
+
+    params = {p.name: p for p in click.get_current_context().command.params}
+    return {param.option.dest: value for name, value in given.items()
+            if isinstance(param := params.get(name), ExecutorOption) and param.executor is None}
+
+
 def _executor_options(executor: str | None, given: Sequence[str], declared: dict[str, Any]
                       ) -> tuple[str | None, dict[str, Any]]:
     """The executor and its options from ``--executor-option KEY=VALUE`` and the options
@@ -318,7 +319,9 @@ def _executor_options(executor: str | None, given: Sequence[str], declared: dict
     params = {p.name: p for p in click.get_current_context().command.params}
     for name, value in declared.items():
         param = params.get(name)
-        if value is None or not isinstance(param, ExecutorOption):
+        if value is None or value is False or not isinstance(param, ExecutorOption):
+            continue
+        if param.executor is None:  # a plugin's own option: for pipectl_configure
             continue
         implied.setdefault(param.executor, param.opts[0])
         options[param.key] = value
@@ -344,163 +347,33 @@ def _executor_options(executor: str | None, given: Sequence[str], declared: dict
     return executor, options  # with no --executor: the options of the file's executor
 
 
-def _outline(file: str) -> dict[str, Any]:
-    """What a resume needs before the file is loaded: its pipelines' names, its params (and
-    which are secret) and its tracker, read from the file as it is (empty when it cannot be
-    read: loading it reports why)."""
-    from pipectl.pipelinefile import _read
-
-    outline: dict[str, Any] = {"names": [], "params": {}, "secret": set(), "tracker": None}
-    try:
-        data = _read(Path(file))
-    except Exception:  # noqa: BLE001 - _load reports the file's problems
-        return outline
-    items = data.get("pipelines") if isinstance(data.get("pipelines"), list) else [data]
-    outline["names"] = [i["name"] for i in items if isinstance(i, dict)
-                        and isinstance(i.get("name"), str)]
-    trackers = [i.get("tracker") for i in items if isinstance(i, dict) and i.get("tracker")]
-    outline["tracker"] = trackers[0] if trackers and isinstance(trackers[0], str) else None
-    if outline["tracker"] and outline["tracker"].startswith("sqlite:///"):
-        from pipectl.project import _sqlite_url
-
-        outline["tracker"] = _sqlite_url(outline["tracker"], Path(file).absolute().parent)
-    declared = data.get("params") if isinstance(data.get("params"), dict) else {}
-    outline["params"] = declared
-    outline["secret"] = {n for n, d in declared.items() if isinstance(d, dict) and d.get("secret")}
-    return outline
-
-
-def _resumed_params(recorder: Any, resume: str, outline: dict[str, Any],
-                    given: Sequence[str]) -> list[str]:
-    """``KEY=VALUE`` for the params of the run being resumed that are not given again."""
-    import json as _json
-
-    from pipectl.errors import PipectlError
-    from pipectl.tracking import require_resume
-
-    try:
-        recorder = require_resume(recorder)
-        if resume == "latest":  # each pipeline's latest run that ended, as the resume takes
-            runs = []
-            for name in outline["names"]:
-                found = recorder.latest_finished(name)
-                if found is not None:
-                    runs.append(found)
-                elif recorder.list_runs(pipeline=name, limit=1):
-                    recorder.resolve("latest", name, finished=True)  # raises: all running
-            if not runs:
-                return []
-            run_id = max(runs, key=lambda r: r["started_at"])["execution_id"]
-        else:
-            run_id = recorder.resolve(resume, finished=True)  # raises if still running
-        old = recorder.get_run(run_id)["params"]
-    except PipectlError as exc:
-        _fail(f"--resume: {exc}")
-    named = {item.partition("=")[0].strip() for item in given}
-    cut = [k for k, v in old.items() if k in outline["params"] and k not in named
-           and _cut_param(v)]
-    if cut:
-        click.echo(f"pipectl: warning: --resume: param(s) {', '.join(map(repr, cut))} of run "
-                   f"{run_id} were too big to record whole, so they are not taken from it: "
-                   "give them again with -p", err=True)
-    return [f"{k}={v if isinstance(v, str) else _json.dumps(v)}" for k, v in old.items()
-            if k in outline["params"] and k not in named and k not in outline["secret"]
-            and v != "***" and not _cut_param(v)]
-
-
-def _cut_param(value: Any) -> bool:
-    """Whether a recorded param is the tracker's cut summary of a value too big to record
-    (``pipectl.tracking.PARAMS_CHARS``): not the value, so not given to a resume."""
-    return isinstance(value, dict) and value.get("truncated") is True and "preview" in value
-
-
-def _tracker(pm: Any, url: str | None, pipelines: dict[str, Any],
-             file_tracker: str | None = None, project: Any = None) -> Any:
-    """The tracker of this command: --tracker, else the file's, else the project's (its
-    setting, else ``pipectl.db`` in its home)."""
-    from pipectl.errors import PipectlError
-    from pipectl.tracking import default_tracker_url, open_tracker
-
-    if url is None:
-        url = next((p.spec.tracker for p in pipelines.values() if p.spec.tracker),
-                   file_tracker)
-    try:
-        default = project.tracker_url() if project is not None else default_tracker_url()
-        return open_tracker(url or default, pm.registries)
-    except PipectlError as exc:
-        _fail(f"--tracker: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened
-        _fail(f"--tracker: cannot open the tracker: {type(exc).__name__}: {exc}")
-    return None
-
-
-def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, list[str]],
-             recorder: Any, live: bool, quiet: int, max_concurrent: int | None,
-             fail_fast: bool | None, executor: str | None, resume: str | None, force: bool,
-             rollback: bool, executor_options: dict[str, Any] | None = None,
-             only: dict[str, list[str]] | None = None,
-             skip: dict[str, list[str]] | None = None) -> None:
+def _run_all(pf: Any, names: list[str], live: bool, quiet: int,
+             options: dict[str, Any]) -> None:
+    """Run the pipelines (:meth:`PipelineFile.run <pipectl.orchestration.PipelineFile.run>`),
+    printing each one's summary as it ends; exit 1 when one did not succeed, 130/143 when a
+    run was cancelled."""
     from pipectl.cli import progress as display
     from pipectl.errors import PipectlError
+    from pipectl.orchestration import PipelineOutcome, ResumeError
     from pipectl.tracking import ResumeClaimed, RunInProgress
 
-    project = _project(file)
-    outcome: dict[str, str] = {}
-    target = None  # the pipeline a given run id belongs to
-    if resume is not None and resume != "latest":
-        if recorder is None:
-            _fail("--resume needs a tracker to read the run from (not --tracker none)")
-        try:
-            target = recorder.pipeline_of(recorder.resolve(resume))
-        except PipectlError as exc:
-            _fail(f"--resume: {exc}")
-        if target not in pipelines:
-            _fail(f"--resume: run {resume} is a run of pipeline {target!r}, which is not "
-                  f"among those to run ({', '.join(pipelines)})")
-    for name, pipe in pipelines.items():
-        blocked = [d for d in depends[name] if outcome.get(d, "success") != "success"]
-        if blocked:
-            outcome[name] = "skipped"
-            click.echo(f"pipeline {name!r} skipped: upstream pipeline {blocked[0]!r} "
-                       f"{outcome[blocked[0]]}\n")
-            continue
-        steps = pipe.steps
-        resumes = resume
-        if resume == "latest":  # a pipeline never run before just runs
-            resumes = "latest" if recorder is not None and recorder.list_runs(
-                pipeline=name, limit=1) else None
-        elif resume is not None and name != target:
-            resumes = None
-        options = dict(max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
-                       executor_options=executor_options or None,
-                       tracker=recorder if recorder is not None else "none",
-                       rollback=rollback, force=force and resumes is not None, resume=resumes,
-                       only=(only or {}).get(name), skip=(skip or {}).get(name))
-        try:
-            # the steps to run (with --only/--skip, a part of them): the run takes this plan
-            plan = pipe._plan(pm, tuple(options["only"] or ()), tuple(options["skip"] or ()))
-            if plan.left_out and not plan.nodes:  # nothing left: no run to record
-                outcome[name] = "success"  # not a failure: the pipelines after it run
-                click.echo(f"pipeline {name!r} not run: --skip left out every step it "
-                           f"would run ({', '.join(plan.left_out)})\n")
-                continue
-            if live:
-                with display.LiveProgress(name, total=len(plan.nodes)) as view:
-                    result = pipe.run_sync(**options, listeners=[view])  # this run only
-            else:
-                result = pipe.run_sync(**options)
-        except (ResumeClaimed, RunInProgress) as exc:  # another pipectl has it: try later
-            _fail(f"--resume: {exc}")
-        except PipectlError as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the run was being cancelled
-            click.echo(f"\npipectl: interrupted: pipeline {name!r} stopped before its run ended",
-                       err=True)
-            sys.exit(EXIT_INTERRUPTED)
+    file, recorder, project = pf.path, pf.tracker, pf.project
+    ended: list[str] = []
+
+    def report(outcome: PipelineOutcome) -> None:
+        ended.append(outcome.name)
+        pipe, result = pf.pipelines[outcome.name], outcome.run
+        if outcome.status == "skipped":
+            click.echo(f"pipeline {outcome.name!r} skipped: {outcome.reason}\n")
+            return
+        if result is None:  # nothing left to run: not a failure, the pipelines after it run
+            click.echo(f"pipeline {outcome.name!r} not run: --skip left out every step it "
+                       f"would run ({', '.join(result_left_out(pipe, options))})\n")
+            return
         if live:
-            display.print_rich_summary(result, steps)
+            display.print_rich_summary(result, pipe.steps)
         else:
-            _summary(result, steps, quiet=bool(quiet))
+            _summary(result, pipe.steps, quiet=bool(quiet))
         terminated = result.cancelled_by == "SIGTERM"
         if terminated:
             click.echo("the run was terminated (SIGTERM)")
@@ -509,13 +382,35 @@ def _run_all(pm: Any, file: str, pipelines: dict[str, Any], depends: dict[str, l
         story = pipe.story or (project.story if project is not None else None)
         if story:
             _write_story(recorder, story, result.run_id)
-        outcome[name] = result.status.value
         if result.status.value == "cancelled":
             sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
-        if len(pipelines) > 1:
+        if len(names) > 1:
             click.echo("")
-    if any(status != "success" for status in outcome.values()):
+
+    def progress(name: str, total: int) -> Any:
+        return display.LiveProgress(name, total=total)
+
+    try:
+        result = pf.run(names, progress=progress if live else None, on_outcome=report,
+                        **options)
+    except (ResumeError, ResumeClaimed, RunInProgress) as exc:  # e.g. another pipectl has it
+        _fail(f"--resume: {exc}")
+    except PipectlError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the run was being cancelled
+        name = next((n for n in names if n not in ended), names[-1])
+        click.echo(f"\npipectl: interrupted: pipeline {name!r} stopped before its run ended",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if not result.ok:
         sys.exit(EXIT_FAILED)
+
+
+def result_left_out(pipe: Any, options: dict[str, Any]) -> list[str]:
+    """The steps --only/--skip leave out of ``pipe``'s run."""
+    plan = pipe.plan((options["only"] or {}).get(pipe.name, ()),
+                     (options["skip"] or {}).get(pipe.name, ()))
+    return list(plan.left_out)
 
 
 def _write_story(recorder: Any, template: str, run_id: str) -> None:
@@ -591,8 +486,7 @@ def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
 @click.pass_obj
 def validate(pm: Any, file: str, params: Sequence[str]) -> None:
     """Check the pipelines in FILE without running them."""
-    pipelines, _ = _load(pm, file, params)
-    for pipe in pipelines.values():
+    for pipe in _load(pm, file, params)[1].values():
         click.echo(f"{file}: pipeline {pipe.name!r} is valid ({len(pipe.steps)} steps)")
 
 
@@ -608,7 +502,8 @@ def graph(pm: Any, file: str, params: Sequence[str], fmt: str) -> None:
     pipelines it depends on, with an edge from each of those to it."""
     from pipectl.graph import visualize_pipelines
 
-    pipelines, depends = _load(pm, file, params)
+    pf, pipelines = _load(pm, file, params)
+    depends = pf.depends
     title = next(iter(pipelines)) if len(pipelines) == 1 else Path(file).stem
     click.echo(visualize_pipelines({n: p.graph for n, p in pipelines.items()}, depends, fmt,
                                    title=title))

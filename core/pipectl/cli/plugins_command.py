@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import Any
 
 import click
 
@@ -15,7 +16,7 @@ from pipectl import hookspecs
 @click.option("--all", "include_builtin", is_flag=True, help="Include the built-in plugins.")
 @click.option("--hook", "hook_name", metavar="HOOK", help="Only plugins implementing HOOK.")
 @click.pass_obj
-def plugins(pm, as_json: bool, include_builtin: bool, hook_name: str | None) -> None:
+def plugins(pm: Any, as_json: bool, include_builtin: bool, hook_name: str | None) -> None:
     """List installed plugins: name, distribution, version, status, hooks and components."""
     rows = pm.describe(include_builtin=include_builtin)
     if hook_name:

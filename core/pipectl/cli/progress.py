@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, Self
 
@@ -249,7 +249,7 @@ def step_detail(result: StepResult, secrets: Iterable[str] = ()) -> str:
     return shown
 
 
-def table_lines(rows: list[tuple[str, ...]], width: int | None,
+def table_lines(rows: Sequence[tuple[str, ...]], width: int | None,
                 secrets: Iterable[str] = ()) -> list[str]:
     """A plain table: ``rows[0]`` the headings; every column but the last padded to its
     widest cell, two spaces apart; the last one as it is, cut (ending in ``…``) so that the line
@@ -677,7 +677,7 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     limit = table_width() if console is None else console.width
     secrets = run_secrets(run)
     rows, left_out = _table_rows(run)
-    cells = []
+    cells: list[tuple[str, ...]] = []
     for name, r in rows:
         cells.append((name, status_text(r, steps.get(name)),
                       format_seconds(r.duration_ms / 1000) if r.attempts else "",
@@ -730,12 +730,12 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     mark = "✗ " if console.encoding.lower().startswith("utf") else "x "
     for result in failed[:MAX_FAILURE_DETAILS]:
         spec = steps.get(result.step_name)
-        detail = failure_detail(result, spec.max_attempts if spec is not None else 0,
-                                spec is not None and spec.allow_failure)
-        console.print(Text(mark + detail.headline(), style="yellow" if detail.allowed
+        failure = failure_detail(result, spec.max_attempts if spec is not None else 0,
+                                 spec is not None and spec.allow_failure)
+        console.print(Text(mark + failure.headline(), style="yellow" if failure.allowed
                            else "red"))
-        if detail.location is not None:
-            console.print(Text(f"    at {detail.location}", style="dim"))
+        if failure.location is not None:
+            console.print(Text(f"    at {failure.location}", style="dim"))
     if len(failed) > MAX_FAILURE_DETAILS:
         console.print(Text(f"  ... and {len(failed) - MAX_FAILURE_DETAILS} more failed steps",
                            style="dim"))

@@ -119,8 +119,9 @@ def _step_detail(step: dict[str, Any]) -> str:
     recorded output summary, in which the tracker masked the secrets already)."""
     from pipectl.preview import preview_summary, record_data_counts
 
-    if step.get("error_message"):
-        return step["error_message"]
+    error: str | None = step.get("error_message")
+    if error:
+        return error
     reason = step.get("reason") or ""
     shown = ""
     if step.get("status") == "success":

@@ -23,7 +23,7 @@ def full_schema(pm: Any) -> dict[str, Any]:
     A component that declares nothing takes any options."""
     from pipectl.options import schema_of
 
-    schema = json.loads(schema_text())
+    schema: dict[str, Any] = json.loads(schema_text())
     defs = schema["$defs"]
     declared: dict[str, dict[str, Any]] = {"extractors": {}, "outputs": {}}
     for kind, ref in (("extractors", "extractor"), ("outputs", "output")):

@@ -238,12 +238,12 @@ class _FileExtractor:
     def batches(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
         if self._column is None:
             return self._batches(ctx)
-        return self._after_cursor(ctx)
+        return self._after_cursor(ctx, self._column)
 
-    def _after_cursor(self, ctx: Any) -> Iterator[list[dict[str, Any]]]:
-        """The records whose cursor column is greater than the cursor; the cursor moves on to
-        the greatest value read once the last batch is read."""
-        column, cursor = self._column, self._cursor
+    def _after_cursor(self, ctx: Any, column: str) -> Iterator[list[dict[str, Any]]]:
+        """The records whose cursor ``column`` is greater than the cursor; the cursor moves on
+        to the greatest value read once the last batch is read."""
+        cursor = self._cursor
         greatest = cursor
         for batch in self._batches(ctx):
             try:
@@ -377,6 +377,7 @@ class CsvExtractor(_FileExtractor):
             n = len(header)
             batch: list[dict[str, Any]] = []
             append = batch.append
+            record: dict[str, Any] | None
             while True:
                 try:
                     for row in reader:
@@ -409,7 +410,7 @@ class CsvExtractor(_FileExtractor):
     def _convert_slowly(self, row: list[str], header: list[str], ctx: Any, name: str,
                         line_num: int) -> dict[str, Any] | None:
         """Convert one row value by value: empty values become None, a bad one is reported."""
-        record = dict(zip(header, row))
+        record: dict[str, Any] = dict(zip(header, row))
         for column, convert in self.types.items():
             value = record[column]
             if value == "" or value is None:
@@ -508,7 +509,7 @@ def _import_function(spec: str) -> Callable[..., Any]:
         raise ValueError(f"function must be a callable or 'module:function', got {spec!r}")
     import importlib
 
-    obj: Any = importlib.import_module(module_name)
+    obj: object = importlib.import_module(module_name)
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -639,7 +640,8 @@ class PythonExtractor:
             return ()
         if isinstance(result, dict):
             return (result,)
-        return result
+        items: Iterable[Any] = result  # what the function returned: records or batches
+        return items
 
     def _rebatch(self, items: Iterable[Any], ctx: Any) -> Iterator[list[dict[str, Any]]]:
         size = self.batch_size

@@ -56,7 +56,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pipectl.options import FilePath
 
@@ -213,11 +213,12 @@ class SqliteOutput:
                 self._stage(list(columns))
             else:
                 self._create(columns)
-        get = self._get
+        # set with _insert (above or by an earlier write)
+        get = cast("Callable[[dict[str, Any]], Any]", self._get)
         try:
             rows = list(map(get, batch))
         except KeyError:  # a record without some column: NULL there
-            cols = self._cols
+            cols = cast("list[str]", self._cols)
             rows = [tuple(map(r.get, cols)) for r in batch]
         self._conn.executemany(self._insert, rows)
 
@@ -271,7 +272,7 @@ class SqliteOutput:
                              "LIMIT 1", (load.pipeline, load.step, load.output))
         return rows[0] if rows else None
 
-    def _markers(self, where: str, params: tuple) -> list[Any]:
+    def _markers(self, where: str, params: tuple[Any, ...]) -> list[Any]:
         import json
         import sqlite3
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pipectl.errors import PipectlError
 
@@ -39,8 +39,9 @@ class ImportError_(PipectlError, ValueError):
         super().__init__(f"{path}: {field}: {message}" if field else f"{path}: {message}")
 
 
-_TYPES = {"string": "str", "number": "float", "integer": "int", "boolean": "bool",
-          "array": "list", "object": "json"}
+# JSON schema type -> pipectl param type (looked up with whatever a file's "type" holds)
+_TYPES: dict[Any, str] = {"string": "str", "number": "float", "integer": "int",
+                          "boolean": "bool", "array": "list", "object": "json"}
 _OPERATORS = {">=": ">=", ">": ">", "<=": "<=", "<": "<", "==": "==", "!=": "!=",
               "equals": "==", "eq": "==", "not_equals": "!=", "ne": "!=",
               "greater_than": ">", "gt": ">", "greater_than_or_equal": ">=", "gte": ">=",
@@ -150,7 +151,7 @@ def _params(path: str, raw: Any) -> dict[str, Any]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ImportError_(path, f"parameters[{i}]", "a parameter needs a 'name'")
-        schema = item.get("schema") or {}
+        schema: dict[str, Any] = item.get("schema") or {}
         declared: dict[str, Any] = {"type": _TYPES.get(schema.get("type"), "json")}
         if "default" in item:
             declared["default"] = item["default"]
@@ -199,6 +200,7 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
             if value not in known:
                 raise ImportError_(path, f"{field}.{end}", f"unknown step {value!r} (steps: "
                                    f"{', '.join(ids)})")
+        src, dst = cast(str, src), cast(str, dst)  # both step ids now
         incoming[dst].append((src, _condition(path, f"{field}.condition",
                                               edge.get("condition"), src, known)))
     start = flow.get("start_at")

@@ -29,8 +29,10 @@ PIPELINE = textwrap.dedent("""
           - {{name: file, type: jsonl, path: out/records.jsonl}}
           - {{name: sqlite_appended, type: sqlite, path: out/db.sqlite, table: appended}}
           - {{name: sqlite_keyed, type: sqlite, path: out/db.sqlite, table: keyed, key: id}}
-          - {{name: pg_appended, type: postgres, dsn_env: CRASH_DSN, schema: {schema}, table: appended}}
-          - {{name: pg_keyed, type: postgres, dsn_env: CRASH_DSN, schema: {schema}, table: keyed, key: id}}
+          - {{name: pg_appended, type: postgres, dsn_env: CRASH_DSN, schema: {schema},
+             table: appended}}
+          - {{name: pg_keyed, type: postgres, dsn_env: CRASH_DSN, schema: {schema},
+             table: keyed, key: id}}
 """)
 
 POINTS = [

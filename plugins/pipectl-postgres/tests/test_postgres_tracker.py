@@ -285,7 +285,7 @@ def test_the_extractor_state_is_kept_between_runs(plugin_manager, registries, ur
 
 
 def test_the_schema_is_versioned_and_migrations_run_once(url, pg, schema, monkeypatch):
-    from pipectl import tracking
+    from pipectl.tracking import schema as tracking
 
     now = len(tracking.MIGRATIONS)
     assert PostgresTracker(url).migrate() == now

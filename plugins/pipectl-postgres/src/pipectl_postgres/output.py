@@ -63,6 +63,7 @@ next run of an incremental extractor starts from the cursor committed with the r
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
@@ -319,13 +320,12 @@ class PostgresOutput:
         if self._copying is not None:
             try:
                 self._end_copy(RuntimeError("the attempt was aborted"))
-            except Exception:  # noqa: BLE001 - rolled back below in any case
+            except Exception:  # any error: rolled back below in any case
                 self._copying = None
         if conn is not None and not conn.closed:
-            try:
+            # a broken connection: closing it discards the transaction
+            with contextlib.suppress(psycopg.Error):
                 conn.rollback()
-            except psycopg.Error:  # a broken connection: closing it discards the transaction
-                pass
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

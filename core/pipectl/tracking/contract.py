@@ -29,7 +29,9 @@ one implementation; anything with the methods below is another (the kernel's
 ``tests/test_tracker_protocol.py`` keeps runs in a JSON Lines file).
 :func:`pipectl.testing.check_tracker_contract` checks one.
 
-Import these names from :mod:`pipectl.tracking` (where they are re-exported).
+Import these names from :mod:`pipectl.tracking` (where they are re-exported). Also here:
+:func:`require_resume` and :func:`require_prune`, which check that a tracker can resume or
+delete runs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 import attrs
 
+from pipectl.tracking.errors import TrackerError
+
 if TYPE_CHECKING:  # pragma: no cover
     from pipectl.model import RunStatus, StepResult, StepSpec, StepStatus
 
@@ -47,6 +51,7 @@ __all__ = [
     "ExtractorStateSaved",
     "OutputStore",
     "PrunableTracker",
+    "RESUME_MEMBERS",
     "ResumableTracker",
     "RunEvent",
     "RunFinished",
@@ -56,7 +61,11 @@ __all__ = [
     "StepRolledBack",
     "StepStarted",
     "Tracker",
+    "TRACKER_MEMBERS",
     "TrackerEvent",
+    "require_prune",
+    "require_resume",
+    "tracker_name",
 ]
 
 
@@ -265,7 +274,7 @@ class Tracker(Protocol):
         store's schema version, or None."""
 
     def record(self, event: TrackerEvent) -> None:
-        """Record one event of a run (see :mod:`pipectl.tracking_contract`).
+        """Record one event of a run (see :mod:`pipectl.tracking.contract`).
 
         Called on the run's event loop for every run and step event: it must return in
         microseconds and never raise for a database that fails (queue the event and write it
@@ -380,3 +389,40 @@ class PrunableTracker(Tracker, Protocol):
         that pipeline's runs go. Neither given: ValueError. A running run
         never goes; a resume chain and a run's sub-pipeline runs go together or not at all
         (see :meth:`pipectl.tracking.SQLTracker.prune`)."""
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+#: What every tracker has (:class:`Tracker`), and what one that resumes runs has too.
+TRACKER_MEMBERS = ("results", "migrate", "record", "flush", "close", "list_runs", "get_run",
+                   "resolve", "pipeline_of", "extractor_states")
+RESUME_MEMBERS = ("latest_finished", "step_states", "load_run", "claim_resume",
+                  "release_resume")
+
+
+def tracker_name(tracker: Any) -> str:
+    """How messages name a tracker: its ``display`` (the SQL trackers': the file, or the URL
+    without password), else its ``url``, else its class."""
+    return str(getattr(tracker, "display", None) or getattr(tracker, "url", None)
+               or type(tracker).__name__)
+
+
+def require_resume(tracker: Tracker) -> ResumableTracker:
+    """``tracker`` when it can resume runs (:class:`ResumableTracker`); else a
+    :class:`TrackerError` naming what it lacks."""
+    if isinstance(tracker, ResumableTracker):
+        return tracker
+    missing = [m for m in (*TRACKER_MEMBERS, *RESUME_MEMBERS) if not hasattr(tracker, m)]
+    raise TrackerError(f"tracker {tracker_name(tracker)} cannot resume runs (it has no "
+                       f"{', '.join(missing)}): run without --resume, or record the runs with "
+                       "a tracker that resumes them (sqlite, postgresql)")
+
+
+def require_prune(tracker: Tracker) -> PrunableTracker:
+    """``tracker`` when it can delete old runs (:class:`PrunableTracker`); else a
+    :class:`TrackerError` saying it cannot."""
+    if isinstance(tracker, PrunableTracker):
+        return tracker
+    missing = [m for m in (*TRACKER_MEMBERS, "prune") if not hasattr(tracker, m)]
+    raise TrackerError(f"tracker {tracker_name(tracker)} cannot delete runs (it has no "
+                       f"{', '.join(missing)})")

@@ -42,13 +42,15 @@ def make_dask_executor(**options: Any) -> Any:
     return DaskExecutor(**options_from_env(options))
 
 
-#: ``pipectl run`` options (the kernel adds them to the command; each implies --executor dask)
-make_dask_executor.cli_options = [  # type: ignore[attr-defined]
-    {"flag": "--dask-scheduler", "key": "scheduler", "metavar": "ADDRESS",
-     "help": "Run the steps on the dask cluster of this scheduler (tcp://host:8786)."},
-    {"flag": "--dask-local", "key": "local_workers", "type": int, "metavar": "N",
-     "help": "Run the steps on a local dask cluster of N worker processes."},
-]
+@hookimpl
+def pipectl_addoption(parser: Any) -> None:
+    """``pipectl run`` options of the dask executor (each implies ``--executor dask``)."""
+    parser.add_option("--dask-scheduler", executor="dask", key="scheduler", metavar="ADDRESS",
+                      help="Run the steps on the dask cluster of this scheduler "
+                           "(tcp://host:8786).")
+    parser.add_option("--dask-local", executor="dask", key="local_workers", type=int,
+                      metavar="N", help="Run the steps on a local dask cluster of N worker "
+                                        "processes.")
 
 
 @hookimpl

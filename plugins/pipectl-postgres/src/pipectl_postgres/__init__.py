@@ -6,3 +6,5 @@ through a server-side cursor, optionally incrementally. The plugin module is
 :mod:`pipectl_postgres.plugin`; the options are documented in :mod:`pipectl_postgres.output`,
 :mod:`pipectl_postgres.extractor` and the README.
 """
+
+__version__ = "0.1.0"
