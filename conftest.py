@@ -6,8 +6,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _pipectl_home(tmp_path_factory: pytest.TempPathFactory,
-                  monkeypatch: pytest.MonkeyPatch) -> None:
+def _pipectl_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``pipectl run`` records runs in $PIPECTL_HOME (default: .pipectl/ in the working
     directory): each test gets its own, so no test writes into the source tree or sees another
     test's runs. A test that wants the tracker file elsewhere sets the variable itself."""

@@ -88,8 +88,10 @@ SHAPES = {"chain": chain, "independent": independent, "layered": layered}
 
 # -- building pipelines ----------------------------------------------------------------------
 
-def build_pipeline(shape: Shape, fn: Callable[..., Any], *, name: str = "bench",
-                   max_concurrent: int | None = None) -> Any:
+
+def build_pipeline(
+    shape: Shape, fn: Callable[..., Any], *, name: str = "bench", max_concurrent: int | None = None
+) -> Any:
     """A :class:`pipectl.Pipeline` of ``shape`` whose every step calls ``fn``."""
     from pipectl import Pipeline
 
@@ -120,11 +122,11 @@ def builtins_only_pm() -> Any:
 
 # -- timing ----------------------------------------------------------------------------------
 
+
 class Variant:
     """A timed coroutine function, with an optional untimed ``setup`` whose result it gets."""
 
-    def __init__(self, run: Callable[..., Awaitable[Any]],
-                 setup: Callable[[], Any] | None = None):
+    def __init__(self, run: Callable[..., Awaitable[Any]], setup: Callable[[], Any] | None = None):
         self.run = run
         self.setup = setup
 
@@ -154,14 +156,18 @@ async def time_variants(variants: dict[str, Any], repeats: int) -> dict[str, lis
     order = list(vs)
     for r in range(repeats):
         # rotate the order so no variant always runs first (or right after the slowest)
-        for key in order[r % len(order):] + order[:r % len(order)]:
+        for key in order[r % len(order) :] + order[: r % len(order)]:
             times[key].append(await vs[key].once())
     return times
 
 
 def summary(samples: Sequence[float]) -> dict[str, float]:
-    return {"best": min(samples), "median": statistics.median(samples), "max": max(samples),
-            "n": len(samples)}
+    return {
+        "best": min(samples),
+        "median": statistics.median(samples),
+        "max": max(samples),
+        "n": len(samples),
+    }
 
 
 def per(value: float, count: int) -> float:
@@ -183,13 +189,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return str(v)
 
     cells = [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(r) for r in cells)
@@ -212,13 +220,16 @@ def source_state() -> dict[str, Any]:
         digest.update(f.read_bytes())
     state: dict[str, Any] = {"path": str(pkg), "sources_sha256": digest.hexdigest()[:12]}
     try:
+
         def git(*a: str) -> str:
-            return subprocess.run(["git", *a], cwd=pkg, capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", *a], cwd=pkg, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
 
         state["commit"] = git("rev-parse", "--short", "HEAD")
-        state["modified"] = [line[3:] for line in git("status", "--porcelain", "--", ".")
-                             .splitlines()]
+        state["modified"] = [
+            line[3:] for line in git("status", "--porcelain", "--", ".").splitlines()
+        ]
     except Exception:  # noqa: BLE001 - not a git checkout: the hash still tells
         pass
     return state

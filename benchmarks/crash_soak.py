@@ -46,15 +46,22 @@ POSTGRES_OUTPUTS = """\
 
 
 def pipectl(folder: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipectl.cli", *args], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def held(folder: Path, dsn: str | None, schema: str | None) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     path = folder / "out" / "records.jsonl"
-    out["jsonl"] = ([json.loads(line)["id"] for line in path.read_text().splitlines()]
-                    if path.exists() else [])
+    out["jsonl"] = (
+        [json.loads(line)["id"] for line in path.read_text().splitlines()] if path.exists() else []
+    )
     with sqlite3.connect(folder / "out" / "db.sqlite") as conn:
         for table in ("appended", "keyed"):
             out[f"sqlite {table}"] = [r[0] for r in conn.execute(f"SELECT id FROM {table}")]
@@ -63,8 +70,9 @@ def held(folder: Path, dsn: str | None, schema: str | None) -> dict[str, list[in
 
         with psycopg.connect(dsn) as conn:
             for table in ("appended", "keyed"):
-                out[f"postgres {table}"] = [r[0] for r in conn.execute(
-                    f'SELECT id FROM "{schema}"."{table}"')]
+                out[f"postgres {table}"] = [
+                    r[0] for r in conn.execute(f'SELECT id FROM "{schema}"."{table}"')
+                ]
     return out
 
 
@@ -120,8 +128,10 @@ def main() -> int:
         if proc.returncode != 0:
             print("the uninterrupted run failed", file=sys.stderr)
             return 1
-        print(f"an uninterrupted run: {full:.2f} s; {args.trials} trials, "
-              f"{args.records:,} records each")
+        print(
+            f"an uninterrupted run: {full:.2f} s; {args.trials} trials, "
+            f"{args.records:,} records each"
+        )
         for trial in range(args.trials):
             folder, schema = prepare(f"trial-{trial}")
             delay = rng.uniform(0.0, full)
@@ -147,9 +157,12 @@ def main() -> int:
                 total[1] += twice
                 line.append(f"{output} {missing}/{twice}")
             skipped = out.count("already committed by run")
-            print(f"trial {trial:2}: killed at {delay:5.2f} s"
-                  + ("" if killed else " (had ended)")
-                  + f", {skipped} output(s) found committed; missing/twice: " + ", ".join(line))
+            print(
+                f"trial {trial:2}: killed at {delay:5.2f} s"
+                + ("" if killed else " (had ended)")
+                + f", {skipped} output(s) found committed; missing/twice: "
+                + ", ".join(line)
+            )
     print()
     print(f"{'output':20} {'missing':>8} {'twice':>8}")
     bad = False

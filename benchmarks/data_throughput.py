@@ -36,8 +36,14 @@ def make_csv(path: Path, n: int) -> None:
         w = csv.writer(f)
         w.writerow(["id", "name", "value", "ts"])
         for i in range(n):
-            w.writerow([i, f"{rng.choice(names)}-{i % 997}", f"{rng.random() * 1000:.4f}",
-                        f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z"])
+            w.writerow(
+                [
+                    i,
+                    f"{rng.choice(names)}-{i % 997}",
+                    f"{rng.random() * 1000:.4f}",
+                    f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                ]
+            )
 
 
 def hand_written(src: Path, out: Path) -> int:
@@ -48,8 +54,10 @@ def hand_written(src: Path, out: Path) -> int:
     db.execute("BEGIN")
     n = 0
     batch: list[tuple] = []
-    with open(src, newline="", encoding="utf-8") as f, \
-            open(out / "hand.jsonl", "w", encoding="utf-8") as j:
+    with (
+        open(src, newline="", encoding="utf-8") as f,
+        open(out / "hand.jsonl", "w", encoding="utf-8") as j,
+    ):
         for row in csv.DictReader(f):
             row["id"] = int(row["id"])
             row["value"] = float(row["value"])
@@ -74,9 +82,15 @@ def with_pipectl(src: Path, out: Path) -> int:
     pipe.data_step(
         "load",
         extractor={"type": "csv", "path": str(src), "types": {"id": "int", "value": "float"}},
-        outputs=[{"type": "jsonl", "path": str(out / "pipectl.jsonl")},
-                 {"type": "sqlite", "path": str(out / "pipectl.sqlite"), "table": "records",
-                  "columns": COLUMNS}],
+        outputs=[
+            {"type": "jsonl", "path": str(out / "pipectl.jsonl")},
+            {
+                "type": "sqlite",
+                "path": str(out / "pipectl.sqlite"),
+                "table": "records",
+                "columns": COLUMNS,
+            },
+        ],
     )
     run = pipe.run_sync()
     if not run.ok:
@@ -94,8 +108,12 @@ def child(variant: str, src: Path, out: Path) -> None:
 
 def run_child(variant: str, src: Path, tmp: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=tmp))
-    proc = subprocess.run([sys.executable, str(HERE), "--child", variant, "--csv", str(src),
-                           "--out", str(out)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(HERE), "--child", variant, "--csv", str(src), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise SystemExit(f"{variant} failed:\n{proc.stderr}")
     for f in out.iterdir():
@@ -124,22 +142,31 @@ def main() -> None:
         for _ in range(args.rounds):  # interleaved, so drift hits both alike
             for variant in ("hand", "pipectl"):
                 results[variant].append(run_child(variant, src, tmp))
-    print(f"{args.records:,} records, CSV -> JSONL + SQLite at once, {args.rounds} rounds, "
-          f"{os.cpu_count()} cpus")
+    print(
+        f"{args.records:,} records, CSV -> JSONL + SQLite at once, {args.rounds} rounds, "
+        f"{os.cpu_count()} cpus"
+    )
     print(f"{'variant':<8} {'rec/s median':>14} {'best':>12} {'peak MB':>9}")
     summary = {}
     for variant, rows in results.items():
         rates = [r["records"] / r["seconds"] for r in rows]
         peak = max(r["peak_mb"] for r in rows)
-        summary[variant] = {"rate_median": statistics.median(rates), "rate_best": max(rates),
-                            "peak_mb": peak, "runs": rows}
+        summary[variant] = {
+            "rate_median": statistics.median(rates),
+            "rate_best": max(rates),
+            "peak_mb": peak,
+            "runs": rows,
+        }
         print(f"{variant:<8} {statistics.median(rates):>14,.0f} {max(rates):>12,.0f} {peak:>9.1f}")
     ratio = summary["pipectl"]["rate_median"] / summary["hand"]["rate_median"]
-    print(f"pipectl / hand-written throughput: {ratio:.2f}x (target >= 0.9x); "
-          f"pipectl peak {summary['pipectl']['peak_mb']:.0f} MB (target < 150 MB)")
+    print(
+        f"pipectl / hand-written throughput: {ratio:.2f}x (target >= 0.9x); "
+        f"pipectl peak {summary['pipectl']['peak_mb']:.0f} MB (target < 150 MB)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"records": args.records, "ratio": ratio,
-                                               **summary}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"records": args.records, "ratio": ratio, **summary}, indent=2)
+        )
 
 
 if __name__ == "__main__":

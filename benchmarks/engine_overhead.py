@@ -128,8 +128,9 @@ class _HopPool:
         for _ in range(threads):
             threading.Thread(target=self._work, daemon=True).start()
 
-    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any],
-               kw: dict[str, Any]) -> asyncio.Future:
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], kw: dict[str, Any]
+    ) -> asyncio.Future:
         future = loop.create_future()
         self.jobs.put((loop, future, fn, kw))
         return future
@@ -161,8 +162,14 @@ def _hop_pool() -> _HopPool:
 PRIMARY = {"async": "tasks", "sync": "inline"}
 
 
-def make_variants(shape: B.Shape, kind: str, pm: Any, baselines: tuple[str, ...] | None = None,
-                  with_plan: bool = True, warm: bool = True) -> dict[str, Any]:
+def make_variants(
+    shape: B.Shape,
+    kind: str,
+    pm: Any,
+    baselines: tuple[str, ...] | None = None,
+    with_plan: bool = True,
+    warm: bool = True,
+) -> dict[str, Any]:
     from pipectl.engine import plan_run
 
     fn = B.noop if kind == "async" else B.noop_sync
@@ -197,9 +204,15 @@ def make_variants(shape: B.Shape, kind: str, pm: Any, baselines: tuple[str, ...]
 PIPECTL = ("cold", "warm")
 
 
-async def measure(shape: B.Shape, kind: str, pm: Any, repeats: int,
-                  baselines: tuple[str, ...] | None = None, with_plan: bool = True,
-                  warm: bool = True) -> dict[str, Any]:
+async def measure(
+    shape: B.Shape,
+    kind: str,
+    pm: Any,
+    repeats: int,
+    baselines: tuple[str, ...] | None = None,
+    with_plan: bool = True,
+    warm: bool = True,
+) -> dict[str, Any]:
     variants = make_variants(shape, kind, pm, baselines, with_plan, warm)
     await variants["cold"].once()  # warm-up (and checks the run succeeds)
     if warm:
@@ -209,21 +222,28 @@ async def measure(shape: B.Shape, kind: str, pm: Any, repeats: int,
     stats = {k: B.summary(v) for k, v in times.items()}
     bases = [k for k in stats if k not in PIPECTL and k != "plan"]
     result: dict[str, Any] = {
-        "shape": shape.kind, "kind": kind, "steps": n, "edges": e, "repeats": repeats,
+        "shape": shape.kind,
+        "kind": kind,
+        "steps": n,
+        "edges": e,
+        "repeats": repeats,
         "primary_baseline": PRIMARY[kind],
         "seconds": {k: v for k, v in times.items()},
-        "us_per_step": {k: {s: B.per(v[s], n) for s in ("best", "median")}
-                        for k, v in stats.items()},
+        "us_per_step": {
+            k: {s: B.per(v[s], n) for s in ("best", "median")} for k, v in stats.items()
+        },
     }
     for stat in ("best", "median"):
         for p in PIPECTL:
             if p not in stats:
                 continue
             result[f"{p}_overhead_us_per_step_{stat}"] = {
-                k: B.per(stats[p][stat] - stats[k][stat], n) for k in bases}
+                k: B.per(stats[p][stat] - stats[k][stat], n) for k in bases
+            }
             result[f"{p}_ratio_{stat}"] = {k: stats[p][stat] / stats[k][stat] for k in bases}
         result[f"us_per_step_and_edge_{stat}"] = {
-            k: B.per(stats[k][stat], n + e) for k in stats if k != "plan"}
+            k: B.per(stats[k][stat], n + e) for k in stats if k != "plan"
+        }
     return result
 
 
@@ -236,18 +256,45 @@ def main_table(results: list[dict[str, Any]], stat: str) -> str:
         target = TARGET_ASYNC_US if r["kind"] == "async" else TARGET_SYNC_US
         cold = r[f"cold_overhead_us_per_step_{stat}"]
         warm = r[f"warm_overhead_us_per_step_{stat}"]
-        rows.append([
-            f"{r['shape']}-{r['steps']}", r["kind"], f"{prim}", u[prim][stat],
-            u["cold"][stat], cold[prim], u["warm"][stat], warm[prim],
-            r[f"cold_ratio_{stat}"][prim], u["plan"][stat],
-            f"{other}", u[other][stat], cold[other],
-            u["hop"][stat] if "hop" in u else float("nan"),
-            ("yes" if cold[prim] <= target else "NO") + "/"
-            + ("yes" if warm[prim] <= TARGET_WARM_US else "NO"),
-        ])
+        rows.append(
+            [
+                f"{r['shape']}-{r['steps']}",
+                r["kind"],
+                f"{prim}",
+                u[prim][stat],
+                u["cold"][stat],
+                cold[prim],
+                u["warm"][stat],
+                warm[prim],
+                r[f"cold_ratio_{stat}"][prim],
+                u["plan"][stat],
+                f"{other}",
+                u[other][stat],
+                cold[other],
+                u["hop"][stat] if "hop" in u else float("nan"),
+                ("yes" if cold[prim] <= target else "NO")
+                + "/"
+                + ("yes" if warm[prim] <= TARGET_WARM_US else "NO"),
+            ]
+        )
     return B.table(
-        ["shape", "kind", "baseline", "base", "cold", "overhead", "warm", "overhead",
-         "ratio", "plan", "other", "other", "cold-other", "hop", "met c/w"],
+        [
+            "shape",
+            "kind",
+            "baseline",
+            "base",
+            "cold",
+            "overhead",
+            "warm",
+            "overhead",
+            "ratio",
+            "plan",
+            "other",
+            "other",
+            "cold-other",
+            "hop",
+            "met c/w",
+        ],
         rows,
     )
 
@@ -263,14 +310,35 @@ def scaling_table(results: list[dict[str, Any]], stat: str) -> str:
         pick = min if stat == "best" else (lambda v: sorted(v)[len(v) // 2])
         total_p = pick(r["seconds"]["cold"])
         total_b = pick(r["seconds"][prim])
-        rows.append([
-            r["shape"], r["kind"], r["steps"], r["edges"], r["repeats"], total_p * 1000,
-            total_b * 1000, r["us_per_step"]["cold"][stat], B.per(total_p - total_b, r["steps"]),
-            per_se, per_se / first[key],
-        ])
+        rows.append(
+            [
+                r["shape"],
+                r["kind"],
+                r["steps"],
+                r["edges"],
+                r["repeats"],
+                total_p * 1000,
+                total_b * 1000,
+                r["us_per_step"]["cold"][stat],
+                B.per(total_p - total_b, r["steps"]),
+                per_se,
+                per_se / first[key],
+            ]
+        )
     return B.table(
-        ["shape", "kind", "steps", "edges", "n", "pipectl ms", "base ms", "us/step",
-         "overhead us/step", "us/(step+edge)", "vs smallest"],
+        [
+            "shape",
+            "kind",
+            "steps",
+            "edges",
+            "n",
+            "pipectl ms",
+            "base ms",
+            "us/step",
+            "overhead us/step",
+            "us/(step+edge)",
+            "vs smallest",
+        ],
         rows,
     )
 
@@ -282,8 +350,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     kinds = args.kinds
     main_results: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    print(f"python {sys.version.split()[0]}, structlog configured: {structlog.is_configured()}, "
-          f"gc {'off' if args.gc_off else 'on'}, repeats {args.repeats} (best and median shown)")
+    print(
+        f"python {sys.version.split()[0]}, structlog configured: {structlog.is_configured()}, "
+        f"gc {'off' if args.gc_off else 'on'}, repeats {args.repeats} (best and median shown)"
+    )
     print(B.describe_source())
     print(f"plugins: {sorted(pm.records)}\n")
 
@@ -292,58 +362,92 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             shape = B.SHAPES[shape_name](args.size)
             r = await measure(shape, kind, pm, args.repeats)
             main_results.append(r)
-            print(f"  measured {shape.label()} {kind}: pipectl "
-                  f"{r['us_per_step']['cold']['best']:.1f} us/step", flush=True)
+            print(
+                f"  measured {shape.label()} {kind}: pipectl "
+                f"{r['us_per_step']['cold']['best']:.1f} us/step",
+                flush=True,
+            )
 
     scaling_results: list[dict[str, Any]] = []
     if args.scaling_sizes:
         for shape_name in ("chain", "layered"):
             for kind in kinds:
                 for size in args.scaling_sizes:
-                    reuse = [r for r in main_results
-                             if r["shape"] == shape_name and r["kind"] == kind and r["steps"] == size]
+                    reuse = [
+                        r
+                        for r in main_results
+                        if r["shape"] == shape_name and r["kind"] == kind and r["steps"] == size
+                    ]
                     if reuse:
                         scaling_results.append(reuse[0])
                         continue
                     shape = B.SHAPES[shape_name](size)
                     repeats = args.repeats if size <= MAIN_SIZE else args.large_repeats
-                    r = await measure(shape, kind, pm, repeats, baselines=(PRIMARY[kind],),
-                                      with_plan=False, warm=False)
+                    r = await measure(
+                        shape,
+                        kind,
+                        pm,
+                        repeats,
+                        baselines=(PRIMARY[kind],),
+                        with_plan=False,
+                        warm=False,
+                    )
                     scaling_results.append(r)
-                    print(f"  measured {shape.label()} {kind}: pipectl "
-                          f"{r['us_per_step']['cold']['best']:.1f} us/step", flush=True)
+                    print(
+                        f"  measured {shape.label()} {kind}: pipectl "
+                        f"{r['us_per_step']['cold']['best']:.1f} us/step",
+                        flush=True,
+                    )
 
     elapsed = time.perf_counter() - t_start
     for stat in ("best", "median"):
         print(f"\n== Engine overhead per no-op step, microseconds ({stat} of {args.repeats}) ==")
-        print(f"targets: cold overhead <= {TARGET_ASYNC_US:g} us/step (async, vs 'tasks'), "
-              f"<= {TARGET_SYNC_US:g} (sync, vs 'inline'); warm <= {TARGET_WARM_US:g}. "
-              f"cold = first run of a new Pipeline (plans), warm = a repeat run")
+        print(
+            f"targets: cold overhead <= {TARGET_ASYNC_US:g} us/step (async, vs 'tasks'), "
+            f"<= {TARGET_SYNC_US:g} (sync, vs 'inline'); warm <= {TARGET_WARM_US:g}. "
+            f"cold = first run of a new Pipeline (plans), warm = a repeat run"
+        )
         print(main_table(main_results, stat))
     if scaling_results:
         for stat in ("best", "median"):
             print(f"\n== Scaling ({stat}); linear = flat us/(step+edge) ==")
             print(scaling_table(scaling_results, stat))
     print(f"\n(total benchmark time {elapsed:.0f} s)")
-    return {"main": main_results, "scaling": scaling_results, "elapsed_s": elapsed,
-            "targets_us": {"async": TARGET_ASYNC_US, "sync": TARGET_SYNC_US,
-                           "warm": TARGET_WARM_US}}
+    return {
+        "main": main_results,
+        "scaling": scaling_results,
+        "elapsed_s": elapsed,
+        "targets_us": {"async": TARGET_ASYNC_US, "sync": TARGET_SYNC_US, "warm": TARGET_WARM_US},
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="3 repeats, scaling at 1,000 and 10,000 steps only")
+    p.add_argument(
+        "--quick", action="store_true", help="3 repeats, scaling at 1,000 and 10,000 steps only"
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default 5)")
-    p.add_argument("--large-repeats", type=int, default=3,
-                   help="timed runs per variant above 10,000 steps (default 3)")
+    p.add_argument(
+        "--large-repeats",
+        type=int,
+        default=3,
+        help="timed runs per variant above 10,000 steps (default 3)",
+    )
     p.add_argument("--size", type=int, default=MAIN_SIZE, help="steps of the main shapes")
     p.add_argument("--shapes", nargs="+", default=list(B.SHAPES), choices=list(B.SHAPES))
     p.add_argument("--kinds", nargs="+", default=["async", "sync"], choices=["async", "sync"])
-    p.add_argument("--scaling-sizes", type=int, nargs="*", default=None,
-                   help="sizes of the scaling table (default 1000 10000 100000; none: skip)")
-    p.add_argument("--gc-off", action="store_true",
-                   help="disable the cyclic garbage collector while timing (diagnosis only)")
+    p.add_argument(
+        "--scaling-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes of the scaling table (default 1000 10000 100000; none: skip)",
+    )
+    p.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="disable the cyclic garbage collector while timing (diagnosis only)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every figure to PATH as JSON")
     args = p.parse_args(argv)
     if args.repeats is None:

@@ -82,8 +82,10 @@ def micro(counts: list[int], number: int, repeats: int) -> list[dict[str, Any]]:
     for n in counts:
         pm = pm_with(listeners=n)
         hooks = Hooks(pm)
-        listeners = [getattr(impl.function, "__wrapped__", impl.function)  # not isolated
-                     for impl in pm.hook.pipectl_step_start.get_hookimpls()]
+        listeners = [
+            getattr(impl.function, "__wrapped__", impl.function)  # not isolated
+            for impl in pm.hook.pipectl_step_start.get_hookimpls()
+        ]
         assert len(listeners) == n
 
         def notify(*, run: Any, step: Any, attempt: int, _fns=tuple(listeners)) -> None:
@@ -124,6 +126,7 @@ async def in_engine(steps: int, repeats: int, kinds: list[str]) -> list[dict[str
                 run = await pipe.run(plugin_manager=pm, listeners=listeners)
                 if not run.ok:  # pragma: no cover
                     raise SystemExit(f"run ended {run.status}: {run.errors[:3]}")
+
             return go
 
         variants = {k: runner(pm, k == "+1 run listener") for k, pm in configs.items()}
@@ -132,13 +135,21 @@ async def in_engine(steps: int, repeats: int, kinds: list[str]) -> list[dict[str
         times = await B.time_variants(variants, repeats)
         stats = {k: B.summary(t) for k, t in times.items()}
         base = stats["builtins"]
-        out.append({
-            "kind": kind, "steps": steps, "seconds": times,
-            "us_per_step": {k: {s: B.per(v[s], steps) for s in ("best", "median")}
-                            for k, v in stats.items()},
-            "extra_us_per_step": {k: {s: B.per(v[s] - base[s], steps) for s in ("best", "median")}
-                                  for k, v in stats.items() if k != "builtins"},
-        })
+        out.append(
+            {
+                "kind": kind,
+                "steps": steps,
+                "seconds": times,
+                "us_per_step": {
+                    k: {s: B.per(v[s], steps) for s in ("best", "median")} for k, v in stats.items()
+                },
+                "extra_us_per_step": {
+                    k: {s: B.per(v[s] - base[s], steps) for s in ("best", "median")}
+                    for k, v in stats.items()
+                    if k != "builtins"
+                },
+            }
+        )
     return out
 
 
@@ -155,28 +166,60 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for r in micro_results:
         plain = r["plain"]["best_ns"]
-        rows.append([r["listeners"], r["facade"]["best_ns"], r["facade"]["median_ns"],
-                     plain, r["pluggy"]["best_ns"], r["facade"]["best_ns"] / plain,
-                     r["pluggy"]["best_ns"] / plain])
-    print(f"== One pipectl_step_start call, ns (best / median of {args.repeats} x "
-          f"{args.number:,} calls) ==")
-    print(B.table(["listeners", "facade best", "facade median", "plain call", "pluggy",
-                   "facade/plain", "pluggy/plain"], rows))
+        rows.append(
+            [
+                r["listeners"],
+                r["facade"]["best_ns"],
+                r["facade"]["median_ns"],
+                plain,
+                r["pluggy"]["best_ns"],
+                r["facade"]["best_ns"] / plain,
+                r["pluggy"]["best_ns"] / plain,
+            ]
+        )
+    print(
+        f"== One pipectl_step_start call, ns (best / median of {args.repeats} x "
+        f"{args.number:,} calls) =="
+    )
+    print(
+        B.table(
+            [
+                "listeners",
+                "facade best",
+                "facade median",
+                "plain call",
+                "pluggy",
+                "facade/plain",
+                "pluggy/plain",
+            ],
+            rows,
+        )
+    )
 
     engine_results = asyncio.run(in_engine(args.steps, args.repeats, args.kinds))
     rows = []
     for r in engine_results:
         for k, v in r["us_per_step"].items():
             extra = r["extra_us_per_step"].get(k)
-            rows.append([r["kind"], k, v["best"], v["median"],
-                         extra["best"] if extra else float("nan"),
-                         extra["median"] if extra else float("nan")])
-    print(f"\n== {args.steps:,}-step chain with plugins, us/step (best / median of "
-          f"{args.repeats}) ==")
-    print(B.table(["kind", "plugins", "us/step best", "median", "extra best", "extra median"],
-                  rows))
-    B.write_json(args.json, {"benchmark": "hook_dispatch", "micro": micro_results,
-                             "engine": engine_results})
+            rows.append(
+                [
+                    r["kind"],
+                    k,
+                    v["best"],
+                    v["median"],
+                    extra["best"] if extra else float("nan"),
+                    extra["median"] if extra else float("nan"),
+                ]
+            )
+    print(
+        f"\n== {args.steps:,}-step chain with plugins, us/step (best / median of {args.repeats}) =="
+    )
+    print(
+        B.table(["kind", "plugins", "us/step best", "median", "extra best", "extra median"], rows)
+    )
+    B.write_json(
+        args.json, {"benchmark": "hook_dispatch", "micro": micro_results, "engine": engine_results}
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warm-only", action="store_true", help="profile repeat runs only")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--pyinstrument", action="store_true")
-    p.add_argument("--yappi", choices=["cpu", "wall"],
-                   help="profile every thread (the sync lane's workers too) with yappi")
+    p.add_argument(
+        "--yappi",
+        choices=["cpu", "wall"],
+        help="profile every thread (the sync lane's workers too) with yappi",
+    )
     p.add_argument("--output", metavar="PATH", help="save the raw profile (.prof or .html)")
     args = p.parse_args(argv)
 
@@ -47,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     fn = B.noop if args.kind == "async" else B.noop_sync
     pipe = B.build_pipeline(B.SHAPES[args.shape](args.steps), fn)
     print(B.describe_source())
-    print(f"profiling {args.runs} run(s) of {args.shape}-{args.steps} {args.kind}"
-          f"{' (warm only)' if args.warm_only else ' (first one cold)'}\n")
+    print(
+        f"profiling {args.runs} run(s) of {args.shape}-{args.steps} {args.kind}"
+        f"{' (warm only)' if args.warm_only else ' (first one cold)'}\n"
+    )
 
     async def go() -> None:
         if args.warm_only:
@@ -93,17 +98,24 @@ def _short(filename: str) -> str:
 
 def report_yappi(yappi: Any, steps: int, top: int) -> None:
     stats = yappi.get_func_stats()
-    entries = [(f"{_short(f.module)}:{f.lineno}:{f.name}", f.ncall, f.tsub, f.ttot)
-               for f in stats]
+    entries = [(f"{_short(f.module)}:{f.lineno}:{f.name}", f.ncall, f.tsub, f.ttot) for f in stats]
     threads = yappi.get_thread_stats()
     total = sum(e[2] for e in entries)
-    print(f"yappi, {yappi.get_clock_type()} clock, {len(threads)} threads; total own time "
-          f"{total * 1e3:.0f} ms = {total / steps * 1e6:.1f} us/step (profiler-inflated)\n")
+    print(
+        f"yappi, {yappi.get_clock_type()} clock, {len(threads)} threads; total own time "
+        f"{total * 1e3:.0f} ms = {total / steps * 1e6:.1f} us/step (profiler-inflated)\n"
+    )
     _tables(entries, steps, top, total, ", all threads")
     print("\n== threads ==")
-    print(B.table(["thread", "cpu/wall ms", "contexts"],
-                  [[t.name, t.ttot * 1e3, t.sched_count] for t in
-                   sorted(threads, key=lambda t: -t.ttot)[:8]]))
+    print(
+        B.table(
+            ["thread", "cpu/wall ms", "contexts"],
+            [
+                [t.name, t.ttot * 1e3, t.sched_count]
+                for t in sorted(threads, key=lambda t: -t.ttot)[:8]
+            ],
+        )
+    )
 
 
 def report(prof: cProfile.Profile, steps: int, top: int) -> None:
@@ -115,21 +127,27 @@ def report(prof: cProfile.Profile, steps: int, top: int) -> None:
             short = "pipectl/" + filename.split("/pipectl/", 1)[1]
         entries.append((f"{short}:{line}:{func}", nc, tt, ct))
     total = sum(e[2] for e in entries)
-    print(f"total profiled own time {total * 1e3:.0f} ms = {total / steps * 1e6:.1f} us/step "
-          f"(cProfile-inflated)\n")
+    print(
+        f"total profiled own time {total * 1e3:.0f} ms = {total / steps * 1e6:.1f} us/step "
+        f"(cProfile-inflated)\n"
+    )
     _tables(entries, steps, top, total, "")
 
 
 def _tables(entries: list, steps: int, top: int, total: float, scope: str) -> None:
     """The two tables every profile prints: top own time, and pipectl's cumulative time."""
     print(f"== top {top} by own time{scope} ==")
-    rows = [[name, calls / steps, tt / steps * 1e6, tt / total * 100]
-            for name, calls, tt, ct in sorted(entries, key=lambda e: -e[2])[:top]]
+    rows = [
+        [name, calls / steps, tt / steps * 1e6, tt / total * 100]
+        for name, calls, tt, ct in sorted(entries, key=lambda e: -e[2])[:top]
+    ]
     print(B.table(["function", "calls/step", "own us/step", "% own"], rows))
     print(f"\n== pipectl functions by cumulative time{scope} ==")
-    rows = [[name, calls / steps, ct / steps * 1e6, tt / steps * 1e6]
-            for name, calls, tt, ct in sorted(entries, key=lambda e: -e[3])
-            if name.startswith("pipectl/")][:top]
+    rows = [
+        [name, calls / steps, ct / steps * 1e6, tt / steps * 1e6]
+        for name, calls, tt, ct in sorted(entries, key=lambda e: -e[3])
+        if name.startswith("pipectl/")
+    ][:top]
     print(B.table(["function", "calls/step", "cum us/step", "own us/step"], rows))
 
 

@@ -69,10 +69,14 @@ def variants(kind: str, pm: Any, steps: int, limit: int) -> dict[str, Any]:
     async def warm() -> None:
         await run(pipe)
 
-    pipectl = {"cold": B.Variant(cold, setup=lambda: B.fresh_copy(pipe)), "built": built,
-               "warm": warm}
+    pipectl = {
+        "cold": B.Variant(cold, setup=lambda: B.fresh_copy(pipe)),
+        "built": built,
+        "warm": warm,
+    }
 
     if kind == "async":
+
         async def semaphore() -> None:
             sem = asyncio.Semaphore(limit)
 
@@ -87,8 +91,7 @@ def variants(kind: str, pm: Any, steps: int, limit: int) -> dict[str, Any]:
     async def pool100() -> None:
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(limit) as pool:
-            await asyncio.gather(*(loop.run_in_executor(pool, sleeper_sync)
-                                   for _ in range(steps)))
+            await asyncio.gather(*(loop.run_in_executor(pool, sleeper_sync) for _ in range(steps)))
 
     async def to_thread() -> None:
         sem = asyncio.Semaphore(limit)
@@ -116,36 +119,90 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         await v["cold"].once()  # warm-up (imports, thread pool)
         await v["warm"]()
         times = await B.time_variants(v, args.repeats)
-        results.append({"kind": kind, "primary_baseline": PRIMARY[kind], "seconds": times,
-                        "summary": {k: B.summary(t) for k, t in times.items()}})
+        results.append(
+            {
+                "kind": kind,
+                "primary_baseline": PRIMARY[kind],
+                "seconds": times,
+                "summary": {k: B.summary(t) for k, t in times.items()},
+            }
+        )
     rows = []
     for r in results:
         s, prim = r["summary"], r["primary_baseline"]
         bases = [k for k in s if k not in PIPECTL]
         # ratio[pipectl variant][baseline] = {"best": ..., "median": ...}
-        r["ratio"] = {p: {k: {stat: s[p][stat] / s[k][stat] for stat in ("best", "median")}
-                          for k in bases} for p in PIPECTL}
+        r["ratio"] = {
+            p: {k: {stat: s[p][stat] / s[k][stat] for stat in ("best", "median")} for k in bases}
+            for p in PIPECTL
+        }
         for p in PIPECTL:
             ratio = r["ratio"][p][prim]
             target = "yes" if ratio["median"] <= TARGET_RATIO else "NO"
-            rows.append([r["kind"], p, s[p]["best"] * 1e3, s[p]["median"] * 1e3, prim,
-                         s[prim]["best"] * 1e3, s[prim]["median"] * 1e3, ratio["best"],
-                         ratio["median"], target if p == "cold" else f"({target})"])
+            rows.append(
+                [
+                    r["kind"],
+                    p,
+                    s[p]["best"] * 1e3,
+                    s[p]["median"] * 1e3,
+                    prim,
+                    s[prim]["best"] * 1e3,
+                    s[prim]["median"] * 1e3,
+                    ratio["best"],
+                    ratio["median"],
+                    target if p == "cold" else f"({target})",
+                ]
+            )
         for key in bases:
             if key != prim:
-                rows.append([r["kind"], "cold", float("nan"), float("nan"), f"({key})",
-                             s[key]["best"] * 1e3, s[key]["median"] * 1e3,
-                             r["ratio"]["cold"][key]["best"],
-                             r["ratio"]["cold"][key]["median"], ""])
-    print(f"{args.steps} steps x {SLEEP * 1e3:g} ms sleep, max_concurrent={args.limit}, "
-          f"ideal {ideal * 1e3:.0f} ms, {args.repeats} repeats, {os.cpu_count()} cpus")
+                rows.append(
+                    [
+                        r["kind"],
+                        "cold",
+                        float("nan"),
+                        float("nan"),
+                        f"({key})",
+                        s[key]["best"] * 1e3,
+                        s[key]["median"] * 1e3,
+                        r["ratio"]["cold"][key]["best"],
+                        r["ratio"]["cold"][key]["median"],
+                        "",
+                    ]
+                )
+    print(
+        f"{args.steps} steps x {SLEEP * 1e3:g} ms sleep, max_concurrent={args.limit}, "
+        f"ideal {ideal * 1e3:.0f} ms, {args.repeats} repeats, {os.cpu_count()} cpus"
+    )
     print(B.describe_source())
-    print("cold = first run of a new Pipeline (the target); built = cold + building it "
-          "(add_step x steps); warm = a repeat run")
-    print(B.table(["kind", "pipectl", "best ms", "median ms", "baseline", "base best ms",
-                   "median ms", "ratio best", "ratio median", f"<= {TARGET_RATIO}x"], rows))
-    return {"steps": args.steps, "sleep_s": SLEEP, "max_concurrent": args.limit,
-            "ideal_s": ideal, "target_ratio": TARGET_RATIO, "results": results}
+    print(
+        "cold = first run of a new Pipeline (the target); built = cold + building it "
+        "(add_step x steps); warm = a repeat run"
+    )
+    print(
+        B.table(
+            [
+                "kind",
+                "pipectl",
+                "best ms",
+                "median ms",
+                "baseline",
+                "base best ms",
+                "median ms",
+                "ratio best",
+                "ratio median",
+                f"<= {TARGET_RATIO}x",
+            ],
+            rows,
+        )
+    )
+    return {
+        "steps": args.steps,
+        "sleep_s": SLEEP,
+        "max_concurrent": args.limit,
+        "ideal_s": ideal,
+        "target_ratio": TARGET_RATIO,
+        "results": results,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,8 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--limit", type=int, default=LIMIT, help="max_concurrent")
     p.add_argument("--kinds", nargs="+", default=["async", "sync"], choices=["async", "sync"])
-    p.add_argument("--with-default-pool", action="store_true",
-                   help="also time the asyncio.to_thread reference (about 1.7 s a run on 2 cores)")
+    p.add_argument(
+        "--with-default-pool",
+        action="store_true",
+        help="also time the asyncio.to_thread reference (about 1.7 s a run on 2 cores)",
+    )
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     payload = asyncio.run(amain(args))

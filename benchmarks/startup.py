@@ -58,13 +58,17 @@ TARGETS_MS = {
 
 #: pipectl's discovery (plugins.get_plugin_manager) with either library; {lib}: the module
 DISCOVERY = {
-    "scan": ('from {lib} import entry_points\n'
-             'eps = sorted(entry_points(group="pipectl"), key=lambda e: e.name)\n'
-             'dists = [ep.dist for ep in eps]\n'),
-    "scan + name, version": ('from {lib} import entry_points\n'
-                             'eps = sorted(entry_points(group="pipectl"), key=lambda e: e.name)\n'
-                             'meta = [ep.dist.metadata for ep in eps]\n'
-                             'names = [(m["Name"], m["Version"]) for m in meta]\n'),
+    "scan": (
+        "from {lib} import entry_points\n"
+        'eps = sorted(entry_points(group="pipectl"), key=lambda e: e.name)\n'
+        "dists = [ep.dist for ep in eps]\n"
+    ),
+    "scan + name, version": (
+        "from {lib} import entry_points\n"
+        'eps = sorted(entry_points(group="pipectl"), key=lambda e: e.name)\n'
+        "meta = [ep.dist.metadata for ep in eps]\n"
+        'names = [(m["Name"], m["Version"]) for m in meta]\n'
+    ),
 }
 
 
@@ -74,9 +78,15 @@ def thousand_step_file(directory: Path, steps: int = 1000) -> Path:
     one step in ten a data step (CSV into JSON Lines and an SQLite table, JSON Lines into
     CSV) with its paths from a param; and the module the steps call."""
     (directory / "bench_steps_1k.py").write_text("def step(x=None):\n    return 1\n")
-    lines = ["name: bench_validate", "description: a 1,000-step file for the start-up benchmark",
-             "params:", "  out: {type: path, default: out}", "  limit: {type: int, default: 10}",
-             "  mode: {type: str, default: full}", "steps:"]
+    lines = [
+        "name: bench_validate",
+        "description: a 1,000-step file for the start-up benchmark",
+        "params:",
+        "  out: {type: path, default: out}",
+        "  limit: {type: int, default: 10}",
+        "  mode: {type: str, default: full}",
+        "steps:",
+    ]
     for i in range(steps):
         lines += [f"  - name: s{i}", f"    description: step number {i}"]
         deps = [f"s{i - 1}"] if i else []
@@ -85,14 +95,19 @@ def thousand_step_file(directory: Path, steps: int = 1000) -> Path:
         if deps:
             lines.append(f"    depends_on: [{', '.join(deps)}]")
         if i % 20 == 7:
-            lines += ["    extract: {type: csv, path: \"${params.out}/in_%d.csv\"}" % i,
-                      "    load:",
-                      "      - {type: jsonl, path: \"${params.out}/out_%d.jsonl\"}" % i,
-                      "      - {type: sqlite, path: \"${params.out}/db.sqlite\", table: t%d, "
-                      "key: [id]}" % i]
+            lines += [
+                '    extract: {type: csv, path: "${params.out}/in_%d.csv"}' % i,
+                "    load:",
+                '      - {type: jsonl, path: "${params.out}/out_%d.jsonl"}' % i,
+                '      - {type: sqlite, path: "${params.out}/db.sqlite", table: t%d, '
+                "key: [id]}" % i,
+            ]
         elif i % 20 == 13:
-            lines += ["    extract: {type: jsonl, path: \"${params.out}/out_%d.jsonl\"}" % (i - 6),
-                      "    load:", "      - {type: csv, path: \"${params.out}/c_%d.csv\"}" % i]
+            lines += [
+                '    extract: {type: jsonl, path: "${params.out}/out_%d.jsonl"}' % (i - 6),
+                "    load:",
+                '      - {type: csv, path: "${params.out}/c_%d.csv"}' % i,
+            ]
         else:
             lines.append("    run: bench_steps_1k:step")
             if i % 5 == 0:
@@ -108,8 +123,9 @@ def thousand_step_file(directory: Path, steps: int = 1000) -> Path:
 
 def wall(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
@@ -127,9 +143,14 @@ def paired(a: list[str], b: list[str], runs: int, warmup: int) -> dict[str, Any]
     diffs = [x - y for x, y in zip(ta, tb)]
     ratios = [x / y for x, y in zip(ta, tb)]
     return {
-        "a": a, "b": b, "a_s": ta, "b_s": tb,
-        "a_median_ms": statistics.median(ta) * 1e3, "b_median_ms": statistics.median(tb) * 1e3,
-        "a_min_ms": min(ta) * 1e3, "b_min_ms": min(tb) * 1e3,
+        "a": a,
+        "b": b,
+        "a_s": ta,
+        "b_s": tb,
+        "a_median_ms": statistics.median(ta) * 1e3,
+        "b_median_ms": statistics.median(tb) * 1e3,
+        "a_min_ms": min(ta) * 1e3,
+        "b_min_ms": min(tb) * 1e3,
         "diff_of_medians_ms": (statistics.median(ta) - statistics.median(tb)) * 1e3,
         "median_of_diffs_ms": statistics.median(diffs) * 1e3,
         "median_ratio": statistics.median(ratios),
@@ -144,25 +165,43 @@ def importtime(cmd: list[str], runs: int) -> dict[str, dict[str, float]]:
     samples: dict[str, list[tuple[int, int, int]]] = {}
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     for _ in range(runs):
-        proc = subprocess.run(cmd[:1] + ["-X", "importtime"] + cmd[1:], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              env=env)
+        proc = subprocess.run(
+            cmd[:1] + ["-X", "importtime"] + cmd[1:],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for m in _LINE.finditer(proc.stderr):
             self_us, cum_us, indent, name = int(m[1]), int(m[2]), len(m[3]), m[4]
             samples.setdefault(name, []).append((self_us, cum_us, (indent - 1) // 2))
-    return {name: {"self_us": statistics.median(s[0] for s in v),
-                   "cumulative_us": statistics.median(s[1] for s in v), "depth": v[0][2]}
-            for name, v in samples.items()}
+    return {
+        name: {
+            "self_us": statistics.median(s[0] for s in v),
+            "cumulative_us": statistics.median(s[1] for s in v),
+            "depth": v[0][2],
+        }
+        for name, v in samples.items()
+    }
 
 
 def loaded_by_help(py: str) -> list[str]:
     """The modules ``pipectl --help`` loads beyond a bare start, pipectl's and plugins' first
     (seen in ``sys.modules``, so those imported through ``importlib`` too)."""
-    code = ("import sys\nbefore = set(sys.modules)\nfrom pipectl.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(' '.join(sorted(set(sys.modules) - before)), file=sys.stderr)\n")
-    proc = subprocess.run([py, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, check=True)
+    code = (
+        "import sys\nbefore = set(sys.modules)\nfrom pipectl.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(set(sys.modules) - before)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [py, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     names = proc.stderr.split()
     return sorted(names, key=lambda n: (not n.startswith("pipectl"), n))
 
@@ -170,8 +209,7 @@ def loaded_by_help(py: str) -> list[str]:
 def top_modules(mods: dict[str, dict[str, float]], bare: set[str], n: int) -> list[list[Any]]:
     extra = {k: v for k, v in mods.items() if k not in bare}
     by_self = sorted(extra.items(), key=lambda kv: -kv[1]["self_us"])[:n]
-    return [[name, v["self_us"] / 1e3, v["cumulative_us"] / 1e3, v["depth"]]
-            for name, v in by_self]
+    return [[name, v["self_us"] / 1e3, v["cumulative_us"] / 1e3, v["depth"]] for name, v in by_self]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,9 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         "pipectl plugins": [script, "plugins"],
         "pipectl validate (1,000 steps)": [script, "validate", str(big)],
     }
-    installed = sorted(f"{ep.name} ({ep.dist.name if ep.dist else '?'})"
-                       for ep in entry_points(group="pipectl")
-                       if not ep.value.startswith("pipectl."))
+    installed = sorted(
+        f"{ep.name} ({ep.dist.name if ep.dist else '?'})"
+        for ep in entry_points(group="pipectl")
+        if not ep.value.startswith("pipectl.")
+    )
     print(B.describe_source())
     print(f"python {py}, {args.runs} pairs after {args.warmup} warm-up pairs")
     print(f"plugins installed beside it: {', '.join(installed) or 'none'}\n")
@@ -210,12 +250,32 @@ def main(argv: list[str] | None = None) -> None:
         results[label] = r
         target = TARGETS_MS[label]
         ok = r["diff_of_medians_ms"] <= target
-        rows.append([label, r["a_median_ms"], r["b_median_ms"], r["diff_of_medians_ms"],
-                     r["median_of_diffs_ms"], r["a_min_ms"] - r["b_min_ms"],
-                     f"<= {target:g} ms over: " + ("yes" if ok else "NO")])
+        rows.append(
+            [
+                label,
+                r["a_median_ms"],
+                r["b_median_ms"],
+                r["diff_of_medians_ms"],
+                r["median_of_diffs_ms"],
+                r["a_min_ms"] - r["b_min_ms"],
+                f"<= {target:g} ms over: " + ("yes" if ok else "NO"),
+            ]
+        )
     print("== Wall time over a bare `python -c pass`, ms ==")
-    print(B.table(["command", "median", "bare median", "diff of medians", "median of diffs",
-                   "diff of mins", "target"], rows))
+    print(
+        B.table(
+            [
+                "command",
+                "median",
+                "bare median",
+                "diff of medians",
+                "median of diffs",
+                "diff of mins",
+                "target",
+            ],
+            rows,
+        )
+    )
 
     bare_mods = set(importtime(bare, 1))
     imports = {
@@ -226,19 +286,32 @@ def main(argv: list[str] | None = None) -> None:
     for label, mods in imports.items():
         extra = [v for k, v in mods.items() if k not in bare_mods]
         total = sum(v["self_us"] for v in extra) / 1e3
-        print(f"\n== -X importtime: {label}: {len(extra)} modules beyond a bare start, "
-              f"{total:.1f} ms self time in all; top {args.top} by self time ==")
-        print(B.table(["module", "self ms", "cumulative ms", "depth"],
-                      top_modules(mods, bare_mods, args.top)))
-        shallow = sorted(((k, v) for k, v in mods.items()
-                          if k not in bare_mods and v["depth"] <= 1),
-                         key=lambda kv: -kv[1]["cumulative_us"])[:args.top]
+        print(
+            f"\n== -X importtime: {label}: {len(extra)} modules beyond a bare start, "
+            f"{total:.1f} ms self time in all; top {args.top} by self time =="
+        )
+        print(
+            B.table(
+                ["module", "self ms", "cumulative ms", "depth"],
+                top_modules(mods, bare_mods, args.top),
+            )
+        )
+        shallow = sorted(
+            ((k, v) for k, v in mods.items() if k not in bare_mods and v["depth"] <= 1),
+            key=lambda kv: -kv[1]["cumulative_us"],
+        )[: args.top]
         print("-- top-level imports (depth 0-1) by cumulative time --")
-        print(B.table(["module", "cumulative ms", "depth"],
-                      [[k, v["cumulative_us"] / 1e3, v["depth"]] for k, v in shallow]))
+        print(
+            B.table(
+                ["module", "cumulative ms", "depth"],
+                [[k, v["cumulative_us"] / 1e3, v["depth"]] for k, v in shallow],
+            )
+        )
     loaded = loaded_by_help(py)
-    print(f"\n-- pipectl --help loads {len(loaded)} modules beyond a bare start; pipectl's and "
-          "the plugins': --")
+    print(
+        f"\n-- pipectl --help loads {len(loaded)} modules beyond a bare start; pipectl's and "
+        "the plugins': --"
+    )
     print(" ".join(n for n in loaded if n.startswith("pipectl")))
 
     discovery: dict[str, Any] = {}
@@ -254,16 +327,41 @@ def main(argv: list[str] | None = None) -> None:
             r = paired(backport, std, args.runs, args.warmup)
             s_bare = paired(std, bare, args.runs, args.warmup)
             discovery[label] = {"backport_vs_stdlib": r, "stdlib_vs_bare": s_bare}
-            rows.append([label, s_bare["diff_of_medians_ms"],
-                         s_bare["diff_of_medians_ms"] + r["diff_of_medians_ms"],
-                         r["median_ratio"]])
-        print("\n== Entry-point discovery in a whole process, ms over a bare start "
-              "(backport: paired with the standard library) ==")
-        print(B.table(["discovery", "importlib.metadata", "importlib_metadata",
-                       "backport / stdlib (median of pairs)"], rows))
-    B.write_json(args.json, {"benchmark": "startup", "targets_ms": TARGETS_MS, "wall": results,
-                             "importtime": imports, "bare_modules": sorted(bare_mods),
-                             "loaded_by_help": loaded, "discovery": discovery})
+            rows.append(
+                [
+                    label,
+                    s_bare["diff_of_medians_ms"],
+                    s_bare["diff_of_medians_ms"] + r["diff_of_medians_ms"],
+                    r["median_ratio"],
+                ]
+            )
+        print(
+            "\n== Entry-point discovery in a whole process, ms over a bare start "
+            "(backport: paired with the standard library) =="
+        )
+        print(
+            B.table(
+                [
+                    "discovery",
+                    "importlib.metadata",
+                    "importlib_metadata",
+                    "backport / stdlib (median of pairs)",
+                ],
+                rows,
+            )
+        )
+    B.write_json(
+        args.json,
+        {
+            "benchmark": "startup",
+            "targets_ms": TARGETS_MS,
+            "wall": results,
+            "importtime": imports,
+            "bare_modules": sorted(bare_mods),
+            "loaded_by_help": loaded,
+            "discovery": discovery,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -65,10 +65,20 @@ def overhead(rounds: int, db: Path) -> list[list[Any]]:
             asyncio.run(main())
             m_off, m_on = statistics.median(off), statistics.median(on)
             per_step = (m_on - m_off) / STEPS * 1e6
-            rows.append([kind, f"{shape_name}-{STEPS}", m_off * 1e3, m_on * 1e3, per_step,
-                         "yes" if per_step <= TARGET_US else "NO"])
-            print(B.table(["kind", "shape", "off ms", "on ms", "µs/step", "≤ 50 µs"],
-                          rows[-1:]), flush=True)
+            rows.append(
+                [
+                    kind,
+                    f"{shape_name}-{STEPS}",
+                    m_off * 1e3,
+                    m_on * 1e3,
+                    per_step,
+                    "yes" if per_step <= TARGET_US else "NO",
+                ]
+            )
+            print(
+                B.table(["kind", "shape", "off ms", "on ms", "µs/step", "≤ 50 µs"], rows[-1:]),
+                flush=True,
+            )
     tracker.close()
     return rows
 
@@ -87,24 +97,48 @@ def fill(db: Path, runs: int) -> None:
     for i in range(runs):
         t = start + timedelta(minutes=i)
         run_id = f"{i:032x}"
-        run = {"execution_id": run_id, "pipeline_name": f"pipeline_{i % 7}",
-               "status": "failed" if i % 13 == 0 else "success", "started_at": t.isoformat(),
-               "completed_at": (t + timedelta(seconds=3)).isoformat(),
-               "execution_time_ms": 3000.0, "parameters": json.dumps({"day": str(t.date())}),
-               "records_processed": i, "host": "bench", "pid": 1, "executor": "local",
-               "graph": "{}", "metadata": "{}"}
+        run = {
+            "execution_id": run_id,
+            "pipeline_name": f"pipeline_{i % 7}",
+            "status": "failed" if i % 13 == 0 else "success",
+            "started_at": t.isoformat(),
+            "completed_at": (t + timedelta(seconds=3)).isoformat(),
+            "execution_time_ms": 3000.0,
+            "parameters": json.dumps({"day": str(t.date())}),
+            "records_processed": i,
+            "host": "bench",
+            "pid": 1,
+            "executor": "local",
+            "graph": "{}",
+            "metadata": "{}",
+        }
         run_rows.append(tuple(run.get(c) for c in RUN_COLUMNS))
         for k in range(5):
-            step = {"execution_id": run_id, "step_id": f"s{k}", "step_name": f"s{k}",
-                    "step_type": "python", "status": "success", "started_at": t.isoformat(),
-                    "completed_at": t.isoformat(), "execution_time_ms": 1.0, "retry_count": 0,
-                    "step_order": k, "metadata": "{}"}
+            step = {
+                "execution_id": run_id,
+                "step_id": f"s{k}",
+                "step_name": f"s{k}",
+                "step_type": "python",
+                "status": "success",
+                "started_at": t.isoformat(),
+                "completed_at": t.isoformat(),
+                "execution_time_ms": 1.0,
+                "retry_count": 0,
+                "step_order": k,
+                "metadata": "{}",
+            }
             step_rows.append(tuple(step.get(c) for c in STEP_COLUMNS))
     with sqlite3.connect(db) as conn:
-        conn.executemany(f"INSERT INTO pipeline_executions ({', '.join(RUN_COLUMNS)}) VALUES "
-                         f"({', '.join('?' * len(RUN_COLUMNS))})", run_rows)
-        conn.executemany(f"INSERT INTO step_executions ({', '.join(STEP_COLUMNS)}) VALUES "
-                         f"({', '.join('?' * len(STEP_COLUMNS))})", step_rows)
+        conn.executemany(
+            f"INSERT INTO pipeline_executions ({', '.join(RUN_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(RUN_COLUMNS))})",
+            run_rows,
+        )
+        conn.executemany(
+            f"INSERT INTO step_executions ({', '.join(STEP_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(STEP_COLUMNS))})",
+            step_rows,
+        )
 
 
 def listing(db: Path, pairs: int) -> list[list[Any]]:
@@ -138,8 +172,10 @@ def listing(db: Path, pairs: int) -> list[list[Any]]:
         ["list_runs(pipeline, status=failed)", statistics.median(filtered) * 1e3],
         ["`pipectl runs list`, whole process", statistics.median(command) * 1e3],
         ["`python -c pass`", statistics.median(bare) * 1e3],
-        ["`pipectl runs list` over python -c pass",
-         (statistics.median(command) - statistics.median(bare)) * 1e3],
+        [
+            "`pipectl runs list` over python -c pass",
+            (statistics.median(command) - statistics.median(bare)) * 1e3,
+        ],
     ]
 
 
@@ -151,14 +187,23 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     print(B.describe_source())
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"\n== Tracking on (SQLite, {STEPS:,} no-op steps) vs off, medians of "
-              f"{args.rounds} interleaved rounds ==")
+        print(
+            f"\n== Tracking on (SQLite, {STEPS:,} no-op steps) vs off, medians of "
+            f"{args.rounds} interleaved rounds =="
+        )
         rows = overhead(args.rounds, Path(tmp) / "runs" / "pipectl.db")
         print("\n== Listing runs with 10,000 runs in the database, medians ==")
         listed = listing(Path(tmp) / "list" / "pipectl.db", args.pairs)
         print(B.table(["what", "ms"], listed))
-    B.write_json(args.json, {"benchmark": "tracking_overhead", "target_us": TARGET_US,
-                             "overhead": rows, "listing": listed})
+    B.write_json(
+        args.json,
+        {
+            "benchmark": "tracking_overhead",
+            "target_us": TARGET_US,
+            "overhead": rows,
+            "listing": listed,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ import pytest
 @pytest.fixture(autouse=True)
 def _no_plugin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start without the user's plugin switches."""
-    for name in ("PIPECTL_DISABLE_PLUGINS", "PIPECTL_DISABLE_PLUGIN_AUTOLOAD",
-                 "PIPECTL_STRICT_PLUGINS"):
+    for name in (
+        "PIPECTL_DISABLE_PLUGINS",
+        "PIPECTL_DISABLE_PLUGIN_AUTOLOAD",
+        "PIPECTL_STRICT_PLUGINS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -57,8 +60,9 @@ def executor(request, plugin_manager, monkeypatch):
     async def run_on(self, *args, executor=None, executor_options=None, **kwargs):
         if executor is None and self.spec.executor == "local":
             executor, executor_options = request.param, {**options, **(executor_options or {})}
-        return await original(self, *args, executor=executor,
-                              executor_options=executor_options, **kwargs)
+        return await original(
+            self, *args, executor=executor, executor_options=executor_options, **kwargs
+        )
 
     monkeypatch.setattr(Pipeline, "run", run_on)
     return request.param

@@ -83,8 +83,7 @@ class Rendezvous:
     ``await rv.arrive_async(name)`` or ``rv.arrive(name)`` returns once every name of
     ``names`` arrived, and raises AssertionError after ``timeout`` seconds otherwise."""
 
-    def __init__(self, directory: str | os.PathLike[str], names: list[str],
-                 timeout: float = 10.0):
+    def __init__(self, directory: str | os.PathLike[str], names: list[str], timeout: float = 10.0):
         self.directory = str(directory)
         self.names = list(names)
         self.timeout = timeout
@@ -103,8 +102,9 @@ class Rendezvous:
         if self._all_here():
             return False
         if time.monotonic() > deadline:
-            raise AssertionError(f"{name}: the others never arrived: they did not run at the "
-                                 "same time")
+            raise AssertionError(
+                f"{name}: the others never arrived: they did not run at the same time"
+            )
         return True
 
     def arrive(self, name: str) -> None:

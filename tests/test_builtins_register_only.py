@@ -12,12 +12,15 @@ from pipectl.plugins import BUILTIN_PLUGINS
 
 
 def test_loading_the_builtin_plugins_imports_no_component():
-    code = ("import sys; from pipectl.plugins import get_plugin_manager; "
-            "get_plugin_manager(autoload=False); "
-            "print(sorted(m for m in sys.modules if m.startswith('pipectl.components')))")
+    code = (
+        "import sys; from pipectl.plugins import get_plugin_manager; "
+        "get_plugin_manager(autoload=False); "
+        "print(sorted(m for m in sys.modules if m.startswith('pipectl.components')))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -36,8 +39,14 @@ def test_the_step_types_are_built_by_their_components(plugin_manager):
     step_types = plugin_manager.registries.step_types
     assert step_types.create("python", StepSpec("s", func=double)) is double
     assert python_step(StepSpec("s", func=double)) is double
-    assert {step_types.get(name).plugin for name in ("python", "pipeline", "data")} == \
-        {"python", "data"}
-    for factory in (data_step, pipeline_step, step_types.get("data").factory,
-                    step_types.get("pipeline").factory):
-        assert "components" in factory.__code__.co_varnames[:factory.__code__.co_argcount]
+    assert {step_types.get(name).plugin for name in ("python", "pipeline", "data")} == {
+        "python",
+        "data",
+    }
+    for factory in (
+        data_step,
+        pipeline_step,
+        step_types.get("data").factory,
+        step_types.get("pipeline").factory,
+    ):
+        assert "components" in factory.__code__.co_varnames[: factory.__code__.co_argcount]

@@ -18,10 +18,17 @@ SHELL_MARKS = {
 }
 
 
-def pipectl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipectl", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd, env={**os.environ, **(env or {})})
+def pipectl(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipectl", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("shell", sorted(SHELL_MARKS))
@@ -50,8 +57,13 @@ def test_an_unknown_shell_is_exit_2():
 
 def complete(words: str, cword: int, shell: str = "bash") -> list[str]:
     """What the CLI answers when the completion script calls it back."""
-    proc = pipectl(env={"_PIPECTL_COMPLETE": f"{shell}_complete", "COMP_WORDS": words,
-                        "COMP_CWORD": str(cword)})
+    proc = pipectl(
+        env={
+            "_PIPECTL_COMPLETE": f"{shell}_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(cword),
+        }
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
@@ -90,12 +102,19 @@ def test_bash_sourcing_the_script_completes(tmp_path):
     wrapper.chmod(0o755)
     script = pipectl("completion", "bash").stdout
     (tmp_path / "complete.bash").write_text(script)
-    probe = (". ./complete.bash\n"
-             "COMP_WORDS=(pipectl ru); COMP_CWORD=1\n"
-             "_pipectl_completion pipectl ru pipectl\n"
-             'printf "%s\\n" "${COMPREPLY[@]}"\n')
-    proc = subprocess.run(["bash", "--norc", "--noprofile", "-c", probe], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    probe = (
+        ". ./complete.bash\n"
+        "COMP_WORDS=(pipectl ru); COMP_CWORD=1\n"
+        "_pipectl_completion pipectl ru pipectl\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    proc = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split()) == ["run", "runs"]

@@ -18,8 +18,13 @@ LAYERS = "examples/layers/pipeline.yaml"
 
 
 def graph(*args: str, cwd: Path = ROOT) -> str:
-    proc = subprocess.run([sys.executable, "-m", "pipectl", "graph", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl", "graph", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == "", proc.stderr
     return proc.stdout
@@ -27,8 +32,7 @@ def graph(*args: str, cwd: Path = ROOT) -> str:
 
 # -- readers of the two formats: they accept only what a valid chart of ours holds ---------------
 
-MERMAID_ENTITIES = {"#quot;": '"', "#amp;": "&", "#lt;": "<", "#gt;": ">", "#96;": "`",
-                    "#35;": "#"}
+MERMAID_ENTITIES = {"#quot;": '"', "#amp;": "&", "#lt;": "<", "#gt;": ">", "#96;": "`", "#35;": "#"}
 
 
 def mermaid_label(text: str) -> str:
@@ -111,16 +115,14 @@ def read_dot(text: str) -> dict:
     assert cluster is None, f"{cluster} is not closed"
     for a, b, _ in edges:
         assert a in nodes and b in nodes, (a, b)
-    return {"title": dot_string(m.group(1)), "clusters": clusters, "nodes": nodes,
-            "edges": edges}
+    return {"title": dot_string(m.group(1)), "clusters": clusters, "nodes": nodes, "edges": edges}
 
 
 def graphviz_accepts(text: str) -> None:
     """With Graphviz installed, ``dot`` lays the graph out without an error or a warning."""
     if shutil.which("dot") is None:
         return
-    proc = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
@@ -143,9 +145,11 @@ def test_mermaid_is_one_flowchart_with_a_subgraph_per_pipeline_and_the_edge():
     assert set(by_title) == {"bronze_to_silver", "silver_to_gold"}
     assert (by_title["bronze_to_silver"], by_title["silver_to_gold"]) in chart["edges"]
     steps = {label: sub for label, sub in chart["nodes"].values()}
-    assert steps == {"clean_orders": by_title["bronze_to_silver"],
-                     "load_orders": by_title["silver_to_gold"],
-                     "revenue_by_city": by_title["silver_to_gold"]}
+    assert steps == {
+        "clean_orders": by_title["bronze_to_silver"],
+        "load_orders": by_title["silver_to_gold"],
+        "revenue_by_city": by_title["silver_to_gold"],
+    }
     ids = {label: nid for nid, (label, _) in chart["nodes"].items()}
     assert (ids["load_orders"], ids["revenue_by_city"]) in chart["edges"]
     assert len(chart["edges"]) == 2
@@ -159,9 +163,11 @@ def test_dot_is_one_digraph_with_a_labelled_cluster_per_pipeline_and_the_edge():
     assert set(by_label) == {"bronze_to_silver", "silver_to_gold"}
     ids = {label: nid for nid, (label, _) in chart["nodes"].items()}
     # from the upstream's last step to the downstream's first, clipped at the clusters
-    assert (ids["clean_orders"], ids["load_orders"],
-            f"ltail={by_label['bronze_to_silver']}, lhead={by_label['silver_to_gold']}"
-            ) in chart["edges"]
+    assert (
+        ids["clean_orders"],
+        ids["load_orders"],
+        f"ltail={by_label['bronze_to_silver']}, lhead={by_label['silver_to_gold']}",
+    ) in chart["edges"]
     assert (ids["load_orders"], ids["revenue_by_city"], "") in chart["edges"]
     graphviz_accepts(out)
 
@@ -212,8 +218,11 @@ def test_dot_escapes_names_and_draws_an_edge_from_each_upstream(tmp_path):
     assert chart["title"] == "pipeline"
     clusters = {label: cid for cid, label in chart["clusters"].items()}
     assert sorted(clusters) == sorted(NAMES)
-    between = {(chart["nodes"][a][1], chart["nodes"][b][1]): attrs
-               for a, b, attrs in chart["edges"] if chart["nodes"][a][1] != chart["nodes"][b][1]}
+    between = {
+        (chart["nodes"][a][1], chart["nodes"][b][1]): attrs
+        for a, b, attrs in chart["edges"]
+        if chart["nodes"][a][1] != chart["nodes"][b][1]
+    }
     down = clusters[NAMES[2]]
     assert set(between) == {(clusters[NAMES[0]], down), (clusters["end"], down)}
     for (tail, head), attrs in between.items():
@@ -232,12 +241,15 @@ def test_text_heading_lists_every_upstream(tmp_path):
 
 def test_a_single_pipeline_is_named_and_stays_valid(tmp_path):
     (tmp_path / "steps.py").write_text("def noop():\n    return None\n", encoding="utf-8")
-    (tmp_path / "one.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "one.yaml").write_text(
+        textwrap.dedent("""
         name: solo
         steps:
           - {name: a, run: "steps:noop"}
           - {name: b, run: "steps:noop", depends_on: [a]}
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     chart = read_mermaid(graph("one.yaml", "--format", "mermaid", cwd=tmp_path))
     assert list(chart["subgraphs"].values()) == ["solo"] and len(chart["edges"]) == 1
     out = graph("one.yaml", "--format", "dot", cwd=tmp_path)

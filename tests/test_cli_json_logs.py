@@ -10,23 +10,30 @@ import textwrap
 
 
 def test_python_dash_m_pipectl_is_the_pipectl_command():
-    proc = subprocess.run([sys.executable, "-m", "pipectl", "--help"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout and "run" in proc.stdout
 
 
 def test_every_stderr_line_is_json_with_log_format_json(tmp_path):
     (tmp_path / "steps.py").write_text("def hello():\n    return 'hi'\n")
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: jsonlogs
         steps:
           - name: hello
             run: steps:hello
-    """))
-    proc = subprocess.run([sys.executable, "-m", "pipectl", "run", "pipeline.yaml",
-                           "--log-format", "json"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl", "run", "pipeline.yaml", "--log-format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     events = [json.loads(line) for line in proc.stderr.splitlines()]  # each line parses
     names = [e["event"] for e in events]
@@ -41,7 +48,8 @@ def test_every_stderr_line_is_json_with_log_format_json(tmp_path):
 
 
 def test_every_stderr_line_is_json_with_failures_retries_and_debug_events(tmp_path):
-    (tmp_path / "steps.py").write_text(textwrap.dedent("""
+    (tmp_path / "steps.py").write_text(
+        textwrap.dedent("""
         import logging
         from pathlib import Path
 
@@ -56,17 +64,24 @@ def test_every_stderr_line_is_json_with_failures_retries_and_debug_events(tmp_pa
         def broken(flaky):
             print("a line the step prints")
             raise ValueError("<broken> step")
-    """))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    """)
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: jsonlogs
         steps:
           - {name: flaky, run: "steps:flaky", retries: 2, retry_delay: 0.01}
           - {name: broken, run: "steps:broken", depends_on: [flaky]}
           - {name: after, run: "steps:flaky", depends_on: [broken]}
-    """))
-    proc = subprocess.run([sys.executable, "-m", "pipectl", "run", "pipeline.yaml",
-                           "--log-format", "json", "-vv"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl", "run", "pipeline.yaml", "--log-format", "json", "-vv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     events = [json.loads(line) for line in proc.stderr.splitlines()]  # each line parses
     names = [e["event"] for e in events]
@@ -74,5 +89,6 @@ def test_every_stderr_line_is_json_with_failures_retries_and_debug_events(tmp_pa
     finished = {e["step"]: e["status"] for e in events if e["event"] == "step_finished"}
     assert finished == {"flaky": "success", "broken": "failed", "after": "skipped"}
     # -vv: the libraries' logging, as events of the same format
-    assert any(e["event"] == "a library's own debug line" and e["logger"] == "some.library"
-               for e in events)
+    assert any(
+        e["event"] == "a library's own debug line" and e["logger"] == "some.library" for e in events
+    )

@@ -26,7 +26,8 @@ def test_each_placeholder_lists_as_its_command(name, target, text):
     for limit in range(5, 160):  # the list of commands shortens the help to the terminal width
         assert placeholder.get_short_help_str(limit) == command.get_short_help_str(limit), (
             f"the help of {name!r} changed: copy its first paragraph into COMMANDS in "
-            "pipectl/builtins/commands.py")
+            "pipectl/builtins/commands.py"
+        )
 
 
 def test_help_lists_the_same_commands_as_the_commands_themselves(plugin_manager):
@@ -63,8 +64,13 @@ def test_a_placeholder_in_a_plugin_group_runs_its_command(register_plugin, run_c
             def tools():
                 """Tools of a plugin."""
 
-            tools.add_command(LazyCommand("schema", "pipectl.cli.schema_command:schema",
-                                          help="The schema, from a plugin's group."))
+            tools.add_command(
+                LazyCommand(
+                    "schema",
+                    "pipectl.cli.schema_command:schema",
+                    help="The schema, from a plugin's group.",
+                )
+            )
 
     register_plugin(Plugin(), name="tools-plugin")
     assert "The schema, from a plugin's group." in run_cli("tools", "--help").output
@@ -73,8 +79,7 @@ def test_a_placeholder_in_a_plugin_group_runs_its_command(register_plugin, run_c
     assert "Print the JSON Schema" in run_cli("tools", "schema", "--help").output
 
 
-def test_a_plugin_command_cannot_replace_a_lazy_builtin(register_plugin, run_cli,
-                                                         plugin_manager):
+def test_a_plugin_command_cannot_replace_a_lazy_builtin(register_plugin, run_cli, plugin_manager):
     class Plugin:
         @hookimpl
         def pipectl_register_commands(self, cli):
@@ -91,10 +96,24 @@ def test_a_plugin_command_cannot_replace_a_lazy_builtin(register_plugin, run_cli
 #: modules ``pipectl --help`` has no use for (the built-in commands' modules, what they import,
 #: the plugins' METADATA parser, the libraries of a run)
 MODULES_HELP_DOES_NOT_NEED = (
-    "pipectl.cli.pipeline_commands", "pipectl.cli.runs_command", "pipectl.cli.plugins_command",
-    "pipectl.cli.progress", "pipectl.files", "pipectl.engine", "pipectl.model",
-    "pipectl.tracking", "email.parser", "json", "difflib", "yaml", "attr", "attrs", "rich",
-    "structlog", "jinja2", "importlib_metadata",
+    "pipectl.cli.pipeline_commands",
+    "pipectl.cli.runs_command",
+    "pipectl.cli.plugins_command",
+    "pipectl.cli.progress",
+    "pipectl.files",
+    "pipectl.engine",
+    "pipectl.model",
+    "pipectl.tracking",
+    "email.parser",
+    "json",
+    "difflib",
+    "yaml",
+    "attr",
+    "attrs",
+    "rich",
+    "structlog",
+    "jinja2",
+    "importlib_metadata",
 )
 
 
@@ -110,23 +129,27 @@ def test_help_imports_no_command_module_nor_heavy_library():
         f"print(sorted(m for m in {MODULES_HELP_DOES_NOT_NEED!r}\n"
         "             if m in sys.modules and m not in before), file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Commands:" in proc.stdout and "validate" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_import_pipectl_imports_neither_pluggy_nor_typing():
-    code = ("import sys\n"
-            "before = set(sys.modules)\n"
-            "import pipectl\n"
-            "print([m for m in ('pluggy', 'typing', 'pipectl.hookspecs')\n"
-            "       if m in sys.modules and m not in before])\n"
-            "from pipectl import hookimpl\n"
-            "import pipectl.hookspecs\n"
-            "print(hookimpl is pipectl.hookspecs.hookimpl is pipectl.hookimpl)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import pipectl\n"
+        "print([m for m in ('pluggy', 'typing', 'pipectl.hookspecs')\n"
+        "       if m in sys.modules and m not in before])\n"
+        "from pipectl import hookimpl\n"
+        "import pipectl.hookspecs\n"
+        "print(hookimpl is pipectl.hookspecs.hookimpl is pipectl.hookimpl)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[]", "True"]

@@ -94,8 +94,9 @@ def test_blocked_plugin_command_is_absent(fake_dists, hello_plugin):
     assert "No such command 'hello'" in ran.stderr
 
 
-@pytest.mark.parametrize("args", [["--plugin", "no:hello"], ["--plugin=no:hello"]],
-                         ids=["separate", "equals"])
+@pytest.mark.parametrize(
+    "args", [["--plugin", "no:hello"], ["--plugin=no:hello"]], ids=["separate", "equals"]
+)
 def test_long_plugin_option_disables_too(fake_dists, hello_plugin, args):
     """Regression: preparse_disabled() understood --plugin but the click group only had -p."""
     proc = fake_dists.run_cli(*args, "plugins", "--json")
@@ -121,8 +122,9 @@ def test_version_option_names_pipectl_and_each_plugin(fake_dists, hello_plugin):
 
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == (f"pipectl, version {pipectl.__version__} "
-                        f"(Python {platform.python_version()})")
+    assert lines[0] == (
+        f"pipectl, version {pipectl.__version__} (Python {platform.python_version()})"
+    )
     assert "  pipectl-hello 0.4.0 (plugin hello)" in lines
     # the repository's plugins, disabled for this test, are listed as such
     assert all(line.endswith("[blocked]") for line in lines[1:] if "hello" not in line)
@@ -142,16 +144,21 @@ def test_installed_console_script_runs(tmp_path):
     script = Path(sys.executable).parent / "pipectl"
     if not script.exists():  # pragma: no cover - pipectl not installed in this interpreter's env
         pytest.skip("no pipectl console script next to the interpreter")
-    proc = subprocess.run([str(script), "plugins", "--all"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [str(script), "plugins", "--all"], capture_output=True, text=True, timeout=60
+    )
 
     assert proc.returncode == 0, proc.stderr
     assert "local  (pipectl " in proc.stdout
 
 
 def test_python_dash_m_pipectl_cli():
-    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "plugins", "--all"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "plugins", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert proc.returncode == 0, proc.stderr
     assert "local  (pipectl " in proc.stdout

@@ -22,7 +22,7 @@ from pipectl.model import PipelineRun, StepResult, StepSpec
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z]|[=>78])")
 LIVE_LINE = r"^\W*{name}\s+attempt \d+/\d+\s+\d"  # spinner, step, attempt, elapsed
 
-STEPS = '''\
+STEPS = """\
 import time
 from pathlib import Path
 
@@ -53,9 +53,9 @@ def _parse(row):
 def broken():
     time.sleep(0.5)
     return _parse(17)
-'''
+"""
 
-PIPELINE = '''\
+PIPELINE = """\
 name: demo
 steps:
   - name: warm
@@ -71,7 +71,7 @@ steps:
   - name: after_broken
     run: steps_progress:warm
     depends_on: [broken]
-'''
+"""
 
 
 @pytest.fixture
@@ -88,15 +88,19 @@ def _raise_line() -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TERM", "CI")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TERM", "CI")
+    }
     env.update(TERM="xterm-256color", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
 
-def _in_terminal(args: list[str], cwd: Path, env: dict[str, str],
-                 timeout: float = 120.0) -> tuple[int, str]:
+def _in_terminal(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120.0
+) -> tuple[int, str]:
     """Run ``python -m pipectl.cli ARGS`` with stdin, stdout and stderr on a 120x40 pseudo-
     terminal; everything it wrote (until EOF) and its exit code. POSIX only."""
     fcntl = pytest.importorskip("fcntl")
@@ -104,8 +108,15 @@ def _in_terminal(args: list[str], cwd: Path, env: dict[str, str],
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # rows, columns
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "pipectl.cli", *args], cwd=cwd, env=env,
-                                stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipectl.cli", *args],
+            cwd=cwd,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            close_fds=True,
+        )
     finally:
         os.close(slave)
     chunks: list[bytes] = []
@@ -142,7 +153,7 @@ def _summary_rows(text: str) -> dict[str, list[str]]:
     """The final table's rows by step name, split on runs of spaces (the last table only)."""
     headers = list(re.finditer(r"^step\s+status\s+duration\s+attempts", text, re.MULTILINE))
     assert headers, text
-    table = text[headers[-1].start():]
+    table = text[headers[-1].start() :]
     rows = {}
     for line in table.splitlines()[2:]:
         if not line.strip():
@@ -181,26 +192,44 @@ def test_run_on_a_terminal_shows_live_progress_and_a_summary_table(demo):
 
 
 def test_no_live_display_and_no_escape_codes_in_a_pipe(demo):
-    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "run", demo.name],
-                          cwd=demo.parent, env=_env(), capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "run", demo.name],
+        cwd=demo.parent,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr
     assert not re.search(r"attempt \d+/\d+", proc.stdout + proc.stderr)  # no live lines
     assert "step_started" in proc.stderr and "step_finished" in proc.stderr  # one per event
-    assert proc.stdout.splitlines()[0].split() == ["step", "status", "duration", "attempts",
-                                                    "records", "output", "/", "error"]
+    assert proc.stdout.splitlines()[0].split() == [
+        "step",
+        "status",
+        "duration",
+        "attempts",
+        "records",
+        "output",
+        "/",
+        "error",
+    ]
     assert re.search(r"^flaky\s+success\s+[\d.]+ ms\s+2\b", proc.stdout, re.MULTILINE), proc.stdout
     assert "broken failed on attempt 1 of 1: ValueError: bad row 17" in proc.stdout
     assert f"  at steps_progress.py:{_raise_line()}, in _parse" in proc.stdout
 
 
-@pytest.mark.parametrize("args, extra_env", [
-    (["--no-progress"], {}),
-    ([], {"TERM": "dumb"}),
-    (["--log-format", "json"], {}),
-    (["-q"], {}),
-], ids=["--no-progress", "TERM=dumb", "json", "-q"])
+@pytest.mark.parametrize(
+    "args, extra_env",
+    [
+        (["--no-progress"], {}),
+        ([], {"TERM": "dumb"}),
+        (["--log-format", "json"], {}),
+        (["-q"], {}),
+    ],
+    ids=["--no-progress", "TERM=dumb", "json", "-q"],
+)
 def test_no_live_display_on_a_terminal_when_told_or_unable(demo, args, extra_env):
     code, raw = _in_terminal(["run", demo.name, *args], cwd=demo.parent, env=_env(**extra_env))
     text = _plain(raw)
@@ -214,9 +243,15 @@ def test_no_live_display_on_a_terminal_when_told_or_unable(demo, args, extra_env
 
 
 def test_progress_option_forces_the_display_into_a_pipe_and_no_color_keeps_it_plain(demo):
-    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "run", demo.name, "--progress"],
-                          cwd=demo.parent, env=_env(NO_COLOR="1"), capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "run", demo.name, "--progress"],
+        cwd=demo.parent,
+        env=_env(NO_COLOR="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"attempt \d+/\d+", _plain(proc.stderr))  # the live display, on stderr
     assert "\x1b[?25l" in proc.stderr  # it hid the cursor, as on a terminal
@@ -226,8 +261,13 @@ def test_progress_option_forces_the_display_into_a_pipe_and_no_color_keeps_it_pl
 
 
 def test_help_does_not_import_rich():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipectl.cli", "--help"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipectl.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "rich" not in proc.stderr.lower()
 
@@ -242,22 +282,36 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("option, log_format, quiet, term, streams, expected", [
-    (None, "console", False, "xterm", "tty", True),
-    (None, "console", False, "xterm", "pipe", False),
-    (None, "console", False, "xterm", "tty+pipe", False),  # stderr redirected: no display
-    (True, "console", False, "xterm", "pipe", True),
-    (False, "console", False, "xterm", "tty", False),
-    (None, "console", False, "dumb", "tty", False),
-    (True, "console", False, "dumb", "tty", False),
-    (True, "json", False, "xterm", "tty", False),
-    (True, "console", True, "xterm", "tty", False),
-])
+@pytest.mark.parametrize(
+    "option, log_format, quiet, term, streams, expected",
+    [
+        (None, "console", False, "xterm", "tty", True),
+        (None, "console", False, "xterm", "pipe", False),
+        (None, "console", False, "xterm", "tty+pipe", False),  # stderr redirected: no display
+        (True, "console", False, "xterm", "pipe", True),
+        (False, "console", False, "xterm", "tty", False),
+        (None, "console", False, "dumb", "tty", False),
+        (True, "console", False, "dumb", "tty", False),
+        (True, "json", False, "xterm", "tty", False),
+        (True, "console", True, "xterm", "tty", False),
+    ],
+)
 def test_progress_enabled(option, log_format, quiet, term, streams, expected):
-    kinds = {"tty": (_Terminal(), _Terminal()), "pipe": (io.StringIO(), io.StringIO()),
-             "tty+pipe": (_Terminal(), io.StringIO())}
-    assert progress.progress_enabled(option, log_format=log_format, quiet=quiet,
-                                     environ={"TERM": term}, streams=kinds[streams]) is expected
+    kinds = {
+        "tty": (_Terminal(), _Terminal()),
+        "pipe": (io.StringIO(), io.StringIO()),
+        "tty+pipe": (_Terminal(), io.StringIO()),
+    }
+    assert (
+        progress.progress_enabled(
+            option,
+            log_format=log_format,
+            quiet=quiet,
+            environ={"TERM": term},
+            streams=kinds[streams],
+        )
+        is expected
+    )
 
 
 def test_user_location_is_the_deepest_frame_of_the_users_code(tmp_path, monkeypatch):
@@ -272,13 +326,19 @@ def test_user_location_is_the_deepest_frame_of_the_users_code(tmp_path, monkeypa
         f'  File "{library}", line 346, in loads\n    return _default_decoder.decode(s)\n'
         "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)\n"
     )
-    result = StepResult("load", StepStatus.FAILED, error="JSONDecodeError: ...", attempts=2,
-                        traceback=trace)
+    result = StepResult(
+        "load", StepStatus.FAILED, error="JSONDecodeError: ...", attempts=2, traceback=trace
+    )
     where = progress.user_location(result)
     assert where == progress.Location(os.path.join("lib", "parse.py"), 3, "parse")
     assert str(where) == f"{os.path.join('lib', 'parse.py')}:3, in parse"
-    no_frames = StepResult("slow", StepStatus.FAILED, error="StepTimeout: ...", attempts=1,
-                           traceback="Traceback (most recent call last):\nStepTimeout: ...\n")
+    no_frames = StepResult(
+        "slow",
+        StepStatus.FAILED,
+        error="StepTimeout: ...",
+        attempts=1,
+        traceback="Traceback (most recent call last):\nStepTimeout: ...\n",
+    )
     assert progress.user_location(no_frames) is None
     assert progress.user_location(StepResult("x", StepStatus.SKIPPED)) is None
 
@@ -299,10 +359,17 @@ def test_failure_details_and_final_line(plugin_manager):
     assert re.fullmatch(r"run \w+ of 'fails': failed in \d+(\.\d+)? m?s", progress.final_line(run))
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0.0042, "4.2 ms"), (0.123, "123 ms"), (1.2345, "1.23 s"), (12.34, "12.34 s"),
-    (65, "1m 05s"), (3 * 3600 + 125, "3h 02m"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0.0042, "4.2 ms"),
+        (0.123, "123 ms"),
+        (1.2345, "1.23 s"),
+        (12.34, "12.34 s"),
+        (65, "1m 05s"),
+        (3 * 3600 + 125, "3h 02m"),
+    ],
+)
 def test_one_duration_format_everywhere(seconds, text):
     from pipectl.story import _duration
 
@@ -313,8 +380,14 @@ def test_one_duration_format_everywhere(seconds, text):
 def _console(height: int = 40):
     from rich.console import Console
 
-    return Console(file=io.StringIO(), width=100, height=height, force_terminal=True,
-                   color_system=None, legacy_windows=False)
+    return Console(
+        file=io.StringIO(),
+        width=100,
+        height=height,
+        force_terminal=True,
+        color_system=None,
+        legacy_windows=False,
+    )
 
 
 def _text_of(console, renderable) -> str:
@@ -330,8 +403,9 @@ def test_live_area_of_ten_thousand_running_steps_shows_twenty(plugin_manager):
     for spec in specs:
         display.pipectl_step_start(run, spec, 1)
     for spec in specs[:100]:
-        display.pipectl_step_finish(run, spec, StepResult(spec.name, StepStatus.SUCCESS,
-                                                          attempts=1, records=2))
+        display.pipectl_step_finish(
+            run, spec, StepResult(spec.name, StepStatus.SUCCESS, attempts=1, records=2)
+        )
     display.pipectl_step_retry(run, specs[100], 1, ValueError("secret 123"), 30.0)
     display.pipectl_step_start(run, specs[101], 2)
     text = _text_of(display.console, display.render())
@@ -354,8 +428,9 @@ def test_listener_ignores_a_sub_pipeline_run(plugin_manager):
     display.pipectl_run_start(parent)
     display.pipectl_run_start(child)
     display.pipectl_step_start(child, StepSpec("inner"), 1)
-    display.pipectl_step_finish(child, StepSpec("inner"),
-                                StepResult("inner", StepStatus.FAILED, attempts=1))
+    display.pipectl_step_finish(
+        child, StepSpec("inner"), StepResult("inner", StepStatus.FAILED, attempts=1)
+    )
     display.pipectl_step_start(parent, StepSpec("outer"), 1)
     text = _text_of(display.console, display.render())
     assert "outer" in text and "inner" not in text and "0/1 done" in text
@@ -379,8 +454,12 @@ def test_live_progress_is_a_listener_of_the_run(plugin_manager):
         assert display not in plugin_manager.get_plugins()
     out = _plain(console.file.getvalue())
     assert re.search(r"^✓ first\s+(\d+ ms|\d\.\d\d s)$", out, re.MULTILINE), out
-    assert re.search(r"^✗ second failed on attempt 1 of 1: ZeroDivisionError: division by zero"
-                     r"\s+\(.*test_cli_progress\.py:\d+, in <lambda>\)", out, re.MULTILINE), out
+    assert re.search(
+        r"^✗ second failed on attempt 1 of 1: ZeroDivisionError: division by zero"
+        r"\s+\(.*test_cli_progress\.py:\d+, in <lambda>\)",
+        out,
+        re.MULTILINE,
+    ), out
     assert "third" not in out  # skipped steps only count
     assert run.status.value == "failed"
 
@@ -390,8 +469,9 @@ def test_summary_table_of_a_large_run_lists_failures_first_and_counts_the_rest()
     for i in range(150):
         status = StepStatus.FAILED if i in (7, 140) else StepStatus.SUCCESS
         error = "RuntimeError: " + "x" * 300 if status is StepStatus.FAILED else None
-        run.steps[f"step{i}"] = StepResult(f"step{i}", status, error=error, attempts=1,
-                                           duration_ms=12.0)
+        run.steps[f"step{i}"] = StepResult(
+            f"step{i}", status, error=error, attempts=1, duration_ms=12.0
+        )
     console = _console()
     progress.print_rich_summary(run, {}, console=console)
     out = console.file.getvalue()

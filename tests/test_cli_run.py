@@ -57,9 +57,23 @@ def project(tmp_path):
 
 
 def run(project, *args):
-    return subprocess.run([sys.executable, "-m", "pipectl", "run", "pipeline.yaml",
-                           "--no-progress", "--tracker", "none", *args], cwd=project,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipectl",
+            "run",
+            "pipeline.yaml",
+            "--no-progress",
+            "--tracker",
+            "none",
+            *args,
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_only_runs_the_step_and_its_upstreams(project):
@@ -83,19 +97,36 @@ def test_only_an_unknown_step_is_exit_2_with_a_hint(project):
 
 
 def test_an_allowed_failure_reads_as_allowed_in_the_summary(tmp_path):
-    (tmp_path / "steps.py").write_text("def ok():\n    return 1\n\n\n"
-                                       "def flaky():\n    raise RuntimeError('down')\n")
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "steps.py").write_text(
+        "def ok():\n    return 1\n\n\ndef flaky():\n    raise RuntimeError('down')\n"
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: tolerant
         steps:
           - {name: ok, run: "steps:ok"}
           - {name: flaky, run: "steps:flaky", allow_failure: true}
-    """))
-    proc = subprocess.run([sys.executable, "-m", "pipectl", "run", "pipeline.yaml",
-                           "--no-progress", "--tracker", "none"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    """)
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipectl",
+            "run",
+            "pipeline.yaml",
+            "--no-progress",
+            "--tracker",
+            "none",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr  # the run succeeds
     flaky = next(line for line in proc.stdout.splitlines() if line.startswith("flaky "))
     assert "failed (allowed)" in flaky
-    assert ("flaky failed (allowed) on attempt 1 of 1: RuntimeError: down"
-            in proc.stdout.splitlines())
+    assert (
+        "flaky failed (allowed) on attempt 1 of 1: RuntimeError: down" in proc.stdout.splitlines()
+    )

@@ -71,10 +71,24 @@ def project(tmp_path):
 
 
 def run(project, *args, progress="--no-progress"):
-    return subprocess.run([sys.executable, "-m", "pipectl", "run", "pipeline.yaml",
-                           progress, "--tracker", "none", *args], cwd=project,
-                          capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "TERM": "xterm", "COLUMNS": "120"})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipectl",
+            "run",
+            "pipeline.yaml",
+            progress,
+            "--tracker",
+            "none",
+            *args,
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "TERM": "xterm", "COLUMNS": "120"},
+    )
 
 
 def ran(project):
@@ -90,7 +104,7 @@ def test_skip_leaves_out_the_step_and_all_downstream_of_it(project):
     assert "left out by --skip: b, c, boom" in lines
     assert not any(line.split()[:1] in (["b"], ["c"], ["boom"]) for line in lines)  # no rows
     # the pipeline without any of the steps named ran whole, and said nothing was left out
-    second = proc.stdout[proc.stdout.index("of 'first'"):]
+    second = proc.stdout[proc.stdout.index("of 'first'") :]
     assert "of 'second': success" in second and "left out" not in second
 
 
@@ -128,8 +142,9 @@ def test_a_pipeline_all_of_whose_steps_are_skipped_does_not_run(project):
     proc = run(project, "--skip", "a")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ran(project) == ["d"]  # the pipeline after it still runs
-    assert ("pipeline 'first' not run: --skip left out every step it would run "
-            "(a, b, c, e, boom)") in proc.stdout
+    assert (
+        "pipeline 'first' not run: --skip left out every step it would run (a, b, c, e, boom)"
+    ) in proc.stdout
 
 
 def test_an_unknown_step_is_exit_2_with_a_hint(project):

@@ -112,8 +112,9 @@ def test_on_step_complete_sees_every_step_of_its_own_runs_only(plugin_manager):
     assert run.status is RunStatus.FAILED
     assert sorted(seen) == [("a", SUCCESS), ("b", FAILED), ("c", SKIPPED)]
     # the listener is registered for the run only: it is gone afterwards
-    assert not [p for p in plugin_manager.get_plugins()
-                if type(p).__name__ == "_StepCompleteListener"]
+    assert not [
+        p for p in plugin_manager.get_plugins() if type(p).__name__ == "_StepCompleteListener"
+    ]
 
 
 def test_a_failing_callback_does_not_break_the_run(plugin_manager):
@@ -156,8 +157,10 @@ def test_a_sub_pipeline_runs_nested_in_its_parent(plugin_manager, executor):
     assert nested.pipeline_id == "child" and nested.parent_run_id == run.run_id
     assert nested.ok and set(nested.steps) == {"double", "plus_one"}
     # listeners saw both runs: the child's first (it ends inside the parent's step)
-    assert [(r.pipeline_id, r.parent_run_id) for r in runs] == [("child", run.run_id),
-                                                               ("parent", None)]
+    assert [(r.pipeline_id, r.parent_run_id) for r in runs] == [
+        ("child", run.run_id),
+        ("parent", None),
+    ]
 
 
 def test_a_failing_sub_pipeline_fails_its_step_with_the_childs_errors(plugin_manager, executor):
@@ -168,8 +171,9 @@ def test_a_failing_sub_pipeline_fails_its_step_with_the_childs_errors(plugin_man
     parent.add_step("after", lambda: 1, depends_on=["child"])
     run = parent.run_sync()
     assert run.status is RunStatus.FAILED
-    assert run.steps["child"].error == ("SubPipelineFailed: sub-pipeline 'child' failed: step "
-                                        "'boom' failed: KeyError: 'missing'")
+    assert run.steps["child"].error == (
+        "SubPipelineFailed: sub-pipeline 'child' failed: step 'boom' failed: KeyError: 'missing'"
+    )
     assert run.steps["after"].status is SKIPPED
 
 
@@ -196,7 +200,8 @@ def test_sub_pipeline_cycles_and_bad_children_are_validation_errors(plugin_manag
 @pytest.fixture
 def steps_module(tmp_path, monkeypatch):
     name = f"composition_steps_{abs(hash(tmp_path)) % 10**8}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
         class Score:
             def __init__(self, name, config):
                 self.config = config
@@ -219,7 +224,8 @@ def steps_module(tmp_path, monkeypatch):
 
         def total(params):
             return sum(params["numbers"])
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name
     sys.modules.pop(name, None)
@@ -232,7 +238,9 @@ def write(tmp_path, text):
 
 
 def test_a_file_with_classes_conditions_and_a_join(tmp_path, steps_module, plugin_manager):
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: branches
         params:
           threshold: {{type: float, default: 0.5}}
@@ -257,7 +265,8 @@ def test_a_file_with_classes_conditions_and_a_join(tmp_path, steps_module, plugi
             trigger: one_success
             inputs:
               rows: steps.high.output.rows | steps.low.output.rows
-    """)
+    """,
+    )
     pipes, _ = load_pipelines(path, plugin_manager=plugin_manager)
     run = pipes["branches"].run_sync()
     assert run.ok, run.errors
@@ -273,7 +282,9 @@ def test_a_file_with_classes_conditions_and_a_join(tmp_path, steps_module, plugi
 
 
 def test_sub_pipelines_in_a_file_with_params(tmp_path, steps_module, plugin_manager):
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         params:
           numbers: {{type: list, default: [1, 2]}}
         pipelines:
@@ -288,7 +299,8 @@ def test_sub_pipelines_in_a_file_with_params(tmp_path, steps_module, plugin_mana
               - name: big
                 pipeline: sum
                 params: {{numbers: [10, 20, 30]}}
-    """)
+    """,
+    )
     pipes, _ = load_pipelines(path, plugin_manager=plugin_manager)
     assert pipes["sum"].nested and not pipes["main"].nested
     run = pipes["main"].run_sync()
@@ -297,54 +309,93 @@ def test_sub_pipelines_in_a_file_with_params(tmp_path, steps_module, plugin_mana
     assert run.steps["big"].output == {"total": 60}
 
 
-@pytest.mark.parametrize("body, line, message", [
-    ("""
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        (
+            """
         pipelines:
           - name: a
             steps: [{name: x, pipeline: b}]
           - name: b
             steps: [{name: y, pipeline: a}]
-     """, 6, "pipelines[1].steps.y.pipeline: sub-pipelines form a cycle: a -> b -> a"),
-    ("""
+     """,
+            6,
+            "pipelines[1].steps.y.pipeline: sub-pipelines form a cycle: a -> b -> a",
+        ),
+        (
+            """
         pipelines:
           - name: a
             steps: [{name: x, pipeline: bb}]
           - name: b
             steps: [{name: y, run: "os:getcwd"}]
-     """, 4, "no pipeline named 'bb' in this file; did you mean 'b'?"),
-    ("""
+     """,
+            4,
+            "no pipeline named 'bb' in this file; did you mean 'b'?",
+        ),
+        (
+            """
         name: one
         steps: [{name: x, pipeline: other}]
-     """, 3, "write the file with several pipelines"),
-    ("""
+     """,
+            3,
+            "write the file with several pipelines",
+        ),
+        (
+            """
         params: {n: {type: int, default: 1}}
         pipelines:
           - name: a
             steps: [{name: x, pipeline: b, params: {m: 2}}]
           - name: b
             steps: [{name: y, run: "os:getcwd"}]
-     """, 5, "declares no param 'm'"),
-    ("""
+     """,
+            5,
+            "declares no param 'm'",
+        ),
+        (
+            """
         name: one
         steps: [{name: x, run: "os:getcwd", params: {a: 1}}]
-     """, 3, "'params' go with 'pipeline'"),
-    ("""
+     """,
+            3,
+            "'params' go with 'pipeline'",
+        ),
+        (
+            """
         name: one
         steps: [{name: x, run: "os:getcwd", when: "params.a = 1"}]
-     """, 3, "steps.x.when: 'params.a = 1': cannot read"),
-    ("""
+     """,
+            3,
+            "steps.x.when: 'params.a = 1': cannot read",
+        ),
+        (
+            """
         name: one
         steps: [{name: x, run: "os:getcwd", inputs: {a: "steps.y.outputs"}}]
-     """, 3, "steps.x.inputs.a: 'steps.y.outputs': expected 'steps.y.output'"),
-    ("""
+     """,
+            3,
+            "steps.x.inputs.a: 'steps.y.outputs': expected 'steps.y.output'",
+        ),
+        (
+            """
         name: one
         steps: [{name: x, run: "os:getcwd", options: {a: 1}}]
-     """, 3, "'options' go with a step class"),
-    ("""
+     """,
+            3,
+            "'options' go with a step class",
+        ),
+        (
+            """
         name: one
         steps: [{name: x, run: "os:getcwd", trigger: one_succes}]
-     """, 3, "did you mean 'one_success'?"),
-])
+     """,
+            3,
+            "did you mean 'one_success'?",
+        ),
+    ],
+)
 def test_bad_composition_files(tmp_path, body, line, message, plugin_manager):
     path = write(tmp_path, body)
     with pytest.raises(PipelineFileError) as info:
@@ -354,10 +405,13 @@ def test_bad_composition_files(tmp_path, body, line, message, plugin_manager):
 
 
 def test_pipectl_run_without_names_runs_sub_pipelines_only_inside_their_parent(
-        tmp_path, steps_module):
+    tmp_path, steps_module
+):
     import subprocess
 
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         params:
           numbers: {{type: list, default: [1, 2]}}
         pipelines:
@@ -370,7 +424,8 @@ def test_pipectl_run_without_names_runs_sub_pipelines_only_inside_their_parent(
               - name: nested
                 pipeline: sum
                 params: {{numbers: [5, 6]}}
-    """)
+    """,
+    )
     cli = [sys.executable, "-m", "pipectl.cli", "run", str(path), "--no-progress"]
     proc = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -23,47 +23,63 @@ def scope(params=None, outputs=None, statuses=None):
 # -- the language ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("params.mode == 'full'", True),
-    ("params.mode != \"full\"", False),
-    ("params.n > 2 and params.n <= 5", True),
-    ("params.n < 2 or params.flag", True),
-    ("not params.flag", False),
-    ("params.region in ['eu', 'us']", True),
-    ("params.region not in ['eu', 'us']", False),
-    ("params.items[1] == 20", True),
-    ("params.nested.inner['key-with-dash'] == 1.5", True),
-    ("steps.check.output.score >= params.threshold", False),
-    ("steps.check.output.score >= 0.3", True),
-    ("steps.check.status == 'success'", True),
-    ("(params.n == 1 or params.n == 4) and not (params.mode == 'x')", True),
-    ("true", True),
-    ("null == params.missing_value", True),
-    ("-1 < 0", True),
-    ("1e3 == 1000", True),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("params.mode == 'full'", True),
+        ('params.mode != "full"', False),
+        ("params.n > 2 and params.n <= 5", True),
+        ("params.n < 2 or params.flag", True),
+        ("not params.flag", False),
+        ("params.region in ['eu', 'us']", True),
+        ("params.region not in ['eu', 'us']", False),
+        ("params.items[1] == 20", True),
+        ("params.nested.inner['key-with-dash'] == 1.5", True),
+        ("steps.check.output.score >= params.threshold", False),
+        ("steps.check.output.score >= 0.3", True),
+        ("steps.check.status == 'success'", True),
+        ("(params.n == 1 or params.n == 4) and not (params.mode == 'x')", True),
+        ("true", True),
+        ("null == params.missing_value", True),
+        ("-1 < 0", True),
+        ("1e3 == 1000", True),
+    ],
+)
 def test_expressions_evaluate_without_eval(text, expected):
-    s = scope({"mode": "full", "n": 4, "flag": True, "region": "eu", "items": [10, 20],
-               "nested": {"inner": {"key-with-dash": 1.5}}, "threshold": 0.5,
-               "missing_value": None},
-              {"check": {"score": 0.4}})
+    s = scope(
+        {
+            "mode": "full",
+            "n": 4,
+            "flag": True,
+            "region": "eu",
+            "items": [10, 20],
+            "nested": {"inner": {"key-with-dash": 1.5}},
+            "threshold": 0.5,
+            "missing_value": None,
+        },
+        {"check": {"score": 0.4}},
+    )
     assert parse(text).evaluate(s) is expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("params.", "expected a name"),
-    ("__import__('os')", "a reference starts with 'params.' or 'steps.'"),
-    ("params.a ==", "ends too early"),
-    ("params.a = 1", "cannot read"),
-    ("steps.x.result", "expected 'steps.x.output'"),
-    ("params.a == 1 )", "unexpected ')'"),
-    ("open('f').read()", "a reference starts with"),
-    ("params.a[b]", "an index is an integer or a quoted key"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("params.", "expected a name"),
+        ("__import__('os')", "a reference starts with 'params.' or 'steps.'"),
+        ("params.a ==", "ends too early"),
+        ("params.a = 1", "cannot read"),
+        ("steps.x.result", "expected 'steps.x.output'"),
+        ("params.a == 1 )", "unexpected ')'"),
+        ("open('f').read()", "a reference starts with"),
+        ("params.a[b]", "an index is an integer or a quoted key"),
+    ],
+)
 def test_bad_expressions_are_refused_with_a_reason(text, message):
-    with pytest.raises(ExpressionError, match=message.replace("(", r"\(").replace(")", r"\)")
-                       .replace("[", r"\[")):
+    with pytest.raises(
+        ExpressionError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
         parse(text)
 
 
@@ -112,14 +128,20 @@ def branching_pipeline(plugin_manager, trigger="one_success"):
         ran.append("check")
         return {"score": params["score"], "data": [1, 2, 3]}
 
-    @pipe.step("high", when="steps.check.output.score >= params.threshold",
-               inputs={"data": "steps.check.output.data"})
+    @pipe.step(
+        "high",
+        when="steps.check.output.score >= params.threshold",
+        inputs={"data": "steps.check.output.data"},
+    )
     def high(data):
         ran.append("high")
         return {"processed": [x * 10 for x in data]}
 
-    @pipe.step("low", when="steps.check.output.score < params.threshold",
-               inputs={"data": "steps.check.output.data"})
+    @pipe.step(
+        "low",
+        when="steps.check.output.score < params.threshold",
+        inputs={"data": "steps.check.output.data"},
+    )
     def low(data):
         ran.append("low")
         return {"processed": [-x for x in data]}
@@ -128,8 +150,11 @@ def branching_pipeline(plugin_manager, trigger="one_success"):
     def after_high():
         ran.append("after_high")
 
-    @pipe.step("join", trigger=trigger,
-               inputs={"processed": "steps.high.output.processed | steps.low.output.processed"})
+    @pipe.step(
+        "join",
+        trigger=trigger,
+        inputs={"processed": "steps.high.output.processed | steps.low.output.processed"},
+    )
     def join(processed):
         ran.append("join")
         return processed
@@ -137,12 +162,16 @@ def branching_pipeline(plugin_manager, trigger="one_success"):
     return pipe, ran
 
 
-@pytest.mark.parametrize("score, taken, not_taken, expected", [
-    (0.9, "high", "low", [10, 20, 30]),
-    (0.1, "low", "high", [-1, -2, -3]),
-])
-def test_only_the_branch_whose_condition_holds_runs(plugin_manager, score, taken, not_taken,
-                                                    expected, executor):
+@pytest.mark.parametrize(
+    "score, taken, not_taken, expected",
+    [
+        (0.9, "high", "low", [10, 20, 30]),
+        (0.1, "low", "high", [-1, -2, -3]),
+    ],
+)
+def test_only_the_branch_whose_condition_holds_runs(
+    plugin_manager, score, taken, not_taken, expected, executor
+):
     pipe, ran = branching_pipeline(plugin_manager)
     run = pipe.run_sync({"score": score, "threshold": 0.5})
     assert run.ok, run.errors
@@ -174,8 +203,7 @@ def test_none_failed_and_one_success_still_skip_after_a_failure(plugin_manager, 
         pipe.add_step("boom", lambda: 1 / 0)
         pipe.add_step("fine", lambda: 1)
         pipe.add_step("skipped_by_failure", lambda: 2, depends_on=["boom"])
-        pipe.add_step("join", lambda: 3, depends_on=["fine", "skipped_by_failure"],
-                      trigger=trigger)
+        pipe.add_step("join", lambda: 3, depends_on=["fine", "skipped_by_failure"], trigger=trigger)
         run = pipe.run_sync()
         assert run.steps["join"].status is SKIPPED, trigger
         assert run.steps["join"].reason == "upstream step 'boom' failed"
@@ -199,8 +227,7 @@ def test_a_root_step_condition_on_params(plugin_manager, executor):
     pipe.add_step("always", lambda: "always")
     run = pipe.run_sync({"mode": "incremental"})
     assert run.ok
-    assert [run.steps[n].status for n in ("full", "after", "always")] == [SKIPPED, SKIPPED,
-                                                                          SUCCESS]
+    assert [run.steps[n].status for n in ("full", "after", "always")] == [SKIPPED, SKIPPED, SUCCESS]
     assert pipe.run_sync({"mode": "full"}).steps["after"].output == "full!"
 
 
@@ -212,8 +239,9 @@ def test_a_condition_that_cannot_be_evaluated_fails_the_step(plugin_manager, exe
     run = pipe.run_sync()
     assert not run.ok
     assert run.steps["b"].status is FAILED
-    assert run.steps["b"].error == ("when: steps.a.output.y > 0: steps.a.output.y: no key 'y' "
-                                    "(keys: x)")
+    assert run.steps["b"].error == (
+        "when: steps.a.output.y > 0: steps.a.output.y: no key 'y' (keys: x)"
+    )
     assert run.steps["c"].status is SKIPPED
 
 
@@ -221,8 +249,7 @@ def test_steps_named_in_when_and_inputs_are_dependencies(plugin_manager, executo
     pipe = Pipeline("deps", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: {"n": 1})
     pipe.add_step("b", lambda: {"n": 2})
-    pipe.add_step("c", lambda n: n, when="steps.a.output.n == 1",
-                  inputs={"n": "steps.b.output.n"})
+    pipe.add_step("c", lambda n: n, when="steps.a.output.n == 1", inputs={"n": "steps.b.output.n"})
     assert set(pipe.graph.dependencies["c"]) == {"a", "b"}
     assert pipe.run_sync().steps["c"].output == 2
 

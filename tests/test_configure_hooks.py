@@ -27,8 +27,14 @@ class Exporter:
     @hookimpl
     def pipectl_configure(self, config):
         self.config = config
-        self.calls.append(("configure", config.invocation, config.getoption("export_to"),
-                           config.getoption("export_verbose", False)))
+        self.calls.append(
+            (
+                "configure",
+                config.invocation,
+                config.getoption("export_to"),
+                config.getoption("export_verbose", False),
+            )
+        )
         config.add_cleanup(lambda: self.calls.append(("cleanup", 1)))
         config.add_cleanup(lambda: self.calls.append(("cleanup", 2)))
 
@@ -68,8 +74,11 @@ def test_hook_pipectl_configure(plugin_manager, register_plugin):
     assert exporter.calls == []  # registering configures nothing
     assert _pipe(plugin_manager).run_sync(tracker="none").status.value == "success"
     assert _pipe(plugin_manager, "q").run_sync(tracker="none").status.value == "success"
-    assert exporter.calls == [("configure", "python", None, False), ("run_start", "p"),
-                              ("run_start", "q")]
+    assert exporter.calls == [
+        ("configure", "python", None, False),
+        ("run_start", "p"),
+        ("run_start", "q"),
+    ]
     assert exporter.config.pluginmanager is plugin_manager
     unconfigure(plugin_manager)
     unconfigure(plugin_manager)  # twice is once
@@ -81,7 +90,8 @@ def test_hook_pipectl_configure(plugin_manager, register_plugin):
 
 
 def test_a_plugin_failing_to_configure_is_left_out_and_the_others_run(
-        plugin_manager, register_plugin, capsys):
+    plugin_manager, register_plugin, capsys
+):
     broken, exporter = BrokenSetup(), Exporter()
     register_plugin(broken, "broken-setup")
     register_plugin(exporter, "exporter")
@@ -100,7 +110,8 @@ def test_monitoring_sees_configure_and_unconfigure(plugin_manager, register_plug
     register_plugin(Exporter(), "exporter")
     seen = []
     undo = plugin_manager.add_hookcall_monitoring(
-        lambda name, impls, kwargs: seen.append(name), lambda *args: None)
+        lambda name, impls, kwargs: seen.append(name), lambda *args: None
+    )
     try:
         _pipe(plugin_manager).run_sync(tracker="none")
         unconfigure(plugin_manager)
@@ -116,18 +127,30 @@ def test_hook_pipectl_addoption(run_cli, register_plugin, tmp_path, monkeypatch)
     exporter = Exporter()
     register_plugin(exporter, "exporter")
     (tmp_path / "steps_cfg.py").write_text("def one():\n    return 1\n", encoding="utf-8")
-    (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: steps_cfg:one\n",
-                                     encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nsteps:\n  - name: a\n    run: steps_cfg:one\n", encoding="utf-8"
+    )
     monkeypatch.chdir(tmp_path)
     help_text = " ".join(run_cli("run", "--help").output.split())
     assert "--export-to URL Where to export the events." in help_text
     assert "--export-verbose Export everything." in help_text
-    result = run_cli("run", "p.yaml", "--export-to", "http://127.0.0.1:4318", "--export-verbose",
-                     "--tracker", "none")
+    result = run_cli(
+        "run",
+        "p.yaml",
+        "--export-to",
+        "http://127.0.0.1:4318",
+        "--export-verbose",
+        "--tracker",
+        "none",
+    )
     assert result.exit_code == 0, result.output
-    assert exporter.calls == [("configure", "cli", "http://127.0.0.1:4318", True),
-                              ("run_start", "p"), ("unconfigure",), ("cleanup", 2),
-                              ("cleanup", 1)]
+    assert exporter.calls == [
+        ("configure", "cli", "http://127.0.0.1:4318", True),
+        ("run_start", "p"),
+        ("unconfigure",),
+        ("cleanup", 2),
+        ("cleanup", 1),
+    ]
     assert exporter.config.project_root == tmp_path
     exporter.calls.clear()
     result = run_cli("run", "p.yaml", "--tracker", "none")  # a second command, a new config
@@ -194,7 +217,8 @@ def test_hook_pipectl_unconfigure(tmp_path):
         assert pipe.run_sync(tracker="none").status.value == "success"
         open({str(out)!r}, "a").write("ran\\n")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_text().split() == ["configure", "ran", "unconfigure", "cleanup"]

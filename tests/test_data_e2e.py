@@ -21,13 +21,23 @@ def _write_source(path, n):
         w = csv.writer(f)
         w.writerow(["id", "name", "value", "ts"])
         for i in range(n):
-            w.writerow([i, f"name-{i % 997}", f"{(i * 7919) % 100000 / 100:.2f}",
-                        f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"])
+            w.writerow(
+                [
+                    i,
+                    f"name-{i % 997}",
+                    f"{(i * 7919) % 100000 / 100:.2f}",
+                    f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+                ]
+            )
 
 
 def _expected(i):
-    return {"id": i, "name": f"name-{i % 997}", "value": float(f"{(i * 7919) % 100000 / 100:.2f}"),
-            "ts": f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"}
+    return {
+        "id": i,
+        "name": f"name-{i % 997}",
+        "value": float(f"{(i * 7919) % 100000 / 100:.2f}"),
+        "ts": f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+    }
 
 
 @pytest.mark.slow
@@ -41,9 +51,15 @@ def test_a_million_records_from_csv_into_jsonl_and_sqlite(tmp_path, plugin_manag
     pipe.data_step(
         "load",
         extractor={"type": "csv", "path": str(source), "types": {"id": "int", "value": "float"}},
-        outputs=[{"type": "jsonl", "path": str(jsonl)},
-                 {"type": "sqlite", "path": str(db), "table": "records",
-                  "columns": {"id": "INTEGER", "name": "TEXT", "value": "REAL", "ts": "TEXT"}}],
+        outputs=[
+            {"type": "jsonl", "path": str(jsonl)},
+            {
+                "type": "sqlite",
+                "path": str(db),
+                "table": "records",
+                "columns": {"id": "INTEGER", "name": "TEXT", "value": "REAL", "ts": "TEXT"},
+            },
+        ],
     )
 
     run = pipe.run_sync()
@@ -66,12 +82,15 @@ def test_a_million_records_from_csv_into_jsonl_and_sqlite(tmp_path, plugin_manag
     # no temporary file left: the outputs and the jsonl file's load marker only
     names = sorted(p.name for p in jsonl.parent.iterdir())
     marker = ".records.jsonl.pipectl-load"
-    assert names in ([marker, "records.jsonl", "records.sqlite", "records.sqlite-shm",
-                      "records.sqlite-wal"], [marker, "records.jsonl", "records.sqlite"])
+    assert names in (
+        [marker, "records.jsonl", "records.sqlite", "records.sqlite-shm", "records.sqlite-wal"],
+        [marker, "records.jsonl", "records.sqlite"],
+    )
 
 
 def test_a_failing_output_leaves_nothing_half_written_and_the_other_committed(
-        tmp_path, plugin_manager, register_plugin):
+    tmp_path, plugin_manager, register_plugin
+):
     from pipectl import hookimpl
 
     class Flaky:
@@ -118,10 +137,13 @@ def test_a_failing_output_leaves_nothing_half_written_and_the_other_committed(
     broken = tmp_path / "broken.jsonl"
     pipe = Pipeline("isolation", plugin_manager=plugin_manager)
     pipe.data_step(
-        "load", batch_size=500,
+        "load",
+        batch_size=500,
         extractor={"type": "csv", "path": str(source), "types": {"id": "int"}},
-        outputs=[{"type": "breaking-jsonl", "path": str(broken), "name": "broken"},
-                 {"type": "sqlite", "path": str(db), "table": "t", "name": "db"}],
+        outputs=[
+            {"type": "breaking-jsonl", "path": str(broken), "name": "broken"},
+            {"type": "sqlite", "path": str(db), "table": "t", "name": "db"},
+        ],
     )
 
     run = pipe.run_sync()
@@ -141,10 +163,15 @@ def test_an_extraction_error_halfway_commits_nothing_in_files(tmp_path, plugin_m
         f.write("3000,too,many,fields,here\n")  # a bad row after 3000 good ones
     db, out = tmp_path / "t.sqlite", tmp_path / "t.jsonl"
     pipe = Pipeline("bad-source", plugin_manager=plugin_manager)
-    pipe.data_step("load", batch_size=1000,
-                   extractor={"type": "csv", "path": str(source)},
-                   outputs=[{"type": "jsonl", "path": str(out)},
-                            {"type": "sqlite", "path": str(db), "table": "t"}])
+    pipe.data_step(
+        "load",
+        batch_size=1000,
+        extractor={"type": "csv", "path": str(source)},
+        outputs=[
+            {"type": "jsonl", "path": str(out)},
+            {"type": "sqlite", "path": str(db), "table": "t"},
+        ],
+    )
 
     run = pipe.run_sync()
 
@@ -166,10 +193,13 @@ def test_bad_csv_rows_with_file_and_line_in_each_mode(tmp_path, plugin_manager):
     for mode in ("fail", "skip", "dead_letter"):
         out = tmp_path / f"{mode}.jsonl"
         pipe = Pipeline(f"bad-{mode}", plugin_manager=plugin_manager)
-        pipe.data_step("load", extractor={"type": "csv", "path": str(source),
-                                          "types": {"id": "int", "amount": "int"}},
-                       outputs=[{"type": "jsonl", "path": str(out)}],
-                       on_bad_record=mode, dead_letter=str(dead))
+        pipe.data_step(
+            "load",
+            extractor={"type": "csv", "path": str(source), "types": {"id": "int", "amount": "int"}},
+            outputs=[{"type": "jsonl", "path": str(out)}],
+            on_bad_record=mode,
+            dead_letter=str(dead),
+        )
         results[mode] = (pipe.run_sync(), out)
 
     run, out = results["fail"]
@@ -201,11 +231,19 @@ def test_a_retried_file_step_leaves_each_record_once(tmp_path, plugin_manager):
     from pipectl import Transform
 
     pipe = Pipeline("retry-files", plugin_manager=plugin_manager)
-    pipe.data_step("load", batch_size=1000, retries=1, retry_delay=0, retry_jitter=0,
-                   extractor={"type": "csv", "path": str(source), "types": {"id": "int"}},
-                   outputs=[{"type": "jsonl", "path": str(out)},
-                            {"type": "sqlite", "path": str(db), "table": "t"}],
-                   transforms=[Transform(break_first_attempt_halfway, per="batch")])
+    pipe.data_step(
+        "load",
+        batch_size=1000,
+        retries=1,
+        retry_delay=0,
+        retry_jitter=0,
+        extractor={"type": "csv", "path": str(source), "types": {"id": "int"}},
+        outputs=[
+            {"type": "jsonl", "path": str(out)},
+            {"type": "sqlite", "path": str(db), "table": "t"},
+        ],
+        transforms=[Transform(break_first_attempt_halfway, per="batch")],
+    )
 
     run = pipe.run_sync()
 
@@ -267,8 +305,9 @@ def test_peak_memory_does_not_grow_with_the_number_of_records(tmp_path):
     script.write_text(MEMORY_CHILD)
     peaks = {}
     for n in (1_000_000, 5_000_000):
-        proc = subprocess.run([sys.executable, str(script), str(n)], capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(n)], capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, proc.stderr
         peaks[n] = int(proc.stdout.strip().splitlines()[-1])
     growth = peaks[5_000_000] / peaks[1_000_000]

@@ -36,6 +36,7 @@ def reject_multiples_of(k: int):
         if record["id"] % k == 0:
             raise ValueError(f"{record['id']} is a multiple of {k}")
         return record
+
     return transform
 
 
@@ -48,10 +49,14 @@ def table_ids(db, table: str) -> list[int]:
 def test_max_bad_records_bounds_the_rejected_records(plugin_manager, tmp_path, limit, ok):
     db = tmp_path / "out.sqlite"
     pipe = Pipeline("bounded", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(100),  # ids 0..99: ten multiples of 10
-                   outputs=[{"type": "sqlite", "path": str(db), "table": "t"}],
-                   transforms=[reject_multiples_of(10)], on_bad_record="skip",
-                   max_bad_records=limit)
+    pipe.data_step(
+        "load",
+        extractor=Numbers(100),  # ids 0..99: ten multiples of 10
+        outputs=[{"type": "sqlite", "path": str(db), "table": "t"}],
+        transforms=[reject_multiples_of(10)],
+        on_bad_record="skip",
+        max_bad_records=limit,
+    )
     run = pipe.run_sync()
     if ok:
         assert run.status is RunStatus.SUCCESS, run.errors
@@ -61,21 +66,27 @@ def test_max_bad_records_bounds_the_rejected_records(plugin_manager, tmp_path, l
         assert "max_bad_records" in run.steps["load"].error
         assert "nothing was committed" in run.steps["load"].error
         with sqlite3.connect(db) as conn:  # the table the attempt created went with it
-            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'"
-                                ).fetchone() == (0,)
+            assert conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 't'"
+            ).fetchone() == (0,)
 
 
 def test_a_bad_max_bad_records_is_a_validation_error(plugin_manager, tmp_path):
     pipe = Pipeline("invalid", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(1), outputs=[{"type": "jsonl", "path": "x.jsonl"}],
-                   max_bad_records="lots")
+    pipe.data_step(
+        "load",
+        extractor=Numbers(1),
+        outputs=[{"type": "jsonl", "path": "x.jsonl"}],
+        max_bad_records="lots",
+    )
     with pytest.raises(Exception, match="max_bad_records must be a count"):
         pipe.validate()
 
 
 TRANSFORMS_OK = "def clean(record):\n    return record\n"
-TRANSFORMS_BROKEN = ("def clean(record):\n"
-                     "    raise ValueError('a bug in clean() rejects every record')\n")
+TRANSFORMS_BROKEN = (
+    "def clean(record):\n    raise ValueError('a bug in clean() rejects every record')\n"
+)
 
 PIPELINE = textwrap.dedent("""
     name: daily
@@ -97,8 +108,13 @@ def test_a_transform_failing_every_record_leaves_yesterdays_file_and_table(tmp_p
     (tmp_path / "transforms.py").write_text(TRANSFORMS_OK)
 
     def run() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     first = run()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -123,11 +139,15 @@ def test_two_sqlite_outputs_of_one_step_on_one_file(plugin_manager, tmp_path):
     with "database is locked" after 30 s)."""
     db = tmp_path / "both.sqlite"
     pipe = Pipeline("shared-file", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(20_000, batch=1000), outputs=[
-        {"type": "sqlite", "path": str(db), "table": "a", "timeout": 5},
-        {"type": "sqlite", "path": str(db), "table": "b", "key": "id", "timeout": 5},
-        {"type": "sqlite", "path": str(db), "table": "c", "mode": "replace", "timeout": 5},
-    ])
+    pipe.data_step(
+        "load",
+        extractor=Numbers(20_000, batch=1000),
+        outputs=[
+            {"type": "sqlite", "path": str(db), "table": "a", "timeout": 5},
+            {"type": "sqlite", "path": str(db), "table": "b", "key": "id", "timeout": 5},
+            {"type": "sqlite", "path": str(db), "table": "c", "mode": "replace", "timeout": 5},
+        ],
+    )
     for _ in range(2):
         run = pipe.run_sync()
         assert run.status is RunStatus.SUCCESS, run.errors
@@ -174,8 +194,13 @@ SLOW_COMMIT = textwrap.dedent("""
 def test_ctrl_c_during_a_slow_commit_waits_for_it_and_a_resume_does_not_load_again(tmp_path):
     script = tmp_path / "slow.py"
     script.write_text(SLOW_COMMIT)
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout.readline().strip() == "committing"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -184,8 +209,13 @@ def test_ctrl_c_during_a_slow_commit_waits_for_it_and_a_resume_does_not_load_aga
     assert "status cancelled" in out
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1000
 
-    resumed = subprocess.run([sys.executable, str(script), "latest"], cwd=tmp_path, text=True,
-                             capture_output=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, str(script), "latest"],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "status success" in resumed.stdout
     assert "output skipped already committed by run" in resumed.stdout
@@ -210,8 +240,9 @@ def test_the_next_run_removes_the_temp_files_of_dead_runs_only(plugin_manager, t
     foreign = out / ".orders.jsonl.something.tmp"  # not pipectl's naming: not touched
     foreign.write_bytes(b"z")
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(5),
-                   outputs=[{"type": "jsonl", "path": str(out / "orders.jsonl")}])
+    pipe.data_step(
+        "load", extractor=Numbers(5), outputs=[{"type": "jsonl", "path": str(out / "orders.jsonl")}]
+    )
     run = pipe.run_sync()
     assert run.status is RunStatus.SUCCESS, run.errors
     assert not dead.exists()
@@ -225,7 +256,8 @@ def test_one_output_fails_the_other_commits_and_the_counts_say_so(tmp_path):
     with sqlite3.connect(db) as conn:  # a table the records do not fit: that output fails
         conn.execute("CREATE TABLE t (other TEXT)")
     (tmp_path / "data.csv").write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(40)))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: half
         steps:
           - name: load
@@ -233,26 +265,39 @@ def test_one_output_fails_the_other_commits_and_the_counts_say_so(tmp_path):
             load:
               - {type: jsonl, path: out.jsonl}
               - {type: sqlite, path: out.sqlite, table: t, columns: {id: INTEGER}}
-    """))
-    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml",
-                           "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "load -> jsonl out.jsonl: 40 records" in proc.stdout
     assert "load -> sqlite out.sqlite table t: failed, nothing committed" in proc.stdout
     assert "failed in" in proc.stdout and ", 40 records" in proc.stdout  # the run's count
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 40
-    shown = subprocess.run([sys.executable, "-m", "pipectl.cli", "runs", "show", "latest",
-                            "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "runs", "show", "latest", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     record = json.loads(shown.stdout)
     assert record["records_processed"] == 40
     (step,) = record["steps"]
     assert {n: (o["status"], o["written"]) for n, o in step["outputs"].items()} == {
-        "jsonl#0": ("committed", 40), "sqlite#1": ("failed", 0)}
+        "jsonl#0": ("committed", 40),
+        "sqlite#1": ("failed", 0),
+    }
 
 
 def test_a_timeout_during_a_commit_lets_it_finish_and_the_retry_writes_nothing_twice(
-        plugin_manager, tmp_path):
+    plugin_manager, tmp_path
+):
     import threading
     import time
 
@@ -269,8 +314,14 @@ def test_a_timeout_during_a_commit_lets_it_finish_and_the_retry_writes_nothing_t
 
     db = tmp_path / "out.sqlite"
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(100), outputs=[SlowCommit(str(db), "t")],
-                   timeout=1.5, retries=1, retry_delay=0)
+    pipe.data_step(
+        "load",
+        extractor=Numbers(100),
+        outputs=[SlowCommit(str(db), "t")],
+        timeout=1.5,
+        retries=1,
+        retry_delay=0,
+    )
     run = pipe.run_sync(tracker="none")
     assert run.status is RunStatus.SUCCESS, run.errors
     assert run.steps["load"].attempts == 2

@@ -40,8 +40,9 @@ class Store:
 
     guarantee = "transactional"
 
-    def __init__(self, name: str, fail_after: int | None = None, delay: float = 0.0,
-                 fail_attempts: int = 1):
+    def __init__(
+        self, name: str, fail_after: int | None = None, delay: float = 0.0, fail_attempts: int = 1
+    ):
         self.name, self.fail_after, self.delay = name, fail_after, delay
         self.fail_attempts = fail_attempts
         self.rows: list[dict] = []
@@ -61,8 +62,11 @@ class Store:
     def write(self, batch):
         if self.delay:
             time.sleep(self.delay)
-        if (self.fail_after is not None and self.attempts <= self.fail_attempts
-                and len(self.pending) >= self.fail_after):
+        if (
+            self.fail_after is not None
+            and self.attempts <= self.fail_attempts
+            and len(self.pending) >= self.fail_after
+        ):
             raise OSError(f"{self.name}: disk full")
         self.pending.extend(batch)
         if self.on_write:
@@ -83,11 +87,18 @@ class Store:
 
 def test_seed_pipeline_core_example_returns_a_full_pipeline_run(plugin_manager):
     sqlite_like, jsonl_like = Store("sqlite"), Store("jsonl")
-    pipeline = Pipeline(pipeline_id="weather_api", extractor=Numbers(1000),
-                        outputs=[sqlite_like, jsonl_like], plugin_manager=plugin_manager)
+    pipeline = Pipeline(
+        pipeline_id="weather_api",
+        extractor=Numbers(1000),
+        outputs=[sqlite_like, jsonl_like],
+        plugin_manager=plugin_manager,
+    )
 
-    run = asyncio.run(pipeline.execute(PipelineRunConfig(
-        pipeline_id="weather_api", parameters={"location_ids": ["NYC", "SF"]})))
+    run = asyncio.run(
+        pipeline.execute(
+            PipelineRunConfig(pipeline_id="weather_api", parameters={"location_ids": ["NYC", "SF"]})
+        )
+    )
 
     assert run.status is RunStatus.SUCCESS
     assert run.pipeline_id == "weather_api" and len(run.run_id) >= 16
@@ -138,8 +149,14 @@ def test_an_output_whose_open_fails_is_still_closed(plugin_manager):
 def test_a_retry_writes_only_to_the_outputs_that_did_not_commit(plugin_manager):
     good, flaky = Store("good"), Store("flaky", fail_after=500)  # fails on attempt 1 only
     pipe = Pipeline("retry", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(1000), outputs=[good, flaky], retries=1,
-                   retry_delay=0, retry_jitter=0)
+    pipe.data_step(
+        "load",
+        extractor=Numbers(1000),
+        outputs=[good, flaky],
+        retries=1,
+        retry_delay=0,
+        retry_jitter=0,
+    )
 
     run = pipe.run_sync()
 
@@ -204,13 +221,18 @@ def test_transforms_map_drop_and_split_records(plugin_manager):
         return [{**r, "n": i} for i, r in enumerate(batch)]
 
     pipe = Pipeline("transforms", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(10, batch=10), outputs=[out],
-                   transforms=[double_evens, tag, Transform(add_index, per="batch")])
+    pipe.data_step(
+        "load",
+        extractor=Numbers(10, batch=10),
+        outputs=[out],
+        transforms=[double_evens, tag, Transform(add_index, per="batch")],
+    )
     run = pipe.run_sync()
 
     assert run.ok, run.errors
     assert [(r["id"], r.get("copy", False)) for r in out.rows] == [
-        (i, c) for i in range(0, 10, 2) for c in (False, True)]
+        (i, c) for i in range(0, 10, 2) for c in (False, True)
+    ]
     assert all(r["tagged"] for r in out.rows)
     assert [r["n"] for r in out.rows] == list(range(10))
 
@@ -235,8 +257,13 @@ def test_bad_record_fail_mode_names_the_record_and_commits_nothing(plugin_manage
 def test_bad_record_skip_mode_counts_and_goes_on(plugin_manager):
     out = Store("out")
     pipe = Pipeline("bad-skip", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(20), outputs=[out], transforms=[_bad_on_seven],
-                   on_bad_record="skip")
+    pipe.data_step(
+        "load",
+        extractor=Numbers(20),
+        outputs=[out],
+        transforms=[_bad_on_seven],
+        on_bad_record="skip",
+    )
     run = pipe.run_sync()
     assert run.ok
     assert [r["id"] for r in out.rows] == [i for i in range(20) if i != 7]
@@ -249,8 +276,14 @@ def test_bad_record_dead_letter_mode_writes_reason_beside_the_record(plugin_mana
     out = Store("out")
     dead = tmp_path / "dead.jsonl"
     pipe = Pipeline("bad-dead", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(20), outputs=[out], transforms=[_bad_on_seven],
-                   on_bad_record="dead_letter", dead_letter=str(dead))
+    pipe.data_step(
+        "load",
+        extractor=Numbers(20),
+        outputs=[out],
+        transforms=[_bad_on_seven],
+        on_bad_record="dead_letter",
+        dead_letter=str(dead),
+    )
     run = pipe.run_sync()
     assert run.ok
     (line,) = dead.read_text().splitlines()
@@ -300,10 +333,15 @@ def test_lifecycle_hooks_fire_per_step_not_per_record(plugin_manager, hook_recor
     pipe.data_step("load", extractor=Numbers(5000), outputs=[Store("a"), Store("b")])
     run = pipe.run_sync()
     assert run.ok
-    assert hook_recorder.names() == ["pipectl_run_start", "pipectl_run_planned",
-                                     "pipectl_step_start", "pipectl_output_finish",
-                                     "pipectl_output_finish", "pipectl_step_finish",
-                                     "pipectl_run_finish"]  # one report per output
+    assert hook_recorder.names() == [
+        "pipectl_run_start",
+        "pipectl_run_planned",
+        "pipectl_step_start",
+        "pipectl_output_finish",
+        "pipectl_output_finish",
+        "pipectl_step_finish",
+        "pipectl_run_finish",
+    ]  # one report per output
     (finish,) = hook_recorder.calls_for("step_finish")
     assert finish.result.records == 5000
     assert finish.result.status is StepStatus.SUCCESS
@@ -320,7 +358,9 @@ def test_close_errors_are_recorded_without_hiding_the_first_error(plugin_manager
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
     error = run.steps["load"].error
-    assert "OSError: x: disk full" in error and "close failed: RuntimeError: close exploded" in error
+    assert (
+        "OSError: x: disk full" in error and "close failed: RuntimeError: close exploded" in error
+    )
     assert error.index("disk full") < error.index("close exploded")
 
 
@@ -363,8 +403,11 @@ def test_a_misspelled_component_is_a_validation_error_with_a_hint(plugin_manager
     from pipectl import PipelineValidationError
 
     pipe = Pipeline("typo", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor={"type": "csvv", "path": "x.csv"},
-                   outputs=[{"type": "jsnl", "path": "o.jsonl"}])
+    pipe.data_step(
+        "load",
+        extractor={"type": "csvv", "path": "x.csv"},
+        outputs=[{"type": "jsnl", "path": "o.jsonl"}],
+    )
     with pytest.raises(PipelineValidationError) as info:
         pipe.validate()
     text = str(info.value)
@@ -374,8 +417,11 @@ def test_a_misspelled_component_is_a_validation_error_with_a_hint(plugin_manager
 
 def test_a_misspelled_component_option_names_the_component(plugin_manager, tmp_path):
     pipe = Pipeline("option-typo", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "x.csv"), "typs": {}},
-                   outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}])
+    pipe.data_step(
+        "load",
+        extractor={"type": "csv", "path": str(tmp_path / "x.csv"), "typs": {}},
+        outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}],
+    )
     from pipectl import PipelineValidationError
 
     with pytest.raises(PipelineValidationError) as caught:  # before anything runs
@@ -394,15 +440,15 @@ def test_bad_record_positions_are_right_with_async_transforms(plugin_manager):
 
     out = Store("out")
     pipe = Pipeline("async-bad", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(20, batch=5), outputs=[out],
-                   transforms=[reject_seven])
+    pipe.data_step("load", extractor=Numbers(20, batch=5), outputs=[out], transforms=[reject_seven])
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
     assert "bad record at numbers record 8:" in run.steps["load"].error  # counted from 1
 
 
 def test_a_transform_taking_ctx_keeps_state_across_batches_and_starts_over_on_a_retry(
-        plugin_manager):
+    plugin_manager,
+):
     seen_sizes = []
 
     def first_of_each_tens(record, ctx):
@@ -417,8 +463,15 @@ def test_a_transform_taking_ctx_keeps_state_across_batches_and_starts_over_on_a_
 
     store = Store("store", fail_after=5)  # the first attempt fails after 5 records
     pipe = Pipeline("state", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=Numbers(100, batch=7), outputs=[store],
-                   transforms=[first_of_each_tens], retries=1, retry_delay=0, retry_jitter=0)
+    pipe.data_step(
+        "load",
+        extractor=Numbers(100, batch=7),
+        outputs=[store],
+        transforms=[first_of_each_tens],
+        retries=1,
+        retry_delay=0,
+        retry_jitter=0,
+    )
 
     run = pipe.run_sync()
 

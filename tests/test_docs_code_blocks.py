@@ -96,14 +96,20 @@ def parse(path: Path) -> list[Block]:
         fence, info = opening["fence"], opening["info"].strip()
         end = i + 1
         while end < len(lines) and not re.match(
-                rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[end]):
+            rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[end]
+        ):
             end += 1
         marker = MARKER.match(lines[i - 1]) if i else None
-        blocks.append(Block(
-            page=page, line=i + 1, lang=(info.split() or [""])[0].lower(),
-            code="\n".join(lines[i + 1:end]) + "\n",
-            marker=marker["kind"] if marker else None,
-            value=marker["value"] if marker else ""))
+        blocks.append(
+            Block(
+                page=page,
+                line=i + 1,
+                lang=(info.split() or [""])[0].lower(),
+                code="\n".join(lines[i + 1 : end]) + "\n",
+                marker=marker["kind"] if marker else None,
+                value=marker["value"] if marker else "",
+            )
+        )
         i = end + 1
     return blocks
 
@@ -120,14 +126,16 @@ def test_the_pages_have_code_blocks_and_the_markers_are_well_formed():
     for block in CHECKED:
         where = block.id
         if block.lang not in KNOWN and block.marker != "file":
-            problems.append(f"{where}: language {block.lang!r}: teach this test how to run it, "
-                            f"or use text")
+            problems.append(
+                f"{where}: language {block.lang!r}: teach this test how to run it, or use text"
+            )
         if block.marker == "fragment" and not block.value:
             problems.append(f"{where}: a fragment says why: <!-- fragment: REASON -->")
         if block.marker == "fragment" and block.lang in NOT_CODE:
             problems.append(f"{where}: a text block is never run: it needs no fragment marker")
-        if block.marker == "file" and (not block.value or Path(block.value).is_absolute()
-                                       or ".." in Path(block.value).parts):
+        if block.marker == "file" and (
+            not block.value or Path(block.value).is_absolute() or ".." in Path(block.value).parts
+        ):
             problems.append(f"{where}: <!-- file: PATH --> needs a relative PATH")
         if block.marker == "exit" and (block.lang not in SHELL or not block.value.isdigit()):
             problems.append(f"{where}: <!-- exit: N --> is for shell blocks, N a number")
@@ -136,23 +144,31 @@ def test_the_pages_have_code_blocks_and_the_markers_are_well_formed():
         lines = path.read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(lines):
             if MARKER.match(line) and (n + 1 >= len(lines) or not FENCE.match(lines[n + 1])):
-                problems.append(f"{path.relative_to(REPO_ROOT)}:{n + 1}: marker not on the "
-                                f"line right before a code fence")
+                problems.append(
+                    f"{path.relative_to(REPO_ROOT)}:{n + 1}: marker not on the "
+                    f"line right before a code fence"
+                )
     assert not problems, "\n".join(problems)
 
 
 def workdir(tmp_path: Path, block: Block) -> tuple[Path, dict[str, str]]:
     """A copy of examples/, the file blocks above ``block`` on its page, and the environment."""
     work = tmp_path / "work"
-    shutil.copytree(REPO_ROOT / "examples", work / "examples",
-                    ignore=shutil.ignore_patterns("output", "__pycache__", ".pipectl"))
+    shutil.copytree(
+        REPO_ROOT / "examples",
+        work / "examples",
+        ignore=shutil.ignore_patterns("output", "__pycache__", ".pipectl"),
+    )
     for file in FILES:
         if file.page == block.page and file.line <= block.line:
             target = work / file.value
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(file.code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PIPECTL_") and k not in ("PYTHONPATH", "NO_COLOR", "COLUMNS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIPECTL_") and k not in ("PYTHONPATH", "NO_COLOR", "COLUMNS")
+    }
     env.update(
         PIPECTL_HOME=str(tmp_path / "home"),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -164,9 +180,11 @@ def workdir(tmp_path: Path, block: Block) -> tuple[Path, dict[str, str]]:
 
 
 def report(block: Block, proc: subprocess.CompletedProcess) -> str:
-    return (f"{block.id} (exit {proc.returncode}):\n--- code\n{block.code}--- stdout\n"
-            f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}\n"
-            f"Fix the block, or mark it <!-- fragment: REASON --> if it cannot run alone.")
+    return (
+        f"{block.id} (exit {proc.returncode}):\n--- code\n{block.code}--- stdout\n"
+        f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}\n"
+        f"Fix the block, or mark it <!-- fragment: REASON --> if it cannot run alone."
+    )
 
 
 @pytest.mark.parametrize("block", TO_RUN, ids=lambda b: b.id)
@@ -180,25 +198,44 @@ def test_the_code_block_runs(block: Block, tmp_path: Path):
     elif block.lang in PYTHON:
         script = tmp_path / f"block_{block.line}.py"
         script.write_text(block.code, encoding="utf-8")
-        proc = subprocess.run([sys.executable, str(script)], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=TIMEOUT)
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert proc.returncode == 0, report(block, proc)
     elif block.lang in SHELL:
-        proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=work,
-                              env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        proc = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", block.code],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         expected = int(block.value) if block.marker == "exit" else 0
         assert proc.returncode == expected, report(block, proc)
     elif block.lang in PIPELINE_FILE:
         document = yaml.safe_load(block.code)
         assert isinstance(document, dict) and ("steps" in document or "pipelines" in document), (
             f"{block.id}: not a whole pipeline file (no steps or pipelines): mark it "
-            f"<!-- fragment: REASON -->, e.g. 'part of a pipeline file'")
-        target = work / (block.value if block.marker == "file"
-                         else f"block_{block.line}.{block.lang}")
+            f"<!-- fragment: REASON -->, e.g. 'part of a pipeline file'"
+        )
+        target = work / (
+            block.value if block.marker == "file" else f"block_{block.line}.{block.lang}"
+        )
         target.write_text(block.code, encoding="utf-8")
-        proc = subprocess.run([sys.executable, "-m", "pipectl", "validate", str(target)],
-                              cwd=work, env=env, capture_output=True, text=True,
-                              timeout=TIMEOUT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipectl", "validate", str(target)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert proc.returncode == 0, report(block, proc)
     elif block.lang in CONFIG:
         tomllib.loads(block.code)
@@ -207,7 +244,7 @@ def test_the_code_block_runs(block: Block, tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "block", [b for b in ALL_BLOCKS if b.page in GENERATED and b.lang in PYTHON],
-    ids=lambda b: b.id)
+    "block", [b for b in ALL_BLOCKS if b.page in GENERATED and b.lang in PYTHON], ids=lambda b: b.id
+)
 def test_the_generated_pages_examples_compile(block: Block):
     compile(block.code, block.id, "exec")

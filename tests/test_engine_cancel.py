@@ -59,7 +59,10 @@ def test_sigint_ends_the_run_as_cancelled_without_traceback(tmp_path, mode):
     script.write_text(SCRIPT)
     proc = subprocess.Popen(
         [sys.executable, str(script), mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     try:
         # wait until the long step is running (readline blocks; bounded by the kill below)

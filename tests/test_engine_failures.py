@@ -78,13 +78,16 @@ def test_parallel_fetches_feed_the_merge(plugin_manager, executor, tmp_path):
     assert run.steps["report"].output == ["ann", "bob"]
     # both fetches started before either ended: they ran in parallel
     assert max(events.index("fetch_users:start"), events.index("fetch_orders:start")) < min(
-        events.index("fetch_users:end"), events.index("fetch_orders:end"))
-    assert events.index("merge") > max(events.index("fetch_users:end"),
-                                       events.index("fetch_orders:end"))
+        events.index("fetch_users:end"), events.index("fetch_orders:end")
+    )
+    assert events.index("merge") > max(
+        events.index("fetch_users:end"), events.index("fetch_orders:end")
+    )
 
 
 def test_a_failed_fetch_skips_the_merge_and_the_independent_branch_succeeds(
-        plugin_manager, executor, tmp_path):
+    plugin_manager, executor, tmp_path
+):
     events = EventLog(tmp_path / "events")
     run = seed_pipeline(plugin_manager, events, fail_orders=True).run_sync()
     assert run.status is RunStatus.FAILED
@@ -116,6 +119,7 @@ def test_skips_cascade_through_several_levels(plugin_manager, executor, tmp_path
     def make(name):
         def step(**upstream):
             ran.append(name)
+
         return step
 
     pipe.add_step("root", boom)
@@ -125,8 +129,14 @@ def test_skips_cascade_through_several_levels(plugin_manager, executor, tmp_path
     pipe.add_step("l3", make("l3"), depends_on=["l2", "side"])
     pipe.add_step("l4", make("l4"), depends_on=["l3"])
     run = pipe.run_sync()
-    assert statuses(run) == {"root": "failed", "l1": "skipped", "l2": "skipped",
-                             "side": "success", "l3": "skipped", "l4": "skipped"}
+    assert statuses(run) == {
+        "root": "failed",
+        "l1": "skipped",
+        "l2": "skipped",
+        "side": "success",
+        "l3": "skipped",
+        "l4": "skipped",
+    }
     assert ran == ["side"]
     # every skip names the step whose failure caused it, however far downstream
     for name in ("l1", "l2", "l3", "l4"):
@@ -158,8 +168,9 @@ def test_failed_step_records_error_traceback_and_times(plugin_manager, executor)
 # -- fail_fast ---------------------------------------------------------------------------------
 
 
-def test_fail_fast_cancels_running_steps_and_starts_nothing_new(plugin_manager, hook_recorder,
-                                                                executor, tmp_path):
+def test_fail_fast_cancels_running_steps_and_starts_nothing_new(
+    plugin_manager, hook_recorder, executor, tmp_path
+):
     side_effects = EventLog(tmp_path / "effects")
     pipe = Pipeline("ff", plugin_manager=plugin_manager, fail_fast=True, max_concurrent=3)
     started, stop = str(tmp_path / "slow-started"), str(tmp_path / "stop")
@@ -264,8 +275,9 @@ def test_fail_fast_does_not_stop_for_an_allowed_failure(plugin_manager, executor
     assert statuses(run) == {"optional": "failed", "later": "success"}
 
 
-def test_fail_fast_cancels_a_step_waiting_to_retry(plugin_manager, hook_recorder, executor,
-                                                   tmp_path):
+def test_fail_fast_cancels_a_step_waiting_to_retry(
+    plugin_manager, hook_recorder, executor, tmp_path
+):
     pipe = Pipeline("ff", plugin_manager=plugin_manager, fail_fast=True)
     attempts = EventLog(tmp_path / "attempts")
 
@@ -349,7 +361,8 @@ def test_allow_failure_keeps_the_run_green_and_dependents_get_none(plugin_manage
     assert run.steps["combine"].output == {"base": [1, 2], "enrich": None}
     assert run.steps["publish"].output is True
     assert run.errors == [
-        "step 'enrich' failed (allowed to fail): ConnectionError: enrichment service down"]
+        "step 'enrich' failed (allowed to fail): ConnectionError: enrichment service down"
+    ]
 
 
 def test_allow_failure_after_retries(plugin_manager, executor):
@@ -376,8 +389,9 @@ def test_a_skipped_allow_failure_step_still_skips_its_dependents(plugin_manager,
 
 
 @pytest.mark.parametrize("fail_fast", [False, True])
-def test_all_done_cleanup_runs_after_its_upstream_failed(plugin_manager, fail_fast, executor,
-                                                         tmp_path):
+def test_all_done_cleanup_runs_after_its_upstream_failed(
+    plugin_manager, fail_fast, executor, tmp_path
+):
     ran = EventLog(tmp_path / "ran")
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager, fail_fast=fail_fast)
 
@@ -441,8 +455,9 @@ def test_all_done_step_waits_for_every_dependency(plugin_manager, executor, tmp_
     assert events == ["fails_fast", "slow", "cleanup"]
 
 
-def test_all_done_cleanup_with_fail_fast_after_cancelled_dependencies(plugin_manager, executor,
-                                                                     tmp_path):
+def test_all_done_cleanup_with_fail_fast_after_cancelled_dependencies(
+    plugin_manager, executor, tmp_path
+):
     pipe = Pipeline("cleanup", plugin_manager=plugin_manager, fail_fast=True)
     ran = EventLog(tmp_path / "ran")
 
@@ -464,8 +479,12 @@ def test_all_done_cleanup_with_fail_fast_after_cancelled_dependencies(plugin_man
         ran.append("after_cleanup")
 
     run = pipe.run_sync()
-    assert statuses(run) == {"long": "cancelled", "bad": "failed", "cleanup": "success",
-                             "after_cleanup": "cancelled"}
+    assert statuses(run) == {
+        "long": "cancelled",
+        "bad": "failed",
+        "cleanup": "success",
+        "after_cleanup": "cancelled",
+    }
     assert ran == ["cleanup"]
 
 

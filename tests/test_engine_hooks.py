@@ -32,8 +32,9 @@ def mixed_pipeline(plugin_manager, **options) -> Pipeline:
     pipe.add_step("skipped", lambda: None, depends_on=["always_fails"])
     pipe.add_step("skipped_too", lambda: None, depends_on=["skipped", "transform"])
     pipe.add_step("uses_optional", lambda optional: optional, depends_on=["optional"])
-    pipe.add_step("cleanup", lambda: "clean", depends_on=["skipped_too", "transform"],
-                  trigger="all_done")
+    pipe.add_step(
+        "cleanup", lambda: "clean", depends_on=["skipped_too", "transform"], trigger="all_done"
+    )
     return pipe
 
 
@@ -60,8 +61,11 @@ def check_hook_sequence(recorder, run, pipe) -> None:
         retries = recorder.calls_for("step_retry", name)
         assert [c.attempt for c in starts] == list(range(1, result.attempts + 1))
         # the step's own calls: start(1) [retry(1) start(2) ...] finish
-        own = [(c.name.removeprefix("pipectl_step_"), getattr(c, "attempt", None))
-               for c in recorder.calls if c.step_name == name]
+        own = [
+            (c.name.removeprefix("pipectl_step_"), getattr(c, "attempt", None))
+            for c in recorder.calls
+            if c.step_name == name
+        ]
         expected = []
         for attempt in range(1, result.attempts + 1):
             if attempt > 1:
@@ -78,7 +82,9 @@ def check_hook_sequence(recorder, run, pipe) -> None:
             assert position_of_finish[dep] < first_event, (dep, name)
 
 
-def test_every_step_has_exactly_one_finish_and_a_start_per_attempt(plugin_manager, hook_recorder, executor):
+def test_every_step_has_exactly_one_finish_and_a_start_per_attempt(
+    plugin_manager, hook_recorder, executor
+):
     pipe = mixed_pipeline(plugin_manager)
     run = pipe.run_sync()
     assert run.status is RunStatus.FAILED
@@ -141,7 +147,8 @@ def test_run_hooks_see_the_run_status_of_their_moment(plugin_manager, register_p
 
 
 def test_a_failing_listener_does_not_break_the_run_or_other_listeners(
-        plugin_manager, register_plugin, hook_recorder, executor):
+    plugin_manager, register_plugin, hook_recorder, executor
+):
     class Broken:
         @pipectl.hookimpl
         def pipectl_step_finish(self, run, step, result):
@@ -162,8 +169,9 @@ def test_a_failing_listener_does_not_break_the_run_or_other_listeners(
     assert len(hook_recorder.calls_for("run_start")) == 1
 
 
-def test_cancelled_run_still_finishes_every_step_once(plugin_manager, hook_recorder, executor,
-                                                     tmp_path):
+def test_cancelled_run_still_finishes_every_step_once(
+    plugin_manager, hook_recorder, executor, tmp_path
+):
     pipe = Pipeline("hooks", plugin_manager=plugin_manager, max_concurrent=2)
     flag = str(tmp_path / "long-started")  # a file: the step may run in another process
 

@@ -40,8 +40,11 @@ def test_upstream_outputs_arrive_by_parameter_name(plugin_manager, executor):
     run = pipe.run_sync()
     assert run.ok
     assert run.steps["merge"].output == {"ann": 2, "bob": 0}
-    assert run.outputs() == {"users": ["ann", "bob"], "orders": {"ann": 2},
-                             "merge": {"ann": 2, "bob": 0}}
+    assert run.outputs() == {
+        "users": ["ann", "bob"],
+        "orders": {"ann": 2},
+        "merge": {"ann": 2, "bob": 0},
+    }
 
 
 def test_inputs_maps_a_non_identifier_step_name(plugin_manager, executor):
@@ -73,8 +76,14 @@ def test_params_and_ctx(plugin_manager):
 
     @pipe.step
     async def first(params, ctx):
-        seen["first"] = (dict(params), ctx.run_id, ctx.pipeline_id, ctx.step, ctx.attempt,
-                         ctx.params is params or dict(ctx.params) == dict(params))
+        seen["first"] = (
+            dict(params),
+            ctx.run_id,
+            ctx.pipeline_id,
+            ctx.step,
+            ctx.attempt,
+            ctx.params is params or dict(ctx.params) == dict(params),
+        )
         ctx.logger.info("hello from a step", rows=3)  # usable: a bound structlog logger
         ctx.logger.debug("quiet")
         seen["db"] = ctx.services["db"]
@@ -88,8 +97,7 @@ def test_params_and_ctx(plugin_manager):
         seen["second"] = (context.step, context.attempt, context.run_id)
         return first
 
-    run = pipe.run_sync(params={"day": "2026-11-23"}, run_id="run-1",
-                        services={"extra": 7})
+    run = pipe.run_sync(params={"day": "2026-11-23"}, run_id="run-1", services={"extra": 7})
     assert run.ok, run.errors
     assert run.run_id == "run-1"
     assert run.parameters == {"day": "2026-11-23"}
@@ -120,8 +128,14 @@ def test_ctx_on_every_executor(plugin_manager, executor):
     @pipe.step
     async def first(params, ctx):
         ctx.logger.info("hello from a step", rows=3)  # usable: a bound structlog logger
-        return (dict(params), ctx.run_id, ctx.pipeline_id, ctx.step, ctx.attempt,
-                dict(ctx.params) == dict(params))
+        return (
+            dict(params),
+            ctx.run_id,
+            ctx.pipeline_id,
+            ctx.step,
+            ctx.attempt,
+            dict(ctx.params) == dict(params),
+        )
 
     @pipe.step(depends_on=["first"])
     def second(first, context):  # ``context`` is the other name for ctx
@@ -130,7 +144,11 @@ def test_ctx_on_every_executor(plugin_manager, executor):
     run = pipe.run_sync(params={"day": "2026-11-23"}, run_id="run-1")
     assert run.ok, run.errors
     assert run.steps["second"].output == (
-        ({"day": "2026-11-23"}, "run-1", "ctx", "first", 1, True), "second", 1, "run-1")
+        ({"day": "2026-11-23"}, "run-1", "ctx", "first", 1, True),
+        "second",
+        1,
+        "run-1",
+    )
 
 
 def test_ctx_attempt_counts_attempts(plugin_manager, executor, tmp_path):
@@ -219,8 +237,7 @@ def test_defaults_are_kept_for_unbound_parameters(plugin_manager, executor):
     assert pipe.run_sync().steps["b"].output == 10
 
 
-def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager, executor,
-                                                                tmp_path):
+def test_dependency_without_parameter_orders_but_passes_nothing(plugin_manager, executor, tmp_path):
     events = EventLog(tmp_path / "events")
     pipe = Pipeline("order", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: events.append("a"))
@@ -236,6 +253,7 @@ def _only_pipeline(plugin_manager, ran: EventLog) -> Pipeline:
         def step(**upstream):
             ran.append(name)
             return name
+
         return step
 
     pipe.add_step("extract", make("extract"))
@@ -262,7 +280,13 @@ def test_only_accepts_a_single_name_and_several_names(plugin_manager, executor, 
     pipe = _only_pipeline(plugin_manager, ran)
     assert set(pipe.run_sync(only="extract").steps) == {"extract"}
     assert set(pipe.run_sync(only=["load", "report"]).steps) == {
-        "extract", "fetch_config", "transform", "load", "unrelated", "report"}
+        "extract",
+        "fetch_config",
+        "transform",
+        "load",
+        "unrelated",
+        "report",
+    }
 
 
 def test_only_with_an_unknown_step_suggests_names(plugin_manager, executor, tmp_path):
@@ -325,8 +349,12 @@ def test_a_sync_callable_returning_an_awaitable_is_awaited(plugin_manager, timeo
     pipe = Pipeline("awaitable", plugin_manager=plugin_manager)
     pipe.add_step("lambda_step", lambda: fetch(1), timeout=timeout)
     pipe.add_step("partial_step", functools.partial(fetch, 2), timeout=timeout)
-    pipe.add_step("after", lambda lambda_step, partial_step: lambda_step + partial_step,
-                  depends_on=["lambda_step", "partial_step"], timeout=timeout)
+    pipe.add_step(
+        "after",
+        lambda lambda_step, partial_step: lambda_step + partial_step,
+        depends_on=["lambda_step", "partial_step"],
+        timeout=timeout,
+    )
     run = pipe.run_sync()
     assert run.ok, run.errors
     assert run.outputs() == {"lambda_step": 2, "partial_step": 4, "after": 6}

@@ -46,8 +46,9 @@ def test_fails_twice_then_succeeds_with_three_retries(plugin_manager, hook_recor
 
 
 @pytest.mark.parametrize("retries", [0, 1, 3])
-def test_exhausted_retries_fail_with_retries_plus_one_attempts(plugin_manager, hook_recorder,
-                                                               retries, executor):
+def test_exhausted_retries_fail_with_retries_plus_one_attempts(
+    plugin_manager, hook_recorder, retries, executor
+):
     pipe = Pipeline("retry", plugin_manager=plugin_manager)
     func = flaky(100)
 
@@ -72,8 +73,15 @@ def test_exhausted_retries_fail_with_retries_plus_one_attempts(plugin_manager, h
 
 def test_backoff_delays_grow_exponentially_without_jitter(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("backoff", plugin_manager=plugin_manager)
-    pipe.add_step("s", flaky(100), retries=4, retry_delay=0.002, retry_backoff=3.0,
-                  retry_jitter=0, retry_max_delay=None)
+    pipe.add_step(
+        "s",
+        flaky(100),
+        retries=4,
+        retry_delay=0.002,
+        retry_backoff=3.0,
+        retry_jitter=0,
+        retry_max_delay=None,
+    )
     run = pipe.run_sync()
     assert run.steps["s"].attempts == 5
     delays = [c.delay for c in hook_recorder.calls_for("step_retry", "s")]
@@ -82,8 +90,15 @@ def test_backoff_delays_grow_exponentially_without_jitter(plugin_manager, hook_r
 
 def test_backoff_is_capped_by_retry_max_delay(plugin_manager, hook_recorder, executor):
     pipe = Pipeline("backoff", plugin_manager=plugin_manager)
-    pipe.add_step("s", flaky(100), retries=5, retry_delay=0.001, retry_backoff=2.0,
-                  retry_max_delay=0.004, retry_jitter=0)
+    pipe.add_step(
+        "s",
+        flaky(100),
+        retries=5,
+        retry_delay=0.001,
+        retry_backoff=2.0,
+        retry_max_delay=0.004,
+        retry_jitter=0,
+    )
     pipe.run_sync()
     delays = [c.delay for c in hook_recorder.calls_for("step_retry", "s")]
     assert delays == pytest.approx([0.001, 0.002, 0.004, 0.004, 0.004])
@@ -93,8 +108,15 @@ def test_jitter_lowers_the_delay_by_at_most_its_fraction(plugin_manager, hook_re
     jitter = 0.5
     pipe = Pipeline("jitter", plugin_manager=plugin_manager)
     for i in range(4):
-        pipe.add_step(f"s{i}", flaky(100), retries=5, retry_delay=0.001, retry_backoff=2.0,
-                      retry_max_delay=0.01, retry_jitter=jitter)
+        pipe.add_step(
+            f"s{i}",
+            flaky(100),
+            retries=5,
+            retry_delay=0.001,
+            retry_backoff=2.0,
+            retry_max_delay=0.01,
+            retry_jitter=jitter,
+        )
     pipe.run_sync()
     retries = hook_recorder.calls_for("step_retry")
     assert len(retries) == 4 * 5
@@ -140,10 +162,12 @@ def test_retry_on_retries_only_the_listed_errors(plugin_manager, hook_recorder, 
     pipe = Pipeline("retry_on", plugin_manager=plugin_manager)
     conn = flaky(2, ConnectionError)
     value = flaky(2, ValueError)
-    pipe.add_step("conn", conn, retries=3, retry_delay=0.001, retry_jitter=0,
-                  retry_on=(ConnectionError,))
-    pipe.add_step("value", value, retries=3, retry_delay=0.001, retry_jitter=0,
-                  retry_on=(ConnectionError,))
+    pipe.add_step(
+        "conn", conn, retries=3, retry_delay=0.001, retry_jitter=0, retry_on=(ConnectionError,)
+    )
+    pipe.add_step(
+        "value", value, retries=3, retry_delay=0.001, retry_jitter=0, retry_on=(ConnectionError,)
+    )
     run = pipe.run_sync()
     assert run.steps["conn"].status is StepStatus.SUCCESS
     assert run.steps["conn"].attempts == 3
@@ -184,8 +208,16 @@ def test_async_steps_retry_too(plugin_manager, executor, tmp_path):
     assert len(log) == 3
 
 
-@pytest.mark.parametrize("bad", [dict(retries=-1), dict(retry_delay=-0.1), dict(timeout=0),
-                                 dict(retry_jitter=1.5), dict(retry_max_delay=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(retries=-1),
+        dict(retry_delay=-0.1),
+        dict(timeout=0),
+        dict(retry_jitter=1.5),
+        dict(retry_max_delay=-1),
+    ],
+)
 def test_invalid_retry_and_timeout_options(plugin_manager, bad):
     pipe = Pipeline("bad", plugin_manager=plugin_manager)
     with pytest.raises(ValueError):

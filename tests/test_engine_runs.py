@@ -15,8 +15,7 @@ from pipectl import Pipeline, RunStatus, StepStatus
 # services, results and state live in the driver: dask's worker context does not offer them.
 
 
-def test_two_concurrent_runs_of_the_same_pipeline_do_not_mix(plugin_manager, executor,
-                                                            tmp_path):
+def test_two_concurrent_runs_of_the_same_pipeline_do_not_mix(plugin_manager, executor, tmp_path):
     pipe = Pipeline("twice", plugin_manager=plugin_manager)
     both = Rendezvous(tmp_path / "arrived", ["1", "2"], timeout=5)
 
@@ -71,8 +70,9 @@ def test_concurrent_runs_with_sync_steps_and_failures(plugin_manager, executor, 
         return read * 10
 
     async def main():
-        return await asyncio.gather(pipe.run(params={"n": 1, "fail": True}),
-                                    pipe.run(params={"n": 2, "fail": False}))
+        return await asyncio.gather(
+            pipe.run(params={"n": 1, "fail": True}), pipe.run(params={"n": 2, "fail": False})
+        )
 
     failed, ok = asyncio.run(main())
     assert failed.status is RunStatus.FAILED

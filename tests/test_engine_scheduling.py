@@ -17,8 +17,9 @@ from pipectl import Pipeline, RunStatus, StepStatus
 # steps count and meet through files, since they may run in other processes.
 
 
-def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager, executor,
-                                                                  tmp_path):
+def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(
+    plugin_manager, executor, tmp_path
+):
     events = EventLog(tmp_path / "events")
     pipe = Pipeline("nobarrier", plugin_manager=plugin_manager)
 
@@ -64,8 +65,9 @@ def test_no_level_barrier_a_chain_finishes_while_a_slow_root_runs(plugin_manager
     assert pos["slow:end"] < pos["join:start"]
 
 
-def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(plugin_manager, executor,
-                                                                      tmp_path):
+def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(
+    plugin_manager, executor, tmp_path
+):
     """Two level-1 steps: the one whose dependency is fast runs before the slow level-0 ends."""
     events = EventLog(tmp_path / "events")
     release = str(tmp_path / "release")
@@ -113,6 +115,7 @@ def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit, executor,
             finally:
                 gauge.leave()
             return i
+
         return step
 
     for i in range(8):
@@ -140,6 +143,7 @@ def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit, executor, 
             finally:
                 gauge.leave()
             return i
+
         return step
 
     for i in range(7):
@@ -160,6 +164,7 @@ def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager, exec
             gauge.enter()
             await asyncio.sleep(0.05)
             gauge.leave()
+
         return step
 
     for i in range(6):
@@ -180,6 +185,7 @@ def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager, execu
             gauge.enter()
             time.sleep(0.01)
             gauge.leave()
+
         return step
 
     def make_async():
@@ -187,6 +193,7 @@ def test_mixed_sync_and_async_steps_respect_max_concurrent(plugin_manager, execu
             gauge.enter()
             await asyncio.sleep(0.01)
             gauge.leave()
+
         return step
 
     for i in range(5):
@@ -206,6 +213,7 @@ def test_independent_async_steps_run_in_parallel(plugin_manager, executor, tmp_p
         async def step():
             await both.arrive_async(me)
             return me
+
         return step
 
     pipe.add_step("left", make("left", "right"))
@@ -251,8 +259,9 @@ def test_sync_steps_do_not_block_the_event_loop(plugin_manager):
     assert run.steps["blocking"].output == 5
 
 
-def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_manager, executor,
-                                                                        tmp_path):
+def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(
+    plugin_manager, executor, tmp_path
+):
     events = EventLog(tmp_path / "events")
     pipe = Pipeline("serial", plugin_manager=plugin_manager, max_concurrent=1)
 
@@ -261,6 +270,7 @@ def test_max_concurrent_with_a_limit_of_one_runs_steps_one_after_another(plugin_
             events.append(f"{name}:start")
             await asyncio.sleep(0)
             events.append(f"{name}:end")
+
         return step
 
     for name in ("a", "b", "c", "d"):
@@ -282,8 +292,9 @@ def test_all_steps_of_a_run_end_in_a_terminal_status(plugin_manager, executor):
     assert all(r.status is StepStatus.SUCCESS and r.status.terminal for r in run.steps.values())
 
 
-def test_a_usually_instant_sync_step_that_blocks_does_not_hold_back_others(plugin_manager,
-                                                                          executor, tmp_path):
+def test_a_usually_instant_sync_step_that_blocks_does_not_hold_back_others(
+    plugin_manager, executor, tmp_path
+):
     both_inside = Rendezvous(tmp_path / "inside", ["a", "b"], timeout=5)
     pipe = Pipeline("quick", plugin_manager=plugin_manager)
 

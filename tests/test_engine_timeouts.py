@@ -47,8 +47,9 @@ def wait_for(predicate, limit: float = 5.0) -> bool:
     return predicate()
 
 
-def test_async_step_over_its_timeout_fails_with_step_timeout(plugin_manager, hook_recorder,
-                                                             executor, tmp_path):
+def test_async_step_over_its_timeout_fails_with_step_timeout(
+    plugin_manager, hook_recorder, executor, tmp_path
+):
     reached_end = EventLog(tmp_path / "ends")
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
@@ -143,8 +144,9 @@ async def _quick_async():
     return "async"
 
 
-def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(plugin_manager, executor,
-                                                                      tmp_path):
+def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(
+    plugin_manager, executor, tmp_path
+):
     events = EventLog(tmp_path / "events")
     release = Flag(tmp_path / "release")
     pipe = Pipeline("sync-timeout", plugin_manager=plugin_manager)
@@ -233,9 +235,11 @@ def test_a_steps_own_timeout_error_is_not_a_pipectl_timeout(plugin_manager, with
         await asyncio.wait_for(asyncio.Event().wait(), 0.01)  # raises TimeoutError
 
     run = pipe.run_sync()
-    for name, message in (("own_async", "TimeoutError: the database took too long"),
-                          ("own_sync", "TimeoutError: the API took too long"),
-                          ("wait_for_something", "TimeoutError")):
+    for name, message in (
+        ("own_async", "TimeoutError: the database took too long"),
+        ("own_sync", "TimeoutError: the API took too long"),
+        ("wait_for_something", "TimeoutError"),
+    ):
         result = run.steps[name]
         assert result.status is StepStatus.FAILED
         assert result.error == message
@@ -244,8 +248,9 @@ def test_a_steps_own_timeout_error_is_not_a_pipectl_timeout(plugin_manager, with
         assert not isinstance(result.exception, StepTimeout)
 
 
-def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_manager, executor,
-                                                                     tmp_path):
+def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(
+    plugin_manager, executor, tmp_path
+):
     events = EventLog(tmp_path / "events")
     release = Flag(tmp_path / "release")
     pipe = Pipeline("starved", plugin_manager=plugin_manager, max_concurrent=1)
@@ -269,8 +274,9 @@ def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(plugin_mana
     assert events.index("next_one") < events.index("stuck:end")
 
 
-def test_an_attempt_that_timed_out_before_starting_never_runs_later(plugin_manager, executor,
-                                                                    tmp_path):
+def test_an_attempt_that_timed_out_before_starting_never_runs_later(
+    plugin_manager, executor, tmp_path
+):
     events = EventLog(tmp_path / "events")
     pipe = Pipeline("zombie", plugin_manager=plugin_manager, max_concurrent=1)
 

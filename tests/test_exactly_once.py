@@ -32,12 +32,12 @@ PIPELINE = textwrap.dedent("""
 
 #: every point, and the count that makes it the interesting one
 POINTS = [
-    "data.mid-write:20",          # after 20 batch writes, about half way
-    "output.mid-commit:2",        # inside the second output's commit
-    "data.between-commits:1",     # the first output committed, the second not yet
-    "data.between-commits:2",     # two committed, the third not yet
-    "data.after-commits",         # all committed, the step's result not yet recorded
-    "tracker.after-row",          # the step's success row committed
+    "data.mid-write:20",  # after 20 batch writes, about half way
+    "output.mid-commit:2",  # inside the second output's commit
+    "data.between-commits:1",  # the first output committed, the second not yet
+    "data.between-commits:2",  # two committed, the third not yet
+    "data.after-commits",  # all committed, the step's result not yet recorded
+    "tracker.after-row",  # the step's success row committed
 ]
 
 
@@ -51,16 +51,22 @@ def write_source(folder, ids) -> None:
 
 
 def pipectl(folder, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=folder,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def ids_in(folder) -> dict[str, list[int]]:
     """The ids each output holds."""
     out = {}
     path = folder / "out" / "records.jsonl"
-    out["file"] = ([json.loads(line)["id"] for line in path.read_text().splitlines()]
-                   if path.exists() else [])
+    out["file"] = (
+        [json.loads(line)["id"] for line in path.read_text().splitlines()] if path.exists() else []
+    )
     db = folder / "out" / "db.sqlite"
     for table in ("appended", "keyed"):
         try:
@@ -77,7 +83,8 @@ def assert_exactly_once(held: dict[str, list[int]], expected: list[int]) -> None
         twice = len(ids) - len(set(ids))
         assert not missing and not twice and sorted(ids) == expected, (
             f"output {output}: {len(missing)} missing (first {missing[:5]}), {twice} written "
-            f"twice, {len(ids)} held of {len(expected)}")
+            f"twice, {len(ids)} held of {len(expected)}"
+        )
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -90,15 +97,18 @@ def test_a_run_killed_at_each_point_then_resumed_holds_every_record_once(tmp_pat
     assert_exactly_once(ids_in(tmp_path), list(range(N)))
     if point.startswith(("data.between-commits", "data.after-commits", "output.mid-commit")):
         # the outputs that had committed were recognised, not loaded again
-        assert "already committed by run" in resumed.stdout + resumed.stderr or \
-            point == "output.mid-commit:2"
+        assert (
+            "already committed by run" in resumed.stdout + resumed.stderr
+            or point == "output.mid-commit:2"
+        )
     leftovers = [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_an_incremental_extractor_run_again_after_a_crash_neither_skips_nor_repeats(tmp_path,
-                                                                                    point):
+def test_an_incremental_extractor_run_again_after_a_crash_neither_skips_nor_repeats(
+    tmp_path, point
+):
     """Not a resume: the next run starts from the cursor committed with the records."""
     (tmp_path / "pipeline.yaml").write_text(PIPELINE % ", incremental: {column: id}")
     write_source(tmp_path, range(N))

@@ -13,15 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bronze_silver_gold_layers(tmp_path):
-    shutil.copytree(ROOT / "examples", tmp_path / "examples",
-                    ignore=shutil.ignore_patterns("output", "__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", "run",
-                           "examples/layers/pipeline.yaml", "-q"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    shutil.copytree(
+        ROOT / "examples",
+        tmp_path / "examples",
+        ignore=shutil.ignore_patterns("output", "__pycache__"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "run", "examples/layers/pipeline.yaml", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = tmp_path / "examples" / "layers" / "output"
     assert proc.stdout.index("'bronze_to_silver': success") < proc.stdout.index(
-        "'silver_to_gold': success")
+        "'silver_to_gold': success"
+    )
     silver = [json.loads(x) for x in (out / "silver_orders.jsonl").read_text().splitlines()]
     rejected = [json.loads(x) for x in (out / "rejected_orders.jsonl").read_text().splitlines()]
     assert len(silver) == 115 and len(rejected) == 6  # 121 raw lines, 1 of them repeated
@@ -35,10 +43,19 @@ def test_bronze_silver_gold_layers(tmp_path):
 
 
 def test_resilience_example_retries_times_out_cleans_up_and_rolls_back(tmp_path):
-    shutil.copytree(ROOT / "examples" / "resilience", tmp_path / "examples" / "resilience",
-                    ignore=shutil.ignore_patterns("output", "__pycache__"))
-    cli = [sys.executable, "-m", "pipectl.cli", "run", "examples/resilience/pipeline.yaml",
-           "--no-progress"]
+    shutil.copytree(
+        ROOT / "examples" / "resilience",
+        tmp_path / "examples" / "resilience",
+        ignore=shutil.ignore_patterns("output", "__pycache__"),
+    )
+    cli = [
+        sys.executable,
+        "-m",
+        "pipectl.cli",
+        "run",
+        "examples/resilience/pipeline.yaml",
+        "--no-progress",
+    ]
     proc = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:6]}
@@ -50,8 +67,13 @@ def test_resilience_example_retries_times_out_cleans_up_and_rolls_back(tmp_path)
     marker = tmp_path / "examples" / "resilience" / "output" / "batch.reserved"
     assert marker.exists()
 
-    proc = subprocess.run([*cli, "-p", "flaky_attempts=5", "--rollback"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*cli, "-p", "flaky_attempts=5", "--rollback"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "fetch_rates failed on attempt 4 of 4: ConnectionError" in proc.stdout
     assert "at examples/resilience/steps.py:28, in fetch_rates" in proc.stdout

@@ -35,8 +35,14 @@ def make_recording(**options):
 class ExecutorPlugin:
     @hookimpl
     def pipectl_addoption(self, parser):
-        parser.add_option("--rec-level", executor="recording", key="level", type=int,
-                          metavar="N", help="How hard to record.")
+        parser.add_option(
+            "--rec-level",
+            executor="recording",
+            key="level",
+            type=int,
+            metavar="N",
+            help="How hard to record.",
+        )
 
     @hookimpl
     def pipectl_register_executors(self, register):
@@ -50,23 +56,40 @@ def test_driver_reads_marks_outputs_the_engine_reads(plugin_manager, register_pl
     pipe = Pipeline("reads", plugin_manager=plugin_manager)
     pipe.add_step("check", lambda: {"score": 3})
     pipe.add_step("plain", lambda: 1)
-    pipe.add_step("high", lambda plain: plain, depends_on=["check", "plain"],
-                  when="steps.check.output.score > 2")
+    pipe.add_step(
+        "high",
+        lambda plain: plain,
+        depends_on=["check", "plain"],
+        when="steps.check.output.score > 2",
+    )
     pipe.add_step("undoable", lambda: 2, rollback=lambda output: None)
-    pipe.add_step("by_ref", lambda value: value, inputs={"value": "steps.source.output"},
-                  depends_on=["source"])
+    pipe.add_step(
+        "by_ref",
+        lambda value: value,
+        inputs={"value": "steps.source.output"},
+        depends_on=["source"],
+    )
     pipe.add_step("source", lambda: 5)
-    pipe.add_step("status_only", lambda: 0, depends_on=["plain"],
-                  when="steps.plain.status == 'success'")
+    pipe.add_step(
+        "status_only", lambda: 0, depends_on=["plain"], when="steps.plain.status == 'success'"
+    )
     run = pipe.run_sync(executor="recording")
     assert run.status.value == "success", run.errors
     assert run.steps["by_ref"].output == 5
-    assert Recording.seen == {"check": True, "plain": False, "high": False, "undoable": True,
-                              "source": True, "by_ref": False, "status_only": False}
+    assert Recording.seen == {
+        "check": True,
+        "plain": False,
+        "high": False,
+        "undoable": True,
+        "source": True,
+        "by_ref": False,
+        "status_only": False,
+    }
 
 
-def test_executor_that_cannot_start_leaves_no_run_and_no_hooks(plugin_manager, register_plugin,
-                                                                 hook_recorder):
+def test_executor_that_cannot_start_leaves_no_run_and_no_hooks(
+    plugin_manager, register_plugin, hook_recorder
+):
     import pytest
 
     from pipectl.errors import ExecutorError
@@ -82,20 +105,30 @@ def test_executor_that_cannot_start_leaves_no_run_and_no_hooks(plugin_manager, r
 def test_cli_options_declared_by_an_executor(run_cli, register_plugin, tmp_path, monkeypatch):
     register_plugin(ExecutorPlugin(), name="exec-plugin")
     (tmp_path / "steps_mod.py").write_text("def one():\n    return 1\n", encoding="utf-8")
-    (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: steps_mod:one\n",
-                                     encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nsteps:\n  - name: a\n    run: steps_mod:one\n", encoding="utf-8"
+    )
     monkeypatch.chdir(tmp_path)
     help_text = run_cli("run", "--help").output
     assert "--rec-level N" in help_text
     assert "(implies --executor recording)" in " ".join(help_text.split())
-    result = run_cli("run", "p.yaml", "--rec-level", "3", "--executor-option", 'tag="x"',
-                     "--executor-option", "sizes=[1, 2]", "--tracker", "none")
+    result = run_cli(
+        "run",
+        "p.yaml",
+        "--rec-level",
+        "3",
+        "--executor-option",
+        'tag="x"',
+        "--executor-option",
+        "sizes=[1, 2]",
+        "--tracker",
+        "none",
+    )
     assert result.exit_code == 0, result.output
     assert Recording.options == {"level": 3, "tag": "x", "sizes": [1, 2]}
     bad = run_cli("run", "p.yaml", "--rec-level", "3", "--executor", "local")
     assert bad.exit_code == 2
-    assert "--rec-level is an option of executor 'recording', not of --executor local" in \
-        bad.output
+    assert "--rec-level is an option of executor 'recording', not of --executor local" in bad.output
     bad = run_cli("run", "p.yaml", "--executor", "local", "--executor-option", "threads=2")
     assert bad.exit_code == 2 and "executor 'local': bad options {'threads': 2}" in bad.output
     bad = run_cli("run", "p.yaml", "--executor", "failing", "--tracker", "none")

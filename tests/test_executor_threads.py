@@ -28,8 +28,9 @@ class Concurrency:
             self.now -= 1
 
 
-def _sleepers(pipe: Pipeline, count: int, gauge: Concurrency, seconds: float,
-              **options: object) -> None:
+def _sleepers(
+    pipe: Pipeline, count: int, gauge: Concurrency, seconds: float, **options: object
+) -> None:
     for n in range(count):
         pipe.add_step(f"sleep{n}", lambda: gauge.hold(seconds), **options)
 

@@ -17,7 +17,8 @@ def test_csv_extractor(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("id,name\n" + "".join(f"{r['id']},{r['name']}\n" for r in RECORDS))
     check_extractor_contract(
-        lambda **options: CsvExtractor(str(path), types={"id": "int"}, **options), RECORDS)
+        lambda **options: CsvExtractor(str(path), types={"id": "int"}, **options), RECORDS
+    )
 
 
 def test_incremental_csv_extractor_reads_only_what_was_appended(tmp_path):
@@ -30,9 +31,12 @@ def test_incremental_csv_extractor_reads_only_what_was_appended(tmp_path):
         return [{"id": 8, "name": "n8"}, {"id": 9, "name": "n9"}]
 
     check_extractor_contract(
-        lambda **options: CsvExtractor(str(path), types={"id": "int"},
-                                       incremental={"column": "id"}, **options),
-        RECORDS, append=append)
+        lambda **options: CsvExtractor(
+            str(path), types={"id": "int"}, incremental={"column": "id"}, **options
+        ),
+        RECORDS,
+        append=append,
+    )
 
 
 def test_jsonl_extractor(tmp_path):

@@ -66,6 +66,7 @@ def collect(ext, ctx=None):
     ctx = ctx if ctx is not None else FakeCtx()
     gen = ext.batches(ctx)
     if inspect.isasyncgen(gen):
+
         async def drain():
             return [batch async for batch in gen]
 
@@ -97,8 +98,7 @@ def test_components_are_registered_by_name(registries):
 def test_describe(extractor, output):
     assert extractor("csv", path="data/orders.csv").describe() == "csv data/orders.csv"
     assert extractor("jsonl", path="in/*.jsonl").describe() == "jsonl in/*.jsonl"
-    assert extractor("python", function=records).describe() == (
-        f"python {__name__}:records")
+    assert extractor("python", function=records).describe() == (f"python {__name__}:records")
     assert extractor("python", function="os.path:join").describe() == "python os.path:join"
     assert output("jsonl", path="out.jsonl").describe() == "jsonl out.jsonl"
     assert output("csv", path="out.csv").describe() == "csv out.csv"
@@ -120,8 +120,9 @@ def test_extractor_options_are_checked_when_built(extractor, name):
 def test_csv_reads_records_as_dicts_of_strings(extractor, tmp_path):
     path = write_csv(tmp_path / "orders.csv", ["id,name,value", "1,apple,1.5", '2,"b, c",2'])
     batches = collect(extractor("csv", path=path))
-    assert batches == [[{"id": "1", "name": "apple", "value": "1.5"},
-                        {"id": "2", "name": "b, c", "value": "2"}]]
+    assert batches == [
+        [{"id": "1", "name": "apple", "value": "1.5"}, {"id": "2", "name": "b, c", "value": "2"}]
+    ]
 
 
 def test_csv_batches_are_at_most_batch_size(extractor, tmp_path):
@@ -148,7 +149,9 @@ def test_csv_gz_is_read_transparently(extractor, tmp_path):
     with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
         f.write("id,name\r\n1,é\r\n2,b\r\n")
     assert records(collect(extractor("csv", path=str(path)))) == [
-        {"id": "1", "name": "é"}, {"id": "2", "name": "b"}]
+        {"id": "1", "name": "é"},
+        {"id": "2", "name": "b"},
+    ]
 
 
 def test_csv_glob_reads_files_in_sorted_order_each_with_its_header(extractor, tmp_path):
@@ -192,14 +195,26 @@ def test_csv_and_jsonl_read_real_stdin_bytes_in_the_given_encoding(tmp_path):
         print("stdin open:", not sys.stdin.closed)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", code, "csv"], input="n\r\ncafé\r\n".encode("latin-1"),
-                          capture_output=True, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "csv"],
+        input="n\r\ncafé\r\n".encode("latin-1"),
+        capture_output=True,
+        env=env,
+        check=True,
+    )
     assert done.stdout.decode().splitlines() == ['[{"n": "caf\\u00e9"}]', "stdin open: True"]
-    done = subprocess.run([sys.executable, "-c", code, "jsonl"],
-                          input='{"n": "café"}\n[]\n'.encode("latin-1"),
-                          capture_output=True, env=env, check=True)
-    assert done.stdout.decode().splitlines() == ["BAD <stdin>:2", '[{"n": "caf\\u00e9"}]',
-                                                 "stdin open: True"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, "jsonl"],
+        input='{"n": "café"}\n[]\n'.encode("latin-1"),
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.decode().splitlines() == [
+        "BAD <stdin>:2",
+        '[{"n": "caf\\u00e9"}]',
+        "stdin open: True",
+    ]
 
 
 def test_csv_streams_instead_of_reading_the_whole_input(extractor, monkeypatch):
@@ -221,10 +236,12 @@ def test_csv_streams_instead_of_reading_the_whole_input(extractor, monkeypatch):
 
 
 def test_csv_types_convert_values_and_empty_is_none(extractor, tmp_path):
-    path = write_csv(tmp_path / "t.csv", ["id,price,ok,name", "1,1.5,true,x", "2,,No,",
-                                          "-3,1e3,1,007", ",2,,y"])
-    ext = extractor("csv", path=path, types={"id": "int", "price": "float", "ok": "bool",
-                                              "name": "str"})
+    path = write_csv(
+        tmp_path / "t.csv", ["id,price,ok,name", "1,1.5,true,x", "2,,No,", "-3,1e3,1,007", ",2,,y"]
+    )
+    ext = extractor(
+        "csv", path=path, types={"id": "int", "price": "float", "ok": "bool", "name": "str"}
+    )
     ctx = FakeCtx()
     assert records(collect(ext, ctx)) == [
         {"id": 1, "price": 1.5, "ok": True, "name": "x"},
@@ -236,14 +253,21 @@ def test_csv_types_convert_values_and_empty_is_none(extractor, tmp_path):
 
 
 def test_csv_value_that_does_not_convert_is_a_bad_record_at_its_line(extractor, tmp_path):
-    path = write_csv(tmp_path / "t.csv", ["id,price,ok", "1,1.5,y", "two,2,n", "3,x,t", "4,4,maybe",
-                                          "5,5,f"])
+    path = write_csv(
+        tmp_path / "t.csv", ["id,price,ok", "1,1.5,y", "two,2,n", "3,x,t", "4,4,maybe", "5,5,f"]
+    )
     ctx = FakeCtx()
-    got = records(collect(extractor("csv", path=path, types={"id": "int", "price": "float",
-                                                             "ok": "bool"}), ctx))
+    got = records(
+        collect(
+            extractor("csv", path=path, types={"id": "int", "price": "float", "ok": "bool"}), ctx
+        )
+    )
     assert got == [{"id": 1, "price": 1.5, "ok": True}, {"id": 5, "price": 5.0, "ok": False}]
     assert [(raw, position) for raw, _, position in ctx.bad] == [
-        ("two,2,n", f"{path}:3"), ("3,x,t", f"{path}:4"), ("4,4,maybe", f"{path}:5")]
+        ("two,2,n", f"{path}:3"),
+        ("3,x,t", f"{path}:4"),
+        ("4,4,maybe", f"{path}:5"),
+    ]
     assert "column 'id'" in ctx.bad[0][1] and "'two'" in ctx.bad[0][1] and "int" in ctx.bad[0][1]
     assert "column 'price'" in ctx.bad[1][1] and "float" in ctx.bad[1][1]
     assert "column 'ok'" in ctx.bad[2][1] and "bool" in ctx.bad[2][1]
@@ -261,23 +285,29 @@ def test_csv_types_naming_a_missing_column_is_a_file_error(extractor, tmp_path):
 
 
 def test_csv_rows_with_wrong_field_count_are_bad_records_at_physical_lines(extractor, tmp_path):
-    path = write_csv(tmp_path / "bad.csv", [
-        "id,text",          # 1
-        "1,one",            # 2
-        "2",                # 3  too few
-        '3,"multi',         # 4  a record over two lines
-        'line"',            # 5
-        "4,x,extra",        # 6  too many
-        "",                 # 7  blank: skipped
-        '5,"a',             # 8  bad record that starts here, over three lines
-        "b",                # 9
-        'c",z',             # 10
-        "6,six",            # 11
-    ])
+    path = write_csv(
+        tmp_path / "bad.csv",
+        [
+            "id,text",  # 1
+            "1,one",  # 2
+            "2",  # 3  too few
+            '3,"multi',  # 4  a record over two lines
+            'line"',  # 5
+            "4,x,extra",  # 6  too many
+            "",  # 7  blank: skipped
+            '5,"a',  # 8  bad record that starts here, over three lines
+            "b",  # 9
+            'c",z',  # 10
+            "6,six",  # 11
+        ],
+    )
     ctx = FakeCtx()
     got = records(collect(extractor("csv", path=path), ctx))
-    assert got == [{"id": "1", "text": "one"}, {"id": "3", "text": "multi\nline"},
-                   {"id": "6", "text": "six"}]
+    assert got == [
+        {"id": "1", "text": "one"},
+        {"id": "3", "text": "multi\nline"},
+        {"id": "6", "text": "six"},
+    ]
     assert ctx.bad == [
         ("2", "expected 2 fields, got 1", f"{path}:3"),
         ("4,x,extra", "expected 2 fields, got 3", f"{path}:6"),
@@ -324,10 +354,12 @@ def test_csv_delimiter_encoding_and_bom(extractor, tmp_path):
     path = tmp_path / "semi.csv"
     path.write_bytes("\ufeffid;name\n1;café\n".encode("utf-8"))
     assert records(collect(extractor("csv", path=str(path), delimiter=";"))) == [
-        {"id": "1", "name": "café"}]
+        {"id": "1", "name": "café"}
+    ]
     path.write_bytes("id;name\n1;café\n".encode("latin-1"))
-    assert records(collect(extractor("csv", path=str(path), delimiter=";",
-                                     encoding="latin-1"))) == [{"id": "1", "name": "café"}]
+    assert records(
+        collect(extractor("csv", path=str(path), delimiter=";", encoding="latin-1"))
+    ) == [{"id": "1", "name": "café"}]
 
 
 def test_csv_columns_rename_the_header(extractor, tmp_path):
@@ -363,13 +395,13 @@ def test_jsonl_reads_objects(extractor, tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"a": 1, "b": [1, 2]}\n{"a": "é", "c": null}\n', encoding="utf-8")
     assert collect(extractor("jsonl", path=str(path))) == [
-        [{"a": 1, "b": [1, 2]}, {"a": "é", "c": None}]]
+        [{"a": 1, "b": [1, 2]}, {"a": "é", "c": None}]
+    ]
 
 
 def test_jsonl_batches_and_glob(extractor, tmp_path):
     for name, start in (("2.jsonl", 100), ("1.jsonl", 0)):
-        (tmp_path / name).write_text("".join(json.dumps({"n": start + i}) + "\n"
-                                             for i in range(7)))
+        (tmp_path / name).write_text("".join(json.dumps({"n": start + i}) + "\n" for i in range(7)))
     batches = collect(extractor("jsonl", path=str(tmp_path / "*.jsonl"), batch_size=5))
     assert [len(b) for b in batches] == [5, 5, 4]
     assert [r["n"] for r in records(batches)] == [*range(7), *range(100, 107)]
@@ -384,19 +416,24 @@ def test_jsonl_gz_and_last_line_without_newline(extractor, tmp_path):
 
 def test_jsonl_bad_lines_are_bad_records_at_their_line(extractor, tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"a": 1}\n'      # 1
-                    "\n"              # 2 blank: skipped
-                    "{not json}\n"    # 3
-                    "[1, 2]\n"        # 4 not an object
-                    "   \n"           # 5 blank
-                    '{"a": 2}\r\n'    # 6
-                    '"str"\n'         # 7
-                    '{"a": 3}\n')     # 8
+    path.write_text(
+        '{"a": 1}\n'  # 1
+        "\n"  # 2 blank: skipped
+        "{not json}\n"  # 3
+        "[1, 2]\n"  # 4 not an object
+        "   \n"  # 5 blank
+        '{"a": 2}\r\n'  # 6
+        '"str"\n'  # 7
+        '{"a": 3}\n'
+    )  # 8
     ctx = FakeCtx()
     batches = collect(extractor("jsonl", path=str(path), batch_size=3), ctx)
     assert records(batches) == [{"a": 1}, {"a": 2}, {"a": 3}]
     assert [(raw, pos) for raw, _, pos in ctx.bad] == [
-        ("{not json}", f"{path}:3"), ("[1, 2]", f"{path}:4"), ('"str"', f"{path}:7")]
+        ("{not json}", f"{path}:3"),
+        ("[1, 2]", f"{path}:4"),
+        ('"str"', f"{path}:7"),
+    ]
     assert ctx.bad[0][1].startswith("invalid JSON")
     assert ctx.bad[1][1] == "expected a JSON object, got list"
     assert ctx.bad[2][1] == "expected a JSON object, got str"
@@ -436,7 +473,8 @@ def test_python_generator_of_records_is_batched(extractor):
 
 def test_python_function_returning_a_list_or_a_record_or_none(extractor):
     assert collect(extractor("python", function=lambda: [{"a": 1}, {"a": 2}])) == [
-        [{"a": 1}, {"a": 2}]]
+        [{"a": 1}, {"a": 2}]
+    ]
     assert collect(extractor("python", function=lambda: {"a": 1})) == [[{"a": 1}]]
     assert collect(extractor("python", function=lambda: None)) == []
 
@@ -462,8 +500,10 @@ def test_python_bad_items_are_bad_records(extractor):
     ctx = FakeCtx()
     ext = extractor("python", function=source)
     assert records(collect(ext, ctx)) == [{"ok": 1}, {"ok": 2}]
-    assert [(raw, pos) for raw, _, pos in ctx.bad] == [(42, f"python {ext.label} record 2"),
-                                                       ("nope", f"python {ext.label} record 3")]
+    assert [(raw, pos) for raw, _, pos in ctx.bad] == [
+        (42, f"python {ext.label} record 2"),
+        ("nope", f"python {ext.label} record 3"),
+    ]
     assert "got int" in ctx.bad[0][1]
 
 
@@ -491,9 +531,8 @@ def test_python_coroutine_function_gives_async_batches(extractor):
 
 def test_python_function_by_name_is_imported_on_use(extractor, tmp_path, monkeypatch):
     (tmp_path / "my_source_mod.py").write_text(
-        "IMPORTED = True\n"
-        "def rows(n):\n"
-        "    return [{'n': i} for i in range(n)]\n")
+        "IMPORTED = True\ndef rows(n):\n    return [{'n': i} for i in range(n)]\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     ext = extractor("python", function="my_source_mod:rows", args={"n": 3})
     assert "my_source_mod" not in sys.modules
@@ -525,8 +564,10 @@ def test_python_sync_function_returning_an_async_iterable_is_refused(extractor):
 # transactional file outputs
 # ---------------------------------------------------------------------------------------------
 
-SAMPLE = [{"id": 1, "name": "é", "tags": ["a"], "ok": True, "none": None},
-          {"id": 2, "name": 'x"y', "tags": [], "ok": False, "none": None}]
+SAMPLE = [
+    {"id": 1, "name": "é", "tags": ["a"], "ok": True, "none": None},
+    {"id": 2, "name": 'x"y', "tags": [], "ok": False, "none": None},
+]
 
 
 def run_output(out, *batches, ctx=None):
@@ -550,7 +591,8 @@ def test_jsonl_output_writes_one_compact_object_per_line(output, tmp_path):
     assert path.read_bytes().decode("utf-8") == (
         '{"id":1,"name":"é","tags":["a"],"ok":true,"none":null}\n'
         '{"id":2,"name":"x\\"y","tags":[],"ok":false,"none":null}\n'
-        '{"when":"2024-01-02"}\n')
+        '{"when":"2024-01-02"}\n'
+    )
     assert sorted(os.listdir(tmp_path)) == ["out.jsonl"]
 
 
@@ -574,18 +616,24 @@ def test_csv_output_writes_header_and_rows(output, tmp_path):
     path = tmp_path / "out.csv"
     out = output("csv", path=str(path))
     assert out.guarantee == "transactional"
-    run_output(out, [{"id": 1, "name": "a,b", "v": None}, {"id": 2, "name": 'q"', "v": 1.5}],
-               [{"id": 3, "name": "multi\nline", "v": True, "extra": "ignored"}])
+    run_output(
+        out,
+        [{"id": 1, "name": "a,b", "v": None}, {"id": 2, "name": 'q"', "v": 1.5}],
+        [{"id": 3, "name": "multi\nline", "v": True, "extra": "ignored"}],
+    )
     assert path.read_bytes().decode() == (
-        'id,name,v\r\n1,"a,b",\r\n2,"q""",1.5\r\n3,"multi\nline",True\r\n')
+        'id,name,v\r\n1,"a,b",\r\n2,"q""",1.5\r\n3,"multi\nline",True\r\n'
+    )
     with open(path, newline="") as f:
         assert list(csv.DictReader(f))[2] == {"id": "3", "name": "multi\nline", "v": "True"}
 
 
 def test_csv_output_columns_missing_keys_and_delimiter(output, tmp_path):
     path = tmp_path / "out.csv.gz"
-    run_output(output("csv", path=str(path), columns=["b", "a"], delimiter=";"),
-               [{"a": 1, "b": 2}, {"a": 3}, {"c": 4}])
+    run_output(
+        output("csv", path=str(path), columns=["b", "a"], delimiter=";"),
+        [{"a": 1, "b": 2}, {"a": 3}, {"c": 4}],
+    )
     with gzip.open(path, "rt", newline="") as f:
         assert f.read() == "b;a\r\n2;1\r\n;3\r\n;\r\n"
 
@@ -660,8 +708,11 @@ def test_a_failure_mid_write_never_leaves_a_partial_file(file_output):
     out.open(FakeCtx())
     out.write(SAMPLE)
     with pytest.raises(Exception):
-        out.write([{"id": 3, "name": object()}] if path.suffix == ".jsonl"
-                  else [{"id": 3, "name": "x", "tags": [], "ok": 1, "none": None}, "not a dict"])
+        out.write(
+            [{"id": 3, "name": object()}]
+            if path.suffix == ".jsonl"
+            else [{"id": 3, "name": "x", "tags": [], "ok": 1, "none": None}, "not a dict"]
+        )
     out.abort()
     out.close()
     assert path.read_text() == "previous run\n"
@@ -737,9 +788,19 @@ def test_jsonl_output_c_encoder_and_public_encoder_agree(output, tmp_path):
     import decimal
     import uuid
 
-    tricky = [{"n": float("nan"), "inf": float("-inf"), 1: "int key", "nested": {"a": [1, {}]},
-               "dt": datetime.datetime(2024, 1, 2, 3, 4, 5), "d": decimal.Decimal("1.10"),
-               "u": uuid.UUID(int=1), "s": "\u2028\x00\"\\", "big": 10**30}]
+    tricky = [
+        {
+            "n": float("nan"),
+            "inf": float("-inf"),
+            1: "int key",
+            "nested": {"a": [1, {}]},
+            "dt": datetime.datetime(2024, 1, 2, 3, 4, 5),
+            "d": decimal.Decimal("1.10"),
+            "u": uuid.UUID(int=1),
+            "s": '\u2028\x00"\\',
+            "big": 10**30,
+        }
+    ]
     fast, slow = tmp_path / "fast.jsonl", tmp_path / "slow.jsonl"
     run_output(output("jsonl", path=str(fast)), tricky)
     out = output("jsonl", path=str(slow))
@@ -788,10 +849,13 @@ def test_python_generators_stopped_early_are_closed(extractor):
 
 
 def test_plugin_modules_are_cheap_to_import():
-    code = ("import sys, pipectl.builtins.files, pipectl.builtins.sqlite; "
-            "print(sorted(m for m in ('json', 'gzip', 'sqlite3', 'glob', 'decimal', 'uuid') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, pipectl.builtins.files, pipectl.builtins.sqlite; "
+        "print(sorted(m for m in ('json', 'gzip', 'sqlite3', 'glob', 'decimal', 'uuid') "
+        "if m in sys.modules))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert done.stdout.strip() == "[]"

@@ -14,9 +14,11 @@ from pipectl.expr import MAX_DEPTH, MAX_LENGTH, MAX_TERMS, ExpressionError, Scop
 from pipectl.files import PipelineFileError
 from pipectl.pipeline import load_pipeline
 
-SETTINGS = dict(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+SETTINGS = dict(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _load(tmp_path_factory, data: bytes) -> None:
@@ -32,49 +34,114 @@ def _load(tmp_path_factory, data: bytes) -> None:
 
 # -- the loader --------------------------------------------------------------------------------
 
-KEYS = st.sampled_from(["name", "steps", "params", "run", "depends_on", "when", "inputs",
-                        "type", "default", "options", "extract", "load", "path", "retries",
-                        "pipelines", "pipeline", "<<", "x", "a\nb", "\x1b[2J", "../x", ""])
+KEYS = st.sampled_from(
+    [
+        "name",
+        "steps",
+        "params",
+        "run",
+        "depends_on",
+        "when",
+        "inputs",
+        "type",
+        "default",
+        "options",
+        "extract",
+        "load",
+        "path",
+        "retries",
+        "pipelines",
+        "pipeline",
+        "<<",
+        "x",
+        "a\nb",
+        "\x1b[2J",
+        "../x",
+        "",
+    ]
+)
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
     st.text(max_size=30),
-    st.sampled_from(["steps_for_tests:numbers", "os.path:join", "${params.n}", "${env.HOME}",
-                     "steps.a.output.x > 1", "(" * 50 + "1" + ")" * 50, "9" * 5000,
-                     "params.__class__", "json", "csv", "a", "b", "../../x"]))
+    st.sampled_from(
+        [
+            "steps_for_tests:numbers",
+            "os.path:join",
+            "${params.n}",
+            "${env.HOME}",
+            "steps.a.output.x > 1",
+            "(" * 50 + "1" + ")" * 50,
+            "9" * 5000,
+            "params.__class__",
+            "json",
+            "csv",
+            "a",
+            "b",
+            "../../x",
+        ]
+    ),
+)
 
 
-HOSTILE_EXPRESSIONS = st.sampled_from([
-    "(" * 200 + "params.n" + ")" * 200, " and ".join(["params.n"] * 1000), "9" * 5000,
-    "params.n == " + "9" * 400, "steps.a.output.__class__", "params.__init__.__globals__",
-    "not " * 500 + "true", "params.n in [" + ", ".join(["1"] * 3000) + "]", "[" * 600,
-    "'" + "x" * 100_000 + "'", "steps.a.output[" + "9" * 5000 + "]"])
+HOSTILE_EXPRESSIONS = st.sampled_from(
+    [
+        "(" * 200 + "params.n" + ")" * 200,
+        " and ".join(["params.n"] * 1000),
+        "9" * 5000,
+        "params.n == " + "9" * 400,
+        "steps.a.output.__class__",
+        "params.__init__.__globals__",
+        "not " * 500 + "true",
+        "params.n in [" + ", ".join(["1"] * 3000) + "]",
+        "[" * 600,
+        "'" + "x" * 100_000 + "'",
+        "steps.a.output[" + "9" * 5000 + "]",
+    ]
+)
 
 
 def _structures():
     """Nested values where one object can appear several times: yaml.safe_dump writes those
     as anchors and aliases (&id001 / *id001)."""
+
     def shared(inner):
         return st.lists(inner, min_size=1, max_size=3).flatmap(
-            lambda items: st.lists(st.sampled_from(items), min_size=1, max_size=6))
+            lambda items: st.lists(st.sampled_from(items), min_size=1, max_size=6)
+        )
 
-    return st.recursive(SCALARS, lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=5), shared(inner)),
-        max_leaves=30)
+    return st.recursive(
+        SCALARS,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=5), shared(inner)
+        ),
+        max_leaves=30,
+    )
 
 
 def _documents():
-    step = st.fixed_dictionaries({"name": st.sampled_from(["a", "b", "c\n", "../d"])},
-                                 optional={"run": st.one_of(SCALARS, st.just("os.path:join")),
-                                           "when": st.one_of(SCALARS, HOSTILE_EXPRESSIONS),
-                                           "inputs": st.dictionaries(
-                                               st.sampled_from(["a", "p"]),
-                                               HOSTILE_EXPRESSIONS.map(lambda e: "steps." + e)),
-                                           "depends_on": _structures(),
-                                           "options": _structures()})
+    step = st.fixed_dictionaries(
+        {"name": st.sampled_from(["a", "b", "c\n", "../d"])},
+        optional={
+            "run": st.one_of(SCALARS, st.just("os.path:join")),
+            "when": st.one_of(SCALARS, HOSTILE_EXPRESSIONS),
+            "inputs": st.dictionaries(
+                st.sampled_from(["a", "p"]), HOSTILE_EXPRESSIONS.map(lambda e: "steps." + e)
+            ),
+            "depends_on": _structures(),
+            "options": _structures(),
+        },
+    )
     return st.fixed_dictionaries(
         {"name": st.sampled_from(["p", "", "q/r"])},
-        optional={"steps": st.lists(step, max_size=4), "params": _structures(),
-                  "description": _structures()})
+        optional={
+            "steps": st.lists(step, max_size=4),
+            "params": _structures(),
+            "description": _structures(),
+        },
+    )
 
 
 @settings(**SETTINGS)
@@ -95,17 +162,23 @@ def _alias_documents(draw):
 def _alias_document(draw, width: int, depth: int) -> str:
     indent = " " * 6
     lines = [f"{indent}a0: &a0 [{', '.join(['lol'] * width)}]"]
-    lines += [f"{indent}a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]"
-              for i in range(1, depth + 1)]
+    lines += [
+        f"{indent}a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, depth + 1)
+    ]
     body = "\n".join(lines) + "\n"
     where = draw(st.sampled_from(["params", "options", "extract"]))
     if where == "params":
-        return ("name: p\nparams:\n  blob:\n    type: json\n    default:\n" + body
-                + "steps:\n  - {name: a, run: 'os.path:join'}\n")
+        return (
+            "name: p\nparams:\n  blob:\n    type: json\n    default:\n"
+            + body
+            + "steps:\n  - {name: a, run: 'os.path:join'}\n"
+        )
     if where == "options":
         return "name: p\nsteps:\n  - name: a\n    type: nothing\n    options:\n" + body
-    return ("name: p\nsteps:\n  - name: a\n    extract:\n      type: csv\n"
-            "      path: x.csv\n" + body + "    load: [{type: jsonl, path: o.jsonl}]\n")
+    return (
+        "name: p\nsteps:\n  - name: a\n    extract:\n      type: csv\n"
+        "      path: x.csv\n" + body + "    load: [{type: jsonl, path: o.jsonl}]\n"
+    )
 
 
 @settings(**{**SETTINGS, "max_examples": 200})
@@ -129,27 +202,69 @@ def test_alias_heavy_files_load_or_are_refused_at_once(tmp_path_factory, documen
 
 
 @settings(**SETTINGS)
-@given(field=st.sampled_from(["when", "inputs"]), text=st.one_of(
-    HOSTILE_EXPRESSIONS, st.text(max_size=40),
-    st.lists(st.sampled_from(["steps", "params", ".", "a", "output", "(", ")", "[", "]", "0",
-                              "==", "and", "not", "'x'", "__class__", "9" * 300]),
-             max_size=30).map(" ".join)))
+@given(
+    field=st.sampled_from(["when", "inputs"]),
+    text=st.one_of(
+        HOSTILE_EXPRESSIONS,
+        st.text(max_size=40),
+        st.lists(
+            st.sampled_from(
+                [
+                    "steps",
+                    "params",
+                    ".",
+                    "a",
+                    "output",
+                    "(",
+                    ")",
+                    "[",
+                    "]",
+                    "0",
+                    "==",
+                    "and",
+                    "not",
+                    "'x'",
+                    "__class__",
+                    "9" * 300,
+                ]
+            ),
+            max_size=30,
+        ).map(" ".join),
+    ),
+)
 def test_expressions_in_files_load_or_raise_our_error(tmp_path_factory, field, text):
     value = json.dumps(text if field == "when" else {"x": "steps." + text})
-    _load(tmp_path_factory, ("name: p\nsteps:\n  - {name: a, run: 'os.path:join'}\n"
-                             f"  - {{name: b, run: 'os.path:join', {field}: {value}}}\n").encode())
+    _load(
+        tmp_path_factory,
+        (
+            "name: p\nsteps:\n  - {name: a, run: 'os.path:join'}\n"
+            f"  - {{name: b, run: 'os.path:join', {field}: {value}}}\n"
+        ).encode(),
+    )
 
 
-YAML_ALPHABET = list("ab: -\n\t[]{}\"'#&*!|>%@`,?~0.\\<$") + ["&x ", "*x", "<<: *x", "!!set ",
-                                                               "!!omap ", "\\u", "\\ud800",
-                                                               "\x00", "\x1b", "\ufeff", "é"]
+YAML_ALPHABET = list("ab: -\n\t[]{}\"'#&*!|>%@`,?~0.\\<$") + [
+    "&x ",
+    "*x",
+    "<<: *x",
+    "!!set ",
+    "!!omap ",
+    "\\u",
+    "\\ud800",
+    "\x00",
+    "\x1b",
+    "\ufeff",
+    "é",
+]
 
 
 @settings(**SETTINGS)
 @given(text=st.lists(st.sampled_from(YAML_ALPHABET), max_size=80).map("".join))
 def test_random_yaml_text_loads_or_raises_our_error(tmp_path_factory, text):
-    _load(tmp_path_factory, ("name: p\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                             + text).encode())
+    _load(
+        tmp_path_factory,
+        ("name: p\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n" + text).encode(),
+    )
     _load(tmp_path_factory, text.encode())
 
 
@@ -175,10 +290,18 @@ class Thing:
         self.x, self.items = 3, [1, "a", None]
 
 
-SCOPE = Scope({"n": 4, "s": "text", "l": [1, 2, {"k": "v"}], "d": {"a": {"b": [0.5]}},
-               "none": None, "t": True},
-              {"a": {"x": 1, "y": [1, 2], "_id": 7}, "b": "out", "c": Thing()}.__getitem__,
-              {"a": "success", "b": "success", "c": "success", "d": "failed"}.get)
+SCOPE = Scope(
+    {
+        "n": 4,
+        "s": "text",
+        "l": [1, 2, {"k": "v"}],
+        "d": {"a": {"b": [0.5]}},
+        "none": None,
+        "t": True,
+    },
+    {"a": {"x": 1, "y": [1, 2], "_id": 7}, "b": "out", "c": Thing()}.__getitem__,
+    {"a": "success", "b": "success", "c": "success", "d": "failed"}.get,
+)
 
 
 def _evaluate(text: str) -> None:
@@ -193,18 +316,74 @@ def _evaluate(text: str) -> None:
         pass
 
 
-TOKENS = ["params", "steps", ".", "output", "status", "n", "s", "l", "d", "a", "b", "c", "x",
-          "items", "__class__", "_id", "[", "]", "(", ")", ",", "|", "==", "!=", "<", "<=", ">",
-          ">=", "in", "not", "and", "or", "true", "null", "None", "0", "-1", "1.5e3", "9" * 400,
-          "'t'", '"q\\"x"', "'", '"', "\\", " ", "=", "!", "@", "\x00", "\x1b", "\u202e", "é",
-          "١٢", "\n"]
+TOKENS = [
+    "params",
+    "steps",
+    ".",
+    "output",
+    "status",
+    "n",
+    "s",
+    "l",
+    "d",
+    "a",
+    "b",
+    "c",
+    "x",
+    "items",
+    "__class__",
+    "_id",
+    "[",
+    "]",
+    "(",
+    ")",
+    ",",
+    "|",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "in",
+    "not",
+    "and",
+    "or",
+    "true",
+    "null",
+    "None",
+    "0",
+    "-1",
+    "1.5e3",
+    "9" * 400,
+    "'t'",
+    '"q\\"x"',
+    "'",
+    '"',
+    "\\",
+    " ",
+    "=",
+    "!",
+    "@",
+    "\x00",
+    "\x1b",
+    "\u202e",
+    "é",
+    "١٢",
+    "\n",
+]
 
 
 @settings(**{**SETTINGS, "max_examples": 500})
-@given(text=st.one_of(
-    st.lists(st.sampled_from(TOKENS), max_size=40).map(" ".join),
-    st.tuples(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=4).map(" ".join),
-              st.integers(1, 3000)).map(lambda t: (t[0] + " ") * t[1])))  # deep, long
+@given(
+    text=st.one_of(
+        st.lists(st.sampled_from(TOKENS), max_size=40).map(" ".join),
+        st.tuples(
+            st.lists(st.sampled_from(TOKENS), min_size=1, max_size=4).map(" ".join),
+            st.integers(1, 3000),
+        ).map(lambda t: (t[0] + " ") * t[1]),
+    )
+)  # deep, long
 def test_random_token_strings_parse_or_raise_our_error(text):
     _evaluate(text)
 
@@ -217,22 +396,42 @@ def test_random_text_parses_or_raises_our_error(text):
 
 def _trees():
     references = st.sampled_from(
-        ["params.n", "params.s", "params.l[2].k", "params.l[9]", "params.d.a.b[0]",
-         "params.none", "params.missing", "steps.a.output.x", "steps.a.output['_id']",
-         "steps.a.output.y[1]", "steps.b.output", "steps.c.output.items[1]", "steps.c.output.x",
-         "steps.d.output", "steps.a.status", "steps.d.output | steps.a.output.x"])
-    literals = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(-1e6, 1e6).map(repr),
-                         st.sampled_from(["'a'", '"b"', "true", "false", "null", "[]",
-                                          "[1, 'a']"]))
+        [
+            "params.n",
+            "params.s",
+            "params.l[2].k",
+            "params.l[9]",
+            "params.d.a.b[0]",
+            "params.none",
+            "params.missing",
+            "steps.a.output.x",
+            "steps.a.output['_id']",
+            "steps.a.output.y[1]",
+            "steps.b.output",
+            "steps.c.output.items[1]",
+            "steps.c.output.x",
+            "steps.d.output",
+            "steps.a.status",
+            "steps.d.output | steps.a.output.x",
+        ]
+    )
+    literals = st.one_of(
+        st.integers(-(10**6), 10**6).map(str),
+        st.floats(-1e6, 1e6).map(repr),
+        st.sampled_from(["'a'", '"b"', "true", "false", "null", "[]", "[1, 'a']"]),
+    )
     comparisons = ["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
 
     def extend(inner):
         return st.one_of(
             st.tuples(inner, st.sampled_from(comparisons), inner).map(
-                lambda t: f"({t[0]}) {t[1]} ({t[2]})"),
+                lambda t: f"({t[0]}) {t[1]} ({t[2]})"
+            ),
             st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(" ".join),
-            inner.map(lambda t: f"not {t}"), inner.map(lambda t: f"({t})"),
-            st.lists(inner, max_size=3).map(lambda ts: "[" + ", ".join(ts) + "]"))
+            inner.map(lambda t: f"not {t}"),
+            inner.map(lambda t: f"({t})"),
+            st.lists(inner, max_size=3).map(lambda ts: "[" + ", ".join(ts) + "]"),
+        )
 
     return st.recursive(st.one_of(references, literals), extend, max_leaves=60)
 
@@ -246,10 +445,14 @@ def test_well_formed_expressions_parse_within_the_limits(text):
         expression = parse(text)
     except ExpressionError as exc:
         message = str(exc)
-        assert ("levels deep" in message and text.count("(") + text.count("[")
-                + text.count("not ") > MAX_DEPTH) or \
-               ("references and literals" in message and len(text.split()) > MAX_TERMS // 2) or \
-               ("characters long" in message and len(text) > MAX_LENGTH), (text, message)
+        assert (
+            (
+                "levels deep" in message
+                and text.count("(") + text.count("[") + text.count("not ") > MAX_DEPTH
+            )
+            or ("references and literals" in message and len(text.split()) > MAX_TERMS // 2)
+            or ("characters long" in message and len(text) > MAX_LENGTH)
+        ), (text, message)
         return
     assert parse(text) == expression
     try:

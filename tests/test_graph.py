@@ -78,9 +78,16 @@ def test_duplicate_is_also_reported_by_graph_property_and_run(plugin_manager):
 
 
 def test_unknown_dependency_suggests_nearest_names(plugin_manager):
-    pipe = make(plugin_manager, "etl", [
-        ("extract", []), ("extract_users", []), ("load", ["extrct"]), ("report", ["zzz_nothing"]),
-    ])
+    pipe = make(
+        plugin_manager,
+        "etl",
+        [
+            ("extract", []),
+            ("extract_users", []),
+            ("load", ["extrct"]),
+            ("report", ["zzz_nothing"]),
+        ],
+    )
     problems = problems_of(pipe)
     assert len(problems) == 2
     load, report = problems
@@ -110,14 +117,24 @@ def test_cycle_is_reported_as_its_path(plugin_manager):
     (path,) = cycle_paths(problems)
     assert_cycle(path, pipe, {"a", "b", "c"})
     # the same cycle, whichever step it is shown from
-    rotations = {" -> ".join([*r, r[0]]) for r in (["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"])}
+    rotations = {
+        " -> ".join([*r, r[0]]) for r in (["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"])
+    }
     assert problems[0].removeprefix("cycle: ") in rotations
 
 
 def test_cycle_downstream_steps_are_not_reported_as_cycles(plugin_manager):
-    pipe = make(plugin_manager, "cyc", [
-        ("root", []), ("x", ["root", "z"]), ("y", ["x"]), ("z", ["y"]), ("after", ["z"]),
-    ])
+    pipe = make(
+        plugin_manager,
+        "cyc",
+        [
+            ("root", []),
+            ("x", ["root", "z"]),
+            ("y", ["x"]),
+            ("z", ["y"]),
+            ("after", ["z"]),
+        ],
+    )
     problems = problems_of(pipe)
     (path,) = cycle_paths(problems)
     assert len(problems) == 1
@@ -125,9 +142,18 @@ def test_cycle_downstream_steps_are_not_reported_as_cycles(plugin_manager):
 
 
 def test_two_independent_cycles_are_both_reported(plugin_manager):
-    pipe = make(plugin_manager, "cyc", [
-        ("a", ["b"]), ("b", ["a"]), ("ok", []), ("p", ["r"]), ("q", ["p"]), ("r", ["q"]),
-    ])
+    pipe = make(
+        plugin_manager,
+        "cyc",
+        [
+            ("a", ["b"]),
+            ("b", ["a"]),
+            ("ok", []),
+            ("p", ["r"]),
+            ("q", ["p"]),
+            ("r", ["q"]),
+        ],
+    )
     problems = problems_of(pipe)
     paths = cycle_paths(problems)
     assert len(problems) == len(paths) == 2
@@ -143,13 +169,17 @@ def test_self_dependency(plugin_manager):
 
 
 def test_all_problems_are_reported_together(plugin_manager):
-    pipe = make(plugin_manager, "many", [
-        ("extract", []),
-        ("extract", []),
-        ("transform", ["extrcat"]),
-        ("load", ["load"]),
-        ("report", ["nowhere"]),
-    ])
+    pipe = make(
+        plugin_manager,
+        "many",
+        [
+            ("extract", []),
+            ("extract", []),
+            ("transform", ["extrcat"]),
+            ("load", ["load"]),
+            ("report", ["nowhere"]),
+        ],
+    )
     problems = problems_of(pipe)
     assert len(problems) == 4
     text = "\n".join(problems)
@@ -160,8 +190,11 @@ def test_all_problems_are_reported_together(plugin_manager):
 
 
 def test_cycle_reported_together_with_unknown_dependency(plugin_manager):
-    pipe = make(plugin_manager, "both", [("a", ["c"]), ("b", ["a"]), ("c", ["b"]),
-                                         ("d", ["extrct"]), ("extract", [])])
+    pipe = make(
+        plugin_manager,
+        "both",
+        [("a", ["c"]), ("b", ["a"]), ("c", ["b"]), ("d", ["extrct"]), ("extract", [])],
+    )
     problems = problems_of(pipe)
     assert any("unknown step 'extrct'" in p for p in problems)
     assert len(cycle_paths(problems)) == 1
@@ -251,13 +284,17 @@ def test_unknown_step_option_is_a_type_error_with_hint(plugin_manager):
 
 
 def test_topological_order_puts_dependencies_first_and_keeps_declaration_order(plugin_manager):
-    pipe = make(plugin_manager, "order", [
-        ("load", ["transform"]),
-        ("transform", ["extract", "fetch_config"]),
-        ("fetch_config", []),
-        ("extract", []),
-        ("audit", []),
-    ])
+    pipe = make(
+        plugin_manager,
+        "order",
+        [
+            ("load", ["transform"]),
+            ("transform", ["extract", "fetch_config"]),
+            ("fetch_config", []),
+            ("extract", []),
+            ("audit", []),
+        ],
+    )
     order = pipe.graph.topological_order()
     assert sorted(order) == sorted(pipe.steps)
     pos = {n: i for i, n in enumerate(order)}
@@ -270,11 +307,15 @@ def test_topological_order_puts_dependencies_first_and_keeps_declaration_order(p
 
 
 def test_levels_group_by_longest_path(plugin_manager):
-    pipe = make(plugin_manager, "levels", [
-        *ETL,
-        ("audit", ["extract"]),          # level 1 (longest path: extract -> audit)
-        ("publish", ["load", "extract"]),  # level 3, not 1
-    ])
+    pipe = make(
+        plugin_manager,
+        "levels",
+        [
+            *ETL,
+            ("audit", ["extract"]),  # level 1 (longest path: extract -> audit)
+            ("publish", ["load", "extract"]),  # level 3, not 1
+        ],
+    )
     assert pipe.graph.levels() == [
         ["extract", "fetch_config"],
         ["transform", "audit"],
@@ -352,8 +393,7 @@ def test_visualize_dot_has_every_node_and_edge(plugin_manager):
     for node in ("extract", "fetch_config", "transform", "load"):
         assert f'"{node}";' in text
     edges = set(re.findall(r'"(\w+)" -> "(\w+)";', text))
-    assert edges == {("extract", "transform"), ("fetch_config", "transform"),
-                     ("transform", "load")}
+    assert edges == {("extract", "transform"), ("fetch_config", "transform"), ("transform", "load")}
 
 
 def test_visualize_quotes_awkward_names(plugin_manager):
@@ -374,8 +414,11 @@ def test_cycle_path_starts_at_the_step_declared_first():
     from pipectl.graph import Graph
     from pipectl.model import StepSpec
 
-    steps = [StepSpec("a", depends_on=["c"]), StepSpec("b", depends_on=["a"]),
-             StepSpec("c", depends_on=["b"])]
+    steps = [
+        StepSpec("a", depends_on=["c"]),
+        StepSpec("b", depends_on=["a"]),
+        StepSpec("c", depends_on=["b"]),
+    ]
     with pytest.raises(PipelineValidationError) as info:
         Graph("loop", steps)
     assert "cycle: a -> b -> c -> a" in str(info.value)

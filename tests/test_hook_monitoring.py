@@ -46,17 +46,28 @@ def every_event_pipeline(pm, name="every-event") -> Pipeline:
     attempts = []
     undone = []
 
-    @pipe.step("flaky", retries=1, retry_delay=0.0, retry_jitter=0.0,
-               rollback=lambda output: undone.append("flaky"))
+    @pipe.step(
+        "flaky",
+        retries=1,
+        retry_delay=0.0,
+        retry_jitter=0.0,
+        rollback=lambda output: undone.append("flaky"),
+    )
     def flaky():
         attempts.append(1)
         if len(attempts) == 1:
             raise ConnectionError("first attempt fails")
         return 1
 
-    pipe.data_step("load", extractor=_Numbers(), outputs=[FlakyStore("a"), FlakyStore("b", 1)],
-                   retries=1, retry_delay=0.0, depends_on=["flaky"],
-                   rollback=lambda output: undone.append("load"))
+    pipe.data_step(
+        "load",
+        extractor=_Numbers(),
+        outputs=[FlakyStore("a"), FlakyStore("b", 1)],
+        retries=1,
+        retry_delay=0.0,
+        depends_on=["flaky"],
+        rollback=lambda output: undone.append("load"),
+    )
     pipe.add_step("boom", lambda: 1 / 0, depends_on=["load"])
     pipe.add_step("after_boom", lambda: None, depends_on=["boom"])
     pipe.undone = undone  # type: ignore[attr-defined]
@@ -64,23 +75,30 @@ def every_event_pipeline(pm, name="every-event") -> Pipeline:
 
 
 def _calls(recorder):
-    return [(c.name, c.step_name, getattr(c.report, "name", None) if "report" in c.kwargs
-             else None) for c in recorder.calls]
+    return [
+        (c.name, c.step_name, getattr(c.report, "name", None) if "report" in c.kwargs else None)
+        for c in recorder.calls
+    ]
 
 
 # -- monitoring and tracing ------------------------------------------------------------------
 
 
-def test_add_hookcall_monitoring_sees_every_lifecycle_call_in_order(plugin_manager,
-                                                                    hook_recorder):
+def test_add_hookcall_monitoring_sees_every_lifecycle_call_in_order(plugin_manager, hook_recorder):
     seen, outcomes = [], []
 
     def before(hook_name, hook_impls, kwargs):
         if hook_name in LISTENER_HOOKS:
             step = kwargs.get("step")
             report = kwargs.get("report")
-            seen.append((hook_name, getattr(step, "name", None), getattr(report, "name", None),
-                         [impl.plugin_name for impl in hook_impls]))
+            seen.append(
+                (
+                    hook_name,
+                    getattr(step, "name", None),
+                    getattr(report, "name", None),
+                    [impl.plugin_name for impl in hook_impls],
+                )
+            )
 
     def after(outcome, hook_name, hook_impls, kwargs):
         if hook_name in LISTENER_HOOKS:
@@ -100,8 +118,13 @@ def test_add_hookcall_monitoring_sees_every_lifecycle_call_in_order(plugin_manag
     assert outcomes == [None] * len(seen)
     names = [s[0].removeprefix("pipectl_") for s in seen]
     assert names[:3] == ["run_start", "run_planned", "step_start"]
-    assert names[-5:] == ["rollback_start", "rollback_finish", "rollback_start",
-                          "rollback_finish", "run_finish"]
+    assert names[-5:] == [
+        "rollback_start",
+        "rollback_finish",
+        "rollback_start",
+        "rollback_finish",
+        "run_finish",
+    ]
     assert names.count("step_retry") == 2 and names.count("output_finish") == 4
     assert plugin_manager.hookcall_monitors == 0  # undone
 
@@ -110,7 +133,8 @@ def test_a_monitor_sees_every_event_even_when_no_plugin_listens(plugin_manager):
     seen = []
     undo = plugin_manager.add_hookcall_monitoring(
         lambda name, impls, kwargs: seen.append((name, list(impls))),
-        lambda outcome, name, impls, kwargs: None)
+        lambda outcome, name, impls, kwargs: None,
+    )
     assert plugin_manager.hookcall_monitors == 1
     try:
         reference = HookRecorder()
@@ -144,16 +168,24 @@ def test_enable_tracing_writes_each_lifecycle_call(plugin_manager):
         undo()
     calls = re.findall(r"^\s*(pipectl_\w+) \[hook\]$", "".join(lines), flags=re.MULTILINE)
     # the manager's first run configures it first (pipectl_configure, once)
-    assert calls == ["pipectl_configure", "pipectl_run_start", "pipectl_run_planned",
-                     "pipectl_step_start", "pipectl_step_finish", "pipectl_step_start",
-                     "pipectl_step_finish", "pipectl_run_finish"]
+    assert calls == [
+        "pipectl_configure",
+        "pipectl_run_start",
+        "pipectl_run_planned",
+        "pipectl_step_start",
+        "pipectl_step_finish",
+        "pipectl_step_start",
+        "pipectl_step_finish",
+        "pipectl_run_finish",
+    ]
 
 
 def test_run_listeners_are_in_the_monitored_implementations(plugin_manager):
     seen = []
     undo = plugin_manager.add_hookcall_monitoring(
         lambda name, impls, kwargs: seen.append((name, [i.plugin_name for i in impls])),
-        lambda *args: None)
+        lambda *args: None,
+    )
     try:
         pipe = Pipeline("listened", plugin_manager=plugin_manager)
         pipe.add_step("a", lambda: 1)
@@ -174,15 +206,24 @@ def test_raiser_implements_every_listener_hook():
 
 
 def _outcome(run):
-    return (run.status, {name: (r.status, r.attempts, r.output if not hasattr(r.output, "outputs")
-                                else r.output.records_processed)
-                         for name, r in run.steps.items()})
+    return (
+        run.status,
+        {
+            name: (
+                r.status,
+                r.attempts,
+                r.output if not hasattr(r.output, "outputs") else r.output.records_processed,
+            )
+            for name, r in run.steps.items()
+        },
+    )
 
 
 def test_a_listener_raising_in_every_hook_changes_nothing(plugin_manager, log_stream):
     baseline_recorder = HookRecorder()
     baseline = every_event_pipeline(plugin_manager).run_sync(
-        rollback=True, listeners=[baseline_recorder])
+        rollback=True, listeners=[baseline_recorder]
+    )
 
     before, after = HookRecorder(), HookRecorder()
     assert plugin_manager.add_plugin(before, "before").status == "loaded"
@@ -200,12 +241,13 @@ def test_a_listener_raising_in_every_hook_changes_nothing(plugin_manager, log_st
     for recorder in (before, after, own):  # the others still get every call, in order
         assert _calls(recorder) == expected
     assert raiser.calls == run_raiser.calls == len(expected)
-    failures = [line for line in log_stream.getvalue().splitlines()
-                if "plugin_hook_failed" in line]
+    failures = [line for line in log_stream.getvalue().splitlines() if "plugin_hook_failed" in line]
     assert len(failures) == 2 * len(expected)
     for hook in LISTENER_HOOKS:
         assert any(f"hook={hook}" in line and "plugin=raiser" in line for line in failures), hook
-        assert any(f"hook={hook}" in line and "plugin=RaisingListener" in line for line in failures), hook
+        assert any(
+            f"hook={hook}" in line and "plugin=RaisingListener" in line for line in failures
+        ), hook
 
 
 def test_a_direct_pm_hook_call_is_isolated_too(plugin_manager):
@@ -225,8 +267,9 @@ def test_a_direct_pm_hook_call_is_isolated_too(plugin_manager):
     plugin_manager.add_plugin(Bad(), "bad")  # called first: registered last
     assert plugin_manager.hook.pipectl_run_finish(run="r") == []
     assert got == ["r"]
-    (impl,) = [i for i in plugin_manager.hook.pipectl_run_finish.get_hookimpls()
-               if i.plugin_name == "bad"]
+    (impl,) = [
+        i for i in plugin_manager.hook.pipectl_run_finish.get_hookimpls() if i.plugin_name == "bad"
+    ]
     assert impl.function.__wrapped__.__name__ == "pipectl_run_finish"  # the original, kept
 
 
@@ -273,8 +316,7 @@ def test_two_concurrent_runs_each_listener_sees_only_its_run(plugin_manager, hoo
     pipe_b.on_step_complete(lambda result: completed_b.append(result.step_name))
 
     async def main():
-        return await asyncio.gather(pipe_a.run(listeners=[mine_a]),
-                                    pipe_b.run(listeners=[mine_b]))
+        return await asyncio.gather(pipe_a.run(listeners=[mine_a]), pipe_b.run(listeners=[mine_b]))
 
     run_a, run_b = asyncio.run(main())
 
@@ -295,8 +337,11 @@ def test_two_concurrent_runs_each_listener_sees_only_its_run(plugin_manager, hoo
 
 
 def _calls_of(recorder, run):
-    return [(c.name, c.step_name, getattr(c.report, "name", None) if "report" in c.kwargs
-             else None) for c in recorder.calls if c.run.run_id == run.run_id]
+    return [
+        (c.name, c.step_name, getattr(c.report, "name", None) if "report" in c.kwargs else None)
+        for c in recorder.calls
+        if c.run.run_id == run.run_id
+    ]
 
 
 def test_a_run_listener_hears_its_sub_pipeline_runs_not_another_run(plugin_manager):
@@ -314,8 +359,7 @@ def test_a_run_listener_hears_its_sub_pipeline_runs_not_another_run(plugin_manag
     mine, theirs = HookRecorder(), HookRecorder()
 
     async def main():
-        return await asyncio.gather(parent.run(listeners=[mine]),
-                                    other.run(listeners=[theirs]))
+        return await asyncio.gather(parent.run(listeners=[mine]), other.run(listeners=[theirs]))
 
     run, other_run = asyncio.run(main())
 
@@ -337,6 +381,7 @@ def test_run_listeners_are_called_as_if_registered_last(plugin_manager, register
             @hookimpl(**opts)
             def pipectl_run_start(self, run):
                 order.append(label)
+
         return Listener()
 
     register_plugin(listener("plugin"), "plugin")
@@ -344,8 +389,9 @@ def test_run_listeners_are_called_as_if_registered_last(plugin_manager, register
     register_plugin(listener("plugin-last", trylast=True), "plugin-last")
     pipe = Pipeline("ordered", plugin_manager=plugin_manager)
     pipe.add_step("a", lambda: 1)
-    pipe.run_sync(listeners=[listener("run-1"), listener("run-2"),
-                             listener("run-last", trylast=True)])
+    pipe.run_sync(
+        listeners=[listener("run-1"), listener("run-2"), listener("run-last", trylast=True)]
+    )
     assert order == ["plugin-first", "run-2", "run-1", "plugin", "plugin-last", "run-last"]
 
 

@@ -47,27 +47,29 @@ def _doc(name: str) -> str:
 
 
 def test_the_contract_has_the_hooks_of_the_design():
-    assert HOOKS == sorted([
-        "pipectl_register_extractors",
-        "pipectl_register_outputs",
-        "pipectl_register_trackers",
-        "pipectl_register_executors",
-        "pipectl_register_step_types",
-        "pipectl_register_commands",
-        "pipectl_addoption",
-        "pipectl_configure",
-        "pipectl_unconfigure",
-        "pipectl_run_start",
-        "pipectl_run_planned",
-        "pipectl_run_finish",
-        "pipectl_step_start",
-        "pipectl_step_retry",
-        "pipectl_step_finish",
-        "pipectl_output_finish",
-        "pipectl_rollback_start",
-        "pipectl_rollback_finish",
-        "pipectl_wrap_step",
-    ])
+    assert HOOKS == sorted(
+        [
+            "pipectl_register_extractors",
+            "pipectl_register_outputs",
+            "pipectl_register_trackers",
+            "pipectl_register_executors",
+            "pipectl_register_step_types",
+            "pipectl_register_commands",
+            "pipectl_addoption",
+            "pipectl_configure",
+            "pipectl_unconfigure",
+            "pipectl_run_start",
+            "pipectl_run_planned",
+            "pipectl_run_finish",
+            "pipectl_step_start",
+            "pipectl_step_retry",
+            "pipectl_step_finish",
+            "pipectl_output_finish",
+            "pipectl_rollback_start",
+            "pipectl_rollback_finish",
+            "pipectl_wrap_step",
+        ]
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -80,7 +82,8 @@ def test_every_hookspec_is_decorated(hook, plugin_manager):
 
 def test_the_manager_knows_no_hook_outside_the_contract(plugin_manager):
     specced = sorted(
-        name for name, caller in vars(plugin_manager.hook).items()
+        name
+        for name, caller in vars(plugin_manager.hook).items()
         if name.startswith("pipectl_") and caller.has_spec()
     )
     assert specced == HOOKS
@@ -140,8 +143,17 @@ def test_registration_hooks_table_matches_the_specs():
 
 
 def test_every_hook_is_registration_commands_startup_or_lifecycle():
-    assert sorted([*hookspecs.REGISTRATION_HOOKS, "pipectl_register_commands",
-                   *hookspecs.STARTUP_HOOKS, *LIFECYCLE_HOOKS]) == HOOKS
+    assert (
+        sorted(
+            [
+                *hookspecs.REGISTRATION_HOOKS,
+                "pipectl_register_commands",
+                *hookspecs.STARTUP_HOOKS,
+                *LIFECYCLE_HOOKS,
+            ]
+        )
+        == HOOKS
+    )
 
 
 def test_hook_names_follow_the_grammar():
@@ -150,8 +162,13 @@ def test_hook_names_follow_the_grammar():
         assert (
             re.match(r"^pipectl_register_[a-z_]+s$", hook)
             or lifecycle.match(hook)
-            or hook in ("pipectl_wrap_step", "pipectl_addoption", "pipectl_configure",
-                        "pipectl_unconfigure")
+            or hook
+            in (
+                "pipectl_wrap_step",
+                "pipectl_addoption",
+                "pipectl_configure",
+                "pipectl_unconfigure",
+            )
         ), hook
 
 
@@ -189,8 +206,13 @@ def test_docs_hooks_md_documents_no_hook_that_does_not_exist():
 def _test_function_names() -> set[str]:
     names = set()
     for path in TESTS_DIR.rglob("*.py"):
-        names.update(re.findall(r"^\s*(?:async\s+)?def (test_hook_\w+)\(",
-                                path.read_text(encoding="utf-8"), flags=re.MULTILINE))
+        names.update(
+            re.findall(
+                r"^\s*(?:async\s+)?def (test_hook_\w+)\(",
+                path.read_text(encoding="utf-8"),
+                flags=re.MULTILINE,
+            )
+        )
     return names
 
 
@@ -221,13 +243,31 @@ class Snapshots:
 
     @hookimpl
     def pipectl_run_start(self, run):
-        self.events.append(("run_start", run.status, dict(run.steps), run.start_time,
-                            run.end_time, dict(run.parameters), run.run_id))
+        self.events.append(
+            (
+                "run_start",
+                run.status,
+                dict(run.steps),
+                run.start_time,
+                run.end_time,
+                dict(run.parameters),
+                run.run_id,
+            )
+        )
 
     @hookimpl
     def pipectl_run_finish(self, run):
-        self.events.append(("run_finish", run.status, dict(run.steps), run.start_time,
-                            run.end_time, list(run.errors), run.run_id))
+        self.events.append(
+            (
+                "run_finish",
+                run.status,
+                dict(run.steps),
+                run.start_time,
+                run.end_time,
+                list(run.errors),
+                run.run_id,
+            )
+        )
 
 
 def _pipeline(pm, *, fail=False):
@@ -317,8 +357,9 @@ def test_hook_pipectl_step_retry(plugin_manager, hook_recorder):
     assert [c.delay for c in retries] == pytest.approx([0.01, 0.02])  # backoff, no jitter
     assert all(c.run is run for c in retries)
     # after the failed attempt, before the next one starts
-    order = [(c.name, c.kwargs.get("attempt")) for c in hook_recorder.calls
-             if c.step_name == "extract"]
+    order = [
+        (c.name, c.kwargs.get("attempt")) for c in hook_recorder.calls if c.step_name == "extract"
+    ]
     assert order == [
         ("pipectl_step_start", 1),
         ("pipectl_step_retry", 1),
@@ -359,7 +400,8 @@ def test_hook_pipectl_step_finish(plugin_manager, hook_recorder):
     assert by_step == {name: run.steps[name] for name in by_step}
     names = hook_recorder.names()
     assert max(i for i, n in enumerate(names) if n == "pipectl_step_finish") < names.index(
-        "pipectl_run_finish")
+        "pipectl_run_finish"
+    )
 
 
 def test_lifecycle_order_of_a_linear_pipeline(plugin_manager, hook_recorder):
@@ -406,8 +448,12 @@ def test_hook_reference_is_generated_from_the_hookspecs():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "pipectl.docgen", "--check", str(HOOKS_DOC)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.docgen", "--check", str(HOOKS_DOC)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -442,8 +488,7 @@ def test_hook_pipectl_run_planned(plugin_manager, hook_recorder):
     assert started == set(plan.names)
 
 
-def test_hook_pipectl_run_planned_names_the_resumed_steps(plugin_manager, hook_recorder,
-                                                          tmp_path):
+def test_hook_pipectl_run_planned_names_the_resumed_steps(plugin_manager, hook_recorder, tmp_path):
     tracker = f"sqlite:///{tmp_path / 'runs.db'}"
     fail = {"now": True}
     pipe = Pipeline("resumable", plugin_manager=plugin_manager)
@@ -479,16 +524,19 @@ class _Numbers:
 def test_hook_pipectl_output_finish(plugin_manager, hook_recorder):
     steady, flaky = FlakyStore("steady"), FlakyStore("flaky", fail_attempts=1)
     pipe = Pipeline("outputs", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor=_Numbers(), outputs=[steady, flaky], retries=1,
-                   retry_delay=0.0)
+    pipe.data_step(
+        "load", extractor=_Numbers(), outputs=[steady, flaky], retries=1, retry_delay=0.0
+    )
     pipe.add_step("after", lambda load: "ok", depends_on=["load"])
 
     run = pipe.run_sync()
 
     assert run.ok, run.errors
     assert len(steady.rows) == len(flaky.rows) == 8  # each record written once
-    reports = [(c.attempt, c.report.name, c.report.status, c.report.written, c.report.target)
-               for c in hook_recorder.calls_for("output_finish")]
+    reports = [
+        (c.attempt, c.report.name, c.report.status, c.report.written, c.report.target)
+        for c in hook_recorder.calls_for("output_finish")
+    ]
     assert reports == [
         (1, "steady", "committed", 8, "store steady"),
         (1, "flaky", "failed", 0, "store flaky"),
@@ -497,19 +545,29 @@ def test_hook_pipectl_output_finish(plugin_manager, hook_recorder):
     ]
     failed = hook_recorder.calls_for("output_finish")[1].report
     assert "disk full" in failed.error
-    assert all(c.step_name == "load" and c.run is run
-               for c in hook_recorder.calls_for("output_finish"))
+    assert all(
+        c.step_name == "load" and c.run is run for c in hook_recorder.calls_for("output_finish")
+    )
     # each attempt's reports come before its retry, the last ones before the step's finish
-    names = [n.removeprefix("pipectl_") for n in hook_recorder.names()
-             if n != "pipectl_step_start"]
-    assert names == ["run_start", "run_planned", "output_finish", "output_finish",
-                     "step_retry", "output_finish", "output_finish", "step_finish",
-                     "step_finish", "run_finish"]
+    names = [n.removeprefix("pipectl_") for n in hook_recorder.names() if n != "pipectl_step_start"]
+    assert names == [
+        "run_start",
+        "run_planned",
+        "output_finish",
+        "output_finish",
+        "step_retry",
+        "output_finish",
+        "output_finish",
+        "step_finish",
+        "step_finish",
+        "run_finish",
+    ]
 
 
 def test_no_output_report_when_the_extraction_fails(plugin_manager, hook_recorder):
     """Nothing committed, nothing failed on the outputs' side: the extractor's error is the
     step's, and no output is reported (as the hookspec says)."""
+
     class Broken(_Numbers):
         def batches(self, ctx):
             yield [{"id": 1}]
@@ -534,6 +592,7 @@ def _rollback_pipeline(pm, undone, fail_undo=()):
             if name in fail_undo:
                 raise RuntimeError(f"cannot undo {name}")
             undone.append((name, output))
+
         return rollback
 
     pipe.add_step("a", lambda: "A", rollback=undo("a"))
@@ -559,7 +618,8 @@ def test_hook_pipectl_rollback_start(plugin_manager, hook_recorder):
     last_step = max(i for i, n in enumerate(names) if n == "pipectl_step_finish")
     assert last_step < names.index("pipectl_rollback_start")
     assert names[-7:] == ["pipectl_rollback_start", "pipectl_rollback_finish"] * 3 + [
-        "pipectl_run_finish"]
+        "pipectl_run_finish"
+    ]
 
 
 def test_no_rollback_event_without_rollback(plugin_manager, hook_recorder):
@@ -599,8 +659,11 @@ def test_hook_pipectl_rollback_finish(plugin_manager, hook_recorder):
 class _DeprecatedSpecs:
     """A test-local hookspec retired the way hookspecs.py's docstring says."""
 
-    @hookspecs.hookspec(warn_on_impl=DeprecationWarning(
-        "pipectl_step_end is deprecated since 0.2: implement pipectl_step_finish"))
+    @hookspecs.hookspec(
+        warn_on_impl=DeprecationWarning(
+            "pipectl_step_end is deprecated since 0.2: implement pipectl_step_finish"
+        )
+    )
     def pipectl_step_end(self, run, step):
         """Called when a step ended (deprecated)."""
 

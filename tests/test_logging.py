@@ -44,15 +44,23 @@ def test_json_events_for_every_step_transition(plugin_manager, log_stream):
     names = [e["event"] for e in events]
 
     assert names[0] == "run_started" and names[-1] == "run_finished"
-    flaky_events = [e for e in events if e.get("step") == "flaky" and e["event"].startswith("step_")]
+    flaky_events = [
+        e for e in events if e.get("step") == "flaky" and e["event"].startswith("step_")
+    ]
     assert [e["event"] for e in flaky_events] == [
-        "step_started", "step_retry", "step_started", "step_finished"]
+        "step_started",
+        "step_retry",
+        "step_started",
+        "step_finished",
+    ]
     assert [e.get("attempt") for e in flaky_events[:3]] == [1, 1, 2]
     assert flaky_events[1]["error"] == "ConnectionError: reset by peer"
     finished = flaky_events[-1]
     assert finished["status"] == "success" and finished["attempts"] == 2
     assert isinstance(finished["duration_ms"], float)
-    assert all(e["run_id"] == run.run_id for e in events if e["event"].startswith(("step_", "run_")))
+    assert all(
+        e["run_id"] == run.run_id for e in events if e["event"].startswith(("step_", "run_"))
+    )
     assert all(e["level"] in ("info", "warning") and "timestamp" in e for e in events)
 
 
@@ -72,8 +80,11 @@ def test_step_logger_and_plugin_lines_carry_run_and_step(plugin_manager, log_str
     run = pipe.run_sync()
     by_event = {e["event"]: e for e in _events(log_stream)}
     assert by_event["from_ctx_logger"]["step"] == "a" and by_event["from_ctx_logger"]["rows"] == 3
-    for event, step in (("from_ctx_logger", "a"), ("from_module_logger", "a"),
-                        ("from_async_step", "b")):
+    for event, step in (
+        ("from_ctx_logger", "a"),
+        ("from_module_logger", "a"),
+        ("from_async_step", "b"),
+    ):
         assert by_event[event]["run_id"] == run.run_id
         assert by_event[event]["step"] == step
 
@@ -98,8 +109,10 @@ def test_console_format_is_one_line_per_event(plugin_manager):
     finally:
         pipectl_log.reset_logging()
     lines = stream.getvalue().splitlines()
-    assert any("step_finished" in line and f"run_id={run.run_id}" in line and "step=a" in line
-               for line in lines)
+    assert any(
+        "step_finished" in line and f"run_id={run.run_id}" in line and "step=a" in line
+        for line in lines
+    )
     assert len(lines) == 4  # run_started, step_started, step_finished, run_finished
 
 

@@ -91,7 +91,9 @@ class TimingPlugin:
         return timed
 
 
-def test_cache_middleware_short_circuits_the_step(register_plugin, plugin_manager, hook_recorder, executor):
+def test_cache_middleware_short_circuits_the_step(
+    register_plugin, plugin_manager, hook_recorder, executor
+):
     cache = CachePlugin({"extract": [10, 20, 30]})
     register_plugin(cache, name="cache")
     pipe = Pipeline("cached", plugin_manager=plugin_manager)
@@ -134,7 +136,9 @@ def test_cache_middleware_short_circuits_a_sync_step(register_plugin, plugin_man
     assert run.steps["slow"].output == "cached"
 
 
-def test_timing_middleware_sees_every_attempt_of_every_step(register_plugin, plugin_manager, executor):
+def test_timing_middleware_sees_every_attempt_of_every_step(
+    register_plugin, plugin_manager, executor
+):
     timer = TimingPlugin()
     register_plugin(timer, name="timer")
     pipe = Pipeline("timed", plugin_manager=plugin_manager)
@@ -250,7 +254,8 @@ def _tagging_plugin(tag, log, **impl_options):
 
 
 def test_middlewares_of_two_plugins_compose_last_registered_outermost(
-    register_plugin, plugin_manager, executor):
+    register_plugin, plugin_manager, executor
+):
     log = a_log()
     register_plugin(_tagging_plugin("first", log), name="first")
     register_plugin(_tagging_plugin("second", log), name="second")
@@ -313,7 +318,8 @@ class FailingMiddleware:
 
 
 def test_raising_middleware_fails_the_attempt_and_retry_applies(
-    register_plugin, plugin_manager, hook_recorder, executor):
+    register_plugin, plugin_manager, hook_recorder, executor
+):
     register_plugin(FailingMiddleware(failures=2), name="flaky-middleware")
     pipe = Pipeline("retried", plugin_manager=plugin_manager)
     calls = a_log()
@@ -335,7 +341,9 @@ def test_raising_middleware_fails_the_attempt_and_retry_applies(
     assert str(retries[0].error) == "middleware failed attempt 1"
 
 
-def test_raising_middleware_fails_the_step_when_retries_run_out(register_plugin, plugin_manager, executor):
+def test_raising_middleware_fails_the_step_when_retries_run_out(
+    register_plugin, plugin_manager, executor
+):
     register_plugin(FailingMiddleware(failures=99), name="broken-middleware")
     pipe = Pipeline("failing", plugin_manager=plugin_manager)
     pipe.add_step("s", lambda: "never", retries=1, retry_delay=0.001)
@@ -438,7 +446,8 @@ def test_middleware_from_an_installed_plugin(fake_dists):
 
     assert run.ok and run.steps["b"].output == 2
     assert [(name, attempt) for name, attempt, _ in dist.loaded_module().TIMINGS] == [
-        ("a", 1), ("b", 1),
+        ("a", 1),
+        ("b", 1),
     ]
 
 

@@ -13,7 +13,7 @@ from pipectl import PipelineFile
 from pipectl.errors import PipectlError
 from pipectl.orchestration import ResumeError
 
-STEPS = '''
+STEPS = """
 import os, pathlib
 
 def extract():
@@ -38,9 +38,9 @@ def flaky(load):
 
 def report(params):
     return f"report of {params['day']}"
-'''
+"""
 
-FILE = '''
+FILE = """
 params:
   day: {type: str, default: "2026-12-01"}
 pipelines:
@@ -60,7 +60,7 @@ pipelines:
   - name: side
     steps:
       - {name: report, run: orch_steps:report}
-'''
+"""
 
 
 @pytest.fixture
@@ -81,8 +81,9 @@ def _marks(project):
 
 def test_runs_the_named_pipelines_after_those_they_depend_on(project, plugin_manager):
     seen = []
-    with PipelineFile.load(project / "pipelines.yaml", {"day": "2026-12-06"},
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        project / "pipelines.yaml", {"day": "2026-12-06"}, plugin_manager=plugin_manager
+    ) as pf:
         assert pf.select(["gold"]) == ["bronze", "silver", "gold"]
         every = pf.select()
         assert sorted(every) == ["bronze", "gold", "side", "silver"]
@@ -100,21 +101,27 @@ def test_runs_the_named_pipelines_after_those_they_depend_on(project, plugin_man
 
 
 def test_a_failed_pipeline_skips_those_after_it_and_resume_runs_only_what_failed(
-        project, plugin_manager, monkeypatch):
+    project, plugin_manager, monkeypatch
+):
     monkeypatch.setenv("ORCH_FAIL", "1")
     with PipelineFile.load(project / "pipelines.yaml", plugin_manager=plugin_manager) as pf:
         result = pf.run(["gold", "side"])
     assert not result.ok
-    assert result.outcome == {"bronze": "success", "side": "success", "silver": "failed",
-                              "gold": "skipped"}
+    assert result.outcome == {
+        "bronze": "success",
+        "side": "success",
+        "silver": "failed",
+        "gold": "skipped",
+    }
     assert result.outcomes["gold"].reason == "upstream pipeline 'silver' failed"
     assert result.outcomes["gold"].run is None
     assert "the warehouse is down" in str(result.runs["silver"].errors)
     assert _marks(project) == ["load", "load"]  # bronze's load, silver's load
 
     monkeypatch.setenv("ORCH_FAIL", "0")
-    with PipelineFile.load(project / "pipelines.yaml", resume="latest",
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        project / "pipelines.yaml", resume="latest", plugin_manager=plugin_manager
+    ) as pf:
         resumed = pf.run(["gold"], resume="latest")
     assert resumed.ok, resumed.outcome
     silver = resumed.runs["silver"]
@@ -125,14 +132,17 @@ def test_a_failed_pipeline_skips_those_after_it_and_resume_runs_only_what_failed
 
 
 def test_resume_of_a_run_id_takes_its_params_and_only_its_pipeline_resumes(
-        project, plugin_manager, monkeypatch):
+    project, plugin_manager, monkeypatch
+):
     monkeypatch.setenv("ORCH_FAIL", "1")
-    with PipelineFile.load(project / "pipelines.yaml", {"day": "2026-11-30"},
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        project / "pipelines.yaml", {"day": "2026-11-30"}, plugin_manager=plugin_manager
+    ) as pf:
         failed = pf.run(["silver"]).runs["silver"]
     monkeypatch.setenv("ORCH_FAIL", "0")
-    with PipelineFile.load(project / "pipelines.yaml", resume=failed.run_id,
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        project / "pipelines.yaml", resume=failed.run_id, plugin_manager=plugin_manager
+    ) as pf:
         assert pf.pipelines["gold"].params["day"] == "2026-11-30"  # taken from the run
         result = pf.run(["silver"], resume=failed.run_id)
     assert result.ok
@@ -143,11 +153,13 @@ def test_resume_of_a_run_id_takes_its_params_and_only_its_pipeline_resumes(
 def test_resume_errors_are_clear(project, plugin_manager):
     with PipelineFile.load(project / "pipelines.yaml", plugin_manager=plugin_manager) as pf:
         done = pf.run(["side"]).runs["side"]
-        with pytest.raises(ResumeError, match="is a run of pipeline 'side', which is not among "
-                                              "those to run"):
+        with pytest.raises(
+            ResumeError, match="is a run of pipeline 'side', which is not among those to run"
+        ):
             pf.run(["bronze"], resume=done.run_id)
-    with PipelineFile.load(project / "pipelines.yaml", tracker="none",
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        project / "pipelines.yaml", tracker="none", plugin_manager=plugin_manager
+    ) as pf:
         with pytest.raises(ResumeError, match="needs a tracker"):
             pf.run(["side"], resume="latest")
 
@@ -155,12 +167,14 @@ def test_resume_errors_are_clear(project, plugin_manager):
 def test_tracker_choice_given_then_file_then_project(project, plugin_manager):
     path = project / "pipelines.yaml"
     path.write_text(path.read_text() + "\n", encoding="utf-8")
-    with PipelineFile.load(path, tracker=f"sqlite:///{project / 'given.db'}",
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        path, tracker=f"sqlite:///{project / 'given.db'}", plugin_manager=plugin_manager
+    ) as pf:
         pf.run(["side"])
     assert (project / "given.db").exists()
-    text = textwrap.dedent(FILE).replace("  - name: side\n",
-                                         "  - name: side\n    tracker: sqlite:///file.db\n")
+    text = textwrap.dedent(FILE).replace(
+        "  - name: side\n", "  - name: side\n    tracker: sqlite:///file.db\n"
+    )
     path.write_text(text, encoding="utf-8")
     with PipelineFile.load(path, plugin_manager=plugin_manager) as pf:
         pf.run(["side"])
@@ -198,8 +212,9 @@ def test_progress_wraps_each_run_and_skip_of_every_step_is_not_run(project, plug
         views[name] = View()
         yield views[name]
 
-    with PipelineFile.load(project / "pipelines.yaml", tracker="none",
-                           plugin_manager=plugin_manager) as pf:
+    with PipelineFile.load(
+        project / "pipelines.yaml", tracker="none", plugin_manager=plugin_manager
+    ) as pf:
         result = pf.run(["gold"], progress=progress, skip={"gold": ["report"]})
     assert entered == [("bronze", 2), ("silver", 2)]
     assert views["bronze"].steps == ["extract", "load"]

@@ -16,8 +16,9 @@ from pipectl.testing import check_output_contract
 def _rows(db, table: str) -> list[dict]:
     try:
         with sqlite3.connect(db) as conn:
-            return [{"id": i, "name": n}
-                    for i, n in conn.execute(f'SELECT id, name FROM "{table}"')]
+            return [
+                {"id": i, "name": n} for i, n in conn.execute(f'SELECT id, name FROM "{table}"')
+            ]
     except sqlite3.OperationalError:  # no table yet
         return []
 

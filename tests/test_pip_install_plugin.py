@@ -108,21 +108,33 @@ print(json.dumps({
 """
 
 IGNORED = shutil.ignore_patterns(
-    ".venv*", ".git", "*.egg-info", "__pycache__", "build", "dist", ".pytest_cache",
-    ".hypothesis", ".pipectl", "*.pyc",
+    ".venv*",
+    ".git",
+    "*.egg-info",
+    "__pycache__",
+    "build",
+    "dist",
+    ".pytest_cache",
+    ".hypothesis",
+    ".pipectl",
+    "*.pyc",
 )
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PIPECTL_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIPECTL_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -195,8 +207,7 @@ def test_installed_plugin_command_runs(venv):
 
 
 def test_installed_plugin_can_be_blocked(venv):
-    proc = _run([venv / "bin" / "pipectl", "-p", "no:pipectl-hello", "plugins", "--json"],
-                cwd=venv)
+    proc = _run([venv / "bin" / "pipectl", "-p", "no:pipectl-hello", "plugins", "--json"], cwd=venv)
 
     (row,) = json.loads(proc.stdout)
     assert row["name"] == "hello"

@@ -25,8 +25,7 @@ def _steps_module_on_path(monkeypatch):
 
 
 def _cli(*args: str, cwd: Path = HERE) -> subprocess.CompletedProcess:
-    return subprocess.run([*PIPECTL, *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd)
+    return subprocess.run([*PIPECTL, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 GOOD_STEP = "  - name: a\n    run: steps_for_tests:numbers\n"
@@ -37,76 +36,150 @@ BAD_FILES = {
     "not a mapping": ("- a\n- b\n", 1, ["a pipeline file is a mapping", "not a list"]),
     "scalar": ("just text\n", 1, ["a pipeline file is a mapping"]),
     "tabs": ("name: x\nsteps:\n\t- name: a\n", 3, ["tabs", "use spaces"]),
-    "duplicate key": ("name: x\nname: y\nsteps:\n" + GOOD_STEP, 2,
-                      ["name: duplicate key (first at line 1)"]),
-    "unknown top field": ("name: x\nstepz: []\n", 2, ["stepz: unknown field", "did you mean 'steps'"]),
+    "duplicate key": (
+        "name: x\nname: y\nsteps:\n" + GOOD_STEP,
+        2,
+        ["name: duplicate key (first at line 1)"],
+    ),
+    "unknown top field": (
+        "name: x\nstepz: []\n",
+        2,
+        ["stepz: unknown field", "did you mean 'steps'"],
+    ),
     "no name": ("steps:\n" + GOOD_STEP, 1, ["name: the pipeline needs a name"]),
     "no steps": ("name: x\n", 1, ["steps: expected a list of steps"]),
     "steps not a list": ("name: x\nsteps: {a: 1}\n", 2, ["expected a list of steps"]),
     "step not a mapping": ("name: x\nsteps:\n  - just-a-name\n", 3, ["a step is a mapping"]),
-    "misspelled step field": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                              "    retires: 3\n", 5,
-                              ["steps[0].retires: unknown step field", "did you mean 'retries'"]),
-    "retries: three": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                       "    retries: three\n", 5, ["steps.a.retries: expected an integer >= 0",
-                                                  "'three'"]),
-    "negative timeout": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                         "    timeout: -1\n", 5, ["steps.a.timeout: expected a number > 0"]),
-    "duplicate step": ("name: x\nsteps:\n" + GOOD_STEP + GOOD_STEP, 5,
-                       ["duplicate step 'a' (first at line 3)"]),
-    "unknown dependency": ("name: x\nsteps:\n" + GOOD_STEP +
-                           "  - name: b\n    run: steps_for_tests:numbers\n    depends_on: [aa]\n",
-                           5, ["unknown step 'aa'", "did you mean 'a'"]),
-    "cycle": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    depends_on: b\n"
-              "  - name: b\n    run: steps_for_tests:numbers\n    depends_on: a\n", 3,
-              ["cycle: a -> b -> a"]),
-    "unimportable module": ("name: x\nsteps:\n  - name: a\n    run: no_such_module_xyz:f\n", 4,
-                            ["steps.a.run: cannot import module 'no_such_module_xyz'"]),
-    "missing function": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbrs\n", 4,
-                         ["has no 'numbrs'", "did you mean 'numbers'"]),
-    "not callable": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:NOT_CALLABLE\n", 4,
-                     ["is a int, not a function"]),
-    "not a reference": ("name: x\nsteps:\n  - name: a\n    run: numbers\n", 4,
-                        ["expected 'module:function'"]),
+    "misspelled step field": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    retires: 3\n",
+        5,
+        ["steps[0].retires: unknown step field", "did you mean 'retries'"],
+    ),
+    "retries: three": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    retries: three\n",
+        5,
+        ["steps.a.retries: expected an integer >= 0", "'three'"],
+    ),
+    "negative timeout": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    timeout: -1\n",
+        5,
+        ["steps.a.timeout: expected a number > 0"],
+    ),
+    "duplicate step": (
+        "name: x\nsteps:\n" + GOOD_STEP + GOOD_STEP,
+        5,
+        ["duplicate step 'a' (first at line 3)"],
+    ),
+    "unknown dependency": (
+        "name: x\nsteps:\n"
+        + GOOD_STEP
+        + "  - name: b\n    run: steps_for_tests:numbers\n    depends_on: [aa]\n",
+        5,
+        ["unknown step 'aa'", "did you mean 'a'"],
+    ),
+    "cycle": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    depends_on: b\n"
+        "  - name: b\n    run: steps_for_tests:numbers\n    depends_on: a\n",
+        3,
+        ["cycle: a -> b -> a"],
+    ),
+    "unimportable module": (
+        "name: x\nsteps:\n  - name: a\n    run: no_such_module_xyz:f\n",
+        4,
+        ["steps.a.run: cannot import module 'no_such_module_xyz'"],
+    ),
+    "missing function": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbrs\n",
+        4,
+        ["has no 'numbrs'", "did you mean 'numbers'"],
+    ),
+    "not callable": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:NOT_CALLABLE\n",
+        4,
+        ["is a int, not a function"],
+    ),
+    "not a reference": (
+        "name: x\nsteps:\n  - name: a\n    run: numbers\n",
+        4,
+        ["expected 'module:function'"],
+    ),
     "step does nothing": ("name: x\nsteps:\n  - name: a\n", 3, ["the step does nothing"]),
-    "bad trigger": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                    "    trigger: all_don\n", 5, ["one of all_success, all_done",
-                                                  "did you mean 'all_done'"]),
-    "undefined param ref": ("name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: "
-                            "\"${params.src}\"}\n    load: [{type: jsonl, path: o.jsonl}]\n", 4,
-                            ["${params.src}: no such param"]),
-    "unset env": ("name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: "
-                  "\"${env.PIPECTL_TEST_SURELY_UNSET}\"}\n    load: [{type: jsonl, path: o}]\n",
-                  4, ["${env.PIPECTL_TEST_SURELY_UNSET} is not set", ":-default"]),
-    "missing required param": ("name: x\nparams:\n  day: {type: str}\nsteps:\n" + GOOD_STEP,
-                               None, ["params.day: is required", "params={'day': ...}"]),
-    "bad param type": ("name: x\nparams:\n  day: {type: date}\nsteps:\n" + GOOD_STEP, 3,
-                       ["params.day.type: unknown type 'date'"]),
-    "default of the wrong type": ("name: x\nparams:\n  n: {type: int, default: many}\nsteps:\n"
-                                  + GOOD_STEP, 3, ["params.n.default: 'many' is not a int"]),
-    "bad retry_on": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                     "    retry_on: [ConectionError]\n", 5,
-                     ["'ConectionError' is not an exception class",
-                      "did you mean 'ConnectionError'"]),
-    "run and extract": ("name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
-                        "    extract: {type: csv, path: x}\n    load: []\n", 3,
-                        ["a step has one of 'run'"]),
-    "data step without load": ("name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: x}\n",
-                               3, ["steps.a.load: a data step needs 'load'"]),
-    "max_concurrent zero": ("name: x\nmax_concurrent: 0\nsteps:\n" + GOOD_STEP, 2,
-                            ["max_concurrent: expected an integer >= 1"]),
-    "fail_fast not bool": ("name: x\nfail_fast: sometimes\nsteps:\n" + GOOD_STEP, 2,
-                           ["fail_fast: expected true or false"]),
+    "bad trigger": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n    trigger: all_don\n",
+        5,
+        ["one of all_success, all_done", "did you mean 'all_done'"],
+    ),
+    "undefined param ref": (
+        "name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: "
+        '"${params.src}"}\n    load: [{type: jsonl, path: o.jsonl}]\n',
+        4,
+        ["${params.src}: no such param"],
+    ),
+    "unset env": (
+        "name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: "
+        '"${env.PIPECTL_TEST_SURELY_UNSET}"}\n    load: [{type: jsonl, path: o}]\n',
+        4,
+        ["${env.PIPECTL_TEST_SURELY_UNSET} is not set", ":-default"],
+    ),
+    "missing required param": (
+        "name: x\nparams:\n  day: {type: str}\nsteps:\n" + GOOD_STEP,
+        None,
+        ["params.day: is required", "params={'day': ...}"],
+    ),
+    "bad param type": (
+        "name: x\nparams:\n  day: {type: date}\nsteps:\n" + GOOD_STEP,
+        3,
+        ["params.day.type: unknown type 'date'"],
+    ),
+    "default of the wrong type": (
+        "name: x\nparams:\n  n: {type: int, default: many}\nsteps:\n" + GOOD_STEP,
+        3,
+        ["params.n.default: 'many' is not a int"],
+    ),
+    "bad retry_on": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+        "    retry_on: [ConectionError]\n",
+        5,
+        ["'ConectionError' is not an exception class", "did you mean 'ConnectionError'"],
+    ),
+    "run and extract": (
+        "name: x\nsteps:\n  - name: a\n    run: steps_for_tests:numbers\n"
+        "    extract: {type: csv, path: x}\n    load: []\n",
+        3,
+        ["a step has one of 'run'"],
+    ),
+    "data step without load": (
+        "name: x\nsteps:\n  - name: a\n    extract: {type: csv, path: x}\n",
+        3,
+        ["steps.a.load: a data step needs 'load'"],
+    ),
+    "max_concurrent zero": (
+        "name: x\nmax_concurrent: 0\nsteps:\n" + GOOD_STEP,
+        2,
+        ["max_concurrent: expected an integer >= 1"],
+    ),
+    "fail_fast not bool": (
+        "name: x\nfail_fast: sometimes\nsteps:\n" + GOOD_STEP,
+        2,
+        ["fail_fast: expected true or false"],
+    ),
     "non-string key": ("name: x\n1: a\nsteps:\n" + GOOD_STEP, 2, ["keys must be strings"]),
     "unclosed bracket": ("name: x\nsteps: [\n", 3, ["invalid YAML"]),
-    "resources not a mapping": ("name: x\nsteps:\n" + GOOD_STEP + "    resources: GPU\n", 5,
-                                ["steps.a.resources: expected a mapping of resource name"]),
+    "resources not a mapping": (
+        "name: x\nsteps:\n" + GOOD_STEP + "    resources: GPU\n",
+        5,
+        ["steps.a.resources: expected a mapping of resource name"],
+    ),
     "resource amount not a size": (
         "name: x\nsteps:\n" + GOOD_STEP + "    resources:\n      GPU: 1\n      memory: lots\n",
-        7, ["steps.a.resources.memory: 'lots' is not a size (such as 4GB"]),
+        7,
+        ["steps.a.resources.memory: 'lots' is not a size (such as 4GB"],
+    ),
     "resource amount zero": (
-        "name: x\nsteps:\n" + GOOD_STEP + "    resources: {GPU: 0}\n", 5,
-        ["steps.a.resources.GPU: expected a positive amount"]),
+        "name: x\nsteps:\n" + GOOD_STEP + "    resources: {GPU: 0}\n",
+        5,
+        ["steps.a.resources.GPU: expected a positive amount"],
+    ),
 }
 
 
@@ -132,8 +205,12 @@ def test_files_that_are_not_pipeline_files(tmp_path, case):
         path.write_bytes(b"\x7fELF\x00\x00\x01")
     elif case == "not utf-8":
         path.write_bytes(b"name: caf\xe9\n")
-    expected = {"missing file": "no such file", "directory": "is a directory",
-                "binary file": "is a binary file", "not utf-8": "is not UTF-8"}[case]
+    expected = {
+        "missing file": "no such file",
+        "directory": "is a directory",
+        "binary file": "is a binary file",
+        "not utf-8": "is not UTF-8",
+    }[case]
     with pytest.raises(PipelineFileError, match=expected):
         load_pipeline(path)
 
@@ -156,23 +233,43 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path, case):
 INVALID_FILES = {
     "unknown extractor": (
         "name: x\nsteps:\n  - name: s\n    extract: {type: csvv, path: a.csv}\n"
-        "    load: [{type: jsonl, path: o.jsonl}]\n", 4, "steps.s.extract.type",
-        "no extractor named 'csvv'; did you mean 'csv'?"),
+        "    load: [{type: jsonl, path: o.jsonl}]\n",
+        4,
+        "steps.s.extract.type",
+        "no extractor named 'csvv'; did you mean 'csv'?",
+    ),
     "unknown output": (
         "name: x\nsteps:\n  - name: s\n    extract: {type: csv, path: a.csv}\n"
-        "    load: [{type: jsnol, path: o.jsonl}]\n", 5, "steps.s.load[0].type",
-        "no output named 'jsnol'; did you mean 'jsonl'?"),
-    "unknown executor": ("name: x\nexecutor: daskk\nsteps:\n" + GOOD_STEP, 2, "executor",
-                         "no executor named 'daskk'"),
-    "unknown step type": ("name: x\nsteps:\n  - name: s\n    type: shelll\n", 3, "steps.s",
-                          "no step type named 'shelll'"),
+        "    load: [{type: jsnol, path: o.jsonl}]\n",
+        5,
+        "steps.s.load[0].type",
+        "no output named 'jsnol'; did you mean 'jsonl'?",
+    ),
+    "unknown executor": (
+        "name: x\nexecutor: daskk\nsteps:\n" + GOOD_STEP,
+        2,
+        "executor",
+        "no executor named 'daskk'",
+    ),
+    "unknown step type": (
+        "name: x\nsteps:\n  - name: s\n    type: shelll\n",
+        3,
+        "steps.s",
+        "no step type named 'shelll'",
+    ),
     "parameter nothing binds": (
-        "name: x\nsteps:\n" + GOOD_STEP + "  - name: b\n    run: os.path:join\n", 6,
-        "steps.b.run", "parameter 'a' of posixpath:join is not an upstream step"),
+        "name: x\nsteps:\n" + GOOD_STEP + "  - name: b\n    run: os.path:join\n",
+        6,
+        "steps.b.run",
+        "parameter 'a' of posixpath:join is not an upstream step",
+    ),
     "condition on a missing step": (
         "name: x\nsteps:\n" + GOOD_STEP + "  - name: b\n    run: steps_for_tests:numbers\n"
-        "    when: steps.zz.output > 1\n", None, "steps",
-        "step 'b' depends on unknown step 'zz'"),
+        "    when: steps.zz.output > 1\n",
+        None,
+        "steps",
+        "step 'b' depends on unknown step 'zz'",
+    ),
 }
 
 
@@ -190,13 +287,16 @@ def test_invalid_pipelines_name_file_line_and_field(tmp_path, case):
         assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["-p", "n"], "-p 'n': expected KEY=VALUE"),
-    (["-p", "n=many"], "-p n: expected an integer, got 'many'"),
-    (["-p", "nn=3"], "-p nn: the pipeline declares no param 'nn'; did you mean 'n'?"),
-    (["--executor", "ray"], "no executor named 'ray'"),
-    (["--max-concurrent", "0"], "Invalid value for '--max-concurrent'"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["-p", "n"], "-p 'n': expected KEY=VALUE"),
+        (["-p", "n=many"], "-p n: expected an integer, got 'many'"),
+        (["-p", "nn=3"], "-p nn: the pipeline declares no param 'nn'; did you mean 'n'?"),
+        (["--executor", "ray"], "no executor named 'ray'"),
+        (["--max-concurrent", "0"], "Invalid value for '--max-concurrent'"),
+    ],
+)
 def test_bad_command_lines_exit_2(args, fragment):
     proc = _cli("run", "good.yaml", *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -244,7 +344,8 @@ def test_from_yaml_params_are_typed_and_interpolated(tmp_path, monkeypatch, plug
     source = tmp_path / "in.csv"
     source.write_text("id,value\n1,10\n2,20\n", encoding="utf-8")
     path = tmp_path / "data.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         name: data
         params:
           source: {{type: str, default: "{source}"}}
@@ -257,7 +358,9 @@ def test_from_yaml_params_are_typed_and_interpolated(tmp_path, monkeypatch, plug
             load:
               - {{type: jsonl, path: "${{env.PIPECTL_TEST_OUT}}/out.jsonl"}}
               - {{type: jsonl, path: "${{env.PIPECTL_TEST_MISSING:-{tmp_path}}}/again.jsonl"}}
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     pipe = Pipeline.from_yaml(path, {"batch": "2"}, plugin_manager=plugin_manager)
     assert pipe.params == {"source": str(source), "batch": 2}
     run = pipe.run_sync()
@@ -271,16 +374,56 @@ def _yaml_documents():
     import yaml
     from hypothesis import strategies as st
 
-    keys = st.sampled_from(["name", "steps", "params", "run", "depends_on", "retries", "timeout",
-                            "type", "extract", "load", "transform", "trigger", "max_concurrent",
-                            "fail_fast", "default", "options", "inputs", "x", "1"])
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2),
-                        st.sampled_from(["a", "steps_for_tests:numbers", "${params.n}",
-                                         "${env.HOME}", "all_done", "csv", "", "${", "\t"]))
-    values = st.recursive(scalars, lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)), max_leaves=20)
-    structured = st.dictionaries(keys, values, max_size=6).map(
-        lambda d: yaml.safe_dump(d))
+    keys = st.sampled_from(
+        [
+            "name",
+            "steps",
+            "params",
+            "run",
+            "depends_on",
+            "retries",
+            "timeout",
+            "type",
+            "extract",
+            "load",
+            "transform",
+            "trigger",
+            "max_concurrent",
+            "fail_fast",
+            "default",
+            "options",
+            "inputs",
+            "x",
+            "1",
+        ]
+    )
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 5),
+        st.floats(-2, 2),
+        st.sampled_from(
+            [
+                "a",
+                "steps_for_tests:numbers",
+                "${params.n}",
+                "${env.HOME}",
+                "all_done",
+                "csv",
+                "",
+                "${",
+                "\t",
+            ]
+        ),
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)
+        ),
+        max_leaves=20,
+    )
+    structured = st.dictionaries(keys, values, max_size=6).map(lambda d: yaml.safe_dump(d))
     raw = st.text(alphabet=st.sampled_from(list("ab: -\n\t[]{}\"'#&*!|>%@`,?~0")), max_size=80)
     return st.one_of(structured, raw)
 
@@ -299,8 +442,11 @@ def test_random_yaml_loads_or_raises_our_error(tmp_path_factory, text):
 SECRET = "s3cr3t-Token-4242"
 
 
-@pytest.mark.parametrize("flags", [["--log-format", "console"], ["--log-format", "json"],
-                                   ["--progress"]], ids=["console", "json", "live-display"])
+@pytest.mark.parametrize(
+    "flags",
+    [["--log-format", "console"], ["--log-format", "json"], ["--progress"]],
+    ids=["console", "json", "live-display"],
+)
 def test_secret_params_never_appear_in_any_output(flags, tmp_path, monkeypatch):
     import shutil
 
@@ -321,8 +467,9 @@ def test_secret_params_never_appear_in_any_output(flags, tmp_path, monkeypatch):
 
 
 def test_secret_params_are_masked_in_the_run_record(plugin_manager, hook_recorder):
-    pipe = Pipeline.from_yaml(HERE / "secret.yaml", {"token": SECRET},
-                              plugin_manager=plugin_manager)
+    pipe = Pipeline.from_yaml(
+        HERE / "secret.yaml", {"token": SECRET}, plugin_manager=plugin_manager
+    )
     run = pipe.run_sync()
     assert run.parameters == {"token": "***", "region": "eu"}
     result = run.steps["call"]
@@ -350,29 +497,47 @@ def test_naming_a_pipeline_runs_it_and_what_it_depends_on_only():
 
 
 def test_a_failed_upstream_pipeline_skips_its_dependents(tmp_path):
-    text = (HERE / "layers.yaml").read_text().replace(
-        "run: steps_for_tests:silver", "run: steps_for_tests:boom").replace(
-        "depends_on: [bronze]\n", "depends_on: [bronze]\n        inputs: {}\n")
+    text = (
+        (HERE / "layers.yaml")
+        .read_text()
+        .replace("run: steps_for_tests:silver", "run: steps_for_tests:boom")
+        .replace("depends_on: [bronze]\n", "depends_on: [bronze]\n        inputs: {}\n")
+    )
     path = tmp_path / "layers.yaml"
     path.write_text(text)
     proc = _cli("run", str(path), cwd=HERE)
     assert proc.returncode == 1, proc.stderr
-    assert "pipeline 'silver_to_gold' skipped: upstream pipeline 'bronze_to_silver' failed" \
+    assert (
+        "pipeline 'silver_to_gold' skipped: upstream pipeline 'bronze_to_silver' failed"
         in proc.stdout
+    )
     assert "of 'side_report': success" in proc.stdout  # independent pipelines still run
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("pipelines:\n  - name: a\n    steps:\n" + GOOD_STEP.replace("  -", "      -").replace(
-        "    run", "        run") + "  - name: a\n    steps:\n" + GOOD_STEP.replace(
-        "  -", "      -").replace("    run", "        run"), "duplicate pipeline 'a'"),
-    ("pipelines:\n  - name: a\n    depends_on: [b]\n    steps:\n      - name: s\n"
-     "        run: steps_for_tests:numbers\n  - name: b\n    depends_on: [a]\n    steps:\n"
-     "      - name: s\n        run: steps_for_tests:numbers\n", "cycle: a -> b -> a"),
-    ("pipelines:\n  - name: a\n    depends_on: [bb]\n    steps:\n      - name: s\n"
-     "        run: steps_for_tests:numbers\n", "depends on unknown pipeline 'bb'"),
-    ("steps: []\npipelines: []\n", "unknown field of a file with several pipelines"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (
+            "pipelines:\n  - name: a\n    steps:\n"
+            + GOOD_STEP.replace("  -", "      -").replace("    run", "        run")
+            + "  - name: a\n    steps:\n"
+            + GOOD_STEP.replace("  -", "      -").replace("    run", "        run"),
+            "duplicate pipeline 'a'",
+        ),
+        (
+            "pipelines:\n  - name: a\n    depends_on: [b]\n    steps:\n      - name: s\n"
+            "        run: steps_for_tests:numbers\n  - name: b\n    depends_on: [a]\n    steps:\n"
+            "      - name: s\n        run: steps_for_tests:numbers\n",
+            "cycle: a -> b -> a",
+        ),
+        (
+            "pipelines:\n  - name: a\n    depends_on: [bb]\n    steps:\n      - name: s\n"
+            "        run: steps_for_tests:numbers\n",
+            "depends on unknown pipeline 'bb'",
+        ),
+        ("steps: []\npipelines: []\n", "unknown field of a file with several pipelines"),
+    ],
+)
 def test_bad_multi_pipeline_files(tmp_path, text, fragment):
     path = tmp_path / "multi.yaml"
     path.write_text(text)
@@ -390,17 +555,33 @@ def test_unknown_pipeline_name_on_the_command_line():
 def test_from_yaml_picks_one_of_several(plugin_manager):
     with pytest.raises(PipelineFileError, match="holds 3 pipelines"):
         Pipeline.from_yaml(HERE / "layers.yaml", plugin_manager=plugin_manager)
-    pipe = Pipeline.from_yaml(HERE / "layers.yaml", name="bronze_to_silver",
-                              plugin_manager=plugin_manager)
+    pipe = Pipeline.from_yaml(
+        HERE / "layers.yaml", name="bronze_to_silver", plugin_manager=plugin_manager
+    )
     run = pipe.run_sync()
     assert run.ok and run.steps["silver"].output == [{"id": i, "amount": i * 10} for i in (1, 2, 3)]
 
 
 def _spec_view(pipe):
-    return [(s.name, s.func, s.depends_on, dict(s.inputs), s.retries, s.retry_delay,
-             s.retry_max_delay, s.retry_on, s.timeout, s.allow_failure, s.trigger, s.step_type,
-             {k: v for k, v in s.options.items() if k != "transforms"}, dict(s.resources))
-            for s in pipe.spec.steps]
+    return [
+        (
+            s.name,
+            s.func,
+            s.depends_on,
+            dict(s.inputs),
+            s.retries,
+            s.retry_delay,
+            s.retry_max_delay,
+            s.retry_on,
+            s.timeout,
+            s.allow_failure,
+            s.trigger,
+            s.step_type,
+            {k: v for k, v in s.options.items() if k != "transforms"},
+            dict(s.resources),
+        )
+        for s in pipe.spec.steps
+    ]
 
 
 def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_manager):
@@ -408,19 +589,40 @@ def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_man
 
     from pipectl import Transform
 
-    pipe = Pipeline("round", description="round trip", max_concurrent=3, fail_fast=True,
-                    plugin_manager=plugin_manager)
-    pipe.add_step("numbers", st.numbers, retries=2, retry_delay=0.5, retry_max_delay=9,
-                  retry_on=(ConnectionError,), timeout=5)
-    pipe.add_step("total", st.total, depends_on=["numbers"], allow_failure=True,
-                  resources={"GPU": 1, "memory": "2GiB"})
+    pipe = Pipeline(
+        "round",
+        description="round trip",
+        max_concurrent=3,
+        fail_fast=True,
+        plugin_manager=plugin_manager,
+    )
+    pipe.add_step(
+        "numbers",
+        st.numbers,
+        retries=2,
+        retry_delay=0.5,
+        retry_max_delay=9,
+        retry_on=(ConnectionError,),
+        timeout=5,
+    )
+    pipe.add_step(
+        "total",
+        st.total,
+        depends_on=["numbers"],
+        allow_failure=True,
+        resources={"GPU": 1, "memory": "2GiB"},
+    )
     pipe.add_step("cleanup", st.numbers, depends_on=["total"], trigger="all_done")
     # absolute paths: a relative one means the working directory in Python, the file's
     # folder in a pipeline file
-    pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
-                   outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
-                   transforms=[st.double, Transform(st.silver, per="batch")],
-                   on_bad_record="skip", depends_on=["numbers"])
+    pipe.data_step(
+        "load",
+        extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
+        outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+        transforms=[st.double, Transform(st.silver, per="batch")],
+        on_bad_record="skip",
+        depends_on=["numbers"],
+    )
     path = tmp_path / "round.yaml"
     text = pipe.to_yaml(path)
     assert path.read_text() == text and "run: steps_for_tests:numbers" in text
@@ -432,15 +634,18 @@ def test_to_yaml_round_trips_a_pipeline_of_importable_steps(tmp_path, plugin_man
     transforms = again.spec.step("load").options["transforms"]
     assert [t.func if hasattr(t, "func") else t for t in transforms][0] is st.double
     assert again.to_yaml() == text  # stable
-    assert again.spec.step("total").resources == {"GPU": 1, "memory": 2 * 2 ** 30}
+    assert again.spec.step("total").resources == {"GPU": 1, "memory": 2 * 2**30}
 
 
-@pytest.mark.parametrize("resources, message", [
-    ({"GPU": -1}, "resources.GPU: expected a positive amount"),
-    ({"memory": "much"}, "'much' is not a size"),
-    ({"": 1}, "a resource name is a non-empty string"),
-    (["GPU"], "resources is a mapping of resource name to amount"),
-])
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        ({"GPU": -1}, "resources.GPU: expected a positive amount"),
+        ({"memory": "much"}, "'much' is not a size"),
+        ({"": 1}, "a resource name is a non-empty string"),
+        (["GPU"], "resources is a mapping of resource name to amount"),
+    ],
+)
 def test_bad_resources_in_the_python_api(plugin_manager, resources, message):
     pipe = Pipeline("res", plugin_manager=plugin_manager)
     with pytest.raises((TypeError, ValueError), match=message):
@@ -486,8 +691,7 @@ def test_the_json_schema_knows_exactly_the_loaders_fields():
     assert set(schema["$defs"]["step"]["properties"]) == steps.STEP_FIELDS
     assert set(single["properties"]) == build.TOP_FIELDS
     assert set(multi["properties"]) == build.MULTI_FIELDS
-    assert set(multi["properties"]["pipelines"]["items"]["properties"]) == \
-        build.ONE_OF_MANY
+    assert set(multi["properties"]["pipelines"]["items"]["properties"]) == build.ONE_OF_MANY
 
 
 def test_pipectl_schema_prints_it():
@@ -496,8 +700,7 @@ def test_pipectl_schema_prints_it():
     assert json.loads(proc.stdout) == _schema()
     full = json.loads(_cli("schema").stdout)  # with the installed components' options
     assert full["oneOf"] == _schema()["oneOf"]
-    assert set(full["$defs"]) == set(_schema()["$defs"]) | {"components", "extractor",
-                                                              "output"}
+    assert set(full["$defs"]) == set(_schema()["$defs"]) | {"components", "extractor", "output"}
 
 
 def test_a_pipeline_file_in_json_loads_runs_and_fits_the_same_schema(tmp_path):
@@ -518,13 +721,17 @@ def test_a_pipeline_file_in_json_loads_runs_and_fits_the_same_schema(tmp_path):
     path.write_text('{\n  "name": "x",\n  "steps": [\n    {"name": "a", "retires": 2}\n  ]\n}\n')
     proc = _cli("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 2
-    assert f"{path}:4: steps[0].retires: unknown step field; did you mean 'retries'?" in \
-        proc.stderr
+    assert f"{path}:4: steps[0].retires: unknown step field; did you mean 'retries'?" in proc.stderr
 
 
-@pytest.mark.parametrize("path", ["examples/quickstart/pipeline.yaml",
-                                  "examples/resilience/pipeline.yaml",
-                                  "examples/layers/pipeline.yaml"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "examples/quickstart/pipeline.yaml",
+        "examples/resilience/pipeline.yaml",
+        "examples/layers/pipeline.yaml",
+    ],
+)
 def test_the_json_schema_accepts_the_examples(path):
     import jsonschema
     import yaml

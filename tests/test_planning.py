@@ -16,8 +16,9 @@ from pipectl.binding import _params, facts
 
 def _by_inspect(func):
     sig = inspect.signature(func)
-    return tuple((p.name, p.kind, p.default is not inspect.Parameter.empty)
-                 for p in sig.parameters.values())
+    return tuple(
+        (p.name, p.kind, p.default is not inspect.Parameter.empty) for p in sig.parameters.values()
+    )
 
 
 def plain(a, b=1, *args, c, d=2, **kw):
@@ -60,8 +61,7 @@ def _with_signature():
     def f(*args, **kwargs):
         pass
 
-    f.__signature__ = inspect.Signature(
-        [inspect.Parameter("only", inspect.Parameter.KEYWORD_ONLY)])
+    f.__signature__ = inspect.Signature([inspect.Parameter("only", inspect.Parameter.KEYWORD_ONLY)])
     return f
 
 
@@ -78,10 +78,24 @@ class CallableStep:
 
 
 FUNCTIONS = [
-    plain, coro, posonly_defaults, only_kw, varargs_only, nothing, annotated,
-    _decorate(plain), _decorate(coro), _with_signature(), _closure(5),
-    lambda extract, n=1: extract, lambda **kw: kw, functools.partial(plain, 1),
-    CallableStep(), CallableStep().__call__, print, len,
+    plain,
+    coro,
+    posonly_defaults,
+    only_kw,
+    varargs_only,
+    nothing,
+    annotated,
+    _decorate(plain),
+    _decorate(coro),
+    _with_signature(),
+    _closure(5),
+    lambda extract, n=1: extract,
+    lambda **kw: kw,
+    functools.partial(plain, 1),
+    CallableStep(),
+    CallableStep().__call__,
+    print,
+    len,
 ]
 
 
@@ -108,10 +122,8 @@ def test_closures_sharing_code_keep_their_own_defaults(plugin_manager):
     no_default = _closure(5)
     no_default.__defaults__ = None
     assert no_default.__code__ is with_default.__code__
-    assert facts(with_default).params[1] == ("limit", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                             True)
-    assert facts(no_default).params[1] == ("limit", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                           False)
+    assert facts(with_default).params[1] == ("limit", inspect.Parameter.POSITIONAL_OR_KEYWORD, True)
+    assert facts(no_default).params[1] == ("limit", inspect.Parameter.POSITIONAL_OR_KEYWORD, False)
 
     pipe = Pipeline("closures", plugin_manager=plugin_manager)
     pipe.add_step("upstream", lambda: 1)

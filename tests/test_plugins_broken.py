@@ -79,7 +79,9 @@ BROKEN = {
         ["SyntaxError"],
     ),
     "unknown-hook": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl
 def pipectl_step_strat(run, step, attempt):
@@ -88,7 +90,9 @@ def pipectl_step_strat(run, step, attempt):
         ["pipectl_step_strat", "not a pipectl hook"],
     ),
     "wrong-arguments": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl
 def pipectl_step_start(run, stepp):
@@ -97,7 +101,9 @@ def pipectl_step_start(run, stepp):
         ["pipectl_step_start", "stepp"],
     ),
     "registration-raises": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl
 def pipectl_register_step_types(register):
@@ -107,7 +113,9 @@ def pipectl_register_step_types(register):
         ["RuntimeError", "cannot reach the license server"],
     ),
     "registration-wrapper": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl(wrapper=True)
 def pipectl_register_step_types(register):
@@ -117,7 +125,9 @@ def pipectl_register_step_types(register):
         ["pipectl_register_step_types", "wrapper"],
     ),
     "registration-old-style-hookwrapper": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl(hookwrapper=True)
 def pipectl_register_step_types(register):
@@ -127,7 +137,9 @@ def pipectl_register_step_types(register):
         ["pipectl_register_step_types", "wrapper"],
     ),
     "registration-wrapper-not-a-generator": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl(wrapper=True)
 def pipectl_register_step_types(register):
@@ -136,7 +148,9 @@ def pipectl_register_step_types(register):
         ["pipectl_register_step_types"],
     ),
     "duplicate-component": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl
 def pipectl_register_step_types(register):
@@ -146,7 +160,9 @@ def pipectl_register_step_types(register):
         ["'shared-type'", "'alpha'", "'broken'"],
     ),
     "register-bad-arguments": (
-        HEADER + PROBES + """
+        HEADER
+        + PROBES
+        + """
 
 @hookimpl
 def pipectl_register_step_types(register):
@@ -185,8 +201,13 @@ def installed(request, fake_dists):
     alpha = fake_dists.add("alpha", ALPHA, version="2.0.0")
     broken = fake_dists.add("broken", source, version="0.3.1")
     good = fake_dists.add("good", GOOD, version="1.0.0")
-    return {"kind": request.param, "expected": expected, "alpha": alpha, "broken": broken,
-            "good": good}
+    return {
+        "kind": request.param,
+        "expected": expected,
+        "alpha": alpha,
+        "broken": broken,
+        "good": good,
+    }
 
 
 def _run_pipeline(pm):
@@ -371,7 +392,8 @@ def test_two_distributions_with_the_same_entry_point_name(fake_dists):
         def pipectl_register_outputs(register):
             register("second-output", lambda **options: None)
         """,
-        distribution="pipectl-same-b", version="2.0",
+        distribution="pipectl-same-b",
+        version="2.0",
     )
 
     pm = get_plugin_manager()
@@ -654,7 +676,8 @@ def test_plugin_exiting_at_import_is_reported_as_failed(fake_dists):
 
     assert proc.returncode == 0, proc.stderr
     assert "exits  (pipectl-exits 1.2.0)  failed: SystemExit: bye from a plugin import" in (
-        proc.stdout)
+        proc.stdout
+    )
     assert "good  (pipectl-good 1.2.0)  loaded" in proc.stdout
 
 

@@ -20,7 +20,8 @@ class _Commands:
 
 
 def test_a_command_name_taken_by_another_plugin_fails_the_later_plugin(
-        plugin_manager, register_plugin, run_cli):
+    plugin_manager, register_plugin, run_cli
+):
     first = register_plugin(_Commands("hello"), "first")
     assert first.status == "loaded"
     register_plugin(_Commands("hello"), "second")
@@ -30,21 +31,27 @@ def test_a_command_name_taken_by_another_plugin_fails_the_later_plugin(
     assert result.exit_code == 0
     assert "hello" in result.output and "plugins" in result.output
     records = plugin_manager.records
-    failed = {name: records[name] for name in ("first", "second", "shadow")
-              if records[name].status == "failed"}
+    failed = {
+        name: records[name]
+        for name in ("first", "second", "shadow")
+        if records[name].status == "failed"
+    }
     # whichever registered its command later is the one reported, naming the owner
     assert len(failed) == 2
     assert "shadow" in failed
-    assert "command 'plugins' is already provided by plugin 'core-commands'" in failed["shadow"].error
+    assert (
+        "command 'plugins' is already provided by plugin 'core-commands'" in failed["shadow"].error
+    )
     assert run_cli("plugins").exit_code == 0  # the built-in command still works
 
 
 def test_blocking_matches_distribution_names_as_pip_does(tmp_path, monkeypatch):
-    (tmp_path / "pipectl_normal_mod.py").write_text(
-        "raise RuntimeError('must not be imported')\n")
+    (tmp_path / "pipectl_normal_mod.py").write_text("raise RuntimeError('must not be imported')\n")
     info = tmp_path / "pipectl_Normal_Name-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pipectl_Normal.Name\nVersion: 1.0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pipectl_Normal.Name\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text("[pipectl]\nNormal_Name = pipectl_normal_mod\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 

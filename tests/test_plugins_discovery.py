@@ -86,9 +86,12 @@ MYPLUGIN_HOOKS = [
 ]
 
 #: A plugin that proves it was never imported: importing it leaves a marker file and fails.
-MUST_NOT_IMPORT = IMPORT_MARKER + """
+MUST_NOT_IMPORT = (
+    IMPORT_MARKER
+    + """
 raise RuntimeError("this plugin is blocked and must never be imported")
 """
+)
 
 
 @pytest.fixture
@@ -433,7 +436,8 @@ def test_cli_listing_and_help_do_not_import_heavy_dependencies(fake_dists, lazy_
 
     assert listing.returncode == 0 and helped.returncode == 0, listing.stderr + helped.stderr
     assert _rows_by_name(listing.stdout)["lazy"]["components"] == {
-        "executors": ["lazy-exec"], "step_types": ["lazy-type"],
+        "executors": ["lazy-exec"],
+        "step_types": ["lazy-type"],
     }
     assert not heavy_marker.exists()
 

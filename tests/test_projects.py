@@ -18,36 +18,52 @@ ROOT = Path(__file__).resolve().parent.parent
 PIPECTL = [sys.executable, "-m", "pipectl"]
 
 
-def pipectl(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+def pipectl(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k != "PIPECTL_HOME"}  # the project decides
-    return subprocess.run([*PIPECTL, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [*PIPECTL, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def runs_in(db: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT pipeline_name, status FROM pipeline_executions ORDER BY started_at").fetchall()
+        return conn.execute(
+            "SELECT pipeline_name, status FROM pipeline_executions ORDER BY started_at"
+        ).fetchall()
 
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Path:
     """A copy of the repository's examples with its project file, in a fresh folder."""
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "examples" / "quickstart", repo / "examples" / "quickstart",
-                    ignore=shutil.ignore_patterns("output", "__pycache__", ".pipectl"))
+    shutil.copytree(
+        ROOT / "examples" / "quickstart",
+        repo / "examples" / "quickstart",
+        ignore=shutil.ignore_patterns("output", "__pycache__", ".pipectl"),
+    )
     shutil.copy(ROOT / "pipectl.toml", repo / "pipectl.toml")
     return repo
 
 
-def test_the_quick_start_gives_the_same_outputs_and_one_history_from_any_folder(quickstart,
-                                                                                 tmp_path):
+def test_the_quick_start_gives_the_same_outputs_and_one_history_from_any_folder(
+    quickstart, tmp_path
+):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     folder = quickstart / "examples" / "quickstart"
     file = "examples/quickstart/pipeline.yaml"
-    for cwd, arg in ((quickstart, file), (folder, "pipeline.yaml"),
-                     (elsewhere, str(folder / "pipeline.yaml"))):
+    for cwd, arg in (
+        (quickstart, file),
+        (folder, "pipeline.yaml"),
+        (elsewhere, str(folder / "pipeline.yaml")),
+    ):
         proc = pipectl("run", arg, "--no-progress", cwd=cwd)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         with sqlite3.connect(folder / "output" / "orders.sqlite") as db:
@@ -71,7 +87,8 @@ def test_without_a_project_file_the_pipeline_files_folder_is_the_project(tmp_pat
     (folder / "data" / "in.jsonl").write_text('{"id": 1}\n{"id": 2}\n')
     (folder / "p.yaml").write_text(
         "name: p\nsteps:\n  - name: copy\n    extract: {type: jsonl, path: data/in.jsonl}\n"
-        "    load: {type: jsonl, path: out/copy.jsonl}\n")
+        "    load: {type: jsonl, path: out/copy.jsonl}\n"
+    )
     proc = pipectl("run", "pipes/p.yaml", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (folder / "out" / "copy.jsonl").read_text().count("\n") == 2
@@ -89,22 +106,28 @@ def test_path_params_resolve_against_the_file_but_given_values_against_the_shell
         "  project_dir: {type: path, default: unused}\n"
         "  given: {type: path, default: unused}\n"
         "  text: {type: str, default: stays/relative}\n"
-        "steps:\n  - name: show\n    run: show:main\n")
+        "steps:\n  - name: show\n    run: show:main\n"
+    )
     (project / "sub" / "show.py").write_text(
         "import json\n\ndef main(params):\n    print('PARAMS=' + json.dumps(dict(params)))\n"
-        "    return params\n")
+        "    return params\n"
+    )
     shell = tmp_path / "shell"
     shell.mkdir()
-    proc = pipectl("run", str(project / "sub" / "p.yaml"), "-p", "given=mine.csv",
-                   "--no-progress", cwd=shell)
+    proc = pipectl(
+        "run", str(project / "sub" / "p.yaml"), "-p", "given=mine.csv", "--no-progress", cwd=shell
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    line = next(x for x in proc.stdout.splitlines() + proc.stderr.splitlines()
-                if x.startswith("PARAMS="))
-    params = json.loads(line[len("PARAMS="):])
-    assert params == {"file_dir": str(project / "sub" / "here"),
-                      "project_dir": str(project / "from-project"),
-                      "given": str(shell / "mine.csv"),
-                      "text": "stays/relative"}
+    line = next(
+        x for x in proc.stdout.splitlines() + proc.stderr.splitlines() if x.startswith("PARAMS=")
+    )
+    params = json.loads(line[len("PARAMS=") :])
+    assert params == {
+        "file_dir": str(project / "sub" / "here"),
+        "project_dir": str(project / "from-project"),
+        "given": str(shell / "mine.csv"),
+        "text": "stays/relative",
+    }
 
 
 def test_the_project_file_sets_tracker_params_story_and_plugins(tmp_path):
@@ -113,17 +136,21 @@ def test_the_project_file_sets_tracker_params_story_and_plugins(tmp_path):
         'story = "stories/{pipeline}.md"\n'
         'disable_plugins = ["dask"]\n'
         'env_file = ".env"\n'
-        "[params]\ngreeting = \"hello from the project\"\n")
+        '[params]\ngreeting = "hello from the project"\n'
+    )
     (tmp_path / ".env").write_text("WHO=the env file\n")
     (tmp_path / "pipes").mkdir()
     (tmp_path / "pipes" / "p.yaml").write_text(
         "name: p\nparams:\n  greeting: {type: str, default: hi}\n"
         "  who: {type: str, default: '${env.WHO}'}\n"
-        "steps:\n  - name: greet\n    run: greet:main\n")
+        "steps:\n  - name: greet\n    run: greet:main\n"
+    )
     (tmp_path / "pipes" / "greet.py").write_text(
-        "def main(params):\n    return f\"{params['greeting']}, {params['who']}\"\n")
-    proc = pipectl("run", "p.yaml", "--no-progress", "-v", "--log-format", "json",
-                   cwd=tmp_path / "pipes")
+        "def main(params):\n    return f\"{params['greeting']}, {params['who']}\"\n"
+    )
+    proc = pipectl(
+        "run", "p.yaml", "--no-progress", "-v", "--log-format", "json", cwd=tmp_path / "pipes"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert runs_in(tmp_path / "history" / "runs.db") == [("p", "success")]
     assert not (tmp_path / ".pipectl" / "pipectl.db").exists()
@@ -135,14 +162,17 @@ def test_the_project_file_sets_tracker_params_story_and_plugins(tmp_path):
     assert {"dask": "blocked"}.items() <= {p["name"]: p["status"] for p in plugins}.items()
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ('trackr = "sqlite:///x.db"\n', "trackr: unknown setting; did you mean 'tracker'?"),
-    ('tracker = "x.db"\n', "tracker: 'x.db' is not a URL"),
-    ("[retention]\nkeep = 0\n", "retention.keep: expected a whole number"),
-    ('[retention]\nolder_than = "soon"\n', "retention.older_than"),
-    ("disable_plugins = \"dask\"\n", "disable_plugins: expected a list of plugin names"),
-    ("tracker = \n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('trackr = "sqlite:///x.db"\n', "trackr: unknown setting; did you mean 'tracker'?"),
+        ('tracker = "x.db"\n', "tracker: 'x.db' is not a URL"),
+        ("[retention]\nkeep = 0\n", "retention.keep: expected a whole number"),
+        ('[retention]\nolder_than = "soon"\n', "retention.older_than"),
+        ('disable_plugins = "dask"\n', "disable_plugins: expected a list of plugin names"),
+        ("tracker = \n", "not valid TOML"),
+    ],
+)
 def test_a_bad_project_file_is_named_with_exit_2(tmp_path, text, fragment):
     (tmp_path / "pipectl.toml").write_text(text)
     (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: os:getcwd\n")
@@ -155,10 +185,12 @@ def test_a_bad_project_file_is_named_with_exit_2(tmp_path, text, fragment):
 
 def test_pyproject_tool_pipectl_is_a_project_file(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n\n[tool.pipectl]\ntracker = "sqlite:///var/t.db"\n')
+        '[project]\nname = "x"\n\n[tool.pipectl]\ntracker = "sqlite:///var/t.db"\n'
+    )
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "p.yaml").write_text(
-        "name: p\nsteps:\n  - name: a\n    run: os:getcwd\n")
+        "name: p\nsteps:\n  - name: a\n    run: os:getcwd\n"
+    )
     proc = pipectl("run", "p.yaml", "--no-progress", cwd=tmp_path / "a" / "b")
     assert proc.returncode == 0, proc.stderr
     assert runs_in(tmp_path / "var" / "t.db") == [("p", "success")]
@@ -184,8 +216,7 @@ def test_pipectl_home_still_wins(tmp_path):
     (tmp_path / "pipectl.toml").write_text("")
     (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: os:getcwd\n")
     home = tmp_path / "home"
-    proc = pipectl("run", "p.yaml", "--no-progress", cwd=tmp_path,
-                   env={"PIPECTL_HOME": str(home)})
+    proc = pipectl("run", "p.yaml", "--no-progress", cwd=tmp_path, env={"PIPECTL_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     assert runs_in(home / "pipectl.db") == [("p", "success")]
     assert not (tmp_path / ".pipectl").exists()
@@ -195,7 +226,8 @@ def test_verbose_shows_the_plan_and_scheduling_as_json(tmp_path):
     (tmp_path / "p.yaml").write_text(
         "name: p\nmax_concurrent: 1\nsteps:\n"
         "  - {name: a, run: 'os:getcwd'}\n  - {name: b, run: 'os:getcwd'}\n"
-        "  - {name: c, run: 'os:getcwd', depends_on: [a, b]}\n")
+        "  - {name: c, run: 'os:getcwd', depends_on: [a, b]}\n"
+    )
     quiet = pipectl("run", "p.yaml", "--log-format", "json", cwd=tmp_path)
     loud = pipectl("run", "p.yaml", "--log-format", "json", "-v", cwd=tmp_path)
     assert quiet.returncode == loud.returncode == 0, loud.stderr
@@ -212,15 +244,21 @@ def test_init_writes_a_project_that_runs_and_passes_its_tests(tmp_path):
     made = pipectl("init", "demo", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     demo = tmp_path / "demo"
-    assert {"pipectl.toml", "pipeline.yaml", "steps.py", "data", "tests",
-            ".gitignore"} <= {p.name for p in demo.iterdir()}
+    assert {"pipectl.toml", "pipeline.yaml", "steps.py", "data", "tests", ".gitignore"} <= {
+        p.name for p in demo.iterdir()
+    }
     ran = pipectl("run", "pipeline.yaml", "--no-progress", cwd=demo)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "1 bad records set aside" in ran.stdout
     assert runs_in(demo / ".pipectl" / "pipectl.db") == [("orders", "success")]
-    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=demo, capture_output=True, text=True, timeout=120,
-                            env={k: v for k, v in os.environ.items() if k != "PIPECTL_HOME"})
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=demo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PIPECTL_HOME"},
+    )
     assert "2 passed" in tested.stdout, tested.stdout + tested.stderr
     # the tests ran in a temporary home: the project's history did not grow
     assert len(runs_in(demo / ".pipectl" / "pipectl.db")) == 1

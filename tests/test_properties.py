@@ -21,12 +21,12 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
 class StepPlan:
     name: str
     deps: list[str]
-    fails: bool           # every attempt raises
-    flaky: bool           # the first attempt raises, later ones succeed
+    fails: bool  # every attempt raises
+    flaky: bool  # the first attempt raises, later ones succeed
     retries: int
     allow_failure: bool
     all_done: bool
-    pause: float | None   # None: no await at all; 0: yield once; else sleep that long
+    pause: float | None  # None: no await at all; 0: yield once; else sleep that long
     is_async: bool = True
     timeout: float | None = None  # a generous one: changes how the step is run, never fires
 
@@ -45,17 +45,22 @@ class StepPlan:
 
 @dataclass
 class Dag:
-    plans: list[StepPlan]          # index order is a topological order
-    declaration: list[int]         # the order steps are added in (any permutation)
+    plans: list[StepPlan]  # index order is a topological order
+    declaration: list[int]  # the order steps are added in (any permutation)
     max_concurrent: int
 
     def __repr__(self) -> str:  # readable falsifying examples
         lines = [f"Dag(max_concurrent={self.max_concurrent}, declared={self.declaration})"]
         for p in self.plans:
-            flags = [k for k in ("fails", "flaky", "allow_failure", "all_done", "is_async")
-                     if getattr(p, k)]
-            lines.append(f"  {p.name} <- {p.deps} retries={p.retries} pause={p.pause} "
-                         f"timeout={p.timeout} {flags}")
+            flags = [
+                k
+                for k in ("fails", "flaky", "allow_failure", "all_done", "is_async")
+                if getattr(p, k)
+            ]
+            lines.append(
+                f"  {p.name} <- {p.deps} retries={p.retries} pause={p.pause} "
+                f"timeout={p.timeout} {flags}"
+            )
         return "\n".join(lines)
 
 
@@ -63,8 +68,9 @@ rare = st.sampled_from([False, False, False, True])
 
 
 @st.composite
-def dags(draw, max_steps: int = 25, pauses=(None, 0, 0.001), kinds=("async",),
-         timeouts=(None,)) -> Dag:
+def dags(
+    draw, max_steps: int = 25, pauses=(None, 0, 0.001), kinds=("async",), timeouts=(None,)
+) -> Dag:
     """Random DAGs: edges only from earlier to later steps (so acyclic), declared in a random
     order. ``kinds`` are the step kinds to pick from ("async", "sync")."""
     n = draw(st.integers(1, max_steps))
@@ -72,18 +78,20 @@ def dags(draw, max_steps: int = 25, pauses=(None, 0, 0.001), kinds=("async",),
     for j in range(n):
         deps = draw(st.lists(st.integers(0, j - 1), max_size=min(j, 4), unique=True)) if j else []
         fails = draw(rare)
-        plans.append(StepPlan(
-            name=f"s{j}",
-            deps=[f"s{d}" for d in sorted(deps)],
-            fails=fails,
-            flaky=not fails and draw(rare),
-            retries=draw(st.sampled_from([0, 0, 1, 2])),
-            allow_failure=draw(rare),
-            all_done=draw(rare),
-            pause=draw(st.sampled_from(pauses)),
-            is_async=draw(st.sampled_from(kinds)) == "async",
-            timeout=draw(st.sampled_from(timeouts)),
-        ))
+        plans.append(
+            StepPlan(
+                name=f"s{j}",
+                deps=[f"s{d}" for d in sorted(deps)],
+                fails=fails,
+                flaky=not fails and draw(rare),
+                retries=draw(st.sampled_from([0, 0, 1, 2])),
+                allow_failure=draw(rare),
+                all_done=draw(rare),
+                pause=draw(st.sampled_from(pauses)),
+                is_async=draw(st.sampled_from(kinds)) == "async",
+                timeout=draw(st.sampled_from(timeouts)),
+            )
+        )
     declaration = draw(st.permutations(range(n)))
     return Dag(plans, list(declaration), draw(st.integers(1, 4)))
 
@@ -142,6 +150,7 @@ def async_step(plan: StepPlan, trace: Trace):
             return f"out:{plan.name}"
         finally:
             trace.leave(plan.name)
+
     return step
 
 
@@ -156,6 +165,7 @@ def sync_step(plan: StepPlan, trace: Trace):
             return f"out:{plan.name}"
         finally:
             trace.leave(plan.name)
+
     return step
 
 
@@ -164,14 +174,22 @@ def any_step(plan: StepPlan, trace: Trace):
 
 
 def build(dag: Dag, plugin_manager, make_step, trace: Trace, **options) -> Pipeline:
-    pipe = Pipeline("prop", plugin_manager=plugin_manager, max_concurrent=dag.max_concurrent,
-                    **options)
+    pipe = Pipeline(
+        "prop", plugin_manager=plugin_manager, max_concurrent=dag.max_concurrent, **options
+    )
     for i in dag.declaration:
         p = dag.plans[i]
-        pipe.add_step(p.name, make_step(p, trace), depends_on=p.deps, retries=p.retries,
-                      retry_delay=0, retry_jitter=0, allow_failure=p.allow_failure,
-                      timeout=p.timeout,
-                      trigger="all_done" if p.all_done else "all_success")
+        pipe.add_step(
+            p.name,
+            make_step(p, trace),
+            depends_on=p.deps,
+            retries=p.retries,
+            retry_delay=0,
+            retry_jitter=0,
+            allow_failure=p.allow_failure,
+            timeout=p.timeout,
+            trigger="all_done" if p.all_done else "all_success",
+        )
     return pipe
 
 
@@ -190,8 +208,9 @@ def check_run(dag: Dag, run, trace: Trace, recorder) -> None:
     # statuses (and so the SKIPPED set) equal the oracle's
     actual = {n: r.status.value for n, r in run.steps.items()}
     assert actual == expected
-    assert {n for n, s in actual.items() if s == "skipped"} == \
-        {n for n, s in expected.items() if s == "skipped"}
+    assert {n for n, s in actual.items() if s == "skipped"} == {
+        n for n, s in expected.items() if s == "skipped"
+    }
 
     # the run's status
     must_fail = any(s == "failed" and not by_name[n].allow_failure for n, s in expected.items())
@@ -244,8 +263,11 @@ def test_random_dags_async_steps(plugin_manager, hook_recorder, dag):
 
 
 @settings(max_examples=25, **SETTINGS)
-@given(dag=dags(max_steps=15, pauses=(None, 0, 0.001), kinds=("async", "sync"),
-                timeouts=(None, None, 30.0)))
+@given(
+    dag=dags(
+        max_steps=15, pauses=(None, 0, 0.001), kinds=("async", "sync"), timeouts=(None, None, 30.0)
+    )
+)
 def test_random_dags_mixed_sync_async_and_timeouts(plugin_manager, hook_recorder, dag):
     """Sync steps with and without a timeout run on different paths (a thread per call, or
     a chain on the worker threads); mixed with async steps the same properties hold."""
@@ -277,8 +299,9 @@ def check_fail_fast(dag: Dag, run, trace: Trace, recorder, *, ordering: bool) ->
         assert call.result is run.steps[call.step_name]
 
     # the run fails exactly when a step that may not fail failed
-    must_fail = any(r.status is StepStatus.FAILED and not by_name[n].allow_failure
-                    for n, r in run.steps.items())
+    must_fail = any(
+        r.status is StepStatus.FAILED and not by_name[n].allow_failure for n, r in run.steps.items()
+    )
     assert run.status is (RunStatus.FAILED if must_fail else RunStatus.SUCCESS)
 
     for name, result in run.steps.items():
@@ -309,9 +332,11 @@ def check_fail_fast(dag: Dag, run, trace: Trace, recorder, *, ordering: bool) ->
         assert {n: r.status.value for n, r in run.steps.items()} == oracle(dag)
     # a running sync step cannot be interrupted: once recorded as cancelled, its slot goes to
     # the all_done steps while its thread may still be inside the function
-    still_running = sum(1 for n, r in run.steps.items()
-                        if r.status is StepStatus.CANCELLED and r.attempts
-                        and not by_name[n].is_async)
+    still_running = sum(
+        1
+        for n, r in run.steps.items()
+        if r.status is StepStatus.CANCELLED and r.attempts and not by_name[n].is_async
+    )
     assert trace.peak <= dag.max_concurrent + still_running
 
     if not ordering:
@@ -332,7 +357,7 @@ def check_fail_fast(dag: Dag, run, trace: Trace, recorder, *, ordering: bool) ->
                 break
     assert (stop_at is not None) == must_fail
     if stop_at is not None:
-        late_starts = {name for kind, name in trace.events[stop_at + 1:] if kind == "start"}
+        late_starts = {name for kind, name in trace.events[stop_at + 1 :] if kind == "start"}
         assert all(by_name[n].all_done for n in late_starts), late_starts
 
 
@@ -349,8 +374,11 @@ def test_random_dags_fail_fast(plugin_manager, hook_recorder, dag):
 
 
 @settings(max_examples=20, **SETTINGS)
-@given(dag=dags(max_steps=15, pauses=(None, 0, 0.001), kinds=("async", "sync"),
-                timeouts=(None, None, 30.0)))
+@given(
+    dag=dags(
+        max_steps=15, pauses=(None, 0, 0.001), kinds=("async", "sync"), timeouts=(None, None, 30.0)
+    )
+)
 def test_random_dags_fail_fast_mixed(plugin_manager, hook_recorder, dag):
     hook_recorder.clear()
     trace = Trace()

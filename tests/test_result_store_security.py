@@ -21,7 +21,7 @@ from pipectl.tracking import ResultStore
 
 PIPECTL = [sys.executable, "-m", "pipectl.cli"]
 
-STEPS = '''
+STEPS = """
     from pathlib import Path
 
     def count(name):
@@ -41,13 +41,18 @@ STEPS = '''
         if not Path("fixed").exists():
             raise RuntimeError("c is broken today")
         return b * 10
-'''
+"""
 
 
 def cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
-                          cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PIPECTL_HOME": str(home)})
+    return subprocess.run(
+        [*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIPECTL_HOME": str(home)},
+    )
 
 
 @pytest.fixture
@@ -56,24 +61,29 @@ def failed(tmp_path: Path) -> tuple[Path, Path, str]:
     pipectl home, the failed run's id)."""
     home = tmp_path / "home"
     (tmp_path / "store_steps.py").write_text(textwrap.dedent(STEPS))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: stored
         steps:
           - {name: a, run: "store_steps:a"}
           - {name: b, run: "store_steps:b", depends_on: [a]}
           - {name: c, run: "store_steps:c", depends_on: [b]}
-    """))
+    """)
+    )
     first = cli("run", "pipeline.yaml", cwd=tmp_path, home=home)
     assert first.returncode == 1, first.stdout + first.stderr
     assert ran(tmp_path) == {"a": 1, "b": 1, "c": 1}
-    run_id = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path,
-                            home=home).stdout)["run_id"]
+    run_id = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path, home=home).stdout)[
+        "run_id"
+    ]
     return tmp_path, home, run_id
 
 
 def ran(root: Path) -> dict[str, int]:
-    return {n: int((root / f"ran-{n}.txt").read_text()) if (root / f"ran-{n}.txt").exists()
-            else 0 for n in "abc"}
+    return {
+        n: int((root / f"ran-{n}.txt").read_text()) if (root / f"ran-{n}.txt").exists() else 0
+        for n in "abc"
+    }
 
 
 def stored_file(results: Path, run_id: str, step: str) -> Path:
@@ -110,8 +120,11 @@ def test_a_planted_pickle_never_runs_and_its_step_runs_again(failed, form):
     root, home, run_id = failed
     payload = pickle.dumps(Touch(root / "pwned"))
     # the payload does run code when unpickled (so its marker's absence below means something)
-    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer"
-                    ".read())"], input=pickle.dumps(Touch(root / "control")), check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
+        input=pickle.dumps(Touch(root / "control")),
+        check=True,
+    )
     assert (root / "control").exists()
     planted = stored_file(home / "results", run_id, "b")
     if form == "a bare pickle":  # what earlier pipectl versions wrote
@@ -159,14 +172,16 @@ def test_an_output_stored_with_another_key_is_ignored(tmp_path):
     """A run recorded in a tracker shared by two pipectl homes: resumed from the other home,
     whose key differs, its stored outputs are not taken (and nothing else breaks)."""
     (tmp_path / "store_steps.py").write_text(textwrap.dedent(STEPS))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent(f"""
         name: stored
-        tracker: sqlite:///{tmp_path / 'shared' / 'pipectl.db'}
+        tracker: sqlite:///{tmp_path / "shared" / "pipectl.db"}
         steps:
           - {{name: a, run: "store_steps:a"}}
           - {{name: b, run: "store_steps:b", depends_on: [a]}}
           - {{name: c, run: "store_steps:c", depends_on: [b]}}
-    """))
+    """)
+    )
     first = cli("run", "pipeline.yaml", cwd=tmp_path, home=tmp_path / "home-1")
     assert first.returncode == 1 and ran(tmp_path) == {"a": 1, "b": 1, "c": 1}
     assert list((tmp_path / "shared" / "results").rglob("a-*.pickle"))  # beside the database
@@ -196,8 +211,10 @@ def test_the_key_is_made_once_private_by_processes_racing_to_make_it(tmp_path, m
     home, results, gate = tmp_path / "home", tmp_path / "results", tmp_path / "gate"
     monkeypatch.setenv("PIPECTL_HOME", str(home))
     os.mkfifo(gate)
-    procs = [subprocess.Popen([sys.executable, "-c", MAKE_KEY, str(results), str(gate),
-                               str(i)]) for i in range(12)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", MAKE_KEY, str(results), str(gate), str(i)])
+        for i in range(12)
+    ]
     try:
         time.sleep(1.0)  # all started, waiting at the gate (one that is not yet fails nothing)
         os.close(os.open(gate, os.O_WRONLY))  # opened and closed: they all go
@@ -220,9 +237,16 @@ def test_a_key_being_written_by_another_process_is_waited_for(tmp_path, monkeypa
     key = tmp_path / "home" / "result-store.key"
     key.parent.mkdir()
     key.touch(mode=0o600)
-    writer = subprocess.Popen([sys.executable, "-c", "import pickle, sys; from pipectl.tracking "
-                               "import ResultStore; ResultStore(sys.argv[1]).put('run', 's', "
-                               "pickle.dumps('late'))", str(tmp_path / "results")])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys; from pipectl.tracking "
+            "import ResultStore; ResultStore(sys.argv[1]).put('run', 's', "
+            "pickle.dumps('late'))",
+            str(tmp_path / "results"),
+        ]
+    )
     time.sleep(0.3)
     key.write_text(os.urandom(32).hex() + "\n")  # what the maker writes, late
     assert writer.wait(timeout=60) == 0
@@ -235,10 +259,16 @@ def test_a_store_pickled_to_another_process_takes_its_key_along(tmp_path, monkey
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "driver"))
     store = ResultStore(tmp_path / "results")
     worker = subprocess.run(
-        [sys.executable, "-c", "import pickle, sys; store = pickle.loads(sys.stdin.buffer.read())"
-         "; store.put('run', 'on-worker', pickle.dumps({'x': 1}))"],
-        input=pickle.dumps(store), env={**os.environ, "PIPECTL_HOME": str(tmp_path / "worker")},
-        check=True)
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys; store = pickle.loads(sys.stdin.buffer.read())"
+            "; store.put('run', 'on-worker', pickle.dumps({'x': 1}))",
+        ],
+        input=pickle.dumps(store),
+        env={**os.environ, "PIPECTL_HOME": str(tmp_path / "worker")},
+        check=True,
+    )
     assert worker.returncode == 0
     assert store.get("run", "on-worker") == (True, {"x": 1})
     assert not (tmp_path / "worker").exists()  # no key of its own was made there

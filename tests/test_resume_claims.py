@@ -115,17 +115,28 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
-                          cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*PIPECTL, *args, "--no-progress"], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [*PIPECTL, *args, "--no-progress"],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -178,8 +189,12 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_exits_2(project: Path
     try:
         # one is refused at once; the other waits in `load` until the test says go. Were both
         # let through (the bug), both would wait there: the test goes on then too, and fails.
-        wait_until(lambda: any(p.poll() is not None for p in procs)
-                   or len(list(root.glob("loading-*"))) >= 2, "a resume to end or load")
+        wait_until(
+            lambda: (
+                any(p.poll() is not None for p in procs) or len(list(root.glob("loading-*"))) >= 2
+            ),
+            "a resume to end or load",
+        )
     finally:
         (root / "go").write_text("")
     outputs = {p.pid: p.communicate(timeout=300) for p in procs}
@@ -195,7 +210,8 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_exits_2(project: Path
     assert error_lines(stderr) == [
         f"pipectl: error: --resume: run {failed['run_id']} is being resumed already, by run "
         f"{record['run_id']} (pid {winner.pid} on host {socket.gethostname()}): wait for that "
-        "run to end; if it fails, --resume latest resumes it"], stderr
+        "run to end; if it fails, --resume latest resumes it"
+    ], stderr
     assert "Traceback" not in stderr
     # every record once: the data step that ran before the failure was taken, not run again;
     # the one after it ran in one resume only
@@ -208,12 +224,14 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_exits_2(project: Path
     assert error_lines(again.stderr) == [
         f"pipectl: error: --resume: run {failed['run_id']} was resumed already, by run "
         f"{record['run_id']}, which succeeded: nothing of it is left to run (run the pipeline "
-        "without --resume to run it all again)"], again.stderr
+        "without --resume to run it all again)"
+    ], again.stderr
     assert table(root, "records") == list(range(200))
 
 
 def test_resume_latest_takes_the_latest_run_that_ended_not_one_still_running(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     root = tmp_path
     monkeypatch.setenv("PIPECTL_HOME", str(root / "home"))
     write(root / "claim_steps.py", STEPS)
@@ -230,13 +248,15 @@ def test_resume_latest_takes_the_latest_run_that_ended_not_one_still_running(
     assert error_lines(nothing.stderr) == [
         "pipectl: error: --resume: no run of pipeline 'waiting' has ended yet in the tracker "
         f"{root / 'home' / 'pipectl.db'}, nothing to resume: run {running['execution_id']} is "
-        f"still running (pid {first.pid} on host {host}); wait for it to end"], nothing.stderr
+        f"still running (pid {first.pid} on host {host}); wait for it to end"
+    ], nothing.stderr
     for given in (running["execution_id"], running["execution_id"][:10]):
         refused = cli("run", "pipeline.yaml", "--resume", given, cwd=root)
         assert refused.returncode == 2
         assert error_lines(refused.stderr) == [
             f"pipectl: error: --resume: run {running['execution_id']} is still running (pid "
-            f"{first.pid} on host {host}); wait for it to end or stop it, then resume it"]
+            f"{first.pid} on host {host}); wait for it to end or stop it, then resume it"
+        ]
         assert "Traceback" not in refused.stderr
     assert ran(root, "a") == 1  # nothing else ran
 
@@ -263,8 +283,10 @@ def test_a_claim_left_by_a_killed_resumer_does_not_block_the_next_resume(project
     root = project
     failed = latest(root)
     victim = start("run", "pipeline.yaml", "--resume", "latest", cwd=root)
-    wait_until(lambda: any(root.glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
-               "the resume to load")
+    wait_until(
+        lambda: any(root.glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
+        "the resume to load",
+    )
     assert victim.poll() is None, victim.communicate()
 
     def gate_recorded() -> bool:  # the tracker's writer is a few ms behind the steps
@@ -294,7 +316,8 @@ def test_a_claim_left_by_a_killed_resumer_does_not_block_the_next_resume(project
     assert error_lines(again.stderr) == [
         f"pipectl: error: --resume: run {failed['run_id']} was resumed already, by run "
         f"{record['run_id']} (through run {killed['run_id']}), which succeeded: nothing of it "
-        "is left to run (run the pipeline without --resume to run it all again)"], again.stderr
+        "is left to run (run the pipeline without --resume to run it all again)"
+    ], again.stderr
     assert table(root, "records") == list(range(200))
 
 
@@ -302,8 +325,10 @@ def test_the_run_a_killed_resumer_claimed_can_be_resumed_by_id(project: Path):
     root = project
     failed = latest(root)
     victim = start("run", "pipeline.yaml", "--resume", failed["run_id"], cwd=root)
-    wait_until(lambda: any(root.glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
-               "the resume to load")
+    wait_until(
+        lambda: any(root.glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
+        "the resume to load",
+    )
     assert victim.poll() is None, victim.communicate()
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)

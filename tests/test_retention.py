@@ -96,15 +96,25 @@ def write(path: Path, text: str) -> Path:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
-                          cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ))
+    return subprocess.run(
+        [*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*PIPECTL, *args, "--no-progress"], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(os.environ))
+    return subprocess.Popen(
+        [*PIPECTL, *args, "--no-progress"],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -152,25 +162,31 @@ class Project:
         if not self.db.exists():
             return []
         where, params = ("WHERE pipeline_name = ?", (pipeline,)) if pipeline else ("", ())
-        return [r[0] for r in self.rows(f"SELECT execution_id FROM pipeline_executions {where} "
-                                        "ORDER BY started_at", params)]
+        return [
+            r[0]
+            for r in self.rows(
+                f"SELECT execution_id FROM pipeline_executions {where} ORDER BY started_at", params
+            )
+        ]
 
     def step_rows(self, run_id: str) -> int:
-        return self.rows("SELECT count(*) FROM step_executions WHERE execution_id = ?",
-                         (run_id,))[0][0]
+        return self.rows("SELECT count(*) FROM step_executions WHERE execution_id = ?", (run_id,))[
+            0
+        ][0]
 
     def stored(self, run_id: str) -> list[str]:
         """The steps whose output the result store holds for the run."""
         folder = self.results / run_id
-        return sorted(p.name.rsplit("-", 1)[0] for p in folder.iterdir()) \
-            if folder.exists() else []
+        return sorted(p.name.rsplit("-", 1)[0] for p in folder.iterdir()) if folder.exists() else []
 
     def set_started(self, run_id: str, ago: timedelta) -> None:
         """Move a run's start back in time, in the tracker's database."""
         when = (datetime.now(UTC) - ago).isoformat()
         with sqlite3.connect(self.db) as db:
-            db.execute("UPDATE pipeline_executions SET started_at = ? WHERE execution_id = ?",
-                       (when, run_id))
+            db.execute(
+                "UPDATE pipeline_executions SET started_at = ? WHERE execution_id = ?",
+                (when, run_id),
+            )
 
     def record(self, run_id: str) -> dict:
         shown = cli("runs", "show", run_id, "--json", cwd=self.root)
@@ -244,8 +260,7 @@ def test_older_than_and_both_rules(project: Project):
     assert project.run_ids() == runs[2:]
 
     # 1w alone would take runs[2] (10 days old); with --keep 2 it is among the 2 latest
-    assert project.prune("--older-than", "1w", "--keep", "2").stdout.strip() == \
-        "no runs to delete"
+    assert project.prune("--older-than", "1w", "--keep", "2").stdout.strip() == "no runs to delete"
     assert listed(project.prune("--older-than", "1w", "--keep", "1").stdout) == runs[2:3]
     assert project.run_ids() == runs[3:]
     assert project.stored(runs[3]) == ["numbers", "total"]
@@ -268,22 +283,27 @@ def test_a_running_run_is_never_deleted_and_a_dead_one_is(project: Project):
     live = start("run", "orders.yaml", "-p", "hold=live", cwd=project.root)
     dead = None
     try:
-        wait_until(lambda: (project.root / "holding-live").exists()
-                   and len(project.run_ids()) == 3, "the run to hold")
+        wait_until(
+            lambda: (project.root / "holding-live").exists() and len(project.run_ids()) == 3,
+            "the run to hold",
+        )
         (live_id,) = set(project.run_ids()) - set(finished)
         wait_until(lambda: project.stored(live_id) == ["numbers"], "its first output")
         # another run, killed while it runs: recorded as running, its process gone
         dead = start("run", "orders.yaml", "-p", "hold=dead", cwd=project.root)
-        wait_until(lambda: (project.root / "holding-dead").exists()
-                   and len(project.run_ids()) == 4, "the second run to hold")
+        wait_until(
+            lambda: (project.root / "holding-dead").exists() and len(project.run_ids()) == 4,
+            "the second run to hold",
+        )
         (dead_id,) = set(project.run_ids()) - set(finished) - {live_id}
         dead.send_signal(signal.SIGKILL)
         dead.wait(timeout=60)
         project.set_started(live_id, timedelta(days=400))  # old, but running
 
         pruned = project.prune("--older-than", "0s")
-        lines = {line.split()[0]: line for line in pruned.stdout.splitlines()
-                 if line.startswith("  ")}
+        lines = {
+            line.split()[0]: line for line in pruned.stdout.splitlines() if line.startswith("  ")
+        }
         assert sorted(lines) == sorted([*finished, dead_id])  # not the live one
         assert " interrupted " in lines[dead_id]
         assert project.run_ids() == [live_id]
@@ -334,19 +354,33 @@ def test_a_resume_chain_stays_and_goes_as_a_whole(project: Project):
     assert sorted(p.name for p in project.results.iterdir()) == sorted([r6, r7])
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "pipectl: error: runs prune needs --keep N, --older-than DURATION or both "
-         "(such as --keep 100, or --older-than 30d)"),
-    (("--older-than", "3x"), "pipectl: error: --older-than: '3x' is not a duration: a number "
-                             "and a unit, s (seconds), m (minutes), h (hours), d (days) or w "
-                             "(weeks), such as 30d, 12h, 90m or 1h30m"),
-    (("--older-than", "30"), "pipectl: error: --older-than: '30' is not a duration (a unit is "
-                             "missing)"),
-    (("--older-than", "6M"), "pipectl: error: --older-than: '6M' is not a duration (units are "
-                             "lower case; there are no months: use d or w)"),
-    (("--keep", "0"), "Invalid value for '--keep': 0 is not in the range x>=1"),
-    (("--keep", "many"), "Invalid value for '--keep': 'many' is not a valid integer"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            (),
+            "pipectl: error: runs prune needs --keep N, --older-than DURATION or both "
+            "(such as --keep 100, or --older-than 30d)",
+        ),
+        (
+            ("--older-than", "3x"),
+            "pipectl: error: --older-than: '3x' is not a duration: a number "
+            "and a unit, s (seconds), m (minutes), h (hours), d (days) or w "
+            "(weeks), such as 30d, 12h, 90m or 1h30m",
+        ),
+        (
+            ("--older-than", "30"),
+            "pipectl: error: --older-than: '30' is not a duration (a unit is missing)",
+        ),
+        (
+            ("--older-than", "6M"),
+            "pipectl: error: --older-than: '6M' is not a duration (units are "
+            "lower case; there are no months: use d or w)",
+        ),
+        (("--keep", "0"), "Invalid value for '--keep': 0 is not in the range x>=1"),
+        (("--keep", "many"), "Invalid value for '--keep': 'many' is not a valid integer"),
+    ],
+)
 def test_bad_arguments_exit_2(project: Project, args: tuple[str, ...], message: str):
     runs = [project.run("other.yaml")]
     proc = cli("runs", "prune", *args, cwd=project.root)
@@ -356,10 +390,21 @@ def test_bad_arguments_exit_2(project: Project, args: tuple[str, ...], message: 
     assert project.run_ids() == runs  # nothing deleted
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("2w", 14 * 86400), ("45s", 45),
-    ("1h30m", 5400), ("1d 12h", 129600), ("1.5h", 5400), (" 0s ", 0), (3600, 3600),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30d", 30 * 86400),
+        ("12h", 43200),
+        ("90m", 5400),
+        ("2w", 14 * 86400),
+        ("45s", 45),
+        ("1h30m", 5400),
+        ("1d 12h", 129600),
+        ("1.5h", 5400),
+        (" 0s ", 0),
+        (3600, 3600),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -389,8 +434,12 @@ def test_sub_pipeline_runs_go_with_their_parent(tmp_path, monkeypatch, plugin_ma
     tracker.migrate()
     try:
         with sqlite3.connect(tmp_path / "runs.db") as db:
-            children = dict(db.execute("SELECT execution_id, parent_execution_id FROM "
-                                       "pipeline_executions WHERE pipeline_name = 'inner'"))
+            children = dict(
+                db.execute(
+                    "SELECT execution_id, parent_execution_id FROM "
+                    "pipeline_executions WHERE pipeline_name = 'inner'"
+                )
+            )
         assert sorted(children.values()) == sorted(r.run_id for r in runs)
         results = tmp_path / "results"
         assert all((results / child).exists() for child in children)
@@ -430,16 +479,26 @@ def test_a_run_whose_resume_is_starting_stays(tmp_path, monkeypatch, plugin_mana
         # the same claim made by a process that has ended since
         tracker.release_resume(old, "resume-about-to-start")
         claim = subprocess.run(
-            [sys.executable, "-c", "import sys; from pipectl.tracking import SqliteTracker; "
-             "t = SqliteTracker(sys.argv[1]); t.migrate(); "
-             "t.claim_resume(sys.argv[2], 'resume-killed'); t.close()", url, old],
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pipectl.tracking import SqliteTracker; "
+                "t = SqliteTracker(sys.argv[1]); t.migrate(); "
+                "t.claim_resume(sys.argv[2], 'resume-killed'); t.close()",
+                url,
+                old,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert claim.returncode == 0, claim.stderr
         assert tracker.prune(keep=1) == [old]
         with sqlite3.connect(tmp_path / "runs.db") as db:
             assert db.execute("SELECT count(*) FROM resume_claims").fetchone() == (0,)
-            assert [r[0] for r in db.execute("SELECT execution_id FROM pipeline_executions")
-                    ] == [latest]
+            assert [r[0] for r in db.execute("SELECT execution_id FROM pipeline_executions")] == [
+                latest
+            ]
     finally:
         tracker.close()
 
@@ -447,8 +506,7 @@ def test_a_run_whose_resume_is_starting_stays(tmp_path, monkeypatch, plugin_mana
 # -- store_output: false ---------------------------------------------------------------------
 
 
-def test_store_output_false_in_a_pipeline_file_and_resume_runs_the_step_again(
-        project: Project):
+def test_store_output_false_in_a_pipeline_file_and_resume_runs_the_step_again(project: Project):
     (project.root / "fixed").unlink()
     failed = project.run("big.yaml", code=1)
     assert project.stored(failed) == ["side"]  # numbers ran and succeeded, not stored
@@ -461,8 +519,11 @@ def test_store_output_false_in_a_pipeline_file_and_resume_runs_the_step_again(
     (project.root / "fixed").write_text("")
     resumed = project.run("big.yaml", "--resume", "latest")
     # total needs numbers' output, which was not stored: numbers runs again; side is taken
-    assert (ran(project.root, "numbers"), ran(project.root, "side"),
-            ran(project.root, "total")) == (2, 1, 2)
+    assert (
+        ran(project.root, "numbers"),
+        ran(project.root, "side"),
+        ran(project.root, "total"),
+    ) == (2, 1, 2)
     steps = {s["step_id"]: s for s in project.record(resumed)["steps"]}
     assert steps["side"]["resumed_from"] == failed and steps["numbers"]["attempts"] == 1
     assert steps["total"]["output_summary"] == 45
@@ -494,9 +555,12 @@ def test_store_output_false_in_python(tmp_path, monkeypatch, plugin_manager):
 
     pipe.add_step("total", total, inputs={"numbers": "numbers", "kept": "kept"})
     pipe.add_step("big", lambda: "x" * 1000, store_output=False)
-    pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
-                   outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
-                   store_output=False)
+    pipe.data_step(
+        "load",
+        extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
+        outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+        store_output=False,
+    )
     assert [s.store_output for s in pipe.spec.steps] == [False, True, True, False, False]
 
     failed = pipe.run_sync(tracker=url)
@@ -516,22 +580,24 @@ def test_store_output_false_in_python(tmp_path, monkeypatch, plugin_manager):
         pipe.add_step("bad", lambda: 1, store_output="no")
 
 
-def test_store_output_round_trips_through_a_pipeline_file(tmp_path, monkeypatch,
-                                                          plugin_manager):
+def test_store_output_round_trips_through_a_pipeline_file(tmp_path, monkeypatch, plugin_manager):
     import jsonschema
     import yaml
 
     from pipectl.cli.schema_command import schema_text
     from pipectl.files import PipelineFileError
 
-    write(tmp_path / "rt_steps.py", """
+    write(
+        tmp_path / "rt_steps.py",
+        """
         def numbers():
             return [1, 2, 3]
 
 
         def total(numbers):
             return sum(numbers)
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import rt_steps
 
@@ -551,6 +617,7 @@ def test_store_output_round_trips_through_a_pipeline_file(tmp_path, monkeypatch,
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, json.loads(schema_text()))
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(PipelineFileError, match="steps.numbers.store_output: expected true or "
-                                                "false, got 'no'"):
+    with pytest.raises(
+        PipelineFileError, match="steps.numbers.store_output: expected true or false, got 'no'"
+    ):
         Pipeline.from_yaml(tmp_path / "bad.yaml", plugin_manager=plugin_manager)

@@ -24,11 +24,10 @@ from pipectl.story import render_html, render_markdown, run_record, write_story
 from pipectl.tracking import summarize
 
 SECRET = "tok-Sesame-4242-open"
-LONG_ERROR = ("the source refused the request: " + "a very long explanation, " * 12
-              + "END-OF-ERROR")
+LONG_ERROR = "the source refused the request: " + "a very long explanation, " * 12 + "END-OF-ERROR"
 LONG_MODE = "full-refresh-of-every-table-in-the-warehouse-" * 3 + "END-OF-MODE"
 
-STEPS = f'''\
+STEPS = f"""\
 LONG_ERROR = {LONG_ERROR!r}
 
 
@@ -51,12 +50,12 @@ def after(broken):
 
 def guarded(numbers):
     return 2
-'''
+"""
 
-TRANSFORMS = '''\
+TRANSFORMS = """\
 def parse(row):
     return {"id": int(row["id"]), "qty": int(row["qty"])}
-'''
+"""
 
 PIPELINE = f'''\
 name: produced
@@ -88,8 +87,10 @@ steps:
     when: "params.mode == '{LONG_MODE}'"
 '''
 
-SUMMARY_PREVIEW = ("dict(4 keys): {'path': 'out/summary.csv', 'rows': 114, 'token': '***', "
-                   "'note': 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'}")
+SUMMARY_PREVIEW = (
+    "dict(4 keys): {'path': 'out/summary.csv', 'rows': 114, 'token': '***', "
+    "'note': 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'}"
+)
 NUMBERS_PREVIEW = "list[114]: [0, 1, 2, 3, 4, …]"
 LOAD_COUNTS = "read 5, jsonl 4, sqlite 4, rejected 1"
 
@@ -105,11 +106,21 @@ def project(tmp_path: Path) -> Path:
 
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``pipectl ARGS`` in a real process, its stdout a pipe."""
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR")
+    }
     environ.update(PIPECTL_HOME=str(cwd / "home"), TERM="xterm-256color", **env)
-    return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=cwd, env=environ,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -120,7 +131,7 @@ def rows_of(text: str) -> dict[str, str]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"\s*step\s+status", line))
     rows = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         if set(line.strip()) <= {"─", "-", " "}:
@@ -151,7 +162,15 @@ def test_run_in_a_pipe_prints_every_row_whole_with_outputs_and_counts(project):
     proc = cli("run", "pipeline.yaml", cwd=project)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0].split() == [
-        "step", "status", "duration", "attempts", "records", "output", "/", "error"]
+        "step",
+        "status",
+        "duration",
+        "attempts",
+        "records",
+        "output",
+        "/",
+        "error",
+    ]
     rows = rows_of(proc.stdout)
     check_whole_rows(rows)
     assert max(len(line) for line in rows.values()) > 200  # nothing cut the table at 80
@@ -188,11 +207,12 @@ def test_the_coloured_table_forced_into_a_pipe_is_whole_too(project):
 def test_on_a_terminal_the_table_shows_outputs_cut_to_its_width(project):
     from test_cli_progress import _env, _in_terminal, _plain  # a 120-column pseudo-terminal
 
-    code, raw = _in_terminal(["run", "pipeline.yaml"], cwd=project,
-                             env=_env(PIPECTL_HOME=str(project / "home")))
+    code, raw = _in_terminal(
+        ["run", "pipeline.yaml"], cwd=project, env=_env(PIPECTL_HOME=str(project / "home"))
+    )
     assert code == 1
     text = _plain(raw)
-    rows = rows_of(text[text.rindex("\nstep "):])  # the table, after the live display
+    rows = rows_of(text[text.rindex("\nstep ") :])  # the table, after the live display
     assert all(len(line.rstrip()) <= 120 for line in rows.values()), rows
     assert NUMBERS_PREVIEW in rows["numbers"] and LOAD_COUNTS in rows["load"]
     assert "'token': '**" in rows["summary"] and rows["summary"].rstrip().endswith("…")
@@ -217,13 +237,15 @@ def test_runs_show_and_list_in_a_pipe(project):
 
 def test_runs_show_marks_an_allowed_failure(tmp_path):
     (tmp_path / "steps_allowed.py").write_text("def fails():\n    raise RuntimeError('meh')\n")
-    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent("""\
         name: allowed
         steps:
           - name: fails
             run: steps_allowed:fails
             allow_failure: true
-        """))
+        """)
+    )
     assert cli("run", "p.yaml", cwd=tmp_path).returncode == 0
     rows = rows_of(cli("runs", "show", "latest", cwd=tmp_path).stdout)
     assert re.search(r"^fails\s+failed \(allowed\)\s", rows["fails"]), rows
@@ -243,14 +265,16 @@ def test_the_story_of_a_cli_run_shows_outputs_and_counts(project):
 
 def test_a_missing_required_param_on_the_command_line_says_dash_p(tmp_path):
     (tmp_path / "steps_req.py").write_text("def a(params):\n    return params['day']\n")
-    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent("""\
         name: req
         params:
           day: {type: str}
         steps:
           - name: a
             run: steps_req:a
-        """))
+        """)
+    )
     proc = cli("run", "p.yaml", cwd=tmp_path)
     assert proc.returncode == 2
     assert "params.day: is required: give it with -p day=VALUE" in proc.stderr
@@ -268,8 +292,10 @@ def test_preview_shows_type_size_and_a_bounded_repr():
     assert preview(None) == "None"
     assert preview(42) == "42"
     assert preview("done") == "'done'"
-    assert preview({"path": "out/a.csv", "rows": 114}) == \
-        "dict(2 keys): {'path': 'out/a.csv', 'rows': 114}"
+    assert (
+        preview({"path": "out/a.csv", "rows": 114})
+        == "dict(2 keys): {'path': 'out/a.csv', 'rows': 114}"
+    )
     assert preview(list(range(114))) == "list[114]: [0, 1, 2, 3, 4, …]"
     assert preview("x" * 1000).startswith("str(1,000 chars): 'xxx")
     assert preview(list(range(10**6)), width=9) == "list[1,0…"
@@ -297,13 +323,21 @@ def test_preview_masks_secrets_even_where_it_cuts():
 
 
 def test_a_recorded_summary_previews_like_the_value():
-    for value in ({"path": "out/a.csv", "rows": 114}, list(range(114)), "done", 42, None,
-                  {"a": list(range(100)), "b": "y" * 3000}):
+    for value in (
+        {"path": "out/a.csv", "rows": 114},
+        list(range(114)),
+        "done",
+        42,
+        None,
+        {"a": list(range(100)), "b": "y" * 3000},
+    ):
         recorded = json.loads(json.dumps(summarize(value)))
         if not isinstance(value, dict) or "b" not in value:
             assert preview_summary(recorded) == preview(value), value
-    assert preview_summary(summarize({"a": list(range(100)), "b": "y" * 3000})) == \
-        "dict(2 keys): {'a': <list[100]>, 'b': <str(3,000 chars)>}"
+    assert (
+        preview_summary(summarize({"a": list(range(100)), "b": "y" * 3000}))
+        == "dict(2 keys): {'a': <list[100]>, 'b': <str(3,000 chars)>}"
+    )
     assert preview_summary(summarize("z" * 5000)).startswith("str(5,000 chars): 'zzz")
 
 
@@ -344,7 +378,10 @@ def test_write_story_of_a_pipeline_run(tmp_path):
     assert SECRET not in page
     record = run_record(run, pipe)
     assert record["status"] == "failed" and [s["status"] for s in record["steps"]] == [
-        "success", "failed", "skipped"]
+        "success",
+        "failed",
+        "skipped",
+    ]
     assert record["steps"][0]["execution_time_ms"] == run.steps["fetch"].duration_ms
     assert render_markdown(run, pipeline=pipe) == md
     assert "story_py" in render_html(run)
@@ -358,9 +395,14 @@ def test_write_story_of_something_else_says_what_to_pass(tmp_path):
 def test_data_counts_of_a_python_data_step(tmp_path):
     (tmp_path / "in.csv").write_text("id\n1\n2\n3\n", encoding="utf-8")
     pipe = Pipeline("py_data")
-    pipe.data_step("load", extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
-                   outputs=[{"type": "jsonl", "path": str(tmp_path / "a.jsonl")},
-                            {"type": "jsonl", "path": str(tmp_path / "b.jsonl")}])
+    pipe.data_step(
+        "load",
+        extractor={"type": "csv", "path": str(tmp_path / "in.csv")},
+        outputs=[
+            {"type": "jsonl", "path": str(tmp_path / "a.jsonl")},
+            {"type": "jsonl", "path": str(tmp_path / "b.jsonl")},
+        ],
+    )
     run = pipe.run_sync()
     assert run.ok
     assert data_counts(run.steps["load"].output) == "read 3, jsonl#0 3, jsonl#1 3"
@@ -388,7 +430,10 @@ def test_to_yaml_keeps_the_params_and_never_writes_a_secret(tmp_path, monkeypatc
     for name, spec in pipe.param_specs.items():
         other = back.param_specs[name]
         assert (other.type, other.secret, other.description) == (
-            spec.type, spec.secret, spec.description), name
+            spec.type,
+            spec.secret,
+            spec.description,
+        ), name
         if name != "token":
             assert (other.default, other.required) == (spec.default, spec.required), name
     assert back.param_specs["token"].required  # its value is not in the file: give it again
@@ -401,8 +446,10 @@ def test_to_yaml_of_a_loaded_file_loads_back_the_same(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPECTL_TEST_TOKEN", SECRET)
     (tmp_path / "yaml_steps2.py").write_text(
         "class Call:\n    def __init__(self, name, config):\n        self.config = config\n\n"
-        "    def run(self, data):\n        return self.config\n")
-    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+        "    def run(self, data):\n        return self.config\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent("""\
         name: params_file
         params:
           day: {type: str, required: true, description: the day}
@@ -413,17 +460,21 @@ def test_to_yaml_of_a_loaded_file_loads_back_the_same(tmp_path, monkeypatch):
           - name: a
             run: yaml_steps2:Call
             options: {auth: "Bearer ${params.token}", day: "${params.day}"}
-        """))
+        """)
+    )
     pipe = load_pipeline(tmp_path / "p.yaml", {"day": "2026-02-03"})
     text = pipe.to_yaml(tmp_path / "again.yaml")
     assert SECRET not in text
     assert "Bearer ${params.token}" in text  # the secret written back as the reference
     back = load_pipeline(tmp_path / "again.yaml", {"day": "2026-02-03"})
     assert back.params == pipe.params
-    assert {n: (p.type, p.default, p.required, p.secret, p.description)
-            for n, p in back.param_specs.items()} == \
-        {n: (p.type, p.default, p.required, p.secret, p.description)
-         for n, p in pipe.param_specs.items()}
+    assert {
+        n: (p.type, p.default, p.required, p.secret, p.description)
+        for n, p in back.param_specs.items()
+    } == {
+        n: (p.type, p.default, p.required, p.secret, p.description)
+        for n, p in pipe.param_specs.items()
+    }
     assert back.steps["a"].options == pipe.steps["a"].options
     assert back.run_sync().steps["a"].output == {"auth": f"Bearer {SECRET}", "day": "2026-02-03"}
 
@@ -431,7 +482,8 @@ def test_to_yaml_of_a_loaded_file_loads_back_the_same(tmp_path, monkeypatch):
 def test_from_yaml_tells_a_python_caller_to_pass_params(tmp_path):
     (tmp_path / "req_steps.py").write_text("def a(params):\n    return 1\n")
     path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: req
         params:
           day: {type: str}
@@ -439,7 +491,8 @@ def test_from_yaml_tells_a_python_caller_to_pass_params(tmp_path):
         steps:
           - name: a
             run: req_steps:a
-        """))
+        """)
+    )
     with pytest.raises(PipelineFileError) as info:
         Pipeline.from_yaml(path, {"token": "x" * 8})
     assert "params.day: is required: pass it in params={'day': ...}" in str(info.value)

@@ -40,18 +40,33 @@ STEPS = textwrap.dedent("""
 """)
 
 
-def pipectl(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=root,
-                          env={**os.environ, "API_TOKEN": SECRET,
-                               "PIPECTL_HOME": str(root / ".pipectl"), **(env or {})},
-                          capture_output=True, text=True, timeout=300)
+def pipectl(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=root,
+        env={
+            **os.environ,
+            "API_TOKEN": SECRET,
+            "PIPECTL_HOME": str(root / ".pipectl"),
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def everything_written(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` but the pipeline's own sources."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and p.name not in ("pipeline.yaml", "steps.py")
-            and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.name not in ("pipeline.yaml", "steps.py")
+        and "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture
@@ -63,25 +78,35 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("log_format", ["console", "json"])
 def test_a_secret_from_the_environment_is_in_nothing_pipectl_writes(project, log_format):
-    run = pipectl(project, "run", "pipeline.yaml", "--no-progress", "-v",
-                  "--log-format", log_format)
+    run = pipectl(
+        project, "run", "pipeline.yaml", "--no-progress", "-v", "--log-format", log_format
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     output = run.stdout + run.stderr
     assert "the API refused token *** for eu" in output  # the error, masked, with the rest
     assert "fetching" in run.stderr and "Traceback" not in output
-    run_id = next(line.split()[1] for line in run.stdout.splitlines()
-                  if line.startswith("run ") and "secretive" in line)
+    run_id = next(
+        line.split()[1]
+        for line in run.stdout.splitlines()
+        if line.startswith("run ") and "secretive" in line
+    )
     shown = pipectl(project, "runs", "show", run_id, "--json")
     story_md = pipectl(project, "story", run_id, "--format", "md")
     story_html = pipectl(project, "story", run_id, "--format", "html")
     resumed = pipectl(project, "run", "pipeline.yaml", "--no-progress", "--resume", "latest")
-    for name, proc in (("runs show", shown), ("story md", story_md), ("story html", story_html),
-                       ("resume", resumed)):
+    for name, proc in (
+        ("runs show", shown),
+        ("story md", story_md),
+        ("story html", story_html),
+        ("resume", resumed),
+    ):
         assert SECRET not in proc.stdout + proc.stderr, name
     assert '"token": "***"' in shown.stdout  # the run's params
     # the step that returned the secret was not stored, so the resume ran it again
-    assert "fetch" in resumed.stdout and "output from run" not in resumed.stdout.split(
-        "fetch", 1)[1].splitlines()[0]
+    assert (
+        "fetch" in resumed.stdout
+        and "output from run" not in resumed.stdout.split("fetch", 1)[1].splitlines()[0]
+    )
     assert SECRET not in output
     for path, data in everything_written(project).items():
         assert SECRET.encode() not in data, f"the secret is in {path}"
@@ -123,10 +148,14 @@ LISTENER = textwrap.dedent("""
 @pytest.mark.parametrize("log_format", ["console", "json"])
 def test_a_plugin_listener_that_raises_leaks_no_secret(tmp_path, log_format):
     (tmp_path / "nosy.py").write_text(LISTENER)
-    proc = subprocess.run([sys.executable, "nosy.py", log_format], cwd=tmp_path,
-                          env={**os.environ, "API_TOKEN": SECRET,
-                               "PIPECTL_HOME": str(tmp_path / ".pipectl")}, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "nosy.py", log_format],
+        cwd=tmp_path,
+        env={**os.environ, "API_TOKEN": SECRET, "PIPECTL_HOME": str(tmp_path / ".pipectl")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "status success" in proc.stdout, proc.stdout + proc.stderr
     assert "plugin_hook_failed" in proc.stderr and "listener choked on ***" in proc.stderr
     assert "Traceback" in proc.stderr  # the traceback is there, as plain text
@@ -137,15 +166,21 @@ def test_a_plugin_listener_that_raises_leaks_no_secret(tmp_path, log_format):
 
 
 def test_a_secret_given_with_p_is_not_in_its_error(project):
-    (project / "pipeline.yaml").write_text(PIPELINE.replace("type: str, secret", "type: int, "
-                                                            "secret"))
+    (project / "pipeline.yaml").write_text(
+        PIPELINE.replace("type: str, secret", "type: int, secret")
+    )
     proc = pipectl(project, "run", "pipeline.yaml", "-p", f"token={SECRET}")
     assert proc.returncode == 2
     assert "the value given is not a int" in proc.stderr or "not a" in proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
-    unset = subprocess.run([sys.executable, "-m", "pipectl.cli", "validate", "pipeline.yaml"],
-                           cwd=project, capture_output=True, text=True, timeout=300,
-                           env={k: v for k, v in os.environ.items() if k != "API_TOKEN"})
+    unset = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", "validate", "pipeline.yaml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "API_TOKEN"},
+    )
     assert unset.returncode == 2
     assert "pipeline.yaml:4: params.token.default: ${env.API_TOKEN} is not set" in unset.stderr
 

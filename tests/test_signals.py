@@ -39,7 +39,7 @@ def records(start, batches, delay):
         time.sleep(delay)
 '''
 
-PIPELINE = '''
+PIPELINE = """
 name: slow_load
 params:
   start: {type: int, default: 0}
@@ -55,7 +55,7 @@ steps:
     load:
       - {type: jsonl, path: out/records.jsonl}
       - {type: sqlite, path: out/records.sqlite, table: records, key: id}
-'''
+"""
 
 STUBBORN = '''
 import asyncio
@@ -81,8 +81,15 @@ def _default_signals() -> None:
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(args, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
+    )
 
 
 def _wait_for(proc: subprocess.Popen[str], stream: str, marker: str) -> list[str]:
@@ -111,8 +118,9 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    return subprocess.run(
+        [*PIPECTL, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
+    )
 
 
 def _rows(database: Path) -> list[int]:
@@ -132,8 +140,21 @@ def test_sigterm_cancels_a_cli_run_aborts_its_outputs_and_records_it(tmp_path):
     assert len(before.splitlines()) == 30
     assert _rows(out / "records.sqlite") == list(range(30))
 
-    proc = _start([*PIPECTL, "run", "pipeline.yaml", "--no-progress", "-p", "start=1000",
-                   "-p", "batches=1000000", "-p", "delay=0.05"], cwd=tmp_path)
+    proc = _start(
+        [
+            *PIPECTL,
+            "run",
+            "pipeline.yaml",
+            "--no-progress",
+            "-p",
+            "start=1000",
+            "-p",
+            "batches=1000000",
+            "-p",
+            "delay=0.05",
+        ],
+        cwd=tmp_path,
+    )
     try:
         _wait_for(proc, "stderr", "writing")
         # the outputs are open and being written: each has its temporary file
@@ -165,7 +186,8 @@ def test_sigterm_cancels_a_cli_run_aborts_its_outputs_and_records_it(tmp_path):
 def test_a_second_signal_during_the_cancellation_ends_the_process(tmp_path, second):
     (tmp_path / "stubborn.py").write_text(STUBBORN)
     (tmp_path / "pipeline.yaml").write_text(
-        "name: stubborn\nsteps:\n  - name: stubborn\n    run: stubborn:stubborn\n")
+        "name: stubborn\nsteps:\n  - name: stubborn\n    run: stubborn:stubborn\n"
+    )
     proc = _start([*PIPECTL, "run", "pipeline.yaml", "--no-progress"], cwd=tmp_path)
     try:
         _wait_for(proc, "stderr", "started")

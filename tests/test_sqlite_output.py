@@ -54,13 +54,18 @@ def query(db, sql, *args):
 
 
 def schema(db, table):
-    return [(r[1], r[2], r[3], r[5]) for r in query(db, "SELECT * FROM pragma_table_info(?)", table)]
+    return [
+        (r[1], r[2], r[3], r[5]) for r in query(db, "SELECT * FROM pragma_table_info(?)", table)
+    ]
 
 
 def tables(db):
     """The tables of ``db`` but pipectl's table of load markers."""
-    return sorted(r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")
-                  if r[0] != "_pipectl_loads")
+    return sorted(
+        r[0]
+        for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")
+        if r[0] != "_pipectl_loads"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,21 +83,36 @@ def test_creates_the_table_from_columns(make):
     out.open(FakeCtx())
     out.commit()
     out.close()
-    assert schema(make.db, "t") == [("id", "INTEGER", 0, 0), ("name", "TEXT", 0, 0),
-                                    ("price", "NUMERIC(10, 2)", 0, 0)]
-    run(make(columns={"id": "INTEGER", "name": "TEXT"}),
-        [{"id": 1, "name": "a", "ignored": 1}, {"id": 2}])
+    assert schema(make.db, "t") == [
+        ("id", "INTEGER", 0, 0),
+        ("name", "TEXT", 0, 0),
+        ("price", "NUMERIC(10, 2)", 0, 0),
+    ]
+    run(
+        make(columns={"id": "INTEGER", "name": "TEXT"}),
+        [{"id": 1, "name": "a", "ignored": 1}, {"id": 2}],
+    )
     assert query(make.db, "SELECT * FROM t ORDER BY id") == [(1, "a", None), (2, None, None)]
 
 
 def test_creates_the_table_from_the_first_batch_with_inferred_types(make):
-    run(make(), [{"i": 1, "f": None, "s": "x"}, {"i": 2, "f": 2.5, "b": True, "raw": b"\x00"}],
-        [{"i": 3, "s": "y", "later": "ignored"}])
-    assert schema(make.db, "t") == [("i", "INTEGER", 0, 0), ("f", "REAL", 0, 0),
-                                    ("s", "TEXT", 0, 0), ("b", "INTEGER", 0, 0),
-                                    ("raw", "BLOB", 0, 0)]
+    run(
+        make(),
+        [{"i": 1, "f": None, "s": "x"}, {"i": 2, "f": 2.5, "b": True, "raw": b"\x00"}],
+        [{"i": 3, "s": "y", "later": "ignored"}],
+    )
+    assert schema(make.db, "t") == [
+        ("i", "INTEGER", 0, 0),
+        ("f", "REAL", 0, 0),
+        ("s", "TEXT", 0, 0),
+        ("b", "INTEGER", 0, 0),
+        ("raw", "BLOB", 0, 0),
+    ]
     assert query(make.db, "SELECT * FROM t ORDER BY i") == [
-        (1, None, "x", None, None), (2, 2.5, None, 1, b"\x00"), (3, None, "y", None, None)]
+        (1, None, "x", None, None),
+        (2, 2.5, None, 1, b"\x00"),
+        (3, None, "y", None, None),
+    ]
 
 
 def test_wal_journal(make):
@@ -148,8 +168,11 @@ def test_replace_aborted_keeps_the_old_rows(make):
 
 
 def test_upsert_same_key_twice_keeps_one_row_with_the_last_values(make):
-    run(make(key="id"), [{"id": 1, "v": "a", "n": 1}, {"id": 2, "v": "b", "n": 2},
-                         {"id": 1, "v": "c", "n": 3}], [{"id": 2, "v": "d", "n": 4}])
+    run(
+        make(key="id"),
+        [{"id": 1, "v": "a", "n": 1}, {"id": 2, "v": "b", "n": 2}, {"id": 1, "v": "c", "n": 3}],
+        [{"id": 2, "v": "d", "n": 4}],
+    )
     run(make(key="id"), [{"id": 1, "v": "e", "n": 5}])
     assert query(make.db, "SELECT * FROM t ORDER BY id") == [(1, "e", 5), (2, "d", 4)]
     assert schema(make.db, "t")[0] == ("id", "INTEGER", 1, 0)  # NOT NULL
@@ -158,9 +181,10 @@ def test_upsert_same_key_twice_keeps_one_row_with_the_last_values(make):
 
 def test_upsert_with_a_composite_key_and_only_key_columns(make):
     cols = {"a": "INTEGER", "b": "TEXT", "v": "REAL"}
-    run(make(columns=cols, key=["a", "b"]), [{"a": 1, "b": "x", "v": 1.0},
-                                              {"a": 1, "b": "y", "v": 2.0},
-                                              {"a": 1, "b": "x", "v": 3.0}])
+    run(
+        make(columns=cols, key=["a", "b"]),
+        [{"a": 1, "b": "x", "v": 1.0}, {"a": 1, "b": "y", "v": 2.0}, {"a": 1, "b": "x", "v": 3.0}],
+    )
     assert query(make.db, "SELECT * FROM t ORDER BY b") == [(1, "x", 3.0), (1, "y", 2.0)]
     run(make(table="k", key="a"), [{"a": 1}, {"a": 1}])  # nothing to update: DO NOTHING
     assert query(make.db, "SELECT * FROM k") == [(1,)]
@@ -241,8 +265,7 @@ def test_close_is_safe_in_any_state(make):
 
 def test_calls_can_come_from_different_threads(make):
     out = make()
-    for step in (lambda: out.open(FakeCtx()), lambda: out.write([{"a": 1}]), out.commit,
-                 out.close):
+    for step in (lambda: out.open(FakeCtx()), lambda: out.write([{"a": 1}]), out.commit, out.close):
         thread = threading.Thread(target=step)
         thread.start()
         thread.join()
@@ -280,8 +303,12 @@ def test_odd_identifiers_are_quoted(make):
     assert tables(make.db) == sorted(["t", *names])
     assert query(make.db, "SELECT a FROM t") == [(1,)]  # untouched
     for name in names:
-        assert [c for c, *_ in schema(make.db, name)] == ["col with space", 'q"uote', MALICIOUS,
-                                                          "from"]
+        assert [c for c, *_ in schema(make.db, name)] == [
+            "col with space",
+            'q"uote',
+            MALICIOUS,
+            "from",
+        ]
         quoted = '"' + name.replace('"', '""') + '"'
         assert query(make.db, f"SELECT * FROM {quoted}") == [(1, "v", 2, 3)]
 
@@ -290,8 +317,11 @@ def test_malicious_names_in_columns_and_keys_are_quoted(make):
     run(make(), [{"a": 1}])
     cols = {MALICIOUS: "TEXT", 'k"); DROP TABLE t; --': "INTEGER"}
     out = make(table=MALICIOUS, columns=cols, key='k"); DROP TABLE t; --', mode="replace")
-    run(out, [{MALICIOUS: "v1", 'k"); DROP TABLE t; --': 1}],
-        [{MALICIOUS: "v2", 'k"); DROP TABLE t; --': 1}])
+    run(
+        out,
+        [{MALICIOUS: "v1", 'k"); DROP TABLE t; --': 1}],
+        [{MALICIOUS: "v2", 'k"); DROP TABLE t; --': 1}],
+    )
     assert tables(make.db) == sorted(["t", MALICIOUS])
     assert query(make.db, "SELECT a FROM t") == [(1,)]
     assert query(make.db, 'SELECT * FROM "x""; DROP TABLE t; --"') == [("v2", 1)]
@@ -301,6 +331,12 @@ def test_sql_types_cannot_inject(make):
     for bad in ["TEXT); DROP TABLE t; --", "TEXT DEFAULT 'x'", "INT -- c", 3]:
         with pytest.raises(ValueError, match="not an SQL type name"):
             make(columns={"a": bad})
-    for good in ["", "INTEGER", "VARCHAR(20)", "DOUBLE PRECISION", "NUMERIC(10, 2)",
-                 "INTEGER NOT NULL"]:
+    for good in [
+        "",
+        "INTEGER",
+        "VARCHAR(20)",
+        "DOUBLE PRECISION",
+        "NUMERIC(10, 2)",
+        "INTEGER NOT NULL",
+    ]:
         make(columns={"a": good})

@@ -59,8 +59,23 @@ def _hostile_record() -> dict[str, Any]:
 class _TagChecker(HTMLParser):
     """Records tags that close something else than the innermost open tag."""
 
-    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-                      "source", "track", "wbr"})
+    VOID = frozenset(
+        {
+            "area",
+            "base",
+            "br",
+            "col",
+            "embed",
+            "hr",
+            "img",
+            "input",
+            "link",
+            "meta",
+            "source",
+            "track",
+            "wbr",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,7 +121,9 @@ class _AssetFinder(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._in_style = tag == "style"
-        if tag in ("link", "iframe", "object", "embed") or (tag == "script" and dict(attrs).get("src")):
+        if tag in ("link", "iframe", "object", "embed") or (
+            tag == "script" and dict(attrs).get("src")
+        ):
             self.found.append(f"<{tag}>")
         for name, value in attrs:
             if value and re.search(r"(?i)(https?:|^\s*//)", value):
@@ -138,6 +155,7 @@ def _outside_code(markdown: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Content
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", RECORDS)
 def test_both_formats_show_every_step(name: str) -> None:
@@ -187,7 +205,9 @@ def test_params_are_shown_as_given_with_secrets_redacted() -> None:
 
 def test_data_step_outputs_and_skip_reasons_in_steps_table() -> None:
     markdown = story.render_markdown(_record("failed_run"))
-    row = next(line for line in markdown.splitlines() if line.startswith("| `load_warehouse` | data"))
+    row = next(
+        line for line in markdown.splitlines() if line.startswith("| `load_warehouse` | data")
+    )
     assert "`sqlite` → sqlite out/orders.sqlite table orders: 1,187 written (committed)" in row
     assert "`csv` → csv out/orders_clean.csv: 1,187 written (committed)" in row
     assert "upstream step 'enrich_orders' failed" in markdown
@@ -213,6 +233,7 @@ def test_steps_reused_from_an_earlier_run_say_so() -> None:
 # ---------------------------------------------------------------------------------------------
 # Well-formed, self-contained, escaped
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", RECORDS)
 def test_html_is_well_formed(name: str) -> None:
@@ -251,19 +272,44 @@ def test_hostile_names_are_escaped() -> None:
     assert "| `` `code` \\| pipe `` |" in markdown
 
 
-@pytest.mark.parametrize("record", [
-    {},
-    {"steps": None, "graph": None, "params": None, "errors": None, "status": None},
-    {"status": 3, "params": [1, 2], "errors": "boom", "started_at": "yesterday",
-     "duration_ms": "long", "records_processed": {"n": 1},
-     "graph": {"a": None, "b": ["a", "ghost"], "c": "b"},
-     "steps": [None, 1, "x", {"status": 5, "started_at": "not a date", "attempts": "3",
-                               "outputs": [1], "rollback": "no", "attempt_history": [None, {}]},
-               {"step_name": "b", "started_at": "2026-01-01T00:00:00",
-                "completed_at": "2026-01-01T00:00:01+00:00", "attempts": True,
-                "attempt_history": [{"started_at": 1, "error": None}]}]},
-    {"graph": {"a": ["b"], "b": ["a"], "c": ["c"]}, "steps": [{"step_name": "a"}]},
-], ids=["empty", "nulls", "wrong-types", "cycle"])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {},
+        {"steps": None, "graph": None, "params": None, "errors": None, "status": None},
+        {
+            "status": 3,
+            "params": [1, 2],
+            "errors": "boom",
+            "started_at": "yesterday",
+            "duration_ms": "long",
+            "records_processed": {"n": 1},
+            "graph": {"a": None, "b": ["a", "ghost"], "c": "b"},
+            "steps": [
+                None,
+                1,
+                "x",
+                {
+                    "status": 5,
+                    "started_at": "not a date",
+                    "attempts": "3",
+                    "outputs": [1],
+                    "rollback": "no",
+                    "attempt_history": [None, {}],
+                },
+                {
+                    "step_name": "b",
+                    "started_at": "2026-01-01T00:00:00",
+                    "completed_at": "2026-01-01T00:00:01+00:00",
+                    "attempts": True,
+                    "attempt_history": [{"started_at": 1, "error": None}],
+                },
+            ],
+        },
+        {"graph": {"a": ["b"], "b": ["a"], "c": ["c"]}, "steps": [{"step_name": "a"}]},
+    ],
+    ids=["empty", "nulls", "wrong-types", "cycle"],
+)
 def test_missing_and_malformed_fields_do_not_crash(record: dict[str, Any]) -> None:
     page, markdown = story.render_html(record), story.render_markdown(record)
     _check_tags(page)
@@ -272,9 +318,12 @@ def test_missing_and_malformed_fields_do_not_crash(record: dict[str, Any]) -> No
 
 def test_large_dag_draws_the_first_200_steps() -> None:
     names = [f"step_{i:03d}" for i in range(250)]
-    record = {"pipeline": "wide", "status": "success",
-              "graph": {n: [names[i - 1]] if i % 10 else [] for i, n in enumerate(names)},
-              "steps": [{"step_name": n, "status": "success"} for n in names]}
+    record = {
+        "pipeline": "wide",
+        "status": "success",
+        "graph": {n: [names[i - 1]] if i % 10 else [] for i, n in enumerate(names)},
+        "steps": [{"step_name": n, "status": "success"} for n in names],
+    }
     page, markdown = story.render_html(record), story.render_markdown(record)
     assert page.count('<g class="node ') == story.MAX_DRAWN
     assert "50 more steps are not drawn" in page and "50 more steps are not drawn" in markdown
@@ -289,6 +338,7 @@ def test_layers_follow_the_longest_path() -> None:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+
 
 def test_write_story_picks_the_format_and_writes_atomically(tmp_path: Path) -> None:
     record = _record("success_run")
@@ -310,6 +360,7 @@ def test_write_story_picks_the_format_and_writes_atomically(tmp_path: Path) -> N
 # In a real browser
 # ---------------------------------------------------------------------------------------------
 
+
 def _chromium() -> str | None:
     found = shutil.which("chromium")
     if found:
@@ -320,11 +371,25 @@ def _chromium() -> str | None:
 def _headless(browser: str, profile: Path, *args: str) -> subprocess.Popen[str]:
     profile.mkdir()
     return subprocess.Popen(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-        env={**os.environ, "HOME": str(profile)})
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(profile)},
+    )
 
 
 def _finish(process: subprocess.Popen[str]) -> str:
@@ -347,8 +412,9 @@ def test_story_renders_in_headless_chromium(tmp_path: Path) -> None:
     png = tmp_path / "story.png"
     # both at once: the DOM as the browser built it and a screenshot of the page
     dump = _headless(browser, tmp_path / "profile-dom", "--dump-dom", url)
-    shot = _headless(browser, tmp_path / "profile-shot", f"--screenshot={png}",
-                     "--window-size=1280,2000", url)
+    shot = _headless(
+        browser, tmp_path / "profile-shot", f"--screenshot={png}", "--window-size=1280,2000", url
+    )
     dom, _ = _finish(dump), _finish(shot)
     for step in _step_names(record):
         assert html.escape(step, quote=False) in dom
@@ -361,6 +427,7 @@ def test_story_renders_in_headless_chromium(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Templates
 # ---------------------------------------------------------------------------------------------
+
 
 def test_the_templates_autoescape_what_they_show() -> None:
     record = _record("success_run")
@@ -387,8 +454,9 @@ def test_jinja2_is_imported_only_when_a_story_is_written(tmp_path: Path) -> None
         f"story.write_story(record, {str(tmp_path / 'story.html')!r})\n"
         "print('jinja2' in sys.modules)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "True"]
     assert (tmp_path / "story.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
@@ -401,8 +469,9 @@ def test_the_templates_ship_as_package_data() -> None:
     import tomllib
 
     root = Path(__file__).parent.parent
-    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))[
-        "tool"]["setuptools"]["package-data"]["pipectl"]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]["package-data"]["pipectl"]
     folder = Path(story.__file__).parent / "templates"
     files = [p.relative_to(folder.parent).as_posix() for p in folder.rglob("*") if p.is_file()]
     assert "templates/story/run.html" in files and "templates/story/story.css" in files

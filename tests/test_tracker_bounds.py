@@ -76,8 +76,9 @@ def test_a_run_with_hostile_params_outputs_and_errors_ends_with_bounded_rows(tmp
     """In a process of its own, killed if it hangs (a hang in C code, json's, cannot be
     interrupted from within)."""
     db = tmp_path / "runs.db"
-    proc = subprocess.run([sys.executable, "-c", HOSTILE, str(db)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTILE, str(db)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     ran = json.loads(proc.stdout)
     print(f"whole run, tracked: {ran['seconds'] * 1000:.0f} ms")
@@ -85,12 +86,15 @@ def test_a_run_with_hostile_params_outputs_and_errors_ends_with_bounded_rows(tmp
     assert ran["status"] == "failed" and ran["everything"] == len(NAMES)
 
     conn = sqlite3.connect(db)
-    (params, error, metadata), = conn.execute(
-        "SELECT parameters, error_message, metadata FROM pipeline_executions").fetchall()
+    ((params, error, metadata),) = conn.execute(
+        "SELECT parameters, error_message, metadata FROM pipeline_executions"
+    ).fetchall()
     assert len(params) <= PARAMS_CHARS and len(error) <= SUMMARY_CHARS
     assert len(metadata) <= TEXT_CHARS + SUMMARY_CHARS
-    steps = conn.execute("SELECT step_id, input_data, output_data, error_message, traceback, "
-                         "metadata FROM step_executions").fetchall()
+    steps = conn.execute(
+        "SELECT step_id, input_data, output_data, error_message, traceback, "
+        "metadata FROM step_executions"
+    ).fetchall()
     assert sorted(s[0] for s in steps) == sorted([*NAMES, "everything", "fails"])
     for step, inputs, output, message, trace, meta in steps:
         assert len(inputs or "") <= SUMMARY_CHARS and len(output or "") <= SUMMARY_CHARS, step
@@ -138,30 +142,41 @@ def test_many_and_long_errors_of_a_run_are_recorded_bounded(plugin_manager, tmp_
 def test_a_param_too_big_to_record_is_not_taken_by_a_resume(tmp_path):
     """The record holds a cut summary of it, not its value: a resume says so and takes the
     param from the file again (or from -p), never the summary."""
-    (tmp_path / "big_steps.py").write_text(textwrap.dedent("""
+    (tmp_path / "big_steps.py").write_text(
+        textwrap.dedent("""
         from pathlib import Path
 
         def use(params):
             if not Path("fixed").exists():
                 raise RuntimeError("not yet")
             return len(params["text"])
-    """))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    """)
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: big
         params:
           text: {type: str, default: short}
           day: {type: str, default: monday}
         steps:
           - {name: use, run: "big_steps:use"}
-    """))
+    """)
+    )
     env = {**os.environ, "PIPECTL_HOME": str(tmp_path / "home")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "pipectl.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
-    first = cli("run", "pipeline.yaml", "-p", f"text={'x' * 100_000}", "-p", "day=friday",
-                "--no-progress")
+    first = cli(
+        "run", "pipeline.yaml", "-p", f"text={'x' * 100_000}", "-p", "day=friday", "--no-progress"
+    )
     assert first.returncode == 1, first.stderr
     recorded = json.loads(cli("runs", "show", "latest", "--json").stdout)["params"]
     assert recorded["day"] == "friday" and recorded["text"]["truncated"] is True

@@ -19,9 +19,15 @@ PIPECTL = [sys.executable, "-m", "pipectl.cli"]
 
 
 def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ), check=False)
+    return subprocess.run(
+        [*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        check=False,
+    )
 
 
 def warnings_in(stderr: str) -> list[str]:
@@ -33,11 +39,16 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs the test mounts (and unmounts), to fill up or make read-only."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs",
-                           str(mnt)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (mount needs root or CAP_SYS_ADMIN): "
-                    f"{proc.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (mount needs root or CAP_SYS_ADMIN): {proc.stderr.strip()}"
+        )
     try:
         yield mnt
     finally:
@@ -60,7 +71,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-STEPS = '''
+STEPS = """
     import time
     from pathlib import Path
 
@@ -81,24 +92,32 @@ STEPS = '''
 
     def after(big):
         return len(big)
-'''
+"""
 
 
 def test_a_full_disk_under_the_tracker_is_a_warning_and_leaves_no_partial_files(
-        tmp_path, small_tmpfs):
+    tmp_path, small_tmpfs
+):
     (tmp_path / "disk_steps.py").write_text(textwrap.dedent(STEPS))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: full
         steps:
           - {name: start, run: "disk_steps:start"}
           - {name: big, run: "disk_steps:big", depends_on: [start]}
           - {name: after, run: "disk_steps:after", depends_on: [big]}
-    """))
+    """)
+    )
     db = small_tmpfs / "pipectl.db"
     url = f"sqlite:///{db}"
-    proc = subprocess.Popen([*PIPECTL, "run", "pipeline.yaml", "--tracker", url,
-                             "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [*PIPECTL, "run", "pipeline.yaml", "--tracker", url, "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "waiting").exists():  # the tracker is open and migrated
@@ -132,7 +151,8 @@ def test_a_full_disk_under_the_tracker_is_a_warning_and_leaves_no_partial_files(
     assert record["status"] == "success"
     steps = {s["step_id"]: s for s in record["steps"]}
     assert {n: s["status"] for n, s in steps.items()} == dict.fromkeys(
-        ["start", "big", "after"], "success")
+        ["start", "big", "after"], "success"
+    )
     for step in steps.values():  # not stored: a resume runs them again
         assert step["metadata"]["output_stored"] is False
     assert list((Path(os.environ["PIPECTL_HOME"]) / "spool").glob("*.jsonl")) == []
@@ -142,13 +162,14 @@ def test_a_tracker_file_that_is_not_a_database_is_named_in_a_clear_error(tmp_pat
     (tmp_path / "bad.db").write_bytes(b"this is not a database, " * 200)
     (tmp_path / "folder.db").mkdir()  # a path that cannot be opened as a file
     (tmp_path / "steps_ok.py").write_text("def a():\n    return 1\n")
-    (tmp_path / "pipeline.yaml").write_text("name: ok\nsteps:\n  - {name: a, run: "
-                                            "'steps_ok:a'}\n")
+    (tmp_path / "pipeline.yaml").write_text("name: ok\nsteps:\n  - {name: a, run: 'steps_ok:a'}\n")
     for name in ("bad.db", "folder.db"):
         url = f"sqlite:///{name}"
-        for args in (("runs", "list", "--tracker", url),
-                     ("runs", "show", "latest", "--tracker", url),
-                     ("run", "pipeline.yaml", "--tracker", url)):
+        for args in (
+            ("runs", "list", "--tracker", url),
+            ("runs", "show", "latest", "--tracker", url),
+            ("run", "pipeline.yaml", "--tracker", url),
+        ):
             proc = cli(*args, cwd=tmp_path)
             assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
             assert f"pipectl: error: --tracker: tracker {name}: " in proc.stderr, proc.stderr
@@ -173,14 +194,17 @@ def test_an_unreadable_tracker_file_is_named_in_a_clear_error(tmp_path):
 
 
 def test_runs_list_and_story_read_a_read_only_tracker(tmp_path, request):
-    (tmp_path / "steps_ro.py").write_text("def a():\n    return 1\n\n\ndef b(a):\n"
-                                          "    return a + 1\n")
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "steps_ro.py").write_text(
+        "def a():\n    return 1\n\n\ndef b(a):\n    return a + 1\n"
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         name: readonly
         steps:
           - {name: a, run: "steps_ro:a"}
           - {name: b, run: "steps_ro:b", depends_on: [a]}
-    """))
+    """)
+    )
     if os.geteuid() == 0:  # root reads and writes whatever the permissions: a read-only mount
         folder = request.getfixturevalue("small_tmpfs")
     else:
@@ -188,8 +212,9 @@ def test_runs_list_and_story_read_a_read_only_tracker(tmp_path, request):
     url = f"sqlite:///{folder / 'pipectl.db'}"
     ran = cli("run", "pipeline.yaml", "--tracker", url, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
-    run_id = json.loads(cli("runs", "list", "--json", "--tracker", url,
-                            cwd=tmp_path).stdout)[0]["execution_id"]
+    run_id = json.loads(cli("runs", "list", "--json", "--tracker", url, cwd=tmp_path).stdout)[0][
+        "execution_id"
+    ]
     before = sorted(p.name for p in folder.iterdir())
     if os.geteuid() == 0:
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)

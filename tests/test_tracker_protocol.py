@@ -76,7 +76,7 @@ class JsonLinesRuns:
         if not url.startswith("jsonl://") or len(url) <= len("jsonl://"):
             raise TrackerError(f"tracker {url!r}: a jsonl tracker URL is jsonl:///path")
         self.url = url
-        self.path = Path(url[len("jsonl://"):])
+        self.path = Path(url[len("jsonl://") :])
         self.display = str(self.path)
         self.results: ResultStore | None = None
         self._lock = threading.Lock()
@@ -106,34 +106,67 @@ class JsonLinesRuns:
 
     def record(self, event: TrackerEvent) -> None:
         if isinstance(event, RunEvent):
-            line = {"kind": "run", "run_id": event.run_id, "pipeline": event.pipeline,
-                    "started_at": _iso(event.started_at), "params": dict(event.params),
-                    "description": event.description,
-                    "graph": {k: list(v) for k, v in event.graph.items()},
-                    "parent_run_id": event.parent_run_id, "resumed_from": event.resumed_from,
-                    "pipeline_file": event.pipeline_file, "executor": event.executor,
-                    "host": event.host, "pid": event.pid, "status": "running"}
+            line = {
+                "kind": "run",
+                "run_id": event.run_id,
+                "pipeline": event.pipeline,
+                "started_at": _iso(event.started_at),
+                "params": dict(event.params),
+                "description": event.description,
+                "graph": {k: list(v) for k, v in event.graph.items()},
+                "parent_run_id": event.parent_run_id,
+                "resumed_from": event.resumed_from,
+                "pipeline_file": event.pipeline_file,
+                "executor": event.executor,
+                "host": event.host,
+                "pid": event.pid,
+                "status": "running",
+            }
             if isinstance(event, RunFinished):
-                line.update(status=event.status.value, finished_at=_iso(event.finished_at),
-                            duration_ms=event.duration_ms,
-                            records_processed=event.records_processed,
-                            errors=list(event.errors))
+                line.update(
+                    status=event.status.value,
+                    finished_at=_iso(event.finished_at),
+                    duration_ms=event.duration_ms,
+                    records_processed=event.records_processed,
+                    errors=list(event.errors),
+                )
         elif isinstance(event, StepStarted):
-            line = {"kind": "start", "run_id": event.run_id, "step": event.step_name,
-                    "step_type": event.step_type, "attempt": event.attempt,
-                    "started_at": _iso(event.started_at)}
+            line = {
+                "kind": "start",
+                "run_id": event.run_id,
+                "step": event.step_name,
+                "step_type": event.step_type,
+                "attempt": event.attempt,
+                "started_at": _iso(event.started_at),
+            }
         elif isinstance(event, StepRetrying):
-            line = {"kind": "retry", "run_id": event.run_id, "step": event.step_name,
-                    "attempt": event.attempt, "error": event.error, "delay": event.delay}
+            line = {
+                "kind": "retry",
+                "run_id": event.run_id,
+                "step": event.step_name,
+                "attempt": event.attempt,
+                "error": event.error,
+                "delay": event.delay,
+            }
         elif isinstance(event, StepFinished):
             line = self._finished(event)
         elif isinstance(event, StepRolledBack):
-            line = {"kind": "rollback", "run_id": event.run_id, "step": event.step_name,
-                    "status": event.status.value, "outcome": dict(event.outcome)}
+            line = {
+                "kind": "rollback",
+                "run_id": event.run_id,
+                "step": event.step_name,
+                "status": event.status.value,
+                "outcome": dict(event.outcome),
+            }
         elif isinstance(event, ExtractorStateSaved):
-            line = {"kind": "state", "run_id": event.run_id, "pipeline": event.pipeline,
-                    "step": event.step_name, "state": event.state,
-                    "saved_at": _iso(event.saved_at)}
+            line = {
+                "kind": "state",
+                "run_id": event.run_id,
+                "pipeline": event.pipeline,
+                "step": event.step_name,
+                "state": event.state,
+                "saved_at": _iso(event.saved_at),
+            }
         else:
             raise TypeError(f"not a tracker event: {event!r}")
         self._append(line)
@@ -145,16 +178,27 @@ class JsonLinesRuns:
             self.results.put(event.run_id, event.step_name, event.pickled_output)
             stored = True
         output = None if result.output is None else repr(result.output)[:200]
-        return {"kind": "finish", "run_id": event.run_id, "step": event.step_name,
-                "step_type": event.step.step_type, "status": event.status.value,
-                "started_at": _iso(result.started_at), "finished_at": _iso(result.finished_at),
-                "duration_ms": result.duration_ms, "attempts": result.attempts,
-                "error": _mask(result.error, secrets),
-                "traceback": _mask(result.traceback, secrets), "reason": result.reason,
-                "records": result.records, "output": _mask(output, secrets),
-                "resumed_from": result.resumed_from, "fingerprint": event.fingerprint,
-                "output_stored": stored, "output_none": event.output_none,
-                "committed": list(event.committed_outputs)}
+        return {
+            "kind": "finish",
+            "run_id": event.run_id,
+            "step": event.step_name,
+            "step_type": event.step.step_type,
+            "status": event.status.value,
+            "started_at": _iso(result.started_at),
+            "finished_at": _iso(result.finished_at),
+            "duration_ms": result.duration_ms,
+            "attempts": result.attempts,
+            "error": _mask(result.error, secrets),
+            "traceback": _mask(result.traceback, secrets),
+            "reason": result.reason,
+            "records": result.records,
+            "output": _mask(output, secrets),
+            "resumed_from": result.resumed_from,
+            "fingerprint": event.fingerprint,
+            "output_stored": stored,
+            "output_none": event.output_none,
+            "committed": list(event.committed_outputs),
+        }
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # every event is written when recorded
@@ -183,11 +227,13 @@ class JsonLinesRuns:
                 run = runs.setdefault(line["run_id"], {"steps": {}})
                 step = run["steps"].setdefault(line["step"], {"history": []})
                 if kind == "start":
-                    step["history"].append({"attempt": line["attempt"],
-                                            "started_at": line["started_at"]})
+                    step["history"].append(
+                        {"attempt": line["attempt"], "started_at": line["started_at"]}
+                    )
                     step.setdefault("started_at", line["started_at"])
-                    step.update(step_type=line["step_type"], status="running",
-                                attempts=line["attempt"])
+                    step.update(
+                        step_type=line["step_type"], status="running", attempts=line["attempt"]
+                    )
                 elif kind == "retry":
                     for entry in step["history"]:
                         if entry["attempt"] == line["attempt"]:
@@ -197,34 +243,48 @@ class JsonLinesRuns:
                 else:
                     step.update(status=line["status"], rollback=line["outcome"])
         for run in runs.values():
-            if run.get("status") == "running" and run.get("host") == socket.gethostname() \
-                    and not _alive(run.get("pid")):
+            if (
+                run.get("status") == "running"
+                and run.get("host") == socket.gethostname()
+                and not _alive(run.get("pid"))
+            ):
                 run["status"] = "interrupted"
         return runs
 
     def _row(self, run_id: str, run: dict[str, Any]) -> dict[str, Any]:
         errors = run.get("errors") or []
-        return {"execution_id": run_id, "pipeline_name": run.get("pipeline"),
-                "status": run.get("status"), "started_at": run.get("started_at"),
-                "completed_at": run.get("finished_at"),
-                "execution_time_ms": run.get("duration_ms"),
-                "records_processed": run.get("records_processed", 0),
-                "error_message": "; ".join(errors) or None,
-                "resumed_from": run.get("resumed_from"), "host": run.get("host"),
-                "pid": run.get("pid")}
+        return {
+            "execution_id": run_id,
+            "pipeline_name": run.get("pipeline"),
+            "status": run.get("status"),
+            "started_at": run.get("started_at"),
+            "completed_at": run.get("finished_at"),
+            "execution_time_ms": run.get("duration_ms"),
+            "records_processed": run.get("records_processed", 0),
+            "error_message": "; ".join(errors) or None,
+            "resumed_from": run.get("resumed_from"),
+            "host": run.get("host"),
+            "pid": run.get("pid"),
+        }
 
     def _newest(self, pipeline: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-        return sorted(((i, r) for i, r in self._runs().items() if "pipeline" in r
-                       and (pipeline is None or r["pipeline"] == pipeline)),
-                      key=lambda item: item[1]["started_at"], reverse=True)
+        return sorted(
+            (
+                (i, r)
+                for i, r in self._runs().items()
+                if "pipeline" in r and (pipeline is None or r["pipeline"] == pipeline)
+            ),
+            key=lambda item: item[1]["started_at"],
+            reverse=True,
+        )
 
-    def list_runs(self, pipeline: str | None = None, status: str | None = None,
-                  limit: int = 20) -> list[dict[str, Any]]:
+    def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         rows = [self._row(i, r) for i, r in self._newest(pipeline)]
         return [r for r in rows if status is None or r["status"] == status][:limit]
 
-    def resolve(self, run_id: str, pipeline: str | None = None, *,
-                finished: bool = False) -> str:
+    def resolve(self, run_id: str, pipeline: str | None = None, *, finished: bool = False) -> str:
         if finished:
             raise TrackerError(f"tracker {self.display} cannot resume runs")
         runs = self._newest(pipeline)
@@ -236,8 +296,11 @@ class JsonLinesRuns:
         if run_id in found:
             return run_id
         if len(found) != 1:
-            raise TrackerError(f"no run {run_id!r} in {self.display}" if not found
-                               else f"run id {run_id!r} is ambiguous")
+            raise TrackerError(
+                f"no run {run_id!r} in {self.display}"
+                if not found
+                else f"run id {run_id!r} is ambiguous"
+            )
         return found[0]
 
     def pipeline_of(self, run_id: str) -> str | None:
@@ -249,33 +312,55 @@ class JsonLinesRuns:
         order = {name: i for i, name in enumerate(run.get("graph") or {})}
         steps = sorted(run["steps"].items(), key=lambda item: order.get(item[0], len(order)))
         return {
-            "run_id": run_id, "pipeline": run["pipeline"],
-            "description": run.get("description", ""), "status": run["status"],
-            "started_at": run["started_at"], "finished_at": run.get("finished_at"),
-            "duration_ms": run.get("duration_ms"), "params": run.get("params", {}),
+            "run_id": run_id,
+            "pipeline": run["pipeline"],
+            "description": run.get("description", ""),
+            "status": run["status"],
+            "started_at": run["started_at"],
+            "finished_at": run.get("finished_at"),
+            "duration_ms": run.get("duration_ms"),
+            "params": run.get("params", {}),
             "records_processed": run.get("records_processed", 0),
             "error": "; ".join(run.get("errors") or []) or None,
-            "errors": run.get("errors") or [], "resumed_from": run.get("resumed_from"),
-            "parent_run_id": run.get("parent_run_id"), "host": run.get("host"),
-            "pid": run.get("pid"), "executor": run.get("executor"),
-            "pipeline_file": run.get("pipeline_file"), "graph": run.get("graph") or {},
-            "steps": [{
-                "step_id": name, "step_name": name, "step_type": s.get("step_type"),
-                "status": s.get("status"), "started_at": s.get("started_at"),
-                "completed_at": s.get("finished_at"),
-                "execution_time_ms": s.get("duration_ms"), "attempts": s.get("attempts", 0),
-                "retry_count": max(s.get("attempts", 0) - 1, 0),
-                "error_message": s.get("error"), "traceback": s.get("traceback"),
-                "reason": s.get("reason"), "records": s.get("records"),
-                "attempt_history": s["history"], "input_summary": None,
-                "output_summary": s.get("output"), "resumed_from": s.get("resumed_from"),
-                "rollback": s.get("rollback"),
-            } for name, s in steps],
+            "errors": run.get("errors") or [],
+            "resumed_from": run.get("resumed_from"),
+            "parent_run_id": run.get("parent_run_id"),
+            "host": run.get("host"),
+            "pid": run.get("pid"),
+            "executor": run.get("executor"),
+            "pipeline_file": run.get("pipeline_file"),
+            "graph": run.get("graph") or {},
+            "steps": [
+                {
+                    "step_id": name,
+                    "step_name": name,
+                    "step_type": s.get("step_type"),
+                    "status": s.get("status"),
+                    "started_at": s.get("started_at"),
+                    "completed_at": s.get("finished_at"),
+                    "execution_time_ms": s.get("duration_ms"),
+                    "attempts": s.get("attempts", 0),
+                    "retry_count": max(s.get("attempts", 0) - 1, 0),
+                    "error_message": s.get("error"),
+                    "traceback": s.get("traceback"),
+                    "reason": s.get("reason"),
+                    "records": s.get("records"),
+                    "attempt_history": s["history"],
+                    "input_summary": None,
+                    "output_summary": s.get("output"),
+                    "resumed_from": s.get("resumed_from"),
+                    "rollback": s.get("rollback"),
+                }
+                for name, s in steps
+            ],
         }
 
     def extractor_states(self, pipeline: str) -> dict[str, Any]:
-        return {line["step"]: line["state"] for line in self._lines()
-                if line["kind"] == "state" and line["pipeline"] == pipeline}
+        return {
+            line["step"]: line["state"]
+            for line in self._lines()
+            if line["kind"] == "state" and line["pipeline"] == pipeline
+        }
 
 
 class JsonLinesTracker(JsonLinesRuns):
@@ -286,8 +371,7 @@ class JsonLinesTracker(JsonLinesRuns):
         super().__init__(url)
         self.results = ResultStore(self.path.parent / "results")
 
-    def resolve(self, run_id: str, pipeline: str | None = None, *,
-                finished: bool = False) -> str:
+    def resolve(self, run_id: str, pipeline: str | None = None, *, finished: bool = False) -> str:
         if not finished:
             return super().resolve(run_id, pipeline)
         if run_id == "latest":
@@ -298,24 +382,34 @@ class JsonLinesTracker(JsonLinesRuns):
         run_id = super().resolve(run_id)
         run = self._runs()[run_id]
         if run["status"] == "running":
-            raise RunInProgress(run_id, run.get("host"), run.get("pid"),
-                                f"run {run_id} is still running")
+            raise RunInProgress(
+                run_id, run.get("host"), run.get("pid"), f"run {run_id} is still running"
+            )
         return run_id
 
     def latest_finished(self, pipeline: str | None = None) -> dict[str, Any] | None:
         for run_id, run in self._newest(pipeline):
             if run["status"] != "running":
-                return {"execution_id": run_id, "status": run["status"],
-                        "started_at": run["started_at"], "host": run.get("host"),
-                        "pid": run.get("pid")}
+                return {
+                    "execution_id": run_id,
+                    "status": run["status"],
+                    "started_at": run["started_at"],
+                    "host": run.get("host"),
+                    "pid": run.get("pid"),
+                }
         return None
 
     def step_states(self, run_id: str) -> dict[str, dict[str, Any]]:
-        return {name: {"status": s.get("status"), "fingerprint": s.get("fingerprint"),
-                       "output_stored": bool(s.get("output_stored")),
-                       "output_none": bool(s.get("output_none")),
-                       "committed": s.get("committed", [])}
-                for name, s in self._runs().get(run_id, {"steps": {}})["steps"].items()}
+        return {
+            name: {
+                "status": s.get("status"),
+                "fingerprint": s.get("fingerprint"),
+                "output_stored": bool(s.get("output_stored")),
+                "output_none": bool(s.get("output_none")),
+                "committed": s.get("committed", []),
+            }
+            for name, s in self._runs().get(run_id, {"steps": {}})["steps"].items()
+        }
 
     def load_run(self, run_id: str) -> str:
         runs, seen = self._runs(), {run_id}
@@ -333,8 +427,7 @@ class JsonLinesTracker(JsonLinesRuns):
                 del claims[line["of"]]
         return claims
 
-    def claim_resume(self, run_id: str, by_run_id: str, *,
-                     take_over_finished: bool = True) -> None:
+    def claim_resume(self, run_id: str, by_run_id: str, *, take_over_finished: bool = True) -> None:
         with self._lock, self._locked():  # read, decide and write: one process at a time
             claim = self._claims().get(run_id)
             if claim is not None and claim["by"] != by_run_id:
@@ -343,25 +436,43 @@ class JsonLinesTracker(JsonLinesRuns):
                     status = "running" if _alive(claim["pid"]) else "interrupted"
                 else:
                     status = holder["status"]
-                if status in ("running", "success") or (holder is not None
-                                                        and not take_over_finished):
-                    state = {"running": "active", "success": "succeeded"}.get(status,
-                                                                            "finished")
-                    raise ResumeClaimed(run_id, claim["by"], claim["host"], claim["pid"],
-                                        state, status=status)
+                if status in ("running", "success") or (
+                    holder is not None and not take_over_finished
+                ):
+                    state = {"running": "active", "success": "succeeded"}.get(status, "finished")
+                    raise ResumeClaimed(
+                        run_id, claim["by"], claim["host"], claim["pid"], state, status=status
+                    )
             with self.path.open("a") as f:
-                f.write(json.dumps({"kind": "claim", "of": run_id, "by": by_run_id,
-                                    "host": socket.gethostname(), "pid": os.getpid()}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "kind": "claim",
+                            "of": run_id,
+                            "by": by_run_id,
+                            "host": socket.gethostname(),
+                            "pid": os.getpid(),
+                        }
+                    )
+                    + "\n"
+                )
 
     def release_resume(self, run_id: str, by_run_id: str) -> None:
         self._append({"kind": "release", "of": run_id, "by": by_run_id})
 
-    def prune(self, *, keep: int | None = None, older_than: float | None = None,
-              pipeline: str | None = None, dry_run: bool = False) -> PrunedRuns:
+    def prune(
+        self,
+        *,
+        keep: int | None = None,
+        older_than: float | None = None,
+        pipeline: str | None = None,
+        dry_run: bool = False,
+    ) -> PrunedRuns:
         if keep is None and older_than is None:
             raise ValueError("prune needs keep, older_than or both")
-        cutoff = (datetime.now(UTC) - timedelta(seconds=older_than)
-                  if older_than is not None else None)
+        cutoff = (
+            datetime.now(UTC) - timedelta(seconds=older_than) if older_than is not None else None
+        )
         with self._lock, self._locked():
             runs = self._runs()
             # a run goes with its sub-pipeline runs and its chain of resumes, or stays with them
@@ -385,26 +496,36 @@ class JsonLinesTracker(JsonLinesRuns):
                 by_pipeline.setdefault(runs[tops[0]]["pipeline"], []).append(ids)
             chosen: list[str] = []
             for name, members in by_pipeline.items():
-                members.sort(key=lambda ids: max(runs[i]["started_at"] for i in ids),
-                             reverse=True)
+                members.sort(key=lambda ids: max(runs[i]["started_at"] for i in ids), reverse=True)
                 for ids in members[keep:] if keep is not None else members:
                     old = cutoff is None or all(
-                        datetime.fromisoformat(runs[i]["started_at"]) < cutoff for i in ids)
-                    if (pipeline is None or name == pipeline) and old and all(
-                            runs[i]["status"] != "running" for i in ids):
+                        datetime.fromisoformat(runs[i]["started_at"]) < cutoff for i in ids
+                    )
+                    if (
+                        (pipeline is None or name == pipeline)
+                        and old
+                        and all(runs[i]["status"] != "running" for i in ids)
+                    ):
                         chosen.extend(ids)
             chosen.sort(key=lambda i: runs[i]["started_at"])
             pruned = PrunedRuns(chosen)
-            pruned.runs = {i: {"pipeline_name": runs[i]["pipeline"],
-                               "status": runs[i]["status"],
-                               "started_at": runs[i]["started_at"],
-                               "resumed_from": runs[i].get("resumed_from"),
-                               "parent_execution_id": runs[i].get("parent_run_id")}
-                           for i in chosen}
+            pruned.runs = {
+                i: {
+                    "pipeline_name": runs[i]["pipeline"],
+                    "status": runs[i]["status"],
+                    "started_at": runs[i]["started_at"],
+                    "resumed_from": runs[i].get("resumed_from"),
+                    "parent_execution_id": runs[i].get("parent_run_id"),
+                }
+                for i in chosen
+            }
             if not dry_run and chosen:
                 gone = set(chosen)
-                kept = [line for line in self._lines()
-                        if line.get("run_id") not in gone and line.get("of") not in gone]
+                kept = [
+                    line
+                    for line in self._lines()
+                    if line.get("run_id") not in gone and line.get("of") not in gone
+                ]
                 tmp = self.path.with_suffix(".tmp")
                 tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
                 os.replace(tmp, self.path)
@@ -455,8 +576,9 @@ def test_the_contract_says_what_a_tracker_got_wrong(home: Path) -> None:
             line["output"] = repr(event.result.output)
             return line
 
-    with pytest.raises(AssertionError, match="tracker contract: the record of the run holds "
-                                             "a secret param's value"):
+    with pytest.raises(
+        AssertionError, match="tracker contract: the record of the run holds a secret param's value"
+    ):
         check_tracker_contract(lambda: Leaky(f"jsonl://{home / 'runs.jsonl'}"))
 
     class Unordered(JsonLinesTracker):  # list_runs oldest first
@@ -475,7 +597,7 @@ def test_the_contract_says_what_a_tracker_got_wrong(home: Path) -> None:
 
 # -- real runs through a plugin -----------------------------------------------------------------
 
-STEPS = '''
+STEPS = """
 from pathlib import Path
 
 
@@ -487,16 +609,16 @@ def publish(extract):
     if not Path("ready").exists():
         raise RuntimeError(f"cannot publish {len(extract)} rows: not ready")
     return len(extract)
-'''
+"""
 
-PIPELINE = '''
+PIPELINE = """
 name: proto
 params:
   n: {type: int, default: 3}
 steps:
   - {name: extract, run: "proto_steps:extract"}
   - {name: publish, run: "proto_steps:publish", depends_on: [extract]}
-'''
+"""
 
 
 @pytest.fixture
@@ -521,12 +643,15 @@ def test_pipectl_run_records_a_run_in_it_and_resumes_it(project: Path, run_cli: 
     record = json.loads(run_cli("runs", "show", "latest", "--json", "--tracker", url).output)
     assert record["status"] == "failed" and record["params"] == {"n": 3}
     assert [(s["step_name"], s["status"]) for s in record["steps"]] == [
-        ("extract", "success"), ("publish", "failed")]
+        ("extract", "success"),
+        ("publish", "failed"),
+    ]
     assert "cannot publish 3 rows" in record["steps"][1]["error_message"]
 
     (project / "ready").touch()
-    resumed = run_cli("run", "pipeline.yaml", "--tracker", url, "--resume", "latest",
-                      "--no-progress")
+    resumed = run_cli(
+        "run", "pipeline.yaml", "--tracker", url, "--resume", "latest", "--no-progress"
+    )
     assert resumed.exit_code == 0, resumed.output
     again = json.loads(run_cli("runs", "show", "latest", "--json", "--tracker", url).output)
     assert again["status"] == "success" and again["resumed_from"] == record["run_id"]
@@ -544,8 +669,9 @@ def test_pipectl_run_records_a_run_in_it_and_resumes_it(project: Path, run_cli: 
 def test_a_tracker_without_resume_says_so(project: Path, run_cli: Any) -> None:
     url = f"jsonl-runs://{project / 'runs.jsonl'}"
     assert run_cli("run", "pipeline.yaml", "--tracker", url, "--no-progress").exit_code == 1
-    refused = run_cli("run", "pipeline.yaml", "--tracker", url, "--resume", "latest",
-                      "--no-progress")
+    refused = run_cli(
+        "run", "pipeline.yaml", "--tracker", url, "--resume", "latest", "--no-progress"
+    )
     assert refused.exit_code == 2
     assert "cannot resume runs (it has no latest_finished, step_states" in refused.output
     prune = run_cli("runs", "prune", "--keep", "1", "--tracker", url)
@@ -563,7 +689,9 @@ def test_pipeline_run_opens_it_by_url(project: Path, plugin_manager: Any) -> Non
     assert isinstance(tracker, JsonLinesTracker)
     record = tracker.get_run(run.run_id)
     assert [(s["step_name"], s["status"]) for s in record["steps"]] == [
-        ("one", "success"), ("two", "success")]
+        ("one", "success"),
+        ("two", "success"),
+    ]
     assert record["graph"] == {"one": [], "two": ["one"]}
 
 
@@ -590,8 +718,13 @@ def test_the_events_of_a_run_in_order(plugin_manager: Any, home: Path) -> None:
     run = pipe.run_sync(tracker=tracker)
     assert run.ok
     assert [type(e).__name__ for e in events] == [
-        "RunStarted", "StepStarted", "StepRetrying", "StepStarted", "StepFinished",
-        "RunFinished"]
+        "RunStarted",
+        "StepStarted",
+        "StepRetrying",
+        "StepStarted",
+        "StepFinished",
+        "RunFinished",
+    ]
     started, finished = events[0], events[-1]
     assert isinstance(started, RunStarted) and isinstance(finished, RunFinished)
     assert started.run_id == finished.run_id == run.run_id

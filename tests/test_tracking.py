@@ -23,11 +23,17 @@ from pipectl.tracking import ResumeRefused, SqliteTracker
 PIPECTL = [sys.executable, "-m", "pipectl.cli"]
 
 
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PIPECTL, *args, *(["--no-progress"] if args[0] == "run" else [])],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -44,7 +50,7 @@ def tracker(home: Path) -> SqliteTracker:
 # -- what a run record holds ------------------------------------------------------------------
 
 
-STEPS = '''
+STEPS = """
     import os
     from pathlib import Path
 
@@ -68,7 +74,7 @@ STEPS = '''
 
     def after(broken):
         return "never"
-'''
+"""
 
 
 @pytest.fixture
@@ -76,7 +82,9 @@ def project(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("PIPECTL_HOME", str(home))
     write(tmp_path / "track_steps.py", STEPS)
-    write(tmp_path / "pipeline.yaml", """
+    write(
+        tmp_path / "pipeline.yaml",
+        """
         name: tracked
         description: a run with retries and a failure
         params:
@@ -92,7 +100,8 @@ def project(tmp_path, monkeypatch):
             depends_on: [extract]
             extract: {type: csv, path: data.csv}
             load: [{type: jsonl, path: out/a.jsonl}, {type: jsonl, path: out/b.jsonl}]
-    """)
+    """,
+    )
     with open(tmp_path / "data.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "name"])
@@ -114,19 +123,31 @@ def test_runs_show_json_of_a_run_with_retries_and_a_failure(project):
     assert record["started_at"] < record["finished_at"] and record["duration_ms"] > 0
     assert record["records_processed"] == 25
     assert "schema mismatch" in record["error"]
-    assert record["graph"] == {"extract": [], "flaky": ["extract"], "broken": ["flaky"],
-                               "after": ["broken"], "load": ["extract"]}
+    assert record["graph"] == {
+        "extract": [],
+        "flaky": ["extract"],
+        "broken": ["flaky"],
+        "after": ["broken"],
+        "load": ["extract"],
+    }
     assert record["host"] and record["pid"] > 0 and record["executor"] == "local"
     steps = {s["step_id"]: s for s in record["steps"]}
-    assert list(steps) == ["extract", "flaky", "broken", "load", "after"] or \
-        set(steps) == {"extract", "flaky", "broken", "after", "load"}
+    assert list(steps) == ["extract", "flaky", "broken", "load", "after"] or set(steps) == {
+        "extract",
+        "flaky",
+        "broken",
+        "after",
+        "load",
+    }
 
     flaky = steps["flaky"]
     assert flaky["status"] == "success" and flaky["step_type"] == "python"
     assert flaky["attempts"] == 3 and flaky["retry_count"] == 2
     assert [a["error"] for a in flaky["attempt_history"]] == [
         "ConnectionError: warehouse busy (attempt 1)",
-        "ConnectionError: warehouse busy (attempt 2)", None]
+        "ConnectionError: warehouse busy (attempt 2)",
+        None,
+    ]
     assert flaky["started_at"] <= flaky["completed_at"] and flaky["execution_time_ms"] > 0
     assert flaky["output_summary"] == {"rows": 30, "total": 652.5}
     assert flaky["input_summary"]["extract"]["length"] == 30  # what it was given, capped
@@ -143,7 +164,9 @@ def test_runs_show_json_of_a_run_with_retries_and_a_failure(project):
     load = steps["load"]
     assert load["step_type"] == "data" and load["records"] == 25
     assert {n: (o["written"], o["status"]) for n, o in load["outputs"].items()} == {
-        "jsonl#0": (25, "committed"), "jsonl#1": (25, "committed")}
+        "jsonl#0": (25, "committed"),
+        "jsonl#1": (25, "committed"),
+    }
 
     listed = cli("runs", "list", "--json", cwd=root)
     (row,) = json.loads(listed.stdout)
@@ -160,8 +183,12 @@ def test_tracking_can_be_switched_off_and_runs_are_read_from_the_database(projec
     assert "resume it with" not in proc.stdout
     other = root / "elsewhere.db"
     cli("run", "pipeline.yaml", "--tracker", f"sqlite:///{other}", cwd=root)
-    assert json.loads(cli("runs", "list", "--json", "--tracker", f"sqlite:///{other}",
-                          cwd=root).stdout)[0]["pipeline_name"] == "tracked"
+    assert (
+        json.loads(
+            cli("runs", "list", "--json", "--tracker", f"sqlite:///{other}", cwd=root).stdout
+        )[0]["pipeline_name"]
+        == "tracked"
+    )
     missing = cli("runs", "show", "abc123", cwd=root)  # the default tracker was never made
     assert missing.returncode == 2 and "no runs recorded" in missing.stderr
     assert not (home / "pipectl.db").exists()
@@ -175,29 +202,45 @@ def test_tracking_can_be_switched_off_and_runs_are_read_from_the_database(projec
 def test_eight_pipectl_run_processes_on_one_sqlite_tracker(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("PIPECTL_HOME", str(home))
-    write(tmp_path / "many_steps.py", """
+    write(
+        tmp_path / "many_steps.py",
+        """
         def step(params):
             return params["who"]
-    """)
-    steps = "\n".join(f"  - {{name: s{i}, run: 'many_steps:step'"
-                      + (f", depends_on: [s{i - 1}]" if i % 5 else "") + "}"
-                      for i in range(40))
+    """,
+    )
+    steps = "\n".join(
+        f"  - {{name: s{i}, run: 'many_steps:step'"
+        + (f", depends_on: [s{i - 1}]" if i % 5 else "")
+        + "}"
+        for i in range(40)
+    )
     (tmp_path / "pipeline.yaml").write_text(
-        "name: many\nparams:\n  who: {type: int, default: 0}\nsteps:\n" + steps + "\n")
-    procs = [subprocess.Popen([*PIPECTL, "run", "pipeline.yaml", "-p", f"who={k}",
-                               "--no-progress", "-q"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k in range(8)]
+        "name: many\nparams:\n  who: {type: int, default: 0}\nsteps:\n" + steps + "\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [*PIPECTL, "run", "pipeline.yaml", "-p", f"who={k}", "--no-progress", "-q"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(8)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
     with sqlite3.connect(home / "pipectl.db") as db:
-        runs = db.execute("SELECT execution_id, status, parameters FROM "
-                          "pipeline_executions").fetchall()
+        runs = db.execute(
+            "SELECT execution_id, status, parameters FROM pipeline_executions"
+        ).fetchall()
         assert len(runs) == 8 and {r[1] for r in runs} == {"success"}
         assert sorted(json.loads(r[2])["who"] for r in runs) == list(range(8))
-        counts = db.execute("SELECT execution_id, count(*), sum(status = 'success') FROM "
-                            "step_executions GROUP BY execution_id").fetchall()
+        counts = db.execute(
+            "SELECT execution_id, count(*), sum(status = 'success') FROM "
+            "step_executions GROUP BY execution_id"
+        ).fetchall()
     assert len(counts) == 8 and all(n == ok == 40 for _, n, ok in counts)
 
 
@@ -212,6 +255,7 @@ def rollback_pipeline(plugin_manager, undone, fail_undo=()):
             undone.append((name, output, ctx.step))
             if name in fail_undo:
                 raise OSError(f"cannot delete {name}'s table")
+
         rollback.__qualname__ = f"undo_{name}"
         return rollback
 
@@ -237,9 +281,13 @@ def test_rollbacks_run_in_reverse_order_of_completion(plugin_manager, tmp_path):
     assert [u[0] for u in undone] == ["d", "c", "b", "a"]
     assert undone[0] == ("d", "ABCD", "d")  # each gets its own output and context
     assert {n: r.status for n, r in run.steps.items()} == {
-        "a": StepStatus.ROLLED_BACK, "b": StepStatus.ROLLED_BACK, "c": StepStatus.ROLLED_BACK,
-        "no_rollback": StepStatus.SUCCESS, "d": StepStatus.ROLLED_BACK,
-        "boom": StepStatus.FAILED}
+        "a": StepStatus.ROLLED_BACK,
+        "b": StepStatus.ROLLED_BACK,
+        "c": StepStatus.ROLLED_BACK,
+        "no_rollback": StepStatus.SUCCESS,
+        "d": StepStatus.ROLLED_BACK,
+        "boom": StepStatus.FAILED,
+    }
     # each outcome is tracked
     t = SqliteTracker(url)
     record = t.get_run(run.run_id)
@@ -274,7 +322,9 @@ def test_without_rollback_nothing_is_undone_and_success_is_never_rolled_back(plu
 
 
 def test_rollback_from_the_command_line(tmp_path):
-    write(tmp_path / "rb_steps.py", """
+    write(
+        tmp_path / "rb_steps.py",
+        """
         from pathlib import Path
 
         def create(params):
@@ -286,13 +336,17 @@ def test_rollback_from_the_command_line(tmp_path):
 
         def fail(create):
             raise RuntimeError("load failed")
-    """)
-    write(tmp_path / "pipeline.yaml", """
+    """,
+    )
+    write(
+        tmp_path / "pipeline.yaml",
+        """
         name: rb
         steps:
           - {name: create, run: "rb_steps:create", rollback: "rb_steps:drop"}
           - {name: fail, run: "rb_steps:fail", depends_on: [create]}
-    """)
+    """,
+    )
     proc = cli("run", "pipeline.yaml", "--rollback", cwd=tmp_path)
     assert proc.returncode == 1
     assert "of 'rb': rolled_back" in proc.stdout
@@ -302,7 +356,7 @@ def test_rollback_from_the_command_line(tmp_path):
 # -- resume ---------------------------------------------------------------------------------------
 
 
-RESUME_STEPS = '''
+RESUME_STEPS = """
     from pathlib import Path
 
     def count(name):
@@ -322,26 +376,31 @@ RESUME_STEPS = '''
         if not Path("fixed").exists():
             raise RuntimeError("c is broken today")
         return b * 10
-'''
+"""
 
 
 @pytest.fixture
 def resumable(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
     write(tmp_path / "resume_steps.py", RESUME_STEPS)
-    write(tmp_path / "pipeline.yaml", """
+    write(
+        tmp_path / "pipeline.yaml",
+        """
         name: resumable
         steps:
           - {name: a, run: "resume_steps:a"}
           - {name: b, run: "resume_steps:b", depends_on: [a]}
           - {name: c, run: "resume_steps:c", depends_on: [b]}
-    """)
+    """,
+    )
     return tmp_path
 
 
 def ran(root: Path) -> dict[str, int]:
-    return {n: int((root / f"ran-{n}.txt").read_text()) if (root / f"ran-{n}.txt").exists()
-            else 0 for n in "abc"}
+    return {
+        n: int((root / f"ran-{n}.txt").read_text()) if (root / f"ran-{n}.txt").exists() else 0
+        for n in "abc"
+    }
 
 
 def test_resume_runs_only_what_did_not_finish(resumable):
@@ -373,8 +432,12 @@ def test_resume_refuses_a_changed_step_unless_forced(resumable):
     forced = cli("run", "pipeline.yaml", "--resume", "latest", "--force", cwd=root)
     assert forced.returncode == 0, forced.stderr
     assert ran(root) == {"a": 1, "b": 1, "c": 2}  # b's old output (6) was taken: c = 60
-    assert json.loads(cli("runs", "show", "latest", "--json", cwd=root).stdout)[
-        "steps"][2]["output_summary"] == 60
+    assert (
+        json.loads(cli("runs", "show", "latest", "--json", cwd=root).stdout)["steps"][2][
+            "output_summary"
+        ]
+        == 60
+    )
 
 
 def test_resume_in_python_and_its_errors(plugin_manager, tmp_path):
@@ -399,7 +462,7 @@ def test_resume_in_python_and_its_errors(plugin_manager, tmp_path):
 # -- SIGKILL in the middle of a data step ---------------------------------------------------------
 
 
-KILL_STEPS = '''
+KILL_STEPS = """
     import os
     import time
     from pathlib import Path
@@ -414,7 +477,7 @@ KILL_STEPS = '''
             Path("streaming").write_text("yes")
             time.sleep(0.05)
         return batch
-'''
+"""
 
 
 @pytest.mark.slow
@@ -426,7 +489,9 @@ def test_a_killed_run_is_interrupted_and_resume_leaves_every_record_once(tmp_pat
         w = csv.writer(f)
         w.writerow(["id", "value"])
         w.writerows([i, f"v{i}"] for i in range(20_000))
-    write(tmp_path / "pipeline.yaml", """
+    write(
+        tmp_path / "pipeline.yaml",
+        """
         name: killed
         steps:
           - {name: prepare, run: "kill_steps:prepare"}
@@ -438,10 +503,15 @@ def test_a_killed_run_is_interrupted_and_resume_leaves_every_record_once(tmp_pat
             load:
               - {type: jsonl, path: out/records.jsonl}
               - {type: sqlite, path: out/records.sqlite, table: records}
-    """)
-    victim = subprocess.Popen([*PIPECTL, "run", "pipeline.yaml", "--no-progress"],
-                              cwd=tmp_path, env={**os.environ, "SLOW_BATCHES": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """,
+    )
+    victim = subprocess.Popen(
+        [*PIPECTL, "run", "pipeline.yaml", "--no-progress"],
+        cwd=tmp_path,
+        env={**os.environ, "SLOW_BATCHES": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not (tmp_path / "streaming").exists():
         assert victim.poll() is None, "the run ended before it was killed"
@@ -462,8 +532,10 @@ def test_a_killed_run_is_interrupted_and_resume_leaves_every_record_once(tmp_pat
     resumed = cli("run", "pipeline.yaml", "--resume", "latest", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert (tmp_path / "prepare-runs.txt").read_text() == "1"  # not run again
-    ids = [json.loads(line)["id"] for line in
-           (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    ids = [
+        json.loads(line)["id"]
+        for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()
+    ]
     assert sorted(ids) == list(range(20_000))
     with sqlite3.connect(tmp_path / "out" / "records.sqlite") as db:
         rows = [r[0] for r in db.execute("SELECT id FROM records")]
@@ -479,16 +551,23 @@ def _chromium() -> str | None:
     import shutil
 
     return shutil.which("chromium") or (
-        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
+        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+    )
 
 
 def test_the_story_of_a_failed_run_with_retries_in_headless_chromium(project):
     import html
 
     root, home = project
-    write(root / "pipeline.yaml", (root / "pipeline.yaml").read_text().replace(
-        "description: a run with retries and a failure",
-        "description: a run with retries and a failure\nstory: stories/{pipeline}-{short_id}.html"))
+    write(
+        root / "pipeline.yaml",
+        (root / "pipeline.yaml")
+        .read_text()
+        .replace(
+            "description: a run with retries and a failure",
+            "description: a run with retries and a failure\nstory: stories/{pipeline}-{short_id}.html",
+        ),
+    )
     proc = cli("run", "pipeline.yaml", cwd=root)
     assert proc.returncode == 1
     (written,) = list((root / "stories").glob("tracked-*.html"))  # story: in the file
@@ -503,11 +582,25 @@ def test_the_story_of_a_failed_run_with_retries_in_headless_chromium(project):
         pytest.skip("no chromium binary (Debian: apt-get install -y chromium; .ci/run does)")
     profile = root / "profile"
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--dump-dom",
-         (root / "failed.html").as_uri()],
-        capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": str(profile)})
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            (root / "failed.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "HOME": str(profile)},
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
     for step in ("extract", "flaky", "broken", "after", "load"):
@@ -578,8 +671,7 @@ def test_the_tracker_keeps_extractor_state_between_runs(plugin_manager, tmp_path
     assert first.seen_state is None and len(out.rows) == 5
     source.extend({"id": i} for i in range(6, 9))
     second, out2 = Since(source), Keep()
-    again = Pipeline("incremental", extractor=second, outputs=[out2],
-                     plugin_manager=plugin_manager)
+    again = Pipeline("incremental", extractor=second, outputs=[out2], plugin_manager=plugin_manager)
     assert again.run_sync(tracker=url).ok
     assert second.seen_state == {"cursor": 5}  # from the tracker, in another Pipeline object
     assert [r["id"] for r in out2.rows] == [6, 7, 8]
@@ -599,8 +691,11 @@ def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(now,)]
     # a later pipectl adds a migration: an older database is upgraded in place
-    monkeypatch.setattr(tracking, "MIGRATIONS", [
-        *tracking.MIGRATIONS, ["ALTER TABLE pipeline_executions ADD COLUMN owner TEXT"]])
+    monkeypatch.setattr(
+        tracking,
+        "MIGRATIONS",
+        [*tracking.MIGRATIONS, ["ALTER TABLE pipeline_executions ADD COLUMN owner TEXT"]],
+    )
     assert SqliteTracker(f"sqlite:///{db}").migrate() == now + 1
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM pipectl_schema").fetchall() == [(now + 1,)]
@@ -613,13 +708,16 @@ def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
 
 
 def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_committed(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
     with open(tmp_path / "source.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id"])
         w.writerows([i] for i in range(500))
-    write(tmp_path / "pipeline.yaml", """
+    write(
+        tmp_path / "pipeline.yaml",
+        """
         name: partial
         steps:
           - name: load
@@ -627,7 +725,8 @@ def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_commi
             load:
               - {type: sqlite, path: out/a.sqlite, table: records}
               - {type: jsonl, path: out/b/records.jsonl}
-    """)
+    """,
+    )
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "b").write_text("a file where a folder should be")  # b cannot open
     first = cli("run", "pipeline.yaml", cwd=tmp_path)
@@ -644,12 +743,15 @@ def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_commi
     record = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path).stdout)
     outputs = record["steps"][0]["outputs"]
     assert outputs["sqlite#0"]["status"] == "skipped"  # committed by the run it resumed
-    assert outputs["jsonl#1"] == {"written": 500, "status": "committed", "error": None,
-                                  "target": f"jsonl {tmp_path}/out/b/records.jsonl"}
+    assert outputs["jsonl#1"] == {
+        "written": 500,
+        "status": "committed",
+        "error": None,
+        "target": f"jsonl {tmp_path}/out/b/records.jsonl",
+    }
 
 
-def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_manager,
-                                                                         tmp_path):
+def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_manager, tmp_path):
     """The database part of a write is retried alone: the rows are built once."""
     busy = {"left": 3}
 
@@ -672,8 +774,7 @@ def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_
 
     pipe = Pipeline("busy", plugin_manager=plugin_manager)
     pipe.add_step("first", lambda: 1)
-    pipe.add_step("flaky", flaky, depends_on=["first"], retries=2, retry_delay=0,
-                  retry_jitter=0)
+    pipe.add_step("flaky", flaky, depends_on=["first"], retries=2, retry_delay=0, retry_jitter=0)
     run = pipe.run_sync(tracker=tracker)
     assert run.ok and busy["left"] == 0
     record = tracker.get_run(run.run_id)
@@ -681,27 +782,36 @@ def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_
     steps = {s["step_id"]: s for s in record["steps"]}
     assert [a["attempt"] for a in steps["flaky"]["attempt_history"]] == [1, 2, 3]
     assert [a["error"] for a in steps["flaky"]["attempt_history"]] == [
-        "ConnectionError: attempt 1", "ConnectionError: attempt 2", None]
+        "ConnectionError: attempt 1",
+        "ConnectionError: attempt 2",
+        None,
+    ]
     assert [a["attempt"] for a in steps["first"]["attempt_history"]] == [1]
 
 
 def test_resume_takes_a_required_param_from_the_run_it_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
-    write(tmp_path / "req_steps.py", """
+    write(
+        tmp_path / "req_steps.py",
+        """
         from pathlib import Path
 
         def use(params):
             if not Path("fixed").exists():
                 raise RuntimeError("not yet")
             return params["day"]
-    """)
-    write(tmp_path / "pipeline.yaml", """
+    """,
+    )
+    write(
+        tmp_path / "pipeline.yaml",
+        """
         name: required
         params:
           day: {type: str, required: true}
         steps:
           - {name: use, run: "req_steps:use"}
-    """)
+    """,
+    )
     assert cli("run", "pipeline.yaml", "-p", "day=2026-11-23", cwd=tmp_path).returncode == 1
     (tmp_path / "fixed").write_text("")
     again = cli("run", "pipeline.yaml", "--resume", "latest", cwd=tmp_path)

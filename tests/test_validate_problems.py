@@ -48,8 +48,9 @@ EVERY_PROBLEM = textwrap.dedent("""\
 
 def test_validate_reports_every_problem_of_a_file_at_once(tmp_path):
     (tmp_path / "p.yaml").write_text(EVERY_PROBLEM)
-    proc = subprocess.run([*PIPECTL, "validate", "p.yaml"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [*PIPECTL, "validate", "p.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
@@ -60,28 +61,35 @@ def test_validate_reports_every_problem_of_a_file_at_once(tmp_path):
         ("p.yaml:9: steps.read.load[1].table:", "is required; give it: table:"),
         ("p.yaml:10: steps.read.load[2].compress:", "expected true or false, got a string"),
         ("p.yaml:14: steps.typed.load[0]:", "is not an SQL type name"),
-        ("p.yaml:19: steps.twice.load[1].path:", "as load[0] does; two outputs of one step "
-                                                 "cannot share a file"),
+        (
+            "p.yaml:19: steps.twice.load[1].path:",
+            "as load[0] does; two outputs of one step cannot share a file",
+        ),
         ("p.yaml:22: steps.report.when:", "params.mode: the pipeline declares no param 'mode'"),
         ("p.yaml:25: steps.use.inputs:", "depends on unknown step 'nope'"),
     ]
     for where, what in expected:
-        assert any(line.startswith(f"pipectl: error: {where}") and what in line
-                   for line in lines), (where, what, proc.stderr)
+        assert any(
+            line.startswith(f"pipectl: error: {where}") and what in line for line in lines
+        ), (where, what, proc.stderr)
     assert lines[-1] == "pipectl: 9 problems in p.yaml"
     # run refuses the same file before anything runs, saying the same
-    ran = subprocess.run([*PIPECTL, "run", "p.yaml"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    ran = subprocess.run(
+        [*PIPECTL, "run", "p.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert ran.returncode == 2 and ran.stderr == proc.stderr
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / ".pipectl").exists()
 
 
 def test_the_python_api_gets_the_same_problems_structured(tmp_path):
     pipe = Pipeline("checked")
-    pipe.data_step("load", extractor={"type": "jsonl", "path": str(tmp_path / "in.jsonl"),
-                                      "encodng": "utf-8"},
-                   outputs=[{"type": "sqlite", "path": str(tmp_path / "o.sqlite"),
-                             "table": "t", "mode": "upsert"}])
+    pipe.data_step(
+        "load",
+        extractor={"type": "jsonl", "path": str(tmp_path / "in.jsonl"), "encodng": "utf-8"},
+        outputs=[
+            {"type": "sqlite", "path": str(tmp_path / "o.sqlite"), "table": "t", "mode": "upsert"}
+        ],
+    )
     with pytest.raises(PipelineValidationError) as caught:
         pipe.validate()
     problems = {(p.step, p.field): p for p in caught.value.problems}
@@ -119,17 +127,28 @@ def test_an_extractor_without_batch_size_works_and_gets_none(tmp_path):
     Plugin.pipectl_register_extractors = hookimpl(Plugin.pipectl_register_extractors)
     pm.add_plugin(Plugin, "few-plugin")
     pipe = Pipeline("few", plugin_manager=pm)
-    pipe.data_step("load", extractor={"type": "few", "count": 3},
-                   outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}])
+    pipe.data_step(
+        "load",
+        extractor={"type": "few", "count": 3},
+        outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}],
+    )
     run = pipe.run_sync()
     assert run.ok, run.errors
-    assert [json.loads(x)["id"] for x in (tmp_path / "o.jsonl").read_text().splitlines()] == \
-        [0, 1, 2]
+    assert [json.loads(x)["id"] for x in (tmp_path / "o.jsonl").read_text().splitlines()] == [
+        0,
+        1,
+        2,
+    ]
     bad = Pipeline("few-bad", plugin_manager=pm)
-    bad.data_step("load", extractor={"type": "few", "count": "3"},
-                  outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}])
-    with pytest.raises(PipelineValidationError, match="count: extractor 'few'.*expected a "
-                                                      "whole number, got a string"):
+    bad.data_step(
+        "load",
+        extractor={"type": "few", "count": "3"},
+        outputs=[{"type": "jsonl", "path": str(tmp_path / "o.jsonl")}],
+    )
+    with pytest.raises(
+        PipelineValidationError,
+        match="count: extractor 'few'.*expected a whole number, got a string",
+    ):
         bad.validate()
 
 
@@ -140,8 +159,7 @@ def test_the_json_schema_holds_every_installed_components_options():
     components = schema["$defs"]["components"]
     csv = components["extractors"]["csv"]
     assert csv["required"] == ["path"] and "delimiter" in csv["properties"]
-    assert components["outputs"]["sqlite"]["properties"]["mode"]["enum"] == ["append",
-                                                                             "replace"]
+    assert components["outputs"]["sqlite"]["properties"]["mode"]["enum"] == ["append", "replace"]
     assert csv["additionalProperties"] is False
 
 
@@ -150,4 +168,5 @@ def test_a_component_reference_is_generated_and_up_to_date():
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "components.md"
     assert doc.read_text(encoding="utf-8") == render_components(), (
-        "docs/components.md is stale: python -m pipectl.docgen --components")
+        "docs/components.md is stale: python -m pipectl.docgen --components"
+    )

@@ -32,9 +32,12 @@ DSN_VARIABLE = "PIPECTL_TEST_POSTGRES_DSN"
 
 HAS_HTTP = importlib.util.find_spec("pipectl_http") is not None
 HAS_POSTGRES = importlib.util.find_spec("pipectl_postgres") is not None
-needs_http = pytest.mark.skipif(not HAS_HTTP, reason="pipectl-http is not installed (pip "
-                                "install -e plugins/pipectl-http): the example's data step "
-                                "uses its http extractor")
+needs_http = pytest.mark.skipif(
+    not HAS_HTTP,
+    reason="pipectl-http is not installed (pip "
+    "install -e plugins/pipectl-http): the example's data step "
+    "uses its http extractor",
+)
 
 
 def _needs_postgres() -> str:
@@ -43,15 +46,18 @@ def _needs_postgres() -> str:
         pytest.skip("pipectl-postgres is not installed (pip install -e plugins/pipectl-postgres)")
     dsn = os.environ.get(DSN_VARIABLE)
     if not dsn:
-        pytest.skip(f"{DSN_VARIABLE} is not set: set it to the DSN of a PostgreSQL server "
-                    "(postgresql://user@host:5432/dbname) to run the PostgreSQL part")
+        pytest.skip(
+            f"{DSN_VARIABLE} is not set: set it to the DSN of a PostgreSQL server "
+            "(postgresql://user@host:5432/dbname) to run the PostgreSQL part"
+        )
     return dsn
 
 
 def _load_api() -> ModuleType:
     """The example's API module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("weather_api_of_the_example",
-                                                  EXAMPLE / "weather_api.py")
+    spec = importlib.util.spec_from_file_location(
+        "weather_api_of_the_example", EXAMPLE / "weather_api.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -75,7 +81,7 @@ def copy_example(tmp_path: Path) -> Path:
     if not HAS_POSTGRES:
         pipeline = target / "pipeline.yaml"
         text = pipeline.read_text()
-        pipeline.write_text(text[:text.index("  - name: load_postgres")])
+        pipeline.write_text(text[: text.index("  - name: load_postgres")])
     return target
 
 
@@ -91,9 +97,15 @@ def environment(**changes: str | None) -> dict[str, str]:
 
 
 def run_example(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, "run", "examples/weather/pipeline.yaml", *args,
-                           "--no-progress"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [*PIPECTL, "run", "examples/weather/pipeline.yaml", *args, "--no-progress"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def status_of(stdout: str, step: str) -> str:
@@ -145,8 +157,12 @@ def test_the_example_api_pages_cursors_filters_and_keys():
         assert status == 401 and "X-API-Key" in body["error"]
         everything = expected(["NYC", "SF"], days=2)
         status, first = get_json(f"{base}?location=NYC&location=SF&page=1&page_size=20", "k")
-        assert status == 200 and first["meta"] == {"page": 1, "page_size": 20, "total": 96,
-                                                   "next_cursor": "r20"}
+        assert status == 200 and first["meta"] == {
+            "page": 1,
+            "page_size": 20,
+            "total": 96,
+            "next_cursor": "r20",
+        }
         assert first["data"] == everything[:20]
         paged, cursor = [], None
         while True:  # cursor pagination, comma-separated locations
@@ -177,8 +193,9 @@ def test_the_json_schema_accepts_the_weather_example():
 
     from pipectl.cli.schema_command import schema_text
 
-    jsonschema.validate(yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text()),
-                        json.loads(schema_text()))
+    jsonschema.validate(
+        yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text()), json.loads(schema_text())
+    )
 
 
 @needs_http
@@ -189,8 +206,9 @@ def test_weather_example_starts_its_api_loads_sqlite_and_jsonl_and_skips_postgre
     proc = run_example(tmp_path, "-p", f"api=http://127.0.0.1:{port}", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = "examples/weather/output"
-    assert f"load_readings -> sqlite {out}/weather.sqlite table readings: 336 records" \
-        in proc.stdout
+    assert (
+        f"load_readings -> sqlite {out}/weather.sqlite table readings: 336 records" in proc.stdout
+    )
     assert f"load_readings -> jsonl {out}/readings.jsonl: 336 records" in proc.stdout
     assert "weather_api_started days=7" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr
     if HAS_POSTGRES:
@@ -204,8 +222,9 @@ def test_weather_example_starts_its_api_loads_sqlite_and_jsonl_and_skips_postgre
     assert by_key(sqlite_rows(example / "output" / "weather.sqlite")) == want
 
     # again, with a location more: upserted on (location, observed_at), nothing twice
-    proc = run_example(tmp_path, "-p", f"api=http://127.0.0.1:{port}", "-p",
-                       "locations=NYC,SF,LON", env=env)
+    proc = run_example(
+        tmp_path, "-p", f"api=http://127.0.0.1:{port}", "-p", "locations=NYC,SF,LON", env=env
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "load_readings -> sqlite" in proc.stdout and "504 records" in proc.stdout
     want = by_key(expected(["NYC", "SF", "LON"]))
@@ -217,10 +236,23 @@ def test_weather_example_starts_its_api_loads_sqlite_and_jsonl_and_skips_postgre
 def test_weather_example_uses_an_api_already_running_and_its_key(tmp_path):
     copy_example(tmp_path)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "examples/weather/weather_api.py", "--port",
-                               str(port), "--days", "2", "--api-key", "s3cret-key", "--quiet"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "examples/weather/weather_api.py",
+            "--port",
+            str(port),
+            "--days",
+            "2",
+            "--api-key",
+            "s3cret-key",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -295,17 +327,26 @@ def test_weather_example_upserts_postgres_when_the_dsn_is_set(tmp_path, pg_schem
         assert line.endswith(f" table {schema}.weather_readings: 336 records")
         assert dsn not in proc.stdout + proc.stderr  # it stays in the environment
 
-    rows = pg_rows(dsn, f"SELECT location, to_char(observed_at AT TIME ZONE 'UTC', "
-                        f"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), temperature_c, humidity_pct "
-                        f"FROM {schema}.weather_readings")
+    rows = pg_rows(
+        dsn,
+        f"SELECT location, to_char(observed_at AT TIME ZONE 'UTC', "
+        f'\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'), temperature_c, humidity_pct '
+        f"FROM {schema}.weather_readings",
+    )
     want = expected(["NYC", "SF"])
     assert len(rows) == len(want) == 336
     assert {r[:2] for r in rows} == {(w["location"], w["observed_at"]) for w in want}
-    assert sorted(rows) == sorted((w["location"], w["observed_at"], w["temperature_c"],
-                                   w["humidity_pct"]) for w in want)
-    types = dict(pg_rows(dsn, f"SELECT column_name, data_type FROM information_schema.columns "
-                              f"WHERE table_schema = '{schema}' AND "
-                              f"table_name = 'weather_readings'"))
+    assert sorted(rows) == sorted(
+        (w["location"], w["observed_at"], w["temperature_c"], w["humidity_pct"]) for w in want
+    )
+    types = dict(
+        pg_rows(
+            dsn,
+            f"SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = '{schema}' AND "
+            f"table_name = 'weather_readings'",
+        )
+    )
     assert types["observed_at"] == "timestamp with time zone"
     assert types["humidity_pct"] == "integer"
 
@@ -323,7 +364,7 @@ RESUME_STEPS = '''
         return "ready"
 '''
 
-RESUME_PIPELINE = '''
+RESUME_PIPELINE = """
     name: http_to_postgres
     params:
       api: {type: str, default: "API"}
@@ -347,7 +388,7 @@ RESUME_PIPELINE = '''
             table: readings
             mode: append                 # no key: a record written twice would show
             columns: {location: text, observed_at: text, temperature_c: double precision}
-'''
+"""
 
 
 def write(path: Path, text: str) -> None:
@@ -356,8 +397,7 @@ def write(path: Path, text: str) -> None:
 
 @pytest.mark.slow
 @needs_http
-def test_http_to_postgres_killed_mid_run_and_resumed_has_every_record_once(tmp_path,
-                                                                            pg_schema):
+def test_http_to_postgres_killed_mid_run_and_resumed_has_every_record_once(tmp_path, pg_schema):
     dsn, schema = pg_schema
     home = tmp_path / "home"
     env = environment(**{DSN_VARIABLE: dsn, "PIPECTL_HOME": str(home)})
@@ -365,14 +405,20 @@ def test_http_to_postgres_killed_mid_run_and_resumed_has_every_record_once(tmp_p
     # 30 days x 24 h x 2 locations = 1,440 readings: 72 pages of 20, 40 ms each (~3 s)
     server = weather_api.start_in_thread(days=30, delay=0.04)
     # the values are defaults, not -p: a required param fails `--resume` at load time
-    write(tmp_path / "pipeline.yaml", RESUME_PIPELINE.replace('"API"', f'"{server.url}"')
-          .replace('"SCHEMA"', f'"{schema}"'))
+    write(
+        tmp_path / "pipeline.yaml",
+        RESUME_PIPELINE.replace('"API"', f'"{server.url}"').replace('"SCHEMA"', f'"{schema}"'),
+    )
     try:
         want = {(r["location"], r["observed_at"]) for r in server.api.readings(["NYC", "SF"])}
         assert len(want) == 1440
-        victim = subprocess.Popen([*PIPECTL, "run", "pipeline.yaml", "--no-progress"],
-                                  cwd=tmp_path, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        victim = subprocess.Popen(
+            [*PIPECTL, "run", "pipeline.yaml", "--no-progress"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while server.api.requests < 15:  # well into the stream, far from its end
             assert victim.poll() is None, "the run ended before it was killed"
@@ -384,9 +430,15 @@ def test_http_to_postgres_killed_mid_run_and_resumed_has_every_record_once(tmp_p
         assert served < 60, f"{served} pages served before the kill: the run was nearly done"
 
         def pipectl(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*PIPECTL, *args], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=120,
-                                  check=False)
+            return subprocess.run(
+                [*PIPECTL, *args],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
 
         listed = json.loads(pipectl("runs", "list", "--json").stdout)
         assert [r["status"] for r in listed] == ["interrupted"]
@@ -405,7 +457,15 @@ def test_http_to_postgres_killed_mid_run_and_resumed_has_every_record_once(tmp_p
     rows = pg_rows(dsn, f"SELECT location, observed_at FROM {schema}.readings")
     assert len(rows) == 1440  # append mode: a record written twice would make more
     assert set(rows) == want
-    shown = json.loads(subprocess.run([*PIPECTL, "runs", "show", "latest", "--json"],
-                                      cwd=tmp_path, env=env, capture_output=True, text=True,
-                                      timeout=60, check=False).stdout)
+    shown = json.loads(
+        subprocess.run(
+            [*PIPECTL, "runs", "show", "latest", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+    )
     assert shown["status"] == "success" and shown["resumed_from"] == listed[0]["execution_id"]

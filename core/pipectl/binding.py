@@ -44,7 +44,8 @@ class Facts:
         self.slots = tuple(
             (name, kind is _POSITIONAL_ONLY, has_default)
             for name, kind, has_default in params
-            if kind is not _VAR_KEYWORD and kind is not _VAR_POSITIONAL
+            if kind is not _VAR_KEYWORD
+            and kind is not _VAR_POSITIONAL
             and not (kind is _POSITIONAL_ONLY and has_default)
         )
 
@@ -64,14 +65,18 @@ def _function_params(func: FunctionType) -> tuple[tuple[str, Any, bool], ...]:
     first_default = pos_count - (len(defaults) if defaults else 0)
     params: list[tuple[str, Any, bool]] = []
     for i in range(pos_count):
-        has_default = (i >= first_default
-                       and defaults[i - first_default] is not _EMPTY)  # type: ignore[index]
-        params.append((names[i], _POSITIONAL_ONLY if i < posonly_count else
-                       _POSITIONAL_OR_KEYWORD, has_default))
+        has_default = i >= first_default and defaults[i - first_default] is not _EMPTY  # type: ignore[index]
+        params.append(
+            (
+                names[i],
+                _POSITIONAL_ONLY if i < posonly_count else _POSITIONAL_OR_KEYWORD,
+                has_default,
+            )
+        )
     flags = code.co_flags
     if flags & inspect.CO_VARARGS:
         params.append((names[pos_count + kwonly_count], _VAR_POSITIONAL, False))
-    for name in names[pos_count:pos_count + kwonly_count]:
+    for name in names[pos_count : pos_count + kwonly_count]:
         has_default = kwdefaults is not None and kwdefaults.get(name, _EMPTY) is not _EMPTY
         params.append((name, _KEYWORD_ONLY, has_default))
     if flags & inspect.CO_VARKEYWORDS:
@@ -120,8 +125,13 @@ class Binder:
 
     __slots__ = ("extra", "index_of", "plan", "refs")
 
-    def __init__(self, plan: Sequence[tuple[str, int, int]], extra: Sequence[tuple[str, int]],
-                 refs: Sequence[Any] | None = None, index_of: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        plan: Sequence[tuple[str, int, int]],
+        extra: Sequence[tuple[str, int]],
+        refs: Sequence[Any] | None = None,
+        index_of: Mapping[str, int] | None = None,
+    ):
         self.plan = plan  # (parameter, source kind, dependency index or reference number)
         self.extra = extra  # (dependency name, index) handed to **kwargs; index -1 - k: refs[k]
         # reference expressions (pipectl.expr) of ``inputs``
@@ -129,8 +139,9 @@ class Binder:
         # step name -> index, for the references
         self.index_of: Mapping[str, int] = index_of if index_of is not None else _NO_INDEX
 
-    def bind(self, outputs: list[Any], params: Any, ctx: Any,
-             status: list[Any] | None = None) -> dict[str, Any]:
+    def bind(
+        self, outputs: list[Any], params: Any, ctx: Any, status: list[Any] | None = None
+    ) -> dict[str, Any]:
         """The keyword arguments; ``status`` (each step's status by index) is needed only when
         ``inputs`` hold references, which raise :class:`~pipectl.expr.ExpressionError`."""
         kwargs: dict[str, Any] = {}
@@ -147,8 +158,7 @@ class Binder:
             if index >= 0:
                 kwargs[name] = outputs[index]
             else:
-                kwargs[name] = self.refs[-1 - index].evaluate(
-                    self.scope(outputs, params, status))
+                kwargs[name] = self.refs[-1 - index].evaluate(self.scope(outputs, params, status))
         return kwargs
 
     def scope(self, outputs: list[Any], params: Any, status: list[Any] | None) -> Any:
@@ -160,8 +170,12 @@ _NOTHING_TO_BIND = Binder((), ())  # shared: a Binder is never changed once made
 
 
 def make_binder(
-    step: StepSpec, func: Callable[..., Any], index_of: dict[str, int], problems: list[str],
-    deps: tuple[str, ...] | None = None, known: Facts | None = None,
+    step: StepSpec,
+    func: Callable[..., Any],
+    index_of: dict[str, int],
+    problems: list[str],
+    deps: tuple[str, ...] | None = None,
+    known: Facts | None = None,
 ) -> Binder:
     """The :class:`Binder` of ``step`` calling ``func``; what cannot be bound goes to ``problems``.
 
@@ -225,8 +239,7 @@ def make_binder(
                 extra.append((param, index_of[source]))
                 bound_deps.add(source)
             else:
-                what = (f"{source.text!r}" if isinstance(source, Expression)
-                        else f"step {source!r}")
+                what = f"{source.text!r}" if isinstance(source, Expression) else f"step {source!r}"
                 problems.append(
                     f"step {step.name!r}: inputs maps {param!r} to {what}, but "
                     f"{callable_name(func)} has no parameter {param!r}"
@@ -236,12 +249,14 @@ def make_binder(
             extra.extend((d, index_of[d]) for d in deps if d not in bound_deps)
         else:
             extra.extend((d, index_of[d]) for d in deps)
-    return Binder(tuple(plan), tuple(extra), tuple(refs),
-                  {d: index_of[d] for d in deps} if refs else None)
+    return Binder(
+        tuple(plan), tuple(extra), tuple(refs), {d: index_of[d] for d in deps} if refs else None
+    )
 
 
-def make_scope(index_of: Mapping[str, int], outputs: list[Any], params: Any,
-               status: list[Any] | None) -> Any:
+def make_scope(
+    index_of: Mapping[str, int], outputs: list[Any], params: Any, status: list[Any] | None
+) -> Any:
     """A :class:`pipectl.expr.Scope` over one run's outputs and statuses, by step name."""
     from pipectl.expr import Scope
 

@@ -24,11 +24,20 @@ __all__ = ["Config", "OptionParser", "PluginOption", "configure", "unconfigure"]
 class PluginOption:
     """An option a plugin added to ``pipectl run`` with :meth:`OptionParser.add_option`."""
 
-    __slots__ = ("flag", "dest", "type", "help", "metavar", "default", "executor", "key",
-                 "plugin")
+    __slots__ = ("flag", "dest", "type", "help", "metavar", "default", "executor", "key", "plugin")
 
-    def __init__(self, flag: str, dest: str, type: type, help: str, metavar: str | None,
-                 default: Any, executor: str | None, key: str | None, plugin: str) -> None:
+    def __init__(
+        self,
+        flag: str,
+        dest: str,
+        type: type,
+        help: str,
+        metavar: str | None,
+        default: Any,
+        executor: str | None,
+        key: str | None,
+        plugin: str,
+    ) -> None:
         self.flag = flag
         self.dest = dest
         self.type = type
@@ -59,9 +68,18 @@ class OptionParser:
         self._taken = set(taken or ())
         self._plugin = "?"
 
-    def add_option(self, flag: str, *, help: str = "", type: type = str,
-                   metavar: str | None = None, default: Any = None, dest: str | None = None,
-                   executor: str | None = None, key: str | None = None) -> None:
+    def add_option(
+        self,
+        flag: str,
+        *,
+        help: str = "",
+        type: type = str,
+        metavar: str | None = None,
+        default: Any = None,
+        dest: str | None = None,
+        executor: str | None = None,
+        key: str | None = None,
+    ) -> None:
         """Add ``flag`` to ``pipectl run``.
 
         :param flag: a free long option, e.g. ``"--dask-scheduler"``.
@@ -88,8 +106,9 @@ class OptionParser:
         if not name.isidentifier():
             raise ValueError(f"dest {name!r} is not an identifier")
         self._taken.add(flag)
-        self.options.append(PluginOption(flag, name, type, help, metavar, default, executor,
-                                         key, self._plugin))
+        self.options.append(
+            PluginOption(flag, name, type, help, metavar, default, executor, key, self._plugin)
+        )
 
 
 def collect_options(pm: PipectlPluginManager, taken: set[str]) -> list[PluginOption]:
@@ -119,8 +138,13 @@ class Config:
     :ivar project_root: the project's root folder with ``pipectl run``, else None.
     """
 
-    def __init__(self, pluginmanager: PipectlPluginManager, options: Mapping[str, Any],
-                 invocation: str, project_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        pluginmanager: PipectlPluginManager,
+        options: Mapping[str, Any],
+        invocation: str,
+        project_root: Path | None = None,
+    ) -> None:
         self.pluginmanager = pluginmanager
         self.options = dict(options)
         self.invocation = invocation
@@ -147,8 +171,12 @@ _configured: weakref.WeakSet[Any] = weakref.WeakSet()
 _atexit_registered = False
 
 
-def configure(pm: PipectlPluginManager, options: Mapping[str, Any] | None = None,
-              invocation: str = "python", project_root: Path | None = None) -> Config | None:
+def configure(
+    pm: PipectlPluginManager,
+    options: Mapping[str, Any] | None = None,
+    invocation: str = "python",
+    project_root: Path | None = None,
+) -> Config | None:
     """Configure ``pm`` unless it is already: call ``pipectl_configure`` plugin by plugin. A
     plugin whose hook raises is reported as failed and removed (it sees no run). Returns the
     new :class:`Config`, or None when ``pm`` was configured before."""
@@ -193,8 +221,7 @@ def unconfigure(pm: PipectlPluginManager) -> None:
         try:
             cleanup()
         except Exception as exc:  # noqa: BLE001
-            report_failure(getattr(cleanup, "__module__", "?") or "?", "config.add_cleanup",
-                           exc)
+            report_failure(getattr(cleanup, "__module__", "?") or "?", "config.add_cleanup", exc)
 
 
 def _unconfigure_all() -> None:

@@ -55,8 +55,10 @@ class BadRecordError(PipectlError, ValueError):
 
     def __init__(self, position: str, reason: str):
         self.position, self.reason = position, reason
-        super().__init__(f"bad record at {position}: {reason} (on_bad_record: skip or "
-                         "dead_letter would set it aside and go on)")
+        super().__init__(
+            f"bad record at {position}: {reason} (on_bad_record: skip or "
+            "dead_letter would set it aside and go on)"
+        )
 
 
 class DataStepError(PipectlError):
@@ -82,8 +84,12 @@ class OutputReport:
         self.note: str | None = None  # e.g. "already committed by run 1f2e..."
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"written": self.written, "status": self.status, "error": self.error,
-               "target": self.target}
+        out = {
+            "written": self.written,
+            "status": self.status,
+            "error": self.error,
+            "target": self.target,
+        }
         if self.note:
             out["note"] = self.note
         return out
@@ -110,8 +116,10 @@ class DataStepResult:
         for a load found committed already, in the run that did), so a step one of whose
         outputs failed still counts what the others committed. Each output's own count is in
         ``outputs``."""
-        return max((r.written for r in self.outputs.values()
-                    if r.status in ("committed", "skipped")), default=0)
+        return max(
+            (r.written for r in self.outputs.values() if r.status in ("committed", "skipped")),
+            default=0,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,8 +130,10 @@ class DataStepResult:
         }
 
     def __repr__(self) -> str:
-        return (f"DataStepResult(records_read={self.records_read}, "
-                f"bad_records={self.bad_records}, outputs={list(self.outputs.values())})")
+        return (
+            f"DataStepResult(records_read={self.records_read}, "
+            f"bad_records={self.bad_records}, outputs={list(self.outputs.values())})"
+        )
 
 
 class Transform:
@@ -181,8 +191,9 @@ class _DeadLetters:
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(str(self.path))
-            fd, self._tmp_path = tempfile.mkstemp(prefix=temp_prefix(str(self.path)),
-                                                  suffix=".tmp", dir=self.path.parent)
+            fd, self._tmp_path = tempfile.mkstemp(
+                prefix=temp_prefix(str(self.path)), suffix=".tmp", dir=self.path.parent
+            )
             self._tmp = os.fdopen(fd, "w", encoding="utf-8")
         line = {"position": position, "reason": reason, "record": raw}
         if self.run_id is not None:
@@ -202,8 +213,10 @@ class _DeadLetters:
         try:
             if load is not None and marker.find(load) is not None:
                 return False
-            new = os.path.join(self.path.parent,  # a temp file the next run would clean up
-                               f"{temp_prefix(str(self.path))}{os.urandom(6).hex()}.tmp")
+            new = os.path.join(
+                self.path.parent,  # a temp file the next run would clean up
+                f"{temp_prefix(str(self.path))}{os.urandom(6).hex()}.tmp",
+            )
             with open(new, "wb") as dst:
                 try:
                     with open(self.path, "rb") as old:
@@ -237,9 +250,15 @@ class _DeadLetters:
 class DataContext:
     """What extractors and outputs get from the runner."""
 
-    def __init__(self, step: str, params: Mapping[str, Any], mode: str,
-                 dead_letters: _DeadLetters | None, logger: Any,
-                 max_bad: int | None = None):
+    def __init__(
+        self,
+        step: str,
+        params: Mapping[str, Any],
+        mode: str,
+        dead_letters: _DeadLetters | None,
+        logger: Any,
+        max_bad: int | None = None,
+    ):
         self.step = step
         self.params = params
         self.mode = mode
@@ -262,8 +281,12 @@ class DataContext:
             raise BadRecordsExceeded(
                 f"more than max_bad_records={self.max_bad} bad records (the last at "
                 f"{position}: {reason}); nothing was committed"
-                + (f"; the bad records are in {self._dead_letters.path}"
-                   if self._dead_letters is not None else ""))
+                + (
+                    f"; the bad records are in {self._dead_letters.path}"
+                    if self._dead_letters is not None
+                    else ""
+                )
+            )
 
     def for_output(self, load: Any) -> DataContext:
         """This context as one output sees it: the same run, its own ``load``."""
@@ -282,15 +305,19 @@ def resolve(kind: str, spec: Any, registries: Any) -> Any:
         try:
             name = options.pop("type")
         except KeyError:
-            raise ValueError(f"a {kind.rstrip('s')} given as a mapping needs a 'type' key, "
-                             f"got keys {sorted(options)}") from None
+            raise ValueError(
+                f"a {kind.rstrip('s')} given as a mapping needs a 'type' key, "
+                f"got keys {sorted(options)}"
+            ) from None
         options.pop("name", None)
         component = registries.of(kind).get(name)
         try:
             return component.factory(**options)
         except TypeError as exc:  # most often an option the component does not take
-            raise ValueError(f"{kind.rstrip('s')} {name!r} (plugin {component.plugin!r}): "
-                             f"{exc}; check its options") from exc
+            raise ValueError(
+                f"{kind.rstrip('s')} {name!r} (plugin {component.plugin!r}): "
+                f"{exc}; check its options"
+            ) from exc
     return spec
 
 
@@ -315,8 +342,13 @@ async def _in_thread(func: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
-def _apply_sync(transforms: list[Transform], batch: list[dict[str, Any]],
-                ctx: DataContext, first_index: int, source: str) -> list[dict[str, Any]]:
+def _apply_sync(
+    transforms: list[Transform],
+    batch: list[dict[str, Any]],
+    ctx: DataContext,
+    first_index: int,
+    source: str,
+) -> list[dict[str, Any]]:
     for transform in transforms:
         if transform.per == "batch":
             batch = list(transform.bound(ctx)(batch))
@@ -327,18 +359,22 @@ def _apply_sync(transforms: list[Transform], batch: list[dict[str, Any]],
             try:
                 result = func(record)
             except Exception as exc:  # noqa: BLE001 - a bad record, handled by the mode
-                _transform_failed(ctx, transform, record, exc, f"{source} record {first_index + n + 1}")
+                _transform_failed(
+                    ctx, transform, record, exc, f"{source} record {first_index + n + 1}"
+                )
                 continue
             _keep(out, result)
         batch = out
     return batch
 
 
-def _transform_failed(ctx: DataContext, transform: Transform, record: dict[str, Any],
-                      exc: Exception, position: str) -> None:
+def _transform_failed(
+    ctx: DataContext, transform: Transform, record: dict[str, Any], exc: Exception, position: str
+) -> None:
     ctx.bad_transformed += 1
-    ctx.bad_record(record, f"transform {transform.name} raised {type(exc).__name__}: {exc}",
-                   position)
+    ctx.bad_record(
+        record, f"transform {transform.name} raised {type(exc).__name__}: {exc}", position
+    )
 
 
 def _keep(out: list[dict[str, Any]], result: Any) -> None:
@@ -394,8 +430,9 @@ async def run_data_step(
     non-empty source always fails.
     """
     if on_bad_record not in BAD_RECORD_MODES:
-        raise ValueError(f"on_bad_record must be one of {', '.join(BAD_RECORD_MODES)}, "
-                         f"got {on_bad_record!r}")
+        raise ValueError(
+            f"on_bad_record must be one of {', '.join(BAD_RECORD_MODES)}, got {on_bad_record!r}"
+        )
     max_count, max_pct = parse_max_bad_records(max_bad_records)
     committed = committed if committed is not None else set()
     result = DataStepResult()
@@ -430,7 +467,8 @@ async def run_data_step(
 
     await attempt.open_all(ctx)
     cursors = await attempt.check_markers(
-        state, use_markers=loads and not state_explicit and hasattr(extractor, "set_state"))
+        state, use_markers=loads and not state_explicit and hasattr(extractor, "set_state")
+    )
     groups: dict[str, tuple[Any, list[str]]] = {}
     for name in [n for n in attempt.live if n in attempt.opened]:
         cursor = cursors.get(name, state)
@@ -456,10 +494,19 @@ async def run_data_step(
             source.set_state(cursor)
         # the first group reads from the oldest cursor: the bad records of the later ones'
         # (overlapping) reads are counted, not set aside a second time
-        group_ctx = ctx if i == 0 else DataContext(step, params or {}, on_bad_record, None,
-                                                   logger, max_count)
-        await attempt.load(source, names, list(transforms), group_ctx,
-                           dead if i == 0 else None, (max_count, max_pct))
+        group_ctx = (
+            ctx
+            if i == 0
+            else DataContext(step, params or {}, on_bad_record, None, logger, max_count)
+        )
+        await attempt.load(
+            source,
+            names,
+            list(transforms),
+            group_ctx,
+            dead if i == 0 else None,
+            (max_count, max_pct),
+        )
         result.bad_records += group_ctx.bad
     if not groups and result.state is None:
         result.state = next((m.state for m in attempt.markers.values()), state)
@@ -477,8 +524,7 @@ async def run_data_step(
 class _Attempt:
     """One attempt of a data step: its outputs from open to close."""
 
-    def __init__(self, step: str, result: DataStepResult, committed: set[str],
-                 buffer_size: int):
+    def __init__(self, step: str, result: DataStepResult, committed: set[str], buffer_size: int):
         self.step = step
         self.result = result
         self.committed = committed
@@ -520,7 +566,9 @@ class _Attempt:
                 self.opened.add(name)
             except Exception as exc:  # noqa: BLE001 - this output fails, the others go on
                 await self.fail(name, exc)
-                await self.close(name)  # close always, as the contract says: open may have connected
+                await self.close(
+                    name
+                )  # close always, as the contract says: open may have connected
 
     async def check_markers(self, state: Any, use_markers: bool) -> dict[str, Any]:
         """Skip the outputs that hold this load already; the cursor each other output's last
@@ -532,9 +580,11 @@ class _Attempt:
                 continue
             try:
                 marker = await _in_thread(output.loaded, load)
-                last = (await _in_thread(output.last_load, load)
-                        if marker is None and use_markers and hasattr(output, "last_load")
-                        else None)
+                last = (
+                    await _in_thread(output.last_load, load)
+                    if marker is None and use_markers and hasattr(output, "last_load")
+                    else None
+                )
             except Exception as exc:  # noqa: BLE001 - this output fails, the others go on
                 await self.fail(name, exc)
                 await self.close(name)
@@ -552,17 +602,26 @@ class _Attempt:
                 cursors[name] = last.state
         return cursors
 
-    async def load(self, extractor: Any, names: list[str], transforms: list[Transform],
-                   ctx: DataContext, dead: _DeadLetters | None,
-                   limits: tuple[int | None, float | None]) -> None:
+    async def load(
+        self,
+        extractor: Any,
+        names: list[str],
+        transforms: list[Transform],
+        ctx: DataContext,
+        dead: _DeadLetters | None,
+        limits: tuple[int | None, float | None],
+    ) -> None:
         """Stream ``extractor`` into the outputs ``names`` and commit them (or abort them all
         if the extraction fails)."""
         result, live, opened = self.result, self.live, self.opened
         sync_transforms = [t for t in transforms if not t.is_async]
         any_async = any(t.is_async for t in transforms)
-        source = extractor.describe() if hasattr(extractor, "describe") else type(extractor).__name__
+        source = (
+            extractor.describe() if hasattr(extractor, "describe") else type(extractor).__name__
+        )
         queues: dict[str, asyncio.Queue[Any]] = {
-            name: asyncio.Queue(maxsize=self.buffer_size) for name in names}
+            name: asyncio.Queue(maxsize=self.buffer_size) for name in names
+        }
         stopping = False  # extraction failed: consumers finish the write under way and stop
         read = 0
 
@@ -719,9 +778,11 @@ class _Attempt:
                 await self.fail(name, future.exception())  # type: ignore[arg-type]
             else:
                 report.status = "failed"
-                report.error = (f"the commit did not finish within {COMMIT_WAIT:.0f} s of the "
-                                "cancellation; whether it committed is unknown until it ends "
-                                "(a resume checks the load's marker)")
+                report.error = (
+                    f"the commit did not finish within {COMMIT_WAIT:.0f} s of the "
+                    "cancellation; whether it committed is unknown until it ends "
+                    "(a resume checks the load's marker)"
+                )
                 self.opened.discard(name)  # its thread still uses it: do not close under it
                 continue
             await self.close(name)
@@ -734,36 +795,46 @@ class _Attempt:
 def _oldest_first(groups: list[tuple[Any, list[str]]]) -> list[tuple[Any, list[str]]]:
     """Groups of outputs by cursor, the oldest cursor first (no cursor: everything, first) when
     the cursors compare (``{"cursor": value}`` with values of one type), else as they are."""
+
     def key(group: tuple[Any, list[str]]) -> tuple[bool, Any]:
         cursor = group[0]
         value = cursor.get("cursor") if isinstance(cursor, Mapping) else cursor
         return (value is not None, value)
+
     try:
         return sorted(groups, key=key)
     except TypeError:
         return groups
 
 
-def _check_bad(ctx: DataContext, read: int, limits: tuple[int | None, float | None],
-               dead: _DeadLetters | None) -> None:
+def _check_bad(
+    ctx: DataContext, read: int, limits: tuple[int | None, float | None], dead: _DeadLetters | None
+) -> None:
     """Fail the load if it rejected too many records (a percentage) or every one of them."""
     if not ctx.bad:
         return
     seen = read + ctx.bad - ctx.bad_transformed  # records the source gave, the bad ones too
     where = f"; the bad records are in {dead.path}" if dead is not None else ""
     if seen and ctx.bad >= seen:
-        raise BadRecordsExceeded(f"every record of the source was rejected ({ctx.bad:,} bad "
-                                 f"records); nothing was committed{where}")
+        raise BadRecordsExceeded(
+            f"every record of the source was rejected ({ctx.bad:,} bad "
+            f"records); nothing was committed{where}"
+        )
     _, pct = limits
     if pct is not None and seen and ctx.bad * 100.0 / seen > pct:
         raise BadRecordsExceeded(
             f"{ctx.bad:,} of {seen:,} records were rejected ({ctx.bad * 100.0 / seen:.1f}%), "
-            f"more than max_bad_records={pct:g}%; nothing was committed{where}")
+            f"more than max_bad_records={pct:g}%; nothing was committed{where}"
+        )
 
 
-async def _apply_mixed(transforms: list[Transform], batch: list[dict[str, Any]],
-                       ctx: DataContext, first_index: int,
-                       source: str) -> list[dict[str, Any]]:
+async def _apply_mixed(
+    transforms: list[Transform],
+    batch: list[dict[str, Any]],
+    ctx: DataContext,
+    first_index: int,
+    source: str,
+) -> list[dict[str, Any]]:
     for transform in transforms:
         if not transform.is_async:
             batch = await _in_thread(_apply_sync, [transform], batch, ctx, first_index, source)
@@ -777,7 +848,9 @@ async def _apply_mixed(transforms: list[Transform], batch: list[dict[str, Any]],
             try:
                 item = await func(record)
             except Exception as exc:  # noqa: BLE001 - a bad record, handled by the mode
-                _transform_failed(ctx, transform, record, exc, f"{source} record {first_index + n + 1}")
+                _transform_failed(
+                    ctx, transform, record, exc, f"{source} record {first_index + n + 1}"
+                )
                 continue
             _keep(out, item)
         batch = out

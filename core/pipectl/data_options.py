@@ -17,8 +17,9 @@ def parse_max_bad_records(value: Any) -> tuple[int | None, float | None]:
     if value is None:
         return None, None
     if isinstance(value, bool):
-        raise ValueError(f"max_bad_records must be a count or a percentage like '5%', "
-                         f"got {value!r}")
+        raise ValueError(
+            f"max_bad_records must be a count or a percentage like '5%', got {value!r}"
+        )
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"max_bad_records must be 0 or more, got {value}")
@@ -31,5 +32,6 @@ def parse_max_bad_records(value: Any) -> tuple[int | None, float | None]:
         if not 0 <= pct <= 100:
             raise ValueError(f"max_bad_records {value!r}: a percentage is between 0% and 100%")
         return None, pct
-    raise ValueError(f"max_bad_records must be a count (like 100) or a percentage (like '5%'), "
-                     f"got {value!r}")
+    raise ValueError(
+        f"max_bad_records must be a count (like 100) or a percentage (like '5%'), got {value!r}"
+    )

@@ -106,8 +106,9 @@ def generate(module: ModuleType | None = None) -> str:
 
         module = hookspecs
     source = inspect.getsource(module)
-    banners = [(source.count("\n", 0, m.start()) + 1, m.group(1).strip())
-               for m in _BANNER.finditer(source)]
+    banners = [
+        (source.count("\n", 0, m.start()) + 1, m.group(1).strip()) for m in _BANNER.finditer(source)
+    ]
     doc = inspect.cleandoc(module.__doc__ or "")
     title, _, intro = doc.partition("\n")
     parts = [
@@ -160,8 +161,7 @@ def render_components() -> str:
         parts.extend([f"## {title}", ""])
         for component in sorted(pm.registries.of(kind), key=lambda c: c.name):
             schema = schema_of(component)
-            parts.extend([f"### `{component.name}` ({kind[:-1]}, plugin `{component.plugin}`)",
-                          ""])
+            parts.extend([f"### `{component.name}` ({kind[:-1]}, plugin `{component.plugin}`)", ""])
             if schema is None:
                 parts.extend(["Declares no options.", ""])
                 continue
@@ -169,8 +169,9 @@ def render_components() -> str:
             first = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
             if first:
                 parts.extend([_inline(first), ""])
-            parts.extend(["| option | type | required | default | description |",
-                          "|---|---|---|---|---|"])
+            parts.extend(
+                ["| option | type | required | default | description |", "|---|---|---|---|---|"]
+            )
             for option in schema.options.values():
                 if kind == "extractors" and option.name == "batch_size":
                     text = "records per batch (the data step's `batch_size` when not given)"
@@ -178,8 +179,10 @@ def render_components() -> str:
                     text = _inline(option.doc)
                 default = "" if option.required else f"`{option.default!r}`"
                 text = text.replace("|", "\\|")
-                parts.append(f"| `{option.name}` | {describe(option.type)} | "
-                             f"{'yes' if option.required else ''} | {default} | {text} |")
+                parts.append(
+                    f"| `{option.name}` | {describe(option.type)} | "
+                    f"{'yes' if option.required else ''} | {default} | {text} |"
+                )
             parts.append("")
     return "\n".join(parts).rstrip("\n") + "\n"
 
@@ -194,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[:1] != ["--check"]:
         if args:
-            print(f"usage: python -m pipectl.docgen [--check [FILE]] (got {' '.join(args)})",
-                  file=sys.stderr)
+            print(
+                f"usage: python -m pipectl.docgen [--check [FILE]] (got {' '.join(args)})",
+                file=sys.stderr,
+            )
             return 2
         sys.stdout.write(generate())
         return 0
@@ -208,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if actual == expected:
         return 0
-    diff = difflib.unified_diff(actual.splitlines(), expected.splitlines(), str(path),
-                                "generated", lineterm="", n=1)
+    diff = difflib.unified_diff(
+        actual.splitlines(), expected.splitlines(), str(path), "generated", lineterm="", n=1
+    )
     print(f"{path} is out of date with pipectl/hookspecs.py; run `{COMMAND}`", file=sys.stderr)
     print("\n".join(list(diff)[:40]), file=sys.stderr)
     return 1

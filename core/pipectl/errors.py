@@ -65,6 +65,7 @@ class SubPipelineFailed(PipectlError):
         self.run = run
         errors = getattr(run, "errors", None) or []
         status = getattr(getattr(run, "status", None), "value", "failed")
-        detail = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3
-                                          else "")
+        detail = "; ".join(errors[:3]) + (
+            f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        )
         super().__init__(f"sub-pipeline {name!r} {status}" + (f": {detail}" if detail else ""))

@@ -21,7 +21,12 @@ from pipectl.context import StepContext
 from pipectl.model import PipelineRun, RunConfig, StepSpec
 
 __all__ = [
-    "Executor", "Invocation", "LaneJob", "Lanes", "Middleware", "call_through_middleware",
+    "Executor",
+    "Invocation",
+    "LaneJob",
+    "Lanes",
+    "Middleware",
+    "call_through_middleware",
 ]
 
 Middleware = Callable[[Callable[[], Any], int], Any]
@@ -134,9 +139,7 @@ class Lanes(Protocol):
         """The run ended: nothing more is launched (late lane threads may still return)."""
 
 
-async def call_through_middleware(
-    invocation: Invocation, call: Callable[[Invocation], Any]
-) -> Any:
+async def call_through_middleware(invocation: Invocation, call: Callable[[Invocation], Any]) -> Any:
     """Run ``call(invocation)`` inside the invocation's middleware chain, first one outermost.
 
     ``call`` returns an awaitable (an executor's own coroutine function running the step), and

@@ -66,21 +66,28 @@ class ExpressionError(PipectlError, ValueError):
     """An expression that does not parse, or fails when evaluated."""
 
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<num>-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
      |(?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
      |(?P<op>==|!=|<=|>=|<|>|\||\(|\)|\[|\]|,|\.)
      |(?P<name>[A-Za-z_][A-Za-z0-9_\-]*)
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
-    "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": lambda a, b: a in b,
+    "not in": lambda a, b: a not in b,
 }
-_LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False,
-             "None": None}
+_LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 _UNSET = object()
 
 
@@ -112,14 +119,18 @@ class _Parser:
     def nest(self, step: int) -> None:
         self.depth += step
         if self.depth > MAX_DEPTH:
-            raise ExpressionError(f"nested more than {MAX_DEPTH} levels deep (parentheses, "
-                                  "brackets and 'not'); write a simpler condition")
+            raise ExpressionError(
+                f"nested more than {MAX_DEPTH} levels deep (parentheses, "
+                "brackets and 'not'); write a simpler condition"
+            )
 
     def term(self) -> None:
         self.terms += 1
         if self.terms > MAX_TERMS:
-            raise ExpressionError(f"more than {MAX_TERMS} references and literals; write a "
-                                  "simpler condition, or compute it in a step")
+            raise ExpressionError(
+                f"more than {MAX_TERMS} references and literals; write a "
+                "simpler condition, or compute it in a step"
+            )
 
     def peek(self, value: str | None = None) -> bool:
         if self.i >= len(self.toks):
@@ -213,8 +224,10 @@ class _Parser:
             return ("lit", _LITERALS[value])
         if kind == "name" and value in ("params", "steps"):
             return self.reference(value)
-        raise ExpressionError(f"unexpected {value!r}: a reference starts with 'params.' or "
-                              "'steps.'; text goes in quotes")
+        raise ExpressionError(
+            f"unexpected {value!r}: a reference starts with 'params.' or "
+            "'steps.'; text goes in quotes"
+        )
 
     def reference(self, root: str) -> _Node:
         self.take(".")
@@ -227,8 +240,10 @@ class _Parser:
             self.take(".")
             what = self.toks[self.i][1] if self.i < len(self.toks) else ""
             if what not in ("output", "status"):
-                raise ExpressionError(f"expected 'steps.{first}.output' or "
-                                      f"'steps.{first}.status', found 'steps.{first}.{what}'")
+                raise ExpressionError(
+                    f"expected 'steps.{first}.output' or "
+                    f"'steps.{first}.status', found 'steps.{first}.{what}'"
+                )
             self.i += 1
             if what == "status":
                 return ("status", first)
@@ -256,8 +271,10 @@ class _Parser:
 
 def _literal(token: str) -> str:
     if len(token) > MAX_LITERAL:
-        raise ExpressionError(f"a literal of {len(token):,} characters ({token[:20]!r}...); at "
-                              f"most {MAX_LITERAL} characters: pass a long value as a param")
+        raise ExpressionError(
+            f"a literal of {len(token):,} characters ({token[:20]!r}...); at "
+            f"most {MAX_LITERAL} characters: pass a long value as a param"
+        )
     return token
 
 
@@ -273,8 +290,10 @@ def _unquote(token: str) -> str:
 
 def _name(name: str) -> str:
     if name.startswith("_"):
-        raise ExpressionError(f"{name!r}: a name in a reference cannot start with '_' "
-                              "(quote a key that does: output['_id'])")
+        raise ExpressionError(
+            f"{name!r}: a name in a reference cannot start with '_' "
+            "(quote a key that does: output['_id'])"
+        )
     return name
 
 
@@ -286,8 +305,9 @@ def _spell(node: _Node) -> str:
         return f"steps.{node[1]}.status"
     if kind in ("param", "output"):
         head = f"params.{node[1]}" if kind == "param" else f"steps.{node[1]}.output"
-        return head + "".join(f".{p}" if isinstance(p, str) and p.isidentifier() else f"[{p!r}]"
-                              for p in node[2])
+        return head + "".join(
+            f".{p}" if isinstance(p, str) and p.isidentifier() else f"[{p!r}]" for p in node[2]
+        )
     if kind == "choice":
         return " | ".join(_spell(n) for n in node[1])
     if kind == "list":
@@ -304,8 +324,12 @@ class Scope:
 
     __slots__ = ("output", "params", "status")
 
-    def __init__(self, params: Mapping[str, Any], output: Callable[[str], Any],
-                 status: Callable[[str], str | None]):
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        output: Callable[[str], Any],
+        status: Callable[[str], str | None],
+    ):
         self.params, self.output, self.status = params, output, status
 
 
@@ -361,8 +385,9 @@ class Expression:
         try:
             return bool(value)
         except Exception as exc:  # noqa: BLE001 - a value with no truth (an array, ...)
-            raise ExpressionError(f"its value {_short(value)} is neither true nor false "
-                                  f"({type(exc).__name__}: {exc})") from None
+            raise ExpressionError(
+                f"its value {_short(value)} is neither true nor false ({type(exc).__name__}: {exc})"
+            ) from None
 
     def explain(self, scope: Scope) -> str:
         """The value of every reference in the expression, for a message: ``a = 1, b = 2``."""
@@ -383,8 +408,9 @@ class Expression:
         except ExpressionError:
             raise
         except Exception as exc:  # noqa: BLE001 - a value that misbehaves when read or compared
-            raise ExpressionError(f"{_spell(node)}: reading it raised {type(exc).__name__}: "
-                                  f"{exc}") from None
+            raise ExpressionError(
+                f"{_spell(node)}: reading it raised {type(exc).__name__}: {exc}"
+            ) from None
 
     def _eval(self, node: _Node, scope: Scope) -> Any:
         kind = node[0]
@@ -393,14 +419,17 @@ class Expression:
         if kind == "param":
             if node[1] not in scope.params:
                 known = ", ".join(sorted(scope.params)) or "none"
-                raise ExpressionError(f"params.{node[1]}: the run has no param {node[1]!r} "
-                                      f"(its params: {known})")
+                raise ExpressionError(
+                    f"params.{node[1]}: the run has no param {node[1]!r} (its params: {known})"
+                )
             return _walk(scope.params[node[1]], node[2], f"params.{node[1]}")
         if kind == "output":
             status = scope.status(node[1])
             if status != "success":
-                raise Unavailable(f"steps.{node[1]}.output: step {node[1]!r} did not succeed "
-                                  f"({status or 'not run'})")
+                raise Unavailable(
+                    f"steps.{node[1]}.output: step {node[1]!r} did not succeed "
+                    f"({status or 'not run'})"
+                )
             return _walk(scope.output(node[1]), node[2], f"steps.{node[1]}.output")
         if kind == "status":
             return scope.status(node[1])
@@ -410,8 +439,10 @@ class Expression:
                     return self._eval(option, scope)
                 except Unavailable:
                     continue
-            raise ExpressionError(f"{_spell(node)}: none of the alternatives is available "
-                                  "(no step among them succeeded)")
+            raise ExpressionError(
+                f"{_spell(node)}: none of the alternatives is available "
+                "(no step among them succeeded)"
+            )
         if kind == "list":
             return [self._eval(n, scope) for n in node[1]]
         if kind == "not":
@@ -425,9 +456,11 @@ class Expression:
             try:
                 return bool(_COMPARE[node[1]](left, right))
             except TypeError:
-                raise ExpressionError(f"{_spell(node)}: cannot compare {type(left).__name__} "
-                                      f"{_short(left)} with {type(right).__name__} "
-                                      f"{_short(right)}") from None
+                raise ExpressionError(
+                    f"{_spell(node)}: cannot compare {type(left).__name__} "
+                    f"{_short(left)} with {type(right).__name__} "
+                    f"{_short(right)}"
+                ) from None
         raise AssertionError(kind)  # pragma: no cover - the parser builds no other node
 
     def __repr__(self) -> str:
@@ -468,8 +501,9 @@ def _walk(value: Any, path: Sequence[Any], where: str) -> Any:
         elif isinstance(part, str) and not part.startswith("_") and hasattr(value, part):
             value = getattr(value, part)
         else:
-            raise ExpressionError(f"{shown}: {type(value).__name__} {_short(value)} has no "
-                                  f"field {part!r}")
+            raise ExpressionError(
+                f"{shown}: {type(value).__name__} {_short(value)} has no field {part!r}"
+            )
         where = shown
     return value
 
@@ -479,7 +513,7 @@ def _short(value: Any, width: int = 40) -> str:
         text = reprlib.repr(value)  # bounded: a huge output is not written out to be cut
     except Exception:  # noqa: BLE001 - a value whose repr raises
         text = f"<{type(value).__name__}>"
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def parse(text: str) -> Expression:
@@ -489,8 +523,10 @@ def parse(text: str) -> Expression:
     if not isinstance(text, str):
         raise ExpressionError(f"an expression is text, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
-        raise ExpressionError(f"the expression is {len(text):,} characters long; at most "
-                              f"{MAX_LENGTH:,}: write a simpler condition, or compute it in a step")
+        raise ExpressionError(
+            f"the expression is {len(text):,} characters long; at most "
+            f"{MAX_LENGTH:,}: write a simpler condition, or compute it in a step"
+        )
     return Expression(text, _Parser(text).parse())
 
 
@@ -506,6 +542,8 @@ def parse_input(source: str) -> str | Expression:
         return source  # a step's name, whatever characters it has
     expression = parse(source)
     if not expression.is_reference:
-        raise ExpressionError(f"{source!r}: an input is a reference (steps.NAME.output..., "
-                              "params.NAME) or alternatives joined by '|'")
+        raise ExpressionError(
+            f"{source!r}: an input is a reference (steps.NAME.output..., "
+            "params.NAME) or alternatives joined by '|'"
+        )
     return expression

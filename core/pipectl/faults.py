@@ -28,8 +28,13 @@ import os
 
 __all__ = ["POINTS", "reach"]
 
-POINTS = ("data.mid-write", "output.mid-commit", "data.between-commits", "data.after-commits",
-          "tracker.after-row")
+POINTS = (
+    "data.mid-write",
+    "output.mid-commit",
+    "data.between-commits",
+    "data.after-commits",
+    "tracker.after-row",
+)
 
 _armed: list[str | int] | None = None  # [name, countdown] once read from the environment
 

@@ -98,7 +98,7 @@ class Graph:
                 path.append(node)
                 node = next(d for d in self.dependencies[node] if d in remaining)
             if node in index:
-                cycle = path[index[node]:]
+                cycle = path[index[node] :]
                 cycle.reverse()  # dependency walk goes upstream; show the flow direction
                 first = min(range(len(cycle)), key=lambda k: self.names.index(cycle[k]))
                 cycle = cycle[first:] + cycle[:first]  # start at the step declared first
@@ -160,8 +160,12 @@ class Graph:
             hints = []
             for n in unknown:
                 close = difflib.get_close_matches(n, self.names, n=3)
-                hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-            raise PipelineValidationError(self.name, [f"unknown step {h} in {where}" for h in hints])
+                hints.append(
+                    f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                )
+            raise PipelineValidationError(
+                self.name, [f"unknown step {h} in {where}" for h in hints]
+            )
 
     def subgraph(self, names: Iterable[str]) -> Graph:
         """The graph of the given steps and what they depend on, nothing else."""
@@ -243,8 +247,13 @@ def mermaid_text(text: str) -> str:
     labels) and line breaks become entity codes or spaces, so a name can never end the label
     or the statement, nor be read as markup."""
     out = text.replace("#", "#35;")
-    for char, code in (('"', "#quot;"), ("&", "#amp;"), ("<", "#lt;"), (">", "#gt;"),
-                       ("`", "#96;")):
+    for char, code in (
+        ('"', "#quot;"),
+        ("&", "#amp;"),
+        ("<", "#lt;"),
+        (">", "#gt;"),
+        ("`", "#96;"),
+    ):
         out = out.replace(char, code)
     return " ".join(out.splitlines())
 
@@ -255,9 +264,12 @@ def dot_quote(text: str) -> str:
     return '"' + out.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n") + '"'
 
 
-def visualize_pipelines(graphs: Mapping[str, Graph],
-                        after: Mapping[str, Sequence[str]] | None = None,
-                        format: str = "text", title: str = "pipelines") -> str:
+def visualize_pipelines(
+    graphs: Mapping[str, Graph],
+    after: Mapping[str, Sequence[str]] | None = None,
+    format: str = "text",
+    title: str = "pipelines",
+) -> str:
     """One picture of several pipelines (``graphs``, by name, in the order they run) and the
     pipelines each runs after (``after``, by name; names not in ``graphs`` are ignored).
 
@@ -298,11 +310,14 @@ def _pipelines_mermaid(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]]
     return "\n".join(lines)
 
 
-def _pipelines_dot(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]],
-                   title: str) -> str:
+def _pipelines_dot(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]], title: str) -> str:
     q = dot_quote
-    lines = [f"digraph {q(title)} {{", "    compound=true;", "    rankdir=LR;",
-             "    node [shape=box];"]
+    lines = [
+        f"digraph {q(title)} {{",
+        "    compound=true;",
+        "    rankdir=LR;",
+        "    node [shape=box];",
+    ]
     first: dict[str, str] = {}  # by pipeline: a step with no dependencies (edges end there)
     last: dict[str, str] = {}  # a step nothing depends on (edges between pipelines start there)
     for i, (name, graph) in enumerate(graphs.items()):
@@ -323,7 +338,8 @@ def _pipelines_dot(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]],
     cluster = {n: f"cluster_{i}" for i, n in enumerate(graphs)}
     for name in graphs:
         for up in ups[name]:
-            lines.append(f"    {last[up]} -> {first[name]} "
-                         f"[ltail={cluster[up]}, lhead={cluster[name]}];")
+            lines.append(
+                f"    {last[up]} -> {first[name]} [ltail={cluster[up]}, lhead={cluster[name]}];"
+            )
     lines.append("}")
     return "\n".join(lines)

@@ -43,8 +43,11 @@ def report_failure(plugin: str, hook: str, exc: BaseException) -> None:
 
     try:
         log.get_logger().error(
-            "plugin_hook_failed", plugin=plugin, hook=hook,
-            error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+            "plugin_hook_failed",
+            plugin=plugin,
+            hook=hook,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
         )
     except Exception:  # noqa: BLE001 - reporting must not break the run either
         pass
@@ -132,16 +135,24 @@ def _listener_impls(listeners: Iterable[Any]) -> dict[str, list[Any]]:
             try:
                 for caller in _factory.get_hookcallers(listener) or ():
                     if caller.name not in RUN_HOOKS:
-                        what = "not a pipectl hook" if caller.spec is None else "not a hook a run calls"
-                        raise TypeError(f"run listener {name!r} implements {caller.name!r}, "
-                                        f"which is {what} (a run listener implements only "
-                                        f"{', '.join(RUN_HOOKS)})")
+                        what = (
+                            "not a pipectl hook"
+                            if caller.spec is None
+                            else "not a hook a run calls"
+                        )
+                        raise TypeError(
+                            f"run listener {name!r} implements {caller.name!r}, "
+                            f"which is {what} (a run listener implements only "
+                            f"{', '.join(RUN_HOOKS)})"
+                        )
                     for impl in caller.get_hookimpls():
                         if impl.plugin is not listener:
                             continue
                         if impl.wrapper or impl.hookwrapper:
-                            raise TypeError(f"run listener {name!r}: {caller.name!r} cannot be "
-                                            "implemented as a wrapper")
+                            raise TypeError(
+                                f"run listener {name!r}: {caller.name!r} cannot be "
+                                "implemented as a wrapper"
+                            )
                         if caller.name in _LISTENER_HOOKS:
                             isolate(impl, caller.name)
                         out.setdefault(caller.name, []).append(impl)
@@ -181,9 +192,21 @@ class Hooks:
     ``Hooks(None)`` calls nothing (runs and tests without plugins).
     """
 
-    __slots__ = ("_pm", "_exec", "listeners", "_run_start", "_run_planned", "_run_finish",
-                 "_step_start", "_step_retry", "_step_finish", "_output_finish",
-                 "_rollback_start", "_rollback_finish", "_wrap_step")
+    __slots__ = (
+        "_pm",
+        "_exec",
+        "listeners",
+        "_run_start",
+        "_run_planned",
+        "_run_finish",
+        "_step_start",
+        "_step_retry",
+        "_step_finish",
+        "_output_finish",
+        "_rollback_start",
+        "_rollback_finish",
+        "_wrap_step",
+    )
 
     # pluggy ``HookImpl`` lists, one per hook of RUN_HOOKS (set in __init__ by name)
     _run_start: list[Any]
@@ -233,8 +256,9 @@ class Hooks:
         """``plan`` is called (to build the :class:`~pipectl.model.RunPlan`) only when some
         implementation or monitor will see it."""
         if self._run_planned or self._pm.hookcall_monitors:
-            self._exec("pipectl_run_planned", self._run_planned, {"run": run, "plan": plan()},
-                       False)
+            self._exec(
+                "pipectl_run_planned", self._run_planned, {"run": run, "plan": plan()}, False
+            )
 
     def run_finish(self, *, run: PipelineRun) -> None:
         if self._run_finish or self._pm.hookcall_monitors:
@@ -248,43 +272,67 @@ class Hooks:
 
     def step_start(self, *, run: PipelineRun, step: StepSpec, attempt: int) -> None:
         if self._step_start or self._pm.hookcall_monitors:
-            self._exec("pipectl_step_start", self._step_start,
-                       {"run": run, "step": step, "attempt": attempt}, False)
+            self._exec(
+                "pipectl_step_start",
+                self._step_start,
+                {"run": run, "step": step, "attempt": attempt},
+                False,
+            )
 
-    def step_retry(self, *, run: PipelineRun, step: StepSpec, attempt: int,
-                   error: BaseException, delay: float) -> None:
+    def step_retry(
+        self, *, run: PipelineRun, step: StepSpec, attempt: int, error: BaseException, delay: float
+    ) -> None:
         if self._step_retry or self._pm.hookcall_monitors:
-            self._exec("pipectl_step_retry", self._step_retry,
-                       {"run": run, "step": step, "attempt": attempt, "error": error,
-                        "delay": delay}, False)
+            self._exec(
+                "pipectl_step_retry",
+                self._step_retry,
+                {"run": run, "step": step, "attempt": attempt, "error": error, "delay": delay},
+                False,
+            )
 
     def step_finish(self, *, run: PipelineRun, step: StepSpec, result: StepResult) -> None:
         if self._step_finish or self._pm.hookcall_monitors:
-            self._exec("pipectl_step_finish", self._step_finish,
-                       {"run": run, "step": step, "result": result}, False)
+            self._exec(
+                "pipectl_step_finish",
+                self._step_finish,
+                {"run": run, "step": step, "result": result},
+                False,
+            )
 
     @property
     def output_finish_listened(self) -> bool:
         return bool(self._output_finish) or self._pm.hookcall_monitors > 0
 
-    def output_finish(self, *, run: PipelineRun, step: StepSpec, attempt: int,
-                      report: Any) -> None:
+    def output_finish(self, *, run: PipelineRun, step: StepSpec, attempt: int, report: Any) -> None:
         if self._output_finish or self._pm.hookcall_monitors:
-            self._exec("pipectl_output_finish", self._output_finish,
-                       {"run": run, "step": step, "attempt": attempt, "report": report}, False)
+            self._exec(
+                "pipectl_output_finish",
+                self._output_finish,
+                {"run": run, "step": step, "attempt": attempt, "report": report},
+                False,
+            )
 
     # -- rollback ----------------------------------------------------------------------------
 
     def rollback_start(self, *, run: PipelineRun, step: StepSpec, result: StepResult) -> None:
         if self._rollback_start or self._pm.hookcall_monitors:
-            self._exec("pipectl_rollback_start", self._rollback_start,
-                       {"run": run, "step": step, "result": result}, False)
+            self._exec(
+                "pipectl_rollback_start",
+                self._rollback_start,
+                {"run": run, "step": step, "result": result},
+                False,
+            )
 
-    def rollback_finish(self, *, run: PipelineRun, step: StepSpec, result: StepResult,
-                        error: BaseException | None) -> None:
+    def rollback_finish(
+        self, *, run: PipelineRun, step: StepSpec, result: StepResult, error: BaseException | None
+    ) -> None:
         if self._rollback_finish or self._pm.hookcall_monitors:
-            self._exec("pipectl_rollback_finish", self._rollback_finish,
-                       {"run": run, "step": step, "result": result, "error": error}, False)
+            self._exec(
+                "pipectl_rollback_finish",
+                self._rollback_finish,
+                {"run": run, "step": step, "result": result, "error": error},
+                False,
+            )
 
     # -- middleware --------------------------------------------------------------------------
 
@@ -298,8 +346,10 @@ class Hooks:
         some implementation exists (it decides whether a step may skip the executor)."""
         if not self._wrap_step:
             return []
-        return self._exec("pipectl_wrap_step", self._wrap_step,  # type: ignore[no-any-return]
-                          {"step": step, "context": context}, False)
+        middlewares: list[Any] = self._exec(
+            "pipectl_wrap_step", self._wrap_step, {"step": step, "context": context}, False
+        )
+        return middlewares
 
 
 def _no_call(*args: Any) -> list[Any]:

@@ -544,8 +544,9 @@ def pipectl_step_finish(run: PipelineRun, step: StepSpec, result: StepResult) ->
 
 
 @hookspec
-def pipectl_output_finish(run: PipelineRun, step: StepSpec, attempt: int,
-                          report: OutputReport) -> None:
+def pipectl_output_finish(
+    run: PipelineRun, step: StepSpec, attempt: int, report: OutputReport
+) -> None:
     """Called once per output of a data step after each attempt of the step that reached its
     outputs' commits, with what became of the output, before the step's ``pipectl_step_finish``.
 
@@ -649,8 +650,9 @@ def pipectl_rollback_start(run: PipelineRun, step: StepSpec, result: StepResult)
 
 
 @hookspec
-def pipectl_rollback_finish(run: PipelineRun, step: StepSpec, result: StepResult,
-                            error: BaseException | None) -> None:
+def pipectl_rollback_finish(
+    run: PipelineRun, step: StepSpec, result: StepResult, error: BaseException | None
+) -> None:
     """Called when the rollback of a step has ended, once per ``pipectl_rollback_start``.
 
     :param run: the run being rolled back.

@@ -39,19 +39,42 @@ import os
 import time
 from typing import Any
 
-__all__ = ["FileMarker", "Load", "LoadMarker", "pid_alive", "remove_stale_temp_files",
-           "temp_prefix", "write_atomically"]
+__all__ = [
+    "FileMarker",
+    "Load",
+    "LoadMarker",
+    "pid_alive",
+    "remove_stale_temp_files",
+    "temp_prefix",
+    "write_atomically",
+]
 
 
 class LoadMarker:
     """A load as its destination recorded it."""
 
-    __slots__ = ("pipeline", "run_id", "step", "output", "records", "state", "committed_by",
-                 "committed_at")
+    __slots__ = (
+        "pipeline",
+        "run_id",
+        "step",
+        "output",
+        "records",
+        "state",
+        "committed_by",
+        "committed_at",
+    )
 
-    def __init__(self, pipeline: str, run_id: str, step: str, output: str, records: int = 0,
-                 state: Any = None, committed_by: str | None = None,
-                 committed_at: str | None = None):
+    def __init__(
+        self,
+        pipeline: str,
+        run_id: str,
+        step: str,
+        output: str,
+        records: int = 0,
+        state: Any = None,
+        committed_by: str | None = None,
+        committed_at: str | None = None,
+    ):
         self.pipeline, self.run_id, self.step, self.output = pipeline, run_id, step, output
         self.records = records
         self.state = state
@@ -67,8 +90,10 @@ class LoadMarker:
         return cls(**fields)
 
     def __repr__(self) -> str:
-        return (f"LoadMarker({self.pipeline!r}, run {self.run_id}, {self.step!r} -> "
-                f"{self.output!r}, {self.records} records, by {self.committed_by})")
+        return (
+            f"LoadMarker({self.pipeline!r}, run {self.run_id}, {self.step!r} -> "
+            f"{self.output!r}, {self.records} records, by {self.committed_by})"
+        )
 
 
 class Load:
@@ -76,8 +101,9 @@ class Load:
 
     __slots__ = ("pipeline", "run_id", "step", "output", "writer", "records", "state")
 
-    def __init__(self, pipeline: str, run_id: str, step: str, output: str,
-                 writer: str | None = None):
+    def __init__(
+        self, pipeline: str, run_id: str, step: str, output: str, writer: str | None = None
+    ):
         self.pipeline = pipeline
         self.run_id = run_id  # the run the load belongs to (the resumed one, on a resume)
         self.step = step
@@ -92,13 +118,19 @@ class Load:
 
     def marker(self) -> LoadMarker:
         """The marker to commit with the records."""
-        return LoadMarker(self.pipeline, self.run_id, self.step, self.output, self.records,
-                          self.state, self.writer,
-                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return LoadMarker(
+            self.pipeline,
+            self.run_id,
+            self.step,
+            self.output,
+            self.records,
+            self.state,
+            self.writer,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
 
     def state_json(self) -> str | None:
-        return None if self.state is None else json.dumps(self.state, sort_keys=True,
-                                                          default=str)
+        return None if self.state is None else json.dumps(self.state, sort_keys=True, default=str)
 
     def __repr__(self) -> str:
         return f"Load({self.pipeline!r}, run {self.run_id}, {self.step!r} -> {self.output!r})"
@@ -142,8 +174,9 @@ class FileMarker:
         for which in ("current", "previous"):
             entry = data.get(which)
             if isinstance(entry, dict) and entry.get("inode") == inode:
-                return [LoadMarker.from_dict(m) for m in entry.get("loads", [])
-                        if isinstance(m, dict)]
+                return [
+                    LoadMarker.from_dict(m) for m in entry.get("loads", []) if isinstance(m, dict)
+                ]
         return []
 
     def find(self, load: Load) -> LoadMarker | None:
@@ -154,8 +187,11 @@ class FileMarker:
 
     def last(self, load: Load) -> LoadMarker | None:
         for marker in reversed(self.loads()):
-            if (marker.pipeline, marker.step, marker.output) == (load.pipeline, load.step,
-                                                                 load.output):
+            if (marker.pipeline, marker.step, marker.output) == (
+                load.pipeline,
+                load.step,
+                load.output,
+            ):
                 return marker
         return None
 
@@ -169,8 +205,7 @@ class FileMarker:
             current_inode = None
         loads = [*(held if keep else []), marker][-FILE_MARKER_LOADS:]
         data = {
-            "current": {"inode": os.stat(new_file).st_ino,
-                        "loads": [m.as_dict() for m in loads]},
+            "current": {"inode": os.stat(new_file).st_ino, "loads": [m.as_dict() for m in loads]},
             "previous": {"inode": current_inode, "loads": [m.as_dict() for m in held]},
         }
         write_atomically(self.marker_path, json.dumps(data, default=str).encode("utf-8"))
@@ -218,7 +253,7 @@ def remove_stale_temp_files(path: str) -> list[str]:
     for name in names:
         if not (name.startswith(start) and name.endswith(".tmp")):
             continue
-        pid_text = name[len(start):].split("-", 1)[0]
+        pid_text = name[len(start) :].split("-", 1)[0]
         if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:

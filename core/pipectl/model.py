@@ -146,9 +146,22 @@ def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
     return types
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-               "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20,
-               "gib": 2**30, "tib": 2**40}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(text: str) -> float:
@@ -167,8 +180,10 @@ def parse_resources(value: Any) -> dict[str, float]:
     if not value:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(f"resources is a mapping of resource name to amount, such as "
-                        f"{{'GPU': 1, 'memory': '4GB'}}, got {value!r}")
+        raise TypeError(
+            f"resources is a mapping of resource name to amount, such as "
+            f"{{'GPU': 1, 'memory': '4GB'}}, got {value!r}"
+        )
     out: dict[str, float] = {}
     for name, amount in value.items():
         if not isinstance(name, str) or not name:
@@ -176,8 +191,10 @@ def parse_resources(value: Any) -> dict[str, float]:
         if isinstance(amount, str):
             amount = parse_size(amount)
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-            raise ValueError(f"resources.{name}: expected a positive amount (a number, or a "
-                             f"size such as '4GB'), got {amount!r}")
+            raise ValueError(
+                f"resources.{name}: expected a positive amount (a number, or a "
+                f"size such as '4GB'), got {amount!r}"
+            )
         out[name] = amount
     return out
 
@@ -210,8 +227,10 @@ class StepSpec:
     depends_on: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     # mypy's attrs plugin takes no attrs.Converter (python/mypy#15736): __init__ gets Any
     inputs: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=attrs.Converter(_inputs, takes_self=True),  # type: ignore[misc]
-        hash=False)
+        factory=dict,
+        converter=attrs.Converter(_inputs, takes_self=True),  # type: ignore[misc]
+        hash=False,
+    )
     retries: int = attrs.field(default=0, validator=_non_negative)
     retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
     retry_backoff: float = attrs.field(default=2.0, validator=_non_negative)
@@ -226,9 +245,12 @@ class StepSpec:
     description: str = ""
     rollback: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     when: Any = attrs.field(  # attrs.Converter: as for inputs
-        default=None, converter=attrs.Converter(_condition, takes_self=True))  # type: ignore[misc]
-    resources: Mapping[str, float] = attrs.field(factory=dict, converter=parse_resources,
-                                                 hash=False)
+        default=None,
+        converter=attrs.Converter(_condition, takes_self=True),  # type: ignore[misc]
+    )
+    resources: Mapping[str, float] = attrs.field(
+        factory=dict, converter=parse_resources, hash=False
+    )
     """What the step needs of the machine it runs on (``{"GPU": 1, "memory": "4GB"}``), for
     executors that place steps on machines: pipectl-dask maps them to dask worker resources.
     The ``local`` executor runs every step in its one process and does not look at them."""
@@ -432,8 +454,10 @@ class PipelineRun:
     def __repr__(self) -> str:
         # short and O(1) on purpose: asyncio reprs a run_sync task's result on every run
         # (CPython 3.11's signal handling), and a run of 100,000 steps must not print them all
-        return (f"PipelineRun(run_id={self.run_id!r}, pipeline_id={self.pipeline_id!r}, "
-                f"status={self.status.value}, steps={len(self.steps)})")
+        return (
+            f"PipelineRun(run_id={self.run_id!r}, pipeline_id={self.pipeline_id!r}, "
+            f"status={self.status.value}, steps={len(self.steps)})"
+        )
 
     @property
     def duration_ms(self) -> float | None:

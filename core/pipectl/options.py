@@ -60,8 +60,16 @@ class Problem(str):
     file: str | None
     line: int | None
 
-    def __new__(cls, field: str, message: str, hint: str = "", *, step: str | None = None,
-                file: str | None = None, line: int | None = None) -> Problem:
+    def __new__(
+        cls,
+        field: str,
+        message: str,
+        hint: str = "",
+        *,
+        step: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> Problem:
         text = (f"step {step!r}: " if step else "") + (f"{field}: " if field else "") + message
         if hint:
             text += f"; {hint}"
@@ -80,12 +88,12 @@ class Problem(str):
         return out
 
     def __reduce__(self) -> Any:
-        return (_problem, (self.field, self.message, self.hint, self.step, self.file,
-                           self.line))
+        return (_problem, (self.field, self.message, self.hint, self.step, self.file, self.line))
 
 
-def _problem(field: str, message: str, hint: str, step: str | None, file: str | None,
-             line: int | None) -> Problem:
+def _problem(
+    field: str, message: str, hint: str, step: str | None, file: str | None, line: int | None
+) -> Problem:
     return Problem(field, message, hint, step=step, file=file, line=line)
 
 
@@ -136,8 +144,13 @@ class Schema:
             if p.kind is p.VAR_POSITIONAL:
                 continue
             required = p.default is p.empty
-            self.options[p.name] = Option(p.name, hints.get(p.name, Any), required,
-                                          None if required else p.default, docs.get(p.name, ""))
+            self.options[p.name] = Option(
+                p.name,
+                hints.get(p.name, Any),
+                required,
+                None if required else p.default,
+                docs.get(p.name, ""),
+            )
         self.check_options = getattr(target, "check_options", None)
 
     @property
@@ -152,16 +165,27 @@ class Schema:
             option = self.options.get(name)
             if option is None:
                 if not self.open:
-                    problems.append(Problem(name, "unknown option", _hint(name, self.options)
-                                            + f" (options: {', '.join(self.options) or 'none'})"))
+                    problems.append(
+                        Problem(
+                            name,
+                            "unknown option",
+                            _hint(name, self.options)
+                            + f" (options: {', '.join(self.options) or 'none'})",
+                        )
+                    )
                 continue
             if not _matches(value, option.type):
-                problems.append(Problem(name, f"expected {describe(option.type)}, got "
-                                        f"{_kind(value)} {_shown(value)}"))
+                problems.append(
+                    Problem(
+                        name,
+                        f"expected {describe(option.type)}, got {_kind(value)} {_shown(value)}",
+                    )
+                )
         for name, option in self.options.items():
             if option.required and name not in values:
-                problems.append(Problem(name, "is required", f"give it: {name}: "
-                                        f"<{describe(option.type)}>"))
+                problems.append(
+                    Problem(name, "is required", f"give it: {name}: <{describe(option.type)}>")
+                )
         if not problems and deep and self.check_options is not None:
             try:
                 self.check_options(**values)
@@ -199,8 +223,12 @@ def schema_of(component: Any) -> Schema | None:
     declared = getattr(component, "options", None)
     if declared is None:
         return None
-    key = (component.kind, component.name, component.plugin, declared if isinstance(
-        declared, str) else id(declared))
+    key = (
+        component.kind,
+        component.name,
+        component.plugin,
+        declared if isinstance(declared, str) else id(declared),
+    )
     if key not in _SCHEMAS:
         target = declared
         if isinstance(declared, str):
@@ -287,8 +315,10 @@ def describe(tp: Any) -> str:
         return "null"
     if _is_union(tp):
         args: cabc.Sequence[Any] = [a for a in typing.get_args(tp) if a is not type(None)]
-        if any(typing.get_origin(a) is cabc.Callable or a in (cabc.Callable, typing.Callable)
-               for a in args):
+        if any(
+            typing.get_origin(a) is cabc.Callable or a in (cabc.Callable, typing.Callable)
+            for a in args
+        ):
             args = [a for a in args if a is not str]  # a callable takes "module:function"
         return " or ".join(dict.fromkeys(describe(a) for a in args))
     origin = typing.get_origin(tp)
@@ -307,9 +337,16 @@ def describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-_PLURALS = {"a string": "strings", "a whole number": "whole numbers", "a number": "numbers",
-            "a file path": "file paths", "true or false": "booleans", "a list": "lists",
-            "a mapping": "mappings", "any value": "values"}
+_PLURALS = {
+    "a string": "strings",
+    "a whole number": "whole numbers",
+    "a number": "numbers",
+    "a file path": "file paths",
+    "true or false": "booleans",
+    "a list": "lists",
+    "a mapping": "mappings",
+    "any value": "values",
+}
 
 
 def _plural(text: str) -> str:
@@ -342,20 +379,31 @@ def _json_type(tp: Any) -> dict[str, Any]:
         return {"type": "array", **({"items": _json_type(item)} if item is not Any else {})}
     if origin in _MAPPINGS or tp in _MAPPINGS:
         value = args[1] if len(args) == 2 else Any
-        return {"type": "object",
-                **({"additionalProperties": _json_type(value)} if value is not Any else {})}
+        return {
+            "type": "object",
+            **({"additionalProperties": _json_type(value)} if value is not Any else {}),
+        }
     return {}
 
 
 def _jsonable(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool)) or (
-        isinstance(value, (list, tuple)) and all(_jsonable(v) for v in value))
+    return (
+        value is None
+        or isinstance(value, (str, int, float, bool))
+        or (isinstance(value, (list, tuple)) and all(_jsonable(v) for v in value))
+    )
 
 
 def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", tuple: "a list", dict: "a mapping"}.get(
-        type(value), "null" if value is None else f"a {type(value).__name__}")
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        tuple: "a list",
+        dict: "a mapping",
+    }.get(type(value), "null" if value is None else f"a {type(value).__name__}")
 
 
 def _shown(value: Any) -> str:

@@ -109,9 +109,17 @@ class PipelineFile:
     ``warnings`` lists what was noticed while loading (a resumed run's param too big to take).
     """
 
-    def __init__(self, path: Path, pipelines: dict[str, Pipeline], depends: dict[str, list[str]],
-                 project: Project, plugin_manager: Any, tracker: Any = None,
-                 opened: Any = _UNOPENED, warnings: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        pipelines: dict[str, Pipeline],
+        depends: dict[str, list[str]],
+        project: Project,
+        plugin_manager: Any,
+        tracker: Any = None,
+        opened: Any = _UNOPENED,
+        warnings: list[str] | None = None,
+    ) -> None:
         self.path = path
         self.pipelines = pipelines
         self.depends = depends
@@ -124,9 +132,15 @@ class PipelineFile:
     # -- loading -------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], params: Mapping[str, Any] | None = None, *,
-             tracker: Any = None, resume: str | None = None, plugin_manager: Any = None
-             ) -> PipelineFile:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        tracker: Any = None,
+        resume: str | None = None,
+        plugin_manager: Any = None,
+    ) -> PipelineFile:
         """Load the file at ``path`` with ``params`` (by name; strings are read as ``-p``
         reads them).
 
@@ -167,12 +181,22 @@ class PipelineFile:
                     warnings.append(
                         f"--resume: param(s) {', '.join(map(repr, cut))} of run {run_id} were "
                         "too big to record whole, so they are not taken from it: give them "
-                        "again with -p")
+                        "again with -p"
+                    )
         with gc_paused():  # loading makes objects, not garbage (see gc_paused)
-            pipelines, depends = load_pipelines(file, given, plugin_manager=pm, project=project,
-                                                check_graph=False)
-        return cls(file, pipelines, depends, project, pm, tracker,
-                   _UNOPENED if resume is None else recorder, warnings)
+            pipelines, depends = load_pipelines(
+                file, given, plugin_manager=pm, project=project, check_graph=False
+            )
+        return cls(
+            file,
+            pipelines,
+            depends,
+            project,
+            pm,
+            tracker,
+            _UNOPENED if resume is None else recorder,
+            warnings,
+        )
 
     @property
     def tracker(self) -> Any:
@@ -182,10 +206,12 @@ class PipelineFile:
         :raises PipectlError: a tracker that cannot be opened.
         """
         if self._tracker is _UNOPENED:
-            file_tracker = next((p.spec.tracker for p in self.pipelines.values()
-                                 if p.spec.tracker), None)
-            self._tracker = open_file_tracker(self.plugin_manager, self._tracker_arg,
-                                              file_tracker, self.project)
+            file_tracker = next(
+                (p.spec.tracker for p in self.pipelines.values() if p.spec.tracker), None
+            )
+            self._tracker = open_file_tracker(
+                self.plugin_manager, self._tracker_arg, file_tracker, self.project
+            )
         return self._tracker
 
     def close(self) -> None:
@@ -218,8 +244,10 @@ class PipelineFile:
 
             close = difflib.get_close_matches(unknown[0], list(self.pipelines), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PipectlError(f"{self.path}: no pipeline named {unknown[0]!r}{hint} (in the "
-                               f"file: {', '.join(self.pipelines)})")
+            raise PipectlError(
+                f"{self.path}: no pipeline named {unknown[0]!r}{hint} (in the "
+                f"file: {', '.join(self.pipelines)})"
+            )
         roots = wanted_names or [n for n, p in self.pipelines.items() if not p.nested]
         wanted: set[str] = set()
         stack = list(roots)
@@ -232,14 +260,22 @@ class PipelineFile:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, names: Iterable[str] = (), *, resume: str | None = None, force: bool = False,
-            rollback: bool = False, max_concurrent: int | None = None,
-            fail_fast: bool | None = None, executor: str | None = None,
-            executor_options: Mapping[str, Any] | None = None,
-            only: Mapping[str, Sequence[str]] | None = None,
-            skip: Mapping[str, Sequence[str]] | None = None,
-            progress: Callable[[str, int], AbstractContextManager[Any]] | None = None,
-            on_outcome: Callable[[PipelineOutcome], None] | None = None) -> FileRunResult:
+    def run(
+        self,
+        names: Iterable[str] = (),
+        *,
+        resume: str | None = None,
+        force: bool = False,
+        rollback: bool = False,
+        max_concurrent: int | None = None,
+        fail_fast: bool | None = None,
+        executor: str | None = None,
+        executor_options: Mapping[str, Any] | None = None,
+        only: Mapping[str, Sequence[str]] | None = None,
+        skip: Mapping[str, Sequence[str]] | None = None,
+        progress: Callable[[str, int], AbstractContextManager[Any]] | None = None,
+        on_outcome: Callable[[PipelineOutcome], None] | None = None,
+    ) -> FileRunResult:
         """Run ``names`` (see :meth:`select`), each pipeline after those it depends on; a
         pipeline whose upstream did not succeed is ``skipped``, and after a cancelled run
         (Ctrl-C, SIGTERM) nothing more starts.
@@ -273,33 +309,61 @@ class PipelineFile:
             except Error as exc:
                 raise ResumeError(str(exc)) from exc
             if target not in order:
-                raise ResumeError(f"run {resume} is a run of pipeline {target!r}, which is not "
-                                  f"among those to run ({', '.join(order)})")
+                raise ResumeError(
+                    f"run {resume} is a run of pipeline {target!r}, which is not "
+                    f"among those to run ({', '.join(order)})"
+                )
         result = FileRunResult()
         for name in order:
-            outcome = self._run_one(name, result, recorder, resume, target, force, rollback,
-                                    max_concurrent, fail_fast, executor, executor_options,
-                                    only, skip, progress)
+            outcome = self._run_one(
+                name,
+                result,
+                recorder,
+                resume,
+                target,
+                force,
+                rollback,
+                max_concurrent,
+                fail_fast,
+                executor,
+                executor_options,
+                only,
+                skip,
+                progress,
+            )
             result.outcomes[name] = outcome
             if on_outcome is not None:
                 on_outcome(outcome)
         return result
 
-    def _run_one(self, name: str, result: FileRunResult, recorder: Any, resume: str | None,
-                 target: str | None, force: bool, rollback: bool, max_concurrent: int | None,
-                 fail_fast: bool | None, executor: str | None,
-                 executor_options: Mapping[str, Any] | None,
-                 only: Mapping[str, Sequence[str]] | None,
-                 skip: Mapping[str, Sequence[str]] | None,
-                 progress: Callable[[str, int], AbstractContextManager[Any]] | None
-                 ) -> PipelineOutcome:
+    def _run_one(
+        self,
+        name: str,
+        result: FileRunResult,
+        recorder: Any,
+        resume: str | None,
+        target: str | None,
+        force: bool,
+        rollback: bool,
+        max_concurrent: int | None,
+        fail_fast: bool | None,
+        executor: str | None,
+        executor_options: Mapping[str, Any] | None,
+        only: Mapping[str, Sequence[str]] | None,
+        skip: Mapping[str, Sequence[str]] | None,
+        progress: Callable[[str, int], AbstractContextManager[Any]] | None,
+    ) -> PipelineOutcome:
         if result.cancelled:
             return PipelineOutcome(name, "skipped", reason="a run before it was cancelled")
-        blocked = [d for d in self.depends[name]
-                   if d in result.outcomes and not result.outcomes[d].ok]
+        blocked = [
+            d for d in self.depends[name] if d in result.outcomes and not result.outcomes[d].ok
+        ]
         if blocked:
-            return PipelineOutcome(name, "skipped", reason=f"upstream pipeline {blocked[0]!r} "
-                                                           f"{result.outcomes[blocked[0]].status}")
+            return PipelineOutcome(
+                name,
+                "skipped",
+                reason=f"upstream pipeline {blocked[0]!r} {result.outcomes[blocked[0]].status}",
+            )
         pipe = self.pipelines[name]
         resumes = resume
         if resume == "latest":  # a pipeline never run before just runs
@@ -309,15 +373,24 @@ class PipelineFile:
         picked = tuple((only or {}).get(name, ()))
         left = tuple((skip or {}).get(name, ()))
         options: dict[str, Any] = dict(
-            max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
+            max_concurrent=max_concurrent,
+            fail_fast=fail_fast,
+            executor=executor,
             executor_options=dict(executor_options) if executor_options else None,
-            tracker=recorder if recorder is not None else "none", rollback=rollback,
-            force=force and resumes is not None, resume=resumes, only=picked or None,
-            skip=left or None)
+            tracker=recorder if recorder is not None else "none",
+            rollback=rollback,
+            force=force and resumes is not None,
+            resume=resumes,
+            only=picked or None,
+            skip=left or None,
+        )
         plan = pipe.plan(only=picked, skip=left)
         if plan.left_out and not plan.nodes:  # nothing left: no run to record
-            return PipelineOutcome(name, "not_run", reason="skip left out every step it would "
-                                                           f"run ({', '.join(plan.left_out)})")
+            return PipelineOutcome(
+                name,
+                "not_run",
+                reason=f"skip left out every step it would run ({', '.join(plan.left_out)})",
+            )
         if progress is None:
             run = pipe.run_sync(**options)
         else:
@@ -339,8 +412,9 @@ def outline_of(file: Path) -> dict[str, Any]:
         return outline
     listed = data.get("pipelines")
     items = listed if isinstance(listed, list) else [data]
-    outline["names"] = [i["name"] for i in items if isinstance(i, dict)
-                        and isinstance(i.get("name"), str)]
+    outline["names"] = [
+        i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)
+    ]
     trackers = [i.get("tracker") for i in items if isinstance(i, dict) and i.get("tracker")]
     outline["tracker"] = trackers[0] if trackers and isinstance(trackers[0], str) else None
     if outline["tracker"] and outline["tracker"].startswith("sqlite:///"):
@@ -354,8 +428,9 @@ def outline_of(file: Path) -> dict[str, Any]:
     return outline
 
 
-def resumed_params(recorder: Any, resume: str, outline: Mapping[str, Any],
-                   given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], str | None]:
+def resumed_params(
+    recorder: Any, resume: str, outline: Mapping[str, Any], given: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str], str | None]:
     """The params of the run being resumed that are not in ``given`` (not secrets, not values
     too big to have been recorded whole), the names of those left out as too big, and the
     resumed run's id (None: no run to resume).
@@ -384,9 +459,15 @@ def resumed_params(recorder: Any, resume: str, outline: Mapping[str, Any],
         raise ResumeError(str(exc)) from exc
     declared = outline["params"]
     cut = [k for k, v in old.items() if k in declared and k not in given and is_cut_param(v)]
-    taken = {k: v for k, v in old.items()
-             if k in declared and k not in given and k not in outline["secret"]
-             and v != "***" and not is_cut_param(v)}
+    taken = {
+        k: v
+        for k, v in old.items()
+        if k in declared
+        and k not in given
+        and k not in outline["secret"]
+        and v != "***"
+        and not is_cut_param(v)
+    }
     return taken, cut, run_id
 
 
@@ -396,8 +477,9 @@ def is_cut_param(value: Any) -> bool:
     return isinstance(value, dict) and value.get("truncated") is True and "preview" in value
 
 
-def open_file_tracker(pm: Any, tracker: Any, file_tracker: str | None,
-                      project: Project | None) -> Any:
+def open_file_tracker(
+    pm: Any, tracker: Any, file_tracker: str | None, project: Project | None
+) -> Any:
     """The tracker of a file's runs: ``tracker`` (a URL, an object, or ``"none"``), else the
     file's, else the project's (its setting, else ``pipectl.db`` in its home); None for
     ``"none"``.
@@ -415,5 +497,4 @@ def open_file_tracker(pm: Any, tracker: Any, file_tracker: str | None,
     except PipectlError as exc:
         raise TrackerOpenError(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - a database that cannot be opened
-        raise TrackerOpenError(f"cannot open the tracker: {type(exc).__name__}: {exc}"
-                               ) from exc
+        raise TrackerOpenError(f"cannot open the tracker: {type(exc).__name__}: {exc}") from exc

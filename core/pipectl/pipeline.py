@@ -23,9 +23,7 @@ __all__ = ["Pipeline", "load_pipeline", "load_pipelines"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_STEP_OPTIONS = frozenset(
-    a.name for a in attrs.fields(StepSpec) if a.name not in ("name", "func")
-)
+_STEP_OPTIONS = frozenset(a.name for a in attrs.fields(StepSpec) if a.name not in ("name", "func"))
 
 
 class Pipeline:
@@ -67,8 +65,12 @@ class Pipeline:
         if not name:
             raise TypeError("Pipeline needs a name: Pipeline('etl')")
         self._head = PipelineSpec(  # the pipeline's settings; steps are kept in _steps
-            name=name, description=description, max_concurrent=max_concurrent,
-            fail_fast=fail_fast, executor=executor, tracker=tracker,
+            name=name,
+            description=description,
+            max_concurrent=max_concurrent,
+            fail_fast=fail_fast,
+            executor=executor,
+            tracker=tracker,
         )
         self._steps: list[StepSpec] = []
         self._spec: PipelineSpec | None = None  # built on demand (adding a step stays O(1))
@@ -85,8 +87,9 @@ class Pipeline:
             # the seed design "Pipeline Core": one extractor, many outputs, as one data step
             if extractor is None or not outputs:
                 raise TypeError("Pipeline(extractor=..., outputs=[...]) needs both")
-            self.data_step("extract_load", extractor=extractor, outputs=list(outputs),
-                           transforms=transforms)
+            self.data_step(
+                "extract_load", extractor=extractor, outputs=list(outputs), transforms=transforms
+            )
 
     # -- definition ------------------------------------------------------------------------
 
@@ -150,7 +153,9 @@ class Pipeline:
 
         return decorate
 
-    def add_step(self, name: str, func: Callable[..., Any] | None = None, **options: Any) -> StepSpec:
+    def add_step(
+        self, name: str, func: Callable[..., Any] | None = None, **options: Any
+    ) -> StepSpec:
         """Add a step running ``func`` (or built by the step type ``step_type=``); returns its
         spec. ``options`` are those of :meth:`step` (``store_output=False`` among them)."""
         unknown = sorted(set(options) - _STEP_OPTIONS)
@@ -165,8 +170,14 @@ class Pipeline:
         return self.add(StepSpec(name=name, func=func, **options))
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                  *, name: str | None = None, plugin_manager: Any = None) -> Pipeline:
+    def from_yaml(
+        cls,
+        path: str | os.PathLike[str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        plugin_manager: Any = None,
+    ) -> Pipeline:
         """Load a pipeline file (YAML or JSON; ``name`` picks one of several); raises
         :class:`~pipectl.files.PipelineFileError` naming the file, line and field."""
         return load_pipeline(path, params, plugin_manager=plugin_manager, name=name)
@@ -178,8 +189,9 @@ class Pipeline:
 
         return to_yaml(self, path)
 
-    def param(self, name: str, default: Any = None, *, secret: bool = False,
-              description: str = "") -> None:
+    def param(
+        self, name: str, default: Any = None, *, secret: bool = False, description: str = ""
+    ) -> None:
         """Declare a param: its ``default`` (what ``run`` uses unless ``params=`` gives it)
         and whether it is ``secret``: a secret's value is shown as ``***`` in the run's
         record, logs, errors, tracebacks and stories, and an output holding it is not stored
@@ -187,7 +199,8 @@ class Pipeline:
         from pipectl.files.params import ParamSpec
 
         type_name = {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(
-            type(default), "json")
+            type(default), "json"
+        )
         self.params[name] = default
         self.param_specs[name] = ParamSpec(name, type_name, default, False, secret, description)
 
@@ -215,8 +228,12 @@ class Pipeline:
         Other options (``depends_on``, ``retries``, ``timeout``, ``store_output``...) are the
         step's.
         """
-        options: dict[str, Any] = {"extract": extractor, "load": list(outputs),
-                                   "transforms": list(transforms), "on_bad_record": on_bad_record}
+        options: dict[str, Any] = {
+            "extract": extractor,
+            "load": list(outputs),
+            "transforms": list(transforms),
+            "on_bad_record": on_bad_record,
+        }
         if batch_size is not None:
             options["batch_size"] = batch_size
         if buffer_size is not None:
@@ -232,12 +249,19 @@ class Pipeline:
         if config is None:
             return await self.run()
         if config.pipeline_id not in (None, self.name):
-            raise ValueError(f"PipelineRunConfig is for pipeline {config.pipeline_id!r}, "
-                             f"this is {self.name!r}")
+            raise ValueError(
+                f"PipelineRunConfig is for pipeline {config.pipeline_id!r}, this is {self.name!r}"
+            )
         return await self.run(params=config.parameters)
 
-    def add_subpipeline(self, pipeline: Pipeline, name: str | None = None, *,
-                        params: Mapping[str, Any] | None = None, **options: Any) -> StepSpec:
+    def add_subpipeline(
+        self,
+        pipeline: Pipeline,
+        name: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> StepSpec:
         """Add a step that runs ``pipeline`` as a sub-pipeline: its run is nested in this one's
         (``parent_run_id``), with ``params`` over its own, the same plugins and executor. The
         step fails if the sub-pipeline's run fails; its output maps each of the sub-pipeline's
@@ -248,8 +272,9 @@ class Pipeline:
         if pipeline is self:
             raise ValueError(f"pipeline {self.name!r} cannot run itself as a sub-pipeline")
         step_options = {"pipeline": pipeline, "params": dict(params or {})}
-        return self.add_step(name or pipeline.name, step_type="pipeline", options=step_options,
-                             **options)
+        return self.add_step(
+            name or pipeline.name, step_type="pipeline", options=step_options, **options
+        )
 
     def on_step_complete(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Call ``callback(result)`` with the :class:`~pipectl.model.StepResult` of every step
@@ -286,8 +311,14 @@ class Pipeline:
 
         registries = pm.registries
         step_types = registries.step_types
-        key = (id(step_types), step_types.version, registries.extractors.version,
-               registries.outputs.version, only, skip)
+        key = (
+            id(step_types),
+            step_types.version,
+            registries.extractors.version,
+            registries.outputs.version,
+            only,
+            skip,
+        )
         cached = self._plans.get(key)
         if cached is None or cached[0] is not step_types:
             # the DAG is built once: by loading a pipeline file or ``graph``, or here
@@ -381,13 +412,20 @@ class Pipeline:
                         import difflib
 
                         close = difflib.get_close_matches(name, sorted(declared), n=1)
-                        problems.append(Problem(
-                            field, f"params.{name}: the pipeline declares no param {name!r}",
-                            (f"did you mean {close[0]!r}? " if close else "")
-                            + "declare it under params" + (f" (declared: "
-                                                            f"{', '.join(sorted(declared))})"
-                                                            if declared else ""),
-                            step=step.name))
+                        problems.append(
+                            Problem(
+                                field,
+                                f"params.{name}: the pipeline declares no param {name!r}",
+                                (f"did you mean {close[0]!r}? " if close else "")
+                                + "declare it under params"
+                                + (
+                                    f" (declared: {', '.join(sorted(declared))})"
+                                    if declared
+                                    else ""
+                                ),
+                                step=step.name,
+                            )
+                        )
         return problems
 
     def visualize(self, format: str = "text") -> str:
@@ -485,12 +523,15 @@ class Pipeline:
                 if tracker_obj is None:
                     from pipectl.tracking import TrackerError
 
-                    raise TrackerError("resume needs a tracker: the runs to resume are read "
-                                       "from it (tracker='sqlite:///...' or the pipeline's)")
+                    raise TrackerError(
+                        "resume needs a tracker: the runs to resume are read "
+                        "from it (tracker='sqlite:///...' or the pipeline's)"
+                    )
                 from pipectl.tracking import resume_outputs
 
                 resumed_from, outputs, run_state = resume_outputs(
-                    tracker_obj, self.spec, resume, force=force, claim_for=run_id)
+                    tracker_obj, self.spec, resume, force=force, claim_for=run_id
+                )
                 claimed = resumed_from
             if extractor_state is not None:  # given: it wins over the cursors in the outputs
                 run_state = {**run_state, "extractor_state_explicit": True}
@@ -498,32 +539,54 @@ class Pipeline:
                 extractor_state = tracker_obj.extractor_states(self.name)
 
             config = RunConfig(
-                params={**self.params, **(params or {})}, only=only, skip=skip,
-                max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
-                executor_options=executor_options or {}, run_id=run_id,
-                services=services or {}, max_threads=max_threads,
+                params={**self.params, **(params or {})},
+                only=only,
+                skip=skip,
+                max_concurrent=max_concurrent,
+                fail_fast=fail_fast,
+                executor=executor,
+                executor_options=executor_options or {},
+                run_id=run_id,
+                services=services or {},
+                max_threads=max_threads,
                 extractor_state=extractor_state or {},
-                secrets=[n for n, spec in self.param_specs.items()
-                         if getattr(spec, "secret", False)],
-                parent_run_id=parent_run_id, resume=outputs, resumed_from=resumed_from,
-                resume_state=run_state, rollback=rollback,
+                secrets=[
+                    n for n, spec in self.param_specs.items() if getattr(spec, "secret", False)
+                ],
+                parent_run_id=parent_run_id,
+                resume=outputs,
+                resumed_from=resumed_from,
+                resume_state=run_state,
+                rollback=rollback,
                 result_store=tracker_obj.results if tracker_obj is not None else None,
             )
             # the run's own listeners: never registered on the (shared) plugin manager
             run_listeners: list[Any] = list(listeners)
             if self._on_step_complete:
-                run_listeners.append(_StepCompleteListener(self._on_step_complete,
-                                                           config.run_id))
+                run_listeners.append(_StepCompleteListener(self._on_step_complete, config.run_id))
             if tracker_obj is not None:
                 from pipectl.tracking import TrackingListener
 
-                run_listeners.append(TrackingListener(
-                    tracker_obj, run_id, self.spec, resumed_from=resumed_from,
-                    pipeline_file=self.source, executor=executor or self.spec.executor,
-                    fingerprints=self.fingerprints()))
+                run_listeners.append(
+                    TrackingListener(
+                        tracker_obj,
+                        run_id,
+                        self.spec,
+                        resumed_from=resumed_from,
+                        pipeline_file=self.source,
+                        executor=executor or self.spec.executor,
+                        fingerprints=self.fingerprints(),
+                    )
+                )
             try:
-                finished = await execute(self.spec, config, pm, services=self.services,
-                                         plan=plan, listeners=tuple(run_listeners))
+                finished = await execute(
+                    self.spec,
+                    config,
+                    pm,
+                    services=self.services,
+                    plan=plan,
+                    listeners=tuple(run_listeners),
+                )
                 claimed = None  # the run's record says how its resume went: the claim stays
                 return finished
             except RunCancelled:
@@ -543,8 +606,7 @@ class Pipeline:
                 if owned:
                     tracker_obj.close()
 
-    def _open_tracker(self, tracker: Any, pm: Any, parent_run_id: str | None
-                      ) -> tuple[Any, bool]:
+    def _open_tracker(self, tracker: Any, pm: Any, parent_run_id: str | None) -> tuple[Any, bool]:
         """(the tracker to record with or None, whether this run opened it and closes it)."""
         if tracker is None:
             if parent_run_id is not None:  # a sub-pipeline: the parent's tracker records it
@@ -569,7 +631,9 @@ class Pipeline:
         except RuntimeError:
             pass
         else:
-            raise RuntimeError("run_sync() called from a running event loop: use `await pipe.run()`")
+            raise RuntimeError(
+                "run_sync() called from a running event loop: use `await pipe.run()`"
+            )
         from pipectl.engine import RunCancelled
 
         async def main() -> PipelineRun:
@@ -591,10 +655,15 @@ class Pipeline:
         return f"Pipeline({self.name!r}, steps={len(self._steps)})"
 
 
-def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
-                   project: Project | None = None, check_graph: bool = True
-                   ) -> tuple[dict[str, Pipeline], dict[str, list[str]]]:
+def load_pipelines(
+    path: str | os.PathLike[str],
+    params: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    plugin_manager: Any = None,
+    project: Project | None = None,
+    check_graph: bool = True,
+) -> tuple[dict[str, Pipeline], dict[str, list[str]]]:
     """Every pipeline of the file at ``path`` by name, and what each depends on.
 
     A file holds one pipeline (``name`` and ``steps`` at the top) or several (``pipelines:``, a
@@ -612,16 +681,30 @@ def load_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
     """
     from pipectl.files.build import read_pipelines
 
-    loaded, depends = read_pipelines(path, params, env=env, plugin_manager=plugin_manager,
-                                     project=project, check_graph=check_graph)
+    loaded, depends = read_pipelines(
+        path,
+        params,
+        env=env,
+        plugin_manager=plugin_manager,
+        project=project,
+        check_graph=check_graph,
+    )
     made: dict[int, Pipeline] = {}
-    return ({name: _from_file(each, plugin_manager, made) for name, each in loaded.items()},
-            depends)
+    return (
+        {name: _from_file(each, plugin_manager, made) for name, each in loaded.items()},
+        depends,
+    )
 
 
-def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                  *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
-                  name: str | None = None, project: Project | None = None) -> Pipeline:
+def load_pipeline(
+    path: str | os.PathLike[str],
+    params: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    plugin_manager: Any = None,
+    name: str | None = None,
+    project: Project | None = None,
+) -> Pipeline:
     """Load one pipeline from the file at ``path`` (``name`` picks one of several): a
     :class:`Pipeline` whose ``params`` (the declared defaults, overridden by ``params``) are
     ready for :meth:`Pipeline.run`.
@@ -631,13 +714,13 @@ def load_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None
     """
     from pipectl.files.build import read_pipeline
 
-    loaded = read_pipeline(path, params, env=env, plugin_manager=plugin_manager, name=name,
-                           project=project)
+    loaded = read_pipeline(
+        path, params, env=env, plugin_manager=plugin_manager, name=name, project=project
+    )
     return _from_file(loaded, plugin_manager, {})
 
 
-def _from_file(loaded: LoadedPipeline, plugin_manager: Any, made: dict[int, Pipeline]
-               ) -> Pipeline:
+def _from_file(loaded: LoadedPipeline, plugin_manager: Any, made: dict[int, Pipeline]) -> Pipeline:
     """The :class:`Pipeline` of a pipeline loaded from a file, its sub-pipelines' too (each
     made once: ``made`` by the loaded pipeline's id)."""
     pipe = made.get(id(loaded))
@@ -647,16 +730,21 @@ def _from_file(loaded: LoadedPipeline, plugin_manager: Any, made: dict[int, Pipe
 
     head = loaded.spec
     pipe = made[id(loaded)] = Pipeline(
-        head.name, description=head.description, max_concurrent=head.max_concurrent,
-        fail_fast=head.fail_fast, executor=head.executor, tracker=head.tracker,
-        plugin_manager=plugin_manager)
+        head.name,
+        description=head.description,
+        max_concurrent=head.max_concurrent,
+        fail_fast=head.fail_fast,
+        executor=head.executor,
+        tracker=head.tracker,
+        plugin_manager=plugin_manager,
+    )
     graph = loaded.graph
     for step in head.steps:
         child = step.options.get("pipeline") if step.step_type == "pipeline" else None
         if isinstance(child, LoadedPipeline):
-            step = attrs.evolve(step, options={**step.options,
-                                               "pipeline": _from_file(child, plugin_manager,
-                                                                      made)})
+            step = attrs.evolve(
+                step, options={**step.options, "pipeline": _from_file(child, plugin_manager, made)}
+            )
             graph = None  # a graph holds its steps: built again, from these, when needed
         pipe.add(step)
     pipe.params, pipe.param_specs = loaded.params, loaded.param_specs

@@ -20,12 +20,27 @@ __all__ = ["Node", "Plan", "plan_run"]
 class Node:
     """A step as the engine runs it: its spec, callable, binder and neighbours by index."""
 
-    __slots__ = ("binder", "dependents", "deps", "driver_reads", "func", "index", "is_async",
-                 "spec")
+    __slots__ = (
+        "binder",
+        "dependents",
+        "deps",
+        "driver_reads",
+        "func",
+        "index",
+        "is_async",
+        "spec",
+    )
 
-    def __init__(self, index: int, spec: StepSpec, func: Callable[..., Any], binder: Binder,
-                 deps: Sequence[int], is_async_: bool | None = None,
-                 dependents: Sequence[int] = ()):
+    def __init__(
+        self,
+        index: int,
+        spec: StepSpec,
+        func: Callable[..., Any],
+        binder: Binder,
+        deps: Sequence[int],
+        is_async_: bool | None = None,
+        dependents: Sequence[int] = (),
+    ):
         self.index = index
         self.spec = spec
         self.func = func
@@ -39,8 +54,9 @@ class Node:
 class Plan:
     """A validated pipeline ready to run: nodes in topological order, callables resolved."""
 
-    def __init__(self, spec: PipelineSpec, graph: Graph, nodes: list[Node],
-                 left_out: tuple[str, ...] = ()):
+    def __init__(
+        self, spec: PipelineSpec, graph: Graph, nodes: list[Node], left_out: tuple[str, ...] = ()
+    ):
         self.spec = spec
         self.graph = graph
         self.nodes = nodes
@@ -58,9 +74,14 @@ def takes_components(factory: Any) -> bool:
         return False
 
 
-def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
-             components: Any = None, skip: tuple[str, ...] = (),
-             graph: Graph | None = None) -> Plan:
+def plan_run(
+    spec: PipelineSpec,
+    step_types: Any,
+    only: tuple[str, ...] = (),
+    components: Any = None,
+    skip: tuple[str, ...] = (),
+    graph: Graph | None = None,
+) -> Plan:
     """Validate ``spec`` (graph and function signatures) and resolve every step's callable.
 
     ``only``: the plan holds the steps named and what they depend on, nothing else. ``skip``:
@@ -95,7 +116,9 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
             if known is None:
                 factory = step_types.get(step.step_type).factory
                 known = factories[step.step_type] = (
-                    factory, components is not None and takes_components(factory))
+                    factory,
+                    components is not None and takes_components(factory),
+                )
             if known[1]:
                 func = known[0](step, components=components)
             else:
@@ -109,8 +132,10 @@ def plan_run(spec: PipelineSpec, step_types: Any, only: tuple[str, ...] = (),
             continue
         if not callable(func):
             plugin = step_types.get(step.step_type).plugin
-            problems.append(f"step {name!r}: step type {step.step_type!r} (plugin {plugin!r}) "
-                            f"built {type(func).__name__}, not a callable")
+            problems.append(
+                f"step {name!r}: step type {step.step_type!r} (plugin {plugin!r}) "
+                f"built {type(func).__name__}, not a callable"
+            )
             continue
         deps = dependencies[name]
         if func is not last_func:  # 10,000 steps of one function: one look-up

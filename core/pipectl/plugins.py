@@ -55,14 +55,32 @@ class PluginRecord:
     parses the plugins' METADATA files (``--version``, ``pipectl plugins``, a failure or a
     ``-p no:NAME`` to match against distribution names do)."""
 
-    __slots__ = ("name", "_distribution", "_version", "module", "source", "status", "error",
-                 "builtin", "_dist")
-    FIELDS = ("name", "distribution", "version", "module", "source", "status", "error",
-              "builtin")
+    __slots__ = (
+        "name",
+        "_distribution",
+        "_version",
+        "module",
+        "source",
+        "status",
+        "error",
+        "builtin",
+        "_dist",
+    )
+    FIELDS = ("name", "distribution", "version", "module", "source", "status", "error", "builtin")
 
-    def __init__(self, name: str, distribution: str | None = None, version: str | None = None,
-                 module: str | None = None, source: str | None = None, status: str = "loaded",
-                 error: str | None = None, builtin: bool = False, *, dist: Any = None):
+    def __init__(
+        self,
+        name: str,
+        distribution: str | None = None,
+        version: str | None = None,
+        module: str | None = None,
+        source: str | None = None,
+        status: str = "loaded",
+        error: str | None = None,
+        builtin: bool = False,
+        *,
+        dist: Any = None,
+    ):
         self.name = name
         self._distribution = distribution
         self._version = version
@@ -268,20 +286,30 @@ class PipectlPluginManager(pluggy.PluginManager):
                 if impl.plugin is not plugin:
                     continue
 
-                def register(component_name: str, factory: Any, _kind: str = kind, *,
-                             options: Any = None) -> None:
+                def register(
+                    component_name: str, factory: Any, _kind: str = kind, *, options: Any = None
+                ) -> None:
                     if closed:
-                        raise PluginError(f"plugin {name!r} called register() after its "
-                                          "registration hook returned; call it inside the hook")
+                        raise PluginError(
+                            f"plugin {name!r} called register() after its "
+                            "registration hook returned; call it inside the hook"
+                        )
                     if not isinstance(component_name, str) or not component_name:
-                        raise TypeError(f"register() needs a non-empty name, got {component_name!r}")
+                        raise TypeError(
+                            f"register() needs a non-empty name, got {component_name!r}"
+                        )
                     if not callable(factory):
-                        raise TypeError(f"register({component_name!r}, ...) needs a callable factory")
+                        raise TypeError(
+                            f"register({component_name!r}, ...) needs a callable factory"
+                        )
                     if options is not None and not (
-                            callable(options) or isinstance(options, str) and ":" in options):
-                        raise TypeError(f"register({component_name!r}, ..., options=...) takes the "
-                                        "class (or function) whose signature declares the "
-                                        f"options, or 'module:Class'; got {options!r}")
+                        callable(options) or isinstance(options, str) and ":" in options
+                    ):
+                        raise TypeError(
+                            f"register({component_name!r}, ..., options=...) takes the "
+                            "class (or function) whose signature declares the "
+                            f"options, or 'module:Class'; got {options!r}"
+                        )
                     staged.append(Component(_kind, component_name, factory, name, options))
 
                 impl.function(**{arg: register for arg in impl.argnames})
@@ -374,8 +402,13 @@ def get_plugin_manager(
     for name, module_name in BUILTIN_PLUGINS:
         if normalize_name(name) in blocked:
             pm.set_blocked(name)
-        pm.add_plugin(importlib.import_module(module_name), name, distribution="pipectl",
-                      version=version, builtin=True)
+        pm.add_plugin(
+            importlib.import_module(module_name),
+            name,
+            distribution="pipectl",
+            version=version,
+            builtin=True,
+        )
     if entry_points is None:
         from importlib.metadata import entry_points as _eps
 
@@ -385,13 +418,21 @@ def get_plugin_manager(
         record = PluginRecord(name=ep.name, module=ep.value, dist=getattr(ep, "dist", None))
         if ep.name in pm.records:
             record.status = "failed"
-            record.error = f"plugin name {ep.name!r} is already taken by {pm.records[ep.name].label}"
+            record.error = (
+                f"plugin name {ep.name!r} is already taken by {pm.records[ep.name].label}"
+            )
             pm.records[f"{ep.name}@{record.distribution}"] = record
             pm._fail(record, PluginError(record.error))
             continue
-        if (not autoload or normalize_name(ep.name) in blocked
-                or (blocked and record.distribution is not None
-                    and normalize_name(record.distribution) in blocked)):
+        if (
+            not autoload
+            or normalize_name(ep.name) in blocked
+            or (
+                blocked
+                and record.distribution is not None
+                and normalize_name(record.distribution) in blocked
+            )
+        ):
             pm.set_blocked(ep.name)
             record.status = "blocked"
             record.error = None if autoload else f"autoload disabled ({NO_AUTOLOAD_ENV})"

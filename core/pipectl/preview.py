@@ -24,8 +24,15 @@ from collections.abc import Iterable, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["MAX_PREVIEW", "data_counts", "fit", "preview", "preview_summary",
-           "record_data_counts", "run_secrets"]
+__all__ = [
+    "MAX_PREVIEW",
+    "data_counts",
+    "fit",
+    "preview",
+    "preview_summary",
+    "record_data_counts",
+    "run_secrets",
+]
 
 MAX_PREVIEW = 200
 """Characters of a preview at most, however wide the table (a pipe has no width)."""
@@ -83,7 +90,7 @@ def _cut(text: str, width: int, spellings: tuple[str, ...]) -> str:
         return text
     if width <= 1:
         return _ELLIPSIS[:width]
-    return _mask_tail(text[:width - 1], spellings) + _ELLIPSIS
+    return _mask_tail(text[: width - 1], spellings) + _ELLIPSIS
 
 
 def fit(text: str, width: int, secrets: Iterable[str] = ()) -> str:
@@ -98,7 +105,7 @@ def _clean(text: str, limit: int, spellings: tuple[str, ...], one_line: bool = T
     masked, in at most ``limit`` characters (bounded work: a huge text is cut before it is
     looked at)."""
     cut = len(text) > limit * 4
-    text = text[:limit * 4]
+    text = text[: limit * 4]
     if cut:
         text = _mask_tail(text, spellings)
     text = _mask(text, spellings)
@@ -143,8 +150,10 @@ class _Repr(reprlib.Repr):
         self.maxlong = 40
 
     if TYPE_CHECKING:  # reprlib.Repr's own helper, which its stubs leave out
-        def _repr_iterable(self, x: Iterable[Any], level: int, left: str, right: str,
-                           maxiter: int, trail: str = "") -> str: ...
+
+        def _repr_iterable(
+            self, x: Iterable[Any], level: int, left: str, right: str, maxiter: int, trail: str = ""
+        ) -> str: ...
 
     def repr1(self, x: Any, level: int) -> str:
         if isinstance(x, _Cut):
@@ -166,9 +175,10 @@ class _Repr(reprlib.Repr):
                 return f"{type(x).__name__}()"
             return self._repr_iterable(x, level, "{", "}", self.maxset)
         if isinstance(x, (bytes, bytearray)):
-            text = builtins.repr(bytes(x[:self.maxother]))
+            text = builtins.repr(bytes(x[: self.maxother]))
             return _clean(text, self.maxother, self.spellings) + (
-                _ELLIPSIS if len(x) > self.maxother else "")
+                _ELLIPSIS if len(x) > self.maxother else ""
+            )
         return self.repr_instance(x, level)
 
     def repr_str(self, x: str, level: int) -> str:
@@ -188,8 +198,10 @@ class _Repr(reprlib.Repr):
                 return "{}"
             if level <= 0:
                 return "{" + self.fillvalue + "}"
-            pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
-                      for k, v in islice(x.items(), self.maxdict)]
+            pieces = [
+                f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                for k, v in islice(x.items(), self.maxdict)
+            ]
         except Exception:  # noqa: BLE001 - a mapping that does not behave
             return self.repr_instance(x, level)
         if n > self.maxdict:
@@ -237,7 +249,8 @@ def _head(value: Any) -> str | None:
     if shape is not None:
         return f"{name}({shape})"
     if isinstance(value, (list, tuple, set, frozenset, bytes, bytearray)) or (
-            hasattr(kind, "__len__") and hasattr(kind, "__iter__")):
+        hasattr(kind, "__len__") and hasattr(kind, "__iter__")
+    ):
         try:
             return f"{name}[{len(value):,}]"
         except Exception:  # noqa: BLE001 - a __len__ that raises
@@ -257,8 +270,7 @@ def _join(head: str | None, body: str, width: int, spellings: tuple[str, ...]) -
 
 
 def _is_data_result(value: Any) -> bool:
-    return isinstance(getattr(value, "outputs", None), Mapping) and hasattr(value,
-                                                                             "records_read")
+    return isinstance(getattr(value, "outputs", None), Mapping) and hasattr(value, "records_read")
 
 
 def preview(value: Any, width: int = MAX_PREVIEW, secrets: Iterable[str] = ()) -> str:
@@ -283,8 +295,12 @@ def preview(value: Any, width: int = MAX_PREVIEW, secrets: Iterable[str] = ()) -
 
 def _cut_marker(value: Any) -> bool:
     """Whether ``value`` is the tracker's summary of a value too big to record whole."""
-    return (isinstance(value, Mapping) and value.get("truncated") is True
-            and isinstance(value.get("type"), str) and ("first" in value or "preview" in value))
+    return (
+        isinstance(value, Mapping)
+        and value.get("truncated") is True
+        and isinstance(value.get("type"), str)
+        and ("first" in value or "preview" in value)
+    )
 
 
 def _size(summary: Mapping[str, Any]) -> str:
@@ -296,7 +312,8 @@ def _size(summary: Mapping[str, Any]) -> str:
     if kind == "str":
         return f"str({_plural(length, 'char')})"
     if kind in ("dict", "OrderedDict", "defaultdict") or (
-            isinstance(summary.get("first"), Mapping) and kind not in ("list", "tuple")):
+        isinstance(summary.get("first"), Mapping) and kind not in ("list", "tuple")
+    ):
         return f"{kind}({_plural(length, 'key')})"
     return f"{kind}[{length:,}]"
 
@@ -314,8 +331,7 @@ def _unwrap(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def preview_summary(summary: Any, width: int = MAX_PREVIEW,
-                    secrets: Iterable[str] = ()) -> str:
+def preview_summary(summary: Any, width: int = MAX_PREVIEW, secrets: Iterable[str] = ()) -> str:
     """:func:`preview` of a value as a tracker recorded it (``output_summary``): a cut
     summary as its type and size and its first items or first characters."""
     width = max(min(width, MAX_PREVIEW), 1)
@@ -365,11 +381,18 @@ def _counts(read: Any, outputs: list[tuple[str, str, Any, bool]], bad: Any) -> s
 def data_counts(result: Any) -> str:
     """A data step's load (its :class:`~pipectl.data.DataStepResult`) in one line: the records
     read, written per output and rejected: ``read 121, sqlite 114, jsonl 114, rejected 6``."""
-    outputs = [(str(name), getattr(r, "status", ""), getattr(r, "written", 0),
-                bool(getattr(r, "note", None)))
-               for name, r in getattr(result, "outputs", {}).items()]
-    return _counts(getattr(result, "records_read", None), outputs,
-                   getattr(result, "bad_records", 0))
+    outputs = [
+        (
+            str(name),
+            getattr(r, "status", ""),
+            getattr(r, "written", 0),
+            bool(getattr(r, "note", None)),
+        )
+        for name, r in getattr(result, "outputs", {}).items()
+    ]
+    return _counts(
+        getattr(result, "records_read", None), outputs, getattr(result, "bad_records", 0)
+    )
 
 
 def record_data_counts(step: Mapping[str, Any]) -> str | None:
@@ -378,8 +401,11 @@ def record_data_counts(step: Mapping[str, Any]) -> str | None:
     reports = step.get("outputs")
     if not isinstance(reports, Mapping) or not reports:
         return None
-    outputs = [(str(name), str(r.get("status") or ""), r.get("written"), bool(r.get("note")))
-               for name, r in reports.items() if isinstance(r, Mapping)]
+    outputs = [
+        (str(name), str(r.get("status") or ""), r.get("written"), bool(r.get("note")))
+        for name, r in reports.items()
+        if isinstance(r, Mapping)
+    ]
     summary = step.get("output_summary")
     read = summary.get("records_read") if isinstance(summary, Mapping) else None
     return _counts(read, outputs, step.get("bad_records"))

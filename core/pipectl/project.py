@@ -38,8 +38,14 @@ from typing import Any
 
 from pipectl.errors import PipectlError
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectFileError", "find_project", "home",
-           "project_for_args"]
+__all__ = [
+    "PROJECT_FILE",
+    "Project",
+    "ProjectFileError",
+    "find_project",
+    "home",
+    "project_for_args",
+]
 
 PROJECT_FILE = "pipectl.toml"
 HOME_ENV = "PIPECTL_HOME"
@@ -61,17 +67,27 @@ class Project:
     """A project: its ``root`` folder, the ``file`` its settings come from (None: no project
     file), and those settings, checked."""
 
-    __slots__ = ("disable_plugins", "env_file", "file", "params", "retention", "root", "story",
-                 "tracker")
+    __slots__ = (
+        "disable_plugins",
+        "env_file",
+        "file",
+        "params",
+        "retention",
+        "root",
+        "story",
+        "tracker",
+    )
 
-    def __init__(self, root: Path, file: Path | None = None,
-                 settings: Mapping[str, Any] | None = None):
+    def __init__(
+        self, root: Path, file: Path | None = None, settings: Mapping[str, Any] | None = None
+    ):
         self.root = root
         self.file = file
         settings = dict(settings or {})
         self.tracker: str | None = settings.get("tracker")
-        self.env_file: Path | None = (root / settings["env_file"]) if settings.get("env_file") \
-            else None
+        self.env_file: Path | None = (
+            (root / settings["env_file"]) if settings.get("env_file") else None
+        )
         self.disable_plugins: list[str] = list(settings.get("disable_plugins") or ())
         self.story: str | None = str(root / settings["story"]) if settings.get("story") else None
         self.params: dict[str, Any] = dict(settings.get("params") or {})
@@ -109,7 +125,7 @@ class Project:
 
 
 def sqlite_url(url: str, root: Path) -> str:
-    path = url[len("sqlite:///"):]
+    path = url[len("sqlite:///") :]
     if path and not os.path.isabs(path):
         return f"sqlite:///{root / path}"
     return url
@@ -163,8 +179,11 @@ def read_settings(path: Path) -> dict[str, Any]:
             raise ProjectFileError(path, "tool.pipectl", "expected a table")
     for key, value in data.items():
         if key not in SETTINGS:
-            raise ProjectFileError(path, prefix + key, f"unknown setting{_hint(key, SETTINGS)}"
-                                   f" (known: {', '.join(SETTINGS)})")
+            raise ProjectFileError(
+                path,
+                prefix + key,
+                f"unknown setting{_hint(key, SETTINGS)} (known: {', '.join(SETTINGS)})",
+            )
         _check(path, prefix + key, key, value)
     return data
 
@@ -177,28 +196,38 @@ def _check(path: Path, field: str, key: str, value: Any) -> None:
         if not isinstance(value, str) or not value:
             fail(f"expected a string, got {value!r}")
         if key == "tracker" and "://" not in value and value.lower() != "none":
-            fail(f"{value!r} is not a URL: sqlite:///path.db (relative to the project), "
-                 "postgresql://..., or none")
+            fail(
+                f"{value!r} is not a URL: sqlite:///path.db (relative to the project), "
+                "postgresql://..., or none"
+            )
         if key == "story" and not value.lower().endswith((".html", ".md", ".markdown")):
-            fail(f"{value!r}: the story's file ends in .html or .md ({{run_id}}, {{short_id}} "
-                 "and {pipeline} are filled in)")
+            fail(
+                f"{value!r}: the story's file ends in .html or .md ({{run_id}}, {{short_id}} "
+                "and {pipeline} are filled in)"
+            )
     elif key == "disable_plugins":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            fail(f"expected a list of plugin names, e.g. [\"dask\"], got {value!r}")
+            fail(f'expected a list of plugin names, e.g. ["dask"], got {value!r}')
     elif key == "params":
         if not isinstance(value, dict):
-            fail("expected a table of param defaults, e.g. [params] then region = \"eu\"")
+            fail('expected a table of param defaults, e.g. [params] then region = "eu"')
     elif key == "retention":
         if not isinstance(value, dict):
-            fail("expected a table: [retention] with keep = N and/or older_than = \"30d\"")
+            fail('expected a table: [retention] with keep = N and/or older_than = "30d"')
         for sub, item in value.items():
             if sub not in RETENTION:
-                raise ProjectFileError(path, f"{field}.{sub}", f"unknown setting"
-                                       f"{_hint(sub, RETENTION)} (known: keep, older_than)")
-            if sub == "keep" and (not isinstance(item, int) or isinstance(item, bool)
-                                  or item < 1):
-                raise ProjectFileError(path, f"{field}.keep", f"expected a whole number of runs "
-                                       f"to keep per pipeline (1 or more), got {item!r}")
+                raise ProjectFileError(
+                    path,
+                    f"{field}.{sub}",
+                    f"unknown setting{_hint(sub, RETENTION)} (known: keep, older_than)",
+                )
+            if sub == "keep" and (not isinstance(item, int) or isinstance(item, bool) or item < 1):
+                raise ProjectFileError(
+                    path,
+                    f"{field}.keep",
+                    f"expected a whole number of runs "
+                    f"to keep per pipeline (1 or more), got {item!r}",
+                )
             if sub == "older_than":
                 from pipectl.tracking import parse_duration
 

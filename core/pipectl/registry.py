@@ -20,8 +20,9 @@ class Component:
 
     __slots__ = ("kind", "name", "factory", "plugin", "options")
 
-    def __init__(self, kind: str, name: str, factory: Callable[..., Any], plugin: str,
-                 options: Any = None):
+    def __init__(
+        self, kind: str, name: str, factory: Callable[..., Any], plugin: str, options: Any = None
+    ):
         self.kind = kind
         self.name = name
         self.factory = factory

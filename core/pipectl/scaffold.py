@@ -26,10 +26,12 @@ def names(name: str) -> tuple[str, str, str]:
     short = name.strip().lower()
     for prefix in ("pipectl-", "pipectl_"):
         if short.startswith(prefix):
-            short = short[len(prefix):]
+            short = short[len(prefix) :]
     if not _NAME.match(short):
-        raise ValueError(f"{name!r} is not a plugin name: lowercase letters and digits, words "
-                         "joined by - or _ (like weather or s3-files)")
+        raise ValueError(
+            f"{name!r} is not a plugin name: lowercase letters and digits, words "
+            "joined by - or _ (like weather or s3-files)"
+        )
     entry = short.replace("_", "-")
     return f"pipectl-{entry}", f"pipectl_{entry.replace('-', '_')}", entry
 
@@ -42,14 +44,22 @@ def files(name: str, kind: str, pipectl_version: str) -> dict[str, str]:
     cls = "".join(part.capitalize() for part in re.split(r"[-_]", entry))
     major, minor = (pipectl_version.split(".") + ["0"])[:2]
     next_minor = f"{major}.{int(minor) + 1}" if minor.isdigit() else "1"
-    fill = {"dist": dist, "module": module, "entry": entry, "cls": cls, "kind": kind,
-            "version": pipectl_version, "next_minor": next_minor}
+    fill = {
+        "dist": dist,
+        "module": module,
+        "entry": entry,
+        "cls": cls,
+        "kind": kind,
+        "version": pipectl_version,
+        "next_minor": next_minor,
+    }
     out = {
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,
         "CHANGELOG.md": _CHANGELOG,
-        f"src/{module}/__init__.py": ('"""{dist}: a pipectl {kind} plugin."""\n\n'
-                                      '__version__ = "0.1.0"\n'),
+        f"src/{module}/__init__.py": (
+            '"""{dist}: a pipectl {kind} plugin."""\n\n__version__ = "0.1.0"\n'
+        ),
         f"src/{module}/plugin.py": _PLUGIN[kind],
         f"tests/test_{module}.py": _TESTS[kind],
     }
@@ -73,7 +83,7 @@ def write(target: Path, name: str, kind: str, pipectl_version: str) -> list[Path
 
 # -- templates (str.format: literal braces are doubled) ----------------------------------------
 
-_PYPROJECT = '''[build-system]
+_PYPROJECT = """[build-system]
 requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
@@ -97,9 +107,9 @@ version = {{ attr = "{module}.__version__" }}
 
 [tool.setuptools.packages.find]
 where = ["src"]
-'''
+"""
 
-_README = '''# {dist}
+_README = """# {dist}
 
 A pipectl {kind} plugin.
 
@@ -112,15 +122,15 @@ pip install -e '.[test]' && pytest
 The plugin module (`src/{module}/plugin.py`) registers the component through pipectl's hooks and
 imports nothing heavy: put heavy imports inside the factory, which runs only when a pipeline
 uses the component. See pipectl's plugin author guide (docs/plugins.md).
-'''
+"""
 
-_CHANGELOG = '''# Changelog
+_CHANGELOG = """# Changelog
 
 ## [Unreleased]
 
 ### Added
 - The {kind} `{entry}`.
-'''
+"""
 
 _PLUGIN = {
     "extractor": '''"""The plugin module: registers the ``{entry}`` extractor. Imported at every pipectl start,
@@ -453,6 +463,7 @@ def test_the_listener_counts_step_outcomes(plugin_manager, register_plugin):
 
 # -- pipectl init: a small runnable project ------------------------------------------------------
 
+
 def project_files() -> dict[str, str]:
     """The files ``pipectl init`` writes, by path relative to the project's folder."""
     return dict(_PROJECT)
@@ -464,8 +475,10 @@ def write_project(target: Path) -> list[Path]:
     files_ = project_files()
     taken = [rel for rel in files_ if (target / rel).exists()]
     if taken:
-        raise FileExistsError(f"{target / taken[0]} exists: pipectl init writes a new project "
-                              "into an empty folder (or one without these files)")
+        raise FileExistsError(
+            f"{target / taken[0]} exists: pipectl init writes a new project "
+            "into an empty folder (or one without these files)"
+        )
     written = []
     for relative, text in files_.items():
         path = target / relative
@@ -476,7 +489,7 @@ def write_project(target: Path) -> list[Path]:
 
 
 _PROJECT = {
-    "pipectl.toml": '''# The project file. pipectl finds it by walking up from a pipeline file, so every pipeline
+    "pipectl.toml": """# The project file. pipectl finds it by walking up from a pipeline file, so every pipeline
 # below this folder shares these settings, from whatever folder `pipectl run` is typed in.
 # Relative paths in a pipeline file are relative to that file; run history lives in .pipectl/.
 
@@ -502,8 +515,8 @@ currency = "EUR"
 # stored outputs). `pipectl runs prune` does it by hand.
 [retention]
 keep = 50
-''',
-    "pipeline.yaml": '''# Load the sample orders into SQLite, setting aside the rows that cannot be parsed, then
+""",
+    "pipeline.yaml": """# Load the sample orders into SQLite, setting aside the rows that cannot be parsed, then
 # total the paid orders per city.
 #
 #   pipectl run pipeline.yaml          (from any folder: paths are relative to this file)
@@ -530,7 +543,7 @@ steps:
     description: paid revenue per city, read back from the table
     run: steps:totals_by_city
     depends_on: [load_orders]
-''',
+""",
     "steps.py": '''"""The project's step code: a per-record transform and a step function."""
 
 from __future__ import annotations
@@ -557,14 +570,14 @@ def totals_by_city(params: dict) -> dict:
                           "WHERE status = 'paid' GROUP BY city ORDER BY city").fetchall()
     return {"currency": params["currency"], "revenue": dict(rows)}
 ''',
-    "data/orders.csv": '''order_id,city,status,quantity,unit_price
+    "data/orders.csv": """order_id,city,status,quantity,unit_price
 A-1,Lisbon,paid,2,12.50
 A-2,Porto,paid,1,40.00
 A-3,Lisbon,pending,3,9.99
 A-4,Porto,paid,two,5.00
 A-5,Lisbon,paid,1,7.50
 A-6,Braga,paid,4,2.25
-''',
+""",
     "tests/test_pipeline.py": '''"""The pipeline, run as `pipectl run` runs it (the project's param defaults too), into a
 temporary folder: `run_pipeline` is a fixture of pipectl's test kit (pipectl.testing)."""
 
@@ -593,14 +606,14 @@ def test_a_row_that_cannot_be_parsed_is_set_aside(run_pipeline, tmp_path):
     rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").open()]
     assert [r["record"]["order_id"] for r in rejected] == ["A-4"]
 ''',
-    ".gitignore": '''.pipectl/
+    ".gitignore": """.pipectl/
 output/
 stories/
 .env
 __pycache__/
 .pytest_cache/
-''',
-    ".env.example": '''# Copy to .env (which git ignores) and fill in: pipectl loads it before each run.
+""",
+    ".env.example": """# Copy to .env (which git ignores) and fill in: pipectl loads it before each run.
 # DATABASE_PASSWORD=...
-''',
+""",
 }

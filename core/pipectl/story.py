@@ -47,18 +47,34 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import jinja2
 
-__all__ = ["MAX_DRAWN", "environment", "html_context", "render_html", "render_markdown",
-           "run_record", "write_story"]
+__all__ = [
+    "MAX_DRAWN",
+    "environment",
+    "html_context",
+    "render_html",
+    "render_markdown",
+    "run_record",
+    "write_story",
+]
 
 MAX_DRAWN = 200
 """The most steps drawn in the DAG and the timeline; the story says how many are left out."""
 
 _MAX_VALUE = 160  # characters of a parameter value shown
 _MAX_OUTPUT = 160  # characters of the preview of a step's output
-_STATUSES = frozenset({
-    "success", "failed", "skipped", "cancelled", "running", "pending", "rolled_back",
-    "interrupted", "rollback_failed",
-})
+_STATUSES = frozenset(
+    {
+        "success",
+        "failed",
+        "skipped",
+        "cancelled",
+        "running",
+        "pending",
+        "rolled_back",
+        "interrupted",
+        "rollback_failed",
+    }
+)
 # fill, stroke and text colour of each status class (Mermaid's classDefs and the HTML's CSS)
 _PALETTE = {
     "success": ("#dcfce7", "#22c55e", "#166534"),
@@ -77,6 +93,7 @@ _PALETTE = {
 # ---------------------------------------------------------------------------------------------
 # Reading the record
 # ---------------------------------------------------------------------------------------------
+
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     """``value`` if it is a mapping, else an empty one."""
@@ -160,9 +177,14 @@ def _attempts_of(raw: Mapping[str, Any]) -> tuple[_Attempt, ...]:
     for index, entry in enumerate(_items(raw.get("attempt_history"))):
         if isinstance(entry, Mapping):
             number = _number(entry.get("attempt"))
-            history.append(_Attempt(int(number) if number else index + 1,
-                                    _moment(entry.get("started_at")),
-                                    _moment(entry.get("finished_at")), _text(entry.get("error"))))
+            history.append(
+                _Attempt(
+                    int(number) if number else index + 1,
+                    _moment(entry.get("started_at")),
+                    _moment(entry.get("finished_at")),
+                    _text(entry.get("error")),
+                )
+            )
     return tuple(history)
 
 
@@ -178,8 +200,18 @@ def _step_of(raw: Mapping[str, Any], index: int) -> _Step:
         duration = None  # never ran: its 0 ms is no duration
     history = _attempts_of(raw)
     attempts = int(_number(raw.get("attempts")) or len(history))
-    return _Step(name, _text(raw.get("step_id")) or name, status, _status_class(status), raw,
-                 start, end, duration, attempts, history)
+    return _Step(
+        name,
+        _text(raw.get("step_id")) or name,
+        status,
+        _status_class(status),
+        raw,
+        start,
+        end,
+        duration,
+        attempts,
+        history,
+    )
 
 
 @dataclass(frozen=True)
@@ -243,16 +275,20 @@ class _Run:
 def _read(record: Mapping[str, Any]) -> _Run:
     """Read a run record into a :class:`_Run`."""
     record = _mapping(record)
-    steps = tuple(_step_of(raw, i) for i, raw in enumerate(_items(record.get("steps")))
-                  if isinstance(raw, Mapping))
+    steps = tuple(
+        _step_of(raw, i)
+        for i, raw in enumerate(_items(record.get("steps")))
+        if isinstance(raw, Mapping)
+    )
     nodes, deps = _dag_of(record.get("graph"), steps)
     start = _moment(record.get("started_at"))
     moments = [m for s in steps for m in (s.start, s.end) if m is not None]
     if start is None and moments:
         start = min(moments)
     last = _moment(record.get("finished_at"))
-    ends = moments + [s.start + timedelta(milliseconds=s.duration_ms)
-                      for s in steps if s.start and s.duration_ms]
+    ends = moments + [
+        s.start + timedelta(milliseconds=s.duration_ms) for s in steps if s.start and s.duration_ms
+    ]
     if ends and (last is None or max(ends) > last):
         last = max(ends)
     return _Run(record, steps, nodes, deps, start, last)
@@ -280,8 +316,9 @@ def _dag_of(graph: Any, steps: tuple[_Step, ...]) -> tuple[dict[str, _Step], dic
         if id(step) not in placed:
             deps.setdefault(step.key, [])
             placed.add(id(step))
-    nodes = {k: lookup.get(k) or _Step(k, k, "", "unknown", {}, None, None, None, 0, ())
-             for k in deps}
+    nodes = {
+        k: lookup.get(k) or _Step(k, k, "", "unknown", {}, None, None, None, 0, ()) for k in deps
+    }
     return nodes, deps
 
 
@@ -323,6 +360,7 @@ def _order_layers(layers: list[list[str]], deps: Mapping[str, list[str]]) -> lis
     row: dict[str, float] = {}
     ordered = []
     for layer in layers:
+
         def key(item: tuple[int, str]) -> tuple[float, int]:
             placed = [row[p] for p in deps[item[1]] if p in row]
             return (sum(placed) / len(placed) if placed else -1.0, item[0])
@@ -337,6 +375,7 @@ def _order_layers(layers: list[list[str]], deps: Mapping[str, list[str]]) -> lis
 # ---------------------------------------------------------------------------------------------
 # Formatting values
 # ---------------------------------------------------------------------------------------------
+
 
 def _duration(ms: float | None) -> str:
     """A duration for people: ``12 ms``, ``1.24 s``, ``3m 05s``, ``2h 01m``; ``—`` if unknown
@@ -370,8 +409,11 @@ def _count(value: Any) -> str:
 
 def _param_value(value: Any) -> str:
     """A parameter value: strings as given, anything else as compact JSON, cut when long."""
-    text = value if isinstance(value, str) else json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    )
     if len(text) > _MAX_VALUE:
         return f"{text[:_MAX_VALUE]}… ({len(text):,} chars)"
     return text
@@ -379,7 +421,7 @@ def _param_value(value: Any) -> str:
 
 def _ellipsis(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, ending in an ellipsis when cut."""
-    return text if len(text) <= limit else text[:max(limit - 1, 1)] + "…"
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
 
 
 def _first_line(text: str, limit: int = 120) -> str:
@@ -398,9 +440,14 @@ def _step_counts(steps: tuple[_Step, ...]) -> dict[str, int]:
 
 def _has_trouble(step: _Step) -> bool:
     """Whether the step belongs in the errors section: failed, retried or rolled back."""
-    return (step.cls in ("failed", "rolled_back") or bool(step.error)
-            or bool(step.get("traceback")) or isinstance(step.get("rollback"), Mapping)
-            or step.attempts > 1 or any(a.error for a in step.history))
+    return (
+        step.cls in ("failed", "rolled_back")
+        or bool(step.error)
+        or bool(step.get("traceback"))
+        or isinstance(step.get("rollback"), Mapping)
+        or step.attempts > 1
+        or any(a.error for a in step.history)
+    )
 
 
 def _notes(step: _Step) -> list[str]:
@@ -420,7 +467,9 @@ def _notes(step: _Step) -> list[str]:
 
 def _outputs(step: _Step) -> list[tuple[str, Mapping[str, Any]]]:
     """The step's outputs (data steps) as (name, fields) pairs."""
-    return [(_text(name), _mapping(fields)) for name, fields in _mapping(step.get("outputs")).items()]
+    return [
+        (_text(name), _mapping(fields)) for name, fields in _mapping(step.get("outputs")).items()
+    ]
 
 
 def _produced(step: _Step) -> str:
@@ -492,15 +541,20 @@ def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("pipectl", _TEMPLATES),
         autoescape=jinja2.select_autoescape(["html"]),
-        finalize=_finalize, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined)
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def render_html(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> str:
     """The run story of ``record`` (a run record or a PipelineRun, as :func:`write_story`
     takes) as a self-contained HTML page (inline CSS and SVG, no script)."""
-    return environment().get_template("story/run.html").render(
-        html_context(record, pipeline=pipeline))
+    return (
+        environment().get_template("story/run.html").render(html_context(record, pipeline=pipeline))
+    )
 
 
 def html_context(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> dict[str, Any]:
@@ -519,8 +573,10 @@ def html_context(record: Mapping[str, Any] | Any, *, pipeline: Any = None) -> di
         "dag": _dag(run),
         "timeline": _timeline(run),
         "steps": [_step_row(run, s, anchors.get(id(s))) for s in run.steps],
-        "errors": {"run": run.errors,
-                   "steps": [_error_card(run, s, i) for i, s in enumerate(troubled)]},
+        "errors": {
+            "run": run.errors,
+            "steps": [_error_card(run, s, i) for i, s in enumerate(troubled)],
+        },
     }
 
 
@@ -528,11 +584,14 @@ def _header(run: _Run) -> dict[str, Any]:
     """The header: pipeline, outcome, description, facts and step counts."""
     return {
         "pipeline": _text(run.get("pipeline") or "pipeline"),
-        "status": run.status, "cls": _status_class(run.status),
+        "status": run.status,
+        "cls": _status_class(run.status),
         "description": _text(run.get("description")),
         "facts": _facts(run),
-        "counts": [{"status": s, "cls": _status_class(s), "count": n}
-                   for s, n in _step_counts(run.steps).items()],
+        "counts": [
+            {"status": s, "cls": _status_class(s), "count": n}
+            for s, n in _step_counts(run.steps).items()
+        ],
     }
 
 
@@ -540,6 +599,7 @@ def _facts(run: _Run) -> list[dict[str, str]]:
     """The header's facts; ``kind`` is how to show ``text``: ``mono``, ``time`` (with its
     ``datetime``), ``missing`` (a muted dash) or plain ``text``. Optional ones only when
     recorded."""
+
     def time(field: str) -> dict[str, str]:
         value = run.get(field)
         if not value:
@@ -556,8 +616,11 @@ def _facts(run: _Run) -> list[dict[str, str]]:
         {"label": "Host · pid", "kind": "text", "text": host or "—"},
         {"label": "Executor", "kind": "text", "text": _text(run.get("executor") or "—")},
     ]
-    for label, field in (("Pipeline file", "pipeline_file"), ("Resumed from", "resumed_from"),
-                         ("Parent run", "parent_run_id")):
+    for label, field in (
+        ("Pipeline file", "pipeline_file"),
+        ("Resumed from", "resumed_from"),
+        ("Parent run", "parent_run_id"),
+    ):
         if run.get(field):
             facts.append({"label": label, "kind": "mono", "text": _text(run.get(field))})
     return facts
@@ -576,8 +639,7 @@ _NODE_H, _GAP_X, _GAP_Y, _PAD = 42, 60, 14, 16
 _CHAR_W, _META_W = 7.3, 6.1  # widths of a character of a node's name and of its meta line
 
 
-_NO_EDGES = ("The record holds no dependencies between the steps: they are drawn without "
-             "edges.")
+_NO_EDGES = "The record holds no dependencies between the steps: they are drawn without edges."
 
 
 def _no_edges(run: _Run) -> bool:
@@ -592,13 +654,19 @@ def _dag(run: _Run) -> dict[str, Any] | None:
     if not run.deps:
         return None
     left_out = len(run.deps) - MAX_DRAWN
-    notes = [f"{left_out:,} more steps are not drawn (the first {MAX_DRAWN} are)."] \
-        if left_out > 0 else []
+    notes = (
+        [f"{left_out:,} more steps are not drawn (the first {MAX_DRAWN} are)."]
+        if left_out > 0
+        else []
+    )
     if _no_edges(run):
         notes.append(_NO_EDGES)
     counts = _step_counts(tuple(run.nodes.values()))
-    return {"svg": _dag_svg(run), "notes": notes,
-            "legend": [{"status": s, "cls": _status_class(s)} for s in counts]}
+    return {
+        "svg": _dag_svg(run),
+        "notes": notes,
+        "legend": [{"status": s, "cls": _status_class(s)} for s in counts],
+    }
 
 
 def _dag_svg(run: _Run) -> dict[str, Any]:
@@ -607,8 +675,9 @@ def _dag_svg(run: _Run) -> dict[str, Any]:
     drawn = set(keys)
     deps = {k: [p for p in run.deps[k] if p in drawn] for k in keys}
     layers = _layers(deps)
-    longest = max(max(len(run.nodes[k].name) * _CHAR_W, len(_node_meta(run.nodes[k])) * _META_W)
-                  for k in keys)
+    longest = max(
+        max(len(run.nodes[k].name) * _CHAR_W, len(_node_meta(run.nodes[k])) * _META_W) for k in keys
+    )
     width = min(max(longest + 26, 130), 260)
     rows = max(len(layer) for layer in layers)
     place: dict[str, tuple[float, float]] = {}
@@ -618,9 +687,13 @@ def _dag_svg(run: _Run) -> dict[str, Any]:
             place[key] = (_PAD + column * (width + _GAP_X), _PAD + top + row * (_NODE_H + _GAP_Y))
     svg_w = 2 * _PAD + len(layers) * width + (len(layers) - 1) * _GAP_X
     svg_h = 2 * _PAD + rows * _NODE_H + (rows - 1) * _GAP_Y
-    return {"width": f"{svg_w:.0f}", "height": f"{svg_h:.0f}", "min_width": f"{svg_w * 0.75:.0f}",
-            "edges": [_edge(place[p], place[k], width) for k in keys for p in deps[k]],
-            "nodes": [_node(run.nodes[k], *place[k], width) for k in keys]}
+    return {
+        "width": f"{svg_w:.0f}",
+        "height": f"{svg_h:.0f}",
+        "min_width": f"{svg_w * 0.75:.0f}",
+        "edges": [_edge(place[p], place[k], width) for k in keys for p in deps[k]],
+        "nodes": [_node(run.nodes[k], *place[k], width) for k in keys],
+    }
 
 
 def _edge(source: tuple[float, float], target: tuple[float, float], width: float) -> dict[str, str]:
@@ -628,15 +701,24 @@ def _edge(source: tuple[float, float], target: tuple[float, float], width: float
     x1, y1 = source[0] + width, source[1] + _NODE_H / 2
     x2, y2 = target[0] - 2, target[1] + _NODE_H / 2
     bend = max((x2 - x1) / 2, 20)
-    return {"d": f"M{x1:.1f} {y1:.1f}C{x1 + bend:.1f} {y1:.1f} "
-                 f"{x2 - bend:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"}
+    return {
+        "d": f"M{x1:.1f} {y1:.1f}C{x1 + bend:.1f} {y1:.1f} "
+        f"{x2 - bend:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"
+    }
 
 
 def _node_meta(step: _Step) -> str:
     """A node's second line: status, duration and attempts."""
-    return " · ".join(filter(None, (step.status or "unknown",
-                                    _duration(step.duration_ms) if step.duration_ms else "",
-                                    f"×{step.attempts}" if step.attempts > 1 else "")))
+    return " · ".join(
+        filter(
+            None,
+            (
+                step.status or "unknown",
+                _duration(step.duration_ms) if step.duration_ms else "",
+                f"×{step.attempts}" if step.attempts > 1 else "",
+            ),
+        )
+    )
 
 
 def _node(step: _Step, x: float, y: float, width: float) -> dict[str, str]:
@@ -644,8 +726,13 @@ def _node(step: _Step, x: float, y: float, width: float) -> dict[str, str]:
     return {
         "cls": step.cls,
         "tip": f"{step.name}\n{step.status or 'unknown'} · {_duration(step.duration_ms)}",
-        "x": f"{x:.1f}", "y": f"{y:.1f}", "width": f"{width:.1f}", "height": f"{_NODE_H}",
-        "text_x": f"{x + 11:.1f}", "label_y": f"{y + 17:.1f}", "meta_y": f"{y + 32:.1f}",
+        "x": f"{x:.1f}",
+        "y": f"{y:.1f}",
+        "width": f"{width:.1f}",
+        "height": f"{_NODE_H}",
+        "text_x": f"{x + 11:.1f}",
+        "label_y": f"{y + 17:.1f}",
+        "meta_y": f"{y + 32:.1f}",
         "label": _ellipsis(step.name, int((width - 22) / _CHAR_W)),
         "meta": _ellipsis(_node_meta(step), int((width - 22) / _META_W)),
     }
@@ -653,8 +740,9 @@ def _node(step: _Step, x: float, y: float, width: float) -> dict[str, str]:
 
 def _timed(run: _Run) -> list[_Step]:
     """The steps with a start time, by start time (plan order among equals)."""
-    return sorted((s for s in run.steps if s.start is not None),
-                  key=lambda s: run.offset_ms(s.start) or 0.0)
+    return sorted(
+        (s for s in run.steps if s.start is not None), key=lambda s: run.offset_ms(s.start) or 0.0
+    )
 
 
 def _timeline(run: _Run) -> dict[str, Any] | None:
@@ -664,8 +752,10 @@ def _timeline(run: _Run) -> dict[str, Any] | None:
     if not timed:
         return None
     left_out = len(timed) - MAX_DRAWN
-    return {"svg": _gantt_svg(run, timed[:MAX_DRAWN]),
-            "left_out": f"{left_out:,}" if left_out > 0 else ""}
+    return {
+        "svg": _gantt_svg(run, timed[:MAX_DRAWN]),
+        "left_out": f"{left_out:,}" if left_out > 0 else "",
+    }
 
 
 _G_W, _G_LABEL, _G_RIGHT, _G_ROW, _G_TOP, _G_BAR = 1100, 200, 110, 26, 30, 14
@@ -677,49 +767,79 @@ def _gantt_svg(run: _Run, rows: list[_Step]) -> dict[str, Any]:
     x0 = _G_LABEL + 12
     scale = (_G_W - x0 - _G_RIGHT) / run.span_ms
     height = _G_TOP + len(rows) * _G_ROW + 8
-    return {"width": _G_W, "height": height, "row_height": _G_ROW, "bar_height": _G_BAR,
-            "grid_top": _G_TOP - 8, "grid_bottom": f"{height - 4:.0f}", "tick_y": _G_TOP - 13,
-            "ticks": _gantt_axis(run.span_ms, x0, scale),
-            "rows": [_gantt_row(run, step, _G_TOP + index * _G_ROW, index, x0, scale)
-                     for index, step in enumerate(rows)]}
+    return {
+        "width": _G_W,
+        "height": height,
+        "row_height": _G_ROW,
+        "bar_height": _G_BAR,
+        "grid_top": _G_TOP - 8,
+        "grid_bottom": f"{height - 4:.0f}",
+        "tick_y": _G_TOP - 13,
+        "ticks": _gantt_axis(run.span_ms, x0, scale),
+        "rows": [
+            _gantt_row(run, step, _G_TOP + index * _G_ROW, index, x0, scale)
+            for index, step in enumerate(rows)
+        ],
+    }
 
 
 def _gantt_axis(span_ms: float, x0: float, scale: float) -> list[dict[str, str]]:
     """The time axis: grid lines at round intervals, with their labels."""
     step = _tick_step(span_ms)
-    return [{"x": f"{x0 + i * step * scale:.1f}", "label": _tick_label(i * step, step)}
-            for i in range(int(span_ms // step) + 1)]
+    return [
+        {"x": f"{x0 + i * step * scale:.1f}", "label": _tick_label(i * step, step)}
+        for i in range(int(span_ms // step) + 1)
+    ]
 
 
-def _gantt_row(run: _Run, step: _Step, y: float, index: int, x0: float,
-               scale: float) -> dict[str, Any]:
+def _gantt_row(
+    run: _Run, step: _Step, y: float, index: int, x0: float, scale: float
+) -> dict[str, Any]:
     """One step's row: its name, its bar with failed attempts and retry ticks, and a label."""
     open_ended = step.end is None and not step.duration_ms
     start = run.offset_ms(step.start) or 0.0
     length = max((run.offset_ms(run.step_end(step)) or start) - start, 0.0)
     x, width = x0 + start * scale, max(length * scale, 14.0 if open_ended else 3.0)
     bar_y = y + (_G_ROW - _G_BAR) / 2
-    label = " ".join(filter(None, ("no end" if open_ended else _duration(length),
-                                   f"×{step.attempts}" if step.attempts > 1 else "")))
+    label = " ".join(
+        filter(
+            None,
+            (
+                "no end" if open_ended else _duration(length),
+                f"×{step.attempts}" if step.attempts > 1 else "",
+            ),
+        )
+    )
     return {
-        "stripe": bool(index % 2), "y": f"{y:.1f}", "text_y": f"{y + 17:.1f}",
-        "name": step.name, "label": _ellipsis(step.name, 26), "cls": step.cls,
-        "tip": _bar_tip(step, start), "bar_class": "bar open" if open_ended else "bar",
-        "bar_x": f"{x:.1f}", "bar_y": f"{bar_y:.1f}", "bar_width": f"{width:.1f}",
+        "stripe": bool(index % 2),
+        "y": f"{y:.1f}",
+        "text_y": f"{y + 17:.1f}",
+        "name": step.name,
+        "label": _ellipsis(step.name, 26),
+        "cls": step.cls,
+        "tip": _bar_tip(step, start),
+        "bar_class": "bar open" if open_ended else "bar",
+        "bar_x": f"{x:.1f}",
+        "bar_y": f"{bar_y:.1f}",
+        "bar_width": f"{width:.1f}",
         "marks": _attempt_marks(run, step, bar_y, x0, scale),
-        "label_x": f"{x + width + 6:.1f}", "bar_label": label,
+        "label_x": f"{x + width + 6:.1f}",
+        "bar_label": label,
     }
 
 
 def _bar_tip(step: _Step, start: float) -> str:
     """The tooltip of a step's bar."""
     tries = f", {step.attempts} attempts" if step.attempts > 1 else ""
-    return (f"{step.name}: {step.status or 'unknown'}, starts {_offset(start)}, "
-            f"lasts {_duration(step.duration_ms)}{tries}")
+    return (
+        f"{step.name}: {step.status or 'unknown'}, starts {_offset(start)}, "
+        f"lasts {_duration(step.duration_ms)}{tries}"
+    )
 
 
-def _attempt_marks(run: _Run, step: _Step, bar_y: float, x0: float,
-                   scale: float) -> list[dict[str, str]]:
+def _attempt_marks(
+    run: _Run, step: _Step, bar_y: float, x0: float, scale: float
+) -> list[dict[str, str]]:
     """Failed attempts as light red segments of the bar (``fail``); a white ``tick`` where a
     retry starts."""
     marks = []
@@ -729,12 +849,24 @@ def _attempt_marks(run: _Run, step: _Step, bar_y: float, x0: float,
             continue
         x = x0 + start * scale
         if attempt.error and end is not None:
-            marks.append({"kind": "fail", "x": f"{x:.1f}", "y": f"{bar_y + 3:.1f}",
-                          "width": f"{max((end - start) * scale, 1.5):.1f}",
-                          "height": f"{_G_BAR - 6}"})
+            marks.append(
+                {
+                    "kind": "fail",
+                    "x": f"{x:.1f}",
+                    "y": f"{bar_y + 3:.1f}",
+                    "width": f"{max((end - start) * scale, 1.5):.1f}",
+                    "height": f"{_G_BAR - 6}",
+                }
+            )
         if attempt.number > 1:
-            marks.append({"kind": "tick", "x": f"{x:.1f}", "y": f"{bar_y:.1f}",
-                          "y2": f"{bar_y + _G_BAR:.1f}"})
+            marks.append(
+                {
+                    "kind": "tick",
+                    "x": f"{x:.1f}",
+                    "y": f"{bar_y:.1f}",
+                    "y2": f"{bar_y + _G_BAR:.1f}",
+                }
+            )
     return marks
 
 
@@ -742,32 +874,52 @@ def _step_row(run: _Run, step: _Step, anchor: int | None) -> dict[str, Any]:
     """One row of the steps table: what it shows of the step, and the ``anchor`` of its card
     in the errors section (``None`` when it has none)."""
     return {
-        "name": step.name, "description": _text(step.get("description")),
+        "name": step.name,
+        "description": _text(step.get("description")),
         "type": _text(step.get("step_type") or "—"),
-        "status": step.status, "cls": step.cls,
-        "start": _offset(run.offset_ms(step.start)), "duration": _duration(step.duration_ms),
+        "status": step.status,
+        "cls": step.cls,
+        "start": _offset(run.offset_ms(step.start)),
+        "duration": _duration(step.duration_ms),
         "attempts": str(step.attempts) if step.attempts else "—",
         "records": _count(step.get("records")),
         "produced": _produced(step),
-        "outputs": [{"name": name, "target": _text(fields.get("target") or ""),
-                     "written": _count(fields.get("written")),
-                     "status": _text(fields.get("status")),
-                     "cls": _status_class(_text(fields.get("status"))),
-                     "error": _text(fields.get("error"))} for name, fields in _outputs(step)],
+        "outputs": [
+            {
+                "name": name,
+                "target": _text(fields.get("target") or ""),
+                "written": _count(fields.get("written")),
+                "status": _text(fields.get("status")),
+                "cls": _status_class(_text(fields.get("status"))),
+                "error": _text(fields.get("error")),
+            }
+            for name, fields in _outputs(step)
+        ],
         "notes": _notes(step),
-        "error": _first_line(step.error) if step.error else "", "anchor": anchor,
+        "error": _first_line(step.error) if step.error else "",
+        "anchor": anchor,
     }
 
 
 def _error_card(run: _Run, step: _Step, anchor: int) -> dict[str, Any]:
     """A failed, retried or rolled-back step: message, traceback, attempts and rollback."""
     return {
-        "anchor": anchor, "name": step.name, "status": step.status, "cls": step.cls,
-        "attempts": step.attempts, "error": step.error,
+        "anchor": anchor,
+        "name": step.name,
+        "status": step.status,
+        "cls": step.cls,
+        "attempts": step.attempts,
+        "error": step.error,
         "traceback": _text(step.get("traceback")),
-        "history": [{"number": a.number, "start": _offset(run.offset_ms(a.start)),
-                     "duration": _duration(_span(a.start, a.end)), "error": a.error}
-                    for a in step.history],
+        "history": [
+            {
+                "number": a.number,
+                "start": _offset(run.offset_ms(a.start)),
+                "duration": _duration(_span(a.start, a.end)),
+                "error": a.error,
+            }
+            for a in step.history
+        ],
         "rollback": _rollback(step),
     }
 
@@ -784,9 +936,12 @@ def _rollback(step: _Step) -> dict[str, str] | None:
         return None
     status = _text(rollback.get("status")) or "unknown"
     took = _span(_moment(rollback.get("started_at")), _moment(rollback.get("finished_at")))
-    return {"status": status, "cls": _status_class(status),
-            "took": _duration(took) if took is not None else "",
-            "error": _text(rollback.get("error"))}
+    return {
+        "status": status,
+        "cls": _status_class(status),
+        "took": _duration(took) if took is not None else "",
+        "error": _text(rollback.get("error")),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -823,6 +978,7 @@ def _fenced(value: Any, info: str = "") -> str:
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
     """A GFM table; pipes in cells are escaped (inside code spans too, as GFM wants)."""
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") or " " for c in cells) + " |"
 
@@ -834,8 +990,14 @@ def render_markdown(record: Mapping[str, Any] | Any, *, pipeline: Any = None) ->
     """The run story of ``record`` (a run record or a PipelineRun, as :func:`write_story`
     takes) as Markdown (GitHub flavour, the DAG as a Mermaid block)."""
     run = _read(_as_record(record, pipeline))
-    sections = (_md_header(run), _md_params(run), _md_dag(run), _md_timeline(run),
-                _md_steps(run), _md_errors(run))
+    sections = (
+        _md_header(run),
+        _md_params(run),
+        _md_dag(run),
+        _md_timeline(run),
+        _md_steps(run),
+        _md_errors(run),
+    )
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
@@ -844,16 +1006,25 @@ def _md_header(run: _Run) -> str:
     lines = [f"# Run story: {_md(run.get('pipeline') or 'pipeline')} — **{_md(run.status)}**"]
     if run.get("description"):
         lines += ["", _md(run.get("description"))]
-    facts = [("Run id", _code(run.get("run_id")) or "—"),
-             ("Started", _md(_stamp(run.get("started_at"))) if run.get("started_at") else "—"),
-             ("Finished", _md(_stamp(run.get("finished_at"))) if run.get("finished_at") else "—"),
-             ("Duration", _duration(run.duration_ms)),
-             ("Records", _count(run.get("records_processed"))),
-             ("Host", _code(run.get("host")) or "—"), ("Pid", _md(_count(run.get("pid")))),
-             ("Executor", _code(run.get("executor")) or "—")]
-    facts += [(label, _code(run.get(field))) for label, field in (
-        ("Pipeline file", "pipeline_file"), ("Resumed from", "resumed_from"),
-        ("Parent run", "parent_run_id")) if run.get(field)]
+    facts = [
+        ("Run id", _code(run.get("run_id")) or "—"),
+        ("Started", _md(_stamp(run.get("started_at"))) if run.get("started_at") else "—"),
+        ("Finished", _md(_stamp(run.get("finished_at"))) if run.get("finished_at") else "—"),
+        ("Duration", _duration(run.duration_ms)),
+        ("Records", _count(run.get("records_processed"))),
+        ("Host", _code(run.get("host")) or "—"),
+        ("Pid", _md(_count(run.get("pid")))),
+        ("Executor", _code(run.get("executor")) or "—"),
+    ]
+    facts += [
+        (label, _code(run.get(field)))
+        for label, field in (
+            ("Pipeline file", "pipeline_file"),
+            ("Resumed from", "resumed_from"),
+            ("Parent run", "parent_run_id"),
+        )
+        if run.get(field)
+    ]
     counts = ", ".join(f"{n} {_md(s)}" for s, n in _step_counts(run.steps).items())
     if counts:
         facts.append(("Steps", counts))
@@ -884,12 +1055,16 @@ def _md_dag(run: _Run) -> str:
     keys = list(run.deps)[:MAX_DRAWN]
     ids = {key: f"n{i}" for i, key in enumerate(keys)}
     lines = ["flowchart LR"]
-    lines += [f'  {ids[k]}["{_mermaid_label(run.nodes[k].name)}"]:::{run.nodes[k].cls}'
-              for k in keys]
+    lines += [
+        f'  {ids[k]}["{_mermaid_label(run.nodes[k].name)}"]:::{run.nodes[k].cls}' for k in keys
+    ]
     lines += [f"  {ids[p]} --> {ids[k]}" for k in keys for p in run.deps[k] if p in ids]
     used = dict.fromkeys(run.nodes[k].cls for k in keys)
-    lines += [f"  classDef {cls} fill:{fill},stroke:{stroke},color:{ink}"
-              for cls in used for fill, stroke, ink in [_PALETTE[cls]]]
+    lines += [
+        f"  classDef {cls} fill:{fill},stroke:{stroke},color:{ink}"
+        for cls in used
+        for fill, stroke, ink in [_PALETTE[cls]]
+    ]
     left_out = len(run.deps) - MAX_DRAWN
     note = f"\n\n{left_out:,} more steps are not drawn." if left_out > 0 else ""
     if _no_edges(run):
@@ -911,22 +1086,52 @@ def _md_timeline(run: _Run) -> str:
     timed = _timed(run)
     if not timed:
         return "## Timeline\n\nNo step timings recorded."
-    rows = [[_code(s.name), _md(s.status or "unknown"), _offset(run.offset_ms(s.start)),
-             _duration(s.duration_ms) + (" (no end)" if s.end is None and not s.duration_ms else ""),
-             str(s.attempts or "—"), _md_bar(run, s)] for s in timed]
-    return "## Timeline\n\n" + _table(["Step", "Status", "Start:", "Duration:", "Attempts:",
-                                       "Timeline"], rows)
+    rows = [
+        [
+            _code(s.name),
+            _md(s.status or "unknown"),
+            _offset(run.offset_ms(s.start)),
+            _duration(s.duration_ms) + (" (no end)" if s.end is None and not s.duration_ms else ""),
+            str(s.attempts or "—"),
+            _md_bar(run, s),
+        ]
+        for s in timed
+    ]
+    return "## Timeline\n\n" + _table(
+        ["Step", "Status", "Start:", "Duration:", "Attempts:", "Timeline"], rows
+    )
 
 
 def _md_steps(run: _Run) -> str:
     """The steps table with each data step's outputs and the reason a step was skipped."""
     if not run.steps:
         return "## Steps\n\nNo steps recorded."
-    rows = [[_code(s.name), _md(s.get("step_type") or "—"), _md(s.status or "unknown"),
-             _offset(run.offset_ms(s.start)), _duration(s.duration_ms), str(s.attempts or "—"),
-             _count(s.get("records")), _md_notes(s)] for s in run.steps]
-    return "## Steps\n\n" + _table(["Step", "Type", "Status", "Start:", "Duration:", "Attempts:",
-                                    "Records:", "Output · notes"], rows)
+    rows = [
+        [
+            _code(s.name),
+            _md(s.get("step_type") or "—"),
+            _md(s.status or "unknown"),
+            _offset(run.offset_ms(s.start)),
+            _duration(s.duration_ms),
+            str(s.attempts or "—"),
+            _count(s.get("records")),
+            _md_notes(s),
+        ]
+        for s in run.steps
+    ]
+    return "## Steps\n\n" + _table(
+        [
+            "Step",
+            "Type",
+            "Status",
+            "Start:",
+            "Duration:",
+            "Attempts:",
+            "Records:",
+            "Output · notes",
+        ],
+        rows,
+    )
 
 
 def _md_notes(step: _Step) -> str:
@@ -934,11 +1139,13 @@ def _md_notes(step: _Step) -> str:
     table cell."""
     produced = _produced(step)
     parts = [_code(produced)] if produced else []
-    parts += [f"{_code(name)} → {_md(fields.get('target') or '')}: "
-             f"{_count(fields.get('written'))} written"
-             + (f" ({_md(fields.get('status'))})" if fields.get("status") else "")
-             + (f" — {_md(fields.get('error'))}" if fields.get("error") else "")
-             for name, fields in _outputs(step)]
+    parts += [
+        f"{_code(name)} → {_md(fields.get('target') or '')}: "
+        f"{_count(fields.get('written'))} written"
+        + (f" ({_md(fields.get('status'))})" if fields.get("status") else "")
+        + (f" — {_md(fields.get('error'))}" if fields.get("error") else "")
+        for name, fields in _outputs(step)
+    ]
     parts += [_md(note) for note in _notes(step)]
     if step.error:
         parts.append(_md(_first_line(step.error)))
@@ -967,19 +1174,33 @@ def _md_error(run: _Run, step: _Step) -> str:
     if step.get("traceback"):
         parts.append("Traceback:\n\n" + _fenced(step.get("traceback"), "pytb"))
     if step.history:
-        parts.append(_table(["Attempt:", "Start:", "Duration:", "Error"], [
-            [str(a.number), _offset(run.offset_ms(a.start)), _duration(_span(a.start, a.end)),
-             _code(a.error) or "ok"] for a in step.history]))
+        parts.append(
+            _table(
+                ["Attempt:", "Start:", "Duration:", "Error"],
+                [
+                    [
+                        str(a.number),
+                        _offset(run.offset_ms(a.start)),
+                        _duration(_span(a.start, a.end)),
+                        _code(a.error) or "ok",
+                    ]
+                    for a in step.history
+                ],
+            )
+        )
     rollback = step.get("rollback")
     if isinstance(rollback, Mapping):
         line = f"Rollback: **{_md(rollback.get('status') or 'unknown')}**"
-        parts.append(line + (f"\n\n{_fenced(rollback.get('error'))}" if rollback.get("error") else ""))
+        parts.append(
+            line + (f"\n\n{_fenced(rollback.get('error'))}" if rollback.get("error") else "")
+        )
     return "\n\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
 # The record of a PipelineRun
 # ---------------------------------------------------------------------------------------------
+
 
 def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
     """The run record of ``run``, a :class:`~pipectl.model.PipelineRun` that ran in this
@@ -1015,37 +1236,47 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
     steps = []
     for name in names:
         result = run.steps[name]
-        step = specs.get(name) or SimpleNamespace(name=name, description="", step_type=None,
-                                                  allow_failure=False)
+        step = specs.get(name) or SimpleNamespace(
+            name=name, description="", step_type=None, allow_failure=False
+        )
         row = step_row(run.run_id, step, result, None)
         meta = row["metadata_dict"]
         summary = row["output_data"]
         if summary is not None and secrets:  # the tracker's masking, on the same JSON
             summary = cut_off.sub("***", masked(summary))
-        steps.append({
-            "step_id": name, "step_name": name, "step_type": row["step_type"],
-            "description": meta.get("description", ""),
-            "status": row["status"], "started_at": row["started_at"],
-            "completed_at": row["completed_at"],
-            "execution_time_ms": row["execution_time_ms"] if result.attempts else None,
-            "attempts": 0 if meta.get("resumed") else result.attempts,
-            "retry_count": row["retry_count"],
-            "error_message": masked(row["error_message"]),
-            "traceback": masked(row["traceback"]),
-            "reason": meta.get("reason"), "records": row["records"],
-            "outputs": json.loads(masked(json.dumps(meta.get("outputs", {}), default=str))),
-            "bad_records": meta.get("bad_records", 0),
-            "dead_letter_path": meta.get("dead_letter_path"),
-            "attempt_history": [],
-            "rollback": dict(result.rollback) if result.rollback else None,
-            "input_summary": None,
-            "output_summary": None if summary is None else json.loads(summary),
-            "resumed_from": meta.get("resumed"),
-            "metadata": {k: v for k, v in meta.items() if k in ("output_none", "allow_failure")},
-        })
+        steps.append(
+            {
+                "step_id": name,
+                "step_name": name,
+                "step_type": row["step_type"],
+                "description": meta.get("description", ""),
+                "status": row["status"],
+                "started_at": row["started_at"],
+                "completed_at": row["completed_at"],
+                "execution_time_ms": row["execution_time_ms"] if result.attempts else None,
+                "attempts": 0 if meta.get("resumed") else result.attempts,
+                "retry_count": row["retry_count"],
+                "error_message": masked(row["error_message"]),
+                "traceback": masked(row["traceback"]),
+                "reason": meta.get("reason"),
+                "records": row["records"],
+                "outputs": json.loads(masked(json.dumps(meta.get("outputs", {}), default=str))),
+                "bad_records": meta.get("bad_records", 0),
+                "dead_letter_path": meta.get("dead_letter_path"),
+                "attempt_history": [],
+                "rollback": dict(result.rollback) if result.rollback else None,
+                "input_summary": None,
+                "output_summary": None if summary is None else json.loads(summary),
+                "resumed_from": meta.get("resumed"),
+                "metadata": {
+                    k: v for k, v in meta.items() if k in ("output_none", "allow_failure")
+                },
+            }
+        )
     errors = [masked(e) for e in run.errors]
     return {
-        "run_id": run.run_id, "pipeline": run.pipeline_id,
+        "run_id": run.run_id,
+        "pipeline": run.pipeline_id,
         "description": getattr(spec, "description", "") or "",
         "status": run.status.value,
         "started_at": run.start_time.isoformat() if run.start_time else None,
@@ -1053,9 +1284,12 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "params": dict(run.parameters),  # a secret's value is *** already
         "records_processed": run.records_processed,
-        "error": "; ".join(errors) or None, "errors": errors,
-        "resumed_from": run.resumed_from, "parent_run_id": run.parent_run_id,
-        "host": None, "pid": None,
+        "error": "; ".join(errors) or None,
+        "errors": errors,
+        "resumed_from": run.resumed_from,
+        "parent_run_id": run.parent_run_id,
+        "host": None,
+        "pid": None,
         "executor": getattr(spec, "executor", None),
         "pipeline_file": getattr(pipeline, "source", None),
         "graph": {s.name: list(s.all_dependencies) for s in specs.values()},
@@ -1067,8 +1301,12 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
 # Writing
 # ---------------------------------------------------------------------------------------------
 
-_FORMATS = {"html": render_html, "htm": render_html, "md": render_markdown,
-            "markdown": render_markdown}
+_FORMATS = {
+    "html": render_html,
+    "htm": render_html,
+    "md": render_markdown,
+    "markdown": render_markdown,
+}
 
 
 def _as_record(record: Any, pipeline: Any = None) -> Mapping[str, Any]:
@@ -1080,13 +1318,20 @@ def _as_record(record: Any, pipeline: Any = None) -> Mapping[str, Any]:
 
     if isinstance(record, PipelineRun):
         return run_record(record, pipeline)
-    raise TypeError(f"a run story is made from a run record (tracker.get_run(run_id), or what "
-                    f"`pipectl runs show RUN_ID --json` prints) or a PipelineRun (what "
-                    f"pipe.run_sync() returns), not {type(record).__name__}")
+    raise TypeError(
+        f"a run story is made from a run record (tracker.get_run(run_id), or what "
+        f"`pipectl runs show RUN_ID --json` prints) or a PipelineRun (what "
+        f"pipe.run_sync() returns), not {type(record).__name__}"
+    )
 
 
-def write_story(record: Mapping[str, Any] | Any, path: str | os.PathLike[str],
-                format: str | None = None, *, pipeline: Any = None) -> Path:
+def write_story(
+    record: Mapping[str, Any] | Any,
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    pipeline: Any = None,
+) -> Path:
     """Write the run story of ``record`` to ``path``, atomically; return the path.
 
     ``record`` is a run record (``tracker.get_run(run_id)``) or the

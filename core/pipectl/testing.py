@@ -59,8 +59,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.data import OutputReport
     from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
 
-__all__ = ["HookCall", "HookRecorder", "check_executor_contract", "check_extractor_contract",
-           "check_output_contract", "check_tracker_contract", "run_killed_at"]
+__all__ = [
+    "HookCall",
+    "HookRecorder",
+    "check_executor_contract",
+    "check_extractor_contract",
+    "check_output_contract",
+    "check_tracker_contract",
+    "run_killed_at",
+]
 # fixtures (pytest finds them through the entry point): plugin_manager, register_plugin,
 # hook_recorder, run_cli, run_pipeline
 
@@ -114,10 +121,12 @@ class HookRecorder:
         self._record("pipectl_step_start", run=run, step=step, attempt=attempt)
 
     @hookimpl
-    def pipectl_step_retry(self, run: PipelineRun, step: StepSpec, attempt: int,
-                           error: BaseException, delay: float) -> None:
-        self._record("pipectl_step_retry", run=run, step=step, attempt=attempt, error=error,
-                     delay=delay)
+    def pipectl_step_retry(
+        self, run: PipelineRun, step: StepSpec, attempt: int, error: BaseException, delay: float
+    ) -> None:
+        self._record(
+            "pipectl_step_retry", run=run, step=step, attempt=attempt, error=error, delay=delay
+        )
 
     @hookimpl
     def pipectl_step_finish(self, run: PipelineRun, step: StepSpec, result: StepResult) -> None:
@@ -128,19 +137,19 @@ class HookRecorder:
         self._record("pipectl_run_planned", run=run, plan=plan)
 
     @hookimpl
-    def pipectl_output_finish(self, run: PipelineRun, step: StepSpec, attempt: int,
-                              report: OutputReport) -> None:
-        self._record("pipectl_output_finish", run=run, step=step, attempt=attempt,
-                     report=report)
+    def pipectl_output_finish(
+        self, run: PipelineRun, step: StepSpec, attempt: int, report: OutputReport
+    ) -> None:
+        self._record("pipectl_output_finish", run=run, step=step, attempt=attempt, report=report)
 
     @hookimpl
-    def pipectl_rollback_start(self, run: PipelineRun, step: StepSpec,
-                               result: StepResult) -> None:
+    def pipectl_rollback_start(self, run: PipelineRun, step: StepSpec, result: StepResult) -> None:
         self._record("pipectl_rollback_start", run=run, step=step, result=result)
 
     @hookimpl
-    def pipectl_rollback_finish(self, run: PipelineRun, step: StepSpec, result: StepResult,
-                                error: BaseException | None) -> None:
+    def pipectl_rollback_finish(
+        self, run: PipelineRun, step: StepSpec, result: StepResult, error: BaseException | None
+    ) -> None:
         self._record("pipectl_rollback_finish", run=run, step=step, result=result, error=error)
 
     def names(self) -> list[str]:
@@ -199,8 +208,9 @@ def run_cli(plugin_manager: Any) -> Callable[..., Any]:
 
     def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Any:
         runner = CliRunner()
-        return runner.invoke(build_cli(plugin_manager), list(args), input=input, env=env,
-                             catch_exceptions=False)
+        return runner.invoke(
+            build_cli(plugin_manager), list(args), input=input, env=env, catch_exceptions=False
+        )
 
     return run
 
@@ -213,8 +223,7 @@ def run_pipeline(tmp_path_factory: Any, monkeypatch: Any) -> Callable[..., Any]:
 
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path_factory.mktemp("pipectl-home")))
 
-    def run(file: Any, params: Any = None, *, name: str | None = None,
-            **run_options: Any) -> Any:
+    def run(file: Any, params: Any = None, *, name: str | None = None, **run_options: Any) -> Any:
         from pipectl.pipeline import load_pipeline
         from pipectl.project import find_project
 
@@ -231,9 +240,11 @@ def run_pipeline(tmp_path_factory: Any, monkeypatch: Any) -> Callable[..., Any]:
 # -- the output contract ----------------------------------------------------------------------
 
 
-def check_output_contract(make_output: Callable[[], Any],
-                          read: Callable[[], list[dict[str, Any]]],
-                          records: list[dict[str, Any]] | None = None) -> None:
+def check_output_contract(
+    make_output: Callable[[], Any],
+    read: Callable[[], list[dict[str, Any]]],
+    records: list[dict[str, Any]] | None = None,
+) -> None:
     """Check an output against the exactly-once contract (raises AssertionError if it fails).
 
     ``make_output()`` returns a new output writing to one destination (the same each call, empty
@@ -267,23 +278,33 @@ def check_output_contract(make_output: Callable[[], Any],
         def batches(self, ctx: Any) -> Any:
             assert records is not None  # set above (mypy does not narrow it in a class body)
             for start in range(0, len(records), 10):
-                yield [dict(r) for r in records[start:start + 10]]
+                yield [dict(r) for r in records[start : start + 10]]
             self.state = {"cursor": self.state["cursor"] + len(records)}
 
     def load(run_id: str, load_run: str | None = None, fail: bool = False) -> Any:
         source = Source()
         if fail:
+
             def batches(ctx: Any) -> Any:
                 yield [dict(r) for r in records[:10]]
                 raise RuntimeError("the source broke")
+
             source.batches = batches  # type: ignore[method-assign]
-        return asyncio.run(run_data_step(
-            step="contract", extractor=source, outputs=[("out", make_output())],
-            pipeline="contract", run_id=run_id, load_run=load_run))
+        return asyncio.run(
+            run_data_step(
+                step="contract",
+                extractor=source,
+                outputs=[("out", make_output())],
+                pipeline="contract",
+                run_id=run_id,
+                load_run=load_run,
+            )
+        )
 
     output = make_output()
-    assert getattr(output, "guarantee", None) in ("transactional", "idempotent"), \
+    assert getattr(output, "guarantee", None) in ("transactional", "idempotent"), (
         "an output declares guarantee = 'transactional' or 'idempotent'"
+    )
     assert isinstance(output.describe(), str), "describe() names the output in messages"
     for method in ("open", "write", "commit", "abort", "close", "loaded", "last_load"):
         assert callable(getattr(output, method, None)), f"an exactly-once output has {method}()"
@@ -330,8 +351,9 @@ def check_output_contract(make_output: Callable[[], Any],
         assert marker.records == len(records), f"the marker says {marker.records} records"
         assert marker.committed_by == "run-1"
         last = output.last_load(first)
-        assert last is not None and last.state == {"cursor": len(records)}, \
+        assert last is not None and last.state == {"cursor": len(records)}, (
             f"last_load() does not give back the cursor committed with the load: {last!r}"
+        )
     finally:
         output.abort()
         output.close()
@@ -339,8 +361,9 @@ def check_output_contract(make_output: Callable[[], Any],
     # a resume of that run finds the load and writes nothing
     again = load("run-2", load_run="run-1")
     report = again.outputs["out"]
-    assert report.status == "skipped" and "already committed by run run-1" in (report.note or ""), \
+    assert report.status == "skipped" and "already committed by run run-1" in (report.note or ""), (
         f"a load committed already was not skipped: {report!r}"
+    )
     assert held() == expected, "a resumed load wrote records twice"
 
     # committing the same load a second time, past the check, adds nothing
@@ -364,8 +387,7 @@ def check_output_contract(make_output: Callable[[], Any],
 # -- the tracker contract ---------------------------------------------------------------------
 
 
-def check_tracker_contract(make_tracker: Callable[[], Any], *,
-                           plugin_manager: Any = None) -> None:
+def check_tracker_contract(make_tracker: Callable[[], Any], *, plugin_manager: Any = None) -> None:
     """Check a run tracker against the contract of :mod:`pipectl.tracking.contract` (raises
     AssertionError saying which rule it broke).
 
@@ -407,8 +429,9 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
         except error as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - said
-            raise AssertionError(f"tracker contract: {message}, got {type(exc).__name__}: "
-                                 f"{exc}") from exc
+            raise AssertionError(
+                f"tracker contract: {message}, got {type(exc).__name__}: {exc}"
+            ) from exc
         raise AssertionError(f"tracker contract: {message}, and nothing was raised")
 
     if plugin_manager is None:
@@ -416,11 +439,24 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
 
         plugin_manager = get_plugin_manager(autoload=False, entry_points=())
     tracker = make_tracker()
-    members = ("results", "migrate", "record", "flush", "close", "list_runs", "get_run",
-               "resolve", "pipeline_of", "extractor_states")
+    members = (
+        "results",
+        "migrate",
+        "record",
+        "flush",
+        "close",
+        "list_runs",
+        "get_run",
+        "resolve",
+        "pipeline_of",
+        "extractor_states",
+    )
     missing = [m for m in members if not hasattr(tracker, m)]
-    check(isinstance(tracker, Tracker), f"{type(tracker).__qualname__} is not a "
-          f"pipectl.tracking.Tracker: it has no {', '.join(missing)}")
+    check(
+        isinstance(tracker, Tracker),
+        f"{type(tracker).__qualname__} is not a "
+        f"pipectl.tracking.Tracker: it has no {', '.join(missing)}",
+    )
     tracker.migrate()
 
     token = uuid.uuid4().hex[:8]
@@ -429,8 +465,9 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
     calls = {"load": 0, "flaky": 0, "publish": 0}
     broken = {"publish": True}
 
-    pipe = Pipeline(failing, plugin_manager=plugin_manager,
-                    description="the tracker contract's pipeline")
+    pipe = Pipeline(
+        failing, plugin_manager=plugin_manager, description="the tracker contract's pipeline"
+    )
     pipe.param("day", "2024-01-01")
     pipe.param("token", secret, secret=True)
 
@@ -457,16 +494,18 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
         return f"the token is {params['token']}"
 
     pipe.add_step("load", load)
-    pipe.add_step("flaky", flaky, depends_on=["load"], retries=1, retry_delay=0,
-                  retry_jitter=0)
+    pipe.add_step("flaky", flaky, depends_on=["load"], retries=1, retry_delay=0, retry_jitter=0)
     pipe.add_step("publish", publish, depends_on=["flaky"])
     pipe.add_step("report", report, depends_on=["publish"])
     pipe.add_step("echo", echo)
     order = ["load", "flaky", "publish", "report", "echo"]
 
     first = pipe.run_sync(tracker=tracker)
-    check(first.status is RunStatus.FAILED, f"the contract's first run should fail, it "
-          f"ended {first.status.value} (a step of the pipeline?)")
+    check(
+        first.status is RunStatus.FAILED,
+        f"the contract's first run should fail, it "
+        f"ended {first.status.value} (a step of the pipeline?)",
+    )
     run1 = first.run_id
 
     ok = Pipeline(good, plugin_manager=plugin_manager)
@@ -475,136 +514,246 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
 
     def read_back(t: Any, where: str) -> None:
         record = t.get_run(run1)
-        for key in ("run_id", "pipeline", "description", "status", "started_at",
-                    "finished_at", "duration_ms", "params", "error", "errors", "resumed_from",
-                    "parent_run_id", "steps"):
+        for key in (
+            "run_id",
+            "pipeline",
+            "description",
+            "status",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "params",
+            "error",
+            "errors",
+            "resumed_from",
+            "parent_run_id",
+            "steps",
+        ):
             check(key in record, f"get_run() of a run has no {key!r} ({where})")
-        check(record["run_id"] == run1 and record["pipeline"] == failing,
-              f"get_run({run1!r}) gave run {record['run_id']!r} of pipeline "
-              f"{record['pipeline']!r} ({where})")
-        check(record["status"] == "failed", f"a failed run was recorded as "
-              f"{record['status']!r} ({where})")
-        check(record["started_at"] and record["finished_at"],
-              f"a run that ended has no started_at or finished_at ({where})")
-        check(record["params"].get("day") == "2024-01-01",
-              f"the run's params were recorded as {record['params']!r} ({where})")
-        check(record["params"].get("token") == "***",
-              f"a secret param is recorded as {record['params'].get('token')!r}, not '***'")
-        check("cannot publish" in (record["error"] or ""),
-              f"the run's error does not say why it failed: {record['error']!r} ({where})")
+        check(
+            record["run_id"] == run1 and record["pipeline"] == failing,
+            f"get_run({run1!r}) gave run {record['run_id']!r} of pipeline "
+            f"{record['pipeline']!r} ({where})",
+        )
+        check(
+            record["status"] == "failed",
+            f"a failed run was recorded as {record['status']!r} ({where})",
+        )
+        check(
+            record["started_at"] and record["finished_at"],
+            f"a run that ended has no started_at or finished_at ({where})",
+        )
+        check(
+            record["params"].get("day") == "2024-01-01",
+            f"the run's params were recorded as {record['params']!r} ({where})",
+        )
+        check(
+            record["params"].get("token") == "***",
+            f"a secret param is recorded as {record['params'].get('token')!r}, not '***'",
+        )
+        check(
+            "cannot publish" in (record["error"] or ""),
+            f"the run's error does not say why it failed: {record['error']!r} ({where})",
+        )
         names = [s.get("step_name") for s in record["steps"]]
-        check(names == order, f"the run's steps are {names}, not {order} (every step, in "
-              f"the pipeline's order) ({where})")
+        check(
+            names == order,
+            f"the run's steps are {names}, not {order} (every step, in "
+            f"the pipeline's order) ({where})",
+        )
         steps = {s["step_name"]: s for s in record["steps"]}
         for step in record["steps"]:
-            for key in ("step_id", "step_type", "status", "started_at", "completed_at",
-                        "attempts", "retry_count", "error_message", "attempt_history"):
-                check(key in step, f"step {step['step_name']!r} of get_run() has no "
-                      f"{key!r} ({where})")
-        want = {"load": ("success", 1), "flaky": ("success", 2), "publish": ("failed", 1),
-                "report": ("skipped", 0), "echo": ("success", 1)}
+            for key in (
+                "step_id",
+                "step_type",
+                "status",
+                "started_at",
+                "completed_at",
+                "attempts",
+                "retry_count",
+                "error_message",
+                "attempt_history",
+            ):
+                check(
+                    key in step, f"step {step['step_name']!r} of get_run() has no {key!r} ({where})"
+                )
+        want = {
+            "load": ("success", 1),
+            "flaky": ("success", 2),
+            "publish": ("failed", 1),
+            "report": ("skipped", 0),
+            "echo": ("success", 1),
+        }
         for name, (status, attempts) in want.items():
             got = (steps[name]["status"], steps[name]["attempts"])
-            check(got == (status, attempts), f"step {name!r} was recorded as {got[0]!r} after "
-                  f"{got[1]} attempt(s), not {status!r} after {attempts} ({where})")
+            check(
+                got == (status, attempts),
+                f"step {name!r} was recorded as {got[0]!r} after "
+                f"{got[1]} attempt(s), not {status!r} after {attempts} ({where})",
+            )
         history = steps["flaky"]["attempt_history"]
-        check(len(history) == 2 and "warehouse busy" in str(history[0].get("error")),
-              f"the retried step's attempt_history does not hold its two attempts and the "
-              f"first one's error: {history!r} ({where})")
-        check(steps["flaky"]["retry_count"] == 1, "the retried step's retry_count is "
-              f"{steps['flaky']['retry_count']!r}, not 1 ({where})")
-        check("cannot publish" in (steps["publish"]["error_message"] or ""),
-              f"the failed step's error_message is {steps['publish']['error_message']!r} "
-              f"({where})")
+        check(
+            len(history) == 2 and "warehouse busy" in str(history[0].get("error")),
+            f"the retried step's attempt_history does not hold its two attempts and the "
+            f"first one's error: {history!r} ({where})",
+        )
+        check(
+            steps["flaky"]["retry_count"] == 1,
+            f"the retried step's retry_count is {steps['flaky']['retry_count']!r}, not 1 ({where})",
+        )
+        check(
+            "cannot publish" in (steps["publish"]["error_message"] or ""),
+            f"the failed step's error_message is {steps['publish']['error_message']!r} ({where})",
+        )
         text = json.dumps(record, default=str)
-        check(secret not in text, f"the record of the run holds a secret param's value "
-              f"({where}): mask StepFinished.secrets in what is recorded of a step")
-        check(secret not in json.dumps(t.list_runs(limit=100), default=str),
-              f"list_runs() holds a secret param's value ({where})")
+        check(
+            secret not in text,
+            f"the record of the run holds a secret param's value "
+            f"({where}): mask StepFinished.secrets in what is recorded of a step",
+        )
+        check(
+            secret not in json.dumps(t.list_runs(limit=100), default=str),
+            f"list_runs() holds a secret param's value ({where})",
+        )
 
     read_back(tracker, "as recorded")
 
     # reading runs: list, resolve, pipeline_of
     rows = tracker.list_runs(limit=100)
     ids = [r.get("execution_id") for r in rows]
-    check(ids[:3] == oks[::-1], f"list_runs() is not newest first: the three latest runs "
-          f"are {ids[:3]}, not {oks[::-1]}")
+    check(
+        ids[:3] == oks[::-1],
+        f"list_runs() is not newest first: the three latest runs are {ids[:3]}, not {oks[::-1]}",
+    )
     check(run1 in ids, "list_runs() does not list the failed run")
-    for key in ("execution_id", "pipeline_name", "status", "started_at", "completed_at",
-                "execution_time_ms", "records_processed", "error_message", "resumed_from",
-                "host", "pid"):
+    for key in (
+        "execution_id",
+        "pipeline_name",
+        "status",
+        "started_at",
+        "completed_at",
+        "execution_time_ms",
+        "records_processed",
+        "error_message",
+        "resumed_from",
+        "host",
+        "pid",
+    ):
         check(key in rows[0], f"a row of list_runs() has no {key!r}")
-    check([r["execution_id"] for r in tracker.list_runs(pipeline=failing)] == [run1],
-          "list_runs(pipeline=...) does not give that pipeline's runs alone")
+    check(
+        [r["execution_id"] for r in tracker.list_runs(pipeline=failing)] == [run1],
+        "list_runs(pipeline=...) does not give that pipeline's runs alone",
+    )
     failed = [r["execution_id"] for r in tracker.list_runs(status="failed", limit=100)]
-    check(run1 in failed and not set(oks) & set(failed),
-          "list_runs(status='failed') does not give the failed runs alone")
+    check(
+        run1 in failed and not set(oks) & set(failed),
+        "list_runs(status='failed') does not give the failed runs alone",
+    )
     check(len(tracker.list_runs(limit=2)) == 2, "list_runs(limit=2) does not give 2 runs")
     check(tracker.resolve("latest") == oks[-1], "resolve('latest') is not the newest run")
-    check(tracker.resolve("latest", failing) == run1,
-          "resolve('latest', pipeline) is not that pipeline's newest run")
+    check(
+        tracker.resolve("latest", failing) == run1,
+        "resolve('latest', pipeline) is not that pipeline's newest run",
+    )
     check(tracker.resolve(run1) == run1, "resolve() of a full id is not that id")
     check(tracker.resolve(run1[:12]) == run1, "resolve() of the start of an id is not the id")
-    raises(TrackerError, lambda: tracker.resolve("no-such-run"),
-           "resolve() of an unknown id should raise TrackerError")
-    raises(TrackerError, lambda: tracker.resolve("latest", f"no-such-pipeline-{token}"),
-           "resolve('latest') of a pipeline without runs should raise TrackerError")
-    raises(TrackerError, lambda: tracker.get_run("no-such-run"),
-           "get_run() of an unknown id should raise TrackerError")
+    raises(
+        TrackerError,
+        lambda: tracker.resolve("no-such-run"),
+        "resolve() of an unknown id should raise TrackerError",
+    )
+    raises(
+        TrackerError,
+        lambda: tracker.resolve("latest", f"no-such-pipeline-{token}"),
+        "resolve('latest') of a pipeline without runs should raise TrackerError",
+    )
+    raises(
+        TrackerError,
+        lambda: tracker.get_run("no-such-run"),
+        "get_run() of an unknown id should raise TrackerError",
+    )
     check(tracker.pipeline_of(run1) == failing, "pipeline_of() is not the run's pipeline")
-    check(tracker.pipeline_of("no-such-run") is None, "pipeline_of() of an unknown id is not "
-          "None")
-    check(tracker.get_run(oks[0])["status"] == "success", "a successful run is not recorded as "
-          "'success'")
+    check(tracker.pipeline_of("no-such-run") is None, "pipeline_of() of an unknown id is not None")
+    check(
+        tracker.get_run(oks[0])["status"] == "success",
+        "a successful run is not recorded as 'success'",
+    )
 
     # extractor states: the latest of each step
-    check(tracker.extractor_states(good) == {}, "extractor_states() of a pipeline that saved "
-          "none is not {}")
+    check(
+        tracker.extractor_states(good) == {},
+        "extractor_states() of a pipeline that saved none is not {}",
+    )
     for cursor in (1, 2):
-        tracker.record(ExtractorStateSaved(run_id=oks[-1], pipeline=good, step_name="rows",
-                                           state={"cursor": cursor}, saved_at=datetime.now(UTC)))
+        tracker.record(
+            ExtractorStateSaved(
+                run_id=oks[-1],
+                pipeline=good,
+                step_name="rows",
+                state={"cursor": cursor},
+                saved_at=datetime.now(UTC),
+            )
+        )
     check(tracker.flush(timeout=30) is True, "flush() did not return True")
     states = tracker.extractor_states(good)
-    check(states == {"rows": {"cursor": 2}}, f"extractor_states() gave {states!r}, not the "
-          "latest state saved, {'rows': {'cursor': 2}}")
+    check(
+        states == {"rows": {"cursor": 2}},
+        f"extractor_states() gave {states!r}, not the "
+        "latest state saved, {'rows': {'cursor': 2}}",
+    )
 
     problems = tracker.close(report=False)
-    check(isinstance(problems, list) and not problems,
-          f"close() returned {problems!r}, not an empty list")
+    check(
+        isinstance(problems, list) and not problems,
+        f"close() returned {problems!r}, not an empty list",
+    )
     again = make_tracker()
     again.migrate()
     try:
         read_back(again, "by a second tracker on the same store")
-        check(again.extractor_states(good) == {"rows": {"cursor": 2}},
-              "extractor_states() are not kept in the store")
+        check(
+            again.extractor_states(good) == {"rows": {"cursor": 2}},
+            "extractor_states() are not kept in the store",
+        )
     finally:
         again.close(report=False)
 
     if isinstance(tracker, ResumableTracker):
         latest = tracker.latest_finished(failing)
-        check(latest is not None and latest.get("execution_id") == run1,
-              f"latest_finished() is {latest!r}, not the failed run")
+        check(
+            latest is not None and latest.get("execution_id") == run1,
+            f"latest_finished() is {latest!r}, not the failed run",
+        )
         states = tracker.step_states(run1)
-        check(set(states) == set(order), f"step_states() has the steps {sorted(states)}, not "
-              f"{sorted(order)}")
+        check(
+            set(states) == set(order),
+            f"step_states() has the steps {sorted(states)}, not {sorted(order)}",
+        )
         for key in ("status", "fingerprint", "output_stored", "output_none", "committed"):
             check(key in states["load"], f"step_states() of a step has no {key!r}")
-        check(states["load"]["status"] == "success" and states["load"]["fingerprint"],
-              "step_states() does not give a succeeded step's status and fingerprint")
-        check(states["publish"]["status"] == "failed", "step_states() of the failed step is "
-              f"{states['publish']['status']!r}")
+        check(
+            states["load"]["status"] == "success" and states["load"]["fingerprint"],
+            "step_states() does not give a succeeded step's status and fingerprint",
+        )
+        check(
+            states["publish"]["status"] == "failed",
+            f"step_states() of the failed step is {states['publish']['status']!r}",
+        )
         stored = getattr(tracker, "results", None) is not None
-        check(states["load"]["output_stored"] is stored,
-              f"step_states() says output_stored={states['load']['output_stored']!r} for a "
-              f"step with a picklable output, with results {'set' if stored else 'None'}")
+        check(
+            states["load"]["output_stored"] is stored,
+            f"step_states() says output_stored={states['load']['output_stored']!r} for a "
+            f"step with a picklable output, with results {'set' if stored else 'None'}",
+        )
 
         # one resumer per run
         tracker.claim_resume(run1, f"contract-claim-1-{token}")
-        refused = raises(ResumeClaimed, lambda: tracker.claim_resume(
-            run1, f"contract-claim-2-{token}"), "a second claim on a run being resumed "
-            "should raise ResumeClaimed")
-        check(refused.state == "active", f"the refused claim says {refused.state!r}, not "
-              "'active'")
+        refused = raises(
+            ResumeClaimed,
+            lambda: tracker.claim_resume(run1, f"contract-claim-2-{token}"),
+            "a second claim on a run being resumed should raise ResumeClaimed",
+        )
+        check(refused.state == "active", f"the refused claim says {refused.state!r}, not 'active'")
         tracker.release_resume(run1, f"contract-claim-1-{token}")
         tracker.claim_resume(run1, f"contract-claim-2-{token}")  # free again
         tracker.release_resume(run1, f"contract-claim-2-{token}")
@@ -612,50 +761,79 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
         broken["publish"] = False
         before = dict(calls)
         second = pipe.run_sync(tracker=tracker, resume="latest")
-        check(second.status is RunStatus.SUCCESS, f"the resumed run ended "
-              f"{second.status.value}: {second.errors}")
+        check(
+            second.status is RunStatus.SUCCESS,
+            f"the resumed run ended {second.status.value}: {second.errors}",
+        )
         check(second.resumed_from == run1, "resume='latest' did not resume the failed run")
         if stored:
-            check(calls["load"] == before["load"] and calls["flaky"] == before["flaky"],
-                  "a resume ran again steps that succeeded with a stored output")
-        check(calls["publish"] == before["publish"] + 1, "a resume did not run the failed "
-              "step again")
+            check(
+                calls["load"] == before["load"] and calls["flaky"] == before["flaky"],
+                "a resume ran again steps that succeeded with a stored output",
+            )
+        check(
+            calls["publish"] == before["publish"] + 1, "a resume did not run the failed step again"
+        )
         record = tracker.get_run(second.run_id)
-        check(record["resumed_from"] == run1, "the resumed run's record has resumed_from "
-              f"{record['resumed_from']!r}")
+        check(
+            record["resumed_from"] == run1,
+            f"the resumed run's record has resumed_from {record['resumed_from']!r}",
+        )
         steps = {s["step_name"]: s for s in record["steps"]}
-        check(all(steps[n]["status"] == "success" for n in order),
-              f"the resumed run's steps are {[(n, steps[n]['status']) for n in order]}")
+        check(
+            all(steps[n]["status"] == "success" for n in order),
+            f"the resumed run's steps are {[(n, steps[n]['status']) for n in order]}",
+        )
         if stored:
-            check(steps["load"]["resumed_from"] == run1, "a step taken from the run resumed "
-                  f"has resumed_from {steps['load']['resumed_from']!r}")
-        check(tracker.load_run(second.run_id) == run1, "load_run() of a resume is not the "
-              "run it resumed")
-        check(tracker.load_run(run1) == run1, "load_run() of a run that resumes nothing is "
-              "not itself")
-        refused = raises(ResumeClaimed, lambda: pipe.run_sync(tracker=tracker, resume=run1),
-                         "resuming again a run that a successful run resumed should raise "
-                         "ResumeClaimed")
-        check(refused.state == "succeeded", f"the refusal says {refused.state!r}, not "
-              "'succeeded'")
+            check(
+                steps["load"]["resumed_from"] == run1,
+                "a step taken from the run resumed "
+                f"has resumed_from {steps['load']['resumed_from']!r}",
+            )
+        check(
+            tracker.load_run(second.run_id) == run1,
+            "load_run() of a resume is not the run it resumed",
+        )
+        check(
+            tracker.load_run(run1) == run1, "load_run() of a run that resumes nothing is not itself"
+        )
+        refused = raises(
+            ResumeClaimed,
+            lambda: pipe.run_sync(tracker=tracker, resume=run1),
+            "resuming again a run that a successful run resumed should raise ResumeClaimed",
+        )
+        check(refused.state == "succeeded", f"the refusal says {refused.state!r}, not 'succeeded'")
 
     if isinstance(tracker, PrunableTracker):
-        raises(ValueError, lambda: tracker.prune(), "prune() without keep or older_than "
-               "should raise ValueError")
+        raises(
+            ValueError,
+            lambda: tracker.prune(),
+            "prune() without keep or older_than should raise ValueError",
+        )
         would = tracker.prune(keep=1, pipeline=good, dry_run=True)
-        check(list(would) == oks[:2], f"prune(keep=1, dry_run=True) gave {list(would)}, not "
-              f"the two oldest runs {oks[:2]}, oldest first")
+        check(
+            list(would) == oks[:2],
+            f"prune(keep=1, dry_run=True) gave {list(would)}, not "
+            f"the two oldest runs {oks[:2]}, oldest first",
+        )
         check(len(tracker.list_runs(pipeline=good)) == 3, "prune(dry_run=True) deleted runs")
-        check(list(tracker.prune(keep=0, older_than=3600, pipeline=good)) == [],
-              "prune(older_than=3600) deleted runs younger than an hour")
+        check(
+            list(tracker.prune(keep=0, older_than=3600, pipeline=good)) == [],
+            "prune(older_than=3600) deleted runs younger than an hour",
+        )
         gone = tracker.prune(keep=1, pipeline=good)
         check(list(gone) == oks[:2], f"prune(keep=1) deleted {list(gone)}, not {oks[:2]}")
         left = [r["execution_id"] for r in tracker.list_runs(pipeline=good)]
         check(left == oks[2:], f"after prune(keep=1) the pipeline's runs are {left}")
-        raises(TrackerError, lambda: tracker.get_run(oks[0]),
-               "get_run() of a pruned run should raise TrackerError")
-        check(tracker.get_run(run1)["status"] == "failed", "prune(pipeline=...) touched "
-              "another pipeline's runs")
+        raises(
+            TrackerError,
+            lambda: tracker.get_run(oks[0]),
+            "get_run() of a pruned run should raise TrackerError",
+        )
+        check(
+            tracker.get_run(run1)["status"] == "failed",
+            "prune(pipeline=...) touched another pipeline's runs",
+        )
     problems = tracker.close(report=False)
     check(not problems, f"close() reported problems: {problems}")
 
@@ -663,10 +841,13 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *,
 # -- the extractor contract -------------------------------------------------------------------
 
 
-def check_extractor_contract(make_extractor: Callable[..., Any],
-                             expected_records: list[dict[str, Any]], *,
-                             params: dict[str, Any] | None = None,
-                             append: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+def check_extractor_contract(
+    make_extractor: Callable[..., Any],
+    expected_records: list[dict[str, Any]],
+    *,
+    params: dict[str, Any] | None = None,
+    append: Callable[[], list[dict[str, Any]]] | None = None,
+) -> None:
     """Check an extractor against the contract of :mod:`pipectl.data` (raises AssertionError
     saying which rule it broke).
 
@@ -702,19 +883,23 @@ def check_extractor_contract(make_extractor: Callable[..., Any],
         ctx = DataContext("contract", ctx_params, "fail", None, None)
         batches = extractor.batches(ctx)
         if inspect.isasyncgen(batches):
+
             async def drain() -> list[Any]:
                 return [b async for b in batches]
+
             got = asyncio.run(drain())
         else:
-            assert not inspect.iscoroutine(batches) and hasattr(batches, "__iter__"), \
-                f"batches(ctx) returned {type(batches).__name__}, not a sync iterable or an " \
+            assert not inspect.iscoroutine(batches) and hasattr(batches, "__iter__"), (
+                f"batches(ctx) returned {type(batches).__name__}, not a sync iterable or an "
                 "async generator"
+            )
             got = list(batches)
         for batch in got:
             assert isinstance(batch, list), f"a batch is a {type(batch).__name__}, not a list"
             for record in batch:
-                assert isinstance(record, dict), \
+                assert isinstance(record, dict), (
                     f"a record is a {type(record).__name__}, not a dict: {record!r}"
+                )
         return got
 
     def records(batches: list[list[dict[str, Any]]]) -> list[str]:
@@ -725,23 +910,26 @@ def check_extractor_contract(make_extractor: Callable[..., Any],
     assert isinstance(label, str) and label, f"describe() gave {label!r}, not a name for messages"
     where = f"extractor {label!r}"
     got = records(read(extractor))
-    assert got == expected, f"{where}: read {len(got)} records, not the {len(expected)} " \
+    assert got == expected, (
+        f"{where}: read {len(got)} records, not the {len(expected)} "
         f"expected (or not the same): {got[:3]} vs {expected[:3]}"
+    )
 
     try:
         signature = inspect.signature(make_extractor)
         takes_size = "batch_size" in signature.parameters or any(
-            p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+            p.kind is p.VAR_KEYWORD for p in signature.parameters.values()
+        )
     except (TypeError, ValueError):
         takes_size = False
     if takes_size:
         size = max(1, len(expected_records) // 3)
         batches = read(make_extractor(batch_size=size))
         sizes = [len(b) for b in batches]
-        assert all(n <= size for n in sizes), f"{where}: batch_size={size} gave batches of " \
-            f"{sizes}"
-        assert records(batches) == expected, f"{where}: with batch_size={size} the records " \
-            "read are not the records expected"
+        assert all(n <= size for n in sizes), f"{where}: batch_size={size} gave batches of {sizes}"
+        assert records(batches) == expected, (
+            f"{where}: with batch_size={size} the records read are not the records expected"
+        )
 
     class Collect:
         guarantee = "transactional"
@@ -770,17 +958,22 @@ def check_extractor_contract(make_extractor: Callable[..., Any],
 
     def through_runner(source: Any) -> tuple[list[str], Any]:
         out = Collect()
-        result = asyncio.run(run_data_step(step="contract", extractor=source,
-                                           outputs=[("out", out)], params=ctx_params))
+        result = asyncio.run(
+            run_data_step(
+                step="contract", extractor=source, outputs=[("out", out)], params=ctx_params
+            )
+        )
         report = result.outputs["out"]
-        assert report.status == "committed", f"{where}: the runner's load ended " \
-            f"{report.status}: {report.error}"
+        assert report.status == "committed", (
+            f"{where}: the runner's load ended {report.status}: {report.error}"
+        )
         return canon(out.committed), result.state
 
     source = make_extractor()
     got, _ = through_runner(source)
-    assert got == expected, f"{where}: the runner loaded {len(got)} records, not the " \
-        f"{len(expected)} expected"
+    assert got == expected, (
+        f"{where}: the runner loaded {len(got)} records, not the {len(expected)} expected"
+    )
     state = getattr(source, "state", None)
     if state is not None and callable(getattr(source, "set_state", None)):
         try:
@@ -791,8 +984,10 @@ def check_extractor_contract(make_extractor: Callable[..., Any],
         again.set_state(state)
         added = append() if append is not None else []
         got = records(read(again))
-        assert got == canon(added), f"{where}: from its state {state!r} a new extractor read " \
+        assert got == canon(added), (
+            f"{where}: from its state {state!r} a new extractor read "
             f"{len(got)} records, not {'only the ' if added else ''}{len(added)} new ones"
+        )
 
 
 # -- the executor contract --------------------------------------------------------------------
@@ -853,8 +1048,13 @@ class _FileGauge:
         return current, peak, entered
 
 
-def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = None,
-                            plugin_manager: Any = None, workdir: Any = None) -> None:
+def check_executor_contract(
+    executor: Any,
+    *,
+    options: dict[str, Any] | None = None,
+    plugin_manager: Any = None,
+    workdir: Any = None,
+) -> None:
     """Check an executor against what the engine needs of every executor (raises
     AssertionError saying which rule it broke).
 
@@ -888,8 +1088,11 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
     from pipectl.plugins import get_plugin_manager
 
     options = dict(options or {})
-    pm = plugin_manager if plugin_manager is not None else get_plugin_manager(
-        autoload=False, entry_points=())
+    pm = (
+        plugin_manager
+        if plugin_manager is not None
+        else get_plugin_manager(autoload=False, entry_points=())
+    )
     if callable(executor) and not isinstance(executor, str):
         factory = executor
         label = getattr(executor, "__name__", repr(executor))
@@ -933,8 +1136,13 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         nonlocal runs
         runs += 1
         recorder = HookRecorder()
-        result = pipe.run_sync(executor="contract-under-test", executor_options=options,
-                               tracker="none", listeners=[recorder], **kwargs)
+        result = pipe.run_sync(
+            executor="contract-under-test",
+            executor_options=options,
+            tracker="none",
+            listeners=[recorder],
+            **kwargs,
+        )
         return result, recorder
 
     def path(name: str) -> str:
@@ -962,11 +1170,16 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
             return {"sum": sum(double) + sum(square), "step": ctx.step, "attempt": ctx.attempt}
 
         shapes, _ = run(pipe, params={"n": 4})
-        assert shapes.status is RunStatus.SUCCESS, f"{where}: a plain pipeline failed: " \
-            f"{shapes.errors}"
+        assert shapes.status is RunStatus.SUCCESS, (
+            f"{where}: a plain pipeline failed: {shapes.errors}"
+        )
         got = {name: r.output for name, r in shapes.steps.items()}
-        want = {"source": [0, 1, 2, 3], "double": [0, 2, 4, 6], "square": [0, 1, 4, 9],
-                "join": {"sum": 26, "step": "join", "attempt": 1}}
+        want = {
+            "source": [0, 1, 2, 3],
+            "double": [0, 2, 4, 6],
+            "square": [0, 1, 4, 9],
+            "join": {"sum": 26, "step": "join", "attempt": 1},
+        }
         assert got == want, f"{where}: the outputs are {got!r}, not {want!r}"
 
         # retries: the engine counts, the executor runs every attempt
@@ -989,18 +1202,25 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         pipe.add_step("after_broken", lambda broken: broken, depends_on=["broken"])
         retried, recorded = run(pipe)
         flaky_result = retried.steps["flaky"]
-        assert flaky_result.status is StepStatus.SUCCESS and flaky_result.output == 3, \
-            f"{where}: a step failing twice with retries=3 ended {flaky_result.status.value} " \
+        assert flaky_result.status is StepStatus.SUCCESS and flaky_result.output == 3, (
+            f"{where}: a step failing twice with retries=3 ended {flaky_result.status.value} "
             f"with {flaky_result.output!r} ({flaky_result.error})"
-        assert flaky_result.attempts == 3 and len(calls.lines()) == 3, \
-            f"{where}: 3 attempts expected, the engine saw {flaky_result.attempts}, the step " \
+        )
+        assert flaky_result.attempts == 3 and len(calls.lines()) == 3, (
+            f"{where}: 3 attempts expected, the engine saw {flaky_result.attempts}, the step "
             f"ran {len(calls.lines())} times"
+        )
         starts = [c.attempt for c in recorded.calls_for("step_start", "flaky")]
         assert starts == [1, 2, 3], f"{where}: step_start attempts {starts}"
         broken_result = retried.steps["broken"]
-        assert broken_result.status is StepStatus.FAILED and broken_result.attempts == 2 \
-            and len(always.lines()) == 2, f"{where}: a step always failing with retries=1 " \
+        assert (
+            broken_result.status is StepStatus.FAILED
+            and broken_result.attempts == 2
+            and len(always.lines()) == 2
+        ), (
+            f"{where}: a step always failing with retries=1 "
             f"ran {len(always.lines())} times ({broken_result.attempts} attempts), not 2"
+        )
         assert retried.steps["after_broken"].status is StepStatus.SKIPPED
         assert retried.status is RunStatus.FAILED
 
@@ -1015,9 +1235,9 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
         failed, _ = run(pipe)
         result = failed.steps["fails"]
         assert failed.status is RunStatus.FAILED and result.status is StepStatus.FAILED
-        assert isinstance(result.exception, ValueError) and \
-            "contract boom 42" in str(result.exception), \
-            f"{where}: the step's exception came back as {result.exception!r}"
+        assert isinstance(result.exception, ValueError) and "contract boom 42" in str(
+            result.exception
+        ), f"{where}: the step's exception came back as {result.exception!r}"
         assert "contract boom 42" in (result.error or ""), f"{where}: error {result.error!r}"
         assert failed.steps["after"].status is StepStatus.SKIPPED
 
@@ -1053,22 +1273,25 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
             open(stop, "w").close()
         for name, attempts in (("slow_async", 2), ("slow_sync", 1)):
             result = timed.steps[name]
-            assert result.status is StepStatus.FAILED and \
-                isinstance(result.exception, StepTimeout), \
-                f"{where}: a {name} step over its timeout ended {result.status.value} with " \
+            assert result.status is StepStatus.FAILED and isinstance(
+                result.exception, StepTimeout
+            ), (
+                f"{where}: a {name} step over its timeout ended {result.status.value} with "
                 f"{result.exception!r}, not StepTimeout"
-            assert result.attempts == attempts, f"{where}: {name} had {result.attempts} " \
-                f"attempts, not {attempts}"
+            )
+            assert result.attempts == attempts, (
+                f"{where}: {name} had {result.attempts} attempts, not {attempts}"
+            )
         # (an attempt may time out before a remote worker even called the function)
-        assert len(tries.lines()) <= 2, f"{where}: 2 attempts ran the step " \
-            f"{len(tries.lines())} times"
+        assert len(tries.lines()) <= 2, (
+            f"{where}: 2 attempts ran the step {len(tries.lines())} times"
+        )
         assert took < 2.5, f"{where}: the run waited {took:.1f}s for steps past their timeout"
 
         # fail_fast: running steps cancelled, queued ones never started
         started, stop = path("ff-started"), path("ff-stop")
         effects = _FileLog(path("ff-effects"))
-        pipe = Pipeline("contract_fail_fast", plugin_manager=pm, fail_fast=True,
-                        max_concurrent=2)
+        pipe = Pipeline("contract_fail_fast", plugin_manager=pm, fail_fast=True, max_concurrent=2)
 
         @pipe.step
         async def running() -> None:
@@ -1098,10 +1321,13 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
             open(stop, "w").close()
         got = {name: r.status.value for name, r in ff.steps.items()}
         assert ff.status is RunStatus.FAILED and got == {
-            "running": "cancelled", "bad": "failed", "queued": "cancelled"}, \
-            f"{where}: with fail_fast the steps ended {got}"
-        assert effects.lines() == [] and ff.steps["queued"].attempts == 0, \
+            "running": "cancelled",
+            "bad": "failed",
+            "queued": "cancelled",
+        }, f"{where}: with fail_fast the steps ended {got}"
+        assert effects.lines() == [] and ff.steps["queued"].attempts == 0, (
             f"{where}: fail_fast started a queued step"
+        )
         assert took < 8, f"{where}: fail_fast waited {took:.1f}s for the cancelled step"
 
         # max_concurrent: reached, never exceeded (sync and async steps)
@@ -1111,6 +1337,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
 
             def make(i: int, sync: bool, gauge: _FileGauge = gauge) -> Any:
                 if sync:
+
                     def step() -> int:
                         gauge.enter()
                         try:
@@ -1118,6 +1345,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
                         finally:
                             gauge.leave()
                         return i
+
                     return step
 
                 async def astep() -> int:
@@ -1127,6 +1355,7 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
                     finally:
                         gauge.leave()
                     return i
+
                 return astep
 
             for i in range(6):
@@ -1136,15 +1365,17 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
             assert limited.ok, f"{where}: {limited.errors}"
             _current, peak, entered = gauge.read()
             assert entered == 7, f"{where}: {entered} of 7 steps ran"
-            assert peak <= limit, f"{where}: {peak} steps ran at once with max_concurrent=" \
-                f"{limit}"
-            assert peak == limit, f"{where}: max_concurrent={limit} with 6 ready steps, " \
+            assert peak <= limit, f"{where}: {peak} steps ran at once with max_concurrent={limit}"
+            assert peak == limit, (
+                f"{where}: max_concurrent={limit} with 6 ready steps, "
                 f"yet at most {peak} ran at once"
+            )
 
         # start and shutdown: once per run, whatever happened
         kinds = [kind for kind, _ in lifecycle]
-        assert kinds == ["start", "shutdown"] * runs, \
+        assert kinds == ["start", "shutdown"] * runs, (
             f"{where}: start()/shutdown() calls over {runs} runs were {kinds}"
+        )
         limits = [value for kind, value in lifecycle if kind == "start"]
         assert limits[-2:] == [1, 2], f"{where}: start() got max_concurrent {limits[-2:]}"
     finally:
@@ -1156,8 +1387,9 @@ def check_executor_contract(executor: Any, *, options: dict[str, Any] | None = N
 # -- crash tests ------------------------------------------------------------------------------
 
 
-def run_killed_at(fault: str, *args: str, cwd: Any, env: dict[str, str] | None = None,
-                  timeout: float = 600) -> Any:
+def run_killed_at(
+    fault: str, *args: str, cwd: Any, env: dict[str, str] | None = None, timeout: float = 600
+) -> Any:
     """Run ``pipectl ARGS`` in a subprocess that kills itself at the fault point ``fault``
     (``NAME`` or ``NAME:N``, see :mod:`pipectl.faults`); check that it died there (SIGKILL)
     and return the ``subprocess.CompletedProcess``."""
@@ -1167,9 +1399,16 @@ def run_killed_at(fault: str, *args: str, cwd: Any, env: dict[str, str] | None =
     import sys
 
     environ = {**os.environ, **(env or {}), "PIPECTL_FAULT": fault}
-    proc = subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=cwd, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == -signal.SIGKILL, (
         f"pipectl {' '.join(args)} with PIPECTL_FAULT={fault} did not die at the fault point "
-        f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc

@@ -13,8 +13,9 @@ def clean_order(row: dict) -> dict:
         quantity = int(row["quantity"])
         price = Decimal(row["unit_price"])
     except (ValueError, InvalidOperation):
-        raise ValueError(f"unparseable quantity {row['quantity']!r} or price "
-                         f"{row['unit_price']!r}") from None
+        raise ValueError(
+            f"unparseable quantity {row['quantity']!r} or price {row['unit_price']!r}"
+        ) from None
     return {
         "order_id": row["order_id"].strip(),
         "ordered_at": row["ordered_at"].strip(),
@@ -32,5 +33,6 @@ def revenue_by_city(params: dict) -> dict:
     with sqlite3.connect(params["gold_db"]) as db:
         rows = db.execute(
             "SELECT city, round(sum(amount), 2) FROM orders WHERE status = 'paid' "
-            "GROUP BY city ORDER BY 2 DESC").fetchall()
+            "GROUP BY city ORDER BY 2 DESC"
+        ).fetchall()
     return dict(rows)

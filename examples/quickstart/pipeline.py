@@ -25,8 +25,10 @@ SOURCE = HERE / "data" / "orders.csv"
 OUT = HERE / "output"
 DATABASE = OUT / "orders.sqlite"
 
-pipe = Pipeline("quickstart", description="clean the orders of a CSV file and load them into "
-                                          "SQLite and JSON Lines")
+pipe = Pipeline(
+    "quickstart",
+    description="clean the orders of a CSV file and load them into SQLite and JSON Lines",
+)
 pipe.param("database", str(DATABASE))  # what revenue_by_city reads, as params["database"]
 
 pipe.data_step(
@@ -34,8 +36,8 @@ pipe.data_step(
     description="stream the CSV through the transforms into both outputs, in one transaction each",
     extractor={"type": "csv", "path": str(SOURCE)},
     transforms=[
-        parse_order,    # raises for a row it cannot trust: set aside (on_bad_record below)
-        drop_repeats,   # the first line of each order_id
+        parse_order,  # raises for a row it cannot trust: set aside (on_bad_record below)
+        drop_repeats,  # the first line of each order_id
     ],
     outputs=[
         {"type": "sqlite", "path": str(DATABASE), "table": "orders", "key": "order_id"},
@@ -47,8 +49,12 @@ pipe.data_step(
     retry_delay=0.5,
 )
 
-pipe.add_step("revenue_by_city", revenue_by_city, depends_on=["load_orders"],
-              description="paid revenue per city, from the table just loaded")
+pipe.add_step(
+    "revenue_by_city",
+    revenue_by_city,
+    depends_on=["load_orders"],
+    description="paid revenue per city, from the table just loaded",
+)
 
 
 def main() -> int:
@@ -62,13 +68,14 @@ def main() -> int:
     print(f"load_orders read {loaded.records_read} records")
     for report in loaded.outputs.values():
         print(f"load_orders -> {report.target}: {report.written} records")
-    print(f"load_orders: {loaded.bad_records} bad records set aside in "
-          f"{loaded.dead_letter_path}")
+    print(f"load_orders: {loaded.bad_records} bad records set aside in {loaded.dead_letter_path}")
     print("paid revenue by city:")
     for city, revenue in run.steps["revenue_by_city"].output.items():
         print(f"  {city:<14} {revenue:>9,.2f}")
-    print(f"run {run.run_id} of {run.pipeline_id!r}: {run.status} in {run.duration_ms:.0f} ms, "
-          f"{run.records_processed} records")
+    print(
+        f"run {run.run_id} of {run.pipeline_id!r}: {run.status} in {run.duration_ms:.0f} ms, "
+        f"{run.records_processed} records"
+    )
     return 0
 
 

@@ -55,8 +55,9 @@ def parse_order(row: dict[str, str]) -> dict:
     data step sets aside (``on_bad_record: dead_letter``) with the reason."""
     order = clean_order(row)
     if order is None:
-        raise ValueError(f"unparseable quantity {row['quantity']!r} or unit price "
-                         f"{row['unit_price']!r}")
+        raise ValueError(
+            f"unparseable quantity {row['quantity']!r} or unit price {row['unit_price']!r}"
+        )
     return order
 
 
@@ -73,6 +74,8 @@ def drop_repeats(order: dict, ctx: Any) -> dict | None:
 def revenue_by_city(params: dict) -> dict[str, float]:
     """Paid revenue per city, read back from the SQLite table the data step loaded."""
     with sqlite3.connect(params["database"]) as db:
-        rows = db.execute("SELECT city, round(sum(amount), 2) FROM orders WHERE status = 'paid' "
-                          "GROUP BY city ORDER BY 2 DESC").fetchall()
+        rows = db.execute(
+            "SELECT city, round(sum(amount), 2) FROM orders WHERE status = 'paid' "
+            "GROUP BY city ORDER BY 2 DESC"
+        ).fetchall()
     return dict(rows)

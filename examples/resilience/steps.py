@@ -38,8 +38,9 @@ def slow_enrichment() -> dict:
 def convert(fetch_rates: dict[str, float]) -> list[dict]:
     """Prices in every currency; runs once the rates arrived, whatever the enrichment did."""
     prices = [{"sku": "SKU-1001", "eur": 42.0}, {"sku": "SKU-1002", "eur": 4.5}]
-    return [{**p, **{c.lower(): round(p["eur"] * r, 2) for c, r in fetch_rates.items()}}
-            for p in prices]
+    return [
+        {**p, **{c.lower(): round(p["eur"] * r, 2) for c, r in fetch_rates.items()}} for p in prices
+    ]
 
 
 def cleanup() -> str:

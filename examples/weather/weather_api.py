@@ -84,8 +84,10 @@ def reading(location: str, hour: int) -> dict[str, Any]:
         "location": location,
         "observed_at": _stamp(observed),
         "temperature_c": round(mean + swing * warmest + 4 * (_noise(location, hour) - 0.5), 1),
-        "humidity_pct": min(100, humidity + int(20 * (_noise(location, hour, "h") - 0.5))
-                            + (15 if precipitation else 0)),
+        "humidity_pct": min(
+            100,
+            humidity + int(20 * (_noise(location, hour, "h") - 0.5)) + (15 if precipitation else 0),
+        ),
         "wind_kph": round(25 * _noise(location, hour, "wind"), 1),
         "precipitation_mm": precipitation,
         "conditions": "rain" if precipitation else ("clear" if rain < 0.4 else "cloudy"),
@@ -105,26 +107,38 @@ class WeatherApi:
         self.requests = 0
         """Requests answered so far (every path, every status)."""
         self.lock = threading.Lock()
-        self._all = sorted((reading(code, hour) for code in LOCATIONS
-                            for hour in range(days * 24)),
-                           key=lambda r: (r["observed_at"], r["location"]))
+        self._all = sorted(
+            (reading(code, hour) for code in LOCATIONS for hour in range(days * 24)),
+            key=lambda r: (r["observed_at"], r["location"]),
+        )
 
-    def readings(self, locations: list[str] | None = None, since: str | None = None
-                 ) -> list[dict[str, Any]]:
+    def readings(
+        self, locations: list[str] | None = None, since: str | None = None
+    ) -> list[dict[str, Any]]:
         """Every reading of ``locations`` (all when None) updated after ``since``, in order."""
         wanted = set(locations) if locations else None
-        return [r for r in self._all if (wanted is None or r["location"] in wanted)
-                and (since is None or r["updated_at"] > since)]
+        return [
+            r
+            for r in self._all
+            if (wanted is None or r["location"] in wanted)
+            and (since is None or r["updated_at"] > since)
+        ]
 
-    def answer(self, path: str, query: list[tuple[str, str]], headers: dict[str, str]
-               ) -> tuple[int, Any]:
+    def answer(
+        self, path: str, query: list[tuple[str, str]], headers: dict[str, str]
+    ) -> tuple[int, Any]:
         """(HTTP status, JSON body) for a GET of ``path`` with ``query`` (pairs, repeats kept)."""
         if path == "/v1/health":
-            return 200, {"service": "weather", "status": "ok", "days": self.days,
-                         "key_required": self.api_key is not None}
+            return 200, {
+                "service": "weather",
+                "status": "ok",
+                "days": self.days,
+                "key_required": self.api_key is not None,
+            }
         if path not in ("/v1/readings", "/v1/locations"):
-            return 404, {"error": f"no such path {path!r}; try /v1/readings, /v1/locations or "
-                                  "/v1/health"}
+            return 404, {
+                "error": f"no such path {path!r}; try /v1/readings, /v1/locations or /v1/health"
+            }
         if self.api_key is not None and headers.get(KEY_HEADER.lower()) != self.api_key:
             return 401, {"error": f"a valid {KEY_HEADER} header is required"}
         if path == "/v1/locations":
@@ -133,12 +147,18 @@ class WeatherApi:
 
     def _readings(self, query: list[tuple[str, str]]) -> tuple[int, Any]:
         single = dict(query)
-        locations = [code.strip() for name, value in query if name == "location"
-                     for code in value.split(",") if code.strip()]
+        locations = [
+            code.strip()
+            for name, value in query
+            if name == "location"
+            for code in value.split(",")
+            if code.strip()
+        ]
         unknown = [c for c in locations if c not in LOCATIONS]
         if unknown:
-            return 400, {"error": f"unknown location(s) {', '.join(unknown)}; known: "
-                                  f"{', '.join(LOCATIONS)}"}
+            return 400, {
+                "error": f"unknown location(s) {', '.join(unknown)}; known: {', '.join(LOCATIONS)}"
+            }
         since = single.get("updated_since", single.get("since"))
         try:
             size = int(single.get("page_size", DEFAULT_PAGE_SIZE))
@@ -149,16 +169,23 @@ class WeatherApi:
                 page = int(single.get("page", 1))
                 start = (page - 1) * size
         except ValueError:
-            return 400, {"error": "page, page_size and cursor must be what the API gave: "
-                                  "page and page_size numbers, cursor a next_cursor"}
+            return 400, {
+                "error": "page, page_size and cursor must be what the API gave: "
+                "page and page_size numbers, cursor a next_cursor"
+            }
         if not 1 <= size <= MAX_PAGE_SIZE or page < 1 or start < 0:
-            return 400, {"error": f"page must be >= 1 and page_size between 1 and "
-                                  f"{MAX_PAGE_SIZE}"}
+            return 400, {"error": f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}"}
         rows = self.readings(locations or None, since)
         end = start + size
-        return 200, {"data": rows[start:end],
-                     "meta": {"page": page, "page_size": size, "total": len(rows),
-                              "next_cursor": f"r{end}" if end < len(rows) else None}}
+        return 200, {
+            "data": rows[start:end],
+            "meta": {
+                "page": page,
+                "page_size": size,
+                "total": len(rows),
+                "next_cursor": f"r{end}" if end < len(rows) else None,
+            },
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -173,8 +200,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         api = self.server.api
         parts = urlsplit(self.path)
-        status, body = api.answer(parts.path, parse_qsl(parts.query),
-                                  {k.lower(): v for k, v in self.headers.items()})
+        status, body = api.answer(
+            parts.path, parse_qsl(parts.query), {k.lower(): v for k, v in self.headers.items()}
+        )
         if api.delay:
             time.sleep(api.delay)
         data = json.dumps(body).encode()
@@ -192,8 +220,9 @@ class WeatherServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, api: WeatherApi, host: str = "127.0.0.1", port: int = 0,
-                 verbose: bool = False):
+    def __init__(
+        self, api: WeatherApi, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
+    ):
         self.api = api
         self.verbose = verbose
         super().__init__((host, port), _Handler)
@@ -206,8 +235,12 @@ class WeatherServer(ThreadingHTTPServer):
 
     def start(self) -> WeatherServer:
         """Serve in a daemon thread (it ends with the process, or with :meth:`stop`)."""
-        self._thread = threading.Thread(target=self.serve_forever, name="weather-api",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever,
+            name="weather-api",
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -229,18 +262,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--days", type=int, default=7, help="days of hourly readings (7)")
-    parser.add_argument("--api-key", default=os.environ.get("WEATHER_API_KEY"),
-                        help="require this X-API-Key header (default: $WEATHER_API_KEY; "
-                             "none: no key needed)")
-    parser.add_argument("--delay", type=float, default=0.0,
-                        help="seconds each response waits (0)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("WEATHER_API_KEY"),
+        help="require this X-API-Key header (default: $WEATHER_API_KEY; none: no key needed)",
+    )
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each response waits (0)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
-    server = WeatherServer(WeatherApi(args.days, args.api_key, args.delay), args.host,
-                           args.port, verbose=not args.quiet)
+    server = WeatherServer(
+        WeatherApi(args.days, args.api_key, args.delay),
+        args.host,
+        args.port,
+        verbose=not args.quiet,
+    )
     key = "an X-API-Key header" if args.api_key else "no key"
-    print(f"weather API on {server.url}/v1/readings ({args.days} days, {key}); Ctrl-C stops it",
-          flush=True)
+    print(
+        f"weather API on {server.url}/v1/readings ({args.days} days, {key}); Ctrl-C stops it",
+        flush=True,
+    )
     try:
         server.serve_forever(poll_interval=0.05)
     except KeyboardInterrupt:

@@ -63,14 +63,18 @@ def start_api(params: dict, ctx: Any) -> RunningApi:
     health = _health(url)
     if health is not None:
         if health.get("service") != "weather":
-            raise RuntimeError(f"something that is not the weather API answers at {url}; "
-                               "pick another port: -p api=http://127.0.0.1:PORT")
+            raise RuntimeError(
+                f"something that is not the weather API answers at {url}; "
+                "pick another port: -p api=http://127.0.0.1:PORT"
+            )
         ctx.logger.info("weather_api_found", url=url)
         return RunningApi(url)
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in LOCAL_HOSTS or parts.port is None:
-        raise ConnectionError(f"nothing answers at {url}, and the example starts its API only "
-                              "at http://127.0.0.1:PORT (or localhost)")
+        raise ConnectionError(
+            f"nothing answers at {url}, and the example starts its API only "
+            "at http://127.0.0.1:PORT (or localhost)"
+        )
     try:
         server = weather_api.start_in_thread(parts.hostname, parts.port, api_key=key)
     except OSError as exc:
@@ -86,6 +90,9 @@ def postgres_target(params: dict, ctx: Any) -> dict[str, Any]:
     variable = params["postgres_dsn_env"]
     enabled = bool(os.environ.get(variable))
     if not enabled:
-        ctx.logger.info("postgres_not_configured", variable=variable,
-                        hint=f"set {variable} to a DSN to load PostgreSQL too")
+        ctx.logger.info(
+            "postgres_not_configured",
+            variable=variable,
+            hint=f"set {variable} to a DSN to load PostgreSQL too",
+        )
     return {"enabled": enabled, "dsn_env": variable, "schema": params["postgres_schema"]}

@@ -23,7 +23,9 @@ def double(record):
 
 
 def use_token(params, ctx):
-    ctx.logger.info("calling the api", token=params["token"], url=f"https://x/?key={params['token']}")
+    ctx.logger.info(
+        "calling the api", token=params["token"], url=f"https://x/?key={params['token']}"
+    )
     raise PermissionError(f"the API refused key {params['token']}")
 
 

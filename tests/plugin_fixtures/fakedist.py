@@ -117,7 +117,10 @@ class FakeDists:
     def run_cli(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         """``pipectl ARGS`` in a subprocess that sees these distributions."""
         return subprocess.run(
-            [*PIPECTL, *args], env=self.env(**extra_env), capture_output=True, text=True,
+            [*PIPECTL, *args],
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
             timeout=120,
         )
 
@@ -132,8 +135,9 @@ def _installed_plugins() -> list[str]:
     under plugins/ are, in CI), which are not pipectl's own built-ins."""
     from importlib.metadata import entry_points
 
-    return sorted({ep.name for ep in entry_points(group="pipectl")
-                   if not ep.value.startswith("pipectl.")})
+    return sorted(
+        {ep.name for ep in entry_points(group="pipectl") if not ep.value.startswith("pipectl.")}
+    )
 
 
 @pytest.fixture

@@ -54,8 +54,13 @@ class LazyCommand(click.Command):
             self._command = getattr(importlib.import_module(module), attribute)
         return self._command
 
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
         return self.load().make_context(info_name, args, parent=parent, **extra)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -121,11 +126,21 @@ def build_cli(pm: Any) -> click.Group:
         ctx.exit()
 
     @click.group(cls=PipectlGroup, context_settings=CONTEXT_SETTINGS)
-    @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
-                  callback=show_version,
-                  help="Show the version of pipectl and of each installed plugin, and exit.")
     @click.option(
-        "-p", "--plugin", "plugin_options", multiple=True, metavar="no:NAME",
+        "-V",
+        "--version",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=show_version,
+        help="Show the version of pipectl and of each installed plugin, and exit.",
+    )
+    @click.option(
+        "-p",
+        "--plugin",
+        "plugin_options",
+        multiple=True,
+        metavar="no:NAME",
         callback=_check_plugin_option,
         help="Disable the plugin NAME (entry point or distribution name) before it is imported.",
     )
@@ -150,8 +165,9 @@ def build_cli(pm: Any) -> click.Group:
             impl.function(**{arg: cli for arg in impl.argnames})
             for name, command in cli.commands.items():
                 if name in before and before[name] is not command:
-                    raise PluginError(f"command {name!r} is already provided by plugin "
-                                      f"{owners.get(name, '?')!r}")
+                    raise PluginError(
+                        f"command {name!r} is already provided by plugin {owners.get(name, '?')!r}"
+                    )
             for name in cli.commands.keys() - before.keys():
                 owners[name] = impl.plugin_name
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
@@ -197,10 +213,16 @@ def add_plugin_options(run: click.Command, pm: Any) -> click.Command:
         if option.executor is not None:
             help_text = f"{help_text} (implies --executor {option.executor})".strip()
         flag = option.type is bool
-        extra.append(ExecutorOption(
-            option, type=None if flag else option.type, is_flag=flag,
-            default=option.default if option.executor is None else None,
-            metavar=option.metavar, help=help_text))
+        extra.append(
+            ExecutorOption(
+                option,
+                type=None if flag else option.type,
+                is_flag=flag,
+                default=option.default if option.executor is None else None,
+                metavar=option.metavar,
+                help=help_text,
+            )
+        )
     if not extra:
         return run
     command = copy.copy(run)

@@ -14,8 +14,9 @@ PROG_NAME = "pipectl"
 SHELLS = ("bash", "zsh", "fish")
 
 
-@click.command(short_help="Print the shell completion script (bash, zsh, fish).",
-               epilog="""\b
+@click.command(
+    short_help="Print the shell completion script (bash, zsh, fish).",
+    epilog="""\b
 Install it (once):
   bash  add to ~/.bashrc:                  eval "$(pipectl completion bash)"
   zsh   add to ~/.zshrc (after compinit):  eval "$(pipectl completion zsh)"
@@ -27,7 +28,8 @@ the script is not made again at each start):
   pipectl completion bash > ~/.pipectl-complete.bash
   echo '. ~/.pipectl-complete.bash' >> ~/.bashrc
 
-Then open a new shell. Bash needs version 4.4 or later.""")
+Then open a new shell. Bash needs version 4.4 or later.""",
+)
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
     """Print the completion script of SHELL (bash, zsh or fish): Tab completes pipectl's

@@ -17,8 +17,12 @@ def import_group() -> None:
 
 @import_group.command(name="ia-modules")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the pipeline file here (default: print it).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the pipeline file here (default: print it).",
+)
 def ia_modules(file: Path, output: Path | None) -> None:
     """Convert FILE, a pipeline of the ia_modules JSON design, to pipectl's YAML.
 

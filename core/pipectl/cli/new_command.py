@@ -15,10 +15,20 @@ def new() -> None:
 
 @new.command(name="plugin")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["extractor", "output", "tracker", "listener"]),
-              default="extractor", show_default=True, help="What the plugin provides.")
-@click.option("-o", "--output", "target", type=click.Path(path_type=Path),
-              help="The folder to create (default: ./pipectl-NAME).")
+@click.option(
+    "--kind",
+    type=click.Choice(["extractor", "output", "tracker", "listener"]),
+    default="extractor",
+    show_default=True,
+    help="What the plugin provides.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "target",
+    type=click.Path(path_type=Path),
+    help="The folder to create (default: ./pipectl-NAME).",
+)
 def plugin(name: str, kind: str, target: Path | None) -> None:
     """Write the skeleton of the plugin NAME: distribution pipectl-NAME, module pipectl_NAME,
     entry point NAME, with a working component, README, CHANGELOG and a passing test.
@@ -45,5 +55,4 @@ def plugin(name: str, kind: str, target: Path | None) -> None:
     click.echo(f"wrote {dist} ({kind} {entry!r}, module {module}) in {folder}/:")
     for path in written:
         click.echo(f"  {path.relative_to(folder)}")
-    click.echo(f"\nnext: pip install -e '{folder}[test]' && pipectl plugins && "
-               f"pytest {folder}")
+    click.echo(f"\nnext: pip install -e '{folder}[test]' && pipectl plugins && pytest {folder}")

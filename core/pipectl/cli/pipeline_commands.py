@@ -23,7 +23,11 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 _param_option = click.option(
-    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Set a declared param (typed by its declaration). Repeat for more.",
 )
 
@@ -60,8 +64,14 @@ def _project(file: str) -> Any:
     return project
 
 
-def _load(pm: Any, file: str, params: Sequence[str], names: Sequence[str] = (),
-          tracker: str | None = None, resume: str | None = None) -> tuple[Any, dict[str, Any]]:
+def _load(
+    pm: Any,
+    file: str,
+    params: Sequence[str],
+    names: Sequence[str] = (),
+    tracker: str | None = None,
+    resume: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """The file as a :class:`~pipectl.orchestration.PipelineFile`, and the pipelines to act on (``names`` and what they depend on; by default all but those used as
     sub-pipelines), validated, in dependency order; any problem exits 2, every problem of
     every pipeline listed at once."""
@@ -72,8 +82,9 @@ def _load(pm: Any, file: str, params: Sequence[str], names: Sequence[str] = (),
     _project(file)  # its problems exit 2 first; PIPECTL_HOME set
     with gc_paused():  # loading and planning make objects, not garbage (see gc_paused)
         try:
-            pf = PipelineFile.load(file, _parse_params(params), tracker=tracker, resume=resume,
-                                   plugin_manager=pm)
+            pf = PipelineFile.load(
+                file, _parse_params(params), tracker=tracker, resume=resume, plugin_manager=pm
+            )
             for warning in pf.warnings:
                 click.echo(f"pipectl: warning: {warning}", err=True)
             chosen = {n: pf.pipelines[n] for n in pf.select(names)}
@@ -108,48 +119,105 @@ def _load(pm: Any, file: str, params: Sequence[str], names: Sequence[str] = (),
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Override max_concurrent.")
 @click.option("--fail-fast/--no-fail-fast", default=None, help="Override fail_fast.")
 @click.option("--executor", metavar="NAME", help="Run the steps on this executor plugin.")
-@click.option("--executor-option", "executor_option", multiple=True, metavar="KEY=VALUE",
-              help="An option of the executor (repeatable); VALUE is read as JSON when it "
-                   "parses, else as text. Executors may add options of their own below.")
+@click.option(
+    "--executor-option",
+    "executor_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the executor (repeatable); VALUE is read as JSON when it "
+    "parses, else as text. Executors may add options of their own below.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan (levels) and run nothing.")
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
-              show_default=True, help="How events are logged (to stderr).")
-@click.option("-v", "--verbose", count=True,
-              help="More events: -v the debug events (plugins, project, the plan, scheduling "
-                   "decisions, retries); -vv also the libraries' own debug logging.")
-@click.option("-q", "--quiet", count=True,
-              help="Only warnings, the failed steps and the final line.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show the live display of running steps and a coloured table, or not "
-                   "(default: when stdout and stderr are terminals; never with TERM=dumb, "
-                   "--log-format json or -q).")
-@click.option("--tracker", metavar="URL",
-              help="Where runs are recorded: sqlite:///file.db, postgresql://..., or none "
-                   "(default: the file's tracker, else .pipectl/pipectl.db, or "
-                   "$PIPECTL_HOME/pipectl.db).")
-@click.option("--resume", metavar="RUN_ID|latest",
-              help="Run again only what that run (of the same pipeline) did not finish; the "
-                   "steps that succeeded keep their outputs. latest: the latest run that "
-                   "ended (or whose process died), not one still running. A run being "
-                   "resumed by another pipectl is not resumed twice: exit 2.")
-@click.option("--force", is_flag=True,
-              help="With --resume: take the outputs of steps that changed since anyway.")
-@click.option("--only", "only", multiple=True, metavar="STEP",
-              help="Run only this step and what it depends on (repeatable); pipelines of the "
-                   "file without any of the steps named do not run.")
-@click.option("--skip", "skip", multiple=True, metavar="STEP",
-              help="Leave this step out, and every step downstream of it (repeatable); with "
-                   "--only, of the steps it selects. Pipelines of the file without any of the "
-                   "steps named run whole.")
-@click.option("--rollback", is_flag=True,
-              help="When a run fails, run the rollbacks of its completed steps, last first.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="How events are logged (to stderr).",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More events: -v the debug events (plugins, project, the plan, scheduling "
+    "decisions, retries); -vv also the libraries' own debug logging.",
+)
+@click.option(
+    "-q", "--quiet", count=True, help="Only warnings, the failed steps and the final line."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the live display of running steps and a coloured table, or not "
+    "(default: when stdout and stderr are terminals; never with TERM=dumb, "
+    "--log-format json or -q).",
+)
+@click.option(
+    "--tracker",
+    metavar="URL",
+    help="Where runs are recorded: sqlite:///file.db, postgresql://..., or none "
+    "(default: the file's tracker, else .pipectl/pipectl.db, or "
+    "$PIPECTL_HOME/pipectl.db).",
+)
+@click.option(
+    "--resume",
+    metavar="RUN_ID|latest",
+    help="Run again only what that run (of the same pipeline) did not finish; the "
+    "steps that succeeded keep their outputs. latest: the latest run that "
+    "ended (or whose process died), not one still running. A run being "
+    "resumed by another pipectl is not resumed twice: exit 2.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: take the outputs of steps that changed since anyway.",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="STEP",
+    help="Run only this step and what it depends on (repeatable); pipelines of the "
+    "file without any of the steps named do not run.",
+)
+@click.option(
+    "--skip",
+    "skip",
+    multiple=True,
+    metavar="STEP",
+    help="Leave this step out, and every step downstream of it (repeatable); with "
+    "--only, of the steps it selects. Pipelines of the file without any of the "
+    "steps named run whole.",
+)
+@click.option(
+    "--rollback",
+    is_flag=True,
+    help="When a run fails, run the rollbacks of its completed steps, last first.",
+)
 @click.pass_obj
-def run(pm: Any, /, file: str, names: Sequence[str], params: Sequence[str],
-        max_concurrent: int | None, fail_fast: bool | None, executor: str | None,
-        dry_run: bool, log_format: str, verbose: int, quiet: int,
-        progress: bool | None, tracker: str | None, resume: str | None, force: bool,
-        rollback: bool, executor_option: Sequence[str] = (), only: Sequence[str] = (),
-        skip: Sequence[str] = (), **executor_cli: Any) -> None:
+def run(
+    pm: Any,
+    /,
+    file: str,
+    names: Sequence[str],
+    params: Sequence[str],
+    max_concurrent: int | None,
+    fail_fast: bool | None,
+    executor: str | None,
+    dry_run: bool,
+    log_format: str,
+    verbose: int,
+    quiet: int,
+    progress: bool | None,
+    tracker: str | None,
+    resume: str | None,
+    force: bool,
+    rollback: bool,
+    executor_option: Sequence[str] = (),
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    **executor_cli: Any,
+) -> None:
     """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
     all of them, each after the pipelines it depends on. Runs are recorded in the tracker
     (`pipectl runs list`), and a failed one can be resumed (--resume latest)."""
@@ -175,8 +243,7 @@ def run(pm: Any, /, file: str, names: Sequence[str], params: Sequence[str],
             after = [d for d in depends[pipe.name] if d in pipelines]
             plan = pipe.plan((picked or {}).get(pipe.name, ()), skipped.get(pipe.name, ()))
             steps += len(plan.nodes)
-            click.echo(plan.graph.visualize() + (f"\n(after: {', '.join(after)})" if after
-                                                  else ""))
+            click.echo(plan.graph.visualize() + (f"\n(after: {', '.join(after)})" if after else ""))
             if plan.left_out:
                 click.echo(display.left_out_line(plan.left_out))
             click.echo("")
@@ -186,8 +253,11 @@ def run(pm: Any, /, file: str, names: Sequence[str], params: Sequence[str],
     # the live display replaces the info events; -v still shows them (above it)
     level = "debug" if verbose else ("warning" if quiet or live else "info")
     configure_logging(level, fmt=log_format)
-    external = [f"{r.name}-{r.version}" for r in pm.records.values()
-                if not r.builtin and r.status == "loaded"]
+    external = [
+        f"{r.name}-{r.version}"
+        for r in pm.records.values()
+        if not r.builtin and r.status == "loaded"
+    ]
     if external and not quiet:
         if log_format == "json":  # every line of stderr is JSON: an event, not a plain line
             from pipectl.log import get_logger
@@ -199,13 +269,27 @@ def run(pm: Any, /, file: str, names: Sequence[str], params: Sequence[str],
         from pipectl.log import capture_library_logs, get_logger
 
         logger = get_logger()
-        logger.debug("plugins", plugins=[
-            {"name": r.name, "distribution": r.distribution, "version": r.version,
-             "status": r.status, "builtin": r.builtin} for r in pm.records.values()])
+        logger.debug(
+            "plugins",
+            plugins=[
+                {
+                    "name": r.name,
+                    "distribution": r.distribution,
+                    "version": r.version,
+                    "status": r.status,
+                    "builtin": r.builtin,
+                }
+                for r in pm.records.values()
+            ],
+        )
         project = _project(file)
-        logger.debug("project", root=str(project.root),
-                     file=str(project.file) if project.file else None,
-                     home=str(project.home), tracker=tracker or project.tracker_url())
+        logger.debug(
+            "project",
+            root=str(project.root),
+            file=str(project.file) if project.file else None,
+            home=str(project.home),
+            tracker=tracker or project.tracker_url(),
+        )
         if verbose > 1:  # -vv: the libraries' own debug logging (httpx, psycopg, dask ...)
             capture_library_logs()
     if force and resume is None:
@@ -220,10 +304,23 @@ def run(pm: Any, /, file: str, names: Sequence[str], params: Sequence[str],
 
     configure(pm, _plugin_option_values(executor_cli), "cli", _project(file).root)
     try:
-        _run_all(pf, list(pipelines), live, quiet, dict(
-            max_concurrent=max_concurrent, fail_fast=fail_fast, executor=executor,
-            resume=resume, force=force, rollback=rollback, executor_options=executor_options,
-            only=picked, skip=skipped))
+        _run_all(
+            pf,
+            list(pipelines),
+            live,
+            quiet,
+            dict(
+                max_concurrent=max_concurrent,
+                fail_fast=fail_fast,
+                executor=executor,
+                resume=resume,
+                force=force,
+                rollback=rollback,
+                executor_options=executor_options,
+                only=picked,
+                skip=skipped,
+            ),
+        )
     finally:
         ended = sys.exc_info()[1]
         if recorder is not None and (ended is None or isinstance(ended, SystemExit)):
@@ -262,7 +359,8 @@ def _retain(recorder: Any, project: Any, log_format: str, quiet: int) -> None:
         older = settings.get("older_than")
         pruned = require_prune(recorder).prune(
             keep=settings.get("keep"),
-            older_than=parse_duration(older) if older is not None else None)
+            older_than=parse_duration(older) if older is not None else None,
+        )
     except Exception as exc:  # noqa: BLE001 - retention is housekeeping
         warn(f"retention: not applied: {type(exc).__name__}: {exc}")
         return
@@ -273,12 +371,15 @@ def _retain(recorder: Any, project: Any, log_format: str, quiet: int) -> None:
 
             get_logger().info("runs_pruned", runs=len(pruned), retention=dict(settings))
         else:
-            click.echo(f"retention ({rule}): pruned {len(pruned)} old run(s) and their stored "
-                       "outputs", err=True)
+            click.echo(
+                f"retention ({rule}): pruned {len(pruned)} old run(s) and their stored outputs",
+                err=True,
+            )
 
 
-def _only(pipelines: dict[str, Any], only: Sequence[str],
-          flag: str = "--only") -> dict[str, list[str]]:
+def _only(
+    pipelines: dict[str, Any], only: Sequence[str], flag: str = "--only"
+) -> dict[str, list[str]]:
     """``--only`` (or ``--skip``, the ``flag``): the steps named, by the pipeline they belong
     to; a name no pipeline has is an error (exit 2) with the closest names."""
     import difflib
@@ -289,8 +390,14 @@ def _only(pipelines: dict[str, Any], only: Sequence[str],
         if not owners:
             known = [s for pipe in pipelines.values() for s in pipe.steps]
             close = difflib.get_close_matches(step, known, n=1)
-            _fail(f"{flag} {step}: no such step" + (f"; did you mean {close[0]!r}?" if close
-                                                      else f" (steps: {', '.join(known[:20])})"))
+            _fail(
+                f"{flag} {step}: no such step"
+                + (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else f" (steps: {', '.join(known[:20])})"
+                )
+            )
         for owner in owners:
             picked.setdefault(owner, []).append(step)
     return picked
@@ -302,12 +409,16 @@ def _plugin_option_values(given: dict[str, Any]) -> dict[str, Any]:
     from pipectl.cli import ExecutorOption
 
     params = {p.name: p for p in click.get_current_context().command.params}
-    return {param.option.dest: value for name, value in given.items()
-            if isinstance(param := params.get(name), ExecutorOption) and param.executor is None}
+    return {
+        param.option.dest: value
+        for name, value in given.items()
+        if isinstance(param := params.get(name), ExecutorOption) and param.executor is None
+    }
 
 
-def _executor_options(executor: str | None, given: Sequence[str], declared: dict[str, Any]
-                      ) -> tuple[str | None, dict[str, Any]]:
+def _executor_options(
+    executor: str | None, given: Sequence[str], declared: dict[str, Any]
+) -> tuple[str | None, dict[str, Any]]:
     """The executor and its options from ``--executor-option KEY=VALUE`` and the options
     executors declare (``--dask-scheduler ...``, which imply their executor)."""
     import json as _json
@@ -329,7 +440,7 @@ def _executor_options(executor: str | None, given: Sequence[str], declared: dict
         (a, flag_a), (b, flag_b) = list(implied.items())[:2]
         _fail(f"{flag_a} (executor {a}) and {flag_b} (executor {b}) do not go together")
     if implied:
-        (wanted, flag), = implied.items()
+        ((wanted, flag),) = implied.items()
         if executor is not None and executor != wanted:
             _fail(f"{flag} is an option of executor {wanted!r}, not of --executor {executor}")
         executor = wanted
@@ -337,8 +448,10 @@ def _executor_options(executor: str | None, given: Sequence[str], declared: dict
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            _fail(f"--executor-option {item!r}: expected KEY=VALUE, e.g. "
-                  "--executor-option local_workers=2")
+            _fail(
+                f"--executor-option {item!r}: expected KEY=VALUE, e.g. "
+                "--executor-option local_workers=2"
+            )
         try:
             value = _json.loads(text)
         except ValueError:
@@ -347,8 +460,7 @@ def _executor_options(executor: str | None, given: Sequence[str], declared: dict
     return executor, options  # with no --executor: the options of the file's executor
 
 
-def _run_all(pf: Any, names: list[str], live: bool, quiet: int,
-             options: dict[str, Any]) -> None:
+def _run_all(pf: Any, names: list[str], live: bool, quiet: int, options: dict[str, Any]) -> None:
     """Run the pipelines (:meth:`PipelineFile.run <pipectl.orchestration.PipelineFile.run>`),
     printing each one's summary as it ends; exit 1 when one did not succeed, 130/143 when a
     run was cancelled."""
@@ -367,8 +479,10 @@ def _run_all(pf: Any, names: list[str], live: bool, quiet: int,
             click.echo(f"pipeline {outcome.name!r} skipped: {outcome.reason}\n")
             return
         if result is None:  # nothing left to run: not a failure, the pipelines after it run
-            click.echo(f"pipeline {outcome.name!r} not run: --skip left out every step it "
-                       f"would run ({', '.join(result_left_out(pipe, options))})\n")
+            click.echo(
+                f"pipeline {outcome.name!r} not run: --skip left out every step it "
+                f"would run ({', '.join(result_left_out(pipe, options))})\n"
+            )
             return
         if live:
             display.print_rich_summary(result, pipe.steps)
@@ -391,16 +505,16 @@ def _run_all(pf: Any, names: list[str], live: bool, quiet: int,
         return display.LiveProgress(name, total=total)
 
     try:
-        result = pf.run(names, progress=progress if live else None, on_outcome=report,
-                        **options)
+        result = pf.run(names, progress=progress if live else None, on_outcome=report, **options)
     except (ResumeError, ResumeClaimed, RunInProgress) as exc:  # e.g. another pipectl has it
         _fail(f"--resume: {exc}")
     except PipectlError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the run was being cancelled
         name = next((n for n in names if n not in ended), names[-1])
-        click.echo(f"\npipectl: interrupted: pipeline {name!r} stopped before its run ended",
-                   err=True)
+        click.echo(
+            f"\npipectl: interrupted: pipeline {name!r} stopped before its run ended", err=True
+        )
         sys.exit(EXIT_INTERRUPTED)
     if not result.ok:
         sys.exit(EXIT_FAILED)
@@ -408,16 +522,18 @@ def _run_all(pf: Any, names: list[str], live: bool, quiet: int,
 
 def result_left_out(pipe: Any, options: dict[str, Any]) -> list[str]:
     """The steps --only/--skip leave out of ``pipe``'s run."""
-    plan = pipe.plan((options["only"] or {}).get(pipe.name, ()),
-                     (options["skip"] or {}).get(pipe.name, ()))
+    plan = pipe.plan(
+        (options["only"] or {}).get(pipe.name, ()), (options["skip"] or {}).get(pipe.name, ())
+    )
     return list(plan.left_out)
 
 
 def _write_story(recorder: Any, template: str, run_id: str) -> None:
     """The pipeline file's ``story:``, written from the tracker's record of the run."""
     if recorder is None:
-        click.echo("story: not written: the story is read from the tracker (not --tracker "
-                   "none)", err=True)
+        click.echo(
+            "story: not written: the story is read from the tracker (not --tracker none)", err=True
+        )
         return
     from pipectl.cli.story_command import story_path
     from pipectl.errors import PipectlError
@@ -455,10 +571,16 @@ def _summary(run: Any, steps: Any, quiet: bool = False) -> None:
         secrets = run_secrets(run)
         rows = [("step", "status", "duration", "attempts", "records", DETAIL_HEADER)]
         for name, r in run.steps.items():
-            rows.append((name, status_text(r, steps.get(name)), format_duration(r.duration_ms),
-                         str(r.attempts),
-                         "" if r.records is None else str(r.records),
-                         step_detail(r, secrets)))
+            rows.append(
+                (
+                    name,
+                    status_text(r, steps.get(name)),
+                    format_duration(r.duration_ms),
+                    str(r.attempts),
+                    "" if r.records is None else str(r.records),
+                    step_detail(r, secrets),
+                )
+            )
         for line in table_lines(rows, table_width(), secrets):
             click.echo(line)
     failures = failure_details(run, steps)
@@ -493,8 +615,13 @@ def validate(pm: Any, file: str, params: Sequence[str]) -> None:
 @click.command(short_help="Print the DAG of the pipelines in FILE (text, Mermaid, dot).")
 @click.argument("file", type=click.Path(dir_okay=True))
 @_param_option
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "dot"]),
+    default="text",
+    show_default=True,
+)
 @click.pass_obj
 def graph(pm: Any, file: str, params: Sequence[str], fmt: str) -> None:
     """Print the DAG of the pipelines in FILE: text levels, a Mermaid flowchart or a dot
@@ -505,5 +632,6 @@ def graph(pm: Any, file: str, params: Sequence[str], fmt: str) -> None:
     pf, pipelines = _load(pm, file, params)
     depends = pf.depends
     title = next(iter(pipelines)) if len(pipelines) == 1 else Path(file).stem
-    click.echo(visualize_pipelines({n: p.graph for n, p in pipelines.items()}, depends, fmt,
-                                   title=title))
+    click.echo(
+        visualize_pipelines({n: p.graph for n, p in pipelines.items()}, depends, fmt, title=title)
+    )

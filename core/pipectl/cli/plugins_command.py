@@ -24,14 +24,18 @@ def plugins(pm: Any, as_json: bool, include_builtin: bool, hook_name: str | None
         if hook_name not in known:
             close = difflib.get_close_matches(hook_name, known, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise click.BadParameter(f"{hook_name!r} is not a pipectl hook.{hint}",
-                                     param_hint="--hook")
+            raise click.BadParameter(
+                f"{hook_name!r} is not a pipectl hook.{hint}", param_hint="--hook"
+            )
         rows = [r for r in rows if hook_name in r["hooks"]]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("No plugins installed." + ("" if include_builtin else " (--all shows the built-in ones)"))
+        click.echo(
+            "No plugins installed."
+            + ("" if include_builtin else " (--all shows the built-in ones)")
+        )
         return
     for row in rows:
         status = row["status"] + (f": {row['error']}" if row["error"] else "")

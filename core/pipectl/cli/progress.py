@@ -66,8 +66,13 @@ MAX_FAILURE_DETAILS = 10
 
 _DUMB_TERMS = ("dumb", "unknown")
 _STATUS_STYLES = {
-    "success": "green", "failed": "bold red", "skipped": "yellow", "cancelled": "magenta",
-    "rolled_back": "cyan", "running": "blue", "pending": "dim",
+    "success": "green",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+    "rolled_back": "cyan",
+    "running": "blue",
+    "pending": "dim",
 }
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -84,9 +89,14 @@ def _isatty(stream: IO[str] | None) -> bool:
         return False
 
 
-def progress_enabled(option: bool | None, *, log_format: str, quiet: bool,
-                     environ: Mapping[str, str] | None = None,
-                     streams: Iterable[IO[str] | None] | None = None) -> bool:
+def progress_enabled(
+    option: bool | None,
+    *,
+    log_format: str,
+    quiet: bool,
+    environ: Mapping[str, str] | None = None,
+    streams: Iterable[IO[str] | None] | None = None,
+) -> bool:
     """Whether ``pipectl run`` uses the terminal mode (live display and coloured table).
 
     Never with ``--log-format json`` (machines read stderr) or ``-q`` (errors and the final
@@ -144,8 +154,9 @@ class Location(NamedTuple):
         return f"{self.file}:{self.line}, in {self.function}"
 
 
-_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$',
-                    re.MULTILINE)
+_FRAME = re.compile(
+    r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$', re.MULTILINE
+)
 _library_dirs: tuple[str, ...] | None = None
 
 
@@ -169,8 +180,10 @@ def user_location(result: StepResult) -> Location | None:
     and the installed packages is the user's line (the deepest frame of all when every frame is
     a library's). None when there is no traceback or no frame (a timeout raised by the engine).
     """
-    frames = [(m["file"], int(m["line"]), m["func"].strip())
-              for m in _FRAME.finditer(result.traceback or "")]
+    frames = [
+        (m["file"], int(m["line"]), m["func"].strip())
+        for m in _FRAME.finditer(result.traceback or "")
+    ]
     if not frames:
         return None
     libraries = _library_prefixes()
@@ -195,8 +208,10 @@ class FailureDetail(NamedTuple):
         """``load failed on attempt 2 of 3: ValueError: bad row``; ``... failed (allowed) on
         ...`` for a step allowed to fail."""
         allowed = " (allowed)" if self.allowed else ""
-        return (f"{self.step} failed{allowed} on attempt {self.attempts} of "
-                f"{self.max_attempts}: {self.error}")
+        return (
+            f"{self.step} failed{allowed} on attempt {self.attempts} of "
+            f"{self.max_attempts}: {self.error}"
+        )
 
 
 def status_text(result: StepResult, spec: StepSpec | None) -> str:
@@ -214,8 +229,9 @@ MIN_DETAIL = 20
 """Characters of the last column kept at least when a table is cut to a width."""
 
 
-def table_width(stream: IO[str] | None = None,
-                environ: Mapping[str, str] | None = None) -> int | None:
+def table_width(
+    stream: IO[str] | None = None, environ: Mapping[str, str] | None = None
+) -> int | None:
     """How wide a table printed on ``stream`` (stdout by default) may be: ``COLUMNS`` when it is
     set (a positive number), else the terminal's width on a terminal, else None: no limit, so
     that in a pipe or a file every row is printed whole (an error, a skip reason, an output)."""
@@ -249,8 +265,9 @@ def step_detail(result: StepResult, secrets: Iterable[str] = ()) -> str:
     return shown
 
 
-def table_lines(rows: Sequence[tuple[str, ...]], width: int | None,
-                secrets: Iterable[str] = ()) -> list[str]:
+def table_lines(
+    rows: Sequence[tuple[str, ...]], width: int | None, secrets: Iterable[str] = ()
+) -> list[str]:
     """A plain table: ``rows[0]`` the headings; every column but the last padded to its
     widest cell, two spaces apart; the last one as it is, cut (ending in ``…``) so that the line
     fits in ``width`` (it keeps :data:`MIN_DETAIL` characters at least), whole when ``width``
@@ -271,14 +288,19 @@ def table_lines(rows: Sequence[tuple[str, ...]], width: int | None,
     return lines
 
 
-def failure_detail(result: StepResult, max_attempts: int, allowed: bool = False
-                   ) -> FailureDetail:
+def failure_detail(result: StepResult, max_attempts: int, allowed: bool = False) -> FailureDetail:
     """The :class:`FailureDetail` of a failed step whose spec allows ``max_attempts``."""
     error = (result.error or "failed").splitlines()[0]
     if len(error) > MAX_ERROR:
-        error = error[:MAX_ERROR - 3] + "..."
-    return FailureDetail(result.step_name, result.attempts, max(max_attempts, result.attempts),
-                         error, user_location(result), allowed)
+        error = error[: MAX_ERROR - 3] + "..."
+    return FailureDetail(
+        result.step_name,
+        result.attempts,
+        max(max_attempts, result.attempts),
+        error,
+        user_location(result),
+        allowed,
+    )
 
 
 def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[FailureDetail]:
@@ -287,8 +309,13 @@ def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[Fai
     for name, result in run.steps.items():
         if result.status.value == "failed":
             spec = steps.get(name)
-            out.append(failure_detail(result, spec.max_attempts if spec is not None else 0,
-                                      spec is not None and spec.allow_failure))
+            out.append(
+                failure_detail(
+                    result,
+                    spec.max_attempts if spec is not None else 0,
+                    spec is not None and spec.allow_failure,
+                )
+            )
     return out
 
 
@@ -330,8 +357,10 @@ def data_lines(run: PipelineRun) -> list[str]:
         bad = getattr(output, "bad_records", 0)
         if bad:
             where = getattr(output, "dead_letter_path", None)
-            lines.append(f"{name}: {bad:,} bad records set aside"
-                         + (f" in {where}" if where else " (skipped)"))
+            lines.append(
+                f"{name}: {bad:,} bad records set aside"
+                + (f" in {where}" if where else " (skipped)")
+            )
     if len(lines) > MAX_DATA_LINES:
         lines = [*lines[:MAX_DATA_LINES], f"... and {len(lines) - MAX_DATA_LINES} more"]
     return [shown_paths(line) for line in lines]
@@ -363,8 +392,10 @@ def final_line(run: PipelineRun) -> str:
     """``run 1f2e… of 'orders': failed in 2.31 s, 1,204 records`` (records when reported)."""
     records = _records(run)
     tail = f", {records:,} records" if records is not None else ""
-    return (f"run {run.run_id} of {run.pipeline_id!r}: {run.status.value} in "
-            f"{format_duration(run.duration_ms or 0)}{tail}")
+    return (
+        f"run {run.run_id} of {run.pipeline_id!r}: {run.status.value} in "
+        f"{format_duration(run.duration_ms or 0)}{tail}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,8 +408,7 @@ def make_console(stream: IO[str], width: int | None = None) -> Console:
     ``width`` wide (by default: ``COLUMNS``, the terminal's width, else 80)."""
     from rich.console import Console
 
-    return Console(file=stream, force_terminal=True, highlight=False, soft_wrap=False,
-                   width=width)
+    return Console(file=stream, force_terminal=True, highlight=False, soft_wrap=False, width=width)
 
 
 class _Running:
@@ -420,8 +450,14 @@ class LiveProgress:
 
     plugin_name = PLUGIN_NAME
 
-    def __init__(self, pipeline: str, total: int, *, console: Console | None = None,
-                 refresh_per_second: float = REFRESH_PER_SECOND):
+    def __init__(
+        self,
+        pipeline: str,
+        total: int,
+        *,
+        console: Console | None = None,
+        refresh_per_second: float = REFRESH_PER_SECOND,
+    ):
         self.pipeline = pipeline
         self.total = total
         self.console = console if console is not None else make_console(sys.stderr)
@@ -461,8 +497,9 @@ class LiveProgress:
                 entry.attempt, entry.retry_at = attempt, None
 
     @hookimpl
-    def pipectl_step_retry(self, run: PipelineRun, step: StepSpec, attempt: int,
-                           error: BaseException, delay: float) -> None:
+    def pipectl_step_retry(
+        self, run: PipelineRun, step: StepSpec, attempt: int, error: BaseException, delay: float
+    ) -> None:
         """An attempt failed and another follows after ``delay``: show the wait.
 
         The error is not shown here: the exception is not redacted of secret params (the
@@ -506,11 +543,18 @@ class LiveProgress:
         from rich.live import Live
 
         self._t0 = time.monotonic()
-        self._live = Live(self.render(), console=self.console, auto_refresh=False,
-                          transient=True, redirect_stdout=True, redirect_stderr=True)
+        self._live = Live(
+            self.render(),
+            console=self.console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=True,
+            redirect_stderr=True,
+        )
         self._live.start(refresh=True)
-        self._thread = threading.Thread(target=self._refresh_loop, name="pipectl-progress",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._refresh_loop, name="pipectl-progress", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -552,8 +596,10 @@ class LiveProgress:
         if limit is None:
             limit = max(1, min(MAX_RUNNING_LINES, self.console.size.height - 4))
         with self._lock:
-            running = [(name, e.attempt, e.max_attempts, e.started, e.retry_at)
-                       for name, e in islice(self._running.items(), limit)]
+            running = [
+                (name, e.attempt, e.max_attempts, e.started, e.retry_at)
+                for name, e in islice(self._running.items(), limit)
+            ]
             snapshot = _Snapshot(dict(self._counts), self._records, len(self._running), running)
         return self._render(snapshot)
 
@@ -568,7 +614,8 @@ class LiveProgress:
         shown = failed[:MAX_FINISHED_LINES]
         if len(shown) < MAX_FINISHED_LINES:
             shown += [e for e in ended if e[0].status.value != "failed"][
-                :MAX_FINISHED_LINES - len(shown)]
+                : MAX_FINISHED_LINES - len(shown)
+            ]
         lines = []
         for result, max_attempts in shown:
             status = result.status.value
@@ -583,8 +630,10 @@ class LiveProgress:
             elif status == "failed":
                 failure = failure_detail(result, max_attempts)
                 line.append(f"{self._ko} ", style="red").append(result.step_name, style="bold red")
-                line.append(f" failed on attempt {failure.attempts} of {failure.max_attempts}: ",
-                            style="red")
+                line.append(
+                    f" failed on attempt {failure.attempts} of {failure.max_attempts}: ",
+                    style="red",
+                )
                 line.append(failure.error)
                 if failure.location is not None:
                     line.append(f"  ({failure.location})", style="dim")
@@ -594,8 +643,9 @@ class LiveProgress:
                 line.no_wrap, line.overflow = True, "ellipsis"
             lines.append(line)
         if len(ended) > len(shown):
-            lines.append(Text(f"  ... and {len(ended) - len(shown):,} more steps ended",
-                              style="dim"))
+            lines.append(
+                Text(f"  ... and {len(ended) - len(shown):,} more steps ended", style="dim")
+            )
         return lines
 
     def _render(self, snapshot: _Snapshot) -> RenderableType:
@@ -629,13 +679,21 @@ class LiveProgress:
         frame = self._spinner[int(now * 10) % len(self._spinner)]
         for name, attempt, max_attempts, started, retry_at in running:
             if retry_at is not None:
-                what = Text(f"retry {attempt + 1}/{max_attempts} in "
-                            f"{format_seconds(max(retry_at - now, 0.0))}", style="yellow")
+                what = Text(
+                    f"retry {attempt + 1}/{max_attempts} in "
+                    f"{format_seconds(max(retry_at - now, 0.0))}",
+                    style="yellow",
+                )
             else:
-                what = Text(f"attempt {attempt}/{max_attempts}",
-                            style="yellow" if attempt > 1 else "")
-            grid.add_row(Text(frame, style="blue"), name, what,
-                         Text(format_seconds(now - started), style="dim"))
+                what = Text(
+                    f"attempt {attempt}/{max_attempts}", style="yellow" if attempt > 1 else ""
+                )
+            grid.add_row(
+                Text(frame, style="blue"),
+                name,
+                what,
+                Text(format_seconds(now - started), style="dim"),
+            )
         parts: list[Any] = [header]
         if running:
             parts.append(grid)
@@ -661,8 +719,9 @@ def _table_rows(run: PipelineRun) -> tuple[list[tuple[str, StepResult]], int]:
     return [items[i] for i in keep], len(items) - len(keep)
 
 
-def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
-                       console: Console | None = None) -> None:
+def print_rich_summary(
+    run: PipelineRun, steps: Mapping[str, StepSpec], console: Console | None = None
+) -> None:
     """The run's table on a terminal (stdout by default): step, coloured status, duration,
     attempts, records and the last column of :func:`step_detail` (the error, why the step did
     not run, or what it produced), cut to fit the terminal (whole in a pipe, ``--progress``
@@ -679,10 +738,16 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     rows, left_out = _table_rows(run)
     cells: list[tuple[str, ...]] = []
     for name, r in rows:
-        cells.append((name, status_text(r, steps.get(name)),
-                      format_seconds(r.duration_ms / 1000) if r.attempts else "",
-                      str(r.attempts), "" if r.records is None else f"{r.records:,}",
-                      step_detail(r, secrets)))
+        cells.append(
+            (
+                name,
+                status_text(r, steps.get(name)),
+                format_seconds(r.duration_ms / 1000) if r.attempts else "",
+                str(r.attempts),
+                "" if r.records is None else f"{r.records:,}",
+                step_detail(r, secrets),
+            )
+        )
     headers = ["step", "status", "duration", "attempts", "records", DETAIL_HEADER]
     if not any(c[4] for c in cells):  # no step reports records: no column for them
         headers.remove("records")
@@ -699,20 +764,30 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     else:  # not a terminal: every row whole
         detail_width = max([len(headers[-1]), *(len(c[-1]) for c in cells)])
     if console is None:
-        console = make_console(sys.stdout, None if limit is not None
-                               else max(80, sum(widths) + pads + detail_width))
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
-                  header_style="bold")
+        console = make_console(
+            sys.stdout, None if limit is not None else max(80, sum(widths) + pads + detail_width)
+        )
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), header_style="bold"
+    )
     for header in headers:
-        table.add_column(header, no_wrap=True, overflow="ellipsis",
-                         justify="right" if header in ("duration", "attempts", "records")
-                         else "left",
-                         max_width={"step": widths[0], DETAIL_HEADER: detail_width}.get(header))
+        table.add_column(
+            header,
+            no_wrap=True,
+            overflow="ellipsis",
+            justify="right" if header in ("duration", "attempts", "records") else "left",
+            max_width={"step": widths[0], DETAIL_HEADER: detail_width}.get(header),
+        )
     for name, status, duration, attempts, *records, detail in cells:
         table.add_row(
-            name, Text(status, style="yellow" if status == "failed (allowed)"
-                       else _STATUS_STYLES.get(status, "")), duration,
-            Text(attempts, style="yellow" if attempts not in ("0", "1") else ""), *records,
+            name,
+            Text(
+                status,
+                style="yellow" if status == "failed (allowed)" else _STATUS_STYLES.get(status, ""),
+            ),
+            duration,
+            Text(attempts, style="yellow" if attempts not in ("0", "1") else ""),
+            *records,
             Text(detail, style="red" if status == "failed" else "dim"),
         )
     if left_out:
@@ -721,8 +796,9 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
         for name, r in run.steps.items():
             if name not in shown:
                 counts[r.status.value] = counts.get(r.status.value, 0) + 1
-        table.caption = (f"{left_out:,} more steps not listed: "
-                         + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
+        table.caption = f"{left_out:,} more steps not listed: " + ", ".join(
+            f"{n:,} {s}" for s, n in counts.items()
+        )
     console.print(table)
     failed = [r for r in run.steps.values() if r.status.value == "failed"]
     if failed:
@@ -730,15 +806,18 @@ def print_rich_summary(run: PipelineRun, steps: Mapping[str, StepSpec],
     mark = "✗ " if console.encoding.lower().startswith("utf") else "x "
     for result in failed[:MAX_FAILURE_DETAILS]:
         spec = steps.get(result.step_name)
-        failure = failure_detail(result, spec.max_attempts if spec is not None else 0,
-                                 spec is not None and spec.allow_failure)
-        console.print(Text(mark + failure.headline(), style="yellow" if failure.allowed
-                           else "red"))
+        failure = failure_detail(
+            result,
+            spec.max_attempts if spec is not None else 0,
+            spec is not None and spec.allow_failure,
+        )
+        console.print(Text(mark + failure.headline(), style="yellow" if failure.allowed else "red"))
         if failure.location is not None:
             console.print(Text(f"    at {failure.location}", style="dim"))
     if len(failed) > MAX_FAILURE_DETAILS:
-        console.print(Text(f"  ... and {len(failed) - MAX_FAILURE_DETAILS} more failed steps",
-                           style="dim"))
+        console.print(
+            Text(f"  ... and {len(failed) - MAX_FAILURE_DETAILS} more failed steps", style="dim")
+        )
     data = data_lines(run)
     if data:
         console.print()

@@ -29,13 +29,16 @@ def _open(pm: Any, url: str | None, *, empty: str | None = None) -> Any:
         except PipectlError as exc:
             click.echo(f"pipectl: error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
-        where = url[len("sqlite:///"):]
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
+        where = url[len("sqlite:///") :]
         if empty is not None:
             click.echo(empty if empty == "[]" else f"{empty} (no tracker at {where} yet)")
             sys.exit(0)
-        click.echo(f"pipectl: error: no runs recorded: there is no tracker at {where} (run a "
-                   "pipeline first, or give --tracker URL)", err=True)
+        click.echo(
+            f"pipectl: error: no runs recorded: there is no tracker at {where} (run a "
+            "pipeline first, or give --tracker URL)",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     try:
         tracker = open_tracker(url, pm.registries)
@@ -43,8 +46,10 @@ def _open(pm: Any, url: str | None, *, empty: str | None = None) -> Any:
         click.echo(f"pipectl: error: --tracker: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - a tracker plugin's own error: no traceback
-        click.echo(f"pipectl: error: --tracker: cannot open the tracker: "
-                   f"{type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            f"pipectl: error: --tracker: cannot open the tracker: {type(exc).__name__}: {exc}",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     if tracker is None:
         click.echo("pipectl: error: --tracker none: there is nothing to read", err=True)
@@ -60,9 +65,12 @@ def _close(store: Any) -> None:
 
 
 _tracker_option = click.option(
-    "--tracker", metavar="URL", help="The tracker to read (default: the project's: its "
+    "--tracker",
+    metavar="URL",
+    help="The tracker to read (default: the project's: its "
     "pipectl.toml's tracker, else .pipectl/pipectl.db in the project, or "
-    "$PIPECTL_HOME/pipectl.db).")
+    "$PIPECTL_HOME/pipectl.db).",
+)
 
 
 @click.group()
@@ -72,15 +80,33 @@ def runs() -> None:
 
 @runs.command(name="list")
 @click.option("--pipeline", metavar="NAME", help="Only the runs of this pipeline.")
-@click.option("--status", type=click.Choice(["running", "success", "failed", "cancelled",
-                                             "interrupted", "rolled_back", "rollback_failed"]),
-              help="Only runs that ended so (interrupted: the process died while it ran).")
+@click.option(
+    "--status",
+    type=click.Choice(
+        [
+            "running",
+            "success",
+            "failed",
+            "cancelled",
+            "interrupted",
+            "rolled_back",
+            "rollback_failed",
+        ]
+    ),
+    help="Only runs that ended so (interrupted: the process died while it ran).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @_tracker_option
 @click.pass_obj
-def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_json: bool,
-              tracker: str | None) -> None:
+def list_runs(
+    pm: Any,
+    pipeline: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+    tracker: str | None,
+) -> None:
     """The latest runs, newest first."""
     from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
@@ -103,12 +129,19 @@ def list_runs(pm: Any, pipeline: str | None, status: str | None, limit: int, as_
 
     table = [("run", "pipeline", "status", "started", "duration", "records", "error")]
     for r in rows:
-        duration = "" if r["execution_time_ms"] is None else \
-            format_duration(r["execution_time_ms"])
+        duration = "" if r["execution_time_ms"] is None else format_duration(r["execution_time_ms"])
         error = (r["error_message"] or "").strip().splitlines()
-        table.append((r["execution_id"][:12], r["pipeline_name"], r["status"],
-                      (r["started_at"] or "")[:19].replace("T", " "), duration,
-                      str(r["records_processed"] or 0), error[0] if error else ""))
+        table.append(
+            (
+                r["execution_id"][:12],
+                r["pipeline_name"],
+                r["status"],
+                (r["started_at"] or "")[:19].replace("T", " "),
+                duration,
+                str(r["records_processed"] or 0),
+                error[0] if error else "",
+            )
+        )
     for line in table_lines(table, table_width()):  # whole in a pipe, cut to fit a terminal
         click.echo(line)
 
@@ -137,8 +170,9 @@ def _step_detail(step: dict[str, Any]) -> str:
 @runs.command(name="show")
 @click.argument("run_id", metavar="RUN_ID|latest")
 @click.option("--pipeline", metavar="NAME", help="With latest: the latest run of this one.")
-@click.option("--json", "as_json", is_flag=True,
-              help="The whole record: the run and every step, as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="The whole record: the run and every step, as JSON."
+)
 @_tracker_option
 @click.pass_obj
 def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str | None) -> None:
@@ -160,9 +194,11 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
         return
     click.echo(f"run {record['run_id']} of {record['pipeline']!r}: {record['status']}")
     duration = record["duration_ms"]
-    click.echo(f"  started {record['started_at']}"
-               + (f", took {format_duration(duration)}" if duration is not None else "")
-               + f", {record['records_processed'] or 0} records")
+    click.echo(
+        f"  started {record['started_at']}"
+        + (f", took {format_duration(duration)}" if duration is not None else "")
+        + f", {record['records_processed'] or 0} records"
+    )
     if record["resumed_from"]:
         click.echo(f"  resumed from run {record['resumed_from']}")
     if record["params"]:
@@ -175,16 +211,26 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
         detail = _step_detail(s)
         if s.get("rollback"):
             rb = s["rollback"]
-            detail = (f"rollback {rb['status']}" + (f": {rb['error']}" if rb.get("error")
-                                                     else "") + (f"; {detail}" if detail else ""))
+            detail = (
+                f"rollback {rb['status']}"
+                + (f": {rb['error']}" if rb.get("error") else "")
+                + (f"; {detail}" if detail else "")
+            )
         status = s["status"]
         if status == "failed" and (s.get("metadata") or {}).get("allow_failure"):
             status = "failed (allowed)"
         ms = s["execution_time_ms"]
         lines = detail.strip().splitlines()
-        table.append((s["step_name"], status, "" if ms is None else format_duration(ms),
-                      str(s["attempts"]), "" if s["records"] is None else str(s["records"]),
-                      lines[0] if lines else ""))
+        table.append(
+            (
+                s["step_name"],
+                status,
+                "" if ms is None else format_duration(ms),
+                str(s["attempts"]),
+                "" if s["records"] is None else str(s["records"]),
+                lines[0] if lines else "",
+            )
+        )
     for line in table_lines(table, table_width()):  # whole in a pipe, cut to fit a terminal
         click.echo(line)
     for error in record["errors"]:
@@ -192,17 +238,31 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
 
 
 @runs.command(name="prune")
-@click.option("--keep", type=click.IntRange(min=1), metavar="N",
-              help="Keep the N latest runs of each pipeline; delete the others.")
-@click.option("--older-than", "older_than", metavar="DURATION",
-              help="Delete the runs that started longer ago than this: 30d, 12h, 90m, 2w, "
-              "45s, 1h30m. With --keep too, a run goes only when both say so.")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Keep the N latest runs of each pipeline; delete the others.",
+)
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    help="Delete the runs that started longer ago than this: 30d, 12h, 90m, 2w, "
+    "45s, 1h30m. With --keep too, a run goes only when both say so.",
+)
 @click.option("--pipeline", metavar="NAME", help="Only delete runs of this pipeline.")
 @click.option("--dry-run", is_flag=True, help="Say which runs would go; delete nothing.")
 @_tracker_option
 @click.pass_obj
-def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | None,
-          dry_run: bool, tracker: str | None) -> None:
+def prune(
+    pm: Any,
+    keep: int | None,
+    older_than: str | None,
+    pipeline: str | None,
+    dry_run: bool,
+    tracker: str | None,
+) -> None:
     """Delete old runs: their records and their stored outputs.
 
     A run still running is never deleted; a resume chain (a run and the runs that resumed
@@ -213,8 +273,11 @@ def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | Non
     from pipectl.tracking import parse_duration, require_prune
 
     if keep is None and older_than is None:
-        click.echo("pipectl: error: runs prune needs --keep N, --older-than DURATION or both "
-                   "(such as --keep 100, or --older-than 30d)", err=True)
+        click.echo(
+            "pipectl: error: runs prune needs --keep N, --older-than DURATION or both "
+            "(such as --keep 100, or --older-than 30d)",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     seconds = None
     if older_than is not None:
@@ -225,8 +288,9 @@ def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | Non
             sys.exit(EXIT_USAGE)
     store = _open(pm, tracker, empty="no runs to delete")
     try:
-        pruned = require_prune(store).prune(keep=keep, older_than=seconds, pipeline=pipeline,
-                                            dry_run=dry_run)
+        pruned = require_prune(store).prune(
+            keep=keep, older_than=seconds, pipeline=pipeline, dry_run=dry_run
+        )
     except PipectlError as exc:
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -236,13 +300,15 @@ def prune(pm: Any, keep: int | None, older_than: str | None, pipeline: str | Non
     if not pruned:
         click.echo("no runs to delete" + (f" of pipeline {pipeline!r}" if pipeline else ""))
         return
-    click.echo(f"would delete {count} (--dry-run: nothing deleted):" if dry_run
-               else f"deleted {count}:")
+    click.echo(
+        f"would delete {count} (--dry-run: nothing deleted):" if dry_run else f"deleted {count}:"
+    )
     runs_info = getattr(pruned, "runs", {})
     for run_id in pruned:
         row = runs_info.get(run_id, {})
         started = (row.get("started_at") or "")[:19].replace("T", " ")
         parent = row.get("parent_execution_id")
-        click.echo(f"  {run_id}  {row.get('pipeline_name', '')}  {row.get('status', '')}  "
-                   f"started {started}" + (f"  (sub-pipeline run of {parent[:12]})" if parent
-                                           else ""))
+        click.echo(
+            f"  {run_id}  {row.get('pipeline_name', '')}  {row.get('status', '')}  "
+            f"started {started}" + (f"  (sub-pipeline run of {parent[:12]})" if parent else "")
+        )

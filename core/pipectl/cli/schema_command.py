@@ -37,20 +37,29 @@ def full_schema(pm: Any) -> dict[str, Any]:
             if options is None:
                 continue
             body = options.json_schema()
-            body["properties"] = {"type": {"const": component.name},
-                                  "name": {"type": "string"}, **body["properties"]}
+            body["properties"] = {
+                "type": {"const": component.name},
+                "name": {"type": "string"},
+                **body["properties"],
+            }
             declared[kind][component.name] = body
-            rules.append({"if": {"properties": {"type": {"const": component.name}},
-                                 "required": ["type"]},
-                          "then": {"$ref": f"#/$defs/components/{kind}/{component.name}"}})
-        defs[ref] = {"type": "object", "required": ["type"],
-                     "properties": {"type": {"enum": sorted(names)}},
-                     "description": f"An installed {ref} ({', '.join(sorted(names))}) and its "
-                                    "options.",
-                     **({"allOf": rules} if rules else {})}
+            rules.append(
+                {
+                    "if": {"properties": {"type": {"const": component.name}}, "required": ["type"]},
+                    "then": {"$ref": f"#/$defs/components/{kind}/{component.name}"},
+                }
+            )
+        defs[ref] = {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"enum": sorted(names)}},
+            "description": f"An installed {ref} ({', '.join(sorted(names))}) and its options.",
+            **({"allOf": rules} if rules else {}),
+        }
     defs["components"] = declared
-    _retarget(schema, "#/$defs/component", {"extract": "#/$defs/extractor",
-                                            "load": "#/$defs/output"})
+    _retarget(
+        schema, "#/$defs/component", {"extract": "#/$defs/extractor", "load": "#/$defs/output"}
+    )
     return schema
 
 
@@ -68,8 +77,11 @@ def _retarget(node: Any, old: str, by_key: dict[str, str], key: str | None = Non
 
 
 @click.command()
-@click.option("--format-only", is_flag=True,
-              help="Only the file format, without the installed components' options.")
+@click.option(
+    "--format-only",
+    is_flag=True,
+    help="Only the file format, without the installed components' options.",
+)
 @click.pass_obj
 def schema(pm: Any, format_only: bool) -> None:
     """Print the JSON Schema of pipeline files (point your editor's YAML support at it): the

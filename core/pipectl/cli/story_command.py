@@ -13,23 +13,43 @@ EXIT_USAGE = 2
 
 def story_path(template: str, record: dict[str, Any]) -> Path:
     """``template`` with ``{run_id}``, ``{short_id}`` and ``{pipeline}`` filled in."""
-    return Path(template.format(run_id=record["run_id"], short_id=record["run_id"][:12],
-                                pipeline=record["pipeline"]))
+    return Path(
+        template.format(
+            run_id=record["run_id"], short_id=record["run_id"][:12], pipeline=record["pipeline"]
+        )
+    )
 
 
 @click.command()
 @click.argument("run_id", metavar="RUN_ID|latest")
-@click.option("--format", "fmt", type=click.Choice(["html", "md"]),
-              help="html (default) or md; taken from -o's suffix when it has one.")
-@click.option("-o", "--output", metavar="FILE",
-              help="Where to write it (default: story-PIPELINE-RUN.html in the current "
-                   "folder); {run_id}, {short_id} and {pipeline} are filled in.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md"]),
+    help="html (default) or md; taken from -o's suffix when it has one.",
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Where to write it (default: story-PIPELINE-RUN.html in the current "
+    "folder); {run_id}, {short_id} and {pipeline} are filled in.",
+)
 @click.option("--pipeline", metavar="NAME", help="With latest: the latest run of this one.")
-@click.option("--tracker", metavar="URL", help="The tracker to read (default: "
-              ".pipectl/pipectl.db, or $PIPECTL_HOME/pipectl.db).")
+@click.option(
+    "--tracker",
+    metavar="URL",
+    help="The tracker to read (default: .pipectl/pipectl.db, or $PIPECTL_HOME/pipectl.db).",
+)
 @click.pass_obj
-def story(pm: Any, run_id: str, fmt: str | None, output: str | None, pipeline: str | None,
-          tracker: str | None) -> None:
+def story(
+    pm: Any,
+    run_id: str,
+    fmt: str | None,
+    output: str | None,
+    pipeline: str | None,
+    tracker: str | None,
+) -> None:
     """Write the story of a run: pipeline and params (secrets redacted), outcome, the DAG as
     a picture, a timeline of the steps with their retries, a table of steps with records per
     output, and every error with its traceback. One file, nothing fetched from the network."""

@@ -13,12 +13,28 @@ if TYPE_CHECKING:
     from pipectl.options import Problem
     from pipectl.registry import Registries
 
-__all__ = ["DATA_STEP_OPTIONS", "check_component", "data_step", "import_ref", "make_transform",
-           "shared_files"]
+__all__ = [
+    "DATA_STEP_OPTIONS",
+    "check_component",
+    "data_step",
+    "import_ref",
+    "make_transform",
+    "shared_files",
+]
 
 #: the options a data step takes
-DATA_STEP_OPTIONS = frozenset({"extract", "transforms", "load", "batch_size", "buffer_size",
-                               "on_bad_record", "dead_letter", "max_bad_records"})
+DATA_STEP_OPTIONS = frozenset(
+    {
+        "extract",
+        "transforms",
+        "load",
+        "batch_size",
+        "buffer_size",
+        "on_bad_record",
+        "dead_letter",
+        "max_bad_records",
+    }
+)
 
 
 def import_ref(ref: str) -> Any:
@@ -49,14 +65,16 @@ def make_transform(spec: Any) -> Transform:
         func = spec.get("function")
         func = import_ref(func) if isinstance(func, str) else func
         if not callable(func):
-            raise ValueError(f"a transform needs a 'function' (callable or 'module:function'), "
-                             f"got {spec!r}")
+            raise ValueError(
+                f"a transform needs a 'function' (callable or 'module:function'), got {spec!r}"
+            )
         return Transform(func, per=spec.get("per", "record"))
     raise TypeError(f"a transform is a callable, 'module:function' or a mapping, got {spec!r}")
 
 
-def check_component(kind: str, field: str, spec: Any,
-                    components: Registries | None) -> list[Problem]:
+def check_component(
+    kind: str, field: str, spec: Any, components: Registries | None
+) -> list[Problem]:
     """The problems of one component given as a mapping: its ``type`` (registered?) and its
     options against the schema the component declared (:mod:`pipectl.options`)."""
     from pipectl.errors import UnknownComponentError
@@ -65,8 +83,13 @@ def check_component(kind: str, field: str, spec: Any,
     if not isinstance(spec, dict):
         return []  # an object built in Python: nothing to check here
     if "type" not in spec:
-        return [Problem(f"{field}.type", f"a {kind[:-1]} given as a mapping needs a 'type'",
-                        f"the keys given: {', '.join(map(str, spec)) or 'none'}")]
+        return [
+            Problem(
+                f"{field}.type",
+                f"a {kind[:-1]} given as a mapping needs a 'type'",
+                f"the keys given: {', '.join(map(str, spec)) or 'none'}",
+            )
+        ]
     if components is None:
         return []
     try:
@@ -76,17 +99,24 @@ def check_component(kind: str, field: str, spec: Any,
     try:
         schema = schema_of(component)
     except Exception as exc:  # noqa: BLE001 - the plugin's declaration is broken
-        return [Problem(field, f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r}) "
-                        f"declares its options as {component.options!r}, which cannot be "
-                        f"read: {type(exc).__name__}: {exc}")]
+        return [
+            Problem(
+                field,
+                f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r}) "
+                f"declares its options as {component.options!r}, which cannot be "
+                f"read: {type(exc).__name__}: {exc}",
+            )
+        ]
     if schema is None:
         return []
     options = {k: v for k, v in spec.items() if k not in ("type", "name")}  # name: the step's
     if kind == "extractors" and "batch_size" not in schema.options:
         options.pop("batch_size", None)  # the data step's batch size, for extractors taking it
     what = f"{kind[:-1]} {spec['type']!r} (plugin {component.plugin!r})"
-    return [Problem(f"{field}.{p.field}" if p.field else field, f"{what}: {p.message}", p.hint)
-            for p in schema.check(options)]
+    return [
+        Problem(f"{field}.{p.field}" if p.field else field, f"{what}: {p.message}", p.hint)
+        for p in schema.check(options)
+    ]
 
 
 def shared_files(load: list[Any], components: Registries | None) -> list[Problem]:
@@ -116,10 +146,14 @@ def shared_files(load: list[Any], components: Registries | None) -> list[Problem
             key = (os.path.normcase(os.path.abspath(where)), spec.get("table"))
             if key in seen:
                 what = f"table {spec['table']!r} of " if spec.get("table") is not None else ""
-                problems.append(Problem(
-                    f"load[{i}].{option}", f"writes {what}{where!r}, as load[{seen[key]}] does",
-                    "two outputs of one step cannot share a file (or a table): give each its "
-                    "own"))
+                problems.append(
+                    Problem(
+                        f"load[{i}].{option}",
+                        f"writes {what}{where!r}, as load[{seen[key]}] does",
+                        "two outputs of one step cannot share a file (or a table): give each its "
+                        "own",
+                    )
+                )
             else:
                 seen[key] = i
     return problems
@@ -142,9 +176,14 @@ def data_step(step: StepSpec, components: Registries | None = None) -> Callable[
         import difflib
 
         close = difflib.get_close_matches(name, sorted(DATA_STEP_OPTIONS), n=1)
-        problems.append(Problem(name, "unknown data step option",
-                                (f"did you mean {close[0]!r}? " if close else "")
-                                + f"(known: {', '.join(sorted(DATA_STEP_OPTIONS))})"))
+        problems.append(
+            Problem(
+                name,
+                "unknown data step option",
+                (f"did you mean {close[0]!r}? " if close else "")
+                + f"(known: {', '.join(sorted(DATA_STEP_OPTIONS))})",
+            )
+        )
     extract = options.get("extract")
     if extract is None:
         problems.append(Problem("extract", "a data step needs 'extract' (an extractor)"))
@@ -154,8 +193,9 @@ def data_step(step: StepSpec, components: Registries | None = None) -> Callable[
     load = list(load) if isinstance(load, (list, tuple)) else [load] if load else []
     mode = options.get("on_bad_record", "fail")
     if mode not in BAD_RECORD_MODES:
-        problems.append(Problem("on_bad_record", f"must be one of "
-                                f"{', '.join(BAD_RECORD_MODES)}, got {mode!r}"))
+        problems.append(
+            Problem("on_bad_record", f"must be one of {', '.join(BAD_RECORD_MODES)}, got {mode!r}")
+        )
     transforms = []
     for i, spec in enumerate(options.get("transforms") or ()):
         try:
@@ -195,8 +235,9 @@ def data_step(step: StepSpec, components: Registries | None = None) -> Callable[
 
         registries = ctx.components
         extract_spec = extract
-        if isinstance(extract_spec, dict) and "batch_size" not in extract_spec and \
-                takes_batch_size:  # only to an extractor whose options have it
+        if (
+            isinstance(extract_spec, dict) and "batch_size" not in extract_spec and takes_batch_size
+        ):  # only to an extractor whose options have it
             extract_spec = {**extract_spec, "batch_size": batch_size}
         extractor = resolve("extractors", extract_spec, registries)
         previous = ctx.state.get("extractor_state", {}).get(step.name)
@@ -206,11 +247,21 @@ def data_step(step: StepSpec, components: Registries | None = None) -> Callable[
             outputs.append((output_name(spec, component, i), component))
         committed = ctx.state.setdefault(("data-committed", step.name), set())
         result = await run_data_step(
-            step=step.name, extractor=extractor, outputs=outputs, transforms=transforms,
-            params=ctx.params, on_bad_record=mode, dead_letter=dead_letter,
-            buffer_size=buffer_size, committed=committed, logger=ctx.logger,
-            max_bad_records=max_bad, pipeline=ctx.pipeline_id, run_id=ctx.run_id,
-            load_run=ctx.state.get("load_run"), state=previous,
+            step=step.name,
+            extractor=extractor,
+            outputs=outputs,
+            transforms=transforms,
+            params=ctx.params,
+            on_bad_record=mode,
+            dead_letter=dead_letter,
+            buffer_size=buffer_size,
+            committed=committed,
+            logger=ctx.logger,
+            max_bad_records=max_bad,
+            pipeline=ctx.pipeline_id,
+            run_id=ctx.run_id,
+            load_run=ctx.state.get("load_run"),
+            state=previous,
             state_explicit=bool(ctx.state.get("extractor_state_explicit")),
             new_extractor=lambda: resolve("extractors", extract_spec, registries),
         )

@@ -211,10 +211,15 @@ class _FileExtractor:
     def _incremental(self, incremental: Any) -> None:
         if incremental is None:
             return
-        if not isinstance(incremental, dict) or not isinstance(incremental.get("column"), str) \
-                or set(incremental) - {"column", "initial"}:
-            raise ValueError(f"incremental must be {{column: NAME, initial: VALUE}} (initial "
-                             f"optional), got {incremental!r}")
+        if (
+            not isinstance(incremental, dict)
+            or not isinstance(incremental.get("column"), str)
+            or set(incremental) - {"column", "initial"}
+        ):
+            raise ValueError(
+                f"incremental must be {{column: NAME, initial: VALUE}} (initial "
+                f"optional), got {incremental!r}"
+            )
         self._column = incremental["column"]
         self._cursor = incremental.get("initial")
 
@@ -228,8 +233,9 @@ class _FileExtractor:
         if self._column is None or state is None:
             return
         if not isinstance(state, dict) or "cursor" not in state:
-            raise ValueError(f"{self.kind} extractor state must be {{'cursor': value}}, got "
-                             f"{state!r}")
+            raise ValueError(
+                f"{self.kind} extractor state must be {{'cursor': value}}, got {state!r}"
+            )
         self._cursor = state["cursor"]
 
     def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
@@ -253,9 +259,11 @@ class _FileExtractor:
                     batch = [r for r in batch if r.get(column) is not None]
                 top = max((r[column] for r in batch), default=None)
             except TypeError as exc:
-                raise ValueError(f"{self.describe()}: incremental column {column!r} holds values "
-                                 f"that cannot be compared with the cursor {cursor!r} ({exc}); "
-                                 f"give it a type with types: {{{column}: int}}") from None
+                raise ValueError(
+                    f"{self.describe()}: incremental column {column!r} holds values "
+                    f"that cannot be compared with the cursor {cursor!r} ({exc}); "
+                    f"give it a type with types: {{{column}: int}}"
+                ) from None
             if top is not None and (greatest is None or top > greatest):
                 greatest = top
             if batch:
@@ -329,12 +337,12 @@ class CsvExtractor(_FileExtractor):
         self.types: dict[str, Callable[[Any], Any]] = {}
         for column, type_name in (types or {}).items():
             if type_name not in _CONVERTERS:
-                raise ValueError(f"types[{column!r}] must be one of "
-                                 f"{', '.join(_CONVERTERS)}, got {type_name!r}")
+                raise ValueError(
+                    f"types[{column!r}] must be one of {', '.join(_CONVERTERS)}, got {type_name!r}"
+                )
             converter = _CONVERTERS[type_name]
             if converter is not None:
                 self.types[column] = converter
-
 
     # -- one file ------------------------------------------------------------------------------
 
@@ -349,19 +357,24 @@ class CsvExtractor(_FileExtractor):
                 header[0] = header[0][1:]
             if self.columns is not None:
                 if len(self.columns) != len(header):
-                    raise ValueError(f"{name}: the header has {len(header)} columns {header!r}, "
-                                     f"columns= lists {len(self.columns)}")
+                    raise ValueError(
+                        f"{name}: the header has {len(header)} columns {header!r}, "
+                        f"columns= lists {len(self.columns)}"
+                    )
                 header = list(self.columns)
         else:
             header = list(self.columns or ())
         duplicates = sorted({c for c in header if header.count(c) > 1})
         if duplicates:
-            raise ValueError(f"{name}: duplicate column names {duplicates!r} "
-                             "(rename them with columns=[...])")
+            raise ValueError(
+                f"{name}: duplicate column names {duplicates!r} (rename them with columns=[...])"
+            )
         missing = [c for c in self.types if c not in header]
         if missing:
-            raise ValueError(f"{name}: types= names columns the file does not have: {missing!r} "
-                             f"(columns: {header!r})")
+            raise ValueError(
+                f"{name}: types= names columns the file does not have: {missing!r} "
+                f"(columns: {header!r})"
+            )
         return header
 
     def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
@@ -388,8 +401,9 @@ class CsvExtractor(_FileExtractor):
                                     for column, convert in converters:
                                         record[column] = convert(record[column])
                                 except Exception:  # noqa: BLE001 - the slow path says what
-                                    record = self._convert_slowly(row, header, ctx, name,
-                                                                  reader.line_num)
+                                    record = self._convert_slowly(
+                                        row, header, ctx, name, reader.line_num
+                                    )
                                     if record is None:
                                         continue
                             append(record)
@@ -399,16 +413,20 @@ class CsvExtractor(_FileExtractor):
                                 append = batch.append
                         elif row:
                             line = reader.line_num - _physical_lines(row)
-                            ctx.bad_record(_csv_text(row, delimiter),
-                                           f"expected {n} fields, got {len(row)}", f"{name}:{line}")
+                            ctx.bad_record(
+                                _csv_text(row, delimiter),
+                                f"expected {n} fields, got {len(row)}",
+                                f"{name}:{line}",
+                            )
                     break
                 except csv.Error as exc:
                     ctx.bad_record(None, f"unparsable csv: {exc}", f"{name}:{reader.line_num}")
             if batch:
                 yield batch
 
-    def _convert_slowly(self, row: list[str], header: list[str], ctx: Any, name: str,
-                        line_num: int) -> dict[str, Any] | None:
+    def _convert_slowly(
+        self, row: list[str], header: list[str], ctx: Any, name: str, line_num: int
+    ) -> dict[str, Any] | None:
         """Convert one row value by value: empty values become None, a bad one is reported."""
         record: dict[str, Any] = dict(zip(header, row))
         for column, convert in self.types.items():
@@ -421,9 +439,12 @@ class CsvExtractor(_FileExtractor):
             except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad record
                 type_name = next(k for k, v in _CONVERTERS.items() if v is convert)
                 line = line_num - _physical_lines(row)
-                ctx.bad_record(_csv_text(row, self.delimiter),
-                               f"column {column!r}: cannot convert {value!r} to {type_name} "
-                               f"({type(exc).__name__})", f"{name}:{line}")
+                ctx.bad_record(
+                    _csv_text(row, self.delimiter),
+                    f"column {column!r}: cannot convert {value!r} to {type_name} "
+                    f"({type(exc).__name__})",
+                    f"{name}:{line}",
+                )
                 return None
         return record
 
@@ -447,13 +468,18 @@ class JsonlExtractor(_FileExtractor):
 
     kind = "jsonl"
 
-    def __init__(self, path: FilePath, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 encoding: str = "utf-8", incremental: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: FilePath,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        encoding: str = "utf-8",
+        incremental: dict[str, Any] | None = None,
+    ):
         self.path = os.fspath(path)
         self.batch_size = _batch_size(batch_size)
         self.encoding = encoding
         self._incremental(incremental)
-
 
     def _read(self, path: str, ctx: Any) -> Iterator[list[dict[str, Any]]]:
         import json
@@ -478,8 +504,9 @@ class JsonlExtractor(_FileExtractor):
                     yield batch
 
     @staticmethod
-    def _parse_slowly(lines: list[str], first_line: int, ctx: Any, name: str,
-                      loads: Callable[[str], Any]) -> list[dict[str, Any]]:
+    def _parse_slowly(
+        lines: list[str], first_line: int, ctx: Any, name: str, loads: Callable[[str], Any]
+    ) -> list[dict[str, Any]]:
         batch = []
         for number, line in enumerate(lines, first_line):
             if not line.strip():
@@ -490,9 +517,11 @@ class JsonlExtractor(_FileExtractor):
                 ctx.bad_record(line.rstrip("\r\n"), f"invalid JSON: {exc}", f"{name}:{number}")
                 continue
             if type(value) is not dict:
-                ctx.bad_record(line.rstrip("\r\n"),
-                               f"expected a JSON object, got {type(value).__name__}",
-                               f"{name}:{number}")
+                ctx.bad_record(
+                    line.rstrip("\r\n"),
+                    f"expected a JSON object, got {type(value).__name__}",
+                    f"{name}:{number}",
+                )
                 continue
             batch.append(value)
         return batch
@@ -539,16 +568,23 @@ class PythonExtractor:
         nothing, so it is built and thrown away."""
         cls(**options)
 
-    def __init__(self, function: Callable[..., Any] | str, *, args: dict[str, Any] | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self,
+        function: Callable[..., Any] | str,
+        *,
+        args: dict[str, Any] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
         if not callable(function) and not isinstance(function, str):
-            raise TypeError(f"function must be a callable or 'module:function', "
-                            f"got {type(function).__name__}")
+            raise TypeError(
+                f"function must be a callable or 'module:function', got {type(function).__name__}"
+            )
         if isinstance(function, str):  # imported on first use; its shape is checked now
             module_name, sep, attr = function.partition(":")
             if not sep or not module_name or not attr:
-                raise ValueError(f"function must be a callable or 'module:function', "
-                                 f"got {function!r}")
+                raise ValueError(
+                    f"function must be a callable or 'module:function', got {function!r}"
+                )
         self.function = function
         self.args = dict(args or {})
         self.batch_size = _batch_size(batch_size)
@@ -574,10 +610,15 @@ class PythonExtractor:
 
             fn = self._resolved
             call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
-            self._is_async = (inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn)
-                              or (not inspect.isroutine(fn) and not inspect.isclass(fn)
-                                  and (inspect.isasyncgenfunction(call)
-                                       or inspect.iscoroutinefunction(call))))
+            self._is_async = (
+                inspect.isasyncgenfunction(fn)
+                or inspect.iscoroutinefunction(fn)
+                or (
+                    not inspect.isroutine(fn)
+                    and not inspect.isclass(fn)
+                    and (inspect.isasyncgenfunction(call) or inspect.iscoroutinefunction(call))
+                )
+            )
         return self._resolved, self._is_async
 
     @property
@@ -594,8 +635,10 @@ class PythonExtractor:
         if hasattr(result, "__aiter__") or hasattr(result, "__await__"):
             if hasattr(result, "__await__") and hasattr(result, "close"):
                 result.close()  # no "never awaited" warning
-            raise TypeError(f"{self.label} returned an async {type(result).__name__} but is not "
-                            "declared async; make it an 'async def' function or generator")
+            raise TypeError(
+                f"{self.label} returned an async {type(result).__name__} but is not "
+                "declared async; make it an 'async def' function or generator"
+            )
         try:
             yield from self._rebatch(self._items(result), ctx)
         finally:
@@ -661,8 +704,9 @@ class PythonExtractor:
         if batch:
             yield batch
 
-    def _absorb(self, item: Any, number: int, batch: list[dict[str, Any]],
-                ctx: Any) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    def _absorb(
+        self, item: Any, number: int, batch: list[dict[str, Any]], ctx: Any
+    ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
         """Add an item that is not a plain dict: a batch, another mapping, or a bad record.
 
         Returns the pending batch (possibly a new list) and the full batches to yield.
@@ -682,15 +726,21 @@ class PythonExtractor:
                     elif isinstance(record, Mapping):
                         records.append(dict(record))
                     else:
-                        ctx.bad_record(record, f"expected a record (dict) in the batch, got "
-                                               f"{type(record).__name__}", position)
+                        ctx.bad_record(
+                            record,
+                            f"expected a record (dict) in the batch, got {type(record).__name__}",
+                            position,
+                        )
                 item = records
             if not batch and type(item) is list and len(item) == size:
                 return batch, [item]
             batch.extend(item)
         else:
-            ctx.bad_record(item, "expected a record (dict) or a batch (list of dicts), got "
-                                 f"{type(item).__name__}", position)
+            ctx.bad_record(
+                item,
+                f"expected a record (dict) or a batch (list of dicts), got {type(item).__name__}",
+                position,
+            )
             return batch, []
         ready = []
         while len(batch) >= size:
@@ -736,11 +786,18 @@ class _AtomicFileOutput:
     guarantee = "transactional"
     kind = "file"
 
-    def __init__(self, path: FilePath, *, encoding: str = "utf-8",
-                 compress: bool | None = None, mode: Literal["replace"] = "replace"):
+    def __init__(
+        self,
+        path: FilePath,
+        *,
+        encoding: str = "utf-8",
+        compress: bool | None = None,
+        mode: Literal["replace"] = "replace",
+    ):
         if mode != "replace":
-            raise ValueError(f"mode must be 'replace' (the file is this run's output), "
-                             f"got {mode!r}")
+            raise ValueError(
+                f"mode must be 'replace' (the file is this run's output), got {mode!r}"
+            )
         self.path = os.fspath(path)
         if not self.path or self.path == STDIN:
             raise ValueError(f"path must be a file path, got {path!r}")
@@ -791,8 +848,9 @@ class _AtomicFileOutput:
             tmp = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}.tmp")
             try:
                 # 0o666 minus the umask, as open() would create the file
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                             0o666)
+                fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+                )
             except FileExistsError:
                 continue
             break
@@ -904,14 +962,16 @@ def _json_encoders() -> tuple[Any, Callable[[Any], str]]:
     import json
     from json import encoder as json_encoder
 
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
-                              default=_json_default).encode
+    encode = json.JSONEncoder(
+        ensure_ascii=False, separators=(",", ":"), default=_json_default
+    ).encode
     make = getattr(json_encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator (another Python implementation)
         return None, encode
     try:
-        c_encode = make(None, _json_default, json_encoder.encode_basestring, None, ":", ",",
-                        False, False, True)
+        c_encode = make(
+            None, _json_default, json_encoder.encode_basestring, None, ":", ",", False, False, True
+        )
         if "".join(c_encode({"a": [1, 1.5, None, "é"]}, 0)) != '{"a":[1,1.5,null,"é"]}':
             return None, encode
     except Exception:  # noqa: BLE001 - a changed private signature: use the public path
@@ -934,8 +994,14 @@ class JsonlOutput(_AtomicFileOutput):
 
     kind = "jsonl"
 
-    def __init__(self, path: FilePath, *, encoding: str = "utf-8",
-                 compress: bool | None = None, mode: Literal["replace"] = "replace"):
+    def __init__(
+        self,
+        path: FilePath,
+        *,
+        encoding: str = "utf-8",
+        compress: bool | None = None,
+        mode: Literal["replace"] = "replace",
+    ):
         super().__init__(path, encoding=encoding, compress=compress, mode=mode)
         self._c_encode, self._encode = _json_encoders()
 
@@ -969,9 +1035,16 @@ class CsvOutput(_AtomicFileOutput):
 
     kind = "csv"
 
-    def __init__(self, path: FilePath, *, columns: Iterable[str] | None = None,
-                 delimiter: str = ",", encoding: str = "utf-8", compress: bool | None = None,
-                 mode: Literal["replace"] = "replace"):
+    def __init__(
+        self,
+        path: FilePath,
+        *,
+        columns: Iterable[str] | None = None,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        compress: bool | None = None,
+        mode: Literal["replace"] = "replace",
+    ):
         super().__init__(path, encoding=encoding, compress=compress, mode=mode)
         if not isinstance(delimiter, str) or len(delimiter) != 1:
             raise ValueError(f"delimiter must be a single character, got {delimiter!r}")

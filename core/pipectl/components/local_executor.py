@@ -31,8 +31,15 @@ from pipectl.executors import Invocation, LaneJob, call_through_middleware
 from pipectl.model import PipelineRun, RunConfig
 
 __all__ = [
-    "DEFAULT_MAX_THREADS", "INSTANT", "LocalExecutor", "LocalLanes", "StepThreads",
-    "ThreadShare", "call_time", "record_call_time", "shared_pool",
+    "DEFAULT_MAX_THREADS",
+    "INSTANT",
+    "LocalExecutor",
+    "LocalLanes",
+    "StepThreads",
+    "ThreadShare",
+    "call_time",
+    "record_call_time",
+    "shared_pool",
 ]
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -49,9 +56,15 @@ class _Call:
         self.lent = False
 
 
-def _run_for_future(share: ThreadShare, call: _Call, future: asyncio.Future[Any],
-                    loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
-                    kwargs: dict[str, Any], context: contextvars.Context) -> None:
+def _run_for_future(
+    share: ThreadShare,
+    call: _Call,
+    future: asyncio.Future[Any],
+    loop: asyncio.AbstractEventLoop,
+    func: Callable[..., Any],
+    kwargs: dict[str, Any],
+    context: contextvars.Context,
+) -> None:
     try:
         if future.cancelled():  # timed out or cancelled while it waited: never run it
             return
@@ -159,8 +172,7 @@ class StepThreads:
                 grow = min(-self._free, self.max_threads - len(self._threads))
                 self._free += grow
             for _ in range(grow):
-                self._threads.append(self._start(self._work,
-                                                 f"pipectl-step-{len(self._threads)}"))
+                self._threads.append(self._start(self._work, f"pipectl-step-{len(self._threads)}"))
 
     def reserve(self, threads: int) -> None:
         """A run starts: let the pool grow by its ``threads`` (runs at once add up)."""
@@ -260,15 +272,17 @@ class ThreadShare:
         if reserved:
             self.pool.release(reserved)
 
-    def submit(self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any],
-               kwargs: dict[str, Any]) -> tuple[asyncio.Future[Any], _Call]:
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> tuple[asyncio.Future[Any], _Call]:
         """Run ``func(**kwargs)`` on a thread; the returned future (of ``loop``) gets its result.
 
         If the awaiting side gives up on the future, it calls :meth:`abandon` with the call."""
         future = loop.create_future()
         call = _Call()
-        self.call(_run_for_future, self, call, future, loop, func, kwargs,
-                  contextvars.copy_context())
+        self.call(
+            _run_for_future, self, call, future, loop, func, kwargs, contextvars.copy_context()
+        )
         return future, call
 
     def abandon(self, call: _Call) -> None:
@@ -345,8 +359,13 @@ class LocalLanes:
     seconds in which every runner is stuck in one call, so the steps behind a call that blocks
     still run in parallel."""
 
-    def __init__(self, share: ThreadShare, job: LaneJob, functions: Sequence[Any],
-                 loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        share: ThreadShare,
+        job: LaneJob,
+        functions: Sequence[Any],
+        loop: asyncio.AbstractEventLoop,
+    ):
         self.share = share
         self.job = job
         self.functions = functions
@@ -480,15 +499,17 @@ class LocalExecutor:
 
     async def start(self, run: PipelineRun, config: RunConfig, max_concurrent: int | None) -> None:
         self._loop = asyncio.get_running_loop()
-        share = (self.max_threads or config.max_threads or max_concurrent
-                 or DEFAULT_MAX_THREADS)
+        share = self.max_threads or config.max_threads or max_concurrent or DEFAULT_MAX_THREADS
         self.threads = ThreadShare(shared_pool(), share)
 
     def open_lanes(self, job: LaneJob, functions: Sequence[Any]) -> LocalLanes | None:
         """Lanes on this run's threads; None for a subclass that overrides :meth:`execute`
         (it wants to see every attempt) or before :meth:`start`."""
-        if type(self).execute is not LocalExecutor.execute or self.threads is None \
-                or self._loop is None:
+        if (
+            type(self).execute is not LocalExecutor.execute
+            or self.threads is None
+            or self._loop is None
+        ):
             return None
         return LocalLanes(self.threads, job, functions, self._loop)
 

@@ -27,8 +27,10 @@ def python_step(step: StepSpec) -> Callable[..., Any]:
     if not callable(step.func):
         raise TypeError(f"func must be callable, got {type(step.func).__name__}")
     if step.options:
-        raise ValueError(f"options {sorted(step.options)!r} go with a step class or a plugin "
-                         "step type, not a function (give the function parameters instead)")
+        raise ValueError(
+            f"options {sorted(step.options)!r} go with a step class or a plugin "
+            "step type, not a function (give the function parameters instead)"
+        )
     return step.func
 
 
@@ -44,8 +46,10 @@ def class_step(step: StepSpec, cls: type) -> Callable[..., Any]:
     name = callable_name(cls)
     method = getattr(cls, "run", None)
     if not callable(method):
-        raise TypeError(f"{name} is a class without a run method; a step class has "
-                        "`async def run(self, data) -> dict` (or a sync one)")
+        raise TypeError(
+            f"{name} is a class without a run method; a step class has "
+            "`async def run(self, data) -> dict` (or a sync one)"
+        )
     try:
         inspect.signature(cls).bind(step.name, {})
     except TypeError as exc:
@@ -61,10 +65,12 @@ def class_step(step: StepSpec, cls: type) -> Callable[..., Any]:
     step_name = step.name
 
     if inspect.iscoroutinefunction(method):
+
         async def run_step_class(ctx: Any, **data: Any) -> Any:
             instance = cls(step_name, dict(options))
             return await (instance.run(data, ctx) if takes_ctx else instance.run(data))
     else:
+
         def run_step_class(ctx: Any, **data: Any) -> Any:  # type: ignore[misc]  # sync variant
             instance = cls(step_name, dict(options))
             return instance.run(data, ctx) if takes_ctx else instance.run(data)
@@ -90,7 +96,8 @@ class SubPipelineOutput(dict[str, Any]):
 
 #: the sub-pipelines being planned, outermost first (a cycle is found when one comes again)
 planning_chain: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-    "pipectl_planning", default=())
+    "pipectl_planning", default=()
+)
 
 
 def pipeline_step(step: StepSpec, components: Registries | None = None) -> Callable[..., Any]:
@@ -102,12 +109,14 @@ def pipeline_step(step: StepSpec, components: Registries | None = None) -> Calla
 
     child = step.options.get("pipeline")
     if not isinstance(child, Pipeline):
-        raise TypeError(f"a pipeline step needs options {{'pipeline': Pipeline}}, got "
-                        f"{type(child).__name__}")
+        raise TypeError(
+            f"a pipeline step needs options {{'pipeline': Pipeline}}, got {type(child).__name__}"
+        )
     unknown = sorted(set(step.options) - {"pipeline", "params"})
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown!r} of a pipeline step (known: pipeline, "
-                         "params)")
+        raise ValueError(
+            f"unknown option(s) {unknown!r} of a pipeline step (known: pipeline, params)"
+        )
     params = dict(step.options.get("params") or {})
     chain = planning_chain.get()
     if child.name in chain:

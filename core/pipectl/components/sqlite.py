@@ -63,11 +63,13 @@ from pipectl.options import FilePath
 #: the table of load markers, in each database the output writes
 LOADS_TABLE = "_pipectl_loads"
 
-_LOADS_DDL = (f'CREATE TABLE IF NOT EXISTS "{LOADS_TABLE}" ('
-              "pipeline TEXT NOT NULL, run_id TEXT NOT NULL, step TEXT NOT NULL, "
-              "output TEXT NOT NULL, target TEXT, records INTEGER NOT NULL, state TEXT, "
-              "committed_by TEXT NOT NULL, committed_at TEXT NOT NULL, "
-              "PRIMARY KEY (pipeline, run_id, step, output))")
+_LOADS_DDL = (
+    f'CREATE TABLE IF NOT EXISTS "{LOADS_TABLE}" ('
+    "pipeline TEXT NOT NULL, run_id TEXT NOT NULL, step TEXT NOT NULL, "
+    "output TEXT NOT NULL, target TEXT, records INTEGER NOT NULL, state TEXT, "
+    "committed_by TEXT NOT NULL, committed_at TEXT NOT NULL, "
+    "PRIMARY KEY (pipeline, run_id, step, output))"
+)
 
 #: the database files whose write lock a SqliteOutput of this process holds now
 _locked_files: dict[str, int] = {}
@@ -75,8 +77,10 @@ _locked_guard = threading.Lock()
 
 
 #: An SQL type name: words, then optional (n) or (n, m). Compiled on first use (re caches it).
-_SQL_TYPE = (r"^[A-Za-z][A-Za-z0-9_]*(?: +[A-Za-z][A-Za-z0-9_]*)*"
-             r"(?: *\( *[+-]?\d+ *(?:, *[+-]?\d+ *)?\))?$")
+_SQL_TYPE = (
+    r"^[A-Za-z][A-Za-z0-9_]*(?: +[A-Za-z][A-Za-z0-9_]*)*"
+    r"(?: *\( *[+-]?\d+ *(?:, *[+-]?\d+ *)?\))?$"
+)
 
 
 def quote_identifier(name: str) -> str:
@@ -91,10 +95,13 @@ def quote_identifier(name: str) -> str:
 def _check_type(column: str, sql_type: Any) -> str:
     import re
 
-    if not isinstance(sql_type, str) or (sql_type.strip()
-                                         and not re.match(_SQL_TYPE, sql_type.strip())):
-        raise ValueError(f"columns[{column!r}]: {sql_type!r} is not an SQL type name "
-                         "(like INTEGER, TEXT, REAL, BLOB, VARCHAR(20), NUMERIC(10, 2))")
+    if not isinstance(sql_type, str) or (
+        sql_type.strip() and not re.match(_SQL_TYPE, sql_type.strip())
+    ):
+        raise ValueError(
+            f"columns[{column!r}]: {sql_type!r} is not an SQL type name "
+            "(like INTEGER, TEXT, REAL, BLOB, VARCHAR(20), NUMERIC(10, 2))"
+        )
     return sql_type.strip()
 
 
@@ -156,8 +163,9 @@ class SqliteOutput:
         if self.columns is not None and self.key:
             missing = [k for k in self.key if k not in self.columns]
             if missing:
-                raise ValueError(f"key column(s) {missing!r} are not in columns "
-                                 f"{list(self.columns)!r}")
+                raise ValueError(
+                    f"key column(s) {missing!r} are not in columns {list(self.columns)!r}"
+                )
         self.guarantee = "idempotent" if self.key else "transactional"
         self.timeout = timeout
         self._conn: Any = None
@@ -182,8 +190,9 @@ class SqliteOutput:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
         self._load = getattr(ctx, "load", None)
-        self._conn = conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout,
-                                            check_same_thread=False)
+        self._conn = conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.timeout, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
         if not self._take_lock():
@@ -262,14 +271,15 @@ class SqliteOutput:
 
     def loaded(self, load: Any) -> Any:
         """The marker of ``load`` in this database, if it committed."""
-        rows = self._markers("pipeline = ? AND run_id = ? AND step = ? AND output = ?",
-                             load.key)
+        rows = self._markers("pipeline = ? AND run_id = ? AND step = ? AND output = ?", load.key)
         return rows[0] if rows else None
 
     def last_load(self, load: Any) -> Any:
         """The latest marker of this pipeline, step and output in this database."""
-        rows = self._markers("pipeline = ? AND step = ? AND output = ? ORDER BY rowid DESC "
-                             "LIMIT 1", (load.pipeline, load.step, load.output))
+        rows = self._markers(
+            "pipeline = ? AND step = ? AND output = ? ORDER BY rowid DESC LIMIT 1",
+            (load.pipeline, load.step, load.output),
+        )
         return rows[0] if rows else None
 
     def _markers(self, where: str, params: tuple[Any, ...]) -> list[Any]:
@@ -281,13 +291,17 @@ class SqliteOutput:
         try:
             rows = self._conn.execute(
                 "SELECT pipeline, run_id, step, output, records, state, committed_by, "
-                f'committed_at FROM "{LOADS_TABLE}" WHERE {where}', params).fetchall()
+                f'committed_at FROM "{LOADS_TABLE}" WHERE {where}',
+                params,
+            ).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
             raise
-        return [LoadMarker(p, r, st, o, n, json.loads(state) if state else None, by, at)
-                for p, r, st, o, n, state, by, at in rows]
+        return [
+            LoadMarker(p, r, st, o, n, json.loads(state) if state else None, by, at)
+            for p, r, st, o, n, state, by, at in rows
+        ]
 
     def _insert_marker(self, marker: Any) -> None:
         import json
@@ -299,10 +313,20 @@ class SqliteOutput:
             conn.execute(
                 f'INSERT INTO "{LOADS_TABLE}" (pipeline, run_id, step, output, target, records, '
                 "state, committed_by, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (marker.pipeline, marker.run_id, marker.step, marker.output, self.table,
-                 marker.records, None if marker.state is None else json.dumps(
-                     marker.state, sort_keys=True, default=str),
-                 marker.committed_by, marker.committed_at))
+                (
+                    marker.pipeline,
+                    marker.run_id,
+                    marker.step,
+                    marker.output,
+                    self.table,
+                    marker.records,
+                    None
+                    if marker.state is None
+                    else json.dumps(marker.state, sort_keys=True, default=str),
+                    marker.committed_by,
+                    marker.committed_at,
+                ),
+            )
         except sqlite3.IntegrityError:
             other = self.loaded(self._load)
             raise RuntimeError(
@@ -355,8 +379,9 @@ class SqliteOutput:
         self._conn.execute('DROP TABLE IF EXISTS temp."pipectl_staging"')
         self._conn.execute(f'CREATE TEMP TABLE "pipectl_staging" ({quoted})')
         self._staging = cols
-        self._insert = (f'INSERT INTO temp."pipectl_staging" ({quoted}) '
-                        f"VALUES ({', '.join('?' * len(cols))})")
+        self._insert = (
+            f'INSERT INTO temp."pipectl_staging" ({quoted}) VALUES ({", ".join("?" * len(cols))})'
+        )
         self._cols = cols
         self._get = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
 
@@ -374,14 +399,18 @@ class SqliteOutput:
         if cols:
             quoted = [quote_identifier(c) for c in cols]
             names = ", ".join(quoted)
-            sql = (f"INSERT INTO {quote_identifier(self.table)} ({names}) SELECT {names} "
-                   'FROM temp."pipectl_staging" WHERE true ORDER BY rowid')
+            sql = (
+                f"INSERT INTO {quote_identifier(self.table)} ({names}) SELECT {names} "
+                'FROM temp."pipectl_staging" WHERE true ORDER BY rowid'
+            )
             if self.key:
                 target = ", ".join(quote_identifier(k) for k in self.key)
-                updates = [f"{q} = excluded.{q}" for c, q in zip(cols, quoted)
-                           if c not in self.key]
-                sql += (f" ON CONFLICT ({target}) DO UPDATE SET {', '.join(updates)}"
-                        if updates else f" ON CONFLICT ({target}) DO NOTHING")
+                updates = [f"{q} = excluded.{q}" for c, q in zip(cols, quoted) if c not in self.key]
+                sql += (
+                    f" ON CONFLICT ({target}) DO UPDATE SET {', '.join(updates)}"
+                    if updates
+                    else f" ON CONFLICT ({target}) DO NOTHING"
+                )
             conn.execute(sql)
         conn.execute('DROP TABLE IF EXISTS temp."pipectl_staging"')
 
@@ -397,21 +426,27 @@ class SqliteOutput:
         written = list(self.columns) if self.columns is not None else existing
         unknown = [c for c in written if c not in existing]
         if unknown:
-            raise ValueError(f"table {self.table!r} has no column(s) {unknown!r} "
-                             f"(its columns: {existing!r})")
+            raise ValueError(
+                f"table {self.table!r} has no column(s) {unknown!r} (its columns: {existing!r})"
+            )
         if self.key:
             missing = [k for k in self.key if k not in written]
             if missing:
-                raise ValueError(f"key column(s) {missing!r} are not written to table "
-                                 f"{self.table!r}")
+                raise ValueError(
+                    f"key column(s) {missing!r} are not written to table {self.table!r}"
+                )
             self._check_unique_key()
         return written
 
     def _check_unique_key(self) -> None:
         conn = self._conn
         wanted = set(self.key)
-        pk = [r[0] for r in conn.execute(
-            "SELECT name FROM pragma_table_info(?) WHERE pk > 0", (self.table,))]
+        pk = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM pragma_table_info(?) WHERE pk > 0", (self.table,)
+            )
+        ]
         if set(pk) == wanted:
             return
         indexes = conn.execute(
@@ -432,8 +467,9 @@ class SqliteOutput:
         names = list(dict.fromkeys(chain.from_iterable(batch)))  # non-str keys fail when quoted
         missing = [k for k in self.key if k not in names]
         if missing:
-            raise ValueError(f"key column(s) {missing!r} are not in the records "
-                             f"(their keys: {names!r})")
+            raise ValueError(
+                f"key column(s) {missing!r} are not in the records (their keys: {names!r})"
+            )
         types = {}
         for name in names:
             value = None
@@ -462,13 +498,18 @@ class SqliteOutput:
 
     def _prepare(self, cols: list[str]) -> None:
         quoted = [quote_identifier(c) for c in cols]
-        sql = (f"INSERT INTO {quote_identifier(self.table)} ({', '.join(quoted)}) "
-               f"VALUES ({', '.join('?' * len(cols))})")
+        sql = (
+            f"INSERT INTO {quote_identifier(self.table)} ({', '.join(quoted)}) "
+            f"VALUES ({', '.join('?' * len(cols))})"
+        )
         if self.key:
             target = ", ".join(quote_identifier(k) for k in self.key)
             updates = [f"{q} = excluded.{q}" for c, q in zip(cols, quoted) if c not in self.key]
-            sql += (f" ON CONFLICT ({target}) DO UPDATE SET {', '.join(updates)}" if updates
-                    else f" ON CONFLICT ({target}) DO NOTHING")
+            sql += (
+                f" ON CONFLICT ({target}) DO UPDATE SET {', '.join(updates)}"
+                if updates
+                else f" ON CONFLICT ({target}) DO NOTHING"
+            )
         self._insert = sql
         self._cols = cols
         if len(cols) > 1:

@@ -41,16 +41,22 @@ class SqliteDialect(SQLDialect):
         import sqlite3
 
         self.read_only = self.path.exists() and not (
-            os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+            os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        )
         conn = None
         try:
             if self.read_only:
-                conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?immutable=1", uri=True,
-                                       check_same_thread=False, isolation_level=None)
+                conn = sqlite3.connect(
+                    f"{self.path.absolute().as_uri()}?immutable=1",
+                    uri=True,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
             else:
-                conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
-                                       isolation_level=None)
+                conn = sqlite3.connect(
+                    self.path, timeout=30.0, check_same_thread=False, isolation_level=None
+                )
                 conn.execute("PRAGMA busy_timeout = 30000")
                 conn.execute("PRAGMA journal_mode = WAL").fetchall()
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -69,7 +75,8 @@ class SqliteDialect(SQLDialect):
         import sqlite3
 
         return isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc))
+            "locked" in str(exc) or "busy" in str(exc)
+        )
 
     def raise_error(self, exc: BaseException, action: str) -> None:
         import sqlite3
@@ -92,16 +99,19 @@ class SqliteTracker(SQLTracker):
 
     def __init__(self, url: str) -> None:
         # sqlite:///relative/file.db and sqlite:////absolute/file.db, as SQLAlchemy has them
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
-            raise TrackerError(f"tracker URL {url!r} names no file: sqlite:///relative/file.db "
-                               "or sqlite:////absolute/file.db")
+            raise TrackerError(
+                f"tracker URL {url!r} names no file: sqlite:///relative/file.db "
+                "or sqlite:////absolute/file.db"
+            )
         dialect = SqliteDialect(path)
         try:
             dialect.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrackerError(f"tracker {url}: cannot create {dialect.path.parent}: {exc}") \
-                from None
+            raise TrackerError(
+                f"tracker {url}: cannot create {dialect.path.parent}: {exc}"
+            ) from None
         super().__init__(dialect, url=url, results=dialect.path.parent / "results")
 
     @property
@@ -138,4 +148,3 @@ class _AutoBegin:
 
     def close(self) -> None:
         self.conn.close()
-

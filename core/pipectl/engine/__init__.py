@@ -61,15 +61,15 @@ async def execute(
     from pipectl import log
 
     if plan is None:
-        plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries,
-                        config.skip)
+        plan = plan_run(spec, pm.registries.step_types, config.only, pm.registries, config.skip)
     hooks = Hooks(pm, listeners)
     executor_name = config.executor or spec.executor
     try:
         executor = pm.registries.executors.create(executor_name, **config.executor_options)
     except (TypeError, ValueError) as exc:
-        raise ExecutorError(executor_name, f"bad options {dict(config.executor_options)!r}: "
-                                           f"{exc}") from exc
+        raise ExecutorError(
+            executor_name, f"bad options {dict(config.executor_options)!r}: {exc}"
+        ) from exc
     run = PipelineRun(
         run_id=config.run_id or uuid.uuid4().hex,
         pipeline_id=spec.name,
@@ -80,9 +80,17 @@ async def execute(
         resumed_from=config.resumed_from,
         left_out=list(plan.left_out),
     )
-    secret_values = tuple(sorted(
-        {str(config.params[n]) for n in config.secrets
-         if n in config.params and len(str(config.params[n])) >= 3}, key=len, reverse=True))
+    secret_values = tuple(
+        sorted(
+            {
+                str(config.params[n])
+                for n in config.secrets
+                if n in config.params and len(str(config.params[n])) >= 3
+            },
+            key=len,
+            reverse=True,
+        )
+    )
     secrets_token = log.secrets_var().set(secret_values) if secret_values else None
     run_services = (services or Services()).child()
     for name, service in config.services.items():
@@ -103,20 +111,31 @@ async def execute(
             log.secrets_var().reset(secrets_token)
         with contextlib.suppress(Exception):
             await executor.shutdown()
-        if isinstance(exc, (PipectlError, asyncio.CancelledError)) or \
-                not isinstance(exc, Exception):
+        if isinstance(exc, (PipectlError, asyncio.CancelledError)) or not isinstance(
+            exc, Exception
+        ):
             raise
         raise ExecutorError(executor_name, f"cannot start: {exc}") from exc
     hooks.run_start(run=run)
     hooks.run_planned(run=run, plan=lambda: _run_plan(plan, config))
-    logger.info("run_started", run_id=run.run_id, pipeline=spec.name, steps=len(plan.nodes),
-                executor=executor_name)
+    logger.info(
+        "run_started",
+        run_id=run.run_id,
+        pipeline=spec.name,
+        steps=len(plan.nodes),
+        executor=executor_name,
+    )
     if state.log_debug:  # -v: the plan, level by level, and what bounds it
-        logger.debug("plan", run_id=run.run_id, pipeline=spec.name,
-                     levels=[[node.spec.name for node in level] for level in _levels(plan)],
-                     max_concurrent=state.limit, only=list(config.only) or None,
-                     skip=list(config.skip) or None,
-                     resumed_steps=len(config.resume) or None)
+        logger.debug(
+            "plan",
+            run_id=run.run_id,
+            pipeline=spec.name,
+            levels=[[node.spec.name for node in level] for level in _levels(plan)],
+            max_concurrent=state.limit,
+            only=list(config.only) or None,
+            skip=list(config.skip) or None,
+            resumed_steps=len(config.resume) or None,
+        )
     cancelled = False
     try:
         scheduler.start_roots()
@@ -140,8 +159,14 @@ async def execute(
         await rollback(state)
     run.end_time = now()
     hooks.run_finish(run=run)
-    logger.info("run_finished", run_id=run.run_id, pipeline=spec.name, status=run.status.value,
-                duration_ms=round(run.duration_ms or 0.0, 3), errors=len(run.errors))
+    logger.info(
+        "run_finished",
+        run_id=run.run_id,
+        pipeline=spec.name,
+        status=run.status.value,
+        duration_ms=round(run.duration_ms or 0.0, 3),
+        errors=len(run.errors),
+    )
     if secrets_token is not None:
         log.secrets_var().reset(secrets_token)
     if cancelled:

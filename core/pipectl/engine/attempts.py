@@ -57,9 +57,12 @@ def framework_dirs(executor: Any) -> tuple[str, ...]:
 def user_traceback(exc: BaseException, hidden: tuple[str, ...] = (PACKAGE_DIR,)) -> str:
     """The exception's traceback without pipectl's (``hidden``) and asyncio's own frames."""
     frames = [
-        f for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(hidden) and "/asyncio/" not in f.filename
-        and "/concurrent/" not in f.filename and "/contextvars" not in f.filename
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(hidden)
+        and "/asyncio/" not in f.filename
+        and "/concurrent/" not in f.filename
+        and "/contextvars" not in f.filename
     ]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines.extend(traceback.format_exception_only(type(exc), exc))
@@ -108,8 +111,11 @@ class AttemptRunner:
         lanes = state.lanes  # lent only when no plugin wraps steps
         try:
             kwargs = node.binder.bind(state.outputs, state.params, ctx, state.status)
-            middleware = hooks.wrap_step(step=spec, context=ctx) \
-                if lanes is None and hooks.wraps_steps else ()
+            middleware = (
+                hooks.wrap_step(step=spec, context=ctx)
+                if lanes is None and hooks.wraps_steps
+                else ()
+            )
         except Exception as exc:  # noqa: BLE001 - a wrap_step hook failed: the step fails
             return self.failed(spec, exc, started_at, t0, attempt)
         executor = state.executor
@@ -127,14 +133,21 @@ class AttemptRunner:
                 with lock:
                     if lane:
                         if state.status[i] is not None:  # recorded as cancelled: no new attempt
-                            return self.failed(spec, RuntimeError("cancelled"), started_at, t0,
-                                               attempt - 1, _CANCELLED)
+                            return self.failed(
+                                spec,
+                                RuntimeError("cancelled"),
+                                started_at,
+                                t0,
+                                attempt - 1,
+                                _CANCELLED,
+                            )
                         state.lane_progress[i] = (started_at, t0, attempt)
                     if listened:
                         hooks.step_start(run=run, step=spec, attempt=attempt)
             if log_info:
-                state.logger.info("step_started", run_id=run.run_id, step=spec.name,
-                                  attempt=attempt)
+                state.logger.info(
+                    "step_started", run_id=run.run_id, step=spec.name, attempt=attempt
+                )
             failure: BaseException | None = None
             output: Any = None
             try:
@@ -143,17 +156,37 @@ class AttemptRunner:
                     output = lanes.call(func, kwargs)
                     if output is not None and inspect.isawaitable(output):  # a coroutine
                         output = asyncio.run_coroutine_threadsafe(
-                            cast(Coroutine[Any, Any, Any], output), state.loop).result()
+                            cast(Coroutine[Any, Any, Any], output), state.loop
+                        ).result()
                 elif direct:
                     output = await func(**kwargs)
                 elif timeout is None:
-                    output = await executor.execute(Invocation(
-                        spec, func, node.is_async, kwargs, middleware, ctx, attempt,
-                        node.driver_reads, not node.dependents))
+                    output = await executor.execute(
+                        Invocation(
+                            spec,
+                            func,
+                            node.is_async,
+                            kwargs,
+                            middleware,
+                            ctx,
+                            attempt,
+                            node.driver_reads,
+                            not node.dependents,
+                        )
+                    )
                 else:
                     deadline = asyncio.timeout(timeout)
-                    invocation = Invocation(spec, func, node.is_async, kwargs, middleware,
-                                            ctx, attempt, node.driver_reads, not node.dependents)
+                    invocation = Invocation(
+                        spec,
+                        func,
+                        node.is_async,
+                        kwargs,
+                        middleware,
+                        ctx,
+                        attempt,
+                        node.driver_reads,
+                        not node.dependents,
+                    )
                     try:
                         async with deadline:
                             output = await executor.execute(invocation)
@@ -166,15 +199,20 @@ class AttemptRunner:
                     error = asyncio.CancelledError("the step raised CancelledError")
                     return self.failed(spec, error, started_at, t0, attempt)
                 return StepResult(
-                    spec.name, _CANCELLED, started_at=started_at, finished_at=now(),
-                    duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempt,
+                    spec.name,
+                    _CANCELLED,
+                    started_at=started_at,
+                    finished_at=now(),
+                    duration_ms=(time.perf_counter() - t0) * 1000.0,
+                    attempts=attempt,
                     reason=state.stopping,
                 )
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the step's failure
                 failure = exc
             if not lane and hooks.output_finish_listened:  # a data step's (async) outputs
-                self.outputs_ended(spec, attempt, output if failure is None
-                                   else getattr(failure, "result", None))
+                self.outputs_ended(
+                    spec, attempt, output if failure is None else getattr(failure, "result", None)
+                )
             if failure is None:
                 return self.succeeded(spec, output, started_at, t0, attempt)
             if not spec.should_retry(failure, attempt):
@@ -207,8 +245,7 @@ class AttemptRunner:
         state = self.state
         with state.lock:
             for report in list(reports.values()):
-                state.hooks.output_finish(run=state.run, step=spec, attempt=attempt,
-                                          report=report)
+                state.hooks.output_finish(run=state.run, step=spec, attempt=attempt, report=report)
 
     def may_retry(self, spec: StepSpec) -> bool:
         """No new attempt once the run stops, except for ``all_done`` (clean-up) steps after
@@ -223,51 +260,82 @@ class AttemptRunner:
         state = self.state
         delay: float = spec.backoff_delay(attempt, state.rng)
         with state.lock:
-            state.hooks.step_retry(run=state.run, step=spec, attempt=attempt, error=exc,
-                                   delay=delay)
-        state.logger.info("step_retry", run_id=state.run.run_id, step=spec.name,
-                          attempt=attempt, error=f"{type(exc).__name__}: {exc}",
-                          delay_s=round(delay, 3))
+            state.hooks.step_retry(
+                run=state.run, step=spec, attempt=attempt, error=exc, delay=delay
+            )
+        state.logger.info(
+            "step_retry",
+            run_id=state.run.run_id,
+            step=spec.name,
+            attempt=attempt,
+            error=f"{type(exc).__name__}: {exc}",
+            delay_s=round(delay, 3),
+        )
         return delay
 
     def begin(self, spec: StepSpec) -> tuple[StepContext | None, StepResult | None]:
         """The step's ``ctx``, or (None, its result) when the run's stop forbids it to start."""
         state = self.state
         if state.stopping is not None and (state.interrupted or spec.trigger is not _ALL_DONE):
-            return None, StepResult(spec.name, _CANCELLED,
-                                    reason=f"not started: {state.stopping}")
+            return None, StepResult(spec.name, _CANCELLED, reason=f"not started: {state.stopping}")
         run = state.run
         self.bind_log_context(step=spec.name)  # plugin log lines carry it (run_id: bound per run)
-        return StepContext(run.run_id, run.pipeline_id, spec.name, state.params, state.services,
-                           run.steps, state.shared_state, state.lock, state.components,
-                           self.run_child), None
+        return StepContext(
+            run.run_id,
+            run.pipeline_id,
+            spec.name,
+            state.params,
+            state.services,
+            run.steps,
+            state.shared_state,
+            state.lock,
+            state.components,
+            self.run_child,
+        ), None
 
-    async def run_child(self, pipeline: Any, params: Mapping[str, Any],
-                        step: str) -> PipelineRun:
+    async def run_child(self, pipeline: Any, params: Mapping[str, Any], step: str) -> PipelineRun:
         """Run ``pipeline`` (a :class:`~pipectl.Pipeline`) as a sub-pipeline of step ``step``:
         same plugins, executor and log context, its run linked by ``parent_run_id``."""
         state = self.state
         config = state.config
         try:
             child: PipelineRun = await pipeline.run(
-                params, plugin_manager=state.pm, executor=config.executor,
-                executor_options=config.executor_options, max_threads=config.max_threads,
-                parent_run_id=state.run.run_id, listeners=state.hooks.listeners)
+                params,
+                plugin_manager=state.pm,
+                executor=config.executor,
+                executor_options=config.executor_options,
+                max_threads=config.max_threads,
+                parent_run_id=state.run.run_id,
+                listeners=state.hooks.listeners,
+            )
             return child
         finally:
             self.bind_log_context(run_id=state.run.run_id, step=step)
 
     @staticmethod
-    def succeeded(spec: StepSpec, output: Any, started_at: datetime, t0: float,
-                  attempts: int) -> StepResult:
+    def succeeded(
+        spec: StepSpec, output: Any, started_at: datetime, t0: float, attempts: int
+    ) -> StepResult:
         return StepResult(
-            spec.name, _OK, output=output, started_at=started_at, finished_at=now(),
-            duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempts,
+            spec.name,
+            _OK,
+            output=output,
+            started_at=started_at,
+            finished_at=now(),
+            duration_ms=(time.perf_counter() - t0) * 1000.0,
+            attempts=attempts,
             records=records_of(output),
         )
 
-    def failed(self, spec: StepSpec, exc: BaseException, started_at: datetime | None,
-               t0: float, attempts: int, status: StepStatus = _FAILED) -> StepResult:
+    def failed(
+        self,
+        spec: StepSpec,
+        exc: BaseException,
+        started_at: datetime | None,
+        t0: float,
+        attempts: int,
+        status: StepStatus = _FAILED,
+    ) -> StepResult:
         """The result of a step that ended with ``exc`` (``status``: failed, or cancelled)."""
         state = self.state
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -277,9 +345,15 @@ class AttemptRunner:
 
             message, trace = redact(message, state.secrets), redact(trace, state.secrets)
         return StepResult(
-            spec.name, status, error=message, started_at=started_at, finished_at=now(),
-            duration_ms=(time.perf_counter() - t0) * 1000.0, attempts=attempts,
-            exception=exc, traceback=trace,
+            spec.name,
+            status,
+            error=message,
+            started_at=started_at,
+            finished_at=now(),
+            duration_ms=(time.perf_counter() - t0) * 1000.0,
+            attempts=attempts,
+            exception=exc,
+            traceback=trace,
             reason=state.stopping if status is _CANCELLED else None,
             records=records_of(getattr(exc, "result", None)),  # a data step's partial commits
         )

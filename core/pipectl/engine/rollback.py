@@ -36,10 +36,20 @@ async def rollback(state: RunState) -> None:
             continue
         result = run.steps[spec.name]
         started = now()
-        ctx = StepContext(run.run_id, run.pipeline_id, spec.name, state.params, state.services,
-                          run.steps, state.shared_state, state.lock, state.components)
-        kwargs = rollback_kwargs(func, output=state.outputs[i], result=result,
-                                 params=state.params, ctx=ctx)
+        ctx = StepContext(
+            run.run_id,
+            run.pipeline_id,
+            spec.name,
+            state.params,
+            state.services,
+            run.steps,
+            state.shared_state,
+            state.lock,
+            state.components,
+        )
+        kwargs = rollback_kwargs(
+            func, output=state.outputs[i], result=result, params=state.params, ctx=ctx
+        )
         with state.lock:
             state.hooks.rollback_start(run=run, step=spec, result=result)
         state.logger.info("rollback_started", run_id=run.run_id, step=spec.name)
@@ -58,15 +68,21 @@ async def rollback(state: RunState) -> None:
                 error = redact(error, state.secrets)
             failed.append(f"rollback of step {spec.name!r} failed: {error}")
             outcome: dict[str, Any] = {
-                "status": "failed", "error": error, "started_at": started.isoformat(),
-                "finished_at": now().isoformat()}
+                "status": "failed",
+                "error": error,
+                "started_at": started.isoformat(),
+                "finished_at": now().isoformat(),
+            }
             new = attrs.evolve(result, rollback=outcome)
-            state.logger.warning("rollback_failed", run_id=run.run_id, step=spec.name,
-                                 error=error)
+            state.logger.warning("rollback_failed", run_id=run.run_id, step=spec.name, error=error)
         else:
             undone += 1
-            outcome = {"status": "success", "error": None, "started_at": started.isoformat(),
-                       "finished_at": now().isoformat()}
+            outcome = {
+                "status": "success",
+                "error": None,
+                "started_at": started.isoformat(),
+                "finished_at": now().isoformat(),
+            }
             new = attrs.evolve(result, status=StepStatus.ROLLED_BACK, rollback=outcome)
             state.logger.info("rollback_finished", run_id=run.run_id, step=spec.name)
         run.steps[spec.name] = new

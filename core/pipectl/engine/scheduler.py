@@ -91,8 +91,7 @@ class Scheduler:
         if open_lanes is not None and not self.hooks.wraps_steps:
             state.lanes = open_lanes(self.run_lane_step, [node.func for node in self.nodes])
             if state.lanes is not None:
-                self.lane = [not node.is_async and node.spec.timeout is None
-                             for node in self.nodes]
+                self.lane = [not node.is_async and node.spec.timeout is None for node in self.nodes]
         with self.lock:
             if state.config.resume:
                 self._preload()
@@ -118,10 +117,20 @@ class Scheduler:
         for i in sorted(self.preloaded):
             name = self.nodes[i].spec.name
             self.outputs[i] = resume[name]
-            self.complete(i, StepResult(
-                name, _OK, output=resume[name], started_at=at, finished_at=at,
-                reason=f"output from run {source} (resumed)", resumed_from=source,
-                records=records_of(resume[name])), ran=False)
+            self.complete(
+                i,
+                StepResult(
+                    name,
+                    _OK,
+                    output=resume[name],
+                    started_at=at,
+                    finished_at=at,
+                    reason=f"output from run {source} (resumed)",
+                    resumed_from=source,
+                    records=records_of(resume[name]),
+                ),
+                ran=False,
+            )
 
     def _schedule(self, i: int) -> None:
         if self.active < self.limit:
@@ -177,8 +186,7 @@ class Scheduler:
             try:
                 result = self.attempts.run_in_thread(i)
             except BaseException as exc:  # noqa: BLE001 - a bug must not lose the step
-                result = self.attempts.failed(self.nodes[i].spec, exc, None,
-                                              time.perf_counter(), 0)
+                result = self.attempts.failed(self.nodes[i].spec, exc, None, time.perf_counter(), 0)
         with self.lock:
             if self.status[i] is not None:  # recorded as cancelled (before or while it ran)
                 if i in self.lent:
@@ -208,8 +216,11 @@ class Scheduler:
             return StepResult(spec.name, _CANCELLED, reason="the run was cancelled")
         trigger = spec.trigger
         if trigger is not _ALL_DONE:
-            decided = (self._all_success(node) if trigger is _ALL_SUCCESS
-                       else self._none_failed(node, trigger is _ONE_SUCCESS))
+            decided = (
+                self._all_success(node)
+                if trigger is _ALL_SUCCESS
+                else self._none_failed(node, trigger is _ONE_SUCCESS)
+            )
             if decided is not None:
                 return decided
             if state.stopping is not None:
@@ -228,16 +239,19 @@ class Scheduler:
             if status is _FAILED:
                 if self.nodes[d].spec.allow_failure:
                     continue
-                return StepResult(spec.name, _SKIPPED,
-                                  reason=f"upstream step {self.nodes[d].spec.name!r} failed")
+                return StepResult(
+                    spec.name, _SKIPPED, reason=f"upstream step {self.nodes[d].spec.name!r} failed"
+                )
             if status is _SKIPPED:
                 self.branch_skip[node.index] = self.branch_skip[d]
-                return StepResult(spec.name, _SKIPPED,
-                                  reason=self.run.steps[self.nodes[d].spec.name].reason)
+                return StepResult(
+                    spec.name, _SKIPPED, reason=self.run.steps[self.nodes[d].spec.name].reason
+                )
             cancelled_dep = cancelled_dep or self.nodes[d].spec.name
         if cancelled_dep is not None:
-            return StepResult(spec.name, _CANCELLED,
-                              reason=f"upstream step {cancelled_dep!r} was cancelled")
+            return StepResult(
+                spec.name, _CANCELLED, reason=f"upstream step {cancelled_dep!r} was cancelled"
+            )
         return None
 
     def _none_failed(self, node: Node, one_success: bool) -> StepResult | None:
@@ -258,12 +272,14 @@ class Scheduler:
             else:
                 cancelled_dep = cancelled_dep or name
         if cancelled_dep is not None:
-            return StepResult(spec.name, _CANCELLED,
-                              reason=f"upstream step {cancelled_dep!r} was cancelled")
+            return StepResult(
+                spec.name, _CANCELLED, reason=f"upstream step {cancelled_dep!r} was cancelled"
+            )
         if one_success and not succeeded and node.deps:
             self.branch_skip[node.index] = True
-            return StepResult(spec.name, _SKIPPED, reason="no upstream step succeeded "
-                              "(trigger one_success)")
+            return StepResult(
+                spec.name, _SKIPPED, reason="no upstream step succeeded (trigger one_success)"
+            )
         return None
 
     def _condition(self, node: Node) -> StepResult | None:
@@ -280,14 +296,18 @@ class Scheduler:
             value = when.holds(scope)
         except ExpressionError as exc:
             at = now()
-            return StepResult(spec.name, _FAILED, error=f"when: {when.text}: {exc}",
-                              started_at=at, finished_at=at)
+            return StepResult(
+                spec.name, _FAILED, error=f"when: {when.text}: {exc}", started_at=at, finished_at=at
+            )
         if value:
             return None
         self.branch_skip[node.index] = True
         values = when.explain(scope)
-        return StepResult(spec.name, _SKIPPED, reason=f"condition is false: {when.text}"
-                          + (f" ({values})" if values else ""))
+        return StepResult(
+            spec.name,
+            _SKIPPED,
+            reason=f"condition is false: {when.text}" + (f" ({values})" if values else ""),
+        )
 
     @property
     def index_of(self) -> dict[str, int]:
@@ -297,8 +317,9 @@ class Scheduler:
 
     # -- the worklist -------------------------------------------------------------------------
 
-    def complete(self, i: int, result: StepResult, ran: bool,
-                 claim: str | None = None) -> int | None:
+    def complete(
+        self, i: int, result: StepResult, ran: bool, claim: str | None = None
+    ) -> int | None:
         """Record step ``i``'s terminal result and start what its end unblocks.
 
         With ``claim`` ("task" from a step task, "lane" from a lane job) the caller keeps
@@ -326,11 +347,23 @@ class Scheduler:
                 self.completed.append(j)
             self.hooks.step_finish(run=run, step=spec, result=res)
             if self.log_info:
-                extra = {k: v for k, v in (("error", res.error), ("reason", res.reason),
-                                           ("records", res.records)) if v is not None}
+                extra = {
+                    k: v
+                    for k, v in (
+                        ("error", res.error),
+                        ("reason", res.reason),
+                        ("records", res.records),
+                    )
+                    if v is not None
+                }
                 self.logger.info(
-                    "step_finished", run_id=run.run_id, step=spec.name, status=str(res.status),
-                    attempts=res.attempts, duration_ms=round(res.duration_ms, 3), **extra,
+                    "step_finished",
+                    run_id=run.run_id,
+                    step=spec.name,
+                    status=str(res.status),
+                    attempts=res.attempts,
+                    duration_ms=round(res.duration_ms, 3),
+                    **extra,
                 )
             if res.status is _FAILED and state.fail_fast and not spec.allow_failure:
                 self.stop(f"fail_fast stopped the run after step {spec.name!r} failed")
@@ -344,9 +377,14 @@ class Scheduler:
                         self.ready.append(k)
                         if self.log_debug:
                             self.logger.debug(
-                                "step_ready", run_id=run.run_id, step=self.nodes[k].spec.name,
-                                after=spec.name, running=self.active, limit=self.limit,
-                                waiting=len(self.ready))
+                                "step_ready",
+                                run_id=run.run_id,
+                                step=self.nodes[k].spec.name,
+                                after=spec.name,
+                                running=self.active,
+                                limit=self.limit,
+                                waiting=len(self.ready),
+                            )
         while self.ready and self.active < self.limit:
             k = self.ready.popleft()
             self.active += 1
@@ -403,8 +441,11 @@ class Scheduler:
     def _settle_cancelled(self, i: int) -> None:
         with self.lock:
             if self.status[i] is None:
-                self.complete(i, StepResult(self.nodes[i].spec.name, _CANCELLED,
-                                            reason=self.state.stopping), ran=True)
+                self.complete(
+                    i,
+                    StepResult(self.nodes[i].spec.name, _CANCELLED, reason=self.state.stopping),
+                    ran=True,
+                )
 
     def _cancel_lane(self, k: int) -> None:
         with self.lock:
@@ -416,11 +457,19 @@ class Scheduler:
                 self.lent.add(k)
                 progress: Any = self.lane_progress.get(k, (None, None, 0))
                 started_at, t0, attempts = progress
-                self.complete(k, StepResult(
-                    self.nodes[k].spec.name, _CANCELLED, started_at=started_at,
-                    finished_at=now() if started_at else None,
-                    duration_ms=(time.perf_counter() - t0) * 1000.0 if t0 else 0.0,
-                    attempts=attempts, reason=self.state.stopping), ran=True)
+                self.complete(
+                    k,
+                    StepResult(
+                        self.nodes[k].spec.name,
+                        _CANCELLED,
+                        started_at=started_at,
+                        finished_at=now() if started_at else None,
+                        duration_ms=(time.perf_counter() - t0) * 1000.0 if t0 else 0.0,
+                        attempts=attempts,
+                        reason=self.state.stopping,
+                    ),
+                    ran=True,
+                )
 
     def _cancel_waiting(self, k: int) -> None:
         with self.lock:

@@ -46,8 +46,17 @@ class RunState:
     under it too: listeners are never called concurrently (but may be called from a worker
     thread)."""
 
-    def __init__(self, plan: Plan, config: RunConfig, hooks: Hooks, executor: Any,
-                 run: PipelineRun, services: Services, logger: Any, components: Any = None):
+    def __init__(
+        self,
+        plan: Plan,
+        config: RunConfig,
+        hooks: Hooks,
+        executor: Any,
+        run: PipelineRun,
+        services: Services,
+        logger: Any,
+        components: Any = None,
+    ):
         spec = plan.spec
         n = len(plan.nodes)
         self.plan = plan
@@ -62,13 +71,14 @@ class RunState:
         self.secrets: tuple[str, ...] = ()  # secret param values, set by execute()
         self.params = frozen_params(config.params)
         self.services = services
-        self.shared_state: dict[Any, Any] = {**config.resume_state,
-                                             "extractor_state": dict(config.extractor_state)}
+        self.shared_state: dict[Any, Any] = {
+            **config.resume_state,
+            "extractor_state": dict(config.extractor_state),
+        }
         run.extractor_state = self.shared_state["extractor_state"]
         limit = config.max_concurrent if config.max_concurrent is not None else spec.max_concurrent
         self.limit: int = limit if limit is not None else n + 1
-        self.fail_fast: bool = config.fail_fast if config.fail_fast is not None \
-            else spec.fail_fast
+        self.fail_fast: bool = config.fail_fast if config.fail_fast is not None else spec.fail_fast
         self.outputs: list[Any] = [None] * n
         self.status: list[StepStatus | None] = [None] * n
         self.completed: list[int] = []  # steps that succeeded, in the order they did (rollback)

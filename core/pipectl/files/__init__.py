@@ -67,10 +67,25 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "MAX_ALIASED", "MAX_FILE_BYTES", "MAX_NESTING", "PARAM_TYPES", "LoadedPipeline", "Origin",
-    "ParamSpec", "PipelineFileError", "dump_pipeline", "gc_paused", "locate", "locate_problem",
-    "parse_param", "read_file", "read_pipeline", "read_pipelines", "reference",
-    "resolve_params", "to_yaml",
+    "MAX_ALIASED",
+    "MAX_FILE_BYTES",
+    "MAX_NESTING",
+    "PARAM_TYPES",
+    "LoadedPipeline",
+    "Origin",
+    "ParamSpec",
+    "PipelineFileError",
+    "dump_pipeline",
+    "gc_paused",
+    "locate",
+    "locate_problem",
+    "parse_param",
+    "read_file",
+    "read_pipeline",
+    "read_pipelines",
+    "reference",
+    "resolve_params",
+    "to_yaml",
 ]
 
 

@@ -30,15 +30,39 @@ if TYPE_CHECKING:
     from pipectl.graph import Graph
     from pipectl.project import Project
 
-__all__ = ["MULTI_FIELDS", "ONE_OF_MANY", "TOP_FIELDS", "LoadedPipeline", "Origin",
-           "read_pipeline", "read_pipelines"]
+__all__ = [
+    "MULTI_FIELDS",
+    "ONE_OF_MANY",
+    "TOP_FIELDS",
+    "LoadedPipeline",
+    "Origin",
+    "read_pipeline",
+    "read_pipelines",
+]
 
-TOP_FIELDS = {"name", "description", "params", "max_concurrent", "fail_fast", "executor",
-              "tracker", "story", "steps"}
+TOP_FIELDS = {
+    "name",
+    "description",
+    "params",
+    "max_concurrent",
+    "fail_fast",
+    "executor",
+    "tracker",
+    "story",
+    "steps",
+}
 MULTI_FIELDS = {"description", "params", "pipelines"}
-ONE_OF_MANY = {"name", "description", "depends_on", "max_concurrent", "fail_fast", "executor",
-               "tracker", "story", "steps"}
-
+ONE_OF_MANY = {
+    "name",
+    "description",
+    "depends_on",
+    "max_concurrent",
+    "fail_fast",
+    "executor",
+    "tracker",
+    "story",
+    "steps",
+}
 
 
 class Origin:
@@ -63,8 +87,14 @@ class LoadedPipeline:
 
     __slots__ = ("graph", "origin", "param_specs", "params", "spec")
 
-    def __init__(self, spec: PipelineSpec, params: dict[str, Any],
-                 param_specs: dict[str, ParamSpec], origin: Origin, graph: Graph | None):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        params: dict[str, Any],
+        param_specs: dict[str, ParamSpec],
+        origin: Origin,
+        graph: Graph | None,
+    ):
         self.spec, self.params, self.param_specs = spec, params, param_specs
         self.origin, self.graph = origin, graph
 
@@ -76,10 +106,15 @@ class LoadedPipeline:
         return f"LoadedPipeline({self.name!r}, steps={len(self.spec.steps)})"
 
 
-def read_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                   *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
-                   project: Project | None = None, check_graph: bool = True
-                   ) -> tuple[dict[str, LoadedPipeline], dict[str, list[str]]]:
+def read_pipelines(
+    path: str | os.PathLike[str],
+    params: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    plugin_manager: Any = None,
+    project: Project | None = None,
+    check_graph: bool = True,
+) -> tuple[dict[str, LoadedPipeline], dict[str, list[str]]]:
     """Every pipeline of the file at ``path`` by name (a :class:`LoadedPipeline`), and what
     each depends on.
 
@@ -102,19 +137,37 @@ def read_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
     if folder not in sys.path:  # module:function references to modules beside the file
         sys.path.insert(0, folder)
     if "pipelines" not in data:
-        pipe = _build(path, data, TOP_FIELDS, "", params, env, plugin_manager,
-                      defaults=defaults, check_graph=check_graph)
+        pipe = _build(
+            path,
+            data,
+            TOP_FIELDS,
+            "",
+            params,
+            env,
+            plugin_manager,
+            defaults=defaults,
+            check_graph=check_graph,
+        )
         return {pipe.name: pipe}, {pipe.name: []}
     for key in data:
         if key not in MULTI_FIELDS:
-            raise PipelineFileError(path, data.lines[key], key, f"unknown field of a file with "
-                                    f"several pipelines{hint(key, MULTI_FIELDS)} (known: "
-                                    f"{', '.join(sorted(MULTI_FIELDS))}; steps go under each "
-                                    "pipeline)")
+            raise PipelineFileError(
+                path,
+                data.lines[key],
+                key,
+                f"unknown field of a file with "
+                f"several pipelines{hint(key, MULTI_FIELDS)} (known: "
+                f"{', '.join(sorted(MULTI_FIELDS))}; steps go under each "
+                "pipeline)",
+            )
     items = data["pipelines"]
     if not isinstance(items, Seq) or not items:  # (every list of the file is a Seq)
-        raise PipelineFileError(path, data.lines["pipelines"], "pipelines",
-                                "expected a list of pipelines (- name: ..., steps: [...])")
+        raise PipelineFileError(
+            path,
+            data.lines["pipelines"],
+            "pipelines",
+            "expected a list of pipelines (- name: ..., steps: [...])",
+        )
     declared = declared_params(path, data)
     values = resolve_params(path, declared, params or {}, env, *defaults)
     pipelines: dict[str, LoadedPipeline] = {}
@@ -125,9 +178,13 @@ def read_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
         name = item.get("name") if isinstance(item, dict) else None
         if isinstance(name, str) and name:
             if name in raw_items:
-                raise PipelineFileError(path, items.lines[index], f"pipelines[{index}].name",
-                                        f"duplicate pipeline {name!r} (first at line "
-                                        f"{items.lines[raw_items[name][0]]})")
+                raise PipelineFileError(
+                    path,
+                    items.lines[index],
+                    f"pipelines[{index}].name",
+                    f"duplicate pipeline {name!r} (first at line "
+                    f"{items.lines[raw_items[name][0]]})",
+                )
             raw_items[name] = (index, item)
     built: dict[tuple[str, str], LoadedPipeline] = {}
     stack: list[str] = []
@@ -136,45 +193,70 @@ def read_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
     def build(index: int, item: Any, overrides: dict[str, Any]) -> LoadedPipeline:
         line = items.lines[index]
         if not isinstance(item, Map):
-            raise PipelineFileError(path, line, f"pipelines[{index}]",
-                                    f"a pipeline is a mapping, got {kind(item)}")
+            raise PipelineFileError(
+                path, line, f"pipelines[{index}]", f"a pipeline is a mapping, got {kind(item)}"
+            )
         key = (str(item.get("name")), json.dumps(overrides, sort_keys=True, default=repr))
         if key in built:
             return built[key]
         stack.append(key[0])
         try:
-            pipe = _build(path, item, ONE_OF_MANY, f"pipelines[{index}].", None, env,
-                          plugin_manager, declared=declared,
-                          values={**values, **overrides} if overrides else values,
-                          subpipeline=subpipeline, check_graph=check_graph)
+            pipe = _build(
+                path,
+                item,
+                ONE_OF_MANY,
+                f"pipelines[{index}].",
+                None,
+                env,
+                plugin_manager,
+                declared=declared,
+                values={**values, **overrides} if overrides else values,
+                subpipeline=subpipeline,
+                check_graph=check_graph,
+            )
         finally:
             stack.pop()
         built[key] = pipe
         return pipe
 
-    def subpipeline(name: str, overrides: dict[str, Any], line: int, field: str
-                    ) -> LoadedPipeline:
+    def subpipeline(name: str, overrides: dict[str, Any], line: int, field: str) -> LoadedPipeline:
         if name not in raw_items:
-            raise PipelineFileError(path, line, field, f"no pipeline named {name!r} in this "
-                                    f"file{hint(name, raw_items)} (its pipelines: "
-                                    f"{', '.join(raw_items)})")
+            raise PipelineFileError(
+                path,
+                line,
+                field,
+                f"no pipeline named {name!r} in this "
+                f"file{hint(name, raw_items)} (its pipelines: "
+                f"{', '.join(raw_items)})",
+            )
         if name in stack:
-            raise PipelineFileError(path, line, field, "sub-pipelines form a cycle: "
-                                    + " -> ".join((*stack[stack.index(name):], name)))
+            raise PipelineFileError(
+                path,
+                line,
+                field,
+                "sub-pipelines form a cycle: " + " -> ".join((*stack[stack.index(name) :], name)),
+            )
         for param, value in overrides.items():
             spec = declared.get(param)
             if spec is None:
-                raise PipelineFileError(path, line, f"{field[:-len('pipeline')]}params.{param}",
-                                        f"the file declares no param {param!r}"
-                                        f"{hint(param, declared)} (declared: "
-                                        f"{', '.join(declared) or 'none'})")
+                raise PipelineFileError(
+                    path,
+                    line,
+                    f"{field[: -len('pipeline')]}params.{param}",
+                    f"the file declares no param {param!r}"
+                    f"{hint(param, declared)} (declared: "
+                    f"{', '.join(declared) or 'none'})",
+                )
             if isinstance(value, str) and spec.type != "str":
                 try:
                     overrides[param] = parse_param(spec.type, value)
                 except ValueError as exc:
-                    raise PipelineFileError(path, line, f"{field[:-len('pipeline')]}params."
-                                            f"{param}", f"{exc} (param {param!r} is declared "
-                                            f"as {spec.type})") from None
+                    raise PipelineFileError(
+                        path,
+                        line,
+                        f"{field[: -len('pipeline')]}params.{param}",
+                        f"{exc} (param {param!r} is declared as {spec.type})",
+                    ) from None
             if spec.type == "path":
                 overrides[param] = absolute(overrides[param], path.absolute().parent)
         nested.add(name)
@@ -186,9 +268,12 @@ def read_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
         pipe = build(index, item, {})
         lines[pipe.name] = line
         pipelines[pipe.name] = pipe
-        depends[pipe.name] = step_names(path, item.lines.get("depends_on", line),
-                                        f"pipelines.{pipe.name}.depends_on",
-                                        item.get("depends_on", []))
+        depends[pipe.name] = step_names(
+            path,
+            item.lines.get("depends_on", line),
+            f"pipelines.{pipe.name}.depends_on",
+            item.get("depends_on", []),
+        )
     for name, pipe in pipelines.items():
         pipe.origin.nested = name in nested
     from pipectl.graph import Graph
@@ -199,51 +284,83 @@ def read_pipelines(path: str | os.PathLike[str], params: Mapping[str, Any] | Non
         problems = getattr(exc, "problems", [str(exc)])
         named = re.search(r"step '([^']+)'", problems[0])
         text = "; ".join(p.replace("step ", "pipeline ") for p in problems)
-        raise PipelineFileError(path, lines.get(named.group(1)) if named else None,
-                                "pipelines", text) from None
+        raise PipelineFileError(
+            path, lines.get(named.group(1)) if named else None, "pipelines", text
+        ) from None
     ordered = {name: pipelines[name] for name in order.topological_order()}
     return ordered, depends
 
 
-def read_pipeline(path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-                  *, env: Mapping[str, str] | None = None, plugin_manager: Any = None,
-                  name: str | None = None, project: Project | None = None) -> LoadedPipeline:
+def read_pipeline(
+    path: str | os.PathLike[str],
+    params: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    plugin_manager: Any = None,
+    name: str | None = None,
+    project: Project | None = None,
+) -> LoadedPipeline:
     """One pipeline of the file at ``path`` (``name`` picks one of several), whose
     ``params`` are the declared defaults, overridden by ``params``.
 
     Raises :class:`PipelineFileError` for anything wrong in the file, naming line and field.
     """
-    pipelines, _ = read_pipelines(path, params, env=env, plugin_manager=plugin_manager,
-                                  project=project)
+    pipelines, _ = read_pipelines(
+        path, params, env=env, plugin_manager=plugin_manager, project=project
+    )
     if name is None:
         if len(pipelines) > 1:
-            raise PipelineFileError(path, None, None, f"the file holds {len(pipelines)} "
-                                    f"pipelines ({', '.join(pipelines)}): pick one by name")
+            raise PipelineFileError(
+                path,
+                None,
+                None,
+                f"the file holds {len(pipelines)} "
+                f"pipelines ({', '.join(pipelines)}): pick one by name",
+            )
         return next(iter(pipelines.values()))
     if name not in pipelines:
-        raise PipelineFileError(path, None, None, f"no pipeline named {name!r}"
-                                f"{hint(name, pipelines)} (in the file: {', '.join(pipelines)})")
+        raise PipelineFileError(
+            path,
+            None,
+            None,
+            f"no pipeline named {name!r}"
+            f"{hint(name, pipelines)} (in the file: {', '.join(pipelines)})",
+        )
     return pipelines[name]
 
 
-def _build(path: Path, data: Map, fields: set[str], prefix: str,
-           params: Mapping[str, Any] | None, env: Mapping[str, str], plugin_manager: Any,
-           declared: dict[str, ParamSpec] | None = None,
-           values: dict[str, Any] | None = None,
-           subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None,
-           defaults: tuple[Any, Any] = (None, None), check_graph: bool = True
-           ) -> LoadedPipeline:
+def _build(
+    path: Path,
+    data: Map,
+    fields: set[str],
+    prefix: str,
+    params: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    plugin_manager: Any,
+    declared: dict[str, ParamSpec] | None = None,
+    values: dict[str, Any] | None = None,
+    subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None,
+    defaults: tuple[Any, Any] = (None, None),
+    check_graph: bool = True,
+) -> LoadedPipeline:
     """The pipeline of ``data`` (the file's top, or one item of its ``pipelines:``), its
     fields checked against ``fields`` (named with ``prefix`` in errors)."""
     for key in data:
         if key not in fields:
-            raise PipelineFileError(path, data.lines[key], prefix + key,
-                                    f"unknown field{hint(key, fields)} (known: "
-                                    f"{', '.join(sorted(fields))})")
+            raise PipelineFileError(
+                path,
+                data.lines[key],
+                prefix + key,
+                f"unknown field{hint(key, fields)} (known: {', '.join(sorted(fields))})",
+            )
     name = data.get("name")
     if not isinstance(name, str) or not name:
-        raise PipelineFileError(path, data.lines.get("name", data.line or 1), prefix + "name",
-                                "the pipeline needs a name (a non-empty string)")
+        raise PipelineFileError(
+            path,
+            data.lines.get("name", data.line or 1),
+            prefix + "name",
+            "the pipeline needs a name (a non-empty string)",
+        )
     check_name(path, data.lines.get("name", data.line or 1), prefix + "name", name, "pipeline")
     if declared is None:
         declared = declared_params(path, data)
@@ -251,29 +368,47 @@ def _build(path: Path, data: Map, fields: set[str], prefix: str,
     assert values is not None
     steps = data.get("steps")
     if not isinstance(steps, Seq) or not steps:
-        raise PipelineFileError(path, data.lines.get("steps", data.line or 1), prefix + "steps",
-                                "expected a list of steps (- name: ...), with at least one")
+        raise PipelineFileError(
+            path,
+            data.lines.get("steps", data.line or 1),
+            prefix + "steps",
+            "expected a list of steps (- name: ...), with at least one",
+        )
     settings: dict[str, Any] = {}
     if "max_concurrent" in data and data["max_concurrent"] is not None:
-        settings["max_concurrent"] = number(path, data.lines["max_concurrent"],
-                                            prefix + "max_concurrent", data["max_concurrent"],
-                                            minimum=1, integer=True)
+        settings["max_concurrent"] = number(
+            path,
+            data.lines["max_concurrent"],
+            prefix + "max_concurrent",
+            data["max_concurrent"],
+            minimum=1,
+            integer=True,
+        )
     if "fail_fast" in data:
         if not isinstance(data["fail_fast"], bool):
-            raise PipelineFileError(path, data.lines["fail_fast"], prefix + "fail_fast",
-                                    f"expected true or false, got {data['fail_fast']!r}")
+            raise PipelineFileError(
+                path,
+                data.lines["fail_fast"],
+                prefix + "fail_fast",
+                f"expected true or false, got {data['fail_fast']!r}",
+            )
         settings["fail_fast"] = data["fail_fast"]
     for key in ("executor", "tracker", "description", "story"):
         if key in data and data[key] is not None:
             if not isinstance(data[key], str):
-                raise PipelineFileError(path, data.lines[key], prefix + key,
-                                        f"expected a string, got {kind(data[key])}")
+                raise PipelineFileError(
+                    path, data.lines[key], prefix + key, f"expected a string, got {kind(data[key])}"
+                )
             settings[key] = data[key]
     story = settings.pop("story", None)
     if story is not None and not story.lower().endswith((".html", ".md", ".markdown")):
-        raise PipelineFileError(path, data.lines["story"], prefix + "story",
-                                f"{story!r}: the story's file ends in .html or .md "
-                                "({run_id}, {short_id} and {pipeline} are filled in)")
+        raise PipelineFileError(
+            path,
+            data.lines["story"],
+            prefix + "story",
+            f"{story!r}: the story's file ends in .html or .md "
+            "({run_id}, {short_id} and {pipeline} are filled in)",
+        )
     folder = path.absolute().parent  # relative paths in the file are relative to it
     if story is not None:
         story = absolute(story, folder)
@@ -289,9 +424,13 @@ def _build(path: Path, data: Map, fields: set[str], prefix: str,
         raw = relined(raw, interpolated) if isinstance(raw, Map) else interpolated
         step_name, kwargs = step_kwargs(path, raw, index, line, prefix, subpipeline)
         if step_name in seen:
-            raise PipelineFileError(path, line, f"{prefix}steps[{index}].name",
-                                    f"duplicate step {step_name!r} (first at line "
-                                    f"{seen[step_name]}); step names must be unique")
+            raise PipelineFileError(
+                path,
+                line,
+                f"{prefix}steps[{index}].name",
+                f"duplicate step {step_name!r} (first at line "
+                f"{seen[step_name]}); step names must be unique",
+            )
         seen[step_name] = line
         func = kwargs.pop("func", None)
         if kwargs.get("step_type") == "data":

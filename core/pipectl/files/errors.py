@@ -25,9 +25,16 @@ class PipelineFileError(PipectlError, ValueError):
     ``cli`` (a field and a message) is how the command line says it (``-p day=VALUE``), which
     ``cli_text`` holds (the error's text otherwise)."""
 
-    def __init__(self, path: str | os.PathLike[str], line: int | None, field: str | None,
-                 message: str, column: int | None = None, *,
-                 cli: tuple[str | None, str] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        line: int | None,
+        field: str | None,
+        message: str,
+        column: int | None = None,
+        *,
+        cli: tuple[str | None, str] | None = None,
+    ):
         field = printable(field, 100) if field else field
         message = printable(message, 1000)
         self.path, self.line, self.field, self.message = str(path), line, field, message
@@ -36,17 +43,20 @@ class PipelineFileError(PipectlError, ValueError):
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
         self.cli_text = str(self)
         if cli is not None:
-            cli_field, cli_message = printable(cli[0], 100) if cli[0] else None, \
-                printable(cli[1], 1000)
-            self.cli_text = (f"{where}: {cli_field}: {cli_message}" if cli_field
-                             else f"{where}: {cli_message}")
+            cli_field, cli_message = (
+                printable(cli[0], 100) if cli[0] else None,
+                printable(cli[1], 1000),
+            )
+            self.cli_text = (
+                f"{where}: {cli_field}: {cli_message}" if cli_field else f"{where}: {cli_message}"
+            )
 
 
 def printable(text: str, width: int) -> str:
     """``text`` for a one-line message: the middle of a very long text cut, and what is not
     printable (control, bidi and zero-width characters, ...) escaped."""
     if len(text) > width:
-        text = f"{text[:width * 2 // 3]} ... {text[-width // 3:]}"
+        text = f"{text[: width * 2 // 3]} ... {text[-width // 3 :]}"
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -17,8 +17,7 @@ from typing import Any
 
 from pipectl.files.errors import PipelineFileError, kind
 
-__all__ = ["MAX_ALIASED", "MAX_FILE_BYTES", "MAX_NESTING", "Map", "Seq", "gc_paused",
-           "read_file"]
+__all__ = ["MAX_ALIASED", "MAX_FILE_BYTES", "MAX_NESTING", "Map", "Seq", "gc_paused", "read_file"]
 
 # Limits of what a pipeline file can make pipectl do (each refused with file:line):
 MAX_FILE_BYTES = 10_000_000  # the default size limit; PIPECTL_MAX_FILE_BYTES sets another
@@ -56,6 +55,7 @@ def gc_paused() -> Iterator[None]:
     finally:
         gc.enable()
 
+
 _MERGE_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")  # what flattening changes
 
 
@@ -74,8 +74,9 @@ def _loader(path: str) -> Any:
     # nodes as PyYAML resolves them
     patterns = base.yaml_implicit_resolvers
     anywhere = tuple(patterns.get(None, ()))
-    by_first = {first: tuple(found) + anywhere for first, found in patterns.items()
-                if first is not None}
+    by_first = {
+        first: tuple(found) + anywhere for first, found in patterns.items() if first is not None
+    }
     scalar_node = yaml.ScalarNode
 
     class Loader(base):  # type: ignore[misc,valid-type]
@@ -92,6 +93,7 @@ def _loader(path: str) -> Any:
             self.flattening: set[Any] = set()
 
         if fast_str and not base.yaml_path_resolvers:
+
             def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
                 if kind is not scalar_node:
                     return base.resolve(self, kind, value, implicit)
@@ -134,8 +136,11 @@ def _loader(path: str) -> Any:
             self.flattening.add(node)
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    sources = (value_node.value if isinstance(value_node, yaml.SequenceNode)
-                               else [value_node])
+                    sources = (
+                        value_node.value
+                        if isinstance(value_node, yaml.SequenceNode)
+                        else [value_node]
+                    )
                     merged = [n for n in sources if isinstance(n, yaml.MappingNode)]
                     for each in {id(n): n for n in merged}.values():
                         self.flatten_mapping(each)
@@ -146,26 +151,45 @@ def _loader(path: str) -> Any:
 
         def check_repeated(self, line: int) -> None:
             if self.repeated > MAX_ALIASED:
-                raise PipelineFileError(path, line, None, f"aliases (*name) and merges (<<) "
-                                        f"repeat more than {MAX_ALIASED:,} characters of values "
-                                        "in all (each use copies the whole anchored value): "
-                                        "refused as an alias bomb; write the values out, or use "
-                                        "fewer aliases")
+                raise PipelineFileError(
+                    path,
+                    line,
+                    None,
+                    f"aliases (*name) and merges (<<) "
+                    f"repeat more than {MAX_ALIASED:,} characters of values "
+                    "in all (each use copies the whole anchored value): "
+                    "refused as an alias bomb; write the values out, or use "
+                    "fewer aliases",
+                )
 
         def check_depth(self, depth: int, line: int) -> None:
             if depth > MAX_NESTING:
-                raise PipelineFileError(path, line, None, f"mappings and lists nested more "
-                                        f"than {MAX_NESTING} levels deep (aliases expanded); "
-                                        "a pipeline file does not need that many")
+                raise PipelineFileError(
+                    path,
+                    line,
+                    None,
+                    f"mappings and lists nested more "
+                    f"than {MAX_NESTING} levels deep (aliases expanded); "
+                    "a pipeline file does not need that many",
+                )
 
         if base is yaml.SafeLoader:  # libyaml refuses a lone surrogate's escape itself
+
             def construct_scalar(self, node: Any) -> Any:
                 value = super().construct_scalar(node)
-                if node.style == '"' and not value.isprintable() and \
-                        any("\ud800" <= c <= "\udfff" for c in value):
-                    raise PipelineFileError(path, node.start_mark.line + 1, None, "a \\u "
-                                            "escape of a lone surrogate (D800-DFFF) is not a "
-                                            "character; write the character, or its \\U escape")
+                if (
+                    node.style == '"'
+                    and not value.isprintable()
+                    and any("\ud800" <= c <= "\udfff" for c in value)
+                ):
+                    raise PipelineFileError(
+                        path,
+                        node.start_mark.line + 1,
+                        None,
+                        "a \\u "
+                        "escape of a lone surrogate (D800-DFFF) is not a "
+                        "character; write the character, or its \\U escape",
+                    )
                 return value
 
     def construct_map(loader: Any, node: Any) -> Map:
@@ -177,11 +201,16 @@ def _loader(path: str) -> Any:
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
-                raise PipelineFileError(path, line, str(key),
-                                        "keys must be strings (quote it: \"...\")")
+                raise PipelineFileError(
+                    path, line, str(key), 'keys must be strings (quote it: "...")'
+                )
             if key in out.lines:
-                raise PipelineFileError(path, line, key, f"duplicate key (first at line "
-                                        f"{out.lines[key]}); each key may appear once")
+                raise PipelineFileError(
+                    path,
+                    line,
+                    key,
+                    f"duplicate key (first at line {out.lines[key]}); each key may appear once",
+                )
             out.lines[key] = loader.line = line
             out[key] = loader.construct_object(value_node, deep=True)
         return out
@@ -203,8 +232,12 @@ def _loader(path: str) -> Any:
 
 # what YAML does not allow in a file (UTF-8 text has no surrogates), refused with file:line
 _NOT_YAML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
-_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"),
-         (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
+_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe", "UTF-16"),
+)
 
 
 def _measure(node: Any, measured: dict[Any, tuple[int, int]]) -> tuple[int, int]:
@@ -215,10 +248,15 @@ def _measure(node: Any, measured: dict[Any, tuple[int, int]]) -> tuple[int, int]
         if isinstance(node.value, str):
             found = (len(node.value) + 1, 0)
         else:  # a list of nodes, or of (key, value) pairs
-            parts = [_measure(child, measured) for item in node.value
-                     for child in (item if isinstance(item, tuple) else (item,))]
-            found = (1 + sum(size for size, _ in parts),
-                     1 + max((height for _, height in parts), default=0))
+            parts = [
+                _measure(child, measured)
+                for item in node.value
+                for child in (item if isinstance(item, tuple) else (item,))
+            ]
+            found = (
+                1 + sum(size for size, _ in parts),
+                1 + max((height for _, height in parts), default=0),
+            )
         measured[node] = found
     return found
 
@@ -228,8 +266,12 @@ def _max_file_bytes(path: Path) -> int:
     if not text:
         return MAX_FILE_BYTES
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
-        raise PipelineFileError(path, None, "PIPECTL_MAX_FILE_BYTES", f"expected a number of "
-                                f"bytes such as 50000000, got {text!r}")
+        raise PipelineFileError(
+            path,
+            None,
+            "PIPECTL_MAX_FILE_BYTES",
+            f"expected a number of bytes such as 50000000, got {text!r}",
+        )
     return int(text)
 
 
@@ -237,6 +279,7 @@ def _position(raw: bytes, offset: int) -> tuple[int, int]:
     """The line and the column (in characters) of byte ``offset``, both from 1."""
     start = raw.rfind(b"\n", 0, offset) + 1
     return raw.count(b"\n", 0, offset) + 1, len(raw[start:offset].decode("utf-8", "replace")) + 1
+
 
 def read_file(path: Path) -> Map:
     """The file at ``path`` as a :class:`Map` (every problem a :class:`PipelineFileError`:
@@ -253,40 +296,73 @@ def read_file(path: Path) -> Map:
             size = os.fstat(stream.fileno()).st_size
             raw = stream.read(limit + 1) if size <= limit else b""
     except OSError as exc:
-        raise PipelineFileError(path, None, None, f"cannot be read: {exc.strerror or exc}") \
-            from None
+        raise PipelineFileError(
+            path, None, None, f"cannot be read: {exc.strerror or exc}"
+        ) from None
     if size > limit or len(raw) > limit:
         shown = f"{size:,} bytes" if size > limit else f"more than {limit:,} bytes"
-        raise PipelineFileError(path, None, None, f"the file is {shown}, over the limit of "
-                                f"{limit:,} bytes for a pipeline file; if it really is one, set "
-                                "PIPECTL_MAX_FILE_BYTES to a larger number of bytes")
+        raise PipelineFileError(
+            path,
+            None,
+            None,
+            f"the file is {shown}, over the limit of "
+            f"{limit:,} bytes for a pipeline file; if it really is one, set "
+            "PIPECTL_MAX_FILE_BYTES to a larger number of bytes",
+        )
     for bom, encoding in _BOMS:
         if raw.startswith(bom):
-            raise PipelineFileError(path, 1, None, f"the file is {encoding} text (it starts "
-                                    f"with a {encoding} byte-order mark); a pipeline file is "
-                                    "UTF-8: save it as UTF-8")
+            raise PipelineFileError(
+                path,
+                1,
+                None,
+                f"the file is {encoding} text (it starts "
+                f"with a {encoding} byte-order mark); a pipeline file is "
+                "UTF-8: save it as UTF-8",
+            )
     nul = raw.find(b"\x00")
     if nul >= 0:
         line, column = _position(raw, nul)
-        raise PipelineFileError(path, line, None, "is a binary file, not a YAML or JSON file "
-                                "(a NUL byte here; if it is UTF-16 or UTF-32 text, save it as "
-                                "UTF-8)", column)
+        raise PipelineFileError(
+            path,
+            line,
+            None,
+            "is a binary file, not a YAML or JSON file "
+            "(a NUL byte here; if it is UTF-16 or UTF-32 text, save it as "
+            "UTF-8)",
+            column,
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, column = _position(raw, exc.start)
-        raise PipelineFileError(path, line, None, f"is not UTF-8 text: byte "
-                                f"{raw[exc.start]:#04x} here ({exc.reason}); save the file as "
-                                "UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)", column) from None
+        raise PipelineFileError(
+            path,
+            line,
+            None,
+            f"is not UTF-8 text: byte "
+            f"{raw[exc.start]:#04x} here ({exc.reason}); save the file as "
+            "UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)",
+            column,
+        ) from None
     bad = _NOT_YAML.search(text)
     if bad:
-        line, column = _position(raw, len(text[:bad.start()].encode("utf-8")))
-        raise PipelineFileError(path, line, None, f"the character U+{ord(bad.group()):04X} "
-                                f"({bad.group()!r}) is not allowed in YAML; in a double-quoted "
-                                "string write it as an escape (\"\\x1b\")", column)
+        line, column = _position(raw, len(text[: bad.start()].encode("utf-8")))
+        raise PipelineFileError(
+            path,
+            line,
+            None,
+            f"the character U+{ord(bad.group()):04X} "
+            f"({bad.group()!r}) is not allowed in YAML; in a double-quoted "
+            'string write it as an escape ("\\x1b")',
+            column,
+        )
     if not text.strip():
-        raise PipelineFileError(path, 1, None, "the file is empty; a pipeline file is a mapping "
-                                "with at least 'name' and 'steps'")
+        raise PipelineFileError(
+            path,
+            1,
+            None,
+            "the file is empty; a pipeline file is a mapping with at least 'name' and 'steps'",
+        )
     try:
         with gc_paused():
             data = yaml.load(text, Loader=_loader(str(path)))
@@ -303,9 +379,14 @@ def read_file(path: Path) -> Map:
     except yaml.YAMLError as exc:
         raise PipelineFileError(path, None, None, f"invalid YAML: {exc}") from None
     except RecursionError:  # PyYAML without libyaml composes nested values recursively
-        raise PipelineFileError(path, None, None, f"mappings and lists nested more than "
-                                f"{MAX_NESTING} levels deep") from None
+        raise PipelineFileError(
+            path, None, None, f"mappings and lists nested more than {MAX_NESTING} levels deep"
+        ) from None
     if not isinstance(data, Map):  # (the loader builds every mapping as a Map)
-        raise PipelineFileError(path, 1, None, f"a pipeline file is a mapping (name: ..., "
-                                f"steps: [...]), not {kind(data)}")
+        raise PipelineFileError(
+            path,
+            1,
+            None,
+            f"a pipeline file is a mapping (name: ..., steps: [...]), not {kind(data)}",
+        )
     return data

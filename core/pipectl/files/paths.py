@@ -31,9 +31,15 @@ def resolve_paths(options: dict[str, Any], folder: Path, plugin_manager: Any) ->
         for spec in specs if isinstance(specs, list) else [specs]:
             if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
                 continue
-            relative = [k for k, v in spec.items() if isinstance(v, str) and v
-                        and v != "-" and "://" not in v  # stdin, a URL
-                        and not os.path.isabs(os.path.expanduser(v))]
+            relative = [
+                k
+                for k, v in spec.items()
+                if isinstance(v, str)
+                and v
+                and v != "-"
+                and "://" not in v  # stdin, a URL
+                and not os.path.isabs(os.path.expanduser(v))
+            ]
             if not relative:
                 continue
             if pm is None:

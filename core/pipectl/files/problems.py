@@ -93,8 +93,9 @@ class SourceLines(dict[str, int]):
         return dict(super().items())
 
 
-def _record_lines(node: Any, field: str, lines: dict[str, int], budget: list[int],
-                  depth: int) -> None:
+def _record_lines(
+    node: Any, field: str, lines: dict[str, int], budget: list[int], depth: int
+) -> None:
     """The line of every key and item under a step (``steps.load.load[0].table``), so that a
     problem found later (validation) names the line of the field it is about."""
     if depth > _MAX_SOURCE_DEPTH:
@@ -118,9 +119,15 @@ def _record_lines(node: Any, field: str, lines: dict[str, int], budget: list[int
             _record_lines(value, name, lines, budget, depth + 1)
 
 
-_PROBLEM_FIELD = (("no extractor named", "extract"), ("no output named", "load"),
-                  ("extract", "extract"), ("load", "load"), ("transform", "transform"),
-                  ("parameter", "run"), ("inputs", "inputs"))
+_PROBLEM_FIELD = (
+    ("no extractor named", "extract"),
+    ("no output named", "load"),
+    ("extract", "extract"),
+    ("load", "load"),
+    ("transform", "transform"),
+    ("parameter", "run"),
+    ("inputs", "inputs"),
+)
 
 
 def locate(pipe: FromFile, exc: PipectlError) -> str:
@@ -174,6 +181,4 @@ def locate_problem(pipe: FromFile, problem: str) -> str:
         line = lines.get(probe)
         cut = max(probe.rfind("."), probe.rfind("["))
         probe = probe[:cut] if cut > 0 else ""
-    return (f"{pipe.source}:{line}: {field}: {text}" if line else
-            f"{pipe.source}: {field}: {text}")
-
+    return f"{pipe.source}:{line}: {field}: {text}" if line else f"{pipe.source}: {field}: {text}"

@@ -47,8 +47,10 @@ def reference(obj: Any, what: str) -> str:
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not module or not qualname or "<" in qualname:
-        raise ValueError(f"{what}: {obj!r} cannot be written to a pipeline file; define it at "
-                         "the top level of a module, so that 'module:function' finds it")
+        raise ValueError(
+            f"{what}: {obj!r} cannot be written to a pipeline file; define it at "
+            "the top level of a module, so that 'module:function' finds it"
+        )
     found: Any = importlib.import_module(module)
     for part in qualname.split("."):
         found = getattr(found, part, None)
@@ -71,8 +73,12 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
     params = _dump_params(pipe)
     if params:
         out["params"] = params
-    for key, default in (("max_concurrent", None), ("fail_fast", False), ("executor", "local"),
-                         ("tracker", None)):
+    for key, default in (
+        ("max_concurrent", None),
+        ("fail_fast", False),
+        ("executor", "local"),
+        ("tracker", None),
+    ):
         if getattr(spec, key) != default:
             out[key] = getattr(spec, key)
     steps = []
@@ -86,15 +92,19 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
             if step.options:
                 item["options"] = dict(step.options)
         elif step.step_type == "pipeline":
-            raise ValueError(f"{where}: a sub-pipeline step cannot be written to a file of one "
-                             "pipeline; write a file of several pipelines by hand")
+            raise ValueError(
+                f"{where}: a sub-pipeline step cannot be written to a file of one "
+                "pipeline; write a file of several pipelines by hand"
+            )
         elif step.step_type == "data":
             options = dict(step.options)
             for key in ("extract", "load"):
                 values = options[key] if key == "load" else [options[key]]
                 if not all(isinstance(v, Mapping) for v in values):
-                    raise ValueError(f"{where}: {key} must be given as {{type: ..., ...}} "
-                                     "mappings to be written to a pipeline file")
+                    raise ValueError(
+                        f"{where}: {key} must be given as {{type: ..., ...}} "
+                        "mappings to be written to a pipeline file"
+                    )
             item["extract"] = dict(options["extract"])
             item["load"] = [dict(v) for v in options["load"]]
             transforms: list[Any] = []
@@ -107,8 +117,13 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
                 transforms.append(ref if per == "record" else {"function": ref, "per": per})
             if transforms:
                 item["transform"] = transforms
-            for key in ("batch_size", "buffer_size", "on_bad_record", "dead_letter",
-                        "max_bad_records"):
+            for key in (
+                "batch_size",
+                "buffer_size",
+                "on_bad_record",
+                "dead_letter",
+                "max_bad_records",
+            ):
                 if key in options and not (key == "on_bad_record" and options[key] == "fail"):
                     item[key] = options[key]
         else:
@@ -118,21 +133,31 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
         if step.depends_on:
             item["depends_on"] = list(step.depends_on)
         if step.inputs:
-            item["inputs"] = {k: v if isinstance(v, str) else v.text
-                              for k, v in step.inputs.items()}
+            item["inputs"] = {
+                k: v if isinstance(v, str) else v.text for k, v in step.inputs.items()
+            }
         if step.when is not None:
             item["when"] = step.when.text
-        for key, target in (("retries", "retries"), ("retry_delay", "retry_delay"),
-                            ("retry_backoff", "retry_backoff"), ("retry_max_delay", "backoff_cap"),
-                            ("retry_jitter", "retry_jitter"), ("timeout", "timeout"),
-                            ("allow_failure", "allow_failure")):
+        for key, target in (
+            ("retries", "retries"),
+            ("retry_delay", "retry_delay"),
+            ("retry_backoff", "retry_backoff"),
+            ("retry_max_delay", "backoff_cap"),
+            ("retry_jitter", "retry_jitter"),
+            ("timeout", "timeout"),
+            ("allow_failure", "allow_failure"),
+        ):
             if getattr(step, key) != getattr(defaults, key):
                 item[target] = getattr(step, key)
         if step.trigger != defaults.trigger:
             item["trigger"] = step.trigger.value
         if step.retry_on:
-            item["retry_on"] = [e.__name__ if getattr(builtins, e.__name__, None) is e
-                                else reference(e, f"{where} retry_on") for e in step.retry_on]
+            item["retry_on"] = [
+                e.__name__
+                if getattr(builtins, e.__name__, None) is e
+                else reference(e, f"{where} retry_on")
+                for e in step.retry_on
+            ]
         if step.rollback is not None:
             item["rollback"] = reference(step.rollback, f"{where} rollback")
         if step.resources:
@@ -151,8 +176,9 @@ def _declarations(pipe: Definition) -> dict[str, ParamSpec]:
     declared = dict(getattr(pipe, "param_specs", None) or {})
     for name, value in (getattr(pipe, "params", None) or {}).items():
         if name not in declared:
-            type_name = {bool: "bool", int: "int", float: "float", str: "str",
-                         list: "list"}.get(type(value), "json")
+            type_name = {bool: "bool", int: "int", float: "float", str: "str", list: "list"}.get(
+                type(value), "json"
+            )
             declared[name] = ParamSpec(name, type_name, value, False, False, "")
     return declared
 
@@ -184,9 +210,15 @@ def _secrets_as_references(value: Any, pipe: Definition) -> Any:
     strings (a file's ``${params.token}`` was filled in when the file was loaded) written back
     as ``${params.NAME}``, so that the file never holds a secret and loads back the same."""
     params = getattr(pipe, "params", None) or {}
-    secrets = sorted(((str(params[n]), n) for n, p in _declarations(pipe).items()
-                      if p.secret and params.get(n) is not None and len(str(params[n])) >= 3),
-                     key=lambda item: len(item[0]), reverse=True)
+    secrets = sorted(
+        (
+            (str(params[n]), n)
+            for n, p in _declarations(pipe).items()
+            if p.secret and params.get(n) is not None and len(str(params[n])) >= 3
+        ),
+        key=lambda item: len(item[0]),
+        reverse=True,
+    )
     if not secrets:
         return value
 

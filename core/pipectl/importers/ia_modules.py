@@ -40,13 +40,36 @@ class ImportError_(PipectlError, ValueError):
 
 
 # JSON schema type -> pipectl param type (looked up with whatever a file's "type" holds)
-_TYPES: dict[Any, str] = {"string": "str", "number": "float", "integer": "int",
-                          "boolean": "bool", "array": "list", "object": "json"}
-_OPERATORS = {">=": ">=", ">": ">", "<=": "<=", "<": "<", "==": "==", "!=": "!=",
-              "equals": "==", "eq": "==", "not_equals": "!=", "ne": "!=",
-              "greater_than": ">", "gt": ">", "greater_than_or_equal": ">=", "gte": ">=",
-              "less_than": "<", "lt": "<", "less_than_or_equal": "<=", "lte": "<=",
-              "in": "in", "not_in": "not in"}
+_TYPES: dict[Any, str] = {
+    "string": "str",
+    "number": "float",
+    "integer": "int",
+    "boolean": "bool",
+    "array": "list",
+    "object": "json",
+}
+_OPERATORS = {
+    ">=": ">=",
+    ">": ">",
+    "<=": "<=",
+    "<": "<",
+    "==": "==",
+    "!=": "!=",
+    "equals": "==",
+    "eq": "==",
+    "not_equals": "!=",
+    "ne": "!=",
+    "greater_than": ">",
+    "gt": ">",
+    "greater_than_or_equal": ">=",
+    "gte": ">=",
+    "less_than": "<",
+    "lt": "<",
+    "less_than_or_equal": "<=",
+    "lte": "<=",
+    "in": "in",
+    "not_in": "not in",
+}
 _TEMPLATE = re.compile(r"^\s*\{\{?\s*(.*?)\s*\}?\}\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -60,8 +83,12 @@ def _reference(path: str, field: str, text: str, steps: set[str]) -> str:
     """One ``{...}`` source as a pipectl reference."""
     match = _TEMPLATE.match(text)
     if match is None or not text.strip().startswith("{"):
-        raise ImportError_(path, field, f"{text!r} is not a reference: expected "
-                           "{parameters.NAME}, {steps.ID.output.FIELD} or {{ ID.FIELD }}")
+        raise ImportError_(
+            path,
+            field,
+            f"{text!r} is not a reference: expected "
+            "{parameters.NAME}, {steps.ID.output.FIELD} or {{ ID.FIELD }}",
+        )
     parts = match.group(1).split(".")
     if parts[0] in ("parameters", "params") and len(parts) >= 2:
         return "params." + ".".join(parts[1:])
@@ -70,8 +97,12 @@ def _reference(path: str, field: str, text: str, steps: set[str]) -> str:
     elif parts[0] in steps:  # {{ ID.FIELD }}
         step, rest = parts[0], parts[1:]
     else:
-        raise ImportError_(path, field, f"{text!r}: {parts[0]!r} is neither 'parameters', "
-                           f"'steps' nor a step id (steps: {', '.join(sorted(steps))})")
+        raise ImportError_(
+            path,
+            field,
+            f"{text!r}: {parts[0]!r} is neither 'parameters', "
+            f"'steps' nor a step id (steps: {', '.join(sorted(steps))})",
+        )
     if step not in steps:
         raise ImportError_(path, field, f"{text!r} refers to unknown step {step!r}")
     for part in rest:
@@ -102,8 +133,9 @@ def _literal(path: str, field: str, value: Any, steps: set[str]) -> str:
     raise ImportError_(path, field, f"cannot compare with {type(value).__name__} {value!r}")
 
 
-def _condition(path: str, field: str, condition: Any, source_step: str,
-               steps: set[str]) -> str | None:
+def _condition(
+    path: str, field: str, condition: Any, source_step: str, steps: set[str]
+) -> str | None:
     """A path's condition as a ``when`` expression; None for ``always``."""
     if condition is None:
         return None
@@ -116,8 +148,11 @@ def _condition(path: str, field: str, condition: Any, source_step: str,
     if kind in ("threshold_condition", "threshold", "expression", "field_condition"):
         target = config.get("field") or config.get("source")
         if not isinstance(target, str) or not target:
-            raise ImportError_(path, f"{field}.config", "needs 'field' (a field of the "
-                               "source step's output) or 'source'")
+            raise ImportError_(
+                path,
+                f"{field}.config",
+                "needs 'field' (a field of the source step's output) or 'source'",
+            )
         if target.startswith("{"):
             left = _source(path, f"{field}.config", target, steps)
         else:
@@ -128,12 +163,19 @@ def _condition(path: str, field: str, condition: Any, source_step: str,
                 left = f"steps.{source_step}.output.{target}"
         op = _OPERATORS.get(str(config.get("operator", "==")).strip().lower())
         if op is None:
-            raise ImportError_(path, f"{field}.config.operator", f"unknown operator "
-                               f"{config.get('operator')!r} (known: {', '.join(_OPERATORS)})")
+            raise ImportError_(
+                path,
+                f"{field}.config.operator",
+                f"unknown operator {config.get('operator')!r} (known: {', '.join(_OPERATORS)})",
+            )
         right = _literal(path, f"{field}.config.value", config.get("value"), steps)
         return f"{left} {op} {right}"
-    raise ImportError_(path, f"{field}.type", f"condition type {kind!r} cannot be converted "
-                       "(known: always, threshold_condition, expression)")
+    raise ImportError_(
+        path,
+        f"{field}.type",
+        f"condition type {kind!r} cannot be converted "
+        "(known: always, threshold_condition, expression)",
+    )
 
 
 def _params(path: str, raw: Any) -> dict[str, Any]:
@@ -143,7 +185,8 @@ def _params(path: str, raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):  # {name: default}
         for name, default in raw.items():
             kind = {bool: "bool", int: "int", float: "float", list: "list", dict: "json"}.get(
-                type(default), "str")
+                type(default), "str"
+            )
             params[str(name)] = {"type": kind, "default": default}
         return params
     if not isinstance(raw, list):
@@ -198,11 +241,13 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
         src, dst = edge.get("from_step", edge.get("from")), edge.get("to_step", edge.get("to"))
         for end, value in (("from_step", src), ("to_step", dst)):
             if value not in known:
-                raise ImportError_(path, f"{field}.{end}", f"unknown step {value!r} (steps: "
-                                   f"{', '.join(ids)})")
+                raise ImportError_(
+                    path, f"{field}.{end}", f"unknown step {value!r} (steps: {', '.join(ids)})"
+                )
         src, dst = cast(str, src), cast(str, dst)  # both step ids now
-        incoming[dst].append((src, _condition(path, f"{field}.condition",
-                                              edge.get("condition"), src, known)))
+        incoming[dst].append(
+            (src, _condition(path, f"{field}.condition", edge.get("condition"), src, known))
+        )
     start = flow.get("start_at")
     if start is not None and start not in known:
         raise ImportError_(path, "flow.start_at", f"unknown step {start!r}")
@@ -212,7 +257,8 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
     for step_id in _topological(ids, incoming):
         edges = incoming[step_id]
         if any(cond is not None for _, cond in edges) or (
-                edges and all(src in conditional for src, _ in edges)):
+            edges and all(src in conditional for src, _ in edges)
+        ):
             conditional.add(step_id)
 
     steps_out = []
@@ -240,8 +286,11 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
             item["inputs"] = mapped
         conditions = [cond for _, cond in incoming[step_id]]
         if conditions and all(c is not None for c in conditions):
-            item["when"] = (conditions[0] if len(conditions) == 1
-                            else " or ".join(f"({c})" for c in dict.fromkeys(conditions)))
+            item["when"] = (
+                conditions[0]
+                if len(conditions) == 1
+                else " or ".join(f"({c})" for c in dict.fromkeys(conditions))
+            )
         joins_branches = len(deps) > 1 and any(d in conditional for d in deps)
         if joins_branches or any("|" in source for source in mapped.values()):
             item["trigger"] = "one_success"
@@ -282,8 +331,11 @@ def _check_acyclic(path: str, ids: list[str], incoming: dict[str, list[tuple[str
         Graph(path, [StepSpec(i, depends_on=[src for src, _ in incoming[i]]) for i in ids])
     except PipectlError as exc:
         problems = "; ".join(getattr(exc, "problems", [str(exc)]))
-        raise ImportError_(path, "flow", f"{problems}: pipectl pipelines are DAGs, so a flow "
-                           "with a loop cannot be imported") from None
+        raise ImportError_(
+            path,
+            "flow",
+            f"{problems}: pipectl pipelines are DAGs, so a flow with a loop cannot be imported",
+        ) from None
 
 
 def convert_file(path: str | Path) -> str:
@@ -300,7 +352,9 @@ def convert_file(path: str | Path) -> str:
     except json.JSONDecodeError as exc:
         raise ImportError_(str(path), None, f"line {exc.lineno}: not JSON: {exc.msg}") from None
     converted = convert(data, str(path))
-    header = (f"# Imported from the ia_modules pipeline {path.name} by `pipectl import "
-              "ia-modules`.\n# Step classes run unchanged: built with (id, config), "
-              "`async run(data) -> dict`.\n")
+    header = (
+        f"# Imported from the ia_modules pipeline {path.name} by `pipectl import "
+        "ia-modules`.\n# Step classes run unchanged: built with (id, config), "
+        "`async run(data) -> dict`.\n"
+    )
     return header + yaml.safe_dump(converted, sort_keys=False, allow_unicode=True, width=100)

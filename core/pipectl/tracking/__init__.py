@@ -119,20 +119,58 @@ __all__ = [
 
 #: Where each name of the package is defined, imported on first use (see the module's doc).
 _EXPORTS = {
-    **dict.fromkeys([
-        "ExtractorStateSaved", "OutputStore", "PrunableTracker", "RESUME_MEMBERS",
-        "ResumableTracker", "RunEvent", "RunFinished", "RunStarted", "StepFinished",
-        "StepRetrying", "StepRolledBack", "StepStarted", "TRACKER_MEMBERS", "Tracker",
-        "TrackerEvent", "require_prune", "require_resume", "tracker_name"],
-        "pipectl.tracking.contract"),
-    **dict.fromkeys(["ResumeClaimed", "ResumeRefused", "RunInProgress", "TrackerError"],
-                    "pipectl.tracking.errors"),
-    **dict.fromkeys(["MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS"],
-                    "pipectl.tracking.schema"),
-    **dict.fromkeys(["MAX_DEPTH", "MAX_NODES", "PARAMS_CHARS", "SUMMARY_CHARS", "TEXT_CHARS",
-                     "cut_secrets", "summarize"], "pipectl.tracking.serialize"),
-    **dict.fromkeys(["GIVE_UP_SECONDS", "RETRY_FIRST_SECONDS", "RETRY_MAX_SECONDS",
-                     "STOP_SECONDS", "SQLTracker"], "pipectl.tracking.sql"),
+    **dict.fromkeys(
+        [
+            "ExtractorStateSaved",
+            "OutputStore",
+            "PrunableTracker",
+            "RESUME_MEMBERS",
+            "ResumableTracker",
+            "RunEvent",
+            "RunFinished",
+            "RunStarted",
+            "StepFinished",
+            "StepRetrying",
+            "StepRolledBack",
+            "StepStarted",
+            "TRACKER_MEMBERS",
+            "Tracker",
+            "TrackerEvent",
+            "require_prune",
+            "require_resume",
+            "tracker_name",
+        ],
+        "pipectl.tracking.contract",
+    ),
+    **dict.fromkeys(
+        ["ResumeClaimed", "ResumeRefused", "RunInProgress", "TrackerError"],
+        "pipectl.tracking.errors",
+    ),
+    **dict.fromkeys(
+        ["MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS"], "pipectl.tracking.schema"
+    ),
+    **dict.fromkeys(
+        [
+            "MAX_DEPTH",
+            "MAX_NODES",
+            "PARAMS_CHARS",
+            "SUMMARY_CHARS",
+            "TEXT_CHARS",
+            "cut_secrets",
+            "summarize",
+        ],
+        "pipectl.tracking.serialize",
+    ),
+    **dict.fromkeys(
+        [
+            "GIVE_UP_SECONDS",
+            "RETRY_FIRST_SECONDS",
+            "RETRY_MAX_SECONDS",
+            "STOP_SECONDS",
+            "SQLTracker",
+        ],
+        "pipectl.tracking.sql",
+    ),
     **dict.fromkeys(["PrunedRuns", "parse_duration"], "pipectl.tracking.retention"),
     **dict.fromkeys(["fingerprint", "resume_outputs"], "pipectl.tracking.resume"),
     **dict.fromkeys(["SqliteDialect", "SqliteTracker"], "pipectl.components.sqlite_tracker"),
@@ -183,14 +221,17 @@ def open_tracker(url: str | None, registries: Any) -> Tracker | None:
 
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if not scheme:
-        raise TrackerError(f"tracker {url!r} is not a URL: use sqlite:///path.db, "
-                           "postgresql://..., or none")
+        raise TrackerError(
+            f"tracker {url!r} is not a URL: use sqlite:///path.db, postgresql://..., or none"
+        )
     scheme = {"postgres": "postgresql"}.get(scheme.split("+", 1)[0], scheme.split("+", 1)[0])
     tracker = registries.trackers.create(scheme, url)
     if not isinstance(tracker, Tracker):
         missing = [m for m in TRACKER_MEMBERS if not hasattr(tracker, m)]
-        raise TrackerError(f"the {scheme!r} tracker ({type(tracker).__module__}."
-                           f"{type(tracker).__qualname__}) is not a tracker: it has no "
-                           f"{', '.join(missing)} (see pipectl.tracking.Tracker)")
+        raise TrackerError(
+            f"the {scheme!r} tracker ({type(tracker).__module__}."
+            f"{type(tracker).__qualname__}) is not a tracker: it has no "
+            f"{', '.join(missing)} (see pipectl.tracking.Tracker)"
+        )
     tracker.migrate()
     return tracker

@@ -195,13 +195,19 @@ class StepFinished:
         committed already), also when the step failed: a resume runs the step again writing
         only to the others."""
         result = self.result
-        data = result.output if result.output is not None else getattr(
-            result.exception, "result", None)
+        data = (
+            result.output
+            if result.output is not None
+            else getattr(result.exception, "result", None)
+        )
         reports = getattr(data, "outputs", None)
         if not isinstance(reports, Mapping):
             return ()
-        return tuple(name for name, report in reports.items()
-                     if getattr(report, "status", None) in ("committed", "skipped"))
+        return tuple(
+            name
+            for name, report in reports.items()
+            if getattr(report, "status", None) in ("committed", "skipped")
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -229,8 +235,16 @@ class ExtractorStateSaved:
     saved_at: datetime
 
 
-TrackerEvent = Union[RunStarted, StepStarted, StepRetrying, StepFinished,  # noqa: UP007 - a
-                     StepRolledBack, ExtractorStateSaved, RunFinished]  # runtime alias: 3.11
+# a runtime alias, so Union (3.11 has no `type` statement)
+TrackerEvent = Union[  # noqa: UP007
+    RunStarted,
+    StepStarted,
+    StepRetrying,
+    StepFinished,
+    StepRolledBack,
+    ExtractorStateSaved,
+    RunFinished,
+]
 """Any event :meth:`Tracker.record` is given."""
 
 
@@ -292,8 +306,9 @@ class Tracker(Protocol):
         (events that could not be written, outputs not stored), and logs each as a warning
         with ``report``. The tracker may be used again after it (reads open it again)."""
 
-    def list_runs(self, pipeline: str | None = None, status: str | None = None,
-                  limit: int = 20) -> list[dict[str, Any]]:
+    def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         """The latest runs, newest first (by ``started_at``), at most ``limit``: only those of
         ``pipeline`` and of ``status`` when given. Each a dict with ``execution_id``,
         ``pipeline_name``, ``status``, ``started_at``, ``completed_at``,
@@ -318,8 +333,7 @@ class Tracker(Protocol):
         holds a secret param's value. Raises :class:`~pipectl.tracking.TrackerError` when
         there is no such run."""
 
-    def resolve(self, run_id: str, pipeline: str | None = None, *,
-                finished: bool = False) -> str:
+    def resolve(self, run_id: str, pipeline: str | None = None, *, finished: bool = False) -> str:
         """The full id of a run given as ``latest`` (the newest run, of ``pipeline`` when
         given), a full id, or a prefix of exactly one id; raises
         :class:`~pipectl.tracking.TrackerError` when there is none (or several).
@@ -356,8 +370,7 @@ class ResumableTracker(Tracker, Protocol):
         """The first run of ``run_id``'s chain of resumes (``resumed_from``, followed back):
         the run whose loads a resume goes on with."""
 
-    def claim_resume(self, run_id: str, by_run_id: str, *,
-                     take_over_finished: bool = True) -> None:
+    def claim_resume(self, run_id: str, by_run_id: str, *, take_over_finished: bool = True) -> None:
         """Claim the resume of ``run_id`` for the run ``by_run_id`` (about to start in this
         process), atomically for every process using the store, so that two resumes of one
         run never both run. Raises :class:`~pipectl.tracking.ResumeClaimed` when another run
@@ -376,8 +389,14 @@ class PrunableTracker(Tracker, Protocol):
     """A tracker that can delete old runs (``pipectl runs prune``, a project's
     ``[retention]``)."""
 
-    def prune(self, *, keep: int | None = None, older_than: float | None = None,
-              pipeline: str | None = None, dry_run: bool = False) -> list[str]:
+    def prune(
+        self,
+        *,
+        keep: int | None = None,
+        older_than: float | None = None,
+        pipeline: str | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
         """Delete old runs, their records and stored outputs; the ids of the runs deleted
         (with ``dry_run``: that would be, deleting nothing), oldest first: best a
         :class:`~pipectl.tracking.PrunedRuns`, a list whose ``runs`` maps each id to its
@@ -394,17 +413,27 @@ class PrunableTracker(Tracker, Protocol):
 # -- checks -------------------------------------------------------------------------------------
 
 #: What every tracker has (:class:`Tracker`), and what one that resumes runs has too.
-TRACKER_MEMBERS = ("results", "migrate", "record", "flush", "close", "list_runs", "get_run",
-                   "resolve", "pipeline_of", "extractor_states")
-RESUME_MEMBERS = ("latest_finished", "step_states", "load_run", "claim_resume",
-                  "release_resume")
+TRACKER_MEMBERS = (
+    "results",
+    "migrate",
+    "record",
+    "flush",
+    "close",
+    "list_runs",
+    "get_run",
+    "resolve",
+    "pipeline_of",
+    "extractor_states",
+)
+RESUME_MEMBERS = ("latest_finished", "step_states", "load_run", "claim_resume", "release_resume")
 
 
 def tracker_name(tracker: Any) -> str:
     """How messages name a tracker: its ``display`` (the SQL trackers': the file, or the URL
     without password), else its ``url``, else its class."""
-    return str(getattr(tracker, "display", None) or getattr(tracker, "url", None)
-               or type(tracker).__name__)
+    return str(
+        getattr(tracker, "display", None) or getattr(tracker, "url", None) or type(tracker).__name__
+    )
 
 
 def require_resume(tracker: Tracker) -> ResumableTracker:
@@ -413,9 +442,11 @@ def require_resume(tracker: Tracker) -> ResumableTracker:
     if isinstance(tracker, ResumableTracker):
         return tracker
     missing = [m for m in (*TRACKER_MEMBERS, *RESUME_MEMBERS) if not hasattr(tracker, m)]
-    raise TrackerError(f"tracker {tracker_name(tracker)} cannot resume runs (it has no "
-                       f"{', '.join(missing)}): run without --resume, or record the runs with "
-                       "a tracker that resumes them (sqlite, postgresql)")
+    raise TrackerError(
+        f"tracker {tracker_name(tracker)} cannot resume runs (it has no "
+        f"{', '.join(missing)}): run without --resume, or record the runs with "
+        "a tracker that resumes them (sqlite, postgresql)"
+    )
 
 
 def require_prune(tracker: Tracker) -> PrunableTracker:
@@ -424,5 +455,6 @@ def require_prune(tracker: Tracker) -> PrunableTracker:
     if isinstance(tracker, PrunableTracker):
         return tracker
     missing = [m for m in (*TRACKER_MEMBERS, "prune") if not hasattr(tracker, m)]
-    raise TrackerError(f"tracker {tracker_name(tracker)} cannot delete runs (it has no "
-                       f"{', '.join(missing)})")
+    raise TrackerError(
+        f"tracker {tracker_name(tracker)} cannot delete runs (it has no {', '.join(missing)})"
+    )

@@ -81,7 +81,7 @@ class SQLDialect:
         text = (str(exc).strip().splitlines() or [""])[0]
         prefix = f"tracker {self.display}: "
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
         if not isinstance(exc, TrackerError):
             text = f"{type(exc).__name__}: {text}"
         return text[:300]

@@ -17,11 +17,13 @@ class ResumeRefused(TrackerError):
     def __init__(self, run_id: str, changed: list[str]) -> None:
         self.run_id, self.changed = run_id, changed
         names = ", ".join(repr(c) for c in changed)
-        super().__init__(f"cannot resume run {run_id}: step(s) {names} changed since it ran "
-                         "(their code, options, dependencies, inputs or condition); their "
-                         "outputs from that run may not be what they produce now. Run them "
-                         "again by leaving out --resume, or take the old outputs anyway with "
-                         "--force")
+        super().__init__(
+            f"cannot resume run {run_id}: step(s) {names} changed since it ran "
+            "(their code, options, dependencies, inputs or condition); their "
+            "outputs from that run may not be what they produce now. Run them "
+            "again by leaving out --resume, or take the old outputs anyway with "
+            "--force"
+        )
 
 
 class RunInProgress(TrackerError):
@@ -39,24 +41,35 @@ class ResumeClaimed(TrackerError):
     without success (``finished``: only when taking such a claim over was not wanted).
     ``through`` lists the runs between them when ``claimed_by`` resumes a resume of it."""
 
-    def __init__(self, run_id: str, claimed_by: str, host: str | None, pid: int | None,
-                 state: str, through: list[str] | None = None,
-                 status: str | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        claimed_by: str,
+        host: str | None,
+        pid: int | None,
+        state: str,
+        through: list[str] | None = None,
+        status: str | None = None,
+    ) -> None:
         self.run_id, self.claimed_by, self.host, self.pid = run_id, claimed_by, host, pid
         self.state, self.through = state, list(through or [])
         via = f" (through run {', run '.join(self.through)})" if self.through else ""
         if state == "active":
-            message = (f"run {run_id} is being resumed already, by run {claimed_by}{via} "
-                       f"(pid {pid} on host {host}): wait for that run to end; if it fails, "
-                       "--resume latest resumes it")
+            message = (
+                f"run {run_id} is being resumed already, by run {claimed_by}{via} "
+                f"(pid {pid} on host {host}): wait for that run to end; if it fails, "
+                "--resume latest resumes it"
+            )
         elif state == "succeeded":
-            message = (f"run {run_id} was resumed already, by run {claimed_by}{via}, which "
-                       "succeeded: nothing of it is left to run (run the pipeline without "
-                       "--resume to run it all again)")
+            message = (
+                f"run {run_id} was resumed already, by run {claimed_by}{via}, which "
+                "succeeded: nothing of it is left to run (run the pipeline without "
+                "--resume to run it all again)"
+            )
         else:
-            message = (f"run {run_id} was resumed already, by run {claimed_by}{via}, which "
-                       f"ended ({status or 'failed'}): resume that run instead "
-                       "(--resume latest)")
+            message = (
+                f"run {run_id} was resumed already, by run {claimed_by}{via}, which "
+                f"ended ({status or 'failed'}): resume that run instead "
+                "(--resume latest)"
+            )
         super().__init__(message)
-
-

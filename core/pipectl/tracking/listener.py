@@ -18,7 +18,6 @@ from pipectl.tracking.resume import fingerprint
 __all__ = ["TrackingListener"]
 
 
-
 class TrackingListener:
     """The lifecycle listener that feeds one run (and its sub-pipeline runs) to a tracker, as
     the typed events of :mod:`pipectl.tracking.contract`, each given to
@@ -28,10 +27,18 @@ class TrackingListener:
     is the one the step returned), when the tracker has a result store.
     """
 
-    def __init__(self, tracker: Tracker, run_id: str, spec: Any = None, *,
-                 resumed_from: str | None = None, pipeline_file: str | None = None,
-                 executor: str | None = None, store_outputs: bool = True,
-                 fingerprints: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        run_id: str,
+        spec: Any = None,
+        *,
+        resumed_from: str | None = None,
+        pipeline_file: str | None = None,
+        executor: str | None = None,
+        store_outputs: bool = True,
+        fingerprints: Mapping[str, str] | None = None,
+    ) -> None:
         self.tracker = tracker
         self.record = tracker.record
         self.run_ids = {run_id}
@@ -40,8 +47,11 @@ class TrackingListener:
         self.pipeline_file = pipeline_file
         self.executor = executor
         self.store_outputs = store_outputs and getattr(tracker, "results", None) is not None
-        self.fingerprints = fingerprints if fingerprints is not None else (
-            {s.name: fingerprint(s) for s in spec.steps} if spec is not None else {})
+        self.fingerprints = (
+            fingerprints
+            if fingerprints is not None
+            else ({s.name: fingerprint(s) for s in spec.steps} if spec is not None else {})
+        )
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._deps: dict[str, tuple[str, ...]] = {}
@@ -65,13 +75,18 @@ class TrackingListener:
                 self._graph = {s.name: tuple(s.all_dependencies) for s in spec.steps}
             graph = self._graph
         return {
-            "run_id": run.run_id, "pipeline": run.pipeline_id,
-            "started_at": run.start_time or datetime.now(UTC), "params": run.parameters,
-            "description": getattr(spec, "description", "") or "", "graph": graph,
+            "run_id": run.run_id,
+            "pipeline": run.pipeline_id,
+            "started_at": run.start_time or datetime.now(UTC),
+            "params": run.parameters,
+            "description": getattr(spec, "description", "") or "",
+            "graph": graph,
             "parent_run_id": run.parent_run_id,
             "resumed_from": self.resumed_from if spec is not None else None,
-            "pipeline_file": self.pipeline_file, "executor": self.executor,
-            "host": self.host, "pid": self.pid,
+            "pipeline_file": self.pipeline_file,
+            "executor": self.executor,
+            "host": self.host,
+            "pid": self.pid,
         }
 
     @hookimpl
@@ -82,21 +97,34 @@ class TrackingListener:
     @hookimpl
     def pipectl_step_start(self, run: Any, step: Any, attempt: int) -> None:
         if run.run_id in self.run_ids:
-            self.record(contract.StepStarted(
-                run_id=run.run_id, step_name=step.name, step_type=step.step_type,
-                attempt=attempt, started_at=datetime.now(UTC)))
+            self.record(
+                contract.StepStarted(
+                    run_id=run.run_id,
+                    step_name=step.name,
+                    step_type=step.step_type,
+                    attempt=attempt,
+                    started_at=datetime.now(UTC),
+                )
+            )
 
     @hookimpl
-    def pipectl_step_retry(self, run: Any, step: Any, attempt: int, error: BaseException,
-                           delay: float) -> None:
+    def pipectl_step_retry(
+        self, run: Any, step: Any, attempt: int, error: BaseException, delay: float
+    ) -> None:
         if run.run_id in self.run_ids:
             from pipectl.log import redact, secrets_var
 
             text = f"{type(error).__name__}: {error}"
             secrets = secrets_var().get()
-            self.record(contract.StepRetrying(
-                run_id=run.run_id, step_name=step.name, attempt=attempt,
-                error=redact(text, secrets) if secrets else text, delay=delay))
+            self.record(
+                contract.StepRetrying(
+                    run_id=run.run_id,
+                    step_name=step.name,
+                    attempt=attempt,
+                    error=redact(text, secrets) if secrets else text,
+                    delay=delay,
+                )
+            )
 
     @hookimpl
     def pipectl_step_finish(self, run: Any, step: Any, result: Any) -> None:
@@ -105,8 +133,12 @@ class TrackingListener:
         output = result.output
         blob = None
         in_store = False
-        if (output is not None and self.store_outputs and result.status.value == "success"
-                and getattr(step, "store_output", True)):  # store_output=False: never pickled
+        if (
+            output is not None
+            and self.store_outputs
+            and result.status.value == "success"
+            and getattr(step, "store_output", True)
+        ):  # store_output=False: never pickled
             if getattr(output, "pipectl_stored", False) is True:
                 in_store = True  # e.g. written by a dask worker, where it stayed
             else:
@@ -127,11 +159,18 @@ class TrackingListener:
                 inputs = {d: steps[d].output for d in deps if d in steps}
         from pipectl.log import secrets_var
 
-        self.record(contract.StepFinished(
-            run_id=run.run_id, step=step, result=result, pickled_output=blob,
-            output_in_store=in_store,
-            fingerprint=self.fingerprints.get(step.name) if main else None, inputs=inputs,
-            secrets=secrets_var().get()))
+        self.record(
+            contract.StepFinished(
+                run_id=run.run_id,
+                step=step,
+                result=result,
+                pickled_output=blob,
+                output_in_store=in_store,
+                fingerprint=self.fingerprints.get(step.name) if main else None,
+                inputs=inputs,
+                secrets=secrets_var().get(),
+            )
+        )
 
     @hookimpl
     def pipectl_run_finish(self, run: Any) -> None:
@@ -140,18 +179,33 @@ class TrackingListener:
         for name, result in run.steps.items():
             outcome = getattr(result, "rollback", None)
             if outcome is not None:  # what the rollbacks did, in the step rows
-                self.record(contract.StepRolledBack(
-                    run_id=run.run_id, step_name=name, status=result.status, outcome=outcome))
+                self.record(
+                    contract.StepRolledBack(
+                        run_id=run.run_id, step_name=name, status=result.status, outcome=outcome
+                    )
+                )
         if run.status.value == "success":
             for step_name, state in (run.extractor_state or {}).items():
                 if state is not None:
-                    self.record(contract.ExtractorStateSaved(
-                        run_id=run.run_id, pipeline=run.pipeline_id, step_name=step_name,
-                        state=state, saved_at=datetime.now(UTC)))
-        self.record(contract.RunFinished(
-            **self._run_fields(run), status=run.status, finished_at=run.end_time,
-            duration_ms=run.duration_ms, records_processed=run.records_processed,
-            errors=tuple(run.errors)))
+                    self.record(
+                        contract.ExtractorStateSaved(
+                            run_id=run.run_id,
+                            pipeline=run.pipeline_id,
+                            step_name=step_name,
+                            state=state,
+                            saved_at=datetime.now(UTC),
+                        )
+                    )
+        self.record(
+            contract.RunFinished(
+                **self._run_fields(run),
+                status=run.status,
+                finished_at=run.end_time,
+                duration_ms=run.duration_ms,
+                records_processed=run.records_processed,
+                errors=tuple(run.errors),
+            )
+        )
 
 
 _NO_GRAPH: Mapping[str, tuple[str, ...]] = {}  # a sub-pipeline run's (its steps are not listed)
@@ -163,6 +217,6 @@ def _holds_secret(blob: bytes) -> bool:
     from pipectl.log import secrets_var
 
     secrets = secrets_var().get()
-    return bool(secrets) and any(value.encode("utf-8", "surrogatepass") in blob
-                                 for value in secrets)
-
+    return bool(secrets) and any(
+        value.encode("utf-8", "surrogatepass") in blob for value in secrets
+    )

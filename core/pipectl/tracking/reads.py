@@ -13,16 +13,30 @@ from typing import Any
 from pipectl.loads import pid_alive
 from pipectl.tracking.errors import RunInProgress, TrackerError
 
-__all__ = ["Query", "extractor_states", "fetch_all", "fetch_one", "get_run", "latest_finished",
-           "list_runs", "live_status", "load_run", "loads_json", "pipeline_of", "resolve",
-           "run_record", "step_states"]
+__all__ = [
+    "Query",
+    "extractor_states",
+    "fetch_all",
+    "fetch_one",
+    "get_run",
+    "latest_finished",
+    "list_runs",
+    "live_status",
+    "load_run",
+    "loads_json",
+    "pipeline_of",
+    "resolve",
+    "run_record",
+    "step_states",
+]
 
 Query = Callable[[str, tuple[Any, ...]], list[dict[str, Any]]]
 """How the reads run a statement: ``query(sql, params)``, the rows as dicts."""
 
 
-def list_runs(query: Query, pipeline: str | None = None, status: str | None = None,
-              limit: int = 20) -> list[dict[str, Any]]:
+def list_runs(
+    query: Query, pipeline: str | None = None, status: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
     """The latest runs, newest first (``status`` ``interrupted`` finds runs whose process
     died)."""
     where, params = [], []
@@ -34,11 +48,13 @@ def list_runs(query: Query, pipeline: str | None = None, status: str | None = No
         params.append(status)
     elif status == "interrupted":
         where.append("status = 'running'")
-    sql = ("SELECT execution_id, pipeline_name, status, started_at, completed_at, "
-           "execution_time_ms, records_processed, error_message, resumed_from, host, pid "
-           "FROM pipeline_executions"
-           + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY started_at DESC LIMIT ?")
+    sql = (
+        "SELECT execution_id, pipeline_name, status, started_at, completed_at, "
+        "execution_time_ms, records_processed, error_message, resumed_from, host, pid "
+        "FROM pipeline_executions"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY started_at DESC LIMIT ?"
+    )
     rows = query(sql, (*params, limit if status != "interrupted" else limit * 10))
     for row in rows:
         row["status"] = live_status(row)
@@ -47,8 +63,9 @@ def list_runs(query: Query, pipeline: str | None = None, status: str | None = No
     return rows
 
 
-def resolve(query: Query, display: str, run_id: str, pipeline: str | None = None, *,
-            finished: bool = False) -> str:
+def resolve(
+    query: Query, display: str, run_id: str, pipeline: str | None = None, *, finished: bool = False
+) -> str:
     """A run id from ``run_id`` (``latest``, a full id or a unique prefix).
 
     ``finished`` (what a resume asks): ``latest`` is the latest run that ended
@@ -67,9 +84,11 @@ def resolve(query: Query, display: str, run_id: str, pipeline: str | None = None
             raise TrackerError(f"no run{where} in the tracker {display}")
         latest: str = rows[0]["execution_id"]
         return latest
-    rows = query("SELECT execution_id FROM pipeline_executions WHERE execution_id "
-                 "LIKE ? ORDER BY started_at DESC LIMIT 2",
-                 (run_id.replace("%", "").replace("_", "\\_") + "%",))
+    rows = query(
+        "SELECT execution_id FROM pipeline_executions WHERE execution_id "
+        "LIKE ? ORDER BY started_at DESC LIMIT 2",
+        (run_id.replace("%", "").replace("_", "\\_") + "%",),
+    )
     exact = [r for r in rows if r["execution_id"] == run_id]
     if exact:
         return run_id
@@ -77,8 +96,9 @@ def resolve(query: Query, display: str, run_id: str, pipeline: str | None = None
         found: str = rows[0]["execution_id"]
         return found
     if not rows:
-        raise TrackerError(f"no run {run_id!r} in the tracker {display} "
-                           "(`pipectl runs list` shows the runs)")
+        raise TrackerError(
+            f"no run {run_id!r} in the tracker {display} (`pipectl runs list` shows the runs)"
+        )
     raise TrackerError(f"run id {run_id!r} is ambiguous: give more of it")
 
 
@@ -88,12 +108,15 @@ def latest_finished(query: Query, pipeline: str | None = None) -> dict[str, Any]
     ``execution_id``, ``status``, ``started_at``, ``host`` and ``pid``."""
     where, params = ("pipeline_name = ? AND ", (pipeline,)) if pipeline else ("", ())
     columns = "SELECT execution_id, status, started_at, host, pid FROM pipeline_executions"
-    ended = query(f"{columns} WHERE {where}status <> 'running' "
-                  "ORDER BY started_at DESC LIMIT 1", params)
+    ended = query(
+        f"{columns} WHERE {where}status <> 'running' ORDER BY started_at DESC LIMIT 1", params
+    )
     since = ("", ()) if not ended else (" AND started_at > ?", (ended[0]["started_at"],))
     # the runs recorded as running since then: the newest whose process died wins
-    for row in query(f"{columns} WHERE {where}status = 'running'{since[0]} "
-                     "ORDER BY started_at DESC", (*params, *since[1])):
+    for row in query(
+        f"{columns} WHERE {where}status = 'running'{since[0]} ORDER BY started_at DESC",
+        (*params, *since[1]),
+    ):
         if live_status(row) == "interrupted":
             row["status"] = "interrupted"
             return row
@@ -112,41 +135,54 @@ def _resolve_finished(query: Query, display: str, run_id: str, pipeline: str | N
         if not running:
             raise TrackerError(f"no run{where} in the tracker {display}")
         r = running[0]
-        raise RunInProgress(r["execution_id"], r["host"], r["pid"],
-                            f"no run{where} has ended yet in the tracker {display}, "
-                            f"nothing to resume: run {r['execution_id']} is still running "
-                            f"(pid {r['pid']} on host {r['host']}); wait for it to end")
+        raise RunInProgress(
+            r["execution_id"],
+            r["host"],
+            r["pid"],
+            f"no run{where} has ended yet in the tracker {display}, "
+            f"nothing to resume: run {r['execution_id']} is still running "
+            f"(pid {r['pid']} on host {r['host']}); wait for it to end",
+        )
     run_id = resolve(query, display, run_id)
-    rows = query("SELECT execution_id, status, host, pid FROM pipeline_executions "
-                 "WHERE execution_id = ?", (run_id,))
+    rows = query(
+        "SELECT execution_id, status, host, pid FROM pipeline_executions WHERE execution_id = ?",
+        (run_id,),
+    )
     if rows and live_status(rows[0]) == "running":
         r = rows[0]
-        elsewhere = ("" if r["host"] == socket.gethostname() else
-                     "; it runs on another host, where `pipectl runs list` tells whether "
-                     "its process is alive")
-        raise RunInProgress(run_id, r["host"], r["pid"],
-                            f"run {run_id} is still running (pid {r['pid']} on host "
-                            f"{r['host']}); wait for it to end or stop it, then resume "
-                            f"it{elsewhere}")
+        elsewhere = (
+            ""
+            if r["host"] == socket.gethostname()
+            else "; it runs on another host, where `pipectl runs list` tells whether "
+            "its process is alive"
+        )
+        raise RunInProgress(
+            run_id,
+            r["host"],
+            r["pid"],
+            f"run {run_id} is still running (pid {r['pid']} on host "
+            f"{r['host']}); wait for it to end or stop it, then resume "
+            f"it{elsewhere}",
+        )
     return run_id
 
 
 def pipeline_of(query: Query, run_id: str) -> str | None:
     """The pipeline a run (a full id) belongs to, None if there is no such run."""
-    rows = query("SELECT pipeline_name FROM pipeline_executions WHERE "
-                 "execution_id = ?", (run_id,))
+    rows = query("SELECT pipeline_name FROM pipeline_executions WHERE execution_id = ?", (run_id,))
     return rows[0]["pipeline_name"] if rows else None
 
 
-def get_run(query: Query, display: str, run_id: str, pipeline: str | None = None
-            ) -> dict[str, Any]:
+def get_run(query: Query, display: str, run_id: str, pipeline: str | None = None) -> dict[str, Any]:
     """The whole record of one run: the run and every step (the format of
     ``pipectl runs show --json``)."""
     run_id = resolve(query, display, run_id, pipeline)
-    (row,) = query("SELECT * FROM pipeline_executions WHERE execution_id = ?",
-                   (run_id,))
-    steps = query("SELECT * FROM step_executions WHERE execution_id = ? "
-                  "ORDER BY step_order, started_at, step_id", (run_id,))
+    (row,) = query("SELECT * FROM pipeline_executions WHERE execution_id = ?", (run_id,))
+    steps = query(
+        "SELECT * FROM step_executions WHERE execution_id = ? "
+        "ORDER BY step_order, started_at, step_id",
+        (run_id,),
+    )
     return run_record(row, steps)
 
 
@@ -154,16 +190,22 @@ def step_states(query: Query, run_id: str) -> dict[str, dict[str, Any]]:
     """Each step of a run: ``status``, ``fingerprint``, ``output_stored``, ``output_none``,
     and ``committed`` (the outputs a data step committed)."""
     out = {}
-    for row in query("SELECT step_id, status, metadata FROM step_executions "
-                     "WHERE execution_id = ?", (run_id,)):
+    for row in query(
+        "SELECT step_id, status, metadata FROM step_executions WHERE execution_id = ?", (run_id,)
+    ):
         meta = loads_json(row["metadata"], {})
-        committed = [name for name, report in (meta.get("outputs") or {}).items()
-                     if report.get("status") in ("committed", "skipped")]
-        out[row["step_id"]] = {"status": row["status"],
-                               "fingerprint": meta.get("fingerprint"),
-                               "output_stored": bool(meta.get("output_stored")),
-                               "output_none": bool(meta.get("output_none")),
-                               "committed": committed}
+        committed = [
+            name
+            for name, report in (meta.get("outputs") or {}).items()
+            if report.get("status") in ("committed", "skipped")
+        ]
+        out[row["step_id"]] = {
+            "status": row["status"],
+            "fingerprint": meta.get("fingerprint"),
+            "output_stored": bool(meta.get("output_stored")),
+            "output_none": bool(meta.get("output_none")),
+            "committed": committed,
+        }
     return out
 
 
@@ -171,8 +213,9 @@ def load_run(query: Query, run_id: str) -> str:
     """The run that ``run_id``'s loads belong to: the first run of its chain of resumes."""
     seen = {run_id}
     while True:
-        rows = query("SELECT resumed_from FROM pipeline_executions WHERE "
-                     "execution_id = ?", (run_id,))
+        rows = query(
+            "SELECT resumed_from FROM pipeline_executions WHERE execution_id = ?", (run_id,)
+        )
         earlier = rows[0]["resumed_from"] if rows else None
         if not earlier or earlier in seen:
             return run_id
@@ -182,8 +225,12 @@ def load_run(query: Query, run_id: str) -> str:
 
 def extractor_states(query: Query, pipeline: str) -> dict[str, Any]:
     """The latest incremental state of each data step of ``pipeline``."""
-    return {r["step_id"]: json.loads(r["state"]) for r in query(
-        "SELECT step_id, state FROM extractor_state WHERE pipeline_name = ?", (pipeline,))}
+    return {
+        r["step_id"]: json.loads(r["state"])
+        for r in query(
+            "SELECT step_id, state FROM extractor_state WHERE pipeline_name = ?", (pipeline,)
+        )
+    }
 
 
 # -- rows as dicts, a run's record ------------------------------------------------------------
@@ -238,40 +285,51 @@ def run_record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, An
         "steps": [],
     }
     order = {name: i for i, name in enumerate(record["graph"])}  # the plan's order
-    steps = sorted(steps, key=lambda s: (order.get(s["step_id"], len(order)),
-                                         s["step_order"] if s["step_order"] is not None else 0))
+    steps = sorted(
+        steps,
+        key=lambda s: (
+            order.get(s["step_id"], len(order)),
+            s["step_order"] if s["step_order"] is not None else 0,
+        ),
+    )
     for s in steps:
         meta = loads_json(s["metadata"], {})
         status = s["status"]
         if status == "running" and record["status"] == "interrupted":
             status = "interrupted"
-        record["steps"].append({
-            "step_id": s["step_id"],
-            "step_name": s["step_name"],
-            "step_type": s["step_type"],
-            "description": meta.get("description", ""),
-            "status": status,
-            "started_at": s["started_at"],
-            "completed_at": s["completed_at"],
-            "execution_time_ms": s["execution_time_ms"],
-            "attempts": (s["retry_count"] or 0) + 1 if s["started_at"] and not meta.get(
-                "resumed") else 0,
-            "retry_count": s["retry_count"] or 0,
-            "error_message": s["error_message"],
-            "traceback": s["traceback"],
-            "reason": meta.get("reason"),
-            "records": s["records"],
-            "outputs": meta.get("outputs", {}),
-            "bad_records": meta.get("bad_records", 0),
-            "dead_letter_path": meta.get("dead_letter_path"),
-            "attempt_history": meta.get("attempt_history", []),
-            "rollback": meta.get("rollback"),
-            "input_summary": loads_json(s["input_data"]),
-            "output_summary": loads_json(s["output_data"]),
-            "resumed_from": meta.get("resumed"),
-            "metadata": {k: v for k, v in meta.items() if k in (
-                "fingerprint", "output_stored", "output_none", "allow_failure")},
-        })
+        record["steps"].append(
+            {
+                "step_id": s["step_id"],
+                "step_name": s["step_name"],
+                "step_type": s["step_type"],
+                "description": meta.get("description", ""),
+                "status": status,
+                "started_at": s["started_at"],
+                "completed_at": s["completed_at"],
+                "execution_time_ms": s["execution_time_ms"],
+                "attempts": (s["retry_count"] or 0) + 1
+                if s["started_at"] and not meta.get("resumed")
+                else 0,
+                "retry_count": s["retry_count"] or 0,
+                "error_message": s["error_message"],
+                "traceback": s["traceback"],
+                "reason": meta.get("reason"),
+                "records": s["records"],
+                "outputs": meta.get("outputs", {}),
+                "bad_records": meta.get("bad_records", 0),
+                "dead_letter_path": meta.get("dead_letter_path"),
+                "attempt_history": meta.get("attempt_history", []),
+                "rollback": meta.get("rollback"),
+                "input_summary": loads_json(s["input_data"]),
+                "output_summary": loads_json(s["output_data"]),
+                "resumed_from": meta.get("resumed"),
+                "metadata": {
+                    k: v
+                    for k, v in meta.items()
+                    if k in ("fingerprint", "output_stored", "output_none", "allow_failure")
+                },
+            }
+        )
     return record
 
 

@@ -51,8 +51,9 @@ class ResultStore:
 
     MAGIC = b"pipectl-result-v1\n"
 
-    def __init__(self, root: str | os.PathLike[str],
-                 key_file: str | os.PathLike[str] | None = None):
+    def __init__(
+        self, root: str | os.PathLike[str], key_file: str | os.PathLike[str] | None = None
+    ):
         self.root = Path(root)
         if key_file is None:
             from pipectl.project import home
@@ -75,8 +76,9 @@ class ResultStore:
         return self._key
 
     def _tag(self, run_id: str, step: str, data: Any) -> bytes:
-        mac = hmac.new(self._secret(), self.MAGIC + json.dumps([run_id, step]).encode(),
-                       hashlib.sha256)
+        mac = hmac.new(
+            self._secret(), self.MAGIC + json.dumps([run_id, step]).encode(), hashlib.sha256
+        )
         mac.update(data)
         return mac.digest()
 
@@ -98,18 +100,26 @@ class ResultStore:
             return False, None
         start = len(self.MAGIC) + 32  # the tag: an HMAC-SHA256
         body = memoryview(data)[start:]
-        why = ("its tag does not match this store's key (planted, damaged or cut short, from "
-               "another run or step, or written with another key)")
+        why = (
+            "its tag does not match this store's key (planted, damaged or cut short, from "
+            "another run or step, or written with another key)"
+        )
         try:
-            genuine = data.startswith(self.MAGIC) and len(data) >= start and \
-                hmac.compare_digest(data[len(self.MAGIC):start], self._tag(run_id, step, body))
+            genuine = (
+                data.startswith(self.MAGIC)
+                and len(data) >= start
+                and hmac.compare_digest(
+                    data[len(self.MAGIC) : start], self._tag(run_id, step, body)
+                )
+            )
         except OSError as exc:  # the key cannot be read or made: nothing can be checked
             genuine, why = False, f"the key cannot be read: {exc}"
         if not genuine:
             from pipectl.log import get_logger
 
-            get_logger().warning("result_store_ignored", file=str(path),
-                                 reason=f"{why}; its step runs again")
+            get_logger().warning(
+                "result_store_ignored", file=str(path), reason=f"{why}; its step runs again"
+            )
             return False, None
         return True, pickle.loads(body)  # noqa: S301 - authenticated: written by put()
 
@@ -118,8 +128,13 @@ class ResultStore:
         stored (or removed already) is fine. An id that is not one plain folder name (empty,
         ``.``, ``..``, with a path separator) removes nothing. Raises OSError when the folder
         cannot be removed."""
-        if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id \
-                or "\x00" in run_id:
+        if (
+            not run_id
+            or run_id in (".", "..")
+            or "/" in run_id
+            or "\\" in run_id
+            or "\x00" in run_id
+        ):
             return
         folder = self.root / run_id
         try:
@@ -151,6 +166,7 @@ def read_or_make_key(path: Path) -> bytes:
             except ValueError:
                 break
         time.sleep(0.005)  # empty: the process that made it is writing it
-    raise OSError(f"result store key {path} is not a key (64 hex digits): remove it and a new "
-                  "one is made (outputs stored with the old one then run again)")
-
+    raise OSError(
+        f"result store key {path} is not a key (64 hex digits): remove it and a new "
+        "one is made (outputs stored with the old one then run again)"
+    )

@@ -26,8 +26,9 @@ __all__ = ["claim", "fingerprint", "release_claim", "resume_outputs"]
 _LATEST_ATTEMPTS = 10
 
 
-def _resolve_and_claim(tracker: ResumableTracker, pipeline: str, run_id: str,
-                       claim_for: str | None) -> str:
+def _resolve_and_claim(
+    tracker: ResumableTracker, pipeline: str, run_id: str, claim_for: str | None
+) -> str:
     """The run to resume (``run_id``: ``latest`` or an id), checked to belong to ``pipeline``
     and to have ended; claimed for the run ``claim_for`` when given (see
     :meth:`pipectl.tracking.SQLTracker.claim_resume`)."""
@@ -56,13 +57,15 @@ def _resolve_and_claim(tracker: ResumableTracker, pipeline: str, run_id: str,
         refused = None
     if refused is not None:
         raise refused
-    raise TrackerError(f"the latest run of pipeline {pipeline!r} kept changing while it was "
-                       "being claimed for a resume: try again")
+    raise TrackerError(
+        f"the latest run of pipeline {pipeline!r} kept changing while it was "
+        "being claimed for a resume: try again"
+    )
 
 
-def resume_outputs(tracker: Tracker, spec: Any, run_id: str, *,
-                   force: bool = False, claim_for: str | None = None
-                   ) -> tuple[str, dict[str, Any], dict[Any, Any]]:
+def resume_outputs(
+    tracker: Tracker, spec: Any, run_id: str, *, force: bool = False, claim_for: str | None = None
+) -> tuple[str, dict[str, Any], dict[Any, Any]]:
     """(the resolved run id, the outputs of the steps a resume of it does not run again, and
     the run state to start from).
 
@@ -93,8 +96,9 @@ def resume_outputs(tracker: Tracker, spec: Any, run_id: str, *,
         raise
 
 
-def _resume_outputs(tracker: ResumableTracker, spec: Any, old: str, force: bool
-                    ) -> tuple[str, dict[str, Any], dict[Any, Any]]:
+def _resume_outputs(
+    tracker: ResumableTracker, spec: Any, old: str, force: bool
+) -> tuple[str, dict[str, Any], dict[Any, Any]]:
     from pipectl.graph import Graph
 
     states = tracker.step_states(old)
@@ -133,8 +137,6 @@ def _resume_outputs(tracker: ResumableTracker, spec: Any, old: str, force: bool
     # loads (pipectl.loads) are named by the run that started them: a resume goes on with its
     run_state["load_run"] = tracker.load_run(old)
     return old, taken, run_state
-
-
 
 
 # -- fingerprints of step definitions --------------------------------------------------------
@@ -180,6 +182,7 @@ def _options_text(options: Mapping[str, Any]) -> str:
         if func is not None:
             return f"code:{_code_hash(func)}:{getattr(value, 'per', '')}"
         return type(value).__name__
+
     return json.dumps(plain(dict(options)), sort_keys=True, default=str)
 
 
@@ -192,19 +195,26 @@ def fingerprint(step: Any) -> str:
         _code_hash(step.func),
         _options_text(step.options),
         ",".join(step.depends_on),
-        json.dumps({k: v if isinstance(v, str) else v.text for k, v in step.inputs.items()},
-                   sort_keys=True),
+        json.dumps(
+            {k: v if isinstance(v, str) else v.text for k, v in step.inputs.items()}, sort_keys=True
+        ),
         step.when.text if step.when is not None else "",
     ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
 
 
-
 # -- one resumer per run (the SQL trackers' claims) --------------------------------------------
 
 
-def claim(conn: Any, dialect: SQLDialect, run_id: str, by_run_id: str, host: str, pid: int,
-          take_over_finished: bool) -> ResumeClaimed | None:
+def claim(
+    conn: Any,
+    dialect: SQLDialect,
+    run_id: str,
+    by_run_id: str,
+    host: str,
+    pid: int,
+    take_over_finished: bool,
+) -> ResumeClaimed | None:
     """One claim transaction on ``conn``: insert the claim unless there is one, else take over
     a claim left by a run that ended without success; the refusal, or None when claimed (see
     :meth:`pipectl.tracking.SQLTracker.claim_resume`)."""
@@ -212,25 +222,43 @@ def claim(conn: Any, dialect: SQLDialect, run_id: str, by_run_id: str, host: str
     cur = conn.cursor()
     try:
         now = now_iso()
-        cur.execute(dialect_sql(dialect,
-            "INSERT INTO resume_claims (execution_id, claimed_by, host, pid, claimed_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO NOTHING"),
-            (run_id, by_run_id, host, pid, now))
-        held = fetch_one(cur, dialect_sql(dialect,
-            "SELECT claimed_by, host, pid FROM resume_claims WHERE execution_id = ?"),
-            (run_id,))
+        cur.execute(
+            dialect_sql(
+                dialect,
+                "INSERT INTO resume_claims (execution_id, claimed_by, host, pid, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO NOTHING",
+            ),
+            (run_id, by_run_id, host, pid, now),
+        )
+        held = fetch_one(
+            cur,
+            dialect_sql(
+                dialect, "SELECT claimed_by, host, pid FROM resume_claims WHERE execution_id = ?"
+            ),
+            (run_id,),
+        )
         refusal = None
         if held is not None and held["claimed_by"] != by_run_id:
             state, holder, through, status, recorded = _claim_state(cur, dialect, held)
             if state in ("active", "succeeded") or (recorded and not take_over_finished):
-                refusal = ResumeClaimed(run_id, holder["claimed_by"], holder["host"],
-                                        holder["pid"], state if state != "ended" else
-                                        "finished", through, status)
+                refusal = ResumeClaimed(
+                    run_id,
+                    holder["claimed_by"],
+                    holder["host"],
+                    holder["pid"],
+                    state if state != "ended" else "finished",
+                    through,
+                    status,
+                )
             else:  # only if nobody took it over since it was read
-                cur.execute(dialect_sql(dialect,
-                    "UPDATE resume_claims SET claimed_by = ?, host = ?, pid = ?, "
-                    "claimed_at = ? WHERE execution_id = ? AND claimed_by = ?"),
-                    (by_run_id, host, pid, now, run_id, held["claimed_by"]))
+                cur.execute(
+                    dialect_sql(
+                        dialect,
+                        "UPDATE resume_claims SET claimed_by = ?, host = ?, pid = ?, "
+                        "claimed_at = ? WHERE execution_id = ? AND claimed_by = ?",
+                    ),
+                    (by_run_id, host, pid, now, run_id, held["claimed_by"]),
+                )
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -238,8 +266,9 @@ def claim(conn: Any, dialect: SQLDialect, run_id: str, by_run_id: str, host: str
     return refusal
 
 
-def _claim_state(cur: Any, dialect: SQLDialect, held: dict[str, Any]
-                 ) -> tuple[str, dict[str, Any], list[str], str, bool]:
+def _claim_state(
+    cur: Any, dialect: SQLDialect, held: dict[str, Any]
+) -> tuple[str, dict[str, Any], list[str], str, bool]:
     """(``active``, ``succeeded`` or ``ended``, the claim that decides it, the runs between,
     the status of its run, whether the first claimant's run is recorded) for a claim,
     following the resumes of its run when it ended without success."""
@@ -247,15 +276,20 @@ def _claim_state(cur: Any, dialect: SQLDialect, held: dict[str, Any]
     recorded: bool | None = None
     while True:
         holder = held["claimed_by"]
-        row = fetch_one(cur, dialect_sql(dialect, "SELECT status, host, pid FROM "
-                                         "pipeline_executions WHERE execution_id = ?"),
-                        (holder,))
+        row = fetch_one(
+            cur,
+            dialect_sql(
+                dialect, "SELECT status, host, pid FROM pipeline_executions WHERE execution_id = ?"
+            ),
+            (holder,),
+        )
         if recorded is None:
             recorded = row is not None
         if row is not None:
             status = live_status(row)
-        elif (held["host"] == socket.gethostname() and held["pid"]
-              and not pid_alive(int(held["pid"]))):
+        elif (
+            held["host"] == socket.gethostname() and held["pid"] and not pid_alive(int(held["pid"]))
+        ):
             status = "interrupted"  # killed before its run was recorded
         else:
             status = "running"  # about to start (or on another host)
@@ -264,8 +298,13 @@ def _claim_state(cur: Any, dialect: SQLDialect, held: dict[str, Any]
         if status == "success":
             return "succeeded", held, through, status, recorded
         # it ended without success: is a resume of it under way (or done)?
-        later = fetch_one(cur, dialect_sql(dialect, "SELECT claimed_by, host, pid FROM "
-                                           "resume_claims WHERE execution_id = ?"), (holder,))
+        later = fetch_one(
+            cur,
+            dialect_sql(
+                dialect, "SELECT claimed_by, host, pid FROM resume_claims WHERE execution_id = ?"
+            ),
+            (holder,),
+        )
         if later is None or later["claimed_by"] in through or len(through) > 1000:
             return "ended", held, through, status, recorded
         through.append(holder)
@@ -277,9 +316,12 @@ def release_claim(conn: Any, dialect: SQLDialect, run_id: str, by_run_id: str) -
     (nothing if it holds none)."""
     dialect.begin_write(conn)
     try:
-        conn.cursor().execute(dialect_sql(
-            dialect, "DELETE FROM resume_claims WHERE execution_id = ? AND claimed_by = ?"),
-            (run_id, by_run_id))
+        conn.cursor().execute(
+            dialect_sql(
+                dialect, "DELETE FROM resume_claims WHERE execution_id = ? AND claimed_by = ?"
+            ),
+            (run_id, by_run_id),
+        )
         conn.commit()
     except BaseException:
         conn.rollback()

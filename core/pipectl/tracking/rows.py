@@ -56,8 +56,7 @@ def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> di
     data = output if output is not None else getattr(result.exception, "result", None)
     reports = getattr(data, "outputs", None)  # a data step's, also when it failed
     if isinstance(reports, Mapping):
-        meta["outputs"] = {name: Bounded(SUMMARY_CHARS)(r.as_dict())
-                           for name, r in reports.items()}
+        meta["outputs"] = {name: Bounded(SUMMARY_CHARS)(r.as_dict()) for name, r in reports.items()}
         meta["bad_records"] = getattr(data, "bad_records", 0)
         meta["dead_letter_path"] = getattr(data, "dead_letter_path", None)
     if getattr(result, "resumed_from", None):
@@ -67,14 +66,20 @@ def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> di
     if output is None and result.status.value == "success":
         meta["output_none"] = True
     return {
-        "execution_id": run_id, "step_id": step.name, "step_name": step.name,
-        "step_type": step.step_type, "status": result.status.value,
-        "started_at": iso_time(result.started_at), "completed_at": iso_time(result.finished_at),
-        "execution_time_ms": result.duration_ms, "retry_count": max(result.attempts - 1, 0),
+        "execution_id": run_id,
+        "step_id": step.name,
+        "step_name": step.name,
+        "step_type": step.step_type,
+        "status": result.status.value,
+        "started_at": iso_time(result.started_at),
+        "completed_at": iso_time(result.finished_at),
+        "execution_time_ms": result.duration_ms,
+        "retry_count": max(result.attempts - 1, 0),
         "error_message": clip(result.error, TEXT_CHARS),
         "traceback": clip(result.traceback, TEXT_CHARS),
         "output_data": None if output is None else to_json(summarize(output)),
-        "records": result.records, "metadata_dict": meta,
+        "records": result.records,
+        "metadata_dict": meta,
     }
 
 
@@ -98,11 +103,14 @@ class RowBuilder:
         finished = event if isinstance(event, RunFinished) else None
         graph = self._graph
         if graph is None or graph[0] is not event.graph:  # the DAG as JSON, once per run
-            graph = self._graph = (event.graph, to_json({name: list(deps) for name, deps
-                                                         in event.graph.items()}))
+            graph = self._graph = (
+                event.graph,
+                to_json({name: list(deps) for name, deps in event.graph.items()}),
+            )
         errors = list(finished.errors) if finished is not None else []
         return {
-            "execution_id": event.run_id, "pipeline_name": event.pipeline,
+            "execution_id": event.run_id,
+            "pipeline_name": event.pipeline,
             "status": finished.status.value if finished is not None else "running",
             "started_at": iso_time(event.started_at) or now_iso(),
             "completed_at": iso_time(finished.finished_at) if finished is not None else None,
@@ -110,14 +118,22 @@ class RowBuilder:
             "parameters": params_json(event.params),
             "records_processed": finished.records_processed if finished is not None else 0,
             "error_message": "; ".join(clip_texts(errors, SUMMARY_CHARS, SUMMARY_CHARS))[
-                :SUMMARY_CHARS] or None,
+                :SUMMARY_CHARS
+            ]
+            or None,
             "resumed_from": event.resumed_from,
-            "parent_execution_id": event.parent_run_id, "host": event.host,
-            "pid": event.pid, "executor": event.executor,
-            "pipeline_file": event.pipeline_file, "graph": graph[1],
-            "metadata": to_json({"errors": clip_texts(errors, SUMMARY_CHARS, TEXT_CHARS),
-                                 "description": clip(event.description or "",
-                                                     SUMMARY_CHARS)}),
+            "parent_execution_id": event.parent_run_id,
+            "host": event.host,
+            "pid": event.pid,
+            "executor": event.executor,
+            "pipeline_file": event.pipeline_file,
+            "graph": graph[1],
+            "metadata": to_json(
+                {
+                    "errors": clip_texts(errors, SUMMARY_CHARS, TEXT_CHARS),
+                    "description": clip(event.description or "", SUMMARY_CHARS),
+                }
+            ),
         }
 
     def rows(self, ops: Sequence[tuple[str, Any]], results: OutputStore | None) -> Rows:
@@ -155,8 +171,11 @@ class RowBuilder:
                 earlier.update({k: v for k, v in row.items() if v is not None})
         for run_id in ended:
             self._run_ended(run_id)
-        return ([tuple(map(r.get, RUN_COLUMNS)) for r in last_per_key(runs, "execution_id")],
-                [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()], states)
+        return (
+            [tuple(map(r.get, RUN_COLUMNS)) for r in last_per_key(runs, "execution_id")],
+            [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()],
+            states,
+        )
 
     def _started_row(self, event: StepStarted) -> dict[str, Any]:
         run_id, step, attempt = event.run_id, event.step_name, event.attempt
@@ -165,20 +184,26 @@ class RowBuilder:
         history.append({"attempt": attempt, "started_at": started})
         order = self._order.get(run_id, 0)
         self._order[run_id] = order + 1 if attempt == 1 else order
-        return {"execution_id": run_id, "step_id": step, "step_name": step,
-                "step_type": event.step_type, "status": "running",
-                "started_at": started if attempt == 1 else None,
-                "retry_count": attempt - 1, "step_order": order if attempt == 1 else None}
+        return {
+            "execution_id": run_id,
+            "step_id": step,
+            "step_name": step,
+            "step_type": event.step_type,
+            "status": "running",
+            "started_at": started if attempt == 1 else None,
+            "retry_count": attempt - 1,
+            "step_order": order if attempt == 1 else None,
+        }
 
     def _retried(self, event: StepRetrying) -> None:
         for entry in reversed(self._history.get((event.run_id, event.step_name), [])):
             if entry["attempt"] == event.attempt:
-                entry.update(error=clip(event.error, SUMMARY_CHARS),
-                             retry_delay_s=round(event.delay, 3))
+                entry.update(
+                    error=clip(event.error, SUMMARY_CHARS), retry_delay_s=round(event.delay, 3)
+                )
                 break
 
-    def _finished_row(self, event: StepFinished, results: OutputStore | None
-                      ) -> dict[str, Any]:
+    def _finished_row(self, event: StepFinished, results: OutputStore | None) -> dict[str, Any]:
         run_id, step, blob, inputs = event.run_id, event.step, event.pickled_output, event.inputs
         row = step_row(run_id, step, event.result, event.fingerprint)
         if inputs and any(v is not None for v in inputs.values()):
@@ -199,12 +224,12 @@ class RowBuilder:
             except OSError as exc:  # a full disk: a resume runs the step again
                 metadata["output_stored"] = False
                 self.unstored.append(step.name)
-                names = ", ".join(self.unstored[:5]) + (", ..." if len(self.unstored) > 5
-                                                        else "")
+                names = ", ".join(self.unstored[:5]) + (", ..." if len(self.unstored) > 5 else "")
                 self.problems["results"] = (
                     f"tracker result store {getattr(results, 'root', '')}: the output of "
                     f"{len(self.unstored)} step(s) ({names}) not stored "
-                    f"({type(exc).__name__}: {exc}); a resume runs them again")
+                    f"({type(exc).__name__}: {exc}); a resume runs them again"
+                )
         self._meta[(run_id, step.name)] = metadata
         row["metadata"] = to_json(metadata)
         if event.secrets:  # what the step returned, was given or raised may hold a secret
@@ -215,8 +240,13 @@ class RowBuilder:
         run_id, step = event.run_id, event.step_name
         metadata = self._meta.get((run_id, step), {})
         metadata["rollback"] = Bounded(SUMMARY_CHARS)(event.outcome)
-        return {"execution_id": run_id, "step_id": step, "step_name": step,
-                "status": event.status.value, "metadata": to_json(metadata)}
+        return {
+            "execution_id": run_id,
+            "step_id": step,
+            "step_name": step,
+            "status": event.status.value,
+            "metadata": to_json(metadata),
+        }
 
     def _run_ended(self, run_id: str) -> None:
         for key in [k for k in self._meta if k[0] == run_id]:
@@ -248,13 +278,14 @@ class Unwritten:
             old = kept.get(row[:1])
             if old is not None:
                 i = self._STARTED
-                row = (*row[:i], old[i], *row[i + 1:])
+                row = (*row[:i], old[i], *row[i + 1 :])
             kept[row[:1]] = row
         kept = self.tables["step_executions"]
         for row in steps:
             old = kept.get(row[:2])
-            kept[row[:2]] = row if old is None else tuple(
-                o if n is None else n for o, n in zip(old, row))
+            kept[row[:2]] = (
+                row if old is None else tuple(o if n is None else n for o, n in zip(old, row))
+            )
         kept = self.tables["extractor_state"]
         for row in states:
             kept[row[:2]] = row
@@ -272,9 +303,11 @@ class Unwritten:
             kept.clear()
 
     def dump(self) -> bytes:
-        return "".join(to_json({"table": name, "row": dict(zip(TABLES[name], row))}) + "\n"
-                       for name, kept in self.tables.items()
-                       for row in kept.values()).encode()
+        return "".join(
+            to_json({"table": name, "row": dict(zip(TABLES[name], row))}) + "\n"
+            for name, kept in self.tables.items()
+            for row in kept.values()
+        ).encode()
 
     @classmethod
     def load(cls, path: Path) -> Unwritten:
@@ -287,8 +320,14 @@ class Unwritten:
         return cls().add(runs, steps, states)
 
 
-def write_rows(conn: Any, dialect: SQLDialect, runs: list[Row], steps: list[Row],
-               states: list[Row], replay: bool = False) -> None:
+def write_rows(
+    conn: Any,
+    dialect: SQLDialect,
+    runs: list[Row],
+    steps: list[Row],
+    states: list[Row],
+    replay: bool = False,
+) -> None:
     """Write one batch of rows on ``conn`` in one transaction and commit it (retried as a
     whole by the caller). Every write is an upsert, so writing a batch again changes nothing;
     ``replay`` (rows from the spool) keeps an extractor state a later run wrote meanwhile."""
@@ -297,28 +336,46 @@ def write_rows(conn: Any, dialect: SQLDialect, runs: list[Row], steps: list[Row]
     try:
         if runs:
             cols = ", ".join(RUN_COLUMNS)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[2:]
-                                if c not in ("started_at",))
-            cur.executemany(dialect_sql(dialect,
-                f"INSERT INTO pipeline_executions ({cols}) VALUES "
-                f"({', '.join('?' * len(RUN_COLUMNS))}) "
-                f"ON CONFLICT (execution_id) DO UPDATE SET {updates}"), runs)
+            updates = ", ".join(
+                f"{c} = excluded.{c}" for c in RUN_COLUMNS[2:] if c not in ("started_at",)
+            )
+            cur.executemany(
+                dialect_sql(
+                    dialect,
+                    f"INSERT INTO pipeline_executions ({cols}) VALUES "
+                    f"({', '.join('?' * len(RUN_COLUMNS))}) "
+                    f"ON CONFLICT (execution_id) DO UPDATE SET {updates}",
+                ),
+                runs,
+            )
         if steps:
             cols = ", ".join(STEP_COLUMNS)
-            updates = ", ".join(f"{c} = COALESCE(excluded.{c}, step_executions.{c})"
-                                for c in STEP_COLUMNS[2:])
-            cur.executemany(dialect_sql(dialect,
-                f"INSERT INTO step_executions ({cols}) VALUES "
-                f"({', '.join('?' * len(STEP_COLUMNS))}) "
-                f"ON CONFLICT (execution_id, step_id) DO UPDATE SET {updates}"), steps)
+            updates = ", ".join(
+                f"{c} = COALESCE(excluded.{c}, step_executions.{c})" for c in STEP_COLUMNS[2:]
+            )
+            cur.executemany(
+                dialect_sql(
+                    dialect,
+                    f"INSERT INTO step_executions ({cols}) VALUES "
+                    f"({', '.join('?' * len(STEP_COLUMNS))}) "
+                    f"ON CONFLICT (execution_id, step_id) DO UPDATE SET {updates}",
+                ),
+                steps,
+            )
         if states:
-            cur.executemany(dialect_sql(dialect,
-                "INSERT INTO extractor_state (pipeline_name, step_id, state, execution_id, "
-                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (pipeline_name, step_id) DO "
-                "UPDATE SET state = excluded.state, execution_id = excluded.execution_id, "
-                "updated_at = excluded.updated_at" + (
-                    " WHERE extractor_state.updated_at <= excluded.updated_at"
-                    if replay else "")), states)
+            cur.executemany(
+                dialect_sql(
+                    dialect,
+                    "INSERT INTO extractor_state (pipeline_name, step_id, state, execution_id, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (pipeline_name, step_id) DO "
+                    "UPDATE SET state = excluded.state, execution_id = excluded.execution_id, "
+                    "updated_at = excluded.updated_at"
+                    + (
+                        " WHERE extractor_state.updated_at <= excluded.updated_at" if replay else ""
+                    ),
+                ),
+                states,
+            )
         conn.commit()
     except BaseException:
         conn.rollback()

@@ -14,8 +14,7 @@ from typing import Any
 from pipectl.tracking.dialect import SQLDialect, dialect_sql
 from pipectl.tracking.errors import TrackerError
 
-__all__ = ["MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS", "TABLES",
-           "migrate_schema"]
+__all__ = ["MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS", "TABLES", "migrate_schema"]
 
 #: Each migration moves the schema from version ``n - 1`` to ``n`` (its index + 1). Column types
 #: read the same in SQLite and PostgreSQL. Never edit a released migration: append one.
@@ -82,17 +81,50 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
-RUN_COLUMNS = ("execution_id", "pipeline_name", "status", "started_at", "completed_at",
-               "execution_time_ms", "parameters", "records_processed", "error_message",
-               "resumed_from", "parent_execution_id", "host", "pid", "executor",
-               "pipeline_file", "graph", "metadata")
-STEP_COLUMNS = ("execution_id", "step_id", "step_name", "step_type", "status", "started_at",
-                "completed_at", "execution_time_ms", "retry_count", "error_message",
-                "traceback", "input_data", "output_data", "records", "step_order", "metadata")
+RUN_COLUMNS = (
+    "execution_id",
+    "pipeline_name",
+    "status",
+    "started_at",
+    "completed_at",
+    "execution_time_ms",
+    "parameters",
+    "records_processed",
+    "error_message",
+    "resumed_from",
+    "parent_execution_id",
+    "host",
+    "pid",
+    "executor",
+    "pipeline_file",
+    "graph",
+    "metadata",
+)
+STEP_COLUMNS = (
+    "execution_id",
+    "step_id",
+    "step_name",
+    "step_type",
+    "status",
+    "started_at",
+    "completed_at",
+    "execution_time_ms",
+    "retry_count",
+    "error_message",
+    "traceback",
+    "input_data",
+    "output_data",
+    "records",
+    "step_order",
+    "metadata",
+)
 STATE_COLUMNS = ("pipeline_name", "step_id", "state", "execution_id", "updated_at")
 
-TABLES = {"pipeline_executions": RUN_COLUMNS, "step_executions": STEP_COLUMNS,
-          "extractor_state": STATE_COLUMNS}
+TABLES = {
+    "pipeline_executions": RUN_COLUMNS,
+    "step_executions": STEP_COLUMNS,
+    "extractor_state": STATE_COLUMNS,
+}
 """Each table's columns, in the order of the rows the trackers write."""
 
 
@@ -111,30 +143,36 @@ def migrate_schema(conn: Any, dialect: SQLDialect, display: str) -> int:
             raise TrackerError(
                 f"tracker {display} is read-only and its schema is "
                 f"{'missing' if version is None else f'version {version}'}, "
-                f"not {len(MIGRATIONS)}: make it writable once to upgrade it")
+                f"not {len(MIGRATIONS)}: make it writable once to upgrade it"
+            )
         return len(MIGRATIONS)
     dialect.begin_write(conn)
     cur = conn.cursor()
     try:
         with dialect.migration(conn):
-            cur.execute("CREATE TABLE IF NOT EXISTS pipectl_schema "
-                        "(version BIGINT NOT NULL)")
+            cur.execute("CREATE TABLE IF NOT EXISTS pipectl_schema (version BIGINT NOT NULL)")
             cur.execute("SELECT version FROM pipectl_schema")
             row = cur.fetchone()
             version = row[0] if row else 0
             if version > len(MIGRATIONS):
-                raise TrackerError(f"tracker {display}: its schema is version "
-                                   f"{version}, newer than this pipectl knows "
-                                   f"({len(MIGRATIONS)}): upgrade pipectl")
+                raise TrackerError(
+                    f"tracker {display}: its schema is version "
+                    f"{version}, newer than this pipectl knows "
+                    f"({len(MIGRATIONS)}): upgrade pipectl"
+                )
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
                     cur.execute(statement)
             if row is None:
-                cur.execute(dialect_sql(dialect, "INSERT INTO pipectl_schema (version) "
-                                                 "VALUES (?)"), (len(MIGRATIONS),))
+                cur.execute(
+                    dialect_sql(dialect, "INSERT INTO pipectl_schema (version) VALUES (?)"),
+                    (len(MIGRATIONS),),
+                )
             elif version < len(MIGRATIONS):
-                cur.execute(dialect_sql(dialect, "UPDATE pipectl_schema SET version = ?"),
-                            (len(MIGRATIONS),))
+                cur.execute(
+                    dialect_sql(dialect, "UPDATE pipectl_schema SET version = ?"),
+                    (len(MIGRATIONS),),
+                )
             conn.commit()
     except BaseException:
         conn.rollback()

@@ -13,9 +13,23 @@ from collections.abc import Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "PARAMS_CHARS", "SUMMARY_CHARS", "TEXT_CHARS", "Bounded",
-           "clip", "clip_texts", "cut_secrets", "iso_time", "mask_secrets", "now_iso",
-           "params_json", "summarize", "to_json"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "PARAMS_CHARS",
+    "SUMMARY_CHARS",
+    "TEXT_CHARS",
+    "Bounded",
+    "clip",
+    "clip_texts",
+    "cut_secrets",
+    "iso_time",
+    "mask_secrets",
+    "now_iso",
+    "params_json",
+    "summarize",
+    "to_json",
+]
 
 SUMMARY_CHARS = 2000
 """Input and output summaries are cut to at most this many characters of JSON."""
@@ -33,6 +47,8 @@ MAX_NODES, MAX_DEPTH = 10_000, 100
 values (containers and items), nested that deep; a container inside itself is not entered. So
 recording a value costs milliseconds whatever it is (shared references expanding to 10^9
 items, a 100 MB string, a list nested 100,000 deep, a cycle, an object whose repr raises)."""
+
+
 def iso_time(value: datetime | float | None) -> str | None:
     """``value`` (a datetime, or seconds since the epoch) in ISO 8601; None for None."""
     if value is None:
@@ -72,8 +88,12 @@ def summarize(value: Any, limit: int = SUMMARY_CHARS, _depth: int = 0) -> Any:
     mappings as their type, length and first items, anything else too big as its type, length
     and the beginning of its JSON (:func:`_cut`)."""
     kind = type(value)
-    if value is None or kind is bool or kind is float or (
-            kind is int and -_BIG_INT < value < _BIG_INT):
+    if (
+        value is None
+        or kind is bool
+        or kind is float
+        or (kind is int and -_BIG_INT < value < _BIG_INT)
+    ):
         return value
     if kind is str:
         fits = len(value) <= limit - 2 and len(to_json(value)) <= limit
@@ -119,14 +139,25 @@ def _shape(value: Any, limit: int, depth: int) -> dict[str, Any] | None:
     containers (each value summarized in its share of the room); None for anything else."""
     mapping = type(value) is dict or isinstance(value, Mapping)
     if not mapping and isinstance(value, (list, tuple)) and len(value) > 20:
-        return {"type": type(value).__name__, "length": len(value), "truncated": True,
-                "first": summarize(list(value[:5]), limit // 2, depth + 1)}
+        return {
+            "type": type(value).__name__,
+            "length": len(value),
+            "truncated": True,
+            "first": summarize(list(value[:5]), limit // 2, depth + 1),
+        }
     if mapping and len(value) > 50:  # never serialize it all
         keys = list(itertools.islice(value, 20))
-        return {"type": type(value).__name__, "length": len(value), "truncated": True,
-                "first": summarize({k: value[k] for k in keys}, limit // 2, depth + 1)}
-    if mapping and depth == 0 and any(
-            isinstance(v, (list, tuple, Mapping)) for v in value.values()):
+        return {
+            "type": type(value).__name__,
+            "length": len(value),
+            "truncated": True,
+            "first": summarize({k: value[k] for k in keys}, limit // 2, depth + 1),
+        }
+    if (
+        mapping
+        and depth == 0
+        and any(isinstance(v, (list, tuple, Mapping)) for v in value.values())
+    ):
         share = max(limit // max(len(value), 1), 200)  # each value its share of the room
         return {_key(k): summarize(v, share, depth + 1) for k, v in value.items()}
     return None
@@ -147,9 +178,9 @@ def _cut(value: Any, text: str, limit: int) -> dict[str, Any]:
 
 def _fit(text: str, room: int) -> str:
     """The beginning of ``text`` whose JSON string takes at most ``room`` characters."""
-    cut = text[:max(room - 2, 0)]
+    cut = text[: max(room - 2, 0)]
     while cut and len(to_json(cut)) > room:  # a character takes 1 to 6 in JSON
-        cut = cut[:len(cut) - (len(to_json(cut)) - room)]
+        cut = cut[: len(cut) - (len(to_json(cut)) - room)]
     return cut
 
 
@@ -175,8 +206,12 @@ class Bounded:
         if kind is str and len(value) < self.room:
             self.room -= len(value) + 2
             return value
-        if value is None or kind is float or kind is bool or (
-                kind is int and -_BIG_INT < value < _BIG_INT):
+        if (
+            value is None
+            or kind is float
+            or kind is bool
+            or (kind is int and -_BIG_INT < value < _BIG_INT)
+        ):
             self.room -= 8
             return value
         if kind is dict or kind is list or kind is tuple:
@@ -194,7 +229,7 @@ class Bounded:
         if isinstance(value, datetime):
             return self.text(value.isoformat())
         if isinstance(value, (bytes, bytearray)):
-            return self.text(repr(bytes(value[:self.room])), cut=len(value) > self.room)
+            return self.text(repr(bytes(value[: self.room])), cut=len(value) > self.room)
         value = _as_dict(value)
         if isinstance(value, (Mapping, Sequence, Set)):  # a deque or a range too, not its repr
             return self._container(value, depth)
@@ -225,8 +260,9 @@ class Bounded:
                     out.append(self(item, depth + 1))
             return out
         except Exception as exc:  # noqa: BLE001 - a container that cannot be read
-            return self.text(f"<{type(value).__name__}: not readable: {type(exc).__name__}>",
-                             cut=True)
+            return self.text(
+                f"<{type(value).__name__}: not readable: {type(exc).__name__}>", cut=True
+            )
         finally:
             self._inside.discard(id(value))
 
@@ -241,13 +277,13 @@ class Bounded:
 
     def text(self, text: str, cut: bool = False) -> str:
         if len(text) > self.room:
-            cut, text = True, f"{text[:max(self.room, 0)]}…[{len(text):,} chars]"
+            cut, text = True, f"{text[: max(self.room, 0)]}…[{len(text):,} chars]"
         self.cut = self.cut or cut
         self.room -= len(text) + 2
         return text
 
 
-_BIG_INT = 2 ** 256
+_BIG_INT = 2**256
 
 
 def _as_dict(value: Any) -> Any:
@@ -306,7 +342,7 @@ def clip(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text
     half = max(limit // 2 - 30, 0)
-    return f"{text[:half]}\n…[{len(text) - 2 * half:,} chars cut]…\n{text[len(text) - half:]}"
+    return f"{text[:half]}\n…[{len(text) - 2 * half:,} chars cut]…\n{text[len(text) - half :]}"
 
 
 def clip_texts(texts: list[str], each: int, total: int) -> list[str]:
@@ -322,6 +358,7 @@ def clip_texts(texts: list[str], each: int, total: int) -> list[str]:
         total -= len(text)
     return out
 
+
 @functools.lru_cache(maxsize=8)
 def cut_secrets(secrets: tuple[str, ...]) -> re.Pattern[str]:
     """The beginnings (3 characters or more) of ``secrets`` where a summary was cut: at the end
@@ -329,8 +366,7 @@ def cut_secrets(secrets: tuple[str, ...]) -> re.Pattern[str]:
     starts = sorted({s[:k] for s in secrets for k in range(3, len(s))}, key=len, reverse=True)
     if not starts:
         return re.compile(r"(?!)")
-    return re.compile(f"(?:{'|'.join(map(re.escape, starts))})(?=[\"…])")
-
+    return re.compile(f'(?:{"|".join(map(re.escape, starts))})(?=["…])')
 
 
 def mask_secrets(row: dict[str, Any], secrets: Sequence[str]) -> None:
@@ -339,8 +375,9 @@ def mask_secrets(row: dict[str, Any], secrets: Sequence[str]) -> None:
     escaped), and a secret's beginning where a summary's preview cut it in two."""
     from pipectl.log import redact
 
-    spellings = tuple(dict.fromkeys([*secrets, *(json.dumps(v, ensure_ascii=False)[1:-1]
-                                                 for v in secrets)]))
+    spellings = tuple(
+        dict.fromkeys([*secrets, *(json.dumps(v, ensure_ascii=False)[1:-1] for v in secrets)])
+    )
     for key in ("input_data", "output_data", "error_message", "traceback", "metadata"):
         value = row.get(key)
         if isinstance(value, str):

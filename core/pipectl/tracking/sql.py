@@ -55,8 +55,13 @@ from pipectl.tracking.rows import Row, RowBuilder, Unwritten, write_rows
 from pipectl.tracking.schema import STEP_COLUMNS, migrate_schema
 from pipectl.tracking.serialize import iso_time, to_json
 
-__all__ = ["GIVE_UP_SECONDS", "RETRY_FIRST_SECONDS", "RETRY_MAX_SECONDS", "STOP_SECONDS",
-           "SQLTracker"]
+__all__ = [
+    "GIVE_UP_SECONDS",
+    "RETRY_FIRST_SECONDS",
+    "RETRY_MAX_SECONDS",
+    "STOP_SECONDS",
+    "SQLTracker",
+]
 
 GIVE_UP_SECONDS = 5.0
 """How long the end of a run waits for a tracker whose database fails (or does not answer)
@@ -86,8 +91,13 @@ class SQLTracker:
     ``results`` the folder of its :class:`ResultStore` (None: no outputs kept for resume).
     """
 
-    def __init__(self, dialect: SQLDialect, *, url: str | None = None,
-                 results: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        dialect: SQLDialect,
+        *,
+        url: str | None = None,
+        results: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.dialect = dialect
         self.url = url if url is not None else dialect.display
         self.results: OutputStore | None = ResultStore(results) if results is not None else None
@@ -107,9 +117,12 @@ class SQLTracker:
         self._rows = RowBuilder(self._problems)
         self._read_conn: Any = None
         self._record: dict[type, Callable[[Any], None]] = {
-            RunStarted: self._record_run, RunFinished: self._record_run,
-            StepStarted: self._record_step, StepRetrying: self._record_step,
-            StepFinished: self._record_step, StepRolledBack: self._record_step,
+            RunStarted: self._record_run,
+            RunFinished: self._record_run,
+            StepStarted: self._record_step,
+            StepRetrying: self._record_step,
+            StepFinished: self._record_step,
+            StepRolledBack: self._record_step,
             ExtractorStateSaved: self._record_state,
         }
 
@@ -131,8 +144,7 @@ class SQLTracker:
         try:
             conn = self._connect()
             try:
-                version = self._retrying(lambda: migrate_schema(conn, self.dialect,
-                                                                self.display))
+                version = self._retrying(lambda: migrate_schema(conn, self.dialect, self.display))
                 self._replay(conn)
                 return version
             finally:
@@ -165,8 +177,9 @@ class SQLTracker:
         try:
             record = self._record[type(event)]
         except KeyError:
-            raise TypeError(f"a tracker records the events of pipectl.tracking, not "
-                            f"{type(event).__name__}") from None
+            raise TypeError(
+                f"a tracker records the events of pipectl.tracking, not {type(event).__name__}"
+            ) from None
         record(event)
 
     def _record_run(self, event: RunEvent) -> None:
@@ -176,8 +189,18 @@ class SQLTracker:
         self._enqueue(("step", event))
 
     def _record_state(self, event: ExtractorStateSaved) -> None:
-        self._enqueue(("state", (event.pipeline, event.step_name, to_json(event.state),
-                                 event.run_id, iso_time(event.saved_at))))
+        self._enqueue(
+            (
+                "state",
+                (
+                    event.pipeline,
+                    event.step_name,
+                    to_json(event.state),
+                    event.run_id,
+                    iso_time(event.saved_at),
+                ),
+            )
+        )
 
     def _enqueue(self, op: _Op) -> None:
         """Queue a write for the writer thread (started on first use)."""
@@ -185,8 +208,11 @@ class SQLTracker:
             with self._lock:
                 if self._writer is None:
                     self._writer = threading.Thread(
-                        target=self._write_loop, name="pipectl-tracker", daemon=True,
-                        args=(self._queue, self._stopping, self._pending))
+                        target=self._write_loop,
+                        name="pipectl-tracker",
+                        daemon=True,
+                        args=(self._queue, self._stopping, self._pending),
+                    )
                     self._writer.start()
         self._queue.put(op)
 
@@ -204,15 +230,19 @@ class SQLTracker:
         start = time.monotonic()
         while not done.wait(0.05):
             elapsed = time.monotonic() - start
-            if (not writer.is_alive() or (timeout is not None and elapsed >= timeout)
-                    or (elapsed >= grace and self._stalled())):
+            if (
+                not writer.is_alive()
+                or (timeout is not None and elapsed >= timeout)
+                or (elapsed >= grace and self._stalled())
+            ):
                 return False
         return True
 
     def _stalled(self) -> bool:
         busy = self._busy_since
         return self._failure is not None or (
-            busy is not None and time.monotonic() - busy >= GIVE_UP_SECONDS)
+            busy is not None and time.monotonic() - busy >= GIVE_UP_SECONDS
+        )
 
     def close(self, report: bool = True) -> list[str]:
         """Commit what is queued (waiting a few seconds at most if the database fails), stop
@@ -236,8 +266,11 @@ class SQLTracker:
             for op in ops:
                 if op[0] == "flush":
                     op[1].set()
-            self._queue, self._stopping, self._pending = (queue.SimpleQueue(), threading.Event(),
-                                                          Unwritten())
+            self._queue, self._stopping, self._pending = (
+                queue.SimpleQueue(),
+                threading.Event(),
+                Unwritten(),
+            )
             self._failure = None
             self._writer = None
         if self._read_conn is not None:
@@ -253,8 +286,9 @@ class SQLTracker:
                 get_logger().warning("tracker_problem", problem=line)
         return problems
 
-    def _write_loop(self, q: queue.SimpleQueue[_Op], stopping: threading.Event,
-                    pending: Unwritten) -> None:
+    def _write_loop(
+        self, q: queue.SimpleQueue[_Op], stopping: threading.Event, pending: Unwritten
+    ) -> None:
         """Takes what is queued, builds its rows into ``pending`` and writes them in one
         transaction. When that fails the rows stay in ``pending`` and are tried again with
         backoff (new rows join them); a flush tries at once; a stop ends it."""
@@ -320,22 +354,34 @@ class SQLTracker:
         try:
             pending.add(*self._rows.rows(work, self.results))
         except Exception as exc:  # noqa: BLE001 - a bug: said, not hidden
-            self._problems["build"] = (f"tracker {self.display}: {len(work)} writes could not "
-                                       f"be recorded: {type(exc).__name__}: {exc}")
+            self._problems["build"] = (
+                f"tracker {self.display}: {len(work)} writes could not "
+                f"be recorded: {type(exc).__name__}: {exc}"
+            )
 
     def _spool_rows(self, pending: Unwritten) -> None:
         """Write ``pending`` to a spool file (merged with an earlier one of the same run) and
         say so in the problems."""
         runs, steps, states = pending.rows()
-        ids = list(dict.fromkeys([r[0] for r in runs] + [r[0] for r in steps]
-                                 + [r[3] for r in states]))
-        counts = " and ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in (
-            (len(steps), "step row"), (len(runs), "run row"), (len(states), "extractor state"))
-            if n)
+        ids = list(
+            dict.fromkeys([r[0] for r in runs] + [r[0] for r in steps] + [r[3] for r in states])
+        )
+        counts = " and ".join(
+            f"{n} {what}{'s' if n != 1 else ''}"
+            for n, what in (
+                (len(steps), "step row"),
+                (len(runs), "run row"),
+                (len(states), "extractor state"),
+            )
+            if n
+        )
         short = ", ".join(i[:12] for i in ids[:3]) + (", ..." if len(ids) > 3 else "")
         what = f"{counts} of run{'s' if len(ids) > 1 else ''} {short}"
-        reason = (self._reason(self._failure) if self._failure is not None
-                  else f"no answer in {GIVE_UP_SECONDS:.0f} s")
+        reason = (
+            self._reason(self._failure)
+            if self._failure is not None
+            else f"no answer in {GIVE_UP_SECONDS:.0f} s"
+        )
         path = self.spool / f"{self._spool_key()}.{ids[0] if ids else 'rows'}.jsonl"
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
@@ -345,15 +391,18 @@ class SQLTracker:
         except (OSError, ValueError) as exc:
             self._problems["spool"] = (
                 f"tracker {self.display}: writes failed ({reason}); {what} are LOST: they "
-                f"could not be spooled to {path} either ({type(exc).__name__}: {exc})")
+                f"could not be spooled to {path} either ({type(exc).__name__}: {exc})"
+            )
             return
         self._problems["spool"] = (
             f"tracker {self.display}: writes failed ({reason}); {what} spooled to {path}; "
-            "they are written to the tracker by the next pipectl command that opens it")
+            "they are written to the tracker by the next pipectl command that opens it"
+        )
 
     def _replay(self, conn: Any) -> None:
         """Write the rows spooled for this tracker, oldest file first, deleting each file once
         its rows are committed (the writes are upserts: a file written twice does no harm)."""
+
         def age(path: Path) -> float:
             try:
                 return path.stat().st_mtime
@@ -367,8 +416,10 @@ class SQLTracker:
         for path in files:
             try:
                 runs, steps, states = Unwritten.load(path).rows()
-                self._retrying(lambda: self._write(conn, runs, steps, states,  # noqa: B023
-                                                   replay=True))
+                # called at once, in this iteration: the loop variables are the ones meant
+                self._retrying(
+                    lambda: self._write(conn, runs, steps, states, replay=True)  # noqa: B023
+                )
             except FileNotFoundError:
                 continue  # another command wrote it meanwhile
             except Exception as exc:  # noqa: BLE001 - the file stays for the next command
@@ -378,12 +429,14 @@ class SQLTracker:
                     pass
                 self._problems["replay"] = (
                     f"tracker {self.display}: rows spooled in {path} are not written to it "
-                    f"yet ({self._reason(exc)}); the file is kept")
+                    f"yet ({self._reason(exc)}); the file is kept"
+                )
                 continue
             path.unlink(missing_ok=True)
 
-    def _write(self, conn: Any, runs: list[Row], steps: list[Row], states: list[Row],
-               replay: bool = False) -> None:
+    def _write(
+        self, conn: Any, runs: list[Row], steps: list[Row], states: list[Row], replay: bool = False
+    ) -> None:
         """Write one batch of rows in one transaction and commit it (retried as a whole):
         :func:`~pipectl.tracking.rows.write_rows`."""
         write_rows(conn, self.dialect, runs, steps, states, replay)
@@ -415,20 +468,19 @@ class SQLTracker:
             raise
         return rows
 
-    def list_runs(self, pipeline: str | None = None, status: str | None = None,
-                  limit: int = 20) -> list[dict[str, Any]]:
+    def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         """The latest runs, newest first (``status`` ``interrupted`` finds runs whose process
         died)."""
         return reads.list_runs(self._query, pipeline, status, limit)
 
-    def resolve(self, run_id: str, pipeline: str | None = None, *,
-                finished: bool = False) -> str:
+    def resolve(self, run_id: str, pipeline: str | None = None, *, finished: bool = False) -> str:
         """A run id from ``run_id`` (``latest``, a full id or a unique prefix).
 
         ``finished`` (what a resume asks): ``latest`` is the latest run that ended
         (:meth:`latest_finished`), and a run still running raises :class:`RunInProgress`."""
-        return reads.resolve(self._query, self.display, run_id, pipeline,
-                             finished=finished)
+        return reads.resolve(self._query, self.display, run_id, pipeline, finished=finished)
 
     def latest_finished(self, pipeline: str | None = None) -> dict[str, Any] | None:
         """The latest run (of ``pipeline``) that is not running: it ended, or its process died
@@ -460,8 +512,7 @@ class SQLTracker:
 
     # one resumer per run
 
-    def claim_resume(self, run_id: str, by_run_id: str, *,
-                     take_over_finished: bool = True) -> None:
+    def claim_resume(self, run_id: str, by_run_id: str, *, take_over_finished: bool = True) -> None:
         """Claim the resume of run ``run_id`` for the run ``by_run_id`` (about to start, in
         this process), atomically in the database, so that two resumes of one run, in any
         processes on any hosts, never both run; raises :class:`ResumeClaimed` when another run
@@ -478,20 +529,26 @@ class SQLTracker:
         conn = self._connect()
         try:
             for _ in range(20):
-                refusal = self._retrying(lambda: claim(
-                    conn, self.dialect, run_id, by_run_id, host, pid, take_over_finished))
+                refusal = self._retrying(
+                    lambda: claim(
+                        conn, self.dialect, run_id, by_run_id, host, pid, take_over_finished
+                    )
+                )
                 if refusal is not None:
                     raise refusal
                 # read back after the commit (a transaction replayed on a new connection may
                 # have found another claim): ours, or look again at whose it is
-                rows = self._query("SELECT claimed_by FROM resume_claims WHERE "
-                                   "execution_id = ?", (run_id,))
+                rows = self._query(
+                    "SELECT claimed_by FROM resume_claims WHERE execution_id = ?", (run_id,)
+                )
                 if rows and rows[0]["claimed_by"] == by_run_id:
                     return
         finally:
             conn.close()
-        raise TrackerError(f"tracker {self.display}: could not claim the resume of run "
-                           f"{run_id}: other resumes kept taking it; try again")
+        raise TrackerError(
+            f"tracker {self.display}: could not claim the resume of run "
+            f"{run_id}: other resumes kept taking it; try again"
+        )
 
     def release_resume(self, run_id: str, by_run_id: str) -> None:
         """Give up the claim of ``by_run_id`` on the resume of ``run_id`` (a resume that did
@@ -504,8 +561,14 @@ class SQLTracker:
 
     # retention
 
-    def prune(self, *, keep: int | None = None, older_than: float | None = None,
-              pipeline: str | None = None, dry_run: bool = False) -> PrunedRuns:
+    def prune(
+        self,
+        *,
+        keep: int | None = None,
+        older_than: float | None = None,
+        pipeline: str | None = None,
+        dry_run: bool = False,
+    ) -> PrunedRuns:
         """Delete old runs: their rows and their stored outputs. Returns the ids of the runs
         deleted (with ``dry_run``: of those that would be, and nothing is deleted), oldest
         first, as a :class:`PrunedRuns` (a list whose ``runs`` has each one's row).
@@ -558,17 +621,21 @@ class SQLTracker:
             conn = self._connect()
             try:
                 if not dry_run and self.dialect.read_only:
-                    raise TrackerError(f"tracker {self.display} is read-only: no run can be "
-                                       "deleted from it (make it writable)")
-                chosen = self._retrying(lambda: delete_runs(conn, self.dialect, keep, cutoff,
-                                                            pipeline, dry_run))
+                    raise TrackerError(
+                        f"tracker {self.display} is read-only: no run can be "
+                        "deleted from it (make it writable)"
+                    )
+                chosen = self._retrying(
+                    lambda: delete_runs(conn, self.dialect, keep, cutoff, pipeline, dry_run)
+                )
             finally:
                 conn.close()
         except TrackerError:
             raise
         except Exception as exc:  # a database error: said as the tracker's, no traceback
-            raise TrackerError(f"tracker {self.display}: cannot prune runs: "
-                               f"{self._reason(exc)}") from exc
+            raise TrackerError(
+                f"tracker {self.display}: cannot prune runs: {self._reason(exc)}"
+            ) from exc
         pruned = PrunedRuns(r["execution_id"] for r in chosen)
         pruned.runs = {r["execution_id"]: r for r in chosen}
         if not dry_run:

@@ -77,8 +77,7 @@ async def raw_stepwise(client, n: int) -> float:
 async def piped(address: str, n: int, chain: bool) -> float:
     pipe = build(n, chain)
     t0 = time.perf_counter()
-    run = await pipe.run(executor="dask", executor_options={"scheduler": address,
-                                                             "fetch": "none"})
+    run = await pipe.run(executor="dask", executor_options={"scheduler": address, "fetch": "none"})
     elapsed = time.perf_counter() - t0
     assert run.status.value == "success", run.errors[:3]
     return elapsed
@@ -87,21 +86,28 @@ async def piped(address: str, n: int, chain: bool) -> float:
 async def main(steps: int, repeat: int) -> None:
     from distributed import Client, LocalCluster
 
-    async with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                            asynchronous=True, dashboard_address=":0") as cluster, \
-            Client(cluster, asynchronous=True) as client:
+    async with (
+        LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            asynchronous=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster, asynchronous=True) as client,
+    ):
         await raw(client, 50, False)  # warm up both paths
         await piped(cluster.scheduler_address, 50, True)
         print(f"{steps} no-op steps, LocalCluster(2 processes), best of {repeat}")
-        print(f"{'shape':<12} {'raw ms/step':>12} {'pipectl ms/step':>16} {'ratio':>7}"
-              f" {'raw stepwise':>13} {'ratio':>7}")
+        print(
+            f"{'shape':<12} {'raw ms/step':>12} {'pipectl ms/step':>16} {'ratio':>7}"
+            f" {'raw stepwise':>13} {'ratio':>7}"
+        )
         for chain in (False, True):
             r = min([await raw(client, steps, chain) for _ in range(repeat)])
-            p = min([await piped(cluster.scheduler_address, steps, chain)
-                     for _ in range(repeat)])
+            p = min([await piped(cluster.scheduler_address, steps, chain) for _ in range(repeat)])
             shape = "chain" if chain else "independent"
-            line = (f"{shape:<12} {r / steps * 1000:>12.3f} {p / steps * 1000:>16.3f} "
-                    f"{p / r:>6.2f}x")
+            line = f"{shape:<12} {r / steps * 1000:>12.3f} {p / steps * 1000:>16.3f} {p / r:>6.2f}x"
             if chain:
                 w = min([await raw_stepwise(client, steps) for _ in range(repeat)])
                 line += f" {w / steps * 1000:>13.3f} {p / w:>6.2f}x"

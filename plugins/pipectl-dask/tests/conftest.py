@@ -9,8 +9,9 @@ import pytest
 def cluster():
     """A real LocalCluster of 2 worker processes (1 thread each), one per test module."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
+    ) as cluster:
         yield cluster
 
 

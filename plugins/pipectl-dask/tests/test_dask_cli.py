@@ -21,7 +21,7 @@ distributed = pytest.importorskip("distributed")
 
 pytestmark = pytest.mark.slow
 
-STEPS = '''
+STEPS = """
 import os
 
 
@@ -31,9 +31,9 @@ def numbers(params):
 
 def squares(numbers):
     return {"sum": sum(x * x for x in numbers), "pid": os.getpid()}
-'''
+"""
 
-PIPELINE = '''
+PIPELINE = """
 name: squares
 params:
   n: {type: int, default: 10}
@@ -43,7 +43,7 @@ steps:
   - name: squares
     run: steps:squares
     depends_on: [numbers]
-'''
+"""
 
 
 @pytest.fixture
@@ -55,8 +55,14 @@ def project(tmp_path: Path) -> Path:
 
 def pipectl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPECTL_DASK_")}
-    return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def last_run(cwd: Path) -> dict:
@@ -66,14 +72,25 @@ def last_run(cwd: Path) -> dict:
 
 
 def test_run_on_a_scheduler_by_address(project, cluster):
-    proc = pipectl("run", "pipeline.yaml", "--executor", "dask", "--dask-scheduler",
-                   cluster.scheduler_address, "-p", "n=100", cwd=project)
+    proc = pipectl(
+        "run",
+        "pipeline.yaml",
+        "--executor",
+        "dask",
+        "--dask-scheduler",
+        cluster.scheduler_address,
+        "-p",
+        "n=100",
+        cwd=project,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"dask: scheduler {cluster.scheduler_address}, dashboard: http" in proc.stderr
     run = last_run(project)
     assert run["status"] == "success"
     assert {s["step_name"]: s["status"] for s in run["steps"]} == {
-        "numbers": "success", "squares": "success"}
+        "numbers": "success",
+        "squares": "success",
+    }
     numbers = next(s for s in run["steps"] if s["step_name"] == "numbers")
     assert "type=list on the cluster" in numbers["output_summary"]  # consumed on the cluster
     # it stayed on the cluster; its worker wrote it to the tracker's result store (for resume)
@@ -101,20 +118,33 @@ def test_run_help_lists_the_plugin_options(project):
     assert "--executor-option KEY=VALUE" in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dask-scheduler", "tcp://127.0.0.1:9", "--executor-option", "timeout=1"],
-     "executor 'dask': cannot start: cannot reach the dask scheduler at tcp://127.0.0.1:9 "
-     "within 1 s"),
-    (["--executor", "local", "--dask-local", "2"],
-     "--dask-local is an option of executor 'dask', not of --executor local"),
-    (["--dask-local", "two"], "'two' is not a valid integer"),
-    (["--executor", "dask", "--executor-option", "fetch=some"],
-     "executor 'dask': bad options {'fetch': 'some'}: fetch='some': expected one of leaves"),
-    (["--executor", "local", "--executor-option", "gpus=2"],
-     "executor 'local': bad options {'gpus': 2}"),
-    (["--executor", "dask", "--executor-option", "timeout"],
-     "--executor-option 'timeout': expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--dask-scheduler", "tcp://127.0.0.1:9", "--executor-option", "timeout=1"],
+            "executor 'dask': cannot start: cannot reach the dask scheduler at tcp://127.0.0.1:9 "
+            "within 1 s",
+        ),
+        (
+            ["--executor", "local", "--dask-local", "2"],
+            "--dask-local is an option of executor 'dask', not of --executor local",
+        ),
+        (["--dask-local", "two"], "'two' is not a valid integer"),
+        (
+            ["--executor", "dask", "--executor-option", "fetch=some"],
+            "executor 'dask': bad options {'fetch': 'some'}: fetch='some': expected one of leaves",
+        ),
+        (
+            ["--executor", "local", "--executor-option", "gpus=2"],
+            "executor 'local': bad options {'gpus': 2}",
+        ),
+        (
+            ["--executor", "dask", "--executor-option", "timeout"],
+            "--executor-option 'timeout': expected KEY=VALUE",
+        ),
+    ],
+)
 def test_bad_executor_options_exit_2_without_a_traceback(project, args, message):
     proc = pipectl("run", "pipeline.yaml", *args, cwd=project)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -127,8 +157,13 @@ def test_bad_executor_options_exit_2_without_a_traceback(project, args, message)
 def test_the_executor_option_of_the_file_executor(project, cluster):
     text = PIPELINE.replace("name: squares\n", "name: squares\nexecutor: dask\n", 1)
     (project / "pipeline.yaml").write_text(text, encoding="utf-8")
-    proc = pipectl("run", "pipeline.yaml", "--executor-option",
-                   f"scheduler={cluster.scheduler_address}", cwd=project)
+    proc = pipectl(
+        "run",
+        "pipeline.yaml",
+        "--executor-option",
+        f"scheduler={cluster.scheduler_address}",
+        cwd=project,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"dask: scheduler {cluster.scheduler_address}" in proc.stderr
 
@@ -136,7 +171,7 @@ def test_the_executor_option_of_the_file_executor(project, cluster):
 def test_step_code_travels_to_workers_that_never_saw_it(project, cluster):
     """The cluster's workers were started before the project existed: steps.py cannot be on
     their path; it runs there all the same, in another process."""
-    script = textwrap.dedent(f'''
+    script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(project)!r})
         from pipectl import Pipeline
@@ -147,9 +182,14 @@ def test_step_code_travels_to_workers_that_never_saw_it(project, cluster):
         out = run.steps["squares"].output  # a final step: its value, fetched at the end
         import os
         print(run.status.value, out["sum"], out["pid"] != os.getpid())
-    ''')
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=project.parent)
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=project.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["success", "285", "True"]
 
@@ -167,14 +207,25 @@ def test_the_quick_start_pipeline_file_on_a_dask_cluster(tmp_path):
     import sqlite3
 
     example = tmp_path / "examples" / "quickstart"
-    shutil.copytree(REPO_ROOT / "examples" / "quickstart", example,
-                    ignore=shutil.ignore_patterns("output", "__pycache__"))
-    proc = pipectl("run", "examples/quickstart/pipeline.yaml", "--no-progress",
-                   "--dask-local", "2", cwd=tmp_path)
+    shutil.copytree(
+        REPO_ROOT / "examples" / "quickstart",
+        example,
+        ignore=shutil.ignore_patterns("output", "__pycache__"),
+    )
+    proc = pipectl(
+        "run",
+        "examples/quickstart/pipeline.yaml",
+        "--no-progress",
+        "--dask-local",
+        "2",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = example / "output"
-    assert "load_orders -> sqlite examples/quickstart/output/orders.sqlite table orders: " \
-           "114 records" in proc.stdout, proc.stdout
+    assert (
+        "load_orders -> sqlite examples/quickstart/output/orders.sqlite table orders: "
+        "114 records" in proc.stdout
+    ), proc.stdout
     assert "6 bad records set aside" in proc.stdout
     with sqlite3.connect(out / "orders.sqlite") as db:
         ids = sorted(r[0] for r in db.execute("SELECT order_id FROM orders"))
@@ -188,7 +239,8 @@ def test_the_quick_start_pipeline_file_on_a_dask_cluster(tmp_path):
 def test_sub_pipelines_use_the_parents_local_cluster(tmp_path):
     """A sub-pipeline step runs in the driver; its child run's steps go to the cluster the
     parent started with --dask-local, not to a second one."""
-    (tmp_path / "steps.py").write_text(textwrap.dedent('''
+    (tmp_path / "steps.py").write_text(
+        textwrap.dedent("""
         import os
 
 
@@ -198,8 +250,11 @@ def test_sub_pipelines_use_the_parents_local_cluster(tmp_path):
             with open("schedulers.txt", "a", encoding="utf-8") as f:  # the run's directory
                 f.write(get_worker().scheduler.address + "\\n")
             return {"total": sum(params["numbers"]), "pid": os.getpid()}
-    '''), encoding="utf-8")
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent('''
+    """),
+        encoding="utf-8",
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""
         params:
           numbers: {type: list, default: [1, 2]}
         pipelines:
@@ -214,9 +269,12 @@ def test_sub_pipelines_use_the_parents_local_cluster(tmp_path):
               - name: big
                 pipeline: sum
                 params: {numbers: [10, 20, 30]}
-    '''), encoding="utf-8")
-    proc = pipectl("run", "pipeline.yaml", "main", "--no-progress", "--dask-local", "2",
-                   cwd=tmp_path)
+    """),
+        encoding="utf-8",
+    )
+    proc = pipectl(
+        "run", "pipeline.yaml", "main", "--no-progress", "--dask-local", "2", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr.count("dask: local cluster tcp://") == 1, proc.stderr
     address = proc.stderr.split("dask: local cluster ", 1)[1].split(",", 1)[0]
@@ -231,11 +289,22 @@ def test_sub_pipelines_use_the_parents_local_cluster(tmp_path):
 
 def test_a_step_with_store_output_false_is_not_stored_by_its_worker(project, cluster):
     text = (project / "pipeline.yaml").read_text(encoding="utf-8")
-    (project / "pipeline.yaml").write_text(text.replace(
-        "    run: steps:numbers\n", "    run: steps:numbers\n    store_output: false\n"),
-        encoding="utf-8")
-    proc = pipectl("run", "pipeline.yaml", "--executor", "dask", "--dask-scheduler",
-                   cluster.scheduler_address, "--no-progress", cwd=project)
+    (project / "pipeline.yaml").write_text(
+        text.replace(
+            "    run: steps:numbers\n", "    run: steps:numbers\n    store_output: false\n"
+        ),
+        encoding="utf-8",
+    )
+    proc = pipectl(
+        "run",
+        "pipeline.yaml",
+        "--executor",
+        "dask",
+        "--dask-scheduler",
+        cluster.scheduler_address,
+        "--no-progress",
+        cwd=project,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = last_run(project)
     steps = {s["step_name"]: s for s in run["steps"]}

@@ -39,40 +39,49 @@ def burn(seconds: float) -> int:
 def cpu_pipeline(pm, steps: int = 8, seconds: float = 1.0) -> Pipeline:
     pipe = Pipeline("cpu", plugin_manager=pm)
     for i in range(steps):
+
         def work(seconds=seconds, i=i):
-            return {"step": i, "pid": os.getpid(), "value": burn(seconds),
-                    "payload": b"x" * PAYLOAD}
+            return {
+                "step": i,
+                "pid": os.getpid(),
+                "value": burn(seconds),
+                "payload": b"x" * PAYLOAD,
+            }
 
         pipe.add_step(f"cpu{i}", work)
 
     def combine(**parts):
-        return {"pids": sorted({p["pid"] for p in parts.values()}),
-                "steps": sorted(p["step"] for p in parts.values()),
-                "payload": sum(len(p["payload"]) for p in parts.values()),
-                "pid": os.getpid()}
+        return {
+            "pids": sorted({p["pid"] for p in parts.values()}),
+            "steps": sorted(p["step"] for p in parts.values()),
+            "payload": sum(len(p["payload"]) for p in parts.values()),
+            "pid": os.getpid(),
+        }
 
     pipe.add_step("combine", combine, depends_on=[f"cpu{i}" for i in range(steps)])
     return pipe
 
 
-def test_cpu_bound_steps_run_faster_on_two_workers_and_stay_there(plugin_manager,
-                                                                  register_plugin):
+def test_cpu_bound_steps_run_faster_on_two_workers_and_stay_there(plugin_manager, register_plugin):
     import pipectl_dask.plugin as dask_plugin
 
     register_plugin(dask_plugin, name="dask")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
+    ) as cluster:
         options = {"scheduler": cluster.scheduler_address, "announce": False}
-        cpu_pipeline(plugin_manager, 2, 0.05).run_sync(executor="dask",
-                                                       executor_options=options)  # warm up
+        cpu_pipeline(plugin_manager, 2, 0.05).run_sync(
+            executor="dask", executor_options=options
+        )  # warm up
         t0 = time.perf_counter()
         local = cpu_pipeline(plugin_manager).run_sync(executor="local")
         local_s = time.perf_counter() - t0
         tracemalloc.start()
         try:
             t0 = time.perf_counter()
-            remote = cpu_pipeline(plugin_manager).run_sync(executor="dask",
-                                                           executor_options=options)
+            remote = cpu_pipeline(plugin_manager).run_sync(
+                executor="dask", executor_options=options
+            )
             dask_s = time.perf_counter() - t0
             _, peak = tracemalloc.get_traced_memory()
         finally:
@@ -92,13 +101,16 @@ def test_cpu_bound_steps_run_faster_on_two_workers_and_stay_there(plugin_manager
     assert peak < PAYLOAD, f"the driver held {peak} bytes at its peak"
     # 8 s of GIL-bound work: serial on local, two at a time on two processes
     assert dask_s < local_s, f"dask {dask_s:.2f} s, local {local_s:.2f} s"
-    print(f"8 x 1 s CPU-bound steps: local {local_s:.2f} s, dask (2 workers) {dask_s:.2f} s, "
-          f"speed-up {local_s / dask_s:.2f}x")
+    print(
+        f"8 x 1 s CPU-bound steps: local {local_s:.2f} s, dask (2 workers) {dask_s:.2f} s, "
+        f"speed-up {local_s / dask_s:.2f}x"
+    )
 
 
 def loader(db: str, marker_dir: str, records: int):
     """Writes ``records`` rows in one transaction; the first attempt anywhere announces its
     worker's pid and dawdles so that the test can kill it in the middle."""
+
     def load():
         marker = Path(marker_dir) / "first"
         first = not marker.exists()
@@ -120,9 +132,9 @@ def loader(db: str, marker_dir: str, records: int):
     return load
 
 
-def test_a_worker_killed_mid_step_the_step_runs_again_elsewhere_once(plugin_manager,
-                                                                     register_plugin,
-                                                                     tmp_path):
+def test_a_worker_killed_mid_step_the_step_runs_again_elsewhere_once(
+    plugin_manager, register_plugin, tmp_path
+):
     import pipectl_dask.plugin as dask_plugin
 
     register_plugin(dask_plugin, name="dask")
@@ -144,12 +156,19 @@ def test_a_worker_killed_mid_step_the_step_runs_again_elsewhere_once(plugin_mana
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
+    ) as cluster:
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
-        run = pipe.run_sync(executor="dask", executor_options={
-            "scheduler": cluster.scheduler_address, "announce": False, "fetch": "all"})
+        run = pipe.run_sync(
+            executor="dask",
+            executor_options={
+                "scheduler": cluster.scheduler_address,
+                "announce": False,
+                "fetch": "all",
+            },
+        )
         thread.join(5)
     assert killed, "the worker was never killed"
     assert run.status.value == "success", run.errors

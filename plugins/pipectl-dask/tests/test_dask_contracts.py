@@ -14,5 +14,9 @@ pytestmark = pytest.mark.slow
 
 def test_dask_executor_meets_the_executor_contract(pm, cluster, tmp_path):
     # fetch="all": every output is a value in run.steps after the run, as the contract reads it
-    check_executor_contract("dask", plugin_manager=pm, workdir=tmp_path, options={
-        "scheduler": cluster.scheduler_address, "fetch": "all", "announce": False})
+    check_executor_contract(
+        "dask",
+        plugin_manager=pm,
+        workdir=tmp_path,
+        options={"scheduler": cluster.scheduler_address, "fetch": "all", "announce": False},
+    )

@@ -32,9 +32,10 @@ pytestmark = pytest.mark.slow
 
 
 def on(cluster, **extra):
-    return {"executor": "dask",
-            "executor_options": {"scheduler": cluster.scheduler_address, "announce": False,
-                                 **extra}}
+    return {
+        "executor": "dask",
+        "executor_options": {"scheduler": cluster.scheduler_address, "announce": False, **extra},
+    }
 
 
 def write_csv(path: Path, rows: int, start: int = 0) -> Path:
@@ -51,6 +52,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 # -- several data steps, each whole on one worker, at the same time -----------------------------
+
 
 def meet_the_other_step(batch, ctx):
     """A transform that waits (once per step) until the other data step is streaming too:
@@ -72,9 +74,12 @@ def test_data_steps_run_whole_on_workers_several_at_once(pm, cluster, tmp_path):
     pipe.params["marks"] = str(marks)
     for name in ("left", "right"):
         source = write_csv(tmp_path / f"{name}.csv", 5_000)
-        pipe.data_step(name, extractor={"type": "csv", "path": str(source)},
-                       transforms=[{"function": meet_the_other_step, "per": "batch"}],
-                       outputs=[{"type": "jsonl", "path": str(tmp_path / f"{name}.jsonl")}])
+        pipe.data_step(
+            name,
+            extractor={"type": "csv", "path": str(source)},
+            transforms=[{"function": meet_the_other_step, "per": "batch"}],
+            outputs=[{"type": "jsonl", "path": str(tmp_path / f"{name}.jsonl")}],
+        )
     run = pipe.run_sync(**on(cluster))
     assert run.status.value == "success", run.errors
     pids = {}
@@ -105,7 +110,8 @@ class CreateTheDirectoryOnRetry:
 
 
 def test_a_retried_data_step_skips_the_output_its_failed_attempt_committed(
-        pm, register_plugin, cluster, tmp_path):
+    pm, register_plugin, cluster, tmp_path
+):
     """Attempt 1 commits the SQLite output and fails on the JSONL one (its directory is
     a file); attempt 2, on a worker, knows from the run state what committed and writes only
     the JSONL output: every record exactly once in each."""
@@ -114,10 +120,16 @@ def test_a_retried_data_step_skips_the_output_its_failed_attempt_committed(
     later.write_text("a file where the output's directory should be", encoding="utf-8")
     register_plugin(CreateTheDirectoryOnRetry(later), name="mkdir-on-retry")
     pipe = Pipeline("retry_load", plugin_manager=pm)
-    pipe.data_step("load", extractor={"type": "csv", "path": str(source)},
-                   outputs=[{"type": "sqlite", "path": str(tmp_path / "db.sqlite"), "table": "t"},
-                         {"type": "jsonl", "path": str(later / "out.jsonl")}],
-                   retries=1, retry_delay=0.01)
+    pipe.data_step(
+        "load",
+        extractor={"type": "csv", "path": str(source)},
+        outputs=[
+            {"type": "sqlite", "path": str(tmp_path / "db.sqlite"), "table": "t"},
+            {"type": "jsonl", "path": str(later / "out.jsonl")},
+        ],
+        retries=1,
+        retry_delay=0.01,
+    )
     run = pipe.run_sync(**on(cluster))
     assert run.status.value == "success", run.errors
     assert run.steps["load"].attempts == 2
@@ -135,6 +147,7 @@ def test_a_retried_data_step_skips_the_output_its_failed_attempt_committed(
 
 # -- plugins missing on the workers ------------------------------------------------------------
 
+
 class DriverOnlyExtractor:
     """A plugin registered in this process only: the workers have never heard of it."""
 
@@ -144,11 +157,15 @@ class DriverOnlyExtractor:
 
 
 def test_a_component_whose_plugin_the_workers_lack_is_a_clear_error(
-        pm, register_plugin, cluster, tmp_path):
+    pm, register_plugin, cluster, tmp_path
+):
     register_plugin(DriverOnlyExtractor(), name="driver-only")
     pipe = Pipeline("lacking", plugin_manager=pm)
-    pipe.data_step("load", extractor={"type": "driver_only"},
-                   outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}])
+    pipe.data_step(
+        "load",
+        extractor={"type": "driver_only"},
+        outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+    )
     run = pipe.run_sync(**on(cluster))
     result = run.steps["load"]
     assert run.status.value == "failed" and result.attempts == 1
@@ -159,7 +176,7 @@ def test_a_component_whose_plugin_the_workers_lack_is_a_clear_error(
     assert not (tmp_path / "out.jsonl").exists()
 
 
-PLUGIN = '''
+PLUGIN = """
 from pipectl import hookimpl
 
 
@@ -174,7 +191,7 @@ def make_shout(step):
 @hookimpl
 def pipectl_register_step_types(register):
     register("shout", make_shout)
-'''
+"""
 
 
 def test_a_plugin_distribution_installed_in_the_driver_only_is_named(cluster, tmp_path):
@@ -186,39 +203,73 @@ def test_a_plugin_distribution_installed_in_the_driver_only_is_named(cluster, tm
     (site / "pipectl_shout" / "__init__.py").write_text(PLUGIN, encoding="utf-8")
     info = site / "pipectl_shout-0.3.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pipectl-shout\n"
-                                   "Version: 0.3.0\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text("[pipectl]\nshout = pipectl_shout\n",
-                                           encoding="utf-8")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pipectl-shout\nVersion: 0.3.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text("[pipectl]\nshout = pipectl_shout\n", encoding="utf-8")
     (info / "top_level.txt").write_text("pipectl_shout\n", encoding="utf-8")
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""\
         name: loud
         params:
           word: {type: str, default: hello}
         steps:
           - name: say
             type: shout
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPECTL_DASK_")}
     env["PYTHONPATH"] = str(site)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml", "--no-progress",
-         "--tracker", "none", "--dask-scheduler", cluster.scheduler_address],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pipectl.cli",
+            "run",
+            "pipeline.yaml",
+            "--no-progress",
+            "--tracker",
+            "none",
+            "--dask-scheduler",
+            cluster.scheduler_address,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "step 'say'" in out and "pipectl-shout==0.3.0" in out, out
-    assert "install the same on the scheduler and every worker" in out or \
-        "install pipectl-shout==0.3.0 on the scheduler and every worker" in out, out
+    assert (
+        "install the same on the scheduler and every worker" in out
+        or "install pipectl-shout==0.3.0 on the scheduler and every worker" in out
+    ), out
     assert "Traceback" not in proc.stderr
     local = subprocess.run(
-        [sys.executable, "-m", "pipectl.cli", "run", "pipeline.yaml", "--no-progress",
-         "--tracker", "none"], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pipectl.cli",
+            "run",
+            "pipeline.yaml",
+            "--no-progress",
+            "--tracker",
+            "none",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert local.returncode == 0, local.stdout + local.stderr  # the plugin itself works
 
 
 # -- worker resources ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gpu_cluster():
@@ -226,8 +277,7 @@ def gpu_cluster():
     from distributed import Nanny, Scheduler, SpecCluster
 
     workers = {
-        "gpu": {"cls": Nanny, "options": {"nthreads": 1,
-                                          "resources": {"GPU": 1, "memory": 4e9}}},
+        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1, "memory": 4e9}}},
         "cpu": {"cls": Nanny, "options": {"nthreads": 1}},
     }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
@@ -252,15 +302,18 @@ def test_resources_send_steps_to_the_workers_that_have_them(pm, gpu_cluster, tmp
     assert run.steps["big"].output == "gpu"
     # the same from a pipeline file
     (tmp_path / "steps.py").write_text("", encoding="utf-8")
-    (tmp_path / "p.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent(f"""\
         name: gpu_file
         steps:
           - name: train
             run: {__name__}:where_am_i
             resources: {{GPU: 1, memory: 1GiB}}
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     from_file = Pipeline.from_yaml(tmp_path / "p.yaml", plugin_manager=pm)
-    assert from_file.steps["train"].resources == {"GPU": 1, "memory": 2 ** 30}
+    assert from_file.steps["train"].resources == {"GPU": 1, "memory": 2**30}
     run = from_file.run_sync(**on(gpu_cluster))
     assert run.status.value == "success", run.errors
     assert run.steps["train"].output == "gpu"
@@ -281,6 +334,7 @@ def test_resources_no_worker_has_fail_the_step_with_what_the_cluster_offers(pm, 
 
 # -- resume and rollback -------------------------------------------------------------------------
 
+
 def numbers():
     return list(range(10))
 
@@ -300,8 +354,11 @@ def test_resume_on_dask_runs_only_what_the_failed_run_did_not_finish(pm, cluster
     def build():
         pipe = Pipeline("resumable", plugin_manager=pm)
         pipe.params["flag"] = str(tmp_path / "flag")
-        pipe.data_step("load", extractor={"type": "csv", "path": str(source)},
-                       outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}])
+        pipe.data_step(
+            "load",
+            extractor={"type": "csv", "path": str(source)},
+            outputs=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+        )
         pipe.add_step("numbers", numbers)
         pipe.add_step("total", fails_once, depends_on=["numbers", "load"])
         return pipe
@@ -354,6 +411,7 @@ def test_rollback_on_dask_undoes_in_reverse_order(pm, cluster, tmp_path):
 
 
 # -- a step that cannot travel ------------------------------------------------------------------
+
 
 def test_a_step_holding_something_unpicklable_says_what_and_where(pm, cluster):
     import threading

@@ -110,7 +110,8 @@ def test_retry_runs_a_new_attempt(pm, cluster, tmp_path):
     (tmp_path / "dask").mkdir()
     local = failing_first(tmp_path / "local")(pm).run_sync(executor="local")
     remote = failing_first(tmp_path / "dask")(pm).run_sync(
-        executor="dask", executor_options={"scheduler": cluster.scheduler_address})
+        executor="dask", executor_options={"scheduler": cluster.scheduler_address}
+    )
     for run in (local, remote):
         assert run.steps["flaky"].status.value == "success"
         assert run.steps["flaky"].attempts == 2
@@ -220,11 +221,13 @@ async def pass_through(call_next, attempt):
     return await call_next()
 
 
-def test_hooks_fire_in_driver_and_middleware_runs_on_worker(pm, register_plugin,
-                                                            hook_recorder, cluster):
+def test_hooks_fire_in_driver_and_middleware_runs_on_worker(
+    pm, register_plugin, hook_recorder, cluster
+):
     register_plugin(WorkerMiddleware(), name="worker-middleware")
     run = chain_and_diamond(pm).run_sync(
-        executor="dask", executor_options={"scheduler": cluster.scheduler_address})
+        executor="dask", executor_options={"scheduler": cluster.scheduler_address}
+    )
     assert run.status.value == "success", run.errors
     steps = set(run.steps)
     started = {c.step_name for c in hook_recorder.calls if c.name == "pipectl_step_start"}
@@ -291,7 +294,8 @@ def unpicklable(pm):
 
 def test_unpicklable_output_names_step_and_type(pm, cluster):
     run = unpicklable(pm).run_sync(
-        executor="dask", executor_options={"scheduler": cluster.scheduler_address})
+        executor="dask", executor_options={"scheduler": cluster.scheduler_address}
+    )
     result = run.steps["lock"]
     assert result.status.value == "failed"
     assert isinstance(result.exception, UnpicklableOutput)
@@ -302,8 +306,9 @@ def test_unreachable_scheduler_fails_within_the_timeout(pm):
     pipe = chain_and_diamond(pm)
     t0 = time.perf_counter()
     with pytest.raises(ExecutorError) as info:
-        pipe.run_sync(executor="dask",
-                      executor_options={"scheduler": "tcp://127.0.0.1:9", "timeout": 1.5})
+        pipe.run_sync(
+            executor="dask", executor_options={"scheduler": "tcp://127.0.0.1:9", "timeout": 1.5}
+        )
     elapsed = time.perf_counter() - t0
     assert isinstance(info.value.__cause__, SchedulerUnreachable)
     assert "tcp://127.0.0.1:9" in str(info.value) and "1.5 s" in str(info.value)

@@ -69,21 +69,32 @@ from urllib.request import urlopen
 
 def make_record(i: int) -> dict[str, Any]:
     """A record shaped like a weather reading: about 200 bytes of JSON."""
-    return {"id": i, "location": ("NYC", "SF", "LON", "TYO")[i % 4],
-            "observed_at": f"2026-11-{16 + i // 2400 % 14:02d}T{i // 100 % 24:02d}:00:00Z",
-            "temperature_c": round(5 + (i * 37 % 200) / 10, 1), "humidity_pct": 40 + i % 60,
-            "wind_kph": round((i * 13 % 300) / 10, 1), "precipitation_mm": 0.0,
-            "conditions": ("clear", "cloudy", "rain")[i % 3],
-            "updated_at": f"2026-11-{16 + i // 2400 % 14:02d}T{i // 100 % 24:02d}:10:00Z"}
+    return {
+        "id": i,
+        "location": ("NYC", "SF", "LON", "TYO")[i % 4],
+        "observed_at": f"2026-11-{16 + i // 2400 % 14:02d}T{i // 100 % 24:02d}:00:00Z",
+        "temperature_c": round(5 + (i * 37 % 200) / 10, 1),
+        "humidity_pct": 40 + i % 60,
+        "wind_kph": round((i * 13 % 300) / 10, 1),
+        "precipitation_mm": 0.0,
+        "conditions": ("clear", "cloudy", "rain")[i % 3],
+        "updated_at": f"2026-11-{16 + i // 2400 % 14:02d}T{i // 100 % 24:02d}:10:00Z",
+    }
 
 
 def serve(pages: int, size: int, delay: float) -> None:
     """Serve ``/items?page=P&page_size=S`` and ``/stats`` on an ephemeral port of 127.0.0.1;
     print the port, then serve until stdin closes."""
     total = pages * size
-    bodies = {p: json.dumps({"data": [make_record(i) for i in range((p - 1) * size, p * size)],
-                             "meta": {"page": p, "page_size": size, "total": total}}).encode()
-              for p in range(1, pages + 1)}
+    bodies = {
+        p: json.dumps(
+            {
+                "data": [make_record(i) for i in range((p - 1) * size, p * size)],
+                "meta": {"page": p, "page_size": size, "total": total},
+            }
+        ).encode()
+        for p in range(1, pages + 1)
+    }
     empty = json.dumps({"data": [], "meta": {"total": total}}).encode()
     served = [0]
 
@@ -130,8 +141,21 @@ class Server:
 
     def __init__(self, pages: int, size: int, delay: float):
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--pages", str(pages), "--records", str(size),
-             "--delay", str(delay)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                "--pages",
+                str(pages),
+                "--records",
+                str(size),
+                "--delay",
+                str(delay),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         port = self.proc.stdout.readline().strip()
         if not port:
@@ -153,9 +177,16 @@ class Server:
 
 
 def extractor_options(url: str, size: int, concurrency: int) -> dict[str, Any]:
-    return {"type": "http", "url": url, "records_path": "data", "paginate": "page",
-            "page_size_param": "page_size", "page_size": size, "total_path": "meta.total",
-            "concurrency": concurrency}
+    return {
+        "type": "http",
+        "url": url,
+        "records_path": "data",
+        "paginate": "page",
+        "page_size_param": "page_size",
+        "page_size": size,
+        "total_path": "meta.total",
+        "concurrency": concurrency,
+    }
 
 
 class ListOutput:
@@ -202,8 +233,9 @@ class DataStep:
             raise SystemExit(f"the http plugin did not load: {record.error}")
         self.output = ListOutput()
         self.pipe = Pipeline("extract-pages", plugin_manager=self.pm)
-        self.pipe.data_step("extract", extractor=extractor_options(url, size, concurrency),
-                            outputs=[self.output])
+        self.pipe.data_step(
+            "extract", extractor=extractor_options(url, size, concurrency), outputs=[self.output]
+        )
 
     async def __call__(self) -> list[dict[str, Any]]:
         run = await self.pipe.run(plugin_manager=self.pm)
@@ -241,14 +273,16 @@ class HandWritten:
     async def __call__(self) -> list[dict[str, Any]]:
         import httpx
 
-        async with httpx.AsyncClient(headers={"Accept": "application/json"},
-                                     timeout=30.0) as client:
+        async with httpx.AsyncClient(
+            headers={"Accept": "application/json"}, timeout=30.0
+        ) as client:
             limit = asyncio.Semaphore(self.concurrency)
 
             async def fetch(page: int) -> dict[str, Any]:
                 async with limit:
-                    response = await client.get(self.url, params={"page": page,
-                                                                  "page_size": self.size})
+                    response = await client.get(
+                        self.url, params={"page": page, "page_size": self.size}
+                    )
                 response.raise_for_status()
                 return json.loads(response.content)
 
@@ -272,6 +306,7 @@ def cpu_seconds() -> float:
 
 def timed(variant: Any) -> tuple[float, float, list[dict[str, Any]]]:
     """(wall seconds, CPU seconds, the records) of one round, in a new event loop."""
+
     async def once() -> tuple[float, float, list[dict[str, Any]]]:
         cpu = cpu_seconds()
         started = time.perf_counter()
@@ -302,12 +337,18 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.005, help="server seconds per page")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=21, help="timed rounds of each variant")
-    parser.add_argument("--cheap-sniffio-miss", action="store_true",
-                        help="make httpcore's 'import sniffio' fail at once when sniffio is "
-                             "not installed (see above)")
+    parser.add_argument(
+        "--cheap-sniffio-miss",
+        action="store_true",
+        help="make httpcore's 'import sniffio' fail at once when sniffio is "
+        "not installed (see above)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every figure here")
-    parser.add_argument("--profile", action="store_true",
-                        help="profile the data step and the hand-written loop instead")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the data step and the hand-written loop instead",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -325,8 +366,11 @@ def main() -> None:
     server = Server(args.pages, args.records, args.delay)
     try:
         shape = (server.url, args.records, args.concurrency)
-        variants = {"data step": DataStep(*shape), "extractor": Extractor(*shape),
-                    "hand-written": HandWritten(*shape)}
+        variants = {
+            "data step": DataStep(*shape),
+            "extractor": Extractor(*shape),
+            "hand-written": HandWritten(*shape),
+        }
         if args.profile:
             for name in ("data step", "hand-written"):
                 print(f"== {name}: {args.rounds} rounds, by own time")
@@ -344,8 +388,10 @@ def main() -> None:
                 elapsed, used, rows = timed(variants[name])
                 sent = server.requests() - before
                 if [r["id"] for r in rows] != want or sent != args.pages:
-                    raise SystemExit(f"{name}: {len(rows)} records in {sent} requests; expected"
-                                     f" {len(want)} in order, in {args.pages} requests")
+                    raise SystemExit(
+                        f"{name}: {len(rows)} records in {sent} requests; expected"
+                        f" {len(want)} in order, in {args.pages} requests"
+                    )
                 if round_number:
                     seconds[name].append(elapsed)
                     cpu[name].append(used)
@@ -353,32 +399,49 @@ def main() -> None:
         server.stop()
 
     floor = args.pages / args.concurrency * args.delay
-    print(f"{args.pages} pages x {args.records} records, {args.concurrency} in flight, "
-          f"server delay {args.delay * 1000:g} ms a page (floor {floor * 1000:.0f} ms a "
-          f"round), {args.rounds} rounds")
-    print(f"Python {platform.python_version()}, httpx {httpx.__version__}, pipectl "
-          f"{pipectl.__version__}, pipectl-http {pipectl_http.__version__}, "
-          f"{platform.machine()}, {os.cpu_count()} CPUs, server in a separate process")
+    print(
+        f"{args.pages} pages x {args.records} records, {args.concurrency} in flight, "
+        f"server delay {args.delay * 1000:g} ms a page (floor {floor * 1000:.0f} ms a "
+        f"round), {args.rounds} rounds"
+    )
+    print(
+        f"Python {platform.python_version()}, httpx {httpx.__version__}, pipectl "
+        f"{pipectl.__version__}, pipectl-http {pipectl_http.__version__}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, server in a separate process"
+    )
     if sniffio:
         print("sniffio: installed")
     else:
         how = "made to fail at once" if args.cheap_sniffio_miss else "searched for on each try"
         print(f"sniffio: not installed, {how} (--cheap-sniffio-miss)")
-    print(f"{'variant':<14}{'best pages/s':>14}{'median pages/s':>16}{'median ms':>11}"
-          f"{'median CPU ms':>15}")
+    print(
+        f"{'variant':<14}{'best pages/s':>14}{'median pages/s':>16}{'median ms':>11}"
+        f"{'median CPU ms':>15}"
+    )
     rates = {}
     for name, times in seconds.items():
         rates[name] = args.pages / statistics.median(times)
         median_cpu = statistics.median(cpu[name])
-        print(f"{name:<14}{args.pages / min(times):>14,.0f}{rates[name]:>16,.0f}"
-              f"{statistics.median(times) * 1000:>11.1f}{median_cpu * 1000:>15.1f}")
+        print(
+            f"{name:<14}{args.pages / min(times):>14,.0f}{rates[name]:>16,.0f}"
+            f"{statistics.median(times) * 1000:>11.1f}{median_cpu * 1000:>15.1f}"
+        )
     hand = rates["hand-written"]
     print(f"ratio data step / hand-written (medians): {rates['data step'] / hand:.2f}")
     print(f"ratio extractor / hand-written (medians): {rates['extractor'] / hand:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "sniffio_installed": sniffio, "seconds": seconds,
-                       "cpu_seconds": cpu, "pages_per_second": rates}, f, indent=2)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "sniffio_installed": sniffio,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu,
+                    "pages_per_second": rates,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ class ApiServer:
 
     base: str = ""
     records: list[dict[str, Any]] = field(
-        default_factory=lambda: [make_record(i) for i in range(N_RECORDS)])
+        default_factory=lambda: [make_record(i) for i in range(N_RECORDS)]
+    )
     fail_every: int | None = None
     """Answer 503 to every k-th request."""
     rate_limit: float | None = None
@@ -118,22 +119,28 @@ class ApiServer:
         if path == "/pages":
             size = int(q.get("per_page", 10))
             start = (int(q.get("page", 1)) - 1) * size
-            return 200, {}, {"data": rows[start:start + size], "total": len(rows)}
+            return 200, {}, {"data": rows[start : start + size], "total": len(rows)}
         if path == "/offsets":
             offset, limit = int(q.get("offset", 0)), int(q.get("limit", 25))
-            return 200, {}, {"results": rows[offset:offset + limit], "count": len(rows)}
+            return 200, {}, {"results": rows[offset : offset + limit], "count": len(rows)}
         if path == "/cursor":
             start = int(q.get("cursor", "c0")[1:])
             end = start + 10
-            return 200, {}, {"items": rows[start:end],
-                             "meta": {"next": f"c{end}" if end < len(rows) else None}}
+            return (
+                200,
+                {},
+                {
+                    "items": rows[start:end],
+                    "meta": {"next": f"c{end}" if end < len(rows) else None},
+                },
+            )
         if path == "/links":
             page, size = int(q.get("page", 1)), int(q.get("per_page", 10))
             headers = {}
             if page * size < len(rows):
                 following = urlencode({**q, "page": page + 1})
                 headers["Link"] = f'</links?{following}>; rel="next", </links?page=1>; rel="first"'
-            return 200, headers, rows[(page - 1) * size:page * size]
+            return 200, headers, rows[(page - 1) * size : page * size]
         if path == "/malformed":
             return 200, {}, b'{"data": [{"id": 1}, {"id": 2'
         if path == "/mixed":
@@ -158,9 +165,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         with api.lock:
-            seen = Seen(len(api.requests) + 1, time.monotonic(), time.time(), parts.path,
-                        dict(parse_qsl(parts.query)),
-                        {k.lower(): v for k, v in self.headers.items()}, body)
+            seen = Seen(
+                len(api.requests) + 1,
+                time.monotonic(),
+                time.time(),
+                parts.path,
+                dict(parse_qsl(parts.query)),
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+            )
             api.requests.append(seen)
             api.in_flight += 1
             api.max_in_flight = max(api.max_in_flight, api.in_flight)
@@ -189,8 +202,9 @@ def start_server() -> tuple[ApiServer, Any]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     httpd.api = server  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                              daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     server.base = f"http://127.0.0.1:{httpd.server_address[1]}"
 
@@ -287,13 +301,19 @@ class RawServer:
         self._listener.close()
 
 
-def head(status: str = "200 OK", *, length: int | None = None,
-         content_type: str = "application/json", **headers: str) -> bytes:
+def head(
+    status: str = "200 OK",
+    *,
+    length: int | None = None,
+    content_type: str = "application/json",
+    **headers: str,
+) -> bytes:
     """A response's status line and headers: ``Content-Length: length``, or chunked without
     one. ``headers`` names use ``_`` for ``-``."""
     lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "Connection: close"]
-    lines.append(f"Content-Length: {length}" if length is not None
-                 else "Transfer-Encoding: chunked")
+    lines.append(
+        f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    )
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -306,6 +326,7 @@ def chunked(data: bytes) -> bytes:
 def streamed(parts: Callable[[], Iterable[bytes]], length: int | None = None) -> Respond:
     """Answers 200 with the body ``parts()`` makes, written as made: with ``length``, a
     Content-Length body, else chunked."""
+
     def respond(request: RawRequest, conn: socket.socket, stopping: threading.Event) -> None:
         conn.sendall(head(length=length))
         for part in parts():
@@ -314,6 +335,7 @@ def streamed(parts: Callable[[], Iterable[bytes]], length: int | None = None) ->
             conn.sendall(part if length is not None else chunked(part))
         if length is None:
             conn.sendall(chunked(b""))
+
     return respond
 
 

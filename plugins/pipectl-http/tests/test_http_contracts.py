@@ -13,7 +13,8 @@ from pipectl_http_testapi import N_RECORDS, make_record
 def test_http_extractor_meets_the_extractor_contract(api):
     check_extractor_contract(
         lambda **options: plugin.make_http_extractor(url=api.url("/list"), **options),
-        [make_record(i) for i in range(N_RECORDS)])
+        [make_record(i) for i in range(N_RECORDS)],
+    )
 
 
 def test_paginated_incremental_http_extractor_meets_the_extractor_contract(api):
@@ -24,7 +25,14 @@ def test_paginated_incremental_http_extractor_meets_the_extractor_contract(api):
 
     check_extractor_contract(
         lambda **options: plugin.make_http_extractor(
-            url=api.url("/pages"), paginate="page", records_path="data",
-            page_size_param="per_page", page_size=50,
-            incremental={"param": "updated_since", "field": "updated_at"}, **options),
-        [make_record(i) for i in range(N_RECORDS)], append=append)
+            url=api.url("/pages"),
+            paginate="page",
+            records_path="data",
+            page_size_param="per_page",
+            page_size=50,
+            incremental={"param": "updated_since", "field": "updated_at"},
+            **options,
+        ),
+        [make_record(i) for i in range(N_RECORDS)],
+        append=append,
+    )

@@ -56,21 +56,58 @@ def fails(extractor: HttpExtractor) -> HttpExtractorError:
 # -- pagination -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "options", "requests"), [
-    ("/list", {}, 1),
-    ("/wrapped", {"records_path": "data.items"}, 1),
-    ("/pages", {"paginate": "page", "records_path": "data", "page_size_param": "per_page",
-                "page_size": 10}, 24),
-    ("/pages", {"paginate": "page", "records_path": "data"}, 25),  # stops at the empty page
-    ("/pages", {"paginate": "page", "records_path": "data", "page_size_param": "per_page",
-                "page_size": 10, "total_path": "total"}, 24),
-    ("/offsets", {"paginate": "offset", "records_path": "results", "limit": 25}, 10),
-    ("/offsets", {"paginate": "offset", "records_path": "results", "limit": 25,
-                  "total_path": "count"}, 10),
-    ("/cursor", {"paginate": "cursor", "records_path": "items", "cursor_path": "meta.next"}, 24),
-    ("/links", {"paginate": "link"}, 24),
-], ids=["none", "records_path", "page", "page-until-empty", "page-total", "offset",
-        "offset-total", "cursor", "link"])
+@pytest.mark.parametrize(
+    ("path", "options", "requests"),
+    [
+        ("/list", {}, 1),
+        ("/wrapped", {"records_path": "data.items"}, 1),
+        (
+            "/pages",
+            {
+                "paginate": "page",
+                "records_path": "data",
+                "page_size_param": "per_page",
+                "page_size": 10,
+            },
+            24,
+        ),
+        ("/pages", {"paginate": "page", "records_path": "data"}, 25),  # stops at the empty page
+        (
+            "/pages",
+            {
+                "paginate": "page",
+                "records_path": "data",
+                "page_size_param": "per_page",
+                "page_size": 10,
+                "total_path": "total",
+            },
+            24,
+        ),
+        ("/offsets", {"paginate": "offset", "records_path": "results", "limit": 25}, 10),
+        (
+            "/offsets",
+            {"paginate": "offset", "records_path": "results", "limit": 25, "total_path": "count"},
+            10,
+        ),
+        (
+            "/cursor",
+            {"paginate": "cursor", "records_path": "items", "cursor_path": "meta.next"},
+            24,
+        ),
+        ("/links", {"paginate": "link"}, 24),
+    ],
+    ids=[
+        "none",
+        "records_path",
+        "page",
+        "page-until-empty",
+        "page-total",
+        "offset",
+        "offset-total",
+        "cursor",
+        "link",
+    ],
+)
 def test_each_pagination_style_reads_every_record_once_in_order(api, path, options, requests):
     batches, _ = collect(http(url=api.url(path), **options))
 
@@ -79,11 +116,23 @@ def test_each_pagination_style_reads_every_record_once_in_order(api, path, optio
 
 
 def test_page_param_names_and_start_page_are_sent(api):
-    collect(http(url=api.url("/pages"), paginate="page", records_path="data", page_param="page",
-                 start_page=1, page_size_param="per_page", page_size=100))
+    collect(
+        http(
+            url=api.url("/pages"),
+            paginate="page",
+            records_path="data",
+            page_param="page",
+            start_page=1,
+            page_size_param="per_page",
+            page_size=100,
+        )
+    )
 
     assert [(r.query["page"], r.query["per_page"]) for r in api.requests] == [
-        ("1", "100"), ("2", "100"), ("3", "100")]
+        ("1", "100"),
+        ("2", "100"),
+        ("3", "100"),
+    ]
 
 
 def test_query_string_of_the_url_and_params_are_both_kept(api):
@@ -100,8 +149,9 @@ def test_big_pages_are_split_into_batches_of_batch_size(api):
 
 
 def test_post_sends_the_json_body(api):
-    batches, _ = collect(http(url=api.url("/search"), method="post", body={"min_id": 200},
-                              records_path="hits"))
+    batches, _ = collect(
+        http(url=api.url("/search"), method="post", body={"min_id": 200}, records_path="hits")
+    )
 
     assert ids(batches) == list(range(200, N_RECORDS))
     assert api.requests[0].body == {"min_id": 200}
@@ -111,8 +161,15 @@ def test_max_pages_stops_early_with_a_warning(api):
     out = io.StringIO()
     configure_logging("info", stream=out)
     try:
-        batches, _ = collect(http(url=api.url("/cursor"), paginate="cursor",
-                                  records_path="items", cursor_path="meta.next", max_pages=3))
+        batches, _ = collect(
+            http(
+                url=api.url("/cursor"),
+                paginate="cursor",
+                records_path="items",
+                cursor_path="meta.next",
+                max_pages=3,
+            )
+        )
     finally:
         reset_logging()
 
@@ -122,11 +179,15 @@ def test_max_pages_stops_early_with_a_warning(api):
 
 
 def test_a_cursor_given_twice_is_an_error_not_a_loop(api):
-    api.script = {n: (200, {}, {"items": [make_record(n)], "meta": {"next": "same"}})
-                  for n in (1, 2, 3)}
+    api.script = {
+        n: (200, {}, {"items": [make_record(n)], "meta": {"next": "same"}}) for n in (1, 2, 3)
+    }
 
-    error = fails(http(url=api.url("/cursor"), paginate="cursor", records_path="items",
-                       cursor_path="meta.next"))
+    error = fails(
+        http(
+            url=api.url("/cursor"), paginate="cursor", records_path="items", cursor_path="meta.next"
+        )
+    )
 
     assert "gave the cursor 'same' a second time" in str(error)
     assert len(api.requests) == 2
@@ -138,8 +199,16 @@ def test_a_cursor_given_twice_is_an_error_not_a_loop(api):
 def test_prefetch_keeps_at_most_concurrency_requests_in_flight_and_the_order(api):
     api.delay = 0.05
 
-    batches, _ = collect(http(url=api.url("/pages"), paginate="page", records_path="data",
-                              page_size_param="per_page", page_size=10, concurrency=3))
+    batches, _ = collect(
+        http(
+            url=api.url("/pages"),
+            paginate="page",
+            records_path="data",
+            page_size_param="per_page",
+            page_size=10,
+            concurrency=3,
+        )
+    )
 
     assert ids(batches) == ALL_IDS  # in order, each once
     assert api.max_in_flight == 3
@@ -149,8 +218,16 @@ def test_prefetch_keeps_at_most_concurrency_requests_in_flight_and_the_order(api
 def test_with_total_path_no_page_beyond_the_end_is_requested(api):
     api.delay = 0.02
 
-    batches, _ = collect(http(url=api.url("/offsets"), paginate="offset", records_path="results",
-                              limit=10, total_path="count", concurrency=4))
+    batches, _ = collect(
+        http(
+            url=api.url("/offsets"),
+            paginate="offset",
+            records_path="results",
+            limit=10,
+            total_path="count",
+            concurrency=4,
+        )
+    )
 
     assert ids(batches) == ALL_IDS
     assert sorted(int(r.query["offset"]) for r in api.requests) == list(range(0, 240, 10))
@@ -160,8 +237,15 @@ def test_with_total_path_no_page_beyond_the_end_is_requested(api):
 def test_concurrency_one_is_sequential(api):
     api.delay = 0.01
 
-    collect(http(url=api.url("/pages"), paginate="page", records_path="data",
-                 page_size_param="per_page", page_size=50))
+    collect(
+        http(
+            url=api.url("/pages"),
+            paginate="page",
+            records_path="data",
+            page_size_param="per_page",
+            page_size=50,
+        )
+    )
 
     assert api.max_in_flight == 1
 
@@ -172,8 +256,16 @@ def test_concurrency_one_is_sequential(api):
 def test_503_every_fourth_request_is_retried_and_each_record_read_once(api):
     api.fail_every = 4
 
-    batches, _ = collect(http(url=api.url("/pages"), paginate="page", records_path="data",
-                              page_size_param="per_page", page_size=10, **FAST))
+    batches, _ = collect(
+        http(
+            url=api.url("/pages"),
+            paginate="page",
+            records_path="data",
+            page_size_param="per_page",
+            page_size=10,
+            **FAST,
+        )
+    )
 
     assert ids(batches) == ALL_IDS
     assert api.failed == len(api.requests) // 4 > 0
@@ -255,8 +347,16 @@ def test_rate_limit_keeps_under_the_servers_limit(api):
     api.rate_limit = 20  # 429 when requests come less than 50 ms apart
 
     started = time.monotonic()
-    batches, _ = collect(http(url=api.url("/offsets"), paginate="offset", records_path="results",
-                              limit=40, rate_limit=10, concurrency=3))
+    batches, _ = collect(
+        http(
+            url=api.url("/offsets"),
+            paginate="offset",
+            records_path="results",
+            limit=40,
+            rate_limit=10,
+            concurrency=3,
+        )
+    )
 
     assert ids(batches) == ALL_IDS
     assert api.throttled == 0
@@ -268,8 +368,16 @@ def test_without_a_rate_limit_429_is_retried_after_retry_after(api):
     api.rate_limit = 20
     api.retry_after = "0.06"
 
-    batches, _ = collect(http(url=api.url("/offsets"), paginate="offset", records_path="results",
-                              limit=25, retries=10, **FAST))
+    batches, _ = collect(
+        http(
+            url=api.url("/offsets"),
+            paginate="offset",
+            records_path="results",
+            limit=25,
+            retries=10,
+            **FAST,
+        )
+    )
 
     assert ids(batches) == ALL_IDS
     assert api.throttled > 0
@@ -283,17 +391,20 @@ def test_malformed_json_is_a_clear_error(api):
     error = fails(http(url=api.url("/malformed"), records_path="data"))
 
     message = str(error)
-    assert message.startswith(f"http GET {api.url('/malformed')}: HTTP 200: the response is "
-                              "not valid JSON (")
+    assert message.startswith(
+        f"http GET {api.url('/malformed')}: HTTP 200: the response is not valid JSON ("
+    )
     assert "application/json" in message and '{"data": [{"id": 1}' in message
 
 
 def test_records_path_to_a_missing_key_names_the_path_and_url(api):
     error = fails(http(url=api.url("/wrapped"), records_path="data.itemz"))
 
-    assert str(error) == (f"http GET {api.url('/wrapped')}: HTTP 200: records_path 'data.itemz' "
-                          "does not lead to a list of records: 'data' has no key 'itemz' "
-                          "(its keys: items)")
+    assert str(error) == (
+        f"http GET {api.url('/wrapped')}: HTTP 200: records_path 'data.itemz' "
+        "does not lead to a list of records: 'data' has no key 'itemz' "
+        "(its keys: items)"
+    )
 
 
 def test_records_path_to_an_object_is_an_error(api):
@@ -320,13 +431,23 @@ def test_items_that_are_not_objects_are_bad_records(api):
 # -- auth and secrets -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("auth", "header", "value"), [
-    ({"type": "bearer", "token_env": "HTTP_TEST_SECRET"}, "Authorization", f"Bearer {SECRET}"),
-    ({"type": "basic", "username": "ann", "password_env": "HTTP_TEST_SECRET"}, "Authorization",
-     "Basic " + __import__("base64").b64encode(f"ann:{SECRET}".encode()).decode()),
-    ({"type": "api_key", "header": "X-API-Key", "key_env": "HTTP_TEST_SECRET"}, "X-API-Key",
-     SECRET),
-], ids=["bearer", "basic", "api_key-header"])
+@pytest.mark.parametrize(
+    ("auth", "header", "value"),
+    [
+        ({"type": "bearer", "token_env": "HTTP_TEST_SECRET"}, "Authorization", f"Bearer {SECRET}"),
+        (
+            {"type": "basic", "username": "ann", "password_env": "HTTP_TEST_SECRET"},
+            "Authorization",
+            "Basic " + __import__("base64").b64encode(f"ann:{SECRET}".encode()).decode(),
+        ),
+        (
+            {"type": "api_key", "header": "X-API-Key", "key_env": "HTTP_TEST_SECRET"},
+            "X-API-Key",
+            SECRET,
+        ),
+    ],
+    ids=["bearer", "basic", "api_key-header"],
+)
 def test_auth_headers_are_sent(api, monkeypatch, auth, header, value):
     monkeypatch.setenv("HTTP_TEST_SECRET", SECRET)
     api.require_headers = {header: value}
@@ -352,11 +473,14 @@ def test_api_key_as_a_query_param_is_hidden_in_errors(api, monkeypatch):
 def test_a_missing_environment_variable_is_named_and_nothing_is_sent(api, monkeypatch):
     monkeypatch.delenv("HTTP_TEST_MISSING", raising=False)
 
-    error = fails(http(url=api.url("/list"), auth={"type": "bearer",
-                                                   "token_env": "HTTP_TEST_MISSING"}))
+    error = fails(
+        http(url=api.url("/list"), auth={"type": "bearer", "token_env": "HTTP_TEST_MISSING"})
+    )
 
-    assert str(error) == ("http extractor: the environment variable 'HTTP_TEST_MISSING' "
-                          "(auth.token_env, bearer auth) is not set or is empty")
+    assert str(error) == (
+        "http extractor: the environment variable 'HTTP_TEST_MISSING' "
+        "(auth.token_env, bearer auth) is not set or is empty"
+    )
     assert api.requests == []
 
 
@@ -364,8 +488,9 @@ def test_a_rejected_secret_is_not_repeated_in_the_error(api, monkeypatch):
     monkeypatch.setenv("HTTP_TEST_SECRET", SECRET)
     api.require_headers = {"Authorization": "Bearer the-right-one"}
 
-    error = fails(http(url=api.url("/list"), auth={"type": "bearer",
-                                                   "token_env": "HTTP_TEST_SECRET"}))
+    error = fails(
+        http(url=api.url("/list"), auth={"type": "bearer", "token_env": "HTTP_TEST_SECRET"})
+    )
 
     message = str(error)
     assert f"http GET {api.url('/list')}: HTTP 401 Unauthorized (check the credentials" in message
@@ -373,8 +498,9 @@ def test_a_rejected_secret_is_not_repeated_in_the_error(api, monkeypatch):
     assert SECRET not in message and SECRET not in repr(error)
 
 
-def test_the_secret_is_in_no_log_line_error_traceback_or_repr(api, monkeypatch, caplog,
-                                                              plugin_manager, register_plugin):
+def test_the_secret_is_in_no_log_line_error_traceback_or_repr(
+    api, monkeypatch, caplog, plugin_manager, register_plugin
+):
     monkeypatch.setenv("HTTP_TEST_SECRET", SECRET)
     register_plugin(plugin, "http")
     api.require_query = {"appid": SECRET}
@@ -385,14 +511,25 @@ def test_the_secret_is_in_no_log_line_error_traceback_or_repr(api, monkeypatch, 
     configure_logging("debug", stream=out)
     try:
         good = Pipeline("secret-ok", plugin_manager=plugin_manager)
-        good.data_step("load", extractor={"type": "http", "url": api.url("/pages"), "auth": auth,
-                                          "paginate": "page", "records_path": "data",
-                                          "page_size": 10, **FAST},
-                       outputs=[Sink()])
+        good.data_step(
+            "load",
+            extractor={
+                "type": "http",
+                "url": api.url("/pages"),
+                "auth": auth,
+                "paginate": "page",
+                "records_path": "data",
+                "page_size": 10,
+                **FAST,
+            },
+            outputs=[Sink()],
+        )
         bad = Pipeline("secret-bad", plugin_manager=plugin_manager)
-        bad.data_step("load", extractor={"type": "http", "url": api.url("/status/401"),
-                                         "auth": auth},
-                      outputs=[Sink()])
+        bad.data_step(
+            "load",
+            extractor={"type": "http", "url": api.url("/status/401"), "auth": auth},
+            outputs=[Sink()],
+        )
         good_run, bad_run = good.run_sync(), bad.run_sync()
     finally:
         reset_logging()
@@ -402,8 +539,14 @@ def test_the_secret_is_in_no_log_line_error_traceback_or_repr(api, monkeypatch, 
     assert "http_retry" in out.getvalue() and "appid=***" in out.getvalue()
     assert "HTTP Request: GET" in caplog.text and "appid=***" in caplog.text  # httpx's own log
     step = bad_run.steps["load"]
-    texts = [out.getvalue(), caplog.text, step.error or "", step.traceback or "",
-             str(step.exception), repr(http(url=api.url("/"), auth=auth))]
+    texts = [
+        out.getvalue(),
+        caplog.text,
+        step.error or "",
+        step.traceback or "",
+        str(step.exception),
+        repr(http(url=api.url("/"), auth=auth)),
+    ]
     assert api.url("/status/401?appid=***") in step.error
     for text in texts:
         assert SECRET not in text
@@ -444,11 +587,23 @@ def test_incremental_cursor_goes_from_run_to_run(api, plugin_manager, register_p
     register_plugin(plugin, "http")
     sink = Sink()
     pipe = Pipeline("incremental", plugin_manager=plugin_manager)
-    pipe.data_step("load", extractor={
-        "type": "http", "url": api.url("/pages"), "paginate": "page", "records_path": "data",
-        "page_size_param": "per_page", "page_size": 50,
-        "incremental": {"param": "updated_since", "field": "updated_at",
-                        "initial": make_record(99)["updated_at"]}}, outputs=[sink])
+    pipe.data_step(
+        "load",
+        extractor={
+            "type": "http",
+            "url": api.url("/pages"),
+            "paginate": "page",
+            "records_path": "data",
+            "page_size_param": "per_page",
+            "page_size": 50,
+            "incremental": {
+                "param": "updated_since",
+                "field": "updated_at",
+                "initial": make_record(99)["updated_at"],
+            },
+        },
+        outputs=[sink],
+    )
 
     first = pipe.run_sync()
     assert first.status is RunStatus.SUCCESS, first.errors
@@ -470,10 +625,14 @@ def test_incremental_cursor_goes_from_run_to_run(api, plugin_manager, register_p
 
 def test_incremental_state_does_not_move_when_the_run_fails(api):
     initial = make_record(0)["updated_at"]
-    extractor = http(url=api.url("/pages"), paginate="page", records_path="data",
-                     page_size_param="per_page", page_size=10,
-                     incremental={"param": "updated_since", "field": "updated_at",
-                                  "initial": initial})
+    extractor = http(
+        url=api.url("/pages"),
+        paginate="page",
+        records_path="data",
+        page_size_param="per_page",
+        page_size=10,
+        incremental={"param": "updated_since", "field": "updated_at", "initial": initial},
+    )
     api.script = {3: (404, {}, {"error": "gone"})}
     seen: list[dict] = []
 
@@ -489,8 +648,9 @@ def test_incremental_state_does_not_move_when_the_run_fails(api):
 
 
 def test_set_state_takes_a_previous_state_and_checks_it(api):
-    extractor = http(url=api.url("/list"), incremental={"param": "updated_since",
-                                                        "field": "updated_at"})
+    extractor = http(
+        url=api.url("/list"), incremental={"param": "updated_since", "field": "updated_at"}
+    )
     assert extractor.state is None  # no initial cursor yet
 
     extractor.set_state({"cursor": make_record(230)["updated_at"]})
@@ -505,54 +665,92 @@ def test_set_state_takes_a_previous_state_and_checks_it(api):
 # -- options ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"url": "http://h/x", "record_path": "data"},
-     "unknown option 'record_path'; did you mean 'records_path'?"),
-    ({"url": "http://h/x", "pagination": "page"}, "unknown option 'pagination'; did you mean "
-                                                  "'paginate'?"),
-    ({"records_path": "data"}, "the option 'url' is required"),
-    ({"url": "ftp://h/x"}, "url must be an http:// or https:// URL, got 'ftp://h/x'"),
-    ({"url": "http://u:pw@h/x"}, "url must not hold credentials"),
-    ({"url": "http://h/x", "paginate": "pages"},
-     "paginate must be one of none, page, offset, cursor, link, got 'pages'"),
-    ({"url": "http://h/x", "concurrency": "3"}, "concurrency must be an integer >= 1, got '3'"),
-    ({"url": "http://h/x", "retries": True}, "retries must be an integer >= 0, got True"),
-    ({"url": "http://h/x", "rate_limit": 0}, "rate_limit must be a number > 0"),
-    ({"url": "http://h/x", "timeout": "30"}, "timeout must be a number > 0"),
-    ({"url": "http://h/x", "max_body_bytes": 0}, "max_body_bytes must be an integer >= 1, got 0"),
-    ({"url": "http://h/x", "max_body_bytes": "64MiB"},
-     "max_body_bytes must be an integer >= 1, got '64MiB'"),
-    ({"url": "http://h/x", "format": "xml"}, "format must be one of json, jsonl, got 'xml'"),
-    ({"url": "http://h/x", "format": "jsonl", "records_path": "data"},
-     "records_path: only for format: json (a JSON Lines response is its records, one a line)"),
-    ({"url": "http://h/x", "format": "jsonl", "paginate": "cursor", "cursor_path": "next"},
-     "cursor_path: only for format: json"),
-    ({"url": "http://h/x", "params": {"q": {"a": 1}}}, "params['q'] must be a string, number"),
-    ({"url": "http://h/x", "headers": {"X-N": 1}}, "headers['X-N'] must be a string, got 1"),
-    ({"url": "http://h/x", "headers": ["X-N"]}, "headers must be a mapping with string keys"),
-    ({"url": "http://h/x", "method": "DELETE"}, "method must be one of GET, POST"),
-    ({"url": "http://h/x", "body": {"a": 1}}, "body is sent with method POST only"),
-    ({"url": "http://h/x", "method": "POST", "body": {"a": {1, 2}}}, "body must be JSON data"),
-    ({"url": "http://h/x", "records_path": "data..items"}, "has an empty key"),
-    ({"url": "http://h/x", "paginate": "cursor"}, "paginate: cursor needs cursor_path"),
-    ({"url": "http://h/x", "paginate": "page", "limit": 10},
-     "limit: only for paginate: offset (paginate is page)"),
-    ({"url": "http://h/x", "paginate": "page", "page_size_param": "n"},
-     "page_size_param needs page_size"),
-    ({"url": "http://h/x", "paginate": "page", "total_path": "total"},
-     "total_path needs page_size"),
-    ({"url": "http://h/x", "paginate": "link", "total_path": "total"},
-     "total_path goes with paginate: page or offset, not link"),
-    ({"url": "http://h/x", "auth": {"type": "oauth"}},
-     "auth.type must be one of bearer, basic, api_key, got 'oauth'"),
-    ({"url": "http://h/x", "auth": {"type": "bearer", "token": "abc"}},
-     "unknown option 'token'; did you mean 'token_env'?"),
-    ({"url": "http://h/x", "auth": {"type": "api_key", "key_env": "K", "header": "X",
-                                    "param": "k"}}, "takes 'header' or 'param', not both"),
-    ({"url": "http://h/x", "incremental": {"param": "since"}}, "incremental needs 'field'"),
-    ({"url": "http://h/x", "incremental": {"param": "since", "field": "t", "start": 1}},
-     "unknown option 'start'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"url": "http://h/x", "record_path": "data"},
+            "unknown option 'record_path'; did you mean 'records_path'?",
+        ),
+        (
+            {"url": "http://h/x", "pagination": "page"},
+            "unknown option 'pagination'; did you mean 'paginate'?",
+        ),
+        ({"records_path": "data"}, "the option 'url' is required"),
+        ({"url": "ftp://h/x"}, "url must be an http:// or https:// URL, got 'ftp://h/x'"),
+        ({"url": "http://u:pw@h/x"}, "url must not hold credentials"),
+        (
+            {"url": "http://h/x", "paginate": "pages"},
+            "paginate must be one of none, page, offset, cursor, link, got 'pages'",
+        ),
+        ({"url": "http://h/x", "concurrency": "3"}, "concurrency must be an integer >= 1, got '3'"),
+        ({"url": "http://h/x", "retries": True}, "retries must be an integer >= 0, got True"),
+        ({"url": "http://h/x", "rate_limit": 0}, "rate_limit must be a number > 0"),
+        ({"url": "http://h/x", "timeout": "30"}, "timeout must be a number > 0"),
+        (
+            {"url": "http://h/x", "max_body_bytes": 0},
+            "max_body_bytes must be an integer >= 1, got 0",
+        ),
+        (
+            {"url": "http://h/x", "max_body_bytes": "64MiB"},
+            "max_body_bytes must be an integer >= 1, got '64MiB'",
+        ),
+        ({"url": "http://h/x", "format": "xml"}, "format must be one of json, jsonl, got 'xml'"),
+        (
+            {"url": "http://h/x", "format": "jsonl", "records_path": "data"},
+            "records_path: only for format: json"
+            " (a JSON Lines response is its records, one a line)",
+        ),
+        (
+            {"url": "http://h/x", "format": "jsonl", "paginate": "cursor", "cursor_path": "next"},
+            "cursor_path: only for format: json",
+        ),
+        ({"url": "http://h/x", "params": {"q": {"a": 1}}}, "params['q'] must be a string, number"),
+        ({"url": "http://h/x", "headers": {"X-N": 1}}, "headers['X-N'] must be a string, got 1"),
+        ({"url": "http://h/x", "headers": ["X-N"]}, "headers must be a mapping with string keys"),
+        ({"url": "http://h/x", "method": "DELETE"}, "method must be one of GET, POST"),
+        ({"url": "http://h/x", "body": {"a": 1}}, "body is sent with method POST only"),
+        ({"url": "http://h/x", "method": "POST", "body": {"a": {1, 2}}}, "body must be JSON data"),
+        ({"url": "http://h/x", "records_path": "data..items"}, "has an empty key"),
+        ({"url": "http://h/x", "paginate": "cursor"}, "paginate: cursor needs cursor_path"),
+        (
+            {"url": "http://h/x", "paginate": "page", "limit": 10},
+            "limit: only for paginate: offset (paginate is page)",
+        ),
+        (
+            {"url": "http://h/x", "paginate": "page", "page_size_param": "n"},
+            "page_size_param needs page_size",
+        ),
+        (
+            {"url": "http://h/x", "paginate": "page", "total_path": "total"},
+            "total_path needs page_size",
+        ),
+        (
+            {"url": "http://h/x", "paginate": "link", "total_path": "total"},
+            "total_path goes with paginate: page or offset, not link",
+        ),
+        (
+            {"url": "http://h/x", "auth": {"type": "oauth"}},
+            "auth.type must be one of bearer, basic, api_key, got 'oauth'",
+        ),
+        (
+            {"url": "http://h/x", "auth": {"type": "bearer", "token": "abc"}},
+            "unknown option 'token'; did you mean 'token_env'?",
+        ),
+        (
+            {
+                "url": "http://h/x",
+                "auth": {"type": "api_key", "key_env": "K", "header": "X", "param": "k"},
+            },
+            "takes 'header' or 'param', not both",
+        ),
+        ({"url": "http://h/x", "incremental": {"param": "since"}}, "incremental needs 'field'"),
+        (
+            {"url": "http://h/x", "incremental": {"param": "since", "field": "t", "start": 1}},
+            "unknown option 'start'",
+        ),
+    ],
+)
 def test_bad_options_are_refused_with_a_clear_message(options, message):
     with pytest.raises(ValueError) as info:
         http(**options)
@@ -562,13 +760,17 @@ def test_bad_options_are_refused_with_a_clear_message(options, message):
 
 
 def test_describe_and_repr_name_the_source_without_secrets():
-    extractor = http(url="https://api.example.com/v1/items?token=abc&page=1",
-                     auth={"type": "api_key", "param": "appid", "key_env": "KEY_VAR"})
+    extractor = http(
+        url="https://api.example.com/v1/items?token=abc&page=1",
+        auth={"type": "api_key", "param": "appid", "key_env": "KEY_VAR"},
+    )
 
     assert extractor.describe() == "http GET https://api.example.com/v1/items?token=***&page=1"
-    assert repr(extractor) == ("<HttpExtractor 'http GET https://api.example.com/v1/items?"
-                               "token=***&page=1' paginate='none' auth='api_key ?appid from "
-                               "$KEY_VAR'>")
+    assert repr(extractor) == (
+        "<HttpExtractor 'http GET https://api.example.com/v1/items?"
+        "token=***&page=1' paginate='none' auth='api_key ?appid from "
+        "$KEY_VAR'>"
+    )
     assert "abc" not in repr(extractor)
 
 
@@ -611,9 +813,12 @@ def test_credential_headers_are_not_sent_to_another_host_on_a_redirect(monkeypat
         threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("API_KEY_FOR_TEST", SECRET)
-        batches, _ = collect(http(url=f"http://127.0.0.1:{home.server_port}/items",
-                                  auth={"type": "api_key", "header": "X-API-Key",
-                                        "key_env": "API_KEY_FOR_TEST"}))
+        batches, _ = collect(
+            http(
+                url=f"http://127.0.0.1:{home.server_port}/items",
+                auth={"type": "api_key", "header": "X-API-Key", "key_env": "API_KEY_FOR_TEST"},
+            )
+        )
     finally:
         for server in (other, home):
             server.shutdown()

@@ -25,14 +25,26 @@ SECRET = "0rigin-s3cret-5b1c"
 HEADER_SECRET = "hdr-s3cret-77aa"
 BASIC = "Basic " + base64.b64encode(f"ann:{SECRET}".encode()).decode()
 AUTHS = {  # auth option, and where the secret goes
-    "bearer": ({"type": "bearer", "token_env": "ORIGIN_SECRET"}, "authorization",
-               f"Bearer {SECRET}"),
-    "basic": ({"type": "basic", "username": "ann", "password_env": "ORIGIN_SECRET"},
-              "authorization", BASIC),
-    "api_key-header": ({"type": "api_key", "header": "X-API-Key", "key_env": "ORIGIN_SECRET"},
-                       "x-api-key", SECRET),
-    "api_key-param": ({"type": "api_key", "param": "appid", "key_env": "ORIGIN_SECRET"},
-                      "?appid", SECRET),
+    "bearer": (
+        {"type": "bearer", "token_env": "ORIGIN_SECRET"},
+        "authorization",
+        f"Bearer {SECRET}",
+    ),
+    "basic": (
+        {"type": "basic", "username": "ann", "password_env": "ORIGIN_SECRET"},
+        "authorization",
+        BASIC,
+    ),
+    "api_key-header": (
+        {"type": "api_key", "header": "X-API-Key", "key_env": "ORIGIN_SECRET"},
+        "x-api-key",
+        SECRET,
+    ),
+    "api_key-param": (
+        {"type": "api_key", "param": "appid", "key_env": "ORIGIN_SECRET"},
+        "?appid",
+        SECRET,
+    ),
 }
 HEADERS = {"X-Auth-Token": HEADER_SECRET, "Cookie": "session=from-config", "X-Client": "pipectl"}
 """The ``headers`` option: two credentials by their names, and a plain header."""
@@ -53,9 +65,11 @@ def redirect(location: str, **headers: str) -> Callable[[RawRequest], bytes]:
 
 def redirect_keeping_query(location: str, **headers: str) -> Callable[[RawRequest], bytes]:
     """A redirect to ``location`` with the query of the request, as many servers do."""
+
     def reply(request: RawRequest) -> bytes:
         query = request.target.partition("?")[2]
         return redirect(f"{location}?{query}" if query else location, **headers)(request)
+
     return reply
 
 
@@ -95,14 +109,18 @@ def credentials(request: RawRequest) -> dict[str, str]:
     """The credentials a request carried: headers, and the ``appid`` and ``api_token`` query
     parameters."""
     got = {name: request.headers[name] for name in CREDENTIAL_NAMES if name in request.headers}
-    got.update({f"?{name}": value for name, value in request.query.items()
-                if name in ("appid", "api_token")})
+    got.update(
+        {
+            f"?{name}": value
+            for name, value in request.query.items()
+            if name in ("appid", "api_token")
+        }
+    )
     return got
 
 
 @pytest.mark.parametrize("auth", list(AUTHS))
-def test_a_redirect_to_another_port_of_the_same_host_gets_no_credential(servers, secret_env,
-                                                                        auth):
+def test_a_redirect_to_another_port_of_the_same_host_gets_no_credential(servers, secret_env, auth):
     option, where, value = AUTHS[auth]
     other = servers({"/items": answer(b'[{"id": 1}]')})
     # the Location keeps the query (with a key in it), and the home server sets a cookie:
@@ -112,11 +130,14 @@ def test_a_redirect_to_another_port_of_the_same_host_gets_no_credential(servers,
     records = extract(home.url("/start"), auth=option, headers=HEADERS, params=PARAMS)
 
     assert records == [{"id": 1}]
-    sent_home, = home.requests
-    assert credentials(sent_home) == {where: value, "x-auth-token": HEADER_SECRET,
-                                      "cookie": "session=from-config",
-                                      "?api_token": PARAMS["api_token"]}
-    sent_other, = other.requests
+    (sent_home,) = home.requests
+    assert credentials(sent_home) == {
+        where: value,
+        "x-auth-token": HEADER_SECRET,
+        "cookie": "session=from-config",
+        "?api_token": PARAMS["api_token"],
+    }
+    (sent_other,) = other.requests
     assert credentials(sent_other) == {}  # query credentials are not carried over either
     assert sent_other.headers["x-client"] == "pipectl"  # plain headers and params are
     assert sent_other.query["day"] == "1"
@@ -149,8 +170,7 @@ def test_a_next_link_to_another_origin_gets_no_credential(servers, secret_env):
     assert credentials(other.requests[0]) == {}
 
 
-def test_a_401_after_a_redirect_to_another_origin_says_it_got_no_credentials(servers,
-                                                                             secret_env):
+def test_a_401_after_a_redirect_to_another_origin_says_it_got_no_credentials(servers, secret_env):
     other = servers({"/items": answer(b'{"error": "who are you"}', "401 Unauthorized")})
     home = servers({"/start": redirect(other.url("/items"))})
 
@@ -160,7 +180,8 @@ def test_a_401_after_a_redirect_to_another_origin_says_it_got_no_credentials(ser
     assert str(info.value) == (
         f"http GET {home.url('/start')}: HTTP 401 Unauthorized (check the credentials (auth); "
         f"redirected to {other.url('/items')}, another origin, which is sent no credentials); "
-        'the response starts with: {"error": "who are you"}')
+        'the response starts with: {"error": "who are you"}'
+    )
 
 
 @pytest.fixture
@@ -170,9 +191,28 @@ def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -180,11 +220,11 @@ def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("home_scheme", ["http", "https"])
-def test_a_redirect_to_the_other_scheme_gets_no_credential(servers, secret_env, tls,
-                                                           home_scheme):
+def test_a_redirect_to_the_other_scheme_gets_no_credential(servers, secret_env, tls, home_scheme):
     other = servers({"/items": answer(b'[{"id": 1}]')}, tls if home_scheme == "http" else None)
-    home = servers({"/start": redirect(other.url("/items"))},
-                   tls if home_scheme == "https" else None)
+    home = servers(
+        {"/start": redirect(other.url("/items"))}, tls if home_scheme == "https" else None
+    )
     assert home.base.startswith(f"{home_scheme}://")
 
     records = extract(home.url("/start"), auth=AUTHS["bearer"][0], headers=HEADERS)

@@ -29,16 +29,20 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _pipectl(*args: str, cwd: object = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PIPECTL, *args], capture_output=True, text=True, timeout=60,
-                          env=_env(**env), cwd=cwd)
+    return subprocess.run(
+        [*PIPECTL, *args], capture_output=True, text=True, timeout=60, env=_env(**env), cwd=cwd
+    )
 
 
 def test_importing_the_plugin_module_does_not_import_httpx():
-    code = ("import sys, pipectl_http.plugin; "
-            "print([m for m in ('httpx', 'httpcore', 'pipectl_http.extractor') "
-            "if m in sys.modules])")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env=_env())
+    code = (
+        "import sys, pipectl_http.plugin; "
+        "print([m for m in ('httpx', 'httpcore', 'pipectl_http.extractor') "
+        "if m in sys.modules])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env()
+    )
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -70,9 +74,12 @@ def _pipeline_file(tmp_path: Path, extract: dict[str, Any]) -> tuple[Path, Path]
     """A pipeline file of one data step, ``extract`` into a JSON Lines file."""
     out = tmp_path / "out" / "items.jsonl"
     file = tmp_path / "items.yaml"
-    pipeline = {"name": "items",
-                "steps": [{"name": "load", "extract": extract,
-                           "load": [{"type": "jsonl", "path": str(out)}]}]}
+    pipeline = {
+        "name": "items",
+        "steps": [
+            {"name": "load", "extract": extract, "load": [{"type": "jsonl", "path": str(out)}]}
+        ],
+    }
     file.write_text(yaml.safe_dump(pipeline, sort_keys=False), encoding="utf-8")
     return file, out
 
@@ -80,10 +87,20 @@ def _pipeline_file(tmp_path: Path, extract: dict[str, Any]) -> tuple[Path, Path]
 def test_a_pipeline_file_runs_the_http_extractor(api, tmp_path):
     api.require_headers = {"Authorization": f"Bearer {SECRET}"}
     api.fail_every = 5
-    file, out = _pipeline_file(tmp_path, {
-        "type": "http", "url": api.url("/pages"), "paginate": "page", "records_path": "data",
-        "page_size_param": "per_page", "page_size": 20, "concurrency": 2, "retry_delay": 0.01,
-        "auth": {"type": "bearer", "token_env": "ITEMS_API_TOKEN"}})
+    file, out = _pipeline_file(
+        tmp_path,
+        {
+            "type": "http",
+            "url": api.url("/pages"),
+            "paginate": "page",
+            "records_path": "data",
+            "page_size_param": "per_page",
+            "page_size": 20,
+            "concurrency": 2,
+            "retry_delay": 0.01,
+            "auth": {"type": "bearer", "token_env": "ITEMS_API_TOKEN"},
+        },
+    )
     assert "extract:\n    type: http\n" in file.read_text(encoding="utf-8")
 
     proc = _pipectl("run", str(file), "-v", cwd=tmp_path, ITEMS_API_TOKEN=SECRET)

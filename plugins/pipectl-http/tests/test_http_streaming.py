@@ -50,13 +50,21 @@ def ids(batches: list[list[dict]]) -> list[int]:
 
 
 def test_json_lines_pages_are_read_line_by_line(api):
-    api.script = {1: (200, {}, jsonl([make_record(i) for i in range(10)])),
-                  2: (200, {}, b"\r\n".join(json.dumps(make_record(i)).encode()
-                                            for i in range(10, 20)) + b"\r\n\n"),
-                  3: (200, {}, jsonl([make_record(i) for i in range(20, 23)]))}
+    api.script = {
+        1: (200, {}, jsonl([make_record(i) for i in range(10)])),
+        2: (
+            200,
+            {},
+            b"\r\n".join(json.dumps(make_record(i)).encode() for i in range(10, 20)) + b"\r\n\n",
+        ),
+        3: (200, {}, jsonl([make_record(i) for i in range(20, 23)])),
+    }
 
-    batches = batches_of(plugin.make_http_extractor(
-        url=api.url("/export"), format="jsonl", paginate="page", page_size=10))
+    batches = batches_of(
+        plugin.make_http_extractor(
+            url=api.url("/export"), format="jsonl", paginate="page", page_size=10
+        )
+    )
 
     assert ids(batches) == list(range(23))
     assert [r.query["page"] for r in api.requests] == ["1", "2", "3"]  # 3 is short: the last
@@ -72,7 +80,8 @@ def test_a_json_lines_line_that_is_not_json_is_an_error_naming_it(api):
     assert str(info.value).startswith(
         f"http GET {api.url('/export')}: HTTP 200: the response is not valid JSON Lines "
         "(line 2: Expecting ',' delimiter: line 1 column 9 (char 8); application/json); it "
-        'starts with: {"id": 1} {"id": 2 {"id": 3}')
+        'starts with: {"id": 1} {"id": 2 {"id": 3}'
+    )
 
 
 # -- JSON bodies of more than 1 MiB ----------------------------------------------------------
@@ -88,9 +97,15 @@ def test_the_cursor_of_a_big_page_is_read_beside_its_streamed_records(api, meta_
     api.script = {n + 1: (200, {}, page(n)) for n in range(3)}
     assert len(json.dumps(page(0))) > 2**20
 
-    batches = batches_of(plugin.make_http_extractor(
-        url=api.url("/cursor"), paginate="cursor", records_path="items",
-        cursor_path="meta.next", batch_size=500))
+    batches = batches_of(
+        plugin.make_http_extractor(
+            url=api.url("/cursor"),
+            paginate="cursor",
+            records_path="items",
+            cursor_path="meta.next",
+            batch_size=500,
+        )
+    )
 
     assert ids(batches) == list(range(6000))
     assert [len(b) for b in batches] == [500] * 12
@@ -100,9 +115,17 @@ def test_the_cursor_of_a_big_page_is_read_beside_its_streamed_records(api, meta_
 def test_total_path_after_the_streamed_records_of_big_pages(api):
     api.records = [padded(i) for i in range(5000)]  # pages {"data": [...], "total": 5000}
 
-    batches = batches_of(plugin.make_http_extractor(
-        url=api.url("/pages"), paginate="page", records_path="data", page_size_param="per_page",
-        page_size=2000, total_path="total", concurrency=3))
+    batches = batches_of(
+        plugin.make_http_extractor(
+            url=api.url("/pages"),
+            paginate="page",
+            records_path="data",
+            page_size_param="per_page",
+            page_size=2000,
+            total_path="total",
+            concurrency=3,
+        )
+    )
 
     assert ids(batches) == list(range(5000))
     assert sorted(r.query["page"] for r in api.requests) == ["1", "2", "3"]
@@ -112,27 +135,44 @@ def test_a_wrong_records_path_in_a_big_body_is_the_same_clear_error(api):
     api.records = [padded(i) for i in range(3000)]  # {"data": {"items": [...]}, "meta": ...}
 
     with pytest.raises(HttpExtractorError) as info:
-        batches_of(plugin.make_http_extractor(url=api.url("/wrapped"),
-                                              records_path="data.itemz"))
+        batches_of(plugin.make_http_extractor(url=api.url("/wrapped"), records_path="data.itemz"))
 
-    assert str(info.value) == (f"http GET {api.url('/wrapped')}: HTTP 200: records_path "
-                               "'data.itemz' does not lead to a list of records: 'data' has no "
-                               "key 'itemz' (its keys: items)")
+    assert str(info.value) == (
+        f"http GET {api.url('/wrapped')}: HTTP 200: records_path "
+        "'data.itemz' does not lead to a list of records: 'data' has no "
+        "key 'itemz' (its keys: items)"
+    )
 
 
 def test_a_streamed_body_gives_the_values_json_loads_gives(raw):
     """Awkward values, cut into pieces of 997 bytes at any place (within a number, a string or
     a multi-byte character), give exactly what ``json.loads`` gives."""
-    tricky = [{"id": i, "s": 'a"b]}\\[,{ ', "u": "é€😀" * (i % 5), "big": 2**70 + i,
-               "f": -1.5e-7 * i, "t": True, "z": None, "l": [1, [2, {"x": "]"}]], "e": {},
-               "ea": []} for i in range(6000)]
-    body = json.dumps({"a": {"before": [1, {"b": 2}], "b": tricky, "after": {"next": "n"}},
-                      "z": "end"}, ensure_ascii=False, indent=1).encode()
+    tricky = [
+        {
+            "id": i,
+            "s": 'a"b]}\\[,{ ',
+            "u": "é€😀" * (i % 5),
+            "big": 2**70 + i,
+            "f": -1.5e-7 * i,
+            "t": True,
+            "z": None,
+            "l": [1, [2, {"x": "]"}]],
+            "e": {},
+            "ea": [],
+        }
+        for i in range(6000)
+    ]
+    body = json.dumps(
+        {"a": {"before": [1, {"b": 2}], "b": tricky, "after": {"next": "n"}}, "z": "end"},
+        ensure_ascii=False,
+        indent=1,
+    ).encode()
     assert len(body) > 2**20
-    server = raw(streamed(lambda: (body[i:i + 997] for i in range(0, len(body), 997))))
+    server = raw(streamed(lambda: (body[i : i + 997] for i in range(0, len(body), 997))))
 
-    batches = batches_of(plugin.make_http_extractor(url=server.url("/doc"), records_path="a.b",
-                                                    batch_size=1000))
+    batches = batches_of(
+        plugin.make_http_extractor(url=server.url("/doc"), records_path="a.b", batch_size=1000)
+    )
 
     assert [r for batch in batches for r in batch] == json.loads(body)["a"]["b"]
 
@@ -140,8 +180,9 @@ def test_a_streamed_body_gives_the_values_json_loads_gives(raw):
 def test_a_list_index_in_records_path_reads_a_big_body_whole(api):
     api.script = {1: (200, {}, {"results": [{"rows": [padded(i) for i in range(3000)]}]})}
 
-    batches = batches_of(plugin.make_http_extractor(url=api.url("/x"),
-                                                    records_path="results.0.rows"))
+    batches = batches_of(
+        plugin.make_http_extractor(url=api.url("/x"), records_path="results.0.rows")
+    )
 
     assert ids(batches) == list(range(3000))
 
@@ -149,14 +190,15 @@ def test_a_list_index_in_records_path_reads_a_big_body_whole(api):
 # -- records passed on before the body has ended -----------------------------------------------
 
 
-def _held_back(first: bytes, rest: bytes, released: threading.Event,
-               sent: threading.Event) -> Any:
+def _held_back(first: bytes, rest: bytes, released: threading.Event, sent: threading.Event) -> Any:
     """Sends ``first``, then ``rest`` only once ``released`` (or after 30 s)."""
+
     def parts() -> Iterator[bytes]:
         yield first
         released.wait(30)
         sent.set()
         yield rest
+
     return streamed(parts)
 
 
@@ -177,8 +219,9 @@ def test_the_first_records_are_passed_on_before_the_body_has_ended(raw, form):
         early.append(not sent.is_set())
         released.set()
 
-    batches = batches_of(plugin.make_http_extractor(url=server.url("/big"), batch_size=100,
-                                                    **options), on_batch)
+    batches = batches_of(
+        plugin.make_http_extractor(url=server.url("/big"), batch_size=100, **options), on_batch
+    )
 
     assert ids(batches) == list(range(4000))
     assert early[0]  # the first batch came while the server held the rest back
@@ -197,8 +240,11 @@ def test_a_body_that_fails_before_its_first_records_are_passed_on_is_retried(raw
     server = raw(_cut_short)
 
     with pytest.raises(HttpExtractorError) as info:
-        batches_of(plugin.make_http_extractor(url=server.url("/x"), format="jsonl", retries=2,
-                                              retry_delay=0.01))
+        batches_of(
+            plugin.make_http_extractor(
+                url=server.url("/x"), format="jsonl", retries=2, retry_delay=0.01
+            )
+        )
 
     assert "RemoteProtocolError" in str(info.value)
     assert "gave up after 3 attempt(s) (retries=2)" in str(info.value)
@@ -210,13 +256,19 @@ def test_a_body_that_fails_after_records_were_passed_on_is_not_retried(raw):
     passed: list[dict] = []
 
     with pytest.raises(HttpExtractorError) as info:
-        batches_of(plugin.make_http_extractor(url=server.url("/x"), format="jsonl", retries=2,
-                                              batch_size=2), passed.extend)
+        batches_of(
+            plugin.make_http_extractor(
+                url=server.url("/x"), format="jsonl", retries=2, batch_size=2
+            ),
+            passed.extend,
+        )
 
     assert [r["id"] for r in passed] == [0, 1, 2, 3]
     message = str(info.value)
     assert message.startswith(f"http GET {server.url('/x')}: RemoteProtocolError: ")
-    assert message.endswith(", after 4 record(s) of the response were passed on (a response "
-                            "that fails midway is not retried; the step's own retries start "
-                            "the extraction again)")
+    assert message.endswith(
+        ", after 4 record(s) of the response were passed on (a response "
+        "that fails midway is not retried; the step's own retries start "
+        "the extraction again)"
+    )
     assert len(server.requests) == 1

@@ -34,25 +34,41 @@ import psycopg
 from psycopg import sql
 
 BATCH = 10_000
-COLUMNS = {"id": "bigint", "name": "text", "value": "double precision", "ts": "timestamptz",
-           "flag": "boolean"}
+COLUMNS = {
+    "id": "bigint",
+    "name": "text",
+    "value": "double precision",
+    "ts": "timestamptz",
+    "flag": "boolean",
+}
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def generate(n: int) -> Iterator[list[dict[str, Any]]]:
     """``n`` records, in batches of ``BATCH``."""
     for start in range(0, n, BATCH):
-        yield [{"id": i, "name": f"name-{i % 997}", "value": i * 0.25,
-                "ts": EPOCH + timedelta(seconds=i), "flag": i % 3 == 0}
-               for i in range(start, min(n, start + BATCH))]
+        yield [
+            {
+                "id": i,
+                "name": f"name-{i % 997}",
+                "value": i * 0.25,
+                "ts": EPOCH + timedelta(seconds=i),
+                "flag": i % 3 == 0,
+            }
+            for i in range(start, min(n, start + BATCH))
+        ]
 
 
 def hand_written(dsn: str, schema: str, table: str, n: int) -> None:
     """The baseline: one connection, one COPY, one commit."""
     target = sql.Identifier(schema, table)
     with psycopg.connect(dsn) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (id bigint, name text, value double precision,"
-                             " ts timestamptz, flag boolean)").format(target))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id bigint, name text, value double precision,"
+                " ts timestamptz, flag boolean)"
+            ).format(target)
+        )
         copy_sql = sql.SQL("COPY {} (id, name, value, ts, flag) FROM STDIN").format(target)
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
             for batch in generate(n):
@@ -73,10 +89,21 @@ def with_pipectl(dsn: str, schema: str, table: str, n: int) -> None:
     if record.status != "loaded":
         raise SystemExit(f"the postgres plugin did not load: {record.error}")
     pipe = Pipeline("load-copy", plugin_manager=pm)
-    pipe.data_step("load", batch_size=BATCH,
-                   extractor={"type": "python", "function": generate, "args": {"n": n}},
-                   outputs=[{"type": "postgres", "dsn": dsn, "schema": schema, "table": table,
-                             "columns": COLUMNS, "mode": "append"}])
+    pipe.data_step(
+        "load",
+        batch_size=BATCH,
+        extractor={"type": "python", "function": generate, "args": {"n": n}},
+        outputs=[
+            {
+                "type": "postgres",
+                "dsn": dsn,
+                "schema": schema,
+                "table": table,
+                "columns": COLUMNS,
+                "mode": "append",
+            }
+        ],
+    )
     run = pipe.run_sync()
     if not run.ok:
         raise SystemExit(f"the pipectl load failed: {run.errors}")
@@ -84,8 +111,9 @@ def with_pipectl(dsn: str, schema: str, table: str, n: int) -> None:
 
 def count(dsn: str, schema: str, table: str) -> int:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(schema, table))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+        ).fetchone()
     return row[0] if row else 0
 
 
@@ -93,8 +121,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records per load")
     parser.add_argument("--rounds", type=int, default=3, help="loads of each variant")
-    parser.add_argument("--dsn", default=os.environ.get("PIPECTL_TEST_POSTGRES_DSN"),
-                        help="PostgreSQL DSN (default: $PIPECTL_TEST_POSTGRES_DSN)")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("PIPECTL_TEST_POSTGRES_DSN"),
+        help="PostgreSQL DSN (default: $PIPECTL_TEST_POSTGRES_DSN)",
+    )
     args = parser.parse_args()
     if not args.dsn:
         parser.error("give --dsn or set PIPECTL_TEST_POSTGRES_DSN")
@@ -119,8 +150,10 @@ def main() -> None:
                     admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, table)))
         finally:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    print(f"{n:,} records x {args.rounds} rounds; Python {sys.version.split()[0]}, psycopg "
-          f"{psycopg.__version__}, PostgreSQL {server // 10000}.{server % 10000}")
+    print(
+        f"{n:,} records x {args.rounds} rounds; Python {sys.version.split()[0]}, psycopg "
+        f"{psycopg.__version__}, PostgreSQL {server // 10000}.{server % 10000}"
+    )
     print(f"{'variant':<14}{'best rec/s':>14}{'median rec/s':>16}")
     rates = {}
     for name, times in seconds.items():

@@ -33,8 +33,10 @@ def pg_dsn() -> str:
     """The DSN of the test server."""
     dsn = os.environ.get(DSN_VARIABLE)
     if not dsn:
-        pytest.skip(f"{DSN_VARIABLE} is not set: set it to the DSN of a PostgreSQL server "
-                    "(postgresql://user@host:5432/dbname) to run the tests that need one")
+        pytest.skip(
+            f"{DSN_VARIABLE} is not set: set it to the DSN of a PostgreSQL server "
+            "(postgresql://user@host:5432/dbname) to run the tests that need one"
+        )
     return dsn
 
 
@@ -133,6 +135,7 @@ def columns(pg: psycopg.Connection[Any], schema: str) -> Callable[[str], list[tu
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
             " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
             " ORDER BY a.attnum",
-            (sql.Identifier(schema, table).as_string(pg),)).fetchall()
+            (sql.Identifier(schema, table).as_string(pg),),
+        ).fetchall()
 
     return fetch

@@ -36,18 +36,19 @@ PIPELINE = textwrap.dedent("""
 """)
 
 POINTS = [
-    "data.mid-write:25",          # half of the 50 batch writes done
-    "output.mid-commit:4",        # inside the first PostgreSQL output's commit
-    "data.between-commits:3",     # file and SQLite committed, PostgreSQL not yet
-    "data.between-commits:4",     # one PostgreSQL output committed, the other not
-    "data.after-commits",         # all committed, the step's result not recorded yet
-    "tracker.after-row",          # the step's success row committed
+    "data.mid-write:25",  # half of the 50 batch writes done
+    "output.mid-commit:4",  # inside the first PostgreSQL output's commit
+    "data.between-commits:3",  # file and SQLite committed, PostgreSQL not yet
+    "data.between-commits:4",  # one PostgreSQL output committed, the other not
+    "data.after-commits",  # all committed, the step's result not recorded yet
+    "tracker.after-row",  # the step's success row committed
 ]
 
 
 @pytest.fixture
 def project(tmp_path, schema, pg_dsn):
     """A folder with the source and the pipeline file; returns (folder, env, write_source)."""
+
     def write_source(ids) -> None:
         with open(tmp_path / "source.csv", "a", encoding="utf-8") as f:
             if f.tell() == 0:
@@ -55,8 +56,11 @@ def project(tmp_path, schema, pg_dsn):
             f.writelines(f"{i},name-{i}\n" for i in ids)
 
     def configure(incremental: bool) -> None:
-        (tmp_path / "pipeline.yaml").write_text(PIPELINE.format(
-            schema=schema, incremental=", incremental: {column: id}" if incremental else ""))
+        (tmp_path / "pipeline.yaml").write_text(
+            PIPELINE.format(
+                schema=schema, incremental=", incremental: {column: id}" if incremental else ""
+            )
+        )
 
     return tmp_path, {"CRASH_DSN": pg_dsn}, write_source, configure
 
@@ -64,15 +68,24 @@ def project(tmp_path, schema, pg_dsn):
 def pipectl(folder, env, *args: str) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "pipectl.cli", *args], cwd=folder,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pipectl.cli", *args],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def ids_in(folder, pg, schema) -> dict[str, list[int]]:
     path = folder / "out" / "records.jsonl"
-    out = {"file": [json.loads(line)["id"] for line in path.read_text().splitlines()]
-           if path.exists() else []}
+    out = {
+        "file": [json.loads(line)["id"] for line in path.read_text().splitlines()]
+        if path.exists()
+        else []
+    }
     with sqlite3.connect(folder / "out" / "db.sqlite") as conn:
         for table in ("appended", "keyed"):
             try:
@@ -80,10 +93,19 @@ def ids_in(folder, pg, schema) -> dict[str, list[int]]:
             except sqlite3.OperationalError:
                 out[f"sqlite {table}"] = []
     for table in ("appended", "keyed"):
-        exists = pg.execute("SELECT to_regclass(%s)", (
-            sql.Identifier(schema, table).as_string(pg),)).fetchone()[0]
-        out[f"postgres {table}"] = [r[0] for r in pg.execute(sql.SQL("SELECT id FROM {}").format(
-            sql.Identifier(schema, table)))] if exists else []
+        exists = pg.execute(
+            "SELECT to_regclass(%s)", (sql.Identifier(schema, table).as_string(pg),)
+        ).fetchone()[0]
+        out[f"postgres {table}"] = (
+            [
+                r[0]
+                for r in pg.execute(
+                    sql.SQL("SELECT id FROM {}").format(sql.Identifier(schema, table))
+                )
+            ]
+            if exists
+            else []
+        )
     return out
 
 
@@ -92,12 +114,14 @@ def assert_exactly_once(held: dict[str, list[int]], expected: list[int]) -> None
         missing = len(set(expected) - set(ids))
         twice = len(ids) - len(set(ids))
         assert (missing, twice, sorted(ids)) == (0, 0, expected), (
-            f"output {output}: {missing} missing, {twice} written twice, {len(ids)} held")
+            f"output {output}: {missing} missing, {twice} written twice, {len(ids)} held"
+        )
 
 
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_at_each_point_then_resumed_every_output_holds_each_record_once(
-        project, pg, schema, point):
+    project, pg, schema, point
+):
     folder, env, write_source, configure = project
     configure(incremental=False)
     write_source(range(N))

@@ -18,8 +18,9 @@ CTX = DataContext("load", {}, "fail", None, None)
 
 def test_guarantee_follows_the_mode(registries):
     def make(**options):
-        return registries.outputs.create("postgres", dsn="postgresql://u@h/db", table="t",
-                                         **options)
+        return registries.outputs.create(
+            "postgres", dsn="postgresql://u@h/db", table="t", **options
+        )
 
     assert make().mode == "append" and make().guarantee == "transactional"
     assert make(mode="replace").guarantee == "transactional"
@@ -29,8 +30,9 @@ def test_guarantee_follows_the_mode(registries):
 
 
 def test_the_password_is_never_shown(registries, monkeypatch):
-    out = registries.outputs.create("postgres", table="t", schema="s",
-                                    dsn="postgresql://loader:s3cr3t@db.example:6543/sales")
+    out = registries.outputs.create(
+        "postgres", table="t", schema="s", dsn="postgresql://loader:s3cr3t@db.example:6543/sales"
+    )
     assert out.describe() == "postgres loader@db.example:6543/sales table s.t"
     monkeypatch.setenv("SALES_DSN", "host=db.example user=loader password=s3cr3t dbname=sales")
     out = registries.outputs.create("postgres", table="t", dsn_env="SALES_DSN")
@@ -44,8 +46,9 @@ def test_cannot_connect_names_host_port_and_database_not_the_password(registries
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = registries.outputs.create("postgres", table="t",
-                                    dsn=f"postgresql://loader:s3cr3t@127.0.0.1:{port}/sales")
+    out = registries.outputs.create(
+        "postgres", table="t", dsn=f"postgresql://loader:s3cr3t@127.0.0.1:{port}/sales"
+    )
     with pytest.raises(ConnectionError) as info:
         out.open(CTX)
     message = str(info.value)
@@ -58,43 +61,94 @@ def test_cannot_connect_names_host_port_and_database_not_the_password(registries
 # -- creating the table ------------------------------------------------------------------------
 
 
-def test_creates_the_table_from_columns_with_the_key_as_primary_key(make_output, load, rows,
-                                                                    columns, pg, schema):
-    cols = {"id": "bigint", "name": "varchar(20)", "price": "numeric(10, 2)",
-            "tags": "text[]", "at": "timestamp(3) with time zone"}
+def test_creates_the_table_from_columns_with_the_key_as_primary_key(
+    make_output, load, rows, columns, pg, schema
+):
+    cols = {
+        "id": "bigint",
+        "name": "varchar(20)",
+        "price": "numeric(10, 2)",
+        "tags": "text[]",
+        "at": "timestamp(3) with time zone",
+    }
     load(make_output(columns=cols, key="id"), [{"id": 1, "name": "a", "ignored": 1}, {"id": 2}])
-    assert columns("t") == [("id", "bigint"), ("name", "character varying(20)"),
-                            ("price", "numeric(10,2)"), ("tags", "text[]"),
-                            ("at", "timestamp(3) with time zone")]
+    assert columns("t") == [
+        ("id", "bigint"),
+        ("name", "character varying(20)"),
+        ("price", "numeric(10,2)"),
+        ("tags", "text[]"),
+        ("at", "timestamp(3) with time zone"),
+    ]
     assert rows("t", "id") == [(1, "a", None, None, None), (2, None, None, None, None)]
-    pk = pg.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint"
-                    " WHERE conrelid = %s::regclass AND contype = 'p'", (f"{schema}.t",)).fetchall()
+    pk = pg.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND contype = 'p'",
+        (f"{schema}.t",),
+    ).fetchall()
     assert pk == [("PRIMARY KEY (id)",)]
 
 
-def test_creates_the_table_from_the_first_batch_with_inferred_types(make_output, load, rows,
-                                                                    columns):
+def test_creates_the_table_from_the_first_batch_with_inferred_types(
+    make_output, load, rows, columns
+):
     at = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
     uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
-    first = [{"i": 1, "f": None, "s": "x", "nothing": None},
-             {"i": 2, "f": 2.5, "b": True, "raw": b"\x00\xff", "doc": {"a": [1, 2]},
-              "items": [1, "x"], "n": Decimal("1.10"), "at": at,
-              "local": datetime(2026, 1, 2, 3, 4), "day": date(2026, 1, 2), "uid": uid}]
+    first = [
+        {"i": 1, "f": None, "s": "x", "nothing": None},
+        {
+            "i": 2,
+            "f": 2.5,
+            "b": True,
+            "raw": b"\x00\xff",
+            "doc": {"a": [1, 2]},
+            "items": [1, "x"],
+            "n": Decimal("1.10"),
+            "at": at,
+            "local": datetime(2026, 1, 2, 3, 4),
+            "day": date(2026, 1, 2),
+            "uid": uid,
+        },
+    ]
     load(make_output(), first, [{"i": 3, "s": "y", "later": "ignored", "doc": '{"text": 1}'}])
     assert columns("t") == [
-        ("i", "bigint"), ("f", "double precision"), ("s", "text"), ("nothing", "text"),
-        ("b", "boolean"), ("raw", "bytea"), ("doc", "jsonb"), ("items", "jsonb"),
-        ("n", "numeric"), ("at", "timestamp with time zone"),
-        ("local", "timestamp without time zone"), ("day", "date"), ("uid", "uuid")]
+        ("i", "bigint"),
+        ("f", "double precision"),
+        ("s", "text"),
+        ("nothing", "text"),
+        ("b", "boolean"),
+        ("raw", "bytea"),
+        ("doc", "jsonb"),
+        ("items", "jsonb"),
+        ("n", "numeric"),
+        ("at", "timestamp with time zone"),
+        ("local", "timestamp without time zone"),
+        ("day", "date"),
+        ("uid", "uuid"),
+    ]
     assert rows("t", "i") == [
         (1, None, "x", None, None, None, None, None, None, None, None, None, None),
-        (2, 2.5, None, None, True, b"\x00\xff", {"a": [1, 2]}, [1, "x"], Decimal("1.10"), at,
-         datetime(2026, 1, 2, 3, 4), date(2026, 1, 2), uid),
-        (3, None, "y", None, None, None, {"text": 1}, None, None, None, None, None, None)]
+        (
+            2,
+            2.5,
+            None,
+            None,
+            True,
+            b"\x00\xff",
+            {"a": [1, 2]},
+            [1, "x"],
+            Decimal("1.10"),
+            at,
+            datetime(2026, 1, 2, 3, 4),
+            date(2026, 1, 2),
+            uid,
+        ),
+        (3, None, "y", None, None, None, {"text": 1}, None, None, None, None, None, None),
+    ]
 
 
-def test_without_schema_the_table_goes_to_the_current_schema(make_output, load, rows, pg_dsn,
-                                                             schema):
+def test_without_schema_the_table_goes_to_the_current_schema(
+    make_output, load, rows, pg_dsn, schema
+):
     dsn = psycopg.conninfo.make_conninfo(pg_dsn, options=f"-csearch_path={schema}")
     out = make_output(dsn=dsn, schema=None)
     assert out.describe().endswith(" table t")
@@ -103,8 +157,11 @@ def test_without_schema_the_table_goes_to_the_current_schema(make_output, load, 
 
 
 def test_a_missing_table_is_an_error_with_create_false(make_output, load):
-    with pytest.raises(ValueError, match=r"table pipectl_test_\w+\.t does not exist \(and "
-                                         r"create is false\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"table pipectl_test_\w+\.t does not exist \(and "
+        r"create is false\)",
+    ):
         load(make_output(create=False), [{"a": 1}])
 
 
@@ -117,10 +174,14 @@ def test_append_adds_rows_run_after_run(make_output, load, rows):
     assert rows("t", "a") == [(1, "x"), (2, None), (3, "z")]
 
 
-def test_an_existing_table_keeps_defaults_of_columns_not_written(make_output, load, rows, pg,
-                                                                 schema):
-    pg.execute(sql.SQL("CREATE TABLE {} (a int, b text, c text DEFAULT 'dflt')").format(
-        sql.Identifier(schema, "t")))
+def test_an_existing_table_keeps_defaults_of_columns_not_written(
+    make_output, load, rows, pg, schema
+):
+    pg.execute(
+        sql.SQL("CREATE TABLE {} (a int, b text, c text DEFAULT 'dflt')").format(
+            sql.Identifier(schema, "t")
+        )
+    )
     load(make_output(), [{"a": 1, "zzz": 0}])  # every column written: c is NULL
     load(make_output(columns={"a": "int"}), [{"a": 2, "b": "ignored"}])  # only a
     assert rows("t", "a") == [(1, None, None), (2, None, "dflt")]
@@ -129,27 +190,37 @@ def test_an_existing_table_keeps_defaults_of_columns_not_written(make_output, lo
 def test_columns_missing_from_an_existing_table_are_an_error_at_open(make_output, load):
     load(make_output(columns={"a": "int"}))
     out = make_output(columns={"a": "int", "b": "text", "c": "text"})
-    with pytest.raises(ValueError, match=r"table pipectl_test_\w+\.t has no column\(s\) "
-                                         r"\['b', 'c'\] \(its columns: \['a'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"table pipectl_test_\w+\.t has no column\(s\) "
+        r"\['b', 'c'\] \(its columns: \['a'\]\)",
+    ):
         out.open(CTX)
     out.close()
     load(make_output(), [{"a": 1}])  # the failed open left no lock behind
 
 
 def test_upsert_twice_the_last_record_of_each_key_wins(make_output, load, rows):
-    load(make_output(key="id"),
-         [{"id": 1, "v": "a", "n": 1}, {"id": 2, "v": "b", "n": 2}, {"id": 1, "v": "c", "n": 3}],
-         [{"id": 2, "v": "d", "n": 4}, {"id": 3, "v": "e", "n": 5}, {"id": 3, "v": "f", "n": 6}])
+    load(
+        make_output(key="id"),
+        [{"id": 1, "v": "a", "n": 1}, {"id": 2, "v": "b", "n": 2}, {"id": 1, "v": "c", "n": 3}],
+        [{"id": 2, "v": "d", "n": 4}, {"id": 3, "v": "e", "n": 5}, {"id": 3, "v": "f", "n": 6}],
+    )
     assert rows("t", "id") == [(1, "c", 3), (2, "d", 4), (3, "f", 6)]
-    load(make_output(key="id"), [{"id": 3, "v": "g", "n": 7}, {"id": 4, "v": "h", "n": 8}],
-         [{"id": 4, "v": "i", "n": 9}])
+    load(
+        make_output(key="id"),
+        [{"id": 3, "v": "g", "n": 7}, {"id": 4, "v": "h", "n": 8}],
+        [{"id": 4, "v": "i", "n": 9}],
+    )
     assert rows("t", "id") == [(1, "c", 3), (2, "d", 4), (3, "g", 7), (4, "i", 9)]
 
 
 def test_upsert_with_a_composite_key_or_only_key_columns(make_output, load, rows):
     cols = {"a": "int", "b": "text", "v": "double precision"}
-    load(make_output(columns=cols, key=["a", "b"]),
-         [{"a": 1, "b": "x", "v": 1.0}, {"a": 1, "b": "y", "v": 2.0}, {"a": 1, "b": "x", "v": 3.0}])
+    load(
+        make_output(columns=cols, key=["a", "b"]),
+        [{"a": 1, "b": "x", "v": 1.0}, {"a": 1, "b": "y", "v": 2.0}, {"a": 1, "b": "x", "v": 3.0}],
+    )
     assert rows("t", "b") == [(1, "x", 3.0), (1, "y", 2.0)]
     load(make_output(table="k", key="a"), [{"a": 1}, {"a": 1}])
     load(make_output(table="k", key="a"), [{"a": 1}, {"a": 2}])  # nothing to update: DO NOTHING
@@ -204,12 +275,16 @@ def test_replace_swaps_the_rows_atomically(make_output, load, rows, pg_dsn, sche
 @pytest.mark.parametrize("mode", ["append", "replace", "upsert"])
 def test_a_failure_mid_copy_leaves_the_table_exactly_as_it_was(make_output, load, rows, mode):
     cols = {"id": "bigint", "name": "text", "qty": "int"}
-    load(make_output(columns=cols, key="id", mode="upsert"),
-         [{"id": i, "name": f"n{i}", "qty": i} for i in range(100)])
+    load(
+        make_output(columns=cols, key="id", mode="upsert"),
+        [{"id": i, "name": f"n{i}", "qty": i} for i in range(100)],
+    )
     before = rows("t", "id")
     first = 50 if mode == "upsert" else 100  # upsert: existing keys too; append: new ones
-    good = [[{"id": i, "name": f"new{i}", "qty": 0} for i in range(n, n + 50)]
-            for n in (first, first + 50)]
+    good = [
+        [{"id": i, "name": f"new{i}", "qty": 0} for i in range(n, n + 50)]
+        for n in (first, first + 50)
+    ]
     bad = [{"id": 300, "name": "x", "qty": 1}, {"id": 301, "name": "y", "qty": "many"}]
     with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="many"):
         load(make_output(key="id", mode=mode), *good, bad)
@@ -222,8 +297,9 @@ def test_abort_drops_a_table_the_attempt_created(make_output, rows, pg, schema):
     out.write([{"a": 1}])
     out.abort()
     out.close()
-    assert pg.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s",
-                      (schema,)).fetchone() == (0,)
+    assert pg.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
+    ).fetchone() == (0,)
 
 
 def test_close_is_safe_in_any_state_and_the_object_serves_a_new_attempt(make_output, load, rows):
@@ -241,8 +317,7 @@ def test_close_is_safe_in_any_state_and_the_object_serves_a_new_attempt(make_out
 
 def test_calls_can_come_from_different_threads(make_output, rows):
     out = make_output()
-    for call in (lambda: out.open(CTX), lambda: out.write([{"a": 1}]), out.commit,
-                 out.close):
+    for call in (lambda: out.open(CTX), lambda: out.write([{"a": 1}]), out.commit, out.close):
         thread = threading.Thread(target=call)
         thread.start()
         thread.join()
@@ -260,20 +335,28 @@ def test_write_before_open_is_an_error(registries):
 HOSTILE = ["orders; DROP TABLE victims; --", 'x" ; drop table y; --', 'my "odd" table', "select"]
 
 
-def test_hostile_table_and_column_names_are_quoted_never_executed(make_output, load, rows, pg,
-                                                                  schema):
-    pg.execute(sql.SQL("CREATE TABLE {} (v int); INSERT INTO {} VALUES (1)").format(
-        sql.Identifier(schema, "victims"), sql.Identifier(schema, "victims")))
+def test_hostile_table_and_column_names_are_quoted_never_executed(
+    make_output, load, rows, pg, schema
+):
+    pg.execute(
+        sql.SQL("CREATE TABLE {} (v int); INSERT INTO {} VALUES (1)").format(
+            sql.Identifier(schema, "victims"), sql.Identifier(schema, "victims")
+        )
+    )
     column = 'v"); DROP TABLE victims; --'
     for name in HOSTILE:
         load(make_output(table=name), [{column: 1, "select": "s"}])
         load(make_output(table=name, key=column, mode="replace"), [{column: 2, "select": "t"}])
-        load(make_output(table=name + "-upsert", key=column),
-             [{column: 3, "select": "u"}, {column: 3, "select": "w"}])
-    tables = pg.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1",
-                        (schema,)).fetchall()
+        load(
+            make_output(table=name + "-upsert", key=column),
+            [{column: 3, "select": "u"}, {column: 3, "select": "w"}],
+        )
+    tables = pg.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
+    ).fetchall()
     assert sorted(t for (t,) in tables) == sorted(
-        ["victims", *HOSTILE, *(n + "-upsert" for n in HOSTILE)])
+        ["victims", *HOSTILE, *(n + "-upsert" for n in HOSTILE)]
+    )
     assert rows("victims") == [(1,)]
     for name in HOSTILE:
         assert rows(name) == [(2, "t")]
@@ -282,15 +365,33 @@ def test_hostile_table_and_column_names_are_quoted_never_executed(make_output, l
 
 def test_sql_types_cannot_inject(registries):
     def make(sql_type):
-        return registries.outputs.create("postgres", dsn="postgresql://u@h/db", table="t",
-                                         columns={"a": sql_type})
+        return registries.outputs.create(
+            "postgres", dsn="postgresql://u@h/db", table="t", columns={"a": sql_type}
+        )
 
-    for bad in ["text); DROP TABLE t; --", "text DEFAULT 'x'", "int -- c", "int, b int", "",
-                "int; drop", "text COLLATE \"C\"", 3]:
+    for bad in [
+        "text); DROP TABLE t; --",
+        "text DEFAULT 'x'",
+        "int -- c",
+        "int, b int",
+        "",
+        "int; drop",
+        'text COLLATE "C"',
+        3,
+    ]:
         with pytest.raises(ValueError, match="is not an SQL type name"):
             make(bad)
-    for good in ["bigint", "VARCHAR(20)", "double precision", "numeric(10, 2)", "text[]",
-                 "int[][]", "timestamp(3) with time zone", "bigint NOT NULL", "public.mood"]:
+    for good in [
+        "bigint",
+        "VARCHAR(20)",
+        "double precision",
+        "numeric(10, 2)",
+        "text[]",
+        "int[][]",
+        "timestamp(3) with time zone",
+        "bigint NOT NULL",
+        "public.mood",
+    ]:
         make(good)
 
 
@@ -303,22 +404,30 @@ def test_bad_options_are_clear_errors(registries, monkeypatch):
         return registries.outputs.create("postgres", **options)
 
     cases = [
-        ({"table": "t", "tabel": "t"},
-         "postgres output: unknown option 'tabel'; did you mean 'table'?"),
+        (
+            {"table": "t", "tabel": "t"},
+            "postgres output: unknown option 'tabel'; did you mean 'table'?",
+        ),
         ({"table": "t", "colums": {"a": "int"}}, "did you mean 'columns'?"),
-        ({"table": "t", "mode": "merge"},
-         "mode must be one of append, replace, upsert, got 'merge'"),
+        (
+            {"table": "t", "mode": "merge"},
+            "mode must be one of append, replace, upsert, got 'merge'",
+        ),
         ({"table": "t", "mode": "upsert"}, "mode 'upsert' needs key"),
-        ({"table": "t", "columns": {"a": "int"}, "key": "b"},
-         r"key column\(s\) \['b'\] are not in columns \['a'\]"),
+        (
+            {"table": "t", "columns": {"a": "int"}, "key": "b"},
+            r"key column\(s\) \['b'\] are not in columns \['a'\]",
+        ),
         ({"table": "t", "key": []}, "key must name at least one column"),
         ({"table": "t", "key": ["a", "a"]}, "key names a column twice"),
         ({"table": "t", "columns": {}}, "columns must be a non-empty mapping"),
         ({"table": ""}, "table must be a non-empty string"),
         ({"table": "t", "dsn_env": "X"}, "give one of dsn .* or dsn_env"),
         ({"table": "t", "dsn": None}, "give one of dsn .* or dsn_env"),
-        ({"table": "t", "dsn": None, "dsn_env": "PIPECTL_UNSET_DSN"},
-         r"environment variable 'PIPECTL_UNSET_DSN' \(dsn_env\) is not set"),
+        (
+            {"table": "t", "dsn": None, "dsn_env": "PIPECTL_UNSET_DSN"},
+            r"environment variable 'PIPECTL_UNSET_DSN' \(dsn_env\) is not set",
+        ),
     ]
     monkeypatch.delenv("PIPECTL_UNSET_DSN", raising=False)
     for options, message in cases:

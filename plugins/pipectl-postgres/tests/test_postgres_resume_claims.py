@@ -24,7 +24,7 @@ from pipectl import Pipeline, RunStatus
 from pipectl.tracking import ResumeClaimed, RunInProgress
 from psycopg.conninfo import conninfo_to_dict
 
-STEPS = '''
+STEPS = """
     import os
     import threading
     import time
@@ -77,7 +77,7 @@ STEPS = '''
         if not Path("fixed").exists():
             raise RuntimeError("b is broken today")
         return a + 1
-'''
+"""
 
 CLAIMS = """
     name: pg_claims
@@ -172,8 +172,12 @@ def test_two_resumes_at_once_in_python_one_runs_the_other_raises(failed, url):
     for t in threads:
         t.start()
     try:  # one is refused at once, the other waits in `load`; both there would be the bug
-        wait_until(lambda: not all(t.is_alive() for t in threads)
-                   or len(list(Path().glob("loading-*"))) >= 2, "a resume to end or load")
+        wait_until(
+            lambda: (
+                not all(t.is_alive() for t in threads) or len(list(Path().glob("loading-*"))) >= 2
+            ),
+            "a resume to end or load",
+        )
     finally:
         Path("go").write_text("")
     for t in threads:
@@ -197,14 +201,14 @@ def test_two_resumes_at_once_in_python_one_runs_the_other_raises(failed, url):
 
 
 def test_latest_is_the_latest_run_that_ended_and_a_running_one_is_refused(
-        project, plugin_manager, url):
+    project, plugin_manager, url
+):
     pipe = Pipeline.from_yaml("waiting.yaml", plugin_manager=plugin_manager)
     ended: dict[str, Any] = {}
 
     def hold(name: str) -> threading.Thread:
         def run() -> None:
-            ended[name] = pipe.run_sync(tracker=url, run_id=f"{name}-run",
-                                        params={"hold": name})
+            ended[name] = pipe.run_sync(tracker=url, run_id=f"{name}-run", params={"hold": name})
 
         thread = threading.Thread(target=run)
         thread.start()
@@ -216,9 +220,11 @@ def test_latest_is_the_latest_run_that_ended_and_a_running_one_is_refused(
         pipe.run_sync(resume="latest", tracker=url)
     with pytest.raises(RunInProgress) as running:
         pipe.run_sync(resume="first-run", tracker=url)
-    assert str(running.value) == (f"run first-run is still running (pid {os.getpid()} on host "
-                                  f"{socket.gethostname()}); wait for it to end or stop it, "
-                                  "then resume it")
+    assert str(running.value) == (
+        f"run first-run is still running (pid {os.getpid()} on host "
+        f"{socket.gethostname()}); wait for it to end or stop it, "
+        "then resume it"
+    )
     assert ran("a") == 1
     Path("release-first").write_text("")
     first.join(timeout=300)
@@ -239,10 +245,16 @@ def test_latest_is_the_latest_run_that_ended_and_a_running_one_is_refused(
 
 def _killed_resume(url: str, resume: str) -> None:
     """A process resuming ``resume`` through the Python API, killed in the middle of `load`."""
-    victim = subprocess.Popen([sys.executable, "-c", RESUMER, url, resume],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: any(Path().glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
-               "the resume to load")
+    victim = subprocess.Popen(
+        [sys.executable, "-c", RESUMER, url, resume],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(
+        lambda: any(Path().glob(f"loading-{victim.pid}-*")) or victim.poll() is not None,
+        "the resume to load",
+    )
     assert victim.poll() is None, victim.communicate()
     from pipectl.plugins import get_plugin_manager
     from pipectl.tracking import open_tracker
@@ -276,7 +288,10 @@ def test_a_killed_resumer_leaves_a_claim_the_next_resume_gets_past(failed, url):
     with pytest.raises(ResumeClaimed) as again:
         pipe.run_sync(resume=first.run_id, tracker=url)
     assert (again.value.state, again.value.claimed_by, again.value.through) == (
-        "succeeded", resumed.run_id, [killed])
+        "succeeded",
+        resumed.run_id,
+        [killed],
+    )
 
 
 def test_the_claim_of_a_killed_resumer_is_taken_over_by_id(failed, url):

@@ -44,8 +44,9 @@ def url(pg_dsn: str, schema: str) -> str:
 class Tracked:
     """Runs of small pipelines on the test's PostgreSQL tracker, and what the server holds."""
 
-    def __init__(self, root: Path, pg: psycopg.Connection[Any], schema: str, url: str,
-                 plugin_manager: Any):
+    def __init__(
+        self, root: Path, pg: psycopg.Connection[Any], schema: str, url: str, plugin_manager: Any
+    ):
         self.root, self.pg, self.schema, self.url = root, pg, schema, url
         self.results = root / "home" / "results"
         self.fixed = True
@@ -68,42 +69,62 @@ class Tracked:
         return self.pipes[name].run_sync(tracker=self.url, **kwargs).run_id
 
     def query(self, text: str, params: tuple = ()) -> list[tuple]:
-        return self.pg.execute(sql.SQL(text).format(s=sql.Identifier(self.schema)),
-                               params).fetchall()
+        return self.pg.execute(
+            sql.SQL(text).format(s=sql.Identifier(self.schema)), params
+        ).fetchall()
 
     def run_ids(self, pipeline: str | None = None) -> list[str]:
         where = "WHERE pipeline_name = %s" if pipeline else ""
-        return [r[0] for r in self.query(f"SELECT execution_id FROM {{s}}.pipeline_executions "
-                                         f"{where} ORDER BY started_at",
-                                         (pipeline,) if pipeline else ())]
+        return [
+            r[0]
+            for r in self.query(
+                f"SELECT execution_id FROM {{s}}.pipeline_executions {where} ORDER BY started_at",
+                (pipeline,) if pipeline else (),
+            )
+        ]
 
     def step_rows(self, run_id: str) -> int:
-        return self.query("SELECT count(*) FROM {s}.step_executions WHERE execution_id = %s",
-                          (run_id,))[0][0]
+        return self.query(
+            "SELECT count(*) FROM {s}.step_executions WHERE execution_id = %s", (run_id,)
+        )[0][0]
 
     def stored(self, run_id: str) -> list[str]:
         folder = self.results / run_id
-        return sorted(p.name.rsplit("-", 1)[0] for p in folder.iterdir()) \
-            if folder.exists() else []
+        return sorted(p.name.rsplit("-", 1)[0] for p in folder.iterdir()) if folder.exists() else []
 
     def set_started(self, run_id: str, ago: timedelta) -> None:
-        self.query("UPDATE {s}.pipeline_executions SET started_at = %s WHERE execution_id = %s "
-                   "RETURNING 1", ((datetime.now(UTC) - ago).isoformat(), run_id))
+        self.query(
+            "UPDATE {s}.pipeline_executions SET started_at = %s WHERE execution_id = %s "
+            "RETURNING 1",
+            ((datetime.now(UTC) - ago).isoformat(), run_id),
+        )
 
     def prune(self, *args: str) -> list[str]:
         """``pipectl runs prune ARGS --tracker URL``: the run ids it lists."""
-        proc = subprocess.run([*PIPECTL, "runs", "prune", *args, "--tracker", self.url],
-                              cwd=self.root, capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ), check=False)
+        proc = subprocess.run(
+            [*PIPECTL, "runs", "prune", *args, "--tracker", self.url],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ),
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
         return [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
 
 
 @pytest.fixture
-def tracked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries: Any,
-            plugin_manager: Any, pg: psycopg.Connection[Any], schema: str, url: str
-            ) -> Tracked:
+def tracked(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registries: Any,
+    plugin_manager: Any,
+    pg: psycopg.Connection[Any],
+    schema: str,
+    url: str,
+) -> Tracked:
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return Tracked(tmp_path, pg, schema, url, plugin_manager)
@@ -140,8 +161,9 @@ def test_a_running_run_and_a_resume_chain_on_postgresql(tracked: Tracked):
     tracked.fixed = False
     r2 = tracked.run()  # fails at total
     r3 = tracked.run(resume="latest")  # fails again: a chain r2 <- r3
-    assert tracked.query("SELECT resumed_from FROM {s}.pipeline_executions WHERE "
-                         "execution_id = %s", (r3,)) == [(r2,)]
+    assert tracked.query(
+        "SELECT resumed_from FROM {s}.pipeline_executions WHERE execution_id = %s", (r3,)
+    ) == [(r2,)]
     # --keep 1: the latest run, r3, keeps the run it resumed
     assert tracked.prune("--keep", "1") == [r1]
     assert tracked.run_ids() == [r2, r3]
@@ -151,13 +173,17 @@ def test_a_running_run_and_a_resume_chain_on_postgresql(tracked: Tracked):
     tracked.fixed = True
     tracked.gate.clear()
     outcome: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: outcome.update(
-        run=tracked.pipes["pg_orders"].run_sync(tracker=tracked.url)))
+    thread = threading.Thread(
+        target=lambda: outcome.update(run=tracked.pipes["pg_orders"].run_sync(tracker=tracked.url))
+    )
     thread.start()
     try:
-        wait_until(lambda: len(tracked.run_ids()) == 3
-                   and tracked.stored(tracked.run_ids()[-1]) == ["numbers"],
-                   "the run to be recorded")
+        wait_until(
+            lambda: (
+                len(tracked.run_ids()) == 3 and tracked.stored(tracked.run_ids()[-1]) == ["numbers"]
+            ),
+            "the run to be recorded",
+        )
         live = tracked.run_ids()[-1]
         tracked.set_started(live, timedelta(days=400))
         # everything that ended goes: the chain, claims too; not the running run

@@ -23,17 +23,22 @@ def url(pg_dsn: str, schema: str) -> str:
     return dsn + ("&" if "?" in dsn else "?") + urlencode({"schema": schema})
 
 
-def test_the_postgresql_tracker_keeps_the_contract(url: str, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_postgresql_tracker_keeps_the_contract(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
     check_tracker_contract(lambda: PostgresTracker(url))
 
 
 def test_it_differs_from_the_sqlite_tracker_by_its_dialect_alone(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries) -> None:
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries
+) -> None:
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
-    overridden = {name for name, value in vars(PostgresTracker).items()
-                  if callable(value) and name != "__init__"}
+    overridden = {
+        name
+        for name, value in vars(PostgresTracker).items()
+        if callable(value) and name != "__init__"
+    }
     assert not overridden & set(vars(SQLTracker)), overridden
     tracker = open_tracker(url, registries)
     try:

@@ -70,12 +70,24 @@ class OwnServer:
                 runuser = None
             if runuser is None:
                 shutil.rmtree(self.base)
-                pytest.skip("the tests run as root and there is no `postgres` user (or no "
-                            "runuser) to run a PostgreSQL server of their own as")
+                pytest.skip(
+                    "the tests run as root and there is no `postgres` user (or no "
+                    "runuser) to run a PostgreSQL server of their own as"
+                )
             self.as_owner = [runuser, "-u", "postgres", "--"]
             shutil.chown(self.base, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
 
     @property
     def dsn(self) -> str:
@@ -87,21 +99,46 @@ class OwnServer:
         return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
-        proc = subprocess.run([*self.as_owner, str(self.bindir / tool), *args],
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            [*self.as_owner, str(self.bindir / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, f"{tool} {' '.join(args)}: {proc.stdout}{proc.stderr}"
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
-                        "-c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def remove(self) -> None:
-        subprocess.run([*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data),
-                        "-m", "immediate", "-w", "stop"], capture_output=True, check=False)
+        subprocess.run(
+            [
+                *self.as_owner,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(self.base, ignore_errors=True)
 
     def query(self, sql: str) -> list[tuple]:
@@ -115,8 +152,10 @@ def server(pg_dsn: str) -> Iterator[OwnServer]:
     PostgreSQL tests when no test server is configured)."""
     bindir = _server_binaries()
     if bindir is None:
-        pytest.skip("initdb and pg_ctl (the PostgreSQL server binaries) are not installed: "
-                    "they are needed to start a server these tests can stop")
+        pytest.skip(
+            "initdb and pg_ctl (the PostgreSQL server binaries) are not installed: "
+            "they are needed to start a server these tests can stop"
+        )
     own = OwnServer(bindir)
     try:
         own.start()
@@ -125,7 +164,7 @@ def server(pg_dsn: str) -> Iterator[OwnServer]:
         own.remove()
 
 
-STEPS = '''
+STEPS = """
     import time
     from pathlib import Path
 
@@ -156,7 +195,7 @@ STEPS = '''
     def last(**upstream):
         Path("ended").write_text(repr(time.time()))
         return "done"
-'''
+"""
 
 # 12 steps: 3 before gate1, 4 between the gates, 3 after gate2, then last
 PIPELINE = """
@@ -194,9 +233,14 @@ def step_rows(server: OwnServer) -> dict[str, str]:
 
 
 def start_run(root: Path, server: OwnServer) -> subprocess.Popen[str]:
-    return subprocess.Popen([*PIPECTL, "run", "pipeline.yaml", "--tracker", server.url,
-                             "--no-progress"], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    return subprocess.Popen(
+        [*PIPECTL, "run", "pipeline.yaml", "--tracker", server.url, "--no-progress"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
 
 
 def spool_files() -> list[Path]:
@@ -206,15 +250,18 @@ def spool_files() -> list[Path]:
 def check_recorded(server: OwnServer) -> None:
     """Every step row and the run row are in the database, as successes."""
     steps = step_rows(server)
-    assert sorted(steps) == sorted(["a1", "a2", "a3", "gate1", "b1", "b2", "b3", "gate2",
-                                    "c1", "c2", "c3", "last"])
+    assert sorted(steps) == sorted(
+        ["a1", "a2", "a3", "gate1", "b1", "b2", "b3", "gate2", "c1", "c2", "c3", "last"]
+    )
     assert set(steps.values()) == {"success"}, steps
     assert server.query("SELECT pipeline_name, status FROM pipectl.pipeline_executions") == [
-        ("outage", "success")]
+        ("outage", "success")
+    ]
 
 
 def test_the_server_lost_mid_run_the_rows_are_spooled_and_written_by_the_next_command(
-        tmp_path, server):
+    tmp_path, server
+):
     project(tmp_path)
     proc = start_run(tmp_path, server)
     try:
@@ -247,9 +294,15 @@ def test_the_server_lost_mid_run_the_rows_are_spooled_and_written_by_the_next_co
     assert {line["table"] for line in lines} >= {"step_executions", "pipeline_executions"}
 
     server.start()
-    listed = subprocess.run([*PIPECTL, "runs", "list", "--json", "--tracker", server.url],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env=dict(os.environ), check=False)
+    listed = subprocess.run(
+        [*PIPECTL, "runs", "list", "--json", "--tracker", server.url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+        check=False,
+    )
     assert listed.returncode == 0, listed.stderr
     (run,) = json.loads(listed.stdout)
     assert run["status"] == "success" and run["pipeline_name"] == "outage"
@@ -260,8 +313,7 @@ def test_the_server_lost_mid_run_the_rows_are_spooled_and_written_by_the_next_co
     assert sorted(o for _, o in orders) == list(range(12))
 
 
-def test_the_server_back_during_the_run_gets_the_rows_from_the_background_retry(
-        tmp_path, server):
+def test_the_server_back_during_the_run_gets_the_rows_from_the_background_retry(tmp_path, server):
     project(tmp_path)
     proc = start_run(tmp_path, server)
     try:

@@ -51,15 +51,19 @@ class Process(Step):
     async def run(self, data):
         CALLS.append((self.name, dict(data)))
         level = self.config["processing_level"]
-        return {"processed_data": [dict(r, level=level) for r in data["ingested_data"]],
-                "processing_level": level}
+        return {
+            "processed_data": [dict(r, level=level) for r in data["ingested_data"]],
+            "processing_level": level,
+        }
 
 
 class Aggregate(Step):
     async def run(self, data):
         CALLS.append((self.name, dict(data)))
         rows = data["processed_data"]
-        return {"aggregated_results": {"total": len(rows), "levels": sorted({r["level"] for r in rows})}}
+        return {
+            "aggregated_results": {"total": len(rows), "levels": sorted({r["level"] for r in rows})}
+        }
 
 
 class Split(Step):
@@ -81,5 +85,9 @@ class Merge(Step):
     async def run(self, data):
         CALLS.append((self.name, dict(data)))
         parts = [data[k] for k in sorted(data)]
-        return {"merged_results": {"total": sum(p["sum"] for p in parts),
-                                   "streams": [p["stream"] for p in parts]}}
+        return {
+            "merged_results": {
+                "total": sum(p["sum"] for p in parts),
+                "streams": [p["stream"] for p in parts],
+            }
+        }

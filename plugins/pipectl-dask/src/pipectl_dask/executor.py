@@ -30,9 +30,18 @@ from typing import Any
 
 from pipectl.executors import call_through_middleware
 
-__all__ = ["ComponentMissingOnWorker", "DaskExecutor", "DaskOutput", "OutputNotFetched",
-           "PluginMissingOnWorkers", "ResourcesUnavailable", "SchedulerUnreachable",
-           "UnpicklableOutput", "UnpicklableTask", "WorkerContext"]
+__all__ = [
+    "ComponentMissingOnWorker",
+    "DaskExecutor",
+    "DaskOutput",
+    "OutputNotFetched",
+    "PluginMissingOnWorkers",
+    "ResourcesUnavailable",
+    "SchedulerUnreachable",
+    "UnpicklableOutput",
+    "UnpicklableTask",
+    "WorkerContext",
+]
 
 _log = logging.getLogger("pipectl_dask")
 
@@ -44,9 +53,11 @@ class SchedulerUnreachable(ConnectionError):
 
     def __init__(self, address: str, timeout: float, cause: BaseException | None = None):
         detail = f": {type(cause).__name__}: {cause}" if cause is not None and str(cause) else ""
-        super().__init__(f"cannot reach the dask scheduler at {address} within {timeout:g} s"
-                         f"{detail}; is it running, and is the address right "
-                         "(PIPECTL_DASK_SCHEDULER / scheduler=)?")
+        super().__init__(
+            f"cannot reach the dask scheduler at {address} within {timeout:g} s"
+            f"{detail}; is it running, and is the address right "
+            "(PIPECTL_DASK_SCHEDULER / scheduler=)?"
+        )
         self.address = address
         self.timeout = timeout
 
@@ -55,9 +66,11 @@ class UnpicklableOutput(TypeError):
     """A step returned a value that cannot be pickled, so it could not leave its worker."""
 
     def __init__(self, step: str, type_name: str, error: str):
-        super().__init__(f"step {step!r} returned a {type_name}, which cannot be pickled "
-                         f"({error}); with the dask executor a step's output must be picklable "
-                         "to reach the steps that use it and the driver")
+        super().__init__(
+            f"step {step!r} returned a {type_name}, which cannot be pickled "
+            f"({error}); with the dask executor a step's output must be picklable "
+            "to reach the steps that use it and the driver"
+        )
         self.step = step
         self.type_name = type_name
 
@@ -84,11 +97,24 @@ class DaskOutput:
     :meth:`result` for the value: available for the outputs fetched at the end of the run
     (the final steps' by default, see ``DaskExecutor(fetch=...)``)."""
 
-    __slots__ = ("_has_value", "_value", "key", "pipectl_stored", "records_processed", "step",
-                 "type_name")
+    __slots__ = (
+        "_has_value",
+        "_value",
+        "key",
+        "pipectl_stored",
+        "records_processed",
+        "step",
+        "type_name",
+    )
 
-    def __init__(self, key: str, step: str, type_name: str, records_processed: int | None = None,
-                 stored: bool = False):
+    def __init__(
+        self,
+        key: str,
+        step: str,
+        type_name: str,
+        records_processed: int | None = None,
+        stored: bool = False,
+    ):
         self.key = key
         self.step = step
         self.type_name = type_name
@@ -108,7 +134,8 @@ class DaskOutput:
             raise OutputNotFetched(
                 f"the output of step {self.step!r} ({self.type_name}) stayed on the dask cluster "
                 "and was released at the end of the run: only the outputs no step consumed are "
-                "fetched by default (DaskExecutor(fetch='all') fetches every output)")
+                "fetched by default (DaskExecutor(fetch='all') fetches every output)"
+            )
         return self._value
 
     def _set(self, value: Any) -> None:
@@ -117,18 +144,37 @@ class DaskOutput:
 
     def __reduce__(self) -> Any:
         if not self._has_value:  # e.g. the tracker's result store: it would keep an empty handle
-            raise TypeError(f"the output of step {self.step!r} is on the dask cluster: a "
-                            "handle without its value cannot be pickled")
-        return (_restore, (self.key, self.step, self.type_name, self.records_processed,
-                           self._has_value, self._value, self.pipectl_stored))
+            raise TypeError(
+                f"the output of step {self.step!r} is on the dask cluster: a "
+                "handle without its value cannot be pickled"
+            )
+        return (
+            _restore,
+            (
+                self.key,
+                self.step,
+                self.type_name,
+                self.records_processed,
+                self._has_value,
+                self._value,
+                self.pipectl_stored,
+            ),
+        )
 
     def __repr__(self) -> str:
         where = "fetched" if self._has_value else "on the cluster"
         return f"<DaskOutput step={self.step!r} type={self.type_name} {where}>"
 
 
-def _restore(key: str, step: str, type_name: str, records: int | None, has_value: bool,
-             value: Any, stored: bool = False) -> DaskOutput:
+def _restore(
+    key: str,
+    step: str,
+    type_name: str,
+    records: int | None,
+    has_value: bool,
+    value: Any,
+    stored: bool = False,
+) -> DaskOutput:
     out = DaskOutput(key, step, type_name, records, stored)
     if has_value:
         out._set(value)
@@ -151,8 +197,15 @@ class WorkerContext:
 
     __slots__ = ("_logger", "_state", "attempt", "params", "pipeline_id", "run_id", "step")
 
-    def __init__(self, run_id: str, pipeline_id: str, step: str, params: Mapping[str, Any],
-                 attempt: int, state: dict[Any, Any] | None = None):
+    def __init__(
+        self,
+        run_id: str,
+        pipeline_id: str,
+        step: str,
+        params: Mapping[str, Any],
+        attempt: int,
+        state: dict[Any, Any] | None = None,
+    ):
         self.run_id = run_id
         self.pipeline_id = pipeline_id
         self.step = step
@@ -178,9 +231,11 @@ class WorkerContext:
         return worker_registries()
 
     def _driver_only(self, what: str) -> Any:
-        raise RuntimeError(f"ctx.{what} is not available on a dask worker (step {self.step!r}): "
-                           "it lives in the driver; pass what the step needs as params or "
-                           "upstream outputs, or run the step with the local executor")
+        raise RuntimeError(
+            f"ctx.{what} is not available on a dask worker (step {self.step!r}): "
+            "it lives in the driver; pass what the step needs as params or "
+            "upstream outputs, or run the step with the local executor"
+        )
 
     services = property(lambda self: self._driver_only("services"))
     results = property(lambda self: self._driver_only("results"))
@@ -189,8 +244,7 @@ class WorkerContext:
         self._driver_only("run_pipeline")
 
     def __repr__(self) -> str:
-        return (f"WorkerContext(run_id={self.run_id!r}, step={self.step!r}, "
-                f"attempt={self.attempt})")
+        return f"WorkerContext(run_id={self.run_id!r}, step={self.step!r}, attempt={self.attempt})"
 
 
 _registries: Any = None
@@ -249,14 +303,14 @@ class ComponentMissingOnWorker(LookupError):
     """A step asked a worker for a component (extractor, output...) that no plugin installed on
     that worker registers, although the driver has it: the plugin is missing on the workers."""
 
-    def __init__(self, message: str, step: str = "", kind: str = "", name: str = "",
-                 worker: str = ""):
+    def __init__(
+        self, message: str, step: str = "", kind: str = "", name: str = "", worker: str = ""
+    ):
         super().__init__(message)
         self.step, self.kind, self.name, self.worker = step, kind, name, worker
 
     def __reduce__(self) -> Any:
-        return (ComponentMissingOnWorker, (str(self), self.step, self.kind, self.name,
-                                           self.worker))
+        return (ComponentMissingOnWorker, (str(self), self.step, self.kind, self.name, self.worker))
 
 
 class ResourcesUnavailable(RuntimeError):
@@ -282,8 +336,7 @@ def _worker_address() -> str:
 def _context_to_worker(ctx: Any) -> Any:
     """How the driver's :class:`~pipectl.context.StepContext` travels, when a step's function
     or a middleware holds it: as the :class:`WorkerContext` of the same step and attempt."""
-    return (WorkerContext, (ctx.run_id, ctx.pipeline_id, ctx.step, dict(ctx.params),
-                            ctx.attempt))
+    return (WorkerContext, (ctx.run_id, ctx.pipeline_id, ctx.step, dict(ctx.params), ctx.attempt))
 
 
 def _register_context_pickling() -> None:
@@ -323,10 +376,14 @@ def _params_marker() -> _Params:
     return PARAMS
 
 
-def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any],
-                middleware: tuple[Any, ...],
-                info: tuple[str, str, str, dict[str, Any], int, str | None, dict | None, Any],
-                check_pickle: bool) -> Any:
+def run_attempt(
+    func: Callable[..., Any],
+    is_async: bool,
+    kwargs: dict[str, Any],
+    middleware: tuple[Any, ...],
+    info: tuple[str, str, str, dict[str, Any], int, str | None, dict | None, Any],
+    check_pickle: bool,
+) -> Any:
     """The task of one attempt, on a worker: the middleware chain around ``func(**kwargs)``.
 
     When the attempt changed its part of the run state (``ctx.state``), the output comes back
@@ -354,8 +411,9 @@ def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]
         call_kwargs[name] = value
     try:
         if middleware:
-            output = asyncio.run(_through_middleware(func, is_async, call_kwargs, middleware,
-                                                     attempt))
+            output = asyncio.run(
+                _through_middleware(func, is_async, call_kwargs, middleware, attempt)
+            )
         elif is_async:
             output = asyncio.run(func(**call_kwargs))
         else:
@@ -372,8 +430,12 @@ def run_attempt(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]
                 exc.pipectl_state = ctx._state  # type: ignore[attr-defined]
         if type(exc).__name__ == "UnknownComponentError" and ctx is not None:
             raise ComponentMissingOnWorker(
-                f"{exc}", step, getattr(exc, "kind", ""), getattr(exc, "name", ""),
-                _worker_address()) from None
+                f"{exc}",
+                step,
+                getattr(exc, "kind", ""),
+                getattr(exc, "name", ""),
+                _worker_address(),
+            ) from None
         raise
     if ctx is not None and ctx._state and ctx._state != before:
         return _WithState(output, ctx._state)
@@ -384,8 +446,13 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-async def _through_middleware(func: Callable[..., Any], is_async: bool, kwargs: dict[str, Any],
-                              middleware: tuple[Any, ...], attempt: int) -> Any:
+async def _through_middleware(
+    func: Callable[..., Any],
+    is_async: bool,
+    kwargs: dict[str, Any],
+    middleware: tuple[Any, ...],
+    attempt: int,
+) -> Any:
     async def call() -> Any:
         output = func(**kwargs)
         if is_async or inspect.isawaitable(output):
@@ -416,13 +483,18 @@ def _store_output(store: Any, run_id: str, step: str, output: Any) -> None:
 
             blob = cloudpickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            raise UnpicklableOutput(step, _type_name(type(output)),
-                                    f"{type(exc).__name__}: {exc}") from None
+            raise UnpicklableOutput(
+                step, _type_name(type(output)), f"{type(exc).__name__}: {exc}"
+            ) from None
     try:
         store.put(run_id, step, blob)
     except Exception as exc:
-        _log.warning("pipectl-dask: could not store the output of step %r in the result "
-                     "store from this worker: %s", step, exc)
+        _log.warning(
+            "pipectl-dask: could not store the output of step %r in the result "
+            "store from this worker: %s",
+            step,
+            exc,
+        )
 
 
 def _picklable(obj: Any) -> bool:
@@ -447,8 +519,9 @@ def _check_picklable(step: str, output: Any) -> None:
 
             cloudpickle.dumps(output, protocol=5, buffer_callback=buffers.append)
         except Exception as exc:
-            raise UnpicklableOutput(step, _type_name(type(output)),
-                                    f"{type(exc).__name__}: {exc}") from None
+            raise UnpicklableOutput(
+                step, _type_name(type(output)), f"{type(exc).__name__}: {exc}"
+            ) from None
 
 
 def _unpicklable_task(step: str, exc: BaseException) -> UnpicklableTask:
@@ -456,7 +529,8 @@ def _unpicklable_task(step: str, exc: BaseException) -> UnpicklableTask:
         f"step {step!r} cannot go to a dask worker: its function, arguments or a "
         "pipectl_wrap_step middleware holds something that cannot be pickled "
         f"({_serialize_detail(exc)}); create such objects inside the step (or the "
-        "middleware), not around it")
+        "middleware), not around it"
+    )
 
 
 def _serialize_detail(exc: BaseException) -> str:
@@ -488,7 +562,8 @@ async def _call_here(invocation: Any) -> Any:
 
 #: the scheduler of the run whose sub-pipeline step is running (in this task's context)
 _PARENT_SCHEDULER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "pipectl_dask_parent_scheduler", default=None)
+    "pipectl_dask_parent_scheduler", default=None
+)
 
 
 def _quicken(client: Any, interval: float) -> None:
@@ -531,8 +606,13 @@ def ship_by_value(module_name: str) -> list[str]:
     in an installed distribution): a pipeline's own ``transforms.py`` then runs on workers
     that never saw the file. Returns the modules registered."""
     top = module_name.partition(".")[0]
-    if (not top or top == "__main__" or top in sys.stdlib_module_names
-            or top in sys.builtin_module_names or top in _installed_top_levels()):
+    if (
+        not top
+        or top == "__main__"
+        or top in sys.stdlib_module_names
+        or top in sys.builtin_module_names
+        or top in _installed_top_levels()
+    ):
         return []
     module = sys.modules.get(top)
     origin = getattr(module, "__file__", None)
@@ -548,8 +628,12 @@ def ship_by_value(module_name: str) -> list[str]:
     registered = []
     for name, loaded in list(sys.modules.items()):
         file = getattr(loaded, "__file__", None)
-        if not file or "." in name or name in sys.stdlib_module_names \
-                or name in _installed_top_levels():
+        if (
+            not file
+            or "." in name
+            or name in sys.stdlib_module_names
+            or name in _installed_top_levels()
+        ):
             continue
         try:
             inside = Path(file).resolve().is_relative_to(root)
@@ -606,11 +690,12 @@ _DYNAMIC = "<dynamic-code>"
 
 
 def _refile(code: Any, filename: str) -> Any:
-    consts = tuple(_refile(c, filename) if isinstance(c, type(code)) else c
-                   for c in code.co_consts)
+    consts = tuple(_refile(c, filename) if isinstance(c, type(code)) else c for c in code.co_consts)
     if code.co_filename == _DYNAMIC or consts != code.co_consts:
-        code = code.replace(co_filename=filename if code.co_filename == _DYNAMIC
-                            else code.co_filename, co_consts=consts)
+        code = code.replace(
+            co_filename=filename if code.co_filename == _DYNAMIC else code.co_filename,
+            co_consts=consts,
+        )
     return code
 
 
@@ -626,8 +711,11 @@ def _restore_filename(func: Any, filename: str) -> None:
     module = getattr(func, "__module__", None)
     for obj in (func, *getattr(func, "__globals__", {}).values()):
         code = getattr(obj, "__code__", None)
-        if code is not None and code.co_filename == _DYNAMIC \
-                and getattr(obj, "__module__", None) == module:
+        if (
+            code is not None
+            and code.co_filename == _DYNAMIC
+            and getattr(obj, "__module__", None) == module
+        ):
             with contextlib.suppress(Exception):
                 obj.__code__ = _refile(code, filename)
 
@@ -670,11 +758,20 @@ class DaskExecutor:
 
         return (str(Path(distributed.__file__).resolve().parent),)
 
-    def __init__(self, scheduler: str | None = None, local_workers: int | None = None,
-                 threads_per_worker: int = 1, timeout: float = 10, fetch: str = "leaves",
-                 check_pickle: bool = True, client: Any = None, announce: bool = True,
-                 ship_code: bool = True, store_outputs: bool = True,
-                 submit_interval: float = 0.001):
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        local_workers: int | None = None,
+        threads_per_worker: int = 1,
+        timeout: float = 10,
+        fetch: str = "leaves",
+        check_pickle: bool = True,
+        client: Any = None,
+        announce: bool = True,
+        ship_code: bool = True,
+        store_outputs: bool = True,
+        submit_interval: float = 0.001,
+    ):
         if fetch not in FETCH_CHOICES:
             raise ValueError(f"fetch={fetch!r}: expected one of {', '.join(FETCH_CHOICES)}")
         if scheduler is not None and local_workers is not None:
@@ -690,8 +787,9 @@ class DaskExecutor:
         self.store_outputs = store_outputs
         self.submit_interval = float(submit_interval)
         if not 0 < self.submit_interval <= 1:
-            raise ValueError(f"submit_interval={submit_interval!r}: expected seconds, more "
-                             "than 0 and at most 1")
+            raise ValueError(
+                f"submit_interval={submit_interval!r}: expected seconds, more than 0 and at most 1"
+            )
         self._shipped: set[str] = set()  # top-level modules looked at
         self._not_installed: set[str] = set()  # those whose code travels by value
         self._by_value: dict[int, tuple[Any, Any]] = {}
@@ -724,17 +822,25 @@ class DaskExecutor:
             _quicken(self.client, self.submit_interval)
         self.dashboard_link = getattr(self.client, "dashboard_link", None)
         where = self.scheduler or getattr(self.client.scheduler, "address", "a local cluster")
-        _log.info("pipectl-dask: run %s on %s, dashboard: %s", run.run_id, where,
-                  self.dashboard_link)
+        _log.info(
+            "pipectl-dask: run %s on %s, dashboard: %s", run.run_id, where, self.dashboard_link
+        )
         if self.announce and not getattr(run, "parent_run_id", None):  # not for a sub-pipeline
             kind = "local cluster" if self.cluster is not None else "scheduler"
-            print(f"dask: {kind} {where}, dashboard: {self.dashboard_link or 'none'}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"dask: {kind} {where}, dashboard: {self.dashboard_link or 'none'}",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             from pipectl import log
 
-            log.get_logger().info("dask_executor_started", run_id=run.run_id, scheduler=where,
-                                  dashboard=self.dashboard_link)
+            log.get_logger().info(
+                "dask_executor_started",
+                run_id=run.run_id,
+                scheduler=where,
+                dashboard=self.dashboard_link,
+            )
         except Exception:
             pass
 
@@ -748,9 +854,12 @@ class DaskExecutor:
             from distributed import LocalCluster
 
             self.cluster = await LocalCluster(
-                n_workers=self.local_workers, processes=True,
-                threads_per_worker=self.threads_per_worker, asynchronous=True,
-                dashboard_address=":0")
+                n_workers=self.local_workers,
+                processes=True,
+                threads_per_worker=self.threads_per_worker,
+                asynchronous=True,
+                dashboard_address=":0",
+            )
             return await Client(self.cluster, asynchronous=True)
         client = Client(self.scheduler, asynchronous=True, timeout=self.timeout)
         try:
@@ -787,8 +896,11 @@ class DaskExecutor:
     async def _fetch_outputs(self) -> None:
         if self.fetch == "none":
             return
-        wanted = [o for key, o in self._outputs.items()
-                  if self.fetch == "all" or key not in self._consumed]
+        wanted = [
+            o
+            for key, o in self._outputs.items()
+            if self.fetch == "all" or key not in self._consumed
+        ]
         if not wanted:
             return
         values = await self.client.gather([self._futures[o.key] for o in wanted])
@@ -840,18 +952,36 @@ class DaskExecutor:
         key = f"pipectl-{spec.name}-a{invocation.attempt}-{self._run_id}"
         shared = getattr(context, "state", None)
         state = step_state(shared, spec.name) if isinstance(shared, dict) else None
-        fetch = invocation.driver_reads or (getattr(invocation, "final", False)
-                                            and self.fetch != "none")
+        fetch = invocation.driver_reads or (
+            getattr(invocation, "final", False) and self.fetch != "none"
+        )
         keeps = getattr(spec, "store_output", True)  # store_output=False: never stored
         store = self._store if self._store is not None and not fetch and keeps else None
-        info = (self._run_id, self._pipeline_id, spec.name, self._params, invocation.attempt,
-                func.filename if isinstance(func, _ByValue) else None, state, store)
+        info = (
+            self._run_id,
+            self._pipeline_id,
+            spec.name,
+            self._params,
+            invocation.attempt,
+            func.filename if isinstance(func, _ByValue) else None,
+            state,
+            store,
+        )
         resources = getattr(spec, "resources", None) or None
         if resources:
             await self._check_resources(spec.name, resources)
-        future = client.submit(run_attempt, func, invocation.is_async, kwargs,
-                               tuple(invocation.middleware), info, self.check_pickle,
-                               key=key, pure=False, resources=resources)
+        future = client.submit(
+            run_attempt,
+            func,
+            invocation.is_async,
+            kwargs,
+            tuple(invocation.middleware),
+            info,
+            self.check_pickle,
+            key=key,
+            pure=False,
+            resources=resources,
+        )
         try:
             await future._state.wait()
         except asyncio.CancelledError:
@@ -866,9 +996,11 @@ class DaskExecutor:
                     merge_state(shared, spec.name, part)
                 if isinstance(exc, TypeError) and "Could not serialize" in str(exc):
                     raise _unpicklable_task(spec.name, exc) from None
-                raise self._explain(exc, spec.name, context, invocation.func) from None \
-                    if isinstance(exc, (ComponentMissingOnWorker, ImportError, RuntimeError)) \
+                raise self._explain(exc, spec.name, context, invocation.func) from (
+                    None
+                    if isinstance(exc, (ComponentMissingOnWorker, ImportError, RuntimeError))
                     else exc
+                )
             finally:
                 future.release()
             raise RuntimeError(f"dask task {key} ended {future.status}")
@@ -891,8 +1023,9 @@ class DaskExecutor:
                 future.release()
         records = None
         if tp is not None and hasattr(tp, "records_processed"):
-            records = await client.submit(_records_of, future, pure=False,
-                                          key=f"pipectl-records-{key}")
+            records = await client.submit(
+                _records_of, future, pure=False, key=f"pipectl-records-{key}"
+            )
         output = DaskOutput(key, spec.name, _type_name(tp), records, stored=store is not None)
         self._futures[key] = future
         self._outputs[key] = output
@@ -906,17 +1039,24 @@ class DaskExecutor:
             offered = worker.get("resources") or {}
             if all(offered.get(name, 0) >= amount for name, amount in resources.items()):
                 return
-        offers = sorted({", ".join(f"{k}={v:g}" for k, v in sorted(
-            (w.get("resources") or {}).items())) or "none" for w in workers.values()})
+        offers = sorted(
+            {
+                ", ".join(f"{k}={v:g}" for k, v in sorted((w.get("resources") or {}).items()))
+                or "none"
+                for w in workers.values()
+            }
+        )
         asked = ", ".join(f"{k}={v:g}" for k, v in resources.items())
         raise ResourcesUnavailable(
             f"step {step!r} asks for resources {asked}, which no worker of the dask cluster "
             f"has (its {len(workers)} worker(s) offer: {'; '.join(offers) or 'nothing'}); "
-            "start workers with them (dask worker ... --resources \"GPU=1\") or change the "
-            "step's resources")
+            'start workers with them (dask worker ... --resources "GPU=1") or change the '
+            "step's resources"
+        )
 
-    def _explain(self, exc: BaseException, step: str, context: Any,
-                 func: Any = None) -> BaseException:
+    def _explain(
+        self, exc: BaseException, step: str, context: Any, func: Any = None
+    ) -> BaseException:
         """A missing component or module on a worker, when this process has it: say which
         plugin distribution the workers lack."""
         cause = exc.__cause__
@@ -925,15 +1065,22 @@ class DaskExecutor:
             if isinstance(cause, ModuleNotFoundError) and cause.name:
                 exc = cause
             else:
-                dists = sorted({d for m in _modules_of(func) if (d := _distribution_of(m))
-                                and not d.startswith(("pipectl==", "pipectl-dask=="))})
+                dists = sorted(
+                    {
+                        d
+                        for m in _modules_of(func)
+                        if (d := _distribution_of(m))
+                        and not d.startswith(("pipectl==", "pipectl-dask=="))
+                    }
+                )
                 if not dists:
                     return exc
                 return PluginMissingOnWorkers(
                     f"step {step!r}: the dask cluster could not unpickle its task (a module "
                     f"is missing there); it uses {', '.join(dists)}, installed here: install "
                     "the same on the scheduler and every worker (their Python environment "
-                    "needs the pipeline's plugins)")
+                    "needs the pipeline's plugins)"
+                )
         if isinstance(exc, ComponentMissingOnWorker):
             registries = getattr(context, "components", None)
             try:
@@ -947,9 +1094,13 @@ class DaskExecutor:
                 f"step {step!r} uses the {kind} {exc.name!r} of plugin {component.plugin!r}, "
                 f"which is installed here but not on dask worker {exc.worker}; install "
                 f"{dist} on every worker (their Python environment needs the pipeline's "
-                "plugins)")
-        if isinstance(exc, ModuleNotFoundError) and exc.name and not \
-                isinstance(exc, PluginMissingOnWorkers):
+                "plugins)"
+            )
+        if (
+            isinstance(exc, ModuleNotFoundError)
+            and exc.name
+            and not isinstance(exc, PluginMissingOnWorkers)
+        ):
             top = exc.name.partition(".")[0]
             if top in sys.modules:  # importable here, not on the worker
                 dist = _distribution_of(top)
@@ -957,7 +1108,8 @@ class DaskExecutor:
                 return PluginMissingOnWorkers(
                     f"step {step!r} needs module {exc.name!r}, which is installed here but "
                     f"the dask workers cannot import it; install {what} on the scheduler and "
-                    "every worker (their Python environment needs the pipeline's plugins)")
+                    "every worker (their Python environment needs the pipeline's plugins)"
+                )
         return exc
 
     def _shippable(self, func: Any) -> Any:
@@ -983,10 +1135,10 @@ class DaskExecutor:
         """The awaiting side gave up (timeout, fail_fast, Ctrl-C): forget the task on the
         cluster. A function already running on a worker runs on until it returns."""
         try:
-            task = asyncio.ensure_future(self.client.cancel([future], reason="pipectl: "
-                                                            "attempt cancelled"))
+            task = asyncio.ensure_future(
+                self.client.cancel([future], reason="pipectl: attempt cancelled")
+            )
         except TypeError:  # an older distributed without reason=
             task = asyncio.ensure_future(self.client.cancel([future]))
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
-

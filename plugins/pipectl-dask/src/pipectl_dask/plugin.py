@@ -31,8 +31,9 @@ def options_from_env(options: dict[str, Any], environ: Any = None) -> dict[str, 
             try:
                 merged["local_workers"] = int(workers)
             except ValueError:
-                raise ValueError(f"{ENV_LOCAL_WORKERS}={workers!r}: expected a number of "
-                                 "worker processes") from None
+                raise ValueError(
+                    f"{ENV_LOCAL_WORKERS}={workers!r}: expected a number of worker processes"
+                ) from None
     return merged
 
 
@@ -45,12 +46,21 @@ def make_dask_executor(**options: Any) -> Any:
 @hookimpl
 def pipectl_addoption(parser: Any) -> None:
     """``pipectl run`` options of the dask executor (each implies ``--executor dask``)."""
-    parser.add_option("--dask-scheduler", executor="dask", key="scheduler", metavar="ADDRESS",
-                      help="Run the steps on the dask cluster of this scheduler "
-                           "(tcp://host:8786).")
-    parser.add_option("--dask-local", executor="dask", key="local_workers", type=int,
-                      metavar="N", help="Run the steps on a local dask cluster of N worker "
-                                        "processes.")
+    parser.add_option(
+        "--dask-scheduler",
+        executor="dask",
+        key="scheduler",
+        metavar="ADDRESS",
+        help="Run the steps on the dask cluster of this scheduler (tcp://host:8786).",
+    )
+    parser.add_option(
+        "--dask-local",
+        executor="dask",
+        key="local_workers",
+        type=int,
+        metavar="N",
+        help="Run the steps on a local dask cluster of N worker processes.",
+    )
 
 
 @hookimpl

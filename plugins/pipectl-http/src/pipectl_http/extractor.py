@@ -126,9 +126,11 @@ class Page:
                     yield records
         except (TimeoutError, *RETRYABLE_ERRORS) as exc:
             raise self.fetcher.error(
-                self.target, f"{self.fetcher.problem(exc)}, after {self.count} record(s) of the "
+                self.target,
+                f"{self.fetcher.problem(exc)}, after {self.count} record(s) of the "
                 "response were passed on (a response that fails midway is not retried; the "
-                "step's own retries start the extraction again)") from None
+                "step's own retries start the extraction again)",
+            ) from None
         finally:
             await self.aclose()
 
@@ -180,13 +182,15 @@ class HttpExtractor:
         self.url = _base_url(url)
         self.method = opt.text("method", method).upper()
         if self.method not in METHODS:
-            raise ValueError(f"{opt.WHAT}: method must be one of {', '.join(METHODS)}, "
-                             f"got {method!r}")
+            raise ValueError(
+                f"{opt.WHAT}: method must be one of {', '.join(METHODS)}, got {method!r}"
+            )
         self.params = opt.query_params(params) if params is not None else {}
         self.headers = opt.headers(headers) if headers is not None else {}
         if body is not None and self.method != "POST":
-            raise ValueError(f"{opt.WHAT}: body is sent with method POST only (method is "
-                             f"{self.method})")
+            raise ValueError(
+                f"{opt.WHAT}: body is sent with method POST only (method is {self.method})"
+            )
         try:
             json.dumps(body)
         except (TypeError, ValueError) as exc:
@@ -194,19 +198,29 @@ class HttpExtractor:
         self.body = body
         self.records_path = opt.dotted("records_path", records_path, empty_ok=True)
         if paginate not in PAGINATE:
-            raise ValueError(f"{opt.WHAT}: paginate must be one of {', '.join(PAGINATE)}, "
-                             f"got {paginate!r}")
+            raise ValueError(
+                f"{opt.WHAT}: paginate must be one of {', '.join(PAGINATE)}, got {paginate!r}"
+            )
         self.paginate = paginate
         self._set_pagination(
             total_path=total_path,
-            page_param=page_param, start_page=start_page, page_size_param=page_size_param,
-            page_size=page_size, offset_param=offset_param, limit_param=limit_param,
-            limit=limit, cursor_path=cursor_path, cursor_param=cursor_param)
-        self.max_pages = None if max_pages is None else opt.integer("max_pages", max_pages,
-                                                                   minimum=1)
+            page_param=page_param,
+            start_page=start_page,
+            page_size_param=page_size_param,
+            page_size=page_size,
+            offset_param=offset_param,
+            limit_param=limit_param,
+            limit=limit,
+            cursor_path=cursor_path,
+            cursor_param=cursor_param,
+        )
+        self.max_pages = (
+            None if max_pages is None else opt.integer("max_pages", max_pages, minimum=1)
+        )
         self.auth = None if auth is None else opt.Auth.parse(auth)
-        self.rate_limit = None if rate_limit is None else opt.number("rate_limit", rate_limit,
-                                                                    positive=True)
+        self.rate_limit = (
+            None if rate_limit is None else opt.number("rate_limit", rate_limit, positive=True)
+        )
         self.concurrency = opt.integer("concurrency", concurrency, minimum=1)
         self.retries = opt.integer("retries", retries, minimum=0)
         self.retry_delay = opt.number("retry_delay", retry_delay, positive=False)
@@ -214,16 +228,22 @@ class HttpExtractor:
         self.timeout = opt.number("timeout", timeout, positive=True)
         self.max_body_bytes = opt.integer("max_body_bytes", max_body_bytes, minimum=1)
         if format not in FORMATS:
-            raise ValueError(f"{opt.WHAT}: format must be one of {', '.join(FORMATS)}, "
-                             f"got {format!r}")
+            raise ValueError(
+                f"{opt.WHAT}: format must be one of {', '.join(FORMATS)}, got {format!r}"
+            )
         self.format = format
         if format == "jsonl":
-            paths = {"records_path": self.records_path, "cursor_path": self.cursor_path,
-                     "total_path": self.total_path}
+            paths = {
+                "records_path": self.records_path,
+                "cursor_path": self.cursor_path,
+                "total_path": self.total_path,
+            }
             wrong = [name for name, path in paths.items() if path]
             if wrong:
-                raise ValueError(f"{opt.WHAT}: {', '.join(wrong)}: only for format: json (a "
-                                 "JSON Lines response is its records, one a line)")
+                raise ValueError(
+                    f"{opt.WHAT}: {', '.join(wrong)}: only for format: json (a "
+                    "JSON Lines response is its records, one a line)"
+                )
         self.incremental = None if incremental is None else opt.Incremental.parse(incremental)
         self.batch_size = opt.integer("batch_size", batch_size, minimum=1)
         self._cursor = self.incremental.initial if self.incremental else None
@@ -236,10 +256,14 @@ class HttpExtractor:
         for style, names in STYLE_OPTIONS.items():
             wrong = [n for n in names if given[n] is not None and style != paginate]
             if wrong:
-                raise ValueError(f"{opt.WHAT}: {', '.join(wrong)}: only for paginate: {style} "
-                                 f"(paginate is {paginate})")
-        settings = {n: d if given[n] is None else given[n]
-                    for n, d in STYLE_OPTIONS.get(paginate, {}).items()}
+                raise ValueError(
+                    f"{opt.WHAT}: {', '.join(wrong)}: only for paginate: {style} "
+                    f"(paginate is {paginate})"
+                )
+        settings = {
+            n: d if given[n] is None else given[n]
+            for n, d in STYLE_OPTIONS.get(paginate, {}).items()
+        }
         self.page_param: str | None = None
         self.start_page: int | None = None
         self.page_size_param: str | None = None
@@ -257,23 +281,27 @@ class HttpExtractor:
             if settings["page_size_param"] is not None:
                 self.page_size_param = opt.text("page_size_param", settings["page_size_param"])
                 if self.page_size is None:
-                    raise ValueError(f"{opt.WHAT}: page_size_param needs page_size (the value "
-                                     "to send)")
+                    raise ValueError(
+                        f"{opt.WHAT}: page_size_param needs page_size (the value to send)"
+                    )
         elif paginate == "offset":
             self.offset_param = opt.text("offset_param", settings["offset_param"])
             self.limit_param = opt.text("limit_param", settings["limit_param"])
             self.limit = opt.integer("limit", settings["limit"], minimum=1)
         elif paginate == "cursor":
             if settings["cursor_path"] is None:
-                raise ValueError(f"{opt.WHAT}: paginate: cursor needs cursor_path (where the "
-                                 "next cursor is in the response, e.g. 'meta.next_cursor')")
+                raise ValueError(
+                    f"{opt.WHAT}: paginate: cursor needs cursor_path (where the "
+                    "next cursor is in the response, e.g. 'meta.next_cursor')"
+                )
             self.cursor_path = opt.dotted("cursor_path", settings["cursor_path"])
             self.cursor_param = opt.text("cursor_param", settings["cursor_param"])
         self.total_path: tuple[str, ...] = ()
         if total_path is not None:
             if paginate not in NUMBERED:
-                raise ValueError(f"{opt.WHAT}: total_path goes with paginate: page or offset, "
-                                 f"not {paginate}")
+                raise ValueError(
+                    f"{opt.WHAT}: total_path goes with paginate: page or offset, not {paginate}"
+                )
             if paginate == "page" and self.page_size is None:
                 raise ValueError(f"{opt.WHAT}: total_path needs page_size (to count the pages)")
             self.total_path = opt.dotted("total_path", total_path)
@@ -311,8 +339,9 @@ class HttpExtractor:
         if self.incremental is None or state is None:
             return
         if not isinstance(state, Mapping) or "cursor" not in state:
-            raise ValueError(f"{opt.WHAT}: state must be a mapping {{'cursor': ...}}, "
-                             f"got {state!r}")
+            raise ValueError(
+                f"{opt.WHAT}: state must be a mapping {{'cursor': ...}}, got {state!r}"
+            )
         self._cursor = state["cursor"]
 
     async def batches(self, ctx: Any) -> AsyncIterator[list[dict[str, Any]]]:
@@ -332,18 +361,33 @@ class HttpExtractor:
         # credentials (auth, and headers and params named like them) go only to the origin of url
         secret = {k: v for k, v in self.headers.items() if is_credential_header(k)}
         plain = {k: v for k, v in self.headers.items() if k not in secret}
-        guard = OriginGuard(self.url, {**secret, **credentials.headers}, credentials.params,
-                            [name for name in self.params if secret_named(name)])
+        guard = OriginGuard(
+            self.url,
+            {**secret, **credentials.headers},
+            credentials.params,
+            [name for name in self.params if secret_named(name)],
+        )
 
         with redacted_httpx_logs(redactor):
-            async with httpx.AsyncClient(headers={"Accept": FORMATS[self.format], **plain},
-                                         timeout=None, follow_redirects=False) as client:
-                fetcher = Fetcher(client, method=self.method, body=self.body,
-                                  retries=self.retries, retry_delay=self.retry_delay,
-                                  retry_max_delay=self.retry_max_delay, timeout=self.timeout,
-                                  max_body_bytes=self.max_body_bytes, guard=guard,
-                                  limiter=RateLimiter(self.rate_limit), redactor=redactor,
-                                  logger=logger)
+            async with httpx.AsyncClient(
+                headers={"Accept": FORMATS[self.format], **plain},
+                timeout=None,
+                follow_redirects=False,
+            ) as client:
+                fetcher = Fetcher(
+                    client,
+                    method=self.method,
+                    body=self.body,
+                    retries=self.retries,
+                    retry_delay=self.retry_delay,
+                    retry_max_delay=self.retry_max_delay,
+                    timeout=self.timeout,
+                    max_body_bytes=self.max_body_bytes,
+                    guard=guard,
+                    limiter=RateLimiter(self.rate_limit),
+                    redactor=redactor,
+                    logger=logger,
+                )
                 async for page in self._pages(fetcher, params, credentials.params, logger):
                     pages_read += 1
                     async with contextlib.aclosing(page.lists()) as lists:
@@ -353,15 +397,21 @@ class HttpExtractor:
                                 newest = self._newest(records, newest, page)
                             records_read += len(records)
                             for start in range(0, len(records), self.batch_size):
-                                yield records[start:start + self.batch_size]
-        logger.info("http_extracted", source=self.describe(), pages=pages_read,
-                    records=records_read, requests=fetcher.attempts)
+                                yield records[start : start + self.batch_size]
+        logger.info(
+            "http_extracted",
+            source=self.describe(),
+            pages=pages_read,
+            records=records_read,
+            requests=fetcher.attempts,
+        )
         self._cursor = newest
 
     # -- pages --------------------------------------------------------------------------------
 
-    def _pages(self, fetcher: Fetcher, params: dict[str, Any], auth_params: dict[str, Any],
-               logger: Any) -> AsyncIterator[Page]:
+    def _pages(
+        self, fetcher: Fetcher, params: dict[str, Any], auth_params: dict[str, Any], logger: Any
+    ) -> AsyncIterator[Page]:
         if self.paginate in NUMBERED:
             return self._numbered_pages(fetcher, params, logger)
         if self.paginate == "cursor":
@@ -399,8 +449,7 @@ class HttpExtractor:
                 if records := self._records_in(page):
                     yield records
                 return
-            walk = JsonWalk(_chained(b"".join(held), chunks), self.records_path,
-                            self.batch_size)
+            walk = JsonWalk(_chained(b"".join(held), chunks), self.records_path, self.batch_size)
             del held
             async for records in walk.records():
                 yield records
@@ -411,8 +460,10 @@ class HttpExtractor:
             kind = body.response.headers.get("Content-Type", "no Content-Type")
             what = "JSON Lines" if self.format == "jsonl" else "JSON"
             redactor = body.fetcher.redactor
-            raise body.error(f"the response is not valid {what} ({redactor.text(str(exc))}; "
-                             f"{kind}); it starts with: {redactor.snippet(body.head)}") from None
+            raise body.error(
+                f"the response is not valid {what} ({redactor.text(str(exc))}; "
+                f"{kind}); it starts with: {redactor.snippet(body.head)}"
+            ) from None
         finally:
             await chunks.aclose()
 
@@ -432,12 +483,13 @@ class HttpExtractor:
                 detail += f"; set records_path to the list's key (keys: {keys})"
             raise HttpExtractorError(
                 f"http {self.method} {page.url}: HTTP {page.response.status_code}: {setting} "
-                f"does not lead to a list of records: {detail}", url=page.url,
-                status=page.response.status_code)
+                f"does not lead to a list of records: {detail}",
+                url=page.url,
+                status=page.response.status_code,
+            )
         return records
 
-    async def _single_page(self, fetcher: Fetcher, params: dict[str, Any]
-                           ) -> AsyncIterator[Page]:
+    async def _single_page(self, fetcher: Fetcher, params: dict[str, Any]) -> AsyncIterator[Page]:
         yield await self._fetch(fetcher, _with_params(self.url, params))
 
     def _numbered_url(self, index: int, params: dict[str, Any]) -> httpx.URL:
@@ -446,12 +498,15 @@ class HttpExtractor:
             if self.page_size_param:
                 extra[self.page_size_param] = self.page_size
         else:
-            extra = {self.offset_param: index * self.limit,  # type: ignore[operator,dict-item]
-                     self.limit_param: self.limit}
+            extra = {
+                self.offset_param: index * self.limit,  # type: ignore[operator,dict-item]
+                self.limit_param: self.limit,
+            }
         return _with_params(self.url, {**params, **extra})
 
-    async def _numbered_pages(self, fetcher: Fetcher, params: dict[str, Any],
-                              logger: Any) -> AsyncIterator[Page]:
+    async def _numbered_pages(
+        self, fetcher: Fetcher, params: dict[str, Any], logger: Any
+    ) -> AsyncIterator[Page]:
         """Page or offset pagination, up to ``concurrency`` requests ahead, yielded in order.
 
         The last page is an empty one, one with fewer records than the page size, or the last
@@ -477,8 +532,11 @@ class HttpExtractor:
                 if index == 0 and self.total_path:
                     last = max(1, math.ceil(self._total(page) / size))  # type: ignore[operator]
                     width = self.concurrency
-                if not page.records or (size is not None and page.count < size) \
-                        or index + 1 >= last:
+                if (
+                    not page.records
+                    or (size is not None and page.count < size)
+                    or index + 1 >= last
+                ):
                     return
                 if index + 1 >= cap:
                     _capped(logger, page, self.max_pages)
@@ -493,16 +551,19 @@ class HttpExtractor:
     def _total(self, page: Page) -> int:
         total, why = lookup(page.data, self.total_path)
         path = ".".join(self.total_path)
-        if total is _MISSING or isinstance(total, bool) or not isinstance(total, int) \
-                or total < 0:
+        if total is _MISSING or isinstance(total, bool) or not isinstance(total, int) or total < 0:
             detail = why or f"it is {_json_kind(total)}, not a count"
-            raise HttpExtractorError(f"http {self.method} {page.url}: total_path {path!r} "
-                                     f"does not lead to the number of records: {detail}",
-                                     url=page.url, status=page.response.status_code)
+            raise HttpExtractorError(
+                f"http {self.method} {page.url}: total_path {path!r} "
+                f"does not lead to the number of records: {detail}",
+                url=page.url,
+                status=page.response.status_code,
+            )
         return total
 
-    async def _cursor_pages(self, fetcher: Fetcher, params: dict[str, Any],
-                            logger: Any) -> AsyncIterator[Page]:
+    async def _cursor_pages(
+        self, fetcher: Fetcher, params: dict[str, Any], logger: Any
+    ) -> AsyncIterator[Page]:
         """Cursor pagination: the next cursor is read at ``cursor_path`` and sent as
         ``cursor_param``; no cursor (missing, null or empty) means the last page."""
         cursor: Any = None
@@ -517,21 +578,27 @@ class HttpExtractor:
             if cursor is _MISSING or cursor is None or cursor == "":
                 return
             if isinstance(cursor, bool) or not isinstance(cursor, (str, int, float)):
-                raise HttpExtractorError(f"http {self.method} {page.url}: cursor_path {path!r} "
-                                         f"is {_json_kind(cursor)}, not a cursor (a string or "
-                                         "number)", url=page.url)
+                raise HttpExtractorError(
+                    f"http {self.method} {page.url}: cursor_path {path!r} "
+                    f"is {_json_kind(cursor)}, not a cursor (a string or "
+                    "number)",
+                    url=page.url,
+                )
             if cursor in seen:
-                raise HttpExtractorError(f"http {self.method} {page.url}: cursor_path {path!r} "
-                                         f"gave the cursor {cursor!r} a second time; stopping "
-                                         "rather than reading the same pages again",
-                                         url=page.url)
+                raise HttpExtractorError(
+                    f"http {self.method} {page.url}: cursor_path {path!r} "
+                    f"gave the cursor {cursor!r} a second time; stopping "
+                    "rather than reading the same pages again",
+                    url=page.url,
+                )
             seen.add(cursor)
             if number >= (self.max_pages or math.inf):
                 _capped(logger, page, self.max_pages)
                 return
 
-    async def _link_pages(self, fetcher: Fetcher, params: dict[str, Any],
-                          auth_params: dict[str, Any], logger: Any) -> AsyncIterator[Page]:
+    async def _link_pages(
+        self, fetcher: Fetcher, params: dict[str, Any], auth_params: dict[str, Any], logger: Any
+    ) -> AsyncIterator[Page]:
         """Link pagination (RFC 8288): the next page is the ``Link`` header's ``rel="next"``
         URL, requested as it is (with the auth query param, if any, added)."""
         url = _with_params(self.url, params)
@@ -545,9 +612,12 @@ class HttpExtractor:
                 return
             url = _with_params(page.response.url.join(target), auth_params)
             if str(url) in seen:
-                raise HttpExtractorError(f"http {self.method} {page.url}: the Link header's "
-                                         "next page is a page already read; stopping rather "
-                                         "than looping", url=page.url)
+                raise HttpExtractorError(
+                    f"http {self.method} {page.url}: the Link header's "
+                    "next page is a page already read; stopping rather "
+                    "than looping",
+                    url=page.url,
+                )
             seen.add(str(url))
             if number >= (self.max_pages or math.inf):
                 _capped(logger, page, self.max_pages)
@@ -566,8 +636,11 @@ class HttpExtractor:
             if isinstance(item, dict):
                 good.append(item)
             else:
-                ctx.bad_record(item, f"expected a JSON object, got {_json_kind(item)}",
-                               f"{page.url} record {n}")
+                ctx.bad_record(
+                    item,
+                    f"expected a JSON object, got {_json_kind(item)}",
+                    f"{page.url} record {n}",
+                )
         return good
 
     def _newest(self, records: list[dict[str, Any]], newest: Any, page: Page) -> Any:
@@ -587,7 +660,8 @@ class HttpExtractor:
                     f"http {self.method} {page.url}: incremental field "
                     f"{self.incremental.field_name!r}: cannot compare {value!r} with the cursor "
                     f"{newest!r}; the field and the cursor must both be strings or numbers",
-                    url=page.url) from None
+                    url=page.url,
+                ) from None
         return newest
 
 
@@ -595,8 +669,10 @@ def _base_url(url: Any) -> str:
     url = opt.text("url", url)
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:  # checked first: never shown
-        raise ValueError(f"{opt.WHAT}: url must not hold credentials (user:password@); use "
-                         "auth: {type: basic, username: ..., password_env: ...}")
+        raise ValueError(
+            f"{opt.WHAT}: url must not hold credentials (user:password@); use "
+            "auth: {type: basic, username: ..., password_env: ...}"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{opt.WHAT}: url must be an http:// or https:// URL, got {url!r}")
     return url
@@ -615,6 +691,9 @@ async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 
 def _capped(logger: Any, page: Page, max_pages: int | None) -> None:
-    logger.warning("http_max_pages_reached", url=page.url, max_pages=max_pages,
-                   hint="the API has more pages than max_pages; the records after them were "
-                        "not read")
+    logger.warning(
+        "http_max_pages_reached",
+        url=page.url,
+        max_pages=max_pages,
+        hint="the API has more pages than max_pages; the records after them were not read",
+    )

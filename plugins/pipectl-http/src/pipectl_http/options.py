@@ -32,8 +32,9 @@ def unknown_names(what: str, given: Iterable[str], known: Iterable[str]) -> None
 def text(name: str, value: Any, *, empty_ok: bool = False) -> str:
     """``value`` if it is a string (non-empty unless ``empty_ok``)."""
     if not isinstance(value, str) or (not value and not empty_ok):
-        raise ValueError(f"{WHAT}: {name} must be a {'' if empty_ok else 'non-empty '}string, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{WHAT}: {name} must be a {'' if empty_ok else 'non-empty '}string, got {value!r}"
+        )
     return value
 
 
@@ -46,11 +47,17 @@ def integer(name: str, value: Any, *, minimum: int) -> int:
 
 def number(name: str, value: Any, *, positive: bool) -> float:
     """``value`` as a float if it is a number > 0 (``positive``) or >= 0."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
-            or value < 0 or (positive and value == 0)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != value
+        or value < 0
+        or (positive and value == 0)
+    ):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{WHAT}: {name} must be a number {bound} (seconds or per second), "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{WHAT}: {name} must be a number {bound} (seconds or per second), got {value!r}"
+        )
     return float(value)
 
 
@@ -67,8 +74,10 @@ def query_params(value: Any) -> dict[str, Any]:
     for key, item in params.items():
         items = item if isinstance(item, list) else [item]
         if not items or not all(isinstance(i, SCALARS) for i in items):
-            raise ValueError(f"{WHAT}: params[{key!r}] must be a string, number, boolean or a "
-                             f"non-empty list of them, got {item!r}")
+            raise ValueError(
+                f"{WHAT}: params[{key!r}] must be a string, number, boolean or a "
+                f"non-empty list of them, got {item!r}"
+            )
     return params
 
 
@@ -86,8 +95,10 @@ def dotted(name: str, value: Any, *, empty_ok: bool = False) -> tuple[str, ...]:
     path = text(name, value, empty_ok=empty_ok)
     keys = tuple(path.split(".")) if path else ()
     if any(not key for key in keys):
-        raise ValueError(f"{WHAT}: {name} {path!r} has an empty key; write keys separated by "
-                         "single dots, like 'data.items'")
+        raise ValueError(
+            f"{WHAT}: {name} {path!r} has an empty key; write keys separated by "
+            "single dots, like 'data.items'"
+        )
     return keys
 
 
@@ -95,8 +106,9 @@ def env_name(name: str, value: Any) -> str:
     """The name of an environment variable (never its value)."""
     text(name, value)
     if "=" in value or "\0" in value:
-        raise ValueError(f"{WHAT}: {name} must be the name of an environment variable, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{WHAT}: {name} must be the name of an environment variable, got {value!r}"
+        )
     return value
 
 
@@ -116,15 +128,21 @@ class Credentials:
 
     __slots__ = ("headers", "params", "secrets")
 
-    def __init__(self, headers: dict[str, str] | None = None,
-                 params: dict[str, str] | None = None, secrets: Iterable[str] = ()):
+    def __init__(
+        self,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ):
         self.headers = headers or {}
         self.params = params or {}
         self.secrets = tuple(secrets)
 
     def __repr__(self) -> str:
-        return (f"<Credentials headers={sorted(self.headers)} params={sorted(self.params)} "
-                "(values hidden)>")
+        return (
+            f"<Credentials headers={sorted(self.headers)} params={sorted(self.params)} "
+            "(values hidden)>"
+        )
 
 
 @dataclass(frozen=True)
@@ -143,8 +161,9 @@ class Auth:
         spec = mapping("auth", value)
         kind = spec.pop("type", None)
         if kind not in AUTH_FIELDS:
-            raise ValueError(f"{WHAT}: auth.type must be one of {', '.join(AUTH_FIELDS)}, "
-                             f"got {kind!r}")
+            raise ValueError(
+                f"{WHAT}: auth.type must be one of {', '.join(AUTH_FIELDS)}, got {kind!r}"
+            )
         unknown_names(f"{WHAT}: auth (type {kind})", spec, AUTH_FIELDS[kind])
         if kind == "bearer":
             return cls(kind, env_name("auth.token_env", spec.get("token_env")), "token_env")
@@ -152,8 +171,12 @@ class Auth:
             username = text("auth.username", spec.get("username"))
             if ":" in username:
                 raise ValueError(f"{WHAT}: auth.username cannot contain ':' (basic auth)")
-            return cls(kind, env_name("auth.password_env", spec.get("password_env")),
-                       "password_env", username=username)
+            return cls(
+                kind,
+                env_name("auth.password_env", spec.get("password_env")),
+                "password_env",
+                username=username,
+            )
         if "header" in spec and "param" in spec:
             raise ValueError(f"{WHAT}: auth (type api_key) takes 'header' or 'param', not both")
         header = param = None
@@ -161,8 +184,13 @@ class Auth:
             param = text("auth.param", spec["param"])
         else:
             header = text("auth.header", spec.get("header", DEFAULT_API_KEY_HEADER))
-        return cls(kind, env_name("auth.key_env", spec.get("key_env")), "key_env",
-                   header=header, param=param)
+        return cls(
+            kind,
+            env_name("auth.key_env", spec.get("key_env")),
+            "key_env",
+            header=header,
+            param=param,
+        )
 
     def credentials(self) -> Credentials:
         """Read the secret from the environment now; a missing variable is an error naming it."""
@@ -170,17 +198,20 @@ class Auth:
         if not secret:
             raise HttpExtractorError(
                 f"{WHAT}: the environment variable {self.env!r} (auth.{self.env_option}, "
-                f"{self.type} auth) is not set or is empty")
+                f"{self.type} auth) is not set or is empty"
+            )
         if self.type == "bearer":
             return Credentials(headers={"Authorization": f"Bearer {secret}"}, secrets=[secret])
         if self.type == "basic":
             encoded = base64.b64encode(f"{self.username}:{secret}".encode()).decode("ascii")
-            return Credentials(headers={"Authorization": f"Basic {encoded}"},
-                               secrets=[secret, encoded])
+            return Credentials(
+                headers={"Authorization": f"Basic {encoded}"}, secrets=[secret, encoded]
+            )
         if self.param is not None:
             return Credentials(params={self.param: secret}, secrets=[secret])
-        return Credentials(headers={self.header or DEFAULT_API_KEY_HEADER: secret},
-                           secrets=[secret])
+        return Credentials(
+            headers={self.header or DEFAULT_API_KEY_HEADER: secret}, secrets=[secret]
+        )
 
     def describe(self) -> str:
         where = f" {self.header}" if self.header else f" ?{self.param}" if self.param else ""
@@ -207,15 +238,22 @@ class Incremental:
         unknown_names(f"{WHAT}: incremental", spec, INCREMENTAL_FIELDS)
         for required in ("param", "field"):
             if required not in spec:
-                raise ValueError(f"{WHAT}: incremental needs '{required}' (e.g. {{param: "
-                                 "updated_since, field: updated_at, initial: '2020-01-01'}})")
+                raise ValueError(
+                    f"{WHAT}: incremental needs '{required}' (e.g. {{param: "
+                    "updated_since, field: updated_at, initial: '2020-01-01'}})"
+                )
         initial = spec.get("initial")
-        if initial is not None and (isinstance(initial, bool)
-                                    or not isinstance(initial, (str, int, float))):
-            raise ValueError(f"{WHAT}: incremental.initial must be a string or a number, "
-                             f"got {initial!r}")
-        return cls(text("incremental.param", spec["param"]),
-                   dotted("incremental.field", spec["field"]), initial)
+        if initial is not None and (
+            isinstance(initial, bool) or not isinstance(initial, (str, int, float))
+        ):
+            raise ValueError(
+                f"{WHAT}: incremental.initial must be a string or a number, got {initial!r}"
+            )
+        return cls(
+            text("incremental.param", spec["param"]),
+            dotted("incremental.field", spec["field"]),
+            initial,
+        )
 
     @property
     def field_name(self) -> str:

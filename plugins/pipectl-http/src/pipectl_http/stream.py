@@ -154,7 +154,7 @@ class JsonWalk:
         while True:
             self._pos = _SPACE.match(self._text, self._pos).end()  # type: ignore[union-attr]
             if self._pos < len(self._text) or self._done:
-                return self._text[self._pos:self._pos + 1]
+                return self._text[self._pos : self._pos + 1]
             await self._fill(1)
 
     async def _value(self) -> Any:
@@ -177,13 +177,12 @@ class JsonWalk:
     async def _fill(self, size: int) -> None:
         """Read until the text not parsed yet holds ``size`` characters, or the body ends."""
         self._offset += self._pos
-        parts = [self._text[self._pos:]]
+        parts = [self._text[self._pos :]]
         have = len(parts[0])
         while have < size and not self._done:
             chunk = await anext(self._chunks, None)
             if self._decoder is None:  # UTF-8, or UTF-16/32 with or without a BOM, as json.loads
-                self._decoder = codecs.getincrementaldecoder(
-                    json.detect_encoding(chunk or b""))()
+                self._decoder = codecs.getincrementaldecoder(json.detect_encoding(chunk or b""))()
             if chunk is None:
                 self._done = True
                 parts.append(self._decoder.decode(b"", final=True))

@@ -19,8 +19,17 @@ import httpx
 from pipectl_http.errors import HttpExtractorError
 
 #: Query parameter names whose values are never shown (a name containing one of these words).
-SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "signature", "sig", "auth",
-                "credential")
+SECRET_WORDS = (
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "signature",
+    "sig",
+    "auth",
+    "credential",
+)
 SNIPPET = 200
 """Characters of a response body quoted in an error."""
 HEAD_BYTES = 4096
@@ -57,8 +66,7 @@ class Redactor:
         url = httpx.URL(url)
         if not url.query:
             return self.text(str(url))
-        items = [(k, "***" if self._is_secret_param(k) else v)
-                 for k, v in url.params.multi_items()]
+        items = [(k, "***" if self._is_secret_param(k) else v) for k, v in url.params.multi_items()]
         query = urllib.parse.urlencode(items, safe="*/:,")
         return self.text(f"{url.copy_with(query=None)}?{query}")
 
@@ -95,8 +103,13 @@ class OriginGuard:
     ``secret_params`` (taken out of a URL the server gave).
     """
 
-    def __init__(self, url: str, headers: Mapping[str, str], params: Mapping[str, str],
-                 secret_params: Iterable[str] = ()):
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str],
+        secret_params: Iterable[str] = (),
+    ):
         self.home = origin(httpx.URL(url))
         self.headers = dict(headers)
         self.params = dict(params)
@@ -125,8 +138,9 @@ class _RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):  # httpx logs the URL as an argument: hide its params
-            record.args = tuple(self.redactor.url(a) if isinstance(a, httpx.URL) else a
-                                for a in record.args)
+            record.args = tuple(
+                self.redactor.url(a) if isinstance(a, httpx.URL) else a for a in record.args
+            )
         record.msg, record.args = self.redactor.text(record.getMessage()), None
         return True
 
@@ -204,8 +218,7 @@ class Body:
     ``max_body_bytes`` of them, within the request's :class:`Budget`. ``head`` keeps the first
     bytes, for messages. Closing it (or reading it to the end) closes the response."""
 
-    def __init__(self, fetcher: Fetcher, url: httpx.URL, response: httpx.Response,
-                 budget: Budget):
+    def __init__(self, fetcher: Fetcher, url: httpx.URL, response: httpx.Response, budget: Budget):
         self.fetcher = fetcher
         self.url = url
         self.response = response
@@ -225,7 +238,7 @@ class Body:
                 if self.size > limit:
                     raise self._too_big(f"more than {limit} bytes came")
                 if len(self.head) < HEAD_BYTES:
-                    self.head += chunk[:HEAD_BYTES - len(self.head)]
+                    self.head += chunk[: HEAD_BYTES - len(self.head)]
                 yield chunk
         finally:
             await self.aclose()
@@ -242,8 +255,10 @@ class Body:
     def _too_big(self, detail: str) -> HttpExtractorError:
         limit = self.fetcher.max_body_bytes
         size = f" ({limit / 2**20:g} MiB)" if limit >= 2**20 else ""
-        return self.error(f"the response is larger than max_body_bytes={limit}{size}: {detail}; "
-                          "raise max_body_bytes to read it")
+        return self.error(
+            f"the response is larger than max_body_bytes={limit}{size}: {detail}; "
+            "raise max_body_bytes to read it"
+        )
 
 
 class Fetcher:
@@ -260,10 +275,22 @@ class Fetcher:
     ``MAX_REDIRECTS``, each request going through ``guard`` first.
     """
 
-    def __init__(self, client: httpx.AsyncClient, *, method: str, body: Any, retries: int,
-                 retry_delay: float, retry_max_delay: float, timeout: float,
-                 max_body_bytes: int, guard: OriginGuard, limiter: RateLimiter,
-                 redactor: Redactor, logger: Any):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        method: str,
+        body: Any,
+        retries: int,
+        retry_delay: float,
+        retry_max_delay: float,
+        timeout: float,
+        max_body_bytes: int,
+        guard: OriginGuard,
+        limiter: RateLimiter,
+        redactor: Redactor,
+        logger: Any,
+    ):
         self.client = client
         self.method = method
         self.body = body
@@ -303,13 +330,19 @@ class Fetcher:
                 reason = f"HTTP {status} {response.reason_phrase}".rstrip()
                 snippet = self.redactor.snippet(await self._head(response, budget))
                 if status != 429 and status < 500:
-                    hint = ("check the credentials (auth)" if status in (401, 403)
-                            else "client errors other than 429 are not retried")
+                    hint = (
+                        "check the credentials (auth)"
+                        if status in (401, 403)
+                        else "client errors other than 429 are not retried"
+                    )
                     if status in (401, 403) and origin(response.url) != self.guard.home:
-                        hint += (f"; redirected to {self.redactor.url(response.url)}, another "
-                                 "origin, which is sent no credentials")
-                    raise self.error(url, f"{reason} ({hint}); the response starts with: "
-                                          f"{snippet}", status)
+                        hint += (
+                            f"; redirected to {self.redactor.url(response.url)}, another "
+                            "origin, which is sent no credentials"
+                        )
+                    raise self.error(
+                        url, f"{reason} ({hint}); the response starts with: {snippet}", status
+                    )
                 problem = f"{reason}; the response starts with: {snippet}"
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             except (TimeoutError, *RETRYABLE_ERRORS) as exc:
@@ -317,24 +350,36 @@ class Fetcher:
             except httpx.HTTPError as exc:  # a request that cannot work (bad URL, scheme...)
                 raise self.error(url, self.problem(exc)) from None
             if attempt > self.retries:
-                raise self.error(url, f"{problem}; gave up after {attempt} attempt(s) "
-                                      f"(retries={self.retries})", status)
+                raise self.error(
+                    url,
+                    f"{problem}; gave up after {attempt} attempt(s) (retries={self.retries})",
+                    status,
+                )
             delay = min(self.retry_max_delay, self.retry_delay * 2 ** (attempt - 1))
             if retry_after is not None:
                 if retry_after > self.retry_max_delay:
                     raise self.error(
-                        url, f"{problem}; the server asks to retry after {retry_after:g} s, "
-                             f"longer than retry_max_delay={self.retry_max_delay:g} s (raise "
-                             "retry_max_delay, or lower rate_limit)", status)
+                        url,
+                        f"{problem}; the server asks to retry after {retry_after:g} s, "
+                        f"longer than retry_max_delay={self.retry_max_delay:g} s (raise "
+                        "retry_max_delay, or lower rate_limit)",
+                        status,
+                    )
                 delay = max(delay, retry_after)
-            self.logger.warning("http_retry", url=self.redactor.url(url), problem=problem,
-                                attempt=attempt, delay=round(delay, 3))
+            self.logger.warning(
+                "http_retry",
+                url=self.redactor.url(url),
+                problem=problem,
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
             await asyncio.sleep(delay)
 
     async def _send(self, url: httpx.URL, budget: Budget) -> httpx.Response:
         """The response to ``url`` after its redirects, its body not read yet."""
         request = self.client.build_request(
-            self.method, url, json=self.body if self.method == "POST" else None)
+            self.method, url, json=self.body if self.method == "POST" else None
+        )
         for _ in range(MAX_REDIRECTS + 1):
             self.guard.apply(request)
             response = await budget.wait(self.client.send(request, stream=True))
@@ -365,11 +410,10 @@ class Fetcher:
             return f"no complete response within timeout={self.timeout:g} s"
         return f"{type(exc).__name__}: {self.redactor.text(str(exc)) or 'failed'}"
 
-    def error(self, url: httpx.URL, problem: str, status: int | None = None
-              ) -> HttpExtractorError:
+    def error(self, url: httpx.URL, problem: str, status: int | None = None) -> HttpExtractorError:
         """``http METHOD URL: problem``, the URL as messages show it (secrets as ``***``).
         Made only when a message needs it: redacting parses the URL again."""
         shown = self.redactor.url(url)
-        return HttpExtractorError(f"http {self.method} {shown}: {problem}", url=shown,
-                                  status=status)
-
+        return HttpExtractorError(
+            f"http {self.method} {shown}: {problem}", url=shown, status=status
+        )

@@ -44,26 +44,30 @@ class Target:
     def __init__(self, owner: str, dsn: str | None, dsn_env: str | None):
         self.owner = owner
         if (dsn is None) == (dsn_env is None):
-            raise ValueError(f"{owner}: give one of dsn (a connection string) or dsn_env (the "
-                             "name of an environment variable holding it)")
+            raise ValueError(
+                f"{owner}: give one of dsn (a connection string) or dsn_env (the "
+                "name of an environment variable holding it)"
+            )
         if dsn_env is not None:
             check_identifier(dsn_env, f"{owner}: dsn_env")
             dsn = os.environ.get(dsn_env)
             if dsn is None:
-                raise ValueError(f"{owner}: environment variable {dsn_env!r} (dsn_env) is not "
-                                 "set; it should hold the connection string")
+                raise ValueError(
+                    f"{owner}: environment variable {dsn_env!r} (dsn_env) is not "
+                    "set; it should hold the connection string"
+                )
             source = f"the variable {dsn_env!r} (dsn_env)"
         else:
             source = "dsn"
         if not isinstance(dsn, str):
-            raise TypeError(f"{owner}: dsn must be a connection string, got "
-                            f"{type(dsn).__name__}")
+            raise TypeError(f"{owner}: dsn must be a connection string, got {type(dsn).__name__}")
         try:
             self._params = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:  # its message may quote the DSN: not shown
-            raise ValueError(f"{owner}: {source} is not a valid PostgreSQL connection string "
-                             "(postgresql://user@host:port/dbname or 'host=... dbname=...')"
-                             ) from None
+            raise ValueError(
+                f"{owner}: {source} is not a valid PostgreSQL connection string "
+                "(postgresql://user@host:port/dbname or 'host=... dbname=...')"
+            ) from None
         self._dsn = dsn
 
     @property
@@ -85,8 +89,10 @@ class Target:
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new connection (``kwargs`` go to :func:`psycopg.connect`); if the server cannot be
         reached or refuses us, a :class:`ConnectionError` naming host, port and database."""
-        for name, default in (("connect_timeout", CONNECT_TIMEOUT),
-                              ("application_name", APPLICATION_NAME)):
+        for name, default in (
+            ("connect_timeout", CONNECT_TIMEOUT),
+            ("application_name", APPLICATION_NAME),
+        ):
             if name not in self._params:
                 kwargs.setdefault(name, default)
         try:
@@ -94,5 +100,6 @@ class Target:
         except psycopg.OperationalError as exc:
             reason = " ".join(self.mask(str(exc)).split())
             # from None: the original exception's text is the unmasked one
-            raise ConnectionError(f"{self.owner}: cannot connect to {self.display}: "
-                                  f"{reason}") from None
+            raise ConnectionError(
+                f"{self.owner}: cannot connect to {self.display}: {reason}"
+            ) from None

@@ -94,8 +94,9 @@ class PostgresExtractor:
             if not isinstance(query, str) or not query.strip(" \t\r\n;"):
                 raise ValueError(f"query must be SQL text, got {query!r}")
             if schema is not None or columns is not None:
-                raise ValueError("schema and columns go with table; with query, name them in "
-                                 "the SQL")
+                raise ValueError(
+                    "schema and columns go with table; with query, name them in the SQL"
+                )
             query = query.strip().rstrip(";").rstrip()  # so that it can be wrapped
         else:
             check_identifier(table, "table")
@@ -103,8 +104,9 @@ class PostgresExtractor:
                 check_identifier(schema, "schema")
             if columns is not None:
                 if not isinstance(columns, list) or not columns:
-                    raise ValueError(f"columns must be a non-empty list of column names, got "
-                                     f"{columns!r}")
+                    raise ValueError(
+                        f"columns must be a non-empty list of column names, got {columns!r}"
+                    )
                 for c in columns:
                     check_identifier(c, "a column name")
             if params is not None:
@@ -123,21 +125,24 @@ class PostgresExtractor:
 
     def _configure_incremental(self, incremental: Mapping[str, Any]) -> None:
         if not isinstance(incremental, Mapping):
-            raise TypeError(f"incremental must be a mapping {{column: ..., initial: ...}}, got "
-                            f"{incremental!r}")
+            raise TypeError(
+                f"incremental must be a mapping {{column: ..., initial: ...}}, got {incremental!r}"
+            )
         unknown = [k for k in incremental if k not in _INCREMENTAL_KEYS]
         if unknown:
             raise ValueError(f"incremental: unknown key(s) {unknown!r} (known: column, initial)")
         if "column" not in incremental:
-            raise ValueError("incremental needs column: the column whose greatest value is the "
-                             "cursor")
+            raise ValueError(
+                "incremental needs column: the column whose greatest value is the cursor"
+            )
         column = check_identifier(incremental["column"], "incremental column")
         if self.columns is not None and column not in self.columns:
-            raise ValueError(f"incremental column {column!r} is not in columns "
-                             f"{self.columns!r}")
+            raise ValueError(f"incremental column {column!r} is not in columns {self.columns!r}")
         if CURSOR_PARAM in self.params:
-            raise ValueError(f"params: {CURSOR_PARAM!r} is the incremental cursor's placeholder; "
-                             "use another name")
+            raise ValueError(
+                f"params: {CURSOR_PARAM!r} is the incremental cursor's placeholder; "
+                "use another name"
+            )
         self._column = column
         self._cursor = jsonable(incremental.get("initial"))
 
@@ -165,8 +170,7 @@ class PostgresExtractor:
         if self._column is None or state is None:
             return
         if not isinstance(state, Mapping) or "cursor" not in state:
-            raise ValueError(f"postgres extractor state must be {{'cursor': value}}, got "
-                             f"{state!r}")
+            raise ValueError(f"postgres extractor state must be {{'cursor': value}}, got {state!r}")
         self._cursor = jsonable(state["cursor"])
 
     # -- reading ---------------------------------------------------------------------------------
@@ -175,10 +179,16 @@ class PostgresExtractor:
         """The SQL to declare the cursor for, and its parameters."""
         params = dict(self.params)
         if self.table is not None:
-            fields = (sql.SQL(", ").join(map(sql.Identifier, self.columns)) if self.columns
-                      else sql.SQL("*"))
-            source = (sql.Identifier(self.schema, self.table) if self.schema
-                      else sql.Identifier(self.table))
+            fields = (
+                sql.SQL(", ").join(map(sql.Identifier, self.columns))
+                if self.columns
+                else sql.SQL("*")
+            )
+            source = (
+                sql.Identifier(self.schema, self.table)
+                if self.schema
+                else sql.Identifier(self.table)
+            )
             select = sql.SQL("SELECT {} FROM {}").format(fields, source)
         else:
             assert self.query is not None
@@ -188,8 +198,9 @@ class PostgresExtractor:
         if self._column is not None:
             column = sql.Identifier(self._column)
             if self._cursor is not None:
-                select = sql.SQL("{} WHERE {} > {}").format(select, column,
-                                                           sql.Placeholder(CURSOR_PARAM))
+                select = sql.SQL("{} WHERE {} > {}").format(
+                    select, column, sql.Placeholder(CURSOR_PARAM)
+                )
                 params[CURSOR_PARAM] = self._cursor
             select = sql.SQL("{} ORDER BY {}").format(select, column)
         return select, params or None
@@ -205,8 +216,9 @@ class PostgresExtractor:
                 cur.execute(statement, params)
                 while batch := cur.fetchmany(self.batch_size):
                     if column is not None:
-                        top = max((v for v in (r[column] for r in batch) if v is not None),
-                                  default=None)
+                        top = max(
+                            (v for v in (r[column] for r in batch) if v is not None), default=None
+                        )
                         if top is not None and (greatest is None or top > greatest):
                             greatest = top
                     yield batch

@@ -82,8 +82,10 @@ from pipectl_postgres.connection import Target, check_identifier
 MODES = ("append", "replace", "upsert")
 
 #: One word of a type name, optionally schema-qualified, with optional (n) or (n, m) and [].
-_TYPE_WORD = (r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?"
-              r"(?: *\( *[+-]?\d+ *(?:, *[+-]?\d+ *)?\))?(?: *\[ *\d* *\])*")
+_TYPE_WORD = (
+    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?"
+    r"(?: *\( *[+-]?\d+ *(?:, *[+-]?\d+ *)?\))?(?: *\[ *\d* *\])*"
+)
 SQL_TYPE = re.compile(rf"^{_TYPE_WORD}(?: +{_TYPE_WORD})*$")
 
 #: The temporary table ``replace`` and ``upsert`` copy into (one per connection at a time).
@@ -96,9 +98,11 @@ LOADS_TABLE = "_pipectl_loads"
 def check_type(column: str, sql_type: Any) -> str:
     """``sql_type`` stripped, if it is an SQL type name; else a ValueError naming ``column``."""
     if not isinstance(sql_type, str) or not SQL_TYPE.match(sql_type.strip()):
-        raise ValueError(f"columns[{column!r}]: {sql_type!r} is not an SQL type name (like "
-                         "bigint, text, double precision, numeric(10, 2), varchar(20), jsonb, "
-                         "text[], timestamp with time zone)")
+        raise ValueError(
+            f"columns[{column!r}]: {sql_type!r} is not an SQL type name (like "
+            "bigint, text, double precision, numeric(10, 2), varchar(20), jsonb, "
+            "text[], timestamp with time zone)"
+        )
     return sql_type.strip()
 
 
@@ -153,8 +157,9 @@ class PostgresOutput:
         if columns is not None:
             if not isinstance(columns, dict) or not columns:
                 raise ValueError("columns must be a non-empty mapping {name: SQL type}")
-            columns = {check_identifier(c, "a column name"): check_type(c, t)
-                       for c, t in columns.items()}
+            columns = {
+                check_identifier(c, "a column name"): check_type(c, t) for c, t in columns.items()
+            }
         self.columns: dict[str, str] | None = columns
         keys = [key] if isinstance(key, str) else list(key or ())
         if key is not None and not keys:
@@ -166,8 +171,7 @@ class PostgresOutput:
         if columns is not None:
             missing = [k for k in keys if k not in columns]
             if missing:
-                raise ValueError(f"key column(s) {missing!r} are not in columns "
-                                 f"{list(columns)!r}")
+                raise ValueError(f"key column(s) {missing!r} are not in columns {list(columns)!r}")
         self.key: list[str] = keys
         mode = mode if mode is not None else ("upsert" if keys else "append")
         if mode not in MODES:
@@ -223,8 +227,9 @@ class PostgresOutput:
             rows = [tuple(map(r.get, cols)) for r in batch]
         if self._json:
             json_at = set(self._json)
-            rows = [tuple(_as_json(v) if i in json_at else v for i, v in enumerate(row))
-                    for row in rows]
+            rows = [
+                tuple(_as_json(v) if i in json_at else v for i, v in enumerate(row)) for row in rows
+            ]
         if self._copying is None:  # one COPY for the whole attempt, ended by commit()
             cursor = conn.cursor()
             manager = cursor.copy(self._copy)
@@ -249,15 +254,17 @@ class PostgresOutput:
 
     def loaded(self, load: Any) -> Any:
         """The marker of ``load`` in this database, if it committed."""
-        rows = self._markers(sql.SQL("pipeline = %s AND run_id = %s AND step = %s AND output = %s"),
-                             load.key)
+        rows = self._markers(
+            sql.SQL("pipeline = %s AND run_id = %s AND step = %s AND output = %s"), load.key
+        )
         return rows[0] if rows else None
 
     def last_load(self, load: Any) -> Any:
         """The latest marker of this pipeline, step and output in this database."""
-        rows = self._markers(sql.SQL("pipeline = %s AND step = %s AND output = %s "
-                                     "ORDER BY seq DESC LIMIT 1"),
-                             (load.pipeline, load.step, load.output))
+        rows = self._markers(
+            sql.SQL("pipeline = %s AND step = %s AND output = %s ORDER BY seq DESC LIMIT 1"),
+            (load.pipeline, load.step, load.output),
+        )
         return rows[0] if rows else None
 
     def _loads_table(self) -> sql.Identifier:
@@ -267,14 +274,19 @@ class PostgresOutput:
         from pipectl.loads import LoadMarker
 
         conn = self._db("open")
-        exists = conn.execute("SELECT to_regclass(%s)", (
-            sql.Identifier(self._schema or "public", LOADS_TABLE).as_string(conn),)).fetchone()
+        exists = conn.execute(
+            "SELECT to_regclass(%s)",
+            (sql.Identifier(self._schema or "public", LOADS_TABLE).as_string(conn),),
+        ).fetchone()
         if not exists or exists[0] is None:
             return []
-        rows = conn.execute(sql.SQL(
-            "SELECT pipeline, run_id, step, output, records, state, committed_by, "
-            "committed_at::text FROM {} WHERE {}").format(self._loads_table(), where),
-            params).fetchall()
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT pipeline, run_id, step, output, records, state, committed_by, "
+                "committed_at::text FROM {} WHERE {}"
+            ).format(self._loads_table(), where),
+            params,
+        ).fetchall()
         return [LoadMarker(*row) for row in rows]
 
     def _insert_marker(self, marker: Any) -> None:
@@ -282,24 +294,38 @@ class PostgresOutput:
         table = self._loads_table()
         # one creator at a time: CREATE TABLE IF NOT EXISTS alone can race in PostgreSQL
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOADS_TABLE,))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, "
-            "step text NOT NULL, output text NOT NULL, target text, records bigint NOT NULL, "
-            "state jsonb, committed_by text NOT NULL, committed_at timestamptz NOT NULL "
-            "DEFAULT now(), seq bigint GENERATED ALWAYS AS IDENTITY, "
-            "PRIMARY KEY (pipeline, run_id, step, output))").format(table))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, "
+                "step text NOT NULL, output text NOT NULL, target text, records bigint NOT NULL, "
+                "state jsonb, committed_by text NOT NULL, committed_at timestamptz NOT NULL "
+                "DEFAULT now(), seq bigint GENERATED ALWAYS AS IDENTITY, "
+                "PRIMARY KEY (pipeline, run_id, step, output))"
+            ).format(table)
+        )
         try:
-            conn.execute(sql.SQL(
-                "INSERT INTO {} (pipeline, run_id, step, output, target, records, state, "
-                "committed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(table),
-                (marker.pipeline, marker.run_id, marker.step, marker.output,
-                 self._display_name(), marker.records,
-                 None if marker.state is None else Jsonb(marker.state), marker.committed_by))
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (pipeline, run_id, step, output, target, records, state, "
+                    "committed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(table),
+                (
+                    marker.pipeline,
+                    marker.run_id,
+                    marker.step,
+                    marker.output,
+                    self._display_name(),
+                    marker.records,
+                    None if marker.state is None else Jsonb(marker.state),
+                    marker.committed_by,
+                ),
+            )
         except psycopg.errors.UniqueViolation:
             raise RuntimeError(
                 f"{self.describe()}: the load of step {marker.step!r} into output "
                 f"{marker.output!r} of run {marker.run_id} was already committed (another "
-                "process resumed the same run?); nothing was written twice") from None
+                "process resumed the same run?); nothing was written twice"
+            ) from None
 
     def _end_copy(self, error: BaseException | None) -> None:
         """Finish the attempt's COPY (or, with ``error``, tell the server to drop it)."""
@@ -346,8 +372,10 @@ class PostgresOutput:
             row = self._db("open").execute("SELECT current_schema()").fetchone()
             schema = row[0] if row else None
             if schema is None:
-                raise ValueError(f"{self.describe()}: no schema to write to (no schema of the "
-                                 "search_path exists); set the option schema")
+                raise ValueError(
+                    f"{self.describe()}: no schema to write to (no schema of the "
+                    "search_path exists); set the option schema"
+                )
         self._schema = schema
         existing = self._table_columns()
         if existing is not None:
@@ -356,12 +384,16 @@ class PostgresOutput:
                 raise ValueError(f"table {self._display_name()} has no column to write")
             unknown = [c for c in written if c not in existing]
             if unknown:
-                raise ValueError(f"table {self._display_name()} has no column(s) {unknown!r} "
-                                 f"(its columns: {list(existing)!r})")
+                raise ValueError(
+                    f"table {self._display_name()} has no column(s) {unknown!r} "
+                    f"(its columns: {list(existing)!r})"
+                )
             missing = [k for k in self.key if k not in written]
             if missing:
-                raise ValueError(f"key column(s) {missing!r} are not written to table "
-                                 f"{self._display_name()} (written: {written!r})")
+                raise ValueError(
+                    f"key column(s) {missing!r} are not written to table "
+                    f"{self._display_name()} (written: {written!r})"
+                )
             if self.mode == "upsert":
                 self._check_unique_key()
             self._prepare({c: existing[c] for c in written})
@@ -377,13 +409,19 @@ class PostgresOutput:
     def _table_columns(self) -> dict[str, str] | None:
         """``{column: type}`` of the table in the order of its columns (generated ones left
         out), or None if there is no such table."""
-        rows = self._db("open").execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod)"
-            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
-            "  AND NOT a.attisdropped AND a.attgenerated = ''"
-            " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')"
-            " ORDER BY a.attnum", (self._schema, self.table)).fetchall()
+        rows = (
+            self._db("open")
+            .execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod)"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
+                "  AND NOT a.attisdropped AND a.attgenerated = ''"
+                " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')"
+                " ORDER BY a.attnum",
+                (self._schema, self.table),
+            )
+            .fetchall()
+        )
         if not rows:
             return None
         return {name: sql_type for name, sql_type in rows if name is not None}
@@ -391,20 +429,27 @@ class PostgresOutput:
     def _check_unique_key(self) -> None:
         """An upsert's ``ON CONFLICT (key)`` needs a unique, immediate, non-partial index on
         exactly the key columns (a primary key is one)."""
-        rows = self._db("open").execute(
-            "SELECT array_agg(a.attname::text ORDER BY a.attname)"
-            " FROM pg_index i"
-            " JOIN pg_class c ON c.oid = i.indrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
-            " WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indimmediate"
-            "  AND i.indpred IS NULL AND i.indexprs IS NULL"
-            " GROUP BY i.indexrelid", (self._schema, self.table)).fetchall()
+        rows = (
+            self._db("open")
+            .execute(
+                "SELECT array_agg(a.attname::text ORDER BY a.attname)"
+                " FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
+                " WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indimmediate"
+                "  AND i.indpred IS NULL AND i.indexprs IS NULL"
+                " GROUP BY i.indexrelid",
+                (self._schema, self.table),
+            )
+            .fetchall()
+        )
         if sorted(self.key) not in [cols for (cols,) in rows]:
             raise ValueError(
                 f"table {self._display_name()} has no primary key or unique index on exactly "
                 f"{self.key!r}, which an upsert on key needs (CREATE UNIQUE INDEX ... ON the "
-                "table (those columns))")
+                "table (those columns))"
+            )
 
     def _columns_of(self, batch: list[dict[str, Any]]) -> dict[str, str]:
         """Column types inferred from the first batch, for a table created at the first write."""
@@ -413,8 +458,9 @@ class PostgresOutput:
             check_identifier(name, "a column name (a record key)")
         missing = [k for k in self.key if k not in names]
         if missing:
-            raise ValueError(f"key column(s) {missing!r} are not in the records "
-                             f"(their keys: {names!r})")
+            raise ValueError(
+                f"key column(s) {missing!r} are not in the records (their keys: {names!r})"
+            )
         types = {}
         for name in names:
             value = next((v for v in (r.get(name) for r in batch) if v is not None), None)
@@ -422,13 +468,21 @@ class PostgresOutput:
         return types
 
     def _create(self, columns: dict[str, str]) -> None:
-        parts = [sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(sql_type))
-                 for name, sql_type in columns.items()]
+        parts = [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(sql_type))
+            for name, sql_type in columns.items()
+        ]
         if self.key:
-            parts.append(sql.SQL("PRIMARY KEY ({})").format(
-                sql.SQL(", ").join(map(sql.Identifier, self.key))))
-        self._db("write").execute(sql.SQL("CREATE TABLE {} ({})").format(
-            sql.Identifier(self._schema, self.table), sql.SQL(", ").join(parts)))
+            parts.append(
+                sql.SQL("PRIMARY KEY ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, self.key))
+                )
+            )
+        self._db("write").execute(
+            sql.SQL("CREATE TABLE {} ({})").format(
+                sql.Identifier(self._schema, self.table), sql.SQL(", ").join(parts)
+            )
+        )
         created = self._table_columns() or {}
         self._prepare({c: created[c] for c in columns})  # the server's spelling of the types
 
@@ -440,36 +494,61 @@ class PostgresOutput:
         names = sql.SQL(", ").join(map(sql.Identifier, cols))
         self._cols = cols
         self._row = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
-        self._json = [i for i, c in enumerate(cols)
-                      if types[c].split("(")[0].strip().lower() in ("json", "jsonb")]
+        self._json = [
+            i
+            for i, c in enumerate(cols)
+            if types[c].split("(")[0].strip().lower() in ("json", "jsonb")
+        ]
         if self.mode == "append":
             self._copy = sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)
             return
         staging = sql.Identifier("pg_temp", STAGING)
         defs = [sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in types.items()]
         if self.mode == "replace":
-            conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-                sql.Identifier(STAGING), sql.SQL(", ").join(defs)))
+            conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                    sql.Identifier(STAGING), sql.SQL(", ").join(defs)
+                )
+            )
             self._merge = [
                 sql.SQL("DELETE FROM {}").format(table),
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, names, names,
-                                                                        staging),
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    table, names, names, staging
+                ),
             ]
         else:  # upsert: the last record of each key wins, so number them as they come
             ordinal = "pipectl_ordinal"
             while ordinal in types:
                 ordinal += "_"
-            conn.execute(sql.SQL(
-                "CREATE TEMP TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP"
-            ).format(sql.Identifier(STAGING), sql.SQL(", ").join(defs), sql.Identifier(ordinal)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY)"
+                    " ON COMMIT DROP"
+                ).format(sql.Identifier(STAGING), sql.SQL(", ").join(defs), sql.Identifier(ordinal))
+            )
             keys = sql.SQL(", ").join(map(sql.Identifier, self.key))
-            updates = [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-                       for c in cols if c not in self.key]
-            action = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates
-                      else sql.SQL("DO NOTHING"))
-            self._merge = [sql.SQL(
-                "INSERT INTO {table} ({names}) SELECT DISTINCT ON ({keys}) {names} FROM {staging}"
-                " ORDER BY {keys}, {ordinal} DESC ON CONFLICT ({keys}) {action}"
-            ).format(table=table, names=names, keys=keys, staging=staging,
-                     ordinal=sql.Identifier(ordinal), action=action)]
+            updates = [
+                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                for c in cols
+                if c not in self.key
+            ]
+            action = (
+                sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates))
+                if updates
+                else sql.SQL("DO NOTHING")
+            )
+            self._merge = [
+                sql.SQL(
+                    "INSERT INTO {table} ({names}) SELECT DISTINCT ON ({keys}) {names}"
+                    " FROM {staging}"
+                    " ORDER BY {keys}, {ordinal} DESC ON CONFLICT ({keys}) {action}"
+                ).format(
+                    table=table,
+                    names=names,
+                    keys=keys,
+                    staging=staging,
+                    ordinal=sql.Identifier(ordinal),
+                    action=action,
+                )
+            ]
         self._copy = sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)

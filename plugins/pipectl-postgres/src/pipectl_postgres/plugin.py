@@ -20,14 +20,19 @@ def check_options(kind: str, options: Mapping[str, Any], component: type) -> Non
     import difflib
     import inspect
 
-    known = [name for name, p in inspect.signature(component).parameters.items()
-             if p.kind is p.KEYWORD_ONLY]
+    known = [
+        name
+        for name, p in inspect.signature(component).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    ]
     for name in options:
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"postgres {kind}: unknown option {name!r}{hint} (options: "
-                             f"{', '.join(sorted(known))})")
+            raise ValueError(
+                f"postgres {kind}: unknown option {name!r}{hint} (options: "
+                f"{', '.join(sorted(known))})"
+            )
 
 
 def make_extractor(**options: Any) -> Any:

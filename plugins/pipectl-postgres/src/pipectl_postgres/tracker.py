@@ -49,8 +49,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pipectl_postgres.connection import Target
 
-__all__ = ["DEFAULT_SCHEMA", "MIGRATION_LOCK", "RETRY_SECONDS", "PostgresDialect",
-           "PostgresTracker", "parse_url"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "MIGRATION_LOCK",
+    "RETRY_SECONDS",
+    "PostgresDialect",
+    "PostgresTracker",
+    "parse_url",
+]
 
 #: The schema of the tables when the URL names none.
 DEFAULT_SCHEMA = "pipectl"
@@ -81,8 +87,10 @@ class _WriterNoise(logging.Filter):
     and tried again), so the warning would only be noise on the user's terminal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (threading.current_thread().name == "pipectl-tracker"
-                    and record.getMessage().startswith("error ignored terminating"))
+        return not (
+            threading.current_thread().name == "pipectl-tracker"
+            and record.getMessage().startswith("error ignored terminating")
+        )
 
 
 logging.getLogger("psycopg").addFilter(_WriterNoise())
@@ -134,8 +142,10 @@ def parse_url(url: str) -> tuple[str, str, str, frozenset[str]]:
     if not schema or "\x00" in schema:
         raise TrackerError(f"tracker {display}: schema must be a non-empty name without NUL")
     if len(schema.encode()) > MAX_IDENTIFIER_BYTES:
-        raise TrackerError(f"tracker {display}: schema {schema!r} is longer than PostgreSQL's "
-                           f"{MAX_IDENTIFIER_BYTES} bytes for a name")
+        raise TrackerError(
+            f"tracker {display}: schema {schema!r} is longer than PostgreSQL's "
+            f"{MAX_IDENTIFIER_BYTES} bytes for a name"
+        )
     dsn = _url(parts.netloc, parts.path, keep)
     return dsn, schema, display, frozenset({password, unquote(password)} - {""})
 
@@ -160,12 +170,12 @@ class PostgresDialect(SQLDialect):
             reason = str(exc)
             for secret in hidden:
                 reason = reason.replace(secret, "***")
-            raise TrackerError(f"tracker {shown}: not a valid PostgreSQL URL: {reason}"
-                               ) from None
+            raise TrackerError(f"tracker {shown}: not a valid PostgreSQL URL: {reason}") from None
         self.display = shown  # the URL without password, with the schema
         self._target = Target("postgresql tracker", dsn, None)
-        self._connect_options = ({} if "application_name" in params
-                                 else {"application_name": APPLICATION_NAME})
+        self._connect_options = (
+            {} if "application_name" in params else {"application_name": APPLICATION_NAME}
+        )
 
     def mask(self, text: str) -> str:
         """``text`` with the URL's password replaced, should a message quote it."""
@@ -204,7 +214,8 @@ class PostgresDialect(SQLDialect):
         # a lost connection: SQLSTATE class 08 from the server, or none (the client saw the
         # socket close)
         return isinstance(exc, psycopg.OperationalError) and (
-            exc.sqlstate is None or exc.sqlstate.startswith("08"))
+            exc.sqlstate is None or exc.sqlstate.startswith("08")
+        )
 
     # schema
 
@@ -242,8 +253,9 @@ class PostgresDialect(SQLDialect):
         if not isinstance(exc, psycopg.Error):
             return
         doing = ": cannot create or upgrade its tables" if action == "migrate" else ""
-        raise TrackerError(f"tracker {self.display}{doing}: {type(exc).__name__}: "
-                           f"{self.mask(str(exc))}") from exc
+        raise TrackerError(
+            f"tracker {self.display}{doing}: {type(exc).__name__}: {self.mask(str(exc))}"
+        ) from exc
 
 
 class PostgresTracker(SQLTracker):
@@ -340,8 +352,7 @@ class _Connection:
                 ) from exc
             self._discard()
             if stopping.wait(delay):
-                raise TrackerError(f"tracker {dialect.display}: "
-                                   f"{dialect.reason(exc)}") from exc
+                raise TrackerError(f"tracker {dialect.display}: {dialect.reason(exc)}") from exc
             delay = min(delay * 2, 2.0)
             try:
                 cur = None
@@ -419,4 +430,3 @@ class _Cursor:
 
     def fetchall(self) -> list[Any]:
         return self._cur.fetchall()
-
