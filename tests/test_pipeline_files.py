@@ -694,6 +694,19 @@ def test_the_json_schema_knows_exactly_the_loaders_fields():
     assert set(multi["properties"]["pipelines"]["items"]["properties"]) == build.ONE_OF_MANY
 
 
+def test_the_shipped_json_schema_steps_are_generated_from_the_step_fields():
+    """``$defs.step`` is the declaration of pipectl.files.fields (and the step types'
+    FILE_FIELDS): ``python -m pipectl.docgen --schema`` rewrites it."""
+    from pipectl.docgen import SCHEMA_PATH, render_schema
+    from pipectl.files import fields, steps
+
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == render_schema(), (
+        "pipectl/schema/pipeline.schema.json is stale: python -m pipectl.docgen --schema"
+    )
+    assert set(fields.step_schema()["properties"]) == steps.STEP_FIELDS
+    assert steps.DATA_FIELDS == {f.name for f in steps.TYPE_FIELDS["data"]}
+
+
 def test_pipectl_schema_prints_it():
     proc = _cli("schema", "--format-only")
     assert proc.returncode == 0

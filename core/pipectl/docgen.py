@@ -2,8 +2,12 @@
 
 ``python -m pipectl.docgen`` prints the hook reference; ``python -m pipectl.docgen > docs/hooks.md``
 writes it. ``python -m pipectl.docgen --components > docs/components.md`` writes the component
-reference (the built-in extractors' and outputs' declared options). ``python -m pipectl.docgen --check [FILE]`` exits 1 with a message when FILE (default:
-``docs/hooks.md`` of the source tree) differs from what would be generated.
+reference (the built-in extractors' and outputs' declared options, and the fields of a
+pipeline file's step). ``python -m pipectl.docgen --schema`` rewrites the ``$defs.step`` of
+``pipectl/schema/pipeline.schema.json`` from the step fields' declaration
+(:mod:`pipectl.files.fields`). ``python -m pipectl.docgen --check [FILE]`` exits 1 with a
+message when FILE (default: ``docs/hooks.md`` of the source tree) differs from what would be
+generated.
 
 The Markdown comes from the module docstring (the introduction), the banner comments that group
 the hooks (``# Registration``, ...) and each hook's signature and docstring. Standard library only.
@@ -18,6 +22,7 @@ import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
 COMMAND = "python -m pipectl.docgen > docs/hooks.md"
@@ -184,7 +189,76 @@ def render_components() -> str:
                     f"{'yes' if option.required else ''} | {default} | {text} |"
                 )
             parts.append("")
+    parts.extend(_step_fields())
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def _schema_type(schema: Any) -> str:
+    """A JSON Schema fragment in a few words: ``integer >= 1``, ``one of a, b``, ..."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return " or ".join(_schema_type(s) for s in schema[key])
+    if "enum" in schema:
+        return "one of " + ", ".join(f"`{v}`" for v in schema["enum"])
+    types = schema.get("type", "any")
+    text = " or ".join(types) if isinstance(types, list) else str(types)
+    if text == "array" and "items" in schema:
+        text = f"list of {_schema_type(schema['items'])}"
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    if "exclusiveMinimum" in schema:
+        text += f" > {schema['exclusiveMinimum']}"
+    if "maximum" in schema:
+        text += f" <= {schema['maximum']}"
+    return text
+
+
+def _step_fields() -> list[str]:
+    """The "Step fields" section: every field of a pipeline file's step, from its declaration
+    (:mod:`pipectl.files.fields`, and each step type's ``FILE_FIELDS``)."""
+    from pipectl.files.fields import FIELDS, KIND_FIELDS, type_fields
+
+    parts = [
+        "## Step fields",
+        "",
+        "The fields of a step in a pipeline file, as `pipectl/files/fields.py` and each step",
+        "type's module declare them (the loader, `pipectl validate`, `pipectl schema` and",
+        "`to_yaml` all read that declaration). A step is one of: `run` (a function or step",
+        "class), a data step (`extract` and `load`), `pipeline` (a sub-pipeline) or `type` (a",
+        "plugin step type).",
+        "",
+    ]
+    groups = [("Every step", FIELDS), ("What the step is", KIND_FIELDS)]
+    titles = {"data": "A data step", "pipeline": "A sub-pipeline step"}
+    for step_type, fields in type_fields().items():
+        groups.append((titles.get(step_type, f"A `{step_type}` step"), fields))
+    for title, fields in groups:
+        parts.extend([f"### {title}", "", "| field | type | description |", "|---|---|---|"])
+        for field in fields:
+            text = field.description + (" Required." if field.required else "")
+            cell = _schema_type(field.schema).replace("|", "\\|")
+            parts.append(f"| `{field.name}` | {cell} | {text.replace('|', chr(92) + '|')} |")
+        parts.append("")
+    return parts
+
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "pipeline.schema.json"
+SCHEMA_COMMAND = "python -m pipectl.docgen --schema"
+
+
+def render_schema(path: Path = SCHEMA_PATH) -> str:
+    """The JSON Schema of pipeline files (``pipectl/schema/pipeline.schema.json``) with its
+    ``$defs.step`` generated from the step fields' declaration (:mod:`pipectl.files.fields`);
+    the rest of the file is kept as it is."""
+    import json
+
+    from pipectl.files.fields import step_schema
+
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    schema["$defs"]["step"] = step_schema()
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--components"]:
         sys.stdout.write(render_components())
         return 0
+    if args[:1] == ["--schema"]:
+        SCHEMA_PATH.write_text(render_schema(), encoding="utf-8")
+        print(f"wrote {SCHEMA_PATH.name}", file=sys.stderr)
+        return 0
     if args[:1] != ["--check"]:
         if args:
             print(
-                f"usage: python -m pipectl.docgen [--check [FILE]] (got {' '.join(args)})",
+                "usage: python -m pipectl.docgen [--components | --schema | --check [FILE]]"
+                f" (got {' '.join(args)})",
                 file=sys.stderr,
             )
             return 2

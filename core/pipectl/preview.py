@@ -54,7 +54,7 @@ def run_secrets(run: Any) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _spellings(secrets: Iterable[str]) -> tuple[str, ...]:
+def secret_spellings(secrets: Iterable[str]) -> tuple[str, ...]:
     """Each secret as it is, as repr writes it inside quotes and as JSON writes it, longest
     first (a value with quotes, backslashes or controls is escaped in a repr)."""
     out: dict[str, None] = {}
@@ -96,7 +96,7 @@ def _cut(text: str, width: int, spellings: tuple[str, ...]) -> str:
 def fit(text: str, width: int, secrets: Iterable[str] = ()) -> str:
     """``text`` in at most ``width`` characters, ending in ``…`` when cut; each of ``secrets``
     (values) masked, and the beginning of one where the text is cut too."""
-    spellings = _spellings(secrets)
+    spellings = secret_spellings(secrets)
     return _cut(_mask(text, spellings), width, spellings)
 
 
@@ -278,7 +278,7 @@ def preview(value: Any, width: int = MAX_PREVIEW, secrets: Iterable[str] = ()) -
     its type and size, then a bounded repr; a data step's result as :func:`data_counts`.
     Each of ``secrets`` (values) is shown as ``***``."""
     width = max(min(width, MAX_PREVIEW), 1)
-    spellings = _spellings(secrets)
+    spellings = secret_spellings(secrets)
     if _is_data_result(value):
         return _cut(_mask(data_counts(value), spellings), width, spellings)
     body = _mask(_Repr(spellings).repr(value), spellings)
@@ -335,7 +335,7 @@ def preview_summary(summary: Any, width: int = MAX_PREVIEW, secrets: Iterable[st
     """:func:`preview` of a value as a tracker recorded it (``output_summary``): a cut
     summary as its type and size and its first items or first characters."""
     width = max(min(width, MAX_PREVIEW), 1)
-    spellings = _spellings(secrets)
+    spellings = secret_spellings(secrets)
     if _cut_marker(summary):
         head = _size(summary)
         if "first" in summary:

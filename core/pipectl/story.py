@@ -1216,13 +1216,13 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
     """
     from types import SimpleNamespace
 
-    from pipectl.preview import _spellings, run_secrets
+    from pipectl.preview import run_secrets, secret_spellings
     from pipectl.tracking import cut_secrets as _cut_secrets
     from pipectl.tracking import step_row
 
     spec = getattr(pipeline, "spec", pipeline)
     specs = {s.name: s for s in getattr(spec, "steps", ())}
-    secrets = _spellings(run_secrets(run))
+    secrets = secret_spellings(run_secrets(run))
     cut_off = _cut_secrets(secrets)
 
     def masked(text: Any) -> Any:

@@ -12,7 +12,7 @@ import click
 EXIT_USAGE = 2
 
 
-def _open(pm: Any, url: str | None, *, empty: str | None = None) -> Any:
+def open_store(pm: Any, url: str | None, *, empty: str | None = None) -> Any:
     """The tracker to read: ``url``, else the project's (of the working directory). Reading
     creates nothing: when the project's SQLite file does not exist yet, ``empty`` is printed
     (exit 0) or, without ``empty``, it is an error (exit 2)."""
@@ -57,7 +57,7 @@ def _open(pm: Any, url: str | None, *, empty: str | None = None) -> Any:
     return tracker
 
 
-def _close(store: Any) -> None:
+def close_store(store: Any) -> None:
     """Close the tracker; what went wrong with it (spooled rows it could not write yet) as one
     warning line each."""
     for problem in store.close(report=False):
@@ -111,14 +111,14 @@ def list_runs(
     from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
 
-    store = _open(pm, tracker, empty="[]" if as_json else "no runs recorded")
+    store = open_store(pm, tracker, empty="[]" if as_json else "no runs recorded")
     try:
         rows = store.list_runs(pipeline=pipeline, status=status, limit=limit)
     except PipectlError as exc:
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
-        _close(store)
+        close_store(store)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -181,14 +181,14 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
     from pipectl.cli.progress import format_duration
     from pipectl.errors import PipectlError
 
-    store = _open(pm, tracker)
+    store = open_store(pm, tracker)
     try:
         record = store.get_run(run_id, pipeline)
     except PipectlError as exc:
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
-        _close(store)
+        close_store(store)
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
         return
@@ -286,7 +286,7 @@ def prune(
         except ValueError as exc:
             click.echo(f"pipectl: error: --older-than: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-    store = _open(pm, tracker, empty="no runs to delete")
+    store = open_store(pm, tracker, empty="no runs to delete")
     try:
         pruned = require_prune(store).prune(
             keep=keep, older_than=seconds, pipeline=pipeline, dry_run=dry_run
@@ -295,7 +295,7 @@ def prune(
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
-        _close(store)
+        close_store(store)
     count = f"{len(pruned)} run{'s' if len(pruned) != 1 else ''}"
     if not pruned:
         click.echo("no runs to delete" + (f" of pipeline {pipeline!r}" if pipeline else ""))

@@ -53,18 +53,18 @@ def story(
     """Write the story of a run: pipeline and params (secrets redacted), outcome, the DAG as
     a picture, a timeline of the steps with their retries, a table of steps with records per
     output, and every error with its traceback. One file, nothing fetched from the network."""
-    from pipectl.cli.runs_command import _close, _open
+    from pipectl.cli.runs_command import close_store, open_store
     from pipectl.errors import PipectlError
     from pipectl.story import write_story
 
-    store = _open(pm, tracker)
+    store = open_store(pm, tracker)
     try:
         record = store.get_run(run_id, pipeline)
     except PipectlError as exc:
         click.echo(f"pipectl: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
-        _close(store)
+        close_store(store)
     suffix = f".{fmt or 'html'}"
     path = story_path(output or f"story-{{pipeline}}-{{short_id}}{suffix}", record)
     if path.suffix.lower() not in (".html", ".md", ".markdown"):

@@ -4,8 +4,12 @@ a pipeline is planned. The streaming itself is :func:`pipectl.data.run_data_step
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipectl.data_options import BAD_RECORD_MODES, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_SIZE
+from pipectl.files.fields import UNSET, StepField, read_ref
 
 if TYPE_CHECKING:
     from pipectl.data import Transform
@@ -15,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA_STEP_OPTIONS",
+    "FILE_FIELDS",
     "check_component",
     "data_step",
     "import_ref",
@@ -22,19 +27,120 @@ __all__ = [
     "shared_files",
 ]
 
-#: the options a data step takes
-DATA_STEP_OPTIONS = frozenset(
-    {
+
+def _read_transforms(path: Path, line: int, field: str, value: Any) -> Any:
+    """A pipeline file's ``transform``: one or a list, each ``module:function`` (imported
+    now) or ``{function: ..., per: record|batch}``."""
+    transforms = [value] if isinstance(value, (str, dict)) else value
+    return [read_ref(path, line, field, t) if isinstance(t, str) else t for t in transforms]
+
+
+def _write_transforms(value: Any, where: str) -> Any:
+    from pipectl.files.writer import reference
+
+    transforms: list[Any] = []
+    for t in value or ():
+        if isinstance(t, Mapping):  # {function: "module:function", per: ...} as read
+            transforms.append(dict(t))
+            continue
+        func, per = (t.func, t.per) if hasattr(t, "per") else (t, "record")
+        ref = t if isinstance(t, str) else reference(func, f"{where} transform")
+        transforms.append(ref if per == "record" else {"function": ref, "per": per})
+    return transforms or UNSET
+
+
+def _write_components(key: str) -> Callable[[Any, str], Any]:
+    def write(value: Any, where: str) -> Any:
+        values = value if key == "load" else [value]
+        if not all(isinstance(v, Mapping) for v in values):
+            raise ValueError(
+                f"{where}: {key} must be given as {{type: ..., ...}} "
+                "mappings to be written to a pipeline file"
+            )
+        return [dict(v) for v in values] if key == "load" else dict(value)
+
+    return write
+
+
+#: the fields of a data step in a pipeline file (any of them makes a step a data step), each
+#: setting the option of the same name (``transform``: ``transforms``), in the order they are
+#: read and written (:mod:`pipectl.files.fields`)
+FILE_FIELDS = (
+    StepField(
         "extract",
-        "transforms",
+        "extract",
+        {"$ref": "#/$defs/component"},
+        "The extractor: {type: NAME, ...its options} (docs/components.md).",
+        write=_write_components("extract"),
+        required=True,
+    ),
+    StepField(
         "load",
+        "load",
+        {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/component"}},
+        "The outputs, each {type: NAME, ...its options}; each gets every record.",
+        write=_write_components("load"),
+        required=True,
+    ),
+    StepField(
+        "transform",
+        "transforms",
+        {
+            "oneOf": [
+                {"$ref": "#/$defs/transform"},
+                {"type": "array", "items": {"$ref": "#/$defs/transform"}},
+            ]
+        },
+        "Functions applied between them: module:function (per record), or {function: "
+        "module:function, per: batch}; one or a list.",
+        _read_transforms,
+        _write_transforms,
+    ),
+    StepField(
         "batch_size",
+        "batch_size",
+        {"type": "integer", "minimum": 1},
+        f"Records per batch (default {DEFAULT_BATCH_SIZE:,}).",
+    ),
+    StepField(
         "buffer_size",
+        "buffer_size",
+        {"type": "integer", "minimum": 1},
+        f"Batches each output's buffer holds before the extractor waits (default "
+        f"{DEFAULT_BUFFER_SIZE}).",
+    ),
+    StepField(
         "on_bad_record",
+        "on_bad_record",
+        {"enum": list(BAD_RECORD_MODES)},
+        "What a record an output or a transform rejects does: fail the step (default), be "
+        "skipped, or go to the dead letter file.",
+        default="fail",
+    ),
+    StepField(
         "dead_letter",
+        "dead_letter",
+        {"type": "string"},
+        "The JSON Lines file bad records go to with on_bad_record: dead_letter (default: "
+        "dead_letters/STEP.jsonl under the project's .pipectl/).",
+    ),
+    StepField(
         "max_bad_records",
-    }
+        "max_bad_records",
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"},
+            ]
+        },
+        "The most bad records the step may set aside: a count (100) or a percentage of the "
+        "source's records ('5%'). More fail the step and commit nothing; rejecting every record "
+        "always fails.",
+    ),
 )
+
+#: the options a data step takes
+DATA_STEP_OPTIONS = frozenset(f.sets for f in FILE_FIELDS)
 
 
 def import_ref(ref: str) -> Any:
@@ -162,12 +268,7 @@ def shared_files(load: list[Any], components: Registries | None) -> list[Problem
 def data_step(step: StepSpec, components: Registries | None = None) -> Callable[..., Any]:
     """Validate a data step's options and return the coroutine function that runs it. Every
     problem is reported at once (a :class:`pipectl.options.ProblemsError`)."""
-    from pipectl.data_options import (
-        BAD_RECORD_MODES,
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_BUFFER_SIZE,
-        parse_max_bad_records,
-    )
+    from pipectl.data_options import parse_max_bad_records
     from pipectl.options import Problem, ProblemsError
 
     problems: list[Any] = []

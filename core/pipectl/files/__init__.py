@@ -30,7 +30,8 @@ A file::
 The modules: :mod:`~pipectl.files.loader` (the bytes and the YAML, with line numbers),
 :mod:`~pipectl.files.params` (declarations, ``-p`` values, the values a run takes),
 :mod:`~pipectl.files.interpolate` (``${...}``), :mod:`~pipectl.files.paths` (relative paths),
-:mod:`~pipectl.files.steps` (a step's fields), :mod:`~pipectl.files.build` (the pipelines, as
+:mod:`~pipectl.files.fields` (a step's fields, declared once),
+:mod:`~pipectl.files.steps` (a step read), :mod:`~pipectl.files.build` (the pipelines, as
 :class:`LoadedPipeline`), :mod:`~pipectl.files.problems` (problems as ``file:line``),
 :mod:`~pipectl.files.writer` (``to_yaml``). :func:`pipectl.pipeline.load_pipelines` makes
 :class:`~pipectl.Pipeline` objects of a file; this package does not import

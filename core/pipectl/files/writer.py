@@ -8,10 +8,13 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipectl.files.fields import FIELDS, KIND_FIELDS, UNSET, StepField
 from pipectl.files.params import ParamSpec
 
 if TYPE_CHECKING:
-    from pipectl.model import PipelineSpec
+    from pipectl.model import PipelineSpec, StepSpec
+
+_KIND = {f.name: f for f in KIND_FIELDS}
 
 __all__ = ["Definition", "dump_pipeline", "reference", "to_yaml"]
 
@@ -61,8 +64,6 @@ def reference(obj: Any, what: str) -> str:
 
 def dump_pipeline(pipe: Definition) -> dict[str, Any]:
     """The pipeline file (as data) of ``pipe``; every callable must be importable by name."""
-    import builtins
-
     from pipectl.model import StepSpec
 
     spec = pipe.spec
@@ -81,93 +82,52 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
     ):
         if getattr(spec, key) != default:
             out[key] = getattr(spec, key)
-    steps = []
-    for step in spec.steps:
-        where = f"step {step.name!r}"
-        item: dict[str, Any] = {"name": step.name}
-        if step.description:
-            item["description"] = step.description
-        if step.step_type == "python":
-            item["run"] = reference(step.func, where)
-            if step.options:
-                item["options"] = dict(step.options)
-        elif step.step_type == "pipeline":
+    steps = [_dump_step(step, defaults) for step in spec.steps]
+    out["steps"] = _secrets_as_references(steps, pipe)
+    written: dict[str, Any] = _plain(out)
+    return written
+
+
+def _written(field: StepField, value: Any, where: str) -> Any:
+    return value if field.write is None else field.write(value, where)
+
+
+def _dump_step(step: StepSpec, defaults: StepSpec) -> dict[str, Any]:
+    """A step as its mapping in a file: the fields of :mod:`pipectl.files.fields` (those
+    every step has, and its kind's) whose value is not the default."""
+    from pipectl.files.steps import TYPE_FIELDS
+
+    where = f"step {step.name!r}"
+    kind: dict[str, Any] = {}
+    if step.step_type == "python":
+        kind["run"] = _written(_KIND["run"], step.func, where)
+        if step.options:
+            kind["options"] = _written(_KIND["options"], step.options, where)
+    elif step.step_type in TYPE_FIELDS:
+        if step.step_type == "pipeline":
             raise ValueError(
                 f"{where}: a sub-pipeline step cannot be written to a file of one "
                 "pipeline; write a file of several pipelines by hand"
             )
-        elif step.step_type == "data":
-            options = dict(step.options)
-            for key in ("extract", "load"):
-                values = options[key] if key == "load" else [options[key]]
-                if not all(isinstance(v, Mapping) for v in values):
-                    raise ValueError(
-                        f"{where}: {key} must be given as {{type: ..., ...}} "
-                        "mappings to be written to a pipeline file"
-                    )
-            item["extract"] = dict(options["extract"])
-            item["load"] = [dict(v) for v in options["load"]]
-            transforms: list[Any] = []
-            for t in options.get("transforms") or ():
-                if isinstance(t, Mapping):  # {function: "module:function", per: ...} as read
-                    transforms.append(dict(t))
-                    continue
-                func, per = (t.func, t.per) if hasattr(t, "per") else (t, "record")
-                ref = t if isinstance(t, str) else reference(func, f"{where} transform")
-                transforms.append(ref if per == "record" else {"function": ref, "per": per})
-            if transforms:
-                item["transform"] = transforms
-            for key in (
-                "batch_size",
-                "buffer_size",
-                "on_bad_record",
-                "dead_letter",
-                "max_bad_records",
-            ):
-                if key in options and not (key == "on_bad_record" and options[key] == "fail"):
-                    item[key] = options[key]
-        else:
-            item["type"] = step.step_type
-            if step.options:
-                item["options"] = dict(step.options)
-        if step.depends_on:
-            item["depends_on"] = list(step.depends_on)
-        if step.inputs:
-            item["inputs"] = {
-                k: v if isinstance(v, str) else v.text for k, v in step.inputs.items()
-            }
-        if step.when is not None:
-            item["when"] = step.when.text
-        for key, target in (
-            ("retries", "retries"),
-            ("retry_delay", "retry_delay"),
-            ("retry_backoff", "retry_backoff"),
-            ("retry_max_delay", "backoff_cap"),
-            ("retry_jitter", "retry_jitter"),
-            ("timeout", "timeout"),
-            ("allow_failure", "allow_failure"),
-        ):
-            if getattr(step, key) != getattr(defaults, key):
-                item[target] = getattr(step, key)
-        if step.trigger != defaults.trigger:
-            item["trigger"] = step.trigger.value
-        if step.retry_on:
-            item["retry_on"] = [
-                e.__name__
-                if getattr(builtins, e.__name__, None) is e
-                else reference(e, f"{where} retry_on")
-                for e in step.retry_on
-            ]
-        if step.rollback is not None:
-            item["rollback"] = reference(step.rollback, f"{where} rollback")
-        if step.resources:
-            item["resources"] = dict(step.resources)
-        if not step.store_output:
-            item["store_output"] = False
-        steps.append(item)
-    out["steps"] = _secrets_as_references(steps, pipe)
-    written: dict[str, Any] = _plain(out)
-    return written
+        options = step.options
+        for field in TYPE_FIELDS[step.step_type]:
+            if field.sets in options and options[field.sets] != field.default:
+                written = _written(field, options[field.sets], where)
+                if written is not UNSET:
+                    kind[field.name] = written
+    else:
+        kind["type"] = step.step_type
+        if step.options:
+            kind["options"] = _written(_KIND["options"], step.options, where)
+    head: dict[str, Any] = {}
+    item: dict[str, Any] = {}
+    for field in FIELDS:
+        value = getattr(step, field.sets)
+        if field.name == "name" or value != getattr(defaults, field.sets):
+            written = _written(field, value, where)
+            if written is not UNSET:
+                (head if field.name in ("name", "description") else item)[field.name] = written
+    return {**head, **kind, **item}
 
 
 def _declarations(pipe: Definition) -> dict[str, ParamSpec]:
