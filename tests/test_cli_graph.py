@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = "examples/layers/pipeline.yaml"
 
@@ -239,6 +241,7 @@ def test_text_heading_lists_every_upstream(tmp_path):
     assert f"Pipeline: {NAMES[2]} (after: {NAMES[0]}, end)\n" in out
 
 
+@pytest.mark.slow
 def test_a_single_pipeline_is_named_and_stays_valid(tmp_path):
     (tmp_path / "steps.py").write_text("def noop():\n    return None\n", encoding="utf-8")
     (tmp_path / "one.yaml").write_text(

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def test_python_dash_m_pipectl_is_the_pipectl_command():
     proc = subprocess.run(
@@ -17,6 +19,7 @@ def test_python_dash_m_pipectl_is_the_pipectl_command():
     assert "Usage:" in proc.stdout and "run" in proc.stdout
 
 
+@pytest.mark.slow
 def test_every_stderr_line_is_json_with_log_format_json(tmp_path):
     (tmp_path / "steps.py").write_text("def hello():\n    return 'hi'\n")
     (tmp_path / "pipeline.yaml").write_text(
@@ -47,6 +50,7 @@ def test_every_stderr_line_is_json_with_log_format_json(tmp_path):
         assert loaded["plugins"] and all("-" in p for p in loaded["plugins"])
 
 
+@pytest.mark.slow
 def test_every_stderr_line_is_json_with_failures_retries_and_debug_events(tmp_path):
     (tmp_path / "steps.py").write_text(
         textwrap.dedent("""

@@ -168,6 +168,7 @@ def _summary_rows(text: str) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_on_a_terminal_shows_live_progress_and_a_summary_table(demo):
     code, raw = _in_terminal(["run", demo.name], cwd=demo.parent, env=_env())
     text = _plain(raw)
@@ -191,6 +192,7 @@ def test_run_on_a_terminal_shows_live_progress_and_a_summary_table(demo):
     assert re.search(r"^run \w+ of 'demo': failed in [\d.]+ s$", text, re.MULTILINE), text
 
 
+@pytest.mark.slow
 def test_no_live_display_and_no_escape_codes_in_a_pipe(demo):
     proc = subprocess.run(
         [sys.executable, "-m", "pipectl.cli", "run", demo.name],
@@ -220,6 +222,7 @@ def test_no_live_display_and_no_escape_codes_in_a_pipe(demo):
     assert f"  at steps_progress.py:{_raise_line()}, in _parse" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, extra_env",
     [
@@ -242,6 +245,7 @@ def test_no_live_display_on_a_terminal_when_told_or_unable(demo, args, extra_env
         assert re.search(r"of 'demo': failed in", text)
 
 
+@pytest.mark.slow
 def test_progress_option_forces_the_display_into_a_pipe_and_no_color_keeps_it_plain(demo):
     proc = subprocess.run(
         [sys.executable, "-m", "pipectl.cli", "run", demo.name, "--progress"],
@@ -436,6 +440,7 @@ def test_listener_ignores_a_sub_pipeline_run(plugin_manager):
     assert "outer" in text and "inner" not in text and "0/1 done" in text
 
 
+@pytest.mark.slow
 def test_live_progress_is_a_listener_of_the_run(plugin_manager):
     pipe = Pipeline("listened", plugin_manager=plugin_manager)
 

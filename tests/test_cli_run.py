@@ -96,6 +96,7 @@ def test_only_an_unknown_step_is_exit_2_with_a_hint(project):
     assert not (project / "ran.txt").exists()
 
 
+@pytest.mark.slow
 def test_an_allowed_failure_reads_as_allowed_in_the_summary(tmp_path):
     (tmp_path / "steps.py").write_text(
         "def ok():\n    return 1\n\n\ndef flaky():\n    raise RuntimeError('down')\n"

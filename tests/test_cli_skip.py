@@ -96,6 +96,7 @@ def ran(project):
     return sorted(path.read_text().split()) if path.exists() else []
 
 
+@pytest.mark.slow
 def test_skip_leaves_out_the_step_and_all_downstream_of_it(project):
     proc = run(project, "--skip", "b", "--skip", "boom")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -122,6 +123,7 @@ def test_skipping_a_step_skips_what_depends_on_it(project):
     assert "left out by --skip: e, boom" in proc.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_only_and_skip_combine(project):
     # --only selects c (with a, b) and e (with a); --skip b leaves b and c out of that
     proc = run(project, "--only", "c", "--only", "e", "--skip", "b")
@@ -131,6 +133,7 @@ def test_only_and_skip_combine(project):
     assert "pipeline 'second'" not in proc.stdout and "'second'" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_skip_of_a_step_outside_the_only_selection_leaves_nothing_out(project):
     proc = run(project, "--only", "b", "--skip", "e")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -147,6 +150,7 @@ def test_a_pipeline_all_of_whose_steps_are_skipped_does_not_run(project):
     ) in proc.stdout
 
 
+@pytest.mark.slow
 def test_an_unknown_step_is_exit_2_with_a_hint(project):
     proc = run(project, "--skip", "bom")
     assert proc.returncode == 2

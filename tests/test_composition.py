@@ -404,6 +404,7 @@ def test_bad_composition_files(tmp_path, body, line, message, plugin_manager):
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 def test_pipectl_run_without_names_runs_sub_pipelines_only_inside_their_parent(
     tmp_path, steps_module
 ):

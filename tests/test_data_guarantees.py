@@ -102,6 +102,7 @@ PIPELINE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_transform_failing_every_record_leaves_yesterdays_file_and_table(tmp_path):
     (tmp_path / "pipeline.yaml").write_text(PIPELINE)
     (tmp_path / "data.csv").write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(50)))
@@ -134,6 +135,7 @@ def test_a_transform_failing_every_record_leaves_yesterdays_file_and_table(tmp_p
     assert letters[0]["position"] == f"csv {tmp_path / 'data.csv'} record 1"  # relative to the file
 
 
+@pytest.mark.slow
 def test_two_sqlite_outputs_of_one_step_on_one_file(plugin_manager, tmp_path):
     """The second output does not wait for the first's lock (it used to deadlock, then fail
     with "database is locked" after 30 s)."""
@@ -191,6 +193,7 @@ SLOW_COMMIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_slow_commit_waits_for_it_and_a_resume_does_not_load_again(tmp_path):
     script = tmp_path / "slow.py"
     script.write_text(SLOW_COMMIT)
@@ -250,6 +253,7 @@ def test_the_next_run_removes_the_temp_files_of_dead_runs_only(plugin_manager, t
     assert len((out / "orders.jsonl").read_text().splitlines()) == 5
 
 
+@pytest.mark.slow
 def test_one_output_fails_the_other_commits_and_the_counts_say_so(tmp_path):
     """records_processed and the summary say what each output committed."""
     db = tmp_path / "out.sqlite"
@@ -295,6 +299,7 @@ def test_one_output_fails_the_other_commits_and_the_counts_say_so(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_timeout_during_a_commit_lets_it_finish_and_the_retry_writes_nothing_twice(
     plugin_manager, tmp_path
 ):

@@ -187,6 +187,7 @@ def report(block: Block, proc: subprocess.CompletedProcess) -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", TO_RUN, ids=lambda b: b.id)
 def test_the_code_block_runs(block: Block, tmp_path: Path):
     work, env = workdir(tmp_path, block)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 PIPECTL = [sys.executable, "-m", "pipectl.cli"]
 
@@ -22,6 +24,7 @@ def tutorial_blocks() -> dict[str, list[str]]:
     return blocks
 
 
+@pytest.mark.slow
 def test_the_tutorial_plugin_passes_its_tests_and_runs_its_pipeline(tmp_path):
     blocks = tutorial_blocks()
     plugin_py, extractor_py, test_py = blocks["python"]

@@ -102,6 +102,7 @@ def test_a_step_starts_when_its_own_dependencies_finish_not_its_level(
     assert events.index("after_fast") < events.index("slow_root:end") < events.index("after_slow")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [1, 2, 3])
 def test_max_concurrent_is_never_exceeded_async(plugin_manager, limit, executor, tmp_path):
     gauge = Gauge(tmp_path / "gauge")
@@ -155,6 +156,7 @@ def test_max_concurrent_is_never_exceeded_sync(plugin_manager, limit, executor, 
     assert 1 <= gauge.peak <= limit
 
 
+@pytest.mark.slow
 def test_max_concurrent_given_to_run_overrides_the_pipeline(plugin_manager, executor, tmp_path):
     gauge = Gauge(tmp_path / "gauge")
     pipe = Pipeline("limit", plugin_manager=plugin_manager, max_concurrent=4)

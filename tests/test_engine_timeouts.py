@@ -95,6 +95,7 @@ def test_a_timeout_is_a_failed_attempt_and_is_retried(plugin_manager, hook_recor
     assert all(isinstance(c.error, StepTimeout) for c in retries)
 
 
+@pytest.mark.slow
 def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
@@ -110,6 +111,7 @@ def test_a_timed_out_attempt_followed_by_a_fast_one_succeeds(plugin_manager, exe
     assert run.steps["first_slow"].attempts == 2
 
 
+@pytest.mark.slow
 def test_retry_on_timeouts_only(plugin_manager, executor):
     pipe = Pipeline("timeout", plugin_manager=plugin_manager)
 
@@ -195,6 +197,7 @@ def test_sync_step_over_its_timeout_fails_without_blocking_other_steps(
     assert run.status is RunStatus.FAILED
 
 
+@pytest.mark.slow
 def test_sync_step_timeout_is_retried_on_a_fresh_thread(plugin_manager, executor, tmp_path):
     release = Flag(tmp_path / "release")
     pipe = Pipeline("sync-timeout", plugin_manager=plugin_manager)
@@ -274,6 +277,7 @@ def test_a_timed_out_sync_step_does_not_hold_back_the_next_sync_step(
     assert events.index("next_one") < events.index("stuck:end")
 
 
+@pytest.mark.slow
 def test_an_attempt_that_timed_out_before_starting_never_runs_later(
     plugin_manager, executor, tmp_path
 ):

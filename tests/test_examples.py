@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bronze_silver_gold_layers(tmp_path):
     shutil.copytree(
         ROOT / "examples",
@@ -42,6 +45,7 @@ def test_bronze_silver_gold_layers(tmp_path):
     assert cities == {c.title() for c in cities}
 
 
+@pytest.mark.slow
 def test_resilience_example_retries_times_out_cleans_up_and_rolls_back(tmp_path):
     shutil.copytree(
         ROOT / "examples" / "resilience",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
+
 from pipectl import Pipeline, hookimpl
 from pipectl.components.local_executor import LocalExecutor
 
@@ -138,12 +140,14 @@ def test_cli_options_declared_by_an_executor(run_cli, register_plugin, tmp_path,
 # -- the reusable suite, on the kernel's own executor (plugins run it on theirs) -------------
 
 
+@pytest.mark.slow
 def test_local_executor_meets_the_executor_contract(plugin_manager, tmp_path):
     from pipectl.testing import check_executor_contract
 
     check_executor_contract("local", plugin_manager=plugin_manager, workdir=tmp_path)
 
 
+@pytest.mark.slow
 def test_the_executor_contract_takes_a_factory_and_catches_a_broken_executor(tmp_path):
     import pytest
 

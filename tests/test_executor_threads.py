@@ -35,6 +35,7 @@ def _sleepers(
         pipe.add_step(f"sleep{n}", lambda: gauge.hold(seconds), **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, {"timeout": 30}], ids=["lane", "task"])
 def test_max_threads_holds_after_an_earlier_run_grew_the_pool(plugin_manager, options):
     first = Concurrency()
@@ -52,6 +53,7 @@ def test_max_threads_holds_after_an_earlier_run_grew_the_pool(plugin_manager, op
     assert time.perf_counter() - started >= 0.3  # 6 steps of 0.1 s, two at a time
 
 
+@pytest.mark.slow
 def test_max_threads_from_the_run_config_holds_too(plugin_manager):
     wide = Pipeline("wide", plugin_manager=plugin_manager)
     _sleepers(wide, 6, Concurrency(), 0.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -144,6 +145,7 @@ def _documents():
     )
 
 
+@pytest.mark.slow
 @settings(**SETTINGS)
 @given(data=st.one_of(_structures(), _documents()))
 def test_random_structures_load_or_raise_our_error(tmp_path_factory, data):
@@ -181,6 +183,7 @@ def _alias_document(draw, width: int, depth: int) -> str:
     )
 
 
+@pytest.mark.slow
 @settings(**{**SETTINGS, "max_examples": 200})
 @given(document=_alias_documents())
 def test_alias_heavy_files_load_or_are_refused_at_once(tmp_path_factory, document):
@@ -201,6 +204,7 @@ def test_alias_heavy_files_load_or_are_refused_at_once(tmp_path_factory, documen
         assert refused, (expanded, text)
 
 
+@pytest.mark.slow
 @settings(**SETTINGS)
 @given(
     field=st.sampled_from(["when", "inputs"]),
@@ -258,6 +262,7 @@ YAML_ALPHABET = list("ab: -\n\t[]{}\"'#&*!|>%@`,?~0.\\<$") + [
 ]
 
 
+@pytest.mark.slow
 @settings(**SETTINGS)
 @given(text=st.lists(st.sampled_from(YAML_ALPHABET), max_size=80).map("".join))
 def test_random_yaml_text_loads_or_raises_our_error(tmp_path_factory, text):
@@ -374,6 +379,7 @@ TOKENS = [
 ]
 
 
+@pytest.mark.slow
 @settings(**{**SETTINGS, "max_examples": 500})
 @given(
     text=st.one_of(
@@ -436,6 +442,7 @@ def _trees():
     return st.recursive(st.one_of(references, literals), extend, max_leaves=60)
 
 
+@pytest.mark.slow
 @settings(**SETTINGS)
 @given(text=_trees())
 def test_well_formed_expressions_parse_within_the_limits(text):

@@ -435,6 +435,7 @@ def test_the_file_size_limit_can_be_raised(tmp_path, run_cli, monkeypatch):
     assert raised.exit_code == 0, raised.output
 
 
+@pytest.mark.slow
 def test_without_libyaml_the_limits_hold_too(tmp_path, monkeypatch):
     """PyYAML's pure-Python loader (where libyaml is missing): it accepts lone surrogate
     escapes and composes nesting recursively; both are still refused with the file."""
@@ -463,6 +464,7 @@ def test_a_bad_condition_in_python_names_the_step():
         pipe.add_step("c", lambda x: x, inputs={"x": "steps.b.output.__class__"})
 
 
+@pytest.mark.slow
 def test_a_comparison_that_fails_at_run_time_fails_that_step_only(tmp_path):
     """'3' (text from a step) < 5: the step fails saying why, the engine goes on."""
     (tmp_path / "hostile_steps.py").write_text(STEPS_MODULE, encoding="utf-8")

@@ -109,6 +109,7 @@ def test_only_the_branch_whose_condition_holds_runs_and_the_join_gets_its_data(
     assert run.steps["step5"].output == {"aggregated_results": {"total": 2, "levels": [level]}}
 
 
+@pytest.mark.slow
 def test_the_imported_file_runs_from_the_command_line(tmp_path, ia):
     path = imported(tmp_path, "conditional")
     proc = subprocess.run(

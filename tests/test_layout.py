@@ -52,6 +52,7 @@ def _private_imports(path: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_module_imports_another_modules_private_names():
     found = [hit for path in _sources() for hit in _private_imports(path)]
     assert not found, "make these names public (or keep them in one module):\n" + "\n".join(found)

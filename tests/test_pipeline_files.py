@@ -215,6 +215,7 @@ def test_files_that_are_not_pipeline_files(tmp_path, case):
         load_pipeline(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_FILES)[:12] + ["missing file"])
 def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path, case):
     path = tmp_path / "pipeline.yaml"
@@ -304,6 +305,7 @@ def test_bad_command_lines_exit_2(args, fragment):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_pipectl_run_succeeds_and_prints_a_summary():
     proc = _cli("run", "good.yaml", "-p", "n=4", "--log-format", "json")
     assert proc.returncode == 0, proc.stderr
@@ -315,6 +317,7 @@ def test_pipectl_run_succeeds_and_prints_a_summary():
     assert {e.get("step") for e in events if e["event"] == "step_finished"} == {"numbers", "total"}
 
 
+@pytest.mark.slow
 def test_pipectl_run_exits_1_when_the_run_fails():
     proc = _cli("run", "failing.yaml", "-q")
     assert proc.returncode == 1, proc.stderr
@@ -328,6 +331,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing():
     assert "Level 0:" in proc.stdout and "nothing was run" in proc.stdout
 
 
+@pytest.mark.slow
 def test_validate_and_graph():
     proc = _cli("validate", "good.yaml")
     assert proc.returncode == 0 and "is valid (2 steps)" in proc.stdout
@@ -428,6 +432,7 @@ def _yaml_documents():
     return st.one_of(structured, raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(text=_yaml_documents())
 def test_random_yaml_loads_or_raises_our_error(tmp_path_factory, text):
@@ -442,6 +447,7 @@ def test_random_yaml_loads_or_raises_our_error(tmp_path_factory, text):
 SECRET = "s3cr3t-Token-4242"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags",
     [["--log-format", "console"], ["--log-format", "json"], ["--progress"]],
@@ -480,6 +486,7 @@ def test_secret_params_are_masked_in_the_run_record(plugin_manager, hook_recorde
     assert SECRET not in (finish.result.error or "")  # listeners never see it either
 
 
+@pytest.mark.slow
 def test_several_pipelines_run_in_dependency_order():
     proc = _cli("run", "layers.yaml")
     assert proc.returncode == 0, proc.stderr
@@ -488,6 +495,7 @@ def test_several_pipelines_run_in_dependency_order():
     assert "of 'side_report': success" in out
 
 
+@pytest.mark.slow
 def test_naming_a_pipeline_runs_it_and_what_it_depends_on_only():
     proc = _cli("run", "layers.yaml", "silver_to_gold", "--dry-run")
     assert proc.returncode == 0, proc.stderr
@@ -496,6 +504,7 @@ def test_naming_a_pipeline_runs_it_and_what_it_depends_on_only():
     assert "(after: bronze_to_silver)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_failed_upstream_pipeline_skips_its_dependents(tmp_path):
     text = (
         (HERE / "layers.yaml")
@@ -707,6 +716,7 @@ def test_the_shipped_json_schema_steps_are_generated_from_the_step_fields():
     assert steps.DATA_FIELDS == {f.name for f in steps.TYPE_FIELDS["data"]}
 
 
+@pytest.mark.slow
 def test_pipectl_schema_prints_it():
     proc = _cli("schema", "--format-only")
     assert proc.returncode == 0
@@ -716,6 +726,7 @@ def test_pipectl_schema_prints_it():
     assert set(full["$defs"]) == set(_schema()["$defs"]) | {"components", "extractor", "output"}
 
 
+@pytest.mark.slow
 def test_a_pipeline_file_in_json_loads_runs_and_fits_the_same_schema(tmp_path):
     import jsonschema
     import yaml

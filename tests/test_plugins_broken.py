@@ -445,6 +445,7 @@ def test_add_plugin_under_a_taken_name_leaves_the_owner_alone(plugin_manager):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_plugins_shows_the_broken_plugin_as_failed(installed, fake_dists):
     proc = fake_dists.run_cli("plugins")
 
@@ -460,6 +461,7 @@ def test_cli_plugins_shows_the_broken_plugin_as_failed(installed, fake_dists):
     assert "plugin_failed" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_plugins_json_with_a_broken_plugin(installed, fake_dists):
     proc = fake_dists.run_cli("plugins", "--json", "--all")
 
@@ -611,6 +613,7 @@ def pipectl_register_commands(cli):
 """
 
 
+@pytest.mark.slow
 def test_cli_works_when_a_plugins_commands_raise(fake_dists):
     fake_dists.add("cmds", BROKEN_COMMANDS, version="0.9.0")
     fake_dists.add("greeter", GOOD_COMMANDS)
@@ -656,6 +659,7 @@ def test_plugin_whose_commands_raise_is_left_out_in_process(fake_dists):
     assert dist.loaded_module().EVENTS == []
 
 
+@pytest.mark.slow
 def test_cli_strict_mode_with_broken_commands_exits_2_without_traceback(fake_dists):
     fake_dists.add("cmds", BROKEN_COMMANDS)
 

@@ -317,6 +317,7 @@ def test_cli_plugins_all_adds_the_builtins(fake_dists, myplugin):
     assert rows["core-commands"]["hooks"] == ["pipectl_register_commands"]
 
 
+@pytest.mark.slow
 def test_cli_plugins_hook_filters_by_implemented_hook(fake_dists, myplugin):
     fake_dists.add(
         "outputs-only",
@@ -603,6 +604,7 @@ def test_a_builtin_component_plugin_can_be_disabled():
     assert "jsonl" in pm.registries.outputs  # the other built-ins stay
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env"),
     [

@@ -52,6 +52,7 @@ def quickstart(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_the_quick_start_gives_the_same_outputs_and_one_history_from_any_folder(
     quickstart, tmp_path
 ):
@@ -81,6 +82,7 @@ def test_the_quick_start_gives_the_same_outputs_and_one_history_from_any_folder(
         assert len(json.loads(listed.stdout)) == 3
 
 
+@pytest.mark.slow
 def test_without_a_project_file_the_pipeline_files_folder_is_the_project(tmp_path):
     folder = tmp_path / "pipes"
     (folder / "data").mkdir(parents=True)
@@ -96,6 +98,7 @@ def test_without_a_project_file_the_pipeline_files_folder_is_the_project(tmp_pat
     assert not (tmp_path / ".pipectl").exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_path_params_resolve_against_the_file_but_given_values_against_the_shell(tmp_path):
     project = tmp_path / "proj"
     (project / "sub").mkdir(parents=True)
@@ -130,6 +133,7 @@ def test_path_params_resolve_against_the_file_but_given_values_against_the_shell
     }
 
 
+@pytest.mark.slow
 def test_the_project_file_sets_tracker_params_story_and_plugins(tmp_path):
     (tmp_path / "pipectl.toml").write_text(
         'tracker = "sqlite:///history/runs.db"\n'
@@ -183,6 +187,7 @@ def test_a_bad_project_file_is_named_with_exit_2(tmp_path, text, fragment):
     assert not (tmp_path / ".pipectl").exists()
 
 
+@pytest.mark.slow
 def test_pyproject_tool_pipectl_is_a_project_file(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\n\n[tool.pipectl]\ntracker = "sqlite:///var/t.db"\n'
@@ -198,6 +203,7 @@ def test_pyproject_tool_pipectl_is_a_project_file(tmp_path):
     assert "p" in listed.stdout and "success" in listed.stdout
 
 
+@pytest.mark.slow
 def test_read_only_commands_create_nothing(tmp_path):
     (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: os:getcwd\n")
     listed = pipectl("runs", "list", cwd=tmp_path)
@@ -212,6 +218,7 @@ def test_read_only_commands_create_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
+@pytest.mark.slow
 def test_pipectl_home_still_wins(tmp_path):
     (tmp_path / "pipectl.toml").write_text("")
     (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: os:getcwd\n")
@@ -222,6 +229,7 @@ def test_pipectl_home_still_wins(tmp_path):
     assert not (tmp_path / ".pipectl").exists()
 
 
+@pytest.mark.slow
 def test_verbose_shows_the_plan_and_scheduling_as_json(tmp_path):
     (tmp_path / "p.yaml").write_text(
         "name: p\nmax_concurrent: 1\nsteps:\n"
@@ -240,6 +248,7 @@ def test_verbose_shows_the_plan_and_scheduling_as_json(tmp_path):
     assert by_name["project"]["root"] == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_init_writes_a_project_that_runs_and_passes_its_tests(tmp_path):
     made = pipectl("init", "demo", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -266,6 +275,7 @@ def test_init_writes_a_project_that_runs_and_passes_its_tests(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_the_project_retention_prunes_after_each_run(tmp_path):
     (tmp_path / "pipectl.toml").write_text("[retention]\nkeep = 2\n")
     (tmp_path / "p.yaml").write_text("name: p\nsteps:\n  - name: a\n    run: os:getcwd\n")

@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -252,6 +253,7 @@ def check_run(dag: Dag, run, trace: Trace, recorder) -> None:
             }, p.name
 
 
+@pytest.mark.slow
 @settings(max_examples=60, **SETTINGS)
 @given(dag=dags())
 def test_random_dags_async_steps(plugin_manager, hook_recorder, dag):
@@ -262,6 +264,7 @@ def test_random_dags_async_steps(plugin_manager, hook_recorder, dag):
     check_run(dag, run, trace, hook_recorder)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, **SETTINGS)
 @given(
     dag=dags(
@@ -361,6 +364,7 @@ def check_fail_fast(dag: Dag, run, trace: Trace, recorder, *, ordering: bool) ->
         assert all(by_name[n].all_done for n in late_starts), late_starts
 
 
+@pytest.mark.slow
 @settings(max_examples=40, **SETTINGS)
 @given(dag=dags(max_steps=20))
 def test_random_dags_fail_fast(plugin_manager, hook_recorder, dag):

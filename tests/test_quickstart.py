@@ -177,6 +177,7 @@ def loaded(out_dir: Path) -> tuple[list[tuple], list[dict], list[dict]]:
     return rows, lines, sorted(rejected, key=lambda r: r["position"])
 
 
+@pytest.mark.slow
 def test_the_python_quick_start_is_the_yaml_one_in_python(tmp_path):
     """``python examples/quickstart/pipeline.py``, run from an unrelated folder: the same data
     step as pipeline.yaml, writing the same rows into the same files beside itself."""

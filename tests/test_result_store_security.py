@@ -107,6 +107,7 @@ def resume(root: Path, home: Path) -> subprocess.CompletedProcess[str]:
     return cli("run", "pipeline.yaml", "--resume", "latest", cwd=root, home=home)
 
 
+@pytest.mark.slow
 def test_a_genuine_output_is_taken_by_a_resume(failed):
     root, home, _ = failed
     again = resume(root, home)
@@ -145,6 +146,7 @@ def test_a_planted_pickle_never_runs_and_its_step_runs_again(failed, form):
     assert {s["step_id"]: s["attempts"] for s in record["steps"]} == {"a": 0, "b": 1, "c": 1}
 
 
+@pytest.mark.slow
 def test_a_truncated_output_is_ignored_and_its_step_runs_again(failed):
     root, home, run_id = failed
     path = stored_file(home / "results", run_id, "a")
@@ -157,6 +159,7 @@ def test_a_truncated_output_is_ignored_and_its_step_runs_again(failed):
     assert str(path) in again.stderr and "result_store_ignored" in again.stderr
 
 
+@pytest.mark.slow
 def test_an_output_moved_to_another_step_is_ignored(failed):
     root, home, run_id = failed
     results = home / "results"
@@ -168,6 +171,7 @@ def test_an_output_moved_to_another_step_is_ignored(failed):
     assert ran(root) == {"a": 1, "b": 2, "c": 2}  # the file was genuine, but a's
 
 
+@pytest.mark.slow
 def test_an_output_stored_with_another_key_is_ignored(tmp_path):
     """A run recorded in a tracker shared by two pipectl homes: resumed from the other home,
     whose key differs, its stored outputs are not taken (and nothing else breaks)."""
@@ -207,6 +211,7 @@ store.put("run", f"step-{sys.argv[3]}", pickle.dumps(int(sys.argv[3])))
 """
 
 
+@pytest.mark.slow
 def test_the_key_is_made_once_private_by_processes_racing_to_make_it(tmp_path, monkeypatch):
     home, results, gate = tmp_path / "home", tmp_path / "results", tmp_path / "gate"
     monkeypatch.setenv("PIPECTL_HOME", str(home))
@@ -230,6 +235,7 @@ def test_the_key_is_made_once_private_by_processes_racing_to_make_it(tmp_path, m
     assert [store.get("run", f"step-{i}") for i in range(12)] == [(True, i) for i in range(12)]
 
 
+@pytest.mark.slow
 def test_a_key_being_written_by_another_process_is_waited_for(tmp_path, monkeypatch):
     """The process that made the key file has not written the key yet: the others wait for
     it and use it (never an empty key of their own)."""

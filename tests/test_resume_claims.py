@@ -181,6 +181,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_two_resumes_of_one_run_at_once_one_runs_the_other_exits_2(project: Path):
     root = project
     failed = latest(root)
@@ -229,6 +230,7 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_exits_2(project: Path
     assert table(root, "records") == list(range(200))
 
 
+@pytest.mark.slow
 def test_resume_latest_takes_the_latest_run_that_ended_not_one_still_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -279,6 +281,7 @@ def test_resume_latest_takes_the_latest_run_that_ended_not_one_still_running(
     assert second.returncode == 0
 
 
+@pytest.mark.slow
 def test_a_claim_left_by_a_killed_resumer_does_not_block_the_next_resume(project: Path):
     root = project
     failed = latest(root)
@@ -321,6 +324,7 @@ def test_a_claim_left_by_a_killed_resumer_does_not_block_the_next_resume(project
     assert table(root, "records") == list(range(200))
 
 
+@pytest.mark.slow
 def test_the_run_a_killed_resumer_claimed_can_be_resumed_by_id(project: Path):
     root = project
     failed = latest(root)

@@ -213,6 +213,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
 # -- which runs go ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keep_2_after_5_runs_deletes_the_others_rows_and_result_files(project: Project):
     orders = [project.run("orders.yaml") for _ in range(5)]
     other = [project.run("other.yaml") for _ in range(3)]
@@ -243,6 +244,7 @@ def test_keep_2_after_5_runs_deletes_the_others_rows_and_result_files(project: P
     assert project.record(orders[-1])["status"] == "success"
 
 
+@pytest.mark.slow
 def test_older_than_and_both_rules(project: Project):
     runs = [project.run("orders.yaml") for _ in range(4)]
     project.set_started(runs[0], timedelta(days=41))
@@ -266,6 +268,7 @@ def test_older_than_and_both_rules(project: Project):
     assert project.stored(runs[3]) == ["numbers", "total"]
 
 
+@pytest.mark.slow
 def test_dry_run_deletes_nothing(project: Project):
     runs = [project.run("orders.yaml") for _ in range(3)]
     files = {run_id: project.stored(run_id) for run_id in runs}
@@ -278,6 +281,7 @@ def test_dry_run_deletes_nothing(project: Project):
     assert listed(project.prune("--keep", "1").stdout) == runs[:2]  # the same, for real
 
 
+@pytest.mark.slow
 def test_a_running_run_is_never_deleted_and_a_dead_one_is(project: Project):
     finished = [project.run("orders.yaml") for _ in range(2)]
     live = start("run", "orders.yaml", "-p", "hold=live", cwd=project.root)
@@ -323,6 +327,7 @@ def test_a_running_run_is_never_deleted_and_a_dead_one_is(project: Project):
     assert project.stored(live_id) == ["numbers", "total"]
 
 
+@pytest.mark.slow
 def test_a_resume_chain_stays_and_goes_as_a_whole(project: Project):
     r1, r2 = project.run("orders.yaml"), project.run("orders.yaml")
     (project.root / "fixed").unlink()
@@ -354,6 +359,7 @@ def test_a_resume_chain_stays_and_goes_as_a_whole(project: Project):
     assert sorted(p.name for p in project.results.iterdir()) == sorted([r6, r7])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -506,6 +512,7 @@ def test_a_run_whose_resume_is_starting_stays(tmp_path, monkeypatch, plugin_mana
 # -- store_output: false ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_store_output_false_in_a_pipeline_file_and_resume_runs_the_step_again(project: Project):
     (project.root / "fixed").unlink()
     failed = project.run("big.yaml", code=1)

@@ -158,6 +158,7 @@ def check_whole_rows(rows: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_in_a_pipe_prints_every_row_whole_with_outputs_and_counts(project):
     proc = cli("run", "pipeline.yaml", cwd=project)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -180,6 +181,7 @@ def test_run_in_a_pipe_prints_every_row_whole_with_outputs_and_counts(project):
     assert re.search(r"^load -> jsonl .*rows\.jsonl: 4 records$", proc.stdout, re.M)
 
 
+@pytest.mark.slow
 def test_columns_is_honoured_in_a_pipe(project):
     proc = cli("run", "pipeline.yaml", cwd=project, COLUMNS="100")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -192,6 +194,7 @@ def test_columns_is_honoured_in_a_pipe(project):
     assert f"broken failed on attempt 1 of 1: ValueError: {LONG_ERROR}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_coloured_table_forced_into_a_pipe_is_whole_too(project):
     proc = cli("run", "pipeline.yaml", "--progress", cwd=project, NO_COLOR="1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -204,6 +207,7 @@ def test_the_coloured_table_forced_into_a_pipe_is_whole_too(project):
     assert "END-OF-ERROR" not in rows["broken"]
 
 
+@pytest.mark.slow
 def test_on_a_terminal_the_table_shows_outputs_cut_to_its_width(project):
     from test_cli_progress import _env, _in_terminal, _plain  # a 120-column pseudo-terminal
 
@@ -220,6 +224,7 @@ def test_on_a_terminal_the_table_shows_outputs_cut_to_its_width(project):
     assert SECRET not in text
 
 
+@pytest.mark.slow
 def test_runs_show_and_list_in_a_pipe(project):
     run = cli("run", "pipeline.yaml", cwd=project)
     assert run.returncode == 1
@@ -235,6 +240,7 @@ def test_runs_show_and_list_in_a_pipe(project):
     assert all(len(line) <= 100 for line in rows_of(narrow.stdout).values())
 
 
+@pytest.mark.slow
 def test_runs_show_marks_an_allowed_failure(tmp_path):
     (tmp_path / "steps_allowed.py").write_text("def fails():\n    raise RuntimeError('meh')\n")
     (tmp_path / "p.yaml").write_text(
@@ -251,6 +257,7 @@ def test_runs_show_marks_an_allowed_failure(tmp_path):
     assert re.search(r"^fails\s+failed \(allowed\)\s", rows["fails"]), rows
 
 
+@pytest.mark.slow
 def test_the_story_of_a_cli_run_shows_outputs_and_counts(project):
     text = PIPELINE.replace("name: produced\n", "name: produced\nstory: story.md\n")
     (project / "pipeline.yaml").write_text(text, encoding="utf-8")
@@ -263,6 +270,7 @@ def test_the_story_of_a_cli_run_shows_outputs_and_counts(project):
     assert SECRET not in story
 
 
+@pytest.mark.slow
 def test_a_missing_required_param_on_the_command_line_says_dash_p(tmp_path):
     (tmp_path / "steps_req.py").write_text("def a(params):\n    return params['day']\n")
     (tmp_path / "p.yaml").write_text(

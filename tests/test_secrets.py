@@ -76,6 +76,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_format", ["console", "json"])
 def test_a_secret_from_the_environment_is_in_nothing_pipectl_writes(project, log_format):
     run = pipectl(
@@ -145,6 +146,7 @@ LISTENER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_format", ["console", "json"])
 def test_a_plugin_listener_that_raises_leaks_no_secret(tmp_path, log_format):
     (tmp_path / "nosy.py").write_text(LISTENER)
@@ -165,6 +167,7 @@ def test_a_plugin_listener_that_raises_leaks_no_secret(tmp_path, log_format):
             assert SECRET.encode() not in data, f"the secret is in {path}"
 
 
+@pytest.mark.slow
 def test_a_secret_given_with_p_is_not_in_its_error(project):
     (project / "pipeline.yaml").write_text(
         PIPELINE.replace("type: str, secret", "type: int, secret")

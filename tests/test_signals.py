@@ -129,6 +129,7 @@ def _rows(database: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT id FROM records ORDER BY id")]
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_a_cli_run_aborts_its_outputs_and_records_it(tmp_path):
     (tmp_path / "slow_source.py").write_text(SOURCE)
     (tmp_path / "pipeline.yaml").write_text(PIPELINE)
@@ -182,6 +183,7 @@ def test_sigterm_cancels_a_cli_run_aborts_its_outputs_and_records_it(tmp_path):
     assert {s["step_name"]: s["status"] for s in record["steps"]} == {"load": "cancelled"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_second_signal_during_the_cancellation_ends_the_process(tmp_path, second):
     (tmp_path / "stubborn.py").write_text(STUBBORN)

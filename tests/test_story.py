@@ -403,6 +403,7 @@ def _finish(process: subprocess.Popen[str]) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_story_renders_in_headless_chromium(tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:

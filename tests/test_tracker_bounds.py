@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from pipectl import Pipeline
 from pipectl.tracking import PARAMS_CHARS, SUMMARY_CHARS, TEXT_CHARS, SqliteTracker
 
@@ -72,6 +74,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "run_id": run.run_id,
 NAMES = ["laughs", "big", "deep", "cyclic", "huge_repr", "bad_repr", "big_int"]
 
 
+@pytest.mark.slow
 def test_a_run_with_hostile_params_outputs_and_errors_ends_with_bounded_rows(tmp_path):
     """In a process of its own, killed if it hangs (a hang in C code, json's, cannot be
     interrupted from within)."""
@@ -125,6 +128,7 @@ def fail_with_a_long_message() -> None:
     raise ValueError("e" * 100_000)
 
 
+@pytest.mark.slow
 def test_many_and_long_errors_of_a_run_are_recorded_bounded(plugin_manager, tmp_path):
     pipe = Pipeline("errors", plugin_manager=plugin_manager)
     for i in range(300):
@@ -139,6 +143,7 @@ def test_many_and_long_errors_of_a_run_are_recorded_bounded(plugin_manager, tmp_
     assert all(e.startswith("step 's") for e in errors[:-1])
 
 
+@pytest.mark.slow
 def test_a_param_too_big_to_record_is_not_taken_by_a_resume(tmp_path):
     """The record holds a cut summary of it, not its value: a resume says so and takes the
     param from the file again (or from -p), never the summary."""

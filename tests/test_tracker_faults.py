@@ -95,6 +95,7 @@ STEPS = """
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_the_tracker_is_a_warning_and_leaves_no_partial_files(
     tmp_path, small_tmpfs
 ):
@@ -158,6 +159,7 @@ def test_a_full_disk_under_the_tracker_is_a_warning_and_leaves_no_partial_files(
     assert list((Path(os.environ["PIPECTL_HOME"]) / "spool").glob("*.jsonl")) == []
 
 
+@pytest.mark.slow
 def test_a_tracker_file_that_is_not_a_database_is_named_in_a_clear_error(tmp_path):
     (tmp_path / "bad.db").write_bytes(b"this is not a database, " * 200)
     (tmp_path / "folder.db").mkdir()  # a path that cannot be opened as a file
@@ -193,6 +195,7 @@ def test_an_unreadable_tracker_file_is_named_in_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_runs_list_and_story_read_a_read_only_tracker(tmp_path, request):
     (tmp_path / "steps_ro.py").write_text(
         "def a():\n    return 1\n\n\ndef b(a):\n    return a + 1\n"

@@ -109,6 +109,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path, home
 
 
+@pytest.mark.slow
 def test_runs_show_json_of_a_run_with_retries_and_a_failure(project):
     root, home = project
     proc = cli("run", "pipeline.yaml", cwd=root)
@@ -175,6 +176,7 @@ def test_runs_show_json_of_a_run_with_retries_and_a_failure(project):
     assert record["run_id"][:12] in table and "tracked" in table
 
 
+@pytest.mark.slow
 def test_tracking_can_be_switched_off_and_runs_are_read_from_the_database(project):
     root, home = project
     proc = cli("run", "pipeline.yaml", "--tracker", "none", cwd=root)
@@ -199,6 +201,7 @@ def test_tracking_can_be_switched_off_and_runs_are_read_from_the_database(projec
 # -- several processes at once ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eight_pipectl_run_processes_on_one_sqlite_tracker(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("PIPECTL_HOME", str(home))
@@ -321,6 +324,7 @@ def test_without_rollback_nothing_is_undone_and_success_is_never_rolled_back(plu
     assert undone == []
 
 
+@pytest.mark.slow
 def test_rollback_from_the_command_line(tmp_path):
     write(
         tmp_path / "rb_steps.py",
@@ -403,6 +407,7 @@ def ran(root: Path) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_resume_runs_only_what_did_not_finish(resumable):
     root = resumable
     first = cli("run", "pipeline.yaml", cwd=root)
@@ -418,6 +423,7 @@ def test_resume_runs_only_what_did_not_finish(resumable):
     assert steps["a"]["attempts"] == 0 and steps["c"]["attempts"] == 1
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_step_unless_forced(resumable):
     root = resumable
     assert cli("run", "pipeline.yaml", cwd=root).returncode == 1
@@ -555,6 +561,7 @@ def _chromium() -> str | None:
     )
 
 
+@pytest.mark.slow
 def test_the_story_of_a_failed_run_with_retries_in_headless_chromium(project):
     import html
 
@@ -707,6 +714,7 @@ def test_the_schema_is_versioned_and_migrations_run_once(tmp_path, monkeypatch):
         SqliteTracker(f"sqlite:///{db}").migrate()
 
 
+@pytest.mark.slow
 def test_resume_writes_a_failed_data_step_only_to_the_outputs_that_had_not_committed(
     tmp_path, monkeypatch
 ):
@@ -789,6 +797,7 @@ def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_
     assert [a["attempt"] for a in steps["first"]["attempt_history"]] == [1]
 
 
+@pytest.mark.slow
 def test_resume_takes_a_required_param_from_the_run_it_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPECTL_HOME", str(tmp_path / "home"))
     write(

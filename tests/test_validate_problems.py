@@ -46,6 +46,7 @@ EVERY_PROBLEM = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow
 def test_validate_reports_every_problem_of_a_file_at_once(tmp_path):
     (tmp_path / "p.yaml").write_text(EVERY_PROBLEM)
     proc = subprocess.run(
@@ -152,6 +153,7 @@ def test_an_extractor_without_batch_size_works_and_gets_none(tmp_path):
         bad.validate()
 
 
+@pytest.mark.slow
 def test_the_json_schema_holds_every_installed_components_options():
     proc = subprocess.run([*PIPECTL, "schema"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

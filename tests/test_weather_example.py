@@ -198,6 +198,7 @@ def test_the_json_schema_accepts_the_weather_example():
     )
 
 
+@pytest.mark.slow
 @needs_http
 def test_weather_example_starts_its_api_loads_sqlite_and_jsonl_and_skips_postgres(tmp_path):
     example = copy_example(tmp_path)
@@ -232,6 +233,7 @@ def test_weather_example_starts_its_api_loads_sqlite_and_jsonl_and_skips_postgre
     assert by_key(jsonl(example / "output" / "readings.jsonl")) == want
 
 
+@pytest.mark.slow
 @needs_http
 def test_weather_example_uses_an_api_already_running_and_its_key(tmp_path):
     copy_example(tmp_path)
@@ -311,6 +313,7 @@ def pg_rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
         return pg.execute(query).fetchall()
 
 
+@pytest.mark.slow
 @needs_http
 def test_weather_example_upserts_postgres_when_the_dsn_is_set(tmp_path, pg_schema):
     dsn, schema = pg_schema

@@ -196,6 +196,7 @@ def test_a_cursor_given_twice_is_an_error_not_a_loop(api):
 # -- concurrency ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prefetch_keeps_at_most_concurrency_requests_in_flight_and_the_order(api):
     api.delay = 0.05
 
@@ -291,6 +292,7 @@ def test_other_client_errors_are_never_retried(api, status):
     assert f"status {status} on purpose" in str(error)  # a snippet of the body
 
 
+@pytest.mark.slow
 def test_retry_after_in_seconds_is_honoured(api):
     api.script = {1: (429, {"Retry-After": "0.3"}, {"error": "slow down"})}
 
@@ -301,6 +303,7 @@ def test_retry_after_in_seconds_is_honoured(api):
     assert second.monotonic - first.monotonic >= 0.3 - 0.01
 
 
+@pytest.mark.slow
 def test_retry_after_as_an_http_date_is_honoured(api):
     at = math.ceil(time.time()) + 1.0
     api.script = {1: (503, {"Retry-After": email.utils.formatdate(at, usegmt=True)}, {})}
@@ -343,6 +346,7 @@ def test_connection_errors_are_retried():
     assert f"http://127.0.0.1:{port}/list" in str(error)
 
 
+@pytest.mark.slow
 def test_rate_limit_keeps_under_the_servers_limit(api):
     api.rate_limit = 20  # 429 when requests come less than 50 ms apart
 
@@ -364,6 +368,7 @@ def test_rate_limit_keeps_under_the_servers_limit(api):
     assert time.monotonic() - started >= (len(api.requests) - 1) / 10 - 0.01
 
 
+@pytest.mark.slow
 def test_without_a_rate_limit_429_is_retried_after_retry_after(api):
     api.rate_limit = 20
     api.retry_after = "0.06"
@@ -498,6 +503,7 @@ def test_a_rejected_secret_is_not_repeated_in_the_error(api, monkeypatch):
     assert SECRET not in message and SECRET not in repr(error)
 
 
+@pytest.mark.slow
 def test_the_secret_is_in_no_log_line_error_traceback_or_repr(
     api, monkeypatch, caplog, plugin_manager, register_plugin
 ):
@@ -774,6 +780,7 @@ def test_describe_and_repr_name_the_source_without_secrets():
     assert "abc" not in repr(extractor)
 
 
+@pytest.mark.slow
 def test_credential_headers_are_not_sent_to_another_host_on_a_redirect(monkeypatch):
     """A redirect from 127.0.0.1 to "localhost" (another host name, same machine): the
     API-key header goes to the first host only."""

@@ -141,6 +141,7 @@ def lines_of(total: int) -> Iterator[bytes]:
 # -- max_body_bytes -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("body", "length", "detail"),
     [
@@ -247,6 +248,7 @@ async def _drain(extractor: Any) -> list[list[dict]]:
     return [b async for b in extractor.batches(DataContext("t", {}, "fail", None, None))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_dripping_body_fails_at_the_timeout_of_the_whole_request(raw, retries):
     server = raw(_drip)

@@ -219,6 +219,7 @@ def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     return context
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("home_scheme", ["http", "https"])
 def test_a_redirect_to_the_other_scheme_gets_no_credential(servers, secret_env, tls, home_scheme):
     other = servers({"/items": answer(b'[{"id": 1}]')}, tls if home_scheme == "http" else None)

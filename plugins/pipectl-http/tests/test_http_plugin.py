@@ -12,6 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 import pipectl_http
@@ -84,6 +85,7 @@ def _pipeline_file(tmp_path: Path, extract: dict[str, Any]) -> tuple[Path, Path]
     return file, out
 
 
+@pytest.mark.slow
 def test_a_pipeline_file_runs_the_http_extractor(api, tmp_path):
     api.require_headers = {"Authorization": f"Bearer {SECRET}"}
     api.fail_every = 5
@@ -113,6 +115,7 @@ def test_a_pipeline_file_runs_the_http_extractor(api, tmp_path):
     assert SECRET not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_request_fails_the_run_with_the_url_and_status(api, tmp_path):
     file, out = _pipeline_file(tmp_path, {"type": "http", "url": api.url("/status/404")})
 

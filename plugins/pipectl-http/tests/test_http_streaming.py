@@ -144,6 +144,7 @@ def test_a_wrong_records_path_in_a_big_body_is_the_same_clear_error(api):
     )
 
 
+@pytest.mark.slow
 def test_a_streamed_body_gives_the_values_json_loads_gives(raw):
     """Awkward values, cut into pieces of 997 bytes at any place (within a number, a string or
     a multi-byte character), give exactly what ``json.loads`` gives."""

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from importlib.metadata import version
 
+import pytest
 from pipectl import Pipeline, RunStatus, Transform
 from psycopg import sql
 
@@ -61,6 +62,7 @@ def test_csv_upserted_twice_through_a_pipeline(
     assert rows("orders", "id") == expected
 
 
+@pytest.mark.slow
 def test_a_pipeline_file_run_by_the_cli_upserts(tmp_path, pg_dsn, schema, rows):
     pipeline = tmp_path / "orders.yaml"
     pipeline.write_text(

@@ -274,6 +274,7 @@ def _killed_resume(url: str, resume: str) -> None:
     victim.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_a_killed_resumer_leaves_a_claim_the_next_resume_gets_past(failed, url):
     pipe, first = failed
     _killed_resume(url, "latest")
@@ -294,6 +295,7 @@ def test_a_killed_resumer_leaves_a_claim_the_next_resume_gets_past(failed, url):
     )
 
 
+@pytest.mark.slow
 def test_the_claim_of_a_killed_resumer_is_taken_over_by_id(failed, url):
     pipe, first = failed
     _killed_resume(url, first.run_id)

@@ -130,6 +130,7 @@ def tracked(
     return Tracked(tmp_path, pg, schema, url, plugin_manager)
 
 
+@pytest.mark.slow
 def test_prune_keep_older_than_and_dry_run_on_postgresql(tracked: Tracked):
     orders = [tracked.run() for _ in range(5)]
     other = [tracked.run("pg_other") for _ in range(3)]
@@ -156,6 +157,7 @@ def test_prune_keep_older_than_and_dry_run_on_postgresql(tracked: Tracked):
     assert sorted(p.name for p in tracked.results.iterdir()) == sorted([*orders[3:], other[2]])
 
 
+@pytest.mark.slow
 def test_a_running_run_and_a_resume_chain_on_postgresql(tracked: Tracked):
     r1 = tracked.run()
     tracked.fixed = False

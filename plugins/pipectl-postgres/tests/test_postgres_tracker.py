@@ -352,6 +352,7 @@ def test_the_schema_is_versioned_and_migrations_run_once(url, pg, schema, monkey
 # -- the command line -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pipectl_run_then_runs_list_and_show(tmp_path, url):
     tracked_project(tmp_path, "pg_cli_steps")
     proc = cli("run", "pipeline.yaml", "--tracker", url, cwd=tmp_path)
@@ -400,6 +401,7 @@ RESUME_STEPS = """
 """
 
 
+@pytest.mark.slow
 def test_resume_through_the_postgres_tracker(tmp_path, url):
     write(tmp_path / "pg_resume_steps.py", RESUME_STEPS)
     write(
@@ -439,6 +441,7 @@ def test_resume_through_the_postgres_tracker(tmp_path, url):
 # -- several processes at once ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_six_pipectl_run_processes_on_an_empty_schema(tmp_path, pg, pg_dsn, new_schema):
     url = url_of(pg_dsn, new_schema)
     write(
@@ -506,6 +509,7 @@ def test_six_pipectl_run_processes_on_an_empty_schema(tmp_path, pg, pg_dsn, new_
     assert len(listed) == 6
 
 
+@pytest.mark.slow
 def test_runs_list_with_thousands_of_runs_and_run_id_prefixes(tmp_path, pg, tracker, url, schema):
     runs = sql.Identifier(schema, "pipeline_executions")
     pg.execute(
@@ -563,6 +567,7 @@ def test_runs_list_with_thousands_of_runs_and_run_id_prefixes(tmp_path, pg, trac
 # -- errors ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unreachable_servers_and_bad_urls_are_clear_errors(tmp_path, pg_dsn):
     write(tmp_path / "pg_tiny_steps.py", "def a():\n    return 1\n")
     write(
@@ -595,6 +600,7 @@ def test_unreachable_servers_and_bad_urls_are_clear_errors(tmp_path, pg_dsn):
 # -- what is worth retrying --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_writes_survive_serialization_failures_deadlocks_and_lost_connections(
     plugin_manager, registries, tracker, pg, schema
 ):

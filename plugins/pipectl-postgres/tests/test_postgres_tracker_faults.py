@@ -259,6 +259,7 @@ def check_recorded(server: OwnServer) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_the_server_lost_mid_run_the_rows_are_spooled_and_written_by_the_next_command(
     tmp_path, server
 ):
@@ -313,6 +314,7 @@ def test_the_server_lost_mid_run_the_rows_are_spooled_and_written_by_the_next_co
     assert sorted(o for _, o in orders) == list(range(12))
 
 
+@pytest.mark.slow
 def test_the_server_back_during_the_run_gets_the_rows_from_the_background_retry(tmp_path, server):
     project(tmp_path)
     proc = start_run(tmp_path, server)
