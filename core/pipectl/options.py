@@ -40,7 +40,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, NewType
 
-__all__ = ["FilePath", "Option", "Problem", "Schema", "schema_of"]
+__all__ = ["FilePath", "Option", "Problem", "Schema", "rebuilt", "schema_of"]
 
 #: the annotation of an option that is a file path (a ``str``): relative in a pipeline file,
 #: it is resolved against the file's folder
@@ -238,6 +238,24 @@ def schema_of(component: Any) -> Schema | None:
                 target = getattr(target, part)
         _SCHEMAS[key] = target if isinstance(target, Schema) else Schema(target)
     return _SCHEMAS[key]
+
+
+def rebuilt(component: Any, given: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
+    """A new component of ``component``'s class, built from the options it was ``given`` with
+    ``overrides`` over them: how a component's ``with_options(**overrides)`` is written (see
+    :mod:`pipectl.output_config`). An option its class does not take raises ValueError."""
+    schema = Schema(type(component))
+    unknown = [name for name in overrides if name not in schema.options]
+    if unknown and not schema.open:
+        raise ValueError(
+            "; ".join(
+                f"unknown option {name!r}"
+                + (f": {hint}" if (hint := _hint(name, schema.options)) else "")
+                for name in unknown
+            )
+            + f" (options: {', '.join(schema.options)})"
+        )
+    return type(component)(**{**given, **overrides})
 
 
 # -- types ---------------------------------------------------------------------------------------

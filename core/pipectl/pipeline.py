@@ -245,14 +245,36 @@ class Pipeline:
         return self.add_step(name, step_type="data", options=options, **step_options)
 
     async def execute(self, config: Any = None) -> PipelineRun:
-        """Run with a :class:`~pipectl.model.PipelineRunConfig` (the seed designs' entry point)."""
+        """Run with a :class:`~pipectl.model.PipelineRunConfig` (the seed designs' entry point):
+        its ``parameters`` are the run's params, its ``output_config`` overrides options of
+        the data steps' outputs for this run (see :meth:`with_output_config`)."""
         if config is None:
             return await self.run()
         if config.pipeline_id not in (None, self.name):
             raise ValueError(
                 f"PipelineRunConfig is for pipeline {config.pipeline_id!r}, this is {self.name!r}"
             )
-        return await self.run(params=config.parameters)
+        pipe = self.with_output_config(config.output_config) if config.output_config else self
+        return await pipe.run(params=config.parameters)
+
+    def with_output_config(self, output_config: Mapping[str, Any]) -> Pipeline:
+        """A copy of this pipeline whose data steps' outputs have the options of
+        ``output_config`` overridden: ``{output name: {option: value}}``. This pipeline is
+        unchanged. An output's name is the one its step reports it under (a mapping's
+        ``name``, else ``TYPE#INDEX``; an object's ``name``, else ``CLASS#INDEX``; or the
+        type alone when one output of the step has it), ``STEP.NAME`` to pick a step; see
+        :mod:`pipectl.output_config`. Raises :class:`ValueError` for a name that names no
+        output, an unknown option, or an output object without ``with_options``."""
+        import copy
+
+        from pipectl.output_config import apply_output_config
+
+        steps = apply_output_config(self._steps, output_config, self._plugins().registries)
+        twin = copy.copy(self)
+        twin._steps = steps
+        twin._spec = twin._graph = twin._fingerprints = None
+        twin._plans = {}
+        return twin
 
     def add_subpipeline(
         self,

@@ -74,7 +74,7 @@ from itertools import islice
 from operator import itemgetter
 from typing import Any, Literal
 
-from pipectl.options import FilePath
+from pipectl.options import FilePath, rebuilt
 
 DEFAULT_BATCH_SIZE = 10_000
 STDIN = "-"
@@ -798,6 +798,12 @@ class _AtomicFileOutput:
             raise ValueError(
                 f"mode must be 'replace' (the file is this run's output), got {mode!r}"
             )
+        self._given: dict[str, Any] = {  # for with_options
+            "path": path,
+            "encoding": encoding,
+            "compress": compress,
+            "mode": mode,
+        }
         self.path = os.fspath(path)
         if not self.path or self.path == STDIN:
             raise ValueError(f"path must be a file path, got {path!r}")
@@ -813,6 +819,11 @@ class _AtomicFileOutput:
 
     def describe(self) -> str:
         return f"{self.kind} {self.path}"
+
+    def with_options(self, **overrides: Any) -> Any:
+        """A new output like this one, with ``overrides`` over the options it was built with
+        (``output_config``); this one is unchanged."""
+        return rebuilt(self, self._given, overrides)
 
     # -- load markers (pipectl.loads): a marker beside the file, valid for the renamed file --
 
@@ -1046,6 +1057,7 @@ class CsvOutput(_AtomicFileOutput):
         mode: Literal["replace"] = "replace",
     ):
         super().__init__(path, encoding=encoding, compress=compress, mode=mode)
+        self._given.update(columns=columns, delimiter=delimiter)
         if not isinstance(delimiter, str) or len(delimiter) != 1:
             raise ValueError(f"delimiter must be a single character, got {delimiter!r}")
         self.delimiter = delimiter

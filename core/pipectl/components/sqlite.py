@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any, Literal, cast
 
-from pipectl.options import FilePath
+from pipectl.options import FilePath, rebuilt
 
 #: the table of load markers, in each database the output writes
 LOADS_TABLE = "_pipectl_loads"
@@ -135,6 +135,8 @@ class SqliteOutput:
         mode: Literal["append", "replace"] = "append",
         timeout: float = 30.0,
     ):
+        given = {"path": path, "table": table, "columns": columns, "key": key}
+        self._given: dict[str, Any] = {**given, "mode": mode, "timeout": timeout}
         self.path = os.fspath(path)
         quote_identifier(table)
         self.table = table
@@ -179,6 +181,11 @@ class SqliteOutput:
 
     def describe(self) -> str:
         return f"sqlite {self.path} table {self.table}"
+
+    def with_options(self, **overrides: Any) -> Any:
+        """A new output like this one, with ``overrides`` over the options it was built with
+        (``output_config``); this one is unchanged."""
+        return rebuilt(self, self._given, overrides)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
