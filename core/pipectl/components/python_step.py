@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pipectl.model import StepSpec
     from pipectl.registry import Registries
 
-__all__ = ["SubPipelineOutput", "class_step", "pipeline_step", "python_step"]
+__all__ = ["WHOLE_INPUT", "SubPipelineOutput", "class_step", "pipeline_step", "python_step"]
 
 
 def python_step(step: StepSpec) -> Callable[..., Any]:
@@ -40,7 +40,10 @@ def class_step(step: StepSpec, cls: type) -> Callable[..., Any]:
     and ``run(data, ctx)`` if it takes a second parameter named ``ctx`` or ``context``.
 
     ``data`` holds the ``inputs`` by name, and the output of every dependency that no input
-    refers to, by step name."""
+    refers to, by step name. An input named ``*`` (:data:`WHOLE_INPUT`) is ``data`` itself:
+    ``inputs: {"*": prepare}`` hands ``run`` prepare's output (a copy of it, when a dict), the
+    way ia_modules hands a step the previous step's result; other inputs beside it are laid
+    over it."""
     from pipectl.model import callable_name
 
     name = callable_name(cls)
@@ -67,17 +70,32 @@ def class_step(step: StepSpec, cls: type) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(method):
 
         async def run_step_class(ctx: Any, **data: Any) -> Any:
+            data = _whole(data)
             instance = cls(step_name, dict(options))
             return await (instance.run(data, ctx) if takes_ctx else instance.run(data))
     else:
 
         def run_step_class(ctx: Any, **data: Any) -> Any:  # type: ignore[misc]  # sync variant
+            data = _whole(data)
             instance = cls(step_name, dict(options))
             return instance.run(data, ctx) if takes_ctx else instance.run(data)
 
     run_step_class.__qualname__ = f"{cls.__qualname__}.run"
     run_step_class.__module__ = cls.__module__
     return run_step_class
+
+
+WHOLE_INPUT = "*"
+"""The input name that is a step class's whole ``data`` (see :func:`class_step`)."""
+
+
+def _whole(data: dict[str, Any]) -> Any:
+    if WHOLE_INPUT not in data:
+        return data
+    whole = data.pop(WHOLE_INPUT)
+    if isinstance(whole, Mapping):
+        return {**whole, **data}
+    return whole if not data else {WHOLE_INPUT: whole, **data}
 
 
 class SubPipelineOutput(dict[str, Any]):

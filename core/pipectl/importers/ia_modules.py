@@ -12,6 +12,12 @@ of ``start_at`` and ``paths``) maps onto pipectl like this:
   ``when:`` (``always`` adds none; ``threshold_condition`` and ``expression`` compare a field
   of the source step's output with a value, ``{{ parameters.N }}`` included);
 * a step joining branches that may not run gets ``trigger: one_success``;
+* a step declaring no ``inputs`` gets what ia_modules hands it: a step with no upstream the
+  pipeline input (``inputs`` of every declared param), a step with one upstream that step's
+  result itself (``inputs: {"*": upstream}``, the step class's whole ``data``), a join of
+  branches of which one runs the result of the one that ran (``"*": steps.a.output |
+  steps.b.output``), and a join of steps that all run each one's result by step id (nothing
+  written: pipectl's own rule for a step class; merging them could lose equal keys);
 * ``parameters`` become declared params (JSON Schema types mapped to pipectl's).
 
 Branches run in parallel (pipectl starts a step as soon as its dependencies end) and only the
@@ -26,6 +32,7 @@ import re
 from pathlib import Path
 from typing import Any, cast
 
+from pipectl.components.python_step import WHOLE_INPUT
 from pipectl.errors import PipectlError
 
 __all__ = ["ImportError_", "convert", "convert_file"]
@@ -261,6 +268,7 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
         ):
             conditional.add(step_id)
 
+    params = _params(path, data.get("parameters"))
     steps_out = []
     for i, step in enumerate(raw_steps):
         step_id = step["id"]
@@ -282,6 +290,8 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise ImportError_(path, field, "an input needs a 'name' and a 'source'")
             mapped[entry["name"]] = _source(path, f"{field}.source", entry.get("source"), known)
+        if not mapped:
+            mapped = _implicit_inputs(deps, conditional, params)
         if mapped:
             item["inputs"] = mapped
         conditions = [cond for _, cond in incoming[step_id]]
@@ -300,11 +310,27 @@ def convert(data: Any, path: str = "<pipeline>") -> dict[str, Any]:
     description = data.get("description") or data.get("name")
     if description:
         out["description"] = str(description)
-    params = _params(path, data.get("parameters"))
     if params:
         out["params"] = params
     out["steps"] = steps_out
     return out
+
+
+def _implicit_inputs(
+    deps: list[str], conditional: set[str], params: dict[str, Any]
+) -> dict[str, str]:
+    """The inputs of a step that declares none, as ia_modules hands it its data: the pipeline
+    input (every declared param by name) to a step with no upstream, the upstream's result
+    itself (the ``*`` input) to a step with one, and to a join of branches that may not run
+    the result of the one that ran (``a | b``: the first that did). A join of steps that all
+    run gets nothing written: each upstream's result by step id, nothing lost."""
+    if not deps:
+        return {name: f"params.{name}" for name in params}
+    if len(deps) == 1:
+        return {WHOLE_INPUT: deps[0]}
+    if all(dep in conditional for dep in deps):
+        return {WHOLE_INPUT: " | ".join(f"steps.{dep}.output" for dep in deps)}
+    return {}
 
 
 def _topological(ids: list[str], incoming: dict[str, list[tuple[str, Any]]]) -> list[str]:
@@ -356,5 +382,9 @@ def convert_file(path: str | Path) -> str:
         f"# Imported from the ia_modules pipeline {path.name} by `pipectl import "
         "ia-modules`.\n# Step classes run unchanged: built with (id, config), "
         "`async run(data) -> dict`.\n"
+        "# A step that declares no inputs gets its data as in ia_modules: with no upstream, "
+        "the\n# pipeline input (its params); with one, that step's result itself "
+        "(`'*': STEP`: the\n# whole data); joining branches of which one runs, the result "
+        "of the one that ran;\n# joining steps that all run, each one's result by step id.\n"
     )
     return header + yaml.safe_dump(converted, sort_keys=False, allow_unicode=True, width=100)
