@@ -9,6 +9,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict  # noqa: UP035 - the document's import
 
@@ -16,6 +17,7 @@ import pytest
 
 from pipectl import Pipeline as CorePipeline
 from pipectl.compat.ia_modules import (
+    ExecutionTracker,
     GraphPipelineRunner,
     Pipeline,
     ServiceRegistry,
@@ -224,3 +226,162 @@ def test_compat_is_not_imported_by_import_pipectl():
     code = "import sys, pipectl; pipectl.Pipeline; print('pipectl.compat' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+# -- ExecutionTracker: the design's tracker, on a pipectl SQLite tracker ---------------------
+
+
+@dataclass
+class ConnectionConfig:  # the document's, stubbed: what ExecutionTracker reads of it
+    provider: str
+    database: str
+
+
+class DatabaseManager:
+    """The document's DatabaseManager, stubbed: a ConnectionConfig and a real SQLite file."""
+
+    def __init__(self, config: ConnectionConfig):
+        self.config = config
+        self.name = config.database
+
+
+class PipelineService:
+    """The document's pipeline_service.py, stubbed around its own code."""
+
+    def __init__(self, db_manager: DatabaseManager):
+        # 1. Setup services (dependency injection)
+        self.services = ServiceRegistry()
+        self.services.register("database", db_manager)
+        # 2. Create tracker with injected database
+        self.tracker = ExecutionTracker(db_manager)  # NOT hardcoded!
+        # 3. Register tracker in services
+        self.services.register("execution_tracker", self.tracker)
+
+    async def execute(self, config, input_data, job_id):
+        self.services.register("execution_id", job_id)
+        # 4. Execute pipeline
+        graph_runner = GraphPipelineRunner(self.services)
+        result = await graph_runner.run_pipeline_from_json(config, input_data)
+        # Pipeline uses services.get('execution_tracker') internally
+        return result
+
+    # NEW: pipeline_service.py
+    async def get_execution(self, job_id: str):
+        # Always load from database for complete data
+        if self.tracker:
+            record = await self.tracker.get_execution(job_id)
+            step_records = await self.tracker.get_execution_steps(job_id)
+            # Return database format with all details
+            return {**record, "steps": step_records}
+
+
+class Seen(Step):
+    async def run(self, input):
+        tracker = self.services.get("execution_tracker")
+        return {"tracker": type(tracker).__name__, "id": self.services.get("execution_id")}
+
+
+def test_the_service_records_a_run_and_get_execution_reads_it(tmp_path, ia):
+    db = DatabaseManager(ConnectionConfig(provider="sqlite", database=str(tmp_path / "test.db")))
+    service = PipelineService(db)
+    try:
+        result = asyncio.run(service.execute(HERE / "seed_simple.json", {"topic": "ml"}, "job-1"))
+        assert result["output"] == {"topic": "PROCESSED_ML_RICH_DONE"}
+        record = asyncio.run(service.get_execution("job-1"))
+    finally:
+        service.tracker.close()
+    assert record["execution_id"] == "job-1"
+    assert record["pipeline_name"] == "seed_shaped_chain"  # the JSON's name
+    assert record["status"] == "completed"
+    assert record["started_at"] and record["completed_at"]
+    assert record["input_data"] == {"topic": "ml"}
+    assert record["output_data"] == {"topic": "PROCESSED_ML_RICH_DONE"}
+    assert (record["total_steps"], record["completed_steps"], record["failed_steps"]) == (3, 3, 0)
+    steps = record["steps"]
+    assert [(s["step_id"], s["status"]) for s in steps] == [
+        ("step1", "completed"),
+        ("step2", "completed"),
+        ("step3", "completed"),
+    ]
+    assert steps[1]["input_data"] == {"step1": {"topic": "PROCESSED_ML"}}  # by upstream
+    assert steps[1]["output_data"] == {"topic": "PROCESSED_ML_RICH"}
+    assert all(s["started_at"] and s["execution_time_ms"] is not None for s in steps)
+    assert steps[0]["retry_count"] == 0 and steps[0]["error_message"] is None
+    assert asyncio.run(service.tracker.get_execution("no-such-job")) is None
+
+
+def test_production_with_tracking_and_a_failed_step(tmp_path):
+    # "Example: Testing Without Database", the production half; db a stub manager
+    db = DatabaseManager(ConnectionConfig(provider="sqlite", database=str(tmp_path / "t.db")))
+
+    class Boom(Step):
+        async def run(self, input):
+            raise ValueError("no such topic")
+
+    services = ServiceRegistry()
+    services.register("database", db)
+    services.register("execution_tracker", ExecutionTracker(db))
+    name, flow = "tracked", {}
+    steps = [Seen("seen", {}), Boom("boom", {})]
+    pipeline = Pipeline(name, steps, flow, services)
+    tracker = services.get("execution_tracker")
+    try:
+        with pytest.raises(ValueError, match="no such topic"):
+            asyncio.run(pipeline.run({"topic": "x"}))
+        run_id = services.get("execution_id")
+        record = asyncio.run(tracker.get_execution(run_id))
+        steps_ = asyncio.run(tracker.get_execution_steps(run_id))
+        listed = asyncio.run(tracker.list_executions("tracked", status="failed"))
+    finally:
+        tracker.close()
+    assert pipeline.last_run.steps["seen"].output == {"tracker": "ExecutionTracker", "id": run_id}
+    assert record["status"] == "failed"
+    assert "no such topic" in record["error_message"]
+    assert [(s["step_id"], s["status"]) for s in steps_] == [
+        ("seen", "completed"),
+        ("boom", "failed"),
+    ]
+    assert "ValueError: no such topic" in steps_[1]["error_message"]
+    assert [r["execution_id"] for r in listed] == [run_id]
+
+
+def test_swapping_databases_and_recording_by_hand(tmp_path):
+    # "Example: Swapping Databases": the SQLite half; then a pipectl tracker URL and object
+    db = DatabaseManager(ConnectionConfig(provider="sqlite", database=str(tmp_path / "test.db")))
+    # Same code works with both!
+    tracker = ExecutionTracker(db)
+    try:
+
+        async def by_hand() -> str:
+            execution_id = await tracker.start_execution("manual", {"n": 1})
+            step = await tracker.start_step_execution(execution_id, "load", input_data={"n": 1})
+            await tracker.complete_step_execution(step, "completed", output_data={"rows": 2})
+            step = await tracker.start_step_execution(execution_id, "save")
+            await tracker.complete_step_execution(step, "failed", error_message="disk full")
+            await tracker.complete_execution(execution_id, "failed", error_message="disk full")
+            return execution_id
+
+        execution_id = asyncio.run(by_hand())
+        record = asyncio.run(tracker.get_execution(execution_id))
+        steps = asyncio.run(tracker.get_execution_steps(execution_id))
+    finally:
+        tracker.close()
+    assert (record["pipeline_name"], record["status"]) == ("manual", "failed")
+    assert record["input_data"] == {"n": 1}
+    assert [(s["step_id"], s["step_type"], s["status"]) for s in steps] == [
+        ("load", "task", "completed"),
+        ("save", "task", "failed"),
+    ]
+    assert steps[0]["output_data"] == {"rows": 2}
+    assert steps[1]["error_message"] == "disk full"
+    # the same file through its URL, and a pipectl tracker given as it is
+    by_url = ExecutionTracker(f"sqlite:///{tmp_path / 'test.db'}")
+    try:
+        assert asyncio.run(by_url.get_execution(execution_id))["status"] == "failed"
+        again = ExecutionTracker(by_url.tracker)
+        assert again.tracker is by_url.tracker
+        assert asyncio.run(again.get_execution_steps(execution_id)) == steps
+    finally:
+        by_url.close()
+    with pytest.raises(TypeError, match="tracker URL"):
+        ExecutionTracker(object())
