@@ -411,6 +411,7 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *, plugin_manager: A
     from pipectl.model import RunStatus
     from pipectl.pipeline import Pipeline
     from pipectl.tracking import (
+        TRACKER_MEMBERS,
         ExtractorStateSaved,
         PrunableTracker,
         ResumableTracker,
@@ -439,19 +440,7 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *, plugin_manager: A
 
         plugin_manager = get_plugin_manager(autoload=False, entry_points=())
     tracker = make_tracker()
-    members = (
-        "results",
-        "migrate",
-        "record",
-        "flush",
-        "close",
-        "list_runs",
-        "get_run",
-        "resolve",
-        "pipeline_of",
-        "extractor_states",
-    )
-    missing = [m for m in members if not hasattr(tracker, m)]
+    missing = [m for m in TRACKER_MEMBERS if not hasattr(tracker, m)]
     check(
         isinstance(tracker, Tracker),
         f"{type(tracker).__qualname__} is not a "

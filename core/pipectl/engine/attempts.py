@@ -160,22 +160,7 @@ class AttemptRunner:
                         ).result()
                 elif direct:
                     output = await func(**kwargs)
-                elif timeout is None:
-                    output = await executor.execute(
-                        Invocation(
-                            spec,
-                            func,
-                            node.is_async,
-                            kwargs,
-                            middleware,
-                            ctx,
-                            attempt,
-                            node.driver_reads,
-                            not node.dependents,
-                        )
-                    )
                 else:
-                    deadline = asyncio.timeout(timeout)
                     invocation = Invocation(
                         spec,
                         func,
@@ -187,13 +172,17 @@ class AttemptRunner:
                         node.driver_reads,
                         not node.dependents,
                     )
-                    try:
-                        async with deadline:
-                            output = await executor.execute(invocation)
-                    except TimeoutError:
-                        if not deadline.expired():
-                            raise  # the step's own TimeoutError
-                        raise StepTimeout(spec.name, timeout) from None
+                    if timeout is None:
+                        output = await executor.execute(invocation)
+                    else:
+                        deadline = asyncio.timeout(timeout)
+                        try:
+                            async with deadline:
+                                output = await executor.execute(invocation)
+                        except TimeoutError:
+                            if not deadline.expired():
+                                raise  # the step's own TimeoutError
+                            raise StepTimeout(spec.name, timeout) from None
             except asyncio.CancelledError:
                 if state.stopping is None:  # not ours: the step itself raised CancelledError
                     error = asyncio.CancelledError("the step raised CancelledError")
