@@ -6,7 +6,9 @@ document's own commands are dropped: the namespace holds them). They run in a na
 holding small real versions of the document's domain functions (``stage_all_command`` writes
 files, ``derive_all_metrics_command`` can be made to fail...), in a temporary working folder.
 The tests after them check what the document says: retries with backoff, rollback in reverse
-order, checkpoints and resume, skip_on_error, conditions, order, YAML and ``${VAR}``.
+order, checkpoints and resume, skip_on_error, conditions, order, YAML and ``${VAR}``, and the
+enhancements it plans (parallel groups, conditions, dependencies, callbacks, sub-pipelines).
+tests/test_seed_docs_index.py lists every block of the document with the test running it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import attrs
 import pytest
 
 from pipectl import StepStatus
-from pipectl.compat.builder import Pipeline, PipelineResult
+from pipectl.compat.builder import Pipeline, PipelineResult, PipelineStep
 from pipectl.hookspecs import hookimpl
 
 SEED_IMPORTS = {
@@ -95,6 +97,31 @@ pipeline.add_step(
     optional_command,
     skip_on_error=True,  # Don't stop pipeline if this fails
 )
+"""
+
+CHECKPOINT_JSON = """\
+{
+  "pipeline_name": "full-pipeline",
+  "execution_id": "20251107_143022",
+  "timestamp": "2025-11-07T14:30:22",
+  "steps": [
+    {
+      "name": "stage-raw-data",
+      "status": "success",
+      "elapsed_time": 45.2
+    },
+    {
+      "name": "build-histories",
+      "status": "success",
+      "elapsed_time": 12.3
+    },
+    {
+      "name": "derive-metrics",
+      "status": "failed",
+      "error": "ValueError: Missing CNP data"
+    }
+  ]
+}
 """
 
 MY_PIPELINE_YML = """\
@@ -223,6 +250,10 @@ pipeline.add_step(
 )
 """
 
+BAD_MONOLITHIC = """
+pipeline.add_step("process-everything", process_all_data)
+"""
+
 GRANULAR = """
 pipeline.add_step("validate-input", validate_data)
 pipeline.add_step("transform-data", transform_data)
@@ -240,6 +271,21 @@ pipeline = Pipeline(
         "Owner: data-team@example.com"
     ),
 )
+"""
+
+OLD_APPROACH = """
+# Manual error handling
+try:
+    stage_all_command(...)
+except SystemExit as e:
+    if e.code != 0:
+        console.print("[red]Failed[/red]")
+        raise typer.Exit(1)
+
+# No rollback
+# No retry
+# No checkpointing
+# Manual progress tracking
 """
 
 NEW_APPROACH = """
@@ -261,6 +307,10 @@ result = pipeline.execute(
 )
 """
 
+PLANNED_PARALLEL = """
+pipeline.add_parallel_group([step1, step2, step3])
+"""
+
 PLANNED_CONDITION = """
 pipeline.add_step("optional", command, condition=lambda: check_flag())
 """
@@ -271,6 +321,10 @@ pipeline.add_step("step3", command, depends_on=["step1", "step2"])
 
 PLANNED_CALLBACKS = """
 pipeline.on_step_complete(lambda step: send_notification(step))
+"""
+
+PLANNED_SUBPIPELINE = """
+main_pipeline.add_subpipeline(preprocessing_pipeline)
 """
 
 TROUBLESHOOT_CHECKPOINT = """
@@ -456,6 +510,7 @@ class Domain:
             "export_to_csv": chip_step("export_to_csv", "chip{}.csv"),
             "build_database_indexes": step("build_database_indexes"),
             "drop_database_indexes": step("drop_database_indexes"),
+            "process_all_data": step("process_all_data"),
             "validate_data": step("validate_data"),
             "transform_data": step("transform_data"),
             "save_results": step("save_results"),
@@ -1029,14 +1084,19 @@ def test_system_exit_of_a_command() -> None:
     def ok() -> None:
         raise SystemExit(0)
 
+    def ok_too() -> None:
+        raise SystemExit()  # sys.exit(): code None, a success
+
     def bad() -> None:
         raise SystemExit(2)
 
     pipeline = Pipeline("exits", checkpoint_dir=None)
     pipeline.add_step("ok", ok)
+    pipeline.add_step("ok-too", ok_too)
     pipeline.add_step("bad", bad)
     result = pipeline.execute()
     assert result.steps["ok"].status is StepStatus.SUCCESS
+    assert result.steps["ok-too"].status is StepStatus.SUCCESS
     assert result.steps["bad"].error == "RuntimeError: the command exited with code 2"
 
 
@@ -1087,3 +1147,214 @@ def test_import_pipectl_does_not_import_compat() -> None:
     code = "import sys, pipectl; pipectl.Pipeline; print('pipectl.compat' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- blocks added with the seed-docs index (tests/test_seed_docs_index.py) ---------------------
+
+
+def test_checkpoint_format_is_the_documents(domain: Domain) -> None:
+    """Section "Checkpoint format" (004, line 187): the file a failed run leaves has the
+    document's fields, step entries and error text (and ``status``, the run's, besides)."""
+    doc = json.loads(CHECKPOINT_JSON)
+    domain.fail.add("derive")  # "ValueError: Missing CNP data", as in the document
+    result = three_steps(domain).execute()
+    state = json.loads(result.checkpoint_path.read_text())  # type: ignore[union-attr]
+    assert set(doc) <= set(state) and set(state) - set(doc) == {"status"}
+    assert state["pipeline_name"] == doc["pipeline_name"]
+    assert re.fullmatch(r"\d{8}_\d{6}(_\d{6})?", state["execution_id"])
+    assert [sorted(entry) for entry in state["steps"]] == [sorted(entry) for entry in doc["steps"]]
+    assert [(e["name"], e["status"], e.get("error")) for e in state["steps"]] == [
+        (e["name"], e["status"], e.get("error")) for e in doc["steps"]
+    ]
+
+
+def test_resume_from_the_documents_checkpoint(domain: Domain) -> None:
+    """Section "Checkpointing & Resume" (004, lines 169 and 187): given the document's
+    checkpoint file as it is, a resume skips stage-raw-data and build-histories and runs
+    derive-metrics."""
+    directory = Path("data/.pipeline_checkpoints")
+    directory.mkdir(parents=True)
+    (directory / "full-pipeline_20251107_143022.json").write_text(CHECKPOINT_JSON)
+    for resume_from in ("latest", "20251107_143022"):
+        domain.log.clear()
+        result = three_steps(domain).execute(resume_from=resume_from)
+        assert result.success and domain.log == ["derive"]  # "Step 3: derive-metrics ✓"
+        skipped = [n for n, r in result.steps.items() if r.status is StepStatus.SKIPPED]
+        assert skipped == ["stage-raw-data", "build-histories"]  # "Skipping completed steps"
+        assert result.steps["build-histories"].reason == (
+            "resumed: completed in execution 20251107_143022"  # "Resuming from checkpoint"
+        )
+        (directory / f"full-pipeline_{result.execution_id}.json").unlink()
+
+
+def test_bad_monolithic_step_runs_but_localizes_nothing(domain: Domain) -> None:
+    """Section "Granular Steps" (004, lines 456 and 461): both run; only the granular steps
+    say where a failure was and let a resume start there."""
+    ns = domain.namespace()
+    ns["pipeline"] = Pipeline("monolith")
+    run_block(BAD_MONOLITHIC, ns)
+    assert ns["pipeline"].execute().success and domain.log == ["process_all_data"]
+    domain.fail.add("process_all_data")
+    assert not ns["pipeline"].execute().success
+    assert [(s["name"], s["status"]) for s in checkpoints()[-1]["steps"]] == [
+        ("process-everything", "failed")  # which part failed: not said
+    ]
+    ns["pipeline"] = Pipeline("granular")
+    run_block(GRANULAR, ns)
+    domain.fail = {"transform_data"}
+    assert not ns["pipeline"].execute().success
+    [state] = [c for c in checkpoints() if c["pipeline_name"] == "granular"]
+    assert [(s["name"], s["status"]) for s in state["steps"]] == [
+        ("validate-input", "success"),
+        ("transform-data", "failed"),
+        ("save-output", "skipped"),
+    ]
+    domain.fail.clear()
+    domain.log.clear()
+    assert ns["pipeline"].execute(resume_from="latest").success  # "Checkpoint between steps"
+    assert domain.log == ["transform_data", "save_results"]
+
+
+def test_old_approach_handles_errors_by_hand(domain: Domain) -> None:
+    """Section "Old Approach" (004, line 507): the manual code runs as written; a command
+    exiting with a non-zero code prints "Failed" and exits 1, code 0 passes.
+    (``stage_all_command(...)`` passes the Ellipsis itself: a placeholder, taken as it is.)
+
+    The document's code is wrong for any system in one case: ``sys.exit()`` (code None) is a
+    success, and ``e.code != 0`` reports it as a failure. The new approach (the builder) takes
+    None and 0 as success (test_system_exit_of_a_command)."""
+    ns = domain.namespace()
+    printed: list[str] = []
+    called: list[tuple[Any, ...]] = []
+    ns["console"] = SimpleNamespace(print=printed.append)
+    for code in (0, 2, None):
+
+        def stage_all_command(*args: Any, code: int | None = code) -> None:
+            called.append(args)
+            raise SystemExit(code)
+
+        ns["stage_all_command"] = stage_all_command
+        if code != 0:
+            with pytest.raises(ns["typer"].Exit) as exited:
+                run_block(OLD_APPROACH, ns)
+            assert exited.value.exit_code == 1
+        else:
+            run_block(OLD_APPROACH, ns)
+    assert called == [(...,)] * 3
+    assert printed == ["[red]Failed[/red]"] * 2  # code 2, and code None (see above)
+
+
+class Gauge:
+    """How many commands are inside ``async with gauge`` at once, and the most there were."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    async def __aenter__(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.now -= 1
+
+
+def test_planned_parallel_group(domain: Domain) -> None:
+    """Section "Planned Enhancements", 1 (004, line 555): the three steps of a parallel group
+    run at the same time, after the step before them and before the step after them."""
+    import asyncio
+
+    gauge = Gauge()
+
+    def fetch(name: str) -> Any:
+        async def command() -> str:
+            async with gauge:
+                await asyncio.sleep(0.05)
+            domain.log.append(name)
+            return name
+
+        command.__name__ = name
+        return command
+
+    ns = domain.namespace()
+    ns["pipeline"] = pipeline = Pipeline("parallel")
+    pipeline.add_step("stage", ns["stage_all_command"])
+    ns.update(
+        step1=PipelineStep("fetch-users", fetch("fetch_users")),
+        step2=PipelineStep("fetch-orders", fetch("fetch_orders")),
+        step3=PipelineStep("fetch-prices", fetch("fetch_prices")),
+    )
+    run_block(PLANNED_PARALLEL, ns)
+    pipeline.add_step("merge", ns["command"])
+    result = pipeline.execute()
+    assert result.success and gauge.peak == 3
+    assert domain.log[0] == "stage" and domain.log[-1] == "command"
+    assert sorted(domain.log[1:4]) == ["fetch_orders", "fetch_prices", "fetch_users"]
+    group = ("fetch-users", "fetch-orders", "fetch-prices")
+    assert pipeline.dependencies() == {
+        "stage": (),
+        **dict.fromkeys(group, ("stage",)),
+        "merge": group,
+    }
+    # in YAML the group is its steps' depends_on, and reads back as the same pipeline
+    registry = {**ns["command_registry"], "command": ns["command"]}
+    registry.update(
+        {s.command.__name__: s.command for s in (ns["step1"], ns["step2"], ns["step3"])}
+    )
+    pipeline.to_yaml("parallel.yml")
+    again = Pipeline.from_yaml("parallel.yml", registry)
+    assert again.dependencies() == pipeline.dependencies()
+    with pytest.raises(ValueError, match="already has a step 'merge'"):
+        pipeline.add_parallel_group(
+            [PipelineStep("x", ns["command"]), PipelineStep("merge", print)]
+        )
+    assert "x" not in pipeline.steps  # nothing of a refused group is added
+
+
+def test_planned_subpipeline(domain: Domain) -> None:
+    """Section "Planned Enhancements", 5 (004, line 575): a nested pipeline runs as a step of
+    the main one (a pipectl sub-pipeline run); a failure after it undoes its completed steps
+    too, in reverse order; a failure inside it fails its step and stops the main pipeline
+    (and with rollback, undoes its own completed steps first)."""
+    ns = domain.namespace()
+    undone: list[str] = []
+    preprocessing = Pipeline("preprocessing")
+    preprocessing.add_step(
+        "validate", ns["validate_data"], rollback_fn=lambda: undone.append("validate")
+    )
+    preprocessing.add_step(
+        "transform", ns["transform_data"], rollback_fn=lambda: undone.append("transform")
+    )
+    main = Pipeline("main")
+    main.add_step("stage", ns["stage_all_command"], rollback_fn=lambda: undone.append("stage"))
+    ns.update(main_pipeline=main, preprocessing_pipeline=preprocessing)
+    run_block(PLANNED_SUBPIPELINE, ns)
+    main.add_step("save", ns["save_results"])
+    result = main.execute()
+    assert result.success
+    assert domain.log == ["stage", "validate_data", "transform_data", "save_results"]
+    nested = result.steps["preprocessing"].output.run
+    assert nested.parent_run_id == result.run.run_id and list(nested.steps) == [
+        "validate",
+        "transform",
+    ]
+    assert [s["name"] for s in checkpoints()[0]["steps"]] == ["stage", "preprocessing", "save"]
+
+    domain.fail.add("save_results")
+    failed = main.execute(enable_rollback=True)
+    assert str(failed.status) == "rolled_back"
+    assert undone == ["transform", "validate", "stage"]  # reverse order, through the nesting
+
+    domain.fail = {"transform_data"}
+    domain.log.clear()
+    undone.clear()
+    stopped = main.execute()
+    assert stopped.steps["preprocessing"].status is StepStatus.FAILED
+    assert stopped.steps["save"].status is StepStatus.SKIPPED
+    assert domain.log == ["stage", "validate_data", "transform_data"] and undone == []
+    # with rollback, the failing sub-pipeline undoes its completed step, then the main one's
+    assert str(main.execute(enable_rollback=True).status) == "rolled_back"
+    assert undone == ["validate", "stage"]
+    with pytest.raises(TypeError, match="a sub-pipeline has no place in the YAML"):
+        main.to_yaml()
+    with pytest.raises(ValueError, match="cannot run itself"):
+        main.add_subpipeline(main)

@@ -7,16 +7,19 @@ them), in a namespace holding small real versions of the document's own domain f
 (``fetch_from_api``, ``process``, ``api``, ``flaky_api``...). The tests after them check what
 the document says: order by dependencies, parallelism bounded by ``max_concurrent``, retries,
 timeouts, ``stop_on_first_failure``, ``skip_on_error``, the results' fields, the levels picture.
+tests/test_seed_docs_index.py lists every block of the document with the test running it.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -137,16 +140,19 @@ config = PipelineConfig(
 executor = PipelineExecutor(config)
 """
 
-STEP_RESULT_FIELDS = (  # the document's StepResult dataclass, field by field
-    "step_name",
-    "status",
-    "output",
-    "error",
-    "started_at",
-    "finished_at",
-    "duration_ms",
-    "retries",
-)
+# the document's StepResult: the seed's own class, read (not run) for its fields and types
+STEP_RESULT = """
+@dataclass
+class StepResult:
+    step_name: str
+    status: StepStatus  # PENDING, RUNNING, SUCCESS, FAILED, SKIPPED
+    output: Any
+    error: Optional[str]
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+    retries: int
+"""
 
 
 def run_block(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
@@ -335,17 +341,57 @@ def test_configuration_is_the_pipelines_name_max_concurrent_and_fail_fast():
     assert (spec.name, spec.max_concurrent, spec.fail_fast) == ("etl-pipeline", 5, True)
 
 
-def test_step_result_has_the_documents_fields():
+def step_result_fields() -> dict[str, str]:
+    """The document's StepResult fields (line 137), name -> annotation, in order."""
+    [cls] = ast.parse(STEP_RESULT).body
+    assert isinstance(cls, ast.ClassDef)
+    return {
+        node.target.id: ast.unparse(node.annotation)
+        for node in cls.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+
+
+def test_step_result_has_the_documents_fields_and_types():
+    """Section "StepResult" (001, line 137): pipectl's StepResult has each field of the document's,
+    of the document's type, and StepStatus the statuses its comment lists."""
     executor = PipelineExecutor()
     executor.add_step(name="one", func=lambda: 1)
-    result = run(executor)["one"]
-    assert isinstance(result, StepResult)
-    for field in STEP_RESULT_FIELDS:
-        assert hasattr(result, field), field
-    assert result.step_name == "one" and result.status is StepStatus.SUCCESS
-    assert result.output == 1 and result.error is None and result.retries == 0
-    assert result.started_at <= result.finished_at and result.duration_ms >= 0
-    assert {s.name for s in StepStatus} >= {"PENDING", "RUNNING", "SUCCESS", "FAILED", "SKIPPED"}
+    executor.add_step(name="two", func=lambda: 1 / 0, retries=1, retry_delay=0.001)
+    results = run(executor)
+    types: dict[str, Any] = {
+        "str": str,
+        "StepStatus": StepStatus,
+        "Any": object,
+        "Optional[str]": (str, type(None)),
+        "datetime": datetime,
+        "float": float,
+        "int": int,
+    }
+    fields = step_result_fields()
+    assert list(fields) == [
+        "step_name",
+        "status",
+        "output",
+        "error",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "retries",
+    ]
+    for result in results.values():
+        assert isinstance(result, StepResult)
+        for field, annotation in fields.items():
+            assert isinstance(getattr(result, field), types[annotation]), (field, annotation)
+    one, two = results["one"], results["two"]
+    assert one.step_name == "one" and one.status is StepStatus.SUCCESS
+    assert one.output == 1 and one.error is None and one.retries == 0
+    assert one.started_at <= one.finished_at and one.duration_ms >= 0
+    assert two.status is StepStatus.FAILED and two.retries == 1
+    assert two.error == "ZeroDivisionError: division by zero"
+    listed = re.search(r"# (.*)", STEP_RESULT).group(1).split(", ")  # type: ignore[union-attr]
+    assert listed == ["PENDING", "RUNNING", "SUCCESS", "FAILED", "SKIPPED"]
+    assert {s.name for s in StepStatus} >= set(listed)
 
 
 # -- what the document says it does ----------------------------------------------------------

@@ -1,10 +1,13 @@
 """pipectl.compat.pipeline_core: the Pipeline Core document's code runs on pipectl, and does
-what the document says (run status, records_processed, errors, output_config)."""
+what the document says (run status, records_processed, errors, output_config).
+
+tests/test_seed_docs_index.py lists every block of the document with the test running it."""
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import inspect
 import json
 import sqlite3
 import subprocess
@@ -17,6 +20,15 @@ import pytest
 from pipectl.compat.pipeline_core import Pipeline, PipelineRun, PipelineRunConfig, RunStatus
 from pipectl.components.files import CsvOutput, JsonlOutput
 from pipectl.components.sqlite import SqliteOutput
+
+# The document's "Constructor" (line 12): a signature, not code that runs (no body)
+CONSTRUCTOR = """
+def __init__(
+    pipeline_id: str,
+    extractor: BaseExtractor,
+    outputs: List[BaseOutput]
+)
+"""
 
 # The document's "Example Usage", as written (its top-level ``await`` included)
 EXAMPLE = """
@@ -116,6 +128,18 @@ def test_the_documents_example_runs(tmp_path):
     with sqlite3.connect(tmp_path / "warehouse.db") as conn:
         assert conn.execute("SELECT location FROM weather").fetchall() == [("NYC",), ("SF",)]
     assert [r["location"] for r in lines(tmp_path / "bucket" / "weather.jsonl")] == ["NYC", "SF"]
+
+
+def test_the_constructor_takes_the_documents_parameters_in_its_order():
+    """Section "Constructor" (000, line 12): the signature, completed with a body to be
+    parsed, names the parameters of the adapter's Pipeline, in order and without defaults."""
+    [func] = ast.parse(CONSTRUCTOR.rstrip() + ": ...").body
+    assert isinstance(func, ast.FunctionDef)
+    documented = [arg.arg for arg in func.args.args]
+    parameters = list(inspect.signature(Pipeline).parameters.values())
+    assert [p.name for p in parameters[: len(documented)]] == documented
+    assert all(p.default is p.empty for p in parameters[: len(documented)])
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters[: len(documented)])
 
 
 def test_positional_and_keyword_arguments_are_the_same(tmp_path):

@@ -177,6 +177,36 @@ def test_a_failing_sub_pipeline_fails_its_step_with_the_childs_errors(plugin_man
     assert run.steps["after"].status is SKIPPED
 
 
+def test_a_run_with_rollback_rolls_back_a_failing_sub_pipelines_own_steps(plugin_manager):
+    """Under ``rollback=True`` the sub-pipeline's run has rollback too: when it fails, its
+    completed steps are undone (last completed first) before its step fails; then the
+    parent's completed steps are undone."""
+    undone: list[str] = []
+    child = Pipeline("child", plugin_manager=plugin_manager)
+    child.add_step("stage", lambda: 1, rollback=lambda output: undone.append("child.stage"))
+    child.add_step(
+        "publish",
+        lambda: 2,
+        depends_on=["stage"],
+        rollback=lambda output: undone.append("child.publish"),
+    )
+    child.add_step("boom", lambda: {}["missing"], depends_on=["publish"])
+    parent = Pipeline("parent", plugin_manager=plugin_manager)
+    parent.add_step("first", lambda: 0, rollback=lambda output: undone.append("parent.first"))
+    parent.add_subpipeline(child, depends_on=["first"])
+    run = parent.run_sync(rollback=True)
+    assert undone == ["child.publish", "child.stage", "parent.first"]
+    assert run.status is RunStatus.ROLLED_BACK
+    assert run.steps["child"].error == (
+        "SubPipelineFailed: sub-pipeline 'child' rolled_back: step 'boom' failed: "
+        "KeyError: 'missing'"
+    )
+    # without rollback, nothing is undone, in the child either
+    undone.clear()
+    assert parent.run_sync().status is RunStatus.FAILED
+    assert undone == []
+
+
 def test_sub_pipeline_cycles_and_bad_children_are_validation_errors(plugin_manager):
     a = Pipeline("a", plugin_manager=plugin_manager)
     b = Pipeline("b", plugin_manager=plugin_manager)

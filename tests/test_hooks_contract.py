@@ -54,6 +54,8 @@ def test_the_contract_has_the_hooks_of_the_design():
             "pipectl_register_trackers",
             "pipectl_register_executors",
             "pipectl_register_step_types",
+            "pipectl_register_pipeline_formats",
+            "pipectl_register_connection_types",
             "pipectl_register_commands",
             "pipectl_addoption",
             "pipectl_configure",

@@ -123,7 +123,7 @@ def is_async(func: Callable[..., Any]) -> bool:
 class Binder:
     """Builds the keyword arguments of one step's call from the run's state."""
 
-    __slots__ = ("extra", "index_of", "plan", "refs")
+    __slots__ = ("extra", "hidden", "index_of", "plan", "refs")
 
     def __init__(
         self,
@@ -133,6 +133,8 @@ class Binder:
         index_of: Mapping[str, int] | None = None,
     ):
         self.plan = plan  # (parameter, source kind, dependency index or reference number)
+        # the parameters that are not what the step receives of the run's data: params, ctx
+        self.hidden = tuple([name for name, kind, _ in plan if kind == PARAMS or kind == CTX])
         self.extra = extra  # (dependency name, index) handed to **kwargs; index -1 - k: refs[k]
         # reference expressions (pipectl.expr) of ``inputs``
         self.refs: Sequence[Any] = refs if refs else ()
@@ -164,6 +166,12 @@ class Binder:
     def scope(self, outputs: list[Any], params: Any, status: list[Any] | None) -> Any:
         """What a reference reads: params, and outputs and statuses of steps by name."""
         return make_scope(self.index_of, outputs, params, status)
+
+    def received(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What of ``kwargs`` (made by :meth:`bind`) the step receives of the run's data: every
+        argument but ``params`` and ``ctx``."""
+        hidden = self.hidden
+        return kwargs if not hidden else {k: v for k, v in kwargs.items() if k not in hidden}
 
 
 _NOTHING_TO_BIND = Binder((), ())  # shared: a Binder is never changed once made

@@ -189,8 +189,59 @@ def render_components() -> str:
                     f"{'yes' if option.required else ''} | {default} | {text} |"
                 )
             parts.append("")
+    parts.extend(_connection_types())
     parts.extend(_step_fields())
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def _connection_types() -> list[str]:
+    """The "Connections" section: each built-in connection type, what it gives a component
+    and its fields (:mod:`pipectl.components.connections`)."""
+    from pipectl.connections import connection_types
+    from pipectl.options import Schema, describe
+
+    parts = [
+        "## Connections",
+        "",
+        "Any extractor or output of a data step takes `connection: NAME`, the name of a",
+        "connection declared under `connections:` at the top of the pipeline file (see",
+        "[the guide](guide.md#connections)). The connection gives the component options: a",
+        "component that also gives one the connection replaces is an error; the options a",
+        "connection joins are combined with the component's own. Secret fields are masked",
+        "(`***`) in everything pipectl prints, logs and records.",
+        "",
+    ]
+    for name, kind in connection_types().items():
+        declared = kind.declared
+        schema = Schema(declared)
+        doc = inspect.getdoc(declared) or ""
+        first = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
+        serves = ", ".join(f"`{s}`" for s in declared.serves) or "any with those options"
+        said = [f"Components: {serves}."]
+        if declared.replaces:
+            said.append(f"Not given beside it: {', '.join(f'`{o}`' for o in declared.replaces)}.")
+        if declared.joins:
+            said.append(
+                f"Combined with the component's: {', '.join(f'`{o}`' for o in declared.joins)}."
+            )
+        parts.extend([f"### `{name}` (connection)", "", _inline(first), ""])
+        parts.extend(
+            [
+                " ".join(said),
+                "",
+                "| field | type | required | secret | description |",
+                "|---|---|---|---|---|",
+            ]
+        )
+        for option in schema.options.values():
+            text = _inline(option.doc).replace("|", "\\|")
+            secret = "yes" if option.name in declared.secret_fields else ""
+            parts.append(
+                f"| `{option.name}` | {describe(option.type)} | "
+                f"{'yes' if option.required else ''} | {secret} | {text} |"
+            )
+        parts.append("")
+    return parts
 
 
 def _schema_type(schema: Any) -> str:
@@ -250,14 +301,17 @@ SCHEMA_COMMAND = "python -m pipectl.docgen --schema"
 
 def render_schema(path: Path = SCHEMA_PATH) -> str:
     """The JSON Schema of pipeline files (``pipectl/schema/pipeline.schema.json``) with its
-    ``$defs.step`` generated from the step fields' declaration (:mod:`pipectl.files.fields`);
-    the rest of the file is kept as it is."""
+    ``$defs.step`` generated from the step fields' declaration (:mod:`pipectl.files.fields`)
+    and ``$defs.connections`` from the built-in connection types'
+    (:mod:`pipectl.components.connections`); the rest of the file is kept as it is."""
     import json
 
+    from pipectl.files.connections import json_schema as connections_schema
     from pipectl.files.fields import step_schema
 
     schema = json.loads(path.read_text(encoding="utf-8"))
     schema["$defs"]["step"] = step_schema()
+    schema["$defs"]["connections"] = connections_schema()
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -281,6 +281,83 @@ def pipectl_register_step_types(register: Register) -> None:
 
 
 @hookspec
+def pipectl_register_pipeline_formats(register: Register) -> None:
+    """Called once when the plugin is loaded, to register pipeline-file formats: other
+    systems' pipeline files that ``pipectl run``, ``validate``, ``graph`` and
+    :meth:`pipectl.Pipeline.from_yaml` read as they are.
+
+    :param register: ``register(name, reader)``. ``reader(path, data)`` gets the file's
+        :class:`~pathlib.Path` and its content, read as YAML (JSON is YAML; every check of a
+        pipeline file done already: size, encoding, duplicate keys, nesting) as mappings with
+        the line of each key (``data.lines[key]``). It returns ``None`` when the file is not in
+        its format, else the file as a pipectl pipeline file would be (a mapping with ``name``
+        and ``steps``, or ``pipelines``), which pipectl then checks like any file. It raises
+        :class:`~pipectl.files.PipelineFileError` (file, line, field, message) for a file in
+        its format that it cannot convert.
+    :return: nothing; the return value is ignored.
+
+    Readers are asked in the order the plugins were loaded (built-ins last), the first answer
+    that is not ``None`` wins, and a file no reader claims is a pipectl file. A reader is
+    called for every file read, so it decides cheaply (a key or two) and imports what it
+    needs only for a file it claims. Lines of the converted data that the reader does not
+    give are taken from the original file's: the same key or index, or a list as long at the
+    same level (``tasks`` made ``steps``), else the enclosing item's line. The built-in
+    ``ia-modules`` format runs an ia_modules JSON pipeline (steps with ``module`` and
+    ``step_class``, a ``flow``). A duplicate name is an error naming both plugins; the later
+    plugin is left out. Cannot be a wrapper. Since 0.2.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_pipeline_formats(register):
+            def read_tasks(path, data):
+                if "tasks" not in data or "steps" in data:
+                    return None  # not this format
+                return {
+                    "name": data.get("title", path.stem),
+                    "steps": [{"name": t["id"], "run": t["call"], "depends_on": t.get("after", [])}
+                              for t in data["tasks"]],
+                }
+
+            register("tasks", read_tasks)
+    """
+
+
+@hookspec
+def pipectl_register_connection_types(register: Register) -> None:
+    """Called once when the plugin is loaded, to register connection types: what a pipeline
+    file's ``connections:`` declare and its components name with ``connection: NAME``.
+
+    :param register: ``register(name, factory, options="module:Class")``. ``Class`` is a
+        :class:`pipectl.connections.Connection` subclass: its constructor's keyword signature
+        declares the connection's fields (checked like a component's options, with file:line),
+        and its ``serves``, ``replaces``, ``joins`` and ``secret_fields`` say which components
+        it serves, which of their options it gives or joins, and which fields are secret
+        (masked wherever pipectl writes or shows them). ``factory(**fields)`` builds the
+        connection from the checked fields when a file that declares one is loaded.
+    :return: nothing; the return value is ignored.
+
+    The built-in types ``sqlite``, ``postgres``, ``directory`` and ``http`` are registered
+    through this hook too (plugin ``connections``). A name another plugin registered is an
+    error naming both plugins; the later plugin is left out. Cannot be a wrapper. Since 0.2.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_register_connection_types(register):
+            def make_bucket(**fields):
+                from my_plugin.connections import BucketConnection  # imported when used
+                return BucketConnection(**fields)
+
+            register("bucket", make_bucket, options="my_plugin.connections:BucketConnection")
+    """
+
+
+@hookspec
 def pipectl_register_commands(cli: click.Group) -> None:
     """Called once when the command line is built, after every plugin is loaded, to add commands.
 
@@ -684,6 +761,8 @@ REGISTRATION_HOOKS = {
     "pipectl_register_trackers": "trackers",
     "pipectl_register_executors": "executors",
     "pipectl_register_step_types": "step_types",
+    "pipectl_register_pipeline_formats": "pipeline_formats",
+    "pipectl_register_connection_types": "connection_types",
 }
 """The registration hooks that build component registries, and the registry each one fills."""
 

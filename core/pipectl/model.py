@@ -347,6 +347,9 @@ class RunConfig:
     secrets: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     """Names of params whose values are secret: shown as ``***`` in the run's record, its
     errors and tracebacks, and pipectl's log events."""
+    secret_values: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    """Further values that are secret, masked as the secret params' are: those of a pipeline
+    file's connections (passwords, tokens, header values), which are not params."""
     parent_run_id: str | None = None
     """Set when the run is a sub-pipeline's, started by a step of that run."""
     resume: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict, hash=False)
@@ -394,6 +397,10 @@ class StepResult:
     """Set when the step did not run: its output came from this earlier run (resume)."""
     rollback: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
     """What the step's rollback did, when one ran: status, error, started_at, finished_at."""
+    received: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    """What the step was called with: its keyword arguments (upstream outputs, ``inputs``
+    references, ``*`` for a step class's whole data) but ``ctx`` and ``params``; None when it
+    did not run. Trackers record a bounded summary of it, secrets masked."""
 
     @property
     def retries(self) -> int:

@@ -172,7 +172,7 @@ class PipelineFile:
         warnings: list[str] = []
         recorder = None
         if resume is not None:
-            outline = outline_of(file)
+            outline = outline_of(file, pm)
             recorder = open_file_tracker(pm, tracker, outline["tracker"], project)
             if recorder is not None:
                 taken, cut, run_id = resumed_params(recorder, resume, outline, given)
@@ -399,15 +399,16 @@ class PipelineFile:
         return PipelineOutcome(name, run.status.value, run)
 
 
-def outline_of(file: Path) -> dict[str, Any]:
+def outline_of(file: Path, plugin_manager: Any = None) -> dict[str, Any]:
     """What a resume needs before the file is loaded: its pipelines' names, its params (and
-    which are secret) and its tracker, read from the file as it is (empty when it cannot be
-    read: loading it reports why)."""
-    from pipectl.files import read_file
+    which are secret) and its tracker, read from the file as it is, or as the registered
+    pipeline-file format that claims it converts it (empty when it cannot be read: loading it
+    reports why)."""
+    from pipectl.files.formats import read_pipeline_data
 
     outline: dict[str, Any] = {"names": [], "params": {}, "secret": set(), "tracker": None}
     try:
-        data = read_file(Path(file))
+        data = read_pipeline_data(Path(file), plugin_manager)
     except Exception:  # noqa: BLE001 - loading the file reports its problems
         return outline
     listed = data.get("pipelines")

@@ -118,6 +118,13 @@ class Pipeline:
         return self._origin.story if self._origin is not None else None
 
     @property
+    def file_secrets(self) -> Mapping[str, str]:
+        """The secret values of its pipeline file's connections (passwords, tokens, header
+        values; masked in everything a run shows or records), each with how a file written
+        back refers to it (``${env.NAME}``, else ``***``). Empty: none."""
+        return self._origin.secrets if self._origin is not None else {}
+
+    @property
     def spec(self) -> PipelineSpec:
         """The whole definition as a frozen :class:`~pipectl.model.PipelineSpec`."""
         if self._spec is None:
@@ -315,7 +322,12 @@ class Pipeline:
         if self._fingerprints is None:
             from pipectl.tracking import fingerprint
 
-            self._fingerprints = {s.name: fingerprint(s) for s in self._steps}
+            steps = self._steps
+            if self.file_secrets:  # a hash of a password is not stored (nor changed by a new one)
+                from pipectl.files.connections import masked_options
+
+                steps = [masked_options(s, self.file_secrets) for s in steps]
+            self._fingerprints = {s.name: fingerprint(s) for s in steps}
         return self._fingerprints
 
     def add(self, spec: StepSpec) -> StepSpec:
@@ -575,6 +587,7 @@ class Pipeline:
                 secrets=[
                     n for n, spec in self.param_specs.items() if getattr(spec, "secret", False)
                 ],
+                secret_values=tuple(self.file_secrets),
                 parent_run_id=parent_run_id,
                 resume=outputs,
                 resumed_from=resumed_from,

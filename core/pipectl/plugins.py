@@ -35,6 +35,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("data", "pipectl.builtins.data_step"),
     ("files", "pipectl.builtins.files"),
     ("sqlite", "pipectl.builtins.sqlite"),
+    ("ia-modules", "pipectl.builtins.ia_modules"),
+    ("connections", "pipectl.builtins.connections"),
     ("core-commands", "pipectl.builtins.commands"),
 )
 """(name, module) of the plugins that ship with pipectl, registered like any other plugin."""

@@ -67,6 +67,12 @@ def secret_spellings(secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(out, key=len, reverse=True))
 
 
+def mask_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every spelling of each of ``secrets`` (:func:`secret_spellings`) as
+    ``***``."""
+    return _mask(text, secret_spellings(secrets))
+
+
 def _mask(text: str, spellings: tuple[str, ...]) -> str:
     for value in spellings:
         if value in text:

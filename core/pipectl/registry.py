@@ -1,4 +1,5 @@
-"""Component registries: extractors, outputs, trackers, executors and step types, by name.
+"""Component registries: extractors, outputs, trackers, executors, step types, pipeline-file
+formats and connection types, by name.
 
 A plugin registers a *factory* under a name; the factory runs only when a pipeline uses the
 component, so a plugin's heavy dependencies are imported only then.
@@ -11,7 +12,15 @@ from typing import Any
 
 from pipectl.errors import DuplicateComponentError, UnknownComponentError
 
-KINDS = ("extractors", "outputs", "trackers", "executors", "step_types")
+KINDS = (
+    "extractors",
+    "outputs",
+    "trackers",
+    "executors",
+    "step_types",
+    "pipeline_formats",
+    "connection_types",
+)
 
 
 class Component:
@@ -95,6 +104,8 @@ class Registries:
     trackers: Registry
     executors: Registry
     step_types: Registry
+    pipeline_formats: Registry
+    connection_types: Registry
 
     def __init__(self) -> None:
         for kind in KINDS:

@@ -107,6 +107,14 @@ def _load(
         except ResumeError as exc:
             _fail(f"--resume: {exc}")
         except PipectlError as exc:
+            errors = getattr(exc, "errors", None)  # several problems (a file's connections)
+            if isinstance(errors, list) and len(errors) > 1:
+                for error in errors:
+                    click.echo(f"pipectl: error: {error}", err=True)
+                click.echo(f"pipectl: {len(errors)} problems in {file}", err=True)
+                sys.exit(EXIT_USAGE)
+            if isinstance(errors, list) and errors:
+                exc = errors[0]
             text = getattr(exc, "cli_text", None) or str(exc)  # a param: "give it with -p ..."
             _fail(text.replace("\n", "\n  ") if "\n" in text else text)
     return pf, chosen

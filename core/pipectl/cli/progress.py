@@ -334,7 +334,8 @@ def data_lines(run: PipelineRun) -> list[str]:
     found committed already (``...: already committed by run 1f2e... (118 records)``), and the
     bad records set aside. A failed data step says what each output became: the ones that
     committed (``... : 118 records``) and the others (``... : failed, nothing committed``).
-    Steps without a data output give none."""
+    Steps without a data output give none. The run's secrets (a secret param or connection
+    field in a path, say) are masked."""
     lines: list[str] = []
     for name, result in run.steps.items():
         output = result.output
@@ -363,6 +364,11 @@ def data_lines(run: PipelineRun) -> list[str]:
             )
     if len(lines) > MAX_DATA_LINES:
         lines = [*lines[:MAX_DATA_LINES], f"... and {len(lines) - MAX_DATA_LINES} more"]
+    from pipectl.preview import mask_text, run_secrets
+
+    secrets = run_secrets(run)
+    if secrets:
+        lines = [mask_text(line, secrets) for line in lines]
     return [shown_paths(line) for line in lines]
 
 

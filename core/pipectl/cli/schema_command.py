@@ -20,12 +20,14 @@ def full_schema(pm: Any) -> dict[str, Any]:
     """The shipped schema, with ``extract`` and ``load`` items checked against the options
     each installed component declares: ``$defs.components`` holds every declaration by kind
     and name, and ``$defs.extractor`` / ``$defs.output`` pick one by ``type`` (``if``/``then``).
-    A component that declares nothing takes any options."""
+    A component that declares nothing takes any options; every one may name a
+    ``connection`` (which may give it a required option)."""
     from pipectl.options import schema_of
 
     schema: dict[str, Any] = json.loads(schema_text())
     defs = schema["$defs"]
     declared: dict[str, dict[str, Any]] = {"extractors": {}, "outputs": {}}
+    connected: dict[str, dict[str, Any]] = {"extractors": {}, "outputs": {}}
     for kind, ref in (("extractors", "extractor"), ("outputs", "output")):
         names, rules = [], []
         for component in pm.registries.of(kind):
@@ -41,12 +43,21 @@ def full_schema(pm: Any) -> dict[str, Any]:
                 "type": {"const": component.name},
                 "name": {"type": "string"},
                 **body["properties"],
+                "connection": {"type": "string"},
             }
             declared[kind][component.name] = body
+            then: dict[str, Any] = {"$ref": f"#/$defs/components/{kind}/{component.name}"}
+            if body.get("required"):  # a connection may give one (a path, a dsn, a url)
+                connected[kind][component.name] = {k: v for k, v in body.items() if k != "required"}
+                then = {
+                    "if": {"required": ["connection"]},
+                    "then": {"$ref": f"#/$defs/components/connected/{kind}/{component.name}"},
+                    "else": then,
+                }
             rules.append(
                 {
                     "if": {"properties": {"type": {"const": component.name}}, "required": ["type"]},
-                    "then": {"$ref": f"#/$defs/components/{kind}/{component.name}"},
+                    "then": then,
                 }
             )
         defs[ref] = {
@@ -57,6 +68,7 @@ def full_schema(pm: Any) -> dict[str, Any]:
             **({"allOf": rules} if rules else {}),
         }
     defs["components"] = declared
+    declared["connected"] = connected  # the same, without what a connection may give
     _retarget(
         schema, "#/$defs/component", {"extract": "#/$defs/extractor", "load": "#/$defs/output"}
     )

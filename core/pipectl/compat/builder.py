@@ -20,6 +20,13 @@ on pipectl's engine (``pipeline.pipeline`` shows what it builds):
 
 - steps run in the order they were added: each depends on the step added before it, unless
   ``depends_on=[...]`` names its dependencies (``[]``: none; steps no order ties run at once);
+  ``add_parallel_group([step1, step2])`` adds :class:`PipelineStep` objects that run at the
+  same time (each after what was added before them), the step added next after all of them;
+- ``add_subpipeline(other)`` adds a step running another builder :class:`Pipeline` as a
+  pipectl sub-pipeline (:meth:`pipectl.Pipeline.add_subpipeline`: a nested run); the step fails
+  when a step of it fails; with ``enable_rollback`` a completed sub-pipeline is undone like a
+  step (the ``rollback_fn`` of its completed steps, last completed first), and a failing one
+  rolls back its own completed steps before the steps before it are;
 - ``retry_count``/``retry_delay`` are ``retries``/``retry_delay``: exponential backoff (the
   delay doubles after each failed attempt, shortened by up to 10% of jitter);
 - ``stop_on_error=True`` (the default) is ``fail_fast``: the first failure stops the run and
@@ -51,7 +58,8 @@ command's keyword arguments are not part of.
 
 ``to_yaml(path)`` and ``Pipeline.from_yaml(path, command_registry)`` use the document's YAML
 (``name``, ``description``, ``steps`` with ``name``, ``command``, ``kwargs``, ``retry_count``,
-``retry_delay``, ``skip_on_error``, ``checkpoint``, ``depends_on``); ``${VAR}`` (and
+``retry_delay``, ``skip_on_error``, ``checkpoint``, ``depends_on``: written where a step does
+not simply follow the one added before it, as in a parallel group); ``${VAR}`` (and
 ``${VAR:-default}``) in strings is the environment's value, a placeholder that is the whole
 value read as YAML reads a scalar (``67`` an int). ``rollback_fn`` and ``condition`` are
 functions: YAML has no place for them and ``to_yaml`` leaves them out.
@@ -59,6 +67,7 @@ functions: YAML has no place for them and ``to_yaml`` leaves them out.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
@@ -119,6 +128,9 @@ class PipelineStep:
     """None: after the step added before it."""
     command_name: str | None = None
     """The command's name in YAML (default: the function's ``__name__``)."""
+    subpipeline: Pipeline | None = attrs.field(default=None, eq=False)
+    """A step of :meth:`Pipeline.add_subpipeline`: the pipeline it runs (``command`` is its
+    ``execute``, for show: the sub-pipeline runs nested in the run, not by calling it)."""
 
     def arguments(self) -> dict[str, Any]:
         """What the command is called with: its defaults, then the step's keywords."""
@@ -180,6 +192,7 @@ class Pipeline:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.options = options
         self._steps: dict[str, PipelineStep] = {}
+        self._groups: dict[str, tuple[str, ...]] = {}  # step -> its parallel group
         self._callbacks: list[Callable[[Any], Any]] = []
 
     @property
@@ -219,14 +232,69 @@ class Pipeline:
 
     def add(self, step: PipelineStep) -> PipelineStep:
         """Add a :class:`PipelineStep` as it is (what :meth:`add_step` and YAML build)."""
+        self._check(step)
+        self._steps[step.name] = step
+        return step
+
+    def _check(self, step: PipelineStep) -> None:
+        if not isinstance(step, PipelineStep):
+            raise TypeError(f"a step is a PipelineStep, got {type(step).__name__}")
         if step.name in self._steps:
             raise ValueError(f"pipeline {self.name!r} already has a step {step.name!r}")
         if not callable(step.command):
             raise TypeError(f"step {step.name!r}: command must be callable, got {step.command!r}")
         if step.rollback_fn is not None:
             _check_rollback(step)
-        self._steps[step.name] = step
-        return step
+
+    def add_parallel_group(self, steps: Iterable[PipelineStep]) -> list[PipelineStep]:
+        """Add ``steps`` (:class:`PipelineStep` objects) to run at the same time: each one after
+        the step (or group) added before them, unless its ``depends_on`` says otherwise; the
+        step added next runs after all of them."""
+        group = list(steps)
+        names = tuple(str(getattr(step, "name", "")) for step in group)
+        if not group:
+            raise ValueError("add_parallel_group() needs at least one step")
+        if len(set(names)) != len(names):
+            raise ValueError(f"add_parallel_group(): a step name comes twice: {names}")
+        for step in group:
+            self._check(step)
+        for step in group:
+            self._steps[step.name] = step
+            self._groups[step.name] = names
+        return group
+
+    def add_subpipeline(
+        self,
+        pipeline: Pipeline,
+        name: str | None = None,
+        *,
+        retry_count: int = 0,
+        retry_delay: float = 1.0,
+        checkpoint: bool = True,
+        skip_on_error: bool = False,
+        condition: Callable[[], Any] | None = None,
+        depends_on: Iterable[str] | str | None = None,
+    ) -> PipelineStep:
+        """Add a step (``name``: the sub-pipeline's) running ``pipeline``, another builder
+        :class:`Pipeline`, as a pipectl sub-pipeline; the options are :meth:`add_step`'s."""
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"add_subpipeline() takes a Pipeline, got {type(pipeline).__name__}")
+        if pipeline is self:
+            raise ValueError(f"pipeline {self.name!r} cannot run itself as a sub-pipeline")
+        deps = (depends_on,) if isinstance(depends_on, str) else depends_on
+        return self.add(
+            PipelineStep(
+                name or pipeline.name,
+                pipeline.execute,
+                retry_count=retry_count,
+                retry_delay=retry_delay,
+                checkpoint=checkpoint,
+                skip_on_error=skip_on_error,
+                condition=condition,
+                depends_on=None if deps is None else tuple(deps),
+                subpipeline=pipeline,
+            )
+        )
 
     def on_step_complete(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """``callback(result)`` as each step ends (see :meth:`pipectl.Pipeline.on_step_complete`)."""
@@ -236,30 +304,61 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------------
 
     def build(self, stop_on_error: bool = True, skip: Iterable[str] = ()) -> _Pipeline:
-        """The :class:`pipectl.Pipeline` one execution runs; the steps in ``skip`` do not run."""
+        """The :class:`pipectl.Pipeline` one execution runs; the steps in ``skip`` do not run.
+        (A run with rollback runs its sub-pipelines with rollback: a failing one undoes its
+        own completed steps.)"""
         skipping = set(skip)
         pipe = _Pipeline(
             self.name, description=self.description, fail_fast=stop_on_error, **self.options
         )
-        previous: tuple[str, ...] = ()
+        dependencies = self.dependencies()
         for step in self._steps.values():
-            pipe.add_step(
-                step.name,
-                _call(step),
-                depends_on=step.depends_on if step.depends_on is not None else previous,
-                retries=step.retry_count,
-                retry_delay=step.retry_delay,
-                allow_failure=step.skip_on_error,
+            options: dict[str, Any] = {
+                "depends_on": dependencies[step.name],
+                "retries": step.retry_count,
+                "retry_delay": step.retry_delay,
+                "allow_failure": step.skip_on_error,
                 # none_failed: a step skipped by a condition or a resume does not stop the rest
-                trigger="none_failed" if stop_on_error else "all_done",
-                rollback=_undo(step) if step.rollback_fn is not None else None,
-                when="false" if step.name in skipping else None,
-                store_output=False,  # resume is the checkpoint's: no outputs to pickle
-            )
-            previous = (step.name,)
+                "trigger": "none_failed" if stop_on_error else "all_done",
+                "when": "false" if step.name in skipping else None,
+                "store_output": False,  # resume is the checkpoint's: no outputs to pickle
+            }
+            if step.subpipeline is not None:
+                child = step.subpipeline
+                built = child.build(stop_on_error, child._unmet_conditions())
+                undo_child = _undo_subpipeline(child)
+                pipe.add_subpipeline(built, step.name, rollback=undo_child, **options)
+            else:
+                undo = _undo(step) if step.rollback_fn is not None else None
+                pipe.add_step(step.name, _call(step), rollback=undo, **options)
         for callback in self._callbacks:
             pipe.on_step_complete(callback)
         return pipe
+
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Each step's dependencies: its ``depends_on``, else the step added before it (all
+        the steps of a parallel group added before it)."""
+        dependencies: dict[str, tuple[str, ...]] = {}
+        previous: tuple[str, ...] = ()
+        start = previous
+        for step in self._steps.values():
+            group = self._groups.get(step.name, (step.name,))
+            if step.name == group[0]:
+                start = previous
+            dependencies[step.name] = step.depends_on if step.depends_on is not None else start
+            if step.name == group[-1]:
+                previous = group
+        return dependencies
+
+    def _unmet_conditions(self, exclude: Iterable[str] = ()) -> dict[str, str]:
+        """Step name -> why it does not run, for the steps (but ``exclude``) whose
+        ``condition`` is false (a sub-pipeline's are called when it is built)."""
+        excluded = set(exclude)
+        return {
+            step.name: "condition is false"
+            for step in self._steps.values()
+            if step.name not in excluded and step.condition is not None and not step.condition()
+        }
 
     @property
     def pipeline(self) -> _Pipeline:
@@ -278,9 +377,7 @@ class Pipeline:
         """Run every step once (the ones ``resume_from`` or a false ``condition`` skip aside);
         ``run_options`` are :meth:`pipectl.Pipeline.run`'s (``listeners=``, ``tracker=``...)."""
         carried, reasons = self._resume(resume_from)
-        for step in self._steps.values():
-            if step.name not in reasons and step.condition is not None and not step.condition():
-                reasons[step.name] = "condition is false"
+        reasons.update(self._unmet_conditions(exclude=reasons))
         listeners = list(run_options.pop("listeners", ()))
         checkpoint = None
         if self.checkpoint_dir is not None:
@@ -356,7 +453,15 @@ class Pipeline:
         data: dict[str, Any] = {"name": self.name}
         if self.description:
             data["description"] = self.description
-        data["steps"] = [_step_data(step) for step in self._steps.values()]
+        dependencies = self.dependencies()
+        previous: tuple[str, ...] = ()
+        data["steps"] = []
+        for step in self._steps.values():
+            # depends_on when it is not "the step added before": given, or a parallel group's
+            deps = dependencies[step.name]
+            explicit = step.depends_on is not None or deps != previous
+            data["steps"].append(_step_data(step, deps if explicit else None))
+            previous = (step.name,)
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -464,6 +569,40 @@ def _undo(step: PipelineStep) -> Callable[..., Any]:
     return undo
 
 
+def _undo_subpipeline(child: Pipeline) -> Callable[..., Any]:
+    """pipectl's rollback of a sub-pipeline step: the ``rollback_fn`` of each step of the
+    sub-pipeline's run that succeeded, last completed first (a nested sub-pipeline likewise)."""
+
+    async def undo(output: Any, ctx: Any) -> None:
+        run = getattr(output, "run", None)  # a SubPipelineOutput: the sub-pipeline's run
+        if run is None:
+            return
+        done = [r for r in run.steps.values() if r.status is StepStatus.SUCCESS]
+        for result in sorted(done, key=lambda r: r.finished_at, reverse=True):
+            step = child._steps.get(result.step_name)
+            if step is None:
+                continue
+            if step.subpipeline is not None:
+                func: Callable[..., Any] = _undo_subpipeline(step.subpipeline)
+            elif step.rollback_fn is not None:
+                func = _undo(step)
+            else:
+                continue
+            available = {
+                "output": result.output,
+                "result": result,
+                "params": run.parameters,
+                "ctx": ctx,
+            }
+            kwargs = rollback_kwargs(func, **available)
+            if is_async(func):
+                await func(**kwargs)
+            else:
+                await asyncio.to_thread(func, **kwargs)
+
+    return undo
+
+
 def _check_rollback(step: PipelineStep) -> None:
     assert step.rollback_fn is not None
     try:
@@ -504,14 +643,26 @@ class _Checkpoint:
         self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in carried}
         self.carried = set(self.entries)
         self.status = "running"
+        self.run_id: str | None = None
+
+    # a run listener also hears the runs of sub-pipelines: it keeps to the first run, its own
+
+    @hookimpl
+    def pipectl_run_start(self, run: PipelineRun) -> None:
+        if self.run_id is None:
+            self.run_id = run.run_id
 
     @hookimpl
     def pipectl_step_finish(self, run: PipelineRun, step: Any, result: StepResult) -> None:
+        if run.run_id != self.run_id:
+            return
         self._record(result)
         self._write()
 
     @hookimpl
     def pipectl_run_finish(self, run: PipelineRun) -> None:
+        if run.run_id != self.run_id:
+            return
         for result in run.steps.values():
             self._record(result)
         self.status = str(run.status)
@@ -558,7 +709,9 @@ def _read(path: Path) -> dict[str, Any] | None:
 # -- YAML --------------------------------------------------------------------------------------------
 
 
-def _step_data(step: PipelineStep) -> dict[str, Any]:
+def _step_data(step: PipelineStep, depends_on: tuple[str, ...] | None) -> dict[str, Any]:
+    if step.subpipeline is not None:
+        raise TypeError(f"step {step.name!r}: a sub-pipeline has no place in the YAML")
     command = str(step.command_name or getattr(step.command, "__name__", ""))
     if not command.isidentifier():
         raise TypeError(f"step {step.name!r}: its command has no name for YAML ({command!r})")
@@ -573,8 +726,8 @@ def _step_data(step: PipelineStep) -> dict[str, Any]:
         data["skip_on_error"] = True
     if not step.checkpoint:
         data["checkpoint"] = False
-    if step.depends_on is not None:
-        data["depends_on"] = list(step.depends_on)
+    if depends_on is not None:
+        data["depends_on"] = list(depends_on)
     return data
 
 

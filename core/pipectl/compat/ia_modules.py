@@ -183,6 +183,7 @@ class Pipeline:
                 inputs=inputs,
                 when=item.get("when"),
                 trigger=item.get("trigger", "all_success"),
+                description=str(defs.get(step.name, {}).get("name") or ""),
             )
 
     async def run(
@@ -193,6 +194,11 @@ class Pipeline:
         ``output`` is the result of the last step (of each last step by id, when several
         branches end the flow). A step's exception is raised."""
         given = dict(input_data or {})
+        for step in self.steps:  # its services, again: another pipeline may share the steps
+            if hasattr(step, "set_services"):
+                step.set_services(self.services)
+            else:
+                step.services = self.services
         registered = self.services.get("execution_id")
         if registered and registered != self.services._assigned_id:
             run_id = kwargs.pop("run_id", None) or str(registered)  # the application's job id
@@ -341,7 +347,8 @@ def _open_tracker(db: Any) -> tuple[Any, bool]:
 
 def _config_url(config: Any) -> str | None:
     """The tracker URL of a ConnectionConfig: sqlite (its ``database`` file) or postgresql
-    (``host``, ``port``, ``database``, ``username``/``user``, ``password``)."""
+    (``host``, ``port``, ``database``, ``username``/``user``, ``password``, and ``schema`` if
+    it has one)."""
     provider = str(getattr(config, "provider", "") or getattr(config, "database_type", ""))
     provider = getattr(provider, "value", provider).lower()
     database = getattr(config, "database", None) or getattr(config, "database_path", None)
@@ -356,7 +363,9 @@ def _config_url(config: Any) -> str | None:
         host = getattr(config, "host", None) or "localhost"
         port = getattr(config, "port", None)
         where = f"{host}:{port}" if port else str(host)
-        return f"postgresql://{auth + '@' if auth else ''}{where}/{database}"
+        schema = getattr(config, "schema", None)  # pipectl's tables in a schema of their own
+        query = f"?schema={quote(str(schema))}" if schema else ""
+        return f"postgresql://{auth + '@' if auth else ''}{where}/{database}{query}"
     return None
 
 
@@ -446,12 +455,14 @@ class ExecutionTracker:
             {
                 "execution_id": run["run_id"],
                 "step_id": s["step_id"],
-                "step_name": s["step_name"],
-                "step_type": s["step_type"],
+                "step_name": s.get("description") or s["step_name"],  # the JSON's "name"
+                "step_type": "task" if s["step_type"] == "python" else s["step_type"],
                 "status": _design_status(s["status"]),
                 "started_at": s["started_at"],
                 "completed_at": s["completed_at"],
-                "input_data": s.get("input_summary"),
+                "input_data": _whole_input(s.get("input_summary"))
+                if s.get("input_summary") is not None or (run.get("graph") or {}).get(s["step_id"])
+                else run.get("params"),  # a first step: the pipeline input
                 "output_data": s.get("output_summary"),
                 "execution_time_ms": s["execution_time_ms"],
                 "retry_count": s["retry_count"],
@@ -594,3 +605,11 @@ class ExecutionTracker:
     def close(self) -> list[str]:
         """Close the pipectl tracker when it was opened here (from a URL or manager)."""
         return self.tracker.close() if self._owned else []
+
+
+def _whole_input(summary: Any) -> Any:
+    """What a step class received as its ``data``: a step given its upstream's whole result
+    (the ``*`` input) is recorded as ``{"*": result}``, and ia_modules records the result."""
+    if isinstance(summary, dict) and len(summary) == 1 and "*" in summary:
+        return summary["*"]
+    return summary

@@ -86,7 +86,8 @@ async def execute(
                 str(config.params[n])
                 for n in config.secrets
                 if n in config.params and len(str(config.params[n])) >= 3
-            },
+            }
+            | {v for v in config.secret_values if len(v) >= 3},
             key=len,
             reverse=True,
         )

@@ -110,7 +110,8 @@ class AttemptRunner:
         attempt = 0
         lanes = state.lanes  # lent only when no plugin wraps steps
         try:
-            kwargs = node.binder.bind(state.outputs, state.params, ctx, state.status)
+            binder = node.binder
+            kwargs = binder.bind(state.outputs, state.params, ctx, state.status)
             middleware = (
                 hooks.wrap_step(step=spec, context=ctx)
                 if lanes is None and hooks.wraps_steps
@@ -186,7 +187,9 @@ class AttemptRunner:
             except asyncio.CancelledError:
                 if state.stopping is None:  # not ours: the step itself raised CancelledError
                     error = asyncio.CancelledError("the step raised CancelledError")
-                    return self.failed(spec, error, started_at, t0, attempt)
+                    return self.failed(
+                        spec, error, started_at, t0, attempt, received=binder.received(kwargs)
+                    )
                 return StepResult(
                     spec.name,
                     _CANCELLED,
@@ -203,23 +206,33 @@ class AttemptRunner:
                     spec, attempt, output if failure is None else getattr(failure, "result", None)
                 )
             if failure is None:
-                return self.succeeded(spec, output, started_at, t0, attempt)
+                return self.succeeded(
+                    spec, output, started_at, t0, attempt, binder.received(kwargs)
+                )
             if not spec.should_retry(failure, attempt):
-                return self.failed(spec, failure, started_at, t0, attempt)
+                return self.failed(
+                    spec, failure, started_at, t0, attempt, received=binder.received(kwargs)
+                )
             if not self.may_retry(spec):  # would retry, but the run stopped
-                return self.failed(spec, failure, started_at, t0, attempt, _CANCELLED)
+                return self.failed(
+                    spec, failure, started_at, t0, attempt, _CANCELLED, binder.received(kwargs)
+                )
             delay = self.retrying(spec, attempt, failure)
             if not lane:
                 try:
                     await asyncio.sleep(delay)
                 except asyncio.CancelledError:
-                    return self.failed(spec, failure, started_at, t0, attempt, _CANCELLED)
+                    return self.failed(
+                        spec, failure, started_at, t0, attempt, _CANCELLED, binder.received(kwargs)
+                    )
             elif state.stopping is None:
                 state.stop_event.wait(delay)  # a stop ends the wait at once
             else:
                 time.sleep(delay)  # an all_done step retrying after the stop
             if not self.may_retry(spec):  # stopped while it waited: no new attempt
-                return self.failed(spec, failure, started_at, t0, attempt, _CANCELLED)
+                return self.failed(
+                    spec, failure, started_at, t0, attempt, _CANCELLED, binder.received(kwargs)
+                )
 
     def outputs_ended(self, spec: StepSpec, attempt: int, value: Any) -> None:
         """``pipectl_output_finish`` for each output of a data step's attempt that ended with
@@ -284,7 +297,9 @@ class AttemptRunner:
 
     async def run_child(self, pipeline: Any, params: Mapping[str, Any], step: str) -> PipelineRun:
         """Run ``pipeline`` (a :class:`~pipectl.Pipeline`) as a sub-pipeline of step ``step``:
-        same plugins, executor and log context, its run linked by ``parent_run_id``."""
+        same plugins, executor, rollback and log context, its run linked by
+        ``parent_run_id``. Under ``rollback``, a sub-pipeline run that fails undoes its own
+        completed steps before its step fails."""
         state = self.state
         config = state.config
         try:
@@ -294,6 +309,7 @@ class AttemptRunner:
                 executor=config.executor,
                 executor_options=config.executor_options,
                 max_threads=config.max_threads,
+                rollback=config.rollback,
                 parent_run_id=state.run.run_id,
                 listeners=state.hooks.listeners,
             )
@@ -303,7 +319,12 @@ class AttemptRunner:
 
     @staticmethod
     def succeeded(
-        spec: StepSpec, output: Any, started_at: datetime, t0: float, attempts: int
+        spec: StepSpec,
+        output: Any,
+        started_at: datetime,
+        t0: float,
+        attempts: int,
+        received: dict[str, Any] | None = None,
     ) -> StepResult:
         return StepResult(
             spec.name,
@@ -314,6 +335,7 @@ class AttemptRunner:
             duration_ms=(time.perf_counter() - t0) * 1000.0,
             attempts=attempts,
             records=records_of(output),
+            received=received,
         )
 
     def failed(
@@ -324,8 +346,10 @@ class AttemptRunner:
         t0: float,
         attempts: int,
         status: StepStatus = _FAILED,
+        received: dict[str, Any] | None = None,
     ) -> StepResult:
-        """The result of a step that ended with ``exc`` (``status``: failed, or cancelled)."""
+        """The result of a step that ended with ``exc`` (``status``: failed, or cancelled),
+        called with ``received`` (see :attr:`StepResult.received`)."""
         state = self.state
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         trace = user_traceback(exc, self.hidden_dirs)
@@ -345,4 +369,5 @@ class AttemptRunner:
             traceback=trace,
             reason=state.stopping if status is _CANCELLED else None,
             records=records_of(getattr(exc, "result", None)),  # a data step's partial commits
+            received=received,
         )

@@ -30,6 +30,7 @@ A file::
 The modules: :mod:`~pipectl.files.loader` (the bytes and the YAML, with line numbers),
 :mod:`~pipectl.files.params` (declarations, ``-p`` values, the values a run takes),
 :mod:`~pipectl.files.interpolate` (``${...}``), :mod:`~pipectl.files.paths` (relative paths),
+:mod:`~pipectl.files.connections` (``connections:`` and components' ``connection: NAME``),
 :mod:`~pipectl.files.fields` (a step's fields, declared once),
 :mod:`~pipectl.files.steps` (a step read), :mod:`~pipectl.files.build` (the pipelines, as
 :class:`LoadedPipeline`), :mod:`~pipectl.files.problems` (problems as ``file:line``),

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from pipectl.errors import PipectlError
 from pipectl.files.errors import PipelineFileError, hint, kind
+from pipectl.files.formats import read_pipeline_data
 from pipectl.files.interpolate import interpolate, relined
-from pipectl.files.loader import Map, Seq, read_file
+from pipectl.files.loader import Map, Seq
 from pipectl.files.params import ParamSpec, declared_params, parse_param, resolve_params
 from pipectl.files.paths import absolute, resolve_paths
 from pipectl.files.problems import SourceLines
@@ -42,6 +43,7 @@ __all__ = [
 
 TOP_FIELDS = {
     "name",
+    "connections",
     "description",
     "params",
     "max_concurrent",
@@ -51,7 +53,7 @@ TOP_FIELDS = {
     "story",
     "steps",
 }
-MULTI_FIELDS = {"description", "params", "pipelines"}
+MULTI_FIELDS = {"connections", "description", "params", "pipelines"}
 ONE_OF_MANY = {
     "name",
     "description",
@@ -69,13 +71,22 @@ class Origin:
     """What only a pipeline file gives a pipeline: the file (``source``), the story written
     after each run of the CLI, the line of each field for messages (``lines``, a
     :class:`~pipectl.files.problems.SourceLines`), and whether another pipeline of the file runs
-    it as a sub-pipeline (``nested``)."""
+    it as a sub-pipeline (``nested``), and the secrets of the file's connections (``secrets``:
+    each value, and how a file written back refers to it; see
+    :mod:`pipectl.files.connections`)."""
 
-    __slots__ = ("lines", "nested", "source", "story")
+    __slots__ = ("lines", "nested", "secrets", "source", "story")
 
-    def __init__(self, source: str, story: str | None, lines: Mapping[str, int]):
+    def __init__(
+        self,
+        source: str,
+        story: str | None,
+        lines: Mapping[str, int],
+        secrets: Mapping[str, str] | None = None,
+    ):
         self.source, self.story, self.lines = source, story, lines
         self.nested = False
+        self.secrets: Mapping[str, str] = secrets or {}
 
 
 class LoadedPipeline:
@@ -130,7 +141,7 @@ def read_pipelines(
     (``pipectl validate`` and ``run`` do).
     """
     path = Path(path)
-    data = read_file(path)
+    data = read_pipeline_data(path, plugin_manager)  # pipectl's, or a registered format's
     env = os.environ if env is None else env
     defaults = (project.params, project.root) if project is not None else (None, None)
     folder = str(path.absolute().parent)
@@ -170,6 +181,11 @@ def read_pipelines(
         )
     declared = declared_params(path, data)
     values = resolve_params(path, declared, params or {}, env, *defaults)
+    connections = None
+    if data.get("connections") is not None:  # shared by every pipeline of the file
+        from pipectl.files.connections import read_connections
+
+        connections = read_connections(path, data, values, env, plugin_manager)
     pipelines: dict[str, LoadedPipeline] = {}
     depends: dict[str, list[str]] = {}
     lines: dict[str, int] = {}
@@ -213,6 +229,7 @@ def read_pipelines(
                 values={**values, **overrides} if overrides else values,
                 subpipeline=subpipeline,
                 check_graph=check_graph,
+                connections=connections,
             )
         finally:
             stack.pop()
@@ -342,10 +359,21 @@ def _build(
     subpipeline: Callable[[str, dict[str, Any], int, str], Any] | None = None,
     defaults: tuple[Any, Any] = (None, None),
     check_graph: bool = True,
+    connections: Any = None,
 ) -> LoadedPipeline:
     """The pipeline of ``data`` (the file's top, or one item of its ``pipelines:``), its
-    fields checked against ``fields`` (named with ``prefix`` in errors)."""
+    fields checked against ``fields`` (named with ``prefix`` in errors). ``connections``: the
+    file's (a :class:`~pipectl.files.connections.FileConnections`), read from ``data`` when
+    None and ``data`` is the file's top."""
     for key in data:
+        if key == "connections" and prefix:
+            raise PipelineFileError(
+                path,
+                data.lines[key],
+                prefix + key,
+                "connections go at the top of a file with several pipelines, shared by all "
+                "of them (connections: next to pipelines:)",
+            )
         if key not in fields:
             raise PipelineFileError(
                 path,
@@ -366,6 +394,10 @@ def _build(
         declared = declared_params(path, data)
         values = resolve_params(path, declared, params or {}, env, *defaults)
     assert values is not None
+    if connections is None and not prefix and data.get("connections") is not None:
+        from pipectl.files.connections import read_connections
+
+        connections = read_connections(path, data, values, env, plugin_manager)
     steps = data.get("steps")
     if not isinstance(steps, Seq) or not steps:
         raise PipelineFileError(
@@ -418,8 +450,10 @@ def _build(
         settings["tracker"] = sqlite_url(settings["tracker"], folder)
     specs: list[StepSpec] = []
     seen: dict[str, int] = {}
+    connection_errors: list[PipelineFileError] = []  # every one, after the steps
     for index, raw in enumerate(steps):
         line = steps.lines[index]
+        read = raw
         interpolated = interpolate(path, raw, line, f"{prefix}steps[{index}]", values, env)
         raw = relined(raw, interpolated) if isinstance(raw, Map) else interpolated
         step_name, kwargs = step_kwargs(path, raw, index, line, prefix, subpipeline)
@@ -434,12 +468,30 @@ def _build(
         seen[step_name] = line
         func = kwargs.pop("func", None)
         if kwargs.get("step_type") == "data":
+            if _names_connection(kwargs["options"]):
+                from pipectl.files.connections import apply_connections
+
+                where = f"{prefix}steps.{step_name}"
+                apply_connections(
+                    path,
+                    kwargs["options"],
+                    read,
+                    line,
+                    where,
+                    connections,
+                    plugin_manager,
+                    connection_errors,
+                )
             resolve_paths(kwargs["options"], folder, plugin_manager)
         specs.append(StepSpec(name=step_name, func=func, **kwargs))
+    if connection_errors:
+        from pipectl.files.connections import ConnectionProblems
+
+        raise ConnectionProblems(connection_errors)
     spec = PipelineSpec(name=name, steps=tuple(specs), **settings)
     lines = SourceLines({f"steps.{n}": line for n, line in seen.items()}, steps)
     lines.update({key: data.lines[key] for key in ("executor", "tracker") if key in data})
-    origin = Origin(str(path), story, lines)
+    origin = Origin(str(path), story, lines, connections.secrets if connections else None)
     if not check_graph:  # validate() reports it with every other problem
         return LoadedPipeline(spec, values, declared, origin, None)
     from pipectl.graph import Graph
@@ -452,3 +504,11 @@ def _build(
         at = seen.get(named.group(1)) if named else None
         raise PipelineFileError(path, at, prefix + "steps", "; ".join(problems)) from None
     return LoadedPipeline(spec, values, declared, origin, graph)
+
+
+def _names_connection(options: Mapping[str, Any]) -> bool:
+    """Whether a data step's extractor or one of its outputs names a ``connection``."""
+    extract, load = options.get("extract"), options.get("load")
+    return (isinstance(extract, dict) and "connection" in extract) or (
+        isinstance(load, list) and any(isinstance(s, dict) and "connection" in s for s in load)
+    )

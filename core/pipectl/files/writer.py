@@ -83,6 +83,11 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
         if getattr(spec, key) != default:
             out[key] = getattr(spec, key)
     steps = [_dump_step(step, defaults) for step in spec.steps]
+    connection_secrets = getattr(pipe, "file_secrets", None)
+    if connection_secrets:  # a connection's password, token or header: its ${env.NAME}, or ***
+        from pipectl.files.connections import masked
+
+        steps = masked(steps, connection_secrets, written=True)
     out["steps"] = _secrets_as_references(steps, pipe)
     written: dict[str, Any] = _plain(out)
     return written

@@ -18,7 +18,9 @@ of ``start_at`` and ``paths``) maps onto pipectl like this:
   branches of which one runs the result of the one that ran (``"*": steps.a.output |
   steps.b.output``), and a join of steps that all run each one's result by step id (nothing
   written: pipectl's own rule for a step class; merging them could lose equal keys);
-* ``parameters`` become declared params (JSON Schema types mapped to pipectl's).
+* ``parameters`` become declared params (JSON Schema types mapped to pipectl's); one marked
+  ``"secret": true`` (or whose schema is ``writeOnly`` or of ``format: password``) is a secret
+  param, masked wherever pipectl writes or shows it.
 
 Branches run in parallel (pipectl starts a step as soon as its dependencies end) and only the
 branches whose conditions hold run. Loops (a flow with a cycle) have no equivalent in a DAG
@@ -35,7 +37,7 @@ from typing import Any, cast
 from pipectl.components.python_step import WHOLE_INPUT
 from pipectl.errors import PipectlError
 
-__all__ = ["ImportError_", "convert", "convert_file"]
+__all__ = ["ImportError_", "convert", "convert_file", "read_pipeline_file"]
 
 
 class ImportError_(PipectlError, ValueError):
@@ -213,6 +215,8 @@ def _params(path: str, raw: Any) -> dict[str, Any]:
             declared["default"] = None
         if item.get("description"):
             declared["description"] = str(item["description"])
+        if item.get("secret") or schema.get("writeOnly") or schema.get("format") == "password":
+            declared["secret"] = True  # masked wherever pipectl writes or shows it
         params[item["name"]] = declared
     return params
 
@@ -388,3 +392,34 @@ def convert_file(path: str | Path) -> str:
         "of the one that ran;\n# joining steps that all run, each one's result by step id.\n"
     )
     return header + yaml.safe_dump(converted, sort_keys=False, allow_unicode=True, width=100)
+
+
+def read_pipeline_file(path: Path, data: Any) -> dict[str, Any]:
+    """The pipectl pipeline of an ia_modules pipeline file read by pipectl (``data``, with
+    lines): the ``ia-modules`` pipeline-file format. A problem is a
+    :class:`~pipectl.files.PipelineFileError` at the line of the field."""
+    from pipectl.files import PipelineFileError
+
+    try:
+        return convert(data, str(path))
+    except ImportError_ as exc:
+        raise PipelineFileError(path, _line_of(data, exc.field), exc.field, exc.message) from None
+
+
+def _line_of(data: Any, field: str | None) -> int | None:
+    """The line of ``field`` (``steps[0].module``, ``flow.paths[2].to_step``) in the file's
+    data, or of the nearest enclosing part of it that has one."""
+    line = getattr(data, "line", None) or None
+    node = data
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field or ""):
+        lines = getattr(node, "lines", None)
+        try:
+            if name:
+                line = lines[name] if lines is not None and name in lines else line
+                node = node[name]
+            else:
+                line = lines[int(index)] if lines is not None else line
+                node = node[int(index)]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line

@@ -173,7 +173,9 @@ class StepFinished:
     """What identifies the step's definition (:func:`pipectl.tracking.fingerprint`); None for
     a step of a sub-pipeline run. A resume refuses to take a step whose fingerprint changed."""
     inputs: Mapping[str, Any] | None = None
-    """The outputs of the steps it depends on, by name, when it ran."""
+    """What the step was called with when it ran (:attr:`~pipectl.model.StepResult.received`:
+    upstream outputs and ``inputs`` references by parameter name, not ``ctx`` or ``params``),
+    or the outputs of the steps it depends on, by name, when the result does not say."""
     secrets: tuple[str, ...] = ()
 
     @property

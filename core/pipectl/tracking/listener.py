@@ -151,12 +151,14 @@ class TrackingListener:
         main = self.spec is not None and run.pipeline_id == self.spec.name
         inputs = None
         if result.attempts:  # it ran: what it was given, summarized by the writer
-            deps = self._deps.get(step.name)
-            if deps is None:
-                deps = self._deps[step.name] = step.all_dependencies
-            if deps:
-                steps = run.steps
-                inputs = {d: steps[d].output for d in deps if d in steps}
+            inputs = result.received
+            if inputs is None:  # a result made elsewhere: the outputs of its dependencies
+                deps = self._deps.get(step.name)
+                if deps is None:
+                    deps = self._deps[step.name] = step.all_dependencies
+                if deps:
+                    steps = run.steps
+                    inputs = {d: steps[d].output for d in deps if d in steps}
         from pipectl.log import secrets_var
 
         self.record(
