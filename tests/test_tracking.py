@@ -149,6 +149,10 @@ def test_runs_show_json_of_a_run_with_retries_and_a_failure(project):
         "ConnectionError: warehouse busy (attempt 2)",
         None,
     ]
+    history = flaky["attempt_history"]  # each attempt ends before the next starts
+    assert all(a["started_at"] <= a["finished_at"] for a in history)
+    assert history[0]["finished_at"] <= history[1]["started_at"]
+    assert history[1]["finished_at"] <= history[2]["started_at"]
     assert flaky["started_at"] <= flaky["completed_at"] and flaky["execution_time_ms"] > 0
     assert flaky["output_summary"] == {"rows": 30, "total": 652.5}
     assert flaky["input_summary"]["extract"]["length"] == 30  # what it was given, capped
@@ -764,11 +768,11 @@ def test_a_write_retried_after_a_busy_database_keeps_the_attempt_history(plugin_
     busy = {"left": 3}
 
     class BusyAtFirst(SqliteTracker):
-        def _write(self, conn, runs, steps, states):
+        def _write(self, conn, *rows, **kwargs):
             if busy["left"]:
                 busy["left"] -= 1
                 raise sqlite3.OperationalError("database is locked")
-            super()._write(conn, runs, steps, states)
+            super()._write(conn, *rows, **kwargs)
 
     tracker = BusyAtFirst(f"sqlite:///{tmp_path / 'runs.db'}")
     tracker.migrate()

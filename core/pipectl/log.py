@@ -109,6 +109,7 @@ def configure_logging(
         structlog.processors.format_exc_info,
         _redact_event,
         structlog.processors.add_log_level,
+        _capture_event,  # a step's events into its attempt's log (pipectl.step_logs)
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         renderer,
     ]
@@ -116,17 +117,87 @@ def configure_logging(
         # PrintLogger only writes and flushes: any text stream will do
         structlog.PrintLogger(cast(TextIO, stream)) if stream is not None else _StderrLogger(),
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=_capturing(structlog.make_filtering_bound_logger(level), level),
     ).bind()  # a concrete logger, not a lazy proxy that rebuilds itself on every call
     _configured = True
 
 
+_CAPTURE_ONLY = "_pipectl_capture_only"
+_step_logs: Any = None  # pipectl.step_logs, imported by configure_logging
+
+
+def _capture_event(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A processor: an event logged from a step's context is kept in the step's attempt log
+    (:mod:`pipectl.step_logs`); one below the console's level (:func:`_capturing`) is then
+    dropped."""
+    only = event.pop(_CAPTURE_ONLY, False)
+    log = _step_logs.CURRENT.get() if _step_logs is not None else None
+    if log is not None:
+        name = event.get("event")
+        if name not in _step_logs.ENGINE_EVENTS:
+            parts = [str(name)]
+            for key, value in event.items():
+                if key not in ("event", "level", "run_id", "step", "timestamp", "exception"):
+                    text = str(value)
+                    parts.append(f"{key}={text!r}" if " " in text else f"{key}={text}")
+            if event.get("exception"):
+                parts.append("\n" + str(event["exception"]))
+            log.add("event", str(event.get("level", method)), " ".join(parts))
+    if only:
+        import structlog
+
+        raise structlog.DropEvent
+    return event
+
+
+def _capturing(base: type, level: int) -> type:
+    """``base`` (a filtering bound logger class), whose methods for the levels from INFO up to
+    ``level`` log an event only inside a step that captures its logs (captured, not shown)."""
+    global _step_logs
+    from pipectl import step_logs
+
+    _step_logs = step_logs
+    names = [
+        name
+        for name, value in (
+            ("info", logging.INFO),
+            ("warning", logging.WARNING),
+            ("warn", logging.WARNING),
+            ("error", logging.ERROR),
+            ("err", logging.ERROR),
+        )
+        if value < level
+    ]
+    if not names:
+        return base
+
+    def method(name: str) -> Any:
+        current = step_logs.CURRENT
+
+        def log(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+            if current.get() is None:
+                return None
+            if args:
+                event = event % (args[0] if len(args) == 1 and isinstance(args[0], dict) else args)
+            kw[_CAPTURE_ONLY] = True
+            return self._proxy_to_logger(name, event, **kw)
+
+        log.__name__ = name
+        return log
+
+    return type(base.__name__, (base,), {name: method(name) for name in names})
+
+
 class _StderrLogger:
     """Writes each line to whatever ``sys.stderr`` is at that moment (pytest's capture, an
-    application's redirection), not the stream that was current when logging was set up."""
+    application's redirection), not the stream that was current when logging was set up
+    (under a step-log :class:`~pipectl.step_logs.Tee`: the stream under it, so that pipectl's
+    own lines are not captured as a step's stderr too)."""
 
     def msg(self, message: str) -> None:
         stream = sys.stderr
+        if _step_logs is not None:
+            stream = _step_logs.real_stream(stream)
         if stream is None or getattr(stream, "closed", False):
             return
         try:

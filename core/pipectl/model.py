@@ -360,12 +360,15 @@ class RunConfig:
     """The run state (``ctx.state``) to start from when resuming: which outputs of the data
     steps that will run again had committed."""
     rollback: bool = False
+    """When the run fails, run the rollbacks of its completed steps in reverse order."""
+    capture_logs: bool = True
+    """Capture step logs when a listener asks for them (the tracker's listener does; see
+    :mod:`pipectl.step_logs`); False never does."""
     result_store: Any = attrs.field(default=None, eq=False, hash=False)
     """The result store of the run's tracker when it stores outputs (``put(run_id, step,
     bytes)``), else None. An executor that keeps outputs away from the driver may store them
     there itself and mark them stored (``pipectl_stored = True`` on the output object), so a
     resume finds them (see :class:`pipectl.tracking.TrackingListener`)."""
-    """When the run fails, run the rollbacks of its completed steps in reverse order."""
 
 
 @attrs.frozen
@@ -401,6 +404,12 @@ class StepResult:
     """What the step was called with: its keyword arguments (upstream outputs, ``inputs``
     references, ``*`` for a step class's whole data) but ``ctx`` and ``params``; None when it
     did not run. Trackers record a bounded summary of it, secrets masked."""
+    logs: tuple[tuple[int, tuple[tuple[float, str, str | None, str], ...]], ...] | None = (
+        attrs.field(default=None, eq=False, repr=False)
+    )
+    """What each attempt logged and printed, when the run captured step logs (a tracker is
+    attached): ``(attempt, lines)`` per attempt, each line ``(logged_at, stream, level,
+    message)`` (see :mod:`pipectl.step_logs`), bounded, secret values masked; else None."""
 
     @property
     def retries(self) -> int:

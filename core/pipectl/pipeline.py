@@ -503,6 +503,7 @@ class Pipeline:
         resume: str | None = None,
         force: bool = False,
         listeners: Iterable[Any] = (),
+        capture_logs: bool = True,
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
 
@@ -538,6 +539,12 @@ class Pipeline:
         ``tryfirst``/``trylast`` rank), an exception in one logged as ``plugin_hook_failed``.
         A listener implementing a hook a run does not call, or an argument its hook does not
         have, raises before the run starts.
+
+        Step logs: with a tracker (or a listener with a true ``wants_step_logs``), what each
+        attempt of a step prints to stdout and stderr, logs with ``logging`` and pipectl's log
+        events for it are captured (bounded, secrets masked; see :mod:`pipectl.step_logs`)
+        into ``StepResult.logs`` and the tracker, while still shown. ``capture_logs=False``
+        captures nothing.
         """
         import uuid
 
@@ -593,6 +600,7 @@ class Pipeline:
                 resumed_from=resumed_from,
                 resume_state=run_state,
                 rollback=rollback,
+                capture_logs=capture_logs,
                 result_store=tracker_obj.results if tracker_obj is not None else None,
             )
             # the run's own listeners: never registered on the (shared) plugin manager

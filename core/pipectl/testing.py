@@ -40,6 +40,10 @@ Contract checks:
     recorded (retries, a failure, a skipped step, a secret param) and read back, by id,
     prefix and ``latest``, from a second tracker on the same store too; resume and resume
     claims when it is a ``ResumableTracker``, retention when it is a ``PrunableTracker``.
+:func:`check_browsable_tracker`
+    Runs a ``BrowsableTracker`` through the reads of a web UI: thousands of runs paged
+    through (ties on the start time), every filter and search, pipeline histories, step logs
+    of a retried step, the runs related by a resume and a sub-pipeline, ``run_version``.
 :func:`run_killed_at`
     Runs ``pipectl`` in a subprocess that SIGKILLs itself at a named fault point
     (:mod:`pipectl.faults`), for crash tests: kill it there, resume, count the records.
@@ -62,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "HookCall",
     "HookRecorder",
+    "check_browsable_tracker",
     "check_executor_contract",
     "check_extractor_contract",
     "check_output_contract",
@@ -828,6 +833,289 @@ def check_tracker_contract(make_tracker: Callable[[], Any], *, plugin_manager: A
 
 
 # -- the extractor contract -------------------------------------------------------------------
+
+
+def check_browsable_tracker(
+    make_tracker: Callable[[], Any], *, plugin_manager: Any = None, runs: int = 2000
+) -> None:
+    """Check a :class:`~pipectl.tracking.BrowsableTracker` (the reads of a web UI and of
+    ``pipectl runs logs``): raises AssertionError saying which rule it broke.
+
+    ``make_tracker()`` returns a new tracker on one empty store (the check migrates it).
+    ``runs`` runs are recorded as run events (groups of 7 sharing a start time, so that paging
+    must break ties by id), then paged through with every filter and search; real runs
+    (``Pipeline.run`` with the tracker) give step logs, a resume and a sub-pipeline run for
+    :meth:`related_runs`; run events recorded one by one move :meth:`run_version`. Set
+    ``PIPECTL_HOME`` to a temporary folder first.
+    """
+    import os
+    import socket
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from pipectl.model import RunStatus, StepResult, StepSpec, StepStatus
+    from pipectl.pipeline import Pipeline
+    from pipectl.tracking import (
+        BrowsableTracker,
+        RunFinished,
+        RunStarted,
+        StepFinished,
+        StepStarted,
+        TrackerError,
+    )
+
+    def check(condition: Any, message: str) -> None:
+        if not condition:
+            raise AssertionError(f"browsable tracker: {message}")
+
+    def refused(call: Callable[[], Any], message: str) -> None:
+        try:
+            call()
+        except TrackerError:
+            return
+        raise AssertionError(f"browsable tracker: {message}")
+
+    if plugin_manager is None:
+        from pipectl.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager(autoload=False, entry_points=())
+    tracker = make_tracker()
+    check(isinstance(tracker, BrowsableTracker), f"{type(tracker).__qualname__} is not one")
+    tracker.migrate()
+    token = uuid.uuid4().hex[:8]
+    alpha, beta = f"browse-{token}-alpha", f"browse-{token}-Beta"
+    base = datetime(2031, 1, 1, tzinfo=UTC)
+    host, pid = socket.gethostname(), os.getpid()
+    expected: list[dict[str, Any]] = []
+    for i in range(runs):
+        started = base + timedelta(seconds=i // 7)
+        failed = i % 5 == 0
+        run: dict[str, Any] = {
+            "execution_id": uuid.uuid4().hex,
+            "pipeline_name": beta if i % 3 == 0 else alpha,
+            "status": "failed" if failed else "success",
+            "started_at": started,
+            "error": (f"boom {i} NeedLE" if i % 10 == 0 else "plain failure") if failed else None,
+        }
+        expected.append(run)
+        tracker.record(
+            RunFinished(
+                run_id=run["execution_id"],
+                pipeline=run["pipeline_name"],
+                started_at=started,
+                status=RunStatus(run["status"]),
+                finished_at=started + timedelta(seconds=1),
+                duration_ms=1000.0,
+                errors=(run["error"],) if run["error"] else (),
+                host=host,
+                pid=pid,
+            )
+        )
+    late = base + timedelta(days=30)
+    live: dict[str, Any] = {"execution_id": uuid.uuid4().hex, "status": "running", "pid": pid}
+    dead: dict[str, Any] = {
+        "execution_id": uuid.uuid4().hex,
+        "status": "interrupted",
+        "pid": 4_194_304 + 7,  # above any pid_max: no such process
+    }
+    for k, run in enumerate((live, dead)):
+        run.update(pipeline_name=alpha, started_at=late + timedelta(seconds=k), error=None)
+        tracker.record(
+            RunStarted(
+                run_id=run["execution_id"],
+                pipeline=alpha,
+                started_at=run["started_at"],
+                host=host,
+                pid=run["pid"],
+            )
+        )
+        expected.append(run)
+    check(tracker.flush(timeout=60) is True, "flush() did not return True")
+    newest_first = sorted(
+        expected, key=lambda r: (r["started_at"], r["execution_id"]), reverse=True
+    )
+
+    def paged(limit: int, **filters: Any) -> list[str]:
+        ids: list[str] = []
+        cursor = None
+        for _ in range(runs + 10):
+            page = tracker.page_runs(cursor=cursor, limit=limit, **filters)
+            check(
+                set(page) == {"runs", "next"} and len(page["runs"]) <= limit,
+                f"page_runs() gave {sorted(page)} with {len(page['runs'])} runs (limit {limit})",
+            )
+            ids += [r["execution_id"] for r in page["runs"]]
+            cursor = page["next"]
+            if cursor is None:
+                return ids
+        raise AssertionError("browsable tracker: page_runs() never gave next=None")
+
+    def want(keep: Callable[[dict[str, Any]], bool]) -> list[str]:
+        return [r["execution_id"] for r in newest_first if keep(r)]
+
+    everything = paged(97)
+    check(
+        everything == want(lambda r: True),
+        f"paging through {len(expected)} runs (97 a page) gave {len(everything)} runs, "
+        f"{len(set(everything))} different, not each once, newest first",
+    )
+    first = tracker.page_runs(limit=3)["runs"]
+    for key in ("execution_id", "pipeline_name", "status", "started_at", "completed_at",
+                "execution_time_ms", "records_processed", "error_message", "resumed_from",
+                "parent_execution_id", "host", "pid"):  # fmt: skip
+        check(key in first[0], f"a row of page_runs() has no {key!r}")
+    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
+        ({"pipeline": alpha}, lambda r: r["pipeline_name"] == alpha),
+        ({"status": "failed"}, lambda r: r["status"] == "failed"),
+        ({"status": "running"}, lambda r: r["status"] == "running"),
+        ({"status": "interrupted"}, lambda r: r["status"] == "interrupted"),
+        (
+            {"since": (base + timedelta(seconds=40)).isoformat(), "until": "2031-01-01T00:01:00"},
+            lambda r: base + timedelta(seconds=40) <= r["started_at"] < base + timedelta(minutes=1),
+        ),
+        ({"search": "needle"}, lambda r: "needle" in (r["error"] or "").lower()),
+        ({"search": "-beta"}, lambda r: r["pipeline_name"] == beta),
+        (
+            {"search": expected[5]["execution_id"][:12]},
+            lambda r: r["execution_id"].startswith(expected[5]["execution_id"][:12]),
+        ),
+        (
+            {"pipeline": beta, "status": "failed", "search": "NEEDLE"},
+            lambda r: r["pipeline_name"] == beta and "needle" in (r["error"] or "").lower(),
+        ),
+        ({"search": "50%_x"}, lambda r: False),  # LIKE's wildcards are plain characters
+    ]
+    for filters, keep in cases:
+        got = paged(13, **filters)
+        check(
+            got == want(keep),
+            f"page_runs({filters}) paged 13 at a time gave {len(got)} runs, not the "
+            f"{len(want(keep))} that match, newest first",
+        )
+    statuses = {r["execution_id"]: r["status"] for r in tracker.page_runs(limit=2)["runs"]}
+    check(
+        statuses == {dead["execution_id"]: "interrupted", live["execution_id"]: "running"},
+        f"page_runs() shows the live and dead runs as {statuses}",
+    )
+    refused(lambda: tracker.page_runs(cursor="not-a-cursor"), "a bad cursor is not refused")
+    refused(lambda: tracker.page_runs(since="yesterday"), "a bad since is not refused")
+    names = tracker.pipeline_names()
+    check(
+        alpha in names and beta in names and names == sorted(names),
+        f"pipeline_names() gave {names}",
+    )
+    history = tracker.pipeline_runs(beta, limit=20)
+    check(
+        [r["execution_id"] for r in history] == want(lambda r: r["pipeline_name"] == beta)[:20]
+        and set(history[0])
+        == {"execution_id", "status", "started_at", "execution_time_ms", "records_processed"},
+        "pipeline_runs() is not the pipeline's latest runs, newest first, with their "
+        "execution_id, status, started_at, execution_time_ms and records_processed",
+    )
+
+    # real runs: step logs per attempt, a resume, a sub-pipeline
+    calls = {"flaky": 0}
+    broken = {"last": True}
+
+    def flaky() -> int:
+        calls["flaky"] += 1
+        print(f"flaky says {calls['flaky']}")
+        if calls["flaky"] == 1:
+            raise ConnectionError("try again")
+        return 1
+
+    def last(flaky: Any) -> int:
+        if broken["last"]:
+            raise ValueError("broken")
+        return 2
+
+    pipe = Pipeline(f"browse-{token}-real", plugin_manager=plugin_manager)
+    pipe.add_step("flaky", flaky, retries=1, retry_delay=0, retry_jitter=0)
+    pipe.add_step("last", last, depends_on=["flaky"])
+    failed_run = pipe.run_sync(tracker=tracker)
+    broken["last"] = False
+    resumed = pipe.run_sync(tracker=tracker, resume=failed_run.run_id)
+    check(resumed.ok, f"the resume of the check's failed run ended {resumed.status.value}")
+    lines = tracker.step_logs(failed_run.run_id, "flaky")
+    said = [(r["attempt"], r["message"]) for r in lines if r["stream"] == "stdout"]
+    check(
+        said == [(1, "flaky says 1"), (2, "flaky says 2")],
+        f"step_logs() of a retried step that printed gave {said}",
+    )
+    check(
+        set(lines[0]) == {"attempt", "seq", "logged_at", "stream", "level", "message"},
+        f"a line of step_logs() has the keys {sorted(lines[0])}",
+    )
+    second = tracker.step_logs(failed_run.run_id[:12], "flaky", attempt=2)
+    check(
+        {r["attempt"] for r in second} == {2},
+        "step_logs(attempt=2) gave other attempts' lines",
+    )
+    check(tracker.step_logs(failed_run.run_id, "no-such-step") == [], "an unknown step's logs")
+    refused(lambda: tracker.step_logs("no-such-run", "flaky"), "step_logs() of an unknown run")
+    links = tracker.related_runs(resumed.run_id)
+    check(
+        (links["resumed_from"] or {}).get("execution_id") == failed_run.run_id
+        and links["resumes"] == []
+        and links["parent"] is None
+        and links["children"] == [],
+        f"related_runs() of a resume gave {links}",
+    )
+    links = tracker.related_runs(failed_run.run_id)
+    check(
+        [r["execution_id"] for r in links["resumes"]] == [resumed.run_id],
+        f"related_runs() of a resumed run does not list its resume: {links}",
+    )
+    child = Pipeline(f"browse-{token}-child", plugin_manager=plugin_manager)
+    child.add_step("inner", lambda: 1)
+    parent = Pipeline(f"browse-{token}-parent", plugin_manager=plugin_manager)
+    parent.add_subpipeline(child, "sub")
+    parent_run = parent.run_sync(tracker=tracker)
+    child_id = parent_run.steps["sub"].output.run.run_id
+    links = tracker.related_runs(parent_run.run_id)
+    check(
+        [r["execution_id"] for r in links["children"]] == [child_id],
+        f"related_runs() of a run with a sub-pipeline does not list it: {links}",
+    )
+    links = tracker.related_runs(child_id)
+    check(
+        (links["parent"] or {}).get("execution_id") == parent_run.run_id,
+        f"related_runs() of a sub-pipeline run does not give its parent: {links}",
+    )
+    refused(lambda: tracker.related_runs("no-such-run"), "related_runs() of an unknown run")
+
+    # run_version moves with every change of the run and its steps
+    run_id = uuid.uuid4().hex
+    at = datetime.now(UTC)
+    fields: dict[str, Any] = {"run_id": run_id, "pipeline": alpha, "started_at": at}
+    spec = StepSpec("only", lambda: None)
+    versions = []
+    for event in (
+        RunStarted(**fields, host=host, pid=pid),
+        StepStarted(run_id=run_id, step_name="only", step_type="python", attempt=1, started_at=at),
+        StepStarted(run_id=run_id, step_name="only", step_type="python", attempt=2, started_at=at),
+        StepFinished(
+            run_id=run_id,
+            step=spec,
+            result=StepResult(
+                "only", StepStatus.SUCCESS, started_at=at, finished_at=at, attempts=2
+            ),
+        ),
+        RunFinished(**fields, status=RunStatus.SUCCESS, finished_at=at, host=host, pid=pid),
+    ):
+        tracker.record(event)
+        check(tracker.flush(timeout=30) is True, "flush() did not return True")
+        versions.append(tracker.run_version(run_id))
+        check(
+            tracker.run_version(run_id) == versions[-1],
+            "run_version() changed while nothing did",
+        )
+    check(
+        None not in versions and len(set(versions)) == len(versions),
+        f"run_version() did not change with each step event: {versions}",
+    )
+    check(tracker.run_version(uuid.uuid4().hex) is None, "run_version() of no run is not None")
+    check(tracker.close(report=False) == [], "close() reported problems")
 
 
 def check_extractor_contract(

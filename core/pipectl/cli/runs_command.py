@@ -1,5 +1,5 @@
-"""``pipectl runs list`` and ``pipectl runs show``: what the tracker recorded, read from it;
-``pipectl runs prune``: delete old runs and their stored outputs."""
+"""``pipectl runs list``, ``pipectl runs show`` and ``pipectl runs logs``: what the tracker
+recorded, read from it; ``pipectl runs prune``: delete old runs and their stored outputs."""
 
 from __future__ import annotations
 
@@ -235,6 +235,94 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
         click.echo(line)
     for error in record["errors"]:
         click.echo(f"\n{error}")
+
+
+@runs.command(name="logs")
+@click.argument("run_id", metavar="RUN_ID|latest")
+@click.argument("step")
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Only this attempt's lines (default: every attempt's).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON array of lines: attempt, seq, logged_at, stream, level, message.",
+)
+@_tracker_option
+@click.pass_obj
+def logs(
+    pm: Any, run_id: str, step: str, attempt: int | None, as_json: bool, tracker: str | None
+) -> None:
+    """What a step of a run logged and printed, attempt by attempt: its stdout and stderr,
+    its logging records and pipectl's events for it (bounded, secrets masked)."""
+    from pipectl.errors import PipectlError
+    from pipectl.tracking import require_browse
+
+    store = open_store(pm, tracker)
+    try:
+        browse = require_browse(store)
+        record = store.get_run(run_id)
+        steps = {s["step_id"]: s for s in record["steps"]}
+        known = list(dict.fromkeys([*record["graph"], *steps]))
+        if step not in steps and step not in record["graph"]:
+            import difflib
+
+            near = difflib.get_close_matches(step, known, n=3)
+            hint = (
+                f" (did you mean {', '.join(repr(n) for n in near)}?)"
+                if near
+                else f"; its steps: {', '.join(known[:20])}"
+                if known
+                else ""
+            )
+            raise _Usage(f"run {record['run_id']} has no step {step!r}{hint}")
+        attempts = steps[step]["attempts"] if step in steps else 0
+        if attempt is not None and attempt > attempts:
+            ran = (
+                f"it ran {attempts} attempt{'s' if attempts != 1 else ''}"
+                if attempts
+                else "it did not run"
+            )
+            raise _Usage(f"step {step!r} of run {record['run_id']} has no attempt {attempt}: {ran}")
+        lines = browse.step_logs(record["run_id"], step, attempt)
+    except (PipectlError, _Usage) as exc:
+        click.echo(f"pipectl: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        close_store(store)
+    if as_json:
+        click.echo(json.dumps(lines, indent=2))
+        return
+    if not lines:
+        which = f"attempt {attempt} of step" if attempt is not None else "step"
+        click.echo(f"no logs recorded for {which} {step!r} of run {record['run_id']}")
+        return
+    several = len({line["attempt"] for line in lines}) > 1 or attempts > 1
+    shown = None
+    for line in lines:
+        if several and line["attempt"] != shown:
+            shown = line["attempt"]
+            click.echo(f"{'' if shown == lines[0]['attempt'] else chr(10)}-- attempt {shown}")
+        click.echo(_log_line(line))
+
+
+class _Usage(Exception):
+    """A bad argument of ``runs logs`` (exit 2)."""
+
+
+def _log_line(line: dict[str, Any]) -> str:
+    """``12:00:01.234 stdout  text``; a level after the stream; further lines indented."""
+    at = str(line.get("logged_at") or "")
+    clock = at[11:23] if len(at) >= 23 else at
+    where = line["stream"] + (f" {line['level']}" if line.get("level") else "")
+    first, *rest = str(line["message"]).split("\n") or [""]
+    text = f"{clock} {where:<15} {first}".rstrip()
+    pad = " " * (len(clock) + 17)
+    return "\n".join([text, *(pad + more for more in rest)])
 
 
 @runs.command(name="prune")

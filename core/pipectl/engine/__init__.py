@@ -103,6 +103,8 @@ async def execute(
     if secret_values:  # what is shown of the run after it ended masks them (pipectl.preview)
         log.remember_secrets(run, secret_values)
     state.pm = pm
+    # step logs: captured only when a listener (the tracker's) asks for them
+    state.capture_logs = config.capture_logs and _wants_step_logs(hooks, pm)
     scheduler = Scheduler(state, AttemptRunner(state))
     try:  # before run_start: an executor that cannot start leaves no run behind
         await executor.start(run, config, state.limit if state.limit <= len(plan.nodes) else None)
@@ -138,6 +140,10 @@ async def execute(
             resumed_steps=len(config.resume) or None,
         )
     cancelled = False
+    if state.capture_logs:
+        from pipectl import step_logs
+
+        step_logs.install()  # until the steps ended (uninstalled below, whatever happens)
     try:
         scheduler.start_roots()
         try:
@@ -152,9 +158,13 @@ async def execute(
                     scheduler.interrupt()
     finally:
         reset_contextvars(**tokens)
-        if state.lanes is not None:
-            state.lanes.close()
-        await executor.shutdown()
+        try:
+            if state.lanes is not None:
+                state.lanes.close()
+            await executor.shutdown()
+        finally:
+            if state.capture_logs:
+                step_logs.uninstall()
     _finalize(run, plan, cancelled)
     if config.rollback and run.status is RunStatus.FAILED:
         await rollback(state)
@@ -173,6 +183,12 @@ async def execute(
     if cancelled:
         raise RunCancelled(run)
     return run
+
+
+def _wants_step_logs(hooks: Hooks, pm: Any) -> bool:
+    from pipectl.step_logs import wants_step_logs
+
+    return wants_step_logs(hooks.listeners, pm)
 
 
 def _run_plan(plan: Plan, config: RunConfig) -> Any:

@@ -20,16 +20,19 @@ import inspect
 import sys
 import time
 import traceback
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pipectl.context import StepContext
 from pipectl.engine.state import RunState, now, records_of
 from pipectl.errors import StepTimeout
 from pipectl.executors import Invocation
 from pipectl.model import PipelineRun, StepResult, StepSpec, StepStatus, Trigger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipectl.step_logs import StepCapture
 
 __all__ = ["PACKAGE_DIR", "AttemptRunner", "framework_dirs", "user_traceback"]
 
@@ -80,6 +83,15 @@ class AttemptRunner:
         self.state = state
         self.hidden_dirs = framework_dirs(state.executor)
         self.bind_log_context = bind_contextvars
+        #: every attempt of a step (see :meth:`attempts`): with step logs captured when the
+        #: run captures them (chosen once, so a run without a tracker pays nothing)
+        self.run: Callable[..., Coroutine[Any, Any, StepResult]] = self.attempts
+        if state.capture_logs:
+            from pipectl import step_logs
+
+            self.current_log = step_logs.CURRENT
+            self.step_capture = step_logs.StepCapture
+            self.run = self.captured
 
     def run_in_thread(self, i: int) -> StepResult:
         """Every attempt of lane step ``i``, on this (lane) thread."""
@@ -92,10 +104,27 @@ class AttemptRunner:
         attempts.close()
         raise RuntimeError(f"lane step {self.state.nodes[i].spec.name!r} awaited the loop")
 
-    async def run(self, i: int, lane: bool = False) -> StepResult:
+    async def captured(self, i: int, lane: bool = False) -> StepResult:
+        """:meth:`attempts`, capturing each attempt's logs (:mod:`pipectl.step_logs`) into
+        the result's ``logs``, secret values masked."""
+        current = self.current_log
+        capture = self.step_capture()
+        token = current.set(None)  # each attempt sets it; put back when the step ends
+        try:
+            result = await self.attempts(i, lane, capture)
+        finally:
+            current.reset(token)
+        logs = capture.finish(self.state.secrets)
+        if logs:  # the result is the engine's own, just made: set before anyone sees it
+            object.__setattr__(result, "logs", logs)
+        return result
+
+    async def attempts(
+        self, i: int, lane: bool = False, capture: StepCapture | None = None
+    ) -> StepResult:
         """Every attempt of step ``i``; returns its terminal result (output in ``.output`` when
         it succeeded) and never raises. ``lane``: a sync step on a lane thread (driven by
-        :meth:`run_in_thread`, never awaiting)."""
+        :meth:`run_in_thread`, never awaiting). ``capture``: where each attempt's logs go."""
         state = self.state
         node = state.nodes[i]
         spec = node.spec
@@ -129,6 +158,8 @@ class AttemptRunner:
         while True:
             attempt += 1
             ctx.attempt = attempt
+            if capture is not None:  # its step_started event line: added when it ends
+                capture.begin(attempt)
             listened = hooks.step_start_listened
             if lane or listened:
                 with lock:
@@ -218,6 +249,12 @@ class AttemptRunner:
                     spec, failure, started_at, t0, attempt, _CANCELLED, binder.received(kwargs)
                 )
             delay = self.retrying(spec, attempt, failure)
+            if capture is not None:
+                capture.event(
+                    "info",
+                    f"step_retry attempt={attempt} "
+                    f"error={f'{type(failure).__name__}: {failure}'!r} delay_s={round(delay, 3)}",
+                )
             if not lane:
                 try:
                     await asyncio.sleep(delay)
@@ -310,6 +347,7 @@ class AttemptRunner:
                 executor_options=config.executor_options,
                 max_threads=config.max_threads,
                 rollback=config.rollback,
+                capture_logs=config.capture_logs,
                 parent_run_id=state.run.run_id,
                 listeners=state.hooks.listeners,
             )

@@ -69,6 +69,7 @@ class RunState:
         self.components = components
         self.pm: Any = None  # the plugin manager, for sub-pipelines (set by execute())
         self.secrets: tuple[str, ...] = ()  # secret param values, set by execute()
+        self.capture_logs = False  # capture step logs (pipectl.step_logs), set by execute()
         self.params = frozen_params(config.params)
         self.services = services
         self.shared_state: dict[Any, Any] = {

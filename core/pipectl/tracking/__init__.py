@@ -8,14 +8,15 @@ result store) and pipectl's own implementation of the contract on SQL, one job p
 
 ========================  ===================================================================
 ``contract``              the protocols and the events; :func:`require_resume`,
-                          :func:`require_prune`
+                          :func:`require_prune`, :func:`require_browse`
 ``errors``                :class:`TrackerError` and the refusals of a resume
 ``listener``              :class:`TrackingListener`, a run's hooks as events
 ``dialect``               :class:`SQLDialect`, what one SQL database does its own way
 ``schema``                the tables and their migrations (:data:`MIGRATIONS`)
 ``sql``                   :class:`SQLTracker`: connections, the writer thread, the spool
 ``rows``                  the rows built from events, kept until written, upserted
-``reads``                 the queries behind ``pipectl runs``, stories and resume
+``reads``                 the queries behind ``pipectl runs``, stories, resume and a web
+                          UI (pages of runs, step logs, run versions)
 ``serialize``             bounded summaries of params, inputs, outputs and errors; secrets
 ``result_store``          :class:`ResultStore`, the authenticated outputs kept for resume
 ``resume``                :func:`fingerprint`, :func:`resume_outputs`, resume claims
@@ -38,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipectl.components.sqlite_tracker import SqliteDialect, SqliteTracker
+    from pipectl.tracking.contract import BROWSE_MEMBERS as BROWSE_MEMBERS
     from pipectl.tracking.contract import RESUME_MEMBERS as RESUME_MEMBERS
     from pipectl.tracking.contract import TRACKER_MEMBERS as TRACKER_MEMBERS
     from pipectl.tracking.contract import (
+        BrowsableTracker,
         ExtractorStateSaved,
         OutputStore,
         PrunableTracker,
@@ -54,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StepStarted,
         Tracker,
         TrackerEvent,
+        require_browse,
         require_prune,
         require_resume,
     )
@@ -66,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.tracking.resume import fingerprint, resume_outputs
     from pipectl.tracking.retention import PrunedRuns, parse_duration
     from pipectl.tracking.rows import step_row as step_row
+    from pipectl.tracking.schema import LOG_COLUMNS as LOG_COLUMNS
     from pipectl.tracking.schema import MIGRATIONS
     from pipectl.tracking.schema import RUN_COLUMNS as RUN_COLUMNS
     from pipectl.tracking.schema import STATE_COLUMNS as STATE_COLUMNS
@@ -85,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "MIGRATIONS",
+    "BrowsableTracker",
     "ExtractorStateSaved",
     "OutputStore",
     "PrunableTracker",
@@ -112,6 +118,7 @@ __all__ = [
     "fingerprint",
     "open_tracker",
     "parse_duration",
+    "require_browse",
     "require_prune",
     "require_resume",
     "resume_outputs",
@@ -121,6 +128,8 @@ __all__ = [
 _EXPORTS = {
     **dict.fromkeys(
         [
+            "BROWSE_MEMBERS",
+            "BrowsableTracker",
             "ExtractorStateSaved",
             "OutputStore",
             "PrunableTracker",
@@ -136,6 +145,7 @@ _EXPORTS = {
             "TRACKER_MEMBERS",
             "Tracker",
             "TrackerEvent",
+            "require_browse",
             "require_prune",
             "require_resume",
             "tracker_name",
@@ -147,7 +157,8 @@ _EXPORTS = {
         "pipectl.tracking.errors",
     ),
     **dict.fromkeys(
-        ["MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS"], "pipectl.tracking.schema"
+        ["LOG_COLUMNS", "MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS"],
+        "pipectl.tracking.schema",
     ),
     **dict.fromkeys(
         [

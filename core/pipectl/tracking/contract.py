@@ -2,8 +2,9 @@
 
 A tracker is whatever a plugin's ``pipectl_register_trackers`` factory returns for a URL: the
 engine, the CLI and :func:`pipectl.tracking.resume_outputs` only ever use the methods of
-:class:`Tracker` (and, when the tracker has them, of :class:`ResumableTracker` and
-:class:`PrunableTracker`). A run reaches the tracker as typed events, each passed to
+:class:`Tracker` (and, when the tracker has them, of :class:`ResumableTracker`,
+:class:`PrunableTracker` and :class:`BrowsableTracker`: the reads of a web UI and of
+``pipectl runs logs``). A run reaches the tracker as typed events, each passed to
 :meth:`Tracker.record` by :class:`pipectl.tracking.TrackingListener`, the lifecycle listener
 registered for the run:
 
@@ -29,9 +30,13 @@ one implementation; anything with the methods below is another (the kernel's
 ``tests/test_tracker_protocol.py`` keeps runs in a JSON Lines file).
 :func:`pipectl.testing.check_tracker_contract` checks one.
 
+Step logs (what each attempt of a step logged and printed, see :mod:`pipectl.step_logs`) come
+with :class:`StepFinished` (``logs``); a tracker that does not keep them ignores them, and one
+that does not want them captured at all says so with ``wants_step_logs = False``.
+
 Import these names from :mod:`pipectl.tracking` (where they are re-exported). Also here:
-:func:`require_resume` and :func:`require_prune`, which check that a tracker can resume or
-delete runs.
+:func:`require_resume`, :func:`require_prune` and :func:`require_browse`, which check that a
+tracker can resume, delete or browse runs.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.model import RunStatus, StepResult, StepSpec, StepStatus
 
 __all__ = [
+    "BROWSE_MEMBERS",
+    "BrowsableTracker",
     "ExtractorStateSaved",
     "OutputStore",
     "PrunableTracker",
@@ -63,6 +70,7 @@ __all__ = [
     "Tracker",
     "TRACKER_MEMBERS",
     "TrackerEvent",
+    "require_browse",
     "require_prune",
     "require_resume",
     "tracker_name",
@@ -133,13 +141,15 @@ class StepStarted:
 @attrs.frozen(kw_only=True)
 class StepRetrying:
     """Attempt ``attempt`` of a step failed with ``error`` (``"Type: message"``, secret
-    params' values masked) and the step is tried again after ``delay`` seconds."""
+    params' values masked) at ``failed_at`` and the step is tried again after ``delay``
+    seconds."""
 
     run_id: str
     step_name: str
     attempt: int
     error: str
     delay: float
+    failed_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +187,16 @@ class StepFinished:
     upstream outputs and ``inputs`` references by parameter name, not ``ctx`` or ``params``),
     or the outputs of the steps it depends on, by name, when the result does not say."""
     secrets: tuple[str, ...] = ()
+    logs: Sequence[tuple[int, Sequence[tuple[float, str, str | None, str]]]] = ()
+    """What each attempt of the step logged and printed (``result.logs``), when the run
+    captured step logs (:attr:`TrackingListener.wants_step_logs
+    <pipectl.tracking.TrackingListener>`): ``(attempt, lines)`` per attempt, in order, each
+    line ``(logged_at, stream, level, message)``: a POSIX timestamp; ``event`` (pipectl's log
+    events for the step), ``stdout``, ``stderr`` or ``logging``; the level (None for stdout
+    and stderr); the text. Bounded (:data:`pipectl.step_logs.MAX_LINES` lines and
+    :data:`~pipectl.step_logs.MAX_BYTES` bytes per attempt, then a line saying what was left
+    out) and with the secret values masked already. A tracker may ignore them; a
+    :class:`BrowsableTracker` keeps them for :meth:`BrowsableTracker.step_logs`."""
 
     @property
     def step_name(self) -> str:
@@ -412,6 +432,64 @@ class PrunableTracker(Tracker, Protocol):
         (see :meth:`pipectl.tracking.SQLTracker.prune`)."""
 
 
+@runtime_checkable
+class BrowsableTracker(Tracker, Protocol):
+    """A tracker a web UI can browse (``pipectl ui``), and whose step logs ``pipectl runs
+    logs`` reads: pages of runs at any depth, each pipeline's history, the runs linked to a
+    run, step logs, and a cheap version of a run for live updates by polling. The SQL trackers
+    (SQLite, PostgreSQL) are. Run rows are the rows of :meth:`Tracker.list_runs` (plus
+    ``parent_execution_id``)."""
+
+    def page_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        search: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """One page of runs, newest first: ``{"runs": [run rows], "next": cursor or None}``.
+        Pass ``next`` back as ``cursor`` for the following page; paging is by position
+        (``started_at``, then ``execution_id``), so a deep page costs what the first does and
+        runs recorded meanwhile do not shift the pages. ``pipeline``: that pipeline's runs;
+        ``status``: as :meth:`Tracker.list_runs` (``interrupted`` included); ``since`` and
+        ``until``: ISO 8601 times (``since <= started_at < until``; without a zone: UTC);
+        ``search``: a run id prefix, or text found in the pipeline's name or the run's error
+        (case-insensitive). A cursor that cannot be read raises
+        :class:`~pipectl.tracking.TrackerError`."""
+
+    def pipeline_names(self) -> list[str]:
+        """The names of the pipelines that have runs, sorted."""
+
+    def pipeline_runs(self, pipeline: str, limit: int = 200) -> list[dict[str, Any]]:
+        """A pipeline's latest runs, newest first, for its history (duration and status over
+        time, success rate): ``execution_id``, ``status``, ``started_at``,
+        ``execution_time_ms``, ``records_processed``."""
+
+    def related_runs(self, run_id: str) -> dict[str, Any]:
+        """The runs linked to a run (``run_id`` as :meth:`Tracker.resolve` takes it):
+        ``{"resumed_from": row or None, "resumes": [rows of the runs that resumed it],
+        "parent": row or None (the run whose step started it), "children": [rows of its
+        sub-pipeline runs]}``, lists oldest first. Unknown run:
+        :class:`~pipectl.tracking.TrackerError`."""
+
+    def step_logs(
+        self, run_id: str, step: str, attempt: int | None = None, limit: int = 10000
+    ) -> list[dict[str, Any]]:
+        """A step's log lines (of one ``attempt``, else of every attempt), in order, at most
+        ``limit``: dicts with ``attempt``, ``seq``, ``logged_at`` (ISO 8601), ``stream``
+        (``event``, ``stdout``, ``stderr``, ``logging``), ``level`` and ``message``. ``[]`` for
+        a step without logs; an unknown run: :class:`~pipectl.tracking.TrackerError`."""
+
+    def run_version(self, run_id: str) -> str | None:
+        """A short token that changes whenever the run's record or one of its steps changes
+        (its status, a step starting, retrying or ending): poll it, and read the run again
+        when it changed. None when there is no such run (a full id)."""
+
+
 # -- checks -------------------------------------------------------------------------------------
 
 #: What every tracker has (:class:`Tracker`), and what one that resumes runs has too.
@@ -428,6 +506,15 @@ TRACKER_MEMBERS = (
     "extractor_states",
 )
 RESUME_MEMBERS = ("latest_finished", "step_states", "load_run", "claim_resume", "release_resume")
+#: What a :class:`BrowsableTracker` has beyond :data:`TRACKER_MEMBERS`.
+BROWSE_MEMBERS = (
+    "page_runs",
+    "pipeline_names",
+    "pipeline_runs",
+    "related_runs",
+    "step_logs",
+    "run_version",
+)
 
 
 def tracker_name(tracker: Any) -> str:
@@ -448,6 +535,19 @@ def require_resume(tracker: Tracker) -> ResumableTracker:
         f"tracker {tracker_name(tracker)} cannot resume runs (it has no "
         f"{', '.join(missing)}): run without --resume, or record the runs with "
         "a tracker that resumes them (sqlite, postgresql)"
+    )
+
+
+def require_browse(tracker: Tracker) -> BrowsableTracker:
+    """``tracker`` when it can be browsed and keeps step logs (:class:`BrowsableTracker`);
+    else a :class:`TrackerError` naming what it lacks."""
+    if isinstance(tracker, BrowsableTracker):
+        return tracker
+    missing = [m for m in (*TRACKER_MEMBERS, *BROWSE_MEMBERS) if not hasattr(tracker, m)]
+    raise TrackerError(
+        f"tracker {tracker_name(tracker)} cannot be browsed and keeps no step logs (it has "
+        f"no {', '.join(missing)}): record the runs with a tracker that does (sqlite, "
+        "postgresql)"
     )
 
 

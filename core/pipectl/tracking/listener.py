@@ -52,6 +52,9 @@ class TrackingListener:
             if fingerprints is not None
             else ({s.name: fingerprint(s) for s in spec.steps} if spec is not None else {})
         )
+        #: the run captures step logs for the tracker (:mod:`pipectl.step_logs`), unless the
+        #: tracker says it does not want them (``wants_step_logs = False``)
+        self.wants_step_logs = getattr(tracker, "wants_step_logs", True) is not False
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._deps: dict[str, tuple[str, ...]] = {}
@@ -123,6 +126,7 @@ class TrackingListener:
                     attempt=attempt,
                     error=redact(text, secrets) if secrets else text,
                     delay=delay,
+                    failed_at=datetime.now(UTC),
                 )
             )
 
@@ -171,6 +175,7 @@ class TrackingListener:
                 fingerprint=self.fingerprints.get(step.name) if main else None,
                 inputs=inputs,
                 secrets=secrets_var().get(),
+                logs=result.logs or (),
             )
         )
 

@@ -1,5 +1,6 @@
-"""The reads of the SQL trackers: the queries behind ``pipectl runs list`` and ``runs show``,
-stories and resume (each function given the tracker's ``query``, which runs a statement with
+"""The reads of the SQL trackers: the queries behind ``pipectl runs list``, ``runs show`` and
+``runs logs``, stories, resume and a web UI (:func:`page_runs`, :func:`related_runs`,
+:func:`run_version`...) (each function given the tracker's ``query``, which runs a statement with
 ``?`` placeholders and returns its rows as dicts), and the record of a run they read
 (:func:`run_record`). Reads always come from the database, never from memory."""
 
@@ -14,21 +15,40 @@ from pipectl.loads import pid_alive
 from pipectl.tracking.errors import RunInProgress, TrackerError
 
 __all__ = [
+    "LISTED_STATUSES",
     "Query",
     "extractor_states",
     "fetch_all",
     "fetch_one",
     "get_run",
+    "iso_bound",
     "latest_finished",
     "list_runs",
     "live_status",
     "load_run",
     "loads_json",
+    "page_runs",
+    "pipeline_names",
     "pipeline_of",
+    "pipeline_runs",
+    "related_runs",
     "resolve",
     "run_record",
+    "run_version",
+    "step_logs",
     "step_states",
 ]
+
+#: the statuses a run can be listed by (``interrupted``: its process died while it ran)
+LISTED_STATUSES = (
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "rolled_back",
+    "rollback_failed",
+)
 
 Query = Callable[[str, tuple[Any, ...]], list[dict[str, Any]]]
 """How the reads run a statement: ``query(sql, params)``, the rows as dicts."""
@@ -84,6 +104,8 @@ def resolve(
             raise TrackerError(f"no run{where} in the tracker {display}")
         latest: str = rows[0]["execution_id"]
         return latest
+    if query("SELECT execution_id FROM pipeline_executions WHERE execution_id = ?", (run_id,)):
+        return run_id  # a full id: found by the primary key (a LIKE scans every row)
     rows = query(
         "SELECT execution_id FROM pipeline_executions WHERE execution_id "
         "LIKE ? ORDER BY started_at DESC LIMIT 2",
@@ -231,6 +253,220 @@ def extractor_states(query: Query, pipeline: str) -> dict[str, Any]:
             "SELECT step_id, state FROM extractor_state WHERE pipeline_name = ?", (pipeline,)
         )
     }
+
+
+# -- what a web UI reads (BrowsableTracker) ---------------------------------------------------
+
+_RUN_ROW = (
+    "SELECT execution_id, pipeline_name, status, started_at, completed_at, "
+    "execution_time_ms, records_processed, error_message, resumed_from, parent_execution_id, "
+    "host, pid FROM pipeline_executions"
+)
+_LIVE = ("running", "interrupted")  # told apart by live_status, not by the column
+
+
+def page_runs(
+    query: Query,
+    *,
+    pipeline: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    search: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """One page of runs, newest first, and the cursor of the next (``{"runs", "next"}``):
+    keyset paging on (``started_at``, ``execution_id``), which the index
+    ``ix_pipeline_executions_page`` (or ``_status``, ``_pipeline``) serves, so a page costs
+    the same at any depth."""
+    limit = max(int(limit), 1)
+    where: list[str] = []
+    params: list[Any] = []
+    if pipeline:
+        where.append("pipeline_name = ?")
+        params.append(pipeline)
+    live = status in _LIVE
+    if status:
+        where.append("status = ?")
+        params.append("running" if live else status)
+    if since:
+        where.append("started_at >= ?")
+        params.append(iso_bound(since, "since"))
+    if until:
+        where.append("started_at < ?")
+        params.append(iso_bound(until, "until"))
+    text = (search or "").strip().lower()
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(
+            "(execution_id LIKE ? ESCAPE '\\' OR LOWER(pipeline_name) LIKE ? ESCAPE '\\' "
+            "OR LOWER(error_message) LIKE ? ESCAPE '\\')"
+        )
+        params += [escaped + "%", f"%{escaped}%", f"%{escaped}%"]
+    position = _read_cursor(cursor) if cursor else None
+    want = limit + 1
+    rows: list[dict[str, Any]] = []
+    while True:
+        clauses, values = list(where), list(params)
+        if position is not None:  # after the position: (started_at, execution_id) below it
+            clauses.append("started_at <= ? AND (started_at < ? OR execution_id < ?)")
+            values += [position[0], position[0], position[1]]
+        batch = query(
+            _RUN_ROW
+            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+            + " ORDER BY started_at DESC, execution_id DESC LIMIT ?",
+            (*values, want),
+        )
+        for row in batch:
+            row["status"] = live_status(row)
+        if not live:
+            rows = batch
+            break
+        rows += [r for r in batch if r["status"] == status]  # running or interrupted
+        if len(rows) > limit or len(batch) < want:
+            break
+        position = (batch[-1]["started_at"], batch[-1]["execution_id"])
+        want = min(want * 2, 5000)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"runs": rows, "next": _make_cursor(rows[-1]) if more and rows else None}
+
+
+def iso_bound(text: str, name: str = "time") -> str:
+    """An ISO 8601 time as the tracker stores them (UTC, ``isoformat``); a time without a
+    zone is UTC, a date is its midnight. ValueError-free: a bad one is a TrackerError."""
+    from datetime import UTC, datetime
+
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise TrackerError(
+            f"{name} {text!r} is not an ISO 8601 time (such as 2024-05-01 or 2024-05-01T12:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def _make_cursor(row: Mapping[str, Any]) -> str:
+    import base64
+
+    raw = json.dumps([row["started_at"], row["execution_id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> tuple[str, str]:
+    import base64
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, run_id = json.loads(raw)
+        if isinstance(started, str) and isinstance(run_id, str):
+            return started, run_id
+    except (ValueError, TypeError):
+        pass
+    raise TrackerError(f"cursor {cursor[:40]!r} is not one a page of runs gave")
+
+
+def pipeline_names(query: Query) -> list[str]:
+    """The pipelines that have runs, sorted: one index probe per name (a skip scan of the
+    index on ``(pipeline_name, started_at)``), not a scan of every run."""
+    return [
+        r["name"]
+        for r in query(
+            "WITH RECURSIVE names(name) AS ("
+            "SELECT MIN(pipeline_name) FROM pipeline_executions "
+            "UNION ALL SELECT (SELECT MIN(pipeline_name) FROM pipeline_executions "
+            "WHERE pipeline_name > names.name) FROM names WHERE names.name IS NOT NULL) "
+            "SELECT name FROM names WHERE name IS NOT NULL",
+            (),
+        )
+    ]
+
+
+def pipeline_runs(query: Query, pipeline: str, limit: int = 200) -> list[dict[str, Any]]:
+    """A pipeline's latest runs, newest first: id, status, start, duration, records."""
+    rows = query(
+        "SELECT execution_id, status, started_at, execution_time_ms, records_processed, host, "
+        "pid FROM pipeline_executions WHERE pipeline_name = ? "
+        "ORDER BY started_at DESC, execution_id DESC LIMIT ?",
+        (pipeline, max(int(limit), 1)),
+    )
+    for row in rows:
+        row["status"] = live_status(row)
+        del row["host"], row["pid"]
+    return rows
+
+
+def related_runs(query: Query, display: str, run_id: str) -> dict[str, Any]:
+    """The run it resumed and the runs that resumed it, its parent run and its sub-pipeline
+    runs (rows as :func:`page_runs` gives them)."""
+    run_id = resolve(query, display, run_id)
+
+    def rows(where: str, value: Any) -> list[dict[str, Any]]:
+        if value is None:
+            return []
+        found = query(f"{_RUN_ROW} WHERE {where} = ? ORDER BY started_at, execution_id", (value,))
+        for row in found:
+            row["status"] = live_status(row)
+        return found
+
+    (row,) = rows("execution_id", run_id)
+    earlier = rows("execution_id", row["resumed_from"])
+    parent = rows("execution_id", row["parent_execution_id"])
+    return {
+        "resumed_from": earlier[0] if earlier else None,
+        "resumes": rows("resumed_from", run_id),
+        "parent": parent[0] if parent else None,
+        "children": rows("parent_execution_id", run_id),
+    }
+
+
+def step_logs(
+    query: Query,
+    display: str,
+    run_id: str,
+    step: str,
+    attempt: int | None = None,
+    limit: int = 10000,
+) -> list[dict[str, Any]]:
+    """A step's log lines (of one attempt, or all), in order."""
+    run_id = resolve(query, display, run_id)
+    sql = (
+        "SELECT attempt, seq, logged_at, stream, level, message FROM step_logs "
+        "WHERE execution_id = ? AND step_id = ?"
+    )
+    params: tuple[Any, ...] = (run_id, step)
+    if attempt is not None:
+        sql += " AND attempt = ?"
+        params += (attempt,)
+    return query(sql + " ORDER BY attempt, seq LIMIT ?", (*params, max(int(limit), 1)))
+
+
+def run_version(query: Query, run_id: str) -> str | None:
+    """A token that changes with the run's row (status, end) and its steps' (each status,
+    start, end, retries); None for no such run."""
+    import hashlib
+
+    run = query(
+        "SELECT status, completed_at, records_processed, host, pid FROM pipeline_executions "
+        "WHERE execution_id = ?",
+        (run_id,),
+    )
+    if not run:
+        return None
+    steps = query(
+        "SELECT status, COUNT(*) AS n, SUM(retry_count) AS retries, MAX(started_at) AS started, "
+        "MAX(completed_at) AS ended FROM step_executions WHERE execution_id = ? "
+        "GROUP BY status ORDER BY status",
+        (run_id,),
+    )
+    row = run[0]
+    state = [live_status(row), row["completed_at"], row["records_processed"]] + [
+        [s["status"], s["n"], s["retries"], s["started"], s["ended"]] for s in steps
+    ]
+    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()[:16]
 
 
 # -- rows as dicts, a run's record ------------------------------------------------------------

@@ -241,12 +241,11 @@ def delete_runs(
         for start in range(0, 0 if dry_run else len(ids), 500):
             part = tuple(ids[start : start + 500])
             marks = ", ".join("?" * len(part))
-            cur.execute(
-                dialect_sql(
-                    dialect, f"DELETE FROM step_executions WHERE execution_id IN ({marks})"
-                ),
-                part,
-            )
+            for table in ("step_logs", "step_executions"):
+                cur.execute(
+                    dialect_sql(dialect, f"DELETE FROM {table} WHERE execution_id IN ({marks})"),
+                    part,
+                )
             cur.execute(
                 dialect_sql(
                     dialect,

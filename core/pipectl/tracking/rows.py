@@ -19,7 +19,7 @@ from pipectl.tracking.contract import (
     StepStarted,
 )
 from pipectl.tracking.dialect import SQLDialect, dialect_sql
-from pipectl.tracking.schema import RUN_COLUMNS, STEP_COLUMNS, TABLES
+from pipectl.tracking.schema import LOG_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TABLES
 from pipectl.tracking.serialize import (
     SUMMARY_CHARS,
     TEXT_CHARS,
@@ -39,8 +39,8 @@ __all__ = ["Row", "RowBuilder", "Unwritten", "step_row", "write_rows"]
 Row = tuple[Any, ...]
 """A row of a table, its values in the order of the table's columns (:data:`TABLES`)."""
 
-Rows = tuple[list[Row], list[Row], list[Row]]
-"""Run rows, step rows and extractor states."""
+Rows = tuple[list[Row], list[Row], list[Row], list[Row]]
+"""Run rows, step rows, extractor states and step log lines."""
 
 
 def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> dict[str, Any]:
@@ -137,11 +137,13 @@ class RowBuilder:
         }
 
     def rows(self, ops: Sequence[tuple[str, Any]], results: OutputStore | None) -> Rows:
-        """The run rows, step rows (one per step and batch) and extractor states of a batch of
-        queued writes (``("run", run row)``, ``("step", step event)``, ``("state", row)``), in
-        the database's column order. ``results``: where outputs go for resume, or None."""
+        """The run rows, step rows (one per step and batch), extractor states and step log
+        lines of a batch of queued writes (``("run", run row)``, ``("step", step event)``,
+        ``("state", row)``), in the database's column order. ``results``: where outputs go for
+        resume, or None."""
         runs: list[dict[str, Any]] = []
         states: list[Row] = []
+        logs: list[Row] = []
         steps: dict[tuple[str, str], dict[str, Any]] = {}
         ended: list[str] = []
         for kind, item in ops:
@@ -158,6 +160,8 @@ class RowBuilder:
                 row = self._started_row(item)
             elif event is StepFinished:
                 row = self._finished_row(item, results)
+                if item.logs:
+                    logs.extend(log_rows(item))
             elif event is StepRolledBack:
                 row = self._rollback_row(item)
             else:  # StepRetrying
@@ -175,6 +179,7 @@ class RowBuilder:
             [tuple(map(r.get, RUN_COLUMNS)) for r in last_per_key(runs, "execution_id")],
             [tuple(map(r.get, STEP_COLUMNS)) for r in steps.values()],
             states,
+            logs,
         )
 
     def _started_row(self, event: StepStarted) -> dict[str, Any]:
@@ -201,6 +206,8 @@ class RowBuilder:
                 entry.update(
                     error=clip(event.error, SUMMARY_CHARS), retry_delay_s=round(event.delay, 3)
                 )
+                if event.failed_at is not None:  # the failed attempt's end
+                    entry["finished_at"] = iso_time(event.failed_at)
                 break
 
     def _finished_row(self, event: StepFinished, results: OutputStore | None) -> dict[str, Any]:
@@ -254,6 +261,36 @@ class RowBuilder:
         self._order.pop(run_id, None)
 
 
+def log_rows(event: StepFinished) -> list[Row]:
+    """The ``step_logs`` rows of a finished step's logs (:attr:`StepFinished.logs`): one per
+    line, numbered from 0 in each attempt; secret values masked (again: the engine masked them,
+    another engine may not have)."""
+    from datetime import UTC, datetime
+
+    run_id, step, secrets = event.run_id, event.step.name, event.secrets
+    rows: list[Row] = []
+    fromtimestamp = datetime.fromtimestamp
+    for attempt, lines in event.logs:
+        for seq, (at, stream, level, message) in enumerate(lines):
+            if secrets and any(v in message for v in secrets):
+                from pipectl.log import redact
+
+                message = redact(message, secrets)
+            rows.append(
+                (
+                    run_id,
+                    step,
+                    attempt,
+                    seq,
+                    fromtimestamp(at, UTC).isoformat(),
+                    stream,
+                    level,
+                    message,
+                )
+            )
+    return rows
+
+
 def last_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """One row per key (the last written wins): an upsert may not touch a row twice."""
     return list({r[key]: r for r in rows}.values())
@@ -272,7 +309,9 @@ class Unwritten:
     def __bool__(self) -> bool:
         return any(self.tables.values())
 
-    def add(self, runs: list[Row], steps: list[Row], states: list[Row]) -> Unwritten:
+    def add(
+        self, runs: list[Row], steps: list[Row], states: list[Row], logs: list[Row] | None = None
+    ) -> Unwritten:
         kept = self.tables["pipeline_executions"]
         for row in runs:
             old = kept.get(row[:1])
@@ -289,14 +328,18 @@ class Unwritten:
         kept = self.tables["extractor_state"]
         for row in states:
             kept[row[:2]] = row
+        if logs:
+            kept = self.tables["step_logs"]
+            for row in logs:
+                kept[row[:4]] = row
         return self
 
     def merge(self, other: Unwritten) -> Unwritten:
         return self.add(*other.rows())
 
     def rows(self) -> Rows:
-        runs, steps, states = (list(self.tables[name].values()) for name in TABLES)
-        return runs, steps, states
+        runs, steps, states, logs = (list(self.tables[name].values()) for name in TABLES)
+        return runs, steps, states, logs
 
     def clear(self) -> None:
         for kept in self.tables.values():
@@ -316,8 +359,8 @@ class Unwritten:
             if line.strip():
                 item = json.loads(line)
                 rows[item["table"]].append(tuple(map(item["row"].get, TABLES[item["table"]])))
-        runs, steps, states = rows.values()
-        return cls().add(runs, steps, states)
+        runs, steps, states, logs = rows.values()
+        return cls().add(runs, steps, states, logs)
 
 
 def write_rows(
@@ -327,10 +370,12 @@ def write_rows(
     steps: list[Row],
     states: list[Row],
     replay: bool = False,
+    logs: list[Row] | None = None,
 ) -> None:
     """Write one batch of rows on ``conn`` in one transaction and commit it (retried as a
-    whole by the caller). Every write is an upsert, so writing a batch again changes nothing;
-    ``replay`` (rows from the spool) keeps an extractor state a later run wrote meanwhile."""
+    whole by the caller). Every write is an upsert (a step log line already written is left
+    as it is), so writing a batch again changes nothing; ``replay`` (rows from the spool)
+    keeps an extractor state a later run wrote meanwhile."""
     dialect.begin_write(conn)
     cur = conn.cursor()
     try:
@@ -375,6 +420,16 @@ def write_rows(
                     ),
                 ),
                 states,
+            )
+        if logs:
+            cur.executemany(
+                dialect_sql(
+                    dialect,
+                    f"INSERT INTO step_logs ({', '.join(LOG_COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(LOG_COLUMNS))}) "
+                    "ON CONFLICT (execution_id, step_id, attempt, seq) DO NOTHING",
+                ),
+                logs,
             )
         conn.commit()
     except BaseException:

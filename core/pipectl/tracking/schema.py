@@ -2,8 +2,8 @@
 
 The tables keep the names of the seed design ia_modules (``pipeline_executions``,
 ``step_executions``) so that its users' queries keep working, plus ``extractor_state`` (the
-incremental cursors of data steps between runs), ``resume_claims`` (who resumes a run) and
-``pipectl_schema`` (the schema version, moved on by :data:`MIGRATIONS`). The SQL is written once
+incremental cursors of data steps between runs), ``resume_claims`` (who resumes a run),
+``step_logs`` (what each attempt of a step logged and printed) and ``pipectl_schema`` (the schema version, moved on by :data:`MIGRATIONS`). The SQL is written once
 for SQLite and PostgreSQL.
 """
 
@@ -14,7 +14,15 @@ from typing import Any
 from pipectl.tracking.dialect import SQLDialect, dialect_sql
 from pipectl.tracking.errors import TrackerError
 
-__all__ = ["MIGRATIONS", "RUN_COLUMNS", "STATE_COLUMNS", "STEP_COLUMNS", "TABLES", "migrate_schema"]
+__all__ = [
+    "LOG_COLUMNS",
+    "MIGRATIONS",
+    "RUN_COLUMNS",
+    "STATE_COLUMNS",
+    "STEP_COLUMNS",
+    "TABLES",
+    "migrate_schema",
+]
 
 #: Each migration moves the schema from version ``n - 1`` to ``n`` (its index + 1). Column types
 #: read the same in SQLite and PostgreSQL. Never edit a released migration: append one.
@@ -79,6 +87,27 @@ MIGRATIONS: list[list[str]] = [
             claimed_at TEXT NOT NULL
         )""",
     ],
+    [  # 3: step logs (pipectl.step_logs), and the indexes of a web UI's reads (reads.page_runs)
+        """CREATE TABLE step_logs (
+            execution_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            attempt BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            logged_at TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            level TEXT,
+            message TEXT NOT NULL,
+            PRIMARY KEY (execution_id, step_id, attempt, seq)
+        )""",
+        """CREATE INDEX ix_pipeline_executions_page
+            ON pipeline_executions (started_at, execution_id)""",
+        """CREATE INDEX ix_pipeline_executions_status
+            ON pipeline_executions (status, started_at, execution_id)""",
+        """CREATE INDEX ix_pipeline_executions_parent
+            ON pipeline_executions (parent_execution_id)""",
+        """CREATE INDEX ix_pipeline_executions_resumed
+            ON pipeline_executions (resumed_from)""",
+    ],
 ]
 
 RUN_COLUMNS = (
@@ -119,11 +148,22 @@ STEP_COLUMNS = (
     "metadata",
 )
 STATE_COLUMNS = ("pipeline_name", "step_id", "state", "execution_id", "updated_at")
+LOG_COLUMNS = (
+    "execution_id",
+    "step_id",
+    "attempt",
+    "seq",
+    "logged_at",
+    "stream",
+    "level",
+    "message",
+)
 
 TABLES = {
     "pipeline_executions": RUN_COLUMNS,
     "step_executions": STEP_COLUMNS,
     "extractor_state": STATE_COLUMNS,
+    "step_logs": LOG_COLUMNS,
 }
 """Each table's columns, in the order of the rows the trackers write."""
 

@@ -83,7 +83,8 @@ _Op = tuple[str, Any]
 
 class SQLTracker:
     """A tracker on a SQL database (:class:`~pipectl.tracking.Tracker`,
-    :class:`~pipectl.tracking.ResumableTracker` and :class:`~pipectl.tracking.PrunableTracker`):
+    :class:`~pipectl.tracking.ResumableTracker`, :class:`~pipectl.tracking.PrunableTracker`
+    and :class:`~pipectl.tracking.BrowsableTracker`, with step logs):
     the schema, the writer thread, the reads, resume claims and retention, through a
     :class:`SQLDialect` for what the database does its own way.
 
@@ -362,7 +363,7 @@ class SQLTracker:
     def _spool_rows(self, pending: Unwritten) -> None:
         """Write ``pending`` to a spool file (merged with an earlier one of the same run) and
         say so in the problems."""
-        runs, steps, states = pending.rows()
+        runs, steps, states, logs = pending.rows()
         ids = list(
             dict.fromkeys([r[0] for r in runs] + [r[0] for r in steps] + [r[3] for r in states])
         )
@@ -372,6 +373,7 @@ class SQLTracker:
                 (len(steps), "step row"),
                 (len(runs), "run row"),
                 (len(states), "extractor state"),
+                (len(logs), "step log line"),
             )
             if n
         )
@@ -415,10 +417,10 @@ class SQLTracker:
             return
         for path in files:
             try:
-                runs, steps, states = Unwritten.load(path).rows()
+                runs, steps, states, logs = Unwritten.load(path).rows()
                 # called at once, in this iteration: the loop variables are the ones meant
                 self._retrying(
-                    lambda: self._write(conn, runs, steps, states, replay=True)  # noqa: B023
+                    lambda: self._write(conn, runs, steps, states, logs, replay=True)  # noqa: B023
                 )
             except FileNotFoundError:
                 continue  # another command wrote it meanwhile
@@ -435,11 +437,17 @@ class SQLTracker:
             path.unlink(missing_ok=True)
 
     def _write(
-        self, conn: Any, runs: list[Row], steps: list[Row], states: list[Row], replay: bool = False
+        self,
+        conn: Any,
+        runs: list[Row],
+        steps: list[Row],
+        states: list[Row],
+        logs: list[Row] | None = None,
+        replay: bool = False,
     ) -> None:
         """Write one batch of rows in one transaction and commit it (retried as a whole):
         :func:`~pipectl.tracking.rows.write_rows`."""
-        write_rows(conn, self.dialect, runs, steps, states, replay)
+        write_rows(conn, self.dialect, runs, steps, states, replay, logs)
 
     # reading
 
@@ -509,6 +517,54 @@ class SQLTracker:
     def extractor_states(self, pipeline: str) -> dict[str, Any]:
         """The latest incremental state of each data step of ``pipeline``."""
         return reads.extractor_states(self._query, pipeline)
+
+    # what a web UI reads (BrowsableTracker)
+
+    def page_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        search: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """One page of runs, newest first, and the cursor of the next page
+        (:meth:`~pipectl.tracking.BrowsableTracker.page_runs`)."""
+        return reads.page_runs(
+            self._query,
+            pipeline=pipeline,
+            status=status,
+            since=since,
+            until=until,
+            search=search,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    def pipeline_names(self) -> list[str]:
+        """The pipelines that have runs, sorted."""
+        return reads.pipeline_names(self._query)
+
+    def pipeline_runs(self, pipeline: str, limit: int = 200) -> list[dict[str, Any]]:
+        """A pipeline's latest runs, newest first (its history)."""
+        return reads.pipeline_runs(self._query, pipeline, limit)
+
+    def related_runs(self, run_id: str) -> dict[str, Any]:
+        """The runs linked to a run: ``resumed_from``, ``resumes``, ``parent``, ``children``."""
+        return reads.related_runs(self._query, self.display, run_id)
+
+    def step_logs(
+        self, run_id: str, step: str, attempt: int | None = None, limit: int = 10000
+    ) -> list[dict[str, Any]]:
+        """A step's log lines (of one attempt, else all), in order."""
+        return reads.step_logs(self._query, self.display, run_id, step, attempt, limit)
+
+    def run_version(self, run_id: str) -> str | None:
+        """A token that changes whenever the run or one of its steps changes."""
+        return reads.run_version(self._query, run_id)
 
     # one resumer per run
 
@@ -604,7 +660,7 @@ class SQLTracker:
         whose process died (``interrupted``) can go.
 
         Deleting removes the runs' rows in one transaction: ``pipeline_executions``,
-        ``step_executions`` and ``resume_claims`` (the claims on them and by them); then,
+        ``step_executions``, ``step_logs`` and ``resume_claims`` (the claims on them and by them); then,
         after the commit, each run's folder in the result store (``ResultStore.delete_run``;
         one gone already is fine; one that cannot be removed is reported by :meth:`close`,
         the rows are gone anyway). ``extractor_state`` stays: it is the pipeline's
