@@ -419,3 +419,19 @@ def test_logs_a_failing_database_did_not_take_are_spooled_and_written_later(
     problems = down.close(report=False)
     assert any("step log line" in p and "spooled to" in p for p in problems), problems
     assert texts(lines_of(url, run.run_id, "say"), "stdout") == ["kept through the spool"]
+
+
+def test_lines_captured_elsewhere_keep_their_time_within_the_attempts_bounds():
+    log = step_logs.AttemptLog(1)
+    log.add("stdout", None, "in the driver")
+    elsewhere = [(1000.0 + i, "stderr", None, f"remote {i}") for i in range(step_logs.MAX_LINES)]
+    log.extend(elsewhere, left_lines=5, left_bytes=50)
+    lines = log.close()
+    assert lines[1][1:] == ("stdout", None, "in the driver")
+    assert lines[2] == (1000.0, "stderr", None, "remote 0")  # its own timestamp and stream
+    kept = [line for line in lines if line[1] == "stderr"]
+    assert len(kept) == step_logs.MAX_LINES - 1  # the driver's line took one place
+    # the one that did not fit, and what was left out where they were captured
+    assert "lines_left_out=6 bytes_left_out=60 " in lines[-1][3]
+    log.extend([(1.0, "stdout", None, "too late")])  # closed: nothing more
+    assert log.close() == lines

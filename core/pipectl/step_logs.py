@@ -37,7 +37,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -112,14 +112,29 @@ class AttemptLog:
             if not self.closed:
                 self._add(stream, level, message)
 
-    def _add(self, stream: str, level: str | None, message: str) -> None:
+    def extend(self, lines: Iterable[LogLine], left_lines: int = 0, left_bytes: int = 0) -> None:
+        """Lines of this attempt captured elsewhere (on a worker of an executor that runs steps
+        in other processes), each kept with its own timestamp, within the attempt's bounds as
+        :meth:`add` keeps them; ``left_lines`` and ``left_bytes``: what was left out there."""
+        with self._lock:
+            if self.closed:
+                return
+            for logged_at, stream, level, message in lines:
+                self._add(stream, level, message, logged_at)
+            if left_lines or left_bytes:
+                self.left_lines += left_lines
+                self.left_bytes += left_bytes
+
+    def _add(
+        self, stream: str, level: str | None, message: str, logged_at: float | None = None
+    ) -> None:
         size = len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
         if self.left_lines or len(self.lines) >= MAX_LINES or self._size + size > MAX_BYTES:
             self.left_lines += 1
             self.left_bytes += size
             return
         self._size += size
-        self.lines.append((time.time(), stream, level, message))
+        self.lines.append((time.time() if logged_at is None else logged_at, stream, level, message))
 
     def write(self, stream: str, text: str) -> None:
         """What the step wrote to ``stream`` (``stdout``, ``stderr``): whole lines are kept,

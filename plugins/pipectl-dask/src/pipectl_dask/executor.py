@@ -12,6 +12,10 @@ passes through the driver. The outputs the driver needs come back as values when
 ends: the run's results (outputs no step consumes, what the user reads in ``run.steps``), the
 outputs a ``when`` condition, an ``inputs`` reference or a rollback reads, and data steps'
 reports. So ``run.steps["report"].output`` is the value, as with ``local``.
+
+When the run captures step logs (:mod:`pipectl.step_logs`: it has a tracker), each task
+captures its attempt's on the worker and the driver adds them to the attempt's log
+(:func:`run_attempt`).
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import inspect
 import logging
 import pickle
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pipectl import step_logs
 from pipectl.executors import call_through_middleware
 
 __all__ = [
@@ -75,7 +82,7 @@ class UnpicklableOutput(TypeError):
         self.type_name = type_name
 
     def __reduce__(self) -> Any:  # raised on a worker, re-raised in the driver
-        return (_unpicklable, (self.step, self.type_name, str(self)))
+        return (_unpicklable, (self.step, self.type_name, str(self)), vars(self))
 
 
 def _unpicklable(step: str, type_name: str, message: str) -> UnpicklableOutput:
@@ -187,13 +194,13 @@ class WorkerContext:
 
     It offers ``run_id``, ``pipeline_id``, ``step``, ``params`` (read-only), ``attempt``,
     ``logger`` (a structlog logger bound to ``run_id`` and ``step``; its lines go to the
-    worker's log, not the driver's), ``components`` (the component registries of the plugins
-    installed on the worker) and ``state``: this step's part of the run state (its entry of
-    ``extractor_state`` and the keys that are tuples ending with its name, such as which outputs
-    a data step committed), sent with the attempt; what the attempt changes in it goes back
-    to the driver's run state when the attempt ends, succeeded or failed. The driver's
-    ``services``, ``results`` and ``run_pipeline`` live in the driver and are not available:
-    using them raises :class:`RuntimeError` saying so."""
+    worker's log, and to the step's logs when the run captures them), ``components`` (the
+    component registries of the plugins installed on the worker) and ``state``: this step's
+    part of the run state (its entry of ``extractor_state`` and the keys that are tuples ending
+    with its name, such as which outputs a data step committed), sent with the attempt; what
+    the attempt changes in it goes back to the driver's run state when the attempt ends,
+    succeeded or failed. The driver's ``services``, ``results`` and ``run_pipeline`` live in
+    the driver and are not available: using them raises :class:`RuntimeError` saying so."""
 
     __slots__ = ("_logger", "_state", "attempt", "params", "pipeline_id", "run_id", "step")
 
@@ -286,17 +293,24 @@ def merge_state(shared: dict[Any, Any], step: str, part: Mapping[Any, Any]) -> N
             shared[key] = value
 
 
+WorkerLogs = tuple[tuple[step_logs.LogLine, ...], int, int]
+"""What an attempt logged on its worker: its lines (``(logged_at, stream, level, message)``,
+partial lines ended) and how many lines and bytes its bounds left out there."""
+
+
 class _WithState:
-    """An attempt's output with the state it changed on the worker (see :func:`run_attempt`)."""
+    """An attempt's output with the state it changed on the worker and the lines it logged
+    there, when the driver captures them (see :func:`run_attempt`); either may be None."""
 
-    __slots__ = ("output", "state")
+    __slots__ = ("logs", "output", "state")
 
-    def __init__(self, output: Any, state: dict[Any, Any]):
+    def __init__(self, output: Any, state: dict[Any, Any] | None, logs: WorkerLogs | None = None):
         self.output = output
         self.state = state
+        self.logs = logs
 
     def __reduce__(self) -> Any:
-        return (_WithState, (self.output, self.state))
+        return (_WithState, (self.output, self.state, self.logs))
 
 
 class ComponentMissingOnWorker(LookupError):
@@ -310,7 +324,11 @@ class ComponentMissingOnWorker(LookupError):
         self.step, self.kind, self.name, self.worker = step, kind, name, worker
 
     def __reduce__(self) -> Any:
-        return (ComponentMissingOnWorker, (str(self), self.step, self.kind, self.name, self.worker))
+        return (
+            ComponentMissingOnWorker,
+            (str(self), self.step, self.kind, self.name, self.worker),
+            vars(self),
+        )
 
 
 class ResourcesUnavailable(RuntimeError):
@@ -321,7 +339,7 @@ class PluginMissingOnWorkers(ImportError):
     """Code a step needs is installed in the driver but not on the dask workers."""
 
     def __reduce__(self) -> Any:
-        return (PluginMissingOnWorkers, (str(self),))
+        return (PluginMissingOnWorkers, (str(self),), vars(self))
 
 
 def _worker_address() -> str:
@@ -376,19 +394,115 @@ def _params_marker() -> _Params:
     return PARAMS
 
 
+_Info = tuple[str, str, str, dict[str, Any], int, str | None, dict[Any, Any] | None, Any]
+"""What a task knows of its attempt: run id, pipeline id, step, params, attempt, the file name
+of code shipped by value, the step's part of the run state, the result store."""
+
+
 def run_attempt(
     func: Callable[..., Any],
     is_async: bool,
     kwargs: dict[str, Any],
     middleware: tuple[Any, ...],
-    info: tuple[str, str, str, dict[str, Any], int, str | None, dict | None, Any],
+    info: _Info,
     check_pickle: bool,
+    logs: tuple[str, bool] | None = None,
 ) -> Any:
     """The task of one attempt, on a worker: the middleware chain around ``func(**kwargs)``.
 
     When the attempt changed its part of the run state (``ctx.state``), the output comes back
     wrapped with the state (:class:`_WithState`), or the exception carries it
-    (``pipectl_state``), so the driver can merge it."""
+    (``pipectl_state``), so the driver can merge it.
+
+    ``logs``: the driver captures the attempt's logs (``(the task's key, whether the driver
+    fetches the output)``), so the attempt's are captured here (:func:`_captured`); None: nothing
+    is (and nothing costs)."""
+    if logs is None:
+        return _attempt(func, is_async, kwargs, middleware, info, check_pickle)
+    return _captured(func, is_async, kwargs, middleware, info, check_pickle, *logs)
+
+
+#: the lines of attempts whose output stays on this worker, by task key, until the driver takes
+#: them (:meth:`DaskExecutor._take_logs`); bounded, in case a driver never comes for them
+_KEPT_LOGS: OrderedDict[str, WorkerLogs] = OrderedDict()
+_KEPT_MAX = 256
+_kept_lock = threading.Lock()
+
+
+def _captured(
+    func: Callable[..., Any],
+    is_async: bool,
+    kwargs: dict[str, Any],
+    middleware: tuple[Any, ...],
+    info: _Info,
+    check_pickle: bool,
+    key: str,
+    fetched: bool,
+) -> Any:
+    """:func:`_attempt`, what it prints, writes to stderr, logs with ``logging`` and pipectl's
+    events (``ctx.logger``) captured into a buffer of its own (:mod:`pipectl.step_logs`:
+    installed for the task, reference-counted, and :data:`~pipectl.step_logs.CURRENT` set in
+    the task's own context, which the worker's thread runs it in, so concurrent tasks of a
+    worker never mix their lines). The lines go back to the driver with what goes there: the
+    output when the driver fetches it (:class:`_WithState`), the exception
+    (``pipectl_logs``); when the output stays on the cluster, they wait here for the driver
+    (:meth:`DaskExecutor._take_logs`)."""
+    log = step_logs.AttemptLog(1)
+    step_logs.install()
+    token = step_logs.CURRENT.set(log)
+    try:
+        try:
+            output = _attempt(func, is_async, kwargs, middleware, info, check_pickle)
+        finally:
+            step_logs.CURRENT.reset(token)
+            step_logs.uninstall()
+    except BaseException as exc:
+        lines = _worker_logs(log)
+        if lines is not None:
+            with contextlib.suppress(Exception):
+                exc.pipectl_logs = lines  # type: ignore[attr-defined]
+        raise
+    lines = _worker_logs(log)
+    if lines is None:
+        return output
+    if isinstance(output, _WithState):
+        output.logs = lines
+        return output
+    if fetched or type(output).__module__ == "pipectl.data":  # the driver fetches it
+        return _WithState(output, None, lines)
+    with _kept_lock:
+        _KEPT_LOGS[key] = lines
+        while len(_KEPT_LOGS) > _KEPT_MAX:
+            _KEPT_LOGS.popitem(last=False)
+    return output
+
+
+def _worker_logs(log: step_logs.AttemptLog) -> WorkerLogs | None:
+    """The lines of ``log`` (closed), without the framing the driver's attempt adds itself;
+    None when it has none."""
+    lines = log.close()
+    if not lines:
+        return None
+    # an attempt 1 with lines begins with the step_started event; one that left lines out
+    # ends with the note saying how many: the driver's own attempt log writes both
+    return lines[1 : len(lines) - (1 if log.left_lines else 0)], log.left_lines, log.left_bytes
+
+
+def _pop_kept_logs(key: str) -> WorkerLogs | None:
+    """Run on a worker by the driver (``Client.run``): the lines kept for task ``key``."""
+    with _kept_lock:
+        return _KEPT_LOGS.pop(key, None)
+
+
+def _attempt(
+    func: Callable[..., Any],
+    is_async: bool,
+    kwargs: dict[str, Any],
+    middleware: tuple[Any, ...],
+    info: _Info,
+    check_pickle: bool,
+) -> Any:
+    """:func:`run_attempt` without capturing."""
     run_id, pipeline_id, step, params, attempt, filename, state, store = info
     if filename is not None:
         code = getattr(func, "__code__", None)
@@ -551,6 +665,14 @@ def _distribution_of(module: str) -> str | None:
         return f"{names[0]}=={version(names[0])}" if names else None
     except Exception:
         return None
+
+
+def _add_logs(log: step_logs.AttemptLog, logs: Any) -> None:
+    """Append what an attempt logged on its worker (:data:`WorkerLogs`) to the driver's attempt
+    log: timestamps and streams kept, within the attempt's bounds."""
+    if isinstance(logs, tuple) and len(logs) == 3:
+        lines, left_lines, left_bytes = logs
+        log.extend(lines, left_lines, left_bytes)
 
 
 async def _call_here(invocation: Any) -> Any:
@@ -970,6 +1092,8 @@ class DaskExecutor:
         resources = getattr(spec, "resources", None) or None
         if resources:
             await self._check_resources(spec.name, resources)
+        # the attempt's logs are captured (a tracked run): the worker captures them too
+        log = step_logs.CURRENT.get()
         future = client.submit(
             run_attempt,
             func,
@@ -978,6 +1102,7 @@ class DaskExecutor:
             tuple(invocation.middleware),
             info,
             self.check_pickle,
+            None if log is None else (key, bool(fetch)),
             key=key,
             pure=False,
             resources=resources,
@@ -994,6 +1119,8 @@ class DaskExecutor:
                 part = getattr(exc, "pipectl_state", None)
                 if isinstance(part, dict) and isinstance(shared, dict):
                     merge_state(shared, spec.name, part)
+                if log is not None:
+                    _add_logs(log, getattr(exc, "pipectl_logs", None))
                 if isinstance(exc, TypeError) and "Could not serialize" in str(exc):
                     raise _unpicklable_task(spec.name, exc) from None
                 raise self._explain(exc, spec.name, context, invocation.func) from (
@@ -1010,8 +1137,10 @@ class DaskExecutor:
                 wrapped = await future
             finally:
                 future.release()
-            if isinstance(shared, dict):
+            if isinstance(shared, dict) and wrapped.state is not None:
                 merge_state(shared, spec.name, wrapped.state)
+            if log is not None:
+                _add_logs(log, wrapped.logs)
             return wrapped.output
         if fetch or getattr(tp, "__module__", "") == "pipectl.data":
             # the engine reads it (a condition, an input reference, a rollback), it is a
@@ -1021,6 +1150,8 @@ class DaskExecutor:
                 return await future
             finally:
                 future.release()
+        if log is not None:  # the output stays on the cluster: its lines wait on the worker
+            await self._take_logs(future, key, log)
         records = None
         if tp is not None and hasattr(tp, "records_processed"):
             records = await client.submit(
@@ -1030,6 +1161,23 @@ class DaskExecutor:
         self._futures[key] = future
         self._outputs[key] = output
         return output
+
+    async def _take_logs(self, future: Any, key: str, log: step_logs.AttemptLog) -> None:
+        """Add to ``log`` the lines the attempt of task ``key`` logged on its worker, which
+        kept them there with its output (:func:`_captured`): two small requests (the
+        scheduler's, which worker; that worker's, the lines), none of which waits for a worker
+        thread."""
+        try:
+            who = await self.client.who_has([future])
+            workers = list(who.get(key, ()))
+            if workers:
+                found = await self.client.run(_pop_kept_logs, key, workers=workers)
+                for logs in found.values():
+                    if logs is not None:
+                        _add_logs(log, logs)
+                        break
+        except Exception as exc:  # a worker gone: its lines with it
+            _log.debug("pipectl-dask: the logs of %s were not fetched: %s", key, exc)
 
     async def _check_resources(self, step: str, resources: Mapping[str, float]) -> None:
         """A step asking for resources no worker has would wait forever: fail it instead."""
