@@ -14,7 +14,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 # -- step functions --------------------------------------------------------------------------
@@ -272,3 +272,25 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
         json.dump(payload, f, indent=2, default=str)
         f.write("\n")
     print(f"\nwrote {path}")
+
+
+def insert_rows(
+    db: Any, runs: Sequence[Mapping[str, Any]], steps: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert run and step rows (dicts by column; missing columns NULL) straight into the
+    SQLite tracker file ``db``, whose tables a real run created: many runs, quickly."""
+    import sqlite3
+
+    from pipectl.tracking import RUN_COLUMNS, STEP_COLUMNS
+
+    with sqlite3.connect(db) as conn:
+        for table, columns, rows in (
+            ("pipeline_executions", RUN_COLUMNS, runs),
+            ("step_executions", STEP_COLUMNS, steps),
+        ):
+            conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))})",
+                [tuple(row.get(c) for c in columns) for row in rows],
+            )
+    conn.close()

@@ -86,10 +86,9 @@ def overhead(rounds: int, db: Path) -> list[list[Any]]:
 def fill(db: Path, runs: int) -> None:
     """``runs`` runs of 5 steps, written as the writer writes them (one transaction)."""
     import json
-    import sqlite3
     from datetime import UTC, datetime, timedelta
 
-    from pipectl.tracking import RUN_COLUMNS, STEP_COLUMNS, SqliteTracker
+    from pipectl.tracking import SqliteTracker
 
     SqliteTracker(f"sqlite:///{db}").migrate()
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -112,7 +111,7 @@ def fill(db: Path, runs: int) -> None:
             "graph": "{}",
             "metadata": "{}",
         }
-        run_rows.append(tuple(run.get(c) for c in RUN_COLUMNS))
+        run_rows.append(run)
         for k in range(5):
             step = {
                 "execution_id": run_id,
@@ -127,18 +126,8 @@ def fill(db: Path, runs: int) -> None:
                 "step_order": k,
                 "metadata": "{}",
             }
-            step_rows.append(tuple(step.get(c) for c in STEP_COLUMNS))
-    with sqlite3.connect(db) as conn:
-        conn.executemany(
-            f"INSERT INTO pipeline_executions ({', '.join(RUN_COLUMNS)}) VALUES "
-            f"({', '.join('?' * len(RUN_COLUMNS))})",
-            run_rows,
-        )
-        conn.executemany(
-            f"INSERT INTO step_executions ({', '.join(STEP_COLUMNS)}) VALUES "
-            f"({', '.join('?' * len(STEP_COLUMNS))})",
-            step_rows,
-        )
+            step_rows.append(step)
+    B.insert_rows(db, run_rows, step_rows)
 
 
 def listing(db: Path, pairs: int) -> list[list[Any]]:

@@ -73,8 +73,6 @@ def real_run(url: str) -> str:
 def add_runs(db: Path, runs: int) -> None:
     """``runs`` runs of 3 steps each, one a minute back from the 1,000-step run, inserted
     with executemany into the tables the real run created."""
-    from pipectl.tracking import RUN_COLUMNS, STEP_COLUMNS
-
     start = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(minutes=runs)
     run_rows, step_rows = [], []
     for i in range(runs):
@@ -99,7 +97,7 @@ def add_runs(db: Path, runs: int) -> None:
             "graph": json.dumps({"s0": [], "s1": ["s0"], "s2": ["s1"]}),
             "metadata": "{}",
         }
-        run_rows.append(tuple(run.get(c) for c in RUN_COLUMNS))
+        run_rows.append(run)
         for k in range(3):
             step = {
                 "execution_id": run_id,
@@ -114,19 +112,8 @@ def add_runs(db: Path, runs: int) -> None:
                 "step_order": k,
                 "metadata": "{}",
             }
-            step_rows.append(tuple(step.get(c) for c in STEP_COLUMNS))
-    with sqlite3.connect(db) as conn:
-        conn.executemany(
-            f"INSERT INTO pipeline_executions ({', '.join(RUN_COLUMNS)}) VALUES "
-            f"({', '.join('?' * len(RUN_COLUMNS))})",
-            run_rows,
-        )
-        conn.executemany(
-            f"INSERT INTO step_executions ({', '.join(STEP_COLUMNS)}) VALUES "
-            f"({', '.join('?' * len(STEP_COLUMNS))})",
-            step_rows,
-        )
-    conn.close()
+            step_rows.append(step)
+    B.insert_rows(db, run_rows, step_rows)
 
 
 # -- the server ----------------------------------------------------------------------------------
