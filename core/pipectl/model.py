@@ -199,6 +199,47 @@ def parse_resources(value: Any) -> dict[str, float]:
     return out
 
 
+def parse_pool_sizes(value: Any) -> dict[str, int]:
+    """A pipeline's resource pools: ``{"db": 2}``, each a name and a size (an integer >= 1):
+    never more steps (weighted) in a pool at once than its size."""
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"pools is a mapping of pool name to size, such as {{'db': 2}}, got {value!r}"
+        )
+    out: dict[str, int] = {}
+    for name, size in value.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"pools: a pool name is a non-empty string, got {name!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"pools.{name}: expected a size (an integer >= 1), got {size!r}")
+        out[name] = size
+    return out
+
+
+def parse_step_pools(value: Any) -> dict[str, int]:
+    """The pools a step takes while it runs: a name (``"db"``: weight 1), or a mapping of
+    name to weight (``{"db": 1, "api": 2}``, each an integer >= 1)."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        return {value: 1}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"pools is a pool name or a mapping of pool name to weight, such as "
+            f"{{'db': 1, 'api': 2}}, got {value!r}"
+        )
+    out: dict[str, int] = {}
+    for name, weight in value.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"pools: a pool name is a non-empty string, got {name!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            raise ValueError(f"pools.{name}: expected a weight (an integer >= 1), got {weight!r}")
+        out[name] = weight
+    return out
+
+
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
@@ -254,6 +295,11 @@ class StepSpec:
     """What the step needs of the machine it runs on (``{"GPU": 1, "memory": "4GB"}``), for
     executors that place steps on machines: pipectl-dask maps them to dask worker resources.
     The ``local`` executor runs every step in its one process and does not look at them."""
+    pools: Mapping[str, int] = attrs.field(factory=dict, converter=parse_step_pools, hash=False)
+    """The pipeline's resource pools the step takes while it runs (all its attempts), by
+    name with a weight (``{"db": 1}``; ``add_step(pool="db")`` is ``{"db": 1}``). The engine
+    starts the step only when every one of them has room, all at once (see
+    :mod:`pipectl.engine.pools`)."""
     store_output: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     """False: the step's output is never pickled nor written to the tracker's result store
     (too big, not worth keeping, or not to be kept on disk). The tracker still records the
@@ -317,6 +363,9 @@ class PipelineSpec:
     fail_fast: bool = False
     executor: str = "local"
     tracker: str | None = None
+    pools: Mapping[str, int] = attrs.field(factory=dict, converter=parse_pool_sizes, hash=False)
+    """Resource pools by name with their size: never more steps (weighted by their ``pools``)
+    in one at once than its size. Each run has its own."""
 
     def step(self, name: str) -> StepSpec:
         for s in self.steps:

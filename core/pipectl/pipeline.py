@@ -23,7 +23,9 @@ __all__ = ["Pipeline", "load_pipeline", "load_pipelines"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_STEP_OPTIONS = frozenset(a.name for a in attrs.fields(StepSpec) if a.name not in ("name", "func"))
+_STEP_OPTIONS = frozenset(
+    {a.name for a in attrs.fields(StepSpec) if a.name not in ("name", "func")} | {"pool"}
+)
 
 
 class Pipeline:
@@ -55,6 +57,7 @@ class Pipeline:
         fail_fast: bool = False,
         executor: str = "local",
         tracker: str | None = None,
+        pools: Mapping[str, int] | None = None,
         services: Services | Mapping[str, Any] | None = None,
         plugin_manager: Any = None,
         extractor: Any = None,
@@ -71,6 +74,7 @@ class Pipeline:
             fail_fast=fail_fast,
             executor=executor,
             tracker=tracker,
+            pools=pools or {},
         )
         self._steps: list[StepSpec] = []
         self._spec: PipelineSpec | None = None  # built on demand (adding a step stays O(1))
@@ -148,7 +152,9 @@ class Pipeline:
         ``retries``, ``retry_delay``, ``retry_backoff``, ``retry_max_delay``, ``retry_jitter``,
         ``retry_on``, ``timeout``, ``allow_failure``, ``trigger``, ``rollback``, ``description``,
         ``resources``, ``store_output`` (False: the output is never written to the tracker's
-        result store; a resume runs the step again). The function is returned unchanged.
+        result store; a resume runs the step again), ``pool`` (the name of one of the
+        pipeline's pools, weight 1) or ``pools`` (``{name: weight}``). The function is returned
+        unchanged.
         """
         if callable(name):  # @pipe.step without parentheses
             self.add_step(name.__name__, name)
@@ -174,7 +180,24 @@ class Pipeline:
                 close = difflib.get_close_matches(u, _STEP_OPTIONS, n=1)
                 hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise TypeError(f"step {name!r}: unknown option {', '.join(hints)}")
+        if "pool" in options:
+            pool = options.pop("pool")
+            if options.get("pools"):
+                raise TypeError(f"step {name!r}: give pool= or pools=, not both")
+            if pool is not None:
+                if not isinstance(pool, str) or not pool:
+                    raise TypeError(f"step {name!r}: pool is a pool's name, got {pool!r}")
+                options["pools"] = {pool: 1}
         return self.add(StepSpec(name=name, func=func, **options))
+
+    def pool(self, name: str, size: int) -> Pipeline:
+        """Declare the resource pool ``name`` of ``size`` (or change its size): never more
+        steps in it at once than ``size`` (each step counting its weight). Returns the
+        pipeline, so that calls chain."""
+        self._head = attrs.evolve(self._head, pools={**self._head.pools, name: size})
+        self._spec = None
+        self._plans.clear()
+        return self
 
     @classmethod
     def from_yaml(
@@ -779,6 +802,7 @@ def _from_file(loaded: LoadedPipeline, plugin_manager: Any, made: dict[int, Pipe
         fail_fast=head.fail_fast,
         executor=head.executor,
         tracker=head.tracker,
+        pools=head.pools,
         plugin_manager=plugin_manager,
     )
     graph = loaded.graph

@@ -6,7 +6,7 @@ pipeline (``pipectl validate``, ``Pipeline.validate``) imports neither asyncio n
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipectl.binding import Binder, Facts, facts, is_async, make_binder
@@ -14,7 +14,7 @@ from pipectl.errors import PipelineValidationError
 from pipectl.graph import Graph
 from pipectl.model import PipelineSpec, StepSpec
 
-__all__ = ["Node", "Plan", "plan_run"]
+__all__ = ["Node", "Plan", "plan_run", "pool_problems"]
 
 
 class Node:
@@ -72,6 +72,42 @@ def takes_components(factory: Any) -> bool:
         return "components" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
+
+
+def pool_problems(sizes: Mapping[str, int], steps: Sequence[StepSpec]) -> list[str]:
+    """Steps naming a pool the pipeline does not declare, or weighing more than its size
+    (such a step could never start)."""
+    import difflib
+
+    from pipectl.options import Problem
+
+    problems: list[str] = []
+    for step in steps:
+        for pool, weight in step.pools.items():
+            size = sizes.get(pool)
+            if size is None:
+                close = difflib.get_close_matches(pool, sorted(sizes), n=1)
+                declared = ", ".join(sorted(sizes)) or "none"
+                problems.append(
+                    Problem(
+                        f"pools.{pool}",
+                        f"the pipeline declares no pool {pool!r}",
+                        (f"did you mean {close[0]!r}? " if close else "")
+                        + f"declare it under the pipeline's pools (declared: {declared})",
+                        step=step.name,
+                    )
+                )
+            elif weight > size:
+                problems.append(
+                    Problem(
+                        f"pools.{pool}",
+                        f"weight {weight} is more than the size of pool {pool!r} ({size}): "
+                        "the step could never start",
+                        f"lower the weight to at most {size}, or make the pool bigger",
+                        step=step.name,
+                    )
+                )
+    return problems
 
 
 def plan_run(
@@ -156,6 +192,8 @@ def plan_run(
         else:
             kid_indices = tuple(sorted([index_of[k] for k in kids]))
         nodes.append(Node(i, step, func, binder, dep_indices, known_facts.is_async, kid_indices))
+    if spec.pools or any(step.pools for step in steps.values()):
+        problems.extend(pool_problems(spec.pools, [steps[name] for name in order]))
     if problems:
         raise PipelineValidationError(spec.name, problems)
     for node in nodes:

@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 from pipectl.engine.attempts import AttemptRunner
+from pipectl.engine.pools import Pools
 from pipectl.engine.state import RunState, now, records_of
 from pipectl.model import StepResult, StepStatus, Trigger
 from pipectl.planning import Node
@@ -79,6 +80,12 @@ class Scheduler:
         self.active = 0
         self.finished = 0
         self._index_of: dict[str, int] | None = None
+        # resource pools: only when a step of the run takes one (None: no pool work at all)
+        self.pools: Pools | None = None
+        if state.plan.spec.pools and any(node.spec.pools for node in nodes):
+            self.pools = Pools(
+                state.plan.spec.pools, [tuple(node.spec.pools.items()) for node in nodes]
+            )
         self.all_done: asyncio.Future[None] = self.loop.create_future()
 
     # -- starting -------------------------------------------------------------------------
@@ -133,11 +140,28 @@ class Scheduler:
             )
 
     def _schedule(self, i: int) -> None:
+        pools = self.pools
+        if pools is not None and pools.needs[i] and not pools.acquire(i):
+            self._log_pool_wait(i)
+            return  # waits for its pools (holding no slot): complete() hands them over
         if self.active < self.limit:
             self.active += 1
             self._launch(i)
         else:
             self.ready.append(i)
+
+    def _log_pool_wait(self, i: int) -> None:
+        if self.log_debug:
+            pools = self.pools
+            assert pools is not None
+            self.logger.debug(
+                "step_waiting_for_pool",
+                run_id=self.run.run_id,
+                step=self.nodes[i].spec.name,
+                pools=dict(pools.needs[i]),
+                free={name: pools.free[name] for name, _ in pools.needs[i]},
+                waiting=len(pools.waiting),
+            )
 
     def _launch(self, i: int) -> None:
         """Start step ``i`` (its slot already counted) as a lane job or in a task of its own."""
@@ -336,6 +360,7 @@ class Scheduler:
         lane = self.lane
         claim_lane = claim == "lane"
         state = self.state
+        pools = self.pools
         while work:
             j, res = work.pop()
             node = self.nodes[j]
@@ -345,6 +370,8 @@ class Scheduler:
             self.finished += 1
             if res.status is _OK:
                 self.completed.append(j)
+            if pools is not None and j in pools.holding:  # its pools go to the waiters
+                self.ready.extend(pools.release(j))
             self.hooks.step_finish(run=run, step=spec, result=res)
             if self.log_info:
                 extra = {
@@ -373,6 +400,8 @@ class Scheduler:
                     decided = self.decide(k)
                     if decided is not None:
                         work.append((k, decided))
+                    elif pools is not None and pools.needs[k] and not pools.acquire(k):
+                        self._log_pool_wait(k)  # waits for its pools, holding no slot
                     else:  # first come, first served: behind the steps already waiting
                         self.ready.append(k)
                         if self.log_debug:
@@ -422,6 +451,8 @@ class Scheduler:
         for k in list(self.lane_running):
             self.loop.call_soon_threadsafe(self._cancel_lane, k)
         waiting, self.ready = list(self.ready), deque()
+        if self.pools is not None:  # and those waiting for their pools
+            waiting += self.pools.drop_waiting()
         for k in waiting:
             self.loop.call_soon_threadsafe(self._cancel_waiting, k)
 

@@ -50,6 +50,7 @@ TOP_FIELDS = {
     "fail_fast",
     "executor",
     "tracker",
+    "pools",
     "story",
     "steps",
 }
@@ -62,6 +63,7 @@ ONE_OF_MANY = {
     "fail_fast",
     "executor",
     "tracker",
+    "pools",
     "story",
     "steps",
 }
@@ -416,6 +418,8 @@ def _build(
             minimum=1,
             integer=True,
         )
+    if data.get("pools") is not None:
+        settings["pools"] = _pool_sizes(path, data, prefix)
     if "fail_fast" in data:
         if not isinstance(data["fail_fast"], bool):
             raise PipelineFileError(
@@ -488,6 +492,8 @@ def _build(
         from pipectl.files.connections import ConnectionProblems
 
         raise ConnectionProblems(connection_errors)
+    if settings.get("pools") or any(s.pools for s in specs):
+        _check_pools(path, prefix, settings.get("pools", {}), specs, steps)
     spec = PipelineSpec(name=name, steps=tuple(specs), **settings)
     lines = SourceLines({f"steps.{n}": line for n, line in seen.items()}, steps)
     lines.update({key: data.lines[key] for key in ("executor", "tracker") if key in data})
@@ -504,6 +510,56 @@ def _build(
         at = seen.get(named.group(1)) if named else None
         raise PipelineFileError(path, at, prefix + "steps", "; ".join(problems)) from None
     return LoadedPipeline(spec, values, declared, origin, graph)
+
+
+def _pool_sizes(path: Path, data: Map, prefix: str) -> dict[str, int]:
+    """A pipeline's ``pools:`` (name: size), each size checked at its line."""
+    pools = data["pools"]
+    if not isinstance(pools, Map):
+        raise PipelineFileError(
+            path,
+            data.lines["pools"],
+            prefix + "pools",
+            f"expected a mapping of pool name to size, such as {{db: 2}}, got {kind(pools)}",
+        )
+    for pool, size in pools.items():
+        number(
+            path,
+            pools.lines.get(pool, data.lines["pools"]),
+            f"{prefix}pools.{pool}",
+            size,
+            minimum=1,
+            integer=True,
+        )
+        if not isinstance(pool, str) or not pool:
+            raise PipelineFileError(
+                path, pools.lines.get(pool), f"{prefix}pools", f"a pool name is text, got {pool!r}"
+            )
+    return dict(pools)
+
+
+def _check_pools(
+    path: Path, prefix: str, sizes: Mapping[str, int], specs: list[StepSpec], steps: Seq
+) -> None:
+    """A step naming a pool the pipeline does not declare, or weighing more than its size:
+    the first one, at the line of its ``pool``/``pools`` entry."""
+    from pipectl.planning import pool_problems
+
+    problems = pool_problems(sizes, specs)
+    if not problems:
+        return
+    problem: Any = problems[0]
+    raw = next((r for r in steps if isinstance(r, Map) and r.get("name") == problem.step), None)
+    pool = problem.field.partition(".")[2]
+    if raw is None:  # a name filled in by interpolation: the step's own line is not at hand
+        key, line = "pools", None
+    elif "pool" in raw:
+        key, line = "pool", raw.lines["pool"]
+    else:
+        pools = raw["pools"]
+        key, line = f"pools.{pool}", getattr(pools, "lines", {}).get(pool, raw.lines["pools"])
+    text = problem.message + (f"; {problem.hint}" if problem.hint else "")
+    raise PipelineFileError(path, line, f"{prefix}steps.{problem.step}.{key}", text)
 
 
 def _names_connection(options: Mapping[str, Any]) -> bool:

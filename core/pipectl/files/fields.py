@@ -300,6 +300,33 @@ def _resources(path: Path, line: int, field: str, resources: Any) -> Any:
     return dict(resources)
 
 
+def _pool(path: Path, line: int, field: str, pool: Any) -> Any:
+    if pool is None:
+        return UNSET
+    if not isinstance(pool, str) or not pool:
+        raise PipelineFileError(
+            path, line, field, f"expected the name of one of the pipeline's pools, got {kind(pool)}"
+        )
+    return {pool: 1}
+
+
+def _pools(path: Path, line: int, field: str, pools: Any) -> Any:
+    if pools is None:
+        return UNSET
+    if not isinstance(pools, dict):
+        raise PipelineFileError(
+            path,
+            line,
+            field,
+            f"expected a mapping of pool name to weight, such as {{db: 1, api: 2}}, got "
+            f"{kind(pools)}",
+        )
+    lines = getattr(pools, "lines", {})
+    for pool, weight in pools.items():
+        number(path, lines.get(pool, line), f"{field}.{pool}", weight, minimum=1, integer=True)
+    return dict(pools)
+
+
 def check_name(path: Path, line: int, field: str, name: str, what: str) -> None:
     """A step's or a pipeline's name is printed and names files (dead letters, stories)."""
     if (
@@ -369,6 +396,18 @@ def _write_exceptions(value: Any, where: str) -> Any:
 
 def _write_mapping(value: Any, where: str) -> Any:
     return dict(value)
+
+
+def _one_pool(value: Any) -> bool:
+    return len(value) == 1 and next(iter(value.values())) == 1
+
+
+def _write_pool(value: Any, where: str) -> Any:
+    return next(iter(value)) if _one_pool(value) else UNSET
+
+
+def _write_pools(value: Any, where: str) -> Any:
+    return UNSET if _one_pool(value) else dict(value)
 
 
 def _at(writer: Writer, field: str) -> Writer:
@@ -534,6 +573,24 @@ FIELDS: tuple[StepField, ...] = (
         "(pipectl-dask: dask worker resources). A number, or a size such as 4GB.",
         _resources,
         _write_mapping,
+    ),
+    StepField(
+        "pool",
+        "pools",
+        {"type": "string", "minLength": 1},
+        "A resource pool of the pipeline (its pools:) the step takes while it runs, weight 1: "
+        "never more steps in a pool at once than its size.",
+        _pool,
+        _write_pool,
+    ),
+    StepField(
+        "pools",
+        "pools",
+        {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
+        "Resource pools the step takes while it runs, with a weight each ({db: 1, api: 2}): "
+        "all of them at once, or it waits (not with pool).",
+        _pools,
+        _write_pools,
     ),
 )
 

@@ -152,6 +152,8 @@ def locate_problem(pipe: FromFile, problem: str) -> str:
         head, _, rest = found.field.partition(".")
         key, bracket, tail = head.partition("[")
         head = _YAML_KEYS.get(key, key) + bracket + tail
+        if head == "pools" and f"steps.{step}.pools" not in lines:  # written as pool: NAME
+            head, rest = "pool", ""
         field = f"steps.{step}" + (f".{head}" if head else "") + (f".{rest}" if rest else "")
         text = found.message + (f"; {found.hint}" if found.hint else "")
     else:

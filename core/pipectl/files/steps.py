@@ -95,6 +95,13 @@ def step_kwargs(
     def at(key: str) -> int:
         return raw.lines.get(key, line)
 
+    if "pool" in raw and "pools" in raw:
+        raise PipelineFileError(
+            path,
+            at("pools"),
+            f"{where}.pools",
+            "a step has 'pool' (one pool, weight 1) or 'pools' (weights), not both",
+        )
     kwargs: dict[str, Any] = {}
     for key, target, read in _READ:
         if key in raw:

@@ -79,6 +79,7 @@ def dump_pipeline(pipe: Definition) -> dict[str, Any]:
         ("fail_fast", False),
         ("executor", "local"),
         ("tracker", None),
+        ("pools", {}),
     ):
         if getattr(spec, key) != default:
             out[key] = getattr(spec, key)
