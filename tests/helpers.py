@@ -209,6 +209,10 @@ class RaisingListener:
         self._boom("step_finish")
 
     @hookimpl
+    def pipectl_step_cache(self, run, step, event):
+        self._boom("step_cache")
+
+    @hookimpl
     def pipectl_rollback_start(self, run, step, result):
         self._boom("rollback_start")
 

@@ -40,7 +40,7 @@ class _Numbers:
 
 def every_event_pipeline(pm, name="every-event") -> Pipeline:
     """A pipeline whose run (``rollback=True``) fires every listener hook: a retry, a data step
-    with a failing then committing output, a failure, and rollbacks. Built afresh each time
+    with a failing then committing output, a cache miss, a failure, and rollbacks. Built afresh each time
     (its steps keep state); ``max_concurrent=1`` keeps the events in one order."""
     pipe = Pipeline(name, plugin_manager=pm, max_concurrent=1)
     attempts = []
@@ -68,7 +68,8 @@ def every_event_pipeline(pm, name="every-event") -> Pipeline:
         depends_on=["flaky"],
         rollback=lambda output: undone.append("load"),
     )
-    pipe.add_step("boom", lambda: 1 / 0, depends_on=["load"])
+    # cached, without a tracker: its lookup is a miss (pipectl_step_cache), then it fails
+    pipe.add_step("boom", lambda: 1 / 0, depends_on=["load"], cache=True)
     pipe.add_step("after_boom", lambda: None, depends_on=["boom"])
     pipe.undone = undone  # type: ignore[attr-defined]
     return pipe

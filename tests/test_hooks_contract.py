@@ -66,6 +66,7 @@ def test_the_contract_has_the_hooks_of_the_design():
             "pipectl_step_start",
             "pipectl_step_retry",
             "pipectl_step_finish",
+            "pipectl_step_cache",
             "pipectl_output_finish",
             "pipectl_rollback_start",
             "pipectl_rollback_finish",
@@ -159,7 +160,9 @@ def test_every_hook_is_registration_commands_startup_or_lifecycle():
 
 
 def test_hook_names_follow_the_grammar():
-    lifecycle = re.compile(r"^pipectl_(run|step|output|rollback)_(start|planned|finish|retry)$")
+    lifecycle = re.compile(
+        r"^pipectl_(run|step|output|rollback)_(start|planned|finish|retry|cache)$"
+    )
     for hook in HOOKS:
         assert (
             re.match(r"^pipectl_register_[a-z_]+s$", hook)
@@ -370,6 +373,50 @@ def test_hook_pipectl_step_retry(plugin_manager, hook_recorder):
         ("pipectl_step_start", 3),
         ("pipectl_step_finish", None),
     ]
+
+
+def test_hook_pipectl_step_cache(plugin_manager, hook_recorder, tmp_path):
+    calls = []
+
+    def build() -> Pipeline:
+        pipe = Pipeline("cached", plugin_manager=plugin_manager)
+        pipe.add_step("source", lambda: [1, 2])
+        pipe.add_step(
+            "total", lambda source: calls.append(1) or sum(source), cache=True, depends_on="source"
+        )
+        return pipe
+
+    tracker = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = build().run_sync(tracker=tracker)
+
+    def events_of(step: str) -> list[tuple[str, str | None]]:
+        return [
+            (c.name.removeprefix("pipectl_"), getattr(c.kwargs.get("event"), "kind", None))
+            for c in hook_recorder.calls
+            if c.step_name == step
+        ]
+
+    # the lookup before the first attempt, the store after it, before the step's end
+    assert events_of("total") == [
+        ("step_cache", "miss"),
+        ("step_start", None),
+        ("step_cache", "stored"),
+        ("step_finish", None),
+    ]
+    assert events_of("source") == [("step_start", None), ("step_finish", None)]  # not cached
+    stored = hook_recorder.calls_for("step_cache", "total")[-1]
+    assert stored.run is first and stored.kwargs["event"].cached_from == first.run_id
+    hook_recorder.clear()
+    second = build().run_sync(tracker=tracker)
+    # a hit: never started, its end says where its output came from
+    assert events_of("total") == [("step_cache", "hit"), ("step_finish", None)]
+    (hit,) = hook_recorder.calls_for("step_cache", "total")
+    assert hit.kwargs["event"].key == stored.kwargs["event"].key
+    assert hit.run is second
+    assert hook_recorder.calls_for("step_finish", "total")[0].kwargs["result"].cached_from == (
+        first.run_id
+    )
+    assert calls == [1]
 
 
 def test_hook_pipectl_step_retry_not_called_without_retries(plugin_manager, hook_recorder):

@@ -26,6 +26,8 @@ _EXPORTS = {
     "Transform": "pipectl.data",
     "DataStepResult": "pipectl.data",
     "Trigger": "pipectl.model",
+    "Cache": "pipectl.model",
+    "CacheEvent": "pipectl.model",
     "Graph": "pipectl.graph",
     "StepContext": "pipectl.context",
     "Services": "pipectl.context",
@@ -74,6 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.graph import Graph as Graph
     from pipectl.hookspecs import hookimpl as hookimpl
     from pipectl.log import configure_logging as configure_logging
+    from pipectl.model import Cache as Cache
+    from pipectl.model import CacheEvent as CacheEvent
     from pipectl.model import PipelineRun as PipelineRun
     from pipectl.model import PipelineRunConfig as PipelineRunConfig
     from pipectl.model import PipelineSpec as PipelineSpec

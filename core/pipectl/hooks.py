@@ -28,7 +28,7 @@ from pipectl.hookspecs import LISTENER_HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipectl.context import StepContext
-    from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
+    from pipectl.model import CacheEvent, PipelineRun, RunPlan, StepResult, StepSpec
     from pipectl.plugins import PipectlPluginManager
 
 _ISOLATED = "__pipectl_isolated__"
@@ -202,6 +202,7 @@ class Hooks:
         "_step_start",
         "_step_retry",
         "_step_finish",
+        "_step_cache",
         "_output_finish",
         "_rollback_start",
         "_rollback_finish",
@@ -215,6 +216,7 @@ class Hooks:
     _step_start: list[Any]
     _step_retry: list[Any]
     _step_finish: list[Any]
+    _step_cache: list[Any]
     _output_finish: list[Any]
     _rollback_start: list[Any]
     _rollback_finish: list[Any]
@@ -296,6 +298,19 @@ class Hooks:
                 "pipectl_step_finish",
                 self._step_finish,
                 {"run": run, "step": step, "result": result},
+                False,
+            )
+
+    @property
+    def step_cache_listened(self) -> bool:
+        return bool(self._step_cache) or self._pm.hookcall_monitors > 0
+
+    def step_cache(self, *, run: PipelineRun, step: StepSpec, event: CacheEvent) -> None:
+        if self._step_cache or self._pm.hookcall_monitors:
+            self._exec(
+                "pipectl_step_cache",
+                self._step_cache,
+                {"run": run, "step": step, "event": event},
                 False,
             )
 

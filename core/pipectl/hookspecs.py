@@ -86,7 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.config import Config, OptionParser
     from pipectl.context import StepContext
     from pipectl.data import OutputReport
-    from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
+    from pipectl.model import CacheEvent, PipelineRun, RunPlan, StepResult, StepSpec
 
 hookspec = pluggy.HookspecMarker("pipectl")
 hookimpl = pluggy.HookimplMarker("pipectl")
@@ -621,6 +621,36 @@ def pipectl_step_finish(run: PipelineRun, step: StepSpec, result: StepResult) ->
 
 
 @hookspec
+def pipectl_step_cache(run: PipelineRun, step: StepSpec, event: CacheEvent) -> None:
+    """Called for a step with a cache policy (``cache:``): when its cache lookup hit or missed,
+    and when its output was stored in the cache for later runs.
+
+    :param run: the run the step belongs to.
+    :param step: the :class:`~pipectl.model.StepSpec` of the step.
+    :param event: a :class:`~pipectl.model.CacheEvent`: ``kind`` is ``"hit"`` (the step is
+        not called: its output comes from the cache, stored by run ``cached_from`` at
+        ``stored_at``), ``"miss"`` (it runs; ``reason``: ``"not cached yet"``,
+        ``"expired"``, ``"refresh"``, that the run has no cache, or why its inputs could not
+        be hashed or its output not stored) or ``"stored"``; ``key`` is the cache key.
+    :return: nothing; the return value is ignored.
+
+    A lookup comes before the step's first ``pipectl_step_start`` (a hit has none: its
+    ``pipectl_step_finish`` follows, with ``result.cached_from`` set); a store comes after the
+    successful attempt, before ``pipectl_step_finish``. An exception is logged as
+    ``plugin_hook_failed`` and changes nothing. Cannot be a wrapper. Since 0.1.
+
+    **Example:**
+
+    .. code-block:: python
+
+        @hookimpl
+        def pipectl_step_cache(run, step, event):
+            if event.kind == "hit":
+                print(f"{step.name}: from the cache (run {event.cached_from})")
+    """
+
+
+@hookspec
 def pipectl_output_finish(
     run: PipelineRun, step: StepSpec, attempt: int, report: OutputReport
 ) -> None:
@@ -778,6 +808,7 @@ LISTENER_HOOKS = (
     "pipectl_step_start",
     "pipectl_step_retry",
     "pipectl_step_finish",
+    "pipectl_step_cache",
     "pipectl_output_finish",
     "pipectl_rollback_start",
     "pipectl_rollback_finish",

@@ -211,9 +211,11 @@ class FileMarker:
         write_atomically(self.marker_path, json.dumps(data, default=str).encode("utf-8"))
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+def write_atomically(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> None:
     """``data`` into ``path``: a synced temporary file (``.NAME.pipectl-PID-*.tmp``, removed
-    if anything fails, a full disk say) renamed over it."""
+    if anything fails, a full disk say) renamed over it. ``sync=False`` skips the fsync: the
+    file is whole or absent for other processes, but a machine crash may leave it empty or
+    cut short (for files whose readers check them, such as the step cache's entries)."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     remove_stale_temp_files(path)
@@ -221,8 +223,9 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "Cache",
+    "CacheEvent",
     "PipelineRun",
     "PipelineRunConfig",
     "PipelineSpec",
@@ -240,6 +242,81 @@ def parse_step_pools(value: Any) -> dict[str, int]:
     return out
 
 
+def _expires(value: Any) -> float | None:
+    if value is None:
+        return None
+    from pipectl.tracking.retention import parse_duration
+
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expires is a duration above 0 (such as '1h' or 3600), got {value!r}")
+    return seconds
+
+
+def _cache_key(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"cache key is a function (inputs, params) -> value, got {value!r}")
+    return value
+
+
+@attrs.frozen
+class Cache:
+    """A step's cache policy (``cache=True`` is ``Cache()``): when the step's fingerprint (its
+    code and definition), the inputs it is called with and the params it can see are those of
+    an earlier successful run's, its output is taken from the tracker's result store instead of
+    calling it (a *cache hit*, see :mod:`pipectl.engine.cache`).
+
+    ``expires``: a time to live (seconds, or a duration such as ``"1h"``, ``"7d"``); an entry
+    older than that is not used (the step runs, and its new output is stored). ``key``: a
+    function ``key(inputs, params)`` whose value stands for the inputs in the cache key (for
+    inputs that cannot be pickled, or are too big to hash, or that name something whose
+    content is what matters); returning None, the step is not cached that time.
+    """
+
+    expires: float | None = attrs.field(default=None, converter=_expires)
+    key: Callable[..., Any] | None = attrs.field(default=None, converter=_cache_key, eq=False)
+
+
+def parse_cache(value: Any) -> Cache | None:
+    """A step's ``cache``: True (``Cache()``), False or None (no caching), a :class:`Cache`,
+    or a mapping of its fields (``{"expires": "1h", "key": func}``)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Cache()
+    if isinstance(value, Cache):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"expires", "key"})
+        if unknown:
+            raise ValueError(f"cache: unknown field {unknown[0]!r} (fields: expires, key)")
+        return Cache(**value)
+    raise TypeError(
+        f"cache is true, false, a pipectl.Cache or a mapping such as {{'expires': '1h'}}, "
+        f"got {value!r}"
+    )
+
+
+@attrs.frozen
+class CacheEvent:
+    """What a cached step's lookup found, or that its output was stored
+    (``pipectl_step_cache``).
+
+    ``kind``: ``"hit"`` (the output came from the cache: the step was not called), ``"miss"``
+    (it runs; ``reason`` says why: ``"not cached yet"``, ``"expired"``, ``"refresh"``, ``"no
+    cache"``, ``"the key function returned None"``, or why its inputs could not be hashed) or
+    ``"stored"`` (its output was stored for later runs). ``key``: the cache key (hex), None when
+    there is none. ``cached_from``, ``stored_at``: the run that stored the entry found or
+    stored, and when (hits and stores).
+    """
+
+    kind: str
+    key: str | None = None
+    reason: str | None = None
+    cached_from: str | None = None
+    stored_at: datetime | None = None
+
+
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
@@ -300,6 +377,10 @@ class StepSpec:
     name with a weight (``{"db": 1}``; ``add_step(pool="db")`` is ``{"db": 1}``). The engine
     starts the step only when every one of them has room, all at once (see
     :mod:`pipectl.engine.pools`)."""
+    cache: Cache | None = attrs.field(default=None, converter=parse_cache)
+    """The step's cache policy (:class:`Cache`; ``True`` for the default one), or None: not
+    cached. A data step (whose effect is its load) or a sub-pipeline step is cached only when
+    it says so too."""
     store_output: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     """False: the step's output is never pickled nor written to the tracker's result store
     (too big, not worth keeping, or not to be kept on disk). The tracker still records the
@@ -413,6 +494,10 @@ class RunConfig:
     capture_logs: bool = True
     """Capture step logs when a listener asks for them (the tracker's listener does; see
     :mod:`pipectl.step_logs`); False never does."""
+    cache: bool = True
+    """False: no step's output is taken from the cache nor stored in it (``--no-cache``)."""
+    refresh: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    """Cached steps that run whatever the cache holds, their new output stored (``--refresh``)."""
     result_store: Any = attrs.field(default=None, eq=False, hash=False)
     """The result store of the run's tracker when it stores outputs (``put(run_id, step,
     bytes)``), else None. An executor that keeps outputs away from the driver may store them
@@ -447,6 +532,9 @@ class StepResult:
     records: int | None = None
     resumed_from: str | None = None
     """Set when the step did not run: its output came from this earlier run (resume)."""
+    cached_from: str | None = None
+    """Set on a cache hit: the step was not called, its output came from the cache, stored by
+    this earlier run (see :class:`Cache`). The step's status is ``success``."""
     rollback: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
     """What the step's rollback did, when one ran: status, error, started_at, finished_at."""
     received: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)

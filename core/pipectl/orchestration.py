@@ -275,6 +275,8 @@ class PipelineFile:
         skip: Mapping[str, Sequence[str]] | None = None,
         progress: Callable[[str, int], AbstractContextManager[Any]] | None = None,
         on_outcome: Callable[[PipelineOutcome], None] | None = None,
+        cache: bool = True,
+        refresh: Mapping[str, Sequence[str]] | None = None,
     ) -> FileRunResult:
         """Run ``names`` (see :meth:`select`), each pipeline after those it depends on; a
         pipeline whose upstream did not succeed is ``skipped``, and after a cancelled run
@@ -286,6 +288,8 @@ class PipelineFile:
         :param only: pipeline name -> the steps to run (with what they depend on); a pipeline
             not in it does not run.
         :param skip: pipeline name -> the steps to leave out (with what depends on them).
+        :param cache: False: cached steps neither look their output up nor store it.
+        :param refresh: pipeline name -> cached steps that run anyway (their output stored).
         :param progress: ``progress(name, steps)`` returns a context manager around each run
             whose value (if not None) is a listener of that run (a live display).
         :param on_outcome: called with each pipeline's :class:`PipelineOutcome` as it ends,
@@ -330,6 +334,8 @@ class PipelineFile:
                 only,
                 skip,
                 progress,
+                cache,
+                refresh,
             )
             result.outcomes[name] = outcome
             if on_outcome is not None:
@@ -352,6 +358,8 @@ class PipelineFile:
         only: Mapping[str, Sequence[str]] | None,
         skip: Mapping[str, Sequence[str]] | None,
         progress: Callable[[str, int], AbstractContextManager[Any]] | None,
+        cache: bool = True,
+        refresh: Mapping[str, Sequence[str]] | None = None,
     ) -> PipelineOutcome:
         if result.cancelled:
             return PipelineOutcome(name, "skipped", reason="a run before it was cancelled")
@@ -383,6 +391,8 @@ class PipelineFile:
             resume=resumes,
             only=picked or None,
             skip=left or None,
+            cache=cache,
+            refresh=tuple((refresh or {}).get(name, ())) or None,
         )
         plan = pipe.plan(only=picked, skip=left)
         if plan.left_out and not plan.nodes:  # nothing left: no run to record

@@ -527,6 +527,8 @@ class Pipeline:
         force: bool = False,
         listeners: Iterable[Any] = (),
         capture_logs: bool = True,
+        cache: bool = True,
+        refresh: Iterable[str] | str | None = None,
     ) -> PipelineRun:
         """Run the pipeline once and return the finished :class:`~pipectl.model.PipelineRun`.
 
@@ -568,6 +570,11 @@ class Pipeline:
         events for it are captured (bounded, secrets masked; see :mod:`pipectl.step_logs`)
         into ``StepResult.logs`` and the tracker, while still shown. ``capture_logs=False``
         captures nothing.
+
+        Cached steps (``cache=``, see :class:`~pipectl.model.Cache`) take their output from the
+        tracker's result store when an earlier run stored it for the same code, inputs and
+        params (``StepResult.cached_from`` says which run). ``cache=False`` neither looks up
+        nor stores; ``refresh`` names cached steps that run anyway, their new output stored.
         """
         import uuid
 
@@ -576,6 +583,9 @@ class Pipeline:
         pm = self._plugins(plugin_manager)
         only, skip = _names(only), _names(skip)
         plan = self._plan(pm, only, skip)
+        refresh = _names(refresh)
+        if refresh:
+            _check_refresh(self, refresh)
         tracker_obj, owned = self._open_tracker(tracker, pm, parent_run_id)
         run_id = run_id or uuid.uuid4().hex  # known before the resume is claimed for it
         claimed = None  # the run whose resume this run claimed, until this run has started
@@ -624,6 +634,8 @@ class Pipeline:
                 resume_state=run_state,
                 rollback=rollback,
                 capture_logs=capture_logs,
+                cache=cache,
+                refresh=refresh,
                 result_store=tracker_obj.results if tracker_obj is not None else None,
             )
             # the run's own listeners: never registered on the (shared) plugin manager
@@ -818,6 +830,29 @@ def _from_file(loaded: LoadedPipeline, plugin_manager: Any, made: dict[int, Pipe
     pipe._origin = loaded.origin
     pipe._graph = graph  # validated by the loading (check_graph), or None
     return pipe
+
+
+def _check_refresh(pipe: Pipeline, names: tuple[str, ...]) -> None:
+    """``refresh=`` names cached steps of ``pipe``; else PipelineValidationError."""
+    import difflib
+
+    from pipectl.errors import PipelineValidationError
+
+    steps = {step.name: step for step in pipe.spec.steps}
+    problems = []
+    for name in names:
+        step = steps.get(name)
+        if step is None:
+            close = difflib.get_close_matches(name, list(steps), n=1)
+            problems.append(
+                f"refresh: no step {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            )
+        elif step.cache is None:
+            problems.append(
+                f"refresh: step {name!r} is not cached (it runs every time): give it cache: true"
+            )
+    if problems:
+        raise PipelineValidationError(pipe.name, problems)
 
 
 def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:

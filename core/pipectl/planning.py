@@ -61,6 +61,8 @@ class Plan:
         self.graph = graph
         self.nodes = nodes
         self.left_out = left_out
+        self.cached = any(node.spec.cache is not None for node in nodes)
+        """Whether a step has a cache policy (the run looks its output up first)."""
         """The steps ``skip`` left out of the plan (they and all downstream of them), in the
         pipeline's order; not those ``only`` did not select."""
 
@@ -200,6 +202,10 @@ def plan_run(
         step = node.spec
         if step.rollback is not None:
             node.driver_reads = True
+        if step.cache is not None:  # its output is stored, its inputs hashed: in the driver
+            node.driver_reads = True
+            for d in node.deps:
+                nodes[d].driver_reads = True
         if step.when is not None or node.binder.refs:
             exprs = ([step.when] if step.when is not None else []) + list(node.binder.refs)
             for expr in exprs:

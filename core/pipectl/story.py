@@ -65,6 +65,7 @@ _MAX_OUTPUT = 160  # characters of the preview of a step's output
 _STATUSES = frozenset(
     {
         "success",
+        "cached",
         "failed",
         "skipped",
         "cancelled",
@@ -78,6 +79,7 @@ _STATUSES = frozenset(
 # fill, stroke and text colour of each status class (Mermaid's classDefs and the HTML's CSS)
 _PALETTE = {
     "success": ("#dcfce7", "#22c55e", "#166534"),
+    "cached": ("#ccfbf1", "#14b8a6", "#115e59"),
     "failed": ("#fee2e2", "#ef4444", "#991b1b"),
     "rollback_failed": ("#fee2e2", "#ef4444", "#991b1b"),
     "skipped": ("#f3f4f6", "#9ca3af", "#4b5563"),
@@ -192,6 +194,8 @@ def _step_of(raw: Mapping[str, Any], index: int) -> _Step:
     """A :class:`_Step` from one entry of the record's ``steps``."""
     name = _text(raw.get("step_name")) or _text(raw.get("step_id")) or f"step {index + 1}"
     status = _text(raw.get("status"))
+    if status == "success" and raw.get("cached_from"):  # a cache hit: its own outcome
+        status = "cached"
     start, end = _moment(raw.get("started_at")), _moment(raw.get("completed_at"))
     duration = _number(raw.get("execution_time_ms"))
     if start and end and not duration:
@@ -458,6 +462,8 @@ def _notes(step: _Step) -> list[str]:
         notes.append(reason)
     if step.get("resumed_from"):
         notes.append(f"reused from run {_text(step.get('resumed_from'))}")
+    if step.get("cached_from"):
+        notes.append(f"from the cache: stored by run {_text(step.get('cached_from'))}")
     bad = _number(step.get("bad_records"))
     if bad:
         where = _text(step.get("dead_letter_path"))
@@ -483,7 +489,7 @@ def _produced(step: _Step) -> str:
         if counts:
             return counts
         summary = step.get("output_summary")
-        if step.cls != "success" or summary is None:
+        if step.cls not in ("success", "cached") or summary is None:
             return ""
         return preview_summary(summary, _MAX_OUTPUT)
     except Exception:  # noqa: BLE001 - a record of another shape: the story shows the rest
@@ -1254,7 +1260,7 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
                 "started_at": row["started_at"],
                 "completed_at": row["completed_at"],
                 "execution_time_ms": row["execution_time_ms"] if result.attempts else None,
-                "attempts": 0 if meta.get("resumed") else result.attempts,
+                "attempts": 0 if meta.get("resumed") or meta.get("cached") else result.attempts,
                 "retry_count": row["retry_count"],
                 "error_message": masked(row["error_message"]),
                 "traceback": masked(row["traceback"]),
@@ -1268,6 +1274,7 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
                 "input_summary": None,
                 "output_summary": None if summary is None else json.loads(summary),
                 "resumed_from": meta.get("resumed"),
+                "cached_from": meta.get("cached"),
                 "metadata": {
                     k: v for k, v in meta.items() if k in ("output_none", "allow_failure")
                 },

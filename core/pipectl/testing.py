@@ -61,7 +61,7 @@ from pipectl.hookspecs import hookimpl
 if TYPE_CHECKING:  # pragma: no cover
     from pipectl.context import StepContext
     from pipectl.data import OutputReport
-    from pipectl.model import PipelineRun, RunPlan, StepResult, StepSpec
+    from pipectl.model import CacheEvent, PipelineRun, RunPlan, StepResult, StepSpec
 
 __all__ = [
     "HookCall",
@@ -140,6 +140,10 @@ class HookRecorder:
     @hookimpl
     def pipectl_run_planned(self, run: PipelineRun, plan: RunPlan) -> None:
         self._record("pipectl_run_planned", run=run, plan=plan)
+
+    @hookimpl
+    def pipectl_step_cache(self, run: PipelineRun, step: StepSpec, event: CacheEvent) -> None:
+        self._record("pipectl_step_cache", run=run, step=step, event=event)
 
     @hookimpl
     def pipectl_output_finish(

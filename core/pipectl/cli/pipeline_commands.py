@@ -198,6 +198,20 @@ def _load(
     "steps named run whole.",
 )
 @click.option(
+    "--no-cache",
+    "no_cache",
+    is_flag=True,
+    help="Run every cached step (cache: on a step) without looking its output up, and "
+    "store nothing in the cache.",
+)
+@click.option(
+    "--refresh",
+    "refresh",
+    multiple=True,
+    metavar="STEP",
+    help="Run this cached step whatever the cache holds, and store its new output (repeatable).",
+)
+@click.option(
     "--rollback",
     is_flag=True,
     help="When a run fails, run the rollbacks of its completed steps, last first.",
@@ -224,6 +238,8 @@ def run(
     executor_option: Sequence[str] = (),
     only: Sequence[str] = (),
     skip: Sequence[str] = (),
+    no_cache: bool = False,
+    refresh: Sequence[str] = (),
     **executor_cli: Any,
 ) -> None:
     """Run the pipelines in FILE (YAML or JSON): the named ones and those they depend on, or
@@ -238,6 +254,7 @@ def run(
     depends = pf.depends
     picked = _only(pipelines, only) if only else None
     skipped = _only(pipelines, skip, "--skip") if skip else {}
+    refreshed = _refreshed(pipelines, refresh, no_cache) if refresh else {}
     if picked is not None:
         pipelines = {n: p for n, p in pipelines.items() if n in picked}
     executor, executor_options = _executor_options(executor, executor_option, executor_cli)
@@ -327,6 +344,8 @@ def run(
                 executor_options=executor_options,
                 only=picked,
                 skip=skipped,
+                cache=not no_cache,
+                refresh=refreshed,
             ),
         )
     finally:
@@ -409,6 +428,25 @@ def _only(
         for owner in owners:
             picked.setdefault(owner, []).append(step)
     return picked
+
+
+def _refreshed(
+    pipelines: dict[str, Any], refresh: Sequence[str], no_cache: bool
+) -> dict[str, list[str]]:
+    """``--refresh``: the cached steps named, by pipeline; a step no pipeline has, or that is
+    not cached, is an error (exit 2)."""
+    if no_cache:
+        _fail("--refresh STEP and --no-cache: give one (--no-cache runs every cached step)")
+    named = _only(pipelines, refresh, "--refresh")
+    for owner, steps in named.items():
+        spec = pipelines[owner].spec
+        for step in steps:
+            if spec.step(step).cache is None:
+                _fail(
+                    f"--refresh {step}: step {step!r} of pipeline {owner!r} is not cached (it "
+                    "runs every time); give it cache: true"
+                )
+    return named
 
 
 def _plugin_option_values(given: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,7 @@ MAX_FAILURE_DETAILS = 10
 _DUMB_TERMS = ("dumb", "unknown")
 _STATUS_STYLES = {
     "success": "green",
+    "cached": "green",
     "failed": "bold red",
     "skipped": "yellow",
     "cancelled": "magenta",
@@ -219,6 +220,8 @@ def status_text(result: StepResult, spec: StepSpec | None) -> str:
     status = result.status.value
     if status == "failed" and spec is not None and spec.allow_failure:
         return "failed (allowed)"
+    if result.cached_from is not None:  # a cache hit: success, without running
+        return "cached"
     return status
 
 
@@ -260,6 +263,9 @@ def step_detail(result: StepResult, secrets: Iterable[str] = ()) -> str:
         return lines[0] if lines else ""
     output = result.output
     shown = "" if output is None else preview(output, MAX_PREVIEW, secrets)
+    if result.cached_from is not None:
+        where = f"from the cache, run {result.cached_from[:12]}"
+        return f"{shown} ({where})" if shown else where
     if result.reason:
         return f"{shown} ({result.reason})" if shown else result.reason.strip().split("\n")[0]
     return shown
@@ -398,6 +404,9 @@ def final_line(run: PipelineRun) -> str:
     """``run 1f2e… of 'orders': failed in 2.31 s, 1,204 records`` (records when reported)."""
     records = _records(run)
     tail = f", {records:,} records" if records is not None else ""
+    cached = sum(1 for r in run.steps.values() if r.cached_from is not None)
+    if cached:
+        tail += f", {cached:,} step{'s' if cached != 1 else ''} from the cache"
     return (
         f"run {run.run_id} of {run.pipeline_id!r}: {run.status.value} in "
         f"{format_duration(run.duration_ms or 0)}{tail}"
@@ -629,6 +638,8 @@ class LiveProgress:
             if status == "success":
                 line.append(f"{self._ok} ", style="green").append(result.step_name, style="bold")
                 line.append(f"  {format_seconds(result.duration_ms / 1000)}", style="dim")
+                if result.cached_from is not None:
+                    line.append("  from the cache", style="green")
                 if result.attempts > 1:
                     line.append(f"  {result.attempts} attempts", style="yellow")
                 if result.records is not None:

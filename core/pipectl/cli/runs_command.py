@@ -219,6 +219,9 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
         status = s["status"]
         if status == "failed" and (s.get("metadata") or {}).get("allow_failure"):
             status = "failed (allowed)"
+        elif status == "success" and s.get("cached_from"):  # a cache hit: not run
+            status = "cached"
+            detail = f"{detail} (from the cache, run {s['cached_from'][:12]})".lstrip()
         ms = s["execution_time_ms"]
         lines = detail.strip().splitlines()
         table.append(

@@ -105,6 +105,10 @@ async def execute(
     state.pm = pm
     # step logs: captured only when a listener (the tracker's) asks for them
     state.capture_logs = config.capture_logs and _wants_step_logs(hooks, pm)
+    if plan.cached:  # a step has a cache policy
+        from pipectl.engine.cache import StepCache
+
+        state.cache = StepCache(state)
     scheduler = Scheduler(state, AttemptRunner(state))
     try:  # before run_start: an executor that cannot start leaves no run behind
         await executor.start(run, config, state.limit if state.limit <= len(plan.nodes) else None)

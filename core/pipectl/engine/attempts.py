@@ -148,6 +148,12 @@ class AttemptRunner:
             )
         except Exception as exc:  # noqa: BLE001 - a wrap_step hook failed: the step fails
             return self.failed(spec, exc, started_at, t0, attempt)
+        cache_key: str | None = None
+        cache = state.cache
+        if spec.cache is not None and cache is not None:  # looked up before any attempt
+            hit, cache_key = cache.lookup(node, kwargs, started_at, t0)
+            if hit is not None:
+                return hit
         executor = state.executor
         timeout = spec.timeout
         func = node.func
@@ -237,6 +243,8 @@ class AttemptRunner:
                     spec, attempt, output if failure is None else getattr(failure, "result", None)
                 )
             if failure is None:
+                if cache_key is not None and cache is not None:
+                    cache.store_output(node, cache_key, output)
                 return self.succeeded(
                     spec, output, started_at, t0, attempt, binder.received(kwargs)
                 )
@@ -348,6 +356,7 @@ class AttemptRunner:
                 max_threads=config.max_threads,
                 rollback=config.rollback,
                 capture_logs=config.capture_logs,
+                cache=config.cache,
                 parent_run_id=state.run.run_id,
                 listeners=state.hooks.listeners,
             )

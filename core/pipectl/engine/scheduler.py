@@ -380,6 +380,7 @@ class Scheduler:
                         ("error", res.error),
                         ("reason", res.reason),
                         ("records", res.records),
+                        ("cached_from", res.cached_from),
                     )
                     if v is not None
                 }

@@ -15,13 +15,16 @@ import random
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipectl.context import Services, frozen_params
 from pipectl.executors import Lanes
 from pipectl.hooks import Hooks
 from pipectl.model import PipelineRun, RunConfig, StepStatus
 from pipectl.planning import Node, Plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipectl.engine.cache import StepCache
 
 __all__ = ["RunState", "now", "records_of"]
 
@@ -70,6 +73,9 @@ class RunState:
         self.pm: Any = None  # the plugin manager, for sub-pipelines (set by execute())
         self.secrets: tuple[str, ...] = ()  # secret param values, set by execute()
         self.capture_logs = False  # capture step logs (pipectl.step_logs), set by execute()
+        self.cache: StepCache | None = (
+            None  # the StepCache (pipectl.engine.cache), when a step is cached
+        )
         self.params = frozen_params(config.params)
         self.services = services
         self.shared_state: dict[Any, Any] = {

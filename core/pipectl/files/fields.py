@@ -327,6 +327,66 @@ def _pools(path: Path, line: int, field: str, pools: Any) -> Any:
     return dict(pools)
 
 
+def _cache(path: Path, line: int, field: str, value: Any) -> Any:
+    """``cache: true`` (or false), or ``cache: {expires: 1h, key: module:function}``."""
+    from pipectl.model import Cache
+
+    if value is None or value is False:
+        return UNSET
+    if value is True:
+        return Cache()
+    if not isinstance(value, dict):
+        raise PipelineFileError(
+            path,
+            line,
+            field,
+            f"expected true, false or {{expires: 1h, key: module:function}}, got {kind(value)}",
+        )
+    lines = getattr(value, "lines", {})
+    for name in value:
+        if name not in ("expires", "key"):
+            raise PipelineFileError(
+                path,
+                lines.get(name, line),
+                f"{field}.{name}",
+                f"unknown field{hint(str(name), ('expires', 'key'))} (cache takes expires and key)",
+            )
+    expires = value.get("expires")
+    if expires is not None:
+        from pipectl.tracking.retention import parse_duration
+
+        try:
+            seconds = parse_duration(expires)
+        except (TypeError, ValueError) as exc:
+            raise PipelineFileError(
+                path, lines.get("expires", line), f"{field}.expires", str(exc)
+            ) from None
+        if seconds <= 0:
+            raise PipelineFileError(
+                path,
+                lines.get("expires", line),
+                f"{field}.expires",
+                f"a time to live above 0, such as 1h or 7d, got {expires!r}",
+            )
+        expires = seconds
+    key = value.get("key")
+    if key is not None:
+        key = read_ref(path, lines.get("key", line), f"{field}.key", key)
+    return Cache(expires=expires, key=key)
+
+
+def _write_cache(value: Any, where: str) -> Any:
+    if value.expires is None and value.key is None:
+        return True
+    out: dict[str, Any] = {}
+    if value.expires is not None:
+        seconds = value.expires
+        out["expires"] = int(seconds) if float(seconds).is_integer() else seconds
+    if value.key is not None:
+        out["key"] = write_ref(value.key, f"{where} cache.key")
+    return out
+
+
 def check_name(path: Path, line: int, field: str, name: str, what: str) -> None:
     """A step's or a pipeline's name is printed and names files (dead letters, stories)."""
     if (
@@ -573,6 +633,28 @@ FIELDS: tuple[StepField, ...] = (
         "(pipectl-dask: dask worker resources). A number, or a size such as 4GB.",
         _resources,
         _write_mapping,
+    ),
+    StepField(
+        "cache",
+        "cache",
+        {
+            "oneOf": [
+                {"type": "boolean"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "expires": {"type": ["string", "number"]},
+                        "key": {"type": "string", "pattern": REF_PATTERN},
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        },
+        "Take the step's output from an earlier run when its code, inputs and params are the "
+        "same (true, or {expires: 1h, key: module:function}); pipectl run --no-cache or "
+        "--refresh STEP run it anyway.",
+        _cache,
+        _write_cache,
     ),
     StepField(
         "pool",

@@ -544,7 +544,7 @@ def run_record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, An
                 "completed_at": s["completed_at"],
                 "execution_time_ms": s["execution_time_ms"],
                 "attempts": (s["retry_count"] or 0) + 1
-                if s["started_at"] and not meta.get("resumed")
+                if s["started_at"] and not meta.get("resumed") and not meta.get("cached")
                 else 0,
                 "retry_count": s["retry_count"] or 0,
                 "error_message": s["error_message"],
@@ -559,6 +559,7 @@ def run_record(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, An
                 "input_summary": loads_json(s["input_data"]),
                 "output_summary": loads_json(s["output_data"]),
                 "resumed_from": meta.get("resumed"),
+                "cached_from": meta.get("cached"),
                 "metadata": {
                     k: v
                     for k, v in meta.items()

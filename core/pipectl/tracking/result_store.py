@@ -1,5 +1,6 @@
-"""The result store: step outputs kept for resume, pickled, one file per step of a run, each
-authenticated with an HMAC under the pipectl home's key (:class:`ResultStore`).
+"""The result store: step outputs kept for resume, pickled, one file per step of a run, and
+cached steps' outputs by cache key (``_cache/``), each authenticated with an HMAC under the
+pipectl home's key (:class:`ResultStore`).
 
 Importing this module is cheap (a dask worker unpickles a store and writes into it)."""
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ResultStore", "read_or_make_key", "write_durably"]
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -61,6 +64,8 @@ class ResultStore:
             key_file = home() / "result-store.key"
         self.key_file = Path(key_file).absolute()
         self._key: bytes | None = None
+        self._cache_root: str | None = None  # the cache's folder, as text (made on first use)
+        self._cache_dirs: set[str] = set()  # the cache's folders made by this store
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_key": self._secret()}  # the key goes with the store
@@ -123,6 +128,91 @@ class ResultStore:
             return False, None
         return True, pickle.loads(body)  # noqa: S301 - authenticated: written by put()
 
+    # -- the step cache (pipectl.engine.cache) ------------------------------------------------
+
+    CACHE_MAGIC = b"pipectl-cache-v1\n"
+
+    def cache_key(self, material: bytes) -> str:
+        """The cache key of ``material`` (what identifies a cached step's call): an HMAC under
+        the store's key, so that a key shown or recorded tells nothing of the inputs and params
+        it stands for (a secret param's value among them)."""
+        return hmac.new(self._secret(), b"pipectl-cache\n" + material, hashlib.sha256).hexdigest()
+
+    def _cache_path(self, key: str) -> str:
+        if len(key) != 64 or not _HEX.issuperset(key):
+            raise ValueError(f"not a cache key: {key!r}")
+        folder = self._cache_root
+        if folder is None:
+            folder = self._cache_root = os.path.join(self.root, "_cache")
+        return f"{folder}{os.sep}{key[:2]}{os.sep}{key}.pickle"
+
+    def _cache_tag(self, key: str, header: bytes, data: Any) -> bytes:
+        mac = hmac.new(self._secret(), self.CACHE_MAGIC + key.encode() + b"\n", hashlib.sha256)
+        mac.update(header)
+        mac.update(data)
+        return mac.digest()
+
+    def put_cached(self, key: str, data: bytes, *, run_id: str, step: str) -> float:
+        """Store a cached step's pickled output under ``key`` (see :meth:`cache_key`), with the
+        run and step that made it; returns when it was stored (a Unix time). An entry already
+        there is replaced. Written atomically but not synced (an fsync per step would cost a
+        millisecond): after a machine crash an entry may be cut short, which its HMAC check
+        sees (the step then runs again)."""
+        stored_at = time.time()
+        header = json.dumps({"run_id": run_id, "step": step, "stored_at": stored_at}).encode()
+        path = self._cache_path(key)
+        tag = self._cache_tag(key, header, data)
+        made = self._cache_dirs
+        folder = os.path.dirname(path)
+        if folder not in made:  # a mkdir is slow on some disks: once per folder
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        from pipectl.loads import write_atomically
+
+        entry = self.CACHE_MAGIC + tag + len(header).to_bytes(4, "big") + header + data
+        write_atomically(path, entry, sync=False)
+        return stored_at
+
+    def get_cached(self, key: str) -> tuple[bool, Any, dict[str, Any]]:
+        """(True, the output, {run_id, step, stored_at}) when this store holds an entry for
+        ``key`` that it wrote (checked with its HMAC before anything is unpickled), else
+        (False, None, {}); an entry that fails the check is left alone with a warning and reads
+        as not cached (the step runs)."""
+        path = self._cache_path(key)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return False, None, {}
+        start = len(self.CACHE_MAGIC) + 32
+        why = (
+            "its tag does not match this store's key (planted, damaged or cut short, or "
+            "written with another key)"
+        )
+        genuine = False
+        header: dict[str, Any] = {}
+        body: Any = b""
+        if data.startswith(self.CACHE_MAGIC) and len(data) >= start + 4:
+            size = int.from_bytes(data[start : start + 4], "big")
+            raw = data[start + 4 : start + 4 + size]
+            body = memoryview(data)[start + 4 + size :]
+            try:
+                genuine = len(raw) == size and hmac.compare_digest(
+                    data[len(self.CACHE_MAGIC) : start], self._cache_tag(key, raw, body)
+                )
+            except OSError as exc:
+                why = f"the key cannot be read: {exc}"
+            if genuine:
+                header = json.loads(raw)
+        if not genuine:
+            from pipectl.log import get_logger
+
+            get_logger().warning(
+                "cache_entry_ignored", file=path, reason=f"{why}; its step runs again"
+            )
+            return False, None, {}
+        return True, pickle.loads(body), header  # noqa: S301 - authenticated: put_cached()
+
     def delete_run(self, run_id: str) -> None:
         """Remove every stored output of run ``run_id`` (its folder); a run with nothing
         stored (or removed already) is fine. An id that is not one plain folder name (empty,
@@ -130,7 +220,7 @@ class ResultStore:
         cannot be removed."""
         if (
             not run_id
-            or run_id in (".", "..")
+            or run_id in (".", "..", "_cache")
             or "/" in run_id
             or "\\" in run_id
             or "\x00" in run_id

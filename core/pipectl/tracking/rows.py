@@ -61,6 +61,8 @@ def step_row(run_id: str, step: Any, result: Any, fingerprint: str | None) -> di
         meta["dead_letter_path"] = getattr(data, "dead_letter_path", None)
     if getattr(result, "resumed_from", None):
         meta["resumed"] = result.resumed_from
+    if getattr(result, "cached_from", None):
+        meta["cached"] = result.cached_from
     if fingerprint is not None:
         meta["fingerprint"] = fingerprint
     if output is None and result.status.value == "success":

@@ -300,3 +300,30 @@ def test_a_run_links_to_the_run_it_resumed_and_back(tmp_path):
         assert f'Resumed by <a class="mono" href="/runs/{resumed.run_id}">' in page
         page = get(ui, f"/runs/{resumed.run_id}").text
         assert f'Resumed from <a class="mono" href="/runs/{failed.run_id}">' in page
+
+
+def test_a_cache_hit_shows_as_its_own_outcome(tmp_path):
+    from pipectl import Pipeline
+
+    from pipectl_ui_testkit import serve
+
+    url = f"sqlite:///{tmp_path / 'pipectl.db'}"
+    pipe = Pipeline("cached")
+    pipe.add_step("source", lambda: [1, 2])
+    pipe.add_step("total", lambda source: sum(source), depends_on=["source"], cache=True)
+    first = pipe.run_sync(tracker=url)
+    second = pipe.run_sync(tracker=url)
+    assert second.steps["total"].cached_from == first.run_id
+    with serve(url) as ui:
+        page = get(ui, f"/runs/{second.run_id}").text
+        nodes = re.findall(r'<g class="node s-([a-z_]+)">', page)
+        assert sorted(nodes) == ["cached", "success"]
+        assert f"from the cache: stored by run {first.run_id}" in page
+        record = get(ui, f"/api/runs/{second.run_id}").json()
+        total = next(s for s in record["steps"] if s["step_name"] == "total")
+        assert total["cached_from"] == first.run_id
+        first_page = get(ui, f"/runs/{first.run_id}").text
+        assert sorted(re.findall(r'<g class="node s-([a-z_]+)">', first_page)) == [
+            "success",
+            "success",
+        ]
