@@ -67,3 +67,28 @@ def test_step_logs_are_kept_and_read_back(
     shown = json.loads(result.output)
     assert [r["message"] for r in shown if r["stream"] == "stdout"] == ["attempt 3 with ***"]
     assert "pg-secret-value" not in result.output
+
+
+def test_a_cached_step_hits_with_the_postgresql_tracker(
+    url: str, plugin_manager: Any, registries: Any
+) -> None:
+    from pipectl import Pipeline
+
+    calls: list[int] = []
+    pipe = Pipeline("pg-cached", plugin_manager=plugin_manager)
+    pipe.add_step("source", lambda: [1, 2, 3])
+    pipe.add_step(
+        "total", lambda source: calls.append(1) or sum(source), depends_on="source", cache=True
+    )
+    first = pipe.run_sync(tracker=url)
+    second = pipe.run_sync(tracker=url)
+    assert first.ok and second.ok
+    assert calls == [1]
+    assert second.steps["total"].cached_from == first.run_id
+    tracker = PostgresTracker(url)
+    try:
+        tracker.migrate()
+        step = next(s for s in tracker.get_run(second.run_id)["steps"] if s["step_id"] == "total")
+    finally:
+        tracker.close()
+    assert step["cached_from"] == first.run_id and step["attempts"] == 0
