@@ -9,12 +9,12 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pipectl.binding import Binder, Facts, facts, is_async, make_binder
+from pipectl.binding import DEP, REF, Binder, Facts, facts, is_async, make_binder
 from pipectl.errors import PipelineValidationError
 from pipectl.graph import Graph
 from pipectl.model import PipelineSpec, StepSpec
 
-__all__ = ["Node", "Plan", "plan_run", "pool_problems"]
+__all__ = ["Node", "Plan", "map_problem", "plan_run", "pool_problems"]
 
 
 class Node:
@@ -110,6 +110,34 @@ def pool_problems(sizes: Mapping[str, int], steps: Sequence[StepSpec]) -> list[s
     return problems
 
 
+def map_problem(step: StepSpec, binder: Binder) -> str | None:
+    """A mapped step whose ``map`` does not name a parameter bound to an upstream value (by
+    name or through ``inputs``): the problem, else None."""
+    from pipectl.options import Problem
+
+    for name, kind, _ in binder.plan:
+        if name == step.map:
+            if kind == DEP or kind == REF:
+                return None
+            return Problem(
+                "map",
+                f"parameter {step.map!r} receives the run's {name}, not an upstream value",
+                "map one of the parameters bound to an upstream step's output",
+                step=step.name,
+            )
+    bound = [name for name, kind, _ in binder.plan if kind == DEP or kind == REF]
+    return Problem(
+        "map",
+        f"{step.map!r} is not a parameter of the step bound to an upstream value",
+        (
+            f"map one of: {', '.join(bound)}"
+            if bound
+            else "bind a parameter to an upstream step (by its name or with inputs) and map it"
+        ),
+        step=step.name,
+    )
+
+
 def plan_run(
     spec: PipelineSpec,
     step_types: Any,
@@ -177,6 +205,10 @@ def plan_run(
         if func is not last_func:  # 10,000 steps of one function: one look-up
             last_func, known_facts = func, facts(func)
         binder = make_binder(step, func, index_of, problems, deps, known_facts)
+        if step.map is not None:
+            problem = map_problem(step, binder)
+            if problem is not None:
+                problems.append(problem)
         # tuples (of numbers: the collector stops tracking them), built without a second pass
         if not deps:
             dep_indices: tuple[int, ...] = ()
@@ -200,6 +232,10 @@ def plan_run(
         step = node.spec
         if step.rollback is not None:
             node.driver_reads = True
+        if step.map is not None:  # the engine reads the list it maps over to make the items
+            for name, kind, source in node.binder.plan:
+                if name == step.map and kind == DEP:
+                    nodes[source].driver_reads = True
         if step.when is not None or node.binder.refs:
             exprs = ([step.when] if step.when is not None else []) + list(node.binder.refs)
             for expr in exprs:
