@@ -549,3 +549,44 @@ def test_sigkill_mid_map_then_resume_runs_only_the_unfinished_items(tmp_path):
     steps = {s["step_id"]: s for s in shown["steps"]}
     assert shown["status"] == "success"
     assert all(steps[f"fetch[{i}]"]["status"] == "success" for i in range(20))
+
+
+# -- the DAG picture and the story --------------------------------------------------------------
+
+
+def test_pipectl_graph_shows_the_mapped_step(tmp_path):
+    write(tmp_path / "mapsteps.py", STEPS_MODULE)
+    write(tmp_path / "pipeline.yaml", PIPELINE)
+    text = cli("graph", "pipeline.yaml", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "  - fetch (map: url) <- [list_urls]" in text.stdout
+    mermaid = cli("graph", "pipeline.yaml", "--format", "mermaid", cwd=tmp_path).stdout
+    assert '["fetch (map: url)"]' in mermaid and '["report"]' in mermaid
+    dot = cli("graph", "pipeline.yaml", "--format", "dot", cwd=tmp_path).stdout
+    assert 'p0_s1 [label="fetch (map: url)"];' in dot
+    assert "p0_s0 -> p0_s1;" in dot and "p0_s1 -> p0_s2;" in dot
+
+
+def test_the_story_shows_the_mapped_step_with_its_count(tmp_path):
+    from pipectl.story import render_html, render_markdown
+
+    def fetch(url):
+        if url == 4:
+            raise ValueError("bad item")
+        return url
+
+    pipe = mapped_pipeline(list(range(7)), fetch, allow_failure=True)
+    db = tmp_path / "runs.db"
+    run = pipe.run_sync(tracker=f"sqlite:///{db}")
+    from pipectl.tracking import SqliteTracker
+
+    tracker = SqliteTracker(f"sqlite:///{db}")
+    record = tracker.get_run(run.run_id)
+    tracker.close()
+    assert sum(1 for s in record["steps"] if s["step_id"].startswith("fetch[")) == 7
+    for source in (record, run):  # a tracker's record, and the run itself
+        md = render_markdown(source, pipeline=pipe)
+        assert "mapped over 7 items (6 success, 1 failed)" in md
+        assert "fetch[3]" not in md  # items are counted under their step, not listed
+        page = render_html(source, pipeline=pipe)
+        assert "7 items" in page and "mapped over 7 items" in page
