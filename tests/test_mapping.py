@@ -590,3 +590,55 @@ def test_the_story_shows_the_mapped_step_with_its_count(tmp_path):
         assert "fetch[3]" not in md  # items are counted under their step, not listed
         page = render_html(source, pipeline=pipe)
         assert "7 items" in page and "mapped over 7 items" in page
+
+
+# -- with the rest of the engine ----------------------------------------------------------------
+
+
+def test_each_item_runs_through_the_wrap_step_middleware(plugin_manager, register_plugin):
+    wrapped: list[str] = []
+
+    class Wrap:
+        @pipectl.hookimpl
+        def pipectl_wrap_step(self, step, context):
+            wrapped.append(step.name)
+            if step.map_of is None:
+                return None
+
+            async def middleware(call_next, attempt):
+                return f"<{await call_next()}>"
+
+            return middleware
+
+    register_plugin(Wrap(), "wrap")
+    pipe = Pipeline("wrapped", plugin_manager=plugin_manager)
+    pipe.add_step("list_urls", lambda: ["a", "b", "c"])
+    pipe.add_step("fetch", lambda url: url, inputs={"url": "list_urls"}, map="url")
+    run = pipe.run_sync()
+    assert run.ok, run.errors
+    assert run.steps["fetch"].output == ["<a>", "<b>", "<c>"]
+    assert sorted(wrapped) == ["fetch[0]", "fetch[1]", "fetch[2]", "list_urls"]
+
+
+def test_a_mapped_step_maps_over_an_inputs_reference_and_honours_when():
+    pipe = Pipeline("refs")
+    pipe.add_step("listing", lambda: {"urls": ["x", "y"], "go": True})
+    pipe.add_step(
+        "fetch",
+        lambda url: url * 2,
+        inputs={"url": "steps.listing.output.urls"},
+        map="url",
+        when="steps.listing.output.go",
+    )
+    pipe.add_step(
+        "never",
+        lambda url: url,
+        inputs={"url": "steps.listing.output.urls"},
+        map="url",
+        when="not steps.listing.output.go",
+    )
+    run = pipe.run_sync()
+    assert run.ok, run.errors
+    assert run.steps["fetch"].output == ["xx", "yy"]
+    assert run.steps["never"].status is StepStatus.SKIPPED
+    assert run.steps["never"].items is None
