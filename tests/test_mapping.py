@@ -438,7 +438,8 @@ def test_a_failed_item_fails_pipectl_run_and_the_summary_names_it(tmp_path):
     )
     assert env_run.returncode == 1, env_run.stdout + env_run.stderr
     out = env_run.stdout + env_run.stderr
-    assert "fetch[3]" in out and "cannot fetch u3" in out
+    assert "1 of 5 items failed (fetch[3]); fetch[3]: ValueError: cannot fetch u3" in out
+    assert "fetch[3] failed on attempt 3 of 3: ValueError: cannot fetch u3" in out
 
 
 @pytest.mark.parametrize(

@@ -304,18 +304,20 @@ def failure_detail(result: StepResult, max_attempts: int, allowed: bool = False)
 
 
 def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[FailureDetail]:
-    """One :class:`FailureDetail` for each failed step of ``run``, in pipeline order."""
+    """One :class:`FailureDetail` for each failed step of ``run``, in pipeline order; for a
+    mapped step, one for each of its failed items (the first five: the step's error counts
+    them all)."""
     out = []
     for name, result in run.steps.items():
         if result.status.value == "failed":
             spec = steps.get(name)
-            out.append(
-                failure_detail(
-                    result,
-                    spec.max_attempts if spec is not None else 0,
-                    spec is not None and spec.allow_failure,
-                )
-            )
+            max_attempts = spec.max_attempts if spec is not None else 0
+            allowed = spec is not None and spec.allow_failure
+            failed_items = [r for r in result.items or () if r.status.value == "failed"]
+            if failed_items:  # a mapped step: its failed items, each with its own attempts
+                out.extend(failure_detail(r, max_attempts, allowed) for r in failed_items[:5])
+            else:
+                out.append(failure_detail(result, max_attempts, allowed))
     return out
 
 
