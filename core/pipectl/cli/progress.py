@@ -307,7 +307,7 @@ def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[Fai
     """One :class:`FailureDetail` for each failed step of ``run``, in pipeline order; for a
     mapped step, one for each of its failed items (the first five: the step's error counts
     them all)."""
-    out = []
+    out: list[FailureDetail] = []
     for name, result in run.steps.items():
         if result.status.value == "failed":
             spec = steps.get(name)
