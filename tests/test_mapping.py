@@ -47,7 +47,7 @@ def write(path: Path, text: str) -> Path:
 
 def item_rows(db: Path, step: str = "fetch") -> dict[str, tuple[str, int, str]]:
     """step_id -> (status, retry_count, metadata) of the items of ``step`` in the tracker."""
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:  # never creates it
         rows = conn.execute(
             "SELECT step_id, status, retry_count, metadata FROM step_executions "
             "WHERE step_id LIKE ?",
@@ -541,10 +541,11 @@ def test_sigkill_mid_map_then_resume_runs_only_the_unfinished_items(tmp_path):
     second = started[len(first_started) :]
     # only the items without a recorded success ran again, each once
     assert sorted(second) == sorted(set(range(20)) - recorded)
-    # every item ran once overall, but those killed mid-call (at most max_concurrent of them)
+    # every item ran once overall, but those the kill caught: mid-call (at most max_concurrent,
+    # 2) or, rarely, returned in the instant before the kill but not yet recorded
     twice = [i for i in range(20) if started.count(i) == 2]
     assert all(started.count(i) in (1, 2) for i in range(20))
-    assert len(twice) <= 2 and set(twice).isdisjoint(recorded)
+    assert len(twice) <= 3 and set(twice) <= set(first_started) - recorded
     assert json.loads((tmp_path / "report.json").read_text()) == [i * 100 for i in range(20)]
     shown = json.loads(cli("runs", "show", "latest", "--json", cwd=tmp_path).stdout)
     steps = {s["step_id"]: s for s in shown["steps"]}
