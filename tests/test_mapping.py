@@ -644,3 +644,32 @@ def test_a_mapped_step_maps_over_an_inputs_reference_and_honours_when():
     assert run.steps["fetch"].output == ["xx", "yy"]
     assert run.steps["never"].status is StepStatus.SKIPPED
     assert run.steps["never"].items is None
+
+
+def test_the_live_display_counts_items_apart_and_prints_only_failed_ones():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from pipectl.cli import progress
+
+    console = Console(
+        file=io.StringIO(), width=100, height=40, force_terminal=True, color_system=None
+    )
+
+    def fetch(url):
+        if url == 7:
+            raise ValueError("item 7 fails")
+        return url
+
+    pipe = mapped_pipeline(list(range(300)), fetch, allow_failure=True)
+    with progress.LiveProgress(pipe.name, total=3, console=console) as display:
+        run = pipe.run_sync(listeners=[display])
+        text = display.render()
+    assert run.ok, run.errors
+    console.print(text)
+    out = console.file.getvalue()
+    assert re.search(r"mapped\s+3/3 done\s+300 items done", out), out
+    assert "fetch[7]" in out and "item 7 fails" in out  # the failed item has its line
+    assert "fetch[8]" not in out and "fetch[299]" not in out  # the others are only counted

@@ -475,7 +475,7 @@ class LiveProgress:
         self._t0 = time.monotonic()
         self._running: dict[str, _Running] = {}  # insertion order: start order
         self._ended: deque[tuple[StepResult, int]] = deque()  # not yet printed above the display
-        self._counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0}
+        self._counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0, "items": 0}
         self._records = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -529,6 +529,13 @@ class LiveProgress:
         with self._lock:
             self._running.pop(step.name, None)
             counts = self._counts
+            if getattr(step, "map_of", None) is not None:
+                # an item of a mapped step: counted apart (not a step of the total), and only a
+                # failed one gets a line (10,000 items must not print 10,000 lines)
+                counts["items"] += 1
+                if status == "failed":
+                    self._ended.append((result, step.max_attempts))
+                return
             counts["done"] += 1
             if status in counts:
                 counts[status] += 1
@@ -668,6 +675,8 @@ class LiveProgress:
         header = Text()
         header.append(f"{self.pipeline}", style="bold")
         header.append(f"  {counts['done']}/{self.total} done")
+        if counts["items"]:
+            header.append(f"  {counts['items']:,} items done")
         if counts["failed"]:
             header.append(f"  {counts['failed']} failed", style="red")
         if counts["skipped"]:
