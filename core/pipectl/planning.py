@@ -63,6 +63,8 @@ class Plan:
         self.left_out = left_out
         """The steps ``skip`` left out of the plan (they and all downstream of them), in the
         pipeline's order; not those ``only`` did not select."""
+        self.mapped: tuple[int, ...] = ()
+        """The indices of the mapped steps (``map:``), found once when planning."""
 
 
 def takes_components(factory: Any) -> bool:
@@ -228,11 +230,13 @@ def plan_run(
         problems.extend(pool_problems(spec.pools, [steps[name] for name in order]))
     if problems:
         raise PipelineValidationError(spec.name, problems)
+    mapped = []
     for node in nodes:
         step = node.spec
         if step.rollback is not None:
             node.driver_reads = True
         if step.map is not None:  # the engine reads the list it maps over to make the items
+            mapped.append(node.index)
             for name, kind, source in node.binder.plan:
                 if name == step.map and kind == DEP:
                     nodes[source].driver_reads = True
@@ -243,4 +247,6 @@ def plan_run(
                     k = index_of.get(ref)
                     if k is not None:
                         nodes[k].driver_reads = True
-    return Plan(spec, graph, nodes, left_out)
+    plan = Plan(spec, graph, nodes, left_out)
+    plan.mapped = tuple(mapped)
+    return plan

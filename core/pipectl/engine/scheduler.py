@@ -93,8 +93,8 @@ class Scheduler:
         self.mapped: frozenset[int] | None = None
         self.mapping: dict[int, tuple[int, int, datetime, float]] = {}  # first, n, start, t0
         self.lane_functions: list[Any] = []
-        if any(node.spec.map is not None for node in nodes):
-            self.mapped = frozenset(node.index for node in nodes if node.spec.map is not None)
+        if state.plan.mapped:
+            self.mapped = frozenset(state.plan.mapped)
             # items are appended to the run's own list of nodes: the plan's stays as it is
             self.nodes = state.nodes = list(nodes)
         self.all_done: asyncio.Future[None] = self.loop.create_future()
