@@ -589,3 +589,37 @@ def test_a_file_pipeline_round_trips_and_validates_cache(tmp_path):
     )
     with pytest.raises(PipelineFileError, match=r"bad.yaml:5: steps\.a\.cache\.expires"):
         Pipeline.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_a_cached_mapped_step_caches_each_item(tmp_path):
+    log = CallLog(tmp_path / "calls")
+    values = {"list": [1, 2, 3, 4]}
+    pipe = Pipeline("mapped")
+
+    @pipe.step
+    def numbers() -> list[int]:
+        return list(values["list"])
+
+    @pipe.step(inputs={"n": "numbers"}, map="n", cache=True)
+    def square(n: int) -> int:
+        log.record(str(n))
+        return n * n
+
+    tracker = _tracker(tmp_path)
+    first = pipe.run_sync(tracker=tracker)
+    assert first.steps["square"].output == [1, 4, 9, 16]
+    second = pipe.run_sync(tracker=tracker)
+    assert second.steps["square"].output == [1, 4, 9, 16]
+    assert sorted(log.calls) == ["1", "2", "3", "4"]  # every item from the cache
+    items = second.steps["square"].items
+    assert [i.cached_from for i in items] == [first.run_id] * 4
+    values["list"] = [1, 2, 5, 4]  # one item changed: only it runs
+    third = pipe.run_sync(tracker=tracker)
+    assert third.steps["square"].output == [1, 4, 25, 16]
+    assert sorted(log.calls) == ["1", "2", "3", "4", "5"]
+    assert [i.cached_from is None for i in third.steps["square"].items] == [
+        False,
+        False,
+        True,
+        False,
+    ]

@@ -21,6 +21,7 @@ _EXPORTS = {
     "StepStatus": "pipectl.model",
     "RunStatus": "pipectl.model",
     "StepResult": "pipectl.model",
+    "MapItemFailed": "pipectl.model",
     "PipelineRun": "pipectl.model",
     "PipelineRunConfig": "pipectl.model",
     "Transform": "pipectl.data",
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipectl.log import configure_logging as configure_logging
     from pipectl.model import Cache as Cache
     from pipectl.model import CacheEvent as CacheEvent
+    from pipectl.model import MapItemFailed as MapItemFailed
     from pipectl.model import PipelineRun as PipelineRun
     from pipectl.model import PipelineRunConfig as PipelineRunConfig
     from pipectl.model import PipelineSpec as PipelineSpec

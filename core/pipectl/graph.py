@@ -191,6 +191,13 @@ class Graph:
 
     # -- pictures -------------------------------------------------------------------------
 
+    def label(self, name: str) -> str:
+        """How pictures name step ``name``: a mapped step (``map:``) says over what it maps,
+        as its number of items is known only when it runs (``fetch (map: url)``)."""
+        step = self.steps.get(name)
+        mapped = getattr(step, "map", None)
+        return f"{name} (map: {mapped})" if mapped else name
+
     def visualize(self, after: Sequence[str] = ()) -> str:
         """The levels as text, one step a line, with what each step depends on; ``after``
         names the pipelines this one runs after (shown in the heading)."""
@@ -201,7 +208,7 @@ class Graph:
             for node in level:
                 deps = self.dependencies[node]
                 suffix = f" <- [{', '.join(deps)}]" if deps else ""
-                lines.append(f"  - {node}{suffix}")
+                lines.append(f"  - {self.label(node)}{suffix}")
         return "\n".join(lines)
 
     def to_mermaid(self) -> str:
@@ -209,7 +216,7 @@ class Graph:
         ids = {n: f"s{i}" for i, n in enumerate(self.names)}
         lines = ["flowchart TD"]
         for n in self.names:
-            lines.append(f'    {ids[n]}["{mermaid_text(n)}"]')
+            lines.append(f'    {ids[n]}["{mermaid_text(self.label(n))}"]')
         for n in self.names:
             for d in self.dependencies[n]:
                 lines.append(f"    {ids[d]} --> {ids[n]}")
@@ -220,7 +227,8 @@ class Graph:
         q = dot_quote
         lines = [f"digraph {q(self.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
         for n in self.names:
-            lines.append(f"    {q(n)};")
+            label = self.label(n)
+            lines.append(f"    {q(n)};" if label == n else f"    {q(n)} [label={q(label)}];")
         for n in self.names:
             for d in self.dependencies[n]:
                 lines.append(f"    {q(d)} -> {q(n)};")
@@ -299,7 +307,7 @@ def _pipelines_mermaid(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]]
         ids = {s: f"{pid[name]}_s{i}" for i, s in enumerate(graph.names)}
         lines.append(f'    subgraph {pid[name]}["{mermaid_text(name)}"]')
         for s in graph.names:
-            lines.append(f'        {ids[s]}["{mermaid_text(s)}"]')
+            lines.append(f'        {ids[s]}["{mermaid_text(graph.label(s))}"]')
         for s in graph.names:
             for d in graph.dependencies[s]:
                 lines.append(f"        {ids[d]} --> {ids[s]}")
@@ -325,7 +333,7 @@ def _pipelines_dot(graphs: Mapping[str, Graph], ups: Mapping[str, list[str]], ti
         lines.append(f"    subgraph cluster_{i} {{")
         lines.append(f"        label={q(name)};")
         for s in graph.names:
-            lines.append(f"        {ids[s]} [label={q(s)}];")
+            lines.append(f"        {ids[s]} [label={q(graph.label(s))}];")
         if not graph.names:  # an empty cluster is not drawn: a placeholder holds its place
             ids[""] = f"p{i}_empty"
             lines.append(f'        {ids[""]} [label="(no steps)", shape=plaintext];')

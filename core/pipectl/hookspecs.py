@@ -555,7 +555,10 @@ def pipectl_step_start(run: PipelineRun, step: StepSpec, attempt: int) -> None:
     :param attempt: the attempt number, 1 for the first attempt.
     :return: nothing; the return value is ignored.
 
-    Not called for steps that never run (skipped or cancelled before they started). An exception
+    Not called for steps that never run (skipped or cancelled before they started). A mapped
+    step (``map:``) does not start itself: each of its items does, as a step named
+    ``NAME[i]`` whose spec has ``map_of`` (the mapped step's name), ``map_index`` (``i``) and
+    ``map_count`` (how many items) set; those are None for every other step. An exception
     is logged as ``plugin_hook_failed`` and does not affect the step. Cannot be a wrapper.
     Since 0.1.
 
@@ -583,8 +586,10 @@ def pipectl_step_retry(
     :param delay: the seconds the engine waits before the next attempt.
     :return: nothing; the return value is ignored.
 
-    An exception is logged as ``plugin_hook_failed`` and does not affect the retry. Cannot be a
-    wrapper. Since 0.1.
+    An item of a mapped step is retried alone: ``step`` is the item's spec (``NAME[i]``, with
+    ``map_of``, ``map_index`` and ``map_count`` set; see ``pipectl_step_start``). An exception
+    is logged as ``plugin_hook_failed`` and does not affect the retry. Cannot be a wrapper.
+    Since 0.1.
 
     **Example:**
 
@@ -606,9 +611,13 @@ def pipectl_step_finish(run: PipelineRun, step: StepSpec, result: StepResult) ->
         ``skipped``, ``cancelled``), output, error, timing, attempts, ``reason`` for a skip.
     :return: nothing; the return value is ignored.
 
-    Called for skipped and cancelled steps too, so that a listener sees every step end. An
-    exception is logged as ``plugin_hook_failed`` and does not change the result. Cannot be a
-    wrapper. Since 0.1.
+    Called for skipped and cancelled steps too, so that a listener sees every step end. For a
+    mapped step (``map:``) it is called once per item (``step`` the item's spec, ``NAME[i]``,
+    with ``map_of``, ``map_index`` and ``map_count`` set; an item taken from the run being
+    resumed has ``resumed_from`` set), then once for the mapped step itself after its last
+    item: its output is the list of the items' outputs in item order and ``result.items``
+    their results. An exception is logged as ``plugin_hook_failed`` and does not change the
+    result. Cannot be a wrapper. Since 0.1.
 
     **Example:**
 
@@ -704,9 +713,10 @@ def pipectl_wrap_step(step: StepSpec, context: StepContext) -> Any:
         raising fails the attempt, which the step's retry policy may retry. The middleware runs
         where the step executes (a worker, for a remote executor); the step's timeout covers it.
 
-    pluggy's wrappers are synchronous and cannot wrap an async step: this hook can. An exception
-    raised by the hook itself (not the middleware) fails the step. Cannot be a wrapper.
-    Since 0.1.
+    pluggy's wrappers are synchronous and cannot wrap an async step: this hook can. Each item of
+    a mapped step is wrapped on its own (``step.map_of`` set, see ``pipectl_step_start``); the
+    mapped step itself runs nothing and is not wrapped. An exception raised by the hook itself
+    (not the middleware) fails the step. Cannot be a wrapper. Since 0.1.
 
     **Example:**
 

@@ -18,6 +18,7 @@ import attrs
 __all__ = [
     "Cache",
     "CacheEvent",
+    "MapItemFailed",
     "PipelineRun",
     "PipelineRunConfig",
     "PipelineSpec",
@@ -327,6 +328,38 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any
         raise ValueError(f"{attribute.name} must be > 0 (or None for no limit), got {value!r}")
 
 
+def _map_name(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.isidentifier()):
+        raise ValueError(f"map is the name of one of the step's parameters, got {value!r}")
+
+
+class MapItemFailed:
+    """The slot of a failed item in the output of a mapped step with ``allow_failure``: the
+    item's ``index`` and its ``error`` (``"ValueError: bad url"``)."""
+
+    __slots__ = ("error", "index")
+
+    def __init__(self, index: int, error: str | None):
+        self.index = index
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"MapItemFailed(index={self.index}, error={self.error!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, MapItemFailed)
+            and other.index == self.index
+            and other.error == self.error
+        )
+
+    def __hash__(self) -> int:
+        return hash((MapItemFailed, self.index, self.error))
+
+    def __reduce__(self) -> Any:
+        return (MapItemFailed, (self.index, self.error))
+
+
 @attrs.frozen
 class StepSpec:
     """One step of a pipeline.
@@ -385,6 +418,20 @@ class StepSpec:
     """False: the step's output is never pickled nor written to the tracker's result store
     (too big, not worth keeping, or not to be kept on disk). The tracker still records the
     step's row and its output summary; a resume that needs the output runs the step again."""
+    map: str | None = attrs.field(default=None, validator=_map_name)
+    """Dynamic mapping: the name of one of the step's parameters bound to an upstream value
+    (by name or through ``inputs``). At run time the step runs once per item of that value (a
+    list), each item its own instance ``NAME[i]`` with its own attempts, retries, timeout and
+    status; the step's output is the list of the items' outputs, in item order (see
+    :mod:`pipectl.engine.mapping`)."""
+    # an item of a mapped step (set by the engine on the specs it makes of the items: never
+    # given by users, not arguments of __init__)
+    map_of: str | None = attrs.field(default=None, init=False)
+    """Set on an item's spec (``fetch[3]``): the name of the mapped step (``fetch``)."""
+    map_index: int | None = attrs.field(default=None, init=False)
+    """Set on an item's spec: the item's index in the list mapped over (0-based)."""
+    map_count: int | None = attrs.field(default=None, init=False)
+    """Set on an item's spec: how many items the mapped step has in this run."""
 
     @retry_jitter.validator
     def _check_jitter(self, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -547,6 +594,10 @@ class StepResult:
     """What each attempt logged and printed, when the run captured step logs (a tracker is
     attached): ``(attempt, lines)`` per attempt, each line ``(logged_at, stream, level,
     message)`` (see :mod:`pipectl.step_logs`), bounded, secret values masked; else None."""
+    items: tuple[StepResult, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    """A mapped step's (``StepSpec.map``): the result of each of its items, in item order
+    (``fetch[0]``, ``fetch[1]``, ...); None for other steps and for a mapped step that did not
+    get to its items (skipped, or its list was not one)."""
 
     @property
     def retries(self) -> int:

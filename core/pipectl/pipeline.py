@@ -24,7 +24,7 @@ __all__ = ["Pipeline", "load_pipeline", "load_pipelines"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _STEP_OPTIONS = frozenset(
-    {a.name for a in attrs.fields(StepSpec) if a.name not in ("name", "func")} | {"pool"}
+    {a.name for a in attrs.fields(StepSpec) if a.init and a.name not in ("name", "func")} | {"pool"}
 )
 
 
@@ -153,8 +153,9 @@ class Pipeline:
         ``retry_on``, ``timeout``, ``allow_failure``, ``trigger``, ``rollback``, ``description``,
         ``resources``, ``store_output`` (False: the output is never written to the tracker's
         result store; a resume runs the step again), ``pool`` (the name of one of the
-        pipeline's pools, weight 1) or ``pools`` (``{name: weight}``). The function is returned
-        unchanged.
+        pipeline's pools, weight 1) or ``pools`` (``{name: weight}``), ``map`` (the name of a
+        parameter bound to an upstream list: the step runs once per item, ``NAME[i]``, and its
+        output is the list of the items' outputs). The function is returned unchanged.
         """
         if callable(name):  # @pipe.step without parentheses
             self.add_step(name.__name__, name)

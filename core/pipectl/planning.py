@@ -9,12 +9,12 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pipectl.binding import Binder, Facts, facts, is_async, make_binder
+from pipectl.binding import DEP, REF, Binder, Facts, facts, is_async, make_binder
 from pipectl.errors import PipelineValidationError
 from pipectl.graph import Graph
 from pipectl.model import PipelineSpec, StepSpec
 
-__all__ = ["Node", "Plan", "plan_run", "pool_problems"]
+__all__ = ["Node", "Plan", "map_problem", "plan_run", "pool_problems"]
 
 
 class Node:
@@ -61,10 +61,12 @@ class Plan:
         self.graph = graph
         self.nodes = nodes
         self.left_out = left_out
-        self.cached = any(node.spec.cache is not None for node in nodes)
-        """Whether a step has a cache policy (the run looks its output up first)."""
         """The steps ``skip`` left out of the plan (they and all downstream of them), in the
         pipeline's order; not those ``only`` did not select."""
+        self.mapped: tuple[int, ...] = ()
+        """The indices of the mapped steps (``map:``), found once when planning."""
+        self.cached = False
+        """Whether a step has a cache policy (``cache:``: its output is looked up first)."""
 
 
 def takes_components(factory: Any) -> bool:
@@ -110,6 +112,34 @@ def pool_problems(sizes: Mapping[str, int], steps: Sequence[StepSpec]) -> list[s
                     )
                 )
     return problems
+
+
+def map_problem(step: StepSpec, binder: Binder) -> str | None:
+    """A mapped step whose ``map`` does not name a parameter bound to an upstream value (by
+    name or through ``inputs``): the problem, else None."""
+    from pipectl.options import Problem
+
+    for name, kind, _ in binder.plan:
+        if name == step.map:
+            if kind == DEP or kind == REF:
+                return None
+            return Problem(
+                "map",
+                f"parameter {step.map!r} receives the run's {name}, not an upstream value",
+                "map one of the parameters bound to an upstream step's output",
+                step=step.name,
+            )
+    bound = [name for name, kind, _ in binder.plan if kind == DEP or kind == REF]
+    return Problem(
+        "map",
+        f"{step.map!r} is not a parameter of the step bound to an upstream value",
+        (
+            f"map one of: {', '.join(bound)}"
+            if bound
+            else "bind a parameter to an upstream step (by its name or with inputs) and map it"
+        ),
+        step=step.name,
+    )
 
 
 def plan_run(
@@ -179,6 +209,10 @@ def plan_run(
         if func is not last_func:  # 10,000 steps of one function: one look-up
             last_func, known_facts = func, facts(func)
         binder = make_binder(step, func, index_of, problems, deps, known_facts)
+        if step.map is not None:
+            problem = map_problem(step, binder)
+            if problem is not None:
+                problems.append(problem)
         # tuples (of numbers: the collector stops tracking them), built without a second pass
         if not deps:
             dep_indices: tuple[int, ...] = ()
@@ -198,14 +232,22 @@ def plan_run(
         problems.extend(pool_problems(spec.pools, [steps[name] for name in order]))
     if problems:
         raise PipelineValidationError(spec.name, problems)
+    mapped = []
+    cached = False
     for node in nodes:
         step = node.spec
         if step.rollback is not None:
             node.driver_reads = True
         if step.cache is not None:  # its output is stored, its inputs hashed: in the driver
+            cached = True
             node.driver_reads = True
             for d in node.deps:
                 nodes[d].driver_reads = True
+        if step.map is not None:  # the engine reads the list it maps over to make the items
+            mapped.append(node.index)
+            for name, kind, source in node.binder.plan:
+                if name == step.map and kind == DEP:
+                    nodes[source].driver_reads = True
         if step.when is not None or node.binder.refs:
             exprs = ([step.when] if step.when is not None else []) + list(node.binder.refs)
             for expr in exprs:
@@ -213,4 +255,7 @@ def plan_run(
                     k = index_of.get(ref)
                     if k is not None:
                         nodes[k].driver_reads = True
-    return Plan(spec, graph, nodes, left_out)
+    plan = Plan(spec, graph, nodes, left_out)
+    plan.mapped = tuple(mapped)
+    plan.cached = cached
+    return plan

@@ -162,6 +162,8 @@ class _Step:
     duration_ms: float | None
     attempts: int
     history: tuple[_Attempt, ...]
+    items: Mapping[str, int] | None = None
+    """A mapped step's items: how many ended in each status (None: not a mapped step)."""
 
     def get(self, field: str) -> Any:
         """A field of the step's record, ``None`` when missing."""
@@ -204,6 +206,7 @@ def _step_of(raw: Mapping[str, Any], index: int) -> _Step:
         duration = None  # never ran: its 0 ms is no duration
     history = _attempts_of(raw)
     attempts = int(_number(raw.get("attempts")) or len(history))
+    items = raw.get("items")
     return _Step(
         name,
         _text(raw.get("step_id")) or name,
@@ -215,7 +218,48 @@ def _step_of(raw: Mapping[str, Any], index: int) -> _Step:
         duration,
         attempts,
         history,
+        {_text(k): int(_number(v) or 0) for k, v in items.items()}
+        if isinstance(items, Mapping)
+        else None,
     )
+
+
+_ITEM = re.compile(r"(.+)\[(\d+)\]")
+
+
+def _fold_items(steps: tuple[_Step, ...]) -> tuple[_Step, ...]:
+    """A tracker's record has a row per item of a mapped step (``fetch[3]``): the items are
+    folded into their step, which counts them by status (the story shows the mapped step with
+    its count, not 10,000 rows)."""
+    keys = {s.key for s in steps}
+    counts: dict[str, dict[str, int]] = {}
+    for step in steps:
+        match = _ITEM.fullmatch(step.key)
+        if match and match.group(1) in keys:
+            by_status = counts.setdefault(match.group(1), {})
+            by_status[step.status] = by_status.get(step.status, 0) + 1
+    if not counts:
+        return steps
+    from dataclasses import replace
+
+    folded = []
+    for step in steps:
+        match = _ITEM.fullmatch(step.key)
+        if match and match.group(1) in counts:
+            continue
+        if step.key in counts and step.items is None:
+            step = replace(step, items=counts[step.key])
+        folded.append(step)
+    return tuple(folded)
+
+
+def _items_text(items: Mapping[str, int]) -> str:
+    """``20 items`` or ``20 items (18 success, 2 failed)``."""
+    total = sum(items.values())
+    text = f"{total} item" + ("" if total == 1 else "s")
+    if len(items) > 1:
+        text += " (" + ", ".join(f"{n} {status}" for status, n in items.items() if n) + ")"
+    return text
 
 
 @dataclass(frozen=True)
@@ -279,10 +323,12 @@ class _Run:
 def _read(record: Mapping[str, Any]) -> _Run:
     """Read a run record into a :class:`_Run`."""
     record = _mapping(record)
-    steps = tuple(
-        _step_of(raw, i)
-        for i, raw in enumerate(_items(record.get("steps")))
-        if isinstance(raw, Mapping)
+    steps = _fold_items(
+        tuple(
+            _step_of(raw, i)
+            for i, raw in enumerate(_items(record.get("steps")))
+            if isinstance(raw, Mapping)
+        )
     )
     nodes, deps = _dag_of(record.get("graph"), steps)
     start = _moment(record.get("started_at"))
@@ -457,6 +503,8 @@ def _has_trouble(step: _Step) -> bool:
 def _notes(step: _Step) -> list[str]:
     """Plain-text notes on a step: why it was skipped, where it was reused from, bad records."""
     notes = []
+    if step.items is not None:
+        notes.append(f"mapped over {_items_text(step.items)}")
     reason = _text(step.get("reason"))
     if reason:
         notes.append(reason)
@@ -720,6 +768,7 @@ def _node_meta(step: _Step) -> str:
             None,
             (
                 step.status or "unknown",
+                f"{sum(step.items.values())} items" if step.items is not None else "",
                 _duration(step.duration_ms) if step.duration_ms else "",
                 f"×{step.attempts}" if step.attempts > 1 else "",
             ),
@@ -1280,6 +1329,11 @@ def run_record(run: Any, pipeline: Any = None) -> dict[str, Any]:
                 },
             }
         )
+        if result.items is not None:  # a mapped step: its items counted by status
+            by_status: dict[str, int] = {}
+            for item in result.items:
+                by_status[item.status.value] = by_status.get(item.status.value, 0) + 1
+            steps[-1]["items"] = by_status
     errors = [masked(e) for e in run.errors]
     return {
         "run_id": run.run_id,

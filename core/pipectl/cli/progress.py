@@ -310,18 +310,20 @@ def failure_detail(result: StepResult, max_attempts: int, allowed: bool = False)
 
 
 def failure_details(run: PipelineRun, steps: Mapping[str, StepSpec]) -> list[FailureDetail]:
-    """One :class:`FailureDetail` for each failed step of ``run``, in pipeline order."""
-    out = []
+    """One :class:`FailureDetail` for each failed step of ``run``, in pipeline order; for a
+    mapped step, one for each of its failed items (the first five: the step's error counts
+    them all)."""
+    out: list[FailureDetail] = []
     for name, result in run.steps.items():
         if result.status.value == "failed":
             spec = steps.get(name)
-            out.append(
-                failure_detail(
-                    result,
-                    spec.max_attempts if spec is not None else 0,
-                    spec is not None and spec.allow_failure,
-                )
-            )
+            max_attempts = spec.max_attempts if spec is not None else 0
+            allowed = spec is not None and spec.allow_failure
+            failed_items = [r for r in result.items or () if r.status.value == "failed"]
+            if failed_items:  # a mapped step: its failed items, each with its own attempts
+                out.extend(failure_detail(r, max_attempts, allowed) for r in failed_items[:5])
+            else:
+                out.append(failure_detail(result, max_attempts, allowed))
     return out
 
 
@@ -482,7 +484,7 @@ class LiveProgress:
         self._t0 = time.monotonic()
         self._running: dict[str, _Running] = {}  # insertion order: start order
         self._ended: deque[tuple[StepResult, int]] = deque()  # not yet printed above the display
-        self._counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0}
+        self._counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0, "items": 0}
         self._records = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -536,6 +538,13 @@ class LiveProgress:
         with self._lock:
             self._running.pop(step.name, None)
             counts = self._counts
+            if getattr(step, "map_of", None) is not None:
+                # an item of a mapped step: counted apart (not a step of the total), and only a
+                # failed one gets a line (10,000 items must not print 10,000 lines)
+                counts["items"] += 1
+                if status == "failed":
+                    self._ended.append((result, step.max_attempts))
+                return
             counts["done"] += 1
             if status in counts:
                 counts[status] += 1
@@ -677,6 +686,8 @@ class LiveProgress:
         header = Text()
         header.append(f"{self.pipeline}", style="bold")
         header.append(f"  {counts['done']}/{self.total} done")
+        if counts["items"]:
+            header.append(f"  {counts['items']:,} items done")
         if counts["failed"]:
             header.append(f"  {counts['failed']} failed", style="red")
         if counts["skipped"]:

@@ -102,7 +102,7 @@ class StepCache:
         if found is None:
             found = {}
             plan.cache_fingerprints = found  # type: ignore[attr-defined]
-        self.fingerprints: dict[int, str] = found
+        self.fingerprints: dict[Any, str] = found
 
     def lookup(
         self, node: Node, kwargs: dict[str, Any], started_at: datetime, t0: float
@@ -232,11 +232,16 @@ class StepCache:
         )
 
     def fingerprint(self, node: Node) -> str:
-        found = self.fingerprints.get(node.index)
+        """The step's fingerprint, memoised with the plan: by index for the plan's steps, by
+        mapped step for the items of one (made at run time, their indices vary; every item of a
+        step has the same fingerprint: their specs differ only in name and index)."""
+        spec = node.spec
+        memo: Any = node.index if spec.map_of is None else ("items", spec.map_of)
+        found = self.fingerprints.get(memo)
         if found is None:
             from pipectl.tracking.resume import fingerprint
 
-            found = self.fingerprints[node.index] = fingerprint(node.spec)
+            found = self.fingerprints[memo] = fingerprint(spec)
         return found
 
     def event(self, node: Node, event: CacheEvent) -> None:

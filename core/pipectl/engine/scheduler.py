@@ -19,6 +19,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 from pipectl.engine.attempts import AttemptRunner
@@ -71,7 +72,9 @@ class Scheduler:
         # the scheduler's own bookkeeping
         self.remaining = [len(node.deps) for node in nodes]
         self.branch_skip = [False] * n  # skipped by a condition, not because of a failure
-        self.preloaded: frozenset[int] = frozenset()  # resumed: outputs from an earlier run
+        # steps a dependency count reaching zero does not decide: resumed ones (outputs from
+        # an earlier run) and mapped steps whose items were made (gathered when those end)
+        self.preloaded: set[int] = set()
         self.ready: deque[int] = deque()
         self.tasks: dict[int, asyncio.Task[None] | None] = {}
         self.lane = [False] * n  # decided in start_roots(), once the executor has started
@@ -86,6 +89,14 @@ class Scheduler:
             self.pools = Pools(
                 state.plan.spec.pools, [tuple(node.spec.pools.items()) for node in nodes]
             )
+        # dynamic mapping: only when a step of the run is mapped (None: no mapping work)
+        self.mapped: frozenset[int] | None = None
+        self.mapping: dict[int, tuple[int, int, datetime, float]] = {}  # first, n, start, t0
+        self.lane_functions: list[Any] = []
+        if state.plan.mapped:
+            self.mapped = frozenset(state.plan.mapped)
+            # items are appended to the run's own list of nodes: the plan's stays as it is
+            self.nodes = state.nodes = list(nodes)
         self.all_done: asyncio.Future[None] = self.loop.create_future()
 
     # -- starting -------------------------------------------------------------------------
@@ -96,16 +107,20 @@ class Scheduler:
         open_lanes = getattr(state.executor, "open_lanes", None)
         # lanes bypass execute(), so the middleware too: not when a plugin wraps steps
         if open_lanes is not None and not self.hooks.wraps_steps:
-            state.lanes = open_lanes(self.run_lane_step, [node.func for node in self.nodes])
+            # a list the engine keeps: a mapped step's items are appended to it
+            self.lane_functions = [node.func for node in self.nodes]
+            state.lanes = open_lanes(self.run_lane_step, self.lane_functions)
             if state.lanes is not None:
                 self.lane = [not node.is_async and node.spec.timeout is None for node in self.nodes]
         with self.lock:
             if state.config.resume:
                 self._preload()
-            for node in self.nodes:
+            for node in state.plan.nodes:  # (not the items _preload's end may have made)
                 if not node.deps and self.status[node.index] is None:
                     decided = self.decide(node.index) if node.spec.when is not None else None
-                    if decided is None:
+                    if decided is None and node.spec.map is not None:
+                        self._start_mapped(node.index)  # mapped over a params reference
+                    elif decided is None:
                         self._schedule(node.index)
                     else:
                         self.complete(node.index, decided, ran=False)
@@ -119,7 +134,7 @@ class Scheduler:
         resume = config.resume
         source = config.resumed_from
         index = {node.spec.name: node.index for node in self.nodes}
-        self.preloaded = frozenset(index[n] for n in resume if n in index)
+        self.preloaded.update(index[n] for n in resume if n in index)
         at = now()
         for i in sorted(self.preloaded):
             name = self.nodes[i].spec.name
@@ -361,6 +376,7 @@ class Scheduler:
         claim_lane = claim == "lane"
         state = self.state
         pools = self.pools
+        mapped = self.mapped
         while work:
             j, res = work.pop()
             node = self.nodes[j]
@@ -397,10 +413,16 @@ class Scheduler:
                 self.stop(f"fail_fast stopped the run after step {spec.name!r} failed")
             for k in node.dependents:
                 self.remaining[k] -= 1
-                if self.remaining[k] == 0 and k not in self.preloaded:
+                if self.remaining[k] == 0:
+                    if k in self.preloaded:  # resumed, or a mapped step: its last item ended
+                        if mapped is not None and k in self.mapping:
+                            work.append((k, self._gather(k)))
+                        continue
                     decided = self.decide(k)
                     if decided is not None:
                         work.append((k, decided))
+                    elif mapped is not None and k in mapped:
+                        self._expand(k, work)  # its items join ``ready`` (or their pools)
                     elif pools is not None and pools.needs[k] and not pools.acquire(k):
                         self._log_pool_wait(k)  # waits for its pools, holding no slot
                     else:  # first come, first served: behind the steps already waiting
@@ -433,6 +455,157 @@ class Scheduler:
             else:
                 self.loop.call_soon_threadsafe(_resolve_none, self.all_done)
         return claimed
+
+    # -- dynamic mapping (see pipectl.engine.mapping) ---------------------------------------------
+
+    def _start_mapped(self, i: int) -> None:
+        """A mapped step that is a root (mapped over a params reference): make its items,
+        record what that ends (an empty list, a value that is not a list), start the rest."""
+        work: list[tuple[int, StepResult]] = []
+        self._expand(i, work)
+        for j, res in work:
+            self.complete(j, res, ran=False)
+        while self.ready and self.active < self.limit:
+            k = self.ready.popleft()
+            self.active += 1
+            self._launch(k)
+
+    def _expand(self, i: int, work: list[tuple[int, StepResult]]) -> None:
+        """The dependencies of mapped step ``i`` ended: make one node per item of its list,
+        each depending on nothing and with ``i`` as its one dependent, and queue them like
+        unblocked steps (``ready``, or their pools). Items an earlier run completed (resume)
+        and the step's own end, when it has no item or its list is not one, go on ``work``."""
+        from pipectl.engine.mapping import ItemBinder, ItemSpecs, context_names, items_of
+        from pipectl.planning import Node
+
+        node = self.nodes[i]
+        spec = node.spec
+        param = spec.map
+        assert param is not None
+        started_at = now()
+        t0 = time.perf_counter()
+        try:
+            base = node.binder.bind(self.outputs, self.state.params, None, self.status)
+        except Exception as exc:  # noqa: BLE001 - an inputs reference could not be read
+            work.append((i, self.attempts.failed(spec, exc, started_at, t0, 0)))
+            return
+        items = items_of(spec, base.get(param))
+        if isinstance(items, str):
+            at = now()
+            work.append(
+                (i, StepResult(spec.name, _FAILED, error=items, started_at=at, finished_at=at))
+            )
+            return
+        n = len(items)
+        first = len(self.nodes)
+        self.mapping[i] = (first, n, started_at, t0)
+        self.preloaded.add(i)  # gathered, not decided, when its last item ends
+        if n == 0:
+            work.append((i, self._gather(i)))
+            return
+        self.remaining[i] = n
+        specs = ItemSpecs(spec, n)
+        contexts = context_names(node.binder)
+        hidden = getattr(node.binder, "hidden", ())
+        for name in contexts:
+            base.pop(name, None)
+        func = node.func
+        is_async_ = node.is_async
+        lane = self.lane[i]
+        dependents = (i,)
+        nodes, status, outputs = self.nodes, self.status, self.outputs
+        assert isinstance(nodes, list)  # the run's own list (see __init__)
+        remaining, branch_skip, lanes = self.remaining, self.branch_skip, self.lane
+        pools = self.pools
+        need = pools.needs[i] if pools is not None else ()
+        needs: list[Any] = []
+        if pools is not None:
+            assert isinstance(pools.needs, list)
+            needs = pools.needs
+        resumed = self._resumed_items(spec.name, n)
+        source = self.state.config.resumed_from
+        for k, item in enumerate(items):
+            j = first + k
+            item_node = Node(
+                j,
+                specs.make(k),
+                func,
+                ItemBinder(base, param, item, contexts, hidden),  # type: ignore[arg-type]
+                (),
+                is_async_,
+                dependents,
+            )
+            item_node.driver_reads = True  # the mapped step's result is made in the driver
+            nodes.append(item_node)
+            status.append(None)
+            outputs.append(None)
+            remaining.append(0)
+            branch_skip.append(False)
+            lanes.append(lane)
+            if self.lane_functions:
+                self.lane_functions.append(func)
+            if pools is not None:
+                needs.append(need)
+            if k in resumed:
+                value = resumed[k]
+                outputs[j] = value
+                at = now()
+                work.append(
+                    (
+                        j,
+                        StepResult(
+                            item_node.spec.name,
+                            _OK,
+                            output=value,
+                            started_at=at,
+                            finished_at=at,
+                            reason=f"output from run {source} (resumed)",
+                            resumed_from=source,
+                        ),
+                    )
+                )
+            elif need and pools is not None and not pools.acquire(j):
+                self._log_pool_wait(j)
+            else:
+                self.ready.append(j)
+        if self.log_info:
+            self.logger.info(
+                "step_mapped",
+                run_id=self.run.run_id,
+                step=spec.name,
+                items=n,
+                resumed=len(resumed) or None,
+            )
+
+    def _resumed_items(self, name: str, n: int) -> dict[int, Any]:
+        """The items of mapped step ``name`` an earlier run completed (resume), when it had
+        the same number of items: index -> output."""
+        found = self.state.shared_state.pop(("map-items", name), None)
+        if not found:
+            return {}
+        count, outputs = found
+        return outputs if count == n else {}
+
+    def _gather(self, i: int) -> StepResult:
+        """Mapped step ``i``'s result, once each of its items ended."""
+        from pipectl.engine.mapping import gather
+
+        first, n, started_at, t0 = self.mapping[i]
+        steps = self.run.steps
+        nodes = self.nodes
+        items = [steps[nodes[j].spec.name] for j in range(first, first + n)]
+        result = gather(
+            self.nodes[i].spec,
+            items,
+            self.outputs[first : first + n],
+            started_at,
+            now(),
+            (time.perf_counter() - t0) * 1000.0,
+            self.state.stopping,
+        )
+        if result.status is _OK:
+            self.outputs[i] = result.output
+        return result
 
     # -- stopping -------------------------------------------------------------------------------
 

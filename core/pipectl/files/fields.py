@@ -387,6 +387,20 @@ def _write_cache(value: Any, where: str) -> Any:
     return out
 
 
+def _map(path: Path, line: int, field: str, value: Any) -> Any:
+    if value is None:
+        return UNSET
+    if not isinstance(value, str) or not value.isidentifier():
+        raise PipelineFileError(
+            path,
+            line,
+            field,
+            "expected the name of one of the step's parameters (bound to an upstream step's "
+            f"list) to run the step once per item of, got {kind(value)}",
+        )
+    return value
+
+
 def check_name(path: Path, line: int, field: str, name: str, what: str) -> None:
     """A step's or a pipeline's name is printed and names files (dead letters, stories)."""
     if (
@@ -673,6 +687,15 @@ FIELDS: tuple[StepField, ...] = (
         "all of them at once, or it waits (not with pool).",
         _pools,
         _write_pools,
+    ),
+    StepField(
+        "map",
+        "map",
+        {"type": "string", "pattern": r"^[A-Za-z_]\w*$"},
+        "Run the step once per item of the list one of its parameters receives from upstream "
+        "(name the parameter): items NAME[0], NAME[1], ... each with its own attempts and "
+        "status; the step's output is the list of their outputs, in order.",
+        _map,
     ),
 )
 

@@ -13,7 +13,7 @@ from typing import Any
 from pipectl.hookspecs import hookimpl
 from pipectl.tracking import contract
 from pipectl.tracking.contract import Tracker
-from pipectl.tracking.resume import fingerprint
+from pipectl.tracking.resume import fingerprint, item_fingerprint
 
 __all__ = ["TrackingListener"]
 
@@ -172,7 +172,15 @@ class TrackingListener:
                 result=result,
                 pickled_output=blob,
                 output_in_store=in_store,
-                fingerprint=self.fingerprints.get(step.name) if main else None,
+                fingerprint=(
+                    None
+                    if not main
+                    else self.fingerprints.get(step.name)
+                    if getattr(step, "map_of", None) is None
+                    else item_fingerprint(
+                        self.fingerprints.get(step.map_of), step.map_index, step.map_count
+                    )
+                ),
                 inputs=inputs,
                 secrets=secrets_var().get(),
                 logs=result.logs or (),

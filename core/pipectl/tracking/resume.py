@@ -19,7 +19,14 @@ from pipectl.tracking.errors import ResumeClaimed, ResumeRefused, TrackerError
 from pipectl.tracking.reads import fetch_one, live_status
 from pipectl.tracking.serialize import now_iso
 
-__all__ = ["claim", "fingerprint", "release_claim", "resume_outputs"]
+__all__ = [
+    "claim",
+    "fingerprint",
+    "item_fingerprint",
+    "parse_item_fingerprint",
+    "release_claim",
+    "resume_outputs",
+]
 
 #: How many times a resume of ``latest`` looks for the latest run again when the one it found
 #: was resumed meanwhile (by a run that has ended since, and so is the latest now).
@@ -116,6 +123,12 @@ def _resume_outputs(
                     continue
             run_state[("data-committed", name)] = set(state["committed"])
         if state is None or state["status"] != "success":  # rolled back: undone, so redone
+            if getattr(step, "map", None) is not None and all(
+                dep in taken for dep in graph.dependencies[name]
+            ):  # a mapped step runs again: its items that succeeded are taken
+                items = _resume_items(tracker, states, old, name, fingerprint(step))
+                if items is not None:
+                    run_state[("map-items", name)] = items
             continue
         if any(dep not in taken for dep in graph.dependencies[name]):
             continue  # something it depends on runs again: so does it
@@ -137,6 +150,38 @@ def _resume_outputs(
     # loads (pipectl.loads) are named by the run that started them: a resume goes on with its
     run_state["load_run"] = tracker.load_run(old)
     return old, taken, run_state
+
+
+def _resume_items(
+    tracker: ResumableTracker, states: Mapping[str, Any], old: str, name: str, fp: str
+) -> tuple[int, dict[int, Any]] | None:
+    """The items of mapped step ``name`` that succeeded in run ``old`` with a stored output
+    and the step's current fingerprint: ``(count, {index: output})`` (the engine takes them
+    when the step has ``count`` items again), or None."""
+    prefix = name + "["
+    count = None
+    outputs: dict[int, Any] = {}
+    for step_name, state in states.items():
+        if not step_name.startswith(prefix) or state["status"] != "success":
+            continue
+        parsed = parse_item_fingerprint(state["fingerprint"], fp)
+        if parsed is None or step_name != f"{name}[{parsed[0]}]":
+            continue
+        index, n = parsed
+        if count is None:
+            count = n
+        elif n != count:
+            continue
+        if state["output_stored"] and tracker.results is not None:
+            found, value = tracker.results.get(old, step_name)
+            if not found:
+                continue
+        elif state["output_none"]:
+            value = None
+        else:
+            continue
+        outputs[index] = value
+    return None if count is None or not outputs else (count, outputs)
 
 
 # -- fingerprints of step definitions --------------------------------------------------------
@@ -200,7 +245,28 @@ def fingerprint(step: Any) -> str:
         ),
         step.when.text if step.when is not None else "",
     ]
+    if getattr(step, "map", None) is not None:  # (unmapped steps keep their fingerprints)
+        parts.append(f"map:{step.map}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+def item_fingerprint(fingerprint: str | None, index: Any, count: Any) -> str | None:
+    """What identifies an item of a mapped step for resume (``fetch[3]``): the mapped step's
+    fingerprint, the item's index and how many items there were. An item is taken from an
+    earlier run only when all three match (:func:`parse_item_fingerprint`)."""
+    return None if fingerprint is None else f"{fingerprint}[{index}/{count}]"
+
+
+def parse_item_fingerprint(recorded: Any, fingerprint: str) -> tuple[int, int] | None:
+    """``(index, count)`` of an item's recorded fingerprint when it is one of a mapped step
+    whose fingerprint is ``fingerprint``, else None."""
+    if not isinstance(recorded, str) or not recorded.startswith(fingerprint + "["):
+        return None
+    index, _, count = recorded[len(fingerprint) + 1 : -1].partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        return None
 
 
 # -- one resumer per run (the SQL trackers' claims) --------------------------------------------
