@@ -933,6 +933,7 @@ class DaskExecutor:
 
     async def start(self, run: Any, config: Any, max_concurrent: int | None) -> None:
         self._run = run
+        self._offered: frozenset[str] | None = None  # the workers' resource names (asked once)
         _register_context_pickling()
         store = getattr(config, "result_store", None)  # the tracker's, when it keeps outputs
         self._store = store if self.store_outputs and _picklable(store) else None
@@ -1090,6 +1091,12 @@ class DaskExecutor:
             store,
         )
         resources = getattr(spec, "resources", None) or None
+        pools = getattr(spec, "pools", None)
+        if pools:  # a pool the workers offer as a resource limits each worker too
+            offered = await self._offered_resources()
+            extra = {n: float(w) for n, w in pools.items() if n in offered}
+            if extra:
+                resources = {**extra, **(resources or {})}
         if resources:
             await self._check_resources(spec.name, resources)
         # the attempt's logs are captured (a tracked run): the worker captures them too
@@ -1178,6 +1185,22 @@ class DaskExecutor:
                         break
         except Exception as exc:  # a worker gone: its lines with it
             _log.debug("pipectl-dask: the logs of %s were not fetched: %s", key, exc)
+
+    async def _offered_resources(self) -> frozenset[str]:
+        """The names of the resources the cluster's workers offer (asked once per run): a
+        step's resource pool of one of these names is also asked of a worker, weight for
+        weight, so the workers offering it bound it per worker (the engine bounds the pool
+        for the whole run, in the driver)."""
+        offered = getattr(self, "_offered", None)
+        if offered is None:
+            info = await self.client.scheduler.identity()
+            offered = frozenset(
+                name
+                for worker in info.get("workers", {}).values()
+                for name in (worker.get("resources") or {})
+            )
+            self._offered = offered
+        return offered
 
     async def _check_resources(self, step: str, resources: Mapping[str, float]) -> None:
         """A step asking for resources no worker has would wait forever: fail it instead."""
