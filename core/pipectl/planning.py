@@ -67,6 +67,11 @@ class Plan:
         """The indices of the mapped steps (``map:``), found once when planning."""
         self.cached = False
         """Whether a step has a cache policy (``cache:``: its output is looked up first)."""
+        # what runs of the plan compute once and keep here (see engine.scheduler, engine.cache)
+        self.pool_needs: Sequence[tuple[tuple[str, int], ...]] | None = None
+        """Each step's pools as (name, weight) pairs; () when none takes one; None: not yet."""
+        self.cache_fingerprints: dict[Any, str] | None = None
+        """The cached steps' fingerprints, made by the step cache on first use."""
 
 
 def takes_components(factory: Any) -> bool:

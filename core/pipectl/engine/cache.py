@@ -98,10 +98,9 @@ class StepCache:
         self.store = store
         # each step's fingerprint, kept with the plan: made once per definition, not per run
         plan = state.plan
-        found = getattr(plan, "cache_fingerprints", None)
+        found = plan.cache_fingerprints
         if found is None:
-            found = {}
-            plan.cache_fingerprints = found  # type: ignore[attr-defined]
+            found = plan.cache_fingerprints = {}
         self.fingerprints: dict[Any, str] = found
 
     def lookup(

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["Pools"]
 
+_NONE: list[int] = []  # what release() returns when it lets no waiter in (never changed)
+
 
 class Pools:
     """One run's pools: ``free`` room per pool, the steps ``waiting`` (in order) and those
@@ -55,11 +57,21 @@ class Pools:
     def acquire(self, i: int) -> bool:
         """Take step ``i``'s pools now (True), or queue it behind the earlier waiters (False:
         :meth:`release` hands them over later)."""
-        if i in self.holding:
+        holding = self.holding
+        if i in holding:
             return True
         need = self.needs[i]
         free = self.free
         waiters_on = self.waiters_on
+        if len(need) == 1:  # one pool (most steps): no second loop
+            name, weight = need[0]
+            if waiters_on[name] or free[name] < weight:
+                self.waiting.append(i)
+                waiters_on[name] += 1
+                return False
+            free[name] -= weight
+            holding.add(i)
+            return True
         for name, weight in need:  # plain loops: this runs once per step of a pool
             if waiters_on[name] or free[name] < weight:
                 break
@@ -77,12 +89,12 @@ class Pools:
         """Give back step ``i``'s pools (if it holds them); return the waiting steps that
         took theirs as a result, in the order they waited."""
         if i not in self.holding:
-            return []
+            return _NONE
         self.holding.discard(i)
         free = self.free
         for name, weight in self.needs[i]:
             free[name] += weight
-        return self._grant()
+        return self._grant() if self.waiting else _NONE
 
     def _grant(self) -> list[int]:
         granted: list[int] = []

@@ -85,10 +85,14 @@ class Scheduler:
         self._index_of: dict[str, int] | None = None
         # resource pools: only when a step of the run takes one (None: no pool work at all)
         self.pools: Pools | None = None
-        if state.plan.spec.pools and any(node.spec.pools for node in nodes):
-            self.pools = Pools(
-                state.plan.spec.pools, [tuple(node.spec.pools.items()) for node in nodes]
-            )
+        plan = state.plan
+        if plan.spec.pools:
+            needs = plan.pool_needs  # each step's (pool, weight) pairs
+            if needs is None:  # once per plan; () when no step takes a pool
+                made = [tuple(node.spec.pools.items()) for node in nodes]
+                needs = plan.pool_needs = made if any(made) else ()
+            if needs:  # a run's own copy: a mapped step's items are appended to it
+                self.pools = Pools(plan.spec.pools, list(needs))
         # dynamic mapping: only when a step of the run is mapped (None: no mapping work)
         self.mapped: frozenset[int] | None = None
         self.mapping: dict[int, tuple[int, int, datetime, float]] = {}  # first, n, start, t0
@@ -387,7 +391,9 @@ class Scheduler:
             if res.status is _OK:
                 self.completed.append(j)
             if pools is not None and j in pools.holding:  # its pools go to the waiters
-                self.ready.extend(pools.release(j))
+                granted = pools.release(j)
+                if granted:
+                    self.ready.extend(granted)
             self.hooks.step_finish(run=run, step=spec, result=res)
             if self.log_info:
                 extra = {
