@@ -623,3 +623,21 @@ def test_a_cached_mapped_step_caches_each_item(tmp_path):
         True,
         False,
     ]
+
+
+def test_pipectl_cache_clear_removes_the_entries(project):
+    assert pipectl("run", "shop.yaml", cwd=project).returncode == 0
+    dry = pipectl("cache", "clear", "--dry-run", cwd=project)
+    assert dry.returncode == 0 and "would remove 1 entry" in dry.stdout
+    young = pipectl("cache", "clear", "--older-than", "1h", cwd=project)
+    assert young.returncode == 0 and "no cache entries to remove older than 1h" in young.stdout
+    assert pipectl("run", "shop.yaml", cwd=project).returncode == 0
+    assert calls(project) == 1  # still cached
+    cleared = pipectl("cache", "clear", cwd=project)
+    assert cleared.returncode == 0 and "removed 1 entry" in cleared.stdout
+    assert pipectl("run", "shop.yaml", cwd=project).returncode == 0
+    assert calls(project) == 2  # the entry was gone: it ran, and stored it again
+    assert pipectl("run", "shop.yaml", cwd=project).returncode == 0
+    assert calls(project) == 2
+    bad = pipectl("cache", "clear", "--older-than", "soon", cwd=project)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr and "Traceback" not in bad.stderr

@@ -64,6 +64,16 @@ COMMANDS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ),
     ("runs", "pipectl.cli.runs_command:runs", {"help": ("The runs the tracker recorded.")}),
     (
+        "cache",
+        "pipectl.cli.cache_command:cache",
+        {
+            "help": (
+                "The step cache: outputs of cached steps (cache: on a step), kept beside the "
+                "tracker."
+            )
+        },
+    ),
+    (
         "story",
         "pipectl.cli.story_command:story",
         {

@@ -64,7 +64,7 @@ def close_store(store: Any) -> None:
         click.echo(f"pipectl: warning: {problem}", err=True)
 
 
-_tracker_option = click.option(
+tracker_option = click.option(
     "--tracker",
     metavar="URL",
     help="The tracker to read (default: the project's: its "
@@ -97,7 +97,7 @@ def runs() -> None:
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
-@_tracker_option
+@tracker_option
 @click.pass_obj
 def list_runs(
     pm: Any,
@@ -173,7 +173,7 @@ def _step_detail(step: dict[str, Any]) -> str:
 @click.option(
     "--json", "as_json", is_flag=True, help="The whole record: the run and every step, as JSON."
 )
-@_tracker_option
+@tracker_option
 @click.pass_obj
 def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str | None) -> None:
     """One run: its params, outcome and every step with timing, attempts, records, and its
@@ -255,7 +255,7 @@ def show(pm: Any, run_id: str, pipeline: str | None, as_json: bool, tracker: str
     is_flag=True,
     help="One JSON array of lines: attempt, seq, logged_at, stream, level, message.",
 )
-@_tracker_option
+@tracker_option
 @click.pass_obj
 def logs(
     pm: Any, run_id: str, step: str, attempt: int | None, as_json: bool, tracker: str | None
@@ -344,7 +344,7 @@ def _log_line(line: dict[str, Any]) -> str:
 )
 @click.option("--pipeline", metavar="NAME", help="Only delete runs of this pipeline.")
 @click.option("--dry-run", is_flag=True, help="Say which runs would go; delete nothing.")
-@_tracker_option
+@tracker_option
 @click.pass_obj
 def prune(
     pm: Any,

@@ -213,6 +213,44 @@ class ResultStore:
             return False, None, {}
         return True, pickle.loads(body), header  # noqa: S301 - authenticated: put_cached()
 
+    def clear_cache(
+        self, older_than: float | None = None, *, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove the step cache's entries (all of them, or those stored more than
+        ``older_than`` seconds ago); returns (entries, bytes) removed, or that would be with
+        ``dry_run``. An entry removed is a miss next time: its step runs and stores it again."""
+        folder = os.path.join(self.root, "_cache")
+        cutoff = None if older_than is None else time.time() - older_than
+        count = size = 0
+        try:
+            shards = os.listdir(folder)
+        except FileNotFoundError:
+            return 0, 0
+        for shard in shards:
+            path = os.path.join(folder, shard)
+            try:
+                names = os.listdir(path)
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for name in names:
+                entry = os.path.join(path, name)
+                try:
+                    info = os.stat(entry)
+                    if cutoff is not None and info.st_mtime >= cutoff:
+                        continue
+                    if not dry_run:
+                        os.unlink(entry)
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                count += 1
+                size += info.st_size
+            if not dry_run and cutoff is None:
+                try:
+                    os.rmdir(path)
+                except OSError:  # an entry written meanwhile: the folder stays
+                    pass
+        return count, size
+
     def delete_run(self, run_id: str) -> None:
         """Remove every stored output of run ``run_id`` (its folder); a run with nothing
         stored (or removed already) is fine. An id that is not one plain folder name (empty,
