@@ -1,7 +1,7 @@
 """What step caching costs per step, with the SQLite tracker: the same tracked run of N steps
 (each given the same 100-number list by one upstream step; ``store_output=False``, so that
-the tracker's own durable copy of each output for resume, an fsync per step, does not drown
-the figures), timed in the same process and loop, interleaved:
+the tracker's own copy of each output for resume, a file per step, does not drown the
+figures), timed in the same process and loop, interleaved:
 
 - ``tracked``: the steps without a cache policy (the baseline: they are called);
 - ``hit``: the steps with ``cache=True`` and every output in the cache (none is called: the

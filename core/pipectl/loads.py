@@ -211,14 +211,19 @@ class FileMarker:
         write_atomically(self.marker_path, json.dumps(data, default=str).encode("utf-8"))
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> None:
+def write_atomically(
+    path: str | os.PathLike[str], data: bytes, *, sync: bool = True, clean: bool = True
+) -> None:
     """``data`` into ``path``: a synced temporary file (``.NAME.pipectl-PID-*.tmp``, removed
     if anything fails, a full disk say) renamed over it. ``sync=False`` skips the fsync: the
     file is whole or absent for other processes, but a machine crash may leave it empty or
-    cut short (for files whose readers check them, such as the step cache's entries)."""
+    cut short (for files whose readers check them, such as the result store's). ``clean``:
+    first remove the temporary files dead processes left beside it (a listing of the folder:
+    False for folders of many files written one after another)."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
-    remove_stale_temp_files(path)
+    if clean:
+        remove_stale_temp_files(path)
     tmp = os.path.join(folder, f"{temp_prefix(path)}{os.urandom(4).hex()}.tmp")
     try:
         with open(tmp, "wb") as f:

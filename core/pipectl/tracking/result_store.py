@@ -65,7 +65,6 @@ class ResultStore:
         self.key_file = Path(key_file).absolute()
         self._key: bytes | None = None
         self._cache_root: str | None = None  # the cache's folder, as text (made on first use)
-        self._cache_dirs: set[str] = set()  # the cache's folders made by this store
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_key": self._secret()}  # the key goes with the store
@@ -88,12 +87,15 @@ class ResultStore:
         return mac.digest()
 
     def put(self, run_id: str, step: str, data: bytes) -> str:
-        """Store a pickled output durably (written, fsynced, renamed into place); an OSError
-        (a full disk, a key that cannot be read or made) leaves nothing behind."""
+        """Store a pickled output: written to a temporary file and renamed into place, so it
+        is whole or absent; an OSError (a full disk, a key that cannot be read or made) leaves
+        nothing behind. Not synced to disk (an fsync per step output cost 0.45 ms on this
+        project's test machine): a process that dies loses nothing (the kernel has the file),
+        and after a crash of the machine an output lost or cut short fails :meth:`get`'s
+        check, so its step runs again on resume, as for an output never stored."""
         path = self._path(run_id, step)
         tag = self._tag(run_id, step, data)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(path, self.MAGIC + tag + data)
+        _write(str(path), self.MAGIC + tag + data)
         return str(path)
 
     def get(self, run_id: str, step: str) -> tuple[bool, Any]:
@@ -162,15 +164,7 @@ class ResultStore:
         header = json.dumps({"run_id": run_id, "step": step, "stored_at": stored_at}).encode()
         path = self._cache_path(key)
         tag = self._cache_tag(key, header, data)
-        made = self._cache_dirs
-        folder = os.path.dirname(path)
-        if folder not in made:  # a mkdir is slow on some disks: once per folder
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        from pipectl.loads import write_atomically
-
-        entry = self.CACHE_MAGIC + tag + len(header).to_bytes(4, "big") + header + data
-        write_atomically(path, entry, sync=False)
+        _write(path, self.CACHE_MAGIC + tag + len(header).to_bytes(4, "big") + header + data)
         return stored_at
 
     def get_cached(self, key: str) -> tuple[bool, Any, dict[str, Any]]:
@@ -269,6 +263,20 @@ class ResultStore:
             shutil.rmtree(folder)
         except FileNotFoundError:
             pass
+
+
+def _write(path: str, data: bytes) -> None:
+    """``data`` into ``path`` atomically, not synced (see :meth:`ResultStore.put`); its folder
+    is made when it is missing (tried first: a mkdir per file costs on some disks). The folder
+    is not listed for dead processes' temporary files at each write (a run's folder holds one
+    file per step); ``delete_run`` and ``clear_cache`` remove what they hold."""
+    from pipectl.loads import write_atomically
+
+    try:
+        write_atomically(path, data, sync=False, clean=False)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomically(path, data, sync=False, clean=False)
 
 
 def read_or_make_key(path: Path) -> bytes:
