@@ -641,3 +641,23 @@ def test_pipectl_cache_clear_removes_the_entries(project):
     assert calls(project) == 2
     bad = pipectl("cache", "clear", "--older-than", "soon", cwd=project)
     assert bad.returncode == 2 and "--older-than" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("keep", [0, 10, -7], ids=["empty", "cut-short", "last-bytes-lost"])
+def test_an_entry_cut_short_is_a_miss_and_is_replaced(tmp_path, keep):
+    """What a crash of the machine can leave of an entry written without an fsync: nothing,
+    or part of it. Its check fails, the step runs, and its new output replaces it."""
+    pipe, log = _counted(tmp_path)
+    tracker = _tracker(tmp_path)
+    pipe.run_sync(tracker=tracker)
+    (entry,) = (tmp_path / "results" / "_cache").rglob("*.pickle")
+    data = entry.read_bytes()
+    entry.write_bytes(data[:keep])
+    run = pipe.run_sync(tracker=tracker)
+    assert run.ok and run.steps["expensive"].output == 6
+    assert run.steps["expensive"].cached_from is None
+    assert len(log) == 2
+    assert entry.read_bytes() != data[:keep]  # replaced by a whole entry
+    again = pipe.run_sync(tracker=tracker)
+    assert again.steps["expensive"].cached_from == run.run_id
+    assert len(log) == 2
