@@ -661,3 +661,26 @@ def test_an_entry_cut_short_is_a_miss_and_is_replaced(tmp_path, keep):
     again = pipe.run_sync(tracker=tracker)
     assert again.steps["expensive"].cached_from == run.run_id
     assert len(log) == 2
+
+
+@pytest.mark.parametrize("point", ["cache.mid-store", "cache.after-store"])
+def test_a_kill_while_storing_never_leaves_a_partial_hit(project, point):
+    """SIGKILL at the step cache's named points: mid-store leaves no entry (the next run calls
+    the step and stores it); after the store the entry is whole (the next run takes it)."""
+    killed = pipectl("run", "shop.yaml", cwd=project, PIPECTL_FAULT=point)
+    assert killed.returncode == -9, killed.stderr
+    assert calls(project) == 1
+    entries = list((project / ".home" / "results" / "_cache").rglob("*.pickle"))
+    assert len(entries) == (0 if point == "cache.mid-store" else 1)
+    after = pipectl("run", "shop.yaml", cwd=project)
+    assert after.returncode == 0, after.stderr
+    record = shown(project)
+    if point == "cache.mid-store":  # no entry: it ran again, and stored a whole one
+        assert calls(project) == 2
+        assert step_of(record, "expensive")["cached_from"] is None
+        again = pipectl("run", "shop.yaml", cwd=project)
+        assert again.returncode == 0 and calls(project) == 2
+    else:  # the output was made and stored before the kill: taken from the cache
+        assert calls(project) == 1
+        assert step_of(record, "expensive")["cached_from"] is not None
+    assert step_of(shown(project), "report")["output_summary"] == {"total": 60}

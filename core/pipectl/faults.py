@@ -20,6 +20,12 @@ The points:
     before the tracker hears of it).
 ``tracker.after-row``
     In the tracker's writer, right after it committed a row saying a step succeeded.
+``cache.mid-store``
+    While a cached step's output is stored in the step cache: its temporary file written,
+    before the rename that makes it the entry.
+``cache.after-store``
+    Right after a cached step's output became its cache entry, before the step's end is
+    recorded.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ POINTS = (
     "data.between-commits",
     "data.after-commits",
     "tracker.after-row",
+    "cache.mid-store",
+    "cache.after-store",
 )
 
 _armed: list[str | int] | None = None  # [name, countdown] once read from the environment

@@ -212,14 +212,20 @@ class FileMarker:
 
 
 def write_atomically(
-    path: str | os.PathLike[str], data: bytes, *, sync: bool = True, clean: bool = True
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    sync: bool = True,
+    clean: bool = True,
+    fault: str | None = None,
 ) -> None:
     """``data`` into ``path``: a synced temporary file (``.NAME.pipectl-PID-*.tmp``, removed
     if anything fails, a full disk say) renamed over it. ``sync=False`` skips the fsync: the
     file is whole or absent for other processes, but a machine crash may leave it empty or
     cut short (for files whose readers check them, such as the result store's). ``clean``:
     first remove the temporary files dead processes left beside it (a listing of the folder:
-    False for folders of many files written one after another)."""
+    False for folders of many files written one after another). ``fault``: the fault point
+    (:mod:`pipectl.faults`) reached between the temporary file and the rename."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     if clean:
@@ -231,6 +237,10 @@ def write_atomically(
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
+        if fault is not None:
+            from pipectl import faults
+
+            faults.reach(fault)
         os.replace(tmp, path)
     except BaseException:
         try:

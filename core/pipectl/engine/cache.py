@@ -220,6 +220,9 @@ class StepCache:
                 CacheEvent("miss", key=key, reason=f"not stored: {type(exc).__name__}: {exc}"),
             )
             return
+        from pipectl import faults
+
+        faults.reach("cache.after-store")
         self.event(
             node,
             CacheEvent(

@@ -164,7 +164,8 @@ class ResultStore:
         header = json.dumps({"run_id": run_id, "step": step, "stored_at": stored_at}).encode()
         path = self._cache_path(key)
         tag = self._cache_tag(key, header, data)
-        _write(path, self.CACHE_MAGIC + tag + len(header).to_bytes(4, "big") + header + data)
+        entry = self.CACHE_MAGIC + tag + len(header).to_bytes(4, "big") + header + data
+        _write(path, entry, fault="cache.mid-store")
         return stored_at
 
     def get_cached(self, key: str) -> tuple[bool, Any, dict[str, Any]]:
@@ -265,7 +266,7 @@ class ResultStore:
             pass
 
 
-def _write(path: str, data: bytes) -> None:
+def _write(path: str, data: bytes, fault: str | None = None) -> None:
     """``data`` into ``path`` atomically, not synced (see :meth:`ResultStore.put`); its folder
     is made when it is missing (tried first: a mkdir per file costs on some disks). The folder
     is not listed for dead processes' temporary files at each write (a run's folder holds one
@@ -273,10 +274,10 @@ def _write(path: str, data: bytes) -> None:
     from pipectl.loads import write_atomically
 
     try:
-        write_atomically(path, data, sync=False, clean=False)
+        write_atomically(path, data, sync=False, clean=False, fault=fault)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, data, sync=False, clean=False)
+        write_atomically(path, data, sync=False, clean=False, fault=fault)
 
 
 def read_or_make_key(path: Path) -> bytes:
