@@ -198,9 +198,8 @@ def test_the_other_arguments_are_the_same_for_each_item_and_ctx_names_the_item()
     assert run.steps["join"].output == ["p-a!@join[0]", "p-b!@join[1]", "p-c!@join[2]"]
 
 
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_max_concurrent_is_respected_by_items(tmp_path, asynchronous):
-    gauge = Gauge(tmp_path / "gauge")
+def gauged(gauge: Gauge) -> tuple:
+    """A sync and an async item function, each counted by ``gauge`` while it runs (20 ms)."""
 
     def work(url):
         gauge.enter()
@@ -217,6 +216,14 @@ def test_max_concurrent_is_respected_by_items(tmp_path, asynchronous):
         finally:
             gauge.leave()
         return url
+
+    return work, awork
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_max_concurrent_is_respected_by_items(tmp_path, asynchronous):
+    gauge = Gauge(tmp_path / "gauge")
+    work, awork = gauged(gauge)
 
     pipe = mapped_pipeline(list(range(12)), awork if asynchronous else work, max_concurrent=3)
     run = pipe.run_sync()
@@ -229,22 +236,7 @@ def test_max_concurrent_is_respected_by_items(tmp_path, asynchronous):
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_each_item_counts_one_in_the_steps_pool(tmp_path, asynchronous):
     gauge = Gauge(tmp_path / "gauge")
-
-    def work(url):
-        gauge.enter()
-        try:
-            time.sleep(0.02)
-        finally:
-            gauge.leave()
-        return url
-
-    async def awork(url):
-        gauge.enter()
-        try:
-            await asyncio.sleep(0.02)
-        finally:
-            gauge.leave()
-        return url
+    work, awork = gauged(gauge)
 
     pipe = Pipeline("pooled", max_concurrent=8, pools={"db": 2})
     pipe.add_step("list_urls", lambda: list(range(10)))
